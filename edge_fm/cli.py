@@ -1,0 +1,376 @@
+"""The ``edge-fm`` command line: a thin Typer layer over the library.
+
+Each command parses its options, calls one library function and renders the result with rich.
+Users' mistakes (:class:`~edge_fm.errors.EdgeFMError`, bad options) become one red line on
+stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edge_fm.errors import EdgeFMError
+
+try:  # Typer >= 0.23 carries its own copy of Click
+    from typer.exceptions import TyperException as _UsageError
+except ImportError:  # older Typer raises Click's own exceptions
+    from click.exceptions import ClickException as _UsageError
+
+app = typer.Typer(
+    name="edge-fm",
+    help="Train, optimize, export and benchmark tiny Fashion-MNIST classifiers for the edge.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Get and inspect the Fashion-MNIST data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+# soft_wrap: a long line stays one line (paths and figures are not broken) when piped.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
+
+DataDirOption = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder of the four IDX files (default: $EDGE_FM_DATA, else the user cache)."),
+]
+
+
+def _fails_cleanly(command):
+    """Turns EdgeFMError (and Ctrl-C) into one red line and a non-zero exit."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except EdgeFMError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]", highlight=False)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from edge_fm import __version__
+
+        console.print(f"edge-fm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Train, optimize, export and benchmark tiny Fashion-MNIST classifiers for the edge."""
+    warnings.showwarning = _show_warning
+
+
+# ---------------------------------------------------------------- data
+
+
+@data_app.command("fetch")
+@_fails_cleanly
+def data_fetch(
+    data_dir: DataDirOption = None,
+    url: Annotated[
+        Optional[list[str]], typer.Option("--url", help="Base URL to download from instead of the official mirrors (repeatable).")
+    ] = None,
+) -> None:
+    """Download the four original Fashion-MNIST files and verify their SHA-256.
+
+    Example: edge-fm data fetch --data-dir ~/data/fashion-mnist
+    """
+    from edge_fm import data
+
+    target = data.resolve_data_dir(data_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        paths = data.fetch(target, base_urls=url or data.MIRRORS, progress=report)
+    console.print(f"[green]verified[/] {len(paths)} files in {target}")
+
+
+@data_app.command("info")
+@_fails_cleanly
+def data_info(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show where the data is, images per class and split, pixel statistics and checksums.
+
+    Example: edge-fm data info --data-dir ../shared/data/fashion-mnist
+    """
+    from edge_fm import data
+
+    result = data.info(data_dir)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    console.print(f"data directory: [bold]{result['data_dir']}[/]")
+    table = Table("class", *result["splits"], title="images per class")
+    for name in data.CLASS_NAMES:
+        table.add_row(name, *(str(s["per_class"][name]) for s in result["splits"].values()))
+    table.add_row("[bold]total[/]", *(f"[bold]{s['images']}[/]" for s in result["splits"].values()))
+    console.print(table)
+    console.print(f"train pixel mean {result['pixel_mean']:.3f}, std {result['pixel_std']:.3f} (0-255 scale)")
+    for name, entry in result["files"].items():
+        verdict = "[green]matches the original release[/]" if entry["matches_original"] else "[yellow]differs from the original release[/]"
+        console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}")
+
+
+@data_app.command("make-sample")
+@_fails_cleanly
+def data_make_sample(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the four sample IDX files to.")],
+    data_dir: DataDirOption = None,
+    per_class_train: Annotated[int, typer.Option(min=1, help="Training images per class.")] = 200,
+    per_class_test: Annotated[int, typer.Option(min=1, help="Test images per class.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the selection.")] = 0,
+) -> None:
+    """Write a stratified subset of the dataset as IDX files (how the embedded sample was made).
+
+    Example: edge-fm data make-sample /tmp/sample --data-dir ../shared/data/fashion-mnist
+    """
+    from edge_fm import data
+
+    for path in data.make_sample(out_dir, data_dir, per_class_train, per_class_test, seed):
+        console.print(str(path))
+
+
+# ---------------------------------------------------------------- zoo
+
+
+@app.command("zoo")
+@_fails_cleanly
+def zoo_table(
+    show_all: Annotated[bool, typer.Option("--all", help="Include test-only architectures.")] = False,
+) -> None:
+    """List the architectures with their parameters, MACs per image and the paper they reproduce.
+
+    Example: edge-fm zoo
+    """
+    from edge_fm.zoo import describe_model, list_models
+
+    table = Table("architecture", "params", "MACs/image", "input", "paper acc.", "description")
+    table.columns[0].no_wrap = True
+    for name in list_models(include_testing=show_all):
+        row = describe_model(name)
+        paper_acc = f"{row['paper_accuracy']:.2%}" if row["paper_accuracy"] else "-"
+        table.add_row(
+            name, f"{row['params']:,}", f"{row['macs'] / 1e6:.2f} M", row["input_size"], paper_acc, row["description"]
+        )
+    console.print(table)
+
+
+# ---------------------------------------------------------------- train and evaluate
+
+
+class _RichReporter:
+    """Renders training progress: live bars on a terminal, one plain line per epoch otherwise."""
+
+    def __init__(self, out: Console):
+        self.out = out
+        self.progress: Progress | None = None
+        self.epochs = 0
+
+    def start(self, run_dir, config, data, steps_per_epoch, initial_epoch):
+        self.epochs = config.epochs
+        self.out.print(f"run [bold]{run_dir}[/]  ·  {config.arch} ({config.preset} preset)  ·  {data}")
+        if initial_epoch:
+            self.out.print(f"resuming after epoch {initial_epoch}")
+        if self.out.is_terminal:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=self.out,
+            )
+            self.progress.start()
+            self.epoch_task = self.progress.add_task("epochs", total=config.epochs, completed=initial_epoch, metrics="")
+            self.step_task = self.progress.add_task("steps", total=steps_per_epoch, metrics="")
+
+    def step(self, step, logs):
+        if self.progress:
+            self.progress.update(self.step_task, completed=step, metrics=_format_logs(logs))
+
+    def epoch(self, epoch, logs):
+        if self.progress:
+            self.progress.update(self.epoch_task, completed=epoch, metrics=_format_logs(logs))
+            self.progress.reset(self.step_task)
+        else:
+            self.out.print(f"epoch {epoch}/{self.epochs}  {_format_logs(logs)}", highlight=False)
+
+    def message(self, text):
+        self.stop()
+        self.out.print(text)
+
+    def stop(self):
+        if self.progress:
+            self.progress.stop()
+            self.progress = None
+
+
+def _format_logs(logs: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in logs.items())
+
+
+@app.command("train")
+@_fails_cleanly
+def train_command(
+    arch: Annotated[Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")] = None,
+    preset: Annotated[str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")] = "quick",
+    sample: Annotated[bool, typer.Option("--sample", help="Use the embedded sample instead of the full dataset.")] = False,
+    data_dir: DataDirOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
+    schedule: Annotated[Optional[str], typer.Option(help="constant, exponential, cyclical, cosine or onecycle.")] = None,
+    augment: Annotated[Optional[str], typer.Option(help="Comma list of crop, flip, affine, erasing ('' for none).")] = None,
+    val_size: Annotated[Optional[int], typer.Option(help="Validation images carved from the training split.")] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(help="Patience in epochs (0: off).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of split, initialisation and shuffling.")] = None,
+    settings: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Any config field as key=value (repeatable), e.g. --set label_smoothing=0.1.")
+    ] = None,
+    arch_options: Annotated[
+        Optional[list[str]], typer.Option("--arch-opt", help="Architecture option as key=value (repeatable), e.g. --arch-opt alpha=0.5.")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run directory.")] = None,
+) -> None:
+    """Train an architecture and print its metrics; writes a new run directory.
+
+    Example: edge-fm train cnn-2conv --preset paper --data-dir ../shared/data/fashion-mnist
+    """
+    from edge_fm import config as config_lib
+    from edge_fm.train import config_for, resume as resume_run, train
+
+    reporter = _RichReporter(console)
+    try:
+        if resume is not None:
+            run_dir = resume_run(resume, data_dir, reporter=reporter)
+        else:
+            if not arch:
+                raise EdgeFMError("name an architecture (see `edge-fm zoo`), or pass --resume RUN_DIR.")
+            overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+            given = {
+                "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "optimizer": optimizer,
+                "schedule": schedule, "val_size": val_size, "early_stopping": early_stopping, "seed": seed,
+                "augment": None if augment is None else config_lib.parse_value(augment, tuple_field=True),
+            }
+            overrides.update({k: v for k, v in given.items() if v is not None})
+            if sample:
+                overrides["data"] = "sample"
+            overrides["arch_options"] = {
+                key.replace("-", "_"): config_lib.parse_value(value)
+                for key, _, value in (opt.partition("=") for opt in arch_options or [])
+            }
+            config = config_for(arch, preset, **overrides)
+            run_dir = train(config, data_dir, runs_dir, reporter=reporter)
+    except KeyboardInterrupt:
+        reporter.stop()
+        err_console.print("[bold red]interrupted:[/] continue with `edge-fm train --resume RUN_DIR` (the run printed above).")
+        raise typer.Exit(130) from None
+    finally:
+        reporter.stop()
+    _print_metrics(json.loads((run_dir / "metrics.json").read_text()), run_dir)
+
+
+def _print_metrics(metrics: dict, run_dir: Path) -> None:
+    key = "test" if "test" in metrics else "sample_test"
+    scores = metrics[key]
+    where = "test split" if key == "test" else "embedded sample (held-out images; NOT test-set accuracy)"
+    console.print(
+        f"[bold]{metrics['arch']}[/]: accuracy [bold green]{scores['accuracy']:.2%}[/] on the {where}, "
+        f"loss {scores['loss']:.4f}, macro F1 {scores['macro_f1']:.4f}; validation accuracy {metrics['val']['accuracy']:.2%}",
+        highlight=False,
+    )
+    _print_per_class(scores)
+    console.print(
+        f"{metrics['epochs_run']} epochs in {metrics['training_seconds']:.1f} s on {metrics['device']}; "
+        f"{metrics['params']:,} params, {metrics['macs'] / 1e6:.2f} M MACs/image",
+        highlight=False,
+    )
+    console.print(f"run directory: [bold]{run_dir}[/]")
+
+
+def _print_per_class(scores: dict) -> None:
+    table = Table("class", "precision", "recall", "F1", "images")
+    for name, row in scores["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+
+
+@app.command("evaluate")
+@_fails_cleanly
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished training run directory.")],
+    data_dir: DataDirOption = None,
+    split: Annotated[str, typer.Option(help="'test' or 'val'.")] = "test",
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")] = None,
+) -> None:
+    """Score a run's model on the test (or validation) split.
+
+    Example: edge-fm evaluate runs/cnn-2conv-train-1
+    """
+    from edge_fm.io import write_json
+    from edge_fm.train import evaluate
+
+    result = evaluate(run_dir, data_dir, split)
+    console.print(
+        f"accuracy [bold green]{result['accuracy']:.2%}[/] on {result['split']} ({result['examples']} images; {result['data']}), "
+        f"loss {result['loss']:.4f}, macro F1 {result['macro_f1']:.4f}",
+        highlight=False,
+    )
+    _print_per_class(result)
+    if json_out:
+        write_json(json_out, result)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the CLI; usage errors become one line on stderr (Click's box spans several)."""
+    command = typer.main.get_command(app)
+    try:
+        # Without standalone mode, Click hands back the code of a typer.Exit instead of exiting.
+        result = command.main(args=argv, prog_name="edge-fm", standalone_mode=False)
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        err_console.print("[bold red]aborted[/]")
+        return 130
+    except _UsageError as exc:
+        context = getattr(exc, "ctx", None)
+        where = context.command_path if context else "edge-fm"
+        err_console.print(f"[bold red]error:[/] {exc.format_message()} (see `{where} --help`)", highlight=False, soft_wrap=True)
+        return exc.exit_code
+    return result if isinstance(result, int) else 0
+
+
+def entry_point() -> None:
+    """The console script."""
+    sys.exit(main())

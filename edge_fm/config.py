@@ -1,0 +1,179 @@
+"""Frozen, validated configuration dataclasses, saved with every run as ``config.json``."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from pathlib import Path
+from typing import Any, TypeVar
+
+from edge_fm.errors import EdgeFMError, unknown_choice
+
+C = TypeVar("C")
+
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("constant", "exponential", "cyclical", "cosine", "onecycle")
+AUGMENTATIONS = ("crop", "flip", "affine", "erasing")
+DATA_SOURCES = ("full", "sample")
+MONITORS = ("val_loss", "val_accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run; ``config.json`` of a run re-creates it.
+
+    Example:
+        >>> cfg = TrainConfig(arch="cnn-2conv", epochs=3)
+        >>> dataclasses.replace(cfg, learning_rate=3e-4).learning_rate
+        0.0003
+    """
+
+    arch: str  # registry name of the architecture
+    arch_options: dict = dataclasses.field(default_factory=dict)  # keyword options of its builder
+    preset: str = "custom"  # preset the values came from (informational)
+    data: str = "full"  # 'full' dataset from the data dir, or the embedded 'sample'
+    val_size: int | None = None  # validation images carved from train (None: 5000 full, 400 sample)
+    max_train: int | None = None  # cap on training images, stratified (None: all)
+    epochs: int = 10  # maximum epochs
+    batch_size: int = 128  # images per step
+    optimizer: str = "adam"  # adam, adamw or sgd
+    learning_rate: float = 1e-3  # peak learning rate
+    momentum: float = 0.9  # SGD momentum (Nesterov)
+    schedule: str = "constant"  # constant, exponential, cyclical, cosine or onecycle
+    warmup_epochs: float = 0.0  # linear warm-up before cosine decay
+    decay_rate: float = 0.9  # per-epoch factor of the exponential schedule
+    min_learning_rate: float = 1e-5  # floor of cosine and base of cyclical schedules
+    cycle_epochs: float = 4.0  # length of one triangular cycle
+    weight_decay: float = 0.0  # decoupled weight decay (AdamW style)
+    l2: float = 0.0  # L2 penalty on kernels added to the loss
+    label_smoothing: float = 0.0  # label smoothing of the cross-entropy
+    augment: tuple[str, ...] = ()  # any of crop, flip, affine, erasing
+    crop_padding: int = 2  # pixels of zero padding for the random crop
+    rotation: float = 10.0  # max rotation of 'affine', degrees
+    shift: float = 0.1  # max shift of 'affine', fraction of the side
+    zoom: float = 0.1  # max zoom change of 'affine', fraction
+    shear: float = 10.0  # max shear of 'affine', degrees
+    erasing_prob: float = 0.5  # probability of random erasing per image
+    early_stopping: int = 0  # patience in epochs on `monitor` (0: off); best weights restored
+    monitor: str = "val_loss"  # val_loss or val_accuracy
+    seed: int = 0  # seed of the split, the initialisation and the shuffling
+    mixed_precision: bool | None = None  # None: on when a GPU is present
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "augment", tuple(self.augment))
+        object.__setattr__(self, "arch_options", dict(self.arch_options))
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("data source", self.data, DATA_SOURCES)
+        _choice("monitor", self.monitor, MONITORS)
+        for name in self.augment:
+            _choice("augmentation", name, AUGMENTATIONS)
+        _at_least("epochs", self.epochs, 1)
+        _at_least("batch_size", self.batch_size, 1)
+        _positive("learning_rate", self.learning_rate)
+        _positive("min_learning_rate", self.min_learning_rate)
+        _positive("cycle_epochs", self.cycle_epochs)
+        _within("decay_rate", self.decay_rate, 0.0, 1.0, low_open=True)
+        _within("label_smoothing", self.label_smoothing, 0.0, 1.0, high_open=True)
+        _within("erasing_prob", self.erasing_prob, 0.0, 1.0)
+        _within("shift", self.shift, 0.0, 0.5)
+        _within("zoom", self.zoom, 0.0, 0.9)
+        _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        for name in ("weight_decay", "l2", "warmup_epochs", "rotation", "shear"):
+            _at_least(name, getattr(self, name), 0)
+        _at_least("crop_padding", self.crop_padding, 0)
+        _at_least("early_stopping", self.early_stopping, 0)
+        if self.val_size is not None:
+            _at_least("val_size", self.val_size, 1)
+        if self.max_train is not None:
+            _at_least("max_train", self.max_train, 1)
+
+    @property
+    def resolved_val_size(self) -> int:
+        """The validation size in force: the given one, else 5000 (full) or 400 (sample)."""
+        if self.val_size is not None:
+            return self.val_size
+        return 400 if self.data == "sample" else 5000
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return dataclasses.asdict(self)
+
+
+def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+    """Builds config ``cls`` from a dict, naming any unknown key with a close match.
+
+    Raises:
+        EdgeFMError: An unknown key, or a value out of range.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in values:
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise EdgeFMError(f"unknown setting {key!r}.{hint}")
+    return cls(**values)
+
+
+def load_config(cls: type[C], path: Path) -> C:
+    """Reads a config saved as JSON by a run."""
+    return from_dict(cls, json.loads(Path(path).read_text()))
+
+
+def parse_overrides(cls: type, pairs: list[str]) -> dict[str, Any]:
+    """Parses ``key=value`` strings into typed values for the fields of ``cls``.
+
+    Values are read as JSON where possible (numbers, true/false, null, lists), else as strings;
+    a comma-separated value for a tuple field becomes a list.
+
+    Example:
+        >>> parse_overrides(TrainConfig, ["epochs=3", "augment=crop,flip"])
+        {'epochs': 3, 'augment': ['crop', 'flip']}
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise EdgeFMError(f"setting {pair!r} is not key=value (e.g. epochs=5).")
+        if key not in fields:
+            raise unknown_choice("setting", key, fields)
+        result[key] = parse_value(raw, tuple_field="tuple" in str(fields[key].type))
+    return result
+
+
+def parse_value(raw: str, tuple_field: bool = False) -> Any:
+    """Reads a command-line value as JSON where it parses, else as a string (lists split on commas)."""
+    raw = raw.strip()
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    if tuple_field and isinstance(value, str):
+        value = [v for v in value.split(",") if v] if value else []
+    return value
+
+
+def _choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise unknown_choice(kind, value, allowed)
+
+
+def _at_least(name: str, value: float, low: float) -> None:
+    if not isinstance(value, (int, float)) or value < low:
+        raise EdgeFMError(f"{name} must be a number >= {low}, got {value!r}.")
+
+
+def _positive(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or value <= 0:
+        raise EdgeFMError(f"{name} must be a positive number, got {value!r}.")
+
+
+def _within(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+    ok = isinstance(value, (int, float))
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
+        raise EdgeFMError(f"{name} must be in {lo}{low}, {high}{hi}, got {value!r}.")

@@ -1,0 +1,176 @@
+"""The training stage on the embedded sample: pipeline, augmentations, schedules, runs, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge_fm import data
+from edge_fm.compat import tf
+from edge_fm.config import TrainConfig, load_config
+from edge_fm.errors import EdgeFMError
+from edge_fm.io import sha256_file
+from edge_fm.train import (
+    NullReporter,
+    augment_batch,
+    build_schedule,
+    config_for,
+    evaluate,
+    resume,
+    train,
+)
+
+
+def _batch(n=32):
+    images, _ = data.load_split("train", data.SAMPLE_DIR)
+    return tf.constant(images[:n].astype(np.float32))
+
+
+def test_no_augmentation_parameters_mean_identity():
+    batch = _batch()
+    cfg = TrainConfig(arch="tiny-cnn", augment=("affine", "crop", "erasing"), rotation=0, shear=0, zoom=0, shift=0,
+                      crop_padding=0, erasing_prob=0.0)
+    np.testing.assert_allclose(augment_batch(batch, cfg).numpy(), batch.numpy(), atol=1e-3)
+
+
+def test_flip_mirrors_each_image_independently():
+    tf.random.set_seed(1)
+    batch = _batch(64)
+    out = augment_batch(batch, TrainConfig(arch="tiny-cnn", augment=("flip",))).numpy()
+    same = [np.array_equal(o, b) for o, b in zip(out, batch.numpy())]
+    mirrored = [np.array_equal(o, b[:, ::-1]) for o, b in zip(out, batch.numpy())]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 10 < sum(mirrored) < 54  # about half, drawn per image
+
+
+def test_crop_is_an_integer_shift_with_zero_fill():
+    tf.random.set_seed(2)
+    batch = _batch(16).numpy()
+    out = augment_batch(tf.constant(batch), TrainConfig(arch="tiny-cnn", augment=("crop",), crop_padding=2)).numpy()
+    for original, shifted in zip(batch, out):
+        padded = np.pad(original[..., 0], 2)
+        windows = [padded[dy : dy + 28, dx : dx + 28] for dy in range(5) for dx in range(5)]
+        assert any(np.allclose(shifted[..., 0], w, atol=1e-3) for w in windows)
+
+
+def test_erasing_fills_one_rectangle_per_chosen_image():
+    tf.random.set_seed(3)
+    batch = tf.zeros((32, 28, 28, 1))
+    out = augment_batch(batch, TrainConfig(arch="tiny-cnn", augment=("erasing",), erasing_prob=1.0)).numpy()
+    for image in out[..., 0]:
+        rows, cols = np.nonzero(image)
+        area = (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)
+        assert 0.02 * 784 * 0.5 <= area <= 0.25 * 784 * 1.5
+
+
+def test_affine_keeps_images_in_range_and_changes_them():
+    tf.random.set_seed(4)
+    batch = _batch()
+    out = augment_batch(batch, TrainConfig(arch="tiny-cnn", augment=("affine",))).numpy()
+    assert out.min() >= 0 and out.max() <= 255
+    assert np.abs(out - batch.numpy()).mean() > 1.0
+
+
+def test_schedules_follow_their_definitions():
+    cyclical = build_schedule(TrainConfig(arch="x", schedule="cyclical", learning_rate=1e-2,
+                                          min_learning_rate=1e-3, cycle_epochs=2), steps_per_epoch=10)
+    assert float(cyclical(0)) == pytest.approx(1e-3)
+    assert float(cyclical(10)) == pytest.approx(1e-2)  # peak at half a cycle
+    assert float(cyclical(20)) == pytest.approx(1e-3)
+    onecycle = build_schedule(TrainConfig(arch="x", schedule="onecycle", epochs=10, learning_rate=1e-2), 10)
+    assert float(onecycle(0)) == pytest.approx(1e-2 / 25, rel=1e-3)
+    assert float(onecycle(30)) == pytest.approx(1e-2, rel=1e-3)
+    assert float(onecycle(100)) < 1e-4
+    cosine = build_schedule(TrainConfig(arch="x", schedule="cosine", epochs=4, learning_rate=1e-2, warmup_epochs=1), 10)
+    assert float(cosine(10)) == pytest.approx(1e-2, rel=1e-3) and float(cosine(5)) < 1e-2
+    exponential = build_schedule(TrainConfig(arch="x", schedule="exponential", learning_rate=1e-2, decay_rate=0.5), 10)
+    assert float(exponential(20)) == pytest.approx(2.5e-3)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [({"epochs": 0}, "epochs must be"), ({"learning_rate": -1.0}, "learning_rate must be positive"),
+     ({"schedule": "cosin"}, "Did you mean 'cosine'"), ({"augment": ("flop",)}, "unknown augmentation")],
+)
+def test_invalid_settings_are_refused(bad, message):
+    with pytest.raises(EdgeFMError, match=message.replace("positive", "a positive number")):
+        TrainConfig(arch="tiny-cnn", **bad)
+
+
+def _quick(tmp_path, **overrides):
+    values = {"data": "sample", "epochs": 3, "batch_size": 64, "learning_rate": 3e-3, **overrides}
+    return config_for("tiny-cnn", "quick", **values)
+
+
+def test_training_on_the_sample_writes_a_complete_run(tmp_path):
+    cfg = _quick(tmp_path, augment=("crop", "flip"), schedule="cosine", label_smoothing=0.1, l2=1e-4, weight_decay=1e-4)
+    run = train(cfg, runs_dir=tmp_path)
+    assert run.name == "tiny-cnn-train-1"
+    assert load_config(TrainConfig, run / "config.json") == cfg  # enough to re-run it
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[-1]["learning_rate"] < history[0]["learning_rate"]  # the cosine schedule ran
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert "test" not in metrics and metrics["evaluated_on"].startswith("embedded sample")
+    scores = metrics["sample_test"]
+    assert 0.3 < scores["accuracy"] <= 1.0  # well above chance (0.1) after three epochs
+    assert np.array(scores["confusion_matrix"]).sum() == 1000
+    assert set(scores["per_class"]) == set(data.CLASS_NAMES)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["stage"] == "train" and manifest["status"] == "complete"
+    for name in ("model.keras", "config.json", "history.json", "metrics.json"):
+        assert manifest["files"][name]["sha256"] == sha256_file(run / name)
+    assert not (run / "checkpoint").exists()
+    # evaluate reloads the saved model and must reproduce the recorded figure exactly.
+    assert evaluate(run)["accuracy"] == pytest.approx(scores["accuracy"])
+    assert train(cfg, runs_dir=tmp_path).name == "tiny-cnn-train-2"  # never overwritten
+
+
+class _InterruptAfter(NullReporter):
+    def __init__(self, epoch):
+        self.stop_at = epoch
+
+    def epoch(self, epoch, logs):
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+    cfg = _quick(tmp_path, epochs=4)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, runs_dir=tmp_path, reporter=_InterruptAfter(3))
+    run = tmp_path / "tiny-cnn-train-1"
+    assert not (run / "metrics.json").exists() and (run / "checkpoint").exists()
+    before = json.loads((run / "history.json").read_text())
+    epochs_seen = []
+
+    class Recorder(NullReporter):
+        def start(self, run_dir, config, data, steps, initial_epoch):
+            epochs_seen.append(("start", initial_epoch))
+
+        def epoch(self, epoch, logs):
+            epochs_seen.append(epoch)
+
+    resume(run, reporter=Recorder())
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[0] == before[0]  # finished epochs are kept, not retrained
+    assert epochs_seen[1:] and epochs_seen[1] >= 3  # training went on from the checkpoint, not epoch 1
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4
+    with pytest.raises(EdgeFMError, match="already finished"):
+        resume(run)
+
+
+def test_early_stopping_restores_the_best_epoch(tmp_path):
+    # A huge learning rate makes validation loss jump after the first epochs.
+    cfg = _quick(tmp_path, epochs=12, early_stopping=2, learning_rate=0.5, optimizer="sgd", momentum=0.99)
+    run = train(cfg, runs_dir=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = json.loads((run / "history.json").read_text())
+    best = min(history, key=lambda h: h["val_loss"])
+    assert metrics["best_epoch"] == best["epoch"] and metrics["restored_best"]
+    if len(history) < 12:
+        assert len(history) == best["epoch"] + 2  # stopped after `patience` epochs without progress
+    assert metrics["val"]["loss"] == pytest.approx(best["val_loss"], rel=1e-3)

@@ -1,0 +1,91 @@
+"""The model zoo: registry behaviour, sizes, MACs, and one real training step per architecture."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_fm import data
+from edge_fm.compat import keras
+from edge_fm.errors import EdgeFMError
+from edge_fm.zoo import count_macs, create_model, describe_model, get_spec, list_models
+
+PAPER_ARCHS = ["cnn-2conv", "cnn-3conv-bn", "mlp", "mobilenetv2", "resnet50", "vgg-gap"]
+# Small inputs keep the ImageNet-shaped backbones fast enough for a unit test.
+FAST_OPTIONS = {"resnet50": {"input_size": 32}, "mobilenetv2": {"input_size": 32, "alpha": 0.35}}
+
+
+def test_registry_lists_the_six_paper_architectures():
+    assert list_models() == PAPER_ARCHS
+    assert "tiny-cnn" in list_models(include_testing=True)
+    for name in PAPER_ARCHS:
+        spec = get_spec(name)
+        assert spec.paper.endswith(".txt") and 0.85 < spec.paper_accuracy < 0.95
+
+
+def test_unknown_architecture_lists_known_ones_with_close_match():
+    with pytest.raises(EdgeFMError, match=r"Did you mean 'cnn-2conv'\?.*Known: cnn-2conv, cnn-3conv-bn"):
+        create_model("cnn-2cov")
+
+
+def test_unknown_option_is_named():
+    with pytest.raises(EdgeFMError, match="has no option 'widht'. Did you mean 'width'"):
+        create_model("tiny-cnn", widht=4)
+
+
+def test_mlp_size_matches_the_paper_layout():
+    # 784*128+128 + 128*64+64 + 64*10+10
+    assert create_model("mlp").count_params() == 109_386
+    assert count_macs(create_model("mlp")) == 784 * 128 + 128 * 64 + 64 * 10
+
+
+def test_macs_of_convolutions_are_counted_from_output_shapes():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)  # 8*8*4 outputs * 3*3*3
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 4*4*4 outputs * 3*3
+    x = keras.layers.SeparableConv2D(5, 3, padding="same")(x)  # 4*4*4*9 + 4*4*4*5
+    x = keras.layers.Flatten()(x)
+    outputs = keras.layers.Dense(2)(x)  # 80*2
+    model = keras.Model(inputs, outputs)
+    assert count_macs(model) == 8 * 8 * 4 * 27 + 4 * 4 * 4 * 9 + (4 * 4 * 4 * 9 + 4 * 4 * 4 * 5) + 80 * 2
+
+
+def test_vgg_gap_is_about_the_papers_size():
+    params = create_model("vgg-gap").count_params()
+    assert 180_000 < params < 220_000  # the paper: 198,351
+
+
+@pytest.mark.parametrize("name", PAPER_ARCHS)
+def test_each_architecture_takes_raw_pixels_and_trains_one_step(name):
+    images, labels = data.load_split("test", data.SAMPLE_DIR)
+    x = images[:16].astype(np.float32)
+    y = keras.utils.to_categorical(labels[:16], 10)
+    model = create_model(name, **FAST_OPTIONS.get(name, {}))
+    assert model.input_shape == (None, 28, 28, 1)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="categorical_crossentropy")
+    before = [w.numpy().copy() for w in model.trainable_weights]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, model.trainable_weights))
+    probs = model.predict(x, verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    info = describe_model(name, **FAST_OPTIONS.get(name, {}))
+    assert info["params"] == model.count_params() and info["macs"] > 0
+
+
+def test_backbone_input_size_is_validated():
+    with pytest.raises(EdgeFMError, match="too small"):
+        create_model("mobilenetv2", input_size=16)
+
+
+def test_imagenet_weights_fall_back_with_a_warning(monkeypatch):
+    def no_weights(*args, weights=None, **kwargs):
+        if weights:
+            raise OSError("no network")
+        return original(*args, weights=weights, **kwargs)
+
+    original = keras.applications.MobileNetV2
+    monkeypatch.setattr(keras.applications, "MobileNetV2", no_weights)
+    with pytest.warns(UserWarning, match="ImageNet weights unavailable.*from scratch"):
+        model = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
+    assert model.pretrained is None
