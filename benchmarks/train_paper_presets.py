@@ -1,10 +1,13 @@
-"""Trains architectures with their `paper` preset on the full dataset and commits their metrics.
+"""Trains architectures with their `paper` preset on the full dataset and records the results.
 
 Usage (from the repository root):
     python benchmarks/train_paper_presets.py mlp cnn-2conv --data-dir ../shared/data/fashion-mnist
+    python benchmarks/train_paper_presets.py --summarize-only
 
 Each run lands in runs/<arch>-train-N (not committed); its metrics.json and config.json are
-copied to benchmarks/results/<arch>-paper.metrics.json and .config.json, with the command.
+copied to benchmarks/results/<arch>-paper.metrics.json and .config.json with the command, and
+benchmarks/results/paper_presets.json tabulates every recorded architecture against its paper
+(target: the paper's accuracy minus one point, on the test split).
 """
 
 from __future__ import annotations
@@ -18,23 +21,64 @@ import edge_fm
 from edge_fm.io import read_json, write_json
 
 RESULTS = Path(__file__).parent / "results"
+TOLERANCE = 0.01  # "within one point" of the paper
+
+
+def train_one(arch: str, data_dir: str | None, runs_dir: str) -> dict:
+    """Trains ``arch`` with its paper preset and writes its metrics and config to the results."""
+    config = edge_fm.config_for(arch, "paper")
+    run_dir = edge_fm.train(config, data_dir=data_dir, runs_dir=runs_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    metrics["run_dir"] = str(run_dir)
+    metrics["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    write_json(RESULTS / f"{arch}-paper.metrics.json", metrics)
+    write_json(RESULTS / f"{arch}-paper.config.json", read_json(run_dir / "config.json"))
+    return metrics
+
+
+def summarize() -> list[dict]:
+    """Tabulates every ``*-paper.metrics.json`` against its paper into ``paper_presets.json``."""
+    rows = []
+    for path in sorted(RESULTS.glob("*-paper.metrics.json")):
+        metrics = read_json(path)
+        spec = edge_fm.zoo.get_spec(metrics["arch"])
+        accuracy = metrics["test"]["accuracy"]
+        target = spec.paper_accuracy - TOLERANCE
+        rows.append({
+            "arch": metrics["arch"],
+            "paper": spec.paper,
+            "paper_accuracy": spec.paper_accuracy,
+            "test_accuracy": accuracy,
+            "target": round(target, 4),
+            "meets_target": accuracy >= target,
+            "best_val_accuracy": metrics["val"]["accuracy"],
+            "epochs_run": metrics["epochs_run"],
+            "best_epoch": metrics["best_epoch"],
+            "training_seconds": metrics["training_seconds"],
+            "params": metrics["params"],
+            "macs": metrics["macs"],
+            "device": metrics["device"],
+            "command": metrics["command"],
+            "metrics_file": path.name,
+        })
+    write_json(RESULTS / "paper_presets.json", rows)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("archs", nargs="+", help="architectures to train")
+    parser.add_argument("archs", nargs="*", help="architectures to train")
     parser.add_argument("--data-dir", default=None, help="folder of the four Fashion-MNIST IDX files")
     parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--summarize-only", action="store_true", help="only rebuild paper_presets.json")
     args = parser.parse_args(argv)
-    for arch in args.archs:
-        config = edge_fm.config_for(arch, "paper")
-        run_dir = edge_fm.train(config, data_dir=args.data_dir, runs_dir=args.runs_dir)
-        metrics = read_json(run_dir / "metrics.json")
-        metrics["run_dir"] = str(run_dir)
-        metrics["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-        write_json(RESULTS / f"{arch}-paper.metrics.json", metrics)
-        write_json(RESULTS / f"{arch}-paper.config.json", read_json(run_dir / "config.json"))
-        print(f"{arch}: test accuracy {metrics['test']['accuracy']:.4f} ({run_dir})", flush=True)
+    if not args.summarize_only:
+        for arch in args.archs:
+            metrics = train_one(arch, args.data_dir, args.runs_dir)
+            print(f"{arch}: test accuracy {metrics['test']['accuracy']:.4f} ({metrics['run_dir']})", flush=True)
+    for row in summarize():
+        verdict = "meets" if row["meets_target"] else "MISSES"
+        print(f"{row['arch']}: {row['test_accuracy']:.2%} vs paper {row['paper_accuracy']:.2%} -> {verdict} target {row['target']:.2%}")
     return 0
 
 

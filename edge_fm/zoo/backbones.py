@@ -15,7 +15,11 @@ class EdgeFMWarning(UserWarning):
 
 
 def _backbone(factory, weights: str | None, **kwargs):
-    """Builds a Keras application without its top, falling back to random weights when needed."""
+    """Builds a Keras application without its top, falling back to random weights when needed.
+
+    Callers pass ``input_tensor``: the application's layers then join the caller's graph
+    directly instead of forming a nested model, which tfmot's pruning and quantization need.
+    """
     if weights not in (None, "imagenet"):
         raise EdgeFMError(f"weights must be None or 'imagenet', not {weights!r}.")
     if weights == "imagenet":
@@ -61,9 +65,9 @@ def mobilenetv2(
     # MobileNetV2 was trained on pixels scaled to [-1, 1].
     x = preprocess(inputs, size=input_size, rgb=True, scale=1 / 127.5, offset=-1.0)
     base, loaded = _backbone(
-        keras.applications.MobileNetV2, weights, input_shape=(input_size, input_size, 3), alpha=alpha
+        keras.applications.MobileNetV2, weights, input_tensor=x, input_shape=(input_size, input_size, 3), alpha=alpha
     )
-    x = base(x)
+    x = base.output
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if head_units:
         x = layers.Dense(head_units, activation="gelu", name="head_dense")(x)
@@ -102,15 +106,16 @@ def resnet50(
     if input_size < 32:
         raise EdgeFMError(f"resnet50 input size {input_size} is too small; use 32 or more.")
     inputs = raw_input()
-    base, loaded = _backbone(keras.applications.ResNet50, weights, input_shape=(input_size, input_size, 3))
-    if loaded:
+    if weights == "imagenet":
         # Caffe-style preprocessing, which the ImageNet weights expect: 0-255 minus channel means.
         x = preprocess(inputs, size=input_size, rgb=True, scale=1.0, channel_mean=(103.939, 116.779, 123.68))
-        for layer in base.layers[: max(0, len(base.layers) - trainable_layers)]:
-            layer.trainable = False
     else:
         x = preprocess(inputs, size=input_size, rgb=True)
-    x = base(x)
+    base, loaded = _backbone(keras.applications.ResNet50, weights, input_tensor=x, input_shape=(input_size, input_size, 3))
+    if loaded:
+        for layer in base.layers[: max(0, len(base.layers) - trainable_layers)]:
+            layer.trainable = False
+    x = base.output
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     for i, width in enumerate(head, start=1):
         x = layers.Dense(width, activation="relu", name=f"head_dense{i}")(x)
