@@ -352,6 +352,143 @@ def evaluate_command(
         write_json(json_out, result)
 
 
+# ---------------------------------------------------------------- optimize, export, predict
+
+
+@app.command("optimize")
+@_fails_cleanly
+def optimize_command(
+    run_dir: Annotated[Optional[Path], typer.Argument(help="A finished training (or pruning) run; omit with --resume.")] = None,
+    prune: Annotated[Optional[float], typer.Option(help="Magnitude-prune to this sparsity (0-1), e.g. 0.5.")] = None,
+    qat: Annotated[bool, typer.Option("--qat", help="Quantization-aware int8 fine-tuning (pruning-preserving after --prune).")] = False,
+    prune_all: Annotated[bool, typer.Option("--prune-all", help="Also prune the first and last layers (kept dense by default).")] = False,
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs of each step (default 4).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak fine-tuning learning rate (default: the parent's / 10).")] = None,
+    settings: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Any fine-tuning config field as key=value (repeatable).")
+    ] = None,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted optimization run.")] = None,
+) -> None:
+    """Prune and/or quantization-aware-train a run; each step writes a new run directory.
+
+    Example: edge-fm optimize runs/cnn-2conv-train-1 --prune 0.5 --qat
+    """
+    from edge_fm import config as config_lib
+    from edge_fm.optimize import OptimizeConfig, optimize, resume_optimize
+
+    reporter = _RichReporter(console)
+    try:
+        if resume is not None:
+            _print_step(resume_optimize(resume, data_dir, reporter=reporter))
+            return
+        if run_dir is None:
+            raise EdgeFMError("name a run directory to optimize, or pass --resume RUN_DIR.")
+        if prune is None and not qat:
+            raise EdgeFMError("nothing to do: pass --prune SPARSITY, --qat, or both.")
+        fine_tune = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+        fine_tune.update({k: v for k, v in {"epochs": epochs, "learning_rate": lr}.items() if v is not None})
+        parent = run_dir
+        if prune is not None:
+            step = OptimizeConfig("prune", str(parent), target_sparsity=prune, keep_first_last=not prune_all, fine_tune=fine_tune)
+            parent = optimize(step, data_dir, runs_dir, reporter=reporter)
+            reporter.stop()
+            _print_step(parent)
+        if qat:
+            parent = optimize(OptimizeConfig("qat", str(parent), fine_tune=fine_tune), data_dir, runs_dir, reporter=reporter)
+            reporter.stop()
+            _print_step(parent)
+    finally:
+        reporter.stop()
+
+
+def _print_step(run_dir: Path) -> None:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    key = "test" if "test" in metrics else "sample_test"
+    where = "test" if key == "test" else "sample (NOT test-set)"
+    parent = metrics["parent_scores"]
+    console.print(
+        f"[bold]{metrics['stage']}[/] {run_dir}: val {metrics['val']['accuracy']:.2%} (parent {parent['val_accuracy']:.2%}), "
+        f"{where} {metrics[key]['accuracy']:.2%} (parent {parent[key + '_accuracy']:.2%}), "
+        f"weight sparsity {metrics['sparsity']['overall']:.1%}",
+        highlight=False,
+    )
+    layers = metrics["sparsity"]["layers"]
+    if metrics["stage"] != "qat" and layers:
+        console.print("  per layer: " + ", ".join(f"{name} {value:.0%}" for name, value in layers.items()), highlight=False)
+
+
+@app.command("export")
+@_fails_cleanly
+def export_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished training or optimization run.")],
+    formats: Annotated[
+        list[str], typer.Option("--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable).")
+    ],
+    io_dtype: Annotated[Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")] = None,
+    representative: Annotated[int, typer.Option(help="Calibration images drawn from the training split.")] = 500,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
+) -> None:
+    """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
+
+    Example: edge-fm export runs/cnn-2conv-qat-1 --format qat-int8 --io-dtype uint8
+    """
+    from edge_fm.export import export, get_format
+
+    for name in formats:
+        get_format(name)  # every name checked before any work
+    table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
+    failures = []
+    for name in formats:
+        try:
+            bundle = export(run_dir, name, io_dtype, representative, runs_dir=runs_dir, data_dir=data_dir)
+        except EdgeFMError as exc:
+            failures.append(str(exc))
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            continue
+        description = json.loads((bundle / "model.json").read_text())
+        artifact, report = description["artifact"], description["export"]
+        parity = report["parity"]
+        table.add_row(
+            name, str(bundle), f"{artifact['bytes'] / 1024:.1f}", f"{artifact['gzip_bytes'] / 1024:.1f}",
+            "yes" if report["integer_only"] else "no",
+            f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs {parity['keras_accuracy']:.1%}",
+            " ".join(report["ops"]),
+        )
+    if table.row_count:
+        console.print(table)
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("predict")
+@_fails_cleanly
+def predict_command(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite file or an export bundle directory.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
+    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+) -> None:
+    """Classify image files with an exported artifact and print the top classes.
+
+    Example: edge-fm predict models/edge-cnn/model.tflite shoe.jpg shirt.png
+    """
+    from edge_fm.predict import classify_files
+
+    failed = 0
+    for result in classify_files(artifact, images, top):
+        if result.error:
+            failed += 1
+            err_console.print(f"[bold red]error:[/] {result.error}", highlight=False)
+            continue
+        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
+        note = " (light background, inverted)" if result.inverted else ""
+        console.print(f"{result.path}: [bold]{classes}[/]{note}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; usage errors become one line on stderr (Click's box spans several)."""
     command = typer.main.get_command(app)

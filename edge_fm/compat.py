@@ -17,10 +17,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
-    # TensorFlow's C++ start-up lines (oneDNN, CUDA probing) go straight to fd 2 before absl
-    # logging is configured, so no environment variable hides them; they would break the CLI's
-    # promise of one clear line on errors. Python-level exceptions are unaffected.
+def native_stderr_silenced():
+    """Hides what native code writes to stderr (fd 2) inside the block.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing) and the TFLite converter's summaries
+    go straight to fd 2, past Python and before absl logging is configured, so no environment
+    variable hides them; they would break the CLI's promise of one clear line on errors.
+    Python-level exceptions are unaffected.
+    """
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, ValueError, OSError):
@@ -38,7 +42,7 @@ def _native_stderr_silenced():
         os.close(devnull)
 
 
-with _native_stderr_silenced():
+with native_stderr_silenced():
     import tensorflow as tf  # noqa: E402
     import tf_keras as keras  # noqa: E402
 
@@ -46,4 +50,4 @@ with _native_stderr_silenced():
     # Probing devices triggers the CUDA start-up messages; do it here, while they are hidden.
     GPUS = tf.config.list_physical_devices("GPU")
 
-__all__ = ["GPUS", "keras", "tf"]
+__all__ = ["GPUS", "keras", "native_stderr_silenced", "tf"]

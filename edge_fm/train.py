@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import platform
 import shutil
@@ -26,7 +27,8 @@ from edge_fm.report import classification_metrics
 from edge_fm.runs import CONFIG, new_run_dir, require_run, write_manifest
 from edge_fm.zoo import check_options, count_macs, create_model
 
-MODEL_FILE = "model.keras"
+# HDF5, not .keras: tf_keras cannot read back the QAT wrappers of tfmot from .keras files.
+MODEL_FILE = "model.h5"
 HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 BEST_WEIGHTS = "best.weights.h5"
@@ -321,7 +323,7 @@ def train(
     """Trains ``config.arch`` and returns the new run directory.
 
     The run directory ``runs_dir/<arch>-train-N`` receives ``config.json`` before any work, a
-    checkpoint every epoch, and at the end ``model.keras``, ``history.json``, ``metrics.json``
+    checkpoint every epoch, and at the end ``model.h5``, ``history.json``, ``metrics.json``
     and ``manifest.json``.
 
     Args:
@@ -340,7 +342,7 @@ def train(
     dataset = _load_data(config, data_dir)
     run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
     write_json(run_dir / CONFIG, config.to_dict())
-    write_manifest(run_dir, "train", data=_data_record(dataset), status="running")
+    write_manifest(run_dir, "train", data=data_record(dataset), status="running")
     return _fit_and_record(run_dir, config, dataset, reporter or NullReporter())
 
 
@@ -362,9 +364,15 @@ def resume(run_dir: Path | str, data_dir: Path | str | None = None, reporter: Re
     if (run_dir / METRICS_FILE).exists():
         raise EdgeFMError(f"{run_dir} already finished (it has {METRICS_FILE}); start a new run instead.")
     config = load_config(TrainConfig, run_dir / CONFIG)
-    recorded = read_json(run_dir / "manifest.json").get("data", {}) if (run_dir / "manifest.json").exists() else {}
-    dataset = _load_data(config, data_dir or recorded.get("location"))
+    dataset = load_run_data(run_dir, config, data_dir)
     return _fit_and_record(run_dir, config, dataset, reporter or NullReporter())
+
+
+def load_run_data(run_dir: Path, config: TrainConfig, data_dir: Path | str | None = None) -> data_lib.Dataset:
+    """The dataset a run used (same source, split and seed), read from ``data_dir`` or where the run read it."""
+    manifest = Path(run_dir) / "manifest.json"
+    recorded = read_json(manifest).get("data", {}) if manifest.exists() else {}
+    return _load_data(config, data_dir or recorded.get("location"))
 
 
 def _load_data(config: TrainConfig, data_dir) -> data_lib.Dataset:
@@ -373,7 +381,7 @@ def _load_data(config: TrainConfig, data_dir) -> data_lib.Dataset:
     )
 
 
-def _data_record(dataset: data_lib.Dataset) -> dict[str, Any]:
+def data_record(dataset: data_lib.Dataset) -> dict[str, Any]:
     return {
         "source": dataset.source,
         "location": dataset.location,
@@ -385,7 +393,7 @@ def _data_record(dataset: data_lib.Dataset) -> dict[str, Any]:
 
 
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
-    """Builds ``config.arch`` and compiles it with the configured optimizer, loss and L2."""
+    """Builds ``config.arch`` (mixed precision on a GPU) and compiles it (see :func:`compile_model`)."""
     keras.utils.set_random_seed(config.seed)
     mixed = bool(GPUS) if config.mixed_precision is None else config.mixed_precision
     keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
@@ -393,6 +401,11 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Mod
         model = create_model(config.arch, **config.arch_options)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    return compile_model(model, config, steps_per_epoch)
+
+
+def compile_model(model: keras.Model, config: TrainConfig, steps_per_epoch: int) -> keras.Model:
+    """Compiles ``model`` in place with the configured optimizer, schedule, loss and L2; returns it."""
     add_l2_penalty(model, config.l2)
     model.compile(
         optimizer=build_optimizer(config, steps_per_epoch),
@@ -402,14 +415,37 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Mod
     return model
 
 
-def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Dataset, reporter: Reporter) -> Path:
+@dataclasses.dataclass(frozen=True)
+class FitResult:
+    """What :func:`fit_model` did: per-epoch history, the best epoch and the time spent."""
+
+    history: list[dict]
+    best_epoch: int | None
+    restored_best: bool
+    seconds: float
+
+
+def fit_model(
+    model: keras.Model,
+    config: TrainConfig,
+    dataset: data_lib.Dataset,
+    run_dir: Path,
+    reporter: Reporter,
+    extra_callbacks: tuple = (),
+) -> FitResult:
+    """Fits a compiled model with the stage's machinery; every stage that trains goes through here.
+
+    Writes ``history.json`` every epoch, keeps the best weights on ``config.monitor``, stops
+    early after ``config.early_stopping`` flat epochs and restores the best weights then, and
+    checkpoints every epoch so that a later call on the same ``run_dir`` resumes.
+    """
     steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
-    model = build_compiled_model(config, steps_per_epoch)
     history_path = run_dir / HISTORY_FILE
     history = read_json(history_path) if history_path.exists() else []
     best = _BestWeights(run_dir / BEST_WEIGHTS, config.monitor, config.early_stopping, history)
     writer = _HistoryWriter(history_path, history)
     callbacks = [
+        *extra_callbacks,
         writer,
         best,
         _ReporterCallback(reporter),
@@ -426,19 +462,66 @@ def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Datase
         callbacks=callbacks,
     )
     reporter.message(f"trained in {time.perf_counter() - started:.1f} s")
-    if config.early_stopping and best.best_epoch and (run_dir / BEST_WEIGHTS).exists():
+    restored = bool(config.early_stopping and best.best_epoch and (run_dir / BEST_WEIGHTS).exists())
+    if restored:
         model.load_weights(str(run_dir / BEST_WEIGHTS))
         reporter.message(f"restored the weights of epoch {best.best_epoch} (best {config.monitor})")
-    with atomic_path(run_dir / MODEL_FILE) as tmp:
-        model.save(str(tmp))
     # Summed per epoch, so a resumed run counts the epochs of its earlier process too.
     seconds = sum(entry["seconds"] for entry in writer.history)
-    metrics = _final_metrics(model, config, dataset, writer.history, best, seconds)
+    return FitResult(writer.history, best.best_epoch or None, restored, round(seconds, 2))
+
+
+def finish_run(run_dir: Path, stage: str, metrics: dict, dataset: data_lib.Dataset, parent: str | None = None) -> None:
+    """Writes ``metrics.json``, drops the resume checkpoint and writes the final manifest."""
     write_json(run_dir / METRICS_FILE, metrics)
     # The model and metrics are safely written: the resume checkpoint has served its purpose.
     shutil.rmtree(run_dir / CHECKPOINT_DIR, ignore_errors=True)
-    write_manifest(run_dir, "train", data=_data_record(dataset), status="complete")
+    write_manifest(run_dir, stage, parent=parent, data=data_record(dataset), status="complete")
+
+
+def save_model(model: keras.Model, run_dir: Path) -> None:
+    """Saves ``model`` as the run's model file (HDF5, without optimizer state), atomically."""
+    with atomic_path(run_dir / MODEL_FILE) as tmp:
+        model.save(str(tmp), include_optimizer=False)
+
+
+def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Dataset, reporter: Reporter) -> Path:
+    model = build_compiled_model(config, math.ceil(len(dataset.x_train) / config.batch_size))
+    fit = fit_model(model, config, dataset, run_dir, reporter)
+    save_model(model, run_dir)
+    metrics = {
+        "arch": config.arch,
+        "preset": config.preset,
+        **score_model(model, dataset),
+        "epochs_run": len(fit.history),
+        "best_epoch": fit.best_epoch,
+        "restored_best": fit.restored_best,
+        "training_seconds": fit.seconds,
+        "params": int(model.count_params()),
+        "macs": count_macs(model),
+        "tensorflow": tf.__version__,
+        "device": describe_device(),
+        "mixed_precision": any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers),
+    }
+    finish_run(run_dir, "train", metrics, dataset)
     return run_dir
+
+
+def score_model(model: keras.Model, dataset: data_lib.Dataset) -> dict[str, Any]:
+    """Scores a model on the validation and test splits, with the test figure keyed honestly.
+
+    Returns:
+        ``data``, ``evaluated_on``, ``val`` (accuracy, loss, examples) and ``test`` (or
+        ``sample_test`` for the embedded sample) with the full classification metrics.
+    """
+    val = classification_metrics(dataset.y_val, predict(model, dataset.x_val))
+    test = classification_metrics(dataset.y_test, predict(model, dataset.x_test))
+    return {
+        "data": dataset.describe(),
+        "evaluated_on": "embedded sample held-out images (NOT the test set)" if dataset.is_sample else "test split",
+        evaluation_key(dataset): test,
+        "val": {"accuracy": val["accuracy"], "loss": val["loss"], "examples": val["examples"]},
+    }
 
 
 def evaluation_key(dataset: data_lib.Dataset) -> str:
@@ -447,28 +530,6 @@ def evaluation_key(dataset: data_lib.Dataset) -> str:
     The sample's figure is never presented as test-set accuracy, so it has its own key.
     """
     return "sample_test" if dataset.is_sample else "test"
-
-
-def _final_metrics(model, config, dataset, history, best, seconds) -> dict[str, Any]:
-    val = classification_metrics(dataset.y_val, predict(model, dataset.x_val))
-    test = classification_metrics(dataset.y_test, predict(model, dataset.x_test))
-    return {
-        "arch": config.arch,
-        "preset": config.preset,
-        "data": dataset.describe(),
-        "evaluated_on": "embedded sample held-out images (NOT the test set)" if dataset.is_sample else "test split",
-        evaluation_key(dataset): test,
-        "val": {"accuracy": val["accuracy"], "loss": val["loss"], "examples": val["examples"]},
-        "epochs_run": len(history),
-        "best_epoch": best.best_epoch or None,
-        "restored_best": bool(config.early_stopping and best.best_epoch),
-        "training_seconds": round(seconds, 2),
-        "params": int(model.count_params()),
-        "macs": count_macs(model),
-        "tensorflow": tf.__version__,
-        "device": describe_device(),
-        "mixed_precision": any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers),
-    }
 
 
 def predict(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -512,7 +573,16 @@ def load_model(run_dir: Path | str) -> keras.Model:
     path = run_dir / MODEL_FILE
     if not path.is_file():
         raise EdgeFMError(f"{run_dir} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm train --resume {run_dir}`.")
-    return keras.models.load_model(str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical})
+    import tensorflow_model_optimization as tfmot  # QAT models need its layer classes in scope
+
+    with tfmot.quantization.keras.quantize_scope():
+        return keras.models.load_model(str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical})
+
+
+def run_train_config(run_dir: Path | str) -> TrainConfig:
+    """The training config in force in a run: a training run's own, an optimize run's fine-tuning one."""
+    values = read_json(Path(run_dir) / CONFIG)
+    return from_dict(TrainConfig, values["fine_tune"] if "fine_tune" in values else values)
 
 
 def evaluate(run_dir: Path | str, data_dir: Path | str | None = None, split: str = "test") -> dict[str, Any]:
@@ -529,9 +599,7 @@ def evaluate(run_dir: Path | str, data_dir: Path | str | None = None, split: str
     if split not in ("test", "val"):
         raise EdgeFMError(f"unknown split {split!r}; use 'test' or 'val'.")
     model = load_model(run_dir)
-    config = load_config(TrainConfig, Path(run_dir) / CONFIG)
-    recorded = read_json(Path(run_dir) / "manifest.json").get("data", {})
-    dataset = _load_data(config, data_dir or recorded.get("location"))
+    dataset = load_run_data(run_dir, run_train_config(run_dir), data_dir)
     images, labels = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
     result = classification_metrics(labels, predict(model, images))
     result["data"] = dataset.describe()

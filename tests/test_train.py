@@ -120,7 +120,7 @@ def test_training_on_the_sample_writes_a_complete_run(tmp_path):
     assert set(scores["per_class"]) == set(data.CLASS_NAMES)
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["stage"] == "train" and manifest["status"] == "complete"
-    for name in ("model.keras", "config.json", "history.json", "metrics.json"):
+    for name in ("model.h5", "config.json", "history.json", "metrics.json"):
         assert manifest["files"][name]["sha256"] == sha256_file(run / name)
     assert not (run / "checkpoint").exists()
     # evaluate reloads the saved model and must reproduce the recorded figure exactly.

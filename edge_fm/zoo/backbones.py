@@ -48,6 +48,7 @@ def mobilenetv2(
     weights: str | None = None,
     head_units: int = 128,
     dropout: float = 0.5,
+    bn_momentum: float = 0.99,
 ) -> keras.Model:
     """Builds MobileNetV2 on the resized, grey-to-RGB image, with the paper's GAP-dense head.
 
@@ -58,6 +59,9 @@ def mobilenetv2(
             loaded; otherwise a warning and random weights).
         head_units: Width of the dense layer after global average pooling (0: none).
         dropout: Dropout before the classifier.
+        bn_momentum: Momentum of every batch-norm's moving averages. Keras' 0.999 suits ImageNet's
+            long schedules; on a few thousand steps the averages would still be mostly their
+            initial values and inference would fail, so 0.99 by default.
     """
     if input_size < 32:
         raise EdgeFMError(f"mobilenetv2 input size {input_size} is too small; use 32 or more.")
@@ -67,6 +71,9 @@ def mobilenetv2(
     base, loaded = _backbone(
         keras.applications.MobileNetV2, weights, input_tensor=x, input_shape=(input_size, input_size, 3), alpha=alpha
     )
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = bn_momentum
     x = base.output
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if head_units:

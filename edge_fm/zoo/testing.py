@@ -9,16 +9,22 @@ from edge_fm.zoo.registry import register_model
 
 @register_model("tiny-cnn", description="16/32-filter CNN for fast tests", testing=True)
 def tiny_cnn(*, width: int = 16) -> keras.Model:
-    """Builds a one-conv network with a few thousand parameters.
+    """Builds a two-conv network of about 20k parameters.
+
+    The first convolution is followed directly by batch-norm, so tests also exercise the
+    conv + BN folding of quantization-aware training.
 
     Args:
-        width: Filters of the convolution.
+        width: Filters of the first convolution (the second has twice as many).
     """
     inputs = raw_input()
     x = preprocess(inputs)
-    x = layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name="conv1")(x)
+    x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv1")(x)
     # A fast-moving average, so the few steps of a test already give usable inference statistics.
     x = layers.BatchNormalization(momentum=0.9, name="bn1")(x)
-    x = layers.Conv2D(width * 2, 3, strides=2, padding="same", activation="relu", name="conv2")(x)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.ReLU(name="relu1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(width * 2, 3, padding="same", activation="relu", name="conv2")(x)
+    x = layers.MaxPooling2D(2, name="pool2")(x)
+    x = layers.Flatten(name="flatten")(x)
     return keras.Model(inputs, classifier(x), name="tiny_cnn")

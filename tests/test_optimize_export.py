@@ -1,0 +1,210 @@
+"""Prune -> QAT -> export of every format on a small architecture and the embedded sample, with
+every artifact loaded by the LiteRT interpreter itself."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from typer.testing import CliRunner
+
+from edge_fm import data
+from edge_fm.cli import app, main
+from edge_fm.errors import EdgeFMError
+from edge_fm.export import FORMATS, export, format_names, read_metadata
+from edge_fm.optimize import OptimizeConfig, optimize
+from edge_fm.predict import classify_files, image_to_input
+from edge_fm.runner import TFLiteModel
+from edge_fm.train import config_for, train
+
+SPARSITY = 0.6
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A trained tiny CNN, its pruned child, and QAT / pruning-preserving QAT children."""
+    root = tmp_path_factory.mktemp("runs")
+    trained = train(config_for("tiny-cnn", "quick", data="sample", epochs=10, learning_rate=3e-3), runs_dir=root)
+    pruned = optimize(OptimizeConfig("prune", str(trained), target_sparsity=SPARSITY, keep_first_last=False), runs_dir=root)
+    qat = optimize(OptimizeConfig("qat", str(trained), fine_tune={"epochs": 2}), runs_dir=root)
+    pqat = optimize(OptimizeConfig("qat", str(pruned), fine_tune={"epochs": 2}), runs_dir=root)
+    return {"root": root, "train": trained, "prune": pruned, "qat": qat, "pqat": pqat}
+
+
+@pytest.fixture(scope="module")
+def bundles(runs):
+    plan = {"fp32": runs["train"], "fp16": runs["train"], "dynamic": runs["train"], "int8": runs["train"],
+            "qat-int8": runs["qat"]}
+    made = {name: export(source, name, runs_dir=runs["root"]) for name, source in plan.items()}
+    made["pruned-int8"] = export(runs["prune"], "int8", runs_dir=runs["root"])
+    made["pruned-qat-int8"] = export(runs["pqat"], "qat-int8", runs_dir=runs["root"])
+    return made
+
+
+def _metrics(run):
+    return json.loads((run / "metrics.json").read_text())
+
+
+def test_pruned_weights_reach_the_target_sparsity(runs):
+    sparsity = _metrics(runs["prune"])["sparsity"]
+    assert sparsity["layers"], "no layer was pruned"
+    for layer, value in sparsity["layers"].items():
+        assert abs(value - SPARSITY) <= 0.02, (layer, value)
+
+
+def test_pruning_preserving_qat_keeps_the_zeros(runs):
+    pruned = _metrics(runs["prune"])["sparsity"]["overall"]
+    assert _metrics(runs["pqat"])["sparsity"]["overall"] >= pruned - 0.01
+    assert _metrics(runs["qat"])["sparsity"]["overall"] < 0.05  # plain QAT has no reason to zero weights
+
+
+def test_optimize_runs_record_their_parent_and_both_accuracies(runs):
+    metrics = _metrics(runs["pqat"])
+    assert metrics["stage"] == "pqat" and metrics["parent"] == str(runs["prune"])
+    assert {"val_accuracy", "sample_test_accuracy"} <= set(metrics["parent_scores"])
+    assert 0.6 < metrics["sample_test"]["accuracy"] <= 1.0
+    manifest = json.loads((runs["pqat"] / "manifest.json").read_text())
+    assert manifest["parent"] == str(runs["prune"]) and "model.h5" in manifest["files"]
+
+
+def test_every_format_loads_in_litert_and_keeps_parity(bundles):
+    images, labels = data.load_split("test", data.SAMPLE_DIR)
+    for name, bundle in bundles.items():
+        interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+        interpreter.allocate_tensors()
+        input_detail = interpreter.get_input_details()[0]
+        description = json.loads((bundle / "model.json").read_text())
+        integer = "int8" in name
+        assert input_detail["dtype"] == (np.int8 if integer else np.float32), name
+        assert interpreter.get_output_details()[0]["dtype"] == (np.int8 if integer else np.float32), name
+        assert description["export"]["integer_only"] == integer, name
+        assert description["export"]["parity"]["passed"], name
+        if integer:
+            scale, zero_point = input_detail["quantization"]
+            assert description["input"]["scale"] == pytest.approx(scale)
+            assert description["input"]["zero_point"] == zero_point
+        accuracy = np.mean(TFLiteModel(model_path=str(bundle / "model.tflite")).predict_proba(images).argmax(1) == labels)
+        assert accuracy > 0.6, (name, accuracy)
+
+
+def test_float_artifacts_agree_with_keras_and_int8_keeps_accuracy(bundles):
+    for name, bundle in bundles.items():
+        parity = json.loads((bundle / "model.json").read_text())["export"]["parity"]
+        if "int8" in name:
+            assert parity["tflite_accuracy"] >= parity["keras_accuracy"] - 0.01, name
+        else:
+            assert parity["agreement"] >= 0.99, name
+
+
+def test_pruned_artifact_compresses_better_than_the_dense_one(bundles):
+    def gzip_size(bundle):
+        return len(gzip.compress((bundle / "model.tflite").read_bytes(), 9))
+
+    assert gzip_size(bundles["pruned-int8"]) < 0.8 * gzip_size(bundles["int8"])
+    assert gzip_size(bundles["pruned-qat-int8"]) < 0.8 * gzip_size(bundles["qat-int8"])
+
+
+def test_bundle_is_self_describing(bundles):
+    bundle = bundles["qat-int8"]
+    description = json.loads((bundle / "model.json").read_text())
+    raw = (bundle / "model.tflite").read_bytes()
+    assert description["artifact"]["bytes"] == len(raw)
+    assert (bundle / "labels.txt").read_text().split("\n")[:10] == list(data.CLASS_NAMES)
+    embedded = read_metadata(bundle / "model.tflite")
+    assert embedded["labels"] == list(data.CLASS_NAMES)
+    assert embedded["description"]["input"] == description["input"]
+    assert embedded["description"]["source"]["stage"] == "qat"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert [step["stage"] for step in manifest["lineage"]] == ["qat", "train"]
+
+
+def test_uint8_io_option(runs):
+    bundle = export(runs["qat"], "qat-int8", io_dtype="uint8", runs_dir=runs["root"])
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.uint8
+    assert json.loads((bundle / "model.json").read_text())["input"]["dtype"] == "uint8"
+
+
+def test_format_rules_are_enforced(runs):
+    assert format_names() == ["fp32", "fp16", "dynamic", "int8", "qat-int8"] == [f.name for f in FORMATS]
+    with pytest.raises(EdgeFMError, match="needs a QAT run"):
+        export(runs["train"], "qat-int8", runs_dir=runs["root"])
+    with pytest.raises(EdgeFMError, match="Did you mean 'int8'"):
+        export(runs["train"], "int9", runs_dir=runs["root"])
+    with pytest.raises(EdgeFMError, match="takes input/output dtype float32"):
+        export(runs["train"], "fp16", io_dtype="int8", runs_dir=runs["root"])
+
+
+def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
+    monkeypatch.setattr("edge_fm.export.MIN_AGREEMENT", 1.01)  # impossible to meet
+    with pytest.raises(EdgeFMError, match="parity check failed for fp16"):
+        export(runs["train"], "fp16", runs_dir=tmp_path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_predict_classifies_real_image_files(bundles, tmp_path):
+    from PIL import Image
+
+    images, labels = data.load_split("test", data.SAMPLE_DIR)
+    dark = tmp_path / "dataset_like.png"
+    Image.fromarray(images[0, :, :, 0]).save(dark)
+    # A photo-like version: dark object on a light background, colour, four times larger.
+    photo = np.stack([255 - images[1, :, :, 0]] * 3, axis=-1).repeat(4, 0).repeat(4, 1)
+    Image.fromarray(photo).save(tmp_path / "photo.jpg", quality=95)
+    # And a non-square one, which is padded with background to a square.
+    Image.fromarray(photo[:, :80]).save(tmp_path / "narrow.png")
+    assert image_to_input(tmp_path / "narrow.png")[0][:, :4].max() == 0
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    pixels, inverted = image_to_input(tmp_path / "photo.jpg")
+    assert inverted and pixels.shape == (28, 28)
+    assert np.abs(pixels.astype(int) - images[1, :, :, 0]).mean() < 8
+    paths = [dark, tmp_path / "broken.png", tmp_path / "photo.jpg"]
+    results = classify_files(bundles["int8"], paths)
+    assert results[1].error and "not a readable image" in results[1].error
+    model = TFLiteModel(model_path=str(bundles["int8"] / "model.tflite"))
+    expected = data.CLASS_NAMES[int(model.predict_proba(images[:1]).argmax())]
+    assert results[0].top[0][0] == expected and not results[0].inverted
+    assert sum(p for _, p in results[0].top) <= 1.0 + 1e-6 and len(results[2].top) == 3
+
+
+def test_cli_optimize_export_predict(runs, tmp_path, capsys):
+    runner = CliRunner()
+    result = runner.invoke(app, ["optimize", str(runs["train"]), "--prune", "0.5", "--epochs", "1", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "prune" in result.output and "weight sparsity" in result.output
+    pruned = tmp_path / "tiny-cnn-prune-1"
+    result = runner.invoke(app, ["export", str(pruned), "-f", "int8", "-f", "dynamic", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tiny-cnn-int8-1" / "model.tflite").exists() and "int-only" in result.output
+    images, _ = data.load_split("test", data.SAMPLE_DIR)
+    from PIL import Image
+
+    Image.fromarray(images[5, :, :, 0]).save(tmp_path / "item.png")
+    code = main(["predict", str(tmp_path / "tiny-cnn-int8-1"), str(tmp_path / "item.png"), str(tmp_path / "missing.png")])
+    captured = capsys.readouterr()
+    assert code == 1 and "item.png:" in captured.out and "missing.png: no such file" in captured.err
+    assert main(["export", str(pruned), "-f", "qat-int8"]) == 1
+    assert "needs a QAT run" in capsys.readouterr().err
+    assert main(["optimize", str(runs["train"])]) == 1
+    assert "nothing to do" in capsys.readouterr().err
+
+
+def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
+    # 250 steps on the sample (from scratch it needs that many to beat chance); a fast BN average so
+    # the short run gives usable inference statistics.
+    options = {"alpha": 0.35, "input_size": 32, "bn_momentum": 0.9}
+    trained = train(config_for("mobilenetv2", "quick", data="sample", epochs=5, batch_size=32, learning_rate=2e-3,
+                               arch_options=options), runs_dir=tmp_path)
+    qat = optimize(OptimizeConfig("qat", str(trained), fine_tune={"epochs": 1, "max_train": 400}), runs_dir=tmp_path)
+    assert _metrics(qat)["sample_test"]["accuracy"] > 0.3  # learned something, not a constant answer
+    for source, name in ((trained, "int8"), (qat, "qat-int8")):
+        bundle = export(source, name, representative_size=100, parity_images=200, runs_dir=tmp_path)
+        description = json.loads((bundle / "model.json").read_text())
+        assert description["export"]["integer_only"], name
+        assert description["export"]["parity"]["passed"], name
+        assert "DEPTHWISE_CONV_2D" in description["export"]["ops"]
+        interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+        assert interpreter.get_input_details()[0]["dtype"] == np.int8
