@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -37,7 +38,9 @@ data_app = typer.Typer(help="Get and inspect the Fashion-MNIST data.", no_args_i
 app.add_typer(data_app, name="data")
 
 # soft_wrap: a long line stays one line (paths and figures are not broken) when piped.
-console = Console(soft_wrap=True)
+# Piped output has no width; 160 columns keep the wide tables (bench, export) readable in logs.
+_PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
+console = Console(soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = Annotated[
@@ -485,6 +488,98 @@ def predict_command(
         classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
         note = " (light background, inverted)" if result.inverted else ""
         console.print(f"{result.path}: [bold]{classes}[/]{note}", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------- bench and pipeline
+
+
+def _bench_options(threads: str, runs: int, min_seconds: float, max_seconds: float, warmup: int):
+    from edge_fm.bench import BenchOptions, parse_threads
+
+    return BenchOptions(threads=parse_threads(threads), runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup=warmup)
+
+
+def _target(target: str, ssh_key: Optional[Path], ssh_option: Optional[list[str]], remote_python: str, ssh_timeout: int):
+    from edge_fm.bench import parse_target
+
+    return parse_target(target, identity=str(ssh_key) if ssh_key else None, ssh_options=tuple(ssh_option or ()),
+                        python=remote_python, connect_timeout=ssh_timeout)
+
+
+def print_bench_table(result: dict, title: str | None = None) -> None:
+    """The benchmark table: one row per artifact and thread count."""
+    from edge_fm.bench import flat_row
+
+    table = Table("artifact", "format", "thr", "KB", "gzip KB", "accuracy", "Δ acc", "p50 ms", "p90 ms", "img/s", "peak MB",
+                  "status", title=title)
+    for row in map(flat_row, result["rows"]):
+        ok = row.get("status") == "ok"
+        delta = row.get("accuracy_delta")
+        table.add_row(
+            row["artifact"], row.get("format") or "?", str(row.get("threads", "")),
+            f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
+            f"{row['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in row else "-",
+            f"{row['accuracy']:.2%}" if ok else "-",
+            f"{delta * 100:+.2f} pt" if delta is not None else "-",
+            f"{row['p50_ms']:.3f}" if ok else "-", f"{row['p90_ms']:.3f}" if ok else "-",
+            f"{row['images_per_second']:.0f}" if ok else "-",
+            f"{row['peak_rss_mb']:.0f}" if ok and row.get("peak_rss_mb") else "-",
+            "[green]ok[/]" if ok else f"[red]error: {row.get('error')}[/]",
+        )
+    console.print(table)
+    env = result["environment"]
+    console.print(
+        f"target {result['target']}: {env.get('cpu')} ({env.get('machine')}, {env.get('os')}), "
+        f"{env.get('interpreter')} {env.get('interpreter_version')}, Python {env.get('python')}; "
+        f"accuracy on {result['test_set']['source']}; Δ against {result['reference'] or 'no float reference'}",
+        highlight=False,
+    )
+
+
+@app.command("bench")
+@_fails_cleanly
+def bench_command(
+    artifacts: Annotated[list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")],
+    target: Annotated[str, typer.Option(help="`local` or `ssh://user@host[:port]` (a Raspberry Pi, say).")] = "local",
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")] = "1",
+    runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = 100,
+    min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")] = 1.0,
+    max_seconds: Annotated[float, typer.Option(help="Stop timing an artifact after this long.")] = 60.0,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = 10,
+    baseline: Annotated[Optional[Path], typer.Option(help="Also measure this run's Keras model through TensorFlow (local).")] = None,
+    min_accuracy: Annotated[Optional[float], typer.Option(help="Fail (exit 1) if any artifact is below this accuracy (0-1).")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full result here.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the table here as CSV.")] = None,
+    sample: Annotated[bool, typer.Option("--sample", help="Score on the embedded sample (not the test set).")] = False,
+    data_dir: DataDirOption = None,
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable).")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
+) -> None:
+    """Measure accuracy, size, latency and memory of TFLite artifacts, here or on a device over SSH.
+
+    Example: edge-fm bench models/ --threads 1,4 --json bench.json
+    Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
+    """
+    from edge_fm.bench import below_min_accuracy, bench, write_results
+
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise EdgeFMError(f"--min-accuracy {min_accuracy}: give a fraction between 0 and 1, e.g. 0.9.")
+    options = _bench_options(threads, runs, min_seconds, max_seconds, warmup)
+    where = _target(target, ssh_key, ssh_option, remote_python, ssh_timeout)
+    with console.status(f"measuring on {where.name}..."):
+        result = bench(artifacts, where, options, baseline, data_dir, sample)
+    print_bench_table(result)
+    write_results(result, json_out, csv_out)
+    failed = [r for r in result["rows"] if r.get("status") != "ok"]
+    if min_accuracy is not None:
+        failing = below_min_accuracy(result["rows"], min_accuracy)
+        if failing:
+            raise EdgeFMError(f"{len(failing)} artifact(s) below --min-accuracy {min_accuracy:.2%}: {', '.join(failing)}.")
+        console.print(f"[green]all artifacts reach {min_accuracy:.2%}[/]")
     if failed:
         raise typer.Exit(1)
 

@@ -1,21 +1,63 @@
-"""Runs TFLite artifacts with nothing but the standard library, numpy and a TFLite interpreter.
+"""The device runner: accuracy, latency and memory of TFLite artifacts, with nothing but the
+standard library, numpy and a TFLite interpreter.
 
 This module is self-contained on purpose: it is copied as a single file to devices such as a
-Raspberry Pi where TensorFlow is not installed. The interpreter comes from ``ai_edge_litert``
-(LiteRT), else ``tflite_runtime``, else ``tensorflow.lite``.
+Raspberry Pi where TensorFlow is not installed, and run there as a script. The interpreter comes
+from ``ai_edge_litert`` (LiteRT), else ``tflite_runtime``, else ``tensorflow.lite``.
+
+What it measures follows TensorFlow Lite's ``benchmark_model``: init time, first inference,
+warm-up runs, then timed runs at batch 1 until both a minimum count and a minimum duration are
+reached (capped by a maximum duration), reported as mean, std, min, p50, p90, p99 and images/s;
+plus accuracy and the confusion matrix over a whole test set, peak resident memory, and the size
+of the file (bytes and gzip bytes).
+
+Each (artifact, thread count) is measured in a child process of its own, so the memory figure is
+that of one model and a crashing artifact becomes an error row instead of ending the table.
+
+Usage on a device:
+    pip install ai-edge-litert numpy
+    python3 runner.py model.tflite other.tflite --test-data test.npz --threads 1,4 --json result.json
 """
 
 from __future__ import annotations
 
+import argparse
+import gzip
+import hashlib
 import importlib
+import json
+import math
+import os
+import platform
+import struct
+import subprocess
+import sys
+import time
 
-import numpy as np
+try:
+    import numpy as np
+except ImportError:  # reported as a clean error by main(); importers of this module have numpy
+    np = None
 
+RUNNER_VERSION = "1"
 INTERPRETER_PACKAGES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
+# Exit codes a host side maps to fixes: the runtime is missing / the arguments are wrong.
+EXIT_MISSING_RUNTIME = 3
+EXIT_BAD_INPUT = 2
+MISSING_RUNTIME_FIX = "pip install ai-edge-litert numpy"
 
 
 class RunnerError(Exception):
-    """A problem with an artifact or the runtime, with a message naming the fix."""
+    """A problem with an artifact, the test data or the runtime, with a message naming the fix."""
+
+
+# ---------------------------------------------------------------- the interpreter
+
+
+def interpreter_modules() -> tuple[str, ...]:
+    """Interpreter modules to try, in order; ``EDGE_FM_INTERPRETERS`` (comma list) overrides them."""
+    override = os.environ.get("EDGE_FM_INTERPRETERS")
+    return tuple(m for m in override.split(",") if m) if override else INTERPRETER_PACKAGES
 
 
 def load_interpreter_class():
@@ -24,15 +66,14 @@ def load_interpreter_class():
     Raises:
         RunnerError: None of the interpreter packages is installed.
     """
-    for module_name in INTERPRETER_PACKAGES:
+    for module_name in interpreter_modules():
         try:
             module = importlib.import_module(module_name)
         except ImportError:
             continue
         package = module_name.split(".")[0]
-        version = _package_version(package)
-        return module.Interpreter, package, version
-    raise RunnerError("no TFLite interpreter found: run `pip install ai-edge-litert numpy`.")
+        return module.Interpreter, package, _package_version(package)
+    raise RunnerError(f"no TFLite interpreter found for {sys.executable}: run `{MISSING_RUNTIME_FIX}`.")
 
 
 def _package_version(package: str) -> str:
@@ -57,10 +98,10 @@ class TFLiteModel:
             self.interpreter = interpreter_class(model_path=model_path, model_content=model_content, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise RunnerError(f"{model_path or 'model'}: not a loadable TFLite model ({exc}).") from None
+            raise RunnerError(f"{model_path or 'model'}: not a loadable TFLite model ({_first_line(exc)}).") from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
-        self.batch = 1
+        self.batch = int(self.input["shape"][0])
 
     def _resize(self, batch: int) -> None:
         if batch != self.batch:
@@ -109,3 +150,391 @@ class TFLiteModel:
                 outputs.append(np.concatenate([self.dequantize_output(self.invoke(chunk[i : i + 1])) for i in range(len(chunk))]))
                 batch_size = 1
         return np.concatenate(outputs) if outputs else np.zeros((0, self.output["shape"][-1]), np.float32)
+
+
+# ---------------------------------------------------------------- test data
+
+
+def load_test_set(path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) from a .npz (``images``, ``labels``) or a folder
+    holding the t10k IDX files (gzip or raw).
+
+    Raises:
+        RunnerError: The file is missing or not a test set.
+    """
+    if os.path.isdir(path):
+        return _read_idx(_find(path, "t10k-images-idx3-ubyte")), _read_idx(_find(path, "t10k-labels-idx1-ubyte"))
+    if not os.path.isfile(path):
+        raise RunnerError(f"test data {path} not found: pass a .npz with images and labels, or the folder of the t10k IDX files.")
+    try:
+        with np.load(path) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise RunnerError(f"test data {path} is not a .npz with 'images' and 'labels' ({_first_line(exc)}).") from None
+    if len(images) != len(labels) or images.dtype != np.uint8:
+        raise RunnerError(f"test data {path}: expected uint8 images and as many labels ({len(images)} vs {len(labels)}).")
+    return images, labels.astype(np.int64)
+
+
+def _find(folder: str, stem: str) -> str:
+    for name in (stem + ".gz", stem):
+        if os.path.isfile(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise RunnerError(f"{folder} has no {stem}[.gz]: pass the folder of the Fashion-MNIST test files.")
+
+
+def _read_idx(path: str) -> np.ndarray:
+    opener = gzip.open if path.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+        zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
+        shape = struct.unpack(">" + "I" * ndim, raw[4 : 4 + 4 * ndim])
+        if zero != 0 or dtype_code != 0x08:
+            raise ValueError("bad magic number")
+        body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+        return body.reshape(shape)
+    except (OSError, ValueError, struct.error, EOFError) as exc:
+        raise RunnerError(f"{path}: not a valid IDX file ({_first_line(exc)}).") from None
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of sorted values, by linear interpolation (numpy's default)."""
+    if not sorted_values:
+        return float("nan")
+    rank = (len(sorted_values) - 1) * q / 100.0
+    low, high = math.floor(rank), math.ceil(rank)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
+
+
+def summarize_latency(seconds: list[float]) -> dict:
+    """Mean, std, min, max, p50, p90, p99 (milliseconds) and images/s of per-image timings."""
+    ms = sorted(s * 1000.0 for s in seconds)
+    mean = sum(ms) / len(ms)
+    std = math.sqrt(sum((v - mean) ** 2 for v in ms) / len(ms))
+    return {
+        "runs": len(ms),
+        "mean_ms": mean,
+        "std_ms": std,
+        "min_ms": ms[0],
+        "max_ms": ms[-1],
+        "p50_ms": percentile(ms, 50),
+        "p90_ms": percentile(ms, 90),
+        "p99_ms": percentile(ms, 99),
+        "images_per_second": 1000.0 / mean if mean > 0 else float("inf"),
+    }
+
+
+def time_invocations(invoke, min_runs: int, min_seconds: float, max_seconds: float) -> list[float]:
+    """Times ``invoke()`` until both ``min_runs`` and ``min_seconds`` are reached, or ``max_seconds``."""
+    timings: list[float] = []
+    started = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        invoke()
+        timings.append(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - started
+        if (len(timings) >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+            return timings
+
+
+def peak_rss_mb() -> float | None:
+    """Peak resident memory of this process so far, in MB (None where it cannot be read)."""
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
+    except (ImportError, OSError):
+        return None
+
+
+def current_rss_mb() -> float | None:
+    """Resident memory of this process now, in MB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def file_sizes(path: str) -> dict:
+    """Bytes, gzip bytes (level 9) and SHA-256 of a file."""
+    with open(path, "rb") as handle:
+        content = handle.read()
+    return {
+        "bytes": len(content),
+        "gzip_bytes": len(gzip.compress(content, compresslevel=9, mtime=0)),
+        "sha256": hashlib.sha256(content).hexdigest(),
+    }
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, classes: int) -> list[list[int]]:
+    """Rows: true class; columns: predicted class."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix.tolist()
+
+
+def measure(artifact: str, test_data: str, threads: int, options: dict, with_accuracy: bool = True) -> dict:
+    """Measures one artifact at one thread count in this process and returns its row.
+
+    The latency loop runs before the accuracy pass so the peak memory reported is that of batch-1
+    inference; the batched accuracy pass is reported separately.
+    """
+    row = {"artifact": artifact_name(artifact), "path": artifact, "threads": threads, **file_sizes(artifact)}
+    row.update(sidecar_description(artifact))
+    images, labels = load_test_set(test_data)
+    load_interpreter_class()
+    row["rss_before_model_mb"] = current_rss_mb()  # what the model and interpreter add is peak minus this
+
+    t0 = time.perf_counter()
+    model = TFLiteModel(model_path=artifact, num_threads=threads)
+    row["init_ms"] = (time.perf_counter() - t0) * 1000.0
+    row["input"] = {"shape": [int(d) for d in model.input["shape"]], "dtype": np.dtype(model.input["dtype"]).name}
+    one = model.quantize_input(images[:1])
+    model._resize(1)
+
+    def invoke() -> None:
+        model.interpreter.set_tensor(model.input["index"], one)
+        model.interpreter.invoke()
+
+    t0 = time.perf_counter()
+    invoke()
+    row["first_inference_ms"] = (time.perf_counter() - t0) * 1000.0
+    for _ in range(options["warmup"]):
+        invoke()
+    row["warmup_runs"] = options["warmup"]
+    row["latency"] = summarize_latency(time_invocations(invoke, options["runs"], options["min_seconds"], options["max_seconds"]))
+    row["peak_rss_mb"] = peak_rss_mb()
+
+    if with_accuracy:
+        t0 = time.perf_counter()
+        probs = model.predict_proba(images, batch_size=options["batch_size"])
+        row["accuracy_seconds"] = time.perf_counter() - t0
+        predicted = probs.argmax(axis=1)
+        row["accuracy"] = float(np.mean(predicted == labels))
+        row["examples"] = int(len(labels))
+        row["confusion_matrix"] = confusion_matrix(labels, predicted, probs.shape[1])
+        row["peak_rss_with_accuracy_mb"] = peak_rss_mb()
+    row["status"] = "ok"
+    return row
+
+
+def artifact_name(path: str) -> str:
+    """A readable name: the bundle folder for ``.../bundle/model.tflite``, else the file stem."""
+    base = os.path.basename(path)
+    if base == "model.tflite":
+        return os.path.basename(os.path.dirname(os.path.abspath(path))) or base
+    return os.path.splitext(base)[0]
+
+
+def sidecar_description(artifact: str) -> dict:
+    """Format, architecture and source from the bundle's ``model.json``, when it sits beside the file."""
+    path = os.path.join(os.path.dirname(os.path.abspath(artifact)), "model.json")
+    if os.path.basename(artifact) != "model.tflite" or not os.path.isfile(path):
+        return {"format": None}
+    try:
+        with open(path) as handle:
+            description = json.load(handle)
+    except (OSError, ValueError):
+        return {"format": None}
+    return {"format": description.get("format"), "architecture": description.get("architecture")}
+
+
+def environment(notes: dict | None = None) -> dict:
+    """Where the numbers were taken: interpreter, CPU, OS, Python."""
+    try:
+        _, package, version = load_interpreter_class()
+    except RunnerError:
+        package, version = None, None
+    return {
+        "runner_version": RUNNER_VERSION,
+        "interpreter": package,
+        "interpreter_version": version,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "os": os_name(),
+        "hostname": platform.node(),
+        **(notes or {}),
+    }
+
+
+def cpu_model() -> str:
+    """The CPU's model name (x86 ``model name``, a Raspberry Pi's ``Model`` line, else platform)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            fields = dict(line.split(":", 1) for line in handle if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        for key in ("model name", "Model", "Hardware", "cpu model"):
+            if fields.get(key):
+                return fields[key]
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def os_name() -> str:
+    """``PRETTY_NAME`` from /etc/os-release, else the platform string."""
+    try:
+        with open("/etc/os-release") as handle:
+            for line in handle:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
+# ---------------------------------------------------------------- one child per measurement
+
+
+def measure_in_child(artifact: str, test_data: str, threads: int, options: dict, with_accuracy: bool) -> dict:
+    """Runs :func:`measure` in a fresh Python process; any failure becomes an error row."""
+    command = [sys.executable, os.path.abspath(__file__), "--child", artifact, "--test-data", test_data,
+               "--threads", str(threads), "--options", json.dumps(options)]
+    if not with_accuracy:
+        command.append("--no-accuracy")
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=options["artifact_timeout"])
+    except subprocess.TimeoutExpired:
+        return error_row(artifact, threads, f"timed out after {options['artifact_timeout']} s; raise --artifact-timeout")
+    if done.returncode == 0:
+        return json.loads(done.stdout)
+    if done.returncode < 0:
+        return error_row(artifact, threads, f"the interpreter crashed (signal {-done.returncode}); the file is probably corrupt")
+    lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+    message = lines[-1] if lines else f"exit code {done.returncode}"
+    return error_row(artifact, threads, message[len("error: "):] if message.startswith("error: ") else message)
+
+
+def error_row(artifact: str, threads: int, error: str) -> dict:
+    """The row of a failed measurement: the table goes on."""
+    row = {"artifact": artifact_name(artifact), "path": artifact, "threads": threads, "status": "error", "error": error}
+    if os.path.isfile(artifact):
+        row.update(file_sizes(artifact))
+        row.update(sidecar_description(artifact))
+    return row
+
+
+def run_all(artifacts: list[str], test_data: str, thread_counts: list[int], options: dict, isolate: bool = True, progress=None) -> list[dict]:
+    """Rows for every artifact and thread count; accuracy is measured once per artifact (at the
+    first thread count) since the interpreter's results do not depend on threads."""
+    rows = []
+    for artifact in artifacts:
+        accuracy_row = None
+        for threads in thread_counts:
+            with_accuracy = accuracy_row is None
+            if isolate:
+                row = measure_in_child(artifact, test_data, threads, options, with_accuracy)
+            else:
+                try:
+                    row = measure(artifact, test_data, threads, options, with_accuracy)
+                except (RunnerError, ValueError, RuntimeError) as exc:
+                    row = error_row(artifact, threads, _first_line(exc))
+            if row["status"] == "ok" and with_accuracy:
+                accuracy_row = row
+            elif row["status"] == "ok":
+                for key in ("accuracy", "examples", "confusion_matrix", "accuracy_seconds"):
+                    row[key] = accuracy_row[key]
+            rows.append(row)
+            if progress:
+                progress(row)
+            if row["status"] != "ok" and accuracy_row is None:
+                break  # an artifact that fails at one thread count fails at all of them
+    return rows
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Measure TFLite artifacts: accuracy, latency, memory, size.")
+    parser.add_argument("artifacts", nargs="+", help=".tflite files")
+    parser.add_argument("--test-data", required=True, help=".npz with images and labels, or the folder of the t10k IDX files")
+    parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
+    parser.add_argument("--runs", type=int, default=100, help="minimum timed runs (default 100)")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed seconds (default 1)")
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (default 60)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed runs after the first inference (default 10)")
+    parser.add_argument("--batch-size", type=int, default=256, help="batch of the accuracy pass (default 256)")
+    parser.add_argument("--artifact-timeout", type=float, default=900.0, help="seconds before one measurement is abandoned")
+    parser.add_argument("--no-isolate", action="store_true", help="measure in this process (no child per artifact)")
+    parser.add_argument("--note", action="append", default=[], help="KEY=VALUE added to the environment record")
+    parser.add_argument("--json", default="-", help="where to write the result (default: stdout)")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-accuracy", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--options", default=None, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def options_from(args: argparse.Namespace) -> dict:
+    if args.options:
+        return json.loads(args.options)
+    if args.runs < 1 or args.min_seconds < 0 or args.max_seconds <= 0 or args.warmup < 0 or args.batch_size < 1:
+        raise RunnerError("--runs and --batch-size must be >= 1, --min-seconds and --warmup >= 0, --max-seconds > 0.")
+    return {"runs": args.runs, "min_seconds": args.min_seconds, "max_seconds": args.max_seconds, "warmup": args.warmup,
+            "batch_size": args.batch_size, "artifact_timeout": args.artifact_timeout}
+
+
+def parse_threads(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 1:
+        raise RunnerError(f"--threads {text!r}: give positive thread counts separated by commas, e.g. 1,4.")
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        if np is None:
+            raise ImportError("numpy")
+        args = parse_args(argv)
+        options = options_from(args)
+        if args.child:
+            row = measure(args.artifacts[0], args.test_data, int(args.threads), options, not args.no_accuracy)
+            sys.stdout.write(json.dumps(row))
+            return 0
+        load_interpreter_class()  # fail once, clearly, before any artifact
+        load_test_set(args.test_data)
+        notes = dict(n.split("=", 1) for n in args.note if "=" in n)
+        started = time.time()
+        rows = run_all(args.artifacts, args.test_data, parse_threads(args.threads), options, isolate=not args.no_isolate)
+        result = {"environment": environment(notes), "options": options, "test_data": os.path.basename(args.test_data),
+                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+                  "seconds": round(time.time() - started, 2), "rows": rows}
+        text = json.dumps(result, indent=2)
+        if args.json == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            tmp = args.json + ".tmp"
+            with open(tmp, "w") as handle:
+                handle.write(text + "\n")
+            os.replace(tmp, args.json)
+        return 0
+    except ImportError as exc:
+        print(f"error: {exc.name or exc} is not installed for {sys.executable}: run `{MISSING_RUNTIME_FIX}`.", file=sys.stderr)
+        return EXIT_MISSING_RUNTIME
+    except RunnerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MISSING_RUNTIME if str(exc).startswith("no TFLite interpreter") else EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
