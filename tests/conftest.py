@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import functools
+import getpass
 import http.server
 import os
+import shutil
+import socket
+import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +53,65 @@ def http_server(tmp_path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A tiny CNN trained briefly on the embedded sample, exported as fp32 and int8 bundles."""
+    from edge_fm.export import export
+    from edge_fm.train import config_for, train
+
+    root = tmp_path_factory.mktemp("exported")
+    trained = train(config_for("tiny-cnn", "quick", data="sample", epochs=4, learning_rate=3e-3), runs_dir=root)
+    bundles = {name: export(trained, name, parity_images=400, runs_dir=root) for name in ("fp32", "int8")}
+    return {"root": root, "train": trained, **bundles}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH server on 127.0.0.1 with throwaway host and client keys.
+
+    Yields a dict with the port, the user, the accepted key, a key it refuses, and the
+    known_hosts file that holds its host key (so host-key checking stays on).
+    """
+    binary = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(binary).exists():
+        if os.environ.get("CI"):
+            pytest.fail("sshd is not installed; .ci/run installs openssh-server")
+        pytest.skip("OpenSSH server not installed here (apt-get install openssh-server)")
+    root = tmp_path_factory.mktemp("sshd")
+    for name in ("host_key", "client_key", "stranger_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
+    user, port = getpass.getuser(), _free_port()
+    (root / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
+        f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
+        f"KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n"
+    )
+    host_key = (root / "host_key.pub").read_text().split()
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    if os.geteuid() == 0:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    server = subprocess.Popen([binary, "-D", "-e", "-f", str(root / "sshd_config")], stderr=open(root / "sshd.log", "w"))
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            if server.poll() is not None:
+                pytest.fail(f"sshd did not start: {(root / 'sshd.log').read_text()}")
+            time.sleep(0.1)
+    try:
+        yield {"port": port, "user": user, "key": root / "client_key", "stranger_key": root / "stranger_key",
+               "known_hosts": root / "known_hosts", "free_port": _free_port()}
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

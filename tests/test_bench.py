@@ -1,0 +1,201 @@
+"""The device runner and the bench stage on real artifacts, locally and over a real SSH server."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from edge_fm import data, runner
+from edge_fm.bench import BenchOptions, SshTarget, bench, best_artifact, collect_artifacts, parse_target
+from edge_fm.cli import main
+from edge_fm.errors import EdgeFMError
+
+FAST = BenchOptions(threads=(1, 2), runs=30, min_seconds=0.05, warmup=2)
+
+
+def _reference_accuracy(path, images, labels):
+    """Accuracy computed independently of the runner: a plain interpreter, one image at a time."""
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    hits = 0
+    for image, label in zip(images, labels):
+        x = image.reshape(1, 28, 28, 1).astype(np.float32)
+        if inp["dtype"] != np.float32:
+            x = np.clip(np.round(x / scale + zero), -128, 127)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        hits += int(interpreter.get_tensor(out["index"])[0].argmax() == label)
+    return hits / len(labels)
+
+
+@pytest.fixture(scope="module")
+def test_npz(tmp_path_factory):
+    path = tmp_path_factory.mktemp("testset") / "test.npz"
+    images, labels = data.load_split("test", data.SAMPLE_DIR)
+    np.savez_compressed(path, images=images.reshape(-1, 28, 28), labels=labels)
+    return path, images, labels
+
+
+def test_runner_measures_real_artifacts(exported, test_npz, tmp_path):
+    path, images, labels = test_npz
+    artifacts = [str(exported[name] / "model.tflite") for name in ("int8", "fp32")]
+    out = tmp_path / "result.json"
+    code = runner.main([*artifacts, "--test-data", str(path), "--threads", "1,2", "--runs", "40", "--min-seconds", "0.05",
+                        "--json", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["environment"]["interpreter"] == "ai_edge_litert" and result["environment"]["cpu"]
+    rows = result["rows"]
+    assert [(r["format"], r["threads"]) for r in rows] == [("int8", 1), ("int8", 2), ("fp32", 1), ("fp32", 2)]
+    for row in rows:
+        assert row["status"] == "ok", row
+        content = (exported[row["format"]] / "model.tflite").read_bytes()
+        assert row["bytes"] == len(content) and row["gzip_bytes"] == len(gzip.compress(content, 9, mtime=0))
+        matrix = np.array(row["confusion_matrix"])
+        assert matrix.sum() == len(labels) == row["examples"]
+        assert np.trace(matrix) / matrix.sum() == pytest.approx(row["accuracy"])
+        assert (matrix.sum(axis=1) == np.bincount(labels, minlength=10)).all()  # rows are the true classes
+        latency = row["latency"]
+        assert latency["runs"] >= 40
+        assert latency["min_ms"] <= latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert latency["images_per_second"] == pytest.approx(1000 / latency["mean_ms"])
+        assert row["init_ms"] > 0 and row["first_inference_ms"] > 0
+        assert row["peak_rss_mb"] >= row["rss_before_model_mb"] > 10
+    for row in rows[::2]:
+        assert row["accuracy"] == pytest.approx(_reference_accuracy(row["path"], images, labels))
+    assert rows[0]["input"]["dtype"] == "int8" and rows[2]["input"]["dtype"] == "float32"
+
+
+def test_a_broken_artifact_becomes_an_error_row(exported, test_npz, tmp_path):
+    path, _, _ = test_npz
+    content = (exported["int8"] / "model.tflite").read_bytes()
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(content[: len(content) // 3])
+    garbage = tmp_path / "garbage.tflite"
+    garbage.write_bytes(b"\x00" * 64)
+    good = str(exported["fp32"] / "model.tflite")
+    rows = runner.run_all([str(truncated), good, str(garbage)], str(path), [1], {**FAST.as_runner_options()})
+    assert [r["status"] for r in rows] == ["error", "ok", "error"]
+    assert rows[0]["error"] and rows[0]["bytes"] == len(content) // 3
+    assert "not a loadable TFLite model" in rows[2]["error"]
+    assert rows[1]["accuracy"] > 0.5
+
+
+def test_runner_without_an_interpreter_names_the_fix(exported, test_npz, monkeypatch):
+    monkeypatch.setenv("EDGE_FM_INTERPRETERS", "no_such_interpreter_pkg")
+    done = subprocess.run([sys.executable, runner.__file__, str(exported["int8"] / "model.tflite"), "--test-data",
+                           str(test_npz[0])], capture_output=True, text=True)
+    assert done.returncode == runner.EXIT_MISSING_RUNTIME
+    assert "pip install ai-edge-litert numpy" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_local_bench_with_keras_baseline_and_outputs(exported, tmp_path, capsys):
+    json_out, csv_out = tmp_path / "bench.json", tmp_path / "bench.csv"
+    code = main(["bench", str(exported["root"]), "--sample", "--threads", "1", "--runs", "20", "--min-seconds", "0.05",
+                 "--baseline", str(exported["train"]), "--json", str(json_out), "--csv", str(csv_out), "--min-accuracy", "0.3"])
+    output = capsys.readouterr().out
+    assert code == 0, output
+    result = json.loads(json_out.read_text())
+    formats = [r["format"] for r in result["rows"]]
+    assert formats == ["keras", "fp32", "int8"] and all(r["status"] == "ok" for r in result["rows"])
+    keras, fp32, int8 = result["rows"]
+    assert result["reference"] == keras["artifact"] and keras["accuracy_delta"] == 0
+    # The fp32 artifact computes what the Keras model computes.
+    assert abs(fp32["accuracy"] - keras["accuracy"]) <= 0.002
+    assert int8["accuracy_delta"] == pytest.approx(int8["accuracy"] - keras["accuracy"])
+    assert "NOT the Fashion-MNIST test set" in result["test_set"]["source"]
+    with open(csv_out) as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["format"] for r in table] == formats and float(table[2]["p50_ms"]) > 0
+    assert "int8" in output and "Δ acc" in output
+    assert best_artifact(result["rows"])["format"] in ("fp32", "int8")
+
+
+def test_min_accuracy_gate_fails_below_the_bar(exported, capsys):
+    code = main(["bench", str(exported["int8"]), "--sample", "--runs", "5", "--min-seconds", "0", "--min-accuracy", "0.999"])
+    assert code == 1 and "below --min-accuracy 99.90%" in capsys.readouterr().err
+
+
+def test_bad_bench_input_gets_one_line(exported, tmp_path, capsys):
+    assert main(["bench", str(tmp_path / "nope")]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["bench", str(exported["train"])]) == 1
+    assert "--baseline" in capsys.readouterr().err
+    assert main(["bench", str(exported["int8"]), "--target", "ftp://pi"]) == 1
+    assert "ssh://user@host" in capsys.readouterr().err
+    assert main(["bench", str(exported["int8"]), "--threads", "1,x"]) == 1
+    assert "positive thread counts" in capsys.readouterr().err
+    with pytest.raises(EdgeFMError):
+        collect_artifacts([exported["int8"] / "labels.txt"])
+
+
+def test_parse_target():
+    target = parse_target("ssh://pi@raspberrypi.local:2222")
+    assert (target.user, target.host, target.port) == ("pi", "raspberrypi.local", 2222)
+    assert parse_target("local").name == "local"
+    command = SshTarget("host", ssh_options=("UserKnownHostsFile=/k",)).ssh_command("echo 'a b'")
+    assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command and command[-1] == "echo 'a b'"
+
+
+# ---------------------------------------------------------------- over SSH, against a real sshd
+
+
+def _target(sshd, port=None, key=None, python=sys.executable):
+    return SshTarget(host="127.0.0.1", user=sshd["user"], port=port or sshd["port"], identity=str(key or sshd["key"]),
+                     ssh_options=(f"UserKnownHostsFile={sshd['known_hosts']}", "GlobalKnownHostsFile=/dev/null"),
+                     python=python, connect_timeout=5)
+
+
+def test_ssh_target_measures_on_the_host_and_cleans_up(sshd, exported):
+    local = bench([exported["int8"]], "local", FAST, sample=True)
+    remote = bench([exported["int8"]], _target(sshd), FAST, sample=True)
+    assert remote["target"] == f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
+    assert [r["status"] for r in remote["rows"]] == ["ok", "ok"]
+    assert remote["rows"][0]["accuracy"] == local["rows"][0]["accuracy"]  # same artifact, same data, same answer
+    assert remote["rows"][0]["path"] == str((exported["int8"] / "model.tflite").resolve())
+    assert remote["rows"][0]["format"] == "int8"  # model.json travelled with the artifact
+    # Nothing is left on the host.
+    leftovers = subprocess.run(_target(sshd).ssh_command('ls -d "${TMPDIR:-/tmp}"/edge-fm-bench.* 2>/dev/null | wc -l'),
+                               capture_output=True, text=True)
+    assert leftovers.stdout.strip() == "0"
+
+
+def test_ssh_unreachable_port(sshd, exported):
+    with pytest.raises(EdgeFMError, match="connection refused"):
+        bench([exported["int8"]], _target(sshd, port=sshd["free_port"]), FAST, sample=True)
+
+
+def test_ssh_refused_key(sshd, exported):
+    with pytest.raises(EdgeFMError, match="refused the key.*authorized_keys"):
+        bench([exported["int8"]], _target(sshd, key=sshd["stranger_key"]), FAST, sample=True)
+
+
+def test_ssh_unknown_host_key_is_not_accepted(sshd, exported, tmp_path):
+    target = _target(sshd)
+    (tmp_path / "empty_known_hosts").write_text("")
+    target.ssh_options = (f"UserKnownHostsFile={tmp_path / 'empty_known_hosts'}", "GlobalKnownHostsFile=/dev/null")
+    with pytest.raises(EdgeFMError, match="host key"):
+        bench([exported["int8"]], target, FAST, sample=True)
+
+
+def test_ssh_host_without_python_or_interpreter(sshd, exported, capsys):
+    with pytest.raises(EdgeFMError, match="not found on 127.0.0.1.*--remote-python"):
+        bench([exported["int8"]], _target(sshd, python="/nonexistent/python3"), FAST, sample=True)
+    # A host whose Python lacks every interpreter package.
+    bare = _target(sshd, python=f"env EDGE_FM_INTERPRETERS=no_such_pkg {sys.executable}")
+    with pytest.raises(EdgeFMError, match="pip install ai-edge-litert numpy"):
+        bench([exported["int8"]], bare, FAST, sample=True)
+    # The CLI turns the same failure into one line.
+    code = main(["bench", str(exported["int8"]), "--sample", "--target", f"ssh://{sshd['user']}@127.0.0.1:{sshd['free_port']}",
+                 "--ssh-key", str(sshd["key"]), "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "connection refused" in err and len(err.strip().splitlines()) == 1
