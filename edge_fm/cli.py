@@ -584,6 +584,63 @@ def bench_command(
         raise typer.Exit(1)
 
 
+@app.command("pipeline")
+@_fails_cleanly
+def pipeline_command(
+    arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
+    preset: Annotated[str, typer.Option(help="'quick' (smoke run) or 'paper' (the paper's recipe).")] = "quick",
+    sample: Annotated[bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")] = False,
+    prune: Annotated[Optional[float], typer.Option(help="Prune to this sparsity (0-1) before quantizing.")] = None,
+    qat: Annotated[bool, typer.Option("--qat", help="Add quantization-aware training and its qat-int8 artifact.")] = False,
+    formats: Annotated[
+        Optional[list[str]], typer.Option("--format", "-f", help="Export formats (repeatable; default fp32, int8, + qat-int8 with --qat).")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="Training config field as key=value (repeatable).")] = None,
+    target: Annotated[str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")] = "local",
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")] = "1",
+    runs: Annotated[int, typer.Option(help="Minimum timed runs per artifact.")] = 50,
+    min_seconds: Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")] = 0.5,
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option (repeatable).")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path("runs"),
+) -> None:
+    """Train -> optimize -> export -> bench in one command, with a final table and the best artifact.
+
+    Example: edge-fm pipeline cnn-2conv --sample --prune 0.5 --qat
+    Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
+    """
+    from edge_fm import config as config_lib
+    from edge_fm.pipeline import PIPELINE_FILE, PipelineConfig, run_pipeline
+
+    overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+    config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
+    options = _bench_options(threads, runs, min_seconds, 60.0, 10)
+    where = _target(target, ssh_key, ssh_option, remote_python, 10)
+    reporter = _RichReporter(console)
+
+    def log(message: str) -> None:
+        reporter.stop()
+        console.print(f"[bold cyan]>[/] {message}", highlight=False)
+
+    try:
+        top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
+    finally:
+        reporter.stop()
+    record = json.loads((top / PIPELINE_FILE).read_text())
+    print_bench_table(json.loads((top / "bench.json").read_text()), title=f"{arch} pipeline on {where.name}")
+    best = record["best"]
+    if best:
+        console.print(
+            f"best artifact ({best['rule']}): [bold green]{top / best['path'] / 'model.tflite'}[/] "
+            f"{best['format']}, {best['accuracy']:.2%}, {best['bytes'] / 1024:.1f} KB, p50 {best['p50_ms']:.3f} ms",
+            highlight=False,
+        )
+    console.print(f"pipeline run directory: [bold]{top}[/] (pipeline.json links every stage)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs the CLI; usage errors become one line on stderr (Click's box spans several)."""
     command = typer.main.get_command(app)

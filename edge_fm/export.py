@@ -314,7 +314,7 @@ def export(
             f"{parity['images']} validation images); nothing was written."
         )
 
-    bundle = new_run_dir(runs_dir, f"{config.arch}-{fmt.name}")
+    bundle = new_run_dir(runs_dir, artifact_name(config.arch, stage, fmt))
     try:
         _write_bundle(bundle, run_dir, stage, config.arch, fmt, io_dtype, flatbuffer, parity, dataset)
     except BaseException:
@@ -347,7 +347,7 @@ def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run
     out_scale, out_zero = model.output["quantization"]
     integer_io = io_dtype != "float32"
     return {
-        "name": f"{arch}-{fmt.name}",
+        "name": artifact_name(arch, stage, fmt),
         "architecture": arch,
         "format": fmt.name,
         "quantization": fmt.quantization,
@@ -380,6 +380,11 @@ def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run
         "labels": list(data_lib.CLASS_NAMES),
         "source": {"run": str(run_dir), "stage": stage, "data": dataset.describe()},
     }
+
+
+def artifact_name(arch: str, stage: str, fmt: ExportFormat) -> str:
+    """``cnn-2conv-int8``, or ``cnn-2conv-pruned-int8`` when the source was pruned."""
+    return f"{arch}-{'pruned-' if stage in ('prune', 'pqat') else ''}{fmt.name}"
 
 
 def lineage(run_dir: Path | str) -> list[dict[str, str]]:

@@ -178,12 +178,12 @@ def test_cli_optimize_export_predict(runs, tmp_path, capsys):
     pruned = tmp_path / "tiny-cnn-prune-1"
     result = runner.invoke(app, ["export", str(pruned), "-f", "int8", "-f", "dynamic", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "tiny-cnn-int8-1" / "model.tflite").exists() and "int-only" in result.output
+    assert (tmp_path / "tiny-cnn-pruned-int8-1" / "model.tflite").exists() and "int-only" in result.output
     images, _ = data.load_split("test", data.SAMPLE_DIR)
     from PIL import Image
 
     Image.fromarray(images[5, :, :, 0]).save(tmp_path / "item.png")
-    code = main(["predict", str(tmp_path / "tiny-cnn-int8-1"), str(tmp_path / "item.png"), str(tmp_path / "missing.png")])
+    code = main(["predict", str(tmp_path / "tiny-cnn-pruned-int8-1"), str(tmp_path / "item.png"), str(tmp_path / "missing.png")])
     captured = capsys.readouterr()
     assert code == 1 and "item.png:" in captured.out and "missing.png: no such file" in captured.err
     assert main(["export", str(pruned), "-f", "qat-int8"]) == 1

@@ -1,0 +1,44 @@
+"""The one-command pipeline on the embedded sample: every stage linked from one run directory."""
+
+from __future__ import annotations
+
+import json
+
+from edge_fm.cli import main
+
+
+def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys):
+    code = main(["pipeline", "tiny-cnn", "--sample", "--prune", "0.5", "--qat", "--epochs", "1", "--set", "epochs=3",
+                 "--runs", "10", "--min-seconds", "0", "--runs-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    top = tmp_path / "tiny-cnn-pipeline-1"
+    record = json.loads((top / "pipeline.json").read_text())
+    assert record["status"] == "complete" and record["config"]["prune"] == 0.5
+    stages = record["stages"]
+    assert set(stages) == {"train", "prune", "qat", "exports"} and set(stages["exports"]) == {"fp32", "int8", "qat-int8"}
+    for rel in [stages["train"], stages["prune"], stages["qat"], *stages["exports"].values()]:
+        assert (top / rel / "manifest.json").exists(), rel
+    # Lineage: the QAT step is pruning-preserving and descends from the pruned run.
+    qat_manifest = json.loads((top / stages["qat"] / "manifest.json").read_text())
+    assert stages["qat"].startswith("tiny-cnn-pqat") and qat_manifest["parent"].endswith(stages["prune"])
+    bench = json.loads((top / "bench.json").read_text())
+    assert [r["format"] for r in bench["rows"]] == ["keras", "fp32", "int8", "qat-int8"]
+    assert all(r["status"] == "ok" and 0.3 < r["accuracy"] <= 1 for r in bench["rows"])
+    assert "NOT the Fashion-MNIST test set" in bench["test_set"]["source"]
+    best = record["best"]
+    assert (top / best["path"] / "model.tflite").exists()
+    assert best["accuracy"] >= max(r["accuracy"] for r in bench["rows"][1:]) - 0.005
+    assert "best artifact" in out and str(top) in out
+    manifest = json.loads((top / "manifest.json").read_text())
+    assert "bench.csv" in manifest["files"] and f"{stages['exports']['int8']}/model.tflite" in manifest["files"]
+
+
+def test_pipeline_rejects_inconsistent_options(tmp_path, capsys):
+    assert main(["pipeline", "tiny-cnn", "--sample", "-f", "qat-int8", "--runs-dir", str(tmp_path)]) == 1
+    assert "needs a QAT step: add --qat" in capsys.readouterr().err
+    assert main(["pipeline", "tiny-cnn", "--sample", "--prune", "1.5", "--runs-dir", str(tmp_path)]) == 1
+    assert "--prune 1.5" in capsys.readouterr().err
+    assert main(["pipeline", "nope-net", "--sample", "--runs-dir", str(tmp_path)]) == 1
+    assert "unknown architecture" in capsys.readouterr().err.lower()
+    assert not list(tmp_path.iterdir())  # nothing was started
