@@ -199,3 +199,19 @@ def test_ssh_host_without_python_or_interpreter(sshd, exported, capsys):
                  "--ssh-key", str(sshd["key"]), "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}"])
     err = capsys.readouterr().err
     assert code == 1 and "connection refused" in err and len(err.strip().splitlines()) == 1
+
+
+def test_mobile_doc_matches_a_real_model_json(exported):
+    # docs/mobile.md quotes a model.json; its fields must be the ones an export really writes.
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "mobile.md").read_text()
+    quoted = json.loads(re.search(r"```json\n(.*?)\n```", doc, re.S).group(1))
+    real = json.loads((exported["int8"] / "model.json").read_text())
+    for section in ("input", "output"):
+        assert set(quoted[section]) <= set(real[section]), section
+    assert quoted["labels"] == real["labels"] == list(data.CLASS_NAMES)
+    assert real["input"]["dtype"] == quoted["input"]["dtype"] == "int8"
+    for step in real["input"]["preprocessing"]:
+        assert step in doc, step

@@ -1,0 +1,172 @@
+"""The Raspberry Pi software stack without a Pi: the device runner on 64-bit ARM Debian 12.
+
+Builds a minimal arm64 Debian 12 (bookworm, the base of Raspberry Pi OS) user land with
+mmdebstrap, adds the aarch64 wheels of ai-edge-litert (the same version as here) and numpy, and
+runs ``edge_fm/runner.py`` in it under qemu user-mode emulation on real artifacts. The same
+artifacts are then measured natively, and the accuracies compared: the ARM kernels must give the
+same answers.
+
+Timings taken under emulation say nothing about a Raspberry Pi: they are recorded as
+``emulated_p50_ms`` and never reported as Pi latency.
+
+Needs (Debian): apt-get install qemu-user-static mmdebstrap; network access to Debian and PyPI
+for the first build (cached under .cache/arm64-debian12 afterwards).
+
+Usage (from the repository root):
+    python benchmarks/arm_emulated.py runs/cnn-2conv-fp32-1 runs/cnn-2conv-int8-1 runs/cnn-2conv-qat-int8-1 \
+        --data-dir ../shared/data/fashion-mnist
+Writes benchmarks/results/arm_emulated.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from edge_fm import runner
+from edge_fm.bench import BenchOptions, bench, collect_artifacts, write_test_set
+from edge_fm.io import write_json
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+CACHE = REPO / ".cache" / "arm64-debian12"
+DEBIAN_PACKAGES = "python3,base-files,libstdc++6,libgcc-s1"
+EMULATED_NOTE = "qemu-user emulation on an x86_64 host: timings are NOT Raspberry Pi latency"
+
+
+def require_tools() -> str:
+    qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
+    if not qemu or not shutil.which("mmdebstrap"):
+        sys.exit("error: needs qemu user-mode emulation and mmdebstrap: apt-get install qemu-user-static mmdebstrap")
+    return qemu
+
+
+def build_rootfs(root: Path) -> None:
+    """An arm64 Debian 12 user land: Python 3.11 and the C++ runtime, extracted (no scripts run)."""
+    if (root / "usr" / "bin" / "python3").exists():
+        return
+    tmp = root.with_name(root.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    subprocess.run(["mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", f"--include={DEBIAN_PACKAGES}",
+                    "bookworm", str(tmp)], check=True)
+    fake_arm_cpu(tmp)
+    tmp.rename(root)
+
+
+def fake_arm_cpu(root: Path, cores: int = 4) -> None:
+    """Describes a 4-core Cortex-A72 (a Raspberry Pi 4) in the root's /sys and /proc.
+
+    qemu-user passes the host's x86 /sys and /proc/cpuinfo through; LiteRT 2.x's CPU detection
+    then crashes (SIGSEGV while reading the cache topology). qemu's -L prefix is searched first,
+    so these files are what the emulated process reads instead.
+    """
+    cpu = root / "sys" / "devices" / "system" / "cpu"
+    cpu.mkdir(parents=True, exist_ok=True)
+    for name in ("possible", "present", "online"):
+        (cpu / name).write_text(f"0-{cores - 1}\n")
+    for index in range(cores):
+        topology = cpu / f"cpu{index}" / "topology"
+        topology.mkdir(parents=True, exist_ok=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text(f"{index}\n")
+        (topology / "package_cpus_list").write_text(f"0-{cores - 1}\n")
+        (topology / "thread_siblings_list").write_text(f"{index}\n")
+    (root / "proc").mkdir(exist_ok=True)
+    block = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32 cpuid\nCPU implementer\t: 0x41\n"
+             "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\nCPU revision\t: 3\n\n")
+    (root / "proc" / "cpuinfo").write_text("".join(block.format(i=i) for i in range(cores)))
+
+
+def install_wheels(root: Path, litert_version: str) -> Path:
+    """The aarch64 wheels of ai-edge-litert and numpy, unpacked into the root's /opt/site."""
+    site = root / "opt" / "site"
+    marker = site / f".litert-{litert_version}"
+    if marker.exists():
+        return site
+    with tempfile.TemporaryDirectory() as tmp:
+        platforms = [f"--platform=manylinux_2_{v}_aarch64" for v in (17, 27, 28, 31, 34, 35, 36)]
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platforms,
+                        "--python-version=3.11", "--implementation=cp", "--dest", tmp,
+                        f"ai-edge-litert=={litert_version}", "numpy"], check=True)
+        shutil.rmtree(site, ignore_errors=True)
+        site.mkdir(parents=True)
+        for wheel in sorted(Path(tmp).glob("*.whl")):
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(site)
+    marker.write_text("")
+    return site
+
+
+def run_emulated(qemu: str, root: Path, site: Path, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict:
+    """The runner under qemu: one process (no children, which would need binfmt_misc)."""
+    command = [qemu, "-L", str(root), str(root / "usr" / "bin" / "python3"), runner.__file__, *map(str, artifacts),
+               "--test-data", str(test_set), "--no-isolate", "--note", f"emulated={EMULATED_NOTE}", "--json", "-",
+               *options.runner_args()]
+    done = subprocess.run(command, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    if done.returncode != 0:
+        sys.exit(f"error: the emulated runner failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifacts", nargs="+", help="export bundles or .tflite files")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", type=int, default=20, help="timed runs (emulation is slow)")
+    args = parser.parse_args(argv)
+    qemu = require_tools()
+    started = time.time()
+    litert_version = importlib.metadata.version("ai-edge-litert")
+    root = CACHE / "root"
+    CACHE.mkdir(parents=True, exist_ok=True)
+    build_rootfs(root)
+    site = install_wheels(root, litert_version)
+    artifacts = collect_artifacts(args.artifacts)
+    options = BenchOptions(threads=(1,), runs=args.runs, min_seconds=0.0, warmup=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        test_set = Path(tmp) / "test.npz"
+        test_info = write_test_set(test_set, args.data_dir)
+        arm = run_emulated(qemu, root, site, artifacts, test_set, options)
+    native = bench(artifacts, "local", options, data_dir=args.data_dir)
+    rows = []
+    for arm_row, x86_row in zip(arm["rows"], native["rows"]):
+        row = {"artifact": arm_row["artifact"], "format": arm_row.get("format"), "status": arm_row["status"],
+               "x86_64_accuracy": x86_row.get("accuracy")}
+        if arm_row["status"] == "ok":
+            row.update(aarch64_accuracy=arm_row["accuracy"], difference=arm_row["accuracy"] - x86_row["accuracy"],
+                       emulated_p50_ms=arm_row["latency"]["p50_ms"], x86_64_p50_ms=x86_row["latency"]["p50_ms"])
+        else:
+            row["error"] = arm_row.get("error")
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    result = {
+        "what": "the device runner on 64-bit ARM Debian 12 under qemu user-mode emulation vs natively on this x86_64 CPU",
+        "note": EMULATED_NOTE,
+        "aarch64_environment": arm["environment"],
+        "x86_64_environment": native["environment"],
+        "qemu": subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
+        "debian_packages": DEBIAN_PACKAGES,
+        "test_set": test_info,
+        "rows": rows,
+        "all_ok": all(r["status"] == "ok" for r in rows),
+        "max_accuracy_difference": max((abs(r.get("difference", 1.0)) for r in rows), default=None),
+        "host": f"{platform.machine()}, {runner.cpu_model()}",
+        "seconds": round(time.time() - started, 1),
+        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
+    }
+    write_json(RESULTS / "arm_emulated.json", result)
+    return 0 if result["all_ok"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
