@@ -1,0 +1,120 @@
+"""The README's result tables, generated from the committed JSON under benchmarks/results/.
+
+Each table sits in README.md between ``<!-- table:NAME -->`` and ``<!-- /table:NAME -->``; this
+script rewrites what is between the markers, so every number in the README comes from a JSON file.
+
+Usage (from the repository root):
+    python benchmarks/tables.py            # rewrite README.md
+    python benchmarks/tables.py --check    # exit 1 if README.md is out of date (the tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+README = REPO / "README.md"
+
+
+def _load(name: str):
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{value * 100:.2f}%"
+
+
+def paper_presets() -> str | None:
+    result = _load("paper_presets.json")
+    if not result:
+        return None
+    lines = ["| architecture | paper | target | test accuracy | epochs (best) | training time |", "|---|---|---|---|---|---|"]
+    for row in sorted(result, key=lambda r: r["paper_accuracy"]):
+        lines.append(f"| `{row['arch']}` | {_pct(row['paper_accuracy'])} | {_pct(row['target'])} | {_pct(row['test_accuracy'])} | "
+                     f"{row['epochs_run']} ({row['best_epoch']}) | {row['training_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def optimize_chain() -> str | None:
+    result = _load("optimize_chain_cnn-2conv.json")
+    if not result:
+        return None
+    lines = [f"Float Keras model: {_pct(result['float_model']['test_accuracy'])} on the test split; pruning target "
+             f"{result['sparsity_target']:.0%}; {result['machine']}.", "",
+             "| artifact | test accuracy | bytes | gzip bytes | integer-only | status |", "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| {row['artifact']} | {_pct(row.get('test_accuracy'))} | {row.get('bytes', '-'):,} | "
+                     f"{row.get('gzip_bytes', '-'):,} | {'yes' if row.get('integer_only') else 'no'} | {row['status']} |")
+    checks = ", ".join(f"{name}: {'met' if ok else 'NOT met'}" for name, ok in result["checks"].items())
+    return "\n".join(lines + ["", f"Checks: {checks}. Command run: `{result['command']}` ({result['seconds']:.0f} s)."])
+
+
+def runner_quality() -> str | None:
+    result = _load("runner_quality.json")
+    if not result:
+        return None
+    lat, acc = result["latency"], result["accuracy_pass"]
+    return "\n".join([
+        "| check | measured | target | met |", "|---|---|---|---|",
+        f"| runner p50 vs bare `invoke()` loop ({lat['runs_each']} runs each) | {lat['runner_p50_ms']:.4f} ms vs "
+        f"{lat['bare_invoke_p50_ms']:.4f} ms ({lat['overhead'] * 100:+.1f}%) | {lat['target']} | {'yes' if lat['met'] else 'no'} |",
+        f"| accuracy pass over {acc['images']:,} test images ({result['format']}, {result['bytes']:,} bytes) | "
+        f"{acc['runner_seconds']:.2f} s | {acc['target']} | {'yes' if acc['met'] else 'no'} |",
+        "", f"Machine: {result['machine']}; {result['environment']['interpreter']} {result['environment']['interpreter_version']}. "
+        f"Command run: `{result['command']}`.",
+    ])
+
+
+def arm_emulated() -> str | None:
+    result = _load("arm_emulated.json")
+    if not result:
+        return None
+    env = result["aarch64_environment"]
+    lines = [f"aarch64: {env['os']}, Python {env['python']}, {env['interpreter']} {env['interpreter_version']}, "
+             f"numpy {env['numpy']}; {result['qemu']}.", "",
+             "| artifact | x86_64 accuracy | aarch64 accuracy (emulated) | difference | status |", "|---|---|---|---|---|"]
+    for row in result["rows"]:
+        diff = row.get("difference")
+        lines.append(f"| {row['artifact']} | {_pct(row.get('x86_64_accuracy'))} | {_pct(row.get('aarch64_accuracy'))} | "
+                     f"{'-' if diff is None else f'{diff * 100:+.2f} pt'} | {row['status']} |")
+    note = result["note"][0].upper() + result["note"][1:]
+    return "\n".join(lines + ["", f"{note}; no emulated timing is shown here. Command run: `{result['command']}`."])
+
+
+TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
+          "arm-emulated": arm_emulated}
+
+
+def render(readme: str) -> str:
+    for name, make in TABLES.items():
+        table = make()
+        if table is None:
+            continue
+        pattern = re.compile(rf"(<!-- table:{name} -->\n)(?:.*?\n)?(<!-- /table:{name} -->)", re.S)
+        readme = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), readme)
+    return readme
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if README.md is not what the JSON gives")
+    args = parser.parse_args(argv)
+    current = README.read_text()
+    wanted = render(current)
+    if args.check:
+        if wanted != current:
+            print("README.md tables are out of date: run `python benchmarks/tables.py`", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(wanted)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
