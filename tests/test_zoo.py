@@ -11,12 +11,13 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.zoo import count_macs, create_model, describe_model, get_spec, list_models
 
 PAPER_ARCHS = ["cnn-2conv", "cnn-3conv-bn", "mlp", "mobilenetv2", "resnet50", "vgg-gap"]
+EDGE_ARCHS = ["edge-cnn", "edge-cnn-tiny"]
 # Small inputs keep the ImageNet-shaped backbones fast enough for a unit test.
 FAST_OPTIONS = {"resnet50": {"input_size": 32}, "mobilenetv2": {"input_size": 32, "alpha": 0.35}}
 
 
-def test_registry_lists_the_six_paper_architectures():
-    assert list_models() == PAPER_ARCHS
+def test_registry_lists_the_six_paper_architectures_and_the_edge_family():
+    assert list_models() == sorted(PAPER_ARCHS + EDGE_ARCHS)
     assert "tiny-cnn" in list_models(include_testing=True)
     for name in PAPER_ARCHS:
         spec = get_spec(name)
@@ -55,7 +56,7 @@ def test_vgg_gap_is_about_the_papers_size():
     assert 180_000 < params < 220_000  # the paper: 198,351
 
 
-@pytest.mark.parametrize("name", PAPER_ARCHS)
+@pytest.mark.parametrize("name", PAPER_ARCHS + EDGE_ARCHS)
 def test_each_architecture_takes_raw_pixels_and_trains_one_step(name):
     images, labels = data.load_split("test", data.SAMPLE_DIR)
     x = images[:16].astype(np.float32)
@@ -89,3 +90,11 @@ def test_imagenet_weights_fall_back_with_a_warning(monkeypatch):
     with pytest.warns(UserWarning, match="ImageNet weights unavailable.*from scratch"):
         model = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
     assert model.pretrained is None
+
+
+def test_edge_family_is_smaller_and_cheaper_than_cnn_3conv_bn():
+    reference = describe_model("cnn-3conv-bn")
+    accurate, tiny = describe_model("edge-cnn"), describe_model("edge-cnn-tiny")
+    assert accurate["params"] < reference["params"] and accurate["macs"] < reference["macs"]
+    # <= 100 KB as int8 needs well under 100k weights; a quarter of the latency, a quarter of the MACs.
+    assert tiny["params"] < 60_000 and tiny["macs"] < reference["macs"] / 4

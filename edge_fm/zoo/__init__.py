@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edge_fm.zoo import backbones, cnn, mlp, testing, vgg  # noqa: F401  (registers the families)
+from edge_fm.zoo import backbones, cnn, edge, mlp, testing, vgg  # noqa: F401  (registers the families)
 from edge_fm.zoo.backbones import EdgeFMWarning
 from edge_fm.zoo.layers import count_macs
 from edge_fm.zoo.registry import ModelSpec, check_options, create_model, get_spec, list_models, register_model
