@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     build_rootfs(root)
     site = install_wheels(root, litert_version)
     artifacts = collect_artifacts(args.artifacts)
-    options = BenchOptions(threads=(1,), runs=args.runs, min_seconds=0.0, warmup=2)
+    # One thread everywhere: emulated threads spin-wait on each other and make the run crawl.
+    options = BenchOptions(threads=(1,), runs=args.runs, min_seconds=0.0, warmup=2, accuracy_threads=1)
     with tempfile.TemporaryDirectory() as tmp:
         test_set = Path(tmp) / "test.npz"
         test_info = write_test_set(test_set, args.data_dir)

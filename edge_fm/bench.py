@@ -47,6 +47,7 @@ class BenchOptions:
         warmup: Untimed runs after the first inference.
         batch_size: Batch of the accuracy pass.
         artifact_timeout: Seconds before one measurement is abandoned (an error row).
+        accuracy_threads: Threads of the accuracy pass (0: every core).
     """
 
     threads: tuple[int, ...] = (1,)
@@ -56,6 +57,7 @@ class BenchOptions:
     warmup: int = 10
     batch_size: int = 256
     artifact_timeout: float = 900.0
+    accuracy_threads: int = 0
 
     def __post_init__(self):
         if not self.threads or min(self.threads) < 1:
@@ -67,11 +69,12 @@ class BenchOptions:
         return ["--threads", ",".join(map(str, self.threads)), "--runs", str(self.runs),
                 "--min-seconds", str(self.min_seconds), "--max-seconds", str(self.max_seconds),
                 "--warmup", str(self.warmup), "--batch-size", str(self.batch_size),
-                "--artifact-timeout", str(self.artifact_timeout)]
+                "--artifact-timeout", str(self.artifact_timeout), "--accuracy-threads", str(self.accuracy_threads)]
 
     def as_runner_options(self) -> dict[str, Any]:
         return {"runs": self.runs, "min_seconds": self.min_seconds, "max_seconds": self.max_seconds,
-                "warmup": self.warmup, "batch_size": self.batch_size, "artifact_timeout": self.artifact_timeout}
+                "warmup": self.warmup, "batch_size": self.batch_size, "artifact_timeout": self.artifact_timeout,
+                "accuracy_threads": self.accuracy_threads}
 
     def worst_case_seconds(self, artifacts: int) -> float:
         """An upper bound for a whole runner invocation, used as the SSH run timeout."""

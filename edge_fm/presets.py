@@ -57,6 +57,19 @@ _PAPER: dict[str, dict[str, Any]] = {
         "epochs": 10, "optimizer": "adam", "learning_rate": 1e-3, "schedule": "exponential",
         "decay_rate": 0.9, "batch_size": 16, "augment": ("flip", "affine"), "shift": 0.0, "shear": 0.0,
     },
+    # No paper: edge-fm's own recipe for its family ('paper' is each architecture's reference
+    # recipe). Label-safe augmentation, label smoothing, AdamW with one-cycle; no early stopping
+    # because a one-cycle schedule is meant to run to its end.
+    "edge-cnn": {
+        "epochs": 40, "optimizer": "adamw", "learning_rate": 3e-3, "weight_decay": 5e-4, "schedule": "onecycle",
+        "warmup_epochs": 2.0, "batch_size": 128, "label_smoothing": 0.1, "augment": ("crop", "flip", "erasing"),
+        "crop_padding": 2, "early_stopping": 0,
+    },
+    "edge-cnn-tiny": {
+        "epochs": 40, "optimizer": "adamw", "learning_rate": 4e-3, "weight_decay": 2e-4, "schedule": "onecycle",
+        "warmup_epochs": 2.0, "batch_size": 128, "label_smoothing": 0.1, "augment": ("crop", "flip"),
+        "crop_padding": 2, "early_stopping": 0,
+    },
     "tiny-cnn": {"epochs": 5, "learning_rate": 3e-3, "batch_size": 64},
 }
 

@@ -1,0 +1,107 @@
+"""Benchmark every shipped model in one run, write the results table, the model cards and the plot.
+
+Runs `edge-fm bench models/` (1 thread, batch 1, the full test split), then writes
+benchmarks/results/models_bench.json, models/<name>/MODEL_CARD.md from each model's provenance and
+its measured row, and benchmarks/results/models_front.png (accuracy against size and latency).
+
+Usage (from the repository root):
+    python benchmarks/bench_models.py --data-dir ../shared/data/fashion-mnist
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from edge_fm.bench import BenchOptions, bench
+from edge_fm.io import read_json, write_bytes_atomic, write_json
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+RESULTS = Path(__file__).parent / "results"
+
+LIMITATIONS = (
+    "Trained and tested on Fashion-MNIST only: 28x28 grey images of a single centred garment, light on a "
+    "black background. Photos must be converted as model.json describes (grey, inverted if the background "
+    "is light, padded square, 28x28); accuracy on real photos is not measured and will be lower. Ten classes "
+    "only; anything else is still forced into one of them."
+)
+
+
+def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
+    train = provenance["train_metrics"]
+    config = provenance["train_config"]
+    float_test = train.get("test", {}).get("accuracy")
+    latency = row["latency"]
+    recipe = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("arch", "data") and v not in (None, (), [], {}, 0.0))
+    return f"""# {name}
+
+| | |
+|---|---|
+| architecture | `{config['arch']}` ({train.get('params', 0):,} parameters, {train.get('macs', 0) / 1e6:.2f} M MACs/image) |
+| artifact | `model.tflite`, {provenance['chosen_format']}, {row['bytes']:,} bytes ({row['gzip_bytes']:,} gzip) |
+| test accuracy, float Keras model | {float_test * 100:.2f}% |
+| test accuracy, this int8 artifact | {row['accuracy'] * 100:.2f}% ({test_source}) |
+| latency, batch 1, {row['threads']} thread | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms ({environment['cpu']}, {environment['interpreter']} {environment['interpreter_version']}) |
+| peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |
+| training | {train.get('epochs_run')} epochs in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({provenance['qat_metrics'].get('epochs_run')} epochs) |
+
+**Recipe** (the run's config.json): {recipe}.
+
+**How the artifact was chosen**: {provenance['choice_rule']}. Validation accuracy:
+{', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}.
+
+**Limitations**: {LIMITATIONS}
+
+Regenerate: `python benchmarks/bench_models.py --data-dir DIR` (numbers from `benchmarks/results/models_bench.json`).
+"""
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, key, label in ((axes[0], "kb", "size of the .tflite (KB, log scale)"), (axes[1], "p50", "p50 latency, 1 thread (ms, log scale)")):
+        for row in rows:
+            x = row["bytes"] / 1024 if key == "kb" else row["latency"]["p50_ms"]
+            ax.scatter(x, row["accuracy"] * 100, s=40)
+            ax.annotate(row["artifact"], (x, row["accuracy"] * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    fig.suptitle("Shipped int8 artifacts: accuracy against size and latency (benchmarks/results/models_bench.json)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--min-seconds", type=float, default=2.0)
+    args = parser.parse_args(argv)
+    result = bench([MODELS], "local", BenchOptions(threads=(1,), runs=args.runs, min_seconds=args.min_seconds), data_dir=args.data_dir)
+    result["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    for row in result["rows"]:
+        folder = Path(row["path"]).parent
+        row["model"] = folder.name
+        row["path"] = str(folder.relative_to(REPO) / Path(row["path"]).name)
+    write_json(RESULTS / "models_bench.json", result)
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    for row in ok:
+        provenance = read_json(MODELS / row["model"] / "provenance.json")
+        card = model_card(row["model"], provenance, row, result["environment"], result["test_set"]["source"])
+        write_bytes_atomic(MODELS / row["model"] / "MODEL_CARD.md", card.encode())
+    if ok:
+        plot(ok, RESULTS / "models_front.png")
+    return 0 if len(ok) == len(result["rows"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

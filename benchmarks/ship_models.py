@@ -1,0 +1,88 @@
+"""Ship a trained model: QAT, int8 and qat-int8 export, pick one on the validation split, and write
+``models/<name>/`` (the export bundle plus a model card).
+
+The shipped artifact is chosen by its accuracy on validation images (the export's parity check),
+never on the test split; the test figures in the card are measured afterwards by the benchmark
+runner (`edge-fm bench models/`, see benchmarks/bench_models.py).
+
+Usage (from the repository root):
+    python benchmarks/ship_models.py runs/cnn-2conv-train-2 --name cnn-2conv --data-dir ../shared/data/fashion-mnist
+    python benchmarks/ship_models.py runs/mlp-train-3 --name mlp --qat-epochs 3 --data-dir ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from edge_fm.export import export
+from edge_fm.io import read_json, write_json
+from edge_fm.optimize import OptimizeConfig, optimize
+from edge_fm.runs import write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "models"
+BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json")
+
+
+def choose(bundles: dict[str, Path]) -> tuple[str, Path]:
+    """The bundle with the best accuracy on the export's validation images (ties: the first)."""
+    scored = {name: read_json(path / "model.json")["export"]["parity"]["tflite_accuracy"] for name, path in bundles.items()}
+    best = max(scored, key=lambda name: scored[name])
+    return best, bundles[best]
+
+
+def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | None, runs_dir: str, qat_run: Path | None) -> Path:
+    fine_tune = {"epochs": qat_epochs} if qat_epochs else {}
+    qat = qat_run or optimize(OptimizeConfig("qat", str(train_run), fine_tune=fine_tune), data_dir, runs_dir)
+    bundles = {"qat-int8": export(qat, "qat-int8", runs_dir=runs_dir, data_dir=data_dir)}
+    try:
+        bundles["int8"] = export(train_run, "int8", runs_dir=runs_dir, data_dir=data_dir)
+    except Exception as exc:  # noqa: BLE001 - a failed PTQ parity check just leaves the QAT artifact
+        print(f"int8 export of {train_run} failed ({exc}); shipping qat-int8", file=sys.stderr)
+    chosen, bundle = choose(bundles)
+    target = MODELS / name
+    tmp = MODELS / f".tmp-{name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for file in BUNDLE_FILES:
+        shutil.copy2(bundle / file, tmp / file)
+    train_metrics = read_json(train_run / "metrics.json")
+    qat_metrics = read_json(qat / "metrics.json")
+    write_json(tmp / "provenance.json", {
+        "name": name,
+        "chosen_format": chosen,
+        "choice_rule": "higher accuracy on the export's validation images (parity check); the test split is not used",
+        "validation_accuracy": {k: read_json(v / "model.json")["export"]["parity"]["tflite_accuracy"] for k, v in bundles.items()},
+        "train_run": str(train_run),
+        "train_config": read_json(train_run / "config.json"),
+        "train_metrics": {k: train_metrics[k] for k in ("test", "val", "epochs_run", "best_epoch", "training_seconds",
+                                                        "device", "params", "macs") if k in train_metrics},
+        "qat_run": str(qat),
+        "qat_metrics": {k: qat_metrics[k] for k in ("test", "val", "epochs_run", "training_seconds") if k in qat_metrics},
+        "bundle": str(bundle),
+    })
+    write_manifest(tmp, "ship", parent=str(bundle))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("train_run", type=Path)
+    parser.add_argument("--name", required=True, help="folder name under models/")
+    parser.add_argument("--qat-run", type=Path, default=None, help="reuse this finished QAT run of train_run")
+    parser.add_argument("--qat-epochs", type=int, default=None)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs-dir", default="runs")
+    args = parser.parse_args(argv)
+    target = ship(args.train_run, args.name, args.qat_epochs, args.data_dir, args.runs_dir, args.qat_run)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
