@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
 RESULTS = Path(__file__).parent / "results"
 
+# Issue 5's targets for the shipped int8 artifacts, on the test split, by architecture.
+ACCURACY_TARGETS = {"mlp": 0.88, "cnn-2conv": 0.92, "cnn-3conv-bn": 0.94, "vgg-gap": 0.938, "mobilenetv2": 0.93,
+                    "edge-cnn": 0.95, "edge-cnn-tiny": 0.94}
+PAPER_ARCHS = ("mlp", "cnn-2conv", "cnn-3conv-bn", "vgg-gap", "mobilenetv2", "resnet50")
+REFERENCE = "cnn-3conv-bn"  # the edge family must beat its int8 artifact, measured in the same run
+TINY_MAX_BYTES = 100_000  # "<= 100 KB", read strictly (1 KB = 1,000 bytes)
+
 LIMITATIONS = (
     "Trained and tested on Fashion-MNIST only: 28x28 grey images of a single centred garment, light on a "
     "black background. Photos must be converted as model.json describes (grey, inverted if the background "
@@ -48,15 +55,50 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 | peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |
 | training | {train.get('epochs_run')} epochs in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({provenance['qat_metrics'].get('epochs_run')} epochs) |
 
-**Recipe** (the run's config.json): {recipe}.
+**Made by**: `{provenance.get('train_command') or 'see the recipe'}`, then `{provenance.get('ship_command', 'benchmarks/ship_models.py')}`.
+
+**Recipe** (the run's config.json): {recipe}.{(chr(10) + chr(10) + "**Note**: " + provenance["note"]) if provenance.get("note") else ""}
 
 **How the artifact was chosen**: {provenance['choice_rule']}. Validation accuracy:
-{', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}.
+{', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}. Test accuracy of each
+candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.
 
 **Limitations**: {LIMITATIONS}
 
 Regenerate: `python benchmarks/bench_models.py --data-dir DIR` (numbers from `benchmarks/results/models_bench.json`).
 """
+
+
+def checks(rows: list[dict]) -> list[dict]:
+    """Every target of the shipped models against what this benchmark run measured.
+
+    A check whose inputs are missing (a model not shipped yet) is recorded as ``met: None``.
+    """
+    by_arch = {row["arch"]: row for row in rows}
+    out = []
+
+    def check(model: str, what: str, measured, target, met) -> None:
+        out.append({"model": model, "check": what, "measured": measured, "target": target, "met": met})
+
+    for arch, target in ACCURACY_TARGETS.items():
+        row = by_arch.get(arch)
+        check(arch, "int8 test accuracy", row and row["accuracy"], target, None if row is None else row["accuracy"] >= target)
+    reference = by_arch.get(REFERENCE)
+    papers = [by_arch[a]["accuracy"] for a in PAPER_ARCHS if a in by_arch]
+    edge, tiny = by_arch.get("edge-cnn"), by_arch.get("edge-cnn-tiny")
+    ref_bytes = reference and reference["bytes"]
+    ref_p50 = reference and reference["latency"]["p50_ms"]
+    check("edge-cnn", "accuracy above every shipped paper model", edge and edge["accuracy"], max(papers, default=None),
+          None if edge is None or not papers else edge["accuracy"] > max(papers))
+    check("edge-cnn", f"bytes below {REFERENCE}'s", edge and edge["bytes"], ref_bytes,
+          None if edge is None or reference is None else edge["bytes"] < ref_bytes)
+    check("edge-cnn", f"p50 below {REFERENCE}'s", edge and edge["latency"]["p50_ms"], ref_p50,
+          None if edge is None or reference is None else edge["latency"]["p50_ms"] < ref_p50)
+    check("edge-cnn-tiny", "bytes at most 100 KB", tiny and tiny["bytes"], TINY_MAX_BYTES,
+          None if tiny is None else tiny["bytes"] <= TINY_MAX_BYTES)
+    check("edge-cnn-tiny", f"p50 at most 1/4 of {REFERENCE}'s", tiny and tiny["latency"]["p50_ms"], ref_p50 and ref_p50 / 4,
+          None if tiny is None or reference is None else tiny["latency"]["p50_ms"] <= ref_p50 / 4)
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -92,10 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(row["path"]).parent
         row["model"] = folder.name
         row["path"] = str(folder.relative_to(REPO) / Path(row["path"]).name)
-    write_json(RESULTS / "models_bench.json", result)
     ok = [r for r in result["rows"] if r["status"] == "ok"]
+    provenances = {row["model"]: read_json(MODELS / row["model"] / "provenance.json") for row in result["rows"]}
+    for row in result["rows"]:
+        provenance = provenances[row["model"]]
+        row["arch"] = provenance["train_config"]["arch"]
+        row["float_test_accuracy"] = provenance["train_metrics"]["test"]["accuracy"]
+        row["note"] = provenance.get("note", "")
+    result["checks"] = checks(ok)
+    write_json(RESULTS / "models_bench.json", result)
     for row in ok:
-        provenance = read_json(MODELS / row["model"] / "provenance.json")
+        provenance = provenances[row["model"]]
         card = model_card(row["model"], provenance, row, result["environment"], result["test_set"]["source"])
         write_bytes_atomic(MODELS / row["model"] / "MODEL_CARD.md", card.encode())
     if ok:

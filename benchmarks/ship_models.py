@@ -13,13 +13,17 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
+from edge_fm.data import load_split
+from edge_fm.errors import EdgeFMError
 from edge_fm.export import export
 from edge_fm.io import read_json, write_json
 from edge_fm.optimize import OptimizeConfig, optimize
+from edge_fm.runner import TFLiteModel
 from edge_fm.runs import write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,15 +38,24 @@ def choose(bundles: dict[str, Path]) -> tuple[str, Path]:
     return best, bundles[best]
 
 
-def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | None, runs_dir: str, qat_run: Path | None) -> Path:
+def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | None, runs_dir: str, qat_run: Path | None,
+         note: str = "", train_command: str = "") -> Path:
     fine_tune = {"epochs": qat_epochs} if qat_epochs else {}
     qat = qat_run or optimize(OptimizeConfig("qat", str(train_run), fine_tune=fine_tune), data_dir, runs_dir)
     bundles = {"qat-int8": export(qat, "qat-int8", runs_dir=runs_dir, data_dir=data_dir)}
+    failed = {}
     try:
         bundles["int8"] = export(train_run, "int8", runs_dir=runs_dir, data_dir=data_dir)
-    except Exception as exc:  # noqa: BLE001 - a failed PTQ parity check just leaves the QAT artifact
+    except EdgeFMError as exc:  # a failed PTQ parity check leaves the QAT artifact, and is recorded
+        failed["int8"] = str(exc)
         print(f"int8 export of {train_run} failed ({exc}); shipping qat-int8", file=sys.stderr)
     chosen, bundle = choose(bundles)
+    # Measured only after the choice, for the comparison the model card shows: never used to choose.
+    test_images, test_labels = load_split("test", data_dir)
+    candidates_test_accuracy = {
+        fmt: float((TFLiteModel(model_path=str(path / "model.tflite")).predict_proba(test_images).argmax(axis=1) == test_labels).mean())
+        for fmt, path in bundles.items()
+    }
     target = MODELS / name
     tmp = MODELS / f".tmp-{name}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -53,9 +66,14 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
     qat_metrics = read_json(qat / "metrics.json")
     write_json(tmp / "provenance.json", {
         "name": name,
+        "note": note,
+        "train_command": train_command,
+        "ship_command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "chosen_format": chosen,
         "choice_rule": "higher accuracy on the export's validation images (parity check); the test split is not used",
         "validation_accuracy": {k: read_json(v / "model.json")["export"]["parity"]["tflite_accuracy"] for k, v in bundles.items()},
+        "candidates_test_accuracy": candidates_test_accuracy,
+        "failed_candidates": failed,
         "train_run": str(train_run),
         "train_config": read_json(train_run / "config.json"),
         "train_metrics": {k: train_metrics[k] for k in ("test", "val", "epochs_run", "best_epoch", "training_seconds",
@@ -64,7 +82,7 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
         "qat_metrics": {k: qat_metrics[k] for k in ("test", "val", "epochs_run", "training_seconds") if k in qat_metrics},
         "bundle": str(bundle),
     })
-    write_manifest(tmp, "ship", parent=str(bundle))
+    write_manifest(tmp, "ship", parent=str(bundle), run=name)  # named as it will be, not as the temporary folder
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return target
@@ -78,8 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--qat-epochs", type=int, default=None)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--train-command", default="", help="the command that made train_run, for the model card")
+    parser.add_argument("--note", default="", help="what the model card must say about the run (e.g. a shortened recipe)")
     args = parser.parse_args(argv)
-    target = ship(args.train_run, args.name, args.qat_epochs, args.data_dir, args.runs_dir, args.qat_run)
+    target = ship(args.train_run, args.name, args.qat_epochs, args.data_dir, args.runs_dir, args.qat_run, args.note,
+                  args.train_command)
     print(target)
     return 0
 

@@ -76,19 +76,58 @@ def arm_emulated() -> str | None:
     if not result:
         return None
     env = result["aarch64_environment"]
+    cpus = result["cpus"]
     lines = [f"aarch64: {env['os']}, Python {env['python']}, {env['interpreter']} {env['interpreter_version']}, "
              f"numpy {env['numpy']}; {result['qemu']}.", "",
-             "| artifact | x86_64 accuracy | aarch64 accuracy (emulated) | difference | status |", "|---|---|---|---|---|"]
+             "| artifact | format | x86_64 accuracy | " + " | ".join(f"{cpu} ({what})" for cpu, what in cpus.items()) + " |",
+             "|---|---|---|" + "---|" * len(cpus)]
     for row in result["rows"]:
-        diff = row.get("difference")
-        lines.append(f"| {row['artifact']} | {_pct(row.get('x86_64_accuracy'))} | {_pct(row.get('aarch64_accuracy'))} | "
-                     f"{'-' if diff is None else f'{diff * 100:+.2f} pt'} | {row['status']} |")
+        cells = []
+        for cpu in cpus:
+            entry = row["aarch64"][cpu]
+            cells.append(f"{_pct(entry['accuracy'])} ({entry['difference'] * 100:+.2f} pt)" if entry["status"] == "ok"
+                         else f"{entry['status']}: {entry.get('error', '')}")
+        lines.append(f"| {row['artifact']} | {row['format']} | {_pct(row['x86_64_accuracy'])} | " + " | ".join(cells) + " |")
     note = result["note"][0].upper() + result["note"][1:]
-    return "\n".join(lines + ["", f"{note}; no emulated timing is shown here. Command run: `{result['command']}`."])
+    return "\n".join(lines + ["", f"Largest difference on the Raspberry Pi CPUs: "
+                              f"{result['max_accuracy_difference_on_pi_cpus'] * 100:.2f} points. {note}; no emulated timing "
+                              f"is shown here. Command run: `{result['command']}` ({result['seconds']:.0f} s)."])
+
+
+def shipped_models() -> str | None:
+    result = _load("models_bench.json")
+    if not result:
+        return None
+    env = result["environment"]
+    targets = {c["model"]: c["target"] for c in result["checks"] if c["check"] == "int8 test accuracy"}
+    lines = ["| model | format | test accuracy (int8) | target | float model | bytes | gzip bytes | p50 ms | p90 ms | images/s | status |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(result["rows"], key=lambda r: r.get("accuracy") or 0):
+        if row["status"] != "ok":
+            lines.append(f"| `{row['model']}` | - | - | - | - | - | - | - | - | - | {row['status']}: {row.get('error', '')} |")
+            continue
+        lat = row["latency"]
+        lines.append(f"| `{row['model']}` | {row['format']} | {_pct(row['accuracy'])} | {_pct(targets.get(row['arch']))} | "
+                     f"{_pct(row['float_test_accuracy'])} | {row['bytes']:,} | {row['gzip_bytes']:,} | {lat['p50_ms']:.3f} | "
+                     f"{lat['p90_ms']:.3f} | {lat['images_per_second']:,.0f} | ok |")
+    verdict = {True: "met", False: "**missed**", None: "not measured (model not shipped)"}
+
+    def number(value):
+        return "-" if value is None else f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
+
+    lines += ["", "| model | check | measured | target | result |", "|---|---|---|---|---|"]
+    for c in result["checks"]:
+        if c["check"] == "int8 test accuracy" and c["met"] is None:
+            continue
+        lines.append(f"| `{c['model']}` | {c['check']} | {number(c['measured'])} | {number(c['target'])} | {verdict[c['met']]} |")
+    notes = [f"- `{r['model']}`: {r['note']}" for r in result["rows"] if r.get("note")]
+    return "\n".join(lines + ["", f"1 thread, batch 1, {result['test_set']['source']}; {env['cpu']}, {env['interpreter']} "
+                              f"{env['interpreter_version']}, Python {env['python']}. Command run: `{result['command']}`.",
+                              *([""] + notes if notes else [])])
 
 
 TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
-          "arm-emulated": arm_emulated}
+          "arm-emulated": arm_emulated, "shipped-models": shipped_models}
 
 
 def render(readme: str) -> str:
