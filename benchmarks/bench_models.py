@@ -106,6 +106,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, key, label in ((axes[0], "kb", "size of the .tflite (KB, log scale)"), (axes[1], "p50", "p50 latency, 1 thread (ms, log scale)")):
@@ -114,6 +115,9 @@ def plot(rows: list[dict], path: Path) -> None:
             ax.scatter(x, row["accuracy"] * 100, s=40)
             ax.annotate(row["artifact"], (x, row["accuracy"] * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
+        # Plain numbers: matplotlib's 2x10^2-style minor labels collide on a short log axis.
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(label)
         ax.set_ylabel("test accuracy (%)")
         ax.grid(True, alpha=0.3)

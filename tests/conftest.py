@@ -27,6 +27,33 @@ def data_dir() -> Path:
     return SHARED_DATA
 
 
+def _plain_interpreter_accuracy(path, images, labels) -> float:
+    """Accuracy computed independently of the runner: a plain interpreter, one image at a time."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    scale, zero = inp["quantization"]
+    hits = 0
+    for image, label in zip(images, labels):
+        x = image.reshape(1, 28, 28, 1).astype(np.float32)
+        if inp["dtype"] != np.float32:
+            bounds = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x / scale + zero), bounds.min, bounds.max)
+        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        interpreter.invoke()
+        hits += int(interpreter.get_tensor(out["index"])[0].argmax() == label)
+    return hits / len(labels)
+
+
+@pytest.fixture(scope="session")
+def plain_accuracy():
+    """``plain_accuracy(tflite_path, images, labels)``: the reference the runner is checked against."""
+    return _plain_interpreter_accuracy
+
+
 @pytest.fixture(autouse=True)
 def _no_user_data_env(monkeypatch, tmp_path):
     # Tests must not read or fill the developer's own cache or data folder.

@@ -10,7 +10,6 @@ import sys
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 
 from edge_fm import data, runner
 from edge_fm.bench import BenchOptions, SshTarget, bench, best_artifact, collect_artifacts, parse_target
@@ -18,23 +17,6 @@ from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 
 FAST = BenchOptions(threads=(1, 2), runs=30, min_seconds=0.05, warmup=2)
-
-
-def _reference_accuracy(path, images, labels):
-    """Accuracy computed independently of the runner: a plain interpreter, one image at a time."""
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    hits = 0
-    for image, label in zip(images, labels):
-        x = image.reshape(1, 28, 28, 1).astype(np.float32)
-        if inp["dtype"] != np.float32:
-            x = np.clip(np.round(x / scale + zero), -128, 127)
-        interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
-        interpreter.invoke()
-        hits += int(interpreter.get_tensor(out["index"])[0].argmax() == label)
-    return hits / len(labels)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +27,7 @@ def test_npz(tmp_path_factory):
     return path, images, labels
 
 
-def test_runner_measures_real_artifacts(exported, test_npz, tmp_path):
+def test_runner_measures_real_artifacts(exported, test_npz, tmp_path, plain_accuracy):
     path, images, labels = test_npz
     artifacts = [str(exported[name] / "model.tflite") for name in ("int8", "fp32")]
     out = tmp_path / "result.json"
@@ -71,7 +53,7 @@ def test_runner_measures_real_artifacts(exported, test_npz, tmp_path):
         assert row["init_ms"] > 0 and row["first_inference_ms"] > 0
         assert row["peak_rss_mb"] >= row["rss_before_model_mb"] > 10
     for row in rows[::2]:
-        assert row["accuracy"] == pytest.approx(_reference_accuracy(row["path"], images, labels))
+        assert row["accuracy"] == pytest.approx(plain_accuracy(row["path"], images, labels))
     assert rows[0]["input"]["dtype"] == "int8" and rows[2]["input"]["dtype"] == "float32"
 
 

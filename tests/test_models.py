@@ -1,0 +1,58 @@
+"""The shipped models: each bundle is what its model.json, model card and the results table say.
+
+The accuracy is recomputed here with a plain ai_edge_litert interpreter, one image at a time, on the
+full test split, independently of the benchmark runner that wrote the committed figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_fm import data
+from edge_fm.data import CLASS_NAMES
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.tflite"))
+BENCH = REPO / "benchmarks" / "results" / "models_bench.json"
+
+
+def _bench_rows() -> dict[str, dict]:
+    return {row["model"]: row for row in json.loads(BENCH.read_text())["rows"]}
+
+
+def test_models_folder_is_small_enough_to_ship():
+    total = sum(f.stat().st_size for f in (REPO / "models").rglob("*") if f.is_file())
+    assert MODELS and total < 20_000_000, total
+
+
+def test_every_shipped_model_is_benchmarked_and_has_a_card():
+    rows = _bench_rows()
+    assert sorted(rows) == sorted(m.name for m in MODELS), "run `python benchmarks/bench_models.py`"
+    for model in MODELS:
+        row = rows[model.name]
+        card = (model / "MODEL_CARD.md").read_text()
+        assert row["status"] == "ok", row
+        assert f"{row['accuracy'] * 100:.2f}%" in card, model.name
+        assert f"{row['bytes']:,} bytes" in card, model.name
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
+def test_bundle_describes_its_own_artifact(model):
+    description = json.loads((model / "model.json").read_text())
+    tflite = (model / "model.tflite").read_bytes()
+    assert description["artifact"]["sha256"] == hashlib.sha256(tflite).hexdigest()
+    assert description["artifact"]["bytes"] == len(tflite)
+    assert (model / "labels.txt").read_text().split("\n")[:10] == list(CLASS_NAMES)
+    assert description["export"]["integer_only"] is True
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
+def test_plain_interpreter_reproduces_the_stated_test_accuracy(model, data_dir, plain_accuracy):
+    images, labels = data.load_split("test", data_dir)
+    accuracy = plain_accuracy(model / "model.tflite", images, labels)
+    # Integer kernels are exact, so batch-1 and the runner's batched pass agree to the image.
+    assert accuracy == pytest.approx(_bench_rows()[model.name]["accuracy"], abs=1e-4)
