@@ -95,7 +95,8 @@ def run_pipeline(
     stages = record["stages"]
 
     def rel(path: Path) -> str:
-        return str(Path(path).relative_to(top))
+        # Resolved on both sides: the benchmark reports absolute artifact paths, runs_dir may be relative.
+        return str(Path(path).resolve().relative_to(top.resolve()))
 
     trained = train(train_config, data_dir, top, reporter=reporter)
     stages["train"] = rel(trained)

@@ -7,12 +7,14 @@ import json
 from edge_fm.cli import main
 
 
-def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys):
+def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch):
+    # The default, relative runs directory, as the README's quickstart uses it.
+    monkeypatch.chdir(tmp_path)
     code = main(["pipeline", "tiny-cnn", "--sample", "--prune", "0.5", "--qat", "--epochs", "1", "--set", "epochs=3",
-                 "--runs", "10", "--min-seconds", "0", "--runs-dir", str(tmp_path)])
+                 "--runs", "10", "--min-seconds", "0"])
     out = capsys.readouterr().out
     assert code == 0, out
-    top = tmp_path / "tiny-cnn-pipeline-1"
+    top = tmp_path / "runs" / "tiny-cnn-pipeline-1"
     record = json.loads((top / "pipeline.json").read_text())
     assert record["status"] == "complete" and record["config"]["prune"] == 0.5
     stages = record["stages"]
@@ -29,7 +31,7 @@ def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys):
     best = record["best"]
     assert (top / best["path"] / "model.tflite").exists()
     assert best["accuracy"] >= max(r["accuracy"] for r in bench["rows"][1:]) - 0.005
-    assert "best artifact" in out and str(top) in out
+    assert "best artifact" in out and "runs/tiny-cnn-pipeline-1" in out
     manifest = json.loads((top / "manifest.json").read_text())
     assert "bench.csv" in manifest["files"] and f"{stages['exports']['int8']}/model.tflite" in manifest["files"]
 
