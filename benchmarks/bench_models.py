@@ -11,6 +11,7 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import operator
 import shlex
 import sys
 from pathlib import Path
@@ -69,35 +70,39 @@ Regenerate: `python benchmarks/bench_models.py --data-dir DIR` (numbers from `be
 """
 
 
+def _met(measured, target, passes) -> bool | None:
+    """``passes(measured, target)``, or None when either side was not measured."""
+    return None if measured is None or target is None else bool(passes(measured, target))
+
+
 def checks(rows: list[dict]) -> list[dict]:
     """Every target of the shipped models against what this benchmark run measured.
 
     A check whose inputs are missing (a model not shipped yet) is recorded as ``met: None``.
     """
     by_arch = {row["arch"]: row for row in rows}
+
+    def value(arch: str, key: str):
+        row = by_arch.get(arch)
+        return None if row is None else row["latency"]["p50_ms"] if key == "p50" else row[key]
+
     out = []
 
-    def check(model: str, what: str, measured, target, met) -> None:
-        out.append({"model": model, "check": what, "measured": measured, "target": target, "met": met})
+    def check(model: str, what: str, measured, target, passes) -> None:
+        out.append({"model": model, "check": what, "measured": measured, "target": target,
+                    "met": _met(measured, target, passes)})
 
     for arch, target in ACCURACY_TARGETS.items():
-        row = by_arch.get(arch)
-        check(arch, "int8 test accuracy", row and row["accuracy"], target, None if row is None else row["accuracy"] >= target)
-    reference = by_arch.get(REFERENCE)
+        check(arch, "int8 test accuracy", value(arch, "accuracy"), target, operator.ge)
     papers = [by_arch[a]["accuracy"] for a in PAPER_ARCHS if a in by_arch]
-    edge, tiny = by_arch.get("edge-cnn"), by_arch.get("edge-cnn-tiny")
-    ref_bytes = reference and reference["bytes"]
-    ref_p50 = reference and reference["latency"]["p50_ms"]
-    check("edge-cnn", "accuracy above every shipped paper model", edge and edge["accuracy"], max(papers, default=None),
-          None if edge is None or not papers else edge["accuracy"] > max(papers))
-    check("edge-cnn", f"bytes below {REFERENCE}'s", edge and edge["bytes"], ref_bytes,
-          None if edge is None or reference is None else edge["bytes"] < ref_bytes)
-    check("edge-cnn", f"p50 below {REFERENCE}'s", edge and edge["latency"]["p50_ms"], ref_p50,
-          None if edge is None or reference is None else edge["latency"]["p50_ms"] < ref_p50)
-    check("edge-cnn-tiny", "bytes at most 100 KB", tiny and tiny["bytes"], TINY_MAX_BYTES,
-          None if tiny is None else tiny["bytes"] <= TINY_MAX_BYTES)
-    check("edge-cnn-tiny", f"p50 at most 1/4 of {REFERENCE}'s", tiny and tiny["latency"]["p50_ms"], ref_p50 and ref_p50 / 4,
-          None if tiny is None or reference is None else tiny["latency"]["p50_ms"] <= ref_p50 / 4)
+    ref_bytes, ref_p50 = value(REFERENCE, "bytes"), value(REFERENCE, "p50")
+    check("edge-cnn", "accuracy above every shipped paper model", value("edge-cnn", "accuracy"), max(papers, default=None),
+          operator.gt)
+    check("edge-cnn", f"bytes below {REFERENCE}'s", value("edge-cnn", "bytes"), ref_bytes, operator.lt)
+    check("edge-cnn", f"p50 below {REFERENCE}'s", value("edge-cnn", "p50"), ref_p50, operator.lt)
+    check("edge-cnn-tiny", "bytes at most 100 KB", value("edge-cnn-tiny", "bytes"), TINY_MAX_BYTES, operator.le)
+    check("edge-cnn-tiny", f"p50 at most 1/4 of {REFERENCE}'s", value("edge-cnn-tiny", "p50"),
+          None if ref_p50 is None else ref_p50 / 4, operator.le)
     return out
 
 
