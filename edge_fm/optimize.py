@@ -73,6 +73,7 @@ class OptimizeConfig:
 
 
 # Fine-tuning defaults: a few epochs at a tenth of the parent's peak rate, annealed.
+_SPLIT_FIELDS = {"data", "val_size", "seed"}
 _FINE_TUNE_DEFAULTS = {"epochs": 4, "schedule": "cosine", "warmup_epochs": 0.0, "early_stopping": 0}
 
 
@@ -85,6 +86,11 @@ def run_stage(run_dir: Path | str) -> str:
 def fine_tune_config(config: OptimizeConfig) -> TrainConfig:
     """The parent's training config with the fine-tuning defaults and ``config.fine_tune`` applied."""
     parent = run_train_config(config.parent)
+    split_keys = sorted(set(config.fine_tune) & _SPLIT_FIELDS)
+    if split_keys:
+        # A different split would put the parent's training images into validation and test.
+        raise EdgeFMError(f"fine-tuning cannot change {', '.join(split_keys)}: the split must stay the parent's; "
+                          "drop those settings (max_train may be set to fine-tune on a subset).")
     values = {**_FINE_TUNE_DEFAULTS, "learning_rate": parent.learning_rate / 10, **config.fine_tune}
     values["min_learning_rate"] = min(parent.min_learning_rate, values["learning_rate"] / 10)
     return dataclasses.replace(parent, **values)
@@ -121,7 +127,9 @@ def optimize(
     preserve = config.preserve_sparsity if config.preserve_sparsity is not None else parent_stage == "prune"
     stage = "prune" if config.method == "prune" else ("pqat" if preserve else "qat")
     tune = fine_tune_config(config)
-    dataset = load_run_data(parent, run_train_config(parent), data_dir)
+    # The fine-tuning config carries the parent's split (source, val_size, seed), so validation and
+    # test are the parent's; a fine_tune max_train lets a heavy network fine-tune on a subset.
+    dataset = load_run_data(parent, tune, data_dir)
     run_dir = new_run_dir(runs_dir, f"{tune.arch}-{stage}")
     resolved = dataclasses.replace(config, parent=str(parent), preserve_sparsity=preserve)
     write_json(run_dir / CONFIG, {"stage": stage, "optimize": dataclasses.asdict(resolved), "fine_tune": tune.to_dict()})
@@ -136,7 +144,7 @@ def resume_optimize(run_dir: Path | str, data_dir: Path | str | None = None, rep
     values = read_json(run_dir / CONFIG)
     config = from_dict(OptimizeConfig, values["optimize"])
     tune = from_dict(TrainConfig, values["fine_tune"])
-    dataset = load_run_data(config.parent, run_train_config(config.parent), data_dir)
+    dataset = load_run_data(config.parent, tune, data_dir)
     return _optimize_in(run_dir, values["stage"], config, tune, dataset, reporter or NullReporter())
 
 

@@ -70,6 +70,16 @@ def test_optimize_runs_record_their_parent_and_both_accuracies(runs):
     assert manifest["parent"] == str(runs["prune"]) and "model.h5" in manifest["files"]
 
 
+def test_fine_tuning_on_a_subset_keeps_the_parents_split(runs):
+    sub = optimize(OptimizeConfig("qat", str(runs["train"]), fine_tune={"epochs": 1, "max_train": 300}), runs_dir=runs["root"])
+    parent_data = json.loads((runs["train"] / "manifest.json").read_text())["data"]
+    data = json.loads((sub / "manifest.json").read_text())["data"]
+    assert data["train"] == 300 and parent_data["train"] > 300
+    assert (data["val"], data["test"]) == (parent_data["val"], parent_data["test"])
+    with pytest.raises(EdgeFMError, match="split must stay the parent's"):
+        optimize(OptimizeConfig("qat", str(runs["train"]), fine_tune={"seed": 1}), runs_dir=runs["root"])
+
+
 def test_every_format_loads_in_litert_and_keeps_parity(bundles):
     images, labels = data.load_split("test", data.SAMPLE_DIR)
     for name, bundle in bundles.items():
