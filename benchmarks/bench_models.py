@@ -4,6 +4,10 @@ Runs `edge-fm bench models/` (1 thread, batch 1, the full test split), then writ
 benchmarks/results/models_bench.json, models/<name>/MODEL_CARD.md from each model's provenance and
 its measured row, and benchmarks/results/models_front.png (accuracy against size and latency).
 
+A model whose artifact is too large to ship (provenance ``artifact_shipped: false``) is measured in the
+same run from the run directory it was exported to; on a machine without that run (a fresh clone)
+its last committed row is kept, flagged ``remeasured: false``.
+
 Usage (from the repository root):
     python benchmarks/bench_models.py --data-dir ../shared/data/fashion-mnist
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import operator
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -38,6 +43,19 @@ LIMITATIONS = (
 )
 
 
+def artifact_line(provenance: dict, row: dict) -> str:
+    size = f"{provenance['chosen_format']}, {row['bytes']:,} bytes ({row['gzip_bytes']:,} gzip)"
+    if provenance.get("artifact_shipped", True):
+        return f"`model.tflite`, {size}"
+    return f"NOT SHIPPED: {size}, at `{provenance['artifact']['path']}` ({provenance['not_shipped_reason']})"
+
+
+def qat_line(provenance: dict) -> str:
+    epochs = provenance["qat_metrics"].get("epochs_run")
+    images = provenance.get("qat_train_images")
+    return f"{epochs} epochs" + (f" on {images:,} training images" if images else "")
+
+
 def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
     train = provenance["train_metrics"]
     config = provenance["train_config"]
@@ -49,12 +67,12 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 | | |
 |---|---|
 | architecture | `{config['arch']}` ({train.get('params', 0):,} parameters, {train.get('macs', 0) / 1e6:.2f} M MACs/image) |
-| artifact | `model.tflite`, {provenance['chosen_format']}, {row['bytes']:,} bytes ({row['gzip_bytes']:,} gzip) |
+| artifact | {artifact_line(provenance, row)} |
 | test accuracy, float Keras model | {float_test * 100:.2f}% |
 | test accuracy, this int8 artifact | {row['accuracy'] * 100:.2f}% ({test_source}) |
 | latency, batch 1, {row['threads']} thread | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms ({environment['cpu']}, {environment['interpreter']} {environment['interpreter_version']}) |
 | peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |
-| training | {train.get('epochs_run')} epochs in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({provenance['qat_metrics'].get('epochs_run')} epochs) |
+| training | {train.get('epochs_run')} epochs in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({qat_line(provenance)}) |
 
 **Made by**: `{provenance.get('train_command') or 'see the recipe'}`, then `{provenance.get('ship_command', 'benchmarks/ship_models.py')}`.
 
@@ -117,8 +135,10 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, key, label in ((axes[0], "kb", "size of the .tflite (KB, log scale)"), (axes[1], "p50", "p50 latency, 1 thread (ms, log scale)")):
         for row in rows:
             x = row["bytes"] / 1024 if key == "kb" else row["latency"]["p50_ms"]
-            ax.scatter(x, row["accuracy"] * 100, s=40)
-            ax.annotate(row["artifact"], (x, row["accuracy"] * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            shipped = row.get("shipped", True)
+            ax.scatter(x, row["accuracy"] * 100, s=40, facecolors=None if shipped else "none", edgecolors="C0")
+            label = row["model"] if shipped else f"{row['model']} (not shipped)"
+            ax.annotate(label, (x, row["accuracy"] * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
         ax.set_xscale("log")
         # Plain numbers: matplotlib's 2x10^2-style minor labels collide on a short log axis.
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -131,20 +151,52 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def unshipped_artifacts(provenances: dict[str, dict]) -> dict[str, Path]:
+    """Model name -> its .tflite for models whose artifact is too large for models/ (see ship_models.py)."""
+    return {name: Path(p["artifact"]["path"]) for name, p in provenances.items() if not p.get("artifact_shipped", True)}
+
+
+def earlier_rows(names: list[str]) -> list[dict]:
+    """The last committed rows of unshipped models whose artifact is not on this machine (a fresh clone).
+
+    They keep their numbers, flagged ``remeasured: False`` with the run that measured them.
+    """
+    path = RESULTS / "models_bench.json"
+    if not path.exists():
+        return []
+    previous = read_json(path)
+    kept = [dict(row) for row in previous["rows"] if row.get("model") in names]
+    for row in kept:
+        row["remeasured"] = False
+        row.setdefault("measured_in", previous.get("started"))
+    return kept
+
+
+def _relative(path: Path) -> str:
+    return os.path.relpath(path, REPO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     args = parser.parse_args(argv)
-    result = bench([MODELS], "local", BenchOptions(threads=(1,), runs=args.runs, min_seconds=args.min_seconds), data_dir=args.data_dir)
+    provenances = {p.parent.name: read_json(p) for p in sorted(MODELS.glob("*/provenance.json"))}
+    unshipped = unshipped_artifacts(provenances)
+    present = {name: path for name, path in unshipped.items() if path.exists()}
+    by_path = {path.resolve(): name for name, path in present.items()}
+    result = bench([MODELS, *present.values()], "local", BenchOptions(threads=(1,), runs=args.runs, min_seconds=args.min_seconds),
+                   data_dir=args.data_dir)
     result["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
     for row in result["rows"]:
-        folder = Path(row["path"]).parent
-        row["model"] = folder.name
-        row["path"] = str(folder.relative_to(REPO) / Path(row["path"]).name)
+        path = Path(row["path"])
+        row["model"] = by_path.get(path.resolve(), path.parent.name)
+        row["shipped"] = row["model"] not in unshipped
+        row["remeasured"] = True
+        row["path"] = _relative(path)
+    result["rows"] += earlier_rows(sorted(set(unshipped) - set(present)))
     ok = [r for r in result["rows"] if r["status"] == "ok"]
-    provenances = {row["model"]: read_json(MODELS / row["model"] / "provenance.json") for row in result["rows"]}
     for row in result["rows"]:
         provenance = provenances[row["model"]]
         row["arch"] = provenance["train_config"]["arch"]

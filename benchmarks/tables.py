@@ -94,6 +94,13 @@ def arm_emulated() -> str | None:
                               f"is shown here. Command run: `{result['command']}` ({result['seconds']:.0f} s)."])
 
 
+def _shipped_status(row: dict) -> str:
+    if row.get("shipped", True):
+        return "shipped"
+    measured = "" if row.get("remeasured", True) else f"; numbers from the run of {row.get('measured_in')}"
+    return f"not shipped (too large for models/{measured})"
+
+
 def shipped_models() -> str | None:
     result = _load("models_bench.json")
     if not result:
@@ -109,7 +116,7 @@ def shipped_models() -> str | None:
         lat = row["latency"]
         lines.append(f"| `{row['model']}` | {row['format']} | {_pct(row['accuracy'])} | {_pct(targets.get(row['arch']))} | "
                      f"{_pct(row['float_test_accuracy'])} | {row['bytes']:,} | {row['gzip_bytes']:,} | {lat['p50_ms']:.3f} | "
-                     f"{lat['p90_ms']:.3f} | {lat['images_per_second']:,.0f} | ok |")
+                     f"{lat['p90_ms']:.3f} | {lat['images_per_second']:,.0f} | {_shipped_status(row)} |")
     verdict = {True: "met", False: "**missed**", None: "not measured (model not shipped)"}
 
     def number(value):
