@@ -72,8 +72,9 @@ class OptimizeConfig:
         object.__setattr__(self, "fine_tune", dict(self.fine_tune))
 
 
-# Fine-tuning defaults: a few epochs at a tenth of the parent's peak rate, annealed.
+# Training-config fields that decide the train/validation/test split: a fine-tune keeps the parent's.
 _SPLIT_FIELDS = {"data", "val_size", "seed"}
+# Fine-tuning defaults: a few epochs at a tenth of the parent's peak rate, annealed.
 _FINE_TUNE_DEFAULTS = {"epochs": 4, "schedule": "cosine", "warmup_epochs": 0.0, "early_stopping": 0}
 
 
