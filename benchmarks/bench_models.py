@@ -135,7 +135,7 @@ def plot(rows: list[dict], path: Path) -> None:
     for ax, key, label in ((axes[0], "kb", "size of the .tflite (KB, log scale)"), (axes[1], "p50", "p50 latency, 1 thread (ms, log scale)")):
         for row in rows:
             x = row["bytes"] / 1024 if key == "kb" else row["latency"]["p50_ms"]
-            shipped = row.get("shipped", True)
+            shipped = row["shipped"]
             ax.scatter(x, row["accuracy"] * 100, s=40, facecolors=None if shipped else "none", edgecolors="C0")
             label = row["model"] if shipped else f"{row['model']} (not shipped)"
             ax.annotate(label, (x, row["accuracy"] * 100), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -172,10 +172,6 @@ def earlier_rows(names: list[str]) -> list[dict]:
     return kept
 
 
-def _relative(path: Path) -> str:
-    return os.path.relpath(path, REPO)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -194,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         row["model"] = by_path.get(path.resolve(), path.parent.name)
         row["shipped"] = row["model"] not in unshipped
         row["remeasured"] = True
-        row["path"] = _relative(path)
+        row["path"] = os.path.relpath(path, REPO)
     result["rows"] += earlier_rows(sorted(set(unshipped) - set(present)))
     ok = [r for r in result["rows"] if r["status"] == "ok"]
     for row in result["rows"]:

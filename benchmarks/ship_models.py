@@ -66,7 +66,8 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     artifact = bundle / "model.tflite"
-    shipped = artifact.stat().st_size <= MAX_SHIPPED_BYTES
+    description = read_json(bundle / "model.json")["artifact"]  # bytes and sha256, written by the export
+    shipped = description["bytes"] <= MAX_SHIPPED_BYTES
     for file in BUNDLE_FILES if shipped else BUNDLE_FILES[1:]:
         shutil.copy2(bundle / file, tmp / file)
     train_metrics = read_json(train_run / "metrics.json")
@@ -78,10 +79,9 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
         "ship_command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "chosen_format": chosen,
         "artifact_shipped": shipped,
-        "artifact": {"path": str(artifact), "bytes": artifact.stat().st_size,
-                     "sha256": read_json(bundle / "model.json")["artifact"]["sha256"]},
+        "artifact": {"path": str(artifact), "bytes": description["bytes"], "sha256": description["sha256"]},
         "not_shipped_reason": "" if shipped else (
-            f"{artifact.stat().st_size:,} bytes, above the {MAX_SHIPPED_BYTES:,}-byte cap per artifact that keeps "
+            f"{description['bytes']:,} bytes, above the {MAX_SHIPPED_BYTES:,}-byte cap per artifact that keeps "
             "models/ under 20 MB; the .tflite stays at artifact.path, rebuilt by the commands below"),
         "choice_rule": "higher accuracy on the export's validation images (parity check); the test split is not used",
         "validation_accuracy": {k: read_json(v / "model.json")["export"]["parity"]["tflite_accuracy"] for k, v in bundles.items()},

@@ -95,9 +95,9 @@ def arm_emulated() -> str | None:
 
 
 def _shipped_status(row: dict) -> str:
-    if row.get("shipped", True):
+    if row["shipped"]:
         return "shipped"
-    measured = "" if row.get("remeasured", True) else f"; numbers from the run of {row.get('measured_in')}"
+    measured = "" if row["remeasured"] else f"; numbers from the run of {row.get('measured_in')}"
     return f"not shipped (too large for models/{measured})"
 
 

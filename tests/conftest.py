@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import getpass
+import importlib.util
 import http.server
 import os
 import shutil
@@ -52,6 +53,20 @@ def _plain_interpreter_accuracy(path, images, labels) -> float:
 def plain_accuracy():
     """``plain_accuracy(tflite_path, images, labels)``: the reference the runner is checked against."""
     return _plain_interpreter_accuracy
+
+
+def _load_benchmark_script(name: str):
+    path = REPO / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def benchmark_script():
+    """``benchmark_script(name)``: the module benchmarks/<name>.py (scripts, not a package)."""
+    return _load_benchmark_script
 
 
 @pytest.fixture(autouse=True)

@@ -71,3 +71,15 @@ def test_an_unshipped_model_says_so_with_its_measured_numbers(model):
     card = (model / "MODEL_CARD.md").read_text()
     assert "NOT SHIPPED" in card and f"{row['accuracy'] * 100:.2f}%" in card
     assert json.loads((model / "model.json").read_text())["artifact"]["sha256"] == row["sha256"]
+
+
+def test_bench_models_keeps_the_last_row_of_an_unshipped_model_it_cannot_remeasure(benchmark_script, tmp_path, monkeypatch):
+    bench_models = benchmark_script("bench_models")
+    provenances = {"big": {"artifact_shipped": False, "artifact": {"path": "runs/big-int8-1/model.tflite"}},
+                   "small": {"artifact_shipped": True}, "older": {}}
+    assert bench_models.unshipped_artifacts(provenances) == {"big": Path("runs/big-int8-1/model.tflite")}
+    monkeypatch.setattr(bench_models, "RESULTS", tmp_path)
+    assert bench_models.earlier_rows(["big"]) == []  # no earlier results: nothing to keep
+    (tmp_path / "models_bench.json").write_text(json.dumps(
+        {"started": "T0", "rows": [{"model": "big", "accuracy": 0.9, "remeasured": True}, {"model": "small", "accuracy": 0.8}]}))
+    assert bench_models.earlier_rows(["big"]) == [{"model": "big", "accuracy": 0.9, "remeasured": False, "measured_in": "T0"}]

@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _tables_module():
-    spec = importlib.util.spec_from_file_location("tables", REPO / "benchmarks" / "tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_readme_tables_are_generated_from_the_results_json():
-    tables = _tables_module()
+def test_readme_tables_are_generated_from_the_results_json(benchmark_script):
+    tables = benchmark_script("tables")
     readme = (REPO / "README.md").read_text()
     assert tables.render(readme) == readme, "run `python benchmarks/tables.py`"
     for name, make in tables.TABLES.items():
