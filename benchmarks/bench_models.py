@@ -53,7 +53,11 @@ def artifact_line(provenance: dict, row: dict) -> str:
 def qat_line(provenance: dict) -> str:
     epochs = provenance["qat_metrics"].get("epochs_run")
     images = provenance.get("qat_train_images")
-    return f"{epochs} epochs" + (f" on {images:,} training images" if images else "")
+    return epochs_text(epochs) + (f" on {images:,} training images" if images else "")
+
+
+def epochs_text(epochs: int) -> str:
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}"
 
 
 def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
@@ -72,7 +76,7 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 | test accuracy, this int8 artifact | {row['accuracy'] * 100:.2f}% ({test_source}) |
 | latency, batch 1, {row['threads']} thread | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms ({environment['cpu']}, {environment['interpreter']} {environment['interpreter_version']}) |
 | peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |
-| training | {train.get('epochs_run')} epochs in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({qat_line(provenance)}) |
+| training | {epochs_text(train['epochs_run'])} in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({qat_line(provenance)}) |
 
 **Made by**: `{provenance.get('train_command') or 'see the recipe'}`, then `{provenance.get('ship_command', 'benchmarks/ship_models.py')}`.
 

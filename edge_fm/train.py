@@ -539,11 +539,25 @@ def predict(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np
 
 
 def describe_device() -> str:
-    """The device training ran on: the GPU's name, else the CPU model and core count."""
+    """The device training ran on: the GPU's name, else the CPU model, core count and, when TensorFlow
+    was held to fewer threads than cores, that thread count (it changes the training time severalfold)."""
     if GPUS:
         details = tf.config.experimental.get_device_details(GPUS[0])
         return f"GPU: {details.get('device_name', GPUS[0].name)}"
-    return f"CPU: {cpu_model()} ({_cores()} cores)"
+    cores, threads = _cores(), intra_op_threads()
+    held = f", TensorFlow held to {threads} thread{'s' if threads > 1 else ''}" if threads < cores else ""
+    return f"CPU: {cpu_model()} ({cores} cores{held})"
+
+
+def intra_op_threads() -> int:
+    """TensorFlow's intra-op thread count: set in code, else by TF_NUM_INTRAOP_THREADS, else all cores."""
+    import os
+
+    try:
+        from_env = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
+    except ValueError:
+        from_env = 0
+    return tf.config.threading.get_intra_op_parallelism_threads() or from_env or _cores()
 
 
 def cpu_model() -> str:

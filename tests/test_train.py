@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import numpy as np
@@ -17,10 +18,14 @@ from edge_fm.train import (
     augment_batch,
     build_schedule,
     config_for,
+    describe_device,
     evaluate,
     resume,
     train,
 )
+
+# edge_fm re-exports the function train(), which hides the module of that name as an attribute.
+train_lib = importlib.import_module("edge_fm.train")
 
 
 def _batch(n=32):
@@ -174,3 +179,14 @@ def test_early_stopping_restores_the_best_epoch(tmp_path):
     if len(history) < 12:
         assert len(history) == best["epoch"] + 2  # stopped after `patience` epochs without progress
     assert metrics["val"]["loss"] == pytest.approx(best["val_loss"], rel=1e-3)
+
+
+@pytest.mark.skipif(bool(train_lib.GPUS), reason="the line names the GPU instead")
+def test_device_line_names_a_thread_limit_below_the_core_count(monkeypatch):
+    # A run held to one thread trains several times slower; its card must not read "2 cores" alone.
+    monkeypatch.setattr(train_lib, "_cores", lambda: 4)
+    monkeypatch.setattr(tf.config.threading, "get_intra_op_parallelism_threads", lambda: 0)
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "1")
+    assert describe_device().endswith("(4 cores, TensorFlow held to 1 thread)")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert describe_device().endswith("(4 cores)")
