@@ -34,11 +34,9 @@ BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json")
 MAX_SHIPPED_BYTES = 5_000_000
 
 
-def choose(bundles: dict[str, Path]) -> tuple[str, Path]:
-    """The bundle with the best accuracy on the export's validation images (ties: the first)."""
-    scored = {name: read_json(path / "model.json")["export"]["parity"]["tflite_accuracy"] for name, path in bundles.items()}
-    best = max(scored, key=lambda name: scored[name])
-    return best, bundles[best]
+def choose(validation_accuracy: dict[str, float]) -> str:
+    """The format with the best accuracy on the export's validation images (ties: the first)."""
+    return max(validation_accuracy, key=lambda name: validation_accuracy[name])
 
 
 def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | None, runs_dir: str, qat_run: Path | None,
@@ -54,7 +52,10 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
     except EdgeFMError as exc:  # a failed PTQ parity check leaves the QAT artifact, and is recorded
         failed["int8"] = str(exc)
         print(f"int8 export of {train_run} failed ({exc}); shipping qat-int8", file=sys.stderr)
-    chosen, bundle = choose(bundles)
+    descriptions = {fmt: read_json(path / "model.json") for fmt, path in bundles.items()}  # written by the export
+    validation_accuracy = {fmt: d["export"]["parity"]["tflite_accuracy"] for fmt, d in descriptions.items()}
+    chosen = choose(validation_accuracy)
+    bundle = bundles[chosen]
     # Measured only after the choice, for the comparison the model card shows: never used to choose.
     test_images, test_labels = load_split("test", data_dir)
     candidates_test_accuracy = {
@@ -66,7 +67,7 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     artifact = bundle / "model.tflite"
-    description = read_json(bundle / "model.json")["artifact"]  # bytes and sha256, written by the export
+    description = descriptions[chosen]["artifact"]  # bytes and sha256
     shipped = description["bytes"] <= MAX_SHIPPED_BYTES
     for file in BUNDLE_FILES if shipped else BUNDLE_FILES[1:]:
         shutil.copy2(bundle / file, tmp / file)
@@ -84,7 +85,7 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
             f"{description['bytes']:,} bytes, above the {MAX_SHIPPED_BYTES:,}-byte cap per artifact that keeps "
             "models/ under 20 MB; the .tflite stays at artifact.path, rebuilt by the commands below"),
         "choice_rule": "higher accuracy on the export's validation images (parity check); the test split is not used",
-        "validation_accuracy": {k: read_json(v / "model.json")["export"]["parity"]["tflite_accuracy"] for k, v in bundles.items()},
+        "validation_accuracy": validation_accuracy,
         "candidates_test_accuracy": candidates_test_accuracy,
         "failed_candidates": failed,
         "train_run": str(train_run),

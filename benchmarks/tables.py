@@ -97,7 +97,7 @@ def arm_emulated() -> str | None:
 def _shipped_status(row: dict) -> str:
     if row["shipped"]:
         return "shipped"
-    measured = "" if row["remeasured"] else f"; numbers from the run of {row.get('measured_in')}"
+    measured = "" if row["remeasured"] else f"; numbers from the run of {row['measured_in']}"
     return f"not shipped (too large for models/{measured})"
 
 

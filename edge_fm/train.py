@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import platform
 import shutil
 import time
@@ -551,8 +552,6 @@ def describe_device() -> str:
 
 def intra_op_threads() -> int:
     """TensorFlow's intra-op thread count: set in code, else by TF_NUM_INTRAOP_THREADS, else all cores."""
-    import os
-
     try:
         from_env = int(os.environ.get("TF_NUM_INTRAOP_THREADS", "0"))
     except ValueError:
@@ -572,8 +571,6 @@ def cpu_model() -> str:
 
 
 def _cores() -> int:
-    import os
-
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 

@@ -83,3 +83,9 @@ def test_bench_models_keeps_the_last_row_of_an_unshipped_model_it_cannot_remeasu
     (tmp_path / "models_bench.json").write_text(json.dumps(
         {"started": "T0", "rows": [{"model": "big", "accuracy": 0.9, "remeasured": True}, {"model": "small", "accuracy": 0.8}]}))
     assert bench_models.earlier_rows(["big"]) == [{"model": "big", "accuracy": 0.9, "remeasured": False, "measured_in": "T0"}]
+
+
+def test_model_cards_count_epochs_in_words(benchmark_script):
+    bench_models = benchmark_script("bench_models")
+    assert (bench_models.epochs_text(1), bench_models.epochs_text(24)) == ("1 epoch", "24 epochs")
+    assert bench_models.qat_line({"qat_metrics": {"epochs_run": 1}, "qat_train_images": 3200}) == "1 epoch on 3,200 training images"
