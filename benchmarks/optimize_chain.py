@@ -25,7 +25,7 @@ from edge_fm.export import export
 from edge_fm.io import read_json, write_json
 from edge_fm.optimize import OptimizeConfig, optimize
 from edge_fm.runner import TFLiteModel
-from edge_fm.train import cpu_model
+from edge_fm.runner import cpu_model
 
 RESULTS = Path(__file__).parent / "results"
 QAT_TOLERANCE = 0.003  # the QAT int8 artifact must stay within 0.3 points of its float model

@@ -80,7 +80,7 @@ def ship(train_run: Path, name: str, qat_epochs: int | None, data_dir: str | Non
         "ship_command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "chosen_format": chosen,
         "artifact_shipped": shipped,
-        "artifact": {"path": str(artifact), "bytes": description["bytes"], "sha256": description["sha256"]},
+        "artifact": {"path": str(artifact)},  # its bytes and sha256 are in model.json, beside this file
         "not_shipped_reason": "" if shipped else (
             f"{description['bytes']:,} bytes, above the {MAX_SHIPPED_BYTES:,}-byte cap per artifact that keeps "
             "models/ under 20 MB; the .tflite stays at artifact.path, rebuilt by the commands below"),

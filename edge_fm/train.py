@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from edge_fm.config import TrainConfig, from_dict, load_config
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, read_json, write_json
 from edge_fm.report import classification_metrics
+from edge_fm.runner import cpu_model  # the runner's copy: it also reads a Raspberry Pi's Model line
 from edge_fm.runs import CONFIG, new_run_dir, require_run, write_manifest
 from edge_fm.zoo import check_options, count_macs, create_model
 
@@ -557,17 +557,6 @@ def intra_op_threads() -> int:
     except ValueError:
         from_env = 0
     return tf.config.threading.get_intra_op_parallelism_threads() or from_env or _cores()
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _cores() -> int:
