@@ -257,6 +257,9 @@ def train_command(
     val_size: Annotated[Optional[int], typer.Option(help="Validation images carved from the training split.")] = None,
     early_stopping: Annotated[Optional[int], typer.Option(help="Patience in epochs (0: off).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of split, initialisation and shuffling.")] = None,
+    teacher: Annotated[
+        Optional[Path], typer.Option(help="Distil from this finished train run (same split); see --set distill_weight, distill_temperature.")
+    ] = None,
     settings: Annotated[
         Optional[list[str]], typer.Option("--set", help="Any config field as key=value (repeatable), e.g. --set label_smoothing=0.1.")
     ] = None,
@@ -285,6 +288,7 @@ def train_command(
                 "epochs": epochs, "batch_size": batch_size, "learning_rate": lr, "optimizer": optimizer,
                 "schedule": schedule, "val_size": val_size, "early_stopping": early_stopping, "seed": seed,
                 "augment": None if augment is None else config_lib.parse_value(augment, tuple_field=True),
+                "teacher": None if teacher is None else str(teacher),
             }
             overrides.update({k: v for k, v in given.items() if v is not None})
             if sample:
@@ -315,7 +319,8 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
     )
     _print_per_class(scores)
     console.print(
-        f"{metrics['epochs_run']} epochs in {metrics['training_seconds']:.1f} s on {metrics['device']}; "
+        f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'} in {metrics['training_seconds']:.1f} s "
+        f"on {metrics['device']}; "
         f"{metrics['params']:,} params, {metrics['macs'] / 1e6:.2f} M MACs/image",
         highlight=False,
     )

@@ -59,6 +59,9 @@ class TrainConfig:
     monitor: str = "val_loss"  # val_loss or val_accuracy
     seed: int = 0  # seed of the split, the initialisation and the shuffling
     mixed_precision: bool | None = None  # None: on when a GPU is present
+    teacher: str | None = None  # finished train run (same split) whose predictions are mixed into the targets
+    distill_weight: float = 0.5  # share of the teacher's softened probabilities in each training target
+    distill_temperature: float = 2.0  # divides the teacher's log-probabilities (1: as the teacher predicts)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "augment", tuple(self.augment))
@@ -80,6 +83,10 @@ class TrainConfig:
         _within("shift", self.shift, 0.0, 0.5)
         _within("zoom", self.zoom, 0.0, 0.9)
         _within("momentum", self.momentum, 0.0, 1.0, high_open=True)
+        _within("distill_weight", self.distill_weight, 0.0, 1.0)
+        _positive("distill_temperature", self.distill_temperature)
+        if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher):
+            raise EdgeFMError(f"teacher must be the path of a finished train run, got {self.teacher!r}.")
         for name in ("weight_decay", "l2", "warmup_epochs", "rotation", "shear"):
             _at_least(name, getattr(self, name), 0)
         _at_least("crop_padding", self.crop_padding, 0)

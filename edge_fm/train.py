@@ -151,11 +151,13 @@ def add_l2_penalty(model: keras.Model, l2: float) -> None:
 # ---------------------------------------------------------------- input pipeline and augmentation
 
 
-def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, training: bool) -> tf.data.Dataset:
+def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, training: bool,
+                  teacher: keras.Model | None = None) -> tf.data.Dataset:
     """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
 
     Training pipelines shuffle every epoch and augment whole batches in parallel; the model
-    itself scales the pixels, so evaluation sees exactly what a deployed model sees.
+    itself scales the pixels, so evaluation sees exactly what a deployed model sees. With a
+    ``teacher``, training targets mix in its softened predictions (see :func:`distilled_targets`).
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
@@ -163,7 +165,51 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, trai
     dataset = dataset.batch(cfg.batch_size).map(_to_float_one_hot, num_parallel_calls=AUTOTUNE)
     if training and cfg.augment:
         dataset = dataset.map(lambda x, y: (augment_batch(x, cfg), y), num_parallel_calls=AUTOTUNE)
+    if training and teacher is not None:
+        # After augmentation: the teacher labels the very image the student sees.
+        dataset = dataset.map(lambda x, y: (x, distilled_targets(teacher, x, y, cfg)))
     return dataset.prefetch(AUTOTUNE)
+
+
+def distilled_targets(teacher: keras.Model, images: tf.Tensor, one_hot: tf.Tensor, cfg: TrainConfig) -> tf.Tensor:
+    """``(1 - w) * one_hot + w * softmax(log(p_teacher) / T)``: knowledge distillation through the targets.
+
+    The student keeps its plain cross-entropy, so every architecture, QAT and pruning train the same
+    way; a temperature above 1 passes on more of the teacher's view of which classes look alike.
+    """
+    probabilities = tf.cast(teacher(images, training=False), tf.float32)
+    softened = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, 1e-7)) / cfg.distill_temperature)
+    return (1.0 - cfg.distill_weight) * one_hot + cfg.distill_weight * softened
+
+
+def check_teacher(config: TrainConfig) -> None:
+    """Checks that ``config.teacher``, if any, is a finished run trained on the student's split.
+
+    Raises:
+        EdgeFMError: Not a finished run, or a run whose split differs: a teacher that trained on the
+            student's validation images would make every choice made on them optimistic.
+    """
+    if not config.teacher:
+        return
+    taught = run_train_config(require_run(config.teacher))
+    ours = (config.data, config.resolved_val_size, config.seed)
+    theirs = (taught.data, taught.resolved_val_size, taught.seed)
+    if ours != theirs:
+        raise EdgeFMError(f"teacher {config.teacher} used a different split (data, val_size, seed = {theirs}; "
+                          f"the student's: {ours}); train the student with the teacher's split or pick another teacher.")
+    if not (Path(config.teacher) / MODEL_FILE).is_file():
+        raise EdgeFMError(f"teacher {config.teacher} has no {MODEL_FILE}: finish it first with "
+                          f"`edge-fm train --resume {config.teacher}`.")
+
+
+def load_teacher(config: TrainConfig) -> keras.Model | None:
+    """The frozen model of ``config.teacher`` (checked by :func:`check_teacher`), or None."""
+    check_teacher(config)
+    if not config.teacher:
+        return None
+    teacher = load_model(config.teacher)
+    teacher.trainable = False
+    return teacher
 
 
 def _to_float_one_hot(images, labels):
@@ -340,6 +386,7 @@ def train(
         EdgeFMError: Bad configuration or data.
     """
     check_options(config.arch, config.arch_options)  # fail before the data is read
+    check_teacher(config)
     dataset = _load_data(config, data_dir)
     run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
     write_json(run_dir / CONFIG, config.to_dict())
@@ -453,10 +500,11 @@ def fit_model(
         # Last, so history.json is never behind the checkpoint: a resume may redo an epoch, never skip one.
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=False),
     ]
+    teacher = load_teacher(config)
     reporter.start(run_dir, config, dataset.describe(), steps_per_epoch, len(history))
     started = time.perf_counter()
     model.fit(
-        make_pipeline(dataset.x_train, dataset.y_train, config, training=True),
+        make_pipeline(dataset.x_train, dataset.y_train, config, training=True, teacher=teacher),
         validation_data=make_pipeline(dataset.x_val, dataset.y_val, config, training=False),
         epochs=config.epochs,
         verbose=0,

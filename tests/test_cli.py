@@ -46,7 +46,7 @@ def test_zoo_lists_the_six_architectures_with_params_and_macs():
 def test_train_then_evaluate_on_the_sample(tmp_path):
     result = _invoke("train", "tiny-cnn", "--sample", "--epochs", "2", "--runs-dir", str(tmp_path), "--set", "learning_rate=0.003")
     assert result.exit_code == 0, result.output
-    assert "NOT test-set accuracy" in result.output and "epoch 2/2" in result.output
+    assert "NOT test-set accuracy" in result.output and "epoch 2/2" in result.output and "2 epochs in" in result.output
     run = tmp_path / "tiny-cnn-train-1"
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['sample_test']['accuracy']:.2%}" in result.output
@@ -86,6 +86,8 @@ def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, 
         (["train", "mlp", "--arch-opt", "hiden=3"], "has no option 'hiden'"),
         (["evaluate", "/nonexistent/run"], "/nonexistent/run does not exist"),
         (["train", "--resume", "/nonexistent/run"], "/nonexistent/run does not exist"),
+        (["train", "mlp", "--sample", "--teacher", "/nonexistent/run"], "/nonexistent/run does not exist"),
+        (["train", "mlp", "--sample", "--set", "distill_weight=2"], "distill_weight must be in [0.0, 1.0]"),
         (["zoo", "--bogus"], "No such option: --bogus"),
     ],
 )

@@ -19,7 +19,10 @@ from edge_fm.train import (
     build_schedule,
     config_for,
     describe_device,
+    distilled_targets,
     evaluate,
+    load_teacher,
+    make_pipeline,
     resume,
     train,
 )
@@ -131,6 +134,37 @@ def test_training_on_the_sample_writes_a_complete_run(tmp_path):
     # evaluate reloads the saved model and must reproduce the recorded figure exactly.
     assert evaluate(run)["accuracy"] == pytest.approx(scores["accuracy"])
     assert train(cfg, runs_dir=tmp_path).name == "tiny-cnn-train-2"  # never overwritten
+
+
+def test_distilled_targets_mix_one_hot_labels_with_the_softened_teacher():
+    teacher_probabilities = np.array([[0.6, 0.3, 0.1] + [0.0] * 7, [0.1] * 10], dtype=np.float32)
+    teacher = lambda images, training: tf.constant(teacher_probabilities)  # noqa: E731 (a stand-in model)
+    one_hot = tf.one_hot([1, 9], 10)
+    cfg = TrainConfig(arch="tiny-cnn", distill_weight=0.25, distill_temperature=2.0)
+    targets = distilled_targets(teacher, tf.zeros((2, 28, 28, 1)), one_hot, cfg).numpy()
+    softened = np.sqrt(np.maximum(teacher_probabilities, 1e-7))  # T = 2: p ** (1/2), renormalised
+    softened /= softened.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(targets, 0.75 * one_hot.numpy() + 0.25 * softened, atol=1e-6)
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
+    plain = TrainConfig(arch="tiny-cnn", distill_weight=1.0, distill_temperature=1.0)
+    np.testing.assert_allclose(distilled_targets(teacher, None, one_hot, plain).numpy()[0, :3], [0.6, 0.3, 0.1], atol=1e-5)
+
+
+def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exported):
+    teacher_run = exported["train"]  # tiny-cnn, 8 epochs on the sample, default split and seed
+    cfg = _quick(tmp_path, epochs=1, teacher=str(teacher_run), distill_weight=0.5)
+    images, labels = data.load_split("train", data.SAMPLE_DIR)
+    _, targets = next(iter(make_pipeline(images[:64], labels[:64], cfg, training=True, teacher=load_teacher(cfg))))
+    targets = targets.numpy()
+    np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
+    assert (targets.max(axis=1) < 1.0).all() and (targets.max(axis=1) >= 0.5).all()  # half one-hot, half teacher
+    run = train(cfg, runs_dir=tmp_path)
+    assert load_config(TrainConfig, run / "config.json").teacher == str(teacher_run)
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+    # A teacher that trained on another split may have seen the student's validation images.
+    with pytest.raises(EdgeFMError, match="different split"):
+        train(_quick(tmp_path, seed=1, teacher=str(teacher_run)), runs_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
 
 
 class _InterruptAfter(NullReporter):
