@@ -60,12 +60,19 @@ def epochs_text(epochs: int) -> str:
     return f"{epochs} epoch{'' if epochs == 1 else 's'}"
 
 
+def shown_in_recipe(key: str, value, config: dict) -> bool:
+    """Whether a config field belongs in the card's recipe: set, and in force (distillation needs a teacher)."""
+    if key in ("arch", "data") or value in (None, (), [], {}, 0.0):
+        return False
+    return config.get("teacher") is not None or not key.startswith("distill_")
+
+
 def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
     train = provenance["train_metrics"]
     config = provenance["train_config"]
     float_test = train.get("test", {}).get("accuracy")
     latency = row["latency"]
-    recipe = ", ".join(f"{k}={v}" for k, v in config.items() if k not in ("arch", "data") and v not in (None, (), [], {}, 0.0))
+    recipe = ", ".join(f"{k}={v}" for k, v in config.items() if shown_in_recipe(k, v, config))
     return f"""# {name}
 
 | | |

@@ -90,3 +90,11 @@ def test_model_cards_count_epochs_in_words(benchmark_script):
     bench_models = benchmark_script("bench_models")
     assert (bench_models.epochs_text(1), bench_models.epochs_text(24)) == ("1 epoch", "24 epochs")
     assert bench_models.qat_line({"qat_metrics": {"epochs_run": 1}, "qat_train_images": 3200}) == "1 epoch on 3,200 training images"
+
+
+def test_model_cards_show_distillation_settings_only_with_a_teacher(benchmark_script):
+    bench_models = benchmark_script("bench_models")
+    plain = {"arch": "edge-cnn-tiny", "epochs": 40, "teacher": None, "distill_weight": 0.5}
+    taught = {**plain, "teacher": "runs/vgg-gap-train-2"}
+    assert [k for k, v in plain.items() if bench_models.shown_in_recipe(k, v, plain)] == ["epochs"]
+    assert [k for k, v in taught.items() if bench_models.shown_in_recipe(k, v, taught)] == ["epochs", "teacher", "distill_weight"]
