@@ -161,6 +161,9 @@ def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exporte
     run = train(cfg, runs_dir=tmp_path)
     assert load_config(TrainConfig, run / "config.json").teacher == str(teacher_run)
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
+    from edge_fm.optimize import OptimizeConfig, fine_tune_config
+
+    assert fine_tune_config(OptimizeConfig("qat", str(run))).teacher == str(teacher_run)  # QAT distils too
     # A teacher that trained on another split may have seen the student's validation images.
     with pytest.raises(EdgeFMError, match="different split"):
         train(_quick(tmp_path, seed=1, teacher=str(teacher_run)), runs_dir=tmp_path / "refused")
