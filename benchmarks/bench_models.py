@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edge_fm.bench import BenchOptions, bench
 from edge_fm.io import read_json, write_bytes_atomic, write_json
+from edge_fm.report import epochs_text
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -54,10 +55,6 @@ def qat_line(provenance: dict) -> str:
     epochs = provenance["qat_metrics"].get("epochs_run")
     images = provenance.get("qat_train_images")
     return epochs_text(epochs) + (f" on {images:,} training images" if images else "")
-
-
-def epochs_text(epochs: int) -> str:
-    return f"{epochs} epoch{'' if epochs == 1 else 's'}"
 
 
 def shown_in_recipe(key: str, value, config: dict) -> bool:

@@ -309,6 +309,8 @@ def train_command(
 
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
+    from edge_fm.report import epochs_text
+
     key = "test" if "test" in metrics else "sample_test"
     scores = metrics[key]
     where = "test split" if key == "test" else "embedded sample (held-out images; NOT test-set accuracy)"
@@ -319,8 +321,7 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
     )
     _print_per_class(scores)
     console.print(
-        f"{metrics['epochs_run']} epoch{'' if metrics['epochs_run'] == 1 else 's'} in {metrics['training_seconds']:.1f} s "
-        f"on {metrics['device']}; "
+        f"{epochs_text(metrics['epochs_run'])} in {metrics['training_seconds']:.1f} s on {metrics['device']}; "
         f"{metrics['params']:,} params, {metrics['macs'] / 1e6:.2f} M MACs/image",
         highlight=False,
     )

@@ -49,3 +49,8 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
         },
         "confusion_matrix": matrix.tolist(),
     }
+
+
+def epochs_text(epochs: int) -> str:
+    """``"1 epoch"``, ``"24 epochs"``: how the CLI and the model cards count epochs."""
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}"

@@ -191,15 +191,12 @@ def check_teacher(config: TrainConfig) -> None:
     """
     if not config.teacher:
         return
-    taught = run_train_config(require_run(config.teacher))
+    taught = run_train_config(require_finished_run(config.teacher))
     ours = (config.data, config.resolved_val_size, config.seed)
     theirs = (taught.data, taught.resolved_val_size, taught.seed)
     if ours != theirs:
         raise EdgeFMError(f"teacher {config.teacher} used a different split (data, val_size, seed = {theirs}; "
                           f"the student's: {ours}); train the student with the teacher's split or pick another teacher.")
-    if not (Path(config.teacher) / MODEL_FILE).is_file():
-        raise EdgeFMError(f"teacher {config.teacher} has no {MODEL_FILE}: finish it first with "
-                          f"`edge-fm train --resume {config.teacher}`.")
 
 
 def load_teacher(config: TrainConfig) -> keras.Model | None:
@@ -617,14 +614,23 @@ def load_model(run_dir: Path | str) -> keras.Model:
     Raises:
         EdgeFMError: Not a run, or a run that has not finished.
     """
-    run_dir = require_run(run_dir)
-    path = run_dir / MODEL_FILE
-    if not path.is_file():
-        raise EdgeFMError(f"{run_dir} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm train --resume {run_dir}`.")
+    path = require_finished_run(run_dir) / MODEL_FILE
     import tensorflow_model_optimization as tfmot  # QAT models need its layer classes in scope
 
     with tfmot.quantization.keras.quantize_scope():
         return keras.models.load_model(str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical})
+
+
+def require_finished_run(run_dir: Path | str) -> Path:
+    """Checks that ``run_dir`` is a run that saved its model; returns it as a Path.
+
+    Raises:
+        EdgeFMError: Not a run, or a run that has not finished (with the command that finishes it).
+    """
+    run_dir = require_run(run_dir)
+    if not (run_dir / MODEL_FILE).is_file():
+        raise EdgeFMError(f"{run_dir} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm train --resume {run_dir}`.")
+    return run_dir
 
 
 def run_train_config(run_dir: Path | str) -> TrainConfig:
