@@ -133,8 +133,27 @@ def shipped_models() -> str | None:
                               *([""] + notes if notes else [])])
 
 
+def tiny_design() -> str | None:
+    result = _load("tiny_design.json")
+    if not result:
+        return None
+    lines = ["| edge-cnn-tiny shape (random weights, int8) | parameters | MACs/image | bytes (no metadata) | p50 ms | p50 / cnn-3conv-bn's |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        if row["arch_options"] is None:
+            reference = row
+            continue
+        lines.append(f"| {row['candidate']} | {row['params']:,} | {row['macs'] / 1e6:.2f} M | {row['int8_bytes_without_metadata']:,} | "
+                     f"{row['p50_ms']:.4f} | {row['p50_ratio_to_cnn_3conv_bn']:.3f} |")
+    env = result["environment"]
+    return "\n".join(lines + ["", f"Reference: {reference['candidate']}, p50 {reference['p50_ms']:.4f} ms in the same run. "
+                              f"{result['threads']} thread, batch 1, {result['rounds']} interleaved rounds of {result['runs_per_round']} "
+                              f"runs per model; {env['cpu']}, {env['interpreter']} {env['interpreter_version']}. "
+                              f"Command run: `{result['command']}`."])
+
+
 TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
-          "arm-emulated": arm_emulated, "shipped-models": shipped_models}
+          "arm-emulated": arm_emulated, "shipped-models": shipped_models, "tiny-design": tiny_design}
 
 
 def render(readme: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -167,6 +168,14 @@ def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exporte
     # A teacher that trained on another split may have seen the student's validation images.
     with pytest.raises(EdgeFMError, match="different split"):
         train(_quick(tmp_path, seed=1, teacher=str(teacher_run)), runs_dir=tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+
+def test_an_unfinished_teacher_is_refused_with_the_command_that_finishes_it(tmp_path, exported):
+    unfinished = tmp_path / "unfinished-teacher"
+    shutil.copytree(exported["train"], unfinished, ignore=shutil.ignore_patterns("model.h5"))
+    with pytest.raises(EdgeFMError, match=f"did not finish; continue it with `edge-fm train --resume {unfinished}`"):
+        train(_quick(tmp_path, teacher=str(unfinished)), runs_dir=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
 
 

@@ -1,0 +1,105 @@
+"""The latency side of edge-cnn-tiny's design: int8 latency of candidate shapes, before any training.
+
+Issue 5 asks edge-cnn-tiny for a p50 of at most a quarter of cnn-3conv-bn's int8 p50, measured in one
+run. Latency does not depend on the trained weight values, so each candidate shape is built with
+random weights, converted to full-integer int8 (calibrated on random pixels) and timed with 1 thread,
+batch 1, against the shipped cnn-3conv-bn artifact in the same process. Timing is interleaved in
+rounds (every model once per round), so a slow spell on a shared machine hits all of them alike and
+the ratios stay comparable. The accuracy of a shape is a separate, trained question.
+
+Usage (from the repository root; about 2 minutes):
+    python benchmarks/tiny_design.py
+writes benchmarks/results/tiny_design.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_fm.export import convert, get_format
+from edge_fm.io import write_json
+from edge_fm.runner import TFLiteModel, environment, summarize_latency
+from edge_fm.zoo import create_model, describe_model
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+REFERENCE = REPO / "models" / "cnn-3conv-bn" / "model.tflite"
+
+# edge-cnn-tiny's options for each candidate: the full-resolution stem's width, stage widths, blocks.
+CANDIDATES = {
+    "stem 32, widths 32/64/128, blocks 1/2/2 (the first edge-cnn-tiny)": {"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2]},
+    "stem 16, widths 32/64/128, blocks 1/2/2": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2]},
+    "stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3]},
+    "stem 16, widths 32/64/160, blocks 1/2/2": {"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2]},
+    "stem 16, widths 32/64/128, blocks 1/3/3": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3]},
+    "stem 24, widths 24/64/128, blocks 1/2/2": {"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2]},
+}
+
+
+def int8_candidate(options: dict, calibration: np.ndarray) -> bytes:
+    model = create_model("edge-cnn-tiny", **options)
+    return convert(model, get_format("int8"), "int8", calibration)
+
+
+def interleaved_latency(models: dict[str, bytes], rounds: int, runs_per_round: int, warmup: int) -> dict[str, dict]:
+    """p50 etc. per model, each timed ``runs_per_round`` times in each of ``rounds`` rounds."""
+    image = np.random.default_rng(1).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
+    invokes = {}
+    for name, content in models.items():
+        model = TFLiteModel(model_content=content, num_threads=1)
+        model.interpreter.set_tensor(model.input["index"], model.quantize_input(image))
+        invokes[name] = model.interpreter.invoke
+    timings: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, invoke in invokes.items():
+            for _ in range(warmup):
+                invoke()
+            for _ in range(runs_per_round):
+                t0 = time.perf_counter()
+                invoke()
+                timings[name].append(time.perf_counter() - t0)
+    return {name: summarize_latency(values) for name, values in timings.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--runs-per-round", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=RESULTS / "tiny_design.json")
+    args = parser.parse_args(argv)
+    calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    models = {"cnn-3conv-bn (shipped int8)": REFERENCE.read_bytes()}
+    models.update({name: int8_candidate(options, calibration) for name, options in CANDIDATES.items()})
+    latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
+    reference_p50 = latency["cnn-3conv-bn (shipped int8)"]["p50_ms"]
+    rows = []
+    for name, content in models.items():
+        options = CANDIDATES.get(name)
+        shape = describe_model("edge-cnn-tiny", **options) if options else {}
+        rows.append({
+            "candidate": name,
+            "arch_options": options,
+            "params": shape.get("params"),
+            "macs": shape.get("macs"),
+            "int8_bytes_without_metadata": len(content) if options else None,
+            "p50_ms": latency[name]["p50_ms"],
+            "p90_ms": latency[name]["p90_ms"],
+            "p50_ratio_to_cnn_3conv_bn": latency[name]["p50_ms"] / reference_p50,
+        })
+        print(f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}")
+    write_json(args.out, {
+        "what": "int8 latency of edge-cnn-tiny shapes with random weights, against the shipped cnn-3conv-bn",
+        "command": "python benchmarks/tiny_design.py",
+        "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
+        "environment": environment(),
+        "rows": rows,
+    })
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
