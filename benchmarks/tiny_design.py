@@ -7,7 +7,7 @@ batch 1, against the shipped cnn-3conv-bn artifact in the same process. Timing i
 rounds (every model once per round), so a slow spell on a shared machine hits all of them alike and
 the ratios stay comparable. The accuracy of a shape is a separate, trained question.
 
-Usage (from the repository root; about 2 minutes):
+Usage (from the repository root; about a minute):
     python benchmarks/tiny_design.py
 writes benchmarks/results/tiny_design.json.
 """
@@ -15,15 +15,14 @@ writes benchmarks/results/tiny_design.json.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
 from edge_fm.export import convert, get_format
 from edge_fm.io import write_json
-from edge_fm.runner import TFLiteModel, environment, summarize_latency
-from edge_fm.zoo import create_model, describe_model
+from edge_fm.runner import TFLiteModel, environment, summarize_latency, time_invocations
+from edge_fm.zoo import count_macs, create_model
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -40,9 +39,11 @@ CANDIDATES = {
 }
 
 
-def int8_candidate(options: dict, calibration: np.ndarray) -> bytes:
+def int8_candidate(options: dict, calibration: np.ndarray) -> tuple[bytes, dict]:
+    """The int8 flatbuffer of one shape, and its parameter and MAC counts."""
     model = create_model("edge-cnn-tiny", **options)
-    return convert(model, get_format("int8"), "int8", calibration)
+    shape = {"params": int(model.count_params()), "macs": count_macs(model)}
+    return convert(model, get_format("int8"), "int8", calibration), shape
 
 
 def interleaved_latency(models: dict[str, bytes], rounds: int, runs_per_round: int, warmup: int) -> dict[str, dict]:
@@ -58,10 +59,7 @@ def interleaved_latency(models: dict[str, bytes], rounds: int, runs_per_round: i
         for name, invoke in invokes.items():
             for _ in range(warmup):
                 invoke()
-            for _ in range(runs_per_round):
-                t0 = time.perf_counter()
-                invoke()
-                timings[name].append(time.perf_counter() - t0)
+            timings[name] += time_invocations(invoke, runs_per_round, min_seconds=0.0, max_seconds=float("inf"))
     return {name: summarize_latency(values) for name, values in timings.items()}
 
 
@@ -73,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     models = {"cnn-3conv-bn (shipped int8)": REFERENCE.read_bytes()}
-    models.update({name: int8_candidate(options, calibration) for name, options in CANDIDATES.items()})
+    shapes = {}
+    for name, options in CANDIDATES.items():
+        models[name], shapes[name] = int8_candidate(options, calibration)
     latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
     reference_p50 = latency["cnn-3conv-bn (shipped int8)"]["p50_ms"]
     rows = []
     for name, content in models.items():
         options = CANDIDATES.get(name)
-        shape = describe_model("edge-cnn-tiny", **options) if options else {}
+        shape = shapes.get(name, {})
         rows.append({
             "candidate": name,
             "arch_options": options,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -174,7 +175,7 @@ def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exporte
 def test_an_unfinished_teacher_is_refused_with_the_command_that_finishes_it(tmp_path, exported):
     unfinished = tmp_path / "unfinished-teacher"
     shutil.copytree(exported["train"], unfinished, ignore=shutil.ignore_patterns("model.h5"))
-    with pytest.raises(EdgeFMError, match=f"did not finish; continue it with `edge-fm train --resume {unfinished}`"):
+    with pytest.raises(EdgeFMError, match=re.escape(f"did not finish; continue it with `edge-fm train --resume {unfinished}`")):
         train(_quick(tmp_path, teacher=str(unfinished)), runs_dir=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
 
