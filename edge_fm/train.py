@@ -152,16 +152,17 @@ def add_l2_penalty(model: keras.Model, l2: float) -> None:
 
 
 def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, training: bool,
-                  teacher: keras.Model | None = None) -> tf.data.Dataset:
+                  teacher: keras.Model | None = None, first_epoch: int = 0) -> tf.data.Dataset:
     """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
 
     Training pipelines shuffle every epoch and augment whole batches in parallel; the model
     itself scales the pixels, so evaluation sees exactly what a deployed model sees. With a
     ``teacher``, training targets mix in its softened predictions (see :func:`distilled_targets`).
+    ``first_epoch``, the epochs a resumed run has already done, moves the shuffle's seed on.
     """
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
-        dataset = dataset.shuffle(len(images), seed=cfg.seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(images), seed=cfg.seed + first_epoch, reshuffle_each_iteration=True)
     dataset = dataset.batch(cfg.batch_size).map(_to_float_one_hot, num_parallel_calls=AUTOTUNE)
     if training and cfg.augment:
         dataset = dataset.map(lambda x, y: (augment_batch(x, cfg), y), num_parallel_calls=AUTOTUNE)
@@ -498,10 +499,15 @@ def fit_model(
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=False),
     ]
     teacher = load_teacher(config)
-    reporter.start(run_dir, config, dataset.describe(), steps_per_epoch, len(history))
+    done = len(history)
+    if done:
+        # Seeded draws restart in a new process: a resume would replay the run's first epochs, the
+        # same order and the same augmented images, instead of showing the network new ones.
+        keras.utils.set_random_seed(config.seed + done)
+    reporter.start(run_dir, config, dataset.describe(), steps_per_epoch, done)
     started = time.perf_counter()
     model.fit(
-        make_pipeline(dataset.x_train, dataset.y_train, config, training=True, teacher=teacher),
+        make_pipeline(dataset.x_train, dataset.y_train, config, training=True, teacher=teacher, first_epoch=done),
         validation_data=make_pipeline(dataset.x_val, dataset.y_val, config, training=False),
         epochs=config.epochs,
         verbose=0,

@@ -189,7 +189,19 @@ class _InterruptAfter(NullReporter):
             raise KeyboardInterrupt
 
 
-def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
+def test_a_resumed_pipeline_draws_a_new_order_not_the_first_epochs_again():
+    cfg = _quick(None)
+    images, labels = data.load_split("train", data.SAMPLE_DIR)
+
+    def first_batch_labels(first_epoch):
+        pipeline = make_pipeline(images, labels, cfg, training=True, first_epoch=first_epoch)
+        return next(iter(pipeline))[1].numpy().argmax(axis=1)
+
+    np.testing.assert_array_equal(first_batch_labels(0), first_batch_labels(0))  # still seeded
+    assert not np.array_equal(first_batch_labels(0), first_batch_labels(3))
+
+
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     cfg = _quick(tmp_path, epochs=4)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, runs_dir=tmp_path, reporter=_InterruptAfter(3))
@@ -205,7 +217,12 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path):
         def epoch(self, epoch, logs):
             epochs_seen.append(epoch)
 
+    train_module = importlib.import_module("edge_fm.train")  # the package's `train` is the function
+    pipelines = []
+    make = train_module.make_pipeline
+    monkeypatch.setattr(train_module, "make_pipeline", lambda *a, **k: pipelines.append(k) or make(*a, **k))
     resume(run, reporter=Recorder())
+    assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(before)  # not epoch 1's draws again
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[0] == before[0]  # finished epochs are kept, not retrained
