@@ -139,10 +139,8 @@ def tiny_design() -> str | None:
         return None
     lines = ["| edge-cnn-tiny shape (random weights, int8) | parameters | MACs/image | bytes (no metadata) | p50 ms | p50 / cnn-3conv-bn's |",
              "|---|---|---|---|---|---|"]
-    for row in result["rows"]:
-        if row["arch_options"] is None:
-            reference = row
-            continue
+    reference = next(row for row in result["rows"] if row["arch_options"] is None)
+    for row in (r for r in result["rows"] if r is not reference):
         lines.append(f"| {row['candidate']} | {row['params']:,} | {row['macs'] / 1e6:.2f} M | {row['int8_bytes_without_metadata']:,} | "
                      f"{row['p50_ms']:.4f} | {row['p50_ratio_to_cnn_3conv_bn']:.3f} |")
     env = result["environment"]

@@ -27,6 +27,7 @@ from edge_fm.zoo import count_macs, create_model
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 REFERENCE = REPO / "models" / "cnn-3conv-bn" / "model.tflite"
+REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 
 # edge-cnn-tiny's options for each candidate: the full-resolution stem's width, stage widths, blocks.
 CANDIDATES = {
@@ -70,12 +71,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "tiny_design.json")
     args = parser.parse_args(argv)
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
-    models = {"cnn-3conv-bn (shipped int8)": REFERENCE.read_bytes()}
+    models = {REFERENCE_NAME: REFERENCE.read_bytes()}
     shapes = {}
     for name, options in CANDIDATES.items():
         models[name], shapes[name] = int8_candidate(options, calibration)
     latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
-    reference_p50 = latency["cnn-3conv-bn (shipped int8)"]["p50_ms"]
+    reference_p50 = latency[REFERENCE_NAME]["p50_ms"]
     rows = []
     for name, content in models.items():
         options = CANDIDATES.get(name)

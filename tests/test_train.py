@@ -221,8 +221,12 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     pipelines = []
     make = train_module.make_pipeline
     monkeypatch.setattr(train_module, "make_pipeline", lambda *a, **k: pipelines.append(k) or make(*a, **k))
+    seeds = []
+    seed = train_module.keras.utils.set_random_seed
+    monkeypatch.setattr(train_module.keras.utils, "set_random_seed", lambda s: seeds.append(s) or seed(s))
     resume(run, reporter=Recorder())
     assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(before)  # not epoch 1's draws again
+    assert seeds[-1] == cfg.seed + len(before)  # the augmentation draws move on too
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[0] == before[0]  # finished epochs are kept, not retrained
