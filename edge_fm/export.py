@@ -263,7 +263,7 @@ def export(
     format_name: str,
     io_dtype: str | None = None,
     representative_size: int = 500,
-    parity_images: int = 1000,
+    parity_images: int | None = 1000,
     runs_dir: Path | str = "runs",
     data_dir: Path | str | None = None,
 ) -> Path:
@@ -274,7 +274,7 @@ def export(
         format_name: One of :func:`format_names`.
         io_dtype: Input/output dtype for integer formats (default ``int8``).
         representative_size: Calibration images drawn from the training split (integer formats).
-        parity_images: Validation images the parity check uses.
+        parity_images: Validation images the parity check uses (None: the whole validation split).
         runs_dir: Where the bundle directory is created.
         data_dir: Where the full dataset is (default: where the run read it).
 

@@ -60,6 +60,18 @@ def test_plain_interpreter_reproduces_the_stated_test_accuracy(model, data_dir, 
     assert accuracy == pytest.approx(_bench_rows()[model.name]["accuracy"], abs=1e-4)
 
 
+@pytest.mark.parametrize("model", MODELS + UNSHIPPED, ids=lambda p: p.name)
+def test_the_shipped_format_won_on_the_whole_validation_split(model):
+    provenance = json.loads((model / "provenance.json").read_text())
+    scores = provenance["validation_accuracy"]
+    assert provenance["chosen_format"] == max(scores, key=scores.get), scores
+    # The score the choice used covers every validation image of the training run, not a subset.
+    parity = json.loads((model / "model.json").read_text())["export"]["parity"]
+    validation_images = provenance["train_metrics"]["val"]["examples"]
+    assert parity["images"] == validation_images == 5000
+    assert parity["tflite_accuracy"] == scores[provenance["chosen_format"]]
+
+
 @pytest.mark.parametrize("model", UNSHIPPED, ids=lambda p: p.name)
 def test_an_unshipped_model_says_so_with_its_measured_numbers(model):
     provenance = json.loads((model / "provenance.json").read_text())
