@@ -163,7 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     native = bench(artifacts, "local", options, data_dir=args.data_dir)
     rows = []
     for index, x86_row in enumerate(native["rows"]):
-        row = {"artifact": x86_row["artifact"], "format": x86_row.get("format"), "status": x86_row["status"],
+        # path and sha256 tie the row to the exact file measured, so a re-shipped model shows a stale row.
+        row = {"artifact": x86_row["artifact"], "path": x86_row.get("path"), "sha256": x86_row.get("sha256"),
+               "format": x86_row.get("format"), "status": x86_row["status"],
                "x86_64_accuracy": x86_row.get("accuracy"), "x86_64_p50_ms": x86_row.get("latency", {}).get("p50_ms"),
                "aarch64": {}}
         for cpu, arm in emulated.items():

@@ -1,9 +1,9 @@
 """Ship a trained model: QAT, int8 and qat-int8 export, pick one on the validation split, and write
 ``models/<name>/`` (the export bundle plus a model card).
 
-The shipped artifact is chosen by its accuracy on the whole validation split (5,000 images; the
-export's parity check, run here on every validation image rather than its default 1,000), never on
-the test split; the test figures in the card are measured afterwards by the benchmark
+The shipped artifact is chosen by its accuracy on the run's whole validation split (the export's
+parity check, run here on every validation image rather than its default 1,000), never on the test
+split; the test figures in the card are measured afterwards by the benchmark
 runner (`edge-fm bench models/`, see benchmarks/bench_models.py).
 
 Usage (from the repository root):
