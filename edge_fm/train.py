@@ -299,6 +299,7 @@ class _HistoryWriter(keras.callbacks.Callback):
     def __init__(self, path: Path, previous: list[dict]):
         super().__init__()
         self.path, self.history = path, previous
+        self.device = describe_device()
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -308,6 +309,7 @@ class _HistoryWriter(keras.callbacks.Callback):
         entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         entry["learning_rate"] = current_learning_rate(self.model.optimizer)
         entry["seconds"] = round(time.perf_counter() - self._started, 3)
+        entry["device"] = self.device  # a resumed part may run with another thread count
         self.history = [h for h in self.history if h["epoch"] <= epoch] + [entry]
         write_json(self.path, self.history)
 
@@ -552,7 +554,7 @@ def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Datase
         "params": int(model.count_params()),
         "macs": count_macs(model),
         "tensorflow": tf.__version__,
-        "device": describe_device(),
+        "device": describe_devices(fit.history),
         "mixed_precision": any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers),
     }
     finish_run(run_dir, "train", metrics, dataset)
@@ -599,6 +601,25 @@ def describe_device() -> str:
     cores, threads = _cores(), intra_op_threads()
     held = f", TensorFlow held to {threads} thread{'s' if threads > 1 else ''}" if threads < cores else ""
     return f"CPU: {cpu_model()} ({cores} cores{held})"
+
+
+def describe_devices(history: list[dict]) -> str:
+    """The device of each stretch of epochs in ``history`` (one line when a single device ran them all).
+
+    Epochs from before devices were recorded are named as such rather than credited to this process.
+    """
+    stretches: list[list] = []  # [device, first epoch, last epoch]
+    for entry in history:
+        device = entry.get("device", "device not recorded")
+        if stretches and stretches[-1][0] == device:
+            stretches[-1][2] = entry["epoch"]
+        else:
+            stretches.append([device, entry["epoch"], entry["epoch"]])
+    if not stretches:
+        return describe_device()
+    if len(stretches) == 1:
+        return stretches[0][0]
+    return "; ".join(f"{device} for epoch{f's {a}-{b}' if a != b else f' {a}'}" for device, a, b in stretches)
 
 
 def intra_op_threads() -> int:

@@ -21,6 +21,7 @@ from edge_fm.train import (
     build_schedule,
     config_for,
     describe_device,
+    describe_devices,
     distilled_targets,
     evaluate,
     load_teacher,
@@ -224,6 +225,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     seeds = []
     seed = train_module.keras.utils.set_random_seed
     monkeypatch.setattr(train_module.keras.utils, "set_random_seed", lambda s: seeds.append(s) or seed(s))
+    monkeypatch.setattr(train_module, "describe_device", lambda: "the resuming device")
     resume(run, reporter=Recorder())
     assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(before)  # not epoch 1's draws again
     assert seeds[-1] == cfg.seed + len(before)  # the augmentation draws move on too
@@ -231,7 +233,12 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[0] == before[0]  # finished epochs are kept, not retrained
     assert epochs_seen[1:] and epochs_seen[1] >= 3  # training went on from the checkpoint, not epoch 1
-    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 4
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 4
+    # The card's device line credits each part of the run to the device (and thread count) that ran it.
+    first, second = metrics["device"].split("; ")
+    assert first.startswith(("CPU: ", "GPU: ")) and second.startswith("the resuming device for epochs ")
+    assert second.endswith("-4")
     with pytest.raises(EdgeFMError, match="already finished"):
         resume(run)
 
@@ -258,3 +265,11 @@ def test_device_line_names_a_thread_limit_below_the_core_count(monkeypatch):
     assert describe_device().endswith("(4 cores, TensorFlow held to 1 thread)")
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
     assert describe_device().endswith("(4 cores)")
+
+
+def test_a_run_resumed_with_other_threads_names_each_stretch_of_epochs():
+    history = [{"epoch": 1}, {"epoch": 2, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"},
+               {"epoch": 3, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"}, {"epoch": 4, "device": "CPU: X (2 cores)"}]
+    assert describe_devices(history) == ("device not recorded for epoch 1; CPU: X (2 cores, TensorFlow held to 1 thread) "
+                                         "for epochs 2-3; CPU: X (2 cores) for epoch 4")
+    assert describe_devices(history[1:3]) == "CPU: X (2 cores, TensorFlow held to 1 thread)"
