@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         "artifact": str(artifact),
         "format": row.get("format"),
         "bytes": row["bytes"],
+        "sha256": row["sha256"],
         "latency": {
             "runner_p50_ms": row["latency"]["p50_ms"],
             "bare_invoke_p50_ms": bare,

@@ -19,8 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.tflite"))
 # Folders of models whose artifact is too large to ship: card, provenance and table row, no .tflite.
 UNSHIPPED = sorted(p.parent for p in (REPO / "models").glob("*/provenance.json") if not (p.parent / "model.tflite").exists())
-BENCH = REPO / "benchmarks" / "results" / "models_bench.json"
-ARM = REPO / "benchmarks" / "results" / "arm_emulated.json"
+RESULTS = REPO / "benchmarks" / "results"
+BENCH = RESULTS / "models_bench.json"
 
 
 def _bench_rows() -> dict[str, dict]:
@@ -73,12 +73,15 @@ def test_the_shipped_format_won_on_the_whole_validation_split(model):
     assert parity["tflite_accuracy"] == scores[provenance["chosen_format"]]
 
 
-def test_the_arm_emulated_rows_measured_the_shipped_files():
-    rows = [r for r in json.loads(ARM.read_text())["rows"] if Path(r.get("path") or "").parent.parent.name == "models"]
-    assert rows, "no shipped model in benchmarks/results/arm_emulated.json"
-    for row in rows:
-        shipped = json.loads((REPO / "models" / Path(row["path"]).parent.name / "model.json").read_text())
-        assert row["sha256"] == shipped["artifact"]["sha256"], f"{row['path']}: rerun benchmarks/arm_emulated.py"
+def test_results_about_shipped_models_measured_the_files_shipped_now():
+    arm = [(r.get("path"), r.get("sha256")) for r in json.loads((RESULTS / "arm_emulated.json").read_text())["rows"]]
+    quality = json.loads((RESULTS / "runner_quality.json").read_text())
+    measured = arm + [(quality["artifact"], quality.get("sha256"))]
+    shipped = [(path, sha) for path, sha in measured if Path(path or "").parent.parent.name == "models"]
+    assert len(shipped) >= 3, "arm_emulated.json and runner_quality.json must name the shipped files they measured"
+    for path, sha in shipped:
+        described = json.loads((REPO / "models" / Path(path).parent.name / "model.json").read_text())["artifact"]
+        assert sha == described["sha256"], f"{path} was re-shipped since: rerun the benchmark that measured it"
 
 
 @pytest.mark.parametrize("model", UNSHIPPED, ids=lambda p: p.name)
