@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import shutil
@@ -608,18 +609,11 @@ def describe_devices(history: list[dict]) -> str:
 
     Epochs from before devices were recorded are named as such rather than credited to this process.
     """
-    stretches: list[list] = []  # [device, first epoch, last epoch]
-    for entry in history:
-        device = entry.get("device", "device not recorded")
-        if stretches and stretches[-1][0] == device:
-            stretches[-1][2] = entry["epoch"]
-        else:
-            stretches.append([device, entry["epoch"], entry["epoch"]])
-    if not stretches:
-        return describe_device()
-    if len(stretches) == 1:
-        return stretches[0][0]
-    return "; ".join(f"{device} for epoch{f's {a}-{b}' if a != b else f' {a}'}" for device, a, b in stretches)
+    stretches = [(device, [e["epoch"] for e in group])
+                 for device, group in itertools.groupby(history, key=lambda e: e.get("device", "device not recorded"))]
+    if len(stretches) <= 1:
+        return stretches[0][0] if stretches else describe_device()
+    return "; ".join(f"{device} for epoch{f's {e[0]}-{e[-1]}' if len(e) > 1 else f' {e[0]}'}" for device, e in stretches)
 
 
 def intra_op_threads() -> int:
