@@ -64,6 +64,12 @@ def shown_in_recipe(key: str, value, config: dict) -> bool:
     return config.get("teacher") is not None or not key.startswith("distill_")
 
 
+def refused_text(provenance: dict) -> str:
+    """The candidates the export refused, and why: a user may want the format that is missing."""
+    return "".join(f" Not a candidate: {fmt}, refused by the export ({reason.removesuffix('; nothing was written.')})."
+                   for fmt, reason in provenance.get("failed_candidates", {}).items())
+
+
 def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
     train = provenance["train_metrics"]
     config = provenance["train_config"]
@@ -88,7 +94,7 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 
 **How the artifact was chosen**: {provenance['choice_rule']}. Validation accuracy:
 {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}. Test accuracy of each
-candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.
+candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.{refused_text(provenance)}
 
 **Limitations**: {LIMITATIONS}
 

@@ -71,6 +71,9 @@ def test_the_shipped_format_won_on_the_whole_validation_split(model):
     validation_images = provenance["train_metrics"]["val"]["examples"]
     assert parity["images"] == validation_images >= 5000
     assert parity["tflite_accuracy"] == scores[provenance["chosen_format"]]
+    card = (model / "MODEL_CARD.md").read_text()
+    for refused in provenance["failed_candidates"]:  # the card says why a format is missing
+        assert f"Not a candidate: {refused}, refused by the export (parity check failed" in card, model.name
 
 
 def test_results_about_shipped_models_measured_the_files_shipped_now():
