@@ -29,15 +29,23 @@ RESULTS = Path(__file__).parent / "results"
 REFERENCE = REPO / "models" / "cnn-3conv-bn" / "model.tflite"
 REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 
-# edge-cnn-tiny's options for each candidate: the full-resolution stem's width, stage widths, blocks.
-CANDIDATES = {
-    "stem 32, widths 32/64/128, blocks 1/2/2 (the first edge-cnn-tiny)": {"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2]},
-    "stem 16, widths 32/64/128, blocks 1/2/2": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2]},
-    "stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3]},
-    "stem 16, widths 32/64/160, blocks 1/2/2": {"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2]},
-    "stem 16, widths 32/64/128, blocks 1/3/3": {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3]},
-    "stem 24, widths 24/64/128, blocks 1/2/2": {"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2]},
-}
+# edge-cnn-tiny's options for each candidate (the full-resolution stem's width, stage widths, blocks),
+# with a remark for the table; the row's name is made from the options, so the two cannot disagree.
+CANDIDATES = [
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2]}, "the first edge-cnn-tiny"),
+    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2]}, ""),
+    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3]}, "edge-cnn-tiny now"),
+    ({"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2]}, ""),
+    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3]}, ""),
+    ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2]}, ""),
+]
+
+
+def candidate_name(options: dict, remark: str = "") -> str:
+    """E.g. 'stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)'."""
+    name = (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
+            f"blocks {'/'.join(map(str, options['blocks']))}")
+    return f"{name} ({remark})" if remark else name
 
 
 def int8_candidate(options: dict, calibration: np.ndarray) -> tuple[bytes, dict]:
@@ -72,14 +80,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     models = {REFERENCE_NAME: REFERENCE.read_bytes()}
-    shapes = {}
-    for name, options in CANDIDATES.items():
+    options_of, shapes = {}, {}
+    for options, remark in CANDIDATES:
+        name = candidate_name(options, remark)
+        options_of[name] = options
         models[name], shapes[name] = int8_candidate(options, calibration)
     latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
     reference_p50 = latency[REFERENCE_NAME]["p50_ms"]
     rows = []
     for name, content in models.items():
-        options = CANDIDATES.get(name)
+        options = options_of.get(name)
         shape = shapes.get(name, {})
         rows.append({
             "candidate": name,

@@ -613,7 +613,8 @@ def describe_devices(history: list[dict]) -> str:
                  for device, group in itertools.groupby(history, key=lambda e: e.get("device", "device not recorded"))]
     if len(stretches) <= 1:
         return stretches[0][0] if stretches else describe_device()
-    return "; ".join(f"{device} for epoch{f's {e[0]}-{e[-1]}' if len(e) > 1 else f' {e[0]}'}" for device, e in stretches)
+    spans = [f"epochs {epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"epoch {epochs[0]}" for _, epochs in stretches]
+    return "; ".join(f"{device} for {span}" for (device, _), span in zip(stretches, spans))
 
 
 def intra_op_threads() -> int:

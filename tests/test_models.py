@@ -129,7 +129,7 @@ def test_model_cards_show_distillation_settings_only_with_a_teacher(benchmark_sc
 
 def test_tiny_design_times_each_shape_against_the_reference_in_one_run(benchmark_script, tmp_path, monkeypatch):
     tiny_design = benchmark_script("tiny_design")
-    monkeypatch.setattr(tiny_design, "CANDIDATES", {"lean": {"stem": 8, "widths": [8, 16, 32], "blocks": [1, 1, 1]}})
+    monkeypatch.setattr(tiny_design, "CANDIDATES", [({"stem": 8, "widths": [8, 16, 32], "blocks": [1, 1, 1]}, "lean")])
     out = tmp_path / "tiny_design.json"
     assert tiny_design.main(["--rounds", "2", "--runs-per-round", "5", "--out", str(out)]) == 0
     reference, lean = json.loads(out.read_text())["rows"]
