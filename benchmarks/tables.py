@@ -150,8 +150,32 @@ def tiny_design() -> str | None:
                               f"Command run: `{result['command']}`."])
 
 
+def _folded_layers(tensor: str) -> str:
+    """The Keras layers a TFLite tensor was made from: ``model/layer/...;model/other/...`` -> ``layer + other``."""
+    names = [part.split("/")[1] for part in tensor.split(";") if part.count("/") >= 2]
+    return " + ".join(f"`{name}`" for name in dict.fromkeys(names)) or f"`{tensor}`"
+
+
+def int8_error() -> str | None:
+    result = _load("int8_error.json")
+    if not result:
+        return None
+    lines = ["| training run | float model | post-training int8 | worst int8 op (the layers in it) | its error | next worst |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        worst, following = row["worst_ops"][0], row["worst_ops"][1]
+        lines.append(f"| `{row['run']}` | {_pct(row['float_accuracy'])} | {_pct(row['int8_accuracy'])} | "
+                     f"{worst['op']} ({_folded_layers(worst['tensor'])}) | {worst['rmse_per_scale']:.1f} steps | "
+                     f"{following['rmse_per_scale']:.2f} steps ({following['op']}) |")
+    return "\n".join(lines + ["", f"Accuracy on the {result['rows'][0]['validation_images']:,} validation images; an op's error is "
+                              f"the RMS error of its own output over {result['rows'][0]['debug_images']} of them, in quantization "
+                              f"steps (rounding alone gives about 0.29). {result['machine']}. Command run: `{result['command']}` "
+                              f"({result['seconds']:.0f} s)."])
+
+
 TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
-          "arm-emulated": arm_emulated, "shipped-models": shipped_models, "tiny-design": tiny_design}
+          "arm-emulated": arm_emulated, "int8-error": int8_error,
+          "shipped-models": shipped_models, "tiny-design": tiny_design}
 
 
 def render(readme: str) -> str:

@@ -11,9 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
 import hashlib
+import io
 import json
 import shutil
 import warnings
@@ -110,6 +112,17 @@ def convert(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: n
     Returns:
         The flatbuffer bytes.
     """
+    converter = _converter(model, fmt, io_dtype, calibration)
+    try:
+        with native_stderr_silenced(), warnings.catch_warnings():
+            # Raised for every integer-input model; the inputs' ranges come from calibration.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
+        raise EdgeFMError(f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if fmt.name == "fp16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -127,13 +140,38 @@ def convert(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: n
         dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
-    try:
-        with native_stderr_silenced(), warnings.catch_warnings():
-            # Raised for every integer-input model; the inputs' ranges come from calibration.
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return bytes(converter.convert())
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
-        raise EdgeFMError(f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+    return converter
+
+
+def int8_error_by_op(model: keras.Model, calibration: np.ndarray, images: np.ndarray) -> list[dict[str, Any]]:
+    """Where post-training int8 loses accuracy: each quantized op's error, worst first.
+
+    TFLite's quantization debugger runs the int8 model and, op by op, the float computation on
+    the same int8 inputs, so each op's error is its own, not what earlier ops passed on.
+
+    Args:
+        model: A float Keras model.
+        calibration: Raw images for calibration, as :func:`convert` takes them.
+        images: Raw images the errors are measured on (validation images, not test).
+
+    Returns:
+        One dict per op: ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
+        Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
+        units of the output's quantization step: rounding alone gives about 0.29).
+    """
+    # The debugger compares float and int8 tensors, so it needs float input and output.
+    converter = _converter(model, get_format("int8"), "float32", calibration)
+    with native_stderr_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: _representative_dataset(images))
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    rows = [{"op": row["op_name"], "tensor": row["tensor_name"],
+             "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))}
+            for row in csv.DictReader(io.StringIO(dump.getvalue())) if row["mean_squared_error"] and row["scale"]]
+    return sorted(rows, key=lambda row: -row["rmse_per_scale"])
 
 
 def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:

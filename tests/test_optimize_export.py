@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 from edge_fm import data
 from edge_fm.cli import app, main
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import FORMATS, export, format_names, read_metadata
+from edge_fm.compat import keras
+from edge_fm.export import FORMATS, export, format_names, int8_error_by_op, read_metadata
 from edge_fm.optimize import OptimizeConfig, optimize
 from edge_fm.predict import classify_files, image_to_input
 from edge_fm.runner import TFLiteModel
@@ -200,6 +201,43 @@ def test_cli_optimize_export_predict(runs, tmp_path, capsys):
     assert "needs a QAT run" in capsys.readouterr().err
     assert main(["optimize", str(runs["train"])]) == 1
     assert "nothing to do" in capsys.readouterr().err
+
+
+def _dense_bn_classifier(unit_scales: np.ndarray) -> keras.Model:
+    """Dense -> ReLU -> batch norm -> classifier, with each dense unit's output scaled by
+    ``unit_scales`` and its batch norm dividing the scale out again (as training leaves it)."""
+    layers = keras.layers
+    inputs = keras.Input((16,))
+    x = layers.Dense(len(unit_scales), activation="relu", name="dense")(inputs)
+    x = layers.BatchNormalization(name="dense_bn")(x)
+    model = keras.Model(inputs, layers.Dense(10, name="logits")(x))
+    kernel, bias = model.get_layer("dense").get_weights()
+    model.get_layer("dense").set_weights([kernel * unit_scales, bias])
+    ones, zeros = np.ones_like(unit_scales), np.zeros_like(unit_scales)
+    model.get_layer("dense_bn").set_weights([ones, zeros, zeros, unit_scales**2])
+    return model
+
+
+def test_int8_error_by_op_finds_a_batch_norm_folded_into_the_classifier():
+    # The converter folds a batch norm that follows an activation into the layer after it; with
+    # multipliers spanning 1000:1, the classifier's small weights round to zero (cnn-3conv-bn's case).
+    images = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    spread = int8_error_by_op(_dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32)), images, images[:16])
+    even = int8_error_by_op(_dense_bn_classifier(np.ones(32, np.float32)), images, images[:16])
+    assert [row["op"] for row in spread] == ["FULLY_CONNECTED"] * 2
+    assert spread[0]["rmse_per_scale"] > 5 > 1 > spread[1]["rmse_per_scale"]
+    assert "dense/" not in spread[0]["tensor"]  # the worst is the classifier, not the dense layer
+    assert all(row["rmse_per_scale"] < 1 for row in even)  # rounding alone: about 0.29 of a step
+
+
+def test_int8_error_script_reports_a_training_run(runs, benchmark_script, tmp_path):
+    out = tmp_path / "int8_error.json"
+    assert benchmark_script("int8_error").main([str(runs["train"]), "--debug-images", "20", "--out", str(out)]) == 0
+    row = json.loads(out.read_text())["rows"][0]
+    assert row["arch"] == "tiny-cnn" and row["debug_images"] == 20
+    assert 0.5 < row["float_accuracy"] <= 1 and abs(row["int8_accuracy"] - row["float_accuracy"]) < 0.05
+    errors = [op["rmse_per_scale"] for op in row["worst_ops"]]
+    assert errors == sorted(errors, reverse=True) and row["ops"] >= len(errors) > 0
 
 
 def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
