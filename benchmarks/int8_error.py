@@ -20,14 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-from edge_fm.export import convert, get_format, int8_error_by_op, representative_images
+from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
 from edge_fm.io import write_json
 from edge_fm.optimize import load_float_model
 from edge_fm.runner import TFLiteModel, cpu_model
 from edge_fm.train import load_run_data, predict, run_train_config
 
 RESULTS = Path(__file__).parent / "results"
-CALIBRATION_IMAGES = 500  # the export's default representative set
 TOP_OPS = 5
 
 
@@ -36,7 +35,7 @@ def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
     config = run_train_config(run_dir)
     dataset = load_run_data(run_dir, config, data_dir)
     model = load_float_model(run_dir)
-    calibration = representative_images(dataset.x_train, CALIBRATION_IMAGES, config.seed)
+    calibration = representative_images(dataset.x_train, REPRESENTATIVE_SIZE, config.seed)
     int8 = TFLiteModel(model_content=convert(model, get_format("int8"), "int8", calibration))
     ops = int8_error_by_op(model, calibration, dataset.x_val[:debug_images])
     return {

@@ -70,6 +70,8 @@ FORMATS: tuple[ExportFormat, ...] = (
 # artifacts keep its accuracy within a point.
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.01
+# Training images drawn to calibrate integer formats.
+REPRESENTATIVE_SIZE = 500
 
 
 def format_names() -> list[str]:
@@ -300,7 +302,7 @@ def export(
     run_dir: Path | str,
     format_name: str,
     io_dtype: str | None = None,
-    representative_size: int = 500,
+    representative_size: int = REPRESENTATIVE_SIZE,
     parity_images: int | None = 1000,
     runs_dir: Path | str = "runs",
     data_dir: Path | str | None = None,
