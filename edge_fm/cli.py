@@ -371,6 +371,9 @@ def optimize_command(
     prune: Annotated[Optional[float], typer.Option(help="Magnitude-prune to this sparsity (0-1), e.g. 0.5.")] = None,
     qat: Annotated[bool, typer.Option("--qat", help="Quantization-aware int8 fine-tuning (pruning-preserving after --prune).")] = False,
     prune_all: Annotated[bool, typer.Option("--prune-all", help="Also prune the first and last layers (kept dense by default).")] = False,
+    fold_bn: Annotated[
+        bool, typer.Option("--fold-bn/--no-fold-bn", help="QAT: fold batch norms that feed a Dense into it first, so QAT trains the shipped weights.")
+    ] = True,
     epochs: Annotated[Optional[int], typer.Option(help="Fine-tuning epochs of each step (default 4).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak fine-tuning learning rate (default: the parent's / 10).")] = None,
     settings: Annotated[
@@ -405,7 +408,8 @@ def optimize_command(
             reporter.stop()
             _print_step(parent)
         if qat:
-            parent = optimize(OptimizeConfig("qat", str(parent), fine_tune=fine_tune), data_dir, runs_dir, reporter=reporter)
+            step = OptimizeConfig("qat", str(parent), fold_batch_norms=fold_bn, fine_tune=fine_tune)
+            parent = optimize(step, data_dir, runs_dir, reporter=reporter)
             reporter.stop()
             _print_step(parent)
     finally:

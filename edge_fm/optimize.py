@@ -60,6 +60,7 @@ class OptimizeConfig:
     keep_first_last: bool = True  # prune: leave the first and last prunable layers dense
     pruning_end: float = 0.7  # prune: fraction of fine-tuning steps over which sparsity ramps up
     preserve_sparsity: bool | None = None  # qat: keep zeros (None: when the parent was pruned)
+    fold_batch_norms: bool = True  # qat: fold batch norms that feed a Dense into it first
     fine_tune: dict = dataclasses.field(default_factory=dict)  # overrides of the parent's training config
 
     def __post_init__(self) -> None:
@@ -159,7 +160,7 @@ def _optimize_in(run_dir, stage, config, tune, dataset, reporter) -> Path:
         model = prune_low_magnitude(base, config.target_sparsity, int(config.pruning_end * total), config.keep_first_last)
         extra = (tfmot.sparsity.keras.UpdatePruningStep(),)
     else:
-        model = quantize_aware(base, preserve_sparsity=stage == "pqat")
+        model = quantize_aware(base, preserve_sparsity=stage == "pqat", fold_batch_norms=config.fold_batch_norms)
     compile_model(model, tune, steps_per_epoch)
     fit = fit_model(model, tune, dataset, run_dir, reporter, extra_callbacks=extra)
     if config.method == "prune":
@@ -228,7 +229,7 @@ def prune_low_magnitude(model: keras.Model, target_sparsity: float, end_step: in
     return keras.models.clone_model(model, clone_function=wrap)
 
 
-def quantize_aware(model: keras.Model, preserve_sparsity: bool = False) -> keras.Model:
+def quantize_aware(model: keras.Model, preserve_sparsity: bool = False, fold_batch_norms: bool = True) -> keras.Model:
     """Returns a quantization-aware (int8) copy of ``model``, every layer included.
 
     Conv + batch-norm pairs are folded by tfmot's transforms; the in-model preprocessing layers
@@ -238,8 +239,12 @@ def quantize_aware(model: keras.Model, preserve_sparsity: bool = False) -> keras
     Args:
         model: A float Keras model (flat: no nested models).
         preserve_sparsity: Use tfmot's pruning-preserving scheme so zero weights stay zero.
+        fold_batch_norms: First fold each batch norm that feeds a Dense into it
+            (``fold_batch_norms_into_dense``), so QAT trains the weights that ship.
     """
     quantize = tfmot.quantization.keras
+    if fold_batch_norms:
+        model = fold_batch_norms_into_dense(model)
 
     def annotate(layer):
         if isinstance(layer, _OUTPUT_ONLY) or (
@@ -252,6 +257,81 @@ def quantize_aware(model: keras.Model, preserve_sparsity: bool = False) -> keras
     scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
     with quantize.quantize_scope():
         return quantize.quantize_apply(annotated, scheme) if scheme else quantize.quantize_apply(annotated)
+
+
+def fold_batch_norms_into_dense(model: keras.Model) -> keras.Model:
+    """Returns ``model`` with every batch norm that feeds only a Dense (through dropout) folded into it.
+
+    Why before QAT: an unfolded batch norm after an activation converts to an int8 multiply whose
+    multipliers share one scale, or is folded by the converter into the Dense after QAT has
+    fake-quantized the unfolded weights; either way the multipliers are rounded only at
+    conversion, and when they span 1000:1 (mobilenetv2's head) most round to zero. Folded first,
+    QAT sees and trains the weights that ship. Exact at inference (dropout is then the identity);
+    ``model`` itself is left unchanged, and a model with nothing to fold is returned as is.
+    """
+    config = model.get_config()
+    by_name = {layer["name"]: layer for layer in config["layers"]}
+    consumers: dict[str, list[str]] = {}
+    for layer in config["layers"]:
+        for source in _inbound_names(layer):
+            consumers.setdefault(source, []).append(layer["name"])
+    outputs = {entry[0] for entry in config["output_layers"]}
+    folds = {}
+    for layer in model.layers:
+        dense = _dense_fed_by(layer, consumers, by_name, outputs)
+        if dense is not None:
+            folds[layer.name] = dense
+    if not folds:
+        return model
+    for bn_name in folds:
+        source = _inbound_names(by_name[bn_name])[0]
+        for consumer in consumers[bn_name]:
+            for node in by_name[consumer]["inbound_nodes"]:
+                for entry in node:
+                    if entry[0] == bn_name:
+                        entry[0] = source
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in folds]
+    folded = keras.Model.from_config(config)
+    folded_dense = {dense: bn for bn, dense in folds.items()}
+    for layer in folded.layers:
+        weights = model.get_layer(layer.name).get_weights()
+        if layer.name in folded_dense:
+            weights = _fold_into_dense(model.get_layer(folded_dense[layer.name]), *weights)
+        layer.set_weights(weights)
+    return folded
+
+
+def _inbound_names(layer_config: dict) -> list[str]:
+    return [entry[0] for node in layer_config["inbound_nodes"] for entry in node]
+
+
+def _dense_fed_by(layer, consumers, by_name, outputs) -> str | None:
+    # The Dense that alone consumes this batch norm's output, possibly through dropout, or None.
+    if not isinstance(layer, keras.layers.BatchNormalization) or layer.name in outputs:
+        return None
+    if list(np.atleast_1d(layer.axis)) not in ([-1], [len(layer.input_shape) - 1]):
+        return None
+    name = layer.name
+    while True:
+        following = consumers.get(name, [])
+        if len(following) != 1:
+            return None
+        name = following[0]
+        kind = by_name[name]["class_name"]
+        if kind == "Dense":
+            # Without a bias the batch norm's shift has nowhere to go.
+            return name if by_name[name]["config"]["use_bias"] else None
+        if kind != "Dropout":
+            return None
+
+
+def _fold_into_dense(bn, kernel, *bias):
+    # Dense(a*x + c) = x @ (a[:, None] * W) + (c @ W + b), with a = gamma / sqrt(var + eps).
+    values = dict(zip((w.name.split("/")[-1].split(":")[0] for w in bn.weights), bn.get_weights()))
+    scale = values.get("gamma", 1.0) / np.sqrt(values["moving_variance"] + bn.epsilon)
+    shift = values.get("beta", 0.0) - values["moving_mean"] * scale
+    folded_bias = shift @ kernel + (bias[0] if bias else 0.0)
+    return [scale[:, None] * kernel, *([folded_bias] if bias else [])]
 
 
 def _follows_linear_conv(layer) -> bool:
