@@ -144,7 +144,8 @@ def resume_optimize(run_dir: Path | str, data_dir: Path | str | None = None, rep
     if (run_dir / METRICS_FILE).exists():
         raise EdgeFMError(f"{run_dir} already finished (it has {METRICS_FILE}); start a new run instead.")
     values = read_json(run_dir / CONFIG)
-    config = from_dict(OptimizeConfig, values["optimize"])
+    # A run recorded before QAT folded batch norms did not fold them: resume it as it started.
+    config = from_dict(OptimizeConfig, {"fold_batch_norms": False, **values["optimize"]})
     tune = from_dict(TrainConfig, values["fine_tune"])
     dataset = load_run_data(config.parent, tune, data_dir)
     return _optimize_in(run_dir, values["stage"], config, tune, dataset, reporter or NullReporter())

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from edge_fm.train import NullReporter
+
 REPO = Path(__file__).resolve().parents[1]
 # The full dataset lives beside the checkout (../shared); EDGE_FM_TEST_DATA points elsewhere.
 SHARED_DATA = Path(os.environ.get("EDGE_FM_TEST_DATA", REPO.parent / "shared" / "data" / "fashion-mnist"))
@@ -61,6 +63,23 @@ def _load_benchmark_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class _InterruptAfter(NullReporter):
+    """A training reporter that stops the run like a Ctrl-C at the end of one epoch."""
+
+    def __init__(self, epoch):
+        self.stop_at = epoch
+
+    def epoch(self, epoch, logs):
+        if epoch == self.stop_at:
+            raise KeyboardInterrupt
+
+
+@pytest.fixture(scope="session")
+def interrupt_after():
+    """``interrupt_after(n)``: a reporter that interrupts training after epoch ``n``."""
+    return _InterruptAfter
 
 
 @pytest.fixture(scope="session")

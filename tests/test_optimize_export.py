@@ -16,10 +16,10 @@ from edge_fm.cli import app, main
 from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
 from edge_fm.export import FORMATS, convert, export, format_names, get_format, int8_error_by_op, read_metadata
-from edge_fm.optimize import OptimizeConfig, fold_batch_norms_into_dense, optimize, quantize_aware
+from edge_fm.optimize import OptimizeConfig, fold_batch_norms_into_dense, optimize, quantize_aware, resume_optimize
 from edge_fm.predict import classify_files, image_to_input
 from edge_fm.runner import TFLiteModel
-from edge_fm.train import config_for, train
+from edge_fm.train import config_for, load_model, train
 
 SPARSITY = 0.6
 
@@ -266,6 +266,23 @@ def test_qat_with_the_batch_norm_folded_trains_what_ships():
     model = _dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32))
     folded, unfolded = _qat_parity_error(model, images, fold=True), _qat_parity_error(model, images, fold=False)
     assert folded < 0.01 < 0.03 < unfolded  # measured: 0.0 and 0.067
+
+
+def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(tmp_path, interrupt_after):
+    trained = train(config_for("cnn-3conv-bn", "quick", data="sample", epochs=1), runs_dir=tmp_path)
+    for fold in (True, False):
+        with pytest.raises(KeyboardInterrupt):
+            optimize(OptimizeConfig("qat", str(trained), fold_batch_norms=fold, fine_tune={"epochs": 2}),
+                     runs_dir=tmp_path, reporter=interrupt_after(1))
+    folded, unfolded = tmp_path / "cnn-3conv-bn-qat-1", tmp_path / "cnn-3conv-bn-qat-2"
+    # A run recorded before the option existed did not fold: its config has no such key.
+    config = json.loads((unfolded / "config.json").read_text())
+    del config["optimize"]["fold_batch_norms"]
+    (unfolded / "config.json").write_text(json.dumps(config))
+    for run, has_bn in ((folded, False), (unfolded, True)):
+        resume_optimize(run)  # must rebuild the graph the checkpoint was written from
+        assert _metrics(run)["epochs_run"] == 2
+        assert any("dense_bn" in layer.name for layer in load_model(run).layers) == has_bn
 
 
 def test_int8_error_script_reports_a_training_run(runs, benchmark_script, tmp_path):

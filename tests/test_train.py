@@ -181,15 +181,6 @@ def test_an_unfinished_teacher_is_refused_with_the_command_that_finishes_it(tmp_
     assert not (tmp_path / "refused").exists()
 
 
-class _InterruptAfter(NullReporter):
-    def __init__(self, epoch):
-        self.stop_at = epoch
-
-    def epoch(self, epoch, logs):
-        if epoch == self.stop_at:
-            raise KeyboardInterrupt
-
-
 def test_a_resumed_pipeline_draws_a_new_order_not_the_first_epochs_again():
     cfg = _quick(None)
     images, labels = data.load_split("train", data.SAMPLE_DIR)
@@ -202,10 +193,10 @@ def test_a_resumed_pipeline_draws_a_new_order_not_the_first_epochs_again():
     assert not np.array_equal(first_batch_labels(0), first_batch_labels(3))
 
 
-def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch):
+def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, interrupt_after):
     cfg = _quick(tmp_path, epochs=4)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, runs_dir=tmp_path, reporter=_InterruptAfter(3))
+        train(cfg, runs_dir=tmp_path, reporter=interrupt_after(3))
     run = tmp_path / "tiny-cnn-train-1"
     assert not (run / "metrics.json").exists() and (run / "checkpoint").exists()
     before = json.loads((run / "history.json").read_text())
