@@ -1,10 +1,11 @@
-"""Where post-training int8 loses accuracy: each trained model's int8 error, op by op.
+"""Where int8 conversion loses accuracy: each model's int8 error, op by op.
 
-For each training run: the float model's and its post-training int8 conversion's accuracy on the
-whole validation split (calibrated as `edge-fm export -f int8` calibrates), and TFLite's
-quantization debugger over the first validation images, which gives every int8 op's own output
-error in units of its quantization step (rounding alone gives about 0.29). The op at the top is
-where the accuracy goes. Validation images only; the test split is not read.
+For each run: the Keras model's and its int8 conversion's accuracy on the whole validation split
+(a training run converted post-training, calibrated as `edge-fm export -f int8` calibrates; a QAT
+run converted as `-f qat-int8`), and TFLite's quantization debugger over the first validation
+images, which gives every int8 op's own output error in units of its quantization step (rounding
+alone gives about 0.29). The op at the top is where the accuracy goes. Validation images only;
+the test split is not read.
 
 Usage (from the repository root):
     python benchmarks/int8_error.py runs/cnn-3conv-bn-train-2 --data-dir ../shared/data/fashion-mnist
@@ -22,27 +23,32 @@ from pathlib import Path
 
 from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
 from edge_fm.io import write_json
-from edge_fm.optimize import load_float_model
+from edge_fm.optimize import load_float_model, run_stage
 from edge_fm.runner import TFLiteModel, cpu_model
-from edge_fm.train import load_run_data, predict, run_train_config
+from edge_fm.train import load_model, load_run_data, predict, run_train_config
 
 RESULTS = Path(__file__).parent / "results"
 TOP_OPS = 5
 
 
 def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
-    """One training run's float and int8 validation accuracy and its worst int8 ops."""
+    """One run's Keras and int8 validation accuracy and its worst int8 ops."""
     config = run_train_config(run_dir)
     dataset = load_run_data(run_dir, config, data_dir)
-    model = load_float_model(run_dir)
+    stage = run_stage(run_dir)
+    qat = stage in ("qat", "pqat")
+    model = load_model(run_dir) if qat else load_float_model(run_dir)
+    fmt = "qat-int8" if qat else "int8"
     calibration = representative_images(dataset.x_train, REPRESENTATIVE_SIZE, config.seed)
-    int8 = TFLiteModel(model_content=convert(model, get_format("int8"), "int8", calibration))
-    ops = int8_error_by_op(model, calibration, dataset.x_val[:debug_images])
+    int8 = TFLiteModel(model_content=convert(model, get_format(fmt), "int8", calibration))
+    ops = int8_error_by_op(model, calibration, dataset.x_val[:debug_images], fmt)
     return {
         "run": run_dir,
         "arch": config.arch,
+        "stage": stage,
+        "format": fmt,
         "validation_images": len(dataset.y_val),
-        "float_accuracy": float((predict(model, dataset.x_val).argmax(1) == dataset.y_val).mean()),
+        "keras_accuracy": float((predict(model, dataset.x_val).argmax(1) == dataset.y_val).mean()),
         "int8_accuracy": float((int8.predict_proba(dataset.x_val).argmax(1) == dataset.y_val).mean()),
         "debug_images": min(debug_images, len(dataset.y_val)),
         "ops": len(ops),
@@ -52,7 +58,7 @@ def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="finished training runs (float models)")
+    parser.add_argument("runs", nargs="+", help="finished training runs (post-training int8) or QAT runs (qat-int8)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--debug-images", type=int, default=100, help="validation images the debugger runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "int8_error.json")

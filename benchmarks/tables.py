@@ -151,8 +151,9 @@ def tiny_design() -> str | None:
 
 
 def _folded_layers(tensor: str) -> str:
-    """The Keras layers a TFLite tensor was made from: ``model/layer/...;model/other/...`` -> ``layer + other``."""
-    names = [part.split("/")[1] for part in tensor.split(";") if part.count("/") >= 2]
+    """The Keras layers a TFLite tensor was made from: ``model/layer/...;model/other/...`` -> ``layer + other``
+    (a QAT wrapper's ``quant_`` prefix dropped)."""
+    names = [part.split("/")[1].removeprefix("quant_") for part in tensor.split(";") if part.count("/") >= 2]
     return " + ".join(f"`{name}`" for name in dict.fromkeys(names)) or f"`{tensor}`"
 
 
@@ -160,16 +161,19 @@ def int8_error() -> str | None:
     result = _load("int8_error.json")
     if not result:
         return None
-    lines = ["| training run | float model | post-training int8 | worst int8 op (the layers in it) | its error | next worst |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| run | int8 format | Keras model | int8 artifact | worst int8 op (the layers in it) | its error | next worst |",
+             "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
-        worst, following = row["worst_ops"][0], row["worst_ops"][1]
-        lines.append(f"| `{row['run']}` | {_pct(row['float_accuracy'])} | {_pct(row['int8_accuracy'])} | "
-                     f"{worst['op']} ({_folded_layers(worst['tensor'])}) | {worst['rmse_per_scale']:.1f} steps | "
-                     f"{following['rmse_per_scale']:.2f} steps ({following['op']}) |")
+        cells = [f"{op['op']} ({_folded_layers(op['tensor'])})" for op in row["worst_ops"][:1]]
+        cells += [f"{op['rmse_per_scale']:.1f} steps" for op in row["worst_ops"][:1]]
+        cells += [f"{op['rmse_per_scale']:.2f} steps ({op['op']})" for op in row["worst_ops"][1:2]]
+        cells += ["-"] * (3 - len(cells))  # a QAT model may leave the debugger fewer ops than that
+        lines.append(f"| `{row['run']}` | {row['format']} | {_pct(row['keras_accuracy'])} | {_pct(row['int8_accuracy'])} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines + ["", f"Accuracy on the {result['rows'][0]['validation_images']:,} validation images; an op's error is "
                               f"the RMS error of its own output over {result['rows'][0]['debug_images']} of them, in quantization "
-                              f"steps (rounding alone gives about 0.29). {result['machine']}. Command run: `{result['command']}` "
+                              f"steps (rounding alone gives about 0.29); for a QAT run, only the ops whose int8 ranges "
+                              f"QAT did not train are checked. {result['machine']}. Command run: `{result['command']}` "
                               f"({result['seconds']:.0f} s)."])
 
 

@@ -145,28 +145,37 @@ def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration
     return converter
 
 
-def int8_error_by_op(model: keras.Model, calibration: np.ndarray, images: np.ndarray) -> list[dict[str, Any]]:
-    """Where post-training int8 loses accuracy: each quantized op's error, worst first.
+def int8_error_by_op(
+    model: keras.Model, calibration: np.ndarray, images: np.ndarray, format_name: str = "int8"
+) -> list[dict[str, Any]]:
+    """Where int8 conversion loses accuracy: each quantized op's error, worst first.
 
     TFLite's quantization debugger runs the int8 model and, op by op, the float computation on
     the same int8 inputs, so each op's error is its own, not what earlier ops passed on.
 
     Args:
-        model: A float Keras model.
+        model: A float Keras model (a QAT model for ``qat-int8``).
         calibration: Raw images for calibration, as :func:`convert` takes them.
         images: Raw images the errors are measured on (validation images, not test).
+        format_name: ``int8`` (post-training) or ``qat-int8``.
 
     Returns:
-        One dict per op: ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
+        One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
+        did not set; none if it set them all): ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
         Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
         units of the output's quantization step: rounding alone gives about 0.29).
     """
     # The debugger compares float and int8 tensors, so it needs float input and output.
-    converter = _converter(model, get_format("int8"), "float32", calibration)
+    converter = _converter(model, get_format(format_name), "float32", calibration)
     with native_stderr_silenced(), warnings.catch_warnings():
         warnings.filterwarnings("ignore")
-        debugger = tf.lite.experimental.QuantizationDebugger(
-            converter=converter, debug_dataset=lambda: _representative_dataset(images))
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=lambda: _representative_dataset(images))
+        except ValueError as exc:
+            if "debug mode" not in str(exc):
+                raise
+            return []  # QAT set the range of every op: none was left to the converter to verify
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)

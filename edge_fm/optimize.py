@@ -263,11 +263,9 @@ def quantize_aware(model: keras.Model, preserve_sparsity: bool = False, fold_bat
 def fold_batch_norms_into_dense(model: keras.Model) -> keras.Model:
     """Returns ``model`` with every batch norm that feeds only a Dense (through dropout) folded into it.
 
-    Why before QAT: an unfolded batch norm after an activation converts to an int8 multiply whose
-    multipliers share one scale, or is folded by the converter into the Dense after QAT has
-    fake-quantized the unfolded weights; either way the multipliers are rounded only at
-    conversion, and when they span 1000:1 (mobilenetv2's head) most round to zero. Folded first,
-    QAT sees and trains the weights that ship. Exact at inference (dropout is then the identity);
+    Why before QAT: QAT fake-quantizes an unfolded batch norm's output but not its multipliers,
+    which are rounded to int8 only at conversion; when they span 1000:1 (mobilenetv2's head) most
+    round to zero. Folded first, QAT sees and trains the weights that ship. Exact at inference (dropout is then the identity);
     ``model`` itself is left unchanged, and a model with nothing to fold is returned as is.
     """
     config = model.get_config()
@@ -308,14 +306,14 @@ def _inbound_names(layer_config: dict) -> list[str]:
 
 def _dense_fed_by(layer, consumers, by_name, outputs) -> str | None:
     # The Dense that alone consumes this batch norm's output, possibly through dropout, or None.
-    if not isinstance(layer, keras.layers.BatchNormalization) or layer.name in outputs:
+    if not isinstance(layer, keras.layers.BatchNormalization):
         return None
     if list(np.atleast_1d(layer.axis)) not in ([-1], [len(layer.input_shape) - 1]):
         return None
     name = layer.name
     while True:
         following = consumers.get(name, [])
-        if len(following) != 1:
+        if len(following) != 1 or name in outputs:  # an output would change with the fold
             return None
         name = following[0]
         kind = by_name[name]["class_name"]
@@ -326,13 +324,12 @@ def _dense_fed_by(layer, consumers, by_name, outputs) -> str | None:
             return None
 
 
-def _fold_into_dense(bn, kernel, *bias):
+def _fold_into_dense(bn, kernel, bias):
     # Dense(a*x + c) = x @ (a[:, None] * W) + (c @ W + b), with a = gamma / sqrt(var + eps).
     values = dict(zip((w.name.split("/")[-1].split(":")[0] for w in bn.weights), bn.get_weights()))
     scale = values.get("gamma", 1.0) / np.sqrt(values["moving_variance"] + bn.epsilon)
     shift = values.get("beta", 0.0) - values["moving_mean"] * scale
-    folded_bias = shift @ kernel + (bias[0] if bias else 0.0)
-    return [scale[:, None] * kernel, *([folded_bias] if bias else [])]
+    return [scale[:, None] * kernel, shift @ kernel + bias]
 
 
 def _follows_linear_conv(layer) -> bool:

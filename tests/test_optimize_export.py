@@ -187,6 +187,9 @@ def test_cli_optimize_export_predict(runs, tmp_path, capsys):
     assert result.exit_code == 0, result.output
     assert "prune" in result.output and "weight sparsity" in result.output
     pruned = tmp_path / "tiny-cnn-prune-1"
+    result = runner.invoke(app, ["optimize", str(runs["train"]), "--qat", "--no-fold-bn", "--epochs", "1", "--runs-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "tiny-cnn-qat-1" / "config.json").read_text())["optimize"]["fold_batch_norms"] is False
     result = runner.invoke(app, ["export", str(pruned), "-f", "int8", "-f", "dynamic", "--runs-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tiny-cnn-pruned-int8-1" / "model.tflite").exists() and "int-only" in result.output
@@ -247,6 +250,9 @@ def test_fold_batch_norms_into_dense_is_exact_and_only_where_a_dense_alone_follo
     shared = layers.BatchNormalization(name="shared_bn")(layers.Dense(8, name="dense")(inputs))
     two_heads = keras.Model(inputs, [layers.Dense(2, name="a")(shared), layers.Dense(3, name="b")(shared)])
     assert fold_batch_norms_into_dense(two_heads) is two_heads  # two consumers: nothing to fold into
+    dropped = layers.Dropout(0.1, name="drop")(shared)
+    exposed = keras.Model(inputs, [dropped, layers.Dense(2, name="c")(dropped)])
+    assert fold_batch_norms_into_dense(exposed) is exposed  # folding would change the first output
 
 
 def _qat_parity_error(model: keras.Model, images: np.ndarray, fold: bool) -> float:
@@ -285,14 +291,18 @@ def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(tmp_path, interr
         assert any("dense_bn" in layer.name for layer in load_model(run).layers) == has_bn
 
 
-def test_int8_error_script_reports_a_training_run(runs, benchmark_script, tmp_path):
+def test_int8_error_script_reports_a_training_and_a_qat_run(runs, benchmark_script, tmp_path):
     out = tmp_path / "int8_error.json"
-    assert benchmark_script("int8_error").main([str(runs["train"]), "--debug-images", "20", "--out", str(out)]) == 0
-    row = json.loads(out.read_text())["rows"][0]
-    assert row["arch"] == "tiny-cnn" and row["debug_images"] == 20
-    assert 0.5 < row["float_accuracy"] <= 1 and abs(row["int8_accuracy"] - row["float_accuracy"]) < 0.05
-    errors = [op["rmse_per_scale"] for op in row["worst_ops"]]
-    assert errors == sorted(errors, reverse=True) and row["ops"] >= len(errors) > 0
+    argv = [str(runs["train"]), str(runs["qat"]), "--debug-images", "20", "--out", str(out)]
+    assert benchmark_script("int8_error").main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["stage"], row["format"]) for row in rows] == [("train", "int8"), ("qat", "qat-int8")]
+    for row in rows:
+        assert row["arch"] == "tiny-cnn" and row["debug_images"] == 20
+        assert 0.5 < row["keras_accuracy"] <= 1 and abs(row["int8_accuracy"] - row["keras_accuracy"]) < 0.05
+        errors = [op["rmse_per_scale"] for op in row["worst_ops"]]
+        assert errors == sorted(errors, reverse=True) and row["ops"] >= len(errors)
+    assert rows[0]["ops"] > 0 and rows[1]["ops"] == 0  # QAT trained every range of tiny-cnn: none left to check
 
 
 def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
