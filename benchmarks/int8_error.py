@@ -23,9 +23,9 @@ from pathlib import Path
 
 from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
 from edge_fm.io import write_json
-from edge_fm.optimize import load_float_model, run_stage
+from edge_fm.optimize import QAT_STAGES, load_model_to_convert, run_stage
 from edge_fm.runner import TFLiteModel, cpu_model
-from edge_fm.train import load_model, load_run_data, predict, run_train_config
+from edge_fm.train import load_run_data, predict, run_train_config
 
 RESULTS = Path(__file__).parent / "results"
 TOP_OPS = 5
@@ -36,9 +36,8 @@ def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
     config = run_train_config(run_dir)
     dataset = load_run_data(run_dir, config, data_dir)
     stage = run_stage(run_dir)
-    qat = stage in ("qat", "pqat")
-    model = load_model(run_dir) if qat else load_float_model(run_dir)
-    fmt = "qat-int8" if qat else "int8"
+    model = load_model_to_convert(run_dir)
+    fmt = "qat-int8" if stage in QAT_STAGES else "int8"
     calibration = representative_images(dataset.x_train, REPRESENTATIVE_SIZE, config.seed)
     int8 = TFLiteModel(model_content=convert(model, get_format(fmt), "int8", calibration))
     ops = int8_error_by_op(model, calibration, dataset.x_val[:debug_images], fmt)

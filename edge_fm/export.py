@@ -334,8 +334,8 @@ def export(
         EdgeFMError: Unknown format or dtype, a non-QAT run for ``qat-int8``, a failed
             conversion or a failed parity check (then no bundle is left behind).
     """
-    from edge_fm.optimize import load_float_model, run_stage
-    from edge_fm.train import load_model, load_run_data, predict, run_train_config
+    from edge_fm.optimize import QAT_STAGES, load_model_to_convert, run_stage
+    from edge_fm.train import load_run_data, predict, run_train_config
 
     fmt = get_format(format_name)
     io_dtype = io_dtype or fmt.io_dtypes[0]
@@ -343,13 +343,13 @@ def export(
         raise EdgeFMError(f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}.")
     run_dir = require_run(run_dir)
     stage = run_stage(run_dir)
-    is_qat = stage in ("qat", "pqat")
+    is_qat = stage in QAT_STAGES
     if fmt.needs_qat != is_qat:
         hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
         raise EdgeFMError(f"{run_dir} is a {stage} run; format {fmt.name} needs {'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint}).")
     config = run_train_config(run_dir)
     dataset = load_run_data(run_dir, config, data_dir)
-    model = load_model(run_dir) if is_qat else load_float_model(run_dir)
+    model = load_model_to_convert(run_dir)
     calibration = representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 

@@ -44,6 +44,7 @@ from edge_fm.train import (
 from edge_fm.zoo import count_macs, create_model
 
 METHODS = ("prune", "qat")
+QAT_STAGES = ("qat", "pqat")  # stages whose model is quantization-aware
 _PRUNABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Layers tfmot's 8-bit registry does not know but that sit between quantized layers: their
 # output is quantized (so the converted graph stays integer) and their arithmetic left alone.
@@ -85,6 +86,12 @@ def run_stage(run_dir: Path | str) -> str:
     return values.get("stage", "train")
 
 
+def load_model_to_convert(run_dir: Path | str) -> keras.Model:
+    """The model a run's TFLite artifact is converted from: a QAT run's quantization-aware model,
+    any other run's model rebuilt in float32."""
+    return load_model(run_dir) if run_stage(run_dir) in QAT_STAGES else load_float_model(run_dir)
+
+
 def fine_tune_config(config: OptimizeConfig) -> TrainConfig:
     """The parent's training config with the fine-tuning defaults and ``config.fine_tune`` applied."""
     parent = run_train_config(config.parent)
@@ -124,7 +131,7 @@ def optimize(
     if not (parent / METRICS_FILE).exists():
         raise EdgeFMError(f"{parent} has not finished; finish or resume it first.")
     parent_stage = run_stage(parent)
-    if parent_stage in ("qat", "pqat"):
+    if parent_stage in QAT_STAGES:
         raise EdgeFMError(f"{parent} is already quantization-aware; optimize its parent instead.")
     preserve = config.preserve_sparsity if config.preserve_sparsity is not None else parent_stage == "prune"
     stage = "prune" if config.method == "prune" else ("pqat" if preserve else "qat")
