@@ -317,7 +317,7 @@ def fold_batch_norms_into_dense(model: keras.Model, scale_into_producer: bool = 
     for bn_name, dense in folds.items():
         bn = model.get_layer(bn_name)
         scale, shift = _batch_norm_affine(bn)
-        producer = _scalable_producer(bn, consumers) if scale_into_producer else None
+        producer = _scalable_producer(bn, consumers, outputs) if scale_into_producer else None
         if producer is not None and np.all(scale > 0):
             into_producer[producer] = scale
             scale = np.ones_like(scale)
@@ -325,7 +325,7 @@ def fold_batch_norms_into_dense(model: keras.Model, scale_into_producer: bool = 
     for layer in folded.layers:
         weights = model.get_layer(layer.name).get_weights()
         if layer.name in into_producer:
-            weights = [weights[0] * into_producer[layer.name], *(w * into_producer[layer.name] for w in weights[1:])]
+            weights = [w * into_producer[layer.name] for w in weights]  # kernel columns and bias
         if layer.name in scales:
             # Dense(a*x + c) = x @ (a[:, None] * W) + (c @ W + b)
             kernel, bias = weights
@@ -365,20 +365,23 @@ def _batch_norm_affine(bn):
     return scale, values.get("beta", 0.0) - values["moving_mean"] * scale
 
 
-def _scalable_producer(bn, consumers) -> str | None:
+def _scalable_producer(bn, consumers, outputs) -> str | None:
     # The Dense whose output only this batch norm reads, if a positive per-unit scale passes
     # through its activation unchanged; None otherwise.
-    previous = bn._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras exposes no public graph API
-    previous = previous[0] if isinstance(previous, list) else previous
-    if not isinstance(previous, keras.layers.Dense) or consumers.get(previous.name) != [bn.name]:
+    previous = _previous_layer(bn)
+    if not isinstance(previous, keras.layers.Dense) or consumers.get(previous.name) != [bn.name] or previous.name in outputs:
         return None
     return previous.name if getattr(previous.activation, "__name__", "") in ("relu", "linear") else None
 
 
+def _previous_layer(layer):
+    previous = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras exposes no public graph API
+    return previous[0] if isinstance(previous, list) else previous
+
+
 def _follows_linear_conv(layer) -> bool:
     # tfmot folds BN into the convolution before it only when nothing sits between them.
-    previous = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras exposes no public graph API
-    previous = previous[0] if isinstance(previous, list) else previous
+    previous = _previous_layer(layer)
     conv = isinstance(previous, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     return conv and getattr(previous.activation, "__name__", "") == "linear"
 
