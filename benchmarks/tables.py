@@ -164,12 +164,11 @@ def int8_error() -> str | None:
     lines = ["| run | int8 format | Keras model | int8 artifact | worst int8 op (the layers in it) | its error | next worst |",
              "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
-        cells = [f"{op['op']} ({_folded_layers(op['tensor'])})" for op in row["worst_ops"][:1]]
-        cells += [f"{op['rmse_per_scale']:.1f} steps" for op in row["worst_ops"][:1]]
-        cells += [f"{op['rmse_per_scale']:.2f} steps ({op['op']})" for op in row["worst_ops"][1:2]]
-        cells += ["-"] * (3 - len(cells))  # a QAT model may leave the debugger fewer ops than that
+        ops = row["worst_ops"]  # a QAT model may leave the debugger fewer than two ops, or none
+        worst = f"{ops[0]['op']} ({_folded_layers(ops[0]['tensor'])}) | {ops[0]['rmse_per_scale']:.1f} steps" if ops else "- | -"
+        following = f"{ops[1]['rmse_per_scale']:.2f} steps ({ops[1]['op']})" if len(ops) > 1 else "-"
         lines.append(f"| `{row['run']}` | {row['format']} | {_pct(row['keras_accuracy'])} | {_pct(row['int8_accuracy'])} | "
-                     + " | ".join(cells) + " |")
+                     f"{worst} | {following} |")
     return "\n".join(lines + ["", f"Accuracy on the {result['rows'][0]['validation_images']:,} validation images; an op's error is "
                               f"the RMS error of its own output over {result['rows'][0]['debug_images']} of them, in quantization "
                               f"steps (rounding alone gives about 0.29); for a QAT run, only the ops whose int8 ranges "

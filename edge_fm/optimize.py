@@ -304,34 +304,38 @@ def fold_batch_norms_into_dense(model: keras.Model, scale_into_producer: bool = 
             folds[layer.name] = dense
     if not folds:
         return model
-    for bn_name in folds:
-        source = _inbound_names(by_name[bn_name])[0]
-        for consumer in consumers[bn_name]:
-            for node in by_name[consumer]["inbound_nodes"]:
-                for entry in node:
-                    if entry[0] == bn_name:
-                        entry[0] = source
-    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in folds]
-    folded = keras.Model.from_config(config)
-    scales, shifts, into_producer = {}, {}, {}
+
+    column_scales, row_folds = {}, {}
     for bn_name, dense in folds.items():
-        bn = model.get_layer(bn_name)
-        scale, shift = _batch_norm_affine(bn)
-        producer = _scalable_producer(bn, consumers, outputs) if scale_into_producer else None
-        if producer is not None and np.all(scale > 0):
-            into_producer[producer] = scale
-            scale = np.ones_like(scale)
-        scales[dense], shifts[dense] = scale, shift
+        scale, shift = _batch_norm_affine(model.get_layer(bn_name))
+        producer = _inbound_names(by_name[bn_name])[0]
+        if scale_into_producer and np.all(scale > 0) and _passes_positive_scale(by_name[producer], consumers, outputs):
+            column_scales[producer], scale = scale, None
+        row_folds[dense] = (scale, shift)
+    folded = keras.Model.from_config(_without_layers(config, folds, by_name, consumers))
     for layer in folded.layers:
         weights = model.get_layer(layer.name).get_weights()
-        if layer.name in into_producer:
-            weights = [w * into_producer[layer.name] for w in weights]  # kernel columns and bias
-        if layer.name in scales:
+        if layer.name in column_scales:
+            weights = [w * column_scales[layer.name] for w in weights]  # kernel columns and bias
+        if layer.name in row_folds:
             # Dense(a*x + c) = x @ (a[:, None] * W) + (c @ W + b)
-            kernel, bias = weights
-            weights = [scales[layer.name][:, None] * kernel, shifts[layer.name] @ kernel + bias]
+            (scale, shift), (kernel, bias) = row_folds[layer.name], weights
+            weights = [kernel if scale is None else scale[:, None] * kernel, shift @ kernel + bias]
         layer.set_weights(weights)
     return folded
+
+
+def _without_layers(config: dict, removed, by_name, consumers) -> dict:
+    # The functional config with each removed (single-input) layer's consumers fed by its input.
+    for name in removed:
+        source = _inbound_names(by_name[name])[0]
+        for consumer in consumers[name]:
+            for node in by_name[consumer]["inbound_nodes"]:
+                for entry in node:
+                    if entry[0] == name:
+                        entry[0] = source
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in removed]
+    return config
 
 
 def _inbound_names(layer_config: dict) -> list[str]:
@@ -365,23 +369,17 @@ def _batch_norm_affine(bn):
     return scale, values.get("beta", 0.0) - values["moving_mean"] * scale
 
 
-def _scalable_producer(bn, consumers, outputs) -> str | None:
-    # The Dense whose output only this batch norm reads, if a positive per-unit scale passes
-    # through its activation unchanged; None otherwise.
-    previous = _previous_layer(bn)
-    if not isinstance(previous, keras.layers.Dense) or consumers.get(previous.name) != [bn.name] or previous.name in outputs:
-        return None
-    return previous.name if getattr(previous.activation, "__name__", "") in ("relu", "linear") else None
-
-
-def _previous_layer(layer):
-    previous = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras exposes no public graph API
-    return previous[0] if isinstance(previous, list) else previous
+def _passes_positive_scale(producer: dict, consumers, outputs) -> bool:
+    # A Dense read only by the batch norm, whose activation lets a positive per-unit scale through.
+    name = producer["name"]
+    return (producer["class_name"] == "Dense" and len(consumers.get(name, [])) == 1 and name not in outputs
+            and producer["config"].get("activation") in ("relu", "linear"))
 
 
 def _follows_linear_conv(layer) -> bool:
     # tfmot folds BN into the convolution before it only when nothing sits between them.
-    previous = _previous_layer(layer)
+    previous = layer._inbound_nodes[0].inbound_layers  # noqa: SLF001 - Keras exposes no public graph API
+    previous = previous[0] if isinstance(previous, list) else previous
     conv = isinstance(previous, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))
     return conv and getattr(previous.activation, "__name__", "") == "linear"
 

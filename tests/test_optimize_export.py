@@ -44,6 +44,12 @@ def runs(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def bn_head_run(tmp_path_factory):
+    """A 1-epoch cnn-3conv-bn on the sample: the papers' head, a batch norm between two Dense layers."""
+    return train(config_for("cnn-3conv-bn", "quick", data="sample", epochs=1), runs_dir=tmp_path_factory.mktemp("bn_head"))
+
+
+@pytest.fixture(scope="module")
 def bundles(runs):
     plan = {"fp32": runs["train"], "fp16": runs["train"], "dynamic": runs["train"], "int8": runs["train"],
             "qat-int8": runs["qat"]}
@@ -271,6 +277,12 @@ def test_fold_batch_norms_into_dense_is_exact_and_only_where_a_dense_alone_follo
     dropped = layers.Dropout(0.1, name="drop")(shared)
     exposed = keras.Model(inputs, [dropped, layers.Dense(2, name="c")(dropped)])
     assert fold_batch_norms_into_dense(exposed) is exposed  # folding would change the first output
+    hidden = layers.Dense(8, activation="relu", name="hidden")(inputs)
+    head_bn = layers.BatchNormalization(name="head_bn")
+    both = keras.Model(inputs, [hidden, layers.Dense(2, name="d")(head_bn(hidden))])
+    head_bn.set_weights([np.ones(8, np.float32), np.zeros(8, np.float32), np.zeros(8, np.float32), np.full(8, 4.0, np.float32)])
+    for expected, got in zip(both.predict(images, verbose=0), fold_batch_norms_into_dense(both, scale_into_producer=True).predict(images, verbose=0)):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # an output is not scaled: forward fold
 
 
 def _qat_parity_error(model: keras.Model, images: np.ndarray, fold: bool) -> float:
@@ -292,7 +304,7 @@ def test_qat_with_the_batch_norm_folded_trains_what_ships():
     assert folded < 0.01 < 0.03 < unfolded  # measured: 0.0 and 0.067
 
 
-def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(tmp_path):
+def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(bn_head_run):
     # The converter folds such a batch norm into the classifier's input rows (as the default fold
     # does), whose weights share one int8 scale per class: with multipliers 1000:1 apart the
     # artifact parts from Keras (the papers' CNN head scored 46% as int8). Folded back into the
@@ -308,8 +320,7 @@ def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(tmp_path):
     backward, forward = fold_batch_norms_into_dense(model, scale_into_producer=True), fold_batch_norms_into_dense(model)
     assert int8_error(backward) < 0.03 < 0.2 < min(int8_error(model), int8_error(forward))  # measured: 0.008; 0.40, 0.38
     # The export converts a training run's model folded (exactly: same predictions).
-    trained = train(config_for("cnn-3conv-bn", "quick", data="sample", epochs=1), runs_dir=tmp_path)
-    to_convert, as_trained = load_model_to_convert(trained), load_float_model(trained)
+    to_convert, as_trained = load_model_to_convert(bn_head_run), load_float_model(bn_head_run)
     assert "dense_bn" not in [layer.name for layer in to_convert.layers]
     # ... folded back into the dense layer's columns (a 1-epoch batch norm's gammas are all positive).
     assert np.array_equal(to_convert.get_layer("logits").get_weights()[0], as_trained.get_layer("logits").get_weights()[0])
@@ -317,11 +328,10 @@ def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(tmp_path):
     np.testing.assert_allclose(to_convert.predict(sample, verbose=0), as_trained.predict(sample, verbose=0), atol=1e-5)
 
 
-def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(tmp_path, interrupt_after):
-    trained = train(config_for("cnn-3conv-bn", "quick", data="sample", epochs=1), runs_dir=tmp_path)
+def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp_path, interrupt_after):
     for fold in (True, False):
         with pytest.raises(KeyboardInterrupt):
-            optimize(OptimizeConfig("qat", str(trained), fold_batch_norms=fold, fine_tune={"epochs": 2}),
+            optimize(OptimizeConfig("qat", str(bn_head_run), fold_batch_norms=fold, fine_tune={"epochs": 2}),
                      runs_dir=tmp_path, reporter=interrupt_after(1))
     folded, unfolded = tmp_path / "cnn-3conv-bn-qat-1", tmp_path / "cnn-3conv-bn-qat-2"
     # A run recorded before the option existed did not fold: its config has no such key.
