@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge_fm.bench import BenchOptions, bench
 from edge_fm.io import read_json, write_bytes_atomic, write_json
-from edge_fm.report import epochs_text
+from edge_fm.report import cpu_text, epochs_text
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -84,7 +84,7 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 | artifact | {artifact_line(provenance, row)} |
 | test accuracy, float Keras model | {float_test * 100:.2f}% |
 | test accuracy, this int8 artifact | {row['accuracy'] * 100:.2f}% ({test_source}) |
-| latency, batch 1, {row['threads']} thread | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms ({environment['cpu']}, {environment['interpreter']} {environment['interpreter_version']}) |
+| latency, batch 1, {row['threads']} thread | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms ({cpu_text(environment)}, {environment['interpreter']} {environment['interpreter_version']}) |
 | peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |
 | training | {epochs_text(train['epochs_run'])} in {train.get('training_seconds', 0):.0f} s on {train.get('device')}, then QAT ({qat_line(provenance)}) |
 
@@ -173,7 +173,8 @@ def unshipped_artifacts(provenances: dict[str, dict]) -> dict[str, Path]:
 def earlier_rows(names: list[str]) -> list[dict]:
     """The last committed rows of unshipped models whose artifact is not on this machine (a fresh clone).
 
-    They keep their numbers, flagged ``remeasured: False`` with the run that measured them.
+    They keep their numbers, flagged ``remeasured: False`` with the run that measured them and that
+    run's environment (``measured_on``): its CPU may not be this one.
     """
     path = RESULTS / "models_bench.json"
     if not path.exists():
@@ -183,6 +184,7 @@ def earlier_rows(names: list[str]) -> list[dict]:
     for row in kept:
         row["remeasured"] = False
         row.setdefault("measured_in", previous.get("started"))
+        row.setdefault("measured_on", previous["environment"])
     return kept
 
 
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     write_json(RESULTS / "models_bench.json", result)
     for row in ok:
         provenance = provenances[row["model"]]
-        card = model_card(row["model"], provenance, row, result["environment"], result["test_set"]["source"])
+        card = model_card(row["model"], provenance, row, row.get("measured_on", result["environment"]),
+                          result["test_set"]["source"])
         write_bytes_atomic(MODELS / row["model"] / "MODEL_CARD.md", card.encode())
     if ok:
         plot(ok, RESULTS / "models_front.png")

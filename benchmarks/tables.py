@@ -16,6 +16,8 @@ import re
 import sys
 from pathlib import Path
 
+from edge_fm.report import cpu_text
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 README = REPO / "README.md"
@@ -97,7 +99,7 @@ def arm_emulated() -> str | None:
 def _shipped_status(row: dict) -> str:
     if row["shipped"]:
         return "shipped"
-    measured = "" if row["remeasured"] else f"; numbers from the run of {row['measured_in']}"
+    measured = "" if row["remeasured"] else f"; numbers from the run of {row['measured_in']}, {cpu_text(row['measured_on'])}"
     return f"not shipped (too large for models/{measured})"
 
 
@@ -128,7 +130,7 @@ def shipped_models() -> str | None:
             continue
         lines.append(f"| `{c['model']}` | {c['check']} | {number(c['measured'])} | {number(c['target'])} | {verdict[c['met']]} |")
     notes = [f"- `{r['model']}`: {r['note']}" for r in result["rows"] if r.get("note")]
-    return "\n".join(lines + ["", f"1 thread, batch 1, {result['test_set']['source']}; {env['cpu']}, {env['interpreter']} "
+    return "\n".join(lines + ["", f"1 thread, batch 1, {result['test_set']['source']}; {cpu_text(env)}, {env['interpreter']} "
                               f"{env['interpreter_version']}, Python {env['python']}. Command run: `{result['command']}`.",
                               *([""] + notes if notes else [])])
 
@@ -146,7 +148,7 @@ def tiny_design() -> str | None:
     env = result["environment"]
     return "\n".join(lines + ["", f"Reference: {reference['candidate']}, p50 {reference['p50_ms']:.4f} ms in the same run. "
                               f"{result['threads']} thread, batch 1, {result['rounds']} interleaved rounds of {result['runs_per_round']} "
-                              f"runs per model; {env['cpu']}, {env['interpreter']} {env['interpreter_version']}. "
+                              f"runs per model; {cpu_text(env)}, {env['interpreter']} {env['interpreter_version']}. "
                               f"Command run: `{result['command']}`."])
 
 

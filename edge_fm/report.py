@@ -51,6 +51,15 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     }
 
 
+def cpu_text(environment: dict) -> str:
+    """``"AMD EPYC (family 25 model 17; avx2 avx512f avx512_vnni)"``: a benchmark's CPU, as tables print it.
+
+    Results written before the runner recorded ``cpu_detail`` print the model name alone.
+    """
+    detail = environment.get("cpu_detail")
+    return f"{environment['cpu']} ({detail})" if detail else environment["cpu"]
+
+
 def epochs_text(epochs: int) -> str:
     """``"1 epoch"``, ``"24 epochs"``: how the CLI and the model cards count epochs."""
     return f"{epochs} epoch{'' if epochs == 1 else 's'}"

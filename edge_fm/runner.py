@@ -362,6 +362,7 @@ def environment(notes: dict | None = None) -> dict:
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu": cpu_model(),
+        "cpu_detail": cpu_detail(),
         "cpu_count": os.cpu_count(),
         "os": os_name(),
         "hostname": platform.node(),
@@ -381,6 +382,32 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# The SIMD extensions LiteRT's int8 kernels (XNNPACK) choose between. A cloud VM reports its CPU
+# only as "AMD EPYC": two machines under that name ran the same artifacts 2.7-5.4 times apart, and
+# by different ratios per layer type, so a latency is only comparable with these alongside.
+_INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
+
+
+def cpu_detail(cpuinfo: str | None = None) -> str:
+    """The CPU's family/model numbers and int8-relevant SIMD extensions, from ``/proc/cpuinfo``.
+
+    Example: ``family 25 model 17; avx2 avx512f avx512_vnni``. Empty where nothing is known.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo") as handle:
+                cpuinfo = handle.read()
+        except OSError:
+            return ""
+    first_cpu = cpuinfo.split("\n\n")[0]
+    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)}
+    ident = " ".join(f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
+                                                                   ("CPU part", "part")) if fields.get(key))
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    isa = " ".join(name for name in _INT8_ISA if name in flags)
+    return "; ".join(part for part in (ident, isa) if part)
 
 
 def os_name() -> str:

@@ -36,6 +36,7 @@ def test_runner_measures_real_artifacts(exported, test_npz, tmp_path, plain_accu
     assert code == 0
     result = json.loads(out.read_text())
     assert result["environment"]["interpreter"] == "ai_edge_litert" and result["environment"]["cpu"]
+    assert result["environment"]["cpu_detail"] == runner.cpu_detail()
     rows = result["rows"]
     assert [(r["format"], r["threads"]) for r in rows] == [("int8", 1), ("int8", 2), ("fp32", 1), ("fp32", 2)]
     for row in rows:
@@ -118,6 +119,33 @@ def test_bad_bench_input_gets_one_line(exported, tmp_path, capsys):
     assert "positive thread counts" in capsys.readouterr().err
     with pytest.raises(EdgeFMError):
         collect_artifacts([exported["int8"] / "labels.txt"])
+
+
+_X86_CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC
+flags\t\t: fpu sse2 avx avx2 avx512f avx512bw avx512_vnni
+"""
+_PI5_CPUINFO = """processor\t: 0
+BogoMIPS\t: 108.00
+Features\t: fp asimd evtstrm aes crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp
+CPU implementer\t: 0x41
+CPU part\t: 0xd0b
+
+processor\t: 1
+Features\t: fp asimd sve i8mm
+
+Model\t\t: Raspberry Pi 5 Model B Rev 1.0
+"""
+
+
+def test_cpu_detail_tells_apart_cpus_sold_under_one_name():
+    assert runner.cpu_detail(_X86_CPUINFO) == "family 25 model 17; avx2 avx512f avx512_vnni"
+    # A Pi lists each core; the first core's part and features stand for all of them.
+    assert runner.cpu_detail(_PI5_CPUINFO) == "part 0xd0b; asimd asimddp"
+    assert runner.cpu_detail("") == ""
 
 
 def test_parse_target():

@@ -109,8 +109,14 @@ def test_bench_models_keeps_the_last_row_of_an_unshipped_model_it_cannot_remeasu
     monkeypatch.setattr(bench_models, "RESULTS", tmp_path)
     assert bench_models.earlier_rows(["big"]) == []  # no earlier results: nothing to keep
     (tmp_path / "models_bench.json").write_text(json.dumps(
-        {"started": "T0", "rows": [{"model": "big", "accuracy": 0.9, "remeasured": True}, {"model": "small", "accuracy": 0.8}]}))
-    assert bench_models.earlier_rows(["big"]) == [{"model": "big", "accuracy": 0.9, "remeasured": False, "measured_in": "T0"}]
+        {"started": "T0", "environment": {"cpu": "CPU 0"},
+         "rows": [{"model": "big", "accuracy": 0.9, "remeasured": True}, {"model": "small", "accuracy": 0.8}]}))
+    # The kept row names the run and the CPU that measured it, for its card and the table.
+    kept = [{"model": "big", "accuracy": 0.9, "remeasured": False, "measured_in": "T0", "measured_on": {"cpu": "CPU 0"}}]
+    assert bench_models.earlier_rows(["big"]) == kept
+    # Carried again by a later run on another CPU, it still names the first.
+    (tmp_path / "models_bench.json").write_text(json.dumps({"started": "T1", "environment": {"cpu": "CPU 1"}, "rows": kept}))
+    assert bench_models.earlier_rows(["big"]) == kept
 
 
 def test_model_cards_count_epochs_in_words(benchmark_script):
