@@ -370,22 +370,30 @@ def environment(notes: dict | None = None) -> dict:
     }
 
 
-def cpu_model() -> str:
-    """The CPU's model name (x86 ``model name``, a Raspberry Pi's ``Model`` line, else platform)."""
+def _read_cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo") as handle:
-            fields = dict(line.split(":", 1) for line in handle if ":" in line)
-        fields = {k.strip(): v.strip() for k, v in fields.items()}
-        for key in ("model name", "Model", "Hardware", "cpu model"):
-            if fields.get(key):
-                return fields[key]
+            return handle.read()
     except OSError:
-        pass
+        return ""
+
+
+def _cpuinfo_fields(text: str) -> dict[str, str]:
+    """``key: value`` lines as a dict; a key repeated per core keeps its last value."""
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (x86 ``model name``, a Raspberry Pi's ``Model`` line, else platform)."""
+    fields = _cpuinfo_fields(_read_cpuinfo())
+    for key in ("model name", "Model", "Hardware", "cpu model"):
+        if fields.get(key):
+            return fields[key]
     return platform.processor() or platform.machine()
 
 
 # The SIMD extensions LiteRT's int8 kernels (XNNPACK) choose between. A cloud VM reports its CPU
-# only as "AMD EPYC": two machines under that name ran the same artifacts 2.7-5.4 times apart, and
+# only as "AMD EPYC": two machines under that name ran the same artifacts 2.2 to 5.4 times apart,
 # by different ratios per layer type, so a latency is only comparable with these alongside.
 _INT8_ISA = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm", "sve")
 
@@ -395,14 +403,8 @@ def cpu_detail(cpuinfo: str | None = None) -> str:
 
     Example: ``family 25 model 17; avx2 avx512f avx512_vnni``. Empty where nothing is known.
     """
-    if cpuinfo is None:
-        try:
-            with open("/proc/cpuinfo") as handle:
-                cpuinfo = handle.read()
-        except OSError:
-            return ""
-    first_cpu = cpuinfo.split("\n\n")[0]
-    fields = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first_cpu.splitlines() if ":" in line)}
+    text = _read_cpuinfo() if cpuinfo is None else cpuinfo
+    fields = _cpuinfo_fields(text.split("\n\n")[0])  # the first core stands for all
     ident = " ".join(f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
                                                                    ("CPU part", "part")) if fields.get(key))
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
