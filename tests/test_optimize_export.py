@@ -15,7 +15,7 @@ from edge_fm import data
 from edge_fm.cli import app, main
 from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
-from edge_fm.export import FORMATS, convert, export, format_names, get_format, int8_error_by_op, read_metadata
+from edge_fm.export import FORMATS, convert, export, format_names, get_format, inspect_tflite, int8_error_by_op, read_metadata
 from edge_fm.optimize import (
     OptimizeConfig,
     fold_batch_norms_into_dense,
@@ -27,7 +27,7 @@ from edge_fm.optimize import (
 )
 from edge_fm.predict import classify_files, image_to_input
 from edge_fm.runner import TFLiteModel
-from edge_fm.train import config_for, load_model, train
+from edge_fm.train import config_for, load_model, load_run_data, run_train_config, train
 
 SPARSITY = 0.6
 
@@ -366,11 +366,16 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
                                arch_options=options), runs_dir=tmp_path)
     qat = optimize(OptimizeConfig("qat", str(trained), fine_tune={"epochs": 1, "max_train": 400}), runs_dir=tmp_path)
     assert _metrics(qat)["sample_test"]["accuracy"] > 0.3  # learned something, not a constant answer
-    for source, name in ((trained, "int8"), (qat, "qat-int8")):
-        bundle = export(source, name, representative_size=100, parity_images=200, runs_dir=tmp_path)
-        description = json.loads((bundle / "model.json").read_text())
-        assert description["export"]["integer_only"], name
-        assert description["export"]["parity"]["passed"], name
-        assert "DEPTHWISE_CONV_2D" in description["export"]["ops"]
-        interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
-        assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    # Post-training int8 converts to an integer-only model, but whether it keeps its accuracy within
+    # the parity rule's point is not promised: the shipped mobilenetv2's is refused (its GELU head),
+    # and this short run's sat on the edge (65.0% vs 66.5% on one CPU, within a point on another).
+    calibration = load_run_data(trained, run_train_config(trained)).x_train[:100]
+    flatbuffer = convert(load_model_to_convert(trained), get_format("int8"), "int8", calibration)
+    assert inspect_tflite(flatbuffer)["integer_only"] and "DEPTHWISE_CONV_2D" in inspect_tflite(flatbuffer)["ops"]
+    # QAT's promise is the parity: its artifact must pass the check and ship.
+    bundle = export(qat, "qat-int8", representative_size=100, parity_images=200, runs_dir=tmp_path)
+    description = json.loads((bundle / "model.json").read_text())
+    assert description["export"]["integer_only"] and description["export"]["parity"]["passed"]
+    assert "DEPTHWISE_CONV_2D" in description["export"]["ops"]
+    interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
