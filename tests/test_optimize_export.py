@@ -15,7 +15,17 @@ from edge_fm import data
 from edge_fm.cli import app, main
 from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
-from edge_fm.export import FORMATS, convert, export, format_names, get_format, inspect_tflite, int8_error_by_op, read_metadata
+from edge_fm.export import (
+    FORMATS,
+    convert,
+    export,
+    format_names,
+    get_format,
+    inspect_tflite,
+    int8_error_by_op,
+    read_metadata,
+    representative_images,
+)
 from edge_fm.optimize import (
     OptimizeConfig,
     fold_batch_norms_into_dense,
@@ -369,9 +379,11 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     # Post-training int8 converts to an integer-only model, but whether it keeps its accuracy within
     # the parity rule's point is not promised: the shipped mobilenetv2's is refused (its GELU head),
     # and this short run's sat on the edge (65.0% vs 66.5% on one CPU, within a point on another).
-    calibration = load_run_data(trained, run_train_config(trained)).x_train[:100]
+    calibration = representative_images(load_run_data(trained, run_train_config(trained)).x_train, 100)
     flatbuffer = convert(load_model_to_convert(trained), get_format("int8"), "int8", calibration)
-    assert inspect_tflite(flatbuffer)["integer_only"] and "DEPTHWISE_CONV_2D" in inspect_tflite(flatbuffer)["ops"]
+    inspected = inspect_tflite(flatbuffer)
+    assert inspected["integer_only"] and "DEPTHWISE_CONV_2D" in inspected["ops"]
+    assert Interpreter(model_content=flatbuffer).get_input_details()[0]["dtype"] == np.int8
     # QAT's promise is the parity: its artifact must pass the check and ship.
     bundle = export(qat, "qat-int8", representative_size=100, parity_images=200, runs_dir=tmp_path)
     description = json.loads((bundle / "model.json").read_text())
