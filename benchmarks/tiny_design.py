@@ -38,13 +38,22 @@ CANDIDATES = [
     ({"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2]}, ""),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3]}, ""),
     ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2]}, ""),
+    # Full 3x3 convs: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv gains far more than a
+    # depthwise conv does (models_bench.json, stop 17), so few, full convs after an early pool.
+    ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 3, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 40, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 32, 72], "blocks": [0, 2, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 32, 64], "blocks": [1, 2, 2], "block": "conv"}, ""),
 ]
 
 
 def candidate_name(options: dict, remark: str = "") -> str:
-    """E.g. 'stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)'."""
+    """E.g. 'stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)'; full-conv shapes say 'conv'."""
     name = (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
             f"blocks {'/'.join(map(str, options['blocks']))}")
+    if options.get("block", "separable") != "separable":
+        name += f", {options['block']} blocks"
     return f"{name} ({remark})" if remark else name
 
 

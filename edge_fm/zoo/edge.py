@@ -33,16 +33,32 @@ def separable_block(x, filters: int, name: str):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], dropout: float, name: str) -> keras.Model:
-    if len(widths) != len(blocks) or min(blocks) < 1:
-        raise ValueError(f"{name} needs one block count (>= 1) per stage width")
+def conv_block(x, filters: int, name: str):
+    """3x3 conv -> BN (-> + input) -> ReLU: a full conv, for CPUs whose int8 GEMM outruns depthwise."""
+    shortcut = x
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if shortcut.shape[-1] == filters:
+        x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
+BLOCKS = {"separable": separable_block, "conv": conv_block}
+
+
+def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], dropout: float, name: str,
+                   block: str = "separable") -> keras.Model:
+    if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
+        raise ValueError(f"{name} needs one block count (>= 0, not all 0) per stage width")
+    if block not in BLOCKS:
+        raise ValueError(f"{name}: block must be one of {', '.join(BLOCKS)}, got {block!r}")
     inputs = raw_input()
     x = _conv_bn_relu(preprocess(inputs), stem, "stem")
     for s, (width, count) in enumerate(zip(widths, blocks), start=1):
         if s > 1:
             x = layers.MaxPooling2D(2, name=f"pool{s - 1}")(x)
         for b in range(1, count + 1):
-            x = separable_block(x, width, f"s{s}b{b}")
+            x = BLOCKS[block](x, width, f"s{s}b{b}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = layers.Dropout(dropout, name="drop")(x)
@@ -66,7 +82,8 @@ def edge_cnn(
 
 @register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, separable residual stages 32/64/128, GAP")
 def edge_cnn_tiny(
-    *, stem: int = 16, widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (1, 2, 3), dropout: float = 0.1
+    *, stem: int = 16, widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (1, 2, 3), dropout: float = 0.1,
+    block: str = "separable",
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.
 
@@ -77,7 +94,8 @@ def edge_cnn_tiny(
     Args:
         stem: Filters of the full-resolution 3x3 stem conv.
         widths: Channels of each stage (28x28, 14x14, 7x7).
-        blocks: Separable blocks per stage.
+        blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
+        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv).
     """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny")
+    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block)
