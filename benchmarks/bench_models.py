@@ -188,6 +188,13 @@ def earlier_rows(names: list[str]) -> list[dict]:
     return kept
 
 
+def write_cards(rows: list[dict], provenances: dict, environment: dict, test_source: str, models_dir: Path) -> None:
+    """One MODEL_CARD.md per row; a row carried over from an earlier run states that run's CPU, not this one."""
+    for row in rows:
+        card = model_card(row["model"], provenances[row["model"]], row, row.get("measured_on", environment), test_source)
+        write_bytes_atomic(models_dir / row["model"] / "MODEL_CARD.md", card.encode())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=None)
@@ -216,11 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         row["note"] = provenance.get("note", "")
     result["checks"] = checks(ok)
     write_json(RESULTS / "models_bench.json", result)
-    for row in ok:
-        provenance = provenances[row["model"]]
-        card = model_card(row["model"], provenance, row, row.get("measured_on", result["environment"]),
-                          result["test_set"]["source"])
-        write_bytes_atomic(MODELS / row["model"] / "MODEL_CARD.md", card.encode())
+    write_cards(ok, provenances, result["environment"], result["test_set"]["source"], MODELS)
     if ok:
         plot(ok, RESULTS / "models_front.png")
     return 0 if len(ok) == len(result["rows"]) else 1

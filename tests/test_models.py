@@ -14,6 +14,7 @@ import pytest
 
 from edge_fm import data
 from edge_fm.data import CLASS_NAMES
+from edge_fm.report import cpu_text
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = sorted(p.parent for p in (REPO / "models").glob("*/model.tflite"))
@@ -117,6 +118,21 @@ def test_bench_models_keeps_the_last_row_of_an_unshipped_model_it_cannot_remeasu
     # Carried again by a later run on another CPU, it still names the first.
     (tmp_path / "models_bench.json").write_text(json.dumps({"started": "T1", "environment": {"cpu": "CPU 1"}, "rows": kept}))
     assert bench_models.earlier_rows(["big"]) == kept
+
+
+def test_a_carried_over_rows_card_names_the_cpu_that_measured_it(benchmark_script, tmp_path):
+    bench_models = benchmark_script("bench_models")
+    committed = json.loads((RESULTS / "models_bench.json").read_text())
+    row = next(r for r in committed["rows"] if r.get("remeasured") is False)
+    provenance = json.loads((REPO / "models" / row["model"] / "provenance.json").read_text())
+    (tmp_path / row["model"]).mkdir()
+    here = {**row["measured_on"], "cpu": "Some Other CPU", "cpu_detail": "family 1 model 1"}
+    bench_models.write_cards([row], {row["model"]: provenance}, here, "the test split", tmp_path)
+    card = (tmp_path / row["model"] / "MODEL_CARD.md").read_text()
+    assert cpu_text(row["measured_on"]) in card and "Some Other CPU" not in card
+    remeasured = {k: v for k, v in row.items() if k != "measured_on"}
+    bench_models.write_cards([remeasured], {row["model"]: provenance}, here, "the test split", tmp_path)
+    assert "Some Other CPU (family 1 model 1)" in (tmp_path / row["model"] / "MODEL_CARD.md").read_text()
 
 
 def test_model_cards_count_epochs_in_words(benchmark_script):

@@ -10,6 +10,7 @@ full-resolution stem is a plain 3x3 conv because a depthwise conv on one channel
 from __future__ import annotations
 
 from edge_fm.compat import keras
+from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
@@ -49,9 +50,10 @@ BLOCKS = {"separable": separable_block, "conv": conv_block}
 def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], dropout: float, name: str,
                    block: str = "separable") -> keras.Model:
     if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
-        raise ValueError(f"{name} needs one block count (>= 0, not all 0) per stage width")
+        raise EdgeFMError(f"{name} needs one block count (>= 0, not all 0) per stage width; "
+                          f"got widths {list(widths)} and blocks {list(blocks)}.")
     if block not in BLOCKS:
-        raise ValueError(f"{name}: block must be one of {', '.join(BLOCKS)}, got {block!r}")
+        raise unknown_choice(f"{name} block", block, BLOCKS)
     inputs = raw_input()
     x = _conv_bn_relu(preprocess(inputs), stem, "stem")
     for s, (width, count) in enumerate(zip(widths, blocks), start=1):
