@@ -111,11 +111,12 @@ def test_edge_cnn_tiny_full_conv_blocks_pool_right_after_the_stem():
     assert [layer.name for layer in model.layers if type(layer).__name__ == "Add"] == ["s2b2_add", "s3b2_add"]
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"block": "dense"}, r"unknown edge-cnn-tiny block 'dense'.*conv, separable"),
-    ({"blocks": (0, 0, 0)}, "needs one block count"),
-    ({"blocks": (1, 2)}, "needs one block count"),
+@pytest.mark.parametrize("arch, options, message", [
+    ("edge-cnn-tiny", {"block": "dense"}, r"unknown edge-cnn-tiny block 'dense'.*conv, separable"),
+    ("edge-cnn", {"block": "dense"}, r"unknown edge-cnn block 'dense'"),
+    ("edge-cnn-tiny", {"blocks": (0, 0, 0)}, "needs one block count"),
+    ("edge-cnn", {"blocks": (1, 2)}, "needs one block count"),
 ])
-def test_edge_cnn_tiny_rejects_bad_block_options(options, message):
+def test_edge_family_rejects_bad_block_options(arch, options, message):
     with pytest.raises(EdgeFMError, match=message):
-        create_model("edge-cnn-tiny", **options)
+        create_model(arch, **options)

@@ -69,17 +69,19 @@ def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], 
 
 @register_model("edge-cnn", description="edge-fm's accurate net: separable residual stages 64/128/256, GAP")
 def edge_cnn(
-    *, stem: int = 32, widths: tuple[int, ...] = (64, 128, 256), blocks: tuple[int, ...] = (2, 3, 3), dropout: float = 0.2
+    *, stem: int = 32, widths: tuple[int, ...] = (64, 128, 256), blocks: tuple[int, ...] = (2, 3, 3), dropout: float = 0.2,
+    block: str = "separable",
 ) -> keras.Model:
     """The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
 
     Args:
         stem: Filters of the full-resolution 3x3 stem conv.
         widths: Channels of each stage (28x28, 14x14, 7x7).
-        blocks: Separable blocks per stage.
+        blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
+        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv).
     """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn")
+    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
 
 
 @register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, separable residual stages 32/64/128, GAP")
