@@ -11,6 +11,7 @@ Usage (from the repository root):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import re
 import sys
@@ -89,11 +90,23 @@ def arm_emulated() -> str | None:
             entry = row["aarch64"][cpu]
             cells.append(f"{_pct(entry['accuracy'])} ({entry['difference'] * 100:+.2f} pt)" if entry["status"] == "ok"
                          else f"{entry['status']}: {entry.get('error', '')}")
-        lines.append(f"| {row['artifact']} | {row['format']} | {_pct(row['x86_64_accuracy'])} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['artifact']}{_replaced_since(row)} | {row['format']} | {_pct(row['x86_64_accuracy'])} | "
+                     + " | ".join(cells) + " |")
     note = result["note"][0].upper() + result["note"][1:]
     return "\n".join(lines + ["", f"Largest difference on the Raspberry Pi CPUs: "
                               f"{result['max_accuracy_difference_on_pi_cpus'] * 100:.2f} points. {note}; no emulated timing "
                               f"is shown here. Command run: `{result['command']}` ({result['seconds']:.0f} s)."])
+
+
+def _replaced_since(row: dict) -> str:
+    """A note for a row of a shipped model whose models/ artifact has changed since the run measured it."""
+    path = Path(row["path"])
+    if path.parent.parent.name != "models":
+        return ""
+    shipped = REPO / "models" / path.parent.name / path.name
+    if shipped.exists() and hashlib.sha256(shipped.read_bytes()).hexdigest() == row["sha256"]:
+        return ""
+    return f" (an earlier artifact, sha256 {row['sha256'][:12]}; not the one in models/ now)"
 
 
 def _shipped_status(row: dict) -> str:

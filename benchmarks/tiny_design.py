@@ -34,13 +34,13 @@ REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 CANDIDATES = [
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2]}, "the first edge-cnn-tiny"),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2]}, ""),
-    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3]}, "edge-cnn-tiny now"),
+    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3]}, "the separable default, shipped until stop 18"),
     ({"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2]}, ""),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3]}, ""),
     ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2]}, ""),
     # Full 3x3 convs: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv gains far more than a
     # depthwise conv does (models_bench.json, stop 17), so few, full convs after an early pool.
-    ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"}, "shipped edge-cnn-tiny"),
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 3, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 40, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 32, 72], "blocks": [0, 2, 2], "block": "conv"}, ""),
@@ -49,7 +49,7 @@ CANDIDATES = [
 
 
 def candidate_name(options: dict, remark: str = "") -> str:
-    """E.g. 'stem 16, widths 32/64/128, blocks 1/2/3 (edge-cnn-tiny now)'; full-conv shapes say 'conv'."""
+    """E.g. 'stem 16, widths 16/32/64, blocks 0/2/2, conv blocks (shipped edge-cnn-tiny)'."""
     name = (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
             f"blocks {'/'.join(map(str, options['blocks']))}")
     if options.get("block", "separable") != "separable":
