@@ -97,11 +97,11 @@ def test_edge_family_is_smaller_and_cheaper_than_cnn_3conv_bn():
     accurate, tiny = describe_model("edge-cnn"), describe_model("edge-cnn-tiny")
     assert accurate["params"] < reference["params"] and accurate["macs"] < reference["macs"]
     # <= 100 KB as int8 needs well under 100k weights; a quarter of the latency, a quarter of the MACs.
-    assert tiny["params"] < 60_000 and tiny["macs"] < reference["macs"] / 4
+    assert tiny["params"] < 80_000 and tiny["macs"] < reference["macs"] / 4
 
 
 def test_edge_cnn_tiny_full_conv_blocks_pool_right_after_the_stem():
-    model = create_model("edge-cnn-tiny", stem=16, widths=(16, 32, 64), blocks=(0, 2, 2), block="conv")
+    model = create_model("edge-cnn-tiny")  # the shipped shape: stem 16, widths 16/32/64, blocks 0/2/2, conv
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "DepthwiseConv2D" not in kinds
     # stem 1*16*9 + stage 2: 16*32*9, 32*32*9 + stage 3: 32*64*9, 64*64*9, BN 4 per channel, head 64*10+10
@@ -109,6 +109,8 @@ def test_edge_cnn_tiny_full_conv_blocks_pool_right_after_the_stem():
     # a 0-block stage only pools: the first conv after the stem sees 14x14
     assert model.get_layer("s2b1_conv").input.shape[1:3] == (14, 14)
     assert [layer.name for layer in model.layers if type(layer).__name__ == "Add"] == ["s2b2_add", "s3b2_add"]
+    separable = create_model("edge-cnn-tiny", widths=(32, 64, 128), blocks=(1, 2, 3), block="separable")
+    assert "DepthwiseConv2D" in {type(layer).__name__ for layer in separable.layers}
 
 
 @pytest.mark.parametrize("arch, options, message", [

@@ -1,10 +1,13 @@
 """The edge-cnn family: compact nets of edge-fm's own for the accuracy/size/latency front.
 
-Both are stacks of depthwise-separable blocks (a 3x3 depthwise conv, then a 1x1 pointwise conv,
-each with batch norm), residual where the width does not change, with a 2x2 max-pool between
-stages and a global-average-pooling head. Separable blocks cost about a ninth of a full 3x3 conv
-in weights and multiply-accumulates, which is what an int8 artifact on a CPU pays for; the
-full-resolution stem is a plain 3x3 conv because a depthwise conv on one channel learns little.
+Both are a 3x3 stem conv, then stages of residual blocks (residual where the width does not
+change) with a 2x2 max-pool between stages, and a global-average-pooling head. A block is either
+depthwise-separable (a 3x3 depthwise conv, then a 1x1 pointwise conv, each with batch norm), about
+a ninth of a full 3x3 conv in weights and multiply-accumulates, or a full 3x3 conv with batch norm.
+Fewer MACs are not always less time: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv runs
+several times faster per MAC than a depthwise conv (README, "Latency depends on the CPU"), so the
+shipped edge-cnn-tiny uses full convs. The stem is a plain conv because a depthwise conv on one
+channel learns little.
 """
 
 from __future__ import annotations
@@ -84,16 +87,17 @@ def edge_cnn(
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
 
 
-@register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, separable residual stages 32/64/128, GAP")
+@register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP")
 def edge_cnn_tiny(
-    *, stem: int = 16, widths: tuple[int, ...] = (32, 64, 128), blocks: tuple[int, ...] = (1, 2, 3), dropout: float = 0.1,
-    block: str = "separable",
+    *, stem: int = 16, widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (0, 2, 2), dropout: float = 0.1,
+    block: str = "conv",
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.
 
     Shaped for int8 latency (benchmarks/tiny_design.py): at 28x28 every channel costs the most, so
-    the stem is narrow (16 rather than 32 filters cut the p50 by about a quarter at a similar
-    parameter count), and part of the saving buys a third block at 7x7, where a block is cheap.
+    only the 16-filter stem runs there, and the blocks are full 3x3 convs, the fastest per MAC on
+    the AVX-512 VNNI CPU it was timed on. The separable shape shipped before stop 18 (stem 16,
+    widths 32/64/128, blocks 1/2/3, block 'separable') was faster on an older CPU.
 
     Args:
         stem: Filters of the full-resolution 3x3 stem conv.
