@@ -387,6 +387,7 @@ def train(
         EdgeFMError: Bad configuration or data.
     """
     check_options(config.arch, config.arch_options)  # fail before the data is read
+    check_buildable(config)
     check_teacher(config)
     dataset = _load_data(config, data_dir)
     run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
@@ -439,6 +440,12 @@ def data_record(dataset: data_lib.Dataset) -> dict[str, Any]:
         "val": len(dataset.x_val),
         "test": len(dataset.x_test),
     }
+
+
+def check_buildable(config: TrainConfig) -> None:
+    """Builds the architecture once, so that a bad option value fails before a run directory exists."""
+    create_model(config.arch, **config.arch_options)
+    keras.backend.clear_session()  # forget the check's layer names: the real build must get the same ones
 
 
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:

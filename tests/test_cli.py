@@ -101,6 +101,14 @@ def test_bad_input_is_one_line_with_non_zero_exit(argv, expected, capsys):
     assert captured.err.startswith("error:")
 
 
+def test_a_bad_architecture_option_value_fails_before_a_run_directory_exists(tmp_path, capsys):
+    code = main(["train", "edge-cnn-tiny", "--sample", "--arch-opt", "block=dens", "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert err.startswith("error: unknown edge-cnn-tiny block 'dens'. Known: conv, separable.")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_corrupt_idx_is_named(tmp_path, data_dir, capsys):
     for name in data.PUBLISHED_SHA256:
         shutil.copy(data_dir / name, tmp_path / name)
