@@ -387,13 +387,14 @@ def train(
         EdgeFMError: Bad configuration or data.
     """
     check_options(config.arch, config.arch_options)  # fail before the data is read
-    check_buildable(config)
     check_teacher(config)
     dataset = _load_data(config, data_dir)
+    # Built before the run directory exists, so that a bad option value leaves no half-made run.
+    model = build_compiled_model(config, epoch_steps(config, dataset))
     run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
     write_json(run_dir / CONFIG, config.to_dict())
     write_manifest(run_dir, "train", data=data_record(dataset), status="running")
-    return _fit_and_record(run_dir, config, dataset, reporter or NullReporter())
+    return _fit_and_record(run_dir, config, dataset, reporter or NullReporter(), model)
 
 
 def resume(run_dir: Path | str, data_dir: Path | str | None = None, reporter: Reporter | None = None) -> Path:
@@ -442,10 +443,9 @@ def data_record(dataset: data_lib.Dataset) -> dict[str, Any]:
     }
 
 
-def check_buildable(config: TrainConfig) -> None:
-    """Builds the architecture once, so that a bad option value fails before a run directory exists."""
-    create_model(config.arch, **config.arch_options)
-    keras.backend.clear_session()  # forget the check's layer names: the real build must get the same ones
+def epoch_steps(config: TrainConfig, dataset: data_lib.Dataset) -> int:
+    """Batches in one epoch of ``dataset``'s training split."""
+    return math.ceil(len(dataset.x_train) / config.batch_size)
 
 
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
@@ -495,7 +495,7 @@ def fit_model(
     early after ``config.early_stopping`` flat epochs and restores the best weights then, and
     checkpoints every epoch so that a later call on the same ``run_dir`` resumes.
     """
-    steps_per_epoch = math.ceil(len(dataset.x_train) / config.batch_size)
+    steps_per_epoch = epoch_steps(config, dataset)
     history_path = run_dir / HISTORY_FILE
     history = read_json(history_path) if history_path.exists() else []
     best = _BestWeights(run_dir / BEST_WEIGHTS, config.monitor, config.early_stopping, history)
@@ -547,8 +547,11 @@ def save_model(model: keras.Model, run_dir: Path) -> None:
         model.save(str(tmp), include_optimizer=False)
 
 
-def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Dataset, reporter: Reporter) -> Path:
-    model = build_compiled_model(config, math.ceil(len(dataset.x_train) / config.batch_size))
+def _fit_and_record(run_dir: Path, config: TrainConfig, dataset: data_lib.Dataset, reporter: Reporter,
+                    model: keras.Model | None = None) -> Path:
+    """Fits ``model`` (built from ``config`` when not given, as on resume) and writes the run's results."""
+    if model is None:
+        model = build_compiled_model(config, epoch_steps(config, dataset))
     fit = fit_model(model, config, dataset, run_dir, reporter)
     save_model(model, run_dir)
     metrics = {

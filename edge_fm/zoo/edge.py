@@ -24,6 +24,13 @@ def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3):
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _residual_relu(x, shortcut, name: str):
+    """The end of every block: add the block's input where the width did not change, then ReLU."""
+    if shortcut.shape[-1] == x.shape[-1]:
+        x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return layers.ReLU(name=f"{name}_relu")(x)
+
+
 def separable_block(x, filters: int, name: str):
     """depthwise 3x3 -> BN -> ReLU -> pointwise 1x1 -> BN (-> + input) -> ReLU."""
     shortcut = x
@@ -32,9 +39,7 @@ def separable_block(x, filters: int, name: str):
     x = layers.ReLU(name=f"{name}_dw_relu")(x)
     x = layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal", name=f"{name}_pw")(x)
     x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
-    if shortcut.shape[-1] == filters:
-        x = layers.Add(name=f"{name}_add")([x, shortcut])
-    return layers.ReLU(name=f"{name}_relu")(x)
+    return _residual_relu(x, shortcut, name)
 
 
 def conv_block(x, filters: int, name: str):
@@ -42,9 +47,7 @@ def conv_block(x, filters: int, name: str):
     shortcut = x
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    if shortcut.shape[-1] == filters:
-        x = layers.Add(name=f"{name}_add")([x, shortcut])
-    return layers.ReLU(name=f"{name}_relu")(x)
+    return _residual_relu(x, shortcut, name)
 
 
 BLOCKS = {"separable": separable_block, "conv": conv_block}
