@@ -1,15 +1,15 @@
-"""The latency side of edge-cnn-tiny's design: int8 latency of candidate shapes, before any training.
+"""The latency side of the edge-cnn family's design: int8 latency of candidate shapes, before any training.
 
-Issue 5 asks edge-cnn-tiny for a p50 of at most a quarter of cnn-3conv-bn's int8 p50, measured in one
-run. Latency does not depend on the trained weight values, so each candidate shape is built with
+Issue 5 asks edge-cnn-tiny for a p50 of at most a quarter of cnn-3conv-bn's int8 p50, and edge-cnn
+for a p50 below it, each measured in one run. Latency does not depend on the trained weight values, so each candidate shape is built with
 random weights, converted to full-integer int8 (calibrated on random pixels) and timed with 1 thread,
 batch 1, against the shipped cnn-3conv-bn artifact in the same process. Timing is interleaved in
 rounds (every model once per round), so a slow spell on a shared machine hits all of them alike and
 the ratios stay comparable. The accuracy of a shape is a separate, trained question.
 
-Usage (from the repository root; about a minute):
-    python benchmarks/tiny_design.py
-writes benchmarks/results/tiny_design.json.
+Usage (from the repository root; a minute or two):
+    python benchmarks/tiny_design.py                   # edge-cnn-tiny: benchmarks/results/tiny_design.json
+    python benchmarks/tiny_design.py --arch edge-cnn   # benchmarks/results/edge_cnn_design.json
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ RESULTS = Path(__file__).parent / "results"
 REFERENCE = REPO / "models" / "cnn-3conv-bn" / "model.tflite"
 REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 
-# edge-cnn-tiny's options for each candidate (the full-resolution stem's width, stage widths, blocks, block kind),
-# with a remark for the table; the row's name is made from the options, so the two cannot disagree.
-CANDIDATES = [
+# Each architecture's options for each candidate (the full-resolution stem's width, stage widths, blocks, block
+# kind), with a remark for the table; the row's name is made from the options, so the two cannot disagree.
+TINY_CANDIDATES = [
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, "the first edge-cnn-tiny"),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, ""),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "separable"}, "shipped until stop 18"),
@@ -46,6 +46,28 @@ CANDIDATES = [
     ({"stem": 16, "widths": [16, 32, 72], "blocks": [0, 2, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [1, 2, 2], "block": "conv"}, ""),
 ]
+EDGE_CNN_CANDIDATES = [
+    ({"stem": 32, "widths": [64, 128, 256], "blocks": [2, 3, 3], "block": "separable"}, "shipped edge-cnn, the default"),
+    ({"stem": 24, "widths": [24, 64, 128], "blocks": [0, 3, 2], "block": "conv"}, "trained in stops 18 and 19"),
+    # A 28x28 stage of full convs: the separable edge-cnn, which has one, is the more accurate (stop 19).
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 3, 3], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [2, 3, 2], "block": "conv"}, ""),
+    ({"stem": 24, "widths": [24, 80, 160], "blocks": [0, 3, 2], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 80, 160], "blocks": [1, 3, 2], "block": "conv"}, ""),
+    ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 64, 160], "blocks": [1, 2, 2], "block": "conv"}, ""),
+    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "conv"}, ""),
+    ({"stem": 24, "widths": [24, 48, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
+    # Deeper and thinner, at about the MACs of the shape trained in stops 18 and 19.
+    ({"stem": 24, "widths": [24, 48, 96], "blocks": [1, 4, 3], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 4], "block": "conv"}, ""),
+    ({"stem": 24, "widths": [24, 48, 128], "blocks": [1, 4, 2], "block": "conv"}, ""),
+]
+CANDIDATES = {"edge-cnn-tiny": TINY_CANDIDATES, "edge-cnn": EDGE_CNN_CANDIDATES}
+OUT = {"edge-cnn-tiny": "tiny_design.json", "edge-cnn": "edge_cnn_design.json"}
 
 
 def candidate_name(options: dict, remark: str = "") -> str:
@@ -56,9 +78,9 @@ def candidate_name(options: dict, remark: str = "") -> str:
     return f"{name} ({remark})" if remark else name
 
 
-def int8_candidate(options: dict, calibration: np.ndarray) -> tuple[bytes, dict]:
+def int8_candidate(arch: str, options: dict, calibration: np.ndarray) -> tuple[bytes, dict]:
     """The int8 flatbuffer of one shape, and its parameter and MAC counts."""
-    model = create_model("edge-cnn-tiny", **options)
+    model = create_model(arch, **options)
     shape = {"params": int(model.count_params()), "macs": count_macs(model)}
     return convert(model, get_format("int8"), "int8", calibration), shape
 
@@ -84,15 +106,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--runs-per-round", type=int, default=100)
-    parser.add_argument("--out", type=Path, default=RESULTS / "tiny_design.json")
+    parser.add_argument("--arch", choices=sorted(CANDIDATES), default="edge-cnn-tiny")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/" + " or ".join(OUT.values()))
     args = parser.parse_args(argv)
+    out = args.out or RESULTS / OUT[args.arch]
     calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     models = {REFERENCE_NAME: REFERENCE.read_bytes()}
     options_of, shapes = {}, {}
-    for options, remark in CANDIDATES:
+    for options, remark in CANDIDATES[args.arch]:
         name = candidate_name(options, remark)
         options_of[name] = options
-        models[name], shapes[name] = int8_candidate(options, calibration)
+        models[name], shapes[name] = int8_candidate(args.arch, options, calibration)
     latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
     reference_p50 = latency[REFERENCE_NAME]["p50_ms"]
     rows = []
@@ -110,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             "p50_ratio_to_cnn_3conv_bn": latency[name]["p50_ms"] / reference_p50,
         })
         print(f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}")
-    write_json(args.out, {
-        "what": "int8 latency of edge-cnn-tiny shapes with random weights, against the shipped cnn-3conv-bn",
-        "command": "python benchmarks/tiny_design.py",
+    write_json(out, {
+        "what": f"int8 latency of {args.arch} shapes with random weights, against the shipped cnn-3conv-bn",
+        "arch": args.arch,
+        "command": "python benchmarks/tiny_design.py" + ("" if args.arch == "edge-cnn-tiny" else f" --arch {args.arch}"),
         "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
         "environment": environment(),
         "rows": rows,

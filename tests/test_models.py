@@ -157,10 +157,13 @@ def test_model_cards_show_distillation_settings_only_with_a_teacher(benchmark_sc
 
 def test_tiny_design_times_each_shape_against_the_reference_in_one_run(benchmark_script, tmp_path, monkeypatch):
     tiny_design = benchmark_script("tiny_design")
-    monkeypatch.setattr(tiny_design, "CANDIDATES", [({"stem": 8, "widths": [8, 16, 32], "blocks": [1, 1, 1], "block": "separable"}, "lean")])
-    out = tmp_path / "tiny_design.json"
-    assert tiny_design.main(["--rounds", "2", "--runs-per-round", "5", "--out", str(out)]) == 0
-    reference, lean = json.loads(out.read_text())["rows"]
+    lean_shape = [({"stem": 8, "widths": [8, 16, 32], "blocks": [1, 1, 1], "block": "separable"}, "lean")]
+    monkeypatch.setattr(tiny_design, "CANDIDATES", {"edge-cnn-tiny": [], "edge-cnn": lean_shape})
+    out = tmp_path / "edge_cnn_design.json"
+    assert tiny_design.main(["--arch", "edge-cnn", "--rounds", "2", "--runs-per-round", "5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["arch"] == "edge-cnn" and result["command"].endswith("--arch edge-cnn")
+    reference, lean = result["rows"]
     assert reference["arch_options"] is None and reference["p50_ratio_to_cnn_3conv_bn"] == 1.0
     assert lean["candidate"] == "stem 8, widths 8/16/32, blocks 1/1/1, separable blocks (lean)"
     assert lean["params"] < 5_000 and lean["int8_bytes_without_metadata"] < 40_000
