@@ -148,11 +148,12 @@ def shipped_models() -> str | None:
                               *([""] + notes if notes else [])])
 
 
-def tiny_design() -> str | None:
-    result = _load("tiny_design.json")
+def _shape_design(file: str, arch: str) -> str | None:
+    """The table of one benchmarks/tiny_design.py result: candidate shapes timed against cnn-3conv-bn."""
+    result = _load(file)
     if not result:
         return None
-    lines = ["| edge-cnn-tiny shape (random weights, int8) | parameters | MACs/image | bytes (no metadata) | p50 ms | p50 / cnn-3conv-bn's |",
+    lines = [f"| {arch} shape (random weights, int8) | parameters | MACs/image | bytes (no metadata) | p50 ms | p50 / cnn-3conv-bn's |",
              "|---|---|---|---|---|---|"]
     reference = next(row for row in result["rows"] if row["arch_options"] is None)
     for row in (r for r in result["rows"] if r is not reference):
@@ -163,6 +164,14 @@ def tiny_design() -> str | None:
                               f"{result['threads']} thread, batch 1, {result['rounds']} interleaved rounds of {result['runs_per_round']} "
                               f"runs per model; {cpu_text(env)}, {env['interpreter']} {env['interpreter_version']}. "
                               f"Command run: `{result['command']}`."])
+
+
+def tiny_design() -> str | None:
+    return _shape_design("tiny_design.json", "edge-cnn-tiny")
+
+
+def edge_cnn_design() -> str | None:
+    return _shape_design("edge_cnn_design.json", "edge-cnn")
 
 
 def _folded_layers(tensor: str) -> str:
@@ -193,7 +202,8 @@ def int8_error() -> str | None:
 
 TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
           "arm-emulated": arm_emulated, "int8-error": int8_error,
-          "shipped-models": shipped_models, "tiny-design": tiny_design}
+          "shipped-models": shipped_models, "tiny-design": tiny_design,
+          "edge-cnn-design": edge_cnn_design}
 
 
 def render(readme: str) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -169,3 +170,18 @@ def test_tiny_design_times_each_shape_against_the_reference_in_one_run(benchmark
     assert lean["params"] < 5_000 and lean["int8_bytes_without_metadata"] < 40_000
     # A net this small costs a fraction of cnn-3conv-bn's int8 latency on any CPU.
     assert 0 < lean["p50_ratio_to_cnn_3conv_bn"] < 0.5
+
+
+def test_candidate_runs_records_what_the_ship_decision_read_and_no_test_figure(benchmark_script, exported, tmp_path):
+    candidate_runs = benchmark_script("candidate_runs")
+    out = tmp_path / "candidates.json"
+    assert candidate_runs.main([str(exported["int8"]), "--out", str(out)]) == 0
+    row, = json.loads(out.read_text())["rows"]
+    parity = json.loads((exported["int8"] / "model.json").read_text())["export"]["parity"]
+    assert row["format"] == "int8" and row["validation_images"] == 400
+    assert row["tflite_validation_accuracy"] == parity["tflite_accuracy"]
+    assert row["train"]["run"] == str(exported["train"]) and row["train"]["arch"] == "tiny-cnn"
+    assert row["train"]["validation_accuracy"] == json.loads((exported["train"] / "metrics.json").read_text())["val"]["accuracy"]
+    keys = re.findall(r'"(\w+)":', out.read_text())
+    assert "tflite_validation_accuracy" in keys and not [k for k in keys if "test" in k]
+    assert candidate_runs.main([str(tmp_path), "--out", str(out)]) == 2  # not a bundle: one line, no traceback
