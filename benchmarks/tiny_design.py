@@ -10,11 +10,13 @@ the ratios stay comparable. The accuracy of a shape is a separate, trained quest
 Usage (from the repository root; a minute or two):
     python benchmarks/tiny_design.py                   # edge-cnn-tiny: benchmarks/results/tiny_design.json
     python benchmarks/tiny_design.py --arch edge-cnn   # benchmarks/results/edge_cnn_design.json
+    python benchmarks/tiny_design.py --artifacts runs/<run>/model.tflite --out <file>.json   # trained files
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -107,16 +109,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--runs-per-round", type=int, default=100)
     parser.add_argument("--arch", choices=sorted(CANDIDATES), default="edge-cnn-tiny")
+    parser.add_argument("--artifacts", type=Path, nargs="+", default=None,
+                        help="time these trained .tflite files instead of the shapes (latency only: no accuracy is read)")
     parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/" + " or ".join(OUT.values()))
     args = parser.parse_args(argv)
+    if args.artifacts and not args.out:
+        parser.error("--artifacts needs --out (the shape tables are not overwritten)")
     out = args.out or RESULTS / OUT[args.arch]
-    calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
     models = {REFERENCE_NAME: REFERENCE.read_bytes()}
     options_of, shapes = {}, {}
-    for options, remark in CANDIDATES[args.arch]:
-        name = candidate_name(options, remark)
-        options_of[name] = options
-        models[name], shapes[name] = int8_candidate(args.arch, options, calibration)
+    if args.artifacts:
+        missing = [str(path) for path in args.artifacts if not path.is_file()]
+        if missing:
+            parser.error(f"no such .tflite file: {', '.join(missing)}")
+        models.update({str(path): path.read_bytes() for path in args.artifacts})
+    else:
+        calibration = np.random.default_rng(0).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+        for options, remark in CANDIDATES[args.arch]:
+            name = candidate_name(options, remark)
+            options_of[name] = options
+            models[name], shapes[name] = int8_candidate(args.arch, options, calibration)
     latency = interleaved_latency(models, args.rounds, args.runs_per_round, warmup=10)
     reference_p50 = latency[REFERENCE_NAME]["p50_ms"]
     rows = []
@@ -129,15 +141,17 @@ def main(argv: list[str] | None = None) -> int:
             "params": shape.get("params"),
             "macs": shape.get("macs"),
             "int8_bytes_without_metadata": len(content) if options else None,
+            "bytes": len(content),
             "p50_ms": latency[name]["p50_ms"],
             "p90_ms": latency[name]["p90_ms"],
             "p50_ratio_to_cnn_3conv_bn": latency[name]["p50_ms"] / reference_p50,
         })
         print(f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}")
     write_json(out, {
-        "what": f"int8 latency of {args.arch} shapes with random weights, against the shipped cnn-3conv-bn",
-        "arch": args.arch,
-        "command": "python benchmarks/tiny_design.py" + ("" if args.arch == "edge-cnn-tiny" else f" --arch {args.arch}"),
+        "what": ("int8 latency of trained artifacts" if args.artifacts else
+                 f"int8 latency of {args.arch} shapes with random weights") + ", against the shipped cnn-3conv-bn",
+        "arch": None if args.artifacts else args.arch,
+        "command": " ".join(["python benchmarks/tiny_design.py", *(argv if argv is not None else sys.argv[1:])]),
         "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
         "environment": environment(),
         "rows": rows,

@@ -163,13 +163,26 @@ def test_tiny_design_times_each_shape_against_the_reference_in_one_run(benchmark
     out = tmp_path / "edge_cnn_design.json"
     assert tiny_design.main(["--arch", "edge-cnn", "--rounds", "2", "--runs-per-round", "5", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["arch"] == "edge-cnn" and result["command"].endswith("--arch edge-cnn")
+    assert result["arch"] == "edge-cnn" and "tiny_design.py --arch edge-cnn" in result["command"]
     reference, lean = result["rows"]
     assert reference["arch_options"] is None and reference["p50_ratio_to_cnn_3conv_bn"] == 1.0
     assert lean["candidate"] == "stem 8, widths 8/16/32, blocks 1/1/1, separable blocks (lean)"
     assert lean["params"] < 5_000 and lean["int8_bytes_without_metadata"] < 40_000
     # A net this small costs a fraction of cnn-3conv-bn's int8 latency on any CPU.
     assert 0 < lean["p50_ratio_to_cnn_3conv_bn"] < 0.5
+
+
+def test_tiny_design_times_trained_artifacts_against_the_reference(benchmark_script, exported, tmp_path):
+    tiny_design = benchmark_script("tiny_design")
+    out = tmp_path / "artifacts.json"
+    artifact = exported["int8"] / "model.tflite"
+    assert tiny_design.main(["--artifacts", str(artifact), "--rounds", "2", "--runs-per-round", "5", "--out", str(out)]) == 0
+    reference, trained = json.loads(out.read_text())["rows"]
+    assert reference["p50_ratio_to_cnn_3conv_bn"] == 1.0
+    assert trained["candidate"] == str(artifact) and trained["bytes"] == artifact.stat().st_size
+    assert 0 < trained["p50_ratio_to_cnn_3conv_bn"] < 1  # tiny-cnn is far smaller than cnn-3conv-bn
+    with pytest.raises(SystemExit):  # a missing file: argparse's one-line error, exit 2
+        tiny_design.main(["--artifacts", str(tmp_path / "nope.tflite"), "--out", str(out)])
 
 
 def test_candidate_runs_records_what_the_ship_decision_read_and_no_test_figure(benchmark_script, exported, tmp_path):
