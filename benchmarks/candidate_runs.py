@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_json
+from edge_fm.runs import read_manifest, require_run
 
 RESULTS = Path(__file__).parent / "results"
 TRAIN_KEYS = ("params", "macs", "epochs_run", "best_epoch", "training_seconds", "device")
@@ -30,7 +31,7 @@ TRAIN_KEYS = ("params", "macs", "epochs_run", "best_epoch", "training_seconds", 
 
 def run_record(run: Path) -> dict:
     """What a training or QAT run's decision may read: its config and validation metrics."""
-    config, metrics = read_json(run / "config.json"), read_json(run / "metrics.json")
+    config, metrics = read_json(require_run(run) / "config.json"), read_json(run / "metrics.json")
     record = {"run": str(run), "validation_accuracy": metrics["val"]["accuracy"]}
     record.update({k: metrics[k] for k in TRAIN_KEYS if k in metrics})
     if metrics.get("stage", "train") == "train":
@@ -42,9 +43,11 @@ def bundle_row(bundle: Path) -> dict:
     """One export bundle and the runs it came from (its manifest's lineage, nearest first)."""
     if not (bundle / "model.json").is_file():
         raise EdgeFMError(f"{bundle} is not an export bundle (no model.json); pass a runs/<arch>-<format>-N directory.")
-    description, manifest = read_json(bundle / "model.json"), read_json(bundle / "manifest.json")
+    description, manifest = read_json(bundle / "model.json"), read_manifest(bundle)
     parity = description["export"]["parity"]
     lineage = {step["stage"]: Path(step["run"]) for step in manifest.get("lineage", [])}
+    if "train" not in lineage:
+        raise EdgeFMError(f"{bundle}'s manifest names no training run in its lineage; pass a bundle made by `edge-fm export`.")
     row = {
         "bundle": str(bundle),
         "format": manifest["format"],
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_json(args.out, {
         "what": "validation figures of trained candidates judged by a ship rule (no test figures)",
-        "command": "python benchmarks/candidate_runs.py " + " ".join(shlex.quote(str(a)) for a in (argv or sys.argv[1:])),
+        "command": "python benchmarks/candidate_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "rows": rows,
     })
     for row in rows:

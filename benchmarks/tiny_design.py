@@ -16,6 +16,7 @@ Usage (from the repository root; a minute or two):
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": ("int8 latency of trained artifacts" if args.artifacts else
                  f"int8 latency of {args.arch} shapes with random weights") + ", against the shipped cnn-3conv-bn",
         "arch": None if args.artifacts else args.arch,
-        "command": " ".join(["python benchmarks/tiny_design.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(["python", "benchmarks/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]),
         "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
         "environment": environment(),
         "rows": rows,
