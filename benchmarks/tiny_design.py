@@ -66,8 +66,14 @@ EDGE_CNN_CANDIDATES = [
     ({"stem": 16, "widths": [16, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
     # Deeper and thinner, at about the MACs of the shape trained in stops 18 and 19.
     ({"stem": 24, "widths": [24, 48, 96], "blocks": [1, 4, 3], "block": "conv"}, ""),
-    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 4], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 4], "block": "conv"}, "trained in stop 20"),
     ({"stem": 24, "widths": [24, 48, 128], "blocks": [1, 4, 2], "block": "conv"}, ""),
+    # Stop 20's shape with the latency room it left spent on depth or on width, most cheaply at 7x7.
+    ({"stem": 16, "widths": [16, 48, 112], "blocks": [1, 4, 4], "block": "conv"}, "trained in stop 21"),
+    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 5], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 5, 5], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 56, 112], "blocks": [1, 4, 4], "block": "conv"}, ""),
+    ({"stem": 16, "widths": [16, 48, 128], "blocks": [1, 4, 4], "block": "conv"}, ""),
 ]
 CANDIDATES = {"edge-cnn-tiny": TINY_CANDIDATES, "edge-cnn": EDGE_CNN_CANDIDATES}
 OUT = {"edge-cnn-tiny": "tiny_design.json", "edge-cnn": "edge_cnn_design.json"}
