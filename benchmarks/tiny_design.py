@@ -83,7 +83,8 @@ def candidate_name(options: dict, remark: str = "") -> str:
     """E.g. 'stem 16, widths 16/32/64, blocks 0/2/2, conv blocks (shipped edge-cnn-tiny, the default)'."""
     name = (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
             f"blocks {'/'.join(map(str, options['blocks']))}")
-    name += f", {options['block']} blocks"  # always named: edge-cnn-tiny's default block has changed before
+    kinds = options["block"] if isinstance(options["block"], str) else "/".join(options["block"])
+    name += f", {kinds} blocks"  # always named: edge-cnn-tiny's default block has changed before
     return f"{name} ({remark})" if remark else name
 
 

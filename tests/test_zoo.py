@@ -113,11 +113,22 @@ def test_edge_cnn_tiny_full_conv_blocks_pool_right_after_the_stem():
     assert "DepthwiseConv2D" in {type(layer).__name__ for layer in separable.layers}
 
 
+def test_edge_cnn_takes_one_block_kind_per_stage():
+    model = create_model("edge-cnn", stem=8, widths=(8, 16, 32), blocks=(1, 2, 1), block=["conv", "conv", "separable"])
+    names = {layer.name for layer in model.layers}
+    assert {"s1b1_conv", "s2b1_conv", "s2b2_conv", "s3b1_dw", "s3b1_pw"} <= names
+    assert not {"s1b1_dw", "s2b1_dw", "s3b1_conv"} & names
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds.count("DepthwiseConv2D") == 1
+
+
 @pytest.mark.parametrize("arch, options, message", [
     ("edge-cnn-tiny", {"block": "dense"}, r"unknown edge-cnn-tiny block 'dense'.*conv, separable"),
     ("edge-cnn", {"block": "dense"}, r"unknown edge-cnn block 'dense'"),
     ("edge-cnn-tiny", {"blocks": (0, 0, 0)}, "needs one block count"),
     ("edge-cnn", {"blocks": (1, 2)}, "needs one block count"),
+    ("edge-cnn", {"block": ["conv", "separable"]}, r"one block kind for all stages or one per stage \(3\)"),
+    ("edge-cnn", {"block": ["conv", "dense", "separable"]}, r"unknown edge-cnn block 'dense'"),
 ])
 def test_edge_family_rejects_bad_block_options(arch, options, message):
     with pytest.raises(EdgeFMError, match=message):

@@ -12,6 +12,8 @@ channel learns little.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
@@ -53,20 +55,30 @@ def conv_block(x, filters: int, name: str):
 BLOCKS = {"separable": separable_block, "conv": conv_block}
 
 
+def stage_blocks(block: str | Sequence[str], stages: int, name: str) -> list[str]:
+    """One block kind per stage: a single kind for all, or a list with one per stage."""
+    kinds = [block] * stages if isinstance(block, str) else list(block)
+    if len(kinds) != stages:
+        raise EdgeFMError(f"{name} needs one block kind for all stages or one per stage ({stages}); got {kinds}.")
+    for kind in kinds:
+        if kind not in BLOCKS:
+            raise unknown_choice(f"{name} block", kind, BLOCKS)
+    return kinds
+
+
 def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], dropout: float, name: str,
-                   block: str = "separable") -> keras.Model:
+                   block: str | Sequence[str] = "separable") -> keras.Model:
     if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
         raise EdgeFMError(f"{name} needs one block count (>= 0, not all 0) per stage width; "
                           f"got widths {list(widths)} and blocks {list(blocks)}.")
-    if block not in BLOCKS:
-        raise unknown_choice(f"{name} block", block, BLOCKS)
+    kinds = stage_blocks(block, len(widths), name)
     inputs = raw_input()
     x = _conv_bn_relu(preprocess(inputs), stem, "stem")
-    for s, (width, count) in enumerate(zip(widths, blocks), start=1):
+    for s, (width, count, kind) in enumerate(zip(widths, blocks, kinds), start=1):
         if s > 1:
             x = layers.MaxPooling2D(2, name=f"pool{s - 1}")(x)
         for b in range(1, count + 1):
-            x = BLOCKS[block](x, width, f"s{s}b{b}")
+            x = BLOCKS[kind](x, width, f"s{s}b{b}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = layers.Dropout(dropout, name="drop")(x)
@@ -76,7 +88,7 @@ def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], 
 @register_model("edge-cnn", description="edge-fm's accurate net: separable residual stages 64/128/256, GAP")
 def edge_cnn(
     *, stem: int = 32, widths: tuple[int, ...] = (64, 128, 256), blocks: tuple[int, ...] = (2, 3, 3), dropout: float = 0.2,
-    block: str = "separable",
+    block: str | Sequence[str] = "separable",
 ) -> keras.Model:
     """The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
 
@@ -85,7 +97,8 @@ def edge_cnn(
         widths: Channels of each stage (28x28, 14x14, 7x7).
         blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
-        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv).
+        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
+            list with one per stage (e.g. full convs at 28x28 and 14x14, separable at 7x7).
     """
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
 
@@ -93,7 +106,7 @@ def edge_cnn(
 @register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP")
 def edge_cnn_tiny(
     *, stem: int = 16, widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (0, 2, 2), dropout: float = 0.1,
-    block: str = "conv",
+    block: str | Sequence[str] = "conv",
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.
 
@@ -107,6 +120,7 @@ def edge_cnn_tiny(
         widths: Channels of each stage (28x28, 14x14, 7x7).
         blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
-        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv).
+        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
+            list with one per stage (e.g. full convs at 28x28 and 14x14, separable at 7x7).
     """
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block)
