@@ -172,6 +172,12 @@ def test_tiny_design_times_each_shape_against_the_reference_in_one_run(benchmark
     assert 0 < lean["p50_ratio_to_cnn_3conv_bn"] < 0.5
 
 
+def test_tiny_design_names_a_per_stage_block_list(benchmark_script):
+    tiny_design = benchmark_script("tiny_design")
+    hybrid = {"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}
+    assert tiny_design.candidate_name(hybrid, "x") == "stem 16, widths 16/128/256, blocks 1/3/3, conv/separable/separable blocks (x)"
+
+
 def test_tiny_design_times_trained_artifacts_against_the_reference(benchmark_script, exported, tmp_path):
     tiny_design = benchmark_script("tiny_design")
     out = tmp_path / "artifacts.json"

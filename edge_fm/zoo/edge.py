@@ -3,7 +3,8 @@
 Both are a 3x3 stem conv, then stages of residual blocks (residual where the width does not
 change) with a 2x2 max-pool between stages, and a global-average-pooling head. A block is either
 depthwise-separable (a 3x3 depthwise conv, then a 1x1 pointwise conv, each with batch norm), about
-a ninth of a full 3x3 conv in weights and multiply-accumulates, or a full 3x3 conv with batch norm.
+a ninth of a full 3x3 conv in weights and multiply-accumulates, or a full 3x3 conv with batch norm;
+the kind is chosen for all stages or per stage.
 Fewer MACs are not always less time: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv runs
 several times faster per MAC than a depthwise conv (README, "Latency depends on the CPU"), so the
 shipped edge-cnn-tiny uses full convs. The stem is a plain conv because a depthwise conv on one
@@ -98,7 +99,7 @@ def edge_cnn(
         blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
         block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
-            list with one per stage (e.g. full convs at 28x28 and 14x14, separable at 7x7).
+            list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
     """
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
 
@@ -121,6 +122,6 @@ def edge_cnn_tiny(
         blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
         dropout: Dropout before the classifier.
         block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
-            list with one per stage (e.g. full convs at 28x28 and 14x14, separable at 7x7).
+            list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
     """
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block)
