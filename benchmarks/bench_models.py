@@ -70,7 +70,27 @@ def refused_text(provenance: dict) -> str:
                    for fmt, reason in provenance.get("failed_candidates", {}).items())
 
 
-def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str) -> str:
+def _check_value(what: str, value) -> str:
+    """A check's measured or target value in the card's units."""
+    if "accuracy" in what:
+        return f"{value * 100:.2f}%"
+    return f"{value:.3f} ms" if what.startswith("p50") else f"{value:,} bytes"
+
+
+def targets_text(name: str, model_checks: list[dict]) -> str:
+    """The card's paragraph on this model's targets, as this benchmark run judged them; a miss is said plainly."""
+    mine = [c for c in model_checks if c["model"] == name and c["met"] is not None]
+    if not mine:
+        return ""
+    parts = [f"{c['check']}: {_check_value(c['check'], c['measured'])} against {_check_value(c['check'], c['target'])}, "
+             f"{'met' if c['met'] else '**missed**'}" for c in mine]
+    missed = " A latency ratio holds for the CPU measured only: see the README on latency and the CPU." \
+        if any(not c["met"] and c["check"].startswith("p50") for c in mine) else ""
+    return f"\n\n**Targets** (issue 5, judged in the same benchmark run): {'; '.join(parts)}.{missed}"
+
+
+def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str,
+               model_checks: list[dict] = ()) -> str:
     train = provenance["train_metrics"]
     config = provenance["train_config"]
     float_test = train.get("test", {}).get("accuracy")
@@ -94,7 +114,7 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 
 **How the artifact was chosen**: {provenance['choice_rule']}. Validation accuracy:
 {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}. Test accuracy of each
-candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.{refused_text(provenance)}
+candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.{refused_text(provenance)}{targets_text(name, list(model_checks))}
 
 **Limitations**: {LIMITATIONS}
 
@@ -188,10 +208,13 @@ def earlier_rows(names: list[str]) -> list[dict]:
     return kept
 
 
-def write_cards(rows: list[dict], provenances: dict, environment: dict, test_source: str, models_dir: Path) -> None:
-    """One MODEL_CARD.md per row; a row carried over from an earlier run states that run's CPU, not this one."""
+def write_cards(rows: list[dict], provenances: dict, environment: dict, test_source: str, models_dir: Path,
+                model_checks: list[dict] = ()) -> None:
+    """One MODEL_CARD.md per row; a row carried over from an earlier run states that run's CPU, not this one,
+    and no target is judged on it (its numbers are not from this run)."""
     for row in rows:
-        card = model_card(row["model"], provenances[row["model"]], row, row.get("measured_on", environment), test_source)
+        judged = [] if "measured_on" in row else model_checks
+        card = model_card(row["model"], provenances[row["model"]], row, row.get("measured_on", environment), test_source, judged)
         write_bytes_atomic(models_dir / row["model"] / "MODEL_CARD.md", card.encode())
 
 
@@ -223,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         row["note"] = provenance.get("note", "")
     result["checks"] = checks(ok)
     write_json(RESULTS / "models_bench.json", result)
-    write_cards(ok, provenances, result["environment"], result["test_set"]["source"], MODELS)
+    write_cards(ok, provenances, result["environment"], result["test_set"]["source"], MODELS, result["checks"])
     if ok:
         plot(ok, RESULTS / "models_front.png")
     return 0 if len(ok) == len(result["rows"]) else 1

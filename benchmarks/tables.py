@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from edge_fm.report import cpu_text
+from edge_fm.report import cpu_text, shape_text
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
@@ -174,6 +174,62 @@ def edge_cnn_design() -> str | None:
     return _shape_design("edge_cnn_design.json", "edge-cnn")
 
 
+def _trained_latency() -> tuple[dict[str, float], dict | None]:
+    """p50 / cnn-3conv-bn's per timed trained artifact, keyed by its bundle directory, and the run's JSON."""
+    result = _load("edge_cnn_trained_latency.json")
+    if not result:
+        return {}, None
+    ratios = {str(Path(row["candidate"]).parent): row["p50_ratio_to_cnn_3conv_bn"]
+              for row in result["rows"] if row["arch_options"] is None and row["candidate"].endswith(".tflite")}
+    return ratios, result
+
+
+def _candidate_row(run: str, shape: str, epochs: int, teacher: str | None, params: int, float_val: float,
+                   formats: list[tuple[float | None, float | None]]) -> str:
+    """A row of the candidates table; ``formats`` is (validation accuracy, p50 ratio) for qat-int8 and int8."""
+    timed = ", ".join("-" if ratio is None else f"{ratio:.3f}" for _, ratio in formats)
+    return (f"| {run} | {shape} | {epochs} | {f'`{teacher}`' if teacher else '-'} | {params:,} | {_pct(float_val)} | "
+            + " | ".join(_pct(accuracy) for accuracy, _ in formats) + f" | {timed} |")
+
+
+def _shipped_edge_cnn_row(ratios: dict[str, float]) -> str:
+    """The shipped edge-cnn, the bar the candidates are judged against, from its provenance.json."""
+    shipped = json.loads((REPO / "models" / "edge-cnn" / "provenance.json").read_text())
+    config, metrics, chosen = shipped["train_config"], shipped["train_metrics"], shipped["chosen_format"]
+    shape = shape_text(config["arch_options"]) if config["arch_options"] else "the architecture's default shape"
+    formats = [(shipped["validation_accuracy"].get(name), ratios.get("models/edge-cnn") if name == chosen else None)
+               for name in ("qat-int8", "int8")]
+    return _candidate_row(f"`{shipped['train_run']}` (shipped `edge-cnn`, {chosen})", shape, metrics["epochs_run"],
+                          config["teacher"], metrics["params"], metrics["val"]["accuracy"], formats)
+
+
+def edge_cnn_candidates() -> str | None:
+    """One row per trained edge-cnn candidate: its validation figures (all a ship rule read) and trained latency."""
+    result = _load("edge_cnn_candidates.json")
+    if not result:
+        return None
+    ratios, latency = _trained_latency()
+    runs: dict[str, dict] = {}
+    for row in result["rows"]:  # the bundles of one training run (its qat-int8 and int8 exports) share a row
+        runs.setdefault(row["train"]["run"], {})[row["format"]] = row
+    lines = ["| training run | shape | epochs | teacher | params | float model | qat-int8 | int8 | p50 / cnn-3conv-bn's (qat-int8, int8) |",
+             "|---|---|---|---|---|---|---|---|---|", _shipped_edge_cnn_row(ratios)]
+    for run, bundles in runs.items():
+        train = next(iter(bundles.values()))["train"]
+        formats = [(bundles[name]["tflite_validation_accuracy"], ratios.get(bundles[name]["bundle"])) if name in bundles
+                   else (None, None) for name in ("qat-int8", "int8")]
+        lines.append(_candidate_row(f"`{run}`", shape_text(train["arch_options"]), train["epochs_run"], train["teacher"],
+                                    train["params"], train["validation_accuracy"], formats))
+    images = {row["validation_images"] for row in result["rows"]}
+    footer = (f"Accuracy on the whole validation split ({', '.join(f'{n:,}' for n in sorted(images))} images); no test "
+              f"figure is read here. Command run: `{result['command']}` (it needs the run directories, which are not in git).")
+    if latency:
+        footer += (f" Latency of the trained artifacts, 1 thread, batch 1, interleaved with the shipped `cnn-3conv-bn` "
+                   f"({latency['rounds']} rounds of {latency['runs_per_round']} runs; {cpu_text(latency['environment'])}): "
+                   f"`{latency['command']}`.")
+    return "\n".join(lines + ["", footer])
+
+
 def _folded_layers(tensor: str) -> str:
     """The Keras layers a TFLite tensor was made from: ``model/layer/...;model/other/...`` -> ``layer + other``
     (a QAT wrapper's ``quant_`` prefix dropped)."""
@@ -203,7 +259,7 @@ def int8_error() -> str | None:
 TABLES = {"paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
           "arm-emulated": arm_emulated, "int8-error": int8_error,
           "shipped-models": shipped_models, "tiny-design": tiny_design,
-          "edge-cnn-design": edge_cnn_design}
+          "edge-cnn-design": edge_cnn_design, "edge-cnn-candidates": edge_cnn_candidates}
 
 
 def render(readme: str) -> str:

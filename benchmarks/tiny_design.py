@@ -24,6 +24,7 @@ import numpy as np
 
 from edge_fm.export import convert, get_format
 from edge_fm.io import write_json
+from edge_fm.report import shape_text
 from edge_fm.runner import TFLiteModel, environment, summarize_latency, time_invocations
 from edge_fm.zoo import count_macs, create_model
 
@@ -74,6 +75,15 @@ EDGE_CNN_CANDIDATES = [
     ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 5, 5], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 56, 112], "blocks": [1, 4, 4], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 48, 128], "blocks": [1, 4, 4], "block": "conv"}, ""),
+    # Hybrids: full convs at 28x28, where a separable block's depthwise pass costs most per MAC,
+    # and the separable model's wide 14x14 and 7x7 stages, which carried its accuracy.
+    ({"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]},
+     "trained in stops 21-22"),
+    ({"stem": 24, "widths": [24, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
+    ({"stem": 32, "widths": [32, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
+    ({"stem": 24, "widths": [24, 96, 256], "blocks": [1, 2, 3], "block": ["conv", "separable", "separable"]}, ""),
+    ({"stem": 24, "widths": [24, 64, 256], "blocks": [1, 3, 3], "block": ["conv", "conv", "separable"]}, ""),
+    ({"stem": 16, "widths": [16, 48, 256], "blocks": [1, 4, 3], "block": ["conv", "conv", "separable"]}, ""),
 ]
 CANDIDATES = {"edge-cnn-tiny": TINY_CANDIDATES, "edge-cnn": EDGE_CNN_CANDIDATES}
 OUT = {"edge-cnn-tiny": "tiny_design.json", "edge-cnn": "edge_cnn_design.json"}
@@ -81,11 +91,7 @@ OUT = {"edge-cnn-tiny": "tiny_design.json", "edge-cnn": "edge_cnn_design.json"}
 
 def candidate_name(options: dict, remark: str = "") -> str:
     """E.g. 'stem 16, widths 16/32/64, blocks 0/2/2, conv blocks (shipped edge-cnn-tiny, the default)'."""
-    name = (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
-            f"blocks {'/'.join(map(str, options['blocks']))}")
-    kinds = options["block"] if isinstance(options["block"], str) else "/".join(options["block"])
-    name += f", {kinds} blocks"  # always named: edge-cnn-tiny's default block has changed before
-    return f"{name} ({remark})" if remark else name
+    return f"{shape_text(options)} ({remark})" if remark else shape_text(options)
 
 
 def int8_candidate(arch: str, options: dict, calibration: np.ndarray) -> tuple[bytes, dict]:

@@ -60,6 +60,17 @@ def cpu_text(environment: dict) -> str:
     return f"{environment['cpu']} ({detail})" if detail else environment["cpu"]
 
 
+def shape_text(options: dict) -> str:
+    """``"stem 16, widths 16/32/64, blocks 0/2/2, conv blocks"``: an edge-family shape, as tables name it.
+
+    The block kind is always named (edge-cnn-tiny's default has changed before), and a per-stage list
+    of kinds is joined like the widths.
+    """
+    kinds = options["block"] if isinstance(options["block"], str) else "/".join(options["block"])
+    return (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
+            f"blocks {'/'.join(map(str, options['blocks']))}, {kinds} blocks")
+
+
 def epochs_text(epochs: int) -> str:
     """``"1 epoch"``, ``"24 epochs"``: how the CLI and the model cards count epochs."""
     return f"{epochs} epoch{'' if epochs == 1 else 's'}"

@@ -204,3 +204,27 @@ def test_candidate_runs_records_what_the_ship_decision_read_and_no_test_figure(b
     keys = re.findall(r'"(\w+)":', out.read_text())
     assert "tflite_validation_accuracy" in keys and not [k for k in keys if "test" in k]
     assert candidate_runs.main([str(tmp_path), "--out", str(out)]) == 2  # not a bundle: one line, no traceback
+
+
+def test_each_model_card_states_its_targets_as_the_committed_benchmark_judged_them():
+    result = json.loads((REPO / "benchmarks" / "results" / "models_bench.json").read_text())
+    judged = [c for c in result["checks"] if c["met"] is not None]
+    assert judged
+    for check in judged:
+        card = (REPO / "models" / check["model"] / "MODEL_CARD.md").read_text()
+        targets = card.split("**Targets**", 1)[1].split("\n\n", 1)[0]
+        assert f"{check['check']}: " in targets, (check["model"], check["check"])
+        said = targets.split(f"{check['check']}: ", 1)[1].split(";", 1)[0]
+        verdict = re.match(r".*?, (met|\*\*missed\*\*)", said).group(1)
+        assert verdict == ("met" if check["met"] else "**missed**"), (check["model"], said)
+
+
+def test_a_missed_latency_target_says_so_and_points_at_the_cpu(benchmark_script):
+    bench_models = benchmark_script("bench_models")
+    checks = [{"model": "m", "check": "int8 test accuracy", "measured": 0.952, "target": 0.95, "met": True},
+              {"model": "m", "check": "p50 below cnn-3conv-bn's", "measured": 0.3, "target": 0.24, "met": False},
+              {"model": "other", "check": "int8 test accuracy", "measured": 0.5, "target": 0.9, "met": False}]
+    text = bench_models.targets_text("m", checks)
+    assert "int8 test accuracy: 95.20% against 95.00%, met" in text
+    assert "p50 below cnn-3conv-bn's: 0.300 ms against 0.240 ms, **missed**" in text and "CPU" in text
+    assert "50.00%" not in text and bench_models.targets_text("nobody", checks) == ""
