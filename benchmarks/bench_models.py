@@ -19,6 +19,7 @@ import operator
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from edge_fm.bench import BenchOptions, bench
@@ -77,7 +78,7 @@ def _check_value(what: str, value) -> str:
     return f"{value:.3f} ms" if what.startswith("p50") else f"{value:,} bytes"
 
 
-def targets_text(name: str, model_checks: list[dict]) -> str:
+def targets_text(name: str, model_checks: Sequence[dict]) -> str:
     """The card's paragraph on this model's targets, as this benchmark run judged them; a miss is said plainly."""
     mine = [c for c in model_checks if c["model"] == name and c["met"] is not None]
     if not mine:
@@ -90,7 +91,7 @@ def targets_text(name: str, model_checks: list[dict]) -> str:
 
 
 def model_card(name: str, provenance: dict, row: dict, environment: dict, test_source: str,
-               model_checks: list[dict] = ()) -> str:
+               model_checks: Sequence[dict] = ()) -> str:
     train = provenance["train_metrics"]
     config = provenance["train_config"]
     float_test = train.get("test", {}).get("accuracy")
@@ -114,7 +115,7 @@ def model_card(name: str, provenance: dict, row: dict, environment: dict, test_s
 
 **How the artifact was chosen**: {provenance['choice_rule']}. Validation accuracy:
 {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance['validation_accuracy'].items())}. Test accuracy of each
-candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.{refused_text(provenance)}{targets_text(name, list(model_checks))}
+candidate, measured after the choice: {', '.join(f"{k} {v * 100:.2f}%" for k, v in provenance.get('candidates_test_accuracy', {}).items()) or 'not recorded'}.{refused_text(provenance)}{targets_text(name, model_checks)}
 
 **Limitations**: {LIMITATIONS}
 
@@ -209,11 +210,11 @@ def earlier_rows(names: list[str]) -> list[dict]:
 
 
 def write_cards(rows: list[dict], provenances: dict, environment: dict, test_source: str, models_dir: Path,
-                model_checks: list[dict] = ()) -> None:
+                model_checks: Sequence[dict] = ()) -> None:
     """One MODEL_CARD.md per row; a row carried over from an earlier run states that run's CPU, not this one,
     and no target is judged on it (its numbers are not from this run)."""
     for row in rows:
-        judged = [] if "measured_on" in row else model_checks
+        judged = () if "measured_on" in row else model_checks
         card = model_card(row["model"], provenances[row["model"]], row, row.get("measured_on", environment), test_source, judged)
         write_bytes_atomic(models_dir / row["model"] / "MODEL_CARD.md", card.encode())
 

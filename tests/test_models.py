@@ -134,9 +134,11 @@ def test_a_carried_over_rows_card_names_the_cpu_that_measured_it(benchmark_scrip
     provenance = json.loads((REPO / "models" / row["model"] / "provenance.json").read_text())
     (tmp_path / row["model"]).mkdir()
     here = {**row["measured_on"], "cpu": "Some Other CPU", "cpu_detail": "family 1 model 1"}
-    bench_models.write_cards([row], {row["model"]: provenance}, here, "the test split", tmp_path)
+    judged_here = [{"model": row["model"], "check": "int8 test accuracy", "measured": 0.9, "target": 0.8, "met": True}]
+    bench_models.write_cards([row], {row["model"]: provenance}, here, "the test split", tmp_path, judged_here)
     card = (tmp_path / row["model"] / "MODEL_CARD.md").read_text()
     assert cpu_text(row["measured_on"]) in card and "Some Other CPU" not in card
+    assert "**Targets**" not in card  # this run's checks do not judge numbers carried over from another run
     remeasured = {k: v for k, v in row.items() if k != "measured_on"}
     bench_models.write_cards([remeasured], {row["model"]: provenance}, here, "the test split", tmp_path)
     assert "Some Other CPU (family 1 model 1)" in (tmp_path / row["model"] / "MODEL_CARD.md").read_text()
