@@ -19,7 +19,7 @@ for the first build (cached under .cache/arm64-debian12 afterwards).
 
 Usage (from the repository root):
     python benchmarks/arm_emulated.py runs/mlp-fp32-1 runs/mlp-dynamic-1 models/ \
-        --cpus cortex-a72,cortex-a76,max --data-dir ../shared/data/fashion-mnist
+        --cpus cortex-a72,cortex-a76,max --data-dir DATA_DIR
 Writes benchmarks/results/arm_emulated.json.
 """
 

@@ -4,7 +4,7 @@ Trains (or reuses) a float model, prunes it, runs QAT and pruning-preserving QAT
 format, and scores each artifact with the LiteRT interpreter on the full 10,000-image test split.
 
 Usage (from the repository root):
-    python benchmarks/optimize_chain.py --arch cnn-2conv --data-dir ../shared/data/fashion-mnist
+    python benchmarks/optimize_chain.py --arch cnn-2conv --data-dir DATA_DIR
     python benchmarks/optimize_chain.py --train-run runs/cnn-2conv-train-3 --data-dir ...
 
 Writes benchmarks/results/optimize_chain_<arch>.json. Rows: fp32, fp16, dynamic, int8,
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
 
-    train_run = Path(args.train_run) if args.train_run else edge_fm.train(
+    train_run = Path(args.train_run) if args.train_run else edge_fm.train_model(
         edge_fm.config_for(args.arch, "paper"), data_dir=args.data_dir, runs_dir=args.runs_dir
     )
     arch = edge_fm.load_config(edge_fm.TrainConfig, train_run / "config.json").arch

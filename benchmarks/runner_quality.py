@@ -7,7 +7,7 @@
    Target: under 3 seconds.
 
 Usage (from the repository root):
-    python benchmarks/runner_quality.py runs/cnn-2conv-int8-1 --data-dir ../shared/data/fashion-mnist
+    python benchmarks/runner_quality.py runs/cnn-2conv-int8-1 --data-dir DATA_DIR
 Writes benchmarks/results/runner_quality.json.
 """
 

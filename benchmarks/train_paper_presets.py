@@ -1,7 +1,7 @@
 """Trains architectures with their `paper` preset on the full dataset and records the results.
 
 Usage (from the repository root):
-    python benchmarks/train_paper_presets.py mlp cnn-2conv --data-dir ../shared/data/fashion-mnist
+    python benchmarks/train_paper_presets.py mlp cnn-2conv --data-dir DATA_DIR
     python benchmarks/train_paper_presets.py --summarize-only
 
 Each run lands in runs/<arch>-train-N (not committed); its metrics.json and config.json are
@@ -27,7 +27,7 @@ TOLERANCE = 0.01  # "within one point" of the paper
 def train_one(arch: str, data_dir: str | None, runs_dir: str) -> dict:
     """Trains ``arch`` with its paper preset and writes its metrics and config to the results."""
     config = edge_fm.config_for(arch, "paper")
-    run_dir = edge_fm.train(config, data_dir=data_dir, runs_dir=runs_dir)
+    run_dir = edge_fm.train_model(config, data_dir=data_dir, runs_dir=runs_dir)
     metrics = read_json(run_dir / "metrics.json")
     metrics["run_dir"] = str(run_dir)
     metrics["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)

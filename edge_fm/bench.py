@@ -37,7 +37,7 @@ TEST_SET_FILE = "test.npz"
 
 @dataclasses.dataclass(frozen=True)
 class BenchOptions:
-    """How the runner measures (the defaults follow TFLite's ``benchmark_model``).
+    """How the runner measures (the defaults are the runner's own, ``runner.DEFAULTS``).
 
     Attributes:
         threads: Interpreter thread counts; one row per artifact and count.
@@ -50,20 +50,25 @@ class BenchOptions:
         accuracy_threads: Threads of the accuracy pass (0: every core).
     """
 
-    threads: tuple[int, ...] = (1,)
-    runs: int = 100
-    min_seconds: float = 1.0
-    max_seconds: float = 60.0
-    warmup: int = 10
-    batch_size: int = 256
-    artifact_timeout: float = 900.0
-    accuracy_threads: int = 0
+    threads: tuple[int, ...] = tuple(runner.parse_threads(runner.DEFAULTS.threads))
+    runs: int = runner.DEFAULTS.runs
+    min_seconds: float = runner.DEFAULTS.min_seconds
+    max_seconds: float = runner.DEFAULTS.max_seconds
+    warmup: int = runner.DEFAULTS.warmup
+    batch_size: int = runner.DEFAULTS.batch_size
+    artifact_timeout: float = runner.DEFAULTS.artifact_timeout
+    accuracy_threads: int = runner.DEFAULTS.accuracy_threads
 
     def __post_init__(self):
         if not self.threads or min(self.threads) < 1:
             raise EdgeFMError(f"--threads {','.join(map(str, self.threads))}: give positive thread counts, e.g. 1,4.")
-        if self.runs < 1 or self.min_seconds < 0 or self.max_seconds <= 0 or self.warmup < 0 or self.batch_size < 1:
-            raise EdgeFMError("--runs must be >= 1, --min-seconds >= 0 and --max-seconds > 0.")
+        limits = (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--min-seconds", self.min_seconds, 0),
+                  ("batch size", self.batch_size, 1))
+        for option, value, low in limits:
+            if value < low:
+                raise EdgeFMError(f"{option} {value}: must be at least {low}.")
+        if self.max_seconds <= 0:
+            raise EdgeFMError(f"--max-seconds {self.max_seconds}: must be more than 0.")
 
     def runner_args(self) -> list[str]:
         return ["--threads", ",".join(map(str, self.threads)), "--runs", str(self.runs),
@@ -131,7 +136,7 @@ def write_test_set(path: Path, data_dir: Path | str | None = None, sample: bool 
     np.savez_compressed(path, images=images.reshape(-1, 28, 28).astype(np.uint8), labels=labels.astype(np.uint8))
     what = (f"embedded sample test images ({len(labels)}); NOT the Fashion-MNIST test set" if sample
             else f"Fashion-MNIST test split ({len(labels)} images)")
-    return {"source": what, "images": int(len(labels)), "sample": sample}
+    return {"source": what, "images": int(len(labels)), "sample": sample, "sha256": data.split_sha256(images, labels)}
 
 
 # ---------------------------------------------------------------- targets
@@ -287,14 +292,21 @@ def _payload(artifacts: list[Path], names: list[str], test_set: Path) -> bytes:
 
 
 def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str, ...] = (), python: str | None = None,
-                 connect_timeout: int = 10) -> LocalTarget | SshTarget:
-    """``local`` or ``ssh://user@host[:port]``.
+                 connect_timeout: int = 10, tflm_images: int | None = None):
+    """``local``, ``ssh://user@host[:port]``, or ``tflm`` (TensorFlow Lite for Microcontrollers here:
+    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact).
 
     Raises:
         EdgeFMError: Any other form.
     """
     if text == "local":
         return LocalTarget()
+    if text == "tflm":
+        from edge_fm.mcu import DEFAULT_CHECK_IMAGES, TflmTarget
+
+        if tflm_images is not None and tflm_images < 1:
+            raise EdgeFMError(f"--tflm-images {tflm_images}: give at least 1.")
+        return TflmTarget(images=tflm_images or DEFAULT_CHECK_IMAGES)
     if text.startswith("ssh://"):
         parts = urlsplit(text)
         try:
@@ -305,7 +317,7 @@ def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str,
             raise EdgeFMError(f"target {text!r}: write ssh://user@host or ssh://user@host:port.")
         return SshTarget(host=parts.hostname, user=parts.username, port=port, identity=identity,
                          ssh_options=tuple(ssh_options), python=python or "python3", connect_timeout=connect_timeout)
-    raise EdgeFMError(f"target {text!r}: use `local` or `ssh://user@host[:port]`.")
+    raise EdgeFMError(f"target {text!r}: use `local`, `ssh://user@host[:port]` or `tflm`.")
 
 
 # ---------------------------------------------------------------- the Keras baseline
@@ -335,14 +347,15 @@ def _keras_baseline_row(run_dir: str, test_set: str, threads: int, options: dict
 
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from edge_fm.train import MODEL_FILE, load_model
+    from edge_fm.runs import Run
 
+    run = Run(run_dir)
     images, labels = runner.load_test_set(test_set)
-    model_path = Path(run_dir) / MODEL_FILE
+    model_path = run.model_path
     row: dict[str, Any] = {"artifact": f"{Path(run_dir).name} (keras)", "format": "keras", "path": run_dir, "threads": threads,
                            **runner.file_sizes(str(model_path)), "rss_before_model_mb": runner.current_rss_mb()}
     t0 = time.perf_counter()
-    model = load_model(run_dir)
+    model = run.model()
     # A traced function is what a fair TensorFlow deployment would call (not eager Python).
     call = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)])
     one = tf.constant(images[:1].reshape(1, 28, 28, 1).astype(np.float32))
@@ -392,6 +405,10 @@ def bench(
     """
     artifacts = collect_artifacts(paths)
     target = parse_target(target) if isinstance(target, str) else target
+    if baseline:
+        from edge_fm.runs import Run  # loads TensorFlow: only when a baseline is asked for
+
+        Run(baseline).require_model()  # a wrong --baseline is refused before any measuring
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE

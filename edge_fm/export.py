@@ -29,8 +29,9 @@ from edge_fm import data as data_lib
 from edge_fm.compat import keras, native_stderr_silenced, tf
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.io import read_json, write_bytes_atomic, write_json
+from edge_fm.evaluate import predict_proba
 from edge_fm.runner import TFLiteModel
-from edge_fm.runs import new_run_dir, read_manifest, require_run, write_manifest
+from edge_fm.runs import Run, new_run_dir, write_manifest
 
 METADATA_DESCRIPTION = "edge_fm.model_json"
 METADATA_LABELS = "edge_fm.labels"
@@ -334,28 +335,23 @@ def export(
         EdgeFMError: Unknown format or dtype, a non-QAT run for ``qat-int8``, a failed
             conversion or a failed parity check (then no bundle is left behind).
     """
-    from edge_fm.optimize import QAT_STAGES, load_model_to_convert, run_stage
-    from edge_fm.train import load_run_data, predict, run_train_config
-
     fmt = get_format(format_name)
     io_dtype = io_dtype or fmt.io_dtypes[0]
     if io_dtype not in fmt.io_dtypes:
         raise EdgeFMError(f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}.")
-    run_dir = require_run(run_dir)
-    stage = run_stage(run_dir)
-    is_qat = stage in QAT_STAGES
-    if fmt.needs_qat != is_qat:
+    run = Run(run_dir)
+    if fmt.needs_qat != run.quantization_aware:
         hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
-        raise EdgeFMError(f"{run_dir} is a {stage} run; format {fmt.name} needs {'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint}).")
-    config = run_train_config(run_dir)
-    dataset = load_run_data(run_dir, config, data_dir)
-    model = load_model_to_convert(run_dir)
+        raise EdgeFMError(f"{run.path} is a {run.stage} run; format {fmt.name} needs {'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint}).")
+    config = run.train_config
+    dataset = run.dataset(data_dir)
+    model = run.model_to_convert()
     calibration = representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 
     check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
     tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
-    parity = parity_check(predict(model, check_images), tflite_probs, check_labels, fmt)
+    parity = parity_check(predict_proba(model, check_images), tflite_probs, check_labels, fmt)
     if not parity["passed"]:
         raise EdgeFMError(
             f"parity check failed for {fmt.name}: {parity['rule']} not met (agreement {parity['agreement']:.2%}, "
@@ -363,18 +359,19 @@ def export(
             f"{parity['images']} validation images); nothing was written."
         )
 
-    bundle = new_run_dir(runs_dir, artifact_name(config.arch, stage, fmt))
+    bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
     try:
-        _write_bundle(bundle, run_dir, stage, config.arch, fmt, io_dtype, flatbuffer, parity, dataset)
+        _write_bundle(bundle, run, config.arch, fmt, io_dtype, flatbuffer, parity, dataset)
     except BaseException:
         shutil.rmtree(bundle, ignore_errors=True)  # no half bundle survives an error or Ctrl-C
         raise
     return bundle
 
 
-def _write_bundle(bundle, run_dir, stage, arch, fmt, io_dtype, flatbuffer, parity, dataset) -> None:
+def _write_bundle(bundle: Path, run: Run, arch: str, fmt: ExportFormat, io_dtype: str, flatbuffer: bytes,
+                  parity: dict[str, Any], dataset: data_lib.Dataset) -> None:
     probe = TFLiteModel(model_content=flatbuffer)
-    description = describe_artifact(probe, arch, fmt, io_dtype, run_dir, stage, dataset)
+    description = describe_artifact(probe, arch, fmt, io_dtype, run.path, run.stage, dataset)
     description["export"] = {"parity": parity, **inspect_tflite(flatbuffer)}
     final = embed_metadata(flatbuffer, description, list(data_lib.CLASS_NAMES))
     write_bytes_atomic(bundle / "model.tflite", final)
@@ -387,7 +384,7 @@ def _write_bundle(bundle, run_dir, stage, arch, fmt, io_dtype, flatbuffer, parit
         "sha256": hashlib.sha256(final).hexdigest(),
     }
     write_json(bundle / "model.json", description)
-    write_manifest(bundle, "export", parent=str(run_dir), lineage=lineage(run_dir), format=fmt.name, status="complete")
+    write_manifest(bundle, "export", parent=str(run.path), lineage=run.lineage(), format=fmt.name, status="complete")
 
 
 def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset) -> dict[str, Any]:
@@ -434,16 +431,6 @@ def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run
 def artifact_name(arch: str, stage: str, fmt: ExportFormat) -> str:
     """``cnn-2conv-int8``, or ``cnn-2conv-pruned-int8`` when the source was pruned."""
     return f"{arch}-{'pruned-' if stage in ('prune', 'pqat') else ''}{fmt.name}"
-
-
-def lineage(run_dir: Path | str) -> list[dict[str, str]]:
-    """The chain of runs an artifact comes from, newest first, read from the manifests."""
-    chain, current = [], Path(run_dir)
-    while current and (current / "manifest.json").exists():
-        manifest = read_manifest(current)
-        chain.append({"run": str(current), "stage": manifest.get("stage", "?")})
-        current = Path(manifest["parent"]) if manifest.get("parent") else None
-    return chain
 
 
 def load_bundle_description(bundle: Path | str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Atomic file writing, hashing and JSON helpers shared by every stage."""
+"""Atomic file writing, output-path checks, hashing and JSON helpers shared by every stage."""
 
 from __future__ import annotations
 
@@ -7,9 +7,84 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from edge_fm.errors import EdgeFMError
+
+
+class InvalidJSONError(EdgeFMError, ValueError):
+    """A file that should hold JSON does not; still a ``ValueError``, as ``json``'s own error is,
+    for callers that treat a corrupt file as absent."""
+
+
+def check_output_file(path: Path | str, option: str = "") -> Path:
+    """Checks, before any work, that a file could be written at ``path``; creates nothing.
+
+    Args:
+        path: Where a result file will be written.
+        option: How the user named it (e.g. ``"--json"``), for the message.
+
+    Returns:
+        ``path`` as a Path.
+
+    Raises:
+        EdgeFMError: ``path`` is a folder, or lies under a file or a folder that cannot be written.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise EdgeFMError(f"cannot write {_named(option, path)}: it is a folder; give the path of a file (inside it, say).")
+    _check_writable_parent(path.parent, path, option)
+    return path
+
+
+def check_output_dir(path: Path | str, option: str = "") -> Path:
+    """Checks, before any work, that folder ``path`` exists or could be made, and written; creates nothing.
+
+    Raises:
+        EdgeFMError: ``path`` is a file, lies under a file, or cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EdgeFMError(f"{_named(option, path)} is a file, not a folder: choose a folder path.")
+    _check_writable_parent(path, path, option)
+    return path
+
+
+def make_dirs(path: Path | str, option: str = "") -> Path:
+    """Creates folder ``path`` (and its parents) if needed, after checking that it can be written.
+
+    Raises:
+        EdgeFMError: ``path`` is a file, lies under a file, or cannot be created or written.
+    """
+    path = check_output_dir(path, option)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(path, option, exc) from None
+    return path
+
+
+def _named(option: str, path: Path) -> str:
+    return f"{option} {path}" if option else str(path)
+
+
+def _check_writable_parent(folder: Path, target: Path, option: str) -> None:
+    # The nearest part of the path that exists decides: a file there, or a folder we may not write.
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise EdgeFMError(f"cannot write {_named(option, target)}: {existing} is a file, not a folder; choose another path.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise EdgeFMError(f"cannot write {_named(option, target)}: permission denied in {existing}; choose a folder you can write.")
+
+
+def _unwritable(path: Path, option: str, exc: OSError) -> EdgeFMError:
+    reason = (exc.strerror or str(exc)).lower()
+    return EdgeFMError(f"cannot write {_named(option, path)}: {reason}; choose another path.")
 
 
 @contextlib.contextmanager
@@ -22,12 +97,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
     Example:
         >>> with atomic_path(Path("out/model.tflite")) as tmp:  # doctest: +SKIP
         ...     tmp.write_bytes(data)
+
+    Raises:
+        EdgeFMError: ``final`` is a folder, or its folder cannot be created or written.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name ends with the final one, so writers that pick a format by suffix
-    # (Keras: .h5, .keras) still see the right one.
-    fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{final.name}", dir=final.parent)
+    check_output_file(final)
+    make_dirs(final.parent)
+    try:
+        # The temporary name ends with the final one, so writers that pick a format by suffix
+        # (Keras: .h5, .keras) still see the right one.
+        fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{final.name}", dir=final.parent)
+    except OSError as exc:
+        raise _unwritable(final, "", exc) from None
     os.close(fd)
     tmp = Path(name)
     # mkstemp creates 0600; give the final file the permissions a plain open() would.
@@ -36,7 +118,10 @@ def atomic_path(final: Path) -> Iterator[Path]:
     os.chmod(tmp, 0o666 & ~umask)
     try:
         yield tmp
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            raise _unwritable(final, "", exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()
@@ -55,8 +140,36 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Reads a JSON file."""
-    return json.loads(Path(path).read_text())
+    """Reads a JSON file.
+
+    Raises:
+        EdgeFMError: The file is missing, a folder, unreadable, or not valid JSON.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise EdgeFMError(f"{path}: no such file.") from None
+    except IsADirectoryError:
+        raise EdgeFMError(f"{path} is a folder, not a JSON file.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidJSONError(
+            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; re-create it with the command that made it."
+        ) from None
+    except OSError as exc:
+        raise EdgeFMError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}.") from None
+
+
+@contextlib.contextmanager
+def deliberate_hdf5() -> Iterator[None]:
+    """Silences Keras' advice to leave HDF5 while a run saves its ``model.h5`` on purpose.
+
+    Run directories keep HDF5 because tf_keras cannot read tfmot's QAT wrappers back from
+    ``.keras`` files; the warning would only tell users to do something they cannot act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"You are saving your model as an HDF5 file")
+        yield
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -11,17 +11,21 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 from edge_fm.bench import BenchOptions, LocalTarget, SshTarget, best_artifact, bench, parse_target, write_results
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import format_names, get_format
+from edge_fm.export import export, format_names, get_format
 from edge_fm.io import write_json
 from edge_fm.runs import new_run_dir, write_manifest
+from edge_fm.train import config_for, train
 
 PIPELINE_FILE = "pipeline.json"
+# Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
+PIPELINE_BENCH = BenchOptions(runs=50, min_seconds=0.5)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +72,7 @@ class PipelineConfig:
 def run_pipeline(
     config: PipelineConfig,
     target: str | LocalTarget | SshTarget = "local",
-    bench_options: BenchOptions = BenchOptions(runs=50, min_seconds=0.5),
+    bench_options: BenchOptions = PIPELINE_BENCH,
     data_dir: Path | str | None = None,
     runs_dir: Path | str = "runs",
     reporter=None,
@@ -82,8 +86,7 @@ def run_pipeline(
     Raises:
         EdgeFMError: Bad configuration, missing data, a failed stage or an unusable target.
     """
-    from edge_fm.optimize import OptimizeConfig, optimize
-    from edge_fm.train import config_for, train
+    from edge_fm.optimize import OptimizeConfig, optimize  # loads tfmot (seconds): only when a pipeline runs
 
     target = parse_target(target) if isinstance(target, str) else target
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
@@ -98,7 +101,12 @@ def run_pipeline(
         # Resolved on both sides: the benchmark reports absolute artifact paths, runs_dir may be relative.
         return str(Path(path).resolve().relative_to(top.resolve()))
 
-    trained = train(train_config, data_dir, top, reporter=reporter)
+    try:
+        trained = train(train_config, data_dir, top, reporter=reporter)
+    except EdgeFMError:
+        if [p.name for p in top.iterdir()] == [PIPELINE_FILE]:
+            shutil.rmtree(top)  # refused before training began (bad split, say): leave no half-made run
+        raise
     stages["train"] = rel(trained)
     log(f"train: {trained}")
     fine_tune = {"epochs": config.fine_tune_epochs} if config.fine_tune_epochs else {}
@@ -113,8 +121,6 @@ def run_pipeline(
         qat_run = optimize(OptimizeConfig("qat", str(source), fine_tune=fine_tune), data_dir, top, reporter=reporter)
         stages["qat"] = rel(qat_run)
         log(f"qat: {qat_run}")
-
-    from edge_fm.export import export
 
     bundles, export_errors = [], {}
     for name in config.formats:
@@ -146,6 +152,12 @@ def run_pipeline(
         },
     )
     write_json(top / PIPELINE_FILE, record)
+    from edge_fm.html_report import ReportOptions, build_report  # the finished run's page (matplotlib, Jinja2)
+
+    try:
+        log(f"report: {build_report(top, options=ReportOptions(data_dir=data_dir))}")
+    except EdgeFMError as exc:  # the pipeline's results stand without their page
+        log(f"report failed: {exc}")
     write_manifest(top, "pipeline", stages=stages)
     return top
 

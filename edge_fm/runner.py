@@ -22,6 +22,7 @@ Usage on a device:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gzip
 import hashlib
 import importlib
@@ -45,6 +46,27 @@ INTERPRETER_PACKAGES = ("ai_edge_litert.interpreter", "tflite_runtime.interprete
 EXIT_MISSING_RUNTIME = 3
 EXIT_BAD_INPUT = 2
 MISSING_RUNTIME_FIX = "pip install ai-edge-litert numpy"
+
+
+@dataclasses.dataclass(frozen=True)
+class MeasureDefaults:
+    """How each artifact is measured unless told otherwise (the habits of TFLite's ``benchmark_model``).
+
+    The one source of these numbers: this file's command line, ``edge_fm.bench.BenchOptions`` and
+    the options of ``edge-fm bench`` and ``edge-fm pipeline`` all read :data:`DEFAULTS`.
+    """
+
+    threads: str = "1"  # interpreter thread counts, comma-separated; one row per artifact and count
+    runs: int = 100  # minimum timed batch-1 runs
+    min_seconds: float = 1.0  # minimum timed seconds; timing goes on until both minima are reached
+    max_seconds: float = 60.0  # timing stops after this long whatever the count
+    warmup: int = 10  # untimed runs after the first inference
+    batch_size: int = 256  # batch of the accuracy pass
+    accuracy_threads: int = 0  # threads of the accuracy pass (0: every core)
+    artifact_timeout: float = 900.0  # seconds before one measurement is abandoned (an error row)
+
+
+DEFAULTS = MeasureDefaults()
 
 
 class RunnerError(Exception):
@@ -495,14 +517,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure TFLite artifacts: accuracy, latency, memory, size.")
     parser.add_argument("artifacts", nargs="+", help=".tflite files")
     parser.add_argument("--test-data", required=True, help=".npz with images and labels, or the folder of the t10k IDX files")
-    parser.add_argument("--threads", default="1", help="comma-separated thread counts (default 1)")
-    parser.add_argument("--runs", type=int, default=100, help="minimum timed runs (default 100)")
-    parser.add_argument("--min-seconds", type=float, default=1.0, help="minimum timed seconds (default 1)")
-    parser.add_argument("--max-seconds", type=float, default=60.0, help="stop timing after this long (default 60)")
-    parser.add_argument("--warmup", type=int, default=10, help="untimed runs after the first inference (default 10)")
-    parser.add_argument("--batch-size", type=int, default=256, help="batch of the accuracy pass (default 256)")
-    parser.add_argument("--accuracy-threads", type=int, default=0, help="threads of the accuracy pass (default: all cores)")
-    parser.add_argument("--artifact-timeout", type=float, default=900.0, help="seconds before one measurement is abandoned")
+    parser.add_argument("--threads", default=DEFAULTS.threads, help=f"comma-separated thread counts (default {DEFAULTS.threads})")
+    parser.add_argument("--runs", type=int, default=DEFAULTS.runs, help=f"minimum timed runs (default {DEFAULTS.runs})")
+    parser.add_argument("--min-seconds", type=float, default=DEFAULTS.min_seconds,
+                        help=f"minimum timed seconds (default {DEFAULTS.min_seconds:g})")
+    parser.add_argument("--max-seconds", type=float, default=DEFAULTS.max_seconds,
+                        help=f"stop timing after this long (default {DEFAULTS.max_seconds:g})")
+    parser.add_argument("--warmup", type=int, default=DEFAULTS.warmup,
+                        help=f"untimed runs after the first inference (default {DEFAULTS.warmup})")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help=f"batch of the accuracy pass (default {DEFAULTS.batch_size})")
+    parser.add_argument("--accuracy-threads", type=int, default=DEFAULTS.accuracy_threads,
+                        help="threads of the accuracy pass (default: all cores)")
+    parser.add_argument("--artifact-timeout", type=float, default=DEFAULTS.artifact_timeout,
+                        help="seconds before one measurement is abandoned")
     parser.add_argument("--no-isolate", action="store_true", help="measure in this process (no child per artifact)")
     parser.add_argument("--note", action="append", default=[], help="KEY=VALUE added to the environment record")
     parser.add_argument("--json", default="-", help="where to write the result (default: stdout)")

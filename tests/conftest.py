@@ -1,7 +1,8 @@
-"""Shared fixtures: the real dataset beside the repo, small slices of it, a local HTTP server."""
+"""Shared fixtures: the real dataset (found, or fetched once), small slices of it, a local HTTP server."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import getpass
 import importlib.util
@@ -16,18 +17,97 @@ from pathlib import Path
 
 import pytest
 
+from edge_fm import data
+from edge_fm.errors import EdgeFMError
 from edge_fm.train import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
-# The full dataset lives beside the checkout (../shared); EDGE_FM_TEST_DATA points elsewhere.
-SHARED_DATA = Path(os.environ.get("EDGE_FM_TEST_DATA", REPO.parent / "shared" / "data" / "fashion-mnist"))
+TEST_DATA_ENV = "EDGE_FM_TEST_DATA"
+
+
+def dataset_places() -> list[tuple[str, Path]]:
+    """Where the tests look for the full dataset, in order, each with what pointed there.
+
+    The same places the product reads (``$EDGE_FM_DATA``, then the user cache), after
+    ``$EDGE_FM_TEST_DATA``, which lets the tests use a copy the product does not see.
+    """
+    places = [(f"${name}", Path(os.environ[name]).expanduser()) for name in (TEST_DATA_ENV, data.DATA_ENV)
+              if os.environ.get(name)]
+    return places + [("the user cache", data.default_data_dir())]
+
+
+def holds_dataset(folder: Path) -> bool:
+    """True when ``folder`` has the four IDX files (whichever copy: checksums are not required)."""
+    return all((folder / name).is_file() for pair in data.FILES.values() for name in pair)
+
+
+class DatasetUnavailable(Exception):
+    """The full dataset is in none of the places looked at and could not be downloaded."""
+
+
+class DatasetLocator:
+    """Finds the full dataset, or fetches it into the user cache with the product's verified download.
+
+    The outcome, found or failed, is kept: a machine without network pays for one failed
+    download, not one per test that needs the data.
+    """
+
+    def __init__(self, base_urls: tuple[str, ...] | None = None, timeout: float = 15.0):
+        self.base_urls, self.timeout = base_urls, timeout
+        self._found: Path | None = None
+        self._failure: str | None = None
+
+    def __call__(self, announce=lambda line: None) -> Path:
+        if self._found is None and self._failure is None:
+            self._locate(announce)
+        if self._failure is not None:
+            raise DatasetUnavailable(self._failure)
+        return self._found
+
+    def _locate(self, announce) -> None:
+        places = dataset_places()
+        held = [folder for _, folder in places if holds_dataset(folder)]
+        if held:
+            self._found = held[0]
+            return
+        cache = data.default_data_dir()
+        announce(f"Fashion-MNIST is not on this machine: downloading it into {cache} (once, about 30 MB)")
+        try:
+            # Read at call time, not fetch()'s default, so the mirror list can be redirected.
+            data.fetch(cache, base_urls=self.base_urls or data.MIRRORS, timeout=self.timeout)
+        except EdgeFMError as exc:
+            looked = ", ".join(f"{folder} ({origin})" for origin, folder in places)
+            self._failure = (
+                f"the tests need the full Fashion-MNIST dataset. It is not in {looked}, and downloading it "
+                f"failed ({str(exc).split(' | ')[0]}). Either set {data.DATA_ENV} (or {TEST_DATA_ENV}) to a folder "
+                "holding the four IDX .gz files, or run `edge-fm data fetch` on a machine with network access."
+            )
+            return
+        self._found = cache
+
+
+_locate_dataset = DatasetLocator()
 
 
 @pytest.fixture(scope="session")
-def data_dir() -> Path:
-    if not (SHARED_DATA / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"the Fashion-MNIST IDX files are not in {SHARED_DATA}; set EDGE_FM_TEST_DATA to their folder")
-    return SHARED_DATA
+def data_dir(request) -> Path:
+    """The full dataset: $EDGE_FM_TEST_DATA, $EDGE_FM_DATA or the user cache, else fetched once.
+
+    Session-scoped, so it is set up before the per-test fixture below hides the user's
+    environment: it sees the same places the user's own `edge-fm` commands do.
+    """
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+
+    def announce(line: str) -> None:
+        # A download takes a while: say why the run pauses, past pytest's output capture.
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            print(f"\n{line}", flush=True)
+
+    try:
+        return _locate_dataset(announce)
+    except DatasetUnavailable as exc:
+        failure = str(exc)
+    pytest.fail(failure, pytrace=False)  # outside the handler: the one line, no chained traceback
 
 
 def _plain_interpreter_accuracy(path, images, labels) -> float:
@@ -58,7 +138,8 @@ def plain_accuracy():
 
 
 def _load_benchmark_script(name: str):
-    path = REPO / "benchmarks" / f"{name}.py"
+    path = next((p for p in (REPO / "benchmarks" / f"{name}.py", REPO / "experiments" / f"{name}.py") if p.is_file()),
+                REPO / "benchmarks" / f"{name}.py")
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -84,7 +165,7 @@ def interrupt_after():
 
 @pytest.fixture(scope="session")
 def benchmark_script():
-    """``benchmark_script(name)``: the module benchmarks/<name>.py (scripts, not a package)."""
+    """``benchmark_script(name)``: the module benchmarks/<name>.py or experiments/<name>.py (scripts, not a package)."""
     return _load_benchmark_script
 
 
@@ -130,7 +211,7 @@ def exported(tmp_path_factory):
     return {"root": root, "train": trained, **bundles}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
@@ -152,7 +233,7 @@ def sshd(tmp_path_factory):
     for name in ("host_key", "client_key", "stranger_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
     (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
-    user, port = getpass.getuser(), _free_port()
+    user, port = getpass.getuser(), free_port()
     (root / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
@@ -174,7 +255,7 @@ def sshd(tmp_path_factory):
             time.sleep(0.1)
     try:
         yield {"port": port, "user": user, "key": root / "client_key", "stranger_key": root / "stranger_key",
-               "known_hosts": root / "known_hosts", "free_port": _free_port()}
+               "known_hosts": root / "known_hosts", "free_port": free_port()}
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -33,12 +35,36 @@ def test_every_command_has_help_with_an_example(command):
         assert "Example: edge-fm" in result.output
 
 
+def _conv(k, c_in, c_out, bias=True):
+    return k * k * c_in * c_out + (c_out if bias else 0)
+
+
+def _dense(n_in, n_out):
+    return n_in * n_out + n_out
+
+
+# Parameter counts from the layer formulas of each builder's docstring (BN: 4 per channel), and
+# for the ImageNet backbones the counts Keras publishes for them without their top.
+MOBILENETV2_NO_TOP, RESNET50_NO_TOP, BN = 2_257_984, 23_587_712, 4
+EXPECTED_PARAMS = {
+    "mlp": _dense(784, 128) + _dense(128, 64) + _dense(64, 10),
+    "cnn-2conv": _conv(3, 1, 32) + _conv(3, 32, 64) + _dense(7 * 7 * 64, 128) + _dense(128, 10),
+    "vgg-gap": sum(_conv(3, c_in, c_out, bias=False) + BN * c_out
+                   for c_in, c_out in [(1, 32), (32, 32), (32, 64), (64, 64), (64, 96), (96, 96)]) + _dense(96, 10),
+    "cnn-3conv-bn": sum(_conv(3, c_in, c_out) + BN * c_out for c_in, c_out in [(1, 64), (64, 128), (128, 256)])
+    + _dense(3 * 3 * 256, 128) + BN * 128 + _dense(128, 10),
+    "mobilenetv2": MOBILENETV2_NO_TOP + _dense(1280, 128) + BN * 128 + _dense(128, 10),
+    "resnet50": RESNET50_NO_TOP + _dense(2048, 256) + _dense(256, 128) + _dense(128, 10),
+}
+
+
 def test_zoo_lists_the_six_architectures_with_params_and_macs():
     result = _invoke("zoo")
     assert result.exit_code == 0, result.output
-    for name, params in [("mlp", "109,386"), ("cnn-2conv", "421,642"), ("vgg-gap", ""), ("cnn-3conv-bn", ""),
-                         ("mobilenetv2", ""), ("resnet50", "")]:
-        assert name in result.output and params in result.output
+    assert EXPECTED_PARAMS["mlp"] == 109_386 and EXPECTED_PARAMS["resnet50"] == 24_146_442  # the formulas hold
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│")}
+    for name, params in EXPECTED_PARAMS.items():
+        assert f"│ {params:,} " in rows[name], rows.get(name)
     assert "tiny-cnn" not in result.output
     assert result.output.count(" M ") >= 6  # a MAC figure per row
 
@@ -59,13 +85,22 @@ def test_train_then_evaluate_on_the_sample(tmp_path):
 def test_data_info_on_the_full_dataset(data_dir):
     result = _invoke("data", "info", "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output
-    assert "60000" in result.output and "72.957" in result.output and "differs from the original" in result.output
+    text = " ".join(result.output.split())  # whatever width the table and lines were wrapped to
+    pixels = data.load_split("train", data_dir)[0].astype(np.float64)
+    assert "│ total │ 60000 │ 10000 │" in text and f"train pixel mean {pixels.mean():.3f}, std {pixels.std():.3f}" in text
+    for name, published in data.PUBLISHED_SHA256.items():
+        actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
+        verdict = "matches the original release" if actual == published else "differs from the original release"
+        assert f"{name}: sha256 {actual[:16]}… {verdict}" in text, result.output
 
 
-def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, data_dir, capsys):
+def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, capsys):
     served, url = http_server
     for name in data.PUBLISHED_SHA256:
-        shutil.copy(data_dir / name, served / name)
+        # Flipped, whatever copy they came from: no published checksum can match them.
+        raw = bytearray((data.SAMPLE_DIR / name).read_bytes())
+        raw[100] ^= 0xFF
+        (served / name).write_bytes(bytes(raw))
     code = main(["data", "fetch", "--data-dir", str(tmp_path / "dl"), "--url", url])
     err = capsys.readouterr().err
     assert code == 1
@@ -109,9 +144,9 @@ def test_a_bad_architecture_option_value_fails_before_a_run_directory_exists(tmp
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
-def test_corrupt_idx_is_named(tmp_path, data_dir, capsys):
+def test_corrupt_idx_is_named(tmp_path, capsys):
     for name in data.PUBLISHED_SHA256:
-        shutil.copy(data_dir / name, tmp_path / name)
+        shutil.copy(data.SAMPLE_DIR / name, tmp_path / name)
     raw = (tmp_path / "train-images-idx3-ubyte.gz").read_bytes()
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(raw[:5000])
     code = main(["train", "mlp", "--data-dir", str(tmp_path)])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import shutil
 
 import numpy as np
 import pytest
 
+from conftest import TEST_DATA_ENV, DatasetLocator, DatasetUnavailable, free_port
 from edge_fm import data
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
@@ -31,9 +33,9 @@ def test_idx_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(data.read_idx(path), array)
 
 
-def test_truncated_gzip_names_the_file(tmp_path, data_dir):
+def test_truncated_gzip_names_the_file(tmp_path):
     broken = tmp_path / "train-labels-idx1-ubyte.gz"
-    raw = (data_dir / "train-labels-idx1-ubyte.gz").read_bytes()
+    raw = (data.SAMPLE_DIR / "train-labels-idx1-ubyte.gz").read_bytes()
     broken.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(EdgeFMError, match="train-labels-idx1-ubyte.gz.*(corrupt|truncated)"):
         data.read_idx(broken)
@@ -50,11 +52,11 @@ def test_bad_magic_and_short_body_are_reported(tmp_path):
         data.read_idx(short)
 
 
-def test_images_and_labels_count_mismatch(tmp_path, data_dir):
-    shutil.copy(data_dir / "t10k-images-idx3-ubyte.gz", tmp_path)
-    labels = data.read_idx(data_dir / "t10k-labels-idx1-ubyte.gz")
-    data.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:9_999])
-    with pytest.raises(EdgeFMError, match="10000 images but t10k-labels-idx1-ubyte.gz holds 9999 labels"):
+def test_images_and_labels_count_mismatch(tmp_path):
+    shutil.copy(data.SAMPLE_DIR / "t10k-images-idx3-ubyte.gz", tmp_path)
+    labels = data.read_idx(data.SAMPLE_DIR / "t10k-labels-idx1-ubyte.gz")
+    data.write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", labels[:999])
+    with pytest.raises(EdgeFMError, match="1000 images but t10k-labels-idx1-ubyte.gz holds 999 labels"):
         data.load_split("test", tmp_path)
 
 
@@ -99,30 +101,35 @@ def test_embedded_sample_is_a_stratified_subset_of_the_real_data(data_dir):
     assert all(lookup[img.tobytes()] == label for img, label in zip(sample.x_test, sample.y_test))
 
 
-def _serve_dataset(served, data_dir, corrupt=None):
+def _flip_a_byte(path):
+    raw = bytearray(path.read_bytes())
+    raw[100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def _serve_dataset(served, corrupt=None):
+    """Serves the embedded sample under the standard names; returns the checksums of the good files."""
     for name in data.PUBLISHED_SHA256:
-        shutil.copy(data_dir / name, served / name)
+        shutil.copy(data.SAMPLE_DIR / name, served / name)
     if corrupt:
-        raw = bytearray((served / corrupt).read_bytes())
-        raw[100] ^= 0xFF
-        (served / corrupt).write_bytes(bytes(raw))
-    return {name: sha256_file(data_dir / name) for name in data.PUBLISHED_SHA256}
+        _flip_a_byte(served / corrupt)
+    return {name: sha256_file(data.SAMPLE_DIR / name) for name in data.PUBLISHED_SHA256}
 
 
-def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path, data_dir):
+def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path):
     served, url = http_server
-    checksums = _serve_dataset(served, data_dir)
+    checksums = _serve_dataset(served)
     seen = []
     paths = data.fetch(tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t)))
     assert sorted(p.name for p in paths) == sorted(data.PUBLISHED_SHA256)
     assert all(sha256_file(p) == checksums[p.name] for p in paths)
     assert seen[-1][1] == seen[-1][2]  # progress reached the file's size
-    assert data.load_split("test", tmp_path / "dl")[0].shape == (10_000, 28, 28, 1)
+    assert data.load_split("test", tmp_path / "dl")[0].shape == (1_000, 28, 28, 1)
 
 
-def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_path, data_dir):
+def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_path):
     served, url = http_server
-    checksums = _serve_dataset(served, data_dir, corrupt="t10k-labels-idx1-ubyte.gz")
+    checksums = _serve_dataset(served, corrupt="t10k-labels-idx1-ubyte.gz")
     target = tmp_path / "dl"
     with pytest.raises(EdgeFMError, match="t10k-labels-idx1-ubyte.gz.*checksum mismatch.*refused"):
         data.fetch(target, base_urls=[url], checksums=checksums)
@@ -131,27 +138,34 @@ def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_p
     assert not [p for p in target.iterdir() if p.name.startswith(".tmp-")]
 
 
-def test_fetch_falls_back_to_the_next_mirror(http_server, tmp_path, data_dir):
+def test_fetch_falls_back_to_the_next_mirror(http_server, tmp_path):
     served, url = http_server
-    checksums = _serve_dataset(served, data_dir)
+    checksums = _serve_dataset(served)
     paths = data.fetch(tmp_path / "dl", base_urls=[url + "missing/", url], checksums=checksums)
     assert len(paths) == 4
 
 
-def test_published_checksums_reject_the_rebuilt_shared_copy(http_server, tmp_path, data_dir):
-    # The shared copy was rebuilt from CSV, so the published checksums must refuse it.
+def test_fetch_checks_the_published_checksums_by_default(http_server, tmp_path):
+    # Only one file is served, with a byte flipped: whatever copy it came from, it cannot match.
     served, url = http_server
-    _serve_dataset(served, data_dir)
-    with pytest.raises(EdgeFMError, match="checksum mismatch"):
+    name = "t10k-labels-idx1-ubyte.gz"
+    shutil.copy(data.SAMPLE_DIR / name, served / name)
+    _flip_a_byte(served / name)
+    expected = data.PUBLISHED_SHA256[name][:12]
+    with pytest.raises(EdgeFMError, match=f"{name}: .*checksum mismatch .*expected {expected}"):
         data.fetch(tmp_path / "dl", base_urls=[url])
+    assert not (tmp_path / "dl" / name).exists()
 
 
 def test_info_reports_counts_statistics_and_checksums(data_dir):
     result = data.info(data_dir)
     assert result["splits"]["train"]["images"] == 60_000
     assert result["splits"]["test"]["per_class"]["Bag"] == 1000
-    assert abs(result["pixel_mean"] - 72.957) < 0.01 and abs(result["pixel_std"] - 89.967) < 0.01
-    assert not any(f["matches_original"] for f in result["files"].values())
+    pixels = data.load_split("train", data_dir)[0].astype(np.float64)
+    assert result["pixel_mean"] == pytest.approx(pixels.mean()) and result["pixel_std"] == pytest.approx(pixels.std())
+    for name, entry in result["files"].items():
+        actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
+        assert entry == {"sha256": actual, "matches_original": actual == data.PUBLISHED_SHA256[name]}
 
 
 def test_gzip_of_written_idx_is_reproducible(tmp_path):
@@ -160,3 +174,67 @@ def test_gzip_of_written_idx_is_reproducible(tmp_path):
     data.write_idx(tmp_path / "b.gz", array)
     assert (tmp_path / "a.gz").read_bytes() == (tmp_path / "b.gz").read_bytes()
     assert gzip.decompress((tmp_path / "a.gz").read_bytes())[:4] == bytes([0, 0, 8, 2])
+
+
+# ---------------------------------------------------------------- how the tests find the dataset
+
+
+def _fake_dataset(folder):
+    folder.mkdir(parents=True)
+    for pair in data.FILES.values():
+        for name in pair:
+            (folder / name).write_bytes(b"")
+    return folder
+
+
+@pytest.fixture
+def fresh_home(monkeypatch, tmp_path):
+    """A user with an empty home and none of the data variables set: the product's cache is in it."""
+    for name in (TEST_DATA_ENV, data.DATA_ENV, "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def test_tests_look_for_the_dataset_where_the_product_does(fresh_home, monkeypatch, tmp_path):
+    cache = _fake_dataset(fresh_home / ".cache" / "edge-fm" / "fashion-mnist")
+    assert data.default_data_dir() == cache
+    unreachable = (f"http://127.0.0.1:{free_port()}/",)  # any download attempt would fail loudly
+    assert DatasetLocator(unreachable)() == cache
+    monkeypatch.setenv(data.DATA_ENV, str(_fake_dataset(tmp_path / "user")))
+    assert DatasetLocator(unreachable)() == tmp_path / "user"
+    monkeypatch.setenv(TEST_DATA_ENV, str(_fake_dataset(tmp_path / "tests")))
+    assert DatasetLocator(unreachable)() == tmp_path / "tests"
+    monkeypatch.setenv(TEST_DATA_ENV, str(tmp_path / "empty"))  # a folder without the files is passed over
+    assert DatasetLocator(unreachable)() == tmp_path / "user"
+
+
+def test_tests_fetch_a_missing_dataset_once_into_the_user_cache(fresh_home, monkeypatch, http_server):
+    served, url = http_server
+    for name in data.PUBLISHED_SHA256:
+        shutil.copy(data.SAMPLE_DIR / name, served / name)
+    # The sample stands in for the original release: the download verifies against its checksums.
+    monkeypatch.setattr(data, "PUBLISHED_SHA256", {name: sha256_file(served / name) for name in data.PUBLISHED_SHA256})
+    locate = DatasetLocator((url,))
+    cache = fresh_home / ".cache" / "edge-fm" / "fashion-mnist"
+    assert locate() == cache
+    assert data.load_split("test", cache)[0].shape == (1_000, 28, 28, 1)
+    shutil.rmtree(served)
+    assert locate() == cache  # remembered: no second download
+
+
+def test_tests_without_dataset_or_network_stop_with_one_message_naming_both_fixes(fresh_home, monkeypatch):
+    calls = []
+    fetch = data.fetch
+    monkeypatch.setattr(data, "fetch", lambda *a, **k: calls.append(a) or fetch(*a, **k))
+    locate = DatasetLocator((f"http://127.0.0.1:{free_port()}/",))
+    with pytest.raises(DatasetUnavailable) as first:
+        locate()
+    message = str(first.value)
+    assert "\n" not in message and "download failed" in message
+    assert f"set {data.DATA_ENV} (or {TEST_DATA_ENV})" in message and "run `edge-fm data fetch`" in message
+    assert str(fresh_home / ".cache" / "edge-fm" / "fashion-mnist") in message
+    with pytest.raises(DatasetUnavailable, match="download failed"):
+        locate()
+    assert len(calls) == 1  # the failure is remembered, not retried by every test
+    assert not list((fresh_home / ".cache" / "edge-fm" / "fashion-mnist").glob("*.gz"))

@@ -26,18 +26,12 @@ from edge_fm.export import (
     read_metadata,
     representative_images,
 )
-from edge_fm.optimize import (
-    OptimizeConfig,
-    fold_batch_norms_into_dense,
-    load_float_model,
-    load_model_to_convert,
-    optimize,
-    quantize_aware,
-    resume_optimize,
-)
+from edge_fm.fold import fold_batch_norms_into_dense
+from edge_fm.optimize import OptimizeConfig, optimize, quantize_aware, resume_optimize
 from edge_fm.predict import classify_files, image_to_input
 from edge_fm.runner import TFLiteModel
-from edge_fm.train import config_for, load_model, load_run_data, run_train_config, train
+from edge_fm.runs import Run
+from edge_fm.train import config_for, train
 
 SPARSITY = 0.6
 
@@ -314,6 +308,7 @@ def test_qat_with_the_batch_norm_folded_trains_what_ships():
     assert folded < 0.01 < 0.03 < unfolded  # measured: 0.0 and 0.067
 
 
+@pytest.mark.slow
 def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(bn_head_run):
     # The converter folds such a batch norm into the classifier's input rows (as the default fold
     # does), whose weights share one int8 scale per class: with multipliers 1000:1 apart the
@@ -330,7 +325,7 @@ def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(bn_head_run):
     backward, forward = fold_batch_norms_into_dense(model, scale_into_producer=True), fold_batch_norms_into_dense(model)
     assert int8_error(backward) < 0.03 < 0.2 < min(int8_error(model), int8_error(forward))  # measured: 0.008; 0.40, 0.38
     # The export converts a training run's model folded (exactly: same predictions).
-    to_convert, as_trained = load_model_to_convert(bn_head_run), load_float_model(bn_head_run)
+    to_convert, as_trained = Run(bn_head_run).model_to_convert(), Run(bn_head_run).float_model()
     assert "dense_bn" not in [layer.name for layer in to_convert.layers]
     # ... folded back into the dense layer's columns (a 1-epoch batch norm's gammas are all positive).
     assert np.array_equal(to_convert.get_layer("logits").get_weights()[0], as_trained.get_layer("logits").get_weights()[0])
@@ -338,6 +333,7 @@ def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(bn_head_run):
     np.testing.assert_allclose(to_convert.predict(sample, verbose=0), as_trained.predict(sample, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp_path, interrupt_after):
     for fold in (True, False):
         with pytest.raises(KeyboardInterrupt):
@@ -351,9 +347,10 @@ def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp
     for run, has_bn in ((folded, False), (unfolded, True)):
         resume_optimize(run)  # must rebuild the graph the checkpoint was written from
         assert _metrics(run)["epochs_run"] == 2
-        assert any("dense_bn" in layer.name for layer in load_model(run).layers) == has_bn
+        assert any("dense_bn" in layer.name for layer in Run(run).model().layers) == has_bn
 
 
+@pytest.mark.slow
 def test_int8_error_script_reports_a_training_and_a_qat_run(runs, benchmark_script, tmp_path):
     out = tmp_path / "int8_error.json"
     argv = [str(runs["train"]), str(runs["qat"]), "--debug-images", "20", "--out", str(out)]
@@ -368,6 +365,7 @@ def test_int8_error_script_reports_a_training_and_a_qat_run(runs, benchmark_scri
     assert rows[0]["ops"] > 0 and rows[1]["ops"] == 0  # QAT trained every range of tiny-cnn: none left to check
 
 
+@pytest.mark.slow
 def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     # 250 steps on the sample (from scratch it needs that many to beat chance); a fast BN average so
     # the short run gives usable inference statistics.
@@ -379,8 +377,8 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     # Post-training int8 converts to an integer-only model, but whether it keeps its accuracy within
     # the parity rule's point is not promised: the shipped mobilenetv2's is refused (its GELU head),
     # and this short run's sat on the edge (65.0% vs 66.5% on one CPU, within a point on another).
-    calibration = representative_images(load_run_data(trained, run_train_config(trained)).x_train, 100)
-    flatbuffer = convert(load_model_to_convert(trained), get_format("int8"), "int8", calibration)
+    calibration = representative_images(Run(trained).dataset().x_train, 100)
+    flatbuffer = convert(Run(trained).model_to_convert(), get_format("int8"), "int8", calibration)
     inspected = inspect_tflite(flatbuffer)
     assert inspected["integer_only"] and "DEPTHWISE_CONV_2D" in inspected["ops"]
     assert Interpreter(model_content=flatbuffer).get_input_details()[0]["dtype"] == np.int8

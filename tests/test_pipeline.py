@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from edge_fm.cli import main
 
 
+@pytest.mark.slow
 def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch):
     # The default, relative runs directory, as the README's quickstart uses it.
     monkeypatch.chdir(tmp_path)

@@ -1,24 +1,58 @@
-"""The README's promises: its numbers come from the committed JSON, its quickstart is the pipeline."""
+"""The README and docs/: a short user guide whose numbers come from the committed JSON and whose links resolve."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+TABLES = REPO / "benchmarks" / "tables.py"
+README_MAX_LINES = 230
 
 
-def test_readme_tables_are_generated_from_the_results_json(benchmark_script):
-    tables = benchmark_script("tables")
-    readme = (REPO / "README.md").read_text()
-    assert tables.render(readme) == readme, "run `python benchmarks/tables.py`"
-    for name, make in tables.TABLES.items():
-        if make() is not None:
-            assert f"<!-- table:{name} -->" in readme, name
-    for name in re.findall(r"<!-- table:([\w-]+) -->", readme):  # no block left empty for want of its JSON
-        assert name in tables.TABLES and tables.TABLES[name]() is not None, name
+def _tables(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TABLES), *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def _documents() -> list[Path]:
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md")), REPO / "experiments" / "README.md"]
+
+
+def test_generated_tables_in_readme_and_docs_match_the_results_json():
+    done = _tables("--check")
+    assert done.returncode == 0, done.stderr
+
+
+def test_readme_is_a_short_guide():
+    lines = (REPO / "README.md").read_text().splitlines()
+    assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def _anchors(markdown: str) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    headings = re.findall(r"^#+\s+(.*)$", re.sub(r"```.*?```", "", markdown, flags=re.S), re.M)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+def test_every_relative_link_in_readme_and_docs_resolves():
+    broken = []
+    for document in _documents():
+        text = re.sub(r"```.*?```", "", document.read_text(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            resolved = (document.parent / path).resolve() if path else document
+            if not resolved.exists():
+                broken.append(f"{document.relative_to(REPO)}: {target} (no such file)")
+            elif anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved.read_text()):
+                broken.append(f"{document.relative_to(REPO)}: {target} (no such heading)")
+    assert not broken, "\n".join(broken)
 
 
 def test_quickstart_has_two_commands_and_the_second_is_what_ci_runs():
@@ -30,44 +64,71 @@ def test_quickstart_has_two_commands_and_the_second_is_what_ci_runs():
     assert commands[1] in (REPO / ".ci" / "run").read_text()
 
 
-def test_a_measured_row_says_when_the_shipped_artifact_has_changed_since(benchmark_script, tmp_path, monkeypatch):
-    tables = benchmark_script("tables")
-    monkeypatch.setattr(tables, "REPO", tmp_path)
-    (tmp_path / "models" / "tiny").mkdir(parents=True)
-    (tmp_path / "models" / "tiny" / "model.tflite").write_bytes(b"now")
-    # The path is where the measuring machine's checkout was, not this one.
-    row = {"path": "/elsewhere/models/tiny/model.tflite", "sha256": hashlib.sha256(b"now").hexdigest()}
-    assert tables._replaced_since(row) == ""
-    row["sha256"] = hashlib.sha256(b"before").hexdigest()
-    assert tables._replaced_since(row) == f" (an earlier artifact, sha256 {row['sha256'][:12]}; not the one in models/ now)"
-    assert tables._replaced_since({"path": "/elsewhere/runs/mlp-fp32-1/model.tflite", "sha256": "x"}) == ""
+def _arm_result(rows: list[dict]) -> dict:
+    return {"aarch64_environment": {"os": "Debian 12", "python": "3.11", "interpreter": "ai_edge_litert", "interpreter_version": "2.3",
+                                    "numpy": "2"}, "qemu": "qemu 7.2", "cpus": {"cortex-a72": "Raspberry Pi 4"}, "rows": rows,
+            "note": "emulated", "max_accuracy_difference_on_pi_cpus": 0.0, "seconds": 1.0,
+            "command": "python benchmarks/arm_emulated.py models/tiny --data-dir /home/me/private/fashion-mnist"}
 
 
-def test_the_candidates_table_joins_a_runs_two_exports_and_their_timed_latency(benchmark_script, tmp_path, monkeypatch):
-    tables = benchmark_script("tables")
-    monkeypatch.setattr(tables, "RESULTS", tmp_path / "results")
-    monkeypatch.setattr(tables, "REPO", tmp_path)
-    (tmp_path / "results").mkdir()
-    (tmp_path / "models" / "edge-cnn").mkdir(parents=True)
+def _arm_row(artifact: str, path: str, sha256: str) -> dict:
+    return {"artifact": artifact, "format": "int8", "x86_64_accuracy": 0.9, "path": path, "sha256": sha256,
+            "aarch64": {"cortex-a72": {"status": "ok", "accuracy": 0.9, "difference": 0.0}}}
+
+
+def _candidates(root: Path) -> None:
+    """A candidates study: one training run's two exports, one timed, against a reference model."""
     shape = {"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}
     train = {"run": "runs/x/edge-cnn-train-1", "arch_options": shape, "epochs_run": 60, "teacher": None,
              "params": 220266, "validation_accuracy": 0.9458}
     rows = [{"bundle": f"runs/x/edge-cnn-{name}-1", "format": name, "validation_images": 5000,
              "tflite_validation_accuracy": accuracy, "train": train} for name, accuracy in (("qat-int8", 0.9458), ("int8", 0.9444))]
-    (tmp_path / "results" / "edge_cnn_candidates.json").write_text(json.dumps({"command": "candidate_runs ...", "rows": rows}))
+    reference = {"model": "edge-cnn", "chosen_format": "int8", "tflite_validation_accuracy": {"qat-int8": 0.951, "int8": 0.952},
+                 "train": {"arch_options": {}, "teacher": "runs/y/teacher", "epochs_run": 60, "params": 232778,
+                           "validation_accuracy": 0.9512}}
     timed = [{"candidate": "cnn-3conv-bn (shipped int8)", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 1.0},
              {"candidate": "runs/x/edge-cnn-int8-1/model.tflite", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 0.759},
              {"candidate": "models/edge-cnn/model.tflite", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 1.183}]
-    (tmp_path / "results" / "edge_cnn_trained_latency.json").write_text(json.dumps(
-        {"command": "tiny_design --artifacts ...", "rounds": 2, "runs_per_round": 5, "environment": {"cpu": "x86"}, "rows": timed}))
-    (tmp_path / "models" / "edge-cnn" / "provenance.json").write_text(json.dumps({
-        "train_run": "runs/s17/edge-cnn-train-1", "chosen_format": "int8", "validation_accuracy": {"qat-int8": 0.951, "int8": 0.952},
-        "train_config": {"arch_options": {}, "teacher": None},
-        "train_metrics": {"epochs_run": 60, "params": 232778, "val": {"accuracy": 0.9512}}}))
-    lines = tables.edge_cnn_candidates().splitlines()
-    shipped, candidate = lines[2], lines[3]
-    assert shipped.startswith("| `runs/s17/edge-cnn-train-1` (shipped `edge-cnn`, int8) | the architecture's default shape |")
-    assert shipped.endswith("| 95.12% | 95.10% | 95.20% | -, 1.183 |")
-    assert candidate == ("| `runs/x/edge-cnn-train-1` | stem 16, widths 16/128/256, blocks 1/3/3, conv/separable/separable blocks | "
-                         "60 | - | 220,266 | 94.58% | 94.58% | 94.44% | -, 0.759 |")
-    assert len(lines) == 6 and "candidate_runs ..." in lines[5] and "tiny_design --artifacts ..." in lines[5]
+    (root / "experiments" / "results" / "edge_cnn_candidates.json").write_text(
+        json.dumps({"command": "python experiments/candidate_runs.py ...", "reference": reference, "rows": rows}))
+    (root / "experiments" / "results" / "edge_cnn_trained_latency.json").write_text(json.dumps(
+        {"command": "python experiments/tiny_design.py --artifacts ...", "rounds": 2, "runs_per_round": 5,
+         "environment": {"cpu": "x86"}, "rows": timed}))
+
+
+def test_tables_check_names_stale_and_unknown_sections_and_a_rewrite_fills_them(tmp_path):
+    for folder in ("benchmarks/results", "experiments/results", "models/tiny", "docs"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(REPO / "benchmarks" / "results" / "runner_quality.json", tmp_path / "benchmarks" / "results")
+    (tmp_path / "models" / "tiny" / "model.tflite").write_bytes(b"now")
+    before = hashlib.sha256(b"before").hexdigest()
+    (tmp_path / "benchmarks" / "results" / "arm_emulated.json").write_text(json.dumps(_arm_result([
+        # The path is where the measuring machine's checkout was, not this one.
+        _arm_row("same", "/elsewhere/models/tiny/model.tflite", hashlib.sha256(b"now").hexdigest()),
+        _arm_row("replaced", "/elsewhere/models/tiny/model.tflite", before),
+        _arm_row("a run", "/elsewhere/runs/mlp-fp32-1/model.tflite", "x")])))
+    _candidates(tmp_path)
+    sections = "".join(f"<!-- table:{name} -->\nold\n<!-- /table:{name} -->\n"
+                       for name in ("runner-quality", "arm-emulated", "edge-cnn-candidates", "no-such-table"))
+    (tmp_path / "README.md").write_text("# x\n")
+    (tmp_path / "docs" / "results.md").write_text(sections)
+
+    done = _tables("--check", "--root", str(tmp_path))
+    assert done.returncode == 1
+    for name in ("runner-quality", "arm-emulated", "edge-cnn-candidates"):
+        assert f"docs/results.md: table '{name}' is out of date" in done.stderr, done.stderr
+    assert "docs/results.md: unknown table 'no-such-table'" in done.stderr
+
+    done = _tables("--root", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    text = (tmp_path / "docs" / "results.md").read_text()
+    assert "\nold\n" in text.split("<!-- table:no-such-table -->")[1]  # an unknown section is left as it is
+    assert "../shared" not in text and "/home/me" not in text and "--data-dir DATA_DIR" in text
+    assert "| same | int8 |" in text and "| a run | int8 |" in text
+    assert f"| replaced (an earlier artifact, sha256 {before[:12]}; models/tiny holds another now) | int8 |" in text
+    candidates = text.split("<!-- table:edge-cnn-candidates -->\n")[1].splitlines()
+    assert candidates[2] == ("| shipped `edge-cnn` (int8) | the architecture's default shape | 60 | yes | 232,778 | 95.12% | "
+                             "95.10% | 95.20% | -, 1.183 |")
+    assert candidates[3] == ("| `runs/x/edge-cnn-train-1` | stem 16, widths 16/128/256, blocks 1/3/3, conv/separable/separable blocks | "
+                             "60 | - | 220,266 | 94.58% | 94.58% | 94.44% | -, 0.759 |")
+    assert "candidate_runs.py ..." in candidates[5] and "tiny_design.py --artifacts ..." in candidates[5]

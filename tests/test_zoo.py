@@ -14,6 +14,8 @@ PAPER_ARCHS = ["cnn-2conv", "cnn-3conv-bn", "mlp", "mobilenetv2", "resnet50", "v
 EDGE_ARCHS = ["edge-cnn", "edge-cnn-tiny"]
 # Small inputs keep the ImageNet-shaped backbones fast enough for a unit test.
 FAST_OPTIONS = {"resnet50": {"input_size": 32}, "mobilenetv2": {"input_size": 32, "alpha": 0.35}}
+# Those whose one step takes over 5 s on two cores; mlp, cnn-2conv and edge-cnn-tiny stay in the fast set.
+SLOW_ARCHS = {"resnet50", "mobilenetv2", "edge-cnn", "cnn-3conv-bn", "vgg-gap"}
 
 
 def test_registry_lists_the_six_paper_architectures_and_the_edge_family():
@@ -56,7 +58,8 @@ def test_vgg_gap_is_about_the_papers_size():
     assert 180_000 < params < 220_000  # the paper: 198,351
 
 
-@pytest.mark.parametrize("name", PAPER_ARCHS + EDGE_ARCHS)
+@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_ARCHS else name
+                                  for name in PAPER_ARCHS + EDGE_ARCHS])
 def test_each_architecture_takes_raw_pixels_and_trains_one_step(name):
     images, labels = data.load_split("test", data.SAMPLE_DIR)
     x = images[:16].astype(np.float32)

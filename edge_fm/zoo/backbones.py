@@ -65,6 +65,8 @@ def mobilenetv2(
     """
     if input_size < 32:
         raise EdgeFMError(f"mobilenetv2 input size {input_size} is too small; use 32 or more.")
+    if alpha <= 0:
+        raise EdgeFMError(f"mobilenetv2 alpha {alpha} must be positive, e.g. 0.35, 0.5 or 1.0.")
     inputs = raw_input()
     # MobileNetV2 was trained on pixels scaled to [-1, 1].
     x = preprocess(inputs, size=input_size, rgb=True, scale=1 / 127.5, offset=-1.0)

@@ -5,8 +5,8 @@ change) with a 2x2 max-pool between stages, and a global-average-pooling head. A
 depthwise-separable (a 3x3 depthwise conv, then a 1x1 pointwise conv, each with batch norm), about
 a ninth of a full 3x3 conv in weights and multiply-accumulates, or a full 3x3 conv with batch norm;
 the kind is chosen for all stages or per stage.
-Fewer MACs are not always less time: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv runs
-several times faster per MAC than a depthwise conv (README, "Latency depends on the CPU"), so the
+Fewer MACs are not always less time: on a CPU with AVX-512 VNNI, int8 shapes of full convs run two
+to 2.6 times more MACs per microsecond than separable ones (docs/design/full-convolutions.md), so the
 shipped edge-cnn-tiny uses full convs. The stem is a plain conv because a depthwise conv on one
 channel learns little.
 """
@@ -111,10 +111,10 @@ def edge_cnn_tiny(
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.
 
-    Shaped for int8 latency (benchmarks/tiny_design.py): at 28x28 every channel costs the most, so
+    Shaped for int8 latency (experiments/tiny_design.py): at 28x28 every channel costs the most, so
     only the 16-filter stem runs there, and the blocks are full 3x3 convs, the fastest per MAC on
-    the AVX-512 VNNI CPU it was timed on. The separable shape shipped before stop 18 (stem 16,
-    widths 32/64/128, blocks 1/2/3, block 'separable') was faster on an older CPU.
+    the AVX-512 VNNI CPU it was timed on (docs/design/full-convolutions.md). The previous, separable
+    shape (stem 16, widths 32/64/128, blocks 1/2/3, block 'separable') was the faster one on another CPU.
 
     Args:
         stem: Filters of the full-resolution 3x3 stem conv.

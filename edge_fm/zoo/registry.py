@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import difflib
 import inspect
+import json
+import numbers
+import types
+import typing
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +41,11 @@ class ModelSpec:
         return {
             p.name: p.default for p in inspect.signature(self.builder).parameters.values() if p.kind == p.KEYWORD_ONLY
         }
+
+    def option_types(self) -> dict[str, Any]:
+        """The builder's keyword options and their annotated types."""
+        hints = typing.get_type_hints(self.builder)
+        return {name: hints[name] for name in self.options() if name in hints}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -97,7 +107,16 @@ def create_model(name: str, **options: Any):
         >>> model = create_model("cnn-2conv")  # doctest: +SKIP
     """
     check_options(name, options)
-    return get_spec(name).builder(**options)
+    try:
+        model = get_spec(name).builder(**options)
+    except (ValueError, TypeError) as exc:
+        if not options:
+            raise  # the defaults failing is a bug, not a user's mistake
+        reason = _build_failure(exc)
+        raise EdgeFMError(f"architecture {name!r} cannot be built with {_as_text(options)} ({reason}); choose other values.") from None
+    if options:
+        _check_layer_sizes(name, model, options)
+    return model
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
@@ -106,11 +125,96 @@ def check_options(name: str, options: dict[str, Any]) -> None:
     Raises:
         EdgeFMError: Unknown architecture or option (with a close match).
     """
-    known = get_spec(name).options()
-    for key in options:
+    spec = get_spec(name)
+    known = spec.options()
+    types_ = spec.option_types()
+    for key, value in options.items():
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise EdgeFMError(
                 f"architecture {name!r} has no option {key!r}.{hint} Options: {', '.join(known) or 'none'}."
             )
+        if key in types_ and not _matches(value, types_[key]):
+            raise EdgeFMError(
+                f"architecture {name!r} option {key} must be {_describe(types_[key])}, got {json.dumps(value)} "
+                f"(default: {json.dumps(known[key])})."
+            )
+
+
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether a JSON-parsed option value fits a builder's annotation (lists stand for tuples)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(item, args[0]) for item in value)
+        return len(value) == len(args) and all(_matches(item, arg) for item, arg in zip(value, args))
+    if origin is collections.abc.Sequence:
+        return isinstance(value, (list, tuple)) and all(_matches(item, args[0]) for item in value)
+    return True  # an annotation this check does not know: the builder judges
+
+
+def _describe(hint: Any, nested: bool = False) -> str:
+    """An annotation as users write the value: ``a list like [int, int]``, ``a string or null``..."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(arg, nested) for arg in args)
+    if origin in (tuple, collections.abc.Sequence):
+        items = args if origin is tuple else (args[0], Ellipsis)
+        inner = ", ".join("..." if arg is Ellipsis else _describe(arg, nested=True) for arg in items)
+        return f"[{inner}]" if nested else f"a list like [{inner}]"
+    words = {int: ("int", "a whole number"), float: ("number", "a number"), bool: ("true/false", "true or false"),
+             str: ("string", "a string"), type(None): ("null", "null")}
+    short, long = words.get(hint, (str(hint), str(hint)))
+    return short if nested else long
+
+
+def _build_failure(exc: Exception) -> str:
+    # Keras wraps a layer's error as 'Exception encountered when calling layer "x"', then the
+    # reason, then the graph node; keep the layer and the reason.
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    if lines[0].startswith("Exception encountered when calling layer") and len(lines) > 1:
+        layer = lines[0].split('"')[1] if lines[0].count('"') >= 2 else "a layer"
+        return f"layer {layer}: {lines[1].split(' for ')[0]}"[:300]
+    return lines[0][:300]
+
+
+def _as_text(options: dict[str, Any]) -> str:
+    return ", ".join(f"{key}={json.dumps(value)}" for key, value in options.items())
+
+
+def _check_layer_sizes(name: str, model: Any, options: dict[str, Any]) -> None:
+    # A width of 0 builds (Keras accepts Dense(0)) but aborts the process inside oneDNN on the
+    # first step, after the run directory was made; refuse it while nothing exists yet.
+    for layer in _leaves(model):
+        shapes = layer.output_shape if isinstance(layer.output_shape, list) else [layer.output_shape]
+        for shape in shapes:
+            if isinstance(shape, tuple) and any(dim == 0 for dim in shape[1:]):
+                raise EdgeFMError(
+                    f"architecture {name!r} with {_as_text(options)} has a layer of size 0 ({layer.name}, output "
+                    f"{tuple(shape[1:])}): use widths of at least 1."
+                )
+
+
+def _leaves(model: Any):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaves(layer)
+        else:
+            yield layer

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from edge_fm.compat import keras
+from edge_fm.errors import EdgeFMError
 from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
@@ -28,8 +29,11 @@ def vgg_gap(
         stages: Filters of the convolutions of each stage; a 2x2 max-pool ends every stage but the last.
         dropouts: Dropout after each stage.
     """
-    if len(dropouts) != len(stages):
-        raise ValueError("vgg-gap needs one dropout rate per stage")
+    if len(dropouts) != len(stages) or not stages:
+        raise EdgeFMError(
+            f"vgg-gap needs one dropout rate per stage: got {len(stages)} stage(s) and {len(dropouts)} rate(s); "
+            "pass both, e.g. --arch-opt stages=[[32],[64]] --arch-opt dropouts=[0.1,0.2]."
+        )
     inputs = raw_input()
     x = preprocess(inputs)
     for s, (widths, rate) in enumerate(zip(stages, dropouts), start=1):

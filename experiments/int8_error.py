@@ -8,8 +8,8 @@ alone gives about 0.29). The op at the top is where the accuracy goes. Validatio
 the test split is not read.
 
 Usage (from the repository root):
-    python benchmarks/int8_error.py runs/cnn-3conv-bn-train-2 --data-dir ../shared/data/fashion-mnist
-Writes benchmarks/results/int8_error.json.
+    python experiments/int8_error.py runs/cnn-3conv-bn-train-2 --data-dir DATA_DIR
+Writes experiments/results/int8_error.json.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
+from edge_fm.evaluate import predict_proba
 from edge_fm.io import write_json
-from edge_fm.optimize import QAT_STAGES, load_model_to_convert, run_stage
 from edge_fm.runner import TFLiteModel, cpu_model
-from edge_fm.train import load_run_data, predict, run_train_config
+from edge_fm.runs import Run
 
 RESULTS = Path(__file__).parent / "results"
 TOP_OPS = 5
@@ -33,11 +33,11 @@ TOP_OPS = 5
 
 def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
     """One run's Keras and int8 validation accuracy and its worst int8 ops."""
-    config = run_train_config(run_dir)
-    dataset = load_run_data(run_dir, config, data_dir)
-    stage = run_stage(run_dir)
-    model = load_model_to_convert(run_dir)
-    fmt = "qat-int8" if stage in QAT_STAGES else "int8"
+    run = Run(run_dir)
+    config, stage = run.train_config, run.stage
+    dataset = run.dataset(data_dir)
+    model = run.model_to_convert()
+    fmt = "qat-int8" if run.quantization_aware else "int8"
     calibration = representative_images(dataset.x_train, REPRESENTATIVE_SIZE, config.seed)
     int8 = TFLiteModel(model_content=convert(model, get_format(fmt), "int8", calibration))
     ops = int8_error_by_op(model, calibration, dataset.x_val[:debug_images], fmt)
@@ -47,7 +47,7 @@ def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
         "stage": stage,
         "format": fmt,
         "validation_images": len(dataset.y_val),
-        "keras_accuracy": float((predict(model, dataset.x_val).argmax(1) == dataset.y_val).mean()),
+        "keras_accuracy": float((predict_proba(model, dataset.x_val).argmax(1) == dataset.y_val).mean()),
         "int8_accuracy": float((int8.predict_proba(dataset.x_val).argmax(1) == dataset.y_val).mean()),
         "debug_images": min(debug_images, len(dataset.y_val)),
         "ops": len(ops),
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out, {
         "rows": rows,
         "machine": f"{platform.machine()}, {cpu_model()}",
-        "command": "python benchmarks/int8_error.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python experiments/int8_error.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "seconds": time.perf_counter() - started,
     })
     print(f"wrote {args.out}")

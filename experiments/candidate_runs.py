@@ -2,7 +2,7 @@
 
 A candidate that is not shipped leaves no folder under models/, and its run directories are not in
 git; this writes what the decision read (validation figures only, never the test split) into a
-committed JSON file, so the README's account of it comes from one.
+committed JSON file, so the account of it in docs/design comes from one.
 
 For each export bundle given (a ``runs/<arch>-<format>-N`` directory), the row holds the bundle's
 accuracy on the validation images its parity check used, the Keras model's on the same images, its
@@ -10,8 +10,8 @@ size, and the training (and QAT) run it came from: options, epochs, teacher, fin
 accuracy, parameters, MACs and training time.
 
 Usage (from the repository root; needs the run directories):
-    python benchmarks/candidate_runs.py runs/s18/edge-cnn-qat-int8-1 runs/s18/edge-cnn-int8-1 \\
-        --out benchmarks/results/edge_cnn_candidates.json
+    python experiments/candidate_runs.py runs/fullconv/edge-cnn-qat-int8-1 runs/fullconv/edge-cnn-int8-1 \\
+        --out experiments/results/edge_cnn_candidates.json
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     write_json(args.out, {
         "what": "validation figures of trained candidates judged by a ship rule (no test figures)",
-        "command": "python benchmarks/candidate_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "command": "python experiments/candidate_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv),
         "rows": rows,
     })
     for row in rows:

@@ -1,16 +1,16 @@
 """The latency side of the edge-cnn family's design: int8 latency of candidate shapes, before any training.
 
-Issue 5 asks edge-cnn-tiny for a p50 of at most a quarter of cnn-3conv-bn's int8 p50, and edge-cnn
-for a p50 below it, each measured in one run. Latency does not depend on the trained weight values, so each candidate shape is built with
-random weights, converted to full-integer int8 (calibrated on random pixels) and timed with 1 thread,
+The targets: edge-cnn-tiny's p50 at most a quarter of cnn-3conv-bn's int8 p50, and edge-cnn's below it,
+each measured in one run. Latency does not depend on the trained weight values, so each candidate shape is
+built with random weights, converted to full-integer int8 (calibrated on random pixels) and timed with 1 thread,
 batch 1, against the shipped cnn-3conv-bn artifact in the same process. Timing is interleaved in
 rounds (every model once per round), so a slow spell on a shared machine hits all of them alike and
 the ratios stay comparable. The accuracy of a shape is a separate, trained question.
 
 Usage (from the repository root; a minute or two):
-    python benchmarks/tiny_design.py                   # edge-cnn-tiny: benchmarks/results/tiny_design.json
-    python benchmarks/tiny_design.py --arch edge-cnn   # benchmarks/results/edge_cnn_design.json
-    python benchmarks/tiny_design.py --artifacts runs/<run>/model.tflite --out <file>.json   # trained files
+    python experiments/tiny_design.py                   # edge-cnn-tiny: experiments/results/tiny_design.json
+    python experiments/tiny_design.py --arch edge-cnn   # experiments/results/edge_cnn_design.json
+    python experiments/tiny_design.py --artifacts runs/<run>/model.tflite --out <file>.json   # trained files
 """
 
 from __future__ import annotations
@@ -38,12 +38,12 @@ REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 TINY_CANDIDATES = [
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, "the first edge-cnn-tiny"),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, ""),
-    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "separable"}, "shipped until stop 18"),
+    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "separable"}, "the previous edge-cnn-tiny"),
     ({"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2], "block": "separable"}, ""),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3], "block": "separable"}, ""),
     ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, ""),
     # Full 3x3 convs: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv gains far more than a
-    # depthwise conv does (models_bench.json, stop 17), so few, full convs after an early pool.
+    # depthwise conv does (docs/design/full-convolutions.md), so few, full convs after an early pool.
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"}, "shipped edge-cnn-tiny, the default"),
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 3, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 40, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
@@ -52,8 +52,8 @@ TINY_CANDIDATES = [
 ]
 EDGE_CNN_CANDIDATES = [
     ({"stem": 32, "widths": [64, 128, 256], "blocks": [2, 3, 3], "block": "separable"}, "shipped edge-cnn, the default"),
-    ({"stem": 24, "widths": [24, 64, 128], "blocks": [0, 3, 2], "block": "conv"}, "trained in stops 18 and 19"),
-    # A 28x28 stage of full convs: the separable edge-cnn, which has one, is the more accurate (stop 19).
+    ({"stem": 24, "widths": [24, 64, 128], "blocks": [0, 3, 2], "block": "conv"}, "trained, plain and distilled"),
+    # A 28x28 stage of full convs: the separable edge-cnn, which has one, is the more accurate.
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "conv"}, ""),
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 3, 3], "block": "conv"}, ""),
@@ -65,12 +65,12 @@ EDGE_CNN_CANDIDATES = [
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "conv"}, ""),
     ({"stem": 24, "widths": [24, 48, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
-    # Deeper and thinner, at about the MACs of the shape trained in stops 18 and 19.
+    # Deeper and thinner, at about the MACs of the first full-conv shape trained.
     ({"stem": 24, "widths": [24, 48, 96], "blocks": [1, 4, 3], "block": "conv"}, ""),
-    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 4], "block": "conv"}, "trained in stop 20"),
+    ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 4], "block": "conv"}, "trained"),
     ({"stem": 24, "widths": [24, 48, 128], "blocks": [1, 4, 2], "block": "conv"}, ""),
-    # Stop 20's shape with the latency room it left spent on depth or on width, most cheaply at 7x7.
-    ({"stem": 16, "widths": [16, 48, 112], "blocks": [1, 4, 4], "block": "conv"}, "trained in stop 21"),
+    # The deeper shape above with the latency room it left spent on depth or on width, most cheaply at 7x7.
+    ({"stem": 16, "widths": [16, 48, 112], "blocks": [1, 4, 4], "block": "conv"}, "trained"),
     ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 4, 5], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 48, 96], "blocks": [1, 5, 5], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 56, 112], "blocks": [1, 4, 4], "block": "conv"}, ""),
@@ -78,7 +78,7 @@ EDGE_CNN_CANDIDATES = [
     # Hybrids: full convs at 28x28, where a separable block's depthwise pass costs most per MAC,
     # and the separable model's wide 14x14 and 7x7 stages, which carried its accuracy.
     ({"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]},
-     "trained in stops 21-22"),
+     "trained"),
     ({"stem": 24, "widths": [24, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
     ({"stem": 32, "widths": [32, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
     ({"stem": 24, "widths": [24, 96, 256], "blocks": [1, 2, 3], "block": ["conv", "separable", "separable"]}, ""),
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arch", choices=sorted(CANDIDATES), default="edge-cnn-tiny")
     parser.add_argument("--artifacts", type=Path, nargs="+", default=None,
                         help="time these trained .tflite files instead of the shapes (latency only: no accuracy is read)")
-    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/" + " or ".join(OUT.values()))
+    parser.add_argument("--out", type=Path, default=None, help="default: experiments/results/" + " or ".join(OUT.values()))
     args = parser.parse_args(argv)
     if args.artifacts and not args.out:
         parser.error("--artifacts needs --out (the shape tables are not overwritten)")
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "what": ("int8 latency of trained artifacts" if args.artifacts else
                  f"int8 latency of {args.arch} shapes with random weights") + ", against the shipped cnn-3conv-bn",
         "arch": None if args.artifacts else args.arch,
-        "command": shlex.join(["python", "benchmarks/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "experiments/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]),
         "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
         "environment": environment(),
         "rows": rows,

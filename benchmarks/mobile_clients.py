@@ -1,0 +1,114 @@
+"""Mobile artifacts in the real clients: MediaPipe Tasks' ImageClassifier against the LiteRT
+interpreter, on the whole test split.
+
+For each mobile artifact (a bundle whose ``model.json`` says ``"target": "mobile"``; by default every
+one under ``models/``), MediaPipe classifies every test image, given as RGB bytes with equal
+channels, from its own environment (``.cache/mediapipe-venv``, built on first use, no TensorFlow);
+LiteRT runs the same bytes. A row records the top-1 agreement, the largest score difference, the
+label names MediaPipe read from the metadata, and both accuracies. One failing artifact is a row
+with its error; the others still run.
+
+Usage (from the repository root):
+    python benchmarks/mobile_clients.py [BUNDLE_OR_FOLDER ...] --data-dir DATA_DIR
+Writes benchmarks/results/mobile_clients.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "clients"))
+from environments import ClientUnavailable, client_python  # noqa: E402
+
+from edge_fm import CLASS_NAMES, load_split  # noqa: E402
+from edge_fm.mobile import grey_to_rgb  # noqa: E402
+from edge_fm.runner import TFLiteModel, environment  # noqa: E402
+
+RESULT = REPO / "benchmarks" / "results" / "mobile_clients.json"
+
+
+def mobile_bundles(places: list[Path]) -> list[Path]:
+    """Bundle folders with ``"target": "mobile"`` in their model.json, found under ``places``."""
+    found = []
+    for place in places:
+        for description in sorted(place.rglob("model.json")) if place.is_dir() else []:
+            if json.loads(description.read_text()).get("target") == "mobile" and (description.parent / "model.tflite").is_file():
+                found.append(description.parent)
+    return found
+
+
+def compare(bundle: Path, images: np.ndarray, labels: np.ndarray, python: Path) -> dict:
+    model = bundle / "model.tflite"
+    rgb = grey_to_rgb(images)
+    with tempfile.TemporaryDirectory() as scratch:
+        batch = Path(scratch) / "images.npy"
+        np.save(batch, rgb)
+        done = subprocess.run([str(python), str(REPO / "tests" / "clients" / "mediapipe_classify.py"), str(model), str(batch)],
+                              capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}")
+    client = json.loads(done.stdout)
+    runner = TFLiteModel(model_path=str(model))
+    reference = np.concatenate([runner.predict_proba(rgb[i : i + 1]) for i in range(len(rgb))])
+    top = np.array(client["top1"])
+    holds_best = reference[np.arange(len(top)), top] == reference.max(axis=1)
+    return {
+        "artifact": bundle.name if bundle.name != "mobile" else bundle.parent.name,
+        "path": str(bundle),
+        "images": int(len(images)),
+        "top1_agreement": float(np.mean(top == reference.argmax(1))),
+        "top1_holds_litert_best_score": float(np.mean(holds_best)),
+        "max_score_difference": float(np.abs(np.array(client["scores"]) - reference).max()),
+        "label_names_from_metadata": client["label_names"] == list(CLASS_NAMES),
+        "mediapipe_accuracy": float(np.mean(top == labels)),
+        "litert_accuracy": float(np.mean(reference.argmax(1) == labels)),
+        "mediapipe_version": client["mediapipe_version"],
+        "status": "ok",
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Mobile artifacts in MediaPipe Tasks vs the LiteRT interpreter.")
+    parser.add_argument("places", nargs="*", type=Path, default=[REPO / "models"], help="bundles or folders holding them")
+    parser.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files")
+    parser.add_argument("--limit", type=int, default=None, help="first N test images only (default: all)")
+    parser.add_argument("--json", type=Path, default=RESULT)
+    args = parser.parse_args(argv)
+    bundles = mobile_bundles(args.places)
+    if not bundles:
+        print(f"no mobile bundles under {', '.join(map(str, args.places))}: export them with the mobile form first", file=sys.stderr)
+        return 2
+    try:
+        python = client_python("mediapipe")
+    except ClientUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    images, labels = load_split("test", args.data_dir)
+    images, labels = images[: args.limit], labels[: args.limit]
+    rows, started = [], time.time()
+    for bundle in bundles:
+        try:
+            row = compare(bundle, images, labels, python)
+        except Exception as exc:  # noqa: BLE001 - one failing artifact is a row, not the end of the table
+            row = {"artifact": bundle.name, "path": str(bundle), "status": "error", "error": f"{type(exc).__name__}: {exc}"}
+        rows.append(row)
+        print(json.dumps({k: row.get(k) for k in ("artifact", "status", "top1_agreement", "max_score_difference")}))
+    result = {"environment": environment({"client": "MediaPipe Tasks ImageClassifier", "python": platform.python_version()}),
+              "seconds": round(time.time() - started, 1), "rows": rows}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

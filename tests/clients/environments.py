@@ -1,0 +1,56 @@
+"""Client environments: each mobile runtime in a virtual environment of its own, as an app has it.
+
+MediaPipe Tasks and the TFLite Task Library cannot share edge-fm's environment (absl-py,
+protobuf), so each gets a venv under ``.cache/`` built on first use from its pinned requirements.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+CLIENTS = Path(__file__).resolve().parent
+ENVIRONMENTS = {
+    "mediapipe": ("mediapipe-requirements.txt", "mediapipe"),
+    "task-library": ("task-library-requirements.txt", "tflite_support.task.vision"),
+}
+
+
+class ClientUnavailable(Exception):
+    """A client environment could not be built or does not import."""
+
+
+def client_python(name: str, root: Path = REPO / ".cache") -> Path:
+    """The Python of client environment ``name``, built on first use (a few minutes, about 700 MB).
+
+    Raises:
+        ClientUnavailable: pip failed (no package index reachable) or the client does not import.
+    """
+    requirements, module = ENVIRONMENTS[name]
+    venv = root / f"{name}-venv"
+    python = venv / "bin" / "python"
+    stamp = venv / "requirements.txt"
+    wanted = (CLIENTS / requirements).read_text()
+    if not (python.is_file() and stamp.is_file() and stamp.read_text() == wanted):
+        _build(venv, CLIENTS / requirements)
+        stamp.write_text(wanted)
+    probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        raise ClientUnavailable(f"{name} does not import in {venv}: {probe.stderr.strip().splitlines()[-1]}")
+    return python
+
+
+def _build(venv: Path, requirements: Path) -> None:
+    # Built in place (a venv's scripts hold its absolute path); the stamp written after it marks it whole.
+    shutil.rmtree(venv, ignore_errors=True)
+    steps = ([sys.executable, "-m", "venv", str(venv)],
+             [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)])
+    for step in steps:
+        done = subprocess.run(step, capture_output=True, text=True)
+        if done.returncode != 0:
+            shutil.rmtree(venv, ignore_errors=True)
+            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if not line.startswith("WARNING")]
+            raise ClientUnavailable(f"building {venv.name} failed: {lines[-1] if lines else done.returncode}")

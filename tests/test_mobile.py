@@ -1,0 +1,274 @@
+"""The mobile form: RGB uint8 input, grey conversion in the graph, standard TFLite Metadata, and
+proof in the real clients (MediaPipe Tasks, the TFLite Task Library) run from their own environments."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edge_fm.cli import app
+from edge_fm.data import CLASS_NAMES, load_split
+from edge_fm.errors import EdgeFMError
+from edge_fm.export import convert, get_format, read_metadata
+from edge_fm.mobile import GREY_WEIGHTS, compare_with_int8, export_mobile, grey_to_rgb, record_client_check, ship_mobile_form
+from edge_fm.runner import TFLiteModel
+from edge_fm.tflite_metadata import ImageClassifierInfo, build_metadata, metadata_buffer, packed_files, populate
+from edge_fm.tflite_rgb import DROP_REPEAT, FOLD_CONV, FOLD_DENSE, rgb_form
+from edge_fm.zoo import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+CLIENTS = Path(__file__).resolve().parent / "clients"
+sys.path.insert(0, str(CLIENTS))
+from environments import ClientUnavailable, client_python  # noqa: E402
+
+CLIENT_IMAGES = 600
+
+
+def _client(name: str) -> Path:
+    try:
+        return client_python(name)
+    except ClientUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+def _run_client(script: str, python: Path, model: Path, images: np.ndarray, tmp_path: Path) -> dict:
+    batch = tmp_path / "images.npy"
+    np.save(batch, images)
+    done = subprocess.run([str(python), str(CLIENTS / script), str(model), str(batch)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def _litert_outputs(model: Path, images: np.ndarray) -> np.ndarray:
+    """Probabilities from the LiteRT interpreter, one image at a time, as the clients run it."""
+    runner = TFLiteModel(model_path=str(model))
+    return np.concatenate([runner.predict_proba(images[i : i + 1]) for i in range(len(images))])
+
+
+def _tinted(grey: np.ndarray) -> np.ndarray:
+    """Coloured versions of grey images: each channel a different share of the grey value."""
+    shares = np.array([1.0, 0.75, 0.35])
+    grey = grey.reshape(*grey.shape[:3], 1).astype(np.float64)
+    return np.clip(np.round(grey * shares), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mobile_bundle(exported, data_dir):
+    return export_mobile(exported["train"], "int8", parity_images=400, runs_dir=exported["root"])
+
+
+@pytest.fixture(scope="module")
+def test_images(data_dir):
+    images, labels = load_split("test", data_dir)
+    return images[:CLIENT_IMAGES], labels[:CLIENT_IMAGES]
+
+
+# ---------------------------------------------------------------- every zoo architecture
+
+
+@pytest.mark.parametrize(("arch", "options", "method"), [
+    ("tiny-cnn", {}, FOLD_CONV),
+    ("mlp", {}, FOLD_DENSE),
+    ("cnn-2conv", {}, FOLD_CONV),
+    ("cnn-3conv-bn", {}, FOLD_CONV),
+    ("cnn-3conv-bn", {"input_size": 32, "rgb": True}, DROP_REPEAT),
+    ("vgg-gap", {}, FOLD_CONV),
+    ("edge-cnn-tiny", {}, FOLD_CONV),
+    ("edge-cnn", {}, FOLD_CONV),
+    pytest.param("mobilenetv2", {"alpha": 0.35, "head_units": 0}, DROP_REPEAT, marks=pytest.mark.slow),
+    pytest.param("resnet50", {}, DROP_REPEAT, marks=pytest.mark.slow),
+])
+def test_every_zoo_architecture_exported_as_int8_takes_the_rgb_form(arch, options, method, test_images):
+    """Untrained (random) weights: the int8 export of each architecture becomes an RGB form that
+    gives the int8 outputs bit for bit on grey images, through the one graph-side luma split."""
+    model = create_model(arch, **options)
+    images = test_images[0][:200]
+    int8 = convert(model, get_format("int8"), "int8", images)
+    form = rgb_form(int8)
+    assert form.method == method
+    parity = compare_with_int8(form.tflite, int8, images, test_images[1][:200])
+    assert parity["identical_to_int8"], parity
+
+
+# ---------------------------------------------------------------- the standard metadata
+
+
+def test_populate_adds_one_metadata_entry_and_packs_the_labels(exported):
+    plain = (exported["int8"] / "model.tflite").read_bytes()
+    info = ImageClassifierInfo(name="m", description="d", labels=("a", "b"))
+    once = populate(plain, build_metadata(info), {"labels.txt": b"a\nb\n"})
+    assert metadata_buffer(once)[4:8] == b"M001"
+    assert packed_files(once) == {"labels.txt": b"a\nb\n"}
+    # still a model the interpreter runs, with edge-fm's own entries kept
+    assert TFLiteModel(model_content=once).predict_proba(np.zeros((1, 28, 28), np.uint8)).shape == (1, 10)
+    assert read_metadata(once)["labels"] == list(CLASS_NAMES)
+    with pytest.raises(EdgeFMError, match="already has files packed"):
+        populate(once, build_metadata(info), {})
+    with pytest.raises(EdgeFMError, match="color space"):
+        ImageClassifierInfo(name="m", description="d", labels=("a",), color_space="BGR")
+
+
+# ---------------------------------------------------------------- the export
+
+
+def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_on_grey(mobile_bundle, exported, test_images):
+    description = json.loads((mobile_bundle / "model.json").read_text())
+    assert mobile_bundle.name.startswith("tiny-cnn-int8-mobile-") and description["target"] == "mobile"
+    assert description["input"]["dtype"] == "uint8" and description["input"]["shape"] == [1, 28, 28, 3]
+    assert (description["input"]["scale"], description["input"]["zero_point"]) == (1.0, 0)
+    assert (description["output"]["dtype"], description["output"]["zero_point"]) == ("uint8", 0)
+    record = description["mobile"]
+    assert record["grey_conversion"]["method"] == FOLD_CONV and record["grey_conversion"]["weights"] == list(GREY_WEIGHTS)
+    assert record["parity"]["images"] == 400 and record["identical_to_int8"] is True
+    assert record["parity"]["top1_agreement"] == 1.0 and record["parity"]["max_probability_difference"] == 0.0
+    assert [c["client"] for c in record["clients"]] == ["LiteRT interpreter"]
+    # made from the int8 artifact the run's export wrote just before, in the same runs folder
+    int8_file = Path(record["made_from"]["file"])
+    assert int8_file.parent.name.startswith("tiny-cnn-int8-") and int8_file.parent.parent == exported["root"]
+    assert {"DEQUANTIZE", "QUANTIZE"} <= set(description["export"]["ops"]) and "CONCATENATION" not in description["export"]["ops"]
+    assert read_metadata(mobile_bundle / "model.tflite")["description"]["mobile"] == record  # the embedded copy
+    images, labels = test_images
+    mobile = _litert_outputs(mobile_bundle / "model.tflite", grey_to_rgb(images))
+    int8 = _litert_outputs(int8_file, images)
+    np.testing.assert_array_equal(mobile, int8)  # same integers, bit for bit, on grey images
+    assert (mobile.argmax(1) == labels).mean() > 0.6
+
+
+def test_mobile_bundle_from_an_int8_bundle_leaves_it_unchanged(exported, data_dir, tmp_path):
+    source = exported["int8"] / "model.tflite"
+    before = source.read_bytes()
+    bundle = export_mobile(exported["int8"], parity_images=500, data_dir=data_dir, out=tmp_path / "mobile")
+    assert source.read_bytes() == before
+    assert sorted(p.name for p in bundle.iterdir()) == ["labels.txt", "manifest.json", "model.json", "model.tflite"]
+    description = json.loads((bundle / "model.json").read_text())
+    assert description["name"] == f"{exported['int8'].name.rsplit('-', 1)[0]}-mobile"
+    assert description["mobile"]["parity"]["data"] == "Fashion-MNIST test split, first 500"
+    assert description["mobile"]["identical_to_int8"] is True
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["target"] == "mobile" and manifest["files"]["model.tflite"]["sha256"] == description["artifact"]["sha256"]
+    with pytest.raises(EdgeFMError, match="already a mobile form"):
+        export_mobile(bundle, data_dir=data_dir, out=tmp_path / "again")
+    with pytest.raises(EdgeFMError, match="not an empty folder"):
+        export_mobile(exported["int8"], data_dir=data_dir, out=bundle)
+
+
+def test_colour_images_classify_like_their_grey_conversion(mobile_bundle, exported, test_images):
+    int8_file = json.loads((mobile_bundle / "model.json").read_text())["mobile"]["made_from"]["file"]
+    colour = _tinted(test_images[0])
+    luma = np.clip(np.round(colour.astype(np.float64) @ np.array(GREY_WEIGHTS)), 0, 255).astype(np.uint8)
+    mobile = _litert_outputs(mobile_bundle / "model.tflite", colour).argmax(1)
+    int8 = _litert_outputs(Path(int8_file), luma).argmax(1)
+    assert (mobile == int8).mean() >= 0.97
+
+
+def test_mobile_export_refuses_float_formats_the_wrong_run_and_a_float_bundle(exported, data_dir, tmp_path):
+    with pytest.raises(EdgeFMError, match="integer export"):
+        export_mobile(exported["train"], "fp32", runs_dir=exported["root"])
+    with pytest.raises(EdgeFMError, match="needs a QAT run"):
+        export_mobile(exported["train"], "qat-int8", runs_dir=exported["root"])
+    with pytest.raises(EdgeFMError, match="needs an int8 grey image input"):
+        export_mobile(exported["fp32"], data_dir=data_dir, out=tmp_path / "fp32")
+    with pytest.raises(EdgeFMError, match="nothing to export as qat-int8"):
+        export_mobile(exported["int8"], "qat-int8", data_dir=data_dir, out=tmp_path / "qat")
+    with pytest.raises(EdgeFMError, match="holds no .tflite model"):
+        export_mobile(tmp_path, data_dir=data_dir)
+
+
+def test_cli_exports_the_mobile_form_of_a_bundle_without_a_format(exported, data_dir, tmp_path):
+    out = tmp_path / "cli-mobile"
+    result = CliRunner().invoke(app, ["export", str(exported["int8"]), "--for", "mobile", "--out", str(out),
+                                      "--parity-images", "300", "--data-dir", str(data_dir)])
+    assert result.exit_code == 0, result.output
+    assert "identical outputs to the int8 artifact on 300 grey test images" in " ".join(result.output.split())
+    assert json.loads((out / "model.json").read_text())["input"]["shape"] == [1, 28, 28, 3]
+    refused = CliRunner().invoke(app, ["export", str(exported["int8"])])
+    assert refused.exit_code == 1 and "give a format" in refused.output, refused.output
+
+
+def test_ship_mobile_form_writes_the_mobile_folder_and_keeps_the_int8_file(tmp_path, data_dir):
+    folder = tmp_path / "mlp"
+    folder.mkdir()
+    for name in ("model.tflite", "model.json", "labels.txt"):
+        (folder / name).write_bytes((REPO / "models" / "mlp" / name).read_bytes())
+    bundle = ship_mobile_form(folder, data_dir=data_dir)
+    assert bundle == folder / "mobile"
+    assert (folder / "model.tflite").read_bytes() == (REPO / "models" / "mlp" / "model.tflite").read_bytes()
+    record = json.loads((bundle / "model.json").read_text())["mobile"]
+    assert record["parity"]["images"] == 10_000 and record["identical_to_int8"] is True
+    assert record["grey_conversion"]["method"] == FOLD_DENSE
+    updated = record_client_check(bundle, {"client": "MediaPipe Tasks ImageClassifier", "version": "1", "images": 3})
+    assert [c["client"] for c in updated["mobile"]["clients"]] == ["LiteRT interpreter", "MediaPipe Tasks ImageClassifier"]
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["files"]["model.json"]["bytes"] == (bundle / "model.json").stat().st_size
+    with pytest.raises(EdgeFMError, match="not a mobile bundle"):
+        record_client_check(folder, {"client": "x"})
+
+
+SHIPPED = sorted(p.parent for p in (REPO / "models").glob("*/model.tflite"))
+
+
+@pytest.mark.parametrize("model", SHIPPED, ids=lambda p: p.name)
+def test_shipped_mobile_form_is_made_from_the_shipped_int8_file(model):
+    bundle = model / "mobile"
+    description = json.loads((bundle / "model.json").read_text())
+    tflite = (bundle / "model.tflite").read_bytes()
+    record = description["mobile"]
+    assert record["made_from"]["sha256"] == hashlib.sha256((model / "model.tflite").read_bytes()).hexdigest()
+    assert description["artifact"]["sha256"] == hashlib.sha256(tflite).hexdigest()
+    assert record["identical_to_int8"] is True and record["parity"]["images"] == 10_000
+    assert description["input"]["shape"] == [1, 28, 28, 3] and description["input"]["dtype"] == "uint8"
+    assert metadata_buffer(tflite)[4:8] == b"M001" and packed_files(tflite) == {"labels.txt": (bundle / "labels.txt").read_bytes()}
+    assert (bundle / "labels.txt").read_text().splitlines() == list(CLASS_NAMES)
+
+
+# ---------------------------------------------------------------- the real clients
+
+
+def _check_client_result(result: dict, model: Path, images: np.ndarray) -> None:
+    reference = _litert_outputs(model, images)
+    assert result["count"] == len(images)
+    top = np.array(result["top1"])
+    best = reference.max(axis=1)
+    # Ties at the top are ordered by the client, not by index: agreement means the client's top
+    # class holds LiteRT's top score.
+    assert np.all(reference[np.arange(len(top)), top] == best), "top-1 differs from the LiteRT interpreter"
+    assert np.mean(top == reference.argmax(1)) >= 0.99
+    assert np.abs(np.array(result["scores"]) - reference).max() <= 0.5 / 256  # within the output's rounding
+    assert result["label_names"] == list(CLASS_NAMES)
+
+
+def test_mediapipe_image_classifier_agrees_with_litert(mobile_bundle, test_images, tmp_path):
+    python = _client("mediapipe")
+    model = mobile_bundle / "model.tflite"
+    images = np.concatenate([grey_to_rgb(test_images[0]), _tinted(test_images[0][:100])])
+    result = _run_client("mediapipe_classify.py", python, model, images, tmp_path)
+    _check_client_result(result, model, images)
+    metadata = result["metadata"]
+    assert {"TFLITE_METADATA", "edge_fm.model_json", "edge_fm.labels"} <= set(metadata["entries"])
+    assert metadata["name"].startswith("tiny-cnn-int8-mobile") and metadata["license"] == "MIT"
+    assert metadata["min_parser_version"] == "1.0.0"
+    assert metadata["input"] == {**metadata["input"], "content": "image", "color_space": "RGB",
+                                 "process_unit": "normalization", "mean": [0.0], "std": [1.0]}
+    assert metadata["output"]["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS"}]
+    assert metadata["packed_files"]["labels.txt"].splitlines() == list(CLASS_NAMES)
+
+
+def test_task_library_image_classifier_agrees_with_litert(mobile_bundle, test_images, tmp_path):
+    python = _client("task-library")
+    model = mobile_bundle / "model.tflite"
+    images = grey_to_rgb(test_images[0][:300])
+    result = _run_client("task_library_classify.py", python, model, images, tmp_path)
+    _check_client_result(result, model, images)
+    subgraph = result["metadata"]["json"]["subgraph_metadata"][0]
+    assert subgraph["input_tensor_metadata"][0]["content"]["content_properties"] == {"color_space": "RGB"}
+    assert result["metadata"]["packed_files"] == ["labels.txt"]

@@ -1,0 +1,220 @@
+"""`edge-fm report` and `edge-fm explain`: self-contained pages and heat maps, checked on their values."""
+
+from __future__ import annotations
+
+import base64
+import html.parser
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from browser import chromium_page
+from PIL import Image
+from typer.testing import CliRunner
+
+from edge_fm.cli import app
+from edge_fm.errors import EdgeFMError
+from edge_fm.explain import map_correlation, occlusion_map
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _Page(html.parser.HTMLParser):
+    """The parts of a page the tests read: every URL it references, its images, ids and table cells."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.urls, self.images, self.ids, self.scripts, self.cells = [], [], set(), 0, {}
+        self._table, self._cell = None, None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id"))
+        self.scripts += tag == "script"
+        self.urls += [value for key, value in attrs.items() if key in ("src", "href") and value]
+        if tag == "img":
+            self.images.append(attrs.get("src", ""))
+        if tag == "table":
+            self._table = attrs.get("id")
+            self.cells[self._table] = []
+        if tag in ("td", "th") and self._table:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.cells[self._table].append("".join(self._cell).strip())
+            self._cell = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _read(path: Path) -> _Page:
+    page = _Page(path.read_text())
+    assert page.scripts == 0
+    for url in page.urls:  # nothing from the network: every image is inline
+        assert url.startswith("data:image/png;base64,"), url
+        assert base64.b64decode(url.split(",", 1)[1])[:8] == PNG_SIGNATURE
+    return page
+
+
+def _rows(cells: list[str], columns: int) -> list[list[str]]:
+    return [cells[i : i + columns] for i in range(0, len(cells), columns)]
+
+
+def test_occlusion_finds_the_evidence():
+    class Watcher:  # "probability" of class 0: the brightness of the top-left 8x8 corner
+        def predict_proba(self, images):
+            corner = images[:, :8, :8, 0].mean(axis=(1, 2)) / 255
+            return np.stack([corner, 1 - corner], axis=1)
+
+    image = np.full((28, 28), 200, dtype=np.uint8)
+    heat = occlusion_map(Watcher(), image, 0)
+    assert heat[:8, :8].min() > 0 and heat[12:, 12:].max() == 0
+    assert np.unravel_index(heat.argmax(), heat.shape) < (8, 8)
+    assert map_correlation(heat, heat) == pytest.approx(1.0)
+    assert np.isnan(map_correlation(heat, np.zeros_like(heat)))
+
+
+def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(exported):
+    from edge_fm.compat import keras
+    from edge_fm.explain import grad_cam, last_conv_layer
+    from edge_fm.runs import Run
+
+    inputs = keras.Input((28, 28, 1))
+    maps = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(keras.layers.Rescaling(1 / 255)(inputs))
+    logits = keras.layers.Dense(10, name="logits")(keras.layers.GlobalAveragePooling2D()(maps))
+    averaging = keras.Model(inputs, keras.layers.Activation("softmax", name="probs")(logits))
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    assert last_conv_layer(averaging) == "conv"
+    np.testing.assert_allclose(grad_cam(averaging, images, [1, 2, 3, 4]),
+                               grad_cam(averaging, images, [1, 2, 3, 4], per_position=False), rtol=1e-4, atol=1e-6)
+
+    flattening = Run(exported["train"]).float_model()  # tiny-cnn: conv maps flattened into a dense layer
+    dataset = Run(exported["train"]).dataset()
+    labels = dataset.y_test[:40].tolist()
+    per_position = grad_cam(flattening, dataset.x_test[:40], labels)
+    assert (per_position.reshape(40, -1).max(axis=1) > 0).all()  # every map shows some evidence
+    assert not np.allclose(per_position, grad_cam(flattening, dataset.x_test[:40], labels, per_position=False))
+
+
+def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
+    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.predict import load_artifact
+    from edge_fm.report import classification_metrics
+    from edge_fm.runs import Run
+
+    out = build_report(exported["int8"], tmp_path / "bundle.html", ReportOptions(max_images=300))
+    page = _read(out)
+    assert {"training", "classification", "gallery", "confidence", "explanations", "per-class", "correlations"} <= page.ids
+    # Training curves, confusion matrix, gallery, box plot, explanation grid.
+    assert len(page.images) == 5
+    # The per-class table holds what LiteRT gives on the same 300 test images.
+    dataset = Run(exported["train"]).dataset()
+    model, _ = load_artifact(exported["int8"])
+    expected = classification_metrics(dataset.y_test[:300], model.predict_proba(dataset.x_test[:300]))
+    rows = _rows(page.cells["per-class"], 5)[1:]
+    for row, (name, scores) in zip(rows, expected["per_class"].items()):
+        assert row == [name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}", str(scores["support"])]
+    assert f"{expected['accuracy']:.2%}" in out.read_text()
+    correlations = _rows(page.cells["correlations"], 10)[1]
+    values = [float(v) for v in correlations if v != "n/a"]
+    assert values and all(-1 <= v <= 1 for v in values)
+    assert "300 test images" in out.read_text()
+
+
+def test_report_of_a_run_finds_its_int8_export(exported):
+    from edge_fm.html_report import ReportOptions, build_report
+
+    out = build_report(exported["train"], options=ReportOptions(max_images=200, explained=4))
+    assert out == exported["train"] / "report.html"
+    page = _read(out)
+    assert {"training", "classification", "explanations"} <= page.ids
+    text = out.read_text()
+    assert "Grad-CAM of the float Keras model of " + exported["train"].name in text
+    assert f"occlusion of the int8 .tflite {exported['int8'].name}" in text
+    assert len(_rows(page.cells["correlations"], 4)[1]) == 4
+    assert "200 images of the run&#39;s validation split" in text
+
+
+def test_report_of_a_folder_shows_measured_front(tmp_path):
+    from edge_fm.catalog import pareto_front
+    from edge_fm.html_report import build_report
+    from edge_fm.measurements import folder_rows
+
+    folder = tmp_path / "models"
+    for name in ("edge-cnn-tiny", "cnn-2conv", "mlp"):
+        shutil.copytree(REPO / "models" / name, folder / name)
+    out = build_report(folder)
+    page = _read(out)
+    table = {row[0]: row for row in _rows(page.cells["front-table"], 9)[1:]}
+    assert set(table) == {"edge-cnn-tiny", "cnn-2conv", "mlp"}
+    assert table["edge-cnn-tiny"][2] == f"{(folder / 'edge-cnn-tiny' / 'model.tflite').stat().st_size / 1000:.1f}"
+    rows, source = folder_rows(folder)
+    assert "MODEL_CARD" in source and all(row["accuracy"] > 0.8 and row["latency"]["p50_ms"] > 0 for row in rows)
+    assert {name for name, row in table.items() if row[8] == "yes"} == pareto_front(rows)
+
+
+def test_report_of_a_bench_result_marks_the_front(tmp_path):
+    from edge_fm.catalog import pareto_front
+    from edge_fm.html_report import build_report
+    from edge_fm.measurements import bench_rows
+
+    result = REPO / "benchmarks" / "results" / "models_bench.json"
+    out = build_report(result, tmp_path / "bench.html")
+    page = _read(out)
+    rows = bench_rows(json.loads(result.read_text()))
+    table = _rows(page.cells["front-table"], 9)[1:]
+    assert len(table) == len(rows)
+    assert {row[0] for row in table if row[8] == "yes"} == pareto_front(rows)
+    assert "recall" in page.ids
+
+
+def test_report_errors_are_one_line(tmp_path):
+    from edge_fm.html_report import build_report
+
+    with pytest.raises(EdgeFMError, match="not a report target"):
+        build_report(tmp_path)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = CliRunner().invoke(app, ["report", str(REPO / "benchmarks" / "results" / "models_bench.json"),
+                                      "--out", str(blocker / "report.html")])
+    assert result.exit_code == 1, result.output
+    assert "is a file, not a folder" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_explain_cli_writes_overlays(exported, tmp_path):
+    from edge_fm.data import load_split
+    from edge_fm.predict import classify_files
+
+    images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "sample")
+    shirt = tmp_path / "shirt.png"
+    Image.fromarray(images[3, :, :, 0]).save(shirt)
+    result = CliRunner().invoke(app, ["explain", str(exported["int8"]), str(shirt), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    overlay = tmp_path / "out" / "shirt.occlusion.png"
+    assert Image.open(overlay).size == (224, 224)
+    best = classify_files(exported["int8"], [shirt], top=1)[0].top[0][0]
+    assert re.search(rf"shirt\.png: {re.escape(best)} \d", result.output)
+
+
+@pytest.mark.slow
+def test_report_in_chromium_loads_every_image_and_nothing_else(exported, tmp_path):
+    from edge_fm.html_report import ReportOptions, build_report
+
+    out = build_report(exported["int8"], tmp_path / "report.html", ReportOptions(max_images=200))
+    requested = []
+    with chromium_page() as page:
+        page.context.on("request", lambda request: requested.append(request.url))
+        page.goto(out.as_uri())
+        page.wait_for_load_state("load")
+        sizes = page.eval_on_selector_all("img", "images => images.map(i => [i.complete, i.naturalWidth])")
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+    assert len(sizes) == 5 and all(done and width > 0 for done, width in sizes)
+    assert requested and all(url.startswith(("file://", "data:")) for url in requested), requested
