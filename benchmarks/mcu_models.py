@@ -56,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "mcu_models.json")
     args = parser.parse_args(argv)
 
-    result = bench([args.models_dir], TflmTarget(images=args.images), data_dir=args.data_dir)
+    # Each model's own int8 artifact, not the other forms a model folder may hold (a mobile/ one, say).
+    artifacts = [args.models_dir / name / "model.tflite" for name in read_provenances(args.models_dir)
+                 if (args.models_dir / name / "model.tflite").is_file()]
+    result = bench(artifacts, TflmTarget(images=args.images), data_dir=args.data_dir)
     for row in result["rows"]:
         row["model"] = Path(row["path"]).parent.name
         row["path"] = _shown(Path(row["path"]))

@@ -8,6 +8,7 @@ machine fall on both alike. The target is a mobile p50 within 5% of the int8 one
 
 Usage (from the repository root):
     python benchmarks/mobile_latency.py INT8_BUNDLE MOBILE_BUNDLE [INT8_BUNDLE MOBILE_BUNDLE ...]
+    python benchmarks/mobile_latency.py --shipped      # every models/<name> against models/<name>/mobile
 Writes benchmarks/results/mobile_latency.json.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -57,17 +59,25 @@ def time_pair(int8: Path, mobile: Path, threads: int, blocks: int, runs_per_bloc
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mobile form vs int8 artifact: p50 latency side by side.")
-    parser.add_argument("artifacts", nargs="+", type=Path, help="pairs: int8 bundle (or .tflite), then its mobile form")
+    parser.add_argument("artifacts", nargs="*", type=Path, help="pairs: int8 bundle (or .tflite), then its mobile form")
+    parser.add_argument("--shipped", action="store_true", help="every shipped model against its mobile form")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=40, help="alternating blocks per artifact")
     parser.add_argument("--runs-per-block", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path, default=RESULT)
+    parser.add_argument("--shared-cpu", action="store_true", help="note in the result that the CPU was shared with other work")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if len(args.artifacts) % 2:
-        parser.error("give the artifacts in pairs: int8, then mobile")
+    if len(args.artifacts) % 2 or not (args.artifacts or args.shipped):
+        parser.error("give the artifacts in pairs: int8, then mobile (or --shipped)")
     pairs = [(_artifact(a), _artifact(b)) for a, b in zip(args.artifacts[::2], args.artifacts[1::2])]
+    if args.shipped:
+        models = REPO / "models"
+        if Path.cwd().resolve() == REPO:
+            models = Path("models")  # rows name the files as the repository does
+        pairs += [(folder / "model.tflite", folder / "mobile" / "model.tflite")
+                  for folder in sorted(p.parent.parent for p in models.glob("*/mobile/model.tflite"))]
     options = [f"--threads={args.threads}", f"--blocks={args.blocks}", f"--runs-per-block={args.runs_per_block}",
                f"--warmup={args.warmup}"]
     if args.child:
@@ -85,10 +95,16 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines = done.stderr.strip().splitlines()
             row = {"int8": str(int8), "mobile": str(mobile), "status": "error", "error": lines[-1] if lines else str(done.returncode)}
+        row = {"model": int8.parent.name if int8.name == "model.tflite" else int8.stem, **row}
         rows.append(row)
-        print(json.dumps({k: row.get(k) for k in ("mobile", "status", "p50_ratio", "within_target")}))
+        print(json.dumps({k: row.get(k) for k in ("model", "status", "p50_ratio", "within_target")}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"environment": environment(), "options": options, "rows": rows}, indent=2) + "\n")
+    command = shlex.join(["python", "benchmarks/mobile_latency.py", *map(str, args.artifacts),
+                          *(["--shipped"] if args.shipped else []), *(["--shared-cpu"] if args.shared_cpu else []), *options])
+    note = ("timed on a CPU shared with other work: the two artifacts of a pair alternate in blocks, so load "
+            "falls on both and the ratio stays fair, while the absolute times are slower than on a quiet machine")
+    args.json.write_text(json.dumps({"command": command, "environment": environment(), "options": options,
+                                     "note": note if args.shared_cpu else None, "rows": rows}, indent=2) + "\n")
     return 0
 
 

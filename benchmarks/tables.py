@@ -84,7 +84,8 @@ def runner_quality(root: Path) -> str | None:
     lat, acc = result["latency"], result["accuracy_pass"]
     return "\n".join([
         "| check | measured | target | met |", "|---|---|---|---|",
-        f"| runner p50 vs bare `invoke()` loop ({lat['runs_each']} runs each) | {lat['runner_p50_ms']:.4f} ms vs "
+        f"| runner p50 vs bare `invoke()` loop (medians of {lat.get('rounds', 1)} alternated rounds of {lat['runs_each']} runs) | "
+        f"{lat['runner_p50_ms']:.4f} ms vs "
         f"{lat['bare_invoke_p50_ms']:.4f} ms ({lat['overhead'] * 100:+.1f}%) | {lat['target']} | {'yes' if lat['met'] else 'no'} |",
         f"| accuracy pass over {acc['images']:,} test images ({result['format']}, {result['bytes']:,} bytes) | "
         f"{acc['runner_seconds']:.2f} s | {acc['target']} | {'yes' if acc['met'] else 'no'} |",
@@ -152,18 +153,46 @@ def shipped_models(root: Path) -> str | None:
         lines.append(f"| [`{row['model']}`](models/{row['model']}/MODEL_CARD.md) | {row['format']} | {_pct(row['accuracy'])} | "
                      f"{_pct(targets.get(row['arch']))} | {_pct(row['float_test_accuracy'])} | {row['bytes']:,} | {row['gzip_bytes']:,} | "
                      f"{lat['p50_ms']:.3f} | {lat['p90_ms']:.3f} | {lat['images_per_second']:,.0f} | {_shipped_status(row)} |")
+    missed = [f"`{c['model']}` {c['check']}" for c in result["checks"] if c["met"] is False]
+    return "\n".join(lines + ["", f"1 thread, batch 1, {result['test_set']['source']}; {cpu_text(env)}, {env['interpreter']} "
+                              f"{env['interpreter_version']}, Python {env['python']}. Command run: `{public_command(result['command'])}`. "
+                              f"Targets missed in this run: {', '.join(missed) or 'none'} "
+                              "([every target](docs/results.md#targets-of-the-shipped-models))."])
+
+
+def demo_timings(root: Path) -> str | None:
+    """How long a user waits for a report and for the web demo."""
+    result = _load(root, "demo_timings.json")
+    if not result:
+        return None
+    rows = [("`" + result["report_of_a_run"]["command"] + "` (the quickstart's pipeline run)", result["report_of_a_run"]),
+            ("`edge-fm report models/`", result["report_of_models"]),
+            ("`edge-fm serve models/`: start to first page", result["serve_first_page"]),
+            ("the demo's answer after a click on a test image (Chromium)", result["first_answer_after_a_click"])]
+    lines = ["| what | median | runs | target |", "|---|---|---|---|"]
+    for label, row in rows:
+        target = f"{row['target_s']:.0f} s: {'met' if row['met'] else '**missed**'}" if "target_s" in row else "-"
+        lines.append(f"| {label} | {row['median_s']:.2f} s | {', '.join(f'{v:.2f}' for v in row['runs_s'])} | {target} |")
+    return "\n".join(lines + ["", f"Whole commands in fresh processes, imports included; {result['machine'].strip()}, 2 cores. "
+                              f"Command run: `{public_command(result['command'])}`."])
+
+
+def shipped_targets(root: Path) -> str | None:
+    """Every target of the shipped models as the benchmark run judged it."""
+    result = _load(root, "models_bench.json")
+    if not result:
+        return None
     verdict = {True: "met", False: "**missed**", None: "not measured (model not shipped)"}
 
     def number(value):
         return "-" if value is None else f"{value:,.4f}" if isinstance(value, float) else f"{value:,}"
 
-    lines += ["", "| model | check | measured | target | result |", "|---|---|---|---|---|"]
+    lines = ["| model | check | measured | target | result |", "|---|---|---|---|---|"]
     for c in result["checks"]:
         if c["check"] == "int8 test accuracy" and c["met"] is None:
             continue
         lines.append(f"| `{c['model']}` | {c['check']} | {number(c['measured'])} | {number(c['target'])} | {verdict[c['met']]} |")
-    return "\n".join(lines + ["", f"1 thread, batch 1, {result['test_set']['source']}; {cpu_text(env)}, {env['interpreter']} "
-                              f"{env['interpreter_version']}, Python {env['python']}. Command run: `{public_command(result['command'])}`."])
+    return "\n".join(lines + ["", f"From `{public_command(result['command'])}` ({result['started']})."])
 
 
 def _shape_design(root: Path, file: str, arch: str) -> str | None:
@@ -319,7 +348,8 @@ def int8_error_converter_fold(root: Path) -> str | None:
 
 TABLES: dict[str, Callable[[Path], str | None]] = {
     "paper-presets": paper_presets, "optimize-chain": optimize_chain, "runner-quality": runner_quality,
-    "arm-emulated": arm_emulated, "shipped-models": shipped_models, "tiny-design": tiny_design,
+    "arm-emulated": arm_emulated, "shipped-models": shipped_models, "shipped-targets": shipped_targets, "demo-timings": demo_timings,
+    "tiny-design": tiny_design,
     "edge-cnn-design": edge_cnn_design, "block-throughput": block_throughput,
     "edge-cnn-candidates": edge_cnn_candidates, "int8-error": int8_error, "int8-error-converter-fold": int8_error_converter_fold,
 }

@@ -8,7 +8,7 @@ Example:
     >>> edge_fm.Run(run_dir).metrics["sample_test"]["accuracy"]  # doctest: +SKIP
 
 The names do not hide the modules of the package: ``edge_fm.train`` is the training module,
-``edge_fm.train_model`` its function.
+``edge_fm.train_model`` its function (likewise ``optimize_run``, ``export_run``, ``bench_artifacts``).
 """
 
 from __future__ import annotations
@@ -54,6 +54,24 @@ _LAZY = {
     "config_for": ("edge_fm.train", "config_for"),
     "resume": ("edge_fm.train", "resume"),
     "train_model": ("edge_fm.train", "train"),
+    "optimize_run": ("edge_fm.optimize", "optimize"),
+    "OptimizeConfig": ("edge_fm.config", "OptimizeConfig"),
+    "export_run": ("edge_fm.export", "export"),
+    "export_mobile": ("edge_fm.mobile", "export_mobile"),
+    "export_mcu": ("edge_fm.mcu", "export_mcu"),
+    "tflm_report": ("edge_fm.mcu", "tflm_report"),
+    "bench_artifacts": ("edge_fm.bench", "bench"),
+    "bench_fleet": ("edge_fm.bench", "bench_fleet"),
+    "BenchOptions": ("edge_fm.bench", "BenchOptions"),
+    "ship": ("edge_fm.ship", "ship"),
+    "ShipConfig": ("edge_fm.ship", "ShipConfig"),
+    "bench_catalog": ("edge_fm.catalog", "bench_catalog"),
+    "model_card": ("edge_fm.cards", "model_card"),
+    "build_report": ("edge_fm.html_report", "build_report"),
+    "explain_files": ("edge_fm.explain", "explain_files"),
+    "run_pipeline": ("edge_fm.pipeline", "run_pipeline"),
+    "PipelineConfig": ("edge_fm.pipeline", "PipelineConfig"),
+    "run_sweep": ("edge_fm.sweep", "run_sweep"),
     **{name: ("edge_fm.zoo", name) for name in
        ("EdgeFMWarning", "count_macs", "create_model", "describe_model", "list_models", "register_model")},
 }
@@ -78,6 +96,24 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "BenchOptions",
+    "OptimizeConfig",
+    "PipelineConfig",
+    "ShipConfig",
+    "bench_artifacts",
+    "bench_catalog",
+    "bench_fleet",
+    "build_report",
+    "explain_files",
+    "export_run",
+    "export_mcu",
+    "export_mobile",
+    "model_card",
+    "optimize_run",
+    "run_pipeline",
+    "run_sweep",
+    "ship",
+    "tflm_report",
     "CLASS_NAMES",
     "Dataset",
     "EdgeFMError",

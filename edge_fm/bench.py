@@ -6,8 +6,12 @@ Targets:
     temporary folder on the host, run there with the host's ``python3`` (which needs only
     ``numpy`` and ``ai-edge-litert``), and removed afterwards.
 
+Several devices at once (:func:`bench_fleet`): one thread per device, so a device never runs
+two benchmarks at once; each row names its ``target``.
+
 Example:
     >>> result = bench(["runs/cnn-2conv-int8-1"], target="local", options=BenchOptions(threads=(1, 2)))  # doctest: +SKIP
+    >>> fleet = bench_fleet(["models/"], ["ssh://pi@pi-a.local", "ssh://pi@pi-b.local"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -429,6 +433,118 @@ def bench(
     }
 
 
+def bench_fleet(
+    paths: list[Path | str],
+    targets: list[str | Any],
+    options: BenchOptions = BenchOptions(),
+    baseline: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+) -> dict[str, Any]:
+    """Measures the same artifacts on several devices at once and returns one result with a row
+    per artifact, thread count and device (its ``target``).
+
+    Each device has one thread of its own, so a device never runs two benchmarks at once and its
+    timings stay clean. A device that fails (unreachable, no Python, a runner error) gets an error
+    row per artifact and the others go on.
+
+    Args:
+        paths: .tflite files, export bundles, or folders of them.
+        targets: Two or more of ``local``, ``ssh://user@host[:port]`` or target objects.
+        options: How to measure, the same on every device.
+        baseline: A run whose Keras model is measured here (once, after the devices), the float
+            reference of every device's accuracy change.
+        data_dir: Where the Fashion-MNIST test split is.
+        sample: Use the embedded sample's test images instead (labelled as such).
+
+    Raises:
+        EdgeFMError: No artifacts, missing data, a malformed target, or the same device given twice.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    artifacts = collect_artifacts(paths)
+    targets = [parse_target(t) if isinstance(t, str) else t for t in targets]
+    names = [t.name for t in targets]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise EdgeFMError(f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once.")
+    if baseline:
+        from edge_fm.runs import Run  # loads TensorFlow: only when a baseline is asked for
+
+        Run(baseline).require_model()
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
+        test_set = Path(tmp) / TEST_SET_FILE
+        test_info = write_test_set(test_set, data_dir, sample)
+        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
+            measured = list(pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets))
+        # Measured here after the devices, so it never competes with a local device for the cores.
+        baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
+    rows, environments, errors, references = [], {}, {}, {}
+    for target, (result, error) in zip(targets, measured):
+        device_rows = result["rows"] if result else _device_error_rows(artifacts, error)
+        for row in device_rows:
+            row["target"] = target.name
+        references[target.name] = add_accuracy_deltas([dict(r) for r in baseline_rows] + device_rows)
+        rows += device_rows
+        environments[target.name] = result["environment"] if result else None
+        if error:
+            errors[target.name] = error
+    for row in baseline_rows:
+        row["target"] = "local"
+    return {
+        "target": ", ".join(names),
+        "targets": names,
+        "environment": {},
+        "environments": environments,
+        "errors": errors,
+        "test_set": test_info,
+        "options": dataclasses.asdict(options),
+        "reference": baseline_rows[0]["artifact"] if baseline_rows else None,
+        "references": references,
+        "rows": baseline_rows + rows,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def _measure_device(target, artifacts: list[Path], test_set: Path, options: BenchOptions) -> tuple[dict | None, str | None]:
+    """One device's result, or its error: nothing a device does stops the others."""
+    try:
+        return target.run(artifacts, test_set, options), None
+    except EdgeFMError as exc:
+        return None, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a device's unforeseen failure is its error rows, not the fleet's end
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+def _device_error_rows(artifacts: list[Path], error: str) -> list[dict[str, Any]]:
+    return [{"artifact": runner.artifact_name(str(path)), "format": runner.sidecar_description(str(path)).get("format"),
+             "path": str(path), "status": "error", "error": error} for path in artifacts]
+
+
+def compare_devices(result: dict[str, Any]) -> dict[str, Any]:
+    """The fleet's rows as artifacts x devices at the first thread count (and the Keras baseline left out).
+
+    Returns:
+        ``{"devices": [names], "threads": n, "artifacts": [{"artifact", "format", "path", "cells":
+        {device: {"status", "accuracy", "p50_ms", "error"}}}]}``; a device without a row for an
+        artifact has no cell.
+    """
+    threads = result.get("options", {}).get("threads", [1])[0]
+    devices = list(result.get("targets") or dict.fromkeys(r.get("target") for r in result["rows"]))
+    by_path: dict[str, dict[str, Any]] = {}
+    for row in result["rows"]:
+        if row.get("format") == "keras" or row.get("threads") not in (None, threads):
+            continue
+        entry = by_path.setdefault(row.get("path") or row["artifact"], {
+            "artifact": row["artifact"], "format": row.get("format"), "path": row.get("path"), "cells": {}})
+        entry["cells"][row.get("target")] = {
+            "status": row.get("status"), "accuracy": row.get("accuracy"),
+            "p50_ms": (row.get("latency") or {}).get("p50_ms"), "error": row.get("error")}
+    return {"devices": devices, "threads": threads, "artifacts": list(by_path.values())}
+
+
 def add_accuracy_deltas(rows: list[dict[str, Any]]) -> str | None:
     """Sets each row's ``accuracy_delta`` against the float reference and returns its name.
 
@@ -482,7 +598,9 @@ def write_results(result: dict[str, Any], json_path: Path | str | None = None, c
         write_json(Path(json_path), result)
     if csv_path:
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        # A fleet's rows say which device measured them: that column comes first.
+        columns = ("target", *CSV_COLUMNS) if any("target" in row for row in result["rows"]) else CSV_COLUMNS
+        writer = csv.DictWriter(text, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in result["rows"]:
             writer.writerow(flat_row(row))

@@ -80,7 +80,8 @@ def _template():
 
 
 def model_card(name: str, provenance: dict, description: dict, row: dict | None = None,
-               environment: dict | None = None, test_source: str = "", checks: Sequence[dict] = ()) -> str:
+               environment: dict | None = None, test_source: str = "", checks: Sequence[dict] = (),
+               forms: Sequence[dict] = ()) -> str:
     """Renders a model card.
 
     Args:
@@ -91,6 +92,7 @@ def model_card(name: str, provenance: dict, description: dict, row: dict | None 
         environment: The machine that measured ``row`` (the bench result's ``environment``).
         test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
         checks: The targets judged on this model by the same benchmark run (see ``edge_fm.catalog``).
+        forms: The other forms of the model in its folder (see :func:`folder_forms`).
 
     Returns:
         The card's Markdown text, front matter first.
@@ -115,6 +117,7 @@ def model_card(name: str, provenance: dict, description: dict, row: dict | None 
         quantize_line=_quantize_line(description["input"]),
         dequantize_line=_dequantize_line(description["output"]),
         folder=f"models/{name}",
+        forms=_forms_text(description, forms),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,
@@ -262,3 +265,85 @@ def _option_text(value) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(map(str, value)) + "]"
     return str(value)
+
+
+def folder_forms(folder) -> list[dict]:
+    """The app and microcontroller forms beside a shipped model: ``mobile/`` and ``mcu/`` bundles.
+
+    A folder without a microcontroller form says why when the model has an op TFLM lacks (checked
+    when the ``mcu`` extra is installed).
+    """
+    from pathlib import Path
+
+    from edge_fm.io import read_json
+
+    folder = Path(folder)
+    forms = []
+    for kind in ("mobile", "mcu"):
+        if (folder / kind / "model.json").is_file():
+            forms.append({"kind": kind, "path": f"{kind}/", "description": read_json(folder / kind / "model.json")})
+    if not any(form["kind"] == "mcu" for form in forms) and (folder / "model.tflite").is_file():
+        forms.append({"kind": "no-mcu", "reason": _tflm_refusal(folder / "model.tflite"), "folder": folder.name})
+    return forms
+
+
+def _tflm_refusal(path) -> str:
+    try:
+        from edge_fm.mcu import refusal, unsupported_ops
+
+        missing, _ = unsupported_ops(path.read_bytes())
+    except Exception:  # the mcu extra is missing: say how to check instead
+        return ""
+    return refusal(missing) if missing else ""
+
+
+def _forms_text(description: dict, forms: Sequence[dict]) -> str:
+    main = description
+    lines = ["| file | for | input | output | size |", "|---|---|---|---|---|",
+             f"| `model.tflite` | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | {_io_text(main['input'])} | "
+             f"{main['output']['dtype']} `{main['output']['shape']}` | {main['artifact']['bytes']:,} bytes |"]
+    notes = []
+    for form in forms:
+        if form["kind"] == "mobile":
+            mobile = form["description"]
+            lines.append(f"| `mobile/model.tflite` | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), the TFLite "
+                         f"Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the labels | "
+                         f"{_io_text(mobile['input'])} | {mobile['output']['dtype']} `{mobile['output']['shape']}` | "
+                         f"{mobile['artifact']['bytes']:,} bytes |")
+            notes.append(_mobile_note(mobile["mobile"]))
+        elif form["kind"] == "mcu":
+            mcu = form["description"]["mcu"]
+            lines.append(f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds the "
+                         f"model as a C array, the op resolver, the arena size and an example | "
+                         f"{_io_text(form['description']['input'])} | {form['description']['output']['dtype']} | "
+                         f"{mcu['flash_bytes']:,} bytes of flash, a {mcu['arena_bytes']:,}-byte tensor arena |")
+            notes.append(_mcu_note(mcu))
+        elif form["reason"]:
+            notes.append(f"No microcontroller form. {form['reason'][0].upper()}{form['reason'][1:]}")
+        else:
+            notes.append(f"No microcontroller form in this folder: `edge-fm export models/{form['folder']} --for mcu --out DIR` "
+                         "makes one (or names the op TFLM lacks).")
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "")
+
+
+def _io_text(spec: dict) -> str:
+    channels = f" {spec['channels']}" if spec.get("channels") else ""
+    return f"{spec['dtype']}{channels} `{spec['shape']}`"
+
+
+def _mobile_note(mobile: dict) -> str:
+    parity = mobile["parity"]
+    checks = [f"{c['client']} ({c['version']}) agreed on {c.get('top1_agreement_with_litert', c.get('top1_agreement_with_int8', 0)):.2%} "
+              f"of {c['images']:,} test images" for c in mobile.get("clients", [])]
+    return (f"The mobile form takes RGB bytes and turns them grey inside the graph ({mobile['grey_conversion']['how']}); "
+            f"on {parity['images']:,} test images its outputs are "
+            f"{'identical to' if parity['identical_to_int8'] else 'within the parity rule of'} `model.tflite`'s. "
+            + ("Checked in: " + "; ".join(checks) + "." if checks else ""))
+
+
+def _mcu_note(mcu: dict) -> str:
+    boards = ", ".join(b["board"] for b in mcu["fits_on"] if b["fits"]) or "none of the boards checked"
+    return (f"Under TFLM {mcu['tflite_micro_version']} the model runs unchanged: top-1 agreement with LiteRT's reference "
+            f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
+            f"{mcu['checked_on']['images']:,} test images. Model and arena fit (a fit check only: the firmware needs room "
+            f"too): {boards}. No latency is claimed: time the example on the board.")

@@ -475,7 +475,7 @@ def export_command(
         str, typer.Option("--for", help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).")
     ] = "none",
     out: Annotated[Optional[Path], typer.Option(help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N).")] = None,
-    parity_images: Annotated[int, typer.Option(help="Images the parity checks run on (mobile: test images against the int8 artifact).")] = 1000,
+    parity_images: Annotated[int, typer.Option(help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: test images under TFLM against LiteRT's reference kernels).")] = 1000,
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
@@ -541,11 +541,11 @@ def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, represen
     if target == "mcu":
         from edge_fm.mcu import export_mcu
 
-        return export_mcu(run_dir, name, out=out, runs_dir=runs_dir, data_dir=data_dir, representative_size=representative,
-                          parity_images=parity_images)
+        return export_mcu(run_dir, name, out=out, runs_dir=runs_dir, data_dir=data_dir, images=parity_images,
+                          representative_size=representative, parity_images=parity_images)
     from edge_fm.export import export
 
-    return export(run_dir, name, io_dtype, representative, runs_dir=runs_dir, data_dir=data_dir)
+    return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir)
 
 
 def _mobile_line(bundle: Path, record: dict) -> str:
@@ -562,30 +562,6 @@ def _mcu_line(bundle: Path, record: dict) -> str:
             f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
             f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
             f"(firmware needs room too); firmware files in {bundle / 'firmware'}")
-
-
-@app.command("mcu")
-@_fails_cleanly
-def mcu_command(
-    source: Annotated[Path, typer.Argument(help="An int8 export bundle (e.g. models/mlp), an int8 .tflite file, or a run to export first.")],
-    format_name: Annotated[Optional[str], typer.Option("--format", "-f", help="For a run: int8 or qat-int8 (default: qat-int8 for a QAT run, else int8).")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="The bundle folder to create (default: a new RUNS_DIR/<name>-mcu-N).")] = None,
-    images: Annotated[int, typer.Option(help="Test images run under TFLM and under LiteRT's reference kernels.")] = 1000,
-    sample: Annotated[bool, typer.Option("--sample", help="Check on the embedded sample (not the test set).")] = False,
-    data_dir: DataDirOption = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where new bundles (and a run's int8 export) are created.")] = Path("runs"),
-) -> None:
-    """Make the microcontroller form of a model: the int8 bundle plus firmware files (C array, op resolver,
-    arena size, example), proven under TensorFlow Lite for Microcontrollers. Needs `pip install 'edge-fm[mcu]'`.
-
-    Example: edge-fm mcu models/mlp --out mlp-mcu
-    Example: edge-fm mcu runs/cnn-2conv-qat-1 -f qat-int8
-    """
-    from edge_fm.mcu import export_mcu
-
-    with console.status("checking under TFLM..."):
-        bundle = export_mcu(source, format_name, out, runs_dir, data_dir, sample, images)
-    console.print(_mcu_line(bundle, json.loads((bundle / "model.json").read_text())["mcu"]), highlight=False)
 
 
 @app.command("predict")
@@ -679,7 +655,7 @@ def serve_command(
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 
-    Needs the demo extra: pip install 'edge-fm[demo]'.
+    Needs the demo extra: pip install 'edge-fm\\[demo]'.
     Example: edge-fm serve models/ --port 8050
     """
     from edge_fm.serve import ServeConfig, serve_in_fresh_process
@@ -765,7 +741,8 @@ def print_tflm_table(result: dict, title: str | None = None) -> None:
 @_fails_cleanly
 def bench_command(
     artifacts: Annotated[list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")],
-    target: Annotated[str, typer.Option(help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), or `tflm` (TensorFlow Lite for Microcontrollers here: accuracy, arena, flash; no latency).")] = "local",
+    target: Annotated[Optional[list[str]], typer.Option(help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), or `tflm` (TensorFlow Lite for Microcontrollers here: accuracy, arena, flash; no latency). Repeat it to measure on several devices at once, one benchmark per device at a time.")] = None,
+    compare: Annotated[bool, typer.Option("--compare", help="With several --target: also print artifacts x devices (p50 and accuracy).")] = False,
     tflm_images: Annotated[Optional[int], typer.Option(help="With --target tflm: test images per artifact (TFLM here takes up to ~70 ms an image; default 1000).")] = None,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")] = MEASURE.threads,
     runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs,
@@ -792,8 +769,9 @@ def bench_command(
     Example: edge-fm bench models/ --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
     Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
     Example: edge-fm bench models/ --target tflm --tflm-images 500
+    Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
-    from edge_fm.bench import below_min_accuracy, write_results
+    from edge_fm.bench import bench_fleet, write_results
     from edge_fm.catalog import measure, plot_front, previous_result
     from edge_fm.io import check_output_file
 
@@ -803,7 +781,19 @@ def bench_command(
         if path is not None:
             check_output_file(path, option)  # before minutes of measuring, not after
     options = _bench_options(threads, runs, min_seconds, max_seconds, warmup)
-    where = _target(target, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
+    targets = target or ["local"]
+    if len(targets) > 1:
+        if plot is not None:
+            raise EdgeFMError("--plot draws one device's front: give one --target (or plot each device's result).")
+        fleet = [_target(t, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images) for t in targets]
+        with console.status(f"measuring on {len(fleet)} devices at once..."):
+            result = bench_fleet(artifacts, fleet, options, baseline, data_dir, sample)
+        result["command"] = _command_line("bench")
+        print_fleet_tables(result, compare)
+        write_results(result, json_out, csv_out)
+        failed = [r for r in result["rows"] if r.get("status") != "ok"]
+        return _bench_verdict(result["rows"], min_accuracy, failed)
+    where = _target(targets[0], ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
     if plot is not None and where.name == "tflm":
         raise EdgeFMError("--plot draws latency, which --target tflm does not measure: drop --plot.")
     with console.status(f"measuring on {where.name}..."):
@@ -815,13 +805,54 @@ def bench_command(
         plot_front([r for r in result["rows"] if r.get("status") == "ok" and r["threads"] == options.threads[0]], plot)
         console.print(f"plot: {plot}")
     failed = [r for r in result["rows"] if r.get("status") != "ok"]
+    _bench_verdict(result["rows"], min_accuracy, failed)
+
+
+def _bench_verdict(rows: list[dict], min_accuracy: Optional[float], failed: list[dict]) -> None:
+    """The --min-accuracy gate, then a non-zero exit if any row failed."""
+    from edge_fm.bench import below_min_accuracy
+
     if min_accuracy is not None:
-        failing = below_min_accuracy(result["rows"], min_accuracy)
+        failing = below_min_accuracy(rows, min_accuracy)
         if failing:
             raise EdgeFMError(f"{len(failing)} artifact(s) below --min-accuracy {min_accuracy:.2%}: {', '.join(failing)}.")
         console.print(f"[green]all artifacts reach {min_accuracy:.2%}[/]")
     if failed:
         raise typer.Exit(1)
+
+
+def print_fleet_tables(result: dict, compare: bool = False) -> None:
+    """A fleet's result: one table per device (its rows and environment), then artifacts x devices if asked."""
+    from edge_fm.bench import compare_devices
+
+    keras = [row for row in result["rows"] if row.get("format") == "keras"]
+    for device in result["targets"]:
+        rows = [row for row in result["rows"] if row.get("target") == device and row.get("format") != "keras"]
+        env = result["environments"].get(device)
+        if env is None:  # the device failed as a whole: its error rows are in the JSON and the comparison
+            console.print(f"[red]{escape(device)} failed[/] ({len(rows)} artifact(s) not measured): "
+                          f"{escape(result['errors'][device])}", highlight=False)
+            continue
+        print_bench_table({**result, "target": device, "rows": keras + rows, "environment": env,
+                           "reference": result["references"].get(device)}, title=f"on {device}")
+    if not compare:
+        return
+    matrix = compare_devices(result)
+    table = Table("artifact", "format", *matrix["devices"],
+                  title=f"p50 ms / accuracy per device ({matrix['threads']} thread{'s' if matrix['threads'] != 1 else ''})")
+    for entry in matrix["artifacts"]:
+        cells = []
+        for device in matrix["devices"]:
+            cell = entry["cells"].get(device)
+            if cell is None:
+                cells.append("-")
+            elif cell["status"] != "ok":
+                cells.append("[red]error[/]")
+            else:
+                p50 = f"{cell['p50_ms']:.3f} ms" if cell["p50_ms"] is not None else "no latency"
+                cells.append(f"{p50} / {cell['accuracy']:.2%}")
+        table.add_row(entry["artifact"], entry["format"] or "?", *cells)
+    console.print(table)
 
 
 @app.command("ship")
@@ -910,6 +941,8 @@ def pipeline_command(
             highlight=False,
         )
     console.print(f"pipeline run directory: [bold]{top}[/] (pipeline.json links every stage)")
+    if (top / "report.html").is_file():
+        console.print(f"report: [bold]{top / 'report.html'}[/] (open it in a browser)")
 
 
 @app.command("sweep")
@@ -945,11 +978,11 @@ def sweep_command(
 ) -> None:
     """Run many pipelines (architectures x training options x optimizations) on Ray Tune; table, front and picks.
 
-    Each trial is one `edge-fm pipeline` run in runs/sweep-N/trials/. The sweep writes sweep.json,
-    sweep.csv (every artifact of every trial), front.png (accuracy against size and latency) and
-    names the pick for each constraint. A spec file holds the same options, e.g.
-    `arch: [tiny-cnn, cnn-2conv]`, `set: {epochs: [1, 2]}`, `prune: [0, 0.5]`, `qat: [false, true]`.
-    Needs the cluster extra: pip install 'edge-fm[cluster]'.
+    Each trial is one `edge-fm pipeline` run in runs/sweep-N/trials/; the sweep writes sweep.json and sweep.csv (every artifact of every trial), front.png and the pick for each constraint. Stopped, it continues with --resume.
+
+    A --spec file holds the same options: arch: \\[tiny-cnn, cnn-2conv], set: {epochs: \\[1, 2]}, prune: \\[0, 0.5], qat: \\[false, true], sample: true, constraints: {max_bytes: 100000}.
+
+    Needs the cluster extra: pip install 'edge-fm\\[cluster]'.
 
     Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
@@ -991,6 +1024,9 @@ def _print_sweep(summary: dict, sweep_dir: Path) -> None:
     if source:
         console.print(f"accuracy on {source}", highlight=False)
     console.print(f"sweep folder: [bold]{sweep_dir}[/] (sweep.json, sweep.csv, front.png)", highlight=False)
+    if not summary["complete"]:
+        console.print(f"[yellow]{summary['finished_trials']} of {summary['expected_trials']} trials finished:[/] "
+                      f"continue with `edge-fm sweep --resume {sweep_dir}`", highlight=False)
 
 
 def main(argv: list[str] | None = None) -> int:

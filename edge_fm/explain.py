@@ -201,7 +201,7 @@ class Explanation:
     error: str | None = None
 
 
-class _KerasAnswers:
+class KerasAnswers:
     """A Keras model behind the ``predict_proba`` interface that occlusion and scoring use."""
 
     def __init__(self, model):
@@ -270,7 +270,7 @@ def _explainer_for(path: Path) -> _Explainer:
         run = Run(path)
         model = run.model() if run.quantization_aware else run.float_model()
         last_conv_layer(model)  # fails now, before any image, for a model without feature maps
-        return _Explainer("grad-cam", _KerasAnswers(model), list(CLASS_NAMES),
+        return _Explainer("grad-cam", KerasAnswers(model), list(CLASS_NAMES),
                           lambda pixels, index: grad_cam(model, pixels[None], [index])[0])
     from edge_fm.predict import load_artifact
 

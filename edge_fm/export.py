@@ -27,7 +27,8 @@ import numpy as np
 
 from edge_fm import data as data_lib
 from edge_fm.compat import keras, native_stderr_silenced, tf
-from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.errors import EdgeFMError
+from edge_fm.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.io import read_json, write_bytes_atomic, write_json
 from edge_fm.evaluate import predict_proba
 from edge_fm.runner import TFLiteModel
@@ -35,61 +36,12 @@ from edge_fm.runs import Run, new_run_dir, write_manifest
 
 METADATA_DESCRIPTION = "edge_fm.model_json"
 METADATA_LABELS = "edge_fm.labels"
-IO_DTYPES = ("int8", "uint8", "float32")
-
-
-@dataclasses.dataclass(frozen=True)
-class ExportFormat:
-    """One row of the format table; the exporter, the benchmark and the CLI all read it by name.
-
-    Attributes:
-        name: The format's name (CLI choice, bundle directory name).
-        suffix: The artifact's file suffix.
-        quantization: What the converter does to weights and activations.
-        io_dtypes: Input/output dtypes the format can have; the first is the default.
-        integer: True when activations are int8, so the parity rule is accuracy, not agreement.
-        needs_qat: True when the source must be a quantization-aware run.
-    """
-
-    name: str
-    suffix: str
-    quantization: str
-    io_dtypes: tuple[str, ...]
-    integer: bool
-    needs_qat: bool = False
-
-
-FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("fp32", ".tflite", "none (float32)", ("float32",), integer=False),
-    ExportFormat("fp16", ".tflite", "float16 weights", ("float32",), integer=False),
-    ExportFormat("dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False),
-    ExportFormat("int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True),
-    ExportFormat("qat-int8", ".tflite", "full-integer int8 from quantization-aware training", IO_DTYPES, integer=True, needs_qat=True),
-)
-
 # Parity rules: float artifacts agree with their Keras model on nearly every image; integer
 # artifacts keep its accuracy within a point.
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.01
 # Training images drawn to calibrate integer formats.
 REPRESENTATIVE_SIZE = 500
-
-
-def format_names() -> list[str]:
-    """Names of the export formats, in table order."""
-    return [f.name for f in FORMATS]
-
-
-def get_format(name: str) -> ExportFormat:
-    """The :class:`ExportFormat` called ``name``.
-
-    Raises:
-        EdgeFMError: Unknown format; the message lists the known ones.
-    """
-    for fmt in FORMATS:
-        if fmt.name == name:
-            return fmt
-    raise unknown_choice("export format", name, format_names())
 
 
 # ---------------------------------------------------------------- conversion

@@ -30,7 +30,7 @@ import numpy as np
 from edge_fm import figures
 from edge_fm.data import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.explain import grad_cam, map_correlation, occlusion_map
+from edge_fm.explain import evidence, grad_cam, map_correlation, occlusion_map
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.measurements import bench_rows, folder_rows, read_bench
 from edge_fm.report import classification_metrics
@@ -136,7 +136,7 @@ def data_uri(png: bytes) -> str:
 
 
 def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
-    from edge_fm.explain import _KerasAnswers
+    from edge_fm.explain import KerasAnswers
     from edge_fm.runs import Run
 
     run = Run(path).require_model()
@@ -146,7 +146,7 @@ def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     dataset = run.dataset(options.data_dir)
     images, labels = _bounded(dataset.x_val, dataset.y_val, options.max_images)
     page["scored"] = f"{len(labels):,} images of the run's validation split ({dataset.describe()})"
-    answers = _KerasAnswers(run.model())
+    answers = KerasAnswers(run.model())
     _add_classification(page, f"Keras model of {run.path.name}", answers, images, labels)
     artifact = _exported_artifact(run)
     _add_explanations(page, options, progress, images, labels, _float_ancestor(run), artifact)
@@ -230,13 +230,13 @@ def _empty_page(title: str) -> dict[str, Any]:
 
 def _find_run(recorded: str | None, near: Path):
     """The run a record names, looked for as recorded, then beside ``near`` (records hold the path of their day)."""
-    from edge_fm.runs import Run
-
     if not recorded:
         return None
     name = Path(recorded).name
     for candidate in (Path(recorded), near / name, near.parent / name):
         if (candidate / "config.json").is_file():
+            from edge_fm.runs import Run  # loads TensorFlow: only when there is a run to read
+
             return Run(candidate)
     return None
 
@@ -345,7 +345,8 @@ def _add_explanations(page: dict, options: ReportOptions, progress, images: np.n
         rows.append((f"occlusion, {fmt}", [occlusion_map(model, image, int(c)) for image, c in zip(picked, classes)]))
     else:
         notes.append("No int8 .tflite of this run was found beside it; export one with `edge-fm export RUN int8`.")
-    correlations = [map_correlation(a, b) for a, b in zip(rows[0][1], rows[1][1])] if len(rows) == 2 else []
+    # Correlated as shown: the evidence for the class, counter-evidence cut (Grad-CAM has none).
+    correlations = [map_correlation(evidence(a), evidence(b)) for a, b in zip(rows[0][1], rows[1][1])] if len(rows) == 2 else []
     titles = [CLASS_NAMES[c] + (f"\nr = {r:.2f}" if correlations and not math.isnan(r) else "")
               for c, r in zip(classes, correlations or [math.nan] * len(classes))]
     finite = [r for r in correlations if not math.isnan(r)]

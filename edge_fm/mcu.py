@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import make_dirs, read_json, write_bytes_atomic, write_json
+from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomic, write_json
 
 INSTALL_HINT = "pip install 'edge-fm[mcu]'"
 # The arena is searched in steps of the alignment TFLM gives its own buffers.
@@ -77,6 +77,7 @@ _RESOLVER_METHODS = {
     "SELECT_V2": "AddSelectV2",
     "RELU_N1_TO_1": "AddReluN1To1",
     "RELU_0_TO_1": "AddRelu0To1",
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": "AddUnidirectionalSequenceLSTM",
 }
 
 
@@ -863,7 +864,7 @@ def export_mcu(
 def _check_empty(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgeFMError(f"--out {out} already exists and is not an empty folder: choose a new folder (bundles are never overwritten).")
-    make_dirs(out, "--out")
+    check_output_dir(out, "--out")  # made only once the model has passed, so a refusal leaves nothing behind
 
 
 def _new_bundle(runs_dir: Path | str, name: str) -> Path:

@@ -33,6 +33,11 @@ def bench_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return [row for row in ok if row.get("threads", 1) == threads]
 
 
+def bundle_name(row: dict[str, Any]) -> str:
+    """The bundle a bench row measured: its catalog name, else its bundle folder's name."""
+    return row.get("model") or Path(row.get("path", "")).parent.name or row["artifact"]
+
+
 def read_bench(path: Path | str) -> dict[str, Any]:
     """Reads a bench result JSON.
 
@@ -61,21 +66,23 @@ def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[li
     bench = Path(bench) if bench else (folder / BENCH_IN_FOLDER if (folder / BENCH_IN_FOLDER).is_file() else None)
     measured: dict[str, dict] = {}
     if bench is not None:
-        for row in bench_rows(read_bench(bench)):
-            name = row.get("model") or Path(row.get("path", "")).parent.name or row["artifact"]
-            measured[name] = row
-    rows = []
-    for bundle in bundles_in(folder):
-        description = _description(bundle)
-        row = {"model": bundle.name, "artifact": bundle.name, "path": str(bundle / "model.tflite"),
-               "format": description.get("format"), "bytes": (bundle / "model.tflite").stat().st_size, "shipped": True}
-        figures = measured.get(bundle.name) or _card_figures(bundle)
-        for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
-            if figures.get(key) is not None:
-                row[key] = figures[key]
-        rows.append(row)
+        measured = {bundle_name(row): row for row in bench_rows(read_bench(bench))}
+    rows = [bundle_row(bundle, measured.get(bundle.name)) for bundle in bundles_in(folder)]
     source = f"benchmark result {bench}" if bench is not None else "each bundle's MODEL_CARD.md"
     return rows, source
+
+
+def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else its model card."""
+    bundle = Path(bundle)
+    description = _description(bundle)
+    row = {"model": bundle.name, "artifact": bundle.name, "path": str(bundle / "model.tflite"),
+           "format": description.get("format"), "bytes": (bundle / "model.tflite").stat().st_size, "shipped": True}
+    figures = measured or _card_figures(bundle)
+    for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
+        if figures.get(key) is not None:
+            row[key] = figures[key]
+    return row
 
 
 def _description(bundle: Path) -> dict:

@@ -44,8 +44,6 @@ from edge_fm.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 
 __all__ = ["GREY_WEIGHTS", "export_mobile", "ship_mobile_form", "record_client_check", "grey_to_rgb", "read_int8_source"]
 
-RGB_SHAPE = (28, 28, 3)
-MOBILE_IO_DTYPE = "uint8"
 MOBILE_FOLDER = "mobile"  # where a shipped model keeps its mobile form: models/<name>/mobile/
 # The mobile form must keep the int8 artifact's answers: it differs from it only in how the input
 # bytes reach the first layer, which is exact on grey images. Anything less is a conversion bug.

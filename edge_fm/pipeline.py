@@ -1,8 +1,8 @@
 """The one-command pipeline: train -> optimize -> export -> bench, in one top-level run directory.
 
 ``runs/<arch>-pipeline-N/`` holds every stage's run directory, the benchmark (``bench.json``,
-``bench.csv``), ``pipeline.json`` (the config, where each stage's output is, the best artifact)
-and a manifest over all of it.
+``bench.csv``), ``pipeline.json`` (the config, where each stage's output is, the best artifact),
+``report.html`` (what ``edge-fm report`` writes for it) and a manifest over all of it.
 
 Example:
     >>> top = run_pipeline(PipelineConfig("cnn-2conv", sample=True, prune=0.5, qat=True))  # doctest: +SKIP
@@ -18,10 +18,9 @@ from typing import Any, Callable
 
 from edge_fm.bench import BenchOptions, LocalTarget, SshTarget, best_artifact, bench, parse_target, write_results
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import export, format_names, get_format
+from edge_fm.formats import format_names, get_format
 from edge_fm.io import write_json
 from edge_fm.runs import new_run_dir, write_manifest
-from edge_fm.train import config_for, train
 
 PIPELINE_FILE = "pipeline.json"
 # Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
@@ -86,7 +85,10 @@ def run_pipeline(
     Raises:
         EdgeFMError: Bad configuration, missing data, a failed stage or an unusable target.
     """
-    from edge_fm.optimize import OptimizeConfig, optimize  # loads tfmot (seconds): only when a pipeline runs
+    # TensorFlow and tfmot load here (seconds), only when a pipeline runs: the CLI imports this module.
+    from edge_fm.export import export
+    from edge_fm.optimize import OptimizeConfig, optimize
+    from edge_fm.train import config_for, train
 
     target = parse_target(target) if isinstance(target, str) else target
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}

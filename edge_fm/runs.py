@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from edge_fm.compat import keras
+from typing import TYPE_CHECKING
+
 from edge_fm.config import OptimizeConfig, TrainConfig, from_dict
 from edge_fm.data import Dataset, load_dataset
 from edge_fm.errors import EdgeFMError
-from edge_fm.fold import fold_batch_norms_into_dense
 from edge_fm.io import make_dirs, read_json, sha256_file, write_json
-from edge_fm.schedules import TriangularCyclical
-from edge_fm.zoo import create_model
+
+if TYPE_CHECKING:
+    from edge_fm.compat import keras
 
 MANIFEST = "manifest.json"
 CONFIG = "config.json"
@@ -249,7 +250,11 @@ class Run:
             EdgeFMError: The run did not finish.
         """
         path = self.require_model().model_path
-        import tensorflow_model_optimization as tfmot  # seconds to load: only when a model is read
+        # TensorFlow and tfmot take seconds to load: only when a model is read (the CLI imports this module).
+        import tensorflow_model_optimization as tfmot
+
+        from edge_fm.compat import keras
+        from edge_fm.schedules import TriangularCyclical
 
         with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
             return keras.models.load_model(str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical})
@@ -262,6 +267,8 @@ class Run:
         """
         saved = self.model()
         config = self.train_config
+        from edge_fm.zoo import create_model
+
         model = create_model(config.arch, **config.arch_options)
         model.set_weights(saved.get_weights())
         return model
@@ -275,6 +282,8 @@ class Run:
         """
         if self.quantization_aware:
             return self.model()
+        from edge_fm.fold import fold_batch_norms_into_dense
+
         return fold_batch_norms_into_dense(self.float_model(), scale_into_producer=True)
 
     def _saved_config(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import numpy as np
 from edge_fm.data import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.explain import occlusion_map, overlay, png_bytes
-from edge_fm.measurements import bundles_in, folder_rows
+from edge_fm.measurements import bench_rows, bundle_name, bundle_row, bundles_in, folder_rows, read_bench
 
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
@@ -121,18 +121,24 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
         EdgeFMError: Nothing loadable there.
     """
     path = Path(path)
-    if path.is_file() or (path / "model.tflite").is_file():
-        tflite = path if path.is_file() else path / "model.tflite"
-        rows, _ = folder_rows(tflite.parent.parent, bench)
-        row = next((r for r in rows if Path(r["path"]) == tflite), {"model": tflite.parent.name if path.is_dir() else path.stem,
-                                                                    "bytes": tflite.stat().st_size})
-        return [ServedModel(tflite, row)]
+    if path.name == "model.tflite" and path.is_file():
+        path = path.parent  # a bundle's own file: the bundle, with its card
+    if path.is_file():  # a bare .tflite: nothing measured beside it but its size
+        return [ServedModel(path, {"model": path.stem, "bytes": path.stat().st_size})]
+    if (path / "model.tflite").is_file():
+        return [ServedModel(path / "model.tflite", bundle_row(path, _bench_row(bench, path.name)))]
     if not path.is_dir() or not bundles_in(path):
         what = "does not exist" if not path.exists() else "holds no bundle (folders with a model.tflite)"
         raise EdgeFMError(f"{path} {what}: pass a bundle made by `edge-fm export`, a .tflite file or a folder of "
                           "bundles such as models/.")
     rows, _ = folder_rows(path, bench)
     return [ServedModel(Path(row["path"]), row) for row in rows]
+
+
+def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
+    if bench is None:
+        return None
+    return next((row for row in bench_rows(read_bench(bench)) if bundle_name(row) == name), None)
 
 
 def example_images(count: int = 10) -> list[tuple[str, np.ndarray]]:

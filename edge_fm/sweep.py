@@ -412,12 +412,16 @@ def run_trial(trial: TrialConfig, spec: SweepSpec, sweep_dir: Path, attempt: str
 def _claim(trial_dir: Path, attempt: str) -> bool:
     """Takes the trial folder for this attempt; False when this attempt already runs it."""
     claim = trial_dir / CLAIM_FILE
-    if claim.is_file() and claim.read_text().strip() == attempt:
-        return False
-    if trial_dir.exists():
+    if claim.is_file():
+        if claim.read_text().strip() == attempt:
+            return False
         shutil.rmtree(trial_dir)  # a trial stopped mid-way by an earlier attempt: start it afresh
-    trial_dir.mkdir(parents=True)
-    claim.write_text(attempt)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with open(claim, "x") as handle:  # exclusive: of two workers, one wins
+            handle.write(attempt)
+    except FileExistsError:
+        return False
     return True
 
 
@@ -445,7 +449,7 @@ def _pipeline_record(trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threa
     top = run_pipeline(config, "local", options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
     bench = read_json(top / "bench.json")
-    rows = [_trial_row(trial, row, top) for row in bench["rows"] if row.get("format") != "keras"]
+    rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
     return {"pipeline": top.name, "best": pipeline.get("best"), "rows": rows, "environment": bench.get("environment"),
             "test_set": bench.get("test_set")}
 
@@ -454,7 +458,7 @@ _KEPT = ("artifact", "format", "threads", "bytes", "gzip_bytes", "accuracy", "ac
          "confusion_matrix", "status", "error", "path")
 
 
-def _trial_row(trial: TrialConfig, row: dict[str, Any], top: Path) -> dict[str, Any]:
+def _trial_row(trial: TrialConfig, row: dict[str, Any]) -> dict[str, Any]:
     kept = {key: row[key] for key in _KEPT if key in row}
     if kept.get("path"):
         kept["path"] = str(Path(kept["path"]).resolve())
@@ -555,7 +559,11 @@ def resume_sweep(sweep_dir: Path | str, ray_options: RayOptions = RayOptions(), 
 
 def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, log) -> Path:
     started = time.time()
-    finished = finished_trials(sweep_dir, ray_options.retry_errors)
+    if ray_options.retry_errors:
+        for key, record in finished_trials(sweep_dir).items():
+            if record["status"] != "ok":
+                shutil.rmtree(sweep_dir / TRIALS_DIR / key)  # its error row goes; the trial runs again
+    finished = finished_trials(sweep_dir)
     if spec.search == "grid":
         pending = [t for t in spec.trial_configs() if t.key not in finished]
         log(f"{len(finished)} trial(s) finished before, {len(pending)} to run")
@@ -570,12 +578,12 @@ def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, 
     return write_summary(sweep_dir, spec, ray_record, seconds=time.time() - started, log=log)
 
 
-def finished_trials(sweep_dir: Path, retry_errors: bool = False) -> dict[str, dict]:
-    """Trial key -> record of each trial with a ``trial.json`` (errors left out with ``retry_errors``)."""
+def finished_trials(sweep_dir: Path) -> dict[str, dict]:
+    """Trial key -> record of each trial with a ``trial.json`` (finished, with its artifacts or its error)."""
     records = {}
     for trial_dir in sorted((Path(sweep_dir) / TRIALS_DIR).glob("*")):
         record = read_trial(trial_dir)
-        if record is not None and not (retry_errors and record["status"] != "ok"):
+        if record is not None:
             records[trial_dir.name] = record
     return records
 
@@ -613,10 +621,14 @@ def _start_ray(address: str | None, log) -> tuple[bool, int]:
         if address:
             ray.init(address=address, **common)
         else:
-            ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
-    except ConnectionError as exc:
+            # "local": a Ray of its own, even where `ray start` ran on this machine before.
+            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
+    except (ConnectionError, RuntimeError) as exc:  # RuntimeError: token authentication on, and no token here
+        auth = "" if os.environ.get("RAY_AUTH_MODE") else (
+            "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN "
+            "or ~/.ray/auth_token")
         raise EdgeFMError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]} "
-                          "(is `ray start --head` running there, and is the port right?).") from None
+                          f"(is `ray start --head` running there, and is the port right?{auth}).") from None
     cores = int(ray.cluster_resources().get("CPU", 1))
     log(f"ray: {'cluster at ' + address if address else 'started here'}, {cores} CPU(s)")
     return True, cores
@@ -686,6 +698,13 @@ def _record_keeper(sweep_dir: Path, log):
 
         def __init__(self, sweep_dir: Path, log):
             self.sweep_dir, self.log = sweep_dir, log
+
+        def __getstate__(self):
+            # Tune pickles its callbacks with the experiment; the progress callback (a console) stays here.
+            return {"sweep_dir": self.sweep_dir}
+
+        def __setstate__(self, state):
+            self.sweep_dir, self.log = state["sweep_dir"], lambda message: None
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             result = trial.last_result or {}
@@ -783,6 +802,9 @@ def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = No
     from edge_fm.catalog import pareto_front, plot_front
 
     records = finished_trials(sweep_dir)
+    expected = len(spec.trial_configs()) if spec.search == "grid" else spec.trials
+    # An Optuna search may draw one combination twice (run once): its count is the study's.
+    done = len(records) if spec.search == "grid" else _optuna_completed(sweep_dir)
     rows = [row for record in records.values() for row in record.get("rows", [])]
     measured = [row for row in rows if row.get("status") == "ok"]
     front = pareto_front(measured)
@@ -796,7 +818,9 @@ def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = No
         "spec": spec.as_dict(),
         "trials": {key: {k: v for k, v in record.items() if k not in ("rows", "environment", "test_set", "traceback")}
                    for key, record in records.items()},
-        "expected_trials": len(spec.trial_configs()) if spec.search == "grid" else spec.trials,
+        "expected_trials": expected,
+        "finished_trials": done,
+        "complete": done >= expected,
         "environment": first.get("environment") or {},
         "test_set": first.get("test_set") or {},
         "reference": None,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import getpass
-import importlib.util
 import http.server
 import os
 import shutil
@@ -137,15 +136,6 @@ def plain_accuracy():
     return _plain_interpreter_accuracy
 
 
-def _load_benchmark_script(name: str):
-    path = next((p for p in (REPO / "benchmarks" / f"{name}.py", REPO / "experiments" / f"{name}.py") if p.is_file()),
-                REPO / "benchmarks" / f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 class _InterruptAfter(NullReporter):
     """A training reporter that stops the run like a Ctrl-C at the end of one epoch."""
 
@@ -161,12 +151,6 @@ class _InterruptAfter(NullReporter):
 def interrupt_after():
     """``interrupt_after(n)``: a reporter that interrupts training after epoch ``n``."""
     return _InterruptAfter
-
-
-@pytest.fixture(scope="session")
-def benchmark_script():
-    """``benchmark_script(name)``: the module benchmarks/<name>.py or experiments/<name>.py (scripts, not a package)."""
-    return _load_benchmark_script
 
 
 @pytest.fixture(autouse=True)
@@ -217,45 +201,76 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+class SshdFactory:
+    """Starts real OpenSSH servers on 127.0.0.1, each with throwaway host and client keys.
+
+    ``factory()`` returns a dict with the port, the user, the accepted key, a key it refuses, the
+    known_hosts file that holds its host key (so host-key checking stays on) and a free port where
+    nothing listens; ``factory(client_key=...)`` accepts an existing key instead of a new one (a
+    fleet whose devices all know one user key). Every server is stopped by :meth:`close`.
+    """
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.servers: list[subprocess.Popen] = []
+
+    def __call__(self, client_key: Path | None = None) -> dict:
+        binary = shutil.which("sshd") or "/usr/sbin/sshd"
+        if not Path(binary).exists():
+            if os.environ.get("CI"):
+                pytest.fail("sshd is not installed; .ci/run installs openssh-server")
+            pytest.skip("OpenSSH server not installed here (apt-get install openssh-server)")
+        root = self.root / f"sshd-{len(self.servers) + 1}"
+        root.mkdir()
+        for name in ("host_key", "client_key", "stranger_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+        accepted = Path(client_key) if client_key else root / "client_key"
+        (root / "authorized_keys").write_text(accepted.with_name(accepted.name + ".pub").read_text())
+        user, port = getpass.getuser(), free_port()
+        (root / "sshd_config").write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
+            f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
+            f"KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n"
+        )
+        host_key = (root / "host_key.pub").read_text().split()
+        (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+        if os.geteuid() == 0:
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+        server = subprocess.Popen([binary, "-D", "-e", "-f", str(root / "sshd_config")], stderr=open(root / "sshd.log", "w"))
+        self.servers.append(server)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if server.poll() is not None:
+                    pytest.fail(f"sshd did not start: {(root / 'sshd.log').read_text()}")
+                time.sleep(0.1)
+        return {"port": port, "user": user, "key": accepted, "stranger_key": root / "stranger_key",
+                "known_hosts": root / "known_hosts", "free_port": free_port()}
+
+    def close(self) -> None:
+        for server in self.servers:
+            server.terminate()
+            server.wait(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def sshd(tmp_path_factory):
+def sshd_factory(tmp_path_factory):
+    """``sshd_factory()``: one more real OpenSSH server on 127.0.0.1 (see :class:`SshdFactory`)."""
+    factory = SshdFactory(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield factory
+    finally:
+        factory.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(sshd_factory):
     """A real OpenSSH server on 127.0.0.1 with throwaway host and client keys.
 
     Yields a dict with the port, the user, the accepted key, a key it refuses, and the
     known_hosts file that holds its host key (so host-key checking stays on).
     """
-    binary = shutil.which("sshd") or "/usr/sbin/sshd"
-    if not Path(binary).exists():
-        if os.environ.get("CI"):
-            pytest.fail("sshd is not installed; .ci/run installs openssh-server")
-        pytest.skip("OpenSSH server not installed here (apt-get install openssh-server)")
-    root = tmp_path_factory.mktemp("sshd")
-    for name in ("host_key", "client_key", "stranger_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
-    (root / "authorized_keys").write_text((root / "client_key.pub").read_text())
-    user, port = getpass.getuser(), free_port()
-    (root / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
-        f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
-        f"KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n"
-    )
-    host_key = (root / "host_key.pub").read_text().split()
-    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    if os.geteuid() == 0:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-    server = subprocess.Popen([binary, "-D", "-e", "-f", str(root / "sshd_config")], stderr=open(root / "sshd.log", "w"))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if server.poll() is not None:
-                pytest.fail(f"sshd did not start: {(root / 'sshd.log').read_text()}")
-            time.sleep(0.1)
-    try:
-        yield {"port": port, "user": user, "key": root / "client_key", "stranger_key": root / "stranger_key",
-               "known_hosts": root / "known_hosts", "free_port": free_port()}
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    return sshd_factory()

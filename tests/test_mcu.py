@@ -214,26 +214,29 @@ def test_cli_export_for_mcu_from_a_run(exported, tmp_path):
     assert len(list((bundles[0] / "firmware").iterdir())) == 5
 
 
-def test_cli_mcu_of_a_shipped_bundle(tmp_path):
+def test_cli_export_for_mcu_of_a_shipped_bundle(data_dir, tmp_path):
     out = tmp_path / "mlp-mcu"
-    result = _invoke("mcu", MODELS / "mlp", "--out", out, "--sample", "--images", 100)
+    result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 100, "--data-dir", data_dir)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "firmware").iterdir()) == sorted(
         f"mlp_qat_int8_{suffix}" for suffix in ("model_data.h", "model_data.cc", "op_resolver.h", "model_settings.h",
                                                 "example.cc"))
-    assert json.loads((out / "model.json").read_text())["mcu"]["checked_on"]["images"] == 100
+    record = json.loads((out / "model.json").read_text())["mcu"]
+    assert record["checked_on"]["images"] == 100 and record["agreement_with_litert_reference"] == 1.0
 
 
-def test_cli_refusals_are_one_line(tmp_path):
-    result = _invoke("mcu", MODELS / "mobilenetv2", "--out", tmp_path / "x", "--sample", "--images", 10)
-    assert result.exit_code == 1 and "GELU" in result.output and "Traceback" not in result.output
+def test_cli_refusals_are_one_line(data_dir, tmp_path):
+    result = _invoke("export", MODELS / "mobilenetv2", "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 10,
+                     "--data-dir", data_dir)
+    assert result.exit_code == 1 and "no kernel for GELU" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "x").exists()
     result = _invoke("export", MODELS / "mlp", "-f", "int8", "--for", "mcux")
     assert result.exit_code == 1 and "Did you mean 'mcu'" in result.output
 
 
 def test_cli_bench_tflm_target_reports_no_latency(tmp_path):
     out = tmp_path / "tflm.json"
-    result = _invoke("bench", MODELS / "mlp", "--target", "tflm", "--sample", "--tflm-images", 50, "--json", out)
+    result = _invoke("bench", MODELS / "mlp" / "model.tflite", "--target", "tflm", "--sample", "--tflm-images", 50, "--json", out)
     assert result.exit_code == 0, result.output
     bench = json.loads(out.read_text())
     row = bench["rows"][0]

@@ -169,3 +169,22 @@ def test_each_model_card_states_its_targets_as_the_committed_benchmark_judged_th
         said = targets.split(f"{check['check']}: ", 1)[1].split(";", 1)[0]
         verdict = re.match(r".*?, (met|\*\*missed\*\*)", said).group(1)
         assert verdict == ("met" if check["met"] else "**missed**"), (check["model"], said)
+
+
+@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
+def test_the_app_and_microcontroller_forms_come_from_the_shipped_artifact(model):
+    card = (model / "MODEL_CARD.md").read_text()
+    sha = _read(model, "model.json")["artifact"]["sha256"]
+    mobile = _read(model / "mobile", "model.json")
+    assert mobile["mobile"]["made_from"]["sha256"] == sha and mobile["mobile"]["parity"]["identical_to_int8"]
+    assert mobile["input"]["shape"] == [1, 28, 28, 3] and mobile["input"]["dtype"] == "uint8"
+    assert "`mobile/model.tflite`" in card
+    if (model / "mcu").exists():
+        assert (model / "mcu" / "model.tflite").read_bytes() == (model / "model.tflite").read_bytes()
+        mcu = _read(model / "mcu", "model.json")["mcu"]
+        assert mcu["runs_under_tflm"] and mcu["agreement_with_litert_reference"] == 1.0
+        assert f"a {mcu['arena_bytes']:,}-byte tensor arena" in card
+        suffixes = sorted(p.name.rsplit("_int8_", 1)[-1] for p in (model / "mcu" / "firmware").iterdir())
+        assert suffixes == ["example.cc", "model_data.cc", "model_data.h", "model_settings.h", "op_resolver.h"]
+    else:
+        assert "No microcontroller form" in card

@@ -351,21 +351,6 @@ def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp
 
 
 @pytest.mark.slow
-def test_int8_error_script_reports_a_training_and_a_qat_run(runs, benchmark_script, tmp_path):
-    out = tmp_path / "int8_error.json"
-    argv = [str(runs["train"]), str(runs["qat"]), "--debug-images", "20", "--out", str(out)]
-    assert benchmark_script("int8_error").main(argv) == 0
-    rows = json.loads(out.read_text())["rows"]
-    assert [(row["stage"], row["format"]) for row in rows] == [("train", "int8"), ("qat", "qat-int8")]
-    for row in rows:
-        assert row["arch"] == "tiny-cnn" and row["debug_images"] == 20
-        assert 0.5 < row["keras_accuracy"] <= 1 and abs(row["int8_accuracy"] - row["keras_accuracy"]) < 0.05
-        errors = [op["rmse_per_scale"] for op in row["worst_ops"]]
-        assert errors == sorted(errors, reverse=True) and row["ops"] >= len(errors)
-    assert rows[0]["ops"] > 0 and rows[1]["ops"] == 0  # QAT trained every range of tiny-cnn: none left to check
-
-
-@pytest.mark.slow
 def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     # 250 steps on the sample (from scratch it needs that many to beat chance); a fast BN average so
     # the short run gives usable inference statistics.

@@ -37,6 +37,10 @@ def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch)
     assert "best artifact" in out and "runs/tiny-cnn-pipeline-1" in out
     manifest = json.loads((top / "manifest.json").read_text())
     assert "bench.csv" in manifest["files"] and f"{stages['exports']['int8']}/model.tflite" in manifest["files"]
+    # It ends with its report, one self-contained page, and says where it is.
+    report = (top / "report.html").read_text()
+    assert "report.html" in manifest["files"] and f"{top.relative_to(tmp_path)}/report.html" in out
+    assert "data:image/png;base64," in report and "http://" not in report and "https://" not in report
 
 
 def test_pipeline_rejects_inconsistent_options(tmp_path, capsys):

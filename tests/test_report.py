@@ -143,6 +143,29 @@ def test_report_of_a_run_finds_its_int8_export(exported):
     assert "200 images of the run&#39;s validation split" in text
 
 
+def test_report_of_a_pipeline_has_every_section(exported, tmp_path):
+    from edge_fm.bench import BenchOptions, bench, write_results
+    from edge_fm.html_report import ReportOptions, build_report
+
+    top = tmp_path / "tiny-cnn-pipeline-1"
+    for key in ("train", "fp32", "int8"):
+        shutil.copytree(exported[key], top / exported[key].name)
+    result = bench([top / exported["fp32"].name, top / exported["int8"].name], "local",
+                   BenchOptions(runs=5, min_seconds=0.01, warmup=1), sample=True)
+    write_results(result, top / "bench.json")
+    int8 = next(row for row in result["rows"] if row["format"] == "int8")
+    (top / "pipeline.json").write_text(json.dumps({
+        "config": {"arch": "tiny-cnn"}, "stages": {"train": exported["train"].name,
+                                                   "exports": {"fp32": exported["fp32"].name, "int8": exported["int8"].name}},
+        "best": {"artifact": int8["artifact"], "path": exported["int8"].name, "format": "int8"}}))
+    out = build_report(top, options=ReportOptions(max_images=200, explained=3))
+    page = _read(out)
+    assert {"training", "front", "front-table", "classification", "gallery", "confidence", "explanations"} <= page.ids
+    assert len(page.images) == 6  # curves, front, confusion, gallery, box plot, explanations
+    table = {row[0]: row for row in _rows(page.cells["front-table"], 9)[1:]}
+    assert table[int8["artifact"]][3] == f"{int8['accuracy']:.2%}"
+
+
 def test_report_of_a_folder_shows_measured_front(tmp_path):
     from edge_fm.catalog import pareto_front
     from edge_fm.html_report import build_report

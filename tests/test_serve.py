@@ -129,9 +129,9 @@ def test_concurrent_answers_are_each_images_own(demo_models, data_dir):
 
 
 def test_upload_errors_are_one_line_messages():
-    from edge_fm.serve import decode_upload
-
     import base64
+
+    from edge_fm.serve import decode_upload
 
     def upload(data: bytes) -> str:
         return "data:application/octet-stream;base64," + base64.b64encode(data).decode()

@@ -136,3 +136,19 @@ def test_edge_cnn_takes_one_block_kind_per_stage():
 def test_edge_family_rejects_bad_block_options(arch, options, message):
     with pytest.raises(EdgeFMError, match=message):
         create_model(arch, **options)
+
+
+def test_the_public_api_names_hide_no_module():
+    import importlib
+    import pkgutil
+    import types
+
+    import edge_fm
+
+    modules = {info.name for info in pkgutil.iter_modules(edge_fm.__path__)}
+    for name in edge_fm.__all__:
+        value = getattr(edge_fm, name)
+        assert name not in modules or isinstance(value, types.ModuleType), f"edge_fm.{name} hides the module"
+    for name in sorted(modules - {"__main__"}):
+        assert isinstance(getattr(importlib.import_module(f"edge_fm.{name}"), "__name__", None), str)
+        assert isinstance(getattr(edge_fm, name), types.ModuleType), name
