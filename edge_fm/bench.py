@@ -20,7 +20,6 @@ import csv
 import dataclasses
 import io
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import tarfile
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np

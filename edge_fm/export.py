@@ -12,7 +12,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import dataclasses
 import gzip
 import hashlib
 import io
@@ -329,14 +328,19 @@ def _write_bundle(bundle: Path, run: Run, arch: str, fmt: ExportFormat, io_dtype
     write_bytes_atomic(bundle / "model.tflite", final)
     (bundle / "labels.txt").write_text("\n".join(data_lib.CLASS_NAMES) + "\n")
     # The sidecar adds what the embedded copy cannot hold: the final file's own size and hash.
-    description["artifact"] = {
-        "file": "model.tflite",
+    description["artifact"] = artifact_record(final)
+    write_json(bundle / "model.json", description)
+    write_manifest(bundle, "export", parent=str(run.path), lineage=run.lineage(), format=fmt.name, status="complete")
+
+
+def artifact_record(final: bytes, file: str = "model.tflite") -> dict[str, Any]:
+    """``model.json``'s ``artifact`` entry: the final file's name, bytes, gzip bytes and SHA-256."""
+    return {
+        "file": file,
         "bytes": len(final),
         "gzip_bytes": len(gzip.compress(final, compresslevel=9, mtime=0)),
         "sha256": hashlib.sha256(final).hexdigest(),
     }
-    write_json(bundle / "model.json", description)
-    write_manifest(bundle, "export", parent=str(run.path), lineage=run.lineage(), format=fmt.name, status="complete")
 
 
 def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset) -> dict[str, Any]:

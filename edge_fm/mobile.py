@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import shutil
@@ -312,12 +311,9 @@ def _write_bundle(bundle: Path, int8: Int8Source, form: RgbForm, parity: dict[st
     write_bytes_atomic(bundle / "model.tflite", final)
     write_bytes_atomic(bundle / LABELS_FILE, labels_file(int8.labels))
     # The sidecar adds what the embedded copy cannot hold: the final file's own size and hash.
-    description["artifact"] = {
-        "file": "model.tflite",
-        "bytes": len(final),
-        "gzip_bytes": len(gzip.compress(final, compresslevel=9, mtime=0)),
-        "sha256": hashlib.sha256(final).hexdigest(),
-    }
+    from edge_fm.export import artifact_record
+
+    description["artifact"] = artifact_record(final)
     write_json(bundle / "model.json", description)
     write_manifest(bundle, "export", parent=int8.path.parent.as_posix() if int8.path.name == "model.tflite" else int8.path.as_posix(),
                    format=description.get("format"), target="mobile", status="complete")
