@@ -81,6 +81,7 @@ def test_runner_without_an_interpreter_names_the_fix(exported, test_npz, monkeyp
     assert "pip install ai-edge-litert numpy" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_local_bench_with_keras_baseline_and_outputs(exported, tmp_path, capsys):
     json_out, csv_out = tmp_path / "bench.json", tmp_path / "bench.csv"
     code = main(["bench", str(exported["root"]), "--sample", "--threads", "1", "--runs", "20", "--min-seconds", "0.05",
@@ -165,6 +166,7 @@ def _target(sshd, port=None, key=None, python=sys.executable):
                      python=python, connect_timeout=5)
 
 
+@pytest.mark.slow
 def test_ssh_target_measures_on_the_host_and_cleans_up(sshd, exported):
     local = bench([exported["int8"]], "local", FAST, sample=True)
     remote = bench([exported["int8"]], _target(sshd), FAST, sample=True)
@@ -197,6 +199,7 @@ def test_ssh_unknown_host_key_is_not_accepted(sshd, exported, tmp_path):
         bench([exported["int8"]], target, FAST, sample=True)
 
 
+@pytest.mark.slow
 def test_ssh_host_without_python_or_interpreter(sshd, exported, capsys):
     with pytest.raises(EdgeFMError, match="not found on 127.0.0.1.*--remote-python"):
         bench([exported["int8"]], _target(sshd, python="/nonexistent/python3"), FAST, sample=True)

@@ -58,6 +58,7 @@ EXPECTED_PARAMS = {
 }
 
 
+@pytest.mark.slow
 def test_zoo_lists_the_six_architectures_with_params_and_macs():
     result = _invoke("zoo")
     assert result.exit_code == 0, result.output
@@ -82,6 +83,7 @@ def test_train_then_evaluate_on_the_sample(tmp_path):
     assert json.loads(out.read_text())["accuracy"] == pytest.approx(metrics["sample_test"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_data_info_on_the_full_dataset(data_dir):
     result = _invoke("data", "info", "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output

@@ -84,6 +84,7 @@ def test_fleet_measures_each_device_once_in_parallel_and_a_dead_one_gets_error_r
     assert int8["cells"][fleet["a"]]["p50_ms"] > 0 and int8["cells"][fleet["dead"]]["status"] == "error"
 
 
+@pytest.mark.slow
 def test_fleet_from_the_command_line(fleet, exported, tmp_path, capsys):
     out, table = tmp_path / "fleet.json", tmp_path / "fleet.csv"
     code = main(["bench", str(exported["int8"]), str(exported["fp32"]), "--sample", "--threads", "1", "--runs", "20",

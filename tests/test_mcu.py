@@ -204,6 +204,7 @@ def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
         mcu.export_mcu(exported["int8"], out=bundle, data_dir=data_dir, images=10)
 
 
+@pytest.mark.slow
 def test_cli_export_for_mcu_from_a_run(exported, tmp_path):
     result = _invoke("export", exported["train"], "-f", "int8", "--for", "mcu", "--runs-dir", tmp_path)
     assert result.exit_code == 0, result.output

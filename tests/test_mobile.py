@@ -80,11 +80,12 @@ def test_images(data_dir):
     ("tiny-cnn", {}, FOLD_CONV),
     ("mlp", {}, FOLD_DENSE),
     ("cnn-2conv", {}, FOLD_CONV),
-    ("cnn-3conv-bn", {}, FOLD_CONV),
+    # One of each method stays in the fast set; the larger builds run with the slow tests.
+    pytest.param("cnn-3conv-bn", {}, FOLD_CONV, marks=pytest.mark.slow),
     ("cnn-3conv-bn", {"input_size": 32, "rgb": True}, DROP_REPEAT),
-    ("vgg-gap", {}, FOLD_CONV),
-    ("edge-cnn-tiny", {}, FOLD_CONV),
-    ("edge-cnn", {}, FOLD_CONV),
+    pytest.param("vgg-gap", {}, FOLD_CONV, marks=pytest.mark.slow),
+    pytest.param("edge-cnn-tiny", {}, FOLD_CONV, marks=pytest.mark.slow),
+    pytest.param("edge-cnn", {}, FOLD_CONV, marks=pytest.mark.slow),
     pytest.param("mobilenetv2", {"alpha": 0.35, "head_units": 0}, DROP_REPEAT, marks=pytest.mark.slow),
     # Its repeat feeds a zero padding, not the convolution: the exact 1x1 luma convolution goes in front.
     pytest.param("resnet50", {}, LUMA_CONV, marks=pytest.mark.slow),

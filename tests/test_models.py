@@ -65,7 +65,9 @@ def test_bundle_describes_its_own_artifact(model):
     assert manifest["files"]["model.tflite"]["sha256"] == description["artifact"]["sha256"]
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
+# The two smallest run with the fast tests; every model with the slow ones.
+@pytest.mark.parametrize("model", [pytest.param(m, marks=() if m.name in ("mlp", "edge-cnn-tiny") else pytest.mark.slow)
+                                   for m in MODELS], ids=lambda p: p.name)
 def test_plain_interpreter_reproduces_the_stated_test_accuracy(model, data_dir, plain_accuracy):
     images, labels = data.load_split("test", data_dir)
     measured_on = json.loads(BENCH.read_text())["test_set"]["sha256"]

@@ -150,6 +150,7 @@ def test_bundle_is_self_describing(bundles):
     assert [step["stage"] for step in manifest["lineage"]] == ["qat", "train"]
 
 
+@pytest.mark.slow
 def test_uint8_io_option(runs):
     bundle = export(runs["qat"], "qat-int8", io_dtype="uint8", runs_dir=runs["root"])
     interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
@@ -299,6 +300,7 @@ def _qat_parity_error(model: keras.Model, images: np.ndarray, fold: bool) -> flo
     return float(np.abs(tflite_out - keras_out).max() / np.ptp(keras_out))
 
 
+@pytest.mark.slow
 def test_qat_with_the_batch_norm_folded_trains_what_ships():
     # With the batch norm left in, its multipliers (spread 1000:1) are rounded only at conversion,
     # so the artifact parts from the QAT model Keras scored (mobilenetv2's head); folded, they agree.

@@ -104,6 +104,7 @@ def _quick(tmp_path, **overrides):
     return config_for("tiny-cnn", "quick", **values)
 
 
+@pytest.mark.slow
 def test_training_on_the_sample_writes_a_complete_run(tmp_path):
     cfg = _quick(tmp_path, augment=("crop", "flip"), schedule="cosine", label_smoothing=0.1, l2=1e-4, weight_decay=1e-4)
     run = train(cfg, runs_dir=tmp_path)
@@ -182,6 +183,7 @@ def test_a_resumed_pipeline_draws_a_new_order_not_the_first_epochs_again():
     assert not np.array_equal(first_batch_labels(0), first_batch_labels(3))
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, interrupt_after):
     cfg = _quick(tmp_path, epochs=4)
     with pytest.raises(KeyboardInterrupt):
@@ -223,6 +225,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, inte
         resume(run)
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_the_best_epoch(tmp_path):
     # 40 training images, no regularisation: once they are memorised (about epoch 10) the net only
     # grows more confident in its wrong validation answers, so validation loss must rise for good.
