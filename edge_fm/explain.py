@@ -231,11 +231,11 @@ def explain_files(model_path: Path | str, images: Sequence[Path | str], out_dir:
     Raises:
         EdgeFMError: The model cannot be read, or ``out_dir`` cannot be written.
     """
-    from edge_fm.io import make_dirs, write_bytes_atomic
+    from edge_fm.io import check_output_dir, make_dirs, write_bytes_atomic
     from edge_fm.predict import image_to_input
 
     explainer = _explainer_for(Path(model_path))
-    out_dir = make_dirs(out_dir, "--out")
+    out_dir = check_output_dir(out_dir, "--out")  # made with the first overlay: no empty folder if none is
     results = []
     for path in images:
         try:
@@ -246,7 +246,7 @@ def explain_files(model_path: Path | str, images: Sequence[Path | str], out_dir:
         probs = np.asarray(explainer.answers.predict_proba(pixels[None, :, :, None]))[0]
         order = np.argsort(-probs)[:top]
         heat = explainer.heat(pixels, int(order[0]))
-        target = out_dir / f"{Path(path).stem}.{explainer.method}.png"
+        target = make_dirs(out_dir, "--out") / f"{Path(path).stem}.{explainer.method}.png"
         write_bytes_atomic(target, png_bytes(overlay(pixels, heat), scale))
         results.append(Explanation(str(path), [(explainer.labels[i], float(probs[i])) for i in order], explainer.method,
                                    str(target)))

@@ -373,3 +373,12 @@ def test_training_saves_hdf5_without_keras_legacy_warning(place):
 def test_pillow_is_a_runtime_dependency():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert any(dep.lower().startswith("pillow") for dep in project["dependencies"])
+
+
+def test_explain_of_unreadable_images_leaves_no_output_folder(tmp_path):
+    text = tmp_path / "note.png"
+    text.write_text("not an image")
+    code, output = run_cli("explain", REPO / "models" / "mlp", text, "--out", tmp_path / "overlays")
+    assert_one_line_error(code, output.replace("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", ""),
+                          "not a readable image")
+    assert not (tmp_path / "overlays").exists()
