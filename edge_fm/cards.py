@@ -288,11 +288,12 @@ def folder_forms(folder) -> list[dict]:
 
 
 def _tflm_refusal(path) -> str:
-    try:
-        from edge_fm.mcu import refusal, unsupported_ops
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.mcu import refusal, unsupported_ops
 
+    try:
         missing, _ = unsupported_ops(path.read_bytes())
-    except Exception:  # the mcu extra is missing: say how to check instead
+    except EdgeFMError:  # the mcu extra is not installed: the card says how to check instead
         return ""
     return refusal(missing) if missing else ""
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import gzip
 import hashlib
 import importlib.metadata
 import json
@@ -908,12 +907,9 @@ def _write_bundle(bundle: Path, model: McuModel, report: TflmReport, parent: Pat
     description["target"] = "mcu"
     description["mcu"] = {**report.as_dict(),
                           "firmware": {role: path.relative_to(bundle).as_posix() for role, path in files.items()}}
-    description["artifact"] = {
-        "file": "model.tflite",
-        "bytes": len(model.flatbuffer),
-        "gzip_bytes": len(gzip.compress(model.flatbuffer, compresslevel=9, mtime=0)),
-        "sha256": hashlib.sha256(model.flatbuffer).hexdigest(),
-    }
+    from edge_fm.export import artifact_record
+
+    description["artifact"] = artifact_record(model.flatbuffer)
     write_json(bundle / "model.json", description)
     write_manifest(bundle, "export", parent=str(parent), format=description.get("format"), target="mcu",
                    status="complete")

@@ -158,7 +158,8 @@ def test_an_unshipped_model_says_so_with_its_measured_numbers(model):
     assert row["sha256"] == described["sha256"] and row["bytes"] == described["bytes"]
     card = (model / "MODEL_CARD.md").read_text()
     assert "**not in this folder**" in card and f"{row['accuracy'] * 100:.2f}%" in card
-    assert cpu_text(row["measured_on"]) in card if not row["remeasured"] else True
+    if not row["remeasured"]:  # a carried-over row names the machine that measured it
+        assert cpu_text(row["measured_on"]) in card
 
 
 def test_each_model_card_states_its_targets_as_the_committed_benchmark_judged_them():
