@@ -20,6 +20,7 @@ AUGMENTATIONS = ("crop", "flip", "affine", "erasing")
 DATA_SOURCES = ("full", "sample")
 MONITORS = ("val_loss", "val_accuracy")
 METHODS = ("prune", "qat")  # optimization methods
+MIXED_DTYPES = ("float16", "bfloat16")  # compute dtypes of Keras' mixed-precision policies
 DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker")  # tf.distribute strategies (see edge_fm.distribute)
 
 
@@ -63,6 +64,7 @@ class TrainConfig:
     monitor: str = "val_loss"  # val_loss or val_accuracy
     seed: int = 0  # seed of the split, the initialisation and the shuffling
     mixed_precision: bool | None = None  # None: on when a GPU is present
+    mixed_dtype: str = "float16"  # compute dtype of mixed precision: float16 (GPUs) or bfloat16 (AMX/AVX-512-BF16 CPUs)
     distribute: str = "auto"  # auto, none, mirrored or multi-worker (auto: mirrored over 2+ GPUs, else one device)
     teacher: str | None = None  # finished train run (same split) whose predictions are mixed into the targets
     distill_weight: float = 0.5  # share of the teacher's softened probabilities in each training target
@@ -77,6 +79,7 @@ class TrainConfig:
         _choice("data source", self.data, DATA_SOURCES)
         _choice("monitor", self.monitor, MONITORS)
         _choice("distribution strategy", self.distribute, DISTRIBUTE)
+        _choice("mixed_dtype", self.mixed_dtype, MIXED_DTYPES)
         for name in self.augment:
             _choice("augmentation", name, AUGMENTATIONS)
         _at_least("epochs", self.epochs, 1)

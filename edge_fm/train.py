@@ -295,9 +295,10 @@ def build_model(config: TrainConfig) -> keras.Model:
 
 
 def precision_policy(config: TrainConfig) -> str:
-    """The Keras dtype policy a run trains under: ``mixed_float16`` on a GPU (or when set), else ``float32``."""
+    """The Keras dtype policy a run trains under: mixed (``mixed_float16`` or ``mixed_bfloat16``, by
+    ``mixed_dtype``) on a GPU or when set, else ``float32``."""
     mixed = bool(GPUS) if config.mixed_precision is None else config.mixed_precision
-    return "mixed_float16" if mixed else "float32"
+    return f"mixed_{config.mixed_dtype}" if mixed else "float32"
 
 
 def one_device_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
@@ -432,7 +433,7 @@ def _fit_and_record(run_dir: Path | None, config: TrainConfig, dataset: Dataset,
         "macs": count_macs(model),
         "tensorflow": tf.__version__,
         "device": describe_devices(fit.history),
-        "mixed_precision": any(layer.dtype_policy.name == "mixed_float16" for layer in model.layers),
+        "mixed_precision": any(layer.dtype_policy.name.startswith("mixed_") for layer in model.layers),
         "precision_policy": precision_policy(config),
         # Float32 even under mixed precision (the softmax is kept in float32): what an app receives.
         "output_dtype": model.outputs[0].dtype.name,

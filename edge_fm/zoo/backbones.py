@@ -10,6 +10,10 @@ from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
+# Activations of mobilenetv2's head; ReLU6 and ReLU run everywhere, GELU not under TFLite Micro.
+HEAD_ACTIVATIONS = ("relu6", "relu", "gelu")
+
+
 class EdgeFMWarning(UserWarning):
     """Something the user should know that does not stop the work (e.g. weights not available)."""
 
@@ -47,6 +51,7 @@ def mobilenetv2(
     input_size: int = 32,
     weights: str | None = None,
     head_units: int = 128,
+    head_activation: str = "relu6",
     dropout: float = 0.5,
     bn_momentum: float = 0.99,
 ) -> keras.Model:
@@ -58,6 +63,8 @@ def mobilenetv2(
         weights: ``None`` (train from scratch) or ``"imagenet"`` (used when the weights file can be
             loaded; otherwise a warning and random weights).
         head_units: Width of the dense layer after global average pooling (0: none).
+        head_activation: Activation of that layer: ``relu6`` (default) or ``relu``, which every
+            runtime has (TFLite Micro included), or ``gelu``, which TFLite Micro does not run.
         dropout: Dropout before the classifier.
         bn_momentum: Momentum of every batch-norm's moving averages. Keras' 0.999 suits ImageNet's
             long schedules; on a few thousand steps the averages would still be mostly their
@@ -67,6 +74,10 @@ def mobilenetv2(
         raise EdgeFMError(f"mobilenetv2 input size {input_size} is too small; use 32 or more.")
     if alpha <= 0:
         raise EdgeFMError(f"mobilenetv2 alpha {alpha} must be positive, e.g. 0.35, 0.5 or 1.0.")
+    if head_activation not in HEAD_ACTIVATIONS:
+        raise EdgeFMError(
+            f"mobilenetv2 head_activation {head_activation!r} is not one of {', '.join(HEAD_ACTIVATIONS)}."
+        )
     inputs = raw_input()
     # MobileNetV2 was trained on pixels scaled to [-1, 1].
     x = preprocess(inputs, size=input_size, rgb=True, scale=1 / 127.5, offset=-1.0)
@@ -79,7 +90,11 @@ def mobilenetv2(
     x = base.output
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if head_units:
-        x = layers.Dense(head_units, activation="gelu", name="head_dense")(x)
+        if head_activation == "gelu":
+            x = layers.Dense(head_units, activation="gelu", name="head_dense")(x)
+        else:  # a ReLU layer, as the backbone's own ReLU6s, which converters fuse into the dense layer
+            x = layers.Dense(head_units, name="head_dense")(x)
+            x = layers.ReLU(max_value=6.0 if head_activation == "relu6" else None, name="head_relu")(x)
         x = layers.BatchNormalization(name="head_bn")(x)
     x = layers.Dropout(dropout, name="head_drop")(x)
     model = keras.Model(inputs, classifier(x), name="mobilenetv2")
