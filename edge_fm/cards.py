@@ -314,8 +314,11 @@ def _forms_text(description: dict, forms: Sequence[dict]) -> str:
             notes.append(_mobile_note(mobile["mobile"]))
         elif form["kind"] == "mcu":
             mcu = form["description"]["mcu"]
-            lines.append(f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds the "
-                         f"model as a C array, the op resolver, the arena size and an example | "
+            script = mcu.get("firmware", {}).get("model_data_script")
+            holds = (f"a script that writes the model's C array at build time (`python3 mcu/{script}`)" if script
+                     else "the model as a C array")
+            lines.append(f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds "
+                         f"{holds}, the op resolver, the arena size and an example | "
                          f"{_io_text(form['description']['input'])} | {form['description']['output']['dtype']} | "
                          f"{mcu['flash_bytes']:,} bytes of flash, a {mcu['arena_bytes']:,}-byte tensor arena |")
             notes.append(_mcu_note(mcu))

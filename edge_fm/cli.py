@@ -476,11 +476,13 @@ def export_command(
     ] = "none",
     out: Annotated[Optional[Path], typer.Option(help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N).")] = None,
     parity_images: Annotated[int, typer.Option(help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: test images under TFLM against LiteRT's reference kernels).")] = 1000,
+    c_array: Annotated[str, typer.Option("--c-array", help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python script that writes it from model.tflite at build time (the array is ~6x the model's size).")] = "source",
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
     Example: edge-fm export runs/cnn-2conv-qat-1 --format qat-int8 --io-dtype uint8
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
+    Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
     """
     from edge_fm.errors import unknown_choice
@@ -494,13 +496,16 @@ def export_command(
         raise EdgeFMError("give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one.")
     if out is not None and (target == "none" or len(formats or []) > 1):
         raise EdgeFMError("--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format.")
+    if c_array != "source" and target != "mcu":
+        raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it.")
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
     failures, form_lines = [], []
     for name in formats or [None]:
         try:
-            bundle = _export_for(target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images)
+            bundle = _export_for(target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images,
+                                 c_array)
         except EdgeFMError as exc:
             failures.append(str(exc))
             _print_error(str(exc))
@@ -532,7 +537,7 @@ EXPORT_TARGETS = ("none", "mobile", "mcu")
 
 
 def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, representative: int, runs_dir: Path, data_dir,
-                out: Path | None = None, parity_images: int = 1000) -> Path:
+                out: Path | None = None, parity_images: int = 1000, c_array: str = "source") -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target == "mobile":
         from edge_fm.mobile import export_mobile
@@ -542,7 +547,7 @@ def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, represen
         from edge_fm.mcu import export_mcu
 
         return export_mcu(run_dir, name, out=out, runs_dir=runs_dir, data_dir=data_dir, images=parity_images,
-                          representative_size=representative, parity_images=parity_images)
+                          representative_size=representative, parity_images=parity_images, c_array_mode=c_array)
     from edge_fm.export import export
 
     return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir)
@@ -561,7 +566,9 @@ def _mcu_line(bundle: Path, record: dict) -> str:
             f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "
             f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
             f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
-            f"(firmware needs room too); firmware files in {bundle / 'firmware'}")
+            f"(firmware needs room too); firmware files in {bundle / 'firmware'}"
+            + (f"; write the model's C array with `python3 {bundle / script}` before building"
+               if (script := record["firmware"].get("model_data_script")) else ""))
 
 
 @app.command("predict")

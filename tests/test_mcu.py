@@ -226,6 +226,46 @@ def test_cli_export_for_mcu_of_a_shipped_bundle(data_dir, tmp_path):
     assert record["checked_on"]["images"] == 100 and record["agreement_with_litert_reference"] == 1.0
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="no C++ compiler here")
+def test_c_array_script_writes_the_same_source_at_build_time(data_dir, tmp_path):
+    """--c-array script ships a script instead of the C array; run from another folder, it writes the
+    file --c-array source writes, byte for byte, and that file compiles to the model's bytes."""
+    inline, scripted = tmp_path / "inline", tmp_path / "scripted"
+    for out, mode in ((inline, "source"), (scripted, "script")):
+        result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 20,
+                         "--data-dir", data_dir, "--c-array", mode)
+        assert result.exit_code == 0, result.output
+    cc_name = "mlp_qat_int8_model_data.cc"
+    assert not (scripted / "firmware" / cc_name).exists()
+    assert "make_model_data.py" in result.output
+    record = json.loads((scripted / "model.json").read_text())["mcu"]["firmware"]
+    assert record["model_data_script"] == "firmware/make_model_data.py" and "model_data_cc" not in record
+    done = subprocess.run([sys.executable, str(scripted / "firmware" / "make_model_data.py")], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (scripted / "firmware" / cc_name).read_bytes() == (inline / "firmware" / cc_name).read_bytes()
+    main = tmp_path / "main.cc"
+    main.write_text('#include <cstdio>\n#include "mlp_qat_int8_model_data.h"\n'
+                    "int main() { std::fwrite(g_mlp_qat_int8_model, 1, g_mlp_qat_int8_model_len, stdout); }\n")
+    binary = tmp_path / "dump"
+    subprocess.run(["g++", "-std=c++14", "-Wall", "-Werror", f"-I{scripted / 'firmware'}", str(main),
+                    str(scripted / "firmware" / cc_name), "-o", str(binary)], check=True, capture_output=True)
+    assert subprocess.run([str(binary)], check=True, capture_output=True).stdout == (scripted / "model.tflite").read_bytes()
+    # A model.tflite that is not the form's is refused, and the old C array stays.
+    (scripted / "model.tflite").write_bytes(b"not the model")
+    done = subprocess.run([sys.executable, str(scripted / "firmware" / "make_model_data.py")], capture_output=True,
+                          text=True)
+    assert done.returncode == 1 and "SHA-256 differs" in done.stderr and "Traceback" not in done.stderr
+    assert (scripted / "firmware" / cc_name).read_bytes() == (inline / "firmware" / cc_name).read_bytes()
+
+
+def test_cli_c_array_option_needs_the_mcu_form(tmp_path):
+    result = _invoke("export", MODELS / "mlp", "--for", "mobile", "--c-array", "script", "--out", tmp_path / "m")
+    assert result.exit_code == 1 and "--c-array is for the microcontroller form" in result.output
+    result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--c-array", "inline", "--out", tmp_path / "m")
+    assert result.exit_code == 1 and "source" in result.output and "Traceback" not in result.output
+
+
 def test_cli_refusals_are_one_line(data_dir, tmp_path):
     result = _invoke("export", MODELS / "mobilenetv2", "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 10,
                      "--data-dir", data_dir)
