@@ -283,8 +283,20 @@ def folder_forms(folder) -> list[dict]:
         if (folder / kind / "model.json").is_file():
             forms.append({"kind": kind, "path": f"{kind}/", "description": read_json(folder / kind / "model.json")})
     if not any(form["kind"] == "mcu" for form in forms) and (folder / "model.tflite").is_file():
-        forms.append({"kind": "no-mcu", "reason": _tflm_refusal(folder / "model.tflite"), "folder": folder.name})
+        reason = _too_big_for_boards(folder / "model.tflite") or _tflm_refusal(folder / "model.tflite")
+        forms.append({"kind": "no-mcu", "reason": reason, "folder": folder.name})
     return forms
+
+
+def _too_big_for_boards(path) -> str:
+    """Why no microcontroller form, when the model alone is larger than every board's flash."""
+    from edge_fm.mcu import BOARDS
+
+    size, largest = path.stat().st_size, max(BOARDS, key=lambda board: board.flash_bytes)
+    if size <= largest.flash_bytes:
+        return ""
+    return (f"at {size:,} bytes the model is larger than the flash of every board checked (the largest, "
+            f"{largest.name}, has {largest.flash_bytes:,} bytes): no microcontroller holds it.")
 
 
 def _tflm_refusal(path) -> str:

@@ -874,6 +874,7 @@ def ship_command(
     qat_max_train: Annotated[Optional[int], typer.Option(help="QAT on this many training images (a heavy network).")] = None,
     note: Annotated[str, typer.Option(help="A sentence or two for the model card: what a user should know.")] = "",
     train_command: Annotated[str, typer.Option(help="The command that made TRAIN_RUN, shown in the model card.")] = "",
+    max_artifact_bytes: Annotated[int, typer.Option(help="A larger artifact keeps its card and provenance but stays out of the folder.")] = 5_000_000,
     runs_dir: Annotated[Path, typer.Option(help="Where the QAT run and the exports are written.")] = Path("runs"),
     data_dir: DataDirOption = None,
 ) -> None:
@@ -888,7 +889,7 @@ def ship_command(
     from edge_fm.ship import ShipConfig, ship
 
     config = ShipConfig(str(train_run), name, str(models_dir), str(qat_run) if qat_run else None, qat_epochs, qat_lr,
-                        qat_max_train, note=note, train_command=train_command)
+                        qat_max_train, max_artifact_bytes=max_artifact_bytes, note=note, train_command=train_command)
     target = ship(config, data_dir, runs_dir, _command_line("ship"), log=lambda line: console.print(line, highlight=False))
     console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {models_dir}`)")
 

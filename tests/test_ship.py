@@ -158,3 +158,26 @@ def test_targets_are_judged_on_remeasured_rows_only():
 def test_the_front_keeps_what_nothing_beats_on_all_three():
     rows = [_row("a", 0.95, 300, 1.0), _row("b", 0.94, 100, 0.5), _row("c", 0.93, 200, 0.6), _row("d", 0.95, 300, 1.0)]
     assert pareto_front(rows) == {"a", "b", "d"}  # c is beaten by b on every axis; a and d tie
+
+
+def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, exported, tmp_path):
+    qat_run = next((shipped["root"] / "runs").glob("*-qat-*"))
+    result = runner.invoke(app, ["ship", str(exported["train"]), "--name", "big", "--models-dir", str(tmp_path),
+                                 "--qat-run", str(qat_run), "--runs-dir", str(tmp_path / "runs"),
+                                 "--max-artifact-bytes", "1000"])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "big"
+    assert not (folder / "model.tflite").exists() and (folder / "MODEL_CARD.md").is_file()
+    provenance = json.loads((folder / "provenance.json").read_text())
+    assert provenance["artifact_shipped"] is False and "1,000-byte limit" in provenance["not_shipped_reason"]
+
+
+def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it(tmp_path):
+    from edge_fm.cards import folder_forms
+    from edge_fm.mcu import BOARDS
+
+    largest = max(board.flash_bytes for board in BOARDS)
+    with open(tmp_path / "model.tflite", "wb") as file:
+        file.truncate(largest + 1)  # only the size is read
+    (form,) = folder_forms(tmp_path)
+    assert form["kind"] == "no-mcu" and "no microcontroller holds it" in form["reason"]
