@@ -342,6 +342,20 @@ def int8_error(root: Path) -> str | None:
     return _int8_error(root, "int8_error.json")
 
 
+def train_throughput(root: Path) -> str | None:
+    result = _load(root, "train_throughput.json")
+    if not result:
+        return None
+    env = result["environment"]
+    lines = ["| architecture | batch | precision | threads | images/s | minutes per 55,000-image epoch |",
+             "|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        lines.append(f"| `{row['arch']}` | {row['batch']} | {row['precision']} | {row['threads']} | "
+                     f"{row['images_per_s']:.0f} | {row['epoch_minutes']:.1f} |")
+    return "\n".join(lines + ["", f"{env['cpu']} ({', '.join(env['cpu_flags'])}), {env['cores']} cores, TensorFlow "
+                              f"{env['tensorflow']}. {result['conditions']} Command run: `{public_command(result['command'])}`."])
+
+
 def int8_error_converter_fold(root: Path) -> str | None:
     return _int8_error(root, "int8_error_converter_fold.json")
 
@@ -351,7 +365,7 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "arm-emulated": arm_emulated, "shipped-models": shipped_models, "shipped-targets": shipped_targets, "demo-timings": demo_timings,
     "tiny-design": tiny_design,
     "edge-cnn-design": edge_cnn_design, "block-throughput": block_throughput,
-    "edge-cnn-candidates": edge_cnn_candidates, "int8-error": int8_error, "int8-error-converter-fold": int8_error_converter_fold,
+    "edge-cnn-candidates": edge_cnn_candidates, "train-throughput": train_throughput, "int8-error": int8_error, "int8-error-converter-fold": int8_error_converter_fold,
 }
 
 
