@@ -67,7 +67,7 @@ FLASH_NOTE = ("the C array holds the .tflite bytes as they are, so it adds nothi
 
 # What to change when TFLM has no kernel for an op.
 _OP_FIXES = {
-    "GELU": "retrain with a ReLU head (for mobilenetv2, `--arch-opt head_units=0` drops the GELU head layer)",
+    "GELU": "retrain with a ReLU head (mobilenetv2's default, `--arch-opt head_activation=relu6`)",
     "HARD_SWISH": "retrain with ReLU or ReLU6 activations",
 }
 _GENERIC_FIX = "retrain without it, using ops TFLM has (Conv2D, DepthwiseConv2D, FullyConnected, pooling, ReLU, Add, Mean)"

@@ -138,6 +138,24 @@ def test_edge_family_rejects_bad_block_options(arch, options, message):
         create_model(arch, **options)
 
 
+@pytest.mark.parametrize("activation, relu_max", [("relu6", 6.0), ("relu", None), ("gelu", "none")])
+def test_mobilenetv2_head_activation(activation, relu_max):
+    """ReLU6 by default (an op every runtime has, TFLM included); GELU kept as an option."""
+    model = create_model("mobilenetv2", alpha=0.35, head_activation=activation)
+    names = {layer.name: layer for layer in model.layers}
+    if relu_max == "none":
+        assert "head_relu" not in names and names["head_dense"].get_config()["activation"] == "gelu"
+    else:
+        assert names["head_dense"].get_config()["activation"] == "linear"
+        assert names["head_relu"].get_config()["max_value"] == relu_max
+
+
+def test_mobilenetv2_defaults_to_a_relu6_head_and_refuses_unknown_activations():
+    assert "head_relu" in {layer.name for layer in create_model("mobilenetv2", alpha=0.35).layers}
+    with pytest.raises(EdgeFMError, match=r"head_activation 'swish' is not one of relu6, relu, gelu"):
+        create_model("mobilenetv2", head_activation="swish")
+
+
 def test_the_public_api_names_hide_no_module():
     import importlib
     import pkgutil
