@@ -39,7 +39,7 @@ import zipfile
 from pathlib import Path
 
 from edge_fm import runner
-from edge_fm.bench import BenchOptions, bench, collect_artifacts, write_test_set
+from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
 from edge_fm.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]

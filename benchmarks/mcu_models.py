@@ -18,9 +18,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from edge_fm.bench import bench, write_results
-from edge_fm.catalog import read_provenances
-from edge_fm.mcu import BOARDS, DEFAULT_CHECK_IMAGES, TflmTarget
+from edge_fm.bench.benchmark import bench, write_results
+from edge_fm.shipping.catalog import read_provenances
+from edge_fm.export.mcu import BOARDS, DEFAULT_CHECK_IMAGES, TflmTarget
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

@@ -7,7 +7,7 @@ channels, from its own environment (``.cache/mediapipe-venv``, built on first us
 LiteRT runs the same bytes. A row records the top-1 agreement, the largest score difference, the
 label names MediaPipe read from the metadata, and both accuracies. One failing artifact is a row
 with its error; the others still run. With ``--record`` each bundle's ``model.json`` lists the check
-among the clients it was checked with (:func:`edge_fm.mobile.record_client_check`).
+among the clients it was checked with (:func:`edge_fm.export.mobile.record_client_check`).
 
 Usage (from the repository root):
     python benchmarks/mobile_clients.py [BUNDLE_OR_FOLDER ...] --data-dir DATA_DIR [--record]
@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO / "tests" / "clients"))
 from environments import ClientUnavailable, client_python  # noqa: E402
 
 from edge_fm import CLASS_NAMES, load_split  # noqa: E402
-from edge_fm.mobile import grey_to_rgb, record_client_check  # noqa: E402
+from edge_fm.export.mobile import grey_to_rgb, record_client_check  # noqa: E402
 from edge_fm.runner import TFLiteModel, environment  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "mobile_clients.json"

@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import edge_fm
-from edge_fm.export import export
+from edge_fm.export.exporter import export
 from edge_fm.io import read_json, write_json
-from edge_fm.optimize import OptimizeConfig, optimize
+from edge_fm.optimize.compress import OptimizeConfig, optimize
 from edge_fm.runner import TFLiteModel
 from edge_fm.runner import cpu_model
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from edge_fm import runner
-from edge_fm.bench import BenchOptions, bench, collect_artifacts, write_test_set
+from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
 from edge_fm.io import write_json
 
 RESULTS = Path(__file__).parent / "results"

@@ -1,6 +1,6 @@
 """Screenshots of the web demo and of a report, for the README (docs/images/).
 
-Serves ``models/`` with ``python -m edge_fm.serve``, picks a test image in headless Chromium
+Serves ``models/`` with ``python -m edge_fm.show.serve``, picks a test image in headless Chromium
 (Debian's ``chromium``, driven by Playwright; no browser is downloaded) and saves the page; then
 writes the report of ``models/`` with the shipped benchmark's figures and saves that page too.
 
@@ -20,7 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from edge_fm.html_report import ReportOptions, build_report
+from edge_fm.show.html_report import ReportOptions, build_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -39,7 +39,7 @@ def serve(models: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     # Run from the checkout with relative paths: the page names its folder, and this machine's paths
     # have no place in the README's pictures.
-    server = subprocess.Popen([sys.executable, "-m", "edge_fm.serve", str(models), "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "edge_fm.show.serve", str(models), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from edge_fm.report import cpu_text, shape_text
+from edge_fm.train.metrics import cpu_text, shape_text
 
 REPO = Path(__file__).resolve().parents[1]
 # Where result JSON lives: the product's benchmarks, then the one-off studies.

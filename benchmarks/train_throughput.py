@@ -1,7 +1,7 @@
 """Training throughput (images/s) of the large architectures on this CPU, by the options that matter.
 
 Each configuration runs in a child process of its own (TensorFlow's thread pools are fixed at start)
-and trains the product's model (``edge_fm.train.build_compiled_model``: the same builder, optimizer
+and trains the product's model (``edge_fm.train.trainer.build_compiled_model``: the same builder, optimizer
 and precision policy as ``edge-fm train``) with ``model.fit`` on in-memory uint8 images of the
 training shape. Random pixels and labels: the cost of a step does not depend on them. The first
 ``--warmup`` steps (graph tracing, oneDNN's kernel selection) are not timed.
@@ -40,8 +40,8 @@ def measure(arch: str, batch: int, precision: str, threads: int, steps: int, war
     """Images/s of ``steps`` timed training steps (in this process; threads must be set before TF starts)."""
     import numpy as np
 
-    from edge_fm.config import TrainConfig
-    from edge_fm.train import build_compiled_model
+    from edge_fm.train.config import TrainConfig
+    from edge_fm.train.trainer import build_compiled_model
 
     mixed = precision != "float32"
     config = TrainConfig(arch=arch, arch_options=ARCHS[arch], batch_size=batch, optimizer="adam",

@@ -52,7 +52,7 @@ MISSING_RUNTIME_FIX = "pip install ai-edge-litert numpy"
 class MeasureDefaults:
     """How each artifact is measured unless told otherwise (the habits of TFLite's ``benchmark_model``).
 
-    The one source of these numbers: this file's command line, ``edge_fm.bench.BenchOptions`` and
+    The one source of these numbers: this file's command line, ``edge_fm.bench.benchmark.BenchOptions`` and
     the options of ``edge-fm bench`` and ``edge-fm pipeline`` all read :data:`DEFAULTS`.
     """
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_json
-from edge_fm.runs import read_manifest, require_run
+from edge_fm.train.runs import read_manifest, require_run
 
 RESULTS = Path(__file__).parent / "results"
 TRAIN_KEYS = ("params", "macs", "epochs_run", "best_epoch", "training_seconds", "device")

@@ -31,7 +31,7 @@ def _split_cpu(devices: int) -> None:
 
 
 def _train(seed: int, distribute: str) -> dict:
-    from edge_fm.train import config_for, train
+    from edge_fm.train.trainer import config_for, train
 
     with tempfile.TemporaryDirectory() as root:
         run = train(config_for("tiny-cnn", "quick", seed=seed, distribute=distribute, **RECIPE), runs_dir=root)

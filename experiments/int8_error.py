@@ -21,11 +21,11 @@ import sys
 import time
 from pathlib import Path
 
-from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
-from edge_fm.evaluate import predict_proba
+from edge_fm.export.exporter import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
+from edge_fm.train.evaluate import predict_proba
 from edge_fm.io import write_json
 from edge_fm.runner import TFLiteModel, cpu_model
-from edge_fm.runs import Run
+from edge_fm.train.runs import Run
 
 RESULTS = Path(__file__).parent / "results"
 TOP_OPS = 5

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.cards import LICENSE
-from edge_fm.export import METADATA_DESCRIPTION, _schema
+from edge_fm.shipping.cards import LICENSE
+from edge_fm.export.exporter import METADATA_DESCRIPTION, _schema
 from edge_fm.io import read_json, write_bytes_atomic, write_json
-from edge_fm.runs import write_manifest
-from edge_fm.ship import SELECTION_RULE
+from edge_fm.train.runs import write_manifest
+from edge_fm.shipping.ship import SELECTION_RULE
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 RUN_DIR = re.compile(r"runs/s\d+/")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.export import convert, get_format
+from edge_fm.export.exporter import convert, get_format
 from edge_fm.io import write_json
-from edge_fm.report import shape_text
+from edge_fm.train.metrics import shape_text
 from edge_fm.runner import TFLiteModel, environment, summarize_latency, time_invocations
 from edge_fm.zoo import count_macs, create_model
 

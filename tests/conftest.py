@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.train import NullReporter
+from edge_fm.train.trainer import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA_ENV = "EDGE_FM_TEST_DATA"
@@ -184,8 +184,8 @@ def http_server(tmp_path):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A tiny CNN trained briefly on the embedded sample, exported as fp32 and int8 bundles."""
-    from edge_fm.export import export
-    from edge_fm.train import config_for, train
+    from edge_fm.export.exporter import export
+    from edge_fm.train.trainer import config_for, train
 
     root = tmp_path_factory.mktemp("exported")
     # 8 epochs, not fewer: after 4 the net is so unsure that int8 rounding flips 1.5% of its 400

@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm import data
-from edge_fm.cli import main
-from edge_fm.predict import image_to_input
+from edge_fm.data import datasets as data
+from edge_fm.cli.root import main
+from edge_fm.show.predict import image_to_input
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -55,7 +55,7 @@ def place(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def untrained_bundle(tmp_path_factory):
     """An fp32 .tflite of the untrained tiny test network (no training: a second or two), in a bundle folder."""
-    from edge_fm.export import convert, get_format
+    from edge_fm.export.exporter import convert, get_format
     from edge_fm.zoo import create_model
 
     bundle = tmp_path_factory.mktemp("bundle")

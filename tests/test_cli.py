@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm import __version__, data
-from edge_fm.cli import app, main
+from edge_fm import __version__
+
+from edge_fm.data import datasets as data
+from edge_fm.cli.root import app, main
 
 runner = CliRunner()
 

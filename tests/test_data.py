@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import TEST_DATA_ENV, DatasetLocator, DatasetUnavailable, free_port
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
 

@@ -17,12 +17,12 @@ import pytest
 
 from conftest import free_port
 from edge_fm.compat import keras
-from edge_fm.config import OptimizeConfig, TrainConfig
-from edge_fm.distribute import ONE_DEVICE, Placement, check_global_batch, distribute_pipeline, resolve_placement
+from edge_fm.train.config import OptimizeConfig, TrainConfig
+from edge_fm.train.distribute import ONE_DEVICE, Placement, check_global_batch, distribute_pipeline, resolve_placement
 from edge_fm.errors import EdgeFMError
-from edge_fm.evaluate import evaluate_run
-from edge_fm.runs import Run
-from edge_fm.train import config_for, resume, train
+from edge_fm.train.evaluate import evaluate_run
+from edge_fm.train.runs import Run
+from edge_fm.train.trainer import config_for, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 # The same recipe single-device and distributed: tiny-cnn, 3 epochs on the embedded sample.
@@ -89,7 +89,7 @@ def test_auto_on_a_cpu_trains_on_one_device_as_before():
      ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', "is not in its cluster")],
 )
 def test_multi_worker_refuses_a_missing_or_malformed_tf_config_in_one_line(monkeypatch, tmp_path, tf_config, message):
-    from edge_fm.cli import main
+    from edge_fm.cli.root import main
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -117,7 +117,7 @@ def test_the_global_batch_must_split_evenly_and_pipelines_shard_by_data():
 
 
 def test_fine_tunes_run_on_one_replica_whatever_trained_the_parent(tmp_path):
-    from edge_fm.optimize import fine_tune_config
+    from edge_fm.optimize.compress import fine_tune_config
 
     parent = tmp_path / "tiny-cnn-train-1"
     parent.mkdir()
@@ -203,9 +203,9 @@ def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chie
 
 @pytest.mark.slow
 def test_mixed_precision_under_a_strategy_then_qat_and_int8_export(tmp_path):
-    from edge_fm.cli import main
-    from edge_fm.export import export
-    from edge_fm.optimize import optimize
+    from edge_fm.cli.root import main
+    from edge_fm.export.exporter import export
+    from edge_fm.optimize.compress import optimize
 
     # What a GPU run does by default (mixed_float16, mirrored), forced on: mixed_float16 runs on a CPU, slowly.
     args = ["train", "tiny-cnn", "--sample", "--epochs", "3", "--batch-size", "64", "--lr", "3e-3",
@@ -238,7 +238,7 @@ def _entry(argv: list[str]) -> int:
     its devices (hence a fresh process), so MirroredStrategy has two devices to mirror over; with
     INTERRUPT_AFTER > 0 the run is interrupted like a Ctrl-C after that epoch.
     """
-    from edge_fm import cli
+    from edge_fm.cli import root as cli
     from edge_fm.compat import tf
 
     cpus, interrupt_after, args = int(argv[0]), int(argv[1]), argv[2:]

@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm import data, mcu
-from edge_fm.cli import app
+from edge_fm.data import datasets as data
+
+from edge_fm.export import mcu
+from edge_fm.cli.root import app
 from edge_fm.errors import EdgeFMError
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
@@ -155,12 +157,12 @@ def test_the_generated_cpp_compiles_and_gives_back_the_model(tiny_firmware, tmp_
 
 
 def test_the_resolver_registers_exactly_the_models_ops(tiny_firmware):
-    from edge_fm.export import inspect_tflite
+    from edge_fm.export.exporter import inspect_tflite
 
     _, files = tiny_firmware
     text = files["op_resolver"].read_text()
     registered = re.findall(r"resolver\.(Add\w+)\(\);\s*// (\w+)", text)
-    # Read independently of edge_fm.mcu, with TensorFlow's own schema.
+    # Read independently of edge_fm.export.mcu, with TensorFlow's own schema.
     ops = inspect_tflite((MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes())["ops"]
     assert sorted(op for _, op in registered) == ops
     assert {method for method, _ in registered} == {"AddConv2D", "AddMaxPool2D", "AddAdd", "AddMean", "AddFullyConnected",

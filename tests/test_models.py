@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_fm import data
-from edge_fm.data import CLASS_NAMES
-from edge_fm.report import cpu_text
-from edge_fm.ship import SELECTION_RULE, choose
+from edge_fm.data import datasets as data
+from edge_fm.data.datasets import CLASS_NAMES
+from edge_fm.train.metrics import cpu_text
+from edge_fm.shipping.ship import SELECTION_RULE, choose
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p.parent for p in (REPO / "models").glob("*/provenance.json"))

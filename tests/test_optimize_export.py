@@ -11,11 +11,11 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
-from edge_fm import data
-from edge_fm.cli import app, main
+from edge_fm.data import datasets as data
+from edge_fm.cli.root import app, main
 from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
-from edge_fm.export import (
+from edge_fm.export.exporter import (
     FORMATS,
     convert,
     export,
@@ -26,12 +26,12 @@ from edge_fm.export import (
     read_metadata,
     representative_images,
 )
-from edge_fm.fold import fold_batch_norms_into_dense
-from edge_fm.optimize import OptimizeConfig, optimize, quantize_aware, resume_optimize
-from edge_fm.predict import classify_files, image_to_input
+from edge_fm.zoo.fold import fold_batch_norms_into_dense
+from edge_fm.optimize.compress import OptimizeConfig, optimize, quantize_aware, resume_optimize
+from edge_fm.show.predict import classify_files, image_to_input
 from edge_fm.runner import TFLiteModel
-from edge_fm.runs import Run
-from edge_fm.train import config_for, train
+from edge_fm.train.runs import Run
+from edge_fm.train.trainer import config_for, train
 
 SPARSITY = 0.6
 
@@ -169,7 +169,7 @@ def test_format_rules_are_enforced(runs):
 
 
 def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
-    monkeypatch.setattr("edge_fm.export.MIN_AGREEMENT", 1.01)  # impossible to meet
+    monkeypatch.setattr("edge_fm.export.exporter.MIN_AGREEMENT", 1.01)  # impossible to meet
     with pytest.raises(EdgeFMError, match="parity check failed for fp16"):
         export(runs["train"], "fp16", runs_dir=tmp_path)
     assert not list(tmp_path.iterdir())

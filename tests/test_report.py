@@ -15,9 +15,9 @@ from browser import chromium_page
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm.cli import app
+from edge_fm.cli.root import app
 from edge_fm.errors import EdgeFMError
-from edge_fm.explain import map_correlation, occlusion_map
+from edge_fm.show.explain import map_correlation, occlusion_map
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -84,8 +84,8 @@ def test_occlusion_finds_the_evidence():
 
 def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(exported):
     from edge_fm.compat import keras
-    from edge_fm.explain import grad_cam, last_conv_layer
-    from edge_fm.runs import Run
+    from edge_fm.show.explain import grad_cam, last_conv_layer
+    from edge_fm.train.runs import Run
 
     inputs = keras.Input((28, 28, 1))
     maps = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(keras.layers.Rescaling(1 / 255)(inputs))
@@ -105,10 +105,10 @@ def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(e
 
 
 def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
-    from edge_fm.html_report import ReportOptions, build_report
-    from edge_fm.predict import load_artifact
-    from edge_fm.report import classification_metrics
-    from edge_fm.runs import Run
+    from edge_fm.show.html_report import ReportOptions, build_report
+    from edge_fm.show.predict import load_artifact
+    from edge_fm.train.metrics import classification_metrics
+    from edge_fm.train.runs import Run
 
     out = build_report(exported["int8"], tmp_path / "bundle.html", ReportOptions(max_images=300))
     page = _read(out)
@@ -130,7 +130,7 @@ def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
 
 
 def test_report_of_a_run_finds_its_int8_export(exported):
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     out = build_report(exported["train"], options=ReportOptions(max_images=200, explained=4))
     assert out == exported["train"] / "report.html"
@@ -144,8 +144,8 @@ def test_report_of_a_run_finds_its_int8_export(exported):
 
 
 def test_report_of_a_pipeline_has_every_section(exported, tmp_path):
-    from edge_fm.bench import BenchOptions, bench, write_results
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.bench.benchmark import BenchOptions, bench, write_results
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     top = tmp_path / "tiny-cnn-pipeline-1"
     for key in ("train", "fp32", "int8"):
@@ -167,9 +167,9 @@ def test_report_of_a_pipeline_has_every_section(exported, tmp_path):
 
 
 def test_report_of_a_folder_shows_measured_front(tmp_path):
-    from edge_fm.catalog import pareto_front
-    from edge_fm.html_report import build_report
-    from edge_fm.measurements import folder_rows
+    from edge_fm.show.figures import pareto_front
+    from edge_fm.show.html_report import build_report
+    from edge_fm.bench.measurements import folder_rows
 
     folder = tmp_path / "models"
     for name in ("edge-cnn-tiny", "cnn-2conv", "mlp"):
@@ -185,9 +185,9 @@ def test_report_of_a_folder_shows_measured_front(tmp_path):
 
 
 def test_report_of_a_bench_result_marks_the_front(tmp_path):
-    from edge_fm.catalog import pareto_front
-    from edge_fm.html_report import build_report
-    from edge_fm.measurements import bench_rows
+    from edge_fm.show.figures import pareto_front
+    from edge_fm.show.html_report import build_report
+    from edge_fm.bench.measurements import bench_rows
 
     result = REPO / "benchmarks" / "results" / "models_bench.json"
     out = build_report(result, tmp_path / "bench.html")
@@ -200,7 +200,7 @@ def test_report_of_a_bench_result_marks_the_front(tmp_path):
 
 
 def test_report_errors_are_one_line(tmp_path):
-    from edge_fm.html_report import build_report
+    from edge_fm.show.html_report import build_report
 
     with pytest.raises(EdgeFMError, match="not a report target"):
         build_report(tmp_path)
@@ -213,8 +213,8 @@ def test_report_errors_are_one_line(tmp_path):
 
 
 def test_explain_cli_writes_overlays(exported, tmp_path):
-    from edge_fm.data import load_split
-    from edge_fm.predict import classify_files
+    from edge_fm.data.datasets import load_split
+    from edge_fm.show.predict import classify_files
 
     images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "sample")
     shirt = tmp_path / "shirt.png"
@@ -229,7 +229,7 @@ def test_explain_cli_writes_overlays(exported, tmp_path):
 
 @pytest.mark.slow
 def test_report_in_chromium_loads_every_image_and_nothing_else(exported, tmp_path):
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     out = build_report(exported["int8"], tmp_path / "report.html", ReportOptions(max_images=200))
     requested = []

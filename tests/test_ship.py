@@ -14,11 +14,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm import data
-from edge_fm.cards import options_in_force
-from edge_fm.catalog import carried_rows, checks, pareto_front
-from edge_fm.cli import app
-from edge_fm.ship import choose
+from edge_fm.data import datasets as data
+from edge_fm.shipping.cards import options_in_force
+from edge_fm.shipping.catalog import carried_rows, checks
+from edge_fm.show.figures import pareto_front
+from edge_fm.cli.root import app
+from edge_fm.shipping.ship import choose
 
 runner = CliRunner()
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_fm.cli import main
+from edge_fm.cli.root import main
 from edge_fm.errors import EdgeFMError
-from edge_fm.sweep import Constraints, TrialConfig, build_spec, parse_settings, picks, require_ray
+from edge_fm.pipeline.sweep import Constraints, TrialConfig, build_spec, parse_settings, picks, require_ray
 
 pytest.importorskip("ray.tune", reason="the cluster extra is not installed: pip install 'edge-fm[cluster]'")
 
@@ -214,7 +214,7 @@ def test_an_optuna_search_on_a_running_ray_cluster(ray_head, tmp_path):
     assert ok and all(r["format"] == "int8" and r["settings"]["epochs"] in (1, 2) for r in ok)
     import optuna
 
-    from edge_fm.sweep import OPTUNA_STUDY, _optuna_storage
+    from edge_fm.pipeline.sweep import OPTUNA_STUDY, _optuna_storage
 
     study = optuna.load_study(study_name=OPTUNA_STUDY, storage=_optuna_storage(sweep_dir))
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

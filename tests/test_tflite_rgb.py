@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import read_metadata
-from edge_fm.tflite_rgb import (
+from edge_fm.export.exporter import read_metadata
+from edge_fm.export.tflite_rgb import (
     BRIDGES,
     DROP_REPEAT,
     FOLD_CONV,

@@ -10,17 +10,17 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_fm import data
-from edge_fm import device as device_lib
-from edge_fm.augment import augment_batch, distilled_targets, make_pipeline
+from edge_fm.data import datasets as data
+from edge_fm.train import device as device_lib
+from edge_fm.train.augment import augment_batch, distilled_targets, make_pipeline
 from edge_fm.compat import tf
-from edge_fm.config import TrainConfig, load_config
+from edge_fm.train.config import TrainConfig, load_config
 from edge_fm.errors import EdgeFMError
-from edge_fm.device import describe_device, describe_devices
-from edge_fm.evaluate import evaluate_run
+from edge_fm.train.device import describe_device, describe_devices
+from edge_fm.train.evaluate import evaluate_run
 from edge_fm.io import sha256_file
-from edge_fm.schedules import build_schedule
-from edge_fm.train import NullReporter, config_for, load_teacher, resume, train
+from edge_fm.train.schedules import build_schedule
+from edge_fm.train.trainer import NullReporter, config_for, load_teacher, resume, train
 
 
 def _batch(n=32):
@@ -154,7 +154,7 @@ def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exporte
     run = train(cfg, runs_dir=tmp_path)
     assert load_config(TrainConfig, run / "config.json").teacher == str(teacher_run)
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
-    from edge_fm.optimize import OptimizeConfig, fine_tune_config
+    from edge_fm.optimize.compress import OptimizeConfig, fine_tune_config
 
     assert fine_tune_config(OptimizeConfig("qat", str(run))).teacher == str(teacher_run)  # QAT distils too
     # A teacher that trained on another split may have seen the student's validation images.
@@ -200,7 +200,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, inte
         def epoch(self, epoch, logs):
             epochs_seen.append(epoch)
 
-    train_module = importlib.import_module("edge_fm.train")
+    train_module = importlib.import_module("edge_fm.train.trainer")
     pipelines = []
     make = train_module.make_pipeline
     monkeypatch.setattr(train_module, "make_pipeline", lambda *a, **k: pipelines.append(k) or make(*a, **k))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError
 from edge_fm.zoo import count_macs, create_model, describe_model, get_spec, list_models

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_fm.compat import keras
-from edge_fm.data import IMAGE_SHAPE, NUM_CLASSES
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
 from edge_fm.errors import EdgeFMError
 
 layers = keras.layers
