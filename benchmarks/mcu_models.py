@@ -20,7 +20,8 @@ from pathlib import Path
 
 from edge_fm.bench.benchmark import bench, write_results
 from edge_fm.shipping.catalog import read_provenances
-from edge_fm.export.mcu import BOARDS, DEFAULT_CHECK_IMAGES, TflmTarget
+from edge_fm.bench.targets import TflmTarget
+from edge_fm.export.tflm import BOARDS, DEFAULT_CHECK_IMAGES
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"

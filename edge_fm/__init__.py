@@ -61,7 +61,7 @@ _LAZY = {
     "export_run": ("edge_fm.export.exporter", "export"),
     "export_mobile": ("edge_fm.export.mobile", "export_mobile"),
     "export_mcu": ("edge_fm.export.mcu", "export_mcu"),
-    "tflm_report": ("edge_fm.export.mcu", "tflm_report"),
+    "tflm_report": ("edge_fm.export.tflm", "tflm_report"),
     "bench_artifacts": ("edge_fm.bench.benchmark", "bench"),
     "bench_fleet": ("edge_fm.bench.benchmark", "bench_fleet"),
     "BenchOptions": ("edge_fm.bench.benchmark", "BenchOptions"),

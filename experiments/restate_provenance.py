@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import re
 import shlex
 from pathlib import Path
 
-import numpy as np
 
 from edge_fm.shipping.cards import LICENSE
-from edge_fm.export.exporter import METADATA_DESCRIPTION, _schema
+from edge_fm.export.tflite_file import with_description
 from edge_fm.io import read_json, write_bytes_atomic, write_json
 from edge_fm.train.runs import write_manifest
 from edge_fm.shipping.ship import SELECTION_RULE
@@ -122,14 +120,7 @@ def _data_text(text: str) -> str:
 
 def restamp(tflite: bytes, description: dict) -> bytes:
     """``tflite`` with its embedded edge-fm description replaced in place (no other byte of the model moves)."""
-    schema, flatbuffer_utils = _schema()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    for entry in model.metadata or []:
-        entry_name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-        if entry_name == METADATA_DESCRIPTION:
-            payload = json.dumps(description, sort_keys=True).encode()
-            model.buffers[entry.buffer].data = np.frombuffer(payload, dtype=np.uint8)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return with_description(tflite, description)
 
 
 def restate(folder: Path) -> None:

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 from edge_fm.cli.root import app
 from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.exporter import convert, get_format, read_metadata
+from edge_fm.export.exporter import convert, get_format
+from edge_fm.export.tflite_file import read_metadata
 from edge_fm.export.mobile import GREY_WEIGHTS, compare_with_int8, export_mobile, grey_to_rgb, record_client_check, ship_mobile_form
 from edge_fm.runner import TFLiteModel
 from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, metadata_buffer, packed_files, populate

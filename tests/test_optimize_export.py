@@ -21,11 +21,11 @@ from edge_fm.export.exporter import (
     export,
     format_names,
     get_format,
-    inspect_tflite,
     int8_error_by_op,
-    read_metadata,
     representative_images,
 )
+from edge_fm.export.tflite_file import inspect as inspect_tflite
+from edge_fm.export.tflite_file import read_metadata
 from edge_fm.zoo.fold import fold_batch_norms_into_dense
 from edge_fm.optimize.compress import OptimizeConfig, optimize, quantize_aware, resume_optimize
 from edge_fm.show.predict import classify_files, image_to_input

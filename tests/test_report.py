@@ -216,7 +216,7 @@ def test_explain_cli_writes_overlays(exported, tmp_path):
     from edge_fm.data.datasets import load_split
     from edge_fm.show.predict import classify_files
 
-    images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "sample")
+    images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "data" / "sample")
     shirt = tmp_path / "shirt.png"
     Image.fromarray(images[3, :, :, 0]).save(shirt)
     result = CliRunner().invoke(app, ["explain", str(exported["int8"]), str(shirt), "--out", str(tmp_path / "out")])

@@ -13,7 +13,7 @@ import pytest
 
 from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.exporter import read_metadata
+from edge_fm.export.tflite_file import read_metadata
 from edge_fm.export.tflite_rgb import (
     BRIDGES,
     DROP_REPEAT,

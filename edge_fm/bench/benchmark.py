@@ -20,88 +20,24 @@ import csv
 import dataclasses
 import io
 import json
-import shlex
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from edge_fm import runner
+from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
+from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run
 
-TEST_SET_FILE = "test.npz"
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchOptions:
-    """How the runner measures (the defaults are the runner's own, ``runner.DEFAULTS``).
-
-    Attributes:
-        threads: Interpreter thread counts; one row per artifact and count.
-        runs: Minimum number of timed batch-1 runs.
-        min_seconds: Minimum timed duration; timing goes on until both minima are reached.
-        max_seconds: Timing stops after this long whatever the count.
-        warmup: Untimed runs after the first inference.
-        batch_size: Batch of the accuracy pass.
-        artifact_timeout: Seconds before one measurement is abandoned (an error row).
-        accuracy_threads: Threads of the accuracy pass (0: every core).
-    """
-
-    threads: tuple[int, ...] = tuple(runner.parse_threads(runner.DEFAULTS.threads))
-    runs: int = runner.DEFAULTS.runs
-    min_seconds: float = runner.DEFAULTS.min_seconds
-    max_seconds: float = runner.DEFAULTS.max_seconds
-    warmup: int = runner.DEFAULTS.warmup
-    batch_size: int = runner.DEFAULTS.batch_size
-    artifact_timeout: float = runner.DEFAULTS.artifact_timeout
-    accuracy_threads: int = runner.DEFAULTS.accuracy_threads
-
-    def __post_init__(self):
-        if not self.threads or min(self.threads) < 1:
-            raise EdgeFMError(f"--threads {','.join(map(str, self.threads))}: give positive thread counts, e.g. 1,4.")
-        limits = (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--min-seconds", self.min_seconds, 0),
-                  ("batch size", self.batch_size, 1))
-        for option, value, low in limits:
-            if value < low:
-                raise EdgeFMError(f"{option} {value}: must be at least {low}.")
-        if self.max_seconds <= 0:
-            raise EdgeFMError(f"--max-seconds {self.max_seconds}: must be more than 0.")
-
-    def runner_args(self) -> list[str]:
-        return ["--threads", ",".join(map(str, self.threads)), "--runs", str(self.runs),
-                "--min-seconds", str(self.min_seconds), "--max-seconds", str(self.max_seconds),
-                "--warmup", str(self.warmup), "--batch-size", str(self.batch_size),
-                "--artifact-timeout", str(self.artifact_timeout), "--accuracy-threads", str(self.accuracy_threads)]
-
-    def as_runner_options(self) -> dict[str, Any]:
-        return {"runs": self.runs, "min_seconds": self.min_seconds, "max_seconds": self.max_seconds,
-                "warmup": self.warmup, "batch_size": self.batch_size, "artifact_timeout": self.artifact_timeout,
-                "accuracy_threads": self.accuracy_threads}
-
-    def worst_case_seconds(self, artifacts: int) -> float:
-        """An upper bound for a whole runner invocation, used as the SSH run timeout."""
-        return 60.0 + artifacts * len(self.threads) * (self.max_seconds + 120.0)
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def parse_threads(text: str) -> tuple[int, ...]:
-    """``"1,4"`` -> ``(1, 4)``.
-
-    Raises:
-        EdgeFMError: Not a comma-separated list of positive integers.
-    """
-    try:
-        return tuple(runner.parse_threads(text))
-    except runner.RunnerError as exc:
-        raise EdgeFMError(str(exc)) from None
 
 
 def collect_artifacts(paths: list[Path | str]) -> list[Path]:
@@ -118,10 +54,11 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
         elif path.is_file():
             raise EdgeFMError(f"{path} is not a .tflite file: pass an artifact, an export bundle or a folder of them.")
         elif path.is_dir():
-            inside = sorted(p for p in path.rglob("*.tflite") if not p.name.startswith(".tmp-"))
+            inside = sorted(p for p in path.rglob("*.tflite")
+                            if not any(part.startswith(TEMPORARY_PREFIX) for part in p.relative_to(path).parts))
             if not inside:
                 hint = (f"it is a run, not an export: `edge-fm export {path} -f int8` makes one, or pass it as --baseline"
-                        if (path / "config.json").exists() else "pass export bundles or .tflite files")
+                        if is_run(path) else "pass export bundles or .tflite files")
                 raise EdgeFMError(f"{path} holds no .tflite artifact: {hint}.")
             found.extend(inside)
         else:
@@ -142,187 +79,6 @@ def write_test_set(path: Path, data_dir: Path | str | None = None, sample: bool 
     return {"source": what, "images": int(len(labels)), "sample": sample, "sha256": data.split_sha256(images, labels)}
 
 
-# ---------------------------------------------------------------- targets
-
-
-@dataclasses.dataclass
-class LocalTarget:
-    """The runner in child processes of this machine's Python."""
-
-    python: str = sys.executable
-
-    name = "local"
-
-    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
-        command = [self.python, runner.__file__, *map(str, artifacts), "--test-data", str(test_set),
-                   *options.runner_args(), "--json", "-"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=options.worst_case_seconds(len(artifacts)))
-        if done.returncode != 0:
-            raise EdgeFMError(f"the runner failed locally: {_last_line(done.stderr)}")
-        return json.loads(done.stdout)
-
-
-@dataclasses.dataclass
-class SshTarget:
-    """The runner on a host reached with the system OpenSSH client (BatchMode, host keys checked).
-
-    Attributes:
-        user, host, port: Where to connect (``ssh://user@host:port``).
-        identity: A private key file (``ssh -i``), else the client's defaults.
-        ssh_options: Extra ``-o`` options (e.g. ``UserKnownHostsFile=...``).
-        python: The host's Python command.
-        connect_timeout: Seconds to wait for the connection.
-    """
-
-    host: str
-    user: str | None = None
-    port: int | None = None
-    identity: str | None = None
-    ssh_options: tuple[str, ...] = ()
-    python: str = "python3"
-    connect_timeout: int = 10
-
-    @property
-    def name(self) -> str:
-        return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
-
-    @property
-    def where(self) -> str:
-        return f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
-
-    def ssh_command(self, remote: str) -> list[str]:
-        command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
-                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
-        # Host-key checking stays on unless the caller's own options say otherwise.
-        if not any(o.lower().startswith("stricthostkeychecking") for o in self.ssh_options):
-            command += ["-o", "StrictHostKeyChecking=yes"]
-        for option in self.ssh_options:
-            command += ["-o", option]
-        if self.identity:
-            command += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
-        if self.port:
-            command += ["-p", str(self.port)]
-        command += [f"{self.user}@{self.host}" if self.user else self.host, "--", remote]
-        return command
-
-    def call(self, remote: str, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:
-        """Runs ``remote`` (a shell command line) on the host; connection problems raise."""
-        try:
-            done = subprocess.run(self.ssh_command(remote), input=stdin, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise EdgeFMError(f"{self.where} did not finish within {timeout:.0f} s: check the host, or raise --max-seconds / --ssh-timeout.") from None
-        except FileNotFoundError:
-            raise EdgeFMError("the OpenSSH client `ssh` is not installed here: install it (apt-get install openssh-client).") from None
-        if done.returncode == 255:
-            raise EdgeFMError(self.explain_ssh_failure(done.stderr.decode(errors="replace")))
-        return done
-
-    def explain_ssh_failure(self, stderr: str) -> str:
-        """One line naming what went wrong with the connection and how to fix it."""
-        text = stderr.lower()
-        if "connection refused" in text:
-            return f"cannot reach {self.where}: connection refused (is sshd running there, and is the port right?)."
-        if "timed out" in text or "no route" in text or "could not resolve" in text or "network is unreachable" in text:
-            return f"cannot reach {self.where}: {_last_line(stderr)} (check the address and that the host is up)."
-        if "host key verification failed" in text or "host key for" in text:
-            return (f"the host key of {self.host} is not known (or has changed): connect once with `ssh "
-                    f"{'-p ' + str(self.port) + ' ' if self.port else ''}{self.user + '@' if self.user else ''}{self.host}` "
-                    "to check and accept it; host-key checking stays on.")
-        if "permission denied" in text:
-            return (f"{self.where} refused the key: add your public key to ~/.ssh/authorized_keys on the host "
-                    f"(`ssh-copy-id {self.user + '@' if self.user else ''}{self.host}`) or pass --ssh-key.")
-        return f"ssh to {self.where} failed: {_last_line(stderr)}"
-
-    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
-        quick = self.connect_timeout + 30
-        probe = self.call(f"{self.python} -c 'import sys; print(sys.version_info[0])'", timeout=quick)
-        if probe.returncode != 0 or probe.stdout.strip() != b"3":
-            raise EdgeFMError(f"{self.python} (Python 3) not found on {self.host}: install it (`sudo apt install python3`) or pass --remote-python.")
-        made = self.call('mktemp -d "${TMPDIR:-/tmp}/edge-fm-bench.XXXXXX"', timeout=quick)
-        remote_dir = made.stdout.decode().strip()
-        if made.returncode != 0 or not remote_dir.startswith("/"):
-            raise EdgeFMError(f"could not make a temporary folder on {self.host}: {_last_line(made.stderr.decode())}")
-        try:
-            names = _remote_names(artifacts)
-            self.upload(remote_dir, _payload(artifacts, names, test_set), timeout=quick + 300)
-            command = " ".join([
-                "cd", shlex.quote(remote_dir), "&&", self.python, "runner.py",
-                *(shlex.quote(f"{name}/model.tflite") for name in names),
-                "--test-data", TEST_SET_FILE, *map(shlex.quote, options.runner_args()), "--json", "-",
-            ])
-            done = self.call(command, timeout=options.worst_case_seconds(len(artifacts)))
-            if done.returncode != 0:
-                message = _last_line(done.stderr.decode(errors="replace")).removeprefix("error: ")
-                raise EdgeFMError(f"the runner failed on {self.host}: {message}")
-            result = json.loads(done.stdout)
-        finally:
-            self.call(f"rm -rf {shlex.quote(remote_dir)}", timeout=quick)
-        for row in result["rows"]:  # report local paths, not the temporary remote ones
-            row["path"] = str(artifacts[names.index(row["path"].split("/")[0])])
-        result["environment"]["remote_dir_removed"] = True
-        return result
-
-    def upload(self, remote_dir: str, payload: bytes, timeout: float) -> None:
-        done = self.call(f"tar -xzf - -C {shlex.quote(remote_dir)}", timeout=timeout, stdin=payload)
-        if done.returncode != 0:
-            raise EdgeFMError(f"could not copy the artifacts to {self.host}: {_last_line(done.stderr.decode())}")
-
-
-def _remote_names(artifacts: list[Path]) -> list[str]:
-    """A unique folder name per artifact, so the runner reports readable names."""
-    names: list[str] = []
-    for path in artifacts:
-        base = runner.artifact_name(str(path))
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}-{n}", n + 1
-        names.append(name)
-    return names
-
-
-def _payload(artifacts: list[Path], names: list[str], test_set: Path) -> bytes:
-    """A gzip tar of the runner, the test set and each artifact (with its model.json, if any)."""
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(runner.__file__, arcname="runner.py")
-        tar.add(test_set, arcname=TEST_SET_FILE)
-        for path, name in zip(artifacts, names):
-            tar.add(path, arcname=f"{name}/model.tflite")
-            sidecar = path.with_name("model.json")
-            if path.name == "model.tflite" and sidecar.exists():
-                tar.add(sidecar, arcname=f"{name}/model.json")
-    return buffer.getvalue()
-
-
-def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str, ...] = (), python: str | None = None,
-                 connect_timeout: int = 10, tflm_images: int | None = None):
-    """``local``, ``ssh://user@host[:port]``, or ``tflm`` (TensorFlow Lite for Microcontrollers here:
-    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact).
-
-    Raises:
-        EdgeFMError: Any other form.
-    """
-    if text == "local":
-        return LocalTarget()
-    if text == "tflm":
-        from edge_fm.export.mcu import DEFAULT_CHECK_IMAGES, TflmTarget
-
-        if tflm_images is not None and tflm_images < 1:
-            raise EdgeFMError(f"--tflm-images {tflm_images}: give at least 1.")
-        return TflmTarget(images=tflm_images or DEFAULT_CHECK_IMAGES)
-    if text.startswith("ssh://"):
-        parts = urlsplit(text)
-        try:
-            port = parts.port
-        except ValueError:
-            port = -1
-        if not parts.hostname or port == -1 or parts.path not in ("", "/"):
-            raise EdgeFMError(f"target {text!r}: write ssh://user@host or ssh://user@host:port.")
-        return SshTarget(host=parts.hostname, user=parts.username, port=port, identity=identity,
-                         ssh_options=tuple(ssh_options), python=python or "python3", connect_timeout=connect_timeout)
-    raise EdgeFMError(f"target {text!r}: use `local`, `ssh://user@host[:port]` or `tflm`.")
-
-
 # ---------------------------------------------------------------- the Keras baseline
 
 
@@ -341,7 +97,7 @@ def measure_keras_baseline(run_dir: Path | str, test_set: Path, options: BenchOp
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         else:
             rows.append({"artifact": f"{run_dir.name} (keras)", "format": "keras", "threads": threads, "path": str(run_dir),
-                         "status": "error", "error": _last_line(done.stderr)})
+                         "status": "error", "error": last_line(done.stderr)})
     return rows
 
 
@@ -604,11 +360,6 @@ def write_results(result: dict[str, Any], json_path: Path | str | None = None, c
         for row in result["rows"]:
             writer.writerow(flat_row(row))
         write_bytes_atomic(Path(csv_path), text.getvalue().encode())
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
 
 
 def _main(argv: list[str]) -> int:

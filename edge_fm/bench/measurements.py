@@ -13,15 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle
 from edge_fm.io import read_json
 
-BENCH_IN_FOLDER = "bench.json"
+BENCH_IN_FOLDER = BENCH_FILE
 _CARD_LATENCY = re.compile(r"\|\s*latency, batch 1, (\d+) threads?\s*\|\s*p50 ([0-9.]+) ms(?:, p90 ([0-9.]+) ms)?")
 
 
 def bundles_in(folder: Path | str) -> list[Path]:
     """The bundle folders (with a ``model.tflite``) directly inside ``folder``, by name."""
-    return sorted(p.parent for p in Path(folder).glob("*/model.tflite"))
+    return sorted(p.parent for p in Path(folder).glob(f"*/{MODEL_FILE}"))
 
 
 def bench_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -75,9 +76,9 @@ def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[li
 def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> dict[str, Any]:
     """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else its model card."""
     bundle = Path(bundle)
-    description = _description(bundle)
-    row = {"model": bundle.name, "artifact": bundle.name, "path": str(bundle / "model.tflite"),
-           "format": description.get("format"), "bytes": (bundle / "model.tflite").stat().st_size, "shipped": True}
+    path = bundle / MODEL_FILE
+    row = {"model": bundle.name, "artifact": bundle.name, "path": str(path),
+           "format": _description(bundle).get("format"), "bytes": path.stat().st_size, "shipped": True}
     figures = measured or _card_figures(bundle)
     for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
         if figures.get(key) is not None:
@@ -86,12 +87,10 @@ def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> di
 
 
 def _description(bundle: Path) -> dict:
-    path = bundle / "model.json"
     try:
-        description = read_json(path) if path.is_file() else {}
-    except EdgeFMError:
+        return Bundle.open(bundle).description
+    except EdgeFMError:  # a corrupt model.json: the row still shows the file's size
         return {}
-    return description if isinstance(description, dict) else {}
 
 
 def _card_figures(bundle: Path) -> dict[str, Any]:

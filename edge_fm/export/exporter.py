@@ -1,8 +1,8 @@
 """The export stage: TFLite artifacts a mobile app can embed, driven by one table of formats.
 
-An export writes a bundle directory (``runs/<arch>-<format>-N/``) with ``model.tflite``,
-``labels.txt`` and ``model.json`` (everything an app needs to call the model without reading
-Python), and embeds the labels and that description in the .tflite file's own metadata. A parity
+An export writes a bundle directory (``runs/<arch>-<format>-N/``, see :mod:`edge_fm.export.bundles`)
+with the artifact, its labels and its description (everything an app needs to call the model
+without reading Python), and embeds the labels and that description in the .tflite file's own metadata. A parity
 check against the Keras model guards every export.
 
 Example:
@@ -12,11 +12,7 @@ Example:
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import io
-import json
-import shutil
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,13 +24,12 @@ from edge_fm.data import datasets as data_lib
 from edge_fm.compat import keras, native_stderr_silenced, tf
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
-from edge_fm.io import read_json, write_bytes_atomic, write_json
+from edge_fm.export.bundles import write_bundle
+from edge_fm.export.tflite_file import embed_metadata, inspect
 from edge_fm.train.evaluate import predict_proba
 from edge_fm.runner import TFLiteModel
-from edge_fm.train.runs import Run, new_run_dir, write_manifest
+from edge_fm.train.runs import Run, new_run_dir
 
-METADATA_DESCRIPTION = "edge_fm.model_json"
-METADATA_LABELS = "edge_fm.labels"
 # Parity rules: float artifacts agree with their Keras model on nearly every image; integer
 # artifacts keep its accuracy within a point.
 MIN_AGREEMENT = 0.99
@@ -142,91 +137,6 @@ def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
         yield [image[None].astype(np.float32)]
 
 
-# ---------------------------------------------------------------- metadata and inspection
-
-
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return schema, flatbuffer_utils
-
-
-def embed_metadata(tflite: bytes, description: dict, labels: list[str]) -> bytes:
-    """Returns ``tflite`` with the description (JSON) and labels added to its metadata table.
-
-    Interpreters ignore metadata entries they do not know, so the file still loads anywhere;
-    :func:`read_metadata` (or any flatbuffer reader) gets them back.
-    """
-    schema, flatbuffer_utils = _schema()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    if model.metadata is None:
-        model.metadata = []
-    for name, payload in ((METADATA_DESCRIPTION, json.dumps(description, sort_keys=True)), (METADATA_LABELS, "\n".join(labels))):
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(payload.encode(), dtype=np.uint8)
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = name
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-
-
-def read_metadata(tflite: bytes | Path | str) -> dict[str, Any]:
-    """Reads the description and labels that :func:`embed_metadata` stored in a .tflite file.
-
-    Returns:
-        ``{"description": dict, "labels": list}``; empty values when the file has none.
-    """
-    _, flatbuffer_utils = _schema()
-    raw = Path(tflite).read_bytes() if isinstance(tflite, (str, Path)) else tflite
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(raw))
-    entries = {m.name.decode() if isinstance(m.name, bytes) else m.name: m.buffer for m in (model.metadata or [])}
-
-    def payload(name: str) -> str | None:
-        if name not in entries:
-            return None
-        return bytes(np.asarray(model.buffers[entries[name]].data, dtype=np.uint8)).decode()
-
-    description = payload(METADATA_DESCRIPTION)
-    labels = payload(METADATA_LABELS)
-    return {"description": json.loads(description) if description else {}, "labels": labels.split("\n") if labels else []}
-
-
-_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64"}
-
-
-def inspect_tflite(tflite: bytes) -> dict[str, Any]:
-    """Lists a flatbuffer's operators and tells whether every op runs on integers only.
-
-    ``integer_only`` is what integer-only accelerators (Edge TPU, many NPUs and DSPs) need: all
-    operators are builtin and no tensor any operator reads or writes is floating point.
-    """
-    schema, flatbuffer_utils = _schema()
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    ops, float_tensors, custom = [], set(), False
-    for graph in model.subgraphs:
-        for op in graph.operators:
-            code = model.operatorCodes[op.opcodeIndex]
-            builtin = max(code.builtinCode, code.deprecatedBuiltinCode)
-            name = op_names.get(builtin, str(builtin))
-            if name == "CUSTOM":
-                custom = True
-                name = f"CUSTOM:{code.customCode.decode() if code.customCode else '?'}"
-            ops.append(name)
-            for index in [*op.inputs, *op.outputs]:
-                if index >= 0 and type_names.get(graph.tensors[index].type) in _FLOAT_TYPES:
-                    float_tensors.add(index)
-    return {
-        "ops": sorted(set(ops)),
-        "op_count": len(ops),
-        "integer_only": not custom and not float_tensors,
-    }
-
-
 # ---------------------------------------------------------------- parity
 
 
@@ -310,37 +220,14 @@ def export(
             f"{parity['images']} validation images); nothing was written."
         )
 
-    bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
-    try:
-        _write_bundle(bundle, run, config.arch, fmt, io_dtype, flatbuffer, parity, dataset)
-    except BaseException:
-        shutil.rmtree(bundle, ignore_errors=True)  # no half bundle survives an error or Ctrl-C
-        raise
-    return bundle
-
-
-def _write_bundle(bundle: Path, run: Run, arch: str, fmt: ExportFormat, io_dtype: str, flatbuffer: bytes,
-                  parity: dict[str, Any], dataset: data_lib.Dataset) -> None:
     probe = TFLiteModel(model_content=flatbuffer)
-    description = describe_artifact(probe, arch, fmt, io_dtype, run.path, run.stage, dataset)
-    description["export"] = {"parity": parity, **inspect_tflite(flatbuffer)}
+    description = describe_artifact(probe, config.arch, fmt, io_dtype, run.path, run.stage, dataset)
+    description["export"] = {"parity": parity, **inspect(flatbuffer)}
     final = embed_metadata(flatbuffer, description, list(data_lib.CLASS_NAMES))
-    write_bytes_atomic(bundle / "model.tflite", final)
-    (bundle / "labels.txt").write_text("\n".join(data_lib.CLASS_NAMES) + "\n")
-    # The sidecar adds what the embedded copy cannot hold: the final file's own size and hash.
-    description["artifact"] = artifact_record(final)
-    write_json(bundle / "model.json", description)
-    write_manifest(bundle, "export", parent=str(run.path), lineage=run.lineage(), format=fmt.name, status="complete")
-
-
-def artifact_record(final: bytes, file: str = "model.tflite") -> dict[str, Any]:
-    """``model.json``'s ``artifact`` entry: the final file's name, bytes, gzip bytes and SHA-256."""
-    return {
-        "file": file,
-        "bytes": len(final),
-        "gzip_bytes": len(gzip.compress(final, compresslevel=9, mtime=0)),
-        "sha256": hashlib.sha256(final).hexdigest(),
-    }
+    bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
+    return write_bundle(bundle, final, description, data_lib.CLASS_NAMES,
+                        {"stage": "export", "parent": str(run.path), "lineage": run.lineage(), "format": fmt.name,
+                         "status": "complete"})
 
 
 def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset) -> dict[str, Any]:
@@ -387,11 +274,3 @@ def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run
 def artifact_name(arch: str, stage: str, fmt: ExportFormat) -> str:
     """``cnn-2conv-int8``, or ``cnn-2conv-pruned-int8`` when the source was pruned."""
     return f"{arch}-{'pruned-' if stage in ('prune', 'pqat') else ''}{fmt.name}"
-
-
-def load_bundle_description(bundle: Path | str) -> dict[str, Any]:
-    """Reads a bundle's ``model.json``."""
-    path = Path(bundle) / "model.json" if Path(bundle).is_dir() else Path(bundle).with_name("model.json")
-    if not path.is_file():
-        raise EdgeFMError(f"{path} not found: pass an export bundle made by `edge-fm export`.")
-    return read_json(path)

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,9 +34,18 @@ import numpy as np
 from edge_fm import __version__
 from edge_fm.data import datasets as data_lib
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import make_dirs, read_json, write_bytes_atomic, write_json
-from edge_fm.train.runs import write_manifest
-from edge_fm.export.tflite_metadata import LABELS_FILE, ImageClassifierInfo, build_metadata, labels_file, populate
+from edge_fm.export import tflite_file
+from edge_fm.export.bundles import (
+    LABELS_FILE,
+    Bundle,
+    is_run,
+    model_file,
+    write_bundle,
+    write_description,
+)
+from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
+from edge_fm.io import make_dirs, read_json
+from edge_fm.train.runs import MANIFEST, write_manifest
 from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 
 __all__ = ["GREY_WEIGHTS", "export_mobile", "ship_mobile_form", "record_client_check", "grey_to_rgb", "read_int8_source"]
@@ -51,25 +58,6 @@ MAX_ACCURACY_DROP_FROM_INT8 = 0.005
 MADE_FOR = ("MediaPipe Tasks ImageClassifier", "TFLite Task Library ImageClassifier", "Android Studio ML Model Binding")
 STANDARD_METADATA = ("TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
                      "labels.txt packed in the file as TENSOR_AXIS_LABELS")
-
-
-@dataclasses.dataclass(frozen=True)
-class Int8Source:
-    """An integer artifact the mobile form is made from.
-
-    Attributes:
-        path: The .tflite file.
-        flatbuffer: Its bytes.
-        name: Its name (from ``model.json``, else the folder or file name).
-        labels: Class names in output order.
-        description: Its ``model.json`` (or the description embedded in the file; empty if none).
-    """
-
-    path: Path
-    flatbuffer: bytes
-    name: str
-    labels: tuple[str, ...]
-    description: dict
 
 
 # ---------------------------------------------------------------- the stage
@@ -119,7 +107,7 @@ def export_mobile(
     source = Path(run_dir)
     if out is not None:
         _check_empty(Path(out))
-    if _is_run(source):
+    if is_run(source):
         int8_path, images, labels, images_source = _export_int8(source, format_name, representative_size, parity_images,
                                                                  runs_dir, data_dir, say)
     else:
@@ -142,13 +130,8 @@ def export_mobile(
             f"({parity['rule']}); nothing was written. Re-export the int8 artifact and try again."
         )
     bundle = Path(out) if out is not None else _new_bundle(runs_dir, f"{int8.name}-mobile")
-    try:
-        say(f"writing {bundle}")
-        _write_bundle(bundle, int8, form, parity)
-    except BaseException:
-        shutil.rmtree(bundle, ignore_errors=True)  # no half bundle survives an error or Ctrl-C
-        raise
-    return bundle
+    say(f"writing {bundle}")
+    return _write_bundle(bundle, int8, form, parity)
 
 
 def ship_mobile_form(model_folder: Path | str, data_dir: Path | str | None = None,
@@ -163,13 +146,9 @@ def ship_mobile_form(model_folder: Path | str, data_dir: Path | str | None = Non
         EdgeFMError: The folder holds no int8 model, or ``mobile/`` already holds files.
     """
     folder = Path(model_folder)
-    if not (folder / "model.tflite").is_file():
+    if model_file(folder) is None or not folder.is_dir():
         raise EdgeFMError(f"{folder} holds no model.tflite: pass a shipped model's folder (e.g. models/edge-cnn-tiny).")
     return export_mobile(folder, parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress)
-
-
-def _is_run(path: Path) -> bool:
-    return path.is_dir() and (path / "config.json").is_file()
 
 
 def _export_int8(run_dir: Path, format_name, representative_size, parity_images, runs_dir, data_dir, say):
@@ -190,7 +169,7 @@ def _export_int8(run_dir: Path, format_name, representative_size, parity_images,
     return bundle, images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
 
 
-def _check_format(int8: Int8Source, format_name: str | None) -> None:
+def _check_format(int8: Bundle, format_name: str | None) -> None:
     own = int8.description.get("format")
     if format_name is not None and format_name != own:
         raise EdgeFMError(f"{int8.path} is already exported ({own or 'format unknown'}), so there is nothing to export "
@@ -212,35 +191,23 @@ def _new_bundle(runs_dir: Path | str, name: str) -> Path:
 # ---------------------------------------------------------------- reading the int8 artifact
 
 
-def read_int8_source(source: Path | str) -> Int8Source:
+def read_int8_source(source: Path | str) -> Bundle:
     """Reads an int8 export bundle (a folder with ``model.tflite``) or a .tflite file.
+
+    Its description and labels are the bundle's, else those embedded in the file.
 
     Raises:
         EdgeFMError: The path holds no .tflite file, or its model does not take int8 grey images.
     """
-    from edge_fm.export.exporter import read_metadata
-
-    source = Path(source)
-    path = source / "model.tflite" if source.is_dir() else source
-    if not path.is_file() or path.suffix != ".tflite":
+    if model_file(source) is None:
         raise EdgeFMError(f"{source} holds no .tflite model: pass a run, an int8 export bundle (a folder with "
                           "model.tflite, e.g. models/edge-cnn-tiny) or an int8 .tflite file.")
-    flatbuffer = path.read_bytes()
-    try:
-        embedded = read_metadata(flatbuffer)
-    except Exception:  # noqa: BLE001 - any parse failure means the same: not a .tflite model
-        raise EdgeFMError(f"{path} is not a valid .tflite model: export it again (`edge-fm export RUN -f int8`).") from None
-    sidecar = path.with_name("model.json")
-    description = read_json(sidecar) if path.name == "model.tflite" and sidecar.is_file() else embedded["description"]
-    if description.get("target") == "mobile":
-        raise EdgeFMError(f"{path} is already a mobile form: pass the int8 bundle it was made from.")
-    labels_path = path.with_name(LABELS_FILE)
-    if labels_path.is_file():
-        labels = [line.strip() for line in labels_path.read_text().splitlines() if line.strip()]
-    else:
-        labels = embedded["labels"] or description.get("labels") or list(data_lib.CLASS_NAMES)
-    name = description.get("name") or (path.parent.name if path.name == "model.tflite" else path.stem)
-    return Int8Source(path, flatbuffer, name, tuple(labels), description)
+    int8 = Bundle.open(source, embedded=True)
+    if int8.description.get("target") == "mobile":
+        raise EdgeFMError(f"{int8.path} is already a mobile form: pass the int8 bundle it was made from.")
+    if not int8.labels:
+        return dataclasses.replace(int8, labels=tuple(data_lib.CLASS_NAMES))
+    return int8
 
 
 # ---------------------------------------------------------------- the check
@@ -284,16 +251,14 @@ def grey_to_rgb(images: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the bundle
 
 
-def _write_bundle(bundle: Path, int8: Int8Source, form: RgbForm, parity: dict[str, Any]) -> None:
-    from edge_fm.export.exporter import inspect_tflite
-
+def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, Any]) -> Path:
     name = f"{int8.name}-mobile"
     description = {key: value for key, value in int8.description.items() if key not in ("artifact", "mcu")}
     description.update({"name": name, "target": "mobile", "labels": list(int8.labels)})
     description.update(_io_description(form.tflite))
     int8_export = int8.description.get("export") or {}
     description["export"] = {**({"parity": int8_export["parity"]} if "parity" in int8_export else {}),
-                             **inspect_tflite(form.tflite)}
+                             **tflite_file.inspect(form.tflite)}
     description["mobile"] = {
         "made_from": {"file": int8.path.as_posix(), "name": int8.name, "format": int8.description.get("format"),
                       "bytes": len(int8.flatbuffer), "sha256": hashlib.sha256(int8.flatbuffer).hexdigest()},
@@ -306,17 +271,12 @@ def _write_bundle(bundle: Path, int8: Int8Source, form: RgbForm, parity: dict[st
                      "data": parity["data"], "top1_agreement_with_int8": parity["top1_agreement"],
                      "identical_to_int8": parity["identical_to_int8"]}],
     }
-    tflite = _with_description(form.tflite, description)
+    tflite = tflite_file.with_description(form.tflite, description)
     final = populate(tflite, build_metadata(standard_info(description)), {LABELS_FILE: labels_file(int8.labels)})
-    write_bytes_atomic(bundle / "model.tflite", final)
-    write_bytes_atomic(bundle / LABELS_FILE, labels_file(int8.labels))
-    # The sidecar adds what the embedded copy cannot hold: the final file's own size and hash.
-    from edge_fm.export.exporter import artifact_record
-
-    description["artifact"] = artifact_record(final)
-    write_json(bundle / "model.json", description)
-    write_manifest(bundle, "export", parent=int8.path.parent.as_posix() if int8.path.name == "model.tflite" else int8.path.as_posix(),
-                   format=description.get("format"), target="mobile", status="complete")
+    parent = (int8.folder or int8.path).as_posix()
+    return write_bundle(bundle, final, description, int8.labels,
+                        {"stage": "export", "parent": parent, "format": description.get("format"), "target": "mobile",
+                         "status": "complete"})
 
 
 def _grey_conversion(form: RgbForm) -> dict[str, Any]:
@@ -368,21 +328,6 @@ def _io_description(tflite: bytes) -> dict[str, Any]:
     }
 
 
-def _with_description(tflite: bytes, description: dict[str, Any]) -> bytes:
-    """``tflite`` with its embedded edge-fm description replaced by ``description``."""
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    from edge_fm.export.exporter import METADATA_DESCRIPTION, embed_metadata
-
-    model = flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
-    for entry in model.metadata or []:
-        if (entry.name.decode() if isinstance(entry.name, bytes) else entry.name) == METADATA_DESCRIPTION:
-            payload = json.dumps(description, sort_keys=True).encode()
-            model.buffers[entry.buffer].data = np.frombuffer(payload, dtype=np.uint8)
-            return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
-    return embed_metadata(tflite, description, list(description["labels"]))
-
-
 def standard_info(description: dict[str, Any]) -> ImageClassifierInfo:
     """What the standard metadata says of a mobile artifact."""
     parity = description["mobile"]["parity"]
@@ -422,16 +367,15 @@ def record_client_check(bundle: Path | str, check: dict[str, Any]) -> dict[str, 
         EdgeFMError: Not a mobile bundle, or the check does not name its client.
     """
     bundle = Path(bundle)
-    path = bundle / "model.json"
-    description = read_json(path) if path.is_file() else {}
+    description = Bundle.open(bundle).description if model_file(bundle) is not None else {}
     if description.get("target") != "mobile":
         raise EdgeFMError(f"{bundle} is not a mobile bundle: make one with `edge-fm export BUNDLE --for mobile`.")
     if not check.get("client"):
         raise EdgeFMError("a client check must name its client ('client').")
     clients = [c for c in description["mobile"].get("clients", []) if c.get("client") != check["client"]]
     description["mobile"]["clients"] = [*clients, dict(check)]
-    write_json(path, description)
-    manifest = read_json(bundle / "manifest.json")
+    write_description(bundle, description)
+    manifest = read_json(bundle / MANIFEST)
     extra = {key: value for key, value in manifest.items() if key not in ("run", "stage", "parent", "created", "versions", "files")}
     write_manifest(bundle, manifest["stage"], parent=manifest.get("parent"), **extra)
     return description

@@ -1,4 +1,4 @@
-"""Standard TFLite Metadata for image classifiers, written with the plain ``flatbuffers`` package.
+"""Standard TFLite Metadata for image classifiers, written with the schema's generated code.
 
 MediaPipe Tasks, the TFLite Task Library and Android Studio's ML Model Binding read a model's
 description from one metadata entry, ``TFLITE_METADATA``: a ``ModelMetadata`` flatbuffer (file
@@ -7,9 +7,9 @@ of tflite-support and MediaPipe, schema 1.5). Files it names, such as the labels
 the .tflite file itself as a zip archive appended after the model, as the official populator does.
 
 The official writers cannot live in edge-fm's environment (they pin protobuf, numpy or absl-py
-below what TensorFlow needs), so this module builds the same bytes with ``flatbuffers.Builder``
-directly. Table slots below follow the schema's field order; a union takes two slots (its type,
-then its value).
+below what TensorFlow needs), so this module builds the same bytes with the builder functions that
+``flatc`` generated from the official schema (:mod:`edge_fm.export.schemas`), read and written
+through :mod:`edge_fm.export.tflite_file`.
 
 Example:
     >>> info = ImageClassifierInfo(name="cnn", description="...", labels=["a", "b"])  # doctest: +SKIP
@@ -23,23 +23,19 @@ import io
 import zipfile
 
 import flatbuffers
-import numpy as np
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.export import tflite_file
+from edge_fm.export.bundles import LABELS_FILE
+
+fb = tflite_file.metadata_schema  # the metadata schema's generated builders
 
 METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
-MODEL_IDENTIFIER = b"TFL3"
-LABELS_FILE = "labels.txt"
 # The fields written here all exist since schema 1.0.0, the oldest parser version.
 MIN_PARSER_VERSION = "1.0.0"
 
-# Enum values of metadata_schema.fbs.
-_ASSOCIATED_FILE_TENSOR_AXIS_LABELS = 2
-_COLOR_SPACES = {"RGB": 1, "GRAYSCALE": 2}
-_CONTENT_FEATURE_PROPERTIES = 1  # ContentProperties union members, 1-based
-_CONTENT_IMAGE_PROPERTIES = 2
-_PROCESS_UNIT_NORMALIZATION = 1  # ProcessUnitOptions union member
+_COLOR_SPACES = ("RGB", "GRAYSCALE")  # the schema's ColorSpaceType values edge-fm writes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,56 +86,93 @@ def labels_file(labels: tuple[str, ...] | list[str]) -> bytes:
 # ---------------------------------------------------------------- writing
 
 
-class _Writer:
-    """Builds tables bottom-up, as flatbuffers requires: children before the table naming them."""
+def _strings(builder: flatbuffers.Builder, *texts: str | None) -> list[int | None]:
+    """Each text as a string in the buffer (None for an empty one, so its field is left out)."""
+    return [builder.CreateString(text) if text else None for text in texts]
 
-    def __init__(self) -> None:
-        self.builder = flatbuffers.Builder(1024)
 
-    def string(self, text: str | None):
-        return self.builder.CreateString(text) if text else None
+def _vector(builder: flatbuffers.Builder, start_vector, items: list, prepend) -> int:
+    start_vector(builder, len(items))
+    for item in reversed(items):
+        prepend(item)
+    return builder.EndVector()
 
-    def offsets(self, items: list) -> int:
-        self.builder.StartVector(4, len(items), 4)
-        for item in reversed(items):
-            self.builder.PrependUOffsetTRelative(item)
-        return self.builder.EndVector()
 
-    def floats(self, values) -> int:
-        self.builder.StartVector(4, len(values), 4)
-        for value in reversed(list(values)):
-            self.builder.PrependFloat32(float(value))
-        return self.builder.EndVector()
+def _floats(builder: flatbuffers.Builder, start_vector, values) -> int:
+    return _vector(builder, start_vector, [float(v) for v in values], builder.PrependFloat32)
 
-    def table(self, slots: int, offsets: dict[int, int | None] | None = None, bytes_: dict[int, int] | None = None) -> int:
-        """A table with ``slots`` fields: offsets (strings, vectors, tables) and one-byte enums."""
-        b = self.builder
-        b.StartObject(slots)
-        for slot, value in (offsets or {}).items():
-            if value is not None:
-                b.PrependUOffsetTRelativeSlot(slot, value, 0)
-        for slot, value in (bytes_ or {}).items():
-            b.PrependUint8Slot(slot, value, 0)
-        return b.EndObject()
 
-    # One method per schema table used; the slot numbers are the fields' order in metadata_schema.fbs.
+def _offsets(builder: flatbuffers.Builder, start_vector, items: list[int]) -> int:
+    return _vector(builder, start_vector, items, builder.PrependUOffsetTRelative)
 
-    def associated_file(self, name: str, description: str, file_type: int) -> int:
-        return self.table(5, offsets={0: self.string(name), 1: self.string(description)}, bytes_={2: file_type})
 
-    def stats(self, maximum: list[float], minimum: list[float]) -> int:
-        return self.table(2, offsets={0: self.floats(maximum), 1: self.floats(minimum)})
+def _stats(builder: flatbuffers.Builder, maximum: list[float], minimum: list[float]) -> int:
+    max_offset = _floats(builder, fb.StatsStartMaxVector, maximum)
+    min_offset = _floats(builder, fb.StatsStartMinVector, minimum)
+    fb.StatsStart(builder)
+    fb.StatsAddMax(builder, max_offset)
+    fb.StatsAddMin(builder, min_offset)
+    return fb.StatsEnd(builder)
 
-    def content(self, properties_type: int, properties: int) -> int:
-        return self.table(3, offsets={1: properties}, bytes_={0: properties_type})
 
-    def tensor(self, name: str, description: str, content: int, process_units: list[int] = (),
-               stats: int | None = None, files: list[int] = ()) -> int:
-        return self.table(7, offsets={
-            0: self.string(name), 1: self.string(description), 3: content,
-            4: self.offsets(list(process_units)) if process_units else None, 5: stats,
-            6: self.offsets(list(files)) if files else None,
-        })
+def _content(builder: flatbuffers.Builder, properties_type: int, properties: int) -> int:
+    fb.ContentStart(builder)
+    fb.ContentAddContentProperties(builder, properties)
+    fb.ContentAddContentPropertiesType(builder, properties_type)
+    return fb.ContentEnd(builder)
+
+
+def _tensor(builder: flatbuffers.Builder, name: str, description: str, content: int, stats: int,
+            process_units: list[int] = (), files: list[int] = ()) -> int:
+    name_offset, description_offset = _strings(builder, name, description)
+    units = _offsets(builder, fb.TensorMetadataStartProcessUnitsVector, list(process_units)) if process_units else None
+    files_offset = _offsets(builder, fb.TensorMetadataStartAssociatedFilesVector, list(files)) if files else None
+    fb.TensorMetadataStart(builder)
+    fb.TensorMetadataAddName(builder, name_offset)
+    fb.TensorMetadataAddDescription(builder, description_offset)
+    fb.TensorMetadataAddContent(builder, content)
+    if units is not None:
+        fb.TensorMetadataAddProcessUnits(builder, units)
+    fb.TensorMetadataAddStats(builder, stats)
+    if files_offset is not None:
+        fb.TensorMetadataAddAssociatedFiles(builder, files_offset)
+    return fb.TensorMetadataEnd(builder)
+
+
+def _input_tensor(builder: flatbuffers.Builder, info: ImageClassifierInfo) -> int:
+    """The input: an image with its color space, normalization and pixel range."""
+    mean = _floats(builder, fb.NormalizationOptionsStartMeanVector, info.mean)
+    std = _floats(builder, fb.NormalizationOptionsStartStdVector, info.std)
+    fb.NormalizationOptionsStart(builder)
+    fb.NormalizationOptionsAddMean(builder, mean)
+    fb.NormalizationOptionsAddStd(builder, std)
+    normalization = fb.NormalizationOptionsEnd(builder)
+    fb.ProcessUnitStart(builder)
+    fb.ProcessUnitAddOptions(builder, normalization)
+    fb.ProcessUnitAddOptionsType(builder, fb.ProcessUnitOptions.NormalizationOptions)
+    unit = fb.ProcessUnitEnd(builder)
+    fb.ImagePropertiesStart(builder)
+    fb.ImagePropertiesAddColorSpace(builder, getattr(fb.ColorSpaceType, info.color_space))
+    image_properties = fb.ImagePropertiesEnd(builder)
+    pixel_stats = _stats(builder, [(255.0 - m) / s for m, s in zip(info.mean, info.std)],
+                         [(0.0 - m) / s for m, s in zip(info.mean, info.std)])
+    content = _content(builder, fb.ContentProperties.ImageProperties, image_properties)
+    return _tensor(builder, "image", info.input_description, content, pixel_stats, process_units=[unit])
+
+
+def _output_tensor(builder: flatbuffers.Builder, info: ImageClassifierInfo) -> int:
+    """The output: class probabilities with the labels file along the class axis."""
+    name, description = _strings(builder, LABELS_FILE, "Labels for the categories the model recognizes.")
+    fb.AssociatedFileStart(builder)
+    fb.AssociatedFileAddName(builder, name)
+    fb.AssociatedFileAddDescription(builder, description)
+    fb.AssociatedFileAddType(builder, fb.AssociatedFileType.TENSOR_AXIS_LABELS)
+    labels = fb.AssociatedFileEnd(builder)
+    fb.FeaturePropertiesStart(builder)
+    feature_properties = fb.FeaturePropertiesEnd(builder)
+    content = _content(builder, fb.ContentProperties.FeatureProperties, feature_properties)
+    return _tensor(builder, "probability", info.output_description, content, _stats(builder, [1.0], [0.0]),
+                   files=[labels])
 
 
 def build_metadata(info: ImageClassifierInfo) -> bytes:
@@ -147,43 +180,39 @@ def build_metadata(info: ImageClassifierInfo) -> bytes:
 
     The input is described as an image (color space, normalization, pixel range), the output as
     class probabilities with the labels file attached along the class axis (``TENSOR_AXIS_LABELS``),
-    which is where the Task APIs look for class names.
+    which is where the Task APIs look for class names. Tables are built bottom-up, children before
+    the table naming them, as flatbuffers requires.
 
     Returns:
         The flatbuffer bytes (file identifier ``M001``), ready for :func:`populate`.
     """
-    w = _Writer()
-    norm = w.table(2, offsets={0: w.floats(info.mean), 1: w.floats(info.std)})
-    norm_unit = w.table(2, offsets={1: norm}, bytes_={0: _PROCESS_UNIT_NORMALIZATION})
-    image_properties = w.table(2, bytes_={0: _COLOR_SPACES[info.color_space]})
-    pixel_stats = w.stats([(255.0 - m) / s for m, s in zip(info.mean, info.std)],
-                          [(0.0 - m) / s for m, s in zip(info.mean, info.std)])
-    input_tensor = w.tensor("image", info.input_description, w.content(_CONTENT_IMAGE_PROPERTIES, image_properties),
-                            process_units=[norm_unit], stats=pixel_stats)
+    builder = flatbuffers.Builder(1024)
+    input_tensor = _input_tensor(builder, info)
+    output_tensor = _output_tensor(builder, info)
+    (subgraph_name,) = _strings(builder, info.name)
+    inputs = _offsets(builder, fb.SubGraphMetadataStartInputTensorMetadataVector, [input_tensor])
+    outputs = _offsets(builder, fb.SubGraphMetadataStartOutputTensorMetadataVector, [output_tensor])
+    fb.SubGraphMetadataStart(builder)
+    fb.SubGraphMetadataAddName(builder, subgraph_name)
+    fb.SubGraphMetadataAddInputTensorMetadata(builder, inputs)
+    fb.SubGraphMetadataAddOutputTensorMetadata(builder, outputs)
+    subgraph = fb.SubGraphMetadataEnd(builder)
 
-    labels = w.associated_file(LABELS_FILE, "Labels for the categories the model recognizes.", _ASSOCIATED_FILE_TENSOR_AXIS_LABELS)
-    feature_properties = w.table(0)
-    output_tensor = w.tensor("probability", info.output_description,
-                             w.content(_CONTENT_FEATURE_PROPERTIES, feature_properties),
-                             stats=w.stats([1.0], [0.0]), files=[labels])
-
-    subgraph = w.table(10, offsets={0: w.string(info.name), 2: w.offsets([input_tensor]), 3: w.offsets([output_tensor])})
-    root = w.table(8, offsets={
-        0: w.string(info.name), 1: w.string(info.description), 2: w.string(info.version),
-        3: w.offsets([subgraph]), 4: w.string(info.author), 5: w.string(info.license),
-        7: w.string(MIN_PARSER_VERSION),
-    })
-    w.builder.Finish(root, file_identifier=METADATA_IDENTIFIER)
-    return bytes(w.builder.Output())
+    name, description, version = _strings(builder, info.name, info.description, info.version)
+    subgraphs = _offsets(builder, fb.ModelMetadataStartSubgraphMetadataVector, [subgraph])
+    author, license_, parser_version = _strings(builder, info.author, info.license, MIN_PARSER_VERSION)
+    fb.ModelMetadataStart(builder)
+    for add, value in ((fb.ModelMetadataAddName, name), (fb.ModelMetadataAddDescription, description),
+                       (fb.ModelMetadataAddVersion, version), (fb.ModelMetadataAddSubgraphMetadata, subgraphs),
+                       (fb.ModelMetadataAddAuthor, author), (fb.ModelMetadataAddLicense, license_),
+                       (fb.ModelMetadataAddMinParserVersion, parser_version)):
+        if value is not None:
+            add(builder, value)
+    builder.Finish(fb.ModelMetadataEnd(builder), file_identifier=METADATA_IDENTIFIER)
+    return bytes(builder.Output())
 
 
 # ---------------------------------------------------------------- populating
-
-
-def _tflite_schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-
-    return schema
 
 
 def populate(tflite: bytes, metadata: bytes, associated_files: dict[str, bytes]) -> bytes:
@@ -206,24 +235,9 @@ def populate(tflite: bytes, metadata: bytes, associated_files: dict[str, bytes])
         raise EdgeFMError("the metadata is not a TFLite ModelMetadata flatbuffer (identifier M001 missing).")
     if zipfile.is_zipfile(io.BytesIO(tflite)):
         raise EdgeFMError("this model already has files packed after it; populate a model fresh from the converter.")
-    schema = _tflite_schema()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(tflite, 0))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(metadata, dtype=np.uint8)
-    model.metadata = model.metadata or []
-    model.buffers = model.buffers or []
-    existing = [m for m in model.metadata if _entry_name(m) == METADATA_NAME]
-    if existing:
-        model.buffers[existing[0].buffer] = buffer
-    else:
-        model.buffers.append(buffer)
-        entry = schema.MetadataT()
-        entry.name = METADATA_NAME
-        entry.buffer = len(model.buffers) - 1
-        model.metadata.append(entry)
-    builder = flatbuffers.Builder(len(tflite) + len(metadata) + 1024)
-    builder.Finish(model.Pack(builder), file_identifier=MODEL_IDENTIFIER)
-    packed = io.BytesIO(bytes(builder.Output()))
+    model = tflite_file.read(tflite)
+    tflite_file.set_metadata(model, METADATA_NAME, metadata)
+    packed = io.BytesIO(tflite_file.serialize(model))
     packed.seek(0, io.SEEK_END)
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
         for name, content in associated_files.items():
@@ -236,10 +250,6 @@ def _stable_zip_info(name: str) -> zipfile.ZipInfo:
     info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_STORED
     return info
-
-
-def _entry_name(entry) -> str:
-    return entry.name.decode() if isinstance(entry.name, bytes) else str(entry.name)
 
 
 # ---------------------------------------------------------------- reading back (for edge-fm's own checks)
@@ -255,10 +265,4 @@ def packed_files(tflite: bytes) -> dict[str, bytes]:
 
 def metadata_buffer(tflite: bytes) -> bytes | None:
     """The raw ``TFLITE_METADATA`` flatbuffer of a model, or None when it has none."""
-    schema = _tflite_schema()
-    model = schema.Model.GetRootAs(tflite, 0)
-    for i in range(model.MetadataLength()):
-        entry = model.Metadata(i)
-        if entry.Name().decode() == METADATA_NAME:
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
-    return None
+    return tflite_file.metadata_entries(tflite_file.read(tflite)).get(METADATA_NAME)

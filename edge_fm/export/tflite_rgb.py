@@ -42,7 +42,8 @@ import json
 import numpy as np
 
 from edge_fm.errors import EdgeFMError, unknown_choice
-from edge_fm.export.exporter import METADATA_DESCRIPTION, inspect_tflite
+from edge_fm.export import tflite_file
+from edge_fm.export.tflite_file import METADATA_DESCRIPTION
 
 # ITU-R BT.601 luma: what "greyscale" means to most image libraries (PIL's convert("L"), OpenCV).
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -124,8 +125,8 @@ def rgb_form(tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bri
     """
     if bridge not in BRIDGES:
         raise unknown_choice("bridge", bridge, BRIDGES)
-    schema, flatbuffer_utils = _schema()
-    model = _read(tflite, flatbuffer_utils)
+    schema = tflite_file.schema
+    model = _read(tflite)
     graph = _graph(model)
     grey_input = graph.tensors[graph.inputs[0]]
     _check_grey_input(grey_input, schema)
@@ -140,9 +141,9 @@ def rgb_form(tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bri
         edit.uint8_output()
     edit.drop_unused_tensors()
     # The description lists the ops and whether all are integer: read them off the finished graph.
-    inspection = inspect_tflite(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    inspection = tflite_file.inspect(tflite_file.serialize(model))
     _update_metadata(model, graph, schema, inspection)
-    return RgbForm(tflite=bytes(flatbuffer_utils.convert_object_to_bytearray(model)), method=method,
+    return RgbForm(tflite=tflite_file.serialize(model), method=method,
                    layer=layer, clipped_weights=clipped, uint8_output=uint8_out, bridge=bridge)
 
 
@@ -205,18 +206,11 @@ def _split_within(total: int, limit: int) -> np.ndarray:
 # ---------------------------------------------------------------- reading and checking
 
 
-def _schema():
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    return schema, flatbuffer_utils
-
-
-def _read(tflite: bytes, flatbuffer_utils):
+def _read(tflite: bytes):
     if not isinstance(tflite, (bytes, bytearray)) or len(tflite) < 8 or tflite[4:8] != b"TFL3":
         raise EdgeFMError("not a .tflite file (no TFL3 identifier): pass the bytes of an exported model.")
     try:
-        return flatbuffer_utils.convert_bytearray_to_object(bytearray(tflite))
+        return tflite_file.read(tflite)
     except Exception as exc:  # the generated reader raises anything on corrupt bytes
         raise EdgeFMError(f"corrupt .tflite file ({type(exc).__name__}): export the model again.") from None
 
@@ -250,7 +244,7 @@ def _quantization(tensor) -> tuple[float, int] | tuple[None, None]:
 
 
 def _type_name(code: int, schema) -> str:
-    return {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}.get(code, str(code)).lower()
+    return tflite_file.type_name(code).lower()
 
 
 # ---------------------------------------------------------------- the graph edit
@@ -267,13 +261,11 @@ class _Edit:
 
     def __init__(self, model, graph, schema, bridge: str):
         self.model, self.graph, self.schema, self.bridge = model, graph, schema, bridge
-        self.op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 
     # -- small helpers
 
     def op_name(self, op) -> str:
-        code = self.model.operatorCodes[op.opcodeIndex]
-        return self.op_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        return tflite_file.op_name(self.model, op, unknown="CUSTOM")
 
     def consumers(self, tensor_index: int) -> list:
         return [op for op in self.graph.operators if tensor_index in list(op.inputs)]
@@ -535,12 +527,12 @@ def _update_metadata(model, graph, schema, inspection: dict) -> None:
     """Rewrites the edge-fm description's input and output; drops the standard metadata."""
     kept = []
     for entry in model.metadata or []:
-        name = entry.name.decode() if isinstance(entry.name, bytes) else entry.name
+        name = tflite_file.entry_name(entry)
         if name == STANDARD_METADATA:
             model.buffers[entry.buffer].data = None
             continue
         if name == METADATA_DESCRIPTION:
-            raw = bytes(np.asarray(model.buffers[entry.buffer].data, dtype=np.uint8))
+            raw = tflite_file.buffer_bytes(model, entry.buffer)
             try:
                 description = json.loads(raw.decode())
             except (UnicodeDecodeError, json.JSONDecodeError):

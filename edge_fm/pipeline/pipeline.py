@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 from edge_fm.bench.benchmark import BenchOptions, LocalTarget, SshTarget, best_artifact, bench, parse_target, write_results
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, PIPELINE_FILE  # noqa: F401 (PIPELINE_FILE re-exported)
 from edge_fm.export.formats import format_names, get_format
 from edge_fm.io import write_json
 from edge_fm.train.runs import new_run_dir, write_manifest
 
-PIPELINE_FILE = "pipeline.json"
 # Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
 PIPELINE_BENCH = BenchOptions(runs=50, min_seconds=0.5)
 
@@ -141,12 +141,12 @@ def run_pipeline(
     result = bench(bundles, target, bench_options, baseline=trained, data_dir=data_dir, sample=config.sample)
     for name, error in export_errors.items():
         result["rows"].append({"artifact": f"{config.arch}-{name}", "format": name, "status": "error", "error": error})
-    write_results(result, top / "bench.json", top / "bench.csv")
+    write_results(result, top / BENCH_FILE, top / BENCH_TABLE)
     best = best_artifact(result["rows"], config.best_tolerance)
     record.update(
         status="complete",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        bench={"json": "bench.json", "csv": "bench.csv", "test_set": result["test_set"]["source"]},
+        bench={"json": BENCH_FILE, "csv": BENCH_TABLE, "test_set": result["test_set"]["source"]},
         best=None if best is None else {
             "artifact": best["artifact"], "path": rel(Path(best["path"]).parent), "format": best["format"],
             "accuracy": best["accuracy"], "bytes": best["bytes"], "p50_ms": best["latency"]["p50_ms"],

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.export.bundles import BENCH_FILE
 from edge_fm.io import read_json, write_bytes_atomic, write_json
 
 SPEC_FILE = "spec.json"
@@ -448,7 +449,7 @@ def _pipeline_record(trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threa
     options = dataclasses.replace(PIPELINE_BENCH, threads=(spec.bench_threads,), accuracy_threads=threads)
     top = run_pipeline(config, "local", options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
-    bench = read_json(top / "bench.json")
+    bench = read_json(top / BENCH_FILE)
     rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
     return {"pipeline": top.name, "best": pipeline.get("best"), "rows": rows, "environment": bench.get("environment"),
             "test_set": bench.get("test_set")}

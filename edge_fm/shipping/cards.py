@@ -275,21 +275,21 @@ def folder_forms(folder) -> list[dict]:
     """
     from pathlib import Path
 
-    from edge_fm.io import read_json
+    from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
 
     folder = Path(folder)
     forms = []
     for kind in ("mobile", "mcu"):
-        if (folder / kind / "model.json").is_file():
-            forms.append({"kind": kind, "path": f"{kind}/", "description": read_json(folder / kind / "model.json")})
-    if not any(form["kind"] == "mcu" for form in forms) and (folder / "model.tflite").is_file():
-        forms.append({"kind": "no-mcu", "reason": _tflm_refusal(folder / "model.tflite"), "folder": folder.name})
+        if (folder / kind / DESCRIPTION_FILE).is_file():
+            forms.append({"kind": kind, "path": f"{kind}/", "description": read_description(folder / kind)})
+    if not any(form["kind"] == "mcu" for form in forms) and (folder / MODEL_FILE).is_file():
+        forms.append({"kind": "no-mcu", "reason": _tflm_refusal(folder / MODEL_FILE), "folder": folder.name})
     return forms
 
 
 def _tflm_refusal(path) -> str:
     from edge_fm.errors import EdgeFMError
-    from edge_fm.export.mcu import refusal, unsupported_ops
+    from edge_fm.export.tflm import refusal, unsupported_ops
 
     try:
         missing, _ = unsupported_ops(path.read_bytes())

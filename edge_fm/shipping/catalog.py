@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
+from edge_fm.export.bundles import MODEL_FILE, read_description
 from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.shipping.ship import CARD, PROVENANCE
@@ -59,7 +60,7 @@ def bench_catalog(models_dir: Path | str, options: BenchOptions, data_dir: Path 
             if not p.get("artifact_shipped", True)}
     present = {name: path for name, path in away.items() if path.is_file()}
     # The shipped artifact itself: a model folder also holds its mobile and mcu forms, which are not catalog rows.
-    in_folder = [models_dir / name / "model.tflite" for name, p in provenances.items() if p.get("artifact_shipped", True)]
+    in_folder = [models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)]
     result = bench([*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample)
     by_path = {path.resolve(): name for name, path in present.items()}
     for row in result["rows"]:
@@ -106,7 +107,7 @@ def write_cards(models_dir: Path, rows: Sequence[dict], provenances: dict[str, d
         if row["threads"] != threads:
             continue
         name = row["model"]
-        description = read_json(models_dir / name / "model.json")
+        description = read_description(models_dir / name)
         judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]
         card = model_card(name, provenances[name], description, row, row.get("measured_on", environment), test_source, judged,
                           folder_forms(models_dir / name))

@@ -17,11 +17,12 @@ from typing import Any, Callable
 
 from edge_fm.shipping.cards import LICENSE, model_card
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import DESCRIPTION_FILE, LABELS_FILE, MODEL_FILE, PROVENANCE_FILE, RUN_CONFIG, read_description
 from edge_fm.io import check_output_dir, read_json, write_bytes_atomic, write_json
 from edge_fm.train.runs import Run, library_versions, write_manifest
 
-BUNDLE_FILES = ("model.tflite", "labels.txt", "model.json")
-PROVENANCE = "provenance.json"
+BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, DESCRIPTION_FILE)
+PROVENANCE = PROVENANCE_FILE
 CARD = "MODEL_CARD.md"
 CANDIDATES = ("qat-int8", "int8")  # the integer formats a shipped model is chosen from, in tie-break order
 SELECTION_RULE = ("the candidate with the higher accuracy on the training run's whole validation split "
@@ -102,7 +103,7 @@ def ship(config: ShipConfig, data_dir: Path | str | None = None, runs_dir: Path 
             log(f"{fmt} refused: {exc}")
     if not bundles:
         raise EdgeFMError(f"no candidate of {train.path} passed its export: {' '.join(refused.values())}")
-    descriptions = {fmt: read_json(path / "model.json") for fmt, path in bundles.items()}
+    descriptions = {fmt: read_description(path) for fmt, path in bundles.items()}
     validation = {fmt: d["export"]["parity"]["tflite_accuracy"] for fmt, d in descriptions.items()}
     chosen = choose(validation)
     provenance = provenance_record(config, train, qat, chosen, descriptions, refused, command, bundles[chosen])
@@ -133,7 +134,7 @@ def provenance_record(config: ShipConfig, train: Run, qat: Run, chosen: str, des
             f"It is above the {config.max_artifact_bytes:,}-byte limit per artifact of this folder; the commands "
             "below rebuild it."),
         # Where the export wrote the artifact: an artifact too large for the folder is benchmarked from there.
-        "artifact": {"bytes": artifact["bytes"], "sha256": artifact["sha256"], "exported_to": str(bundle / "model.tflite")},
+        "artifact": {"bytes": artifact["bytes"], "sha256": artifact["sha256"], "exported_to": str(bundle / MODEL_FILE)},
         "selection": {
             "rule": SELECTION_RULE,
             "validation_images": description["export"]["parity"]["images"],
@@ -141,11 +142,11 @@ def provenance_record(config: ShipConfig, train: Run, qat: Run, chosen: str, des
             "refused": {fmt: reason.removesuffix("; nothing was written.") for fmt, reason in refused.items()},
         },
         "commands": {"train": config.train_command, "ship": command},
-        "train": {"run": train.name, "config": read_json(train.path / "config.json"),
+        "train": {"run": train.name, "config": read_json(train.path / RUN_CONFIG),
                   "metrics": {key: train_metrics[key] for key in ("test", "val", "epochs_run", "best_epoch",
                                                                   "training_seconds", "device", "params", "macs")
                               if key in train_metrics}},
-        "qat": {"run": qat.name, "config": read_json(qat.path / "config.json").get("optimize", {}),
+        "qat": {"run": qat.name, "config": read_json(qat.path / RUN_CONFIG).get("optimize", {}),
                 "metrics": {key: qat_metrics[key] for key in ("val", "epochs_run", "training_seconds") if key in qat_metrics},
                 "train_images": qat.manifest.get("data", {}).get("train")},
         "data": description["source"]["data"],

@@ -264,7 +264,9 @@ class _Explainer:
 def _explainer_for(path: Path) -> _Explainer:
     from edge_fm.data.datasets import CLASS_NAMES
 
-    if path.is_dir() and (path / "config.json").is_file() and not (path / "model.tflite").is_file():
+    from edge_fm.export.bundles import kind_of
+
+    if kind_of(path) == "run":
         from edge_fm.train.runs import Run
 
         run = Run(path)

@@ -30,6 +30,7 @@ import numpy as np
 from edge_fm.show import figures
 from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import BENCH_FILE, DESCRIPTION_FILE, PIPELINE_FILE, Bundle, is_run, kind_of, read_description
 from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.bench.measurements import bench_rows, folder_rows, read_bench
@@ -77,17 +78,11 @@ def target_kind(target: Path | str) -> str:
         EdgeFMError: The path is none of them (with what is accepted).
     """
     path = Path(target)
-    if path.is_file() and path.suffix == ".json":
-        return "bench"
-    if path.is_dir():
-        if (path / "pipeline.json").is_file():
-            return "pipeline"
-        if (path / "model.tflite").is_file():
-            return "bundle"
-        if (path / "config.json").is_file():
-            return "run"
-        if any(path.glob("*/model.tflite")):
-            return "folder"
+    kind = kind_of(path)
+    if kind in ("bench", "pipeline", "bundle", "run", "folder"):
+        return kind
+    if kind == "catalog":  # shipped models: a folder of bundles
+        return "folder"
     what = "does not exist" if not path.exists() else "is not a report target"
     raise EdgeFMError(f"{path} {what}: pass a run, an export bundle, a pipeline run, a bench result JSON or a folder "
                       "of bundles (e.g. models/).")
@@ -156,7 +151,7 @@ def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
 def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     from edge_fm.show.predict import load_artifact
 
-    description = read_json(path / "model.json") if (path / "model.json").is_file() else {}
+    description = Bundle.open(path).description
     model, labels_list = load_artifact(path)
     page = _empty_page(f"{path.name}: {description.get('architecture', 'model')}, {description.get('format', '.tflite')} bundle")
     run = _find_run(description.get("source", {}).get("run"), path)
@@ -174,14 +169,14 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
 def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     from edge_fm.show.predict import load_artifact
 
-    record = read_json(path / "pipeline.json")
+    record = read_json(path / PIPELINE_FILE)
     stages = record.get("stages", {})
     page = _empty_page(f"{path.name}: pipeline of {record.get('config', {}).get('arch', '?')}")
     run = _find_run(stages.get("train"), path)
     if run is not None:
         page["curves"] = _curves_of_lineage(_find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path))
-    if (path / "bench.json").is_file():
-        _add_front(page, bench_rows(read_bench(path / "bench.json")), f"{path / 'bench.json'}")
+    if (path / BENCH_FILE).is_file():
+        _add_front(page, bench_rows(read_bench(path / BENCH_FILE)), f"{path / BENCH_FILE}")
     best = record.get("best") or {}
     exports = stages.get("exports", {})
     if best.get("path") and run is not None:
@@ -192,7 +187,7 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
         int8 = next((exports[f] for f in (best.get("format"), "int8", "qat-int8") if f and "int8" in f and f in exports), None)
         artifact = None
         if int8 is not None:
-            artifact = (path / int8, read_json(path / int8 / "model.json").get("format"), load_artifact(path / int8)[0])
+            artifact = (path / int8, read_description(path / int8).get("format"), load_artifact(path / int8)[0])
         source = _find_run(stages.get("prune") or stages.get("train"), path)
         _add_explanations(page, options, progress, images, labels, source, artifact)
     return page
@@ -234,7 +229,7 @@ def _find_run(recorded: str | None, near: Path):
         return None
     name = Path(recorded).name
     for candidate in (Path(recorded), near / name, near.parent / name):
-        if (candidate / "config.json").is_file():
+        if is_run(candidate):
             from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
 
             return Run(candidate)
@@ -246,7 +241,7 @@ def _float_ancestor(run):
     from edge_fm.train.runs import Run
 
     for link in run.lineage() or [{"run": str(run.path)}]:
-        found = Run(link["run"]) if (Path(link["run"]) / "config.json").is_file() else None
+        found = Run(link["run"]) if is_run(link["run"]) else None
         if found is not None and not found.quantization_aware and found.model_path.is_file():
             return found
     return None
@@ -256,11 +251,11 @@ def _exported_artifact(run):
     """An int8 bundle exported from ``run``, found beside it, as ``(path, format, model)``; else None."""
     from edge_fm.show.predict import load_artifact
 
-    for model_json in sorted(run.path.parent.glob("*/model.json")):
-        description = read_json(model_json)
+    for folder in sorted(path.parent for path in run.path.parent.glob(f"*/{DESCRIPTION_FILE}")):
+        description = read_description(folder)
         source = Path(str(description.get("source", {}).get("run", "")))
         if source.name == run.path.name and "int8" in str(description.get("format")):
-            return model_json.parent, description["format"], load_artifact(model_json.parent)[0]
+            return folder, description["format"], load_artifact(folder)[0]
     return None
 
 
@@ -296,7 +291,7 @@ def _curves_of_lineage(run) -> list[dict[str, str]]:
 
     if run is None:
         return []
-    runs = [Run(link["run"]) for link in reversed(run.lineage()) if (Path(link["run"]) / "config.json").is_file()]
+    runs = [Run(link["run"]) for link in reversed(run.lineage()) if is_run(link["run"])]
     return [curve for each in (runs or [run]) for curve in _curves(each)]
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from edge_fm.data.datasets import CLASS_NAMES
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import read_json
+from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, Bundle
 from edge_fm.runner import RunnerError, TFLiteModel
 
 BORDER_FRACTION = 0.08  # share of each side read to decide what the background is
@@ -134,18 +134,14 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     Fashion-MNIST classes.
     """
     path = Path(artifact)
-    model_path = path / "model.tflite" if path.is_dir() else path
+    model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.is_file():
         raise EdgeFMError(f"{model_path}: no such artifact; pass a .tflite file or a bundle made by `edge-fm export`.")
     try:
         model = TFLiteModel(model_path=str(model_path))
     except RunnerError as exc:
         raise EdgeFMError(str(exc)) from None
-    labels = list(CLASS_NAMES)
-    sidecar = model_path.with_name("model.json")
-    if sidecar.is_file():
-        description = read_json(sidecar)
-        labels = description.get("labels", labels) if isinstance(description, dict) else labels
+    labels = list(Bundle.open(model_path).labels or CLASS_NAMES) if model_path.suffix == ".tflite" else list(CLASS_NAMES)
     _check_shapes(model, labels, model_path)
     return model, labels
 
@@ -159,7 +155,7 @@ def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path) -> No
         raise EdgeFMError(f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`.")
     if not isinstance(labels, list) or len(labels) != classes:
         raise EdgeFMError(
-            f"{model_path.with_name('model.json')} lists {len(labels) if isinstance(labels, list) else 'no'} labels "
+            f"{model_path.with_name(DESCRIPTION_FILE)} lists {len(labels) if isinstance(labels, list) else 'no'} labels "
             f"but the model outputs {classes} classes: re-export the bundle with `edge-fm export`."
         )
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import MODEL_FILE, kind_of
 from edge_fm.show.explain import occlusion_map, overlay, png_bytes
 from edge_fm.bench.measurements import bench_rows, bundle_name, bundle_row, bundles_in, folder_rows, read_bench
 
@@ -121,12 +122,12 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
         EdgeFMError: Nothing loadable there.
     """
     path = Path(path)
-    if path.name == "model.tflite" and path.is_file():
+    if path.name == MODEL_FILE and path.is_file():
         path = path.parent  # a bundle's own file: the bundle, with its card
     if path.is_file():  # a bare .tflite: nothing measured beside it but its size
         return [ServedModel(path, {"model": path.stem, "bytes": path.stat().st_size})]
-    if (path / "model.tflite").is_file():
-        return [ServedModel(path / "model.tflite", bundle_row(path, _bench_row(bench, path.name)))]
+    if kind_of(path) == "bundle":
+        return [ServedModel(path / MODEL_FILE, bundle_row(path, _bench_row(bench, path.name)))]
     if not path.is_dir() or not bundles_in(path):
         what = "does not exist" if not path.exists() else "holds no bundle (folders with a model.tflite)"
         raise EdgeFMError(f"{path} {what}: pass a bundle made by `edge-fm export`, a .tflite file or a folder of "

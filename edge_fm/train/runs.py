@@ -70,13 +70,14 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(run_dir: Path, stage: str, parent: str | None = None, **extra: Any) -> dict:
+def write_manifest(run_dir: Path, stage: str, parent: str | None = None, name: str | None = None, **extra: Any) -> dict:
     """Writes ``manifest.json``: every file of the run with its bytes and SHA-256, and its lineage.
 
     Args:
         run_dir: The run directory.
         stage: The stage that produced the run (``train``, ``optimize``, ``export``...).
         parent: The run this one was derived from, if any.
+        name: The run's name, when ``run_dir`` is a temporary folder renamed into place later.
         **extra: More fields to record (e.g. the data used).
 
     Returns:
@@ -90,7 +91,7 @@ def write_manifest(run_dir: Path, stage: str, parent: str | None = None, **extra
             continue
         files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
     manifest = {
-        "run": run_dir.name,
+        "run": name or run_dir.name,
         "stage": stage,
         "parent": parent,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
