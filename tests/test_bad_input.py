@@ -16,7 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from edge_fm.data import datasets as data
-from edge_fm.cli.root import main
+from edge_fm.cli import main
 from edge_fm.show.predict import image_to_input
 
 REPO = Path(__file__).resolve().parents[1]

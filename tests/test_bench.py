@@ -15,7 +15,7 @@ from edge_fm import runner
 
 from edge_fm.data import datasets as data
 from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench, best_artifact, collect_artifacts, parse_target
-from edge_fm.cli.root import main
+from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 
 FAST = BenchOptions(threads=(1, 2), runs=30, min_seconds=0.05, warmup=2)

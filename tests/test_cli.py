@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from edge_fm import __version__
 
 from edge_fm.data import datasets as data
-from edge_fm.cli.root import app, main
+from edge_fm.cli import app, main
 
 runner = CliRunner()
 

@@ -89,7 +89,7 @@ def test_auto_on_a_cpu_trains_on_one_device_as_before():
      ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', "is not in its cluster")],
 )
 def test_multi_worker_refuses_a_missing_or_malformed_tf_config_in_one_line(monkeypatch, tmp_path, tf_config, message):
-    from edge_fm.cli.root import main
+    from edge_fm.cli import main
 
     if tf_config is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -203,7 +203,7 @@ def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chie
 
 @pytest.mark.slow
 def test_mixed_precision_under_a_strategy_then_qat_and_int8_export(tmp_path):
-    from edge_fm.cli.root import main
+    from edge_fm.cli import main
     from edge_fm.export.exporter import export
     from edge_fm.optimize.compress import optimize
 
@@ -238,7 +238,8 @@ def _entry(argv: list[str]) -> int:
     its devices (hence a fresh process), so MirroredStrategy has two devices to mirror over; with
     INTERRUPT_AFTER > 0 the run is interrupted like a Ctrl-C after that epoch.
     """
-    from edge_fm.cli import root as cli
+    from edge_fm import cli
+    from edge_fm.cli.common import RichReporter
     from edge_fm.compat import tf
 
     cpus, interrupt_after, args = int(argv[0]), int(argv[1]), argv[2:]
@@ -246,14 +247,14 @@ def _entry(argv: list[str]) -> int:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
     if interrupt_after:
-        render_epoch = cli._RichReporter.epoch
+        render_epoch = RichReporter.epoch
 
         def epoch_then_interrupt(self, epoch, logs):
             render_epoch(self, epoch, logs)
             if epoch == interrupt_after:
                 raise KeyboardInterrupt
 
-        cli._RichReporter.epoch = epoch_then_interrupt
+        RichReporter.epoch = epoch_then_interrupt
     return cli.main(args)
 
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench_fleet, compare_devices
-from edge_fm.cli.root import main
+from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 
 FAST = BenchOptions(threads=(1,), runs=20, min_seconds=0.05, warmup=2)

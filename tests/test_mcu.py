@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from edge_fm.data import datasets as data
 
 from edge_fm.export import firmware, mcu, tflm
-from edge_fm.cli.root import app
+from edge_fm.cli import app
 from edge_fm.errors import EdgeFMError
 
 MODELS = Path(__file__).resolve().parents[1] / "models"

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm.cli.root import app
+from edge_fm.cli import app
 from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.exporter import convert, get_format

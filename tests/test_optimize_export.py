@@ -12,7 +12,7 @@ from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
 from edge_fm.data import datasets as data
-from edge_fm.cli.root import app, main
+from edge_fm.cli import app, main
 from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
 from edge_fm.export.exporter import (

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from edge_fm.cli.root import main
+from edge_fm.cli import main
 
 
 @pytest.mark.slow

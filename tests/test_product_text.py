@@ -19,7 +19,7 @@ from pathlib import Path
 import typer
 from typer.testing import CliRunner
 
-from edge_fm.cli.root import app
+from edge_fm.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 THIS_FILE = Path(__file__).resolve()

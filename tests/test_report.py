@@ -15,7 +15,7 @@ from browser import chromium_page
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm.cli.root import app
+from edge_fm.cli import app
 from edge_fm.errors import EdgeFMError
 from edge_fm.show.explain import map_correlation, occlusion_map
 

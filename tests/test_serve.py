@@ -98,7 +98,7 @@ def test_server_binds_loopback_unless_told(demo_models):
 def test_cli_refuses_a_public_host_in_one_line(demo_models):
     from typer.testing import CliRunner
 
-    from edge_fm.cli.root import app
+    from edge_fm.cli import app
 
     result = CliRunner().invoke(app, ["serve", str(demo_models), "--host", "0.0.0.0"])
     assert result.exit_code == 1, result.output

@@ -18,7 +18,7 @@ from edge_fm.data import datasets as data
 from edge_fm.shipping.cards import options_in_force
 from edge_fm.shipping.catalog import carried_rows, checks
 from edge_fm.show.figures import pareto_front
-from edge_fm.cli.root import app
+from edge_fm.cli import app
 from edge_fm.shipping.ship import choose
 
 runner = CliRunner()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_fm.cli.root import main
+from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 from edge_fm.pipeline.sweep import Constraints, TrialConfig, build_spec, parse_settings, picks, require_ray
 

@@ -43,7 +43,6 @@ FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
 }
-EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}
 
 # Published SHA-256 of the original .gz files (the dataset's own README).
 PUBLISHED_SHA256: dict[str, str] = {

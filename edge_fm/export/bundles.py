@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_fm.io import make_dirs, read_json, write_bytes_atomic, write_json
+from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomic, write_json
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
-from edge_fm.train.runs import write_manifest
+from edge_fm.train.runs import new_run_dir, write_manifest
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
@@ -190,6 +190,26 @@ def read_description(bundle: Path | str) -> dict[str, Any]:
 def write_description(bundle: Path | str, description: dict[str, Any]) -> None:
     """Rewrites a bundle's ``model.json`` (atomically)."""
     write_json(Path(bundle) / DESCRIPTION_FILE, description)
+
+
+def check_new_folder(out: Path | str) -> Path:
+    """Checks, before any work, that a bundle may be written to ``out``: a new folder, or an empty one.
+
+    Raises:
+        EdgeFMError: ``out`` holds files, is a file, or cannot be written.
+    """
+    from edge_fm.errors import EdgeFMError
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise EdgeFMError(f"--out {out} already exists and is not an empty folder: choose a new folder "
+                          "(bundles are never overwritten).")
+    return check_output_dir(out, "--out")  # made only once the model has passed: a refusal leaves nothing
+
+
+def new_folder(out: Path | str | None, runs_dir: Path | str, name: str) -> Path:
+    """``out`` when given, else a new ``runs_dir/<name>-N`` folder (claimed, never shared)."""
+    return Path(out) if out is not None else new_run_dir(runs_dir, name)
 
 
 def artifact_record(final: bytes, file: str = MODEL_FILE) -> dict[str, Any]:

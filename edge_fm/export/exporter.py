@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -228,6 +228,30 @@ def export(
     return write_bundle(bundle, final, description, data_lib.CLASS_NAMES,
                         {"stage": "export", "parent": str(run.path), "lineage": run.lineage(), "format": fmt.name,
                          "status": "complete"})
+
+
+def export_integer(run_dir: Path | str, format_name: str | None, form_title: str, representative_size: int | None = None,
+                   parity_images: int | None = 1000, runs_dir: Path | str = "runs", data_dir: Path | str | None = None,
+                   progress: Callable[[str], None] = lambda line: None) -> Path:
+    """Exports a run's int8 artifact for a form (mobile, mcu) to start from, and returns its bundle.
+
+    Args:
+        run_dir: A finished training or QAT run.
+        format_name: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run, else ``int8``).
+        form_title: The form, for the error (``the mobile form``).
+        representative_size, parity_images, runs_dir, data_dir: As :func:`export` takes them.
+        progress: Called with a line before the export.
+
+    Raises:
+        EdgeFMError: A float format, or whatever :func:`export` refuses.
+    """
+    run = Run(run_dir)
+    fmt = get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
+    if not fmt.integer:
+        raise EdgeFMError(f"{form_title} is an integer export; format {fmt.name} is not one: export with "
+                          "`-f int8` or `-f qat-int8`.")
+    progress(f"exporting {run.path} as {fmt.name}")
+    return export(run.path, fmt.name, "int8", representative_size or REPRESENTATIVE_SIZE, parity_images, runs_dir, data_dir)
 
 
 def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import Bundle, is_run, model_file, write_bundle
+from edge_fm.export.bundles import Bundle, check_new_folder, is_run, model_file, new_folder, write_bundle
 from edge_fm.export.firmware import ROLES, c_identifier, firmware_sources
 from edge_fm.export.tflm import (
     ARENA_PROBE_MAX,
@@ -34,7 +34,7 @@ from edge_fm.export.tflm import (
     tflm_report,
     unsupported_ops,
 )
-from edge_fm.io import check_output_dir, make_dirs, write_bytes_atomic
+from edge_fm.io import make_dirs, write_bytes_atomic
 
 FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
 
@@ -181,7 +181,7 @@ def export_mcu(
     say = progress or (lambda line: None)
     source = Path(source)
     if out is not None:
-        _check_empty(Path(out))
+        check_new_folder(out)
     elif is_run(source):
         make_dirs(runs_dir, "runs folder")
     test_images, test_labels, images_source, parent = _source_model(source, format_name, runs_dir, data_dir, sample,
@@ -197,21 +197,9 @@ def export_mcu(
             f"{report.images} images (at least {MIN_REFERENCE_AGREEMENT:.0%} expected): the tflite-micro build "
             f"{report.tflm_version} computes this model differently; try another build ({INSTALL_HINT})."
         )
-    bundle = Path(out) if out is not None else _new_bundle(runs_dir, f"{model.name}-mcu")
+    bundle = new_folder(out, runs_dir, f"{model.name}-mcu")
     say(f"writing {bundle}")
     return _write_bundle(bundle, model, report, parent)
-
-
-def _check_empty(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EdgeFMError(f"--out {out} already exists and is not an empty folder: choose a new folder (bundles are never overwritten).")
-    check_output_dir(out, "--out")  # made only once the model has passed, so a refusal leaves nothing behind
-
-
-def _new_bundle(runs_dir: Path | str, name: str) -> Path:
-    from edge_fm.train.runs import new_run_dir
-
-    return new_run_dir(runs_dir, name)
 
 
 def _source_model(source: Path, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images,
@@ -223,18 +211,12 @@ def _source_model(source: Path, format_name, runs_dir, data_dir, sample, images,
                               "to use the model as it is.")
         read_model(source)  # refuse a float or uint8 model before loading any data
         return (*check_images(data_dir, sample, images), source)
-    from edge_fm.export import exporter as export_lib
+    from edge_fm.export.exporter import export_integer
     from edge_fm.train.runs import Run
 
-    run = Run(source)
-    fmt = export_lib.get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
-    if not fmt.integer:
-        raise EdgeFMError(f"the microcontroller form is an int8 export; format {fmt.name} is not one: export with "
-                          "`-f int8` or `-f qat-int8`.")
-    say(f"exporting {run.path} as {fmt.name}")
-    exported = export_lib.export(run.path, fmt.name, "int8", representative_size or export_lib.REPRESENTATIVE_SIZE,
-                                 parity_images, runs_dir, data_dir)
-    dataset = run.dataset(data_dir)
+    exported = export_integer(source, format_name, "the microcontroller form", representative_size, parity_images,
+                              runs_dir, data_dir, say)
+    dataset = Run(source).dataset(data_dir)
     return (dataset.x_test[:images], dataset.y_test[:images],
             f"{dataset.describe()}: test split, first {len(dataset.y_test[:images])}", exported)
 

@@ -38,13 +38,16 @@ from edge_fm.export import tflite_file
 from edge_fm.export.bundles import (
     LABELS_FILE,
     Bundle,
+    check_new_folder,
     is_run,
     model_file,
+    new_folder,
     write_bundle,
     write_description,
 )
 from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
-from edge_fm.io import make_dirs, read_json
+from edge_fm.export.exporter import export_integer
+from edge_fm.io import read_json
 from edge_fm.train.runs import MANIFEST, write_manifest
 from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 
@@ -106,10 +109,11 @@ def export_mobile(
     say = progress or (lambda line: None)
     source = Path(run_dir)
     if out is not None:
-        _check_empty(Path(out))
+        check_new_folder(out)
     if is_run(source):
-        int8_path, images, labels, images_source = _export_int8(source, format_name, representative_size, parity_images,
-                                                                 runs_dir, data_dir, say)
+        int8_path = export_integer(source, format_name, "the mobile form", representative_size, parity_images, runs_dir,
+                                   data_dir, say)
+        images, labels, images_source = _run_test_images(source, data_dir, parity_images)
     else:
         int8_path = source
         int8 = read_int8_source(source)  # refuse a float model before loading any data
@@ -129,7 +133,7 @@ def export_mobile(
             f"{parity['mobile_accuracy']:.2%} vs {parity['int8_accuracy']:.2%} on {parity['images']} grey test images "
             f"({parity['rule']}); nothing was written. Re-export the int8 artifact and try again."
         )
-    bundle = Path(out) if out is not None else _new_bundle(runs_dir, f"{int8.name}-mobile")
+    bundle = new_folder(out, runs_dir, f"{int8.name}-mobile")
     say(f"writing {bundle}")
     return _write_bundle(bundle, int8, form, parity)
 
@@ -151,22 +155,13 @@ def ship_mobile_form(model_folder: Path | str, data_dir: Path | str | None = Non
     return export_mobile(folder, parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress)
 
 
-def _export_int8(run_dir: Path, format_name, representative_size, parity_images, runs_dir, data_dir, say):
-    """A run's int8 artifact, exported now, and the run's test images to check the mobile form on."""
-    from edge_fm.export import exporter as export_lib
+def _run_test_images(run_dir: Path, data_dir, count: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``count`` test images of a run's dataset (None: all), their labels, and what they are."""
     from edge_fm.train.runs import Run
 
-    run = Run(run_dir)
-    fmt = export_lib.get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
-    if not fmt.integer:
-        integer = [f.name for f in export_lib.FORMATS if f.integer]
-        raise EdgeFMError(f"the mobile form is an integer export; format {fmt.name} is not one: use {' or '.join(integer)}.")
-    say(f"exporting {run.path} as {fmt.name}")
-    bundle = export_lib.export(run.path, fmt.name, "int8", representative_size or export_lib.REPRESENTATIVE_SIZE,
-                               parity_images, runs_dir, data_dir)
-    dataset = run.dataset(data_dir)
-    images, labels = dataset.x_test[:parity_images], dataset.y_test[:parity_images]
-    return bundle, images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
+    dataset = Run(run_dir).dataset(data_dir)
+    images, labels = dataset.x_test[:count], dataset.y_test[:count]
+    return images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
 
 
 def _check_format(int8: Bundle, format_name: str | None) -> None:
@@ -174,18 +169,6 @@ def _check_format(int8: Bundle, format_name: str | None) -> None:
     if format_name is not None and format_name != own:
         raise EdgeFMError(f"{int8.path} is already exported ({own or 'format unknown'}), so there is nothing to export "
                           f"as {format_name}: drop the format to make the mobile form of the file as it is.")
-
-
-def _check_empty(out: Path) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EdgeFMError(f"--out {out} already exists and is not an empty folder: choose a new folder (bundles are never overwritten).")
-    make_dirs(out, "--out")
-
-
-def _new_bundle(runs_dir: Path | str, name: str) -> Path:
-    from edge_fm.train.runs import new_run_dir
-
-    return new_run_dir(runs_dir, name)
 
 
 # ---------------------------------------------------------------- reading the int8 artifact

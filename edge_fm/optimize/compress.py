@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,44 @@ def resume_optimize(run_dir: Path | str, data_dir: Path | str | None = None, rep
     config, tune = run.optimize_config, run.train_config
     dataset = Run(config.parent).dataset(data_dir, tune)
     return _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
+
+
+def optimize_chain(run_dir: Path | str, prune: float | None = None, qat: bool = False, keep_first_last: bool = True,
+                   fold_batch_norms: bool = True, fine_tune: dict[str, Any] | None = None,
+                   data_dir: Path | str | None = None, runs_dir: Path | str = "runs", reporter: Reporter | None = None,
+                   on_step: Callable[[Path], None] = lambda run_dir: None) -> Path:
+    """Prunes, then quantization-aware-trains, a run: each step a new run directory, the next step's parent.
+
+    Args:
+        run_dir: A finished training (or pruning) run.
+        prune: Magnitude-prune to this sparsity (0-1); None skips pruning.
+        qat: Quantization-aware int8 fine-tuning (pruning-preserving after pruning).
+        keep_first_last: Keep the first and last layers dense when pruning.
+        fold_batch_norms: QAT: fold batch norms that feed a Dense into it first.
+        fine_tune: Fine-tuning config fields of each step (epochs, learning_rate...).
+        data_dir, runs_dir, reporter: As :func:`optimize` takes them.
+        on_step: Called with each finished step's run directory.
+
+    Returns:
+        The last step's run directory.
+
+    Raises:
+        EdgeFMError: Nothing to do (neither step asked for), or a step's own errors.
+    """
+    if prune is None and not qat:
+        raise EdgeFMError("nothing to do: pass --prune SPARSITY, --qat, or both.")
+    parent = Path(run_dir)
+    steps = []
+    if prune is not None:
+        steps.append(lambda source: OptimizeConfig("prune", str(source), target_sparsity=prune,
+                                                   keep_first_last=keep_first_last, fine_tune=dict(fine_tune or {})))
+    if qat:
+        steps.append(lambda source: OptimizeConfig("qat", str(source), fold_batch_norms=fold_batch_norms,
+                                                   fine_tune=dict(fine_tune or {})))
+    for step in steps:
+        parent = optimize(step(parent), data_dir, runs_dir, reporter=reporter)
+        on_step(parent)
+    return parent
 
 
 def _optimize_in(run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainConfig, dataset: Dataset,

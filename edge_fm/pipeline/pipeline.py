@@ -18,9 +18,9 @@ from typing import Any, Callable
 
 from edge_fm.bench.benchmark import BenchOptions, LocalTarget, SshTarget, best_artifact, bench, parse_target, write_results
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, PIPELINE_FILE  # noqa: F401 (PIPELINE_FILE re-exported)
-from edge_fm.export.formats import format_names, get_format
-from edge_fm.io import write_json
+from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE
+from edge_fm.export.formats import get_format
+from edge_fm.io import read_json, write_json
 from edge_fm.train.runs import new_run_dir, write_manifest
 
 # Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
@@ -164,6 +164,22 @@ def run_pipeline(
     return top
 
 
-def pipeline_format_choices() -> list[str]:
-    """The formats the pipeline accepts (the export table's)."""
-    return format_names()
+def read_pipeline(top: Path | str) -> dict[str, Any]:
+    """What a finished pipeline run holds, for a caller to show.
+
+    Returns:
+        ``record`` (its ``pipeline.json``), ``bench`` (the bench result), ``best_artifact`` (the
+        best artifact's .tflite file, or None) and ``report`` (its HTML page, or None).
+
+    Raises:
+        EdgeFMError: ``top`` is not a finished pipeline run.
+    """
+    from edge_fm.show.html_report import REPORT_FILE
+
+    top = Path(top)
+    record = read_json(top / PIPELINE_FILE)
+    best = record.get("best")
+    report = top / REPORT_FILE
+    return {"record": record, "bench": read_json(top / BENCH_FILE),
+            "best_artifact": top / best["path"] / MODEL_FILE if best else None,
+            "report": report if report.is_file() else None}
