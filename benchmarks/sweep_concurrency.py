@@ -26,7 +26,8 @@ from pathlib import Path
 from edge_fm.io import read_json, write_json
 from edge_fm.runner import cpu_model
 from edge_fm.train.runs import library_versions
-from edge_fm.pipeline.sweep import SWEEP_JSON, RayOptions, SweepSpec, run_sweep
+from edge_fm.pipeline.sweep import RayOptions, run_sweep
+from edge_fm.pipeline.sweep_spec import SWEEP_JSON, SweepSpec
 
 RESULTS = Path(__file__).parent / "results"
 GRID = SweepSpec(archs=("tiny-cnn",), settings={"epochs": (1, 2), "seed": (0, 1)}, formats=("int8",), sample=True)

@@ -18,7 +18,9 @@ import pytest
 
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
-from edge_fm.pipeline.sweep import Constraints, TrialConfig, build_spec, parse_settings, picks, require_ray
+from edge_fm.pipeline.sweep import require_ray
+from edge_fm.pipeline.sweep_spec import Constraints, TrialConfig, build_spec, parse_settings
+from edge_fm.pipeline.sweep_summary import picks
 
 pytest.importorskip("ray.tune", reason="the cluster extra is not installed: pip install 'edge-fm[cluster]'")
 
@@ -214,9 +216,10 @@ def test_an_optuna_search_on_a_running_ray_cluster(ray_head, tmp_path):
     assert ok and all(r["format"] == "int8" and r["settings"]["epochs"] in (1, 2) for r in ok)
     import optuna
 
-    from edge_fm.pipeline.sweep import OPTUNA_STUDY, _optuna_storage
+    from edge_fm.pipeline.sweep_spec import OPTUNA_STUDY
+    from edge_fm.pipeline.sweep_summary import optuna_storage
 
-    study = optuna.load_study(study_name=OPTUNA_STUDY, storage=_optuna_storage(sweep_dir))
+    study = optuna.load_study(study_name=OPTUNA_STUDY, storage=optuna_storage(sweep_dir))
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(completed) == 2 and len(study.directions) == 3  # accuracy, bytes, p50: three objectives
     by_epochs = {row["settings"]["epochs"]: row for row in ok}

@@ -158,7 +158,9 @@ def sweep_command(
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
     """
-    from edge_fm.pipeline.sweep import RayOptions, build_spec, read_sweep, resume_sweep, run_sweep
+    from edge_fm.pipeline.sweep import RayOptions, resume_sweep, run_sweep
+    from edge_fm.pipeline.sweep_spec import build_spec
+    from edge_fm.pipeline.sweep_summary import read_sweep
 
     ray_options = RayOptions(address, concurrency, threads_per_trial, retry_errors)
 

@@ -188,3 +188,107 @@ def read_metadata(tflite: bytes | Path | str) -> dict[str, Any]:
     description = entries.get(METADATA_DESCRIPTION, b"").decode()
     labels = entries.get(METADATA_LABELS, b"").decode()
     return {"description": json.loads(description) if description else {}, "labels": labels.split("\n") if labels else []}
+
+
+# ---------------------------------------------------------------- editing a graph
+
+
+class GraphEditor:
+    """Edits one graph of a model object in place: the small steps every graph editor is made of.
+
+    Args:
+        model: The model object (from :func:`read`).
+        graph: One of its subgraphs.
+    """
+
+    def __init__(self, model: schema.ModelT, graph: schema.SubGraphT):
+        self.model, self.graph = model, graph
+
+    def op_name(self, op) -> str:
+        """An op's name; ``CUSTOM`` (with its name) for a custom op or one this schema does not know."""
+        return op_name(self.model, op, unknown="CUSTOM")
+
+    def consumers(self, tensor_index: int) -> list:
+        """The ops that read tensor ``tensor_index``."""
+        return [op for op in self.graph.operators if tensor_index in list(op.inputs)]
+
+    def index(self, tensor) -> int:
+        """A tensor's index in the graph."""
+        return next(i for i, t in enumerate(self.graph.tensors) if t is tensor)
+
+    def constant(self, tensor_index: int) -> np.ndarray | None:
+        """A constant tensor's raw bytes, or None for a tensor computed at run time."""
+        if tensor_index < 0:
+            return None
+        data = self.model.buffers[self.graph.tensors[tensor_index].buffer].data
+        return None if data is None or len(data) == 0 else np.asarray(data, dtype=np.uint8)
+
+    def opcode(self, name: str, version: int) -> int:
+        """The index of builtin op ``name``'s operator code, added at ``version`` when the model has none."""
+        code_value = getattr(schema.BuiltinOperator, name)
+        for i, code in enumerate(self.model.operatorCodes):
+            if max(code.builtinCode, code.deprecatedBuiltinCode) == code_value:
+                return i
+        code = schema.OperatorCodeT()
+        code.builtinCode, code.deprecatedBuiltinCode, code.version = code_value, min(code_value, 127), version
+        self.model.operatorCodes.append(code)
+        return len(self.model.operatorCodes) - 1
+
+    def new_tensor(self, name: str, like, type_: int, shape, scale, zero_point, data: np.ndarray | None = None,
+                   quantized_dimension: int = 0) -> int:
+        """Appends a quantized tensor (a constant when ``data`` is given) and returns its index."""
+        tensor = schema.TensorT()
+        tensor.name, tensor.type = name.encode(), type_
+        tensor.shape = np.array(shape, dtype=np.int32)
+        if like is not None and like.shapeSignature is not None:
+            tensor.shapeSignature = np.array([-1, *shape[1:]], dtype=np.int32)
+        tensor.quantization = schema.QuantizationParametersT()
+        tensor.quantization.scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
+        tensor.quantization.zeroPoint = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
+        tensor.quantization.quantizedDimension = quantized_dimension
+        tensor.buffer = 0 if data is None else self.new_buffer(data)
+        self.graph.tensors.append(tensor)
+        return len(self.graph.tensors) - 1
+
+    def new_buffer(self, data: np.ndarray) -> int:
+        """Appends a buffer holding ``data``'s bytes and returns its index."""
+        buffer = schema.BufferT()
+        buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
+        self.model.buffers.append(buffer)
+        return len(self.model.buffers) - 1
+
+    def set_constant(self, tensor_index: int, values: np.ndarray) -> None:
+        """Gives a constant tensor new values, in a buffer of its own if others share its buffer."""
+        tensor = self.graph.tensors[tensor_index]
+        users = sum(t.buffer == tensor.buffer for g in self.model.subgraphs for t in g.tensors)
+        if users > 1:
+            tensor.buffer = self.new_buffer(values)
+        else:
+            self.model.buffers[tensor.buffer].data = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.uint8)
+        tensor.shape = np.array(values.shape, dtype=np.int32)
+
+    def new_op(self, name: str, version: int, inputs: list[int], outputs: list[int], options_type: int, options) -> object:
+        """A new operator (not yet placed in the graph's op list)."""
+        op = schema.OperatorT()
+        op.opcodeIndex = self.opcode(name, version)
+        op.inputs, op.outputs = np.array(inputs, dtype=np.int32), np.array(outputs, dtype=np.int32)
+        op.builtinOptionsType, op.builtinOptions = options_type, options
+        return op
+
+    def drop_unused_tensors(self) -> None:
+        """Removes tensors no op or graph edge uses any more (the dropped repeat's output)."""
+        used = {int(i) for op in self.graph.operators for i in [*op.inputs, *op.outputs] if i >= 0}
+        used |= {int(i) for i in [*self.graph.inputs, *self.graph.outputs]}
+        keep = [i for i in range(len(self.graph.tensors)) if i in used]
+        if len(keep) == len(self.graph.tensors):
+            return
+        new_index = {old: new for new, old in enumerate(keep)}
+        self.graph.tensors = [self.graph.tensors[i] for i in keep]
+        for op in self.graph.operators:
+            op.inputs = np.array([new_index[int(i)] if i >= 0 else int(i) for i in op.inputs], dtype=np.int32)
+            op.outputs = np.array([new_index[int(i)] for i in op.outputs], dtype=np.int32)
+        self.graph.inputs = np.array([new_index[int(i)] for i in self.graph.inputs], dtype=np.int32)
+        self.graph.outputs = np.array([new_index[int(i)] for i in self.graph.outputs], dtype=np.int32)
+        for signature in self.model.signatureDefs or []:
+            for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
+                entry.tensorIndex = new_index[entry.tensorIndex]

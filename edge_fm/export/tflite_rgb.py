@@ -256,76 +256,12 @@ _CHANNEL_WISE = ("MUL", "ADD", "SUB", "QUANTIZE", "RESIZE_BILINEAR", "RESIZE_NEA
 _SCALAR_OPERAND = ("MUL", "ADD", "SUB")
 
 
-class _Edit:
+class _Edit(tflite_file.GraphEditor):
     """Changes one graph in place; each method is one step of :func:`rgb_form`."""
 
     def __init__(self, model, graph, schema, bridge: str):
-        self.model, self.graph, self.schema, self.bridge = model, graph, schema, bridge
-
-    # -- small helpers
-
-    def op_name(self, op) -> str:
-        return tflite_file.op_name(self.model, op, unknown="CUSTOM")
-
-    def consumers(self, tensor_index: int) -> list:
-        return [op for op in self.graph.operators if tensor_index in list(op.inputs)]
-
-    def index(self, tensor) -> int:
-        return next(i for i, t in enumerate(self.graph.tensors) if t is tensor)
-
-    def constant(self, tensor_index: int) -> np.ndarray | None:
-        if tensor_index < 0:
-            return None
-        data = self.model.buffers[self.graph.tensors[tensor_index].buffer].data
-        return None if data is None or len(data) == 0 else np.asarray(data, dtype=np.uint8)
-
-    def opcode(self, name: str, version: int) -> int:
-        code_value = getattr(self.schema.BuiltinOperator, name)
-        for i, code in enumerate(self.model.operatorCodes):
-            if max(code.builtinCode, code.deprecatedBuiltinCode) == code_value:
-                return i
-        code = self.schema.OperatorCodeT()
-        code.builtinCode, code.deprecatedBuiltinCode, code.version = code_value, min(code_value, 127), version
-        self.model.operatorCodes.append(code)
-        return len(self.model.operatorCodes) - 1
-
-    def new_tensor(self, name: str, like, type_: int, shape, scale, zero_point, data: np.ndarray | None = None,
-                   quantized_dimension: int = 0) -> int:
-        tensor = self.schema.TensorT()
-        tensor.name, tensor.type = name.encode(), type_
-        tensor.shape = np.array(shape, dtype=np.int32)
-        if like is not None and like.shapeSignature is not None:
-            tensor.shapeSignature = np.array([-1, *shape[1:]], dtype=np.int32)
-        tensor.quantization = self.schema.QuantizationParametersT()
-        tensor.quantization.scale = np.atleast_1d(np.asarray(scale, dtype=np.float32))
-        tensor.quantization.zeroPoint = np.atleast_1d(np.asarray(zero_point, dtype=np.int64))
-        tensor.quantization.quantizedDimension = quantized_dimension
-        tensor.buffer = 0 if data is None else self.new_buffer(data)
-        self.graph.tensors.append(tensor)
-        return len(self.graph.tensors) - 1
-
-    def new_buffer(self, data: np.ndarray) -> int:
-        buffer = self.schema.BufferT()
-        buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), dtype=np.uint8)
-        self.model.buffers.append(buffer)
-        return len(self.model.buffers) - 1
-
-    def set_constant(self, tensor_index: int, values: np.ndarray) -> None:
-        """Gives a constant tensor new values, in a buffer of its own if others share its buffer."""
-        tensor = self.graph.tensors[tensor_index]
-        users = sum(t.buffer == tensor.buffer for g in self.model.subgraphs for t in g.tensors)
-        if users > 1:
-            tensor.buffer = self.new_buffer(values)
-        else:
-            self.model.buffers[tensor.buffer].data = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.uint8)
-        tensor.shape = np.array(values.shape, dtype=np.int32)
-
-    def new_op(self, name: str, version: int, inputs: list[int], outputs: list[int], options_type: int, options) -> object:
-        op = self.schema.OperatorT()
-        op.opcodeIndex = self.opcode(name, version)
-        op.inputs, op.outputs = np.array(inputs, dtype=np.int32), np.array(outputs, dtype=np.int32)
-        op.builtinOptionsType, op.builtinOptions = options_type, options
-        return op
+        super().__init__(model, graph)
+        self.schema, self.bridge = schema, bridge
 
     # -- the steps
 
@@ -500,24 +436,6 @@ class _Edit:
             for entry in (signature.inputs if is_input else signature.outputs) or []:
                 if entry.tensorIndex == old:
                     entry.tensorIndex = new
-
-    def drop_unused_tensors(self) -> None:
-        """Removes tensors no op or graph edge uses any more (the dropped repeat's output)."""
-        used = {int(i) for op in self.graph.operators for i in [*op.inputs, *op.outputs] if i >= 0}
-        used |= {int(i) for i in [*self.graph.inputs, *self.graph.outputs]}
-        keep = [i for i in range(len(self.graph.tensors)) if i in used]
-        if len(keep) == len(self.graph.tensors):
-            return
-        new_index = {old: new for new, old in enumerate(keep)}
-        self.graph.tensors = [self.graph.tensors[i] for i in keep]
-        for op in self.graph.operators:
-            op.inputs = np.array([new_index[int(i)] if i >= 0 else int(i) for i in op.inputs], dtype=np.int32)
-            op.outputs = np.array([new_index[int(i)] for i in op.outputs], dtype=np.int32)
-        self.graph.inputs = np.array([new_index[int(i)] for i in self.graph.inputs], dtype=np.int32)
-        self.graph.outputs = np.array([new_index[int(i)] for i in self.graph.outputs], dtype=np.int32)
-        for signature in self.model.signatureDefs or []:
-            for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
-                entry.tensorIndex = new_index[entry.tensorIndex]
 
 
 # ---------------------------------------------------------------- metadata

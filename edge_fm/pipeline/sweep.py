@@ -25,12 +25,9 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import itertools
 import json
 import logging
 import os
-import re
 import shutil
 import socket
 import sys
@@ -40,289 +37,30 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE
-from edge_fm.io import read_json, write_bytes_atomic, write_json
+from edge_fm.io import read_json, write_json
 
-SPEC_FILE = "spec.json"
-TRIALS_DIR = "trials"
-TRIAL_FILE = "trial.json"
-CLAIM_FILE = ".claim"
-SWEEP_JSON = "sweep.json"
-SWEEP_CSV = "sweep.csv"
-FRONT_PNG = "front.png"
-REPORT_HTML = "report.html"
-SEARCHES = ("grid", "optuna")
-INSTALL_HINT = "pip install 'edge-fm[cluster]'"
-OPTUNA_STUDY = "edge-fm-sweep"
-OPTUNA_JOURNAL = "optuna.journal"
-# What Optuna is told about a failed trial: worse than any artifact on every objective.
-FAILED_OBJECTIVES = {"accuracy": 0.0, "bytes": 1e12, "p50_ms": 1e9}
-OBJECTIVES = (("accuracy", "max"), ("bytes", "min"), ("p50_ms", "min"))
-# The front's plot names each artifact in its legend: past this many, only the front is drawn.
-PLOT_ALL_UP_TO = 16
-_NOT_SWEPT = {"arch": "list architectures with --arch", "data": "use --sample for the embedded sample",
-              "arch_options": "architecture options are not swept"}
-
-
-# ---------------------------------------------------------------- the spec
-
-
-@dataclasses.dataclass(frozen=True)
-class Constraints:
-    """The deployment limits the sweep's picks answer (1 KB = 1,000 bytes).
-
-    Attributes:
-        max_bytes: "The most accurate artifact at most this size".
-        min_accuracy: "The fastest (and the smallest) artifact at this accuracy or better" (0-1).
-        max_p50_ms: "The most accurate artifact at this p50 latency or faster", when given.
-    """
-
-    max_bytes: int = 100_000
-    min_accuracy: float = 0.94
-    max_p50_ms: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_bytes <= 0:
-            raise EdgeFMError(f"--max-bytes {self.max_bytes}: give a positive size in bytes, e.g. 100000.")
-        if not 0 <= self.min_accuracy <= 1:
-            raise EdgeFMError(f"--min-accuracy {self.min_accuracy}: give a fraction between 0 and 1, e.g. 0.94.")
-        if self.max_p50_ms is not None and self.max_p50_ms <= 0:
-            raise EdgeFMError(f"--max-p50-ms {self.max_p50_ms}: give a positive latency in milliseconds, e.g. 1.5.")
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepSpec:
-    """What a sweep tries; saved as ``spec.json`` in the sweep's folder.
-
-    A grid sweep runs every combination of ``archs`` x ``settings`` x ``prune`` x ``qat``; an
-    Optuna sweep draws ``trials`` combinations from the same choices, steered towards the front
-    of accuracy (up), bytes (down) and p50 latency (down). Option values are checked in each
-    trial, so an impossible one becomes that trial's error row and the others go on.
-
-    Attributes:
-        archs: Architectures of the zoo.
-        settings: Training config field -> the values to try (``--set epochs=1,2``).
-        prune: Target sparsities to try; 0 means no pruning step.
-        qat: Whether to add a QAT step (and its qat-int8 artifact): (False,), (True,) or both.
-        formats: Export formats of every trial (default: the pipeline's); qat-int8 only where QAT ran.
-        preset: Training preset.
-        sample: Train and score on the embedded sample (figures say so).
-        fine_tune_epochs: Epochs of each optimization step (default: the optimize stage's).
-        search: ``grid`` or ``optuna`` (multi-objective).
-        trials: Trials of an Optuna search, counting those already finished.
-        seed: Seed of the Optuna sampler.
-        bench_threads: Interpreter threads of each trial's latency measurement.
-        constraints: The limits the picks answer.
-    """
-
-    archs: tuple[str, ...]
-    settings: dict = dataclasses.field(default_factory=dict)
-    prune: tuple[float, ...] = (0.0,)
-    qat: tuple[bool, ...] = (False,)
-    formats: tuple[str, ...] = ()
-    preset: str = "quick"
-    sample: bool = False
-    fine_tune_epochs: int | None = None
-    search: str = "grid"
-    trials: int = 10
-    seed: int = 0
-    bench_threads: int = 1
-    constraints: Constraints = Constraints()
-
-    def __post_init__(self) -> None:
-        from edge_fm.train.config import TrainConfig
-        from edge_fm.export.exporter import get_format
-        from edge_fm.train.presets import PRESET_NAMES
-        from edge_fm.zoo.registry import get_spec
-
-        archs = tuple(dict.fromkeys(self.archs))
-        if not archs:
-            raise EdgeFMError("name at least one architecture to sweep, e.g. --arch tiny-cnn,cnn-2conv.")
-        for arch in archs:
-            get_spec(arch)
-        fields = {field.name for field in dataclasses.fields(TrainConfig)}
-        settings = {}
-        for key, values in dict(self.settings).items():
-            if key in _NOT_SWEPT:
-                raise EdgeFMError(f"--set {key}: {_NOT_SWEPT[key]}.")
-            if key not in fields:
-                raise unknown_choice("setting", key, fields)
-            values = tuple(values) if isinstance(values, (list, tuple)) else (values,)
-            if not values:
-                raise EdgeFMError(f"--set {key}: give at least one value.")
-            settings[key] = values
-        for name in self.formats:
-            get_format(name)
-        if self.preset not in PRESET_NAMES:
-            raise unknown_choice("preset", self.preset, PRESET_NAMES)
-        if self.search not in SEARCHES:
-            raise unknown_choice("search", self.search, SEARCHES)
-        if self.search == "optuna" and self.trials < 1:
-            raise EdgeFMError(f"--trials {self.trials}: an Optuna search needs at least 1 trial.")
-        if self.bench_threads < 1:
-            raise EdgeFMError(f"--bench-threads {self.bench_threads}: give at least 1.")
-        prune = tuple(dict.fromkeys(_number("--prune", p) for p in self.prune)) or (0.0,)
-        qat = tuple(dict.fromkeys(bool(q) for q in self.qat)) or (False,)
-        constraints = self.constraints if isinstance(self.constraints, Constraints) else Constraints(**self.constraints)
-        for name, value in (("archs", archs), ("settings", settings), ("prune", prune), ("qat", qat),
-                            ("formats", tuple(dict.fromkeys(self.formats))), ("constraints", constraints)):
-            object.__setattr__(self, name, value)
-
-    def trial_configs(self) -> list[TrialConfig]:
-        """Every combination, in a stable order (the grid)."""
-        keys = sorted(self.settings)
-        combos = itertools.product(self.archs, itertools.product(*(self.settings[k] for k in keys)), self.prune, self.qat)
-        return [TrialConfig(arch, tuple(zip(keys, values)), prune, qat) for arch, values, prune, qat in combos]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "settings": {k: list(v) for k, v in self.settings.items()}}
-
-
-def _number(option: str, value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise EdgeFMError(f"{option} {value!r}: give a number, e.g. 0.5.") from None
-
-
-@dataclasses.dataclass(frozen=True)
-class TrialConfig:
-    """One trial: an architecture, its training settings and its optimizations.
-
-    Attributes:
-        arch: Architecture.
-        settings: Training config overrides as sorted (field, value) pairs.
-        prune: Target sparsity of the pruning step; 0 for none.
-        qat: Whether a QAT step runs.
-    """
-
-    arch: str
-    settings: tuple[tuple[str, Any], ...] = ()
-    prune: float = 0.0
-    qat: bool = False
-
-    @property
-    def key(self) -> str:
-        """The trial's folder name: readable, and the same in every attempt of the sweep."""
-        parts = [self.arch, *(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.settings),
-                 f"prune={self.prune:g}", "qat" if self.qat else "noqat"]
-        slug = re.sub(r"[^A-Za-z0-9._=+-]+", "+", "_".join(parts)).strip("+")
-        if len(slug) > 100:
-            digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
-            slug = f"{slug[:90]}-{digest}"
-        return slug
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "set": dict(self.settings), "prune": self.prune, "qat": self.qat}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrialConfig:
-        settings = tuple(sorted((k, _hashable(v)) for k, v in (values.get("set") or {}).items()))
-        return cls(values["arch"], settings, float(values.get("prune") or 0.0), bool(values.get("qat")))
-
-
-def _hashable(value: Any) -> Any:
-    return tuple(value) if isinstance(value, list) else value
-
-
-def load_spec(path: Path | str, **overrides: Any) -> SweepSpec:
-    """Reads a sweep spec from a YAML or JSON file; ``overrides`` (not None) replace its entries.
-
-    The file's keys: ``arch`` (a name or a list), ``set`` (field: value or list of values),
-    ``prune``, ``qat`` (true, false or [false, true]), ``formats``, ``preset``, ``sample``,
-    ``epochs`` (fine-tuning), ``search``, ``trials``, ``seed``, ``bench_threads`` and
-    ``constraints`` (``max_bytes``, ``min_accuracy``, ``max_p50_ms``).
-
-    Example file::
-
-        arch: [tiny-cnn, cnn-2conv]
-        set: {epochs: [1, 2]}
-        prune: [0, 0.5]
-        qat: [false, true]
-        sample: true
-        constraints: {max_bytes: 100000, min_accuracy: 0.94}
-
-    Raises:
-        EdgeFMError: The file is missing or not YAML/JSON, or holds an unknown key or a bad value.
-    """
-    import yaml
-
-    path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise EdgeFMError(f"--spec {path} does not exist: give a YAML or JSON sweep spec (see `edge-fm sweep --help`).") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise EdgeFMError(f"--spec {path} is not a readable YAML or JSON file ({str(exc).splitlines()[0]}).") from None
-    if not isinstance(values, dict):
-        raise EdgeFMError(f"--spec {path} must hold a mapping of sweep options (arch, set, prune, qat...).")
-    return spec_from_dict(values, **overrides)
-
-
-_FILE_KEYS = {"arch": "archs", "archs": "archs", "set": "settings", "settings": "settings", "prune": "prune",
-              "qat": "qat", "formats": "formats", "format": "formats", "preset": "preset", "sample": "sample",
-              "epochs": "fine_tune_epochs", "fine_tune_epochs": "fine_tune_epochs", "search": "search",
-              "trials": "trials", "seed": "seed", "bench_threads": "bench_threads", "constraints": "constraints"}
-
-
-def spec_from_dict(values: dict[str, Any], **overrides: Any) -> SweepSpec:
-    """A :class:`SweepSpec` from a spec file's mapping (or ``spec.json``), with ``overrides`` applied.
-
-    Raises:
-        EdgeFMError: An unknown key (with a close match) or a bad value.
-    """
-    fields: dict[str, Any] = {}
-    for key, value in values.items():
-        if key not in _FILE_KEYS:
-            raise unknown_choice("sweep spec key", key, _FILE_KEYS)
-        fields[_FILE_KEYS[key]] = value
-    fields.update({k: v for k, v in overrides.items() if v is not None})
-    for name in ("archs", "prune", "qat", "formats"):
-        if name in fields and not isinstance(fields[name], (list, tuple)):
-            fields[name] = (fields[name],)
-    if "constraints" in fields and isinstance(fields["constraints"], dict):
-        known = {f.name for f in dataclasses.fields(Constraints)}
-        for key in fields["constraints"]:
-            if key not in known:
-                raise unknown_choice("constraint", key, known)
-        fields["constraints"] = Constraints(**fields["constraints"])
-    if "archs" not in fields:
-        raise EdgeFMError("name at least one architecture to sweep, e.g. --arch tiny-cnn,cnn-2conv.")
-    try:
-        return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
-    except TypeError as exc:  # a value of the wrong shape (a mapping where a list belongs, say)
-        raise EdgeFMError(f"bad sweep spec: {exc}.") from None
-
-
-def parse_settings(pairs: list[str]) -> dict[str, tuple]:
-    """``["epochs=1,2", "learning_rate=0.003"]`` -> ``{"epochs": (1, 2), "learning_rate": (0.003,)}``.
-
-    A comma separates the values to try; a field that is itself a list (``augment``) takes its
-    alternatives separated by ``|`` instead (``augment=crop,flip|crop``). Repeating a key adds values.
-
-    Raises:
-        EdgeFMError: A pair without ``=``, a setting that is not a training field, or bad JSON.
-    """
-    from edge_fm.train.config import TrainConfig, parse_value
-
-    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    settings: dict[str, list] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise EdgeFMError(f"--set {pair!r} is not key=value: write e.g. --set epochs=1,2.")
-        if key in _NOT_SWEPT:
-            raise EdgeFMError(f"--set {key}: {_NOT_SWEPT[key]}.")
-        if key not in fields:
-            raise unknown_choice("setting", key, fields)
-        is_list = "tuple" in str(fields[key].type)
-        alternatives = raw.split("|") if is_list else ([raw] if raw.strip()[:1] in "[{" else raw.split(","))
-        for text in alternatives:
-            value = parse_value(text, tuple_field=is_list, name=f"--set {key}")
-            settings.setdefault(key, []).append(_hashable(value))
-    return {key: tuple(dict.fromkeys(values)) for key, values in settings.items()}
+from edge_fm.pipeline.sweep_spec import (
+    SPEC_FILE,
+    TRIALS_DIR,
+    TRIAL_FILE,
+    CLAIM_FILE,
+    INSTALL_HINT,
+    OPTUNA_STUDY,
+    FAILED_OBJECTIVES,
+    OBJECTIVES,
+    SweepSpec,
+    TrialConfig,
+    spec_from_dict,
+)
+from edge_fm.pipeline.sweep_summary import (
+    finished_trials,
+    optuna_completed,
+    optuna_storage,
+    read_trial,
+    write_summary,
+)
 
 
 # ---------------------------------------------------------------- how it runs
@@ -475,18 +213,6 @@ def _error_row(trial: TrialConfig, error: str) -> dict[str, Any]:
             "format": None, "status": "error", "error": error}
 
 
-def read_trial(trial_dir: Path) -> dict[str, Any] | None:
-    """A finished trial's record, or None (not finished, or its file is unreadable)."""
-    path = Path(trial_dir) / TRIAL_FILE
-    if not path.is_file():
-        return None
-    try:
-        record = read_json(path)
-    except (EdgeFMError, ValueError):
-        return None
-    return record if isinstance(record, dict) and "status" in record else None
-
-
 def objectives(record: dict[str, Any]) -> dict[str, float]:
     """What a trial reports to Tune: its best artifact's accuracy, bytes and p50 (see the pipeline's rule)."""
     best = record.get("best") if record.get("status") == "ok" else None
@@ -571,43 +297,12 @@ def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, 
         to_run = len(pending)
     else:
         pending = []
-        to_run = max(0, spec.trials - _optuna_completed(sweep_dir))
+        to_run = max(0, spec.trials - optuna_completed(sweep_dir))
         log(f"{len(finished)} trial(s) finished before, {to_run} Optuna trial(s) to run")
     ray_record = None
     if to_run:
         ray_record = _tune(sweep_dir, spec, pending, to_run, ray_options, data_dir, log)
     return write_summary(sweep_dir, spec, ray_record, seconds=time.time() - started, log=log)
-
-
-def finished_trials(sweep_dir: Path) -> dict[str, dict]:
-    """Trial key -> record of each trial with a ``trial.json`` (finished, with its artifacts or its error)."""
-    records = {}
-    for trial_dir in sorted((Path(sweep_dir) / TRIALS_DIR).glob("*")):
-        record = read_trial(trial_dir)
-        if record is not None:
-            records[trial_dir.name] = record
-    return records
-
-
-def _optuna_storage(sweep_dir: Path):
-    import optuna
-
-    journal = optuna.storages.journal.JournalFileBackend(str(sweep_dir / OPTUNA_JOURNAL))
-    return optuna.storages.JournalStorage(journal)
-
-
-def _optuna_completed(sweep_dir: Path) -> int:
-    """Trials of the sweep's Optuna study that finished (with a result or an error) in earlier attempts."""
-    import optuna
-
-    if not (sweep_dir / OPTUNA_JOURNAL).is_file():
-        return 0
-    try:
-        study = optuna.load_study(study_name=OPTUNA_STUDY, storage=_optuna_storage(sweep_dir))
-    except KeyError:  # the journal exists, the study was never created
-        return 0
-    ended = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
-    return len(study.get_trials(deepcopy=False, states=ended))
 
 
 def _start_ray(address: str | None, log) -> tuple[bool, int]:
@@ -683,7 +378,7 @@ def _search(sweep_dir: Path, spec: SweepSpec, pending: list[TrialConfig], to_run
                    "set": {k: tune.choice([list(v) if isinstance(v, tuple) else v for v in values])
                            for k, values in spec.settings.items()}}
     searcher = OptunaSearch(metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES], seed=spec.seed,
-                            study_name=OPTUNA_STUDY, storage=_optuna_storage(sweep_dir))
+                            study_name=OPTUNA_STUDY, storage=optuna_storage(sweep_dir))
     config = tune.TuneConfig(search_alg=searcher, num_samples=to_run, max_concurrent_trials=concurrency,
                              trial_dirname_creator=dirname)
     return config, param_space
@@ -756,170 +451,4 @@ def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
 
-
-# ---------------------------------------------------------------- the result
-
-
-CSV_COLUMNS = ("trial", "arch", "settings", "prune", "qat", "format", "threads", "bytes", "accuracy", "accuracy_delta",
-               "p50_ms", "p90_ms", "front", "status", "error", "path")
-
-
-def picks(rows: list[dict[str, Any]], constraints: Constraints) -> list[dict[str, Any]]:
-    """The artifact that answers each common question under ``constraints`` (None where none qualifies)."""
-    ok = [row for row in rows if row.get("status") == "ok"]
-
-    def p50(row):
-        return row["latency"]["p50_ms"]
-
-    def choose(question: str, candidates: list[dict], key) -> dict[str, Any]:
-        best = min(candidates, key=key) if candidates else None
-        return {"question": question, "model": best["model"] if best else None,
-                "artifact": _pick_summary(best) if best else None}
-
-    kb = f"{constraints.max_bytes / 1000:g} KB"
-    at = f"{constraints.min_accuracy:.0%}"
-    accurate = [r for r in ok if r["accuracy"] >= constraints.min_accuracy]
-    answers = [
-        choose(f"most accurate at most {kb}", [r for r in ok if r["bytes"] <= constraints.max_bytes],
-               lambda r: (-r["accuracy"], r["bytes"], p50(r))),
-        choose(f"fastest at {at} or better", accurate, lambda r: (p50(r), r["bytes"], -r["accuracy"])),
-        choose(f"smallest at {at} or better", accurate, lambda r: (r["bytes"], p50(r), -r["accuracy"])),
-    ]
-    if constraints.max_p50_ms is not None:
-        answers.append(choose(f"most accurate at p50 {constraints.max_p50_ms:g} ms or faster",
-                              [r for r in ok if p50(r) <= constraints.max_p50_ms],
-                              lambda r: (-r["accuracy"], r["bytes"], p50(r))))
-    return answers
-
-
-def _pick_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {"trial": row["trial"], "format": row["format"], "accuracy": row["accuracy"], "bytes": row["bytes"],
-            "p50_ms": row["latency"]["p50_ms"], "path": row.get("path")}
-
-
-def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = None, seconds: float = 0.0,
-                  log: Callable[[str], None] = lambda message: None) -> Path:
-    """Writes ``sweep.json``, ``sweep.csv``, ``front.png`` and the HTML report from the trials' records."""
-    from edge_fm.show.figures import pareto_front, plot_front
-
-    records = finished_trials(sweep_dir)
-    expected = len(spec.trial_configs()) if spec.search == "grid" else spec.trials
-    # An Optuna search may draw one combination twice (run once): its count is the study's.
-    done = len(records) if spec.search == "grid" else _optuna_completed(sweep_dir)
-    rows = [row for record in records.values() for row in record.get("rows", [])]
-    measured = [row for row in rows if row.get("status") == "ok"]
-    front = pareto_front(measured)
-    for row in rows:
-        row["front"] = row["model"] in front
-    previous = read_json(sweep_dir / SWEEP_JSON) if (sweep_dir / SWEEP_JSON).is_file() else {}
-    first = next((r for r in records.values() if r.get("environment")), {})
-    summary = {
-        "kind": "edge-fm sweep",
-        "target": "local (each trial's machine)",
-        "spec": spec.as_dict(),
-        "trials": {key: {k: v for k, v in record.items() if k not in ("rows", "environment", "test_set", "traceback")}
-                   for key, record in records.items()},
-        "expected_trials": expected,
-        "finished_trials": done,
-        "complete": done >= expected,
-        "environment": first.get("environment") or {},
-        "test_set": first.get("test_set") or {},
-        "reference": None,
-        "front": sorted(front),
-        "picks": picks(rows, spec.constraints),
-        "rows": sorted(rows, key=lambda r: (r["trial"], str(r.get("format")))),
-        "attempts": [*previous.get("attempts", []), {"ray": ray_record, "seconds": round(seconds, 1),
-                                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}],
-    }
-    write_json(sweep_dir / SWEEP_JSON, summary)
-    write_bytes_atomic(sweep_dir / SWEEP_CSV, _csv(summary["rows"]).encode())
-    if measured:
-        drawn = measured if len(measured) <= PLOT_ALL_UP_TO else [r for r in measured if r["model"] in front]
-        plot_front(drawn, sweep_dir / FRONT_PNG)
-        summary["plot"] = {"file": FRONT_PNG, "artifacts": "all" if drawn is measured else "the front only"}
-        write_json(sweep_dir / SWEEP_JSON, summary)
-    _html_report(sweep_dir, log)
-    return sweep_dir
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    import csv
-    import io
-
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    for row in rows:
-        flat = {**row, **(row.get("latency") or {}), "settings": json.dumps(row.get("settings", {}), sort_keys=True)}
-        writer.writerow(flat)
-    return text.getvalue()
-
-
-def _html_report(sweep_dir: Path, log) -> None:
-    """The sweep's page through `edge-fm report`, where that module is installed."""
-    try:
-        from edge_fm.show.html_report import build_report
-    except ImportError:
-        return
-    try:
-        log(f"report: {build_report(sweep_dir / SWEEP_JSON, sweep_dir / REPORT_HTML)}")
-    except EdgeFMError as exc:  # the sweep's results stand without their page
-        log(f"report failed: {exc}")
-
-
-def read_sweep(sweep_dir: Path | str) -> dict[str, Any]:
-    """A finished sweep's ``sweep.json``.
-
-    Raises:
-        EdgeFMError: No sweep result in ``sweep_dir``.
-    """
-    path = Path(sweep_dir) / SWEEP_JSON
-    if not path.is_file():
-        raise EdgeFMError(f"{sweep_dir} has no {SWEEP_JSON}: run or resume the sweep first.")
-    return read_json(path)
-
-
-# ---------------------------------------------------------------- from command-line options
-
-
-QAT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
-
-
-def build_spec(spec_file: Path | str | None = None, archs: str | None = None, settings: list[str] | None = None,
-               prune: str | None = None, qat: str | None = None, formats: list[str] | None = None,
-               preset: str | None = None, sample: bool | None = None, fine_tune_epochs: int | None = None,
-               search: str | None = None, trials: int | None = None, seed: int | None = None,
-               bench_threads: int | None = None, max_bytes: int | None = None, min_accuracy: float | None = None,
-               max_p50_ms: float | None = None) -> SweepSpec:
-    """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
-
-    Args:
-        spec_file: A YAML or JSON spec (see :func:`load_spec`).
-        archs: Comma-separated architectures.
-        settings: ``key=v1,v2`` strings (see :func:`parse_settings`); they replace the file's values of those keys.
-        prune: Comma-separated sparsities (0: no pruning).
-        qat: ``off``, ``on`` or ``both``.
-        max_bytes, min_accuracy, max_p50_ms: Constraints of the picks, over the file's.
-
-    Raises:
-        EdgeFMError: A bad option or spec (one line, with the fix).
-    """
-    if qat is not None and qat not in QAT_CHOICES:
-        raise unknown_choice("--qat value", qat, QAT_CHOICES)
-    base: dict[str, Any] = {}
-    if spec_file is not None:
-        base = load_spec(spec_file).as_dict()
-    if settings:
-        base["settings"] = {**base.get("settings", {}), **parse_settings(settings)}
-    limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
-    constraints = {**base.get("constraints", dataclasses.asdict(Constraints())), **{k: v for k, v in limits.items() if v is not None}}
-    options = {"archs": [a.strip() for a in archs.split(",") if a.strip()] if archs else None,
-               "prune": [_number("--prune", p) for p in prune.split(",") if p.strip()] if prune else None,
-               "qat": QAT_CHOICES[qat] if qat else None, "formats": tuple(formats) if formats else None,
-               "preset": preset, "sample": sample or None, "fine_tune_epochs": fine_tune_epochs, "search": search,
-               "trials": trials, "seed": seed, "bench_threads": bench_threads, "constraints": Constraints(**constraints)}
-    merged = {**base, **{k: v for k, v in options.items() if v is not None}}
-    if not merged.get("archs"):
-        raise EdgeFMError("name at least one architecture to sweep: --arch tiny-cnn,cnn-2conv (or `arch:` in --spec).")
-    return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})
 
