@@ -1,6 +1,7 @@
 """edge-fm: train, optimize, export and benchmark small Fashion-MNIST classifiers for the edge.
 
-The public API; the CLI and the scripts in ``benchmarks/`` import from here.
+The public API: the CLI reaches the library through it (names load their module on first use);
+scripts in ``benchmarks/`` and ``experiments/`` that study internals import those modules directly.
 
 Example:
     >>> import edge_fm
@@ -74,6 +75,32 @@ _LAZY = {
     "run_pipeline": ("edge_fm.pipeline.pipeline", "run_pipeline"),
     "PipelineConfig": ("edge_fm.pipeline.pipeline", "PipelineConfig"),
     "run_sweep": ("edge_fm.pipeline.sweep", "run_sweep"),
+    "parse_threads": ("edge_fm.bench.benchmark", "parse_threads"),
+    "below_min_accuracy": ("edge_fm.bench.benchmark", "below_min_accuracy"),
+    "write_results": ("edge_fm.bench.benchmark", "write_results"),
+    "compare_devices": ("edge_fm.bench.benchmark", "compare_devices"),
+    "flat_row": ("edge_fm.bench.benchmark", "flat_row"),
+    "parse_target": ("edge_fm.bench.targets", "parse_target"),
+    "Bundle": ("edge_fm.export.bundles", "Bundle"),
+    "get_format": ("edge_fm.export.formats", "get_format"),
+    "FormOptions": ("edge_fm.export.forms", "FormOptions"),
+    "export_form": ("edge_fm.export.forms", "export_form"),
+    "get_form": ("edge_fm.export.forms", "get_form"),
+    "optimize_chain": ("edge_fm.optimize.compress", "optimize_chain"),
+    "resume_optimize": ("edge_fm.optimize.compress", "resume_optimize"),
+    "read_pipeline": ("edge_fm.pipeline.pipeline", "read_pipeline"),
+    "RayOptions": ("edge_fm.pipeline.sweep", "RayOptions"),
+    "resume_sweep": ("edge_fm.pipeline.sweep", "resume_sweep"),
+    "build_sweep_spec": ("edge_fm.pipeline.sweep_spec", "build_spec"),
+    "read_sweep": ("edge_fm.pipeline.sweep_summary", "read_sweep"),
+    "measure_artifacts": ("edge_fm.shipping.catalog", "measure"),
+    "previous_result": ("edge_fm.shipping.catalog", "previous_result"),
+    "plot_front": ("edge_fm.show.figures", "plot_front"),
+    "ReportOptions": ("edge_fm.show.html_report", "ReportOptions"),
+    "classify_files": ("edge_fm.show.predict", "classify_files"),
+    "ServeConfig": ("edge_fm.show.serve", "ServeConfig"),
+    "serve_in_fresh_process": ("edge_fm.show.serve", "serve_in_fresh_process"),
+    "epochs_text": ("edge_fm.train.metrics", "epochs_text"),
     **{name: ("edge_fm.zoo", name) for name in
        ("EdgeFMWarning", "count_macs", "create_model", "describe_model", "list_models", "register_model")},
 }
@@ -98,6 +125,32 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "parse_threads",
+    "below_min_accuracy",
+    "write_results",
+    "compare_devices",
+    "flat_row",
+    "parse_target",
+    "Bundle",
+    "get_format",
+    "FormOptions",
+    "export_form",
+    "get_form",
+    "optimize_chain",
+    "resume_optimize",
+    "read_pipeline",
+    "RayOptions",
+    "resume_sweep",
+    "build_sweep_spec",
+    "read_sweep",
+    "measure_artifacts",
+    "previous_result",
+    "plot_front",
+    "ReportOptions",
+    "classify_files",
+    "ServeConfig",
+    "serve_in_fresh_process",
+    "epochs_text",
     "BenchOptions",
     "OptimizeConfig",
     "PipelineConfig",

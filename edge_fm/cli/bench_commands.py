@@ -25,7 +25,7 @@ from edge_fm.cli.common import (
 
 def print_bench_table(result: dict, title: str | None = None) -> None:
     """The benchmark table: one row per artifact and thread count."""
-    from edge_fm.bench.benchmark import flat_row
+    from edge_fm import flat_row
 
     if result["target"] == "tflm":
         return print_tflm_table(result, title)
@@ -114,9 +114,9 @@ def bench_command(
     Example: edge-fm bench models/ --target tflm --tflm-images 500
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
-    from edge_fm.bench.benchmark import bench_fleet, write_results
-    from edge_fm.shipping.catalog import measure, previous_result
-    from edge_fm.show.figures import plot_front
+    from edge_fm import bench_fleet, write_results
+    from edge_fm import measure_artifacts as measure, previous_result
+    from edge_fm import plot_front
     from edge_fm.io import check_output_file
 
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
@@ -154,7 +154,7 @@ def bench_command(
 
 def _bench_verdict(rows: list[dict], min_accuracy: Optional[float], failed: list[dict]) -> None:
     """The --min-accuracy gate, then a non-zero exit if any row failed."""
-    from edge_fm.bench.benchmark import below_min_accuracy
+    from edge_fm import below_min_accuracy
 
     if min_accuracy is not None:
         failing = below_min_accuracy(rows, min_accuracy)
@@ -167,7 +167,7 @@ def _bench_verdict(rows: list[dict], min_accuracy: Optional[float], failed: list
 
 def print_fleet_tables(result: dict, compare: bool = False) -> None:
     """A fleet's result: one table per device (its rows and environment), then artifacts x devices if asked."""
-    from edge_fm.bench.benchmark import compare_devices
+    from edge_fm import compare_devices
 
     keras = [row for row in result["rows"] if row.get("format") == "keras"]
     for device in result["targets"]:

@@ -149,14 +149,14 @@ def format_logs(logs: dict[str, float]) -> str:
 
 
 def bench_options(threads: str, runs: int, min_seconds: float, max_seconds: float, warmup: int):
-    from edge_fm.bench.benchmark import BenchOptions, parse_threads
+    from edge_fm import BenchOptions, parse_threads
 
     return BenchOptions(threads=parse_threads(threads), runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup=warmup)
 
 
 def target_option(target: str, ssh_key: Optional[Path], ssh_option: Optional[list[str]], remote_python: str, ssh_timeout: int,
             tflm_images: Optional[int] = None):
-    from edge_fm.bench.benchmark import parse_target
+    from edge_fm import parse_target
 
     return parse_target(target, identity=str(ssh_key) if ssh_key else None, ssh_options=tuple(ssh_option or ()),
                         python=remote_python, connect_timeout=ssh_timeout, tflm_images=tflm_images)

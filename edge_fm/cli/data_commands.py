@@ -105,7 +105,7 @@ def zoo_table(
 
     Example: edge-fm zoo
     """
-    from edge_fm.zoo import describe_model, list_models
+    from edge_fm import describe_model, list_models
 
     table = Table("architecture", "params", "MACs/image", "input", "paper acc.", "description")
     table.columns[0].no_wrap = True

@@ -42,9 +42,9 @@ def export_command(
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
     """
-    from edge_fm.export.bundles import Bundle
-    from edge_fm.export.exporter import get_format
-    from edge_fm.export.forms import get_form
+    from edge_fm import Bundle
+    from edge_fm import get_format
+    from edge_fm import get_form
 
     for name in formats or []:
         get_format(name)  # every name checked before any work
@@ -92,10 +92,10 @@ def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, represen
                 out: Path | None = None, parity_images: int = 1000) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target != "none":
-        from edge_fm.export.forms import FormOptions, export_form
+        from edge_fm import FormOptions, export_form
 
         return export_form(run_dir, target, FormOptions(name, out, runs_dir, data_dir, representative, parity_images))
-    from edge_fm.export.exporter import export
+    from edge_fm import export_run as export
 
     return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir)
 
@@ -127,7 +127,7 @@ def predict_command(
 
     Example: edge-fm predict models/edge-cnn/model.tflite shoe.jpg shirt.png
     """
-    from edge_fm.show.predict import classify_files
+    from edge_fm import classify_files
 
     failed = 0
     for result in classify_files(artifact, images, top):

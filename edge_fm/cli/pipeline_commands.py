@@ -48,7 +48,7 @@ def ship_command(
 
     Example: edge-fm ship runs/edge-cnn-tiny-train-1 --name edge-cnn-tiny --data-dir DATA_DIR
     """
-    from edge_fm.shipping.ship import ShipConfig, ship
+    from edge_fm import ShipConfig, ship
 
     config = ShipConfig(str(train_run), name, str(models_dir), str(qat_run) if qat_run else None, qat_epochs, qat_lr,
                         qat_max_train, note=note, train_command=train_command)
@@ -85,7 +85,7 @@ def pipeline_command(
     Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
     """
     from edge_fm.train import config as config_lib
-    from edge_fm.pipeline.pipeline import PipelineConfig, read_pipeline, run_pipeline
+    from edge_fm import PipelineConfig, read_pipeline, run_pipeline
 
     overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
     config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
@@ -158,9 +158,9 @@ def sweep_command(
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
     """
-    from edge_fm.pipeline.sweep import RayOptions, resume_sweep, run_sweep
-    from edge_fm.pipeline.sweep_spec import build_spec
-    from edge_fm.pipeline.sweep_summary import read_sweep
+    from edge_fm import RayOptions, resume_sweep, run_sweep
+    from edge_fm import build_sweep_spec as build_spec
+    from edge_fm import read_sweep
 
     ray_options = RayOptions(address, concurrency, threads_per_trial, retry_errors)
 

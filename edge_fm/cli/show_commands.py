@@ -33,7 +33,7 @@ def report_command(
     Example: edge-fm report runs/cnn-2conv-pipeline-1
     Example: edge-fm report models/ --out models-report.html
     """
-    from edge_fm.show.html_report import ReportOptions, build_report
+    from edge_fm import ReportOptions, build_report
 
     options = ReportOptions(data_dir, sample, images, explained, bench)
     with console.status("writing the report") as status:
@@ -53,7 +53,7 @@ def explain_command(
 
     Example: edge-fm explain models/edge-cnn shoe.jpg shirt.png --out explained/
     """
-    from edge_fm.show.explain import explain_files
+    from edge_fm import explain_files
 
     failed = 0
     for result in explain_files(model, images, out, top):
@@ -82,6 +82,6 @@ def serve_command(
     Needs the demo extra: pip install 'edge-fm\\[demo]'.
     Example: edge-fm serve models/ --port 8050
     """
-    from edge_fm.show.serve import ServeConfig, serve_in_fresh_process
+    from edge_fm import ServeConfig, serve_in_fresh_process
 
     serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench))

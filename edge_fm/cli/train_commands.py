@@ -57,7 +57,7 @@ def train_command(
     Example: edge-fm train cnn-2conv --preset paper --data-dir DATA_DIR --distribute mirrored
     """
     from edge_fm.train import config as config_lib
-    from edge_fm.train.trainer import config_for, resume as resume_run, train
+    from edge_fm import config_for, resume as resume_run, train_model as train
 
     reporter = RichReporter(console)
     try:
@@ -92,7 +92,7 @@ def train_command(
 
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
-    from edge_fm.train.metrics import epochs_text
+    from edge_fm import epochs_text
 
     key = "test" if "test" in metrics else "sample_test"
     scores = metrics[key]
@@ -130,7 +130,7 @@ def evaluate_command(
 
     Example: edge-fm evaluate runs/cnn-2conv-train-1
     """
-    from edge_fm.train.evaluate import evaluate_run
+    from edge_fm import evaluate_run
     from edge_fm.io import check_output_file, write_json
 
     if json_out:
@@ -169,7 +169,7 @@ def optimize_command(
 
     Example: edge-fm optimize runs/cnn-2conv-train-1 --prune 0.5 --qat
     """
-    from edge_fm.optimize.compress import optimize_chain, resume_optimize
+    from edge_fm import optimize_chain, resume_optimize
     from edge_fm.train import config as config_lib
 
     reporter = RichReporter(console)
@@ -192,7 +192,7 @@ def optimize_command(
 
 
 def _run_metrics(run_dir: Path) -> dict:
-    from edge_fm.train.runs import Run
+    from edge_fm import Run
 
     return Run(run_dir).metrics
 
