@@ -24,8 +24,16 @@ from edge_fm.show.html_report import ReportOptions, build_report
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1280, "height": 900}
 
 
@@ -39,8 +47,12 @@ def serve(models: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     # Run from the checkout with relative paths: the page names its folder, and this machine's paths
     # have no place in the README's pictures.
-    server = subprocess.Popen([sys.executable, "-m", "edge_fm.show.serve", str(models), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "edge_fm.show.serve", str(models), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=REPO,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -57,7 +69,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "images")
     parser.add_argument("--models", type=Path, default=Path("models"), help="relative to the checkout")
-    parser.add_argument("--bench", type=Path, default=Path("benchmarks/results/models_bench.json"), help="relative to the checkout")
+    parser.add_argument(
+        "--bench",
+        type=Path,
+        default=Path("benchmarks/results/models_bench.json"),
+        help="relative to the checkout",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from playwright.sync_api import sync_playwright
@@ -70,7 +87,9 @@ def main() -> int:
             page.goto(url)
             page.wait_for_selector("#answer:not(:empty)", timeout=30_000)
             page.locator("button[title='Sneaker']").click()
-            page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000
+            )
             page.screenshot(path=str(args.out / "demo.png"), full_page=True)
         finally:
             server.terminate()

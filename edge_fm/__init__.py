@@ -25,7 +25,6 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
 from edge_fm.data.datasets import (  # noqa: E402
     CLASS_NAMES,
     Dataset,
@@ -40,6 +39,7 @@ from edge_fm.data.datasets import (  # noqa: E402
     write_idx,
 )
 from edge_fm.errors import EdgeFMError  # noqa: E402
+from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
 from edge_fm.train.metrics import classification_metrics, confusion_matrix  # noqa: E402
 
 # The names below load TensorFlow (seconds); they are imported on first use (PEP 562), so what
@@ -101,8 +101,17 @@ _LAZY = {
     "ServeConfig": ("edge_fm.show.serve", "ServeConfig"),
     "serve_in_fresh_process": ("edge_fm.show.serve", "serve_in_fresh_process"),
     "epochs_text": ("edge_fm.train.metrics", "epochs_text"),
-    **{name: ("edge_fm.zoo", name) for name in
-       ("EdgeFMWarning", "count_macs", "create_model", "describe_model", "list_models", "register_model")},
+    **{
+        name: ("edge_fm.zoo", name)
+        for name in (
+            "EdgeFMWarning",
+            "count_macs",
+            "create_model",
+            "describe_model",
+            "list_models",
+            "register_model",
+        )
+    },
 }
 
 

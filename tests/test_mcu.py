@@ -18,18 +18,19 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm.data import datasets as data
-
-from edge_fm.export import firmware, mcu, tflm
 from edge_fm.cli import app
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
+from edge_fm.export import firmware, mcu, tflm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CHECK_IMAGES = 300
 
 if importlib.util.find_spec("tflite_micro") is None:
     if platform.system() == "Linux" and platform.machine() == "x86_64":
-        pytest.fail("tflite-micro is not installed: pip install -e '.[dev]' (or 'edge-fm[mcu]')", pytrace=False)
+        pytest.fail(
+            "tflite-micro is not installed: pip install -e '.[dev]' (or 'edge-fm[mcu]')", pytrace=False
+        )
     pytest.skip("tflite-micro ships wheels for Linux x86-64 only", allow_module_level=True)
 
 
@@ -66,7 +67,9 @@ def test_shipped_models_run_under_tflm_as_under_litert_reference_kernels(name, f
 def test_tflm_accuracy_is_the_plain_interpreters(test_images, plain_accuracy):
     images, labels = test_images
     report = tflm.tflm_report(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels)
-    assert report.accuracy == pytest.approx(plain_accuracy(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels))
+    assert report.accuracy == pytest.approx(
+        plain_accuracy(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels)
+    )
 
 
 @pytest.mark.parametrize("name", ["mlp", "edge-cnn-tiny"])
@@ -75,7 +78,9 @@ def test_the_arena_found_runs_and_a_smaller_one_does_not(name):
     arena = tflm.find_arena(flatbuffer)
     image = np.full((1, 28, 28), 255, dtype=np.uint8)
     assert tflm.TflmModel(flatbuffer, arena.min_bytes).outputs(image).shape == (1, 10)
-    assert not tflm._runs(flatbuffer, arena.min_bytes - tflm.ARENA_ALIGNMENT, np.zeros((1, 28, 28, 1), np.int8))
+    assert not tflm._runs(
+        flatbuffer, arena.min_bytes - tflm.ARENA_ALIGNMENT, np.zeros((1, 28, 28, 1), np.int8)
+    )
     with pytest.raises(EdgeFMError, match="could not allocate"):
         tflm.TflmModel(flatbuffer, int(arena.min_bytes * 0.9))
     assert arena.min_bytes % tflm.ARENA_ALIGNMENT == 0
@@ -92,7 +97,9 @@ def test_mobilenetv2_is_refused_naming_gelu(test_images, tmp_path):
         mcu.mcu_files(MODELS / "mobilenetv2", tmp_path / "firmware")
     assert not (tmp_path / "firmware").exists()
     with pytest.raises(EdgeFMError, match="GELU"):
-        mcu.export_mcu(MODELS / "mobilenetv2", runs_dir=tmp_path / "runs", data_dir=data.SAMPLE_DIR, images=10)
+        mcu.export_mcu(
+            MODELS / "mobilenetv2", runs_dir=tmp_path / "runs", data_dir=data.SAMPLE_DIR, images=10
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -112,8 +119,12 @@ def test_a_missing_tflite_micro_is_one_line_naming_the_extra(monkeypatch):
 def test_fits_on_compares_model_bytes_with_flash_and_arena_with_ram():
     fits = {fit["board"]: fit["fits"] for fit in tflm.fits_on(900_000, 300_000)}
     # 300,000 bytes of arena: over the Nano's 256 KiB and the Pico's 264 KiB, under the STM32F746's 320 KiB.
-    assert fits == {"Arduino Nano 33 BLE Sense": False, "Raspberry Pi Pico": False, "STM32F746 Discovery": True,
-                    "ESP32-S3 (8 MB flash)": True}
+    assert fits == {
+        "Arduino Nano 33 BLE Sense": False,
+        "Raspberry Pi Pico": False,
+        "STM32F746 Discovery": True,
+        "ESP32-S3 (8 MB flash)": True,
+    }
     assert not any(fit["fits"] for fit in tflm.fits_on(3 * 1024 * 1024, 1000)[:3])
 
 
@@ -141,15 +152,29 @@ def test_the_generated_cpp_compiles_and_gives_back_the_model(tiny_firmware, tmp_
     out, files = tiny_firmware
     main = tmp_path / "main.cc"
     main.write_text(
-        '#include <cstdint>\n#include <cstdio>\n'
+        "#include <cstdint>\n#include <cstdio>\n"
         '#include "edge_cnn_tiny_model_data.h"\n#include "edge_cnn_tiny_model_settings.h"\n'
         "int main() {\n"
         "  std::fwrite(g_edge_cnn_tiny_model, 1, g_edge_cnn_tiny_model_len, stdout);\n"
         '  std::fprintf(stderr, "%d|%s|%d", edge_cnn_tiny::kTensorArenaSize, edge_cnn_tiny::kCategoryLabels[9],\n'
-        "               static_cast<int>(reinterpret_cast<std::uintptr_t>(g_edge_cnn_tiny_model) % 16));\n}\n")
+        "               static_cast<int>(reinterpret_cast<std::uintptr_t>(g_edge_cnn_tiny_model) % 16));\n}\n"
+    )
     binary = tmp_path / "dump"
-    subprocess.run(["g++", "-std=c++14", "-Wall", "-Werror", f"-I{out}", str(main), str(files["model_data_cc"]),
-                    "-o", str(binary)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++14",
+            "-Wall",
+            "-Werror",
+            f"-I{out}",
+            str(main),
+            str(files["model_data_cc"]),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+    )
     done = subprocess.run([str(binary)], check=True, capture_output=True)
     assert done.stdout == (MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes()
     arena, label, misalignment = done.stderr.decode().split("|")
@@ -165,21 +190,50 @@ def test_the_resolver_registers_exactly_the_models_ops(tiny_firmware):
     # Read independently of edge_fm.export.mcu, with TensorFlow's own schema.
     ops = inspect_tflite((MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes())["ops"]
     assert sorted(op for _, op in registered) == ops
-    assert {method for method, _ in registered} == {"AddConv2D", "AddMaxPool2D", "AddAdd", "AddMean", "AddFullyConnected",
-                                                    "AddSoftmax"}
-    assert f"constexpr int kOpCount = {len(ops)};" in text and "MicroMutableOpResolver<kOpCount> resolver;" in text
+    assert {method for method, _ in registered} == {
+        "AddConv2D",
+        "AddMaxPool2D",
+        "AddAdd",
+        "AddMean",
+        "AddFullyConnected",
+        "AddSoftmax",
+    }
+    assert (
+        f"constexpr int kOpCount = {len(ops)};" in text
+        and "MicroMutableOpResolver<kOpCount> resolver;" in text
+    )
 
 
 def test_resolver_method_names():
-    assert [firmware.resolver_method(op) for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED",
-                                                "RELU6", "BATCH_MATMUL", "QUANTIZE")] == [
-        "AddConv2D", "AddDepthwiseConv2D", "AddMaxPool2D", "AddFullyConnected", "AddRelu6", "AddBatchMatMul", "AddQuantize"]
+    assert [
+        firmware.resolver_method(op)
+        for op in (
+            "CONV_2D",
+            "DEPTHWISE_CONV_2D",
+            "MAX_POOL_2D",
+            "FULLY_CONNECTED",
+            "RELU6",
+            "BATCH_MATMUL",
+            "QUANTIZE",
+        )
+    ] == [
+        "AddConv2D",
+        "AddDepthwiseConv2D",
+        "AddMaxPool2D",
+        "AddFullyConnected",
+        "AddRelu6",
+        "AddBatchMatMul",
+        "AddQuantize",
+    ]
 
 
 def test_the_example_uses_the_models_quantization_and_labels(tiny_firmware):
     _, files = tiny_firmware
     settings = files["settings"].read_text()
-    assert "constexpr float kInputScale = 1.0f;" in settings and "constexpr int kInputZeroPoint = -128;" in settings
+    assert (
+        "constexpr float kInputScale = 1.0f;" in settings
+        and "constexpr int kInputZeroPoint = -128;" in settings
+    )
     assert all(json.dumps(label) in settings for label in data.CLASS_NAMES)
     example = files["example"].read_text()
     assert "edge_cnn_tiny::op_resolver()" in example and "interpreter->Invoke()" in example
@@ -190,14 +244,18 @@ def test_the_example_uses_the_models_quantization_and_labels(tiny_firmware):
 
 
 def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
-    bundle = mcu.export_mcu(exported["int8"], out=tmp_path / "tiny-mcu", data_dir=data_dir, images=CHECK_IMAGES)
+    bundle = mcu.export_mcu(
+        exported["int8"], out=tmp_path / "tiny-mcu", data_dir=data_dir, images=CHECK_IMAGES
+    )
     description = json.loads((bundle / "model.json").read_text())
     record = description["mcu"]
     assert description["target"] == "mcu" and record["runs_under_tflm"] and record["unsupported_ops"] == []
     assert record["agreement_with_litert_reference"] == 1.0 and record["checked_on"]["images"] == CHECK_IMAGES
     assert 0 < record["accuracy"] <= 1 and record["arena_bytes"] > record["arena"]["min_bytes"] > 0
     assert (bundle / "model.tflite").read_bytes() == (exported["int8"] / "model.tflite").read_bytes()
-    assert record["flash_bytes"] == description["artifact"]["bytes"] == (bundle / "model.tflite").stat().st_size
+    assert (
+        record["flash_bytes"] == description["artifact"]["bytes"] == (bundle / "model.tflite").stat().st_size
+    )
     assert all(fit["fits"] for fit in record["fits_on"])  # a tiny CNN fits every board listed
     assert record["tflite_micro_version"] == tflm.tflm_version()
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -219,19 +277,34 @@ def test_cli_export_for_mcu_from_a_run(exported, tmp_path):
 
 def test_cli_export_for_mcu_of_a_shipped_bundle(data_dir, tmp_path):
     out = tmp_path / "mlp-mcu"
-    result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 100, "--data-dir", data_dir)
+    result = _invoke(
+        "export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 100, "--data-dir", data_dir
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "firmware").iterdir()) == sorted(
-        f"mlp_qat_int8_{suffix}" for suffix in ("model_data.h", "model_data.cc", "op_resolver.h", "model_settings.h",
-                                                "example.cc"))
+        f"mlp_qat_int8_{suffix}"
+        for suffix in ("model_data.h", "model_data.cc", "op_resolver.h", "model_settings.h", "example.cc")
+    )
     record = json.loads((out / "model.json").read_text())["mcu"]
     assert record["checked_on"]["images"] == 100 and record["agreement_with_litert_reference"] == 1.0
 
 
 def test_cli_refusals_are_one_line(data_dir, tmp_path):
-    result = _invoke("export", MODELS / "mobilenetv2", "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 10,
-                     "--data-dir", data_dir)
-    assert result.exit_code == 1 and "no kernel for GELU" in result.output and "Traceback" not in result.output
+    result = _invoke(
+        "export",
+        MODELS / "mobilenetv2",
+        "--for",
+        "mcu",
+        "--out",
+        tmp_path / "x",
+        "--parity-images",
+        10,
+        "--data-dir",
+        data_dir,
+    )
+    assert (
+        result.exit_code == 1 and "no kernel for GELU" in result.output and "Traceback" not in result.output
+    )
     assert not (tmp_path / "x").exists()
     result = _invoke("export", MODELS / "mlp", "-f", "int8", "--for", "mcux")
     assert result.exit_code == 1 and "Did you mean 'mcu'" in result.output
@@ -239,7 +312,17 @@ def test_cli_refusals_are_one_line(data_dir, tmp_path):
 
 def test_cli_bench_tflm_target_reports_no_latency(tmp_path):
     out = tmp_path / "tflm.json"
-    result = _invoke("bench", MODELS / "mlp" / "model.tflite", "--target", "tflm", "--sample", "--tflm-images", 50, "--json", out)
+    result = _invoke(
+        "bench",
+        MODELS / "mlp" / "model.tflite",
+        "--target",
+        "tflm",
+        "--sample",
+        "--tflm-images",
+        50,
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     bench = json.loads(out.read_text())
     row = bench["rows"][0]

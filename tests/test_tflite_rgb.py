@@ -49,7 +49,9 @@ def _shipped(name: str) -> bytes:
     return (REPO / "models" / name / "model.tflite").read_bytes()
 
 
-def _outputs(tflite: bytes, inputs: np.ndarray, xnnpack: bool = True) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+def _outputs(
+    tflite: bytes, inputs: np.ndarray, xnnpack: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """Raw outputs and dequantized scores, one image per call as an app runs the model."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

@@ -10,7 +10,8 @@ Several devices at once (:func:`bench_fleet`): one thread per device, so a devic
 two benchmarks at once; each row names its ``target``.
 
 Example:
-    >>> result = bench(["runs/cnn-2conv-int8-1"], target="local", options=BenchOptions(threads=(1, 2)))  # doctest: +SKIP
+    >>> options = BenchOptions(threads=(1, 2))
+    >>> result = bench(["runs/cnn-2conv-int8-1"], target="local", options=options)  # doctest: +SKIP
     >>> fleet = bench_fleet(["models/"], ["ssh://pi@pi-a.local", "ssh://pi@pi-b.local"])  # doctest: +SKIP
 """
 
@@ -35,8 +36,6 @@ from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_li
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run
 
-
-
 # ---------------------------------------------------------------- inputs
 
 
@@ -52,17 +51,27 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
         if path.is_file() and path.suffix == ".tflite":
             found.append(path)
         elif path.is_file():
-            raise EdgeFMError(f"{path} is not a .tflite file: pass an artifact, an export bundle or a folder of them.")
+            raise EdgeFMError(
+                f"{path} is not a .tflite file: pass an artifact, an export bundle or a folder of them."
+            )
         elif path.is_dir():
-            inside = sorted(p for p in path.rglob("*.tflite")
-                            if not any(part.startswith(TEMPORARY_PREFIX) for part in p.relative_to(path).parts))
+            inside = sorted(
+                p
+                for p in path.rglob("*.tflite")
+                if not any(part.startswith(TEMPORARY_PREFIX) for part in p.relative_to(path).parts)
+            )
             if not inside:
-                hint = (f"it is a run, not an export: `edge-fm export {path} -f int8` makes one, or pass it as --baseline"
-                        if is_run(path) else "pass export bundles or .tflite files")
+                hint = (
+                    f"it is a run, not an export: `edge-fm export {path} -f int8` makes one, or pass it as --baseline"
+                    if is_run(path)
+                    else "pass export bundles or .tflite files"
+                )
                 raise EdgeFMError(f"{path} holds no .tflite artifact: {hint}.")
             found.extend(inside)
         else:
-            raise EdgeFMError(f"{path} does not exist: pass .tflite files, export bundles (runs/<arch>-int8-N) or a folder of them.")
+            raise EdgeFMError(
+                f"{path} does not exist: pass .tflite files, export bundles (runs/<arch>-int8-N) or a folder of them."
+            )
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
 
@@ -73,16 +82,28 @@ def write_test_set(path: Path, data_dir: Path | str | None = None, sample: bool 
 
     source = data.SAMPLE_DIR if sample else data_dir
     images, labels = data.load_split("test", source)
-    np.savez_compressed(path, images=images.reshape(-1, 28, 28).astype(np.uint8), labels=labels.astype(np.uint8))
-    what = (f"embedded sample test images ({len(labels)}); NOT the Fashion-MNIST test set" if sample
-            else f"Fashion-MNIST test split ({len(labels)} images)")
-    return {"source": what, "images": int(len(labels)), "sample": sample, "sha256": data.split_sha256(images, labels)}
+    np.savez_compressed(
+        path, images=images.reshape(-1, 28, 28).astype(np.uint8), labels=labels.astype(np.uint8)
+    )
+    what = (
+        f"embedded sample test images ({len(labels)}); NOT the Fashion-MNIST test set"
+        if sample
+        else f"Fashion-MNIST test split ({len(labels)} images)"
+    )
+    return {
+        "source": what,
+        "images": int(len(labels)),
+        "sample": sample,
+        "sha256": data.split_sha256(images, labels),
+    }
 
 
 # ---------------------------------------------------------------- the Keras baseline
 
 
-def measure_keras_baseline(run_dir: Path | str, test_set: Path, options: BenchOptions) -> list[dict[str, Any]]:
+def measure_keras_baseline(
+    run_dir: Path | str, test_set: Path, options: BenchOptions
+) -> list[dict[str, Any]]:
     """Rows for a run's Keras model measured through TensorFlow, in a child process (like the
     runner's), one per thread count, so the gain of the TFLite artifacts is visible."""
     from edge_fm.train.runs import require_run
@@ -90,14 +111,32 @@ def measure_keras_baseline(run_dir: Path | str, test_set: Path, options: BenchOp
     run_dir = require_run(run_dir)
     rows = []
     for threads in options.threads:
-        command = [sys.executable, "-m", "edge_fm.bench.benchmark", "--keras-baseline", str(run_dir), str(test_set), str(threads),
-                   json.dumps(options.as_runner_options())]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=options.worst_case_seconds(1) + 120)
+        command = [
+            sys.executable,
+            "-m",
+            "edge_fm.bench.benchmark",
+            "--keras-baseline",
+            str(run_dir),
+            str(test_set),
+            str(threads),
+            json.dumps(options.as_runner_options()),
+        ]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=options.worst_case_seconds(1) + 120
+        )
         if done.returncode == 0:
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
         else:
-            rows.append({"artifact": f"{run_dir.name} (keras)", "format": "keras", "threads": threads, "path": str(run_dir),
-                         "status": "error", "error": last_line(done.stderr)})
+            rows.append(
+                {
+                    "artifact": f"{run_dir.name} (keras)",
+                    "format": "keras",
+                    "threads": threads,
+                    "path": str(run_dir),
+                    "status": "error",
+                    "error": last_line(done.stderr),
+                }
+            )
     return rows
 
 
@@ -111,12 +150,20 @@ def _keras_baseline_row(run_dir: str, test_set: str, threads: int, options: dict
     run = Run(run_dir)
     images, labels = runner.load_test_set(test_set)
     model_path = run.model_path
-    row: dict[str, Any] = {"artifact": f"{Path(run_dir).name} (keras)", "format": "keras", "path": run_dir, "threads": threads,
-                           **runner.file_sizes(str(model_path)), "rss_before_model_mb": runner.current_rss_mb()}
+    row: dict[str, Any] = {
+        "artifact": f"{Path(run_dir).name} (keras)",
+        "format": "keras",
+        "path": run_dir,
+        "threads": threads,
+        **runner.file_sizes(str(model_path)),
+        "rss_before_model_mb": runner.current_rss_mb(),
+    }
     t0 = time.perf_counter()
     model = run.model()
     # A traced function is what a fair TensorFlow deployment would call (not eager Python).
-    call = tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)])
+    call = tf.function(
+        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)]
+    )
     one = tf.constant(images[:1].reshape(1, 28, 28, 1).astype(np.float32))
     row["init_ms"] = (time.perf_counter() - t0) * 1000.0
     t0 = time.perf_counter()
@@ -124,16 +171,24 @@ def _keras_baseline_row(run_dir: str, test_set: str, threads: int, options: dict
     row["first_inference_ms"] = (time.perf_counter() - t0) * 1000.0
     for _ in range(options["warmup"]):
         call(one).numpy()
-    timings = runner.time_invocations(lambda: call(one).numpy(), options["runs"], options["min_seconds"], options["max_seconds"])
+    timings = runner.time_invocations(
+        lambda: call(one).numpy(), options["runs"], options["min_seconds"], options["max_seconds"]
+    )
     row["latency"] = runner.summarize_latency(timings)
     row["peak_rss_mb"] = runner.peak_rss_mb()
     t0 = time.perf_counter()
-    probs = model.predict(images.reshape(-1, 28, 28, 1).astype(np.float32), batch_size=options["batch_size"], verbose=0)
+    probs = model.predict(
+        images.reshape(-1, 28, 28, 1).astype(np.float32), batch_size=options["batch_size"], verbose=0
+    )
     row["accuracy_seconds"] = time.perf_counter() - t0
     predicted = probs.argmax(axis=1)
-    row.update(accuracy=float(np.mean(predicted == labels)), examples=int(len(labels)),
-               confusion_matrix=runner.confusion_matrix(labels, predicted, probs.shape[1]), status="ok",
-               interpreter=f"tensorflow {tf.__version__}")
+    row.update(
+        accuracy=float(np.mean(predicted == labels)),
+        examples=int(len(labels)),
+        confusion_matrix=runner.confusion_matrix(labels, predicted, probs.shape[1]),
+        status="ok",
+        interpreter=f"tensorflow {tf.__version__}",
+    )
     return row
 
 
@@ -222,7 +277,9 @@ def bench_fleet(
     names = [t.name for t in targets]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:
-        raise EdgeFMError(f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once.")
+        raise EdgeFMError(
+            f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once."
+        )
     if baseline:
         from edge_fm.train.runs import Run  # loads TensorFlow: only when a baseline is asked for
 
@@ -232,7 +289,9 @@ def bench_fleet(
         test_set = Path(tmp) / TEST_SET_FILE
         test_info = write_test_set(test_set, data_dir, sample)
         with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
-            measured = list(pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets))
+            measured = list(
+                pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets)
+            )
         # Measured here after the devices, so it never competes with a local device for the cores.
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
     rows, environments, errors, references = [], {}, {}, {}
@@ -263,7 +322,9 @@ def bench_fleet(
     }
 
 
-def _measure_device(target, artifacts: list[Path], test_set: Path, options: BenchOptions) -> tuple[dict | None, str | None]:
+def _measure_device(
+    target, artifacts: list[Path], test_set: Path, options: BenchOptions
+) -> tuple[dict | None, str | None]:
     """One device's result, or its error: nothing a device does stops the others."""
     try:
         return target.run(artifacts, test_set, options), None
@@ -274,8 +335,16 @@ def _measure_device(target, artifacts: list[Path], test_set: Path, options: Benc
 
 
 def _device_error_rows(artifacts: list[Path], error: str) -> list[dict[str, Any]]:
-    return [{"artifact": runner.artifact_name(str(path)), "format": runner.sidecar_description(str(path)).get("format"),
-             "path": str(path), "status": "error", "error": error} for path in artifacts]
+    return [
+        {
+            "artifact": runner.artifact_name(str(path)),
+            "format": runner.sidecar_description(str(path)).get("format"),
+            "path": str(path),
+            "status": "error",
+            "error": error,
+        }
+        for path in artifacts
+    ]
 
 
 def compare_devices(result: dict[str, Any]) -> dict[str, Any]:
@@ -292,11 +361,16 @@ def compare_devices(result: dict[str, Any]) -> dict[str, Any]:
     for row in result["rows"]:
         if row.get("format") == "keras" or row.get("threads") not in (None, threads):
             continue
-        entry = by_path.setdefault(row.get("path") or row["artifact"], {
-            "artifact": row["artifact"], "format": row.get("format"), "path": row.get("path"), "cells": {}})
+        entry = by_path.setdefault(
+            row.get("path") or row["artifact"],
+            {"artifact": row["artifact"], "format": row.get("format"), "path": row.get("path"), "cells": {}},
+        )
         entry["cells"][row.get("target")] = {
-            "status": row.get("status"), "accuracy": row.get("accuracy"),
-            "p50_ms": (row.get("latency") or {}).get("p50_ms"), "error": row.get("error")}
+            "status": row.get("status"),
+            "accuracy": row.get("accuracy"),
+            "p50_ms": (row.get("latency") or {}).get("p50_ms"),
+            "error": row.get("error"),
+        }
     return {"devices": devices, "threads": threads, "artifacts": list(by_path.values())}
 
 
@@ -306,7 +380,9 @@ def add_accuracy_deltas(rows: list[dict[str, Any]]) -> str | None:
     The reference is the Keras baseline if there is one, else the first fp32 artifact.
     """
     ok = [r for r in rows if r.get("status") == "ok"]
-    reference = next((r for r in ok if r.get("format") == "keras"), None) or next((r for r in ok if r.get("format") == "fp32"), None)
+    reference = next((r for r in ok if r.get("format") == "keras"), None) or next(
+        (r for r in ok if r.get("format") == "fp32"), None
+    )
     for row in rows:
         if reference and row.get("status") == "ok":
             row["accuracy_delta"] = row["accuracy"] - reference["accuracy"]
@@ -319,7 +395,9 @@ def best_artifact(rows: list[dict[str, Any]], tolerance: float = 0.005) -> dict[
     if not ok:
         return None
     top = max(r["accuracy"] for r in ok)
-    return min((r for r in ok if r["accuracy"] >= top - tolerance), key=lambda r: (r["bytes"], -r["accuracy"]))
+    return min(
+        (r for r in ok if r["accuracy"] >= top - tolerance), key=lambda r: (r["bytes"], -r["accuracy"])
+    )
 
 
 def below_min_accuracy(rows: list[dict[str, Any]], minimum: float) -> list[str]:
@@ -333,8 +411,26 @@ def below_min_accuracy(rows: list[dict[str, Any]], minimum: float) -> list[str]:
     return list(dict.fromkeys(failing))
 
 
-CSV_COLUMNS = ("artifact", "format", "threads", "bytes", "gzip_bytes", "accuracy", "accuracy_delta", "p50_ms", "p90_ms",
-               "p99_ms", "mean_ms", "std_ms", "images_per_second", "init_ms", "peak_rss_mb", "status", "error", "path")
+CSV_COLUMNS = (
+    "artifact",
+    "format",
+    "threads",
+    "bytes",
+    "gzip_bytes",
+    "accuracy",
+    "accuracy_delta",
+    "p50_ms",
+    "p90_ms",
+    "p99_ms",
+    "mean_ms",
+    "std_ms",
+    "images_per_second",
+    "init_ms",
+    "peak_rss_mb",
+    "status",
+    "error",
+    "path",
+)
 
 
 def flat_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -345,7 +441,9 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def write_results(result: dict[str, Any], json_path: Path | str | None = None, csv_path: Path | str | None = None) -> None:
+def write_results(
+    result: dict[str, Any], json_path: Path | str | None = None, csv_path: Path | str | None = None
+) -> None:
     """Writes the result as JSON and/or CSV (atomically)."""
     from edge_fm.io import write_bytes_atomic, write_json
 
@@ -371,7 +469,10 @@ def _main(argv: list[str]) -> int:
             row = _keras_baseline_row(argv[1], argv[2], int(argv[3]), json.loads(argv[4]))
         print(json.dumps(row, default=float))
         return 0
-    print("usage: python -m edge_fm.bench.benchmark --keras-baseline RUN TEST_NPZ THREADS OPTIONS_JSON", file=sys.stderr)
+    print(
+        "usage: python -m edge_fm.bench.benchmark --keras-baseline RUN TEST_NPZ THREADS OPTIONS_JSON",
+        file=sys.stderr,
+    )
     return 2
 
 

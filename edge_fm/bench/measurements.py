@@ -17,7 +17,9 @@ from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle
 from edge_fm.io import read_json
 
 BENCH_IN_FOLDER = BENCH_FILE
-_CARD_LATENCY = re.compile(r"\|\s*latency, batch 1, (\d+) threads?\s*\|\s*p50 ([0-9.]+) ms(?:, p90 ([0-9.]+) ms)?")
+_CARD_LATENCY = re.compile(
+    r"\|\s*latency, batch 1, (\d+) threads?\s*\|\s*p50 ([0-9.]+) ms(?:, p90 ([0-9.]+) ms)?"
+)
 
 
 def bundles_in(folder: Path | str) -> list[Path]:
@@ -47,7 +49,9 @@ def read_bench(path: Path | str) -> dict[str, Any]:
     """
     result = read_json(path)
     if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
-        raise EdgeFMError(f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`.")
+        raise EdgeFMError(
+            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
+        )
     return result
 
 
@@ -64,7 +68,9 @@ def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[li
         ``confusion_matrix`` from a bench result; ``source`` says where the figures were read.
     """
     folder = Path(folder)
-    bench = Path(bench) if bench else (folder / BENCH_IN_FOLDER if (folder / BENCH_IN_FOLDER).is_file() else None)
+    bench = (
+        Path(bench) if bench else (folder / BENCH_IN_FOLDER if (folder / BENCH_IN_FOLDER).is_file() else None)
+    )
     measured: dict[str, dict] = {}
     if bench is not None:
         measured = {bundle_name(row): row for row in bench_rows(read_bench(bench))}
@@ -77,8 +83,14 @@ def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> di
     """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else its model card."""
     bundle = Path(bundle)
     path = bundle / MODEL_FILE
-    row = {"model": bundle.name, "artifact": bundle.name, "path": str(path),
-           "format": _description(bundle).get("format"), "bytes": path.stat().st_size, "shipped": True}
+    row = {
+        "model": bundle.name,
+        "artifact": bundle.name,
+        "path": str(path),
+        "format": _description(bundle).get("format"),
+        "bytes": path.stat().st_size,
+        "shipped": True,
+    }
     figures = measured or _card_figures(bundle)
     for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
         if figures.get(key) is not None:

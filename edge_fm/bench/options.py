@@ -35,9 +35,15 @@ class BenchOptions:
 
     def __post_init__(self):
         if not self.threads or min(self.threads) < 1:
-            raise EdgeFMError(f"--threads {','.join(map(str, self.threads))}: give positive thread counts, e.g. 1,4.")
-        limits = (("--runs", self.runs, 1), ("--warmup", self.warmup, 0), ("--min-seconds", self.min_seconds, 0),
-                  ("batch size", self.batch_size, 1))
+            raise EdgeFMError(
+                f"--threads {','.join(map(str, self.threads))}: give positive thread counts, e.g. 1,4."
+            )
+        limits = (
+            ("--runs", self.runs, 1),
+            ("--warmup", self.warmup, 0),
+            ("--min-seconds", self.min_seconds, 0),
+            ("batch size", self.batch_size, 1),
+        )
         for option, value, low in limits:
             if value < low:
                 raise EdgeFMError(f"{option} {value}: must be at least {low}.")
@@ -45,15 +51,35 @@ class BenchOptions:
             raise EdgeFMError(f"--max-seconds {self.max_seconds}: must be more than 0.")
 
     def runner_args(self) -> list[str]:
-        return ["--threads", ",".join(map(str, self.threads)), "--runs", str(self.runs),
-                "--min-seconds", str(self.min_seconds), "--max-seconds", str(self.max_seconds),
-                "--warmup", str(self.warmup), "--batch-size", str(self.batch_size),
-                "--artifact-timeout", str(self.artifact_timeout), "--accuracy-threads", str(self.accuracy_threads)]
+        return [
+            "--threads",
+            ",".join(map(str, self.threads)),
+            "--runs",
+            str(self.runs),
+            "--min-seconds",
+            str(self.min_seconds),
+            "--max-seconds",
+            str(self.max_seconds),
+            "--warmup",
+            str(self.warmup),
+            "--batch-size",
+            str(self.batch_size),
+            "--artifact-timeout",
+            str(self.artifact_timeout),
+            "--accuracy-threads",
+            str(self.accuracy_threads),
+        ]
 
     def as_runner_options(self) -> dict[str, Any]:
-        return {"runs": self.runs, "min_seconds": self.min_seconds, "max_seconds": self.max_seconds,
-                "warmup": self.warmup, "batch_size": self.batch_size, "artifact_timeout": self.artifact_timeout,
-                "accuracy_threads": self.accuracy_threads}
+        return {
+            "runs": self.runs,
+            "min_seconds": self.min_seconds,
+            "max_seconds": self.max_seconds,
+            "warmup": self.warmup,
+            "batch_size": self.batch_size,
+            "artifact_timeout": self.artifact_timeout,
+            "accuracy_threads": self.accuracy_threads,
+        }
 
     def worst_case_seconds(self, artifacts: int) -> float:
         """An upper bound for a whole runner invocation, used as the SSH run timeout."""

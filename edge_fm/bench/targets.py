@@ -43,8 +43,7 @@ class Target(Protocol):
 
     name: str
 
-    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
-        ...
+    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]: ...
 
 
 @dataclasses.dataclass
@@ -56,9 +55,19 @@ class LocalTarget:
     name = "local"
 
     def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
-        command = [self.python, runner.__file__, *map(str, artifacts), "--test-data", str(test_set),
-                   *options.runner_args(), "--json", "-"]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=options.worst_case_seconds(len(artifacts)))
+        command = [
+            self.python,
+            runner.__file__,
+            *map(str, artifacts),
+            "--test-data",
+            str(test_set),
+            *options.runner_args(),
+            "--json",
+            "-",
+        ]
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=options.worst_case_seconds(len(artifacts))
+        )
         if done.returncode != 0:
             raise EdgeFMError(f"the runner failed locally: {last_line(done.stderr)}")
         return json.loads(done.stdout)
@@ -93,8 +102,17 @@ class SshTarget:
         return f"{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
 
     def ssh_command(self, remote: str) -> list[str]:
-        command = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout}",
-                   "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
+        command = [
+            "ssh",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={self.connect_timeout}",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+        ]
         # Host-key checking stays on unless the caller's own options say otherwise.
         if not any(o.lower().startswith("stricthostkeychecking") for o in self.ssh_options):
             command += ["-o", "StrictHostKeyChecking=yes"]
@@ -112,9 +130,14 @@ class SshTarget:
         try:
             done = subprocess.run(self.ssh_command(remote), input=stdin, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
-            raise EdgeFMError(f"{self.where} did not finish within {timeout:.0f} s: check the host, or raise --max-seconds / --ssh-timeout.") from None
+            raise EdgeFMError(
+                f"{self.where} did not finish within {timeout:.0f} s: check the host, or raise "
+                "--max-seconds / --ssh-timeout."
+            ) from None
         except FileNotFoundError:
-            raise EdgeFMError("the OpenSSH client `ssh` is not installed here: install it (apt-get install openssh-client).") from None
+            raise EdgeFMError(
+                "the OpenSSH client `ssh` is not installed here: install it (apt-get install openssh-client)."
+            ) from None
         if done.returncode == 255:
             raise EdgeFMError(self.explain_ssh_failure(done.stderr.decode(errors="replace")))
         return done
@@ -124,34 +147,61 @@ class SshTarget:
         text = stderr.lower()
         if "connection refused" in text:
             return f"cannot reach {self.where}: connection refused (is sshd running there, and is the port right?)."
-        if "timed out" in text or "no route" in text or "could not resolve" in text or "network is unreachable" in text:
-            return f"cannot reach {self.where}: {last_line(stderr)} (check the address and that the host is up)."
+        if (
+            "timed out" in text
+            or "no route" in text
+            or "could not resolve" in text
+            or "network is unreachable" in text
+        ):
+            return (
+                f"cannot reach {self.where}: {last_line(stderr)} (check the address and that the host is up)."
+            )
         if "host key verification failed" in text or "host key for" in text:
-            return (f"the host key of {self.host} is not known (or has changed): connect once with `ssh "
-                    f"{'-p ' + str(self.port) + ' ' if self.port else ''}{self.user + '@' if self.user else ''}{self.host}` "
-                    "to check and accept it; host-key checking stays on.")
+            return (
+                f"the host key of {self.host} is not known (or has changed): connect once with `ssh "
+                f"{'-p ' + str(self.port) + ' ' if self.port else ''}"
+                f"{self.user + '@' if self.user else ''}{self.host}` "
+                "to check and accept it; host-key checking stays on."
+            )
         if "permission denied" in text:
-            return (f"{self.where} refused the key: add your public key to ~/.ssh/authorized_keys on the host "
-                    f"(`ssh-copy-id {self.user + '@' if self.user else ''}{self.host}`) or pass --ssh-key.")
+            return (
+                f"{self.where} refused the key: add your public key to ~/.ssh/authorized_keys on the host "
+                f"(`ssh-copy-id {self.user + '@' if self.user else ''}{self.host}`) or pass --ssh-key."
+            )
         return f"ssh to {self.where} failed: {last_line(stderr)}"
 
     def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
         quick = self.connect_timeout + 30
         probe = self.call(f"{self.python} -c 'import sys; print(sys.version_info[0])'", timeout=quick)
         if probe.returncode != 0 or probe.stdout.strip() != b"3":
-            raise EdgeFMError(f"{self.python} (Python 3) not found on {self.host}: install it (`sudo apt install python3`) or pass --remote-python.")
+            raise EdgeFMError(
+                f"{self.python} (Python 3) not found on {self.host}: install it (`sudo apt install "
+                "python3`) or pass --remote-python."
+            )
         made = self.call('mktemp -d "${TMPDIR:-/tmp}/edge-fm-bench.XXXXXX"', timeout=quick)
         remote_dir = made.stdout.decode().strip()
         if made.returncode != 0 or not remote_dir.startswith("/"):
-            raise EdgeFMError(f"could not make a temporary folder on {self.host}: {last_line(made.stderr.decode())}")
+            raise EdgeFMError(
+                f"could not make a temporary folder on {self.host}: {last_line(made.stderr.decode())}"
+            )
         try:
             names = _remote_names(artifacts)
             self.upload(remote_dir, _payload(artifacts, names, test_set), timeout=quick + 300)
-            command = " ".join([
-                "cd", shlex.quote(remote_dir), "&&", self.python, "runner.py",
-                *(shlex.quote(f"{name}/{MODEL_FILE}") for name in names),
-                "--test-data", TEST_SET_FILE, *map(shlex.quote, options.runner_args()), "--json", "-",
-            ])
+            command = " ".join(
+                [
+                    "cd",
+                    shlex.quote(remote_dir),
+                    "&&",
+                    self.python,
+                    "runner.py",
+                    *(shlex.quote(f"{name}/{MODEL_FILE}") for name in names),
+                    "--test-data",
+                    TEST_SET_FILE,
+                    *map(shlex.quote, options.runner_args()),
+                    "--json",
+                    "-",
+                ]
+            )
             done = self.call(command, timeout=options.worst_case_seconds(len(artifacts)))
             if done.returncode != 0:
                 message = last_line(done.stderr.decode(errors="replace")).removeprefix("error: ")
@@ -167,7 +217,9 @@ class SshTarget:
     def upload(self, remote_dir: str, payload: bytes, timeout: float) -> None:
         done = self.call(f"tar -xzf - -C {shlex.quote(remote_dir)}", timeout=timeout, stdin=payload)
         if done.returncode != 0:
-            raise EdgeFMError(f"could not copy the artifacts to {self.host}: {last_line(done.stderr.decode())}")
+            raise EdgeFMError(
+                f"could not copy the artifacts to {self.host}: {last_line(done.stderr.decode())}"
+            )
 
 
 def _remote_names(artifacts: list[Path]) -> list[str]:
@@ -213,21 +265,31 @@ class TflmTarget:
         """Rows for ``artifacts`` on the test set the benchmark wrote; one failure is one error row."""
         tflm.load_runtime()  # a missing tflite-micro is one clear error, not one per row
         images, labels = runner.load_test_set(str(test_set))
-        images, labels = images[:self.images], labels[:self.images]
+        images, labels = images[: self.images], labels[: self.images]
         rows = [self.row(path, images, labels) for path in artifacts]
         environment = {
-            "interpreter": "tflite-micro", "interpreter_version": tflm.tflm_version(),
+            "interpreter": "tflite-micro",
+            "interpreter_version": tflm.tflm_version(),
             "reference": f"ai-edge-litert {tflm.package_version('ai-edge-litert')} reference kernels (BUILTIN_REF)",
-            "cpu": platform.processor() or platform.machine(), "machine": platform.machine(),
-            "os": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-            "images_per_artifact": int(len(labels)), "latency": tflm.LATENCY_NOTE, "fits_on_note": tflm.FIT_NOTE,
+            "cpu": platform.processor() or platform.machine(),
+            "machine": platform.machine(),
+            "os": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version(),
+            "images_per_artifact": int(len(labels)),
+            "latency": tflm.LATENCY_NOTE,
+            "fits_on_note": tflm.FIT_NOTE,
         }
         return {"rows": rows, "environment": environment}
 
     def row(self, path: Path, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-        row: dict[str, Any] = {"artifact": runner.artifact_name(str(path)), "path": str(path),
-                               **runner.sidecar_description(str(path)), **runner.file_sizes(str(path)),
-                               "interpreter": "tflite-micro", "latency": None}
+        row: dict[str, Any] = {
+            "artifact": runner.artifact_name(str(path)),
+            "path": str(path),
+            **runner.sidecar_description(str(path)),
+            **runner.file_sizes(str(path)),
+            "interpreter": "tflite-micro",
+            "latency": None,
+        }
         started = time.perf_counter()
         try:
             report = tflm.tflm_report(path, images, labels, "benchmark test set")
@@ -237,12 +299,18 @@ class TflmTarget:
             return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
         record = report.as_dict()
         row.update(
-            runs_under_tflm=report.runs_under_tflm, unsupported_ops=list(report.unsupported_ops), ops=list(report.ops),
-            arena_bytes=report.arena_bytes, arena_min_bytes=report.arena.min_bytes if report.arena else None,
-            flash_bytes=report.flash_bytes, examples=report.images, tflite_micro_version=report.tflm_version,
+            runs_under_tflm=report.runs_under_tflm,
+            unsupported_ops=list(report.unsupported_ops),
+            ops=list(report.ops),
+            arena_bytes=report.arena_bytes,
+            arena_min_bytes=report.arena.min_bytes if report.arena else None,
+            flash_bytes=report.flash_bytes,
+            examples=report.images,
+            tflite_micro_version=report.tflm_version,
             agreement_with_litert_reference=report.agreement_with_litert_reference,
             identical_outputs_to_litert_reference=report.identical_outputs,
-            max_output_difference_steps=report.max_output_difference, fits_on=record["fits_on"],
+            max_output_difference_steps=report.max_output_difference,
+            fits_on=record["fits_on"],
             check_seconds=round(time.perf_counter() - started, 1),
         )
         if not report.runs_under_tflm:
@@ -258,9 +326,15 @@ def _ssh_target(text: str, options: dict[str, Any]) -> SshTarget:
         port = -1
     if not parts.hostname or port == -1 or parts.path not in ("", "/"):
         raise EdgeFMError(f"target {text!r}: write ssh://user@host or ssh://user@host:port.")
-    return SshTarget(host=parts.hostname, user=parts.username, port=port, identity=options["identity"],
-                     ssh_options=tuple(options["ssh_options"]), python=options["python"] or "python3",
-                     connect_timeout=options["connect_timeout"])
+    return SshTarget(
+        host=parts.hostname,
+        user=parts.username,
+        port=port,
+        identity=options["identity"],
+        ssh_options=tuple(options["ssh_options"]),
+        python=options["python"] or "python3",
+        connect_timeout=options["connect_timeout"],
+    )
 
 
 def _tflm_target(text: str, options: dict[str, Any]) -> TflmTarget:
@@ -286,8 +360,14 @@ TARGETS: tuple[TargetKind, ...] = (
 )
 
 
-def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str, ...] = (), python: str | None = None,
-                 connect_timeout: int = 10, tflm_images: int | None = None) -> Target:
+def parse_target(
+    text: str,
+    identity: str | None = None,
+    ssh_options: tuple[str, ...] = (),
+    python: str | None = None,
+    connect_timeout: int = 10,
+    tflm_images: int | None = None,
+) -> Target:
     """``local``, ``ssh://user@host[:port]``, or ``tflm`` (TensorFlow Lite for Microcontrollers here:
     accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact).
 
@@ -295,8 +375,13 @@ def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str,
         EdgeFMError: Any other form.
     """
     scheme = text.split("://", 1)[0] if "://" in text else text
-    options = {"identity": identity, "ssh_options": ssh_options, "python": python,
-               "connect_timeout": connect_timeout, "tflm_images": tflm_images}
+    options = {
+        "identity": identity,
+        "ssh_options": ssh_options,
+        "python": python,
+        "connect_timeout": connect_timeout,
+        "tflm_images": tflm_images,
+    }
     for kind in TARGETS:
         if kind.scheme == scheme and (("://" in text) == ("://" in kind.form)):
             return kind.make(text, options)

@@ -1,4 +1,4 @@
-"""What every ``edge-fm`` command shares: the Typer app, the consoles, the one-red-line error handling, the progress reporter."""
+"""What every ``edge-fm`` command shares: the Typer app, the consoles, one-line errors, the progress reporter."""
 
 from __future__ import annotations
 
@@ -39,7 +39,9 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 DataDirOption = Annotated[
     Optional[Path],
-    typer.Option("--data-dir", help="Folder of the four IDX files (default: $EDGE_FM_DATA, else the user cache)."),
+    typer.Option(
+        "--data-dir", help="Folder of the four IDX files (default: $EDGE_FM_DATA, else the user cache)."
+    ),
 ]
 
 
@@ -65,7 +67,9 @@ def fails_cleanly(command):
                 raise
             # The system refused a file the library did not foresee (no space, no permission):
             # the user can fix that, so one line, not a traceback.
-            print_error(f"{exc.filename}: {(exc.strerror or str(exc)).lower()}; check the path, its permissions and free space.")
+            print_error(
+                f"{exc.filename}: {(exc.strerror or str(exc)).lower()}; check the path, its permissions and free space."
+            )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]", highlight=False)
@@ -94,7 +98,10 @@ def _version_callback(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
 ) -> None:
     """Train, optimize, export and benchmark tiny Fashion-MNIST classifiers for the edge."""
@@ -116,11 +123,17 @@ class RichReporter:
             self.out.print(f"resuming after epoch {initial_epoch}")
         if self.out.is_terminal:
             self.progress = Progress(
-                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                TimeElapsedColumn(), TextColumn("{task.fields[metrics]}"), console=self.out,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                TextColumn("{task.fields[metrics]}"),
+                console=self.out,
             )
             self.progress.start()
-            self.epoch_task = self.progress.add_task("epochs", total=config.epochs, completed=initial_epoch, metrics="")
+            self.epoch_task = self.progress.add_task(
+                "epochs", total=config.epochs, completed=initial_epoch, metrics=""
+            )
             self.step_task = self.progress.add_task("steps", total=steps_per_epoch, metrics="")
 
     def step(self, step, logs):
@@ -151,12 +164,30 @@ def format_logs(logs: dict[str, float]) -> str:
 def bench_options(threads: str, runs: int, min_seconds: float, max_seconds: float, warmup: int):
     from edge_fm import BenchOptions, parse_threads
 
-    return BenchOptions(threads=parse_threads(threads), runs=runs, min_seconds=min_seconds, max_seconds=max_seconds, warmup=warmup)
+    return BenchOptions(
+        threads=parse_threads(threads),
+        runs=runs,
+        min_seconds=min_seconds,
+        max_seconds=max_seconds,
+        warmup=warmup,
+    )
 
 
-def target_option(target: str, ssh_key: Optional[Path], ssh_option: Optional[list[str]], remote_python: str, ssh_timeout: int,
-            tflm_images: Optional[int] = None):
+def target_option(
+    target: str,
+    ssh_key: Optional[Path],
+    ssh_option: Optional[list[str]],
+    remote_python: str,
+    ssh_timeout: int,
+    tflm_images: Optional[int] = None,
+):
     from edge_fm import parse_target
 
-    return parse_target(target, identity=str(ssh_key) if ssh_key else None, ssh_options=tuple(ssh_option or ()),
-                        python=remote_python, connect_timeout=ssh_timeout, tflm_images=tflm_images)
+    return parse_target(
+        target,
+        identity=str(ssh_key) if ssh_key else None,
+        ssh_options=tuple(ssh_option or ()),
+        python=remote_python,
+        connect_timeout=ssh_timeout,
+        tflm_images=tflm_images,
+    )

@@ -10,13 +10,12 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-
 from edge_fm.cli.common import (
-    app,
-    data_app,
-    console,
-    err_console,
     DataDirOption,
+    app,
+    console,
+    data_app,
+    err_console,
     fails_cleanly,
 )
 
@@ -26,7 +25,8 @@ from edge_fm.cli.common import (
 def data_fetch(
     data_dir: DataDirOption = None,
     url: Annotated[
-        Optional[list[str]], typer.Option("--url", help="Base URL to download from instead of the official mirrors (repeatable).")
+        Optional[list[str]],
+        typer.Option("--url", help="Base URL to download from instead of the official mirrors (repeatable)."),
     ] = None,
 ) -> None:
     """Download the four original Fashion-MNIST files and verify their SHA-256.
@@ -73,7 +73,11 @@ def data_info(
     console.print(table)
     console.print(f"train pixel mean {result['pixel_mean']:.3f}, std {result['pixel_std']:.3f} (0-255 scale)")
     for name, entry in result["files"].items():
-        verdict = "[green]matches the original release[/]" if entry["matches_original"] else "[yellow]differs from the original release[/]"
+        verdict = (
+            "[green]matches the original release[/]"
+            if entry["matches_original"]
+            else "[yellow]differs from the original release[/]"
+        )
         console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}")
 
 
@@ -113,6 +117,11 @@ def zoo_table(
         row = describe_model(name)
         paper_acc = f"{row['paper_accuracy']:.2%}" if row["paper_accuracy"] else "-"
         table.add_row(
-            name, f"{row['params']:,}", f"{row['macs'] / 1e6:.2f} M", row["input_size"], paper_acc, row["description"]
+            name,
+            f"{row['params']:,}",
+            f"{row['macs'] / 1e6:.2f} M",
+            row["input_size"],
+            paper_acc,
+            row["description"],
         )
     console.print(table)

@@ -8,33 +8,60 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edge_fm.errors import EdgeFMError
-
 from edge_fm.cli.common import (
+    DataDirOption,
     app,
     console,
-    DataDirOption,
     fails_cleanly,
     print_error,
 )
+from edge_fm.errors import EdgeFMError
 
 
 @app.command("export")
 @fails_cleanly
 def export_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished training or optimization run; with --for mobile or mcu also an int8 export bundle or .tflite (e.g. models/edge-cnn-tiny).")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A finished training or optimization run; with --for mobile or mcu also an int8 export "
+            "bundle or .tflite (e.g. models/edge-cnn-tiny)."
+        ),
+    ],
     formats: Annotated[
-        Optional[list[str]], typer.Option("--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable); omit it for a bundle.")
+        Optional[list[str]],
+        typer.Option(
+            "--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable); omit it for a bundle."
+        ),
     ] = None,
-    io_dtype: Annotated[Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")] = None,
-    representative: Annotated[int, typer.Option(help="Calibration images drawn from the training split.")] = 500,
+    io_dtype: Annotated[
+        Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")
+    ] = None,
+    representative: Annotated[
+        int, typer.Option(help="Calibration images drawn from the training split.")
+    ] = 500,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
-        str, typer.Option("--for", help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).")
+        str,
+        typer.Option(
+            "--for",
+            help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).",
+        ),
     ] = "none",
-    out: Annotated[Optional[Path], typer.Option(help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N).")] = None,
-    parity_images: Annotated[int, typer.Option(help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: test images under TFLM against LiteRT's reference kernels).")] = 1000,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
+        ),
+    ] = None,
+    parity_images: Annotated[
+        int,
+        typer.Option(
+            help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
+            "test images under TFLM against LiteRT's reference kernels)."
+        ),
+    ] = 1000,
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
@@ -42,25 +69,31 @@ def export_command(
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
     """
-    from edge_fm import Bundle
-    from edge_fm import get_format
-    from edge_fm import get_form
+    from edge_fm import Bundle, get_form, get_format
 
     for name in formats or []:
         get_format(name)  # every name checked before any work
     if target != "none":
         get_form(target)
     if not formats and target == "none":
-        raise EdgeFMError("give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one.")
+        raise EdgeFMError(
+            "give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one."
+        )
     if out is not None and (target == "none" or len(formats or []) > 1):
-        raise EdgeFMError("--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format.")
+        raise EdgeFMError(
+            "--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format."
+        )
     if target != "none" and io_dtype is not None:
-        raise EdgeFMError(f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it.")
+        raise EdgeFMError(
+            f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it."
+        )
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
     failures, form_lines = [], []
     for name in formats or [None]:
         try:
-            bundle = _export_for(target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images)
+            bundle = _export_for(
+                target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images
+            )
         except EdgeFMError as exc:
             failures.append(str(exc))
             print_error(str(exc))
@@ -73,9 +106,13 @@ def export_command(
         if report and "parity" in report:  # a bare .tflite given for --for mcu has no export record
             parity = report["parity"]
             table.add_row(
-                name or description.get("format", ""), str(bundle), f"{artifact['bytes'] / 1024:.1f}",
-                f"{artifact['gzip_bytes'] / 1024:.1f}", "yes" if report["integer_only"] else "no",
-                f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs {parity['keras_accuracy']:.1%}",
+                name or description.get("format", ""),
+                str(bundle),
+                f"{artifact['bytes'] / 1024:.1f}",
+                f"{artifact['gzip_bytes'] / 1024:.1f}",
+                "yes" if report["integer_only"] else "no",
+                f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs "
+                f"{parity['keras_accuracy']:.1%}",
                 " ".join(report["ops"]),
             )
         if "mcu" in description:
@@ -88,32 +125,53 @@ def export_command(
         raise typer.Exit(1)
 
 
-def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, representative: int, runs_dir: Path, data_dir,
-                out: Path | None = None, parity_images: int = 1000) -> Path:
+def _export_for(
+    target: str,
+    run_dir: Path,
+    name: str | None,
+    io_dtype,
+    representative: int,
+    runs_dir: Path,
+    data_dir,
+    out: Path | None = None,
+    parity_images: int = 1000,
+) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target != "none":
         from edge_fm import FormOptions, export_form
 
-        return export_form(run_dir, target, FormOptions(name, out, runs_dir, data_dir, representative, parity_images))
+        return export_form(
+            run_dir, target, FormOptions(name, out, runs_dir, data_dir, representative, parity_images)
+        )
     from edge_fm import export_run as export
 
-    return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir)
+    return export(
+        run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir
+    )
 
 
 def _mobile_line(bundle: Path, record: dict) -> str:
     parity = record["parity"]
-    same = "identical outputs" if parity["identical_to_int8"] else f"top-1 agreement {parity['top1_agreement']:.2%}"
-    return (f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} grey test "
-            f"images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}")
+    same = (
+        "identical outputs"
+        if parity["identical_to_int8"]
+        else f"top-1 agreement {parity['top1_agreement']:.2%}"
+    )
+    return (
+        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} grey test "
+        f"images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+    )
 
 
 def _mcu_line(bundle: Path, record: dict) -> str:
     fits = ", ".join(fit["board"] for fit in record["fits_on"] if fit["fits"]) or "none of the boards checked"
-    return (f"{bundle}: runs under TFLM {record['tflite_micro_version']}; arena {record['arena_bytes']:,} B "
-            f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "
-            f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
-            f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
-            f"(firmware needs room too); firmware files in {bundle / 'firmware'}")
+    return (
+        f"{bundle}: runs under TFLM {record['tflite_micro_version']}; arena {record['arena_bytes']:,} B "
+        f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "
+        f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
+        f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
+        f"(firmware needs room too); firmware files in {bundle / 'firmware'}"
+    )
 
 
 @app.command("predict")

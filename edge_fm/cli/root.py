@@ -19,6 +19,7 @@ from edge_fm.cli import export_commands  # noqa: F401
 from edge_fm.cli import show_commands  # noqa: F401
 from edge_fm.cli import bench_commands  # noqa: F401
 from edge_fm.cli import pipeline_commands  # noqa: F401
+
 # isort: on
 from edge_fm.cli.common import UsageError, app, err_console, print_error
 

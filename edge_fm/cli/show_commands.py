@@ -7,11 +7,10 @@ from typing import Annotated, Optional
 
 import typer
 
-
 from edge_fm.cli.common import (
+    DataDirOption,
     app,
     console,
-    DataDirOption,
     fails_cleanly,
     print_error,
 )
@@ -20,13 +19,29 @@ from edge_fm.cli.common import (
 @app.command("report")
 @fails_cleanly
 def report_command(
-    target: Annotated[Path, typer.Argument(help="A run, an export bundle, a pipeline run, a bench result JSON or a folder of bundles.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="The HTML file (default: report.html inside the target folder).")] = None,
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A run, an export bundle, a pipeline run, a bench result JSON or a folder of bundles."
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="The HTML file (default: report.html inside the target folder)."),
+    ] = None,
     data_dir: DataDirOption = None,
-    sample: Annotated[bool, typer.Option("--sample", help="Score a bundle without its run on the embedded sample.")] = False,
-    images: Annotated[int, typer.Option("--images", help="Images scored at most (a report takes seconds).")] = 2000,
-    explained: Annotated[int, typer.Option("--explained", help="Images explained, one per class (0-10).")] = 10,
-    bench: Annotated[Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Score a bundle without its run on the embedded sample.")
+    ] = False,
+    images: Annotated[
+        int, typer.Option("--images", help="Images scored at most (a report takes seconds).")
+    ] = 2000,
+    explained: Annotated[
+        int, typer.Option("--explained", help="Images explained, one per class (0-10).")
+    ] = 10,
+    bench: Annotated[
+        Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
+    ] = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
 
@@ -44,9 +59,13 @@ def report_command(
 @app.command("explain")
 @fails_cleanly
 def explain_command(
-    model: Annotated[Path, typer.Argument(help="A training run (Grad-CAM), or a .tflite file or bundle (occlusion).")],
+    model: Annotated[
+        Path, typer.Argument(help="A training run (Grad-CAM), or a .tflite file or bundle (occlusion).")
+    ],
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path("explanations"),
+    out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path(
+        "explanations"
+    ),
     top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
 ) -> None:
     """Write a heat map of where the model looks, per image, and print its top classes.
@@ -62,7 +81,9 @@ def explain_command(
             print_error(result.error)
             continue
         classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
-        console.print(f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}", highlight=False)
+        console.print(
+            f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}", highlight=False
+        )
     if failed:
         raise typer.Exit(1)
 
@@ -70,12 +91,20 @@ def explain_command(
 @app.command("serve")
 @fails_cleanly
 def serve_command(
-    path: Annotated[Path, typer.Argument(help="A bundle, a .tflite file or a folder of bundles.")] = Path("models"),
-    host: Annotated[str, typer.Option(help="Address to bind; other than 127.0.0.1 needs --expose.")] = "127.0.0.1",
+    path: Annotated[Path, typer.Argument(help="A bundle, a .tflite file or a folder of bundles.")] = Path(
+        "models"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; other than 127.0.0.1 needs --expose.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8050,
-    expose: Annotated[bool, typer.Option("--expose", help="Confirm serving beyond this machine (no authentication).")] = False,
+    expose: Annotated[
+        bool, typer.Option("--expose", help="Confirm serving beyond this machine (no authentication).")
+    ] = False,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
-    bench: Annotated[Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")] = None,
+    bench: Annotated[
+        Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")
+    ] = None,
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 

@@ -183,7 +183,9 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, image_file: Path, label_
     if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
         raise EdgeFMError(f"{image_file}: expected uint8 images of 28x28, got {images.dtype} {images.shape}.")
     if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise EdgeFMError(f"{label_file}: expected a 1-D uint8 label array, got {labels.dtype} {labels.shape}.")
+        raise EdgeFMError(
+            f"{label_file}: expected a 1-D uint8 label array, got {labels.dtype} {labels.shape}."
+        )
     if len(images) != len(labels):
         raise EdgeFMError(
             f"{image_file.name} holds {len(images)} images but {label_file.name} holds {len(labels)} labels: "
@@ -255,7 +257,9 @@ def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.n
     """
     n = len(labels)
     if not 0 <= val_size < n:
-        raise EdgeFMError(f"validation size {val_size} must be between 0 and {n - 1} (the training set holds {n}).")
+        raise EdgeFMError(
+            f"validation size {val_size} must be between 0 and {n - 1} (the training set holds {n})."
+        )
     rng = np.random.default_rng(seed)
     classes, counts = np.unique(labels, return_counts=True)
     # Largest-remainder allocation: per-class quotas that sum to exactly val_size.
@@ -406,7 +410,9 @@ def info(data_dir: Path | str | None = None) -> dict:
         images, labels = load_split(split, directory)
         result["splits"][split] = {
             "images": int(len(labels)),
-            "per_class": {CLASS_NAMES[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=NUM_CLASSES))},
+            "per_class": {
+                CLASS_NAMES[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=NUM_CLASSES))
+            },
         }
         if split == "train":
             pixels = images.astype(np.float64)
@@ -441,7 +447,11 @@ def make_sample(
     written = []
     for split, per_class in (("train", per_class_train), ("test", per_class_test)):
         images, labels = load_split(split, data_dir)
-        keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(NUM_CLASSES)]))
+        keep = np.sort(
+            np.concatenate(
+                [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(NUM_CLASSES)]
+            )
+        )
         image_name, label_name = FILES[split]
         write_idx(Path(out_dir) / image_name, images[keep].reshape(-1, 28, 28))
         write_idx(Path(out_dir) / label_name, labels[keep])

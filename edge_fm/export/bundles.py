@@ -127,8 +127,10 @@ class Bundle:
 
         file = model_file(path)
         if file is None:
-            raise EdgeFMError(f"{path} holds no .tflite model: pass an export bundle (a folder with {MODEL_FILE}) "
-                              "or a .tflite file.")
+            raise EdgeFMError(
+                f"{path} holds no .tflite model: pass an export bundle (a folder with {MODEL_FILE}) "
+                "or a .tflite file."
+            )
         sidecar = file.with_name(DESCRIPTION_FILE)
         has_sidecar = file.name == MODEL_FILE and sidecar.is_file()
         description = read_json(sidecar) if has_sidecar else {}
@@ -140,8 +142,9 @@ class Bundle:
             try:
                 stored = read_metadata(file.read_bytes())
             except Exception:  # noqa: BLE001 - any parse failure means the same: not a .tflite model
-                raise EdgeFMError(f"{file} is not a valid .tflite model: export it again "
-                                  "(`edge-fm export RUN -f int8`).") from None
+                raise EdgeFMError(
+                    f"{file} is not a valid .tflite model: export it again (`edge-fm export RUN -f int8`)."
+                ) from None
             description = description if has_sidecar else stored["description"]
         labels_path = file.with_name(LABELS_FILE)
         if labels_path.is_file():
@@ -202,8 +205,10 @@ def check_new_folder(out: Path | str) -> Path:
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise EdgeFMError(f"--out {out} already exists and is not an empty folder: choose a new folder "
-                          "(bundles are never overwritten).")
+        raise EdgeFMError(
+            f"--out {out} already exists and is not an empty folder: choose a new folder "
+            "(bundles are never overwritten)."
+        )
     return check_output_dir(out, "--out")  # made only once the model has passed: a refusal leaves nothing
 
 
@@ -222,8 +227,14 @@ def artifact_record(final: bytes, file: str = MODEL_FILE) -> dict[str, Any]:
     }
 
 
-def write_bundle(folder: Path | str, artifact: bytes, description: dict[str, Any], labels: Sequence[str],
-                 manifest: dict[str, Any], files: dict[str, bytes] | None = None) -> Path:
+def write_bundle(
+    folder: Path | str,
+    artifact: bytes,
+    description: dict[str, Any],
+    labels: Sequence[str],
+    manifest: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+) -> Path:
     """Writes a bundle whole or not at all, and returns its folder.
 
     The files are written into a temporary folder beside ``folder`` with the manifest, then the
@@ -245,7 +256,9 @@ def write_bundle(folder: Path | str, artifact: bytes, description: dict[str, Any
 
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-        raise EdgeFMError(f"{folder} already exists and is not an empty folder: bundles are never overwritten.")
+        raise EdgeFMError(
+            f"{folder} already exists and is not an empty folder: bundles are never overwritten."
+        )
     make_dirs(folder.parent)
     staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{folder.name}-", dir=folder.parent))
     try:

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from edge_fm.data import datasets as data_lib
 from edge_fm.compat import keras, native_stderr_silenced, tf
+from edge_fm.data import datasets as data_lib
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.bundles import write_bundle
+from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.tflite_file import embed_metadata, inspect
-from edge_fm.train.evaluate import predict_proba
 from edge_fm.runner import TFLiteModel
+from edge_fm.train.evaluate import predict_proba
 from edge_fm.train.runs import Run, new_run_dir
 
 # Parity rules: float artifacts agree with their Keras model on nearly every image; integer
@@ -49,7 +49,9 @@ def representative_images(images: np.ndarray, count: int, seed: int = 0) -> np.n
     return images[rng.choice(len(images), size=min(count, len(images)), replace=False)]
 
 
-def convert(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None = None) -> bytes:
+def convert(
+    model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None = None
+) -> bytes:
     """Converts a Keras model to a .tflite flatbuffer in format ``fmt``.
 
     Args:
@@ -68,7 +70,9 @@ def convert(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: n
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
-        raise EdgeFMError(f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+        raise EdgeFMError(
+            f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
 
 
 def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
@@ -118,7 +122,8 @@ def int8_error_by_op(
         warnings.filterwarnings("ignore")
         try:
             debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: _representative_dataset(images))
+                converter=converter, debug_dataset=lambda: _representative_dataset(images)
+            )
         except ValueError as exc:
             if "debug mode" not in str(exc):
                 raise
@@ -126,9 +131,15 @@ def int8_error_by_op(
         debugger.run()
         dump = io.StringIO()
         debugger.layer_statistics_dump(dump)
-    rows = [{"op": row["op_name"], "tensor": row["tensor_name"],
-             "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))}
-            for row in csv.DictReader(io.StringIO(dump.getvalue())) if row["mean_squared_error"] and row["scale"]]
+    rows = [
+        {
+            "op": row["op_name"],
+            "tensor": row["tensor_name"],
+            "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
+        }
+        for row in csv.DictReader(io.StringIO(dump.getvalue()))
+        if row["mean_squared_error"] and row["scale"]
+    ]
     return sorted(rows, key=lambda row: -row["rmse_per_scale"])
 
 
@@ -140,7 +151,9 @@ def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
 # ---------------------------------------------------------------- parity
 
 
-def parity_check(keras_probs: np.ndarray, tflite_probs: np.ndarray, labels: np.ndarray, fmt: ExportFormat) -> dict[str, Any]:
+def parity_check(
+    keras_probs: np.ndarray, tflite_probs: np.ndarray, labels: np.ndarray, fmt: ExportFormat
+) -> dict[str, Any]:
     """Compares an artifact's predictions with its Keras model's on the same images.
 
     Returns:
@@ -199,15 +212,22 @@ def export(
     fmt = get_format(format_name)
     io_dtype = io_dtype or fmt.io_dtypes[0]
     if io_dtype not in fmt.io_dtypes:
-        raise EdgeFMError(f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}.")
+        raise EdgeFMError(
+            f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}."
+        )
     run = Run(run_dir)
     if fmt.needs_qat != run.quantization_aware:
         hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
-        raise EdgeFMError(f"{run.path} is a {run.stage} run; format {fmt.name} needs {'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint}).")
+        raise EdgeFMError(
+            f"{run.path} is a {run.stage} run; format {fmt.name} needs "
+            f"{'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint})."
+        )
     config = run.train_config
     dataset = run.dataset(data_dir)
     model = run.model_to_convert()
-    calibration = representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
+    calibration = (
+        representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
+    )
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 
     check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
@@ -225,14 +245,31 @@ def export(
     description["export"] = {"parity": parity, **inspect(flatbuffer)}
     final = embed_metadata(flatbuffer, description, list(data_lib.CLASS_NAMES))
     bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
-    return write_bundle(bundle, final, description, data_lib.CLASS_NAMES,
-                        {"stage": "export", "parent": str(run.path), "lineage": run.lineage(), "format": fmt.name,
-                         "status": "complete"})
+    return write_bundle(
+        bundle,
+        final,
+        description,
+        data_lib.CLASS_NAMES,
+        {
+            "stage": "export",
+            "parent": str(run.path),
+            "lineage": run.lineage(),
+            "format": fmt.name,
+            "status": "complete",
+        },
+    )
 
 
-def export_integer(run_dir: Path | str, format_name: str | None, form_title: str, representative_size: int | None = None,
-                   parity_images: int | None = 1000, runs_dir: Path | str = "runs", data_dir: Path | str | None = None,
-                   progress: Callable[[str], None] = lambda line: None) -> Path:
+def export_integer(
+    run_dir: Path | str,
+    format_name: str | None,
+    form_title: str,
+    representative_size: int | None = None,
+    parity_images: int | None = 1000,
+    runs_dir: Path | str = "runs",
+    data_dir: Path | str | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Path:
     """Exports a run's int8 artifact for a form (mobile, mcu) to start from, and returns its bundle.
 
     Args:
@@ -248,13 +285,25 @@ def export_integer(run_dir: Path | str, format_name: str | None, form_title: str
     run = Run(run_dir)
     fmt = get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
     if not fmt.integer:
-        raise EdgeFMError(f"{form_title} is an integer export; format {fmt.name} is not one: export with "
-                          "`-f int8` or `-f qat-int8`.")
+        raise EdgeFMError(
+            f"{form_title} is an integer export; format {fmt.name} is not one: export with "
+            "`-f int8` or `-f qat-int8`."
+        )
     progress(f"exporting {run.path} as {fmt.name}")
-    return export(run.path, fmt.name, "int8", representative_size or REPRESENTATIVE_SIZE, parity_images, runs_dir, data_dir)
+    return export(
+        run.path,
+        fmt.name,
+        "int8",
+        representative_size or REPRESENTATIVE_SIZE,
+        parity_images,
+        runs_dir,
+        data_dir,
+    )
 
 
-def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset) -> dict[str, Any]:
+def describe_artifact(
+    model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset
+) -> dict[str, Any]:
     """The ``model.json`` description of an artifact (what an app needs to call it)."""
     scale, zero_point = model.input["quantization"]
     out_scale, out_zero = model.output["quantization"]
@@ -278,7 +327,8 @@ def describe_artifact(model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run
                 "pad to a square with black (0), then resize to 28x28",
                 "keep raw pixel values 0-255 (the model scales them itself)",
                 "quantize: q = round(pixel / scale) + zero_point, clamped to the dtype"
-                if integer_io else "feed as float32 pixel values 0-255",
+                if integer_io
+                else "feed as float32 pixel values 0-255",
             ],
         },
         "output": {

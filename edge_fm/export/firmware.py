@@ -37,7 +37,6 @@ _RESOLVER_METHODS = {
 }
 
 
-
 def c_identifier(name: str) -> str:
     """``edge-cnn-tiny`` -> ``edge_cnn_tiny``: a name usable in C and C++."""
     identifier = re.sub(r"\W+", "_", name).strip("_").lower() or "model"
@@ -69,16 +68,28 @@ def parse_c_array(source: str, symbol: str) -> bytes:
 
 @functools.cache
 def _templates() -> jinja2.Environment:
-    return jinja2.Environment(loader=jinja2.PackageLoader("edge_fm", "templates/firmware"), keep_trailing_newline=True,
-                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("edge_fm", "templates/firmware"),
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
 
 
 def _header_guard(filename: str) -> str:
     return re.sub(r"\W", "_", filename).upper() + "_"
 
 
-def firmware_sources(name: str, flatbuffer: bytes, labels: Sequence[str], ops: Sequence[str], arena: Arena,
-                     io: dict[str, float], ident: str | None = None) -> dict[str, str]:
+def firmware_sources(
+    name: str,
+    flatbuffer: bytes,
+    labels: Sequence[str],
+    ops: Sequence[str],
+    arena: Arena,
+    io: dict[str, float],
+    ident: str | None = None,
+) -> dict[str, str]:
     """The text of each firmware file of an int8 model, by file name (in the order of :data:`ROLES`).
 
     Args:
@@ -93,23 +104,43 @@ def firmware_sources(name: str, flatbuffer: bytes, labels: Sequence[str], ops: S
     ident = ident or c_identifier(name)
     symbol = f"g_{ident}_model"
     header = f"{ident}_model_data.h"
-    rows = [", ".join(f"0x{byte:02x}" for byte in flatbuffer[start:start + BYTES_PER_LINE])
-            for start in range(0, len(flatbuffer), BYTES_PER_LINE)]
+    rows = [
+        ", ".join(f"0x{byte:02x}" for byte in flatbuffer[start : start + BYTES_PER_LINE])
+        for start in range(0, len(flatbuffer), BYTES_PER_LINE)
+    ]
     files = {
         header: ("model_data.h.j2", {"symbol": symbol}),
-        f"{ident}_model_data.cc": ("model_data.cc.j2", {
-            "symbol": symbol, "header": header, "rows": rows, "size": len(flatbuffer),
-            "sha256": hashlib.sha256(flatbuffer).hexdigest()}),
+        f"{ident}_model_data.cc": (
+            "model_data.cc.j2",
+            {
+                "symbol": symbol,
+                "header": header,
+                "rows": rows,
+                "size": len(flatbuffer),
+                "sha256": hashlib.sha256(flatbuffer).hexdigest(),
+            },
+        ),
         f"{ident}_op_resolver.h": ("op_resolver.h.j2", {"ops": [(op, resolver_method(op)) for op in ops]}),
-        f"{ident}_model_settings.h": ("model_settings.h.j2", {
-            "arena": arena, "margin": f"{ARENA_MARGIN:.0%}",
-            # repr: the shortest text that reads back as the same float.
-            "input_scale": repr(io["input_scale"]), "input_zero_point": io["input_zero_point"],
-            "output_scale": repr(io["output_scale"]), "output_zero_point": io["output_zero_point"],
-            # JSON's string quoting is C's for printable ASCII, escapes included.
-            "labels": [json.dumps(label) for label in labels]}),
+        f"{ident}_model_settings.h": (
+            "model_settings.h.j2",
+            {
+                "arena": arena,
+                "margin": f"{ARENA_MARGIN:.0%}",
+                # repr: the shortest text that reads back as the same float.
+                "input_scale": repr(io["input_scale"]),
+                "input_zero_point": io["input_zero_point"],
+                "output_scale": repr(io["output_scale"]),
+                "output_zero_point": io["output_zero_point"],
+                # JSON's string quoting is C's for printable ASCII, escapes included.
+                "labels": [json.dumps(label) for label in labels],
+            },
+        ),
         f"{ident}_example.cc": ("example.cc.j2", {}),
     }
     common = {"name": name, "ident": ident, "alignment": ARENA_ALIGNMENT}
-    return {filename: _templates().get_template(template).render(guard=_header_guard(filename), **common, **values)
-            for filename, (template, values) in files.items()}
+    return {
+        filename: _templates()
+        .get_template(template)
+        .render(guard=_header_guard(filename), **common, **values)
+        for filename, (template, values) in files.items()
+    }

@@ -37,9 +37,18 @@ class ExportFormat:
 FORMATS: tuple[ExportFormat, ...] = (
     ExportFormat("fp32", ".tflite", "none (float32)", ("float32",), integer=False),
     ExportFormat("fp16", ".tflite", "float16 weights", ("float32",), integer=False),
-    ExportFormat("dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False),
+    ExportFormat(
+        "dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False
+    ),
     ExportFormat("int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True),
-    ExportFormat("qat-int8", ".tflite", "full-integer int8 from quantization-aware training", IO_DTYPES, integer=True, needs_qat=True),
+    ExportFormat(
+        "qat-int8",
+        ".tflite",
+        "full-integer int8 from quantization-aware training",
+        IO_DTYPES,
+        integer=True,
+        needs_qat=True,
+    ),
 )
 
 

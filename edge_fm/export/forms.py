@@ -44,15 +44,30 @@ class Form:
 
 
 def _mobile(source: Path | str, options: FormOptions) -> Path:
-    return export_mobile(source, options.format_name, options.representative_size, options.parity_images,
-                         options.runs_dir, options.data_dir, options.out, options.progress)
+    return export_mobile(
+        source,
+        options.format_name,
+        options.representative_size,
+        options.parity_images,
+        options.runs_dir,
+        options.data_dir,
+        options.out,
+        options.progress,
+    )
 
 
 def _mcu(source: Path | str, options: FormOptions) -> Path:
-    return export_mcu(source, options.format_name, out=options.out, runs_dir=options.runs_dir,
-                      data_dir=options.data_dir, images=options.parity_images,
-                      representative_size=options.representative_size, parity_images=options.parity_images,
-                      progress=options.progress)
+    return export_mcu(
+        source,
+        options.format_name,
+        out=options.out,
+        runs_dir=options.runs_dir,
+        data_dir=options.data_dir,
+        images=options.parity_images,
+        representative_size=options.representative_size,
+        parity_images=options.parity_images,
+        progress=options.progress,
+    )
 
 
 FORMS: tuple[Form, ...] = (

@@ -54,8 +54,11 @@ def read_model(source: Path | str) -> Bundle:
     source = Path(source)
     path = model_file(source)
     if path is None:
-        hint = ("it is a training run: pass it with a format, e.g. `-f int8`" if is_run(source)
-                else "pass an int8 export bundle (a folder with model.tflite, e.g. models/mlp) or a .tflite file")
+        hint = (
+            "it is a training run: pass it with a format, e.g. `-f int8`"
+            if is_run(source)
+            else "pass an int8 export bundle (a folder with model.tflite, e.g. models/mlp) or a .tflite file"
+        )
         raise EdgeFMError(f"{source} holds no .tflite model: {hint}.")
     check_int8_model(path.read_bytes(), path)
     model = Bundle.open(source, embedded=True)
@@ -75,12 +78,17 @@ def _io_quantization(flatbuffer: bytes) -> dict[str, float]:
     interpreter = TflmModel(flatbuffer, ARENA_PROBE_MAX).interpreter
     source = interpreter.get_input_details(0)["quantization_parameters"]
     target = interpreter.get_output_details(0)["quantization_parameters"]
-    return {"input_scale": float(source["scales"][0]), "input_zero_point": int(source["zero_points"][0]),
-            "output_scale": float(target["scales"][0]), "output_zero_point": int(target["zero_points"][0])}
+    return {
+        "input_scale": float(source["scales"][0]),
+        "input_zero_point": int(source["zero_points"][0]),
+        "output_scale": float(target["scales"][0]),
+        "output_zero_point": int(target["zero_points"][0]),
+    }
 
 
-def mcu_files(source: Path | str, out_dir: Path | str, name: str | None = None,
-              arena: Arena | None = None) -> dict[str, Path]:
+def mcu_files(
+    source: Path | str, out_dir: Path | str, name: str | None = None, arena: Arena | None = None
+) -> dict[str, Path]:
     """Writes the files a firmware build needs for an int8 model, each atomically.
 
     ``<name>_model_data.h/.cc`` (the model as an aligned C array and its length),
@@ -120,17 +128,23 @@ def firmware_texts(model: Bundle, name: str | None = None, arena: Arena | None =
     if error:
         raise EdgeFMError(f"TFLM could not load {model.path}: {error}")
     arena = arena or find_arena(model.flatbuffer)
-    return firmware_sources(name or model.name, model.flatbuffer, model.labels, model_ops(model.flatbuffer), arena,
-                            _io_quantization(model.flatbuffer), c_identifier(name or model.name))
-
-
+    return firmware_sources(
+        name or model.name,
+        model.flatbuffer,
+        model.labels,
+        model_ops(model.flatbuffer),
+        arena,
+        _io_quantization(model.flatbuffer),
+        c_identifier(name or model.name),
+    )
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def check_images(data_dir: Path | str | None = None, sample: bool = False,
-                 count: int | None = DEFAULT_CHECK_IMAGES) -> tuple[np.ndarray, np.ndarray, str]:
+def check_images(
+    data_dir: Path | str | None = None, sample: bool = False, count: int | None = DEFAULT_CHECK_IMAGES
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``count`` test images (None: all), their labels, and a line saying what they are."""
     from edge_fm.data import datasets as data
 
@@ -138,7 +152,11 @@ def check_images(data_dir: Path | str | None = None, sample: bool = False,
         raise EdgeFMError(f"check images {count}: give at least 1.")
     images, labels = data.load_split("test", data.SAMPLE_DIR if sample else data_dir)
     images, labels = images[:count], labels[:count]
-    where = "embedded sample test images (NOT the Fashion-MNIST test set)" if sample else "Fashion-MNIST test split"
+    where = (
+        "embedded sample test images (NOT the Fashion-MNIST test set)"
+        if sample
+        else "Fashion-MNIST test split"
+    )
     return images, labels, f"{where}, first {len(labels)}"
 
 
@@ -184,8 +202,9 @@ def export_mcu(
         check_new_folder(out)
     elif is_run(source):
         make_dirs(runs_dir, "runs folder")
-    test_images, test_labels, images_source, parent = _source_model(source, format_name, runs_dir, data_dir, sample,
-                                                                    images, representative_size, parity_images, say)
+    test_images, test_labels, images_source, parent = _source_model(
+        source, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+    )
     model = read_model(parent)
     say(f"running {model.name} under TFLM on {len(test_labels)} test images")
     report = tflm_report(model.path, test_images, test_labels, images_source)
@@ -202,32 +221,59 @@ def export_mcu(
     return _write_bundle(bundle, model, report, parent)
 
 
-def _source_model(source: Path, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images,
-                  say) -> tuple[np.ndarray, np.ndarray, str, Path]:
+def _source_model(
+    source: Path, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+) -> tuple[np.ndarray, np.ndarray, str, Path]:
     """The int8 model to use (exported first from a run) and the test images to check it on."""
     if not is_run(source):
         if format_name is not None:
-            raise EdgeFMError(f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
-                              "to use the model as it is.")
+            raise EdgeFMError(
+                f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
+                "to use the model as it is."
+            )
         read_model(source)  # refuse a float or uint8 model before loading any data
         return (*check_images(data_dir, sample, images), source)
     from edge_fm.export.exporter import export_integer
     from edge_fm.train.runs import Run
 
-    exported = export_integer(source, format_name, "the microcontroller form", representative_size, parity_images,
-                              runs_dir, data_dir, say)
+    exported = export_integer(
+        source,
+        format_name,
+        "the microcontroller form",
+        representative_size,
+        parity_images,
+        runs_dir,
+        data_dir,
+        say,
+    )
     dataset = Run(source).dataset(data_dir)
-    return (dataset.x_test[:images], dataset.y_test[:images],
-            f"{dataset.describe()}: test split, first {len(dataset.y_test[:images])}", exported)
+    return (
+        dataset.x_test[:images],
+        dataset.y_test[:images],
+        f"{dataset.describe()}: test split, first {len(dataset.y_test[:images])}",
+        exported,
+    )
 
 
 def _write_bundle(bundle: Path, model: Bundle, report: TflmReport, parent: Path) -> Path:
     texts = firmware_texts(model, model.name, report.arena)
     description = dict(model.description) or {"name": model.name, "labels": list(model.labels)}
     description["target"] = "mcu"
-    description["mcu"] = {**report.as_dict(),
-                          "firmware": {role: f"{FIRMWARE_FOLDER}/{filename}" for role, filename in zip(ROLES, texts)}}
-    return write_bundle(bundle, model.flatbuffer, description, model.labels,
-                        {"stage": "export", "parent": str(parent), "format": description.get("format"), "target": "mcu",
-                         "status": "complete"},
-                        files={f"{FIRMWARE_FOLDER}/{filename}": text.encode() for filename, text in texts.items()})
+    description["mcu"] = {
+        **report.as_dict(),
+        "firmware": {role: f"{FIRMWARE_FOLDER}/{filename}" for role, filename in zip(ROLES, texts)},
+    }
+    return write_bundle(
+        bundle,
+        model.flatbuffer,
+        description,
+        model.labels,
+        {
+            "stage": "export",
+            "parent": str(parent),
+            "format": description.get("format"),
+            "target": "mcu",
+            "status": "complete",
+        },
+        files={f"{FIRMWARE_FOLDER}/{filename}": text.encode() for filename, text in texts.items()},
+    )

@@ -45,22 +45,35 @@ from edge_fm.export.bundles import (
     write_bundle,
     write_description,
 )
-from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
 from edge_fm.export.exporter import export_integer
+from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
+from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 from edge_fm.io import read_json
 from edge_fm.train.runs import MANIFEST, write_manifest
-from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 
-__all__ = ["GREY_WEIGHTS", "export_mobile", "ship_mobile_form", "record_client_check", "grey_to_rgb", "read_int8_source"]
+__all__ = [
+    "GREY_WEIGHTS",
+    "export_mobile",
+    "ship_mobile_form",
+    "record_client_check",
+    "grey_to_rgb",
+    "read_int8_source",
+]
 
 MOBILE_FOLDER = "mobile"  # where a shipped model keeps its mobile form: models/<name>/mobile/
 # The mobile form must keep the int8 artifact's answers: it differs from it only in how the input
 # bytes reach the first layer, which is exact on grey images. Anything less is a conversion bug.
 MIN_AGREEMENT_WITH_INT8 = 0.99
 MAX_ACCURACY_DROP_FROM_INT8 = 0.005
-MADE_FOR = ("MediaPipe Tasks ImageClassifier", "TFLite Task Library ImageClassifier", "Android Studio ML Model Binding")
-STANDARD_METADATA = ("TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
-                     "labels.txt packed in the file as TENSOR_AXIS_LABELS")
+MADE_FOR = (
+    "MediaPipe Tasks ImageClassifier",
+    "TFLite Task Library ImageClassifier",
+    "Android Studio ML Model Binding",
+)
+STANDARD_METADATA = (
+    "TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
+    "labels.txt packed in the file as TENSOR_AXIS_LABELS"
+)
 
 
 # ---------------------------------------------------------------- the stage
@@ -111,8 +124,16 @@ def export_mobile(
     if out is not None:
         check_new_folder(out)
     if is_run(source):
-        int8_path = export_integer(source, format_name, "the mobile form", representative_size, parity_images, runs_dir,
-                                   data_dir, say)
+        int8_path = export_integer(
+            source,
+            format_name,
+            "the mobile form",
+            representative_size,
+            parity_images,
+            runs_dir,
+            data_dir,
+            say,
+        )
         images, labels, images_source = _run_test_images(source, data_dir, parity_images)
     else:
         int8_path = source
@@ -129,7 +150,8 @@ def export_mobile(
     parity["data"] = images_source
     if not parity["passed"]:
         raise EdgeFMError(
-            f"the mobile form of {int8.path} disagrees with it: top-1 agreement {parity['top1_agreement']:.2%}, accuracy "
+            f"the mobile form of {int8.path} disagrees with it: top-1 agreement "
+            f"{parity['top1_agreement']:.2%}, accuracy "
             f"{parity['mobile_accuracy']:.2%} vs {parity['int8_accuracy']:.2%} on {parity['images']} grey test images "
             f"({parity['rule']}); nothing was written. Re-export the int8 artifact and try again."
         )
@@ -138,8 +160,11 @@ def export_mobile(
     return _write_bundle(bundle, int8, form, parity)
 
 
-def ship_mobile_form(model_folder: Path | str, data_dir: Path | str | None = None,
-                     progress: Callable[[str], None] | None = None) -> Path:
+def ship_mobile_form(
+    model_folder: Path | str,
+    data_dir: Path | str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
     """Writes the mobile form of a shipped model next to it, in ``<model_folder>/mobile/``.
 
     The same as ``edge-fm export MODEL_FOLDER --for mobile --out MODEL_FOLDER/mobile
@@ -151,8 +176,12 @@ def ship_mobile_form(model_folder: Path | str, data_dir: Path | str | None = Non
     """
     folder = Path(model_folder)
     if model_file(folder) is None or not folder.is_dir():
-        raise EdgeFMError(f"{folder} holds no model.tflite: pass a shipped model's folder (e.g. models/edge-cnn-tiny).")
-    return export_mobile(folder, parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress)
+        raise EdgeFMError(
+            f"{folder} holds no model.tflite: pass a shipped model's folder (e.g. models/edge-cnn-tiny)."
+        )
+    return export_mobile(
+        folder, parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress
+    )
 
 
 def _run_test_images(run_dir: Path, data_dir, count: int | None) -> tuple[np.ndarray, np.ndarray, str]:
@@ -167,8 +196,10 @@ def _run_test_images(run_dir: Path, data_dir, count: int | None) -> tuple[np.nda
 def _check_format(int8: Bundle, format_name: str | None) -> None:
     own = int8.description.get("format")
     if format_name is not None and format_name != own:
-        raise EdgeFMError(f"{int8.path} is already exported ({own or 'format unknown'}), so there is nothing to export "
-                          f"as {format_name}: drop the format to make the mobile form of the file as it is.")
+        raise EdgeFMError(
+            f"{int8.path} is already exported ({own or 'format unknown'}), so there is nothing to export "
+            f"as {format_name}: drop the format to make the mobile form of the file as it is."
+        )
 
 
 # ---------------------------------------------------------------- reading the int8 artifact
@@ -183,8 +214,10 @@ def read_int8_source(source: Path | str) -> Bundle:
         EdgeFMError: The path holds no .tflite file, or its model does not take int8 grey images.
     """
     if model_file(source) is None:
-        raise EdgeFMError(f"{source} holds no .tflite model: pass a run, an int8 export bundle (a folder with "
-                          "model.tflite, e.g. models/edge-cnn-tiny) or an int8 .tflite file.")
+        raise EdgeFMError(
+            f"{source} holds no .tflite model: pass a run, an int8 export bundle (a folder with "
+            "model.tflite, e.g. models/edge-cnn-tiny) or an int8 .tflite file."
+        )
     int8 = Bundle.open(source, embedded=True)
     if int8.description.get("target") == "mobile":
         raise EdgeFMError(f"{int8.path} is already a mobile form: pass the int8 bundle it was made from.")
@@ -220,8 +253,11 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
         "int8_accuracy": int8_accuracy,
         "mobile_accuracy": mobile_accuracy,
         "rule": f"top-1 agreement with the int8 artifact >= {MIN_AGREEMENT_WITH_INT8:.0%} and accuracy within "
-                f"{MAX_ACCURACY_DROP_FROM_INT8 * 100:g} point of it",
-        "passed": bool(agreement >= MIN_AGREEMENT_WITH_INT8 and mobile_accuracy >= int8_accuracy - MAX_ACCURACY_DROP_FROM_INT8),
+        f"{MAX_ACCURACY_DROP_FROM_INT8 * 100:g} point of it",
+        "passed": bool(
+            agreement >= MIN_AGREEMENT_WITH_INT8
+            and mobile_accuracy >= int8_accuracy - MAX_ACCURACY_DROP_FROM_INT8
+        ),
     }
 
 
@@ -240,26 +276,52 @@ def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, A
     description.update({"name": name, "target": "mobile", "labels": list(int8.labels)})
     description.update(_io_description(form.tflite))
     int8_export = int8.description.get("export") or {}
-    description["export"] = {**({"parity": int8_export["parity"]} if "parity" in int8_export else {}),
-                             **tflite_file.inspect(form.tflite)}
+    description["export"] = {
+        **({"parity": int8_export["parity"]} if "parity" in int8_export else {}),
+        **tflite_file.inspect(form.tflite),
+    }
     description["mobile"] = {
-        "made_from": {"file": int8.path.as_posix(), "name": int8.name, "format": int8.description.get("format"),
-                      "bytes": len(int8.flatbuffer), "sha256": hashlib.sha256(int8.flatbuffer).hexdigest()},
+        "made_from": {
+            "file": int8.path.as_posix(),
+            "name": int8.name,
+            "format": int8.description.get("format"),
+            "bytes": len(int8.flatbuffer),
+            "sha256": hashlib.sha256(int8.flatbuffer).hexdigest(),
+        },
         "grey_conversion": _grey_conversion(form),
         "parity": parity,
         "identical_to_int8": parity["identical_to_int8"],
         "standard_metadata": STANDARD_METADATA,
         "made_for": list(MADE_FOR),
-        "clients": [{"client": "LiteRT interpreter", "version": parity["runtime"], "images": parity["images"],
-                     "data": parity["data"], "top1_agreement_with_int8": parity["top1_agreement"],
-                     "identical_to_int8": parity["identical_to_int8"]}],
+        "clients": [
+            {
+                "client": "LiteRT interpreter",
+                "version": parity["runtime"],
+                "images": parity["images"],
+                "data": parity["data"],
+                "top1_agreement_with_int8": parity["top1_agreement"],
+                "identical_to_int8": parity["identical_to_int8"],
+            }
+        ],
     }
     tflite = tflite_file.with_description(form.tflite, description)
-    final = populate(tflite, build_metadata(standard_info(description)), {LABELS_FILE: labels_file(int8.labels)})
+    final = populate(
+        tflite, build_metadata(standard_info(description)), {LABELS_FILE: labels_file(int8.labels)}
+    )
     parent = (int8.folder or int8.path).as_posix()
-    return write_bundle(bundle, final, description, int8.labels,
-                        {"stage": "export", "parent": parent, "format": description.get("format"), "target": "mobile",
-                         "status": "complete"})
+    return write_bundle(
+        bundle,
+        final,
+        description,
+        int8.labels,
+        {
+            "stage": "export",
+            "parent": parent,
+            "format": description.get("format"),
+            "target": "mobile",
+            "status": "complete",
+        },
+    )
 
 
 def _grey_conversion(form: RgbForm) -> dict[str, Any]:
@@ -269,9 +331,15 @@ def _grey_conversion(form: RgbForm) -> dict[str, Any]:
         "drop-repeat": "the in-model grey-to-RGB repeat removed, the first convolution's kernels summed and refolded",
         "luma-conv": "a fixed 1x1 int8 convolution in front of the network",
     }[form.method]
-    return {"method": form.method, "how": how, "layer": form.layer, "weights": list(GREY_WEIGHTS),
-            "split": "each int8 weight split into R, G, B integers that sum to it exactly (largest remainder)",
-            "clipped_weights": form.clipped_weights, "bridge": form.bridge}
+    return {
+        "method": form.method,
+        "how": how,
+        "layer": form.layer,
+        "weights": list(GREY_WEIGHTS),
+        "split": "each int8 weight split into R, G, B integers that sum to it exactly (largest remainder)",
+        "clipped_weights": form.clipped_weights,
+        "bridge": form.bridge,
+    }
 
 
 def _io_description(tflite: bytes) -> dict[str, Any]:
@@ -306,7 +374,8 @@ def _io_description(tflite: bytes) -> dict[str, Any]:
             "dtype": np.dtype(probe.output["dtype"]).name,
             "scale": float(out_scale),
             "zero_point": int(out_zero),
-            "meaning": "probability of each class, in the order of labels.txt; dequantize: p = (q - zero_point) * scale",
+            "meaning": "probability of each class, in the order of labels.txt; dequantize: p = (q - "
+            "zero_point) * scale",
         },
     }
 
@@ -352,13 +421,19 @@ def record_client_check(bundle: Path | str, check: dict[str, Any]) -> dict[str, 
     bundle = Path(bundle)
     description = Bundle.open(bundle).description if model_file(bundle) is not None else {}
     if description.get("target") != "mobile":
-        raise EdgeFMError(f"{bundle} is not a mobile bundle: make one with `edge-fm export BUNDLE --for mobile`.")
+        raise EdgeFMError(
+            f"{bundle} is not a mobile bundle: make one with `edge-fm export BUNDLE --for mobile`."
+        )
     if not check.get("client"):
         raise EdgeFMError("a client check must name its client ('client').")
     clients = [c for c in description["mobile"].get("clients", []) if c.get("client") != check["client"]]
     description["mobile"]["clients"] = [*clients, dict(check)]
     write_description(bundle, description)
     manifest = read_json(bundle / MANIFEST)
-    extra = {key: value for key, value in manifest.items() if key not in ("run", "stage", "parent", "created", "versions", "files")}
+    extra = {
+        key: value
+        for key, value in manifest.items()
+        if key not in ("run", "stage", "parent", "created", "versions", "files")
+    }
     write_manifest(bundle, manifest["stage"], parent=manifest.get("parent"), **extra)
     return description

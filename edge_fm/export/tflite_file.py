@@ -187,7 +187,10 @@ def read_metadata(tflite: bytes | Path | str) -> dict[str, Any]:
     entries = metadata_entries(read(tflite))
     description = entries.get(METADATA_DESCRIPTION, b"").decode()
     labels = entries.get(METADATA_LABELS, b"").decode()
-    return {"description": json.loads(description) if description else {}, "labels": labels.split("\n") if labels else []}
+    return {
+        "description": json.loads(description) if description else {},
+        "labels": labels.split("\n") if labels else [],
+    }
 
 
 # ---------------------------------------------------------------- editing a graph
@@ -234,8 +237,17 @@ class GraphEditor:
         self.model.operatorCodes.append(code)
         return len(self.model.operatorCodes) - 1
 
-    def new_tensor(self, name: str, like, type_: int, shape, scale, zero_point, data: np.ndarray | None = None,
-                   quantized_dimension: int = 0) -> int:
+    def new_tensor(
+        self,
+        name: str,
+        like,
+        type_: int,
+        shape,
+        scale,
+        zero_point,
+        data: np.ndarray | None = None,
+        quantized_dimension: int = 0,
+    ) -> int:
         """Appends a quantized tensor (a constant when ``data`` is given) and returns its index."""
         tensor = schema.TensorT()
         tensor.name, tensor.type = name.encode(), type_
@@ -264,10 +276,14 @@ class GraphEditor:
         if users > 1:
             tensor.buffer = self.new_buffer(values)
         else:
-            self.model.buffers[tensor.buffer].data = np.frombuffer(np.ascontiguousarray(values).tobytes(), dtype=np.uint8)
+            self.model.buffers[tensor.buffer].data = np.frombuffer(
+                np.ascontiguousarray(values).tobytes(), dtype=np.uint8
+            )
         tensor.shape = np.array(values.shape, dtype=np.int32)
 
-    def new_op(self, name: str, version: int, inputs: list[int], outputs: list[int], options_type: int, options) -> object:
+    def new_op(
+        self, name: str, version: int, inputs: list[int], outputs: list[int], options_type: int, options
+    ) -> object:
         """A new operator (not yet placed in the graph's op list)."""
         op = schema.OperatorT()
         op.opcodeIndex = self.opcode(name, version)

@@ -71,9 +71,13 @@ class ImageClassifierInfo:
     def __post_init__(self) -> None:
         object.__setattr__(self, "labels", tuple(self.labels))
         if self.color_space not in _COLOR_SPACES:
-            raise EdgeFMError(f"color space must be one of {', '.join(_COLOR_SPACES)}, not {self.color_space!r}.")
+            raise EdgeFMError(
+                f"color space must be one of {', '.join(_COLOR_SPACES)}, not {self.color_space!r}."
+            )
         if len(self.mean) != len(self.std) or not self.mean or min(self.std) <= 0:
-            raise EdgeFMError(f"normalization needs as many means as positive stds, got mean {self.mean} and std {self.std}.")
+            raise EdgeFMError(
+                f"normalization needs as many means as positive stds, got mean {self.mean} and std {self.std}."
+            )
         if not self.labels or any("\n" in label for label in self.labels):
             raise EdgeFMError("labels must be a non-empty list of one-line names.")
 
@@ -122,11 +126,24 @@ def _content(builder: flatbuffers.Builder, properties_type: int, properties: int
     return fb.ContentEnd(builder)
 
 
-def _tensor(builder: flatbuffers.Builder, name: str, description: str, content: int, stats: int,
-            process_units: list[int] = (), files: list[int] = ()) -> int:
+def _tensor(
+    builder: flatbuffers.Builder,
+    name: str,
+    description: str,
+    content: int,
+    stats: int,
+    process_units: list[int] = (),
+    files: list[int] = (),
+) -> int:
     name_offset, description_offset = _strings(builder, name, description)
-    units = _offsets(builder, fb.TensorMetadataStartProcessUnitsVector, list(process_units)) if process_units else None
-    files_offset = _offsets(builder, fb.TensorMetadataStartAssociatedFilesVector, list(files)) if files else None
+    units = (
+        _offsets(builder, fb.TensorMetadataStartProcessUnitsVector, list(process_units))
+        if process_units
+        else None
+    )
+    files_offset = (
+        _offsets(builder, fb.TensorMetadataStartAssociatedFilesVector, list(files)) if files else None
+    )
     fb.TensorMetadataStart(builder)
     fb.TensorMetadataAddName(builder, name_offset)
     fb.TensorMetadataAddDescription(builder, description_offset)
@@ -154,8 +171,11 @@ def _input_tensor(builder: flatbuffers.Builder, info: ImageClassifierInfo) -> in
     fb.ImagePropertiesStart(builder)
     fb.ImagePropertiesAddColorSpace(builder, getattr(fb.ColorSpaceType, info.color_space))
     image_properties = fb.ImagePropertiesEnd(builder)
-    pixel_stats = _stats(builder, [(255.0 - m) / s for m, s in zip(info.mean, info.std)],
-                         [(0.0 - m) / s for m, s in zip(info.mean, info.std)])
+    pixel_stats = _stats(
+        builder,
+        [(255.0 - m) / s for m, s in zip(info.mean, info.std)],
+        [(0.0 - m) / s for m, s in zip(info.mean, info.std)],
+    )
     content = _content(builder, fb.ContentProperties.ImageProperties, image_properties)
     return _tensor(builder, "image", info.input_description, content, pixel_stats, process_units=[unit])
 
@@ -171,8 +191,14 @@ def _output_tensor(builder: flatbuffers.Builder, info: ImageClassifierInfo) -> i
     fb.FeaturePropertiesStart(builder)
     feature_properties = fb.FeaturePropertiesEnd(builder)
     content = _content(builder, fb.ContentProperties.FeatureProperties, feature_properties)
-    return _tensor(builder, "probability", info.output_description, content, _stats(builder, [1.0], [0.0]),
-                   files=[labels])
+    return _tensor(
+        builder,
+        "probability",
+        info.output_description,
+        content,
+        _stats(builder, [1.0], [0.0]),
+        files=[labels],
+    )
 
 
 def build_metadata(info: ImageClassifierInfo) -> bytes:
@@ -202,10 +228,15 @@ def build_metadata(info: ImageClassifierInfo) -> bytes:
     subgraphs = _offsets(builder, fb.ModelMetadataStartSubgraphMetadataVector, [subgraph])
     author, license_, parser_version = _strings(builder, info.author, info.license, MIN_PARSER_VERSION)
     fb.ModelMetadataStart(builder)
-    for add, value in ((fb.ModelMetadataAddName, name), (fb.ModelMetadataAddDescription, description),
-                       (fb.ModelMetadataAddVersion, version), (fb.ModelMetadataAddSubgraphMetadata, subgraphs),
-                       (fb.ModelMetadataAddAuthor, author), (fb.ModelMetadataAddLicense, license_),
-                       (fb.ModelMetadataAddMinParserVersion, parser_version)):
+    for add, value in (
+        (fb.ModelMetadataAddName, name),
+        (fb.ModelMetadataAddDescription, description),
+        (fb.ModelMetadataAddVersion, version),
+        (fb.ModelMetadataAddSubgraphMetadata, subgraphs),
+        (fb.ModelMetadataAddAuthor, author),
+        (fb.ModelMetadataAddLicense, license_),
+        (fb.ModelMetadataAddMinParserVersion, parser_version),
+    ):
         if value is not None:
             add(builder, value)
     builder.Finish(fb.ModelMetadataEnd(builder), file_identifier=METADATA_IDENTIFIER)
@@ -234,7 +265,9 @@ def populate(tflite: bytes, metadata: bytes, associated_files: dict[str, bytes])
     if metadata[4:8] != METADATA_IDENTIFIER:
         raise EdgeFMError("the metadata is not a TFLite ModelMetadata flatbuffer (identifier M001 missing).")
     if zipfile.is_zipfile(io.BytesIO(tflite)):
-        raise EdgeFMError("this model already has files packed after it; populate a model fresh from the converter.")
+        raise EdgeFMError(
+            "this model already has files packed after it; populate a model fresh from the converter."
+        )
     model = tflite_file.read(tflite)
     tflite_file.set_metadata(model, METADATA_NAME, metadata)
     packed = io.BytesIO(tflite_file.serialize(model))

@@ -93,12 +93,16 @@ class RgbForm:
     bridge: str
 
 
-def to_rgb_uint8(tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bridge: str = FLOAT_BRIDGE) -> bytes:
+def to_rgb_uint8(
+    tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bridge: str = FLOAT_BRIDGE
+) -> bytes:
     """Returns the RGB uint8 form of an int8 grey classifier (see :func:`rgb_form`)."""
     return rgb_form(tflite, uint8_output=uint8_output, fold=fold, bridge=bridge).tflite
 
 
-def rgb_form(tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bridge: str = FLOAT_BRIDGE) -> RgbForm:
+def rgb_form(
+    tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bridge: str = FLOAT_BRIDGE
+) -> RgbForm:
     """Builds a new .tflite that reads ``uint8 [1, H, W, 3]`` RGB bytes (scale 1, zero point 0).
 
     A grey image fed as three equal channels gives exactly the original model's outputs; a colour
@@ -143,8 +147,14 @@ def rgb_form(tflite: bytes, *, uint8_output: bool = True, fold: bool = True, bri
     # The description lists the ops and whether all are integer: read them off the finished graph.
     inspection = tflite_file.inspect(tflite_file.serialize(model))
     _update_metadata(model, graph, schema, inspection)
-    return RgbForm(tflite=tflite_file.serialize(model), method=method,
-                   layer=layer, clipped_weights=clipped, uint8_output=uint8_out, bridge=bridge)
+    return RgbForm(
+        tflite=tflite_file.serialize(model),
+        method=method,
+        layer=layer,
+        clipped_weights=clipped,
+        uint8_output=uint8_out,
+        bridge=bridge,
+    )
 
 
 def split_by_luma(integers: np.ndarray, limit: int = INT8_WEIGHT_LIMIT) -> tuple[np.ndarray, int]:
@@ -168,8 +178,10 @@ def split_by_luma(integers: np.ndarray, limit: int = INT8_WEIGHT_LIMIT) -> tuple
     """
     total = np.asarray(integers, dtype=np.int64).reshape(-1)
     if np.any(np.abs(total) > CHANNELS * limit):
-        raise EdgeFMError(f"a weight of {int(np.abs(total).max())} cannot be split into three int8 weights "
-                          f"(at most {CHANNELS * limit}); this model's first layer cannot take the RGB fold.")
+        raise EdgeFMError(
+            f"a weight of {int(np.abs(total).max())} cannot be split into three int8 weights "
+            f"(at most {CHANNELS * limit}); this model's first layer cannot take the RGB fold."
+        )
     shares = _largest_remainder(total, np.array(GREY_WEIGHTS))
     over = np.any(np.abs(shares) > limit, axis=1)
     for row in np.flatnonzero(over):
@@ -217,11 +229,15 @@ def _read(tflite: bytes):
 
 def _graph(model):
     if len(model.subgraphs) != 1:
-        raise EdgeFMError(f"the model has {len(model.subgraphs)} subgraphs; the RGB form handles one-graph classifiers.")
+        raise EdgeFMError(
+            f"the model has {len(model.subgraphs)} subgraphs; the RGB form handles one-graph classifiers."
+        )
     graph = model.subgraphs[0]
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise EdgeFMError(f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
-                          "the RGB form handles an image classifier with one of each.")
+        raise EdgeFMError(
+            f"the model has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+            "the RGB form handles an image classifier with one of each."
+        )
     return graph
 
 
@@ -229,11 +245,15 @@ def _check_grey_input(tensor, schema) -> None:
     shape = [int(v) for v in tensor.shape]
     scale, zero_point = _quantization(tensor)
     if tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
-        raise EdgeFMError(f"the model's input is {_type_name(tensor.type, schema)} {shape}; the RGB form "
-                          "needs an int8 grey image input [1, height, width, 1] (an edge-fm int8 export).")
+        raise EdgeFMError(
+            f"the model's input is {_type_name(tensor.type, schema)} {shape}; the RGB form "
+            "needs an int8 grey image input [1, height, width, 1] (an edge-fm int8 export)."
+        )
     if (scale, zero_point) != GREY_INPUT_QUANTIZATION:
-        raise EdgeFMError(f"the model's int8 input has scale {scale} and zero point {zero_point}; the RGB form "
-                          "needs raw pixels (scale 1, zero point -128), as edge-fm's int8 exports take.")
+        raise EdgeFMError(
+            f"the model's int8 input has scale {scale} and zero point {zero_point}; the RGB form "
+            "needs raw pixels (scale 1, zero point -128), as edge-fm's int8 exports take."
+        )
 
 
 def _quantization(tensor) -> tuple[float, int] | tuple[None, None]:
@@ -252,7 +272,16 @@ def _type_name(code: int, schema) -> str:
 
 # Ops that compute every channel alike with constant operands: they carry three channels as they
 # carried one, and commute with the luma conversion (up to their own rounding).
-_CHANNEL_WISE = ("MUL", "ADD", "SUB", "QUANTIZE", "RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR", "PAD", "PADV2")
+_CHANNEL_WISE = (
+    "MUL",
+    "ADD",
+    "SUB",
+    "QUANTIZE",
+    "RESIZE_BILINEAR",
+    "RESIZE_NEAREST_NEIGHBOR",
+    "PAD",
+    "PADV2",
+)
 _SCALAR_OPERAND = ("MUL", "ADD", "SUB")
 
 
@@ -270,9 +299,16 @@ class _Edit(tflite_file.GraphEditor):
         height, width = int(grey_input.shape[1]), int(grey_input.shape[2])
         name = grey_input.name.decode()
         grey_input.name = f"{name};int8".encode()
-        rgb = self.new_tensor(name, grey_input, self.schema.TensorType.UINT8, [1, height, width, CHANNELS], 1.0, 0)
-        rgb_int8 = self.new_tensor(f"{name};int8_rgb", grey_input, self.schema.TensorType.INT8,
-                                   [1, height, width, CHANNELS], *GREY_INPUT_QUANTIZATION)
+        rgb = self.new_tensor(
+            name, grey_input, self.schema.TensorType.UINT8, [1, height, width, CHANNELS], 1.0, 0
+        )
+        rgb_int8 = self.new_tensor(
+            f"{name};int8_rgb",
+            grey_input,
+            self.schema.TensorType.INT8,
+            [1, height, width, CHANNELS],
+            *GREY_INPUT_QUANTIZATION,
+        )
         self.graph.operators[0:0] = self.convert(rgb, rgb_int8)
         old_index = int(self.graph.inputs[0])
         self.graph.inputs = np.array([rgb], dtype=np.int32)
@@ -297,7 +333,11 @@ class _Edit(tflite_file.GraphEditor):
                         return found
             if name == "CONCATENATION" and self._is_channel_repeat(op, last):
                 conv = self.consumers(op.outputs[0])
-                if len(conv) == 1 and self.op_name(conv[0]) == "CONV_2D" and self._kernel_channels(conv[0]) == CHANNELS:
+                if (
+                    len(conv) == 1
+                    and self.op_name(conv[0]) == "CONV_2D"
+                    and self._kernel_channels(conv[0]) == CHANNELS
+                ):
                     return self._drop_repeat(rgb_int8, chain, op, conv[0])
         return self.luma_conv(grey_index, rgb_int8)
 
@@ -313,7 +353,9 @@ class _Edit(tflite_file.GraphEditor):
             others = [int(i) for i in op.inputs[1:] if i >= 0]
             if any(self.constant(i) is None for i in others):
                 return chain
-            if self.op_name(op) in _SCALAR_OPERAND and any(int(np.prod(self.graph.tensors[i].shape)) != 1 for i in others):
+            if self.op_name(op) in _SCALAR_OPERAND and any(
+                int(np.prod(self.graph.tensors[i].shape)) != 1 for i in others
+            ):
                 return chain
             chain.append(op)
             current = int(op.outputs[0])
@@ -324,7 +366,9 @@ class _Edit(tflite_file.GraphEditor):
     def _is_channel_repeat(self, op, source: int) -> bool:
         axis = op.builtinOptions.axis
         rank = len(self.graph.tensors[source].shape)
-        return len(op.inputs) == CHANNELS and all(int(i) == source for i in op.inputs) and axis in (rank - 1, -1)
+        return (
+            len(op.inputs) == CHANNELS and all(int(i) == source for i in op.inputs) and axis in (rank - 1, -1)
+        )
 
     def _widen(self, chain, rgb_int8: int) -> None:
         """Feeds the chain of channel-wise ops three channels instead of one."""
@@ -342,7 +386,9 @@ class _Edit(tflite_file.GraphEditor):
     def _int8_weights(self, tensor_index: int) -> np.ndarray:
         tensor = self.graph.tensors[tensor_index]
         if tensor.type != self.schema.TensorType.INT8 or self.constant(tensor_index) is None:
-            raise EdgeFMError("the model's first layer has no constant int8 weights; the RGB form needs a full-integer export.")
+            raise EdgeFMError(
+                "the model's first layer has no constant int8 weights; the RGB form needs a full-integer export."
+            )
         return self.constant(tensor_index).view(np.int8).reshape([int(v) for v in tensor.shape])
 
     def _fold_conv(self, rgb_int8, chain, conv) -> tuple[str, str, int]:
@@ -359,20 +405,36 @@ class _Edit(tflite_file.GraphEditor):
         source = self.graph.tensors[reshape.inputs[0]]
         pixels = int(np.prod(source.shape[1:]))
         weights = self._int8_weights(int(dense.inputs[1]))  # [out, pixels]
-        if list(flat.shape) != [1, pixels] or weights.shape[1] != pixels or dense.builtinOptions.weightsFormat != 0:
+        if (
+            list(flat.shape) != [1, pixels]
+            or weights.shape[1] != pixels
+            or dense.builtinOptions.weightsFormat != 0
+        ):
             return None
         shares, clipped = split_by_luma(weights)  # [out, pixels, 3]: channels interleaved, as NHWC flattens
-        self.set_constant(int(dense.inputs[1]), shares.reshape(weights.shape[0], pixels * CHANNELS).astype(np.int8))
+        self.set_constant(
+            int(dense.inputs[1]), shares.reshape(weights.shape[0], pixels * CHANNELS).astype(np.int8)
+        )
         self._widen(chain, rgb_int8)
         if not chain:
             reshape.inputs[0] = rgb_int8
         self._set_channels(int(reshape.outputs[0]), pixels * CHANNELS)
         if len(reshape.inputs) > 1 and reshape.inputs[1] >= 0:
-            shape_index = self.new_tensor(f"{flat.name.decode()}/rgb_shape", None, self.schema.TensorType.INT32, [2], 1.0, 0,
-                                          data=np.array([-1, pixels * CHANNELS], dtype=np.int32))
+            shape_index = self.new_tensor(
+                f"{flat.name.decode()}/rgb_shape",
+                None,
+                self.schema.TensorType.INT32,
+                [2],
+                1.0,
+                0,
+                data=np.array([-1, pixels * CHANNELS], dtype=np.int32),
+            )
             self.graph.tensors[shape_index].quantization = None
             reshape.inputs[1] = shape_index
-        if reshape.builtinOptions is not None and getattr(reshape.builtinOptions, "newShape", None) is not None:
+        if (
+            reshape.builtinOptions is not None
+            and getattr(reshape.builtinOptions, "newShape", None) is not None
+        ):
             reshape.builtinOptions.newShape = np.array([-1, pixels * CHANNELS], dtype=np.int32)
         return FOLD_DENSE, self.graph.tensors[dense.inputs[1]].name.decode(), clipped
 
@@ -391,15 +453,36 @@ class _Edit(tflite_file.GraphEditor):
         weights, _ = split_by_luma(np.array([LUMA_CONV_SUM]), limit=INT8_WEIGHT_LIMIT)
         name = f"{self.graph.tensors[grey_index].name.decode()};luma"
         scale = 1.0 / LUMA_CONV_SUM
-        kernel = self.new_tensor(f"{name}/kernel", None, self.schema.TensorType.INT8, [1, 1, 1, CHANNELS], scale, 0,
-                                 data=weights.reshape(1, 1, 1, CHANNELS).astype(np.int8))
-        bias = self.new_tensor(f"{name}/bias", None, self.schema.TensorType.INT32, [1], scale * GREY_INPUT_QUANTIZATION[0], 0,
-                               data=np.zeros(1, dtype=np.int32))
+        kernel = self.new_tensor(
+            f"{name}/kernel",
+            None,
+            self.schema.TensorType.INT8,
+            [1, 1, 1, CHANNELS],
+            scale,
+            0,
+            data=weights.reshape(1, 1, 1, CHANNELS).astype(np.int8),
+        )
+        bias = self.new_tensor(
+            f"{name}/bias",
+            None,
+            self.schema.TensorType.INT32,
+            [1],
+            scale * GREY_INPUT_QUANTIZATION[0],
+            0,
+            data=np.zeros(1, dtype=np.int32),
+        )
         options = self.schema.Conv2DOptionsT()
         options.padding, options.strideW, options.strideH = self.schema.Padding.VALID, 1, 1
         options.dilationWFactor, options.dilationHFactor = 1, 1
         options.fusedActivationFunction = self.schema.ActivationFunctionType.NONE
-        conv = self.new_op("CONV_2D", 3, [rgb_int8, kernel, bias], [grey_index], self.schema.BuiltinOptions.Conv2DOptions, options)
+        conv = self.new_op(
+            "CONV_2D",
+            3,
+            [rgb_int8, kernel, bias],
+            [grey_index],
+            self.schema.BuiltinOptions.Conv2DOptions,
+            options,
+        )
         # Ops run in list order: right after the op that makes its input.
         made_by = next(i for i, op in enumerate(self.graph.operators) if rgb_int8 in list(op.outputs))
         self.graph.operators.insert(made_by + 1, conv)
@@ -412,7 +495,9 @@ class _Edit(tflite_file.GraphEditor):
         scale, zero_point = _quantization(old)
         name = old.name.decode()
         old.name = f"{name};int8".encode()
-        new = self.new_tensor(name, old, self.schema.TensorType.UINT8, [int(v) for v in old.shape], scale, zero_point + 128)
+        new = self.new_tensor(
+            name, old, self.schema.TensorType.UINT8, [int(v) for v in old.shape], scale, zero_point + 128
+        )
         self.graph.operators.extend(self.convert(old_index, new))
         self.graph.outputs = np.array([new], dtype=np.int32)
         self._retarget_signatures(old_index, new, is_input=False)
@@ -420,16 +505,44 @@ class _Edit(tflite_file.GraphEditor):
     def convert(self, source: int, target: int) -> list:
         """Ops that requantize ``source`` into ``target``, of another integer type, through the bridge."""
         if self.bridge == INTEGER_BRIDGE:
-            return [self.new_op("QUANTIZE", 1, [source], [target], self.schema.BuiltinOptions.QuantizeOptions,
-                                self.schema.QuantizeOptionsT())]
+            return [
+                self.new_op(
+                    "QUANTIZE",
+                    1,
+                    [source],
+                    [target],
+                    self.schema.BuiltinOptions.QuantizeOptions,
+                    self.schema.QuantizeOptionsT(),
+                )
+            ]
         like = self.graph.tensors[source]
-        real = self.new_tensor(f"{like.name.decode()};float", like, self.schema.TensorType.FLOAT32,
-                               [int(v) for v in like.shape], 1.0, 0)
+        real = self.new_tensor(
+            f"{like.name.decode()};float",
+            like,
+            self.schema.TensorType.FLOAT32,
+            [int(v) for v in like.shape],
+            1.0,
+            0,
+        )
         self.graph.tensors[real].quantization = None
-        return [self.new_op("DEQUANTIZE", 1, [source], [real], self.schema.BuiltinOptions.DequantizeOptions,
-                            self.schema.DequantizeOptionsT()),
-                self.new_op("QUANTIZE", 1, [real], [target], self.schema.BuiltinOptions.QuantizeOptions,
-                            self.schema.QuantizeOptionsT())]
+        return [
+            self.new_op(
+                "DEQUANTIZE",
+                1,
+                [source],
+                [real],
+                self.schema.BuiltinOptions.DequantizeOptions,
+                self.schema.DequantizeOptionsT(),
+            ),
+            self.new_op(
+                "QUANTIZE",
+                1,
+                [real],
+                [target],
+                self.schema.BuiltinOptions.QuantizeOptions,
+                self.schema.QuantizeOptionsT(),
+            ),
+        ]
 
     def _retarget_signatures(self, old: int, new: int, *, is_input: bool) -> None:
         for signature in self.model.signatureDefs or []:
@@ -457,7 +570,9 @@ def _update_metadata(model, graph, schema, inspection: dict) -> None:
                 model.buffers[entry.buffer].data = None
                 continue
             description = _rgb_description(description, graph, schema, inspection)
-            model.buffers[entry.buffer].data = np.frombuffer(json.dumps(description, sort_keys=True).encode(), dtype=np.uint8)
+            model.buffers[entry.buffer].data = np.frombuffer(
+                json.dumps(description, sort_keys=True).encode(), dtype=np.uint8
+            )
         kept.append(entry)
     model.metadata = kept
 
@@ -482,8 +597,15 @@ def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict
         "zero_point": 0,
     }
     output = dict(description.get("output") or {})
-    output.update({"dtype": _type_name(probs.type, schema), "name": probs.name.decode(), "scale": out_scale,
-                   "shape": [int(v) for v in probs.shape], "zero_point": out_zero_point})
+    output.update(
+        {
+            "dtype": _type_name(probs.type, schema),
+            "name": probs.name.decode(),
+            "scale": out_scale,
+            "shape": [int(v) for v in probs.shape],
+            "zero_point": out_zero_point,
+        }
+    )
     description["output"] = output
     export = description.get("export")
     if isinstance(export, dict):

@@ -52,18 +52,25 @@ DEFAULT_CHECK_IMAGES = 1000
 # TFLM's kernels are ports of TFLite's reference kernels, so on the same int8 model they should
 # give the same answers: below this top-1 agreement the MCU form is refused.
 MIN_REFERENCE_AGREEMENT = 0.99
-LATENCY_NOTE = ("not measured: TFLM timed on this computer says nothing of a microcontroller's speed; "
-                "time the example on the board")
-FLASH_NOTE = ("the C array holds the .tflite bytes as they are, so it adds nothing to the model's flash "
-              f"(at most {ARENA_ALIGNMENT - 1} bytes of alignment padding); TFLM's kernels and the application "
-              "take flash of their own")
+LATENCY_NOTE = (
+    "not measured: TFLM timed on this computer says nothing of a microcontroller's speed; "
+    "time the example on the board"
+)
+FLASH_NOTE = (
+    "the C array holds the .tflite bytes as they are, so it adds nothing to the model's flash "
+    f"(at most {ARENA_ALIGNMENT - 1} bytes of alignment padding); TFLM's kernels and the application "
+    "take flash of their own"
+)
 
 # What to change when TFLM has no kernel for an op.
 _OP_FIXES = {
     "GELU": "retrain with a ReLU head (for mobilenetv2, `--arch-opt head_units=0` drops the GELU head layer)",
     "HARD_SWISH": "retrain with ReLU or ReLU6 activations",
 }
-_GENERIC_FIX = "retrain without it, using ops TFLM has (Conv2D, DepthwiseConv2D, FullyConnected, pooling, ReLU, Add, Mean)"
+_GENERIC_FIX = (
+    "retrain without it, using ops TFLM has (Conv2D, DepthwiseConv2D, FullyConnected, "
+    "pooling, ReLU, Add, Mean)"
+)
 
 # ---------------------------------------------------------------- TFLM itself
 
@@ -105,7 +112,9 @@ def _native_stderr(lines: list[str]) -> Iterator[None]:
             os.dup2(saved, fd)
             os.close(saved)
             sink.seek(0)
-            lines.extend(line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip())
+            lines.extend(
+                line.strip() for line in sink.read().decode(errors="replace").splitlines() if line.strip()
+            )
 
 
 def _interpreter(flatbuffer: bytes, arena_size: int, native: list[str] | None = None):
@@ -140,12 +149,16 @@ def check_int8_model(flatbuffer: bytes, source: Path | str) -> None:
     try:
         input_type, output_type = tflite_file.io_types(tflite_file.read(flatbuffer))
     except Exception:  # noqa: BLE001 - any parse failure means the same: not a .tflite model
-        raise EdgeFMError(f"{source} is not a valid .tflite model: re-export it with `edge-fm export RUN -f int8`.") from None
+        raise EdgeFMError(
+            f"{source} is not a valid .tflite model: re-export it with `edge-fm export RUN -f int8`."
+        ) from None
     if (input_type, output_type) != ("INT8", "INT8"):
         raise EdgeFMError(
-            f"{source} takes {input_type.lower()} and gives {output_type.lower()}: a microcontroller needs an int8 model "
+            f"{source} takes {input_type.lower()} and gives {output_type.lower()}: a microcontroller "
+            "needs an int8 model "
             "(int8 input and output); export with `-f int8` or `-f qat-int8` (and the default --io-dtype int8)."
         )
+
 
 def model_ops(flatbuffer: bytes) -> list[str]:
     """The model's distinct operators (``CONV_2D``, ``CUSTOM:name``...), in order of first use."""
@@ -196,10 +209,12 @@ class Arena:
             "min_bytes": self.min_bytes,
             "bytes": self.bytes,
             "margin": f"+{ARENA_MARGIN:.0%}, rounded up to {ARENA_ROUNDING} bytes",
-            "how": (f"the smallest arena (in steps of {ARENA_ALIGNMENT} bytes) in which TFLM's interpreter allocated "
-                    "and ran one inference on this 64-bit host, found by binary search; optimized kernels may need "
-                    "more scratch, 32-bit structs less: the margin covers both, and the board's "
-                    "interpreter.arena_used_bytes() tells the exact figure"),
+            "how": (
+                f"the smallest arena (in steps of {ARENA_ALIGNMENT} bytes) in which TFLM's interpreter allocated "
+                "and ran one inference on this 64-bit host, found by binary search; optimized kernels may need "
+                "more scratch, 32-bit structs less: the margin covers both, and the board's "
+                "interpreter.arena_used_bytes() tells the exact figure"
+            ),
         }
 
 
@@ -219,8 +234,12 @@ def find_arena(flatbuffer: bytes) -> Arena:
     while not _runs(flatbuffer, works, probe):
         if works >= ARENA_PROBE_MAX:
             ops, error = unsupported_ops(flatbuffer)
-            raise EdgeFMError(refusal(ops) if ops else f"TFLM could not run the model in {ARENA_PROBE_MAX // 2**20} MiB "
-                              f"of arena ({error}); a microcontroller cannot either.")
+            raise EdgeFMError(
+                refusal(ops)
+                if ops
+                else f"TFLM could not run the model in {ARENA_PROBE_MAX // 2**20} MiB "
+                f"of arena ({error}); a microcontroller cannot either."
+            )
         works *= 2
     # In units of the alignment: every size tried is one a firmware could declare.
     low, high = 0, works // ARENA_ALIGNMENT
@@ -264,8 +283,10 @@ class TflmModel:
         try:
             self.interpreter = _interpreter(flatbuffer, arena_size, native)
         except RuntimeError as exc:
-            raise EdgeFMError(f"TFLM could not allocate the model in {arena_size} bytes of arena: "
-                              f"{native[-1] if native else exc}.") from None
+            raise EdgeFMError(
+                f"TFLM could not allocate the model in {arena_size} bytes of arena: "
+                f"{native[-1] if native else exc}."
+            ) from None
         details = self.interpreter.get_input_details(0)["quantization_parameters"]
         self.scale, self.zero_point = float(details["scales"][0]), int(details["zero_points"][0])
 
@@ -283,7 +304,9 @@ def reference_outputs(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
     """The raw int8 outputs of LiteRT's reference kernels (``BUILTIN_REF``), one image at a time."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interpreter = Interpreter(model_content=flatbuffer, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    interpreter = Interpreter(
+        model_content=flatbuffer, experimental_op_resolver_type=OpResolverType.BUILTIN_REF
+    )
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     scale, zero_point = source["quantization"]
@@ -322,8 +345,10 @@ BOARDS: tuple[Board, ...] = (
     Board("STM32F746 Discovery", "STM32F746NG", 1 * MIB, 320 * KIB),
     Board("ESP32-S3 (8 MB flash)", "ESP32-S3", 8 * MIB, 512 * KIB),
 )
-FIT_NOTE = ("a fit check of the model's bytes against flash and the tensor arena against RAM only: the firmware "
-            "(TFLM's runtime and kernels, the application, its stack and buffers) needs room too")
+FIT_NOTE = (
+    "a fit check of the model's bytes against flash and the tensor arena against RAM only: the firmware "
+    "(TFLM's runtime and kernels, the application, its stack and buffers) needs room too"
+)
 
 
 def fits_on(flash_bytes: int, arena_bytes: int, boards: Sequence[Board] = BOARDS) -> list[dict[str, Any]]:
@@ -332,15 +357,18 @@ def fits_on(flash_bytes: int, arena_bytes: int, boards: Sequence[Board] = BOARDS
     Returns:
         One dict per board: its memory, the shares the model and the arena take, and ``fits``.
     """
-    return [{
-        "board": board.name,
-        "chip": board.chip,
-        "flash_bytes": board.flash_bytes,
-        "ram_bytes": board.ram_bytes,
-        "model_share_of_flash": round(flash_bytes / board.flash_bytes, 4),
-        "arena_share_of_ram": round(arena_bytes / board.ram_bytes, 4),
-        "fits": flash_bytes <= board.flash_bytes and arena_bytes <= board.ram_bytes,
-    } for board in boards]
+    return [
+        {
+            "board": board.name,
+            "chip": board.chip,
+            "flash_bytes": board.flash_bytes,
+            "ram_bytes": board.ram_bytes,
+            "model_share_of_flash": round(flash_bytes / board.flash_bytes, 4),
+            "arena_share_of_ram": round(arena_bytes / board.ram_bytes, 4),
+            "fits": flash_bytes <= board.flash_bytes and arena_bytes <= board.ram_bytes,
+        }
+        for board in boards
+    ]
 
 
 # ---------------------------------------------------------------- the check
@@ -412,8 +440,9 @@ class TflmReport:
         }
 
 
-def tflm_report(tflite: Path | str | bytes, images: np.ndarray, labels: np.ndarray,
-                images_source: str = "given images") -> TflmReport:
+def tflm_report(
+    tflite: Path | str | bytes, images: np.ndarray, labels: np.ndarray, images_source: str = "given images"
+) -> TflmReport:
     """Runs an int8 model under TFLM on ``images`` and compares it with LiteRT's reference kernels.
 
     A model with an op TFLM lacks gets a report with ``runs_under_tflm`` False, the ops, and an
@@ -439,25 +468,47 @@ def tflm_report(tflite: Path | str | bytes, images: np.ndarray, labels: np.ndarr
     check_int8_model(flatbuffer, name if name != "<bytes>" else "the model")
     images, labels = np.asarray(images), np.asarray(labels)
     if len(images) != len(labels) or len(images) == 0:
-        raise EdgeFMError(f"give as many labels as images, and at least one image (got {len(images)} and {len(labels)}).")
-    common = dict(model=name, flash_bytes=len(flatbuffer), images_source=images_source, tflm_version=tflm_version(),
-                  litert_version=package_version("ai-edge-litert"))
+        raise EdgeFMError(
+            f"give as many labels as images, and at least one image (got {len(images)} and {len(labels)})."
+        )
+    common = dict(
+        model=name,
+        flash_bytes=len(flatbuffer),
+        images_source=images_source,
+        tflm_version=tflm_version(),
+        litert_version=package_version("ai-edge-litert"),
+    )
     ops = tuple(model_ops(flatbuffer))
     missing, error = unsupported_ops(flatbuffer)
     if missing or error:
-        return TflmReport(runs_under_tflm=False, unsupported_ops=tuple(missing), error=refusal(missing) if missing else
-                          f"TFLM could not load the model: {error}", ops=ops, arena=None, images=0, accuracy=None,
-                          agreement_with_litert_reference=None, identical_outputs=None, max_output_difference=None,
-                          **common)
+        return TflmReport(
+            runs_under_tflm=False,
+            unsupported_ops=tuple(missing),
+            error=refusal(missing) if missing else f"TFLM could not load the model: {error}",
+            ops=ops,
+            arena=None,
+            images=0,
+            accuracy=None,
+            agreement_with_litert_reference=None,
+            identical_outputs=None,
+            max_output_difference=None,
+            **common,
+        )
     arena = find_arena(flatbuffer)
     tflm = TflmModel(flatbuffer, arena.min_bytes).outputs(images)
     reference = reference_outputs(flatbuffer, images)
     return TflmReport(
-        runs_under_tflm=True, unsupported_ops=(), error=None, ops=ops, arena=arena, images=int(len(labels)),
+        runs_under_tflm=True,
+        unsupported_ops=(),
+        error=None,
+        ops=ops,
+        arena=arena,
+        images=int(len(labels)),
         accuracy=float(np.mean(tflm.argmax(1) == labels)),
         agreement_with_litert_reference=float(np.mean(tflm.argmax(1) == reference.argmax(1))),
         identical_outputs=float(np.mean(np.all(tflm == reference, axis=1))),
-        max_output_difference=int(np.abs(tflm.astype(np.int32) - reference.astype(np.int32)).max()), **common,
+        max_output_difference=int(np.abs(tflm.astype(np.int32) - reference.astype(np.int32)).max()),
+        **common,
     )
 
 

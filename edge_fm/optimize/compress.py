@@ -25,16 +25,16 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 )
 
 from edge_fm.compat import keras
-from edge_fm.train.config import OptimizeConfig, TrainConfig
 from edge_fm.data.datasets import Dataset
-from edge_fm.train.distribute import ONE_DEVICE
 from edge_fm.errors import EdgeFMError
-from edge_fm.train.evaluate import score_model
-from edge_fm.zoo.fold import fold_batch_norms_into_dense, follows_linear_conv
 from edge_fm.io import write_json
+from edge_fm.train.config import OptimizeConfig, TrainConfig
+from edge_fm.train.distribute import ONE_DEVICE
+from edge_fm.train.evaluate import score_model
 from edge_fm.train.runs import CONFIG, METRICS_FILE, Run, new_run_dir, write_manifest
 from edge_fm.train.trainer import NullReporter, Reporter, compile_model, finish_run, fit_model, save_model
 from edge_fm.zoo import count_macs
+from edge_fm.zoo.fold import fold_batch_norms_into_dense, follows_linear_conv
 
 _PRUNABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 # Layers tfmot's 8-bit registry does not know but that sit between quantized layers: their
@@ -57,13 +57,21 @@ def fine_tune_config(config: OptimizeConfig) -> TrainConfig:
     split_keys = sorted(set(config.fine_tune) & _SPLIT_FIELDS)
     if split_keys:
         # A different split would put the parent's training images into validation and test.
-        raise EdgeFMError(f"fine-tuning cannot change {', '.join(split_keys)}: the split must stay the parent's; "
-                          "drop those settings (max_train may be set to fine-tune on a subset).")
+        raise EdgeFMError(
+            f"fine-tuning cannot change {', '.join(split_keys)}: the split must stay the parent's; "
+            "drop those settings (max_train may be set to fine-tune on a subset)."
+        )
     if config.fine_tune.get("distribute", ONE_REPLICA) != ONE_REPLICA:
-        raise EdgeFMError("pruning and QAT fine-tunes run on one replica (tfmot's wrappers are not distribution-aware); "
-                          "drop the distribute setting.")
-    values = {**_FINE_TUNE_DEFAULTS, "learning_rate": parent.learning_rate / 10, **config.fine_tune,
-              "distribute": ONE_REPLICA}
+        raise EdgeFMError(
+            "pruning and QAT fine-tunes run on one replica (tfmot's wrappers are not distribution-aware); "
+            "drop the distribute setting."
+        )
+    values = {
+        **_FINE_TUNE_DEFAULTS,
+        "learning_rate": parent.learning_rate / 10,
+        **config.fine_tune,
+        "distribute": ONE_REPLICA,
+    }
     values["min_learning_rate"] = min(parent.min_learning_rate, values["learning_rate"] / 10)
     return dataclasses.replace(parent, **values)
 
@@ -103,11 +111,16 @@ def optimize(
     dataset = parent.dataset(data_dir, tune)
     run_dir = new_run_dir(runs_dir, f"{tune.arch}-{stage}")
     resolved = dataclasses.replace(config, parent=str(parent.path), preserve_sparsity=preserve)
-    write_json(run_dir / CONFIG, {"stage": stage, "optimize": dataclasses.asdict(resolved), "fine_tune": tune.to_dict()})
+    write_json(
+        run_dir / CONFIG,
+        {"stage": stage, "optimize": dataclasses.asdict(resolved), "fine_tune": tune.to_dict()},
+    )
     return _optimize_in(run_dir, stage, resolved, tune, dataset, reporter or NullReporter())
 
 
-def resume_optimize(run_dir: Path | str, data_dir: Path | str | None = None, reporter: Reporter | None = None) -> Path:
+def resume_optimize(
+    run_dir: Path | str, data_dir: Path | str | None = None, reporter: Reporter | None = None
+) -> Path:
     """Continues an interrupted optimization run from its last completed epoch."""
     run = Run(run_dir)
     if run.finished:
@@ -117,10 +130,18 @@ def resume_optimize(run_dir: Path | str, data_dir: Path | str | None = None, rep
     return _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
 
 
-def optimize_chain(run_dir: Path | str, prune: float | None = None, qat: bool = False, keep_first_last: bool = True,
-                   fold_batch_norms: bool = True, fine_tune: dict[str, Any] | None = None,
-                   data_dir: Path | str | None = None, runs_dir: Path | str = "runs", reporter: Reporter | None = None,
-                   on_step: Callable[[Path], None] = lambda run_dir: None) -> Path:
+def optimize_chain(
+    run_dir: Path | str,
+    prune: float | None = None,
+    qat: bool = False,
+    keep_first_last: bool = True,
+    fold_batch_norms: bool = True,
+    fine_tune: dict[str, Any] | None = None,
+    data_dir: Path | str | None = None,
+    runs_dir: Path | str = "runs",
+    reporter: Reporter | None = None,
+    on_step: Callable[[Path], None] = lambda run_dir: None,
+) -> Path:
     """Prunes, then quantization-aware-trains, a run: each step a new run directory, the next step's parent.
 
     Args:
@@ -144,19 +165,30 @@ def optimize_chain(run_dir: Path | str, prune: float | None = None, qat: bool = 
     parent = Path(run_dir)
     steps = []
     if prune is not None:
-        steps.append(lambda source: OptimizeConfig("prune", str(source), target_sparsity=prune,
-                                                   keep_first_last=keep_first_last, fine_tune=dict(fine_tune or {})))
+        steps.append(
+            lambda source: OptimizeConfig(
+                "prune",
+                str(source),
+                target_sparsity=prune,
+                keep_first_last=keep_first_last,
+                fine_tune=dict(fine_tune or {}),
+            )
+        )
     if qat:
-        steps.append(lambda source: OptimizeConfig("qat", str(source), fold_batch_norms=fold_batch_norms,
-                                                   fine_tune=dict(fine_tune or {})))
+        steps.append(
+            lambda source: OptimizeConfig(
+                "qat", str(source), fold_batch_norms=fold_batch_norms, fine_tune=dict(fine_tune or {})
+            )
+        )
     for step in steps:
         parent = optimize(step(parent), data_dir, runs_dir, reporter=reporter)
         on_step(parent)
     return parent
 
 
-def _optimize_in(run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainConfig, dataset: Dataset,
-                 reporter: Reporter) -> Path:
+def _optimize_in(
+    run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainConfig, dataset: Dataset, reporter: Reporter
+) -> Path:
     write_manifest(run_dir, stage, parent=config.parent, status="running")
     parent = Run(config.parent)
     base = parent.float_model()
@@ -164,10 +196,14 @@ def _optimize_in(run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainC
     extra: tuple = ()
     if config.method == "prune":
         total = steps_per_epoch * tune.epochs
-        model = prune_low_magnitude(base, config.target_sparsity, int(config.pruning_end * total), config.keep_first_last)
+        model = prune_low_magnitude(
+            base, config.target_sparsity, int(config.pruning_end * total), config.keep_first_last
+        )
         extra = (tfmot.sparsity.keras.UpdatePruningStep(),)
     else:
-        model = quantize_aware(base, preserve_sparsity=stage == "pqat", fold_batch_norms=config.fold_batch_norms)
+        model = quantize_aware(
+            base, preserve_sparsity=stage == "pqat", fold_batch_norms=config.fold_batch_norms
+        )
     compile_model(model, tune, steps_per_epoch)
     fit = fit_model(model, tune, dataset, run_dir, reporter, extra_callbacks=extra)
     if config.method == "prune":
@@ -181,13 +217,18 @@ def _optimize_in(run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainC
         "stage": stage,
         "parent": config.parent,
         **scores,
-        "parent_scores": {"val_accuracy": parent_metrics["val"]["accuracy"], f"{key}_accuracy": parent_metrics[key]["accuracy"]},
+        "parent_scores": {
+            "val_accuracy": parent_metrics["val"]["accuracy"],
+            f"{key}_accuracy": parent_metrics[key]["accuracy"],
+        },
         "epochs_run": len(fit.history),
         "training_seconds": fit.seconds,
         "sparsity": weight_sparsity(model),
         "params": int(model.count_params()),
-        "distribute": {**ONE_DEVICE.record(tune.batch_size),
-                       "note": "pruning and QAT fine-tunes run on one replica, whatever strategy trained the parent"},
+        "distribute": {
+            **ONE_DEVICE.record(tune.batch_size),
+            "note": "pruning and QAT fine-tunes run on one replica, whatever strategy trained the parent",
+        },
     }
     if stage != "prune":
         metrics["macs"] = parent_metrics.get("macs")
@@ -197,7 +238,9 @@ def _optimize_in(run_dir: Path, stage: str, config: OptimizeConfig, tune: TrainC
     return run_dir
 
 
-def prune_low_magnitude(model: keras.Model, target_sparsity: float, end_step: int, keep_first_last: bool = True) -> keras.Model:
+def prune_low_magnitude(
+    model: keras.Model, target_sparsity: float, end_step: int, keep_first_last: bool = True
+) -> keras.Model:
     """Wraps the model's convolution and dense layers for magnitude pruning; returns a new model.
 
     Sparsity ramps from 0 to ``target_sparsity`` over ``end_step`` steps along tfmot's
@@ -213,7 +256,10 @@ def prune_low_magnitude(model: keras.Model, target_sparsity: float, end_step: in
     prunable = [layer.name for layer in model.layers if isinstance(layer, _PRUNABLE)]
     targets = set(prunable[1:-1] if keep_first_last and len(prunable) > 2 else prunable)
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=target_sparsity, begin_step=0, end_step=max(1, end_step),
+        initial_sparsity=0.0,
+        final_sparsity=target_sparsity,
+        begin_step=0,
+        end_step=max(1, end_step),
         frequency=max(1, min(100, end_step // 10)),
     )
 
@@ -225,7 +271,9 @@ def prune_low_magnitude(model: keras.Model, target_sparsity: float, end_step: in
     return keras.models.clone_model(model, clone_function=wrap)
 
 
-def quantize_aware(model: keras.Model, preserve_sparsity: bool = False, fold_batch_norms: bool = True) -> keras.Model:
+def quantize_aware(
+    model: keras.Model, preserve_sparsity: bool = False, fold_batch_norms: bool = True
+) -> keras.Model:
     """Returns a quantization-aware (int8) copy of ``model``, every layer included.
 
     Conv + batch-norm pairs are folded by tfmot's transforms; the in-model preprocessing layers
@@ -246,11 +294,15 @@ def quantize_aware(model: keras.Model, preserve_sparsity: bool = False, fold_bat
         if isinstance(layer, _OUTPUT_ONLY) or (
             isinstance(layer, keras.layers.BatchNormalization) and not follows_linear_conv(layer)
         ):
-            return quantize.quantize_annotate_layer(layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig())
+            return quantize.quantize_annotate_layer(
+                layer, default_8bit_quantize_configs.Default8BitOutputQuantizeConfig()
+            )
         return quantize.quantize_annotate_layer(layer)
 
     annotated = keras.models.clone_model(model, clone_function=annotate)
-    scheme = tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
+    scheme = (
+        tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
+    )
     with quantize.quantize_scope():
         return quantize.quantize_apply(annotated, scheme) if scheme else quantize.quantize_apply(annotated)
 

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_fm.bench.benchmark import BenchOptions, LocalTarget, SshTarget, best_artifact, bench, parse_target, write_results
+from edge_fm.bench.benchmark import (
+    BenchOptions,
+    LocalTarget,
+    SshTarget,
+    bench,
+    best_artifact,
+    parse_target,
+    write_results,
+)
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE
 from edge_fm.export.formats import get_format
@@ -61,7 +69,9 @@ class PipelineConfig:
         if "qat-int8" in formats and not self.qat:
             raise EdgeFMError("format qat-int8 needs a QAT step: add --qat.")
         if self.prune is not None and not 0 < self.prune < 1:
-            raise EdgeFMError(f"--prune {self.prune}: give the target sparsity as a fraction in (0, 1), e.g. 0.5.")
+            raise EdgeFMError(
+                f"--prune {self.prune}: give the target sparsity as a fraction in (0, 1), e.g. 0.5."
+            )
         if self.fine_tune_epochs is not None and self.fine_tune_epochs < 1:
             raise EdgeFMError(f"--epochs {self.fine_tune_epochs}: fine-tuning needs at least 1 epoch.")
         object.__setattr__(self, "formats", formats)
@@ -94,8 +104,13 @@ def run_pipeline(
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
     train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
-    record: dict[str, Any] = {"config": dataclasses.asdict(config), "target": target.name, "status": "running",
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages": {}}
+    record: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "target": target.name,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stages": {},
+    }
     write_json(top / PIPELINE_FILE, record)
     stages = record["stages"]
 
@@ -114,13 +129,19 @@ def run_pipeline(
     fine_tune = {"epochs": config.fine_tune_epochs} if config.fine_tune_epochs else {}
     source = trained
     if config.prune is not None:
-        source = optimize(OptimizeConfig("prune", str(trained), target_sparsity=config.prune, fine_tune=fine_tune),
-                          data_dir, top, reporter=reporter)
+        source = optimize(
+            OptimizeConfig("prune", str(trained), target_sparsity=config.prune, fine_tune=fine_tune),
+            data_dir,
+            top,
+            reporter=reporter,
+        )
         stages["prune"] = rel(source)
         log(f"prune: {source}")
     qat_run = None
     if config.qat:
-        qat_run = optimize(OptimizeConfig("qat", str(source), fine_tune=fine_tune), data_dir, top, reporter=reporter)
+        qat_run = optimize(
+            OptimizeConfig("qat", str(source), fine_tune=fine_tune), data_dir, top, reporter=reporter
+        )
         stages["qat"] = rel(qat_run)
         log(f"qat: {qat_run}")
 
@@ -140,21 +161,32 @@ def run_pipeline(
 
     result = bench(bundles, target, bench_options, baseline=trained, data_dir=data_dir, sample=config.sample)
     for name, error in export_errors.items():
-        result["rows"].append({"artifact": f"{config.arch}-{name}", "format": name, "status": "error", "error": error})
+        result["rows"].append(
+            {"artifact": f"{config.arch}-{name}", "format": name, "status": "error", "error": error}
+        )
     write_results(result, top / BENCH_FILE, top / BENCH_TABLE)
     best = best_artifact(result["rows"], config.best_tolerance)
     record.update(
         status="complete",
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         bench={"json": BENCH_FILE, "csv": BENCH_TABLE, "test_set": result["test_set"]["source"]},
-        best=None if best is None else {
-            "artifact": best["artifact"], "path": rel(Path(best["path"]).parent), "format": best["format"],
-            "accuracy": best["accuracy"], "bytes": best["bytes"], "p50_ms": best["latency"]["p50_ms"],
+        best=None
+        if best is None
+        else {
+            "artifact": best["artifact"],
+            "path": rel(Path(best["path"]).parent),
+            "format": best["format"],
+            "accuracy": best["accuracy"],
+            "bytes": best["bytes"],
+            "p50_ms": best["latency"]["p50_ms"],
             "rule": f"smallest artifact within {config.best_tolerance * 100:.1f} points of the most accurate",
         },
     )
     write_json(top / PIPELINE_FILE, record)
-    from edge_fm.show.html_report import ReportOptions, build_report  # the finished run's page (matplotlib, Jinja2)
+    from edge_fm.show.html_report import (  # the finished run's page (matplotlib, Jinja2)
+        ReportOptions,
+        build_report,
+    )
 
     try:
         log(f"report: {build_report(top, options=ReportOptions(data_dir=data_dir))}")
@@ -180,6 +212,9 @@ def read_pipeline(top: Path | str) -> dict[str, Any]:
     record = read_json(top / PIPELINE_FILE)
     best = record.get("best")
     report = top / REPORT_FILE
-    return {"record": record, "bench": read_json(top / BENCH_FILE),
-            "best_artifact": top / best["path"] / MODEL_FILE if best else None,
-            "report": report if report.is_file() else None}
+    return {
+        "record": record,
+        "bench": read_json(top / BENCH_FILE),
+        "best_artifact": top / best["path"] / MODEL_FILE if best else None,
+        "report": report if report.is_file() else None,
+    }

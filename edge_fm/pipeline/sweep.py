@@ -40,16 +40,15 @@ from typing import Any, Callable
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE
 from edge_fm.io import read_json, write_json
-
 from edge_fm.pipeline.sweep_spec import (
-    SPEC_FILE,
-    TRIALS_DIR,
-    TRIAL_FILE,
     CLAIM_FILE,
-    INSTALL_HINT,
-    OPTUNA_STUDY,
     FAILED_OBJECTIVES,
+    INSTALL_HINT,
     OBJECTIVES,
+    OPTUNA_STUDY,
+    SPEC_FILE,
+    TRIAL_FILE,
+    TRIALS_DIR,
     SweepSpec,
     TrialConfig,
     spec_from_dict,
@@ -61,7 +60,6 @@ from edge_fm.pipeline.sweep_summary import (
     read_trial,
     write_summary,
 )
-
 
 # ---------------------------------------------------------------- how it runs
 
@@ -104,7 +102,9 @@ def require_ray() -> None:
         import ray  # noqa: F401
         from ray import tune  # noqa: F401
     except ImportError:
-        raise EdgeFMError(f"edge-fm sweep runs on Ray Tune, which is not installed: {INSTALL_HINT}.") from None
+        raise EdgeFMError(
+            f"edge-fm sweep runs on Ray Tune, which is not installed: {INSTALL_HINT}."
+        ) from None
 
 
 def require_optuna() -> None:
@@ -119,8 +119,15 @@ def require_optuna() -> None:
 # ---------------------------------------------------------------- one trial (in a Ray worker)
 
 
-def run_trial(trial: TrialConfig, spec: SweepSpec, sweep_dir: Path, attempt: str, threads: int,
-              data_dir: str | None = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_trial(
+    trial: TrialConfig,
+    spec: SweepSpec,
+    sweep_dir: Path,
+    attempt: str,
+    threads: int,
+    data_dir: str | None = None,
+    notes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Runs one trial's pipeline in ``sweep_dir/trials/<key>/`` and returns its record.
 
     A trial already finished (its ``trial.json`` exists) is not run again; a folder left by an
@@ -133,8 +140,14 @@ def run_trial(trial: TrialConfig, spec: SweepSpec, sweep_dir: Path, attempt: str
     if not _claim(trial_dir, attempt):
         return _wait_for(trial_dir)  # the same combination drawn twice at once: one runs, both report
     started = time.time()
-    record: dict[str, Any] = {"trial": trial.key, "config": trial.as_dict(), "node": socket.gethostname(),
-                              "threads": threads, **(notes or {}), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    record: dict[str, Any] = {
+        "trial": trial.key,
+        "config": trial.as_dict(),
+        "node": socket.gethostname(),
+        "threads": threads,
+        **(notes or {}),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
     try:
         record.update(_pipeline_record(trial, spec, trial_dir, threads, data_dir))
         record["status"] = "ok"
@@ -142,7 +155,9 @@ def run_trial(trial: TrialConfig, spec: SweepSpec, sweep_dir: Path, attempt: str
         record.update(status="error", error=str(exc), rows=[_error_row(trial, str(exc))])
     except Exception as exc:  # noqa: BLE001 - one failure never aborts a sweep; its traceback is kept
         error = f"{type(exc).__name__}: {exc}"
-        record.update(status="error", error=error, rows=[_error_row(trial, error)], traceback=traceback.format_exc())
+        record.update(
+            status="error", error=error, rows=[_error_row(trial, error)], traceback=traceback.format_exc()
+        )
     record["seconds"] = round(time.time() - started, 1)
     write_json(trial_dir / TRIAL_FILE, record)
     return record
@@ -174,27 +189,54 @@ def _wait_for(trial_dir: Path, timeout: float = 24 * 3600) -> dict[str, Any]:
     raise EdgeFMError(f"{trial_dir} did not finish within {timeout:.0f} s.")
 
 
-def _pipeline_record(trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threads: int, data_dir) -> dict[str, Any]:
+def _pipeline_record(
+    trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threads: int, data_dir
+) -> dict[str, Any]:
     from edge_fm.pipeline.pipeline import PIPELINE_BENCH, PIPELINE_FILE, PipelineConfig, run_pipeline
 
     formats = tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
     if spec.formats and not formats:
         raise EdgeFMError(f"formats {', '.join(spec.formats)}: qat-int8 needs QAT, and this trial has none.")
-    config = PipelineConfig(trial.arch, spec.preset, spec.sample, trial.prune or None, trial.qat, formats,
-                            {k: list(v) if isinstance(v, tuple) else v for k, v in trial.settings},
-                            spec.fine_tune_epochs)
+    config = PipelineConfig(
+        trial.arch,
+        spec.preset,
+        spec.sample,
+        trial.prune or None,
+        trial.qat,
+        formats,
+        {k: list(v) if isinstance(v, tuple) else v for k, v in trial.settings},
+        spec.fine_tune_epochs,
+    )
     # Concurrent trials share the machine: each measures with its own cores only.
     options = dataclasses.replace(PIPELINE_BENCH, threads=(spec.bench_threads,), accuracy_threads=threads)
     top = run_pipeline(config, "local", options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
     bench = read_json(top / BENCH_FILE)
     rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
-    return {"pipeline": top.name, "best": pipeline.get("best"), "rows": rows, "environment": bench.get("environment"),
-            "test_set": bench.get("test_set")}
+    return {
+        "pipeline": top.name,
+        "best": pipeline.get("best"),
+        "rows": rows,
+        "environment": bench.get("environment"),
+        "test_set": bench.get("test_set"),
+    }
 
 
-_KEPT = ("artifact", "format", "threads", "bytes", "gzip_bytes", "accuracy", "accuracy_delta", "latency", "peak_rss_mb",
-         "confusion_matrix", "status", "error", "path")
+_KEPT = (
+    "artifact",
+    "format",
+    "threads",
+    "bytes",
+    "gzip_bytes",
+    "accuracy",
+    "accuracy_delta",
+    "latency",
+    "peak_rss_mb",
+    "confusion_matrix",
+    "status",
+    "error",
+    "path",
+)
 
 
 def _trial_row(trial: TrialConfig, row: dict[str, Any]) -> dict[str, Any]:
@@ -209,8 +251,15 @@ def _trial_columns(trial: TrialConfig) -> dict[str, Any]:
 
 
 def _error_row(trial: TrialConfig, error: str) -> dict[str, Any]:
-    return {"model": f"{trial.key}/-", "trial": trial.key, **_trial_columns(trial), "artifact": trial.key,
-            "format": None, "status": "error", "error": error}
+    return {
+        "model": f"{trial.key}/-",
+        "trial": trial.key,
+        **_trial_columns(trial),
+        "artifact": trial.key,
+        "format": None,
+        "status": "error",
+        "error": error,
+    }
 
 
 def objectives(record: dict[str, Any]) -> dict[str, float]:
@@ -218,11 +267,21 @@ def objectives(record: dict[str, Any]) -> dict[str, float]:
     best = record.get("best") if record.get("status") == "ok" else None
     if not best:
         return dict(FAILED_OBJECTIVES)
-    return {"accuracy": float(best["accuracy"]), "bytes": float(best["bytes"]), "p50_ms": float(best["p50_ms"])}
+    return {
+        "accuracy": float(best["accuracy"]),
+        "bytes": float(best["bytes"]),
+        "p50_ms": float(best["p50_ms"]),
+    }
 
 
-def _trainable(config: dict[str, Any], spec: dict[str, Any], sweep_dir: str, attempt: str, threads: int,
-               data_dir: str | None) -> dict[str, Any]:
+def _trainable(
+    config: dict[str, Any],
+    spec: dict[str, Any],
+    sweep_dir: str,
+    attempt: str,
+    threads: int,
+    data_dir: str | None,
+) -> dict[str, Any]:
     # In a Ray worker: TensorFlow reads its thread counts once, when it starts, so they are set
     # before anything imports it (importing this module does not).
     tensorflow_loaded = "tensorflow" in sys.modules
@@ -230,17 +289,32 @@ def _trainable(config: dict[str, Any], spec: dict[str, Any], sweep_dir: str, att
         os.environ[name] = str(threads)
     os.environ["TF_NUM_INTEROP_THREADS"] = "1"
     trial = TrialConfig.from_dict(config.get("trial", config))
-    notes = {"tensorflow_threads": {"intra_op": threads, "inter_op": 1, "set_before_tensorflow_started": not tensorflow_loaded}}
+    notes = {
+        "tensorflow_threads": {
+            "intra_op": threads,
+            "inter_op": 1,
+            "set_before_tensorflow_started": not tensorflow_loaded,
+        }
+    }
     record = run_trial(trial, spec_from_dict(spec), Path(sweep_dir), attempt, threads, data_dir, notes)
-    return {**objectives(record), "status": record["status"], "trial": trial.key,
-            "record": json.dumps(record, default=str)}
+    return {
+        **objectives(record),
+        "status": record["status"],
+        "trial": trial.key,
+        "record": json.dumps(record, default=str),
+    }
 
 
 # ---------------------------------------------------------------- the sweep (the driver)
 
 
-def run_sweep(spec: SweepSpec, runs_dir: Path | str = "runs", ray_options: RayOptions = RayOptions(),
-              data_dir: Path | str | None = None, log: Callable[[str], None] = lambda message: None) -> Path:
+def run_sweep(
+    spec: SweepSpec,
+    runs_dir: Path | str = "runs",
+    ray_options: RayOptions = RayOptions(),
+    data_dir: Path | str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
     """Runs a new sweep in ``runs_dir/sweep-N/`` and returns that folder.
 
     Raises:
@@ -252,14 +326,25 @@ def run_sweep(spec: SweepSpec, runs_dir: Path | str = "runs", ray_options: RayOp
     if spec.search == "optuna":
         require_optuna()
     sweep_dir = new_run_dir(runs_dir, "sweep").resolve()
-    write_json(sweep_dir / SPEC_FILE, {"spec": spec.as_dict(), "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
-                                       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    write_json(
+        sweep_dir / SPEC_FILE,
+        {
+            "spec": spec.as_dict(),
+            "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
     log(f"sweep folder: {sweep_dir}")
     return _sweep(sweep_dir, spec, ray_options, data_dir, log)
 
 
-def resume_sweep(sweep_dir: Path | str, ray_options: RayOptions = RayOptions(), constraints: dict | None = None,
-                 data_dir: Path | str | None = None, log: Callable[[str], None] = lambda message: None) -> Path:
+def resume_sweep(
+    sweep_dir: Path | str,
+    ray_options: RayOptions = RayOptions(),
+    constraints: dict | None = None,
+    data_dir: Path | str | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
     """Continues a sweep that was stopped: finished trials are kept, the others run.
 
     Args:
@@ -274,9 +359,14 @@ def resume_sweep(sweep_dir: Path | str, ray_options: RayOptions = RayOptions(), 
     """
     sweep_dir = Path(sweep_dir).resolve()
     if not (sweep_dir / SPEC_FILE).is_file():
-        raise EdgeFMError(f"{sweep_dir} is not a sweep folder (no {SPEC_FILE}): give a folder made by `edge-fm sweep`.")
+        raise EdgeFMError(
+            f"{sweep_dir} is not a sweep folder (no {SPEC_FILE}): give a folder made by `edge-fm sweep`."
+        )
     saved = read_json(sweep_dir / SPEC_FILE)
-    limits = {**saved["spec"].get("constraints", {}), **{k: v for k, v in (constraints or {}).items() if v is not None}}
+    limits = {
+        **saved["spec"].get("constraints", {}),
+        **{k: v for k, v in (constraints or {}).items() if v is not None},
+    }
     spec = spec_from_dict({**saved["spec"], "constraints": limits})
     require_ray()
     if spec.search == "optuna":
@@ -320,18 +410,32 @@ def _start_ray(address: str | None, log) -> tuple[bool, int]:
             # "local": a Ray of its own, even where `ray start` ran on this machine before.
             ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
     except (ConnectionError, RuntimeError) as exc:  # RuntimeError: token authentication on, and no token here
-        auth = "" if os.environ.get("RAY_AUTH_MODE") else (
-            "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN "
-            "or ~/.ray/auth_token")
-        raise EdgeFMError(f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]} "
-                          f"(is `ray start --head` running there, and is the port right?{auth}).") from None
+        auth = (
+            ""
+            if os.environ.get("RAY_AUTH_MODE")
+            else (
+                "; a cluster with token authentication needs RAY_AUTH_MODE=token and its token in RAY_AUTH_TOKEN "
+                "or ~/.ray/auth_token"
+            )
+        )
+        raise EdgeFMError(
+            f"cannot connect to the Ray cluster at {address}: {str(exc).splitlines()[0]} "
+            f"(is `ray start --head` running there, and is the port right?{auth})."
+        ) from None
     cores = int(ray.cluster_resources().get("CPU", 1))
     log(f"ray: {'cluster at ' + address if address else 'started here'}, {cores} CPU(s)")
     return True, cores
 
 
-def _tune(sweep_dir: Path, spec: SweepSpec, pending: list[TrialConfig], to_run: int, ray_options: RayOptions,
-          data_dir, log) -> dict[str, Any]:
+def _tune(
+    sweep_dir: Path,
+    spec: SweepSpec,
+    pending: list[TrialConfig],
+    to_run: int,
+    ray_options: RayOptions,
+    data_dir,
+    log,
+) -> dict[str, Any]:
     import ray
     from ray import tune
 
@@ -340,22 +444,36 @@ def _tune(sweep_dir: Path, spec: SweepSpec, pending: list[TrialConfig], to_run: 
         concurrency, threads = ray_options.plan(cores)
         log(f"{concurrency} trial(s) at once, {threads} thread(s) each")
         attempt = uuid.uuid4().hex
-        trainable = tune.with_parameters(_trainable, spec=spec.as_dict(), sweep_dir=str(sweep_dir), attempt=attempt,
-                                         threads=threads, data_dir=str(Path(data_dir).resolve()) if data_dir else None)
+        trainable = tune.with_parameters(
+            _trainable,
+            spec=spec.as_dict(),
+            sweep_dir=str(sweep_dir),
+            attempt=attempt,
+            threads=threads,
+            data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+        )
         trainable = tune.with_resources(trainable, {"cpu": threads})
         tune_config, param_space = _search(sweep_dir, spec, pending, to_run, concurrency)
         run_config = tune.RunConfig(
-            name=f"attempt-{len(list((sweep_dir / 'tune').glob('attempt-*'))) + 1}", storage_path=str(sweep_dir / "tune"),
-            verbose=0, callbacks=[_record_keeper(sweep_dir, log)],
+            name=f"attempt-{len(list((sweep_dir / 'tune').glob('attempt-*'))) + 1}",
+            storage_path=str(sweep_dir / "tune"),
+            verbose=0,
+            callbacks=[_record_keeper(sweep_dir, log)],
             failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
         )
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
         results = tuner.fit()
         _record_crashed(sweep_dir, results, log)
         context = ray.get_runtime_context()
-        return {"address": ray_options.address or "local", "gcs_address": context.gcs_address, "cpus": cores,
-                "concurrency": concurrency, "threads_per_trial": threads, "experiment": run_config.name,
-                "ray": ray.__version__}
+        return {
+            "address": ray_options.address or "local",
+            "gcs_address": context.gcs_address,
+            "cpus": cores,
+            "concurrency": concurrency,
+            "threads_per_trial": threads,
+            "experiment": run_config.name,
+            "ray": ray.__version__,
+        }
     finally:
         if started_here:
             ray.shutdown()
@@ -373,14 +491,28 @@ def _search(sweep_dir: Path, spec: SweepSpec, pending: list[TrialConfig], to_run
         return tune.TuneConfig(max_concurrent_trials=concurrency, trial_dirname_creator=dirname), param_space
     from ray.tune.search.optuna import OptunaSearch
 
-    param_space = {"arch": tune.choice(list(spec.archs)), "prune": tune.choice(list(spec.prune)),
-                   "qat": tune.choice(list(spec.qat)),
-                   "set": {k: tune.choice([list(v) if isinstance(v, tuple) else v for v in values])
-                           for k, values in spec.settings.items()}}
-    searcher = OptunaSearch(metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES], seed=spec.seed,
-                            study_name=OPTUNA_STUDY, storage=optuna_storage(sweep_dir))
-    config = tune.TuneConfig(search_alg=searcher, num_samples=to_run, max_concurrent_trials=concurrency,
-                             trial_dirname_creator=dirname)
+    param_space = {
+        "arch": tune.choice(list(spec.archs)),
+        "prune": tune.choice(list(spec.prune)),
+        "qat": tune.choice(list(spec.qat)),
+        "set": {
+            k: tune.choice([list(v) if isinstance(v, tuple) else v for v in values])
+            for k, values in spec.settings.items()
+        },
+    }
+    searcher = OptunaSearch(
+        metric=[m for m, _ in OBJECTIVES],
+        mode=[m for _, m in OBJECTIVES],
+        seed=spec.seed,
+        study_name=OPTUNA_STUDY,
+        storage=optuna_storage(sweep_dir),
+    )
+    config = tune.TuneConfig(
+        search_alg=searcher,
+        num_samples=to_run,
+        max_concurrent_trials=concurrency,
+        trial_dirname_creator=dirname,
+    )
     return config, param_space
 
 
@@ -424,8 +556,10 @@ def _progress_line(record: dict[str, Any]) -> str:
         return f"trial {record['trial']}: [error] {record.get('error')}"
     best = record.get("best") or {}
     reused = " (finished before)" if record.get("reused") else ""
-    return (f"trial {record['trial']}: ok in {record.get('seconds', 0):.0f} s{reused}; best {best.get('format')} "
-            f"{best.get('accuracy', 0):.2%}, {best.get('bytes', 0) / 1000:.1f} KB, p50 {best.get('p50_ms', 0):.3f} ms")
+    return (
+        f"trial {record['trial']}: ok in {record.get('seconds', 0):.0f} s{reused}; best {best.get('format')} "
+        f"{best.get('accuracy', 0):.2%}, {best.get('bytes', 0) / 1000:.1f} KB, p50 {best.get('p50_ms', 0):.3f} ms"
+    )
 
 
 def _record_crashed(sweep_dir: Path, results, log) -> None:
@@ -442,13 +576,19 @@ def _record_crashed(sweep_dir: Path, results, log) -> None:
             continue
         error = f"the trial's Ray worker failed: {_last_line(str(result.error))}"
         trial_dir.mkdir(parents=True, exist_ok=True)
-        write_json(trial_dir / TRIAL_FILE, {"trial": trial.key, "config": trial.as_dict(), "status": "error",
-                                            "error": error, "rows": [_error_row(trial, error)]})
+        write_json(
+            trial_dir / TRIAL_FILE,
+            {
+                "trial": trial.key,
+                "config": trial.as_dict(),
+                "status": "error",
+                "error": error,
+                "rows": [_error_row(trial, error)],
+            },
+        )
         log(f"trial {trial.key}: [error] {error}")
 
 
 def _last_line(text: str) -> str:
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "no message"
-
-

@@ -4,7 +4,6 @@ A :class:`SweepSpec` is validated on construction and saved as ``spec.json`` in 
 before any trial starts; :func:`build_spec` makes one from the options of ``edge-fm sweep``.
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +33,11 @@ FAILED_OBJECTIVES = {"accuracy": 0.0, "bytes": 1e12, "p50_ms": 1e9}
 OBJECTIVES = (("accuracy", "max"), ("bytes", "min"), ("p50_ms", "min"))
 # The front's plot names each artifact in its legend: past this many, only the front is drawn.
 PLOT_ALL_UP_TO = 16
-_NOT_SWEPT = {"arch": "list architectures with --arch", "data": "use --sample for the embedded sample",
-              "arch_options": "architecture options are not swept"}
+_NOT_SWEPT = {
+    "arch": "list architectures with --arch",
+    "data": "use --sample for the embedded sample",
+    "arch_options": "architecture options are not swept",
+}
 
 
 # ---------------------------------------------------------------- the spec
@@ -59,9 +61,13 @@ class Constraints:
         if self.max_bytes <= 0:
             raise EdgeFMError(f"--max-bytes {self.max_bytes}: give a positive size in bytes, e.g. 100000.")
         if not 0 <= self.min_accuracy <= 1:
-            raise EdgeFMError(f"--min-accuracy {self.min_accuracy}: give a fraction between 0 and 1, e.g. 0.94.")
+            raise EdgeFMError(
+                f"--min-accuracy {self.min_accuracy}: give a fraction between 0 and 1, e.g. 0.94."
+            )
         if self.max_p50_ms is not None and self.max_p50_ms <= 0:
-            raise EdgeFMError(f"--max-p50-ms {self.max_p50_ms}: give a positive latency in milliseconds, e.g. 1.5.")
+            raise EdgeFMError(
+                f"--max-p50-ms {self.max_p50_ms}: give a positive latency in milliseconds, e.g. 1.5."
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,8 +110,8 @@ class SweepSpec:
     constraints: Constraints = Constraints()
 
     def __post_init__(self) -> None:
-        from edge_fm.train.config import TrainConfig
         from edge_fm.export.exporter import get_format
+        from edge_fm.train.config import TrainConfig
         from edge_fm.train.presets import PRESET_NAMES
         from edge_fm.zoo.registry import get_spec
 
@@ -137,16 +143,28 @@ class SweepSpec:
             raise EdgeFMError(f"--bench-threads {self.bench_threads}: give at least 1.")
         prune = tuple(dict.fromkeys(_number("--prune", p) for p in self.prune)) or (0.0,)
         qat = tuple(dict.fromkeys(bool(q) for q in self.qat)) or (False,)
-        constraints = self.constraints if isinstance(self.constraints, Constraints) else Constraints(**self.constraints)
-        for name, value in (("archs", archs), ("settings", settings), ("prune", prune), ("qat", qat),
-                            ("formats", tuple(dict.fromkeys(self.formats))), ("constraints", constraints)):
+        constraints = (
+            self.constraints if isinstance(self.constraints, Constraints) else Constraints(**self.constraints)
+        )
+        for name, value in (
+            ("archs", archs),
+            ("settings", settings),
+            ("prune", prune),
+            ("qat", qat),
+            ("formats", tuple(dict.fromkeys(self.formats))),
+            ("constraints", constraints),
+        ):
             object.__setattr__(self, name, value)
 
     def trial_configs(self) -> list[TrialConfig]:
         """Every combination, in a stable order (the grid)."""
         keys = sorted(self.settings)
-        combos = itertools.product(self.archs, itertools.product(*(self.settings[k] for k in keys)), self.prune, self.qat)
-        return [TrialConfig(arch, tuple(zip(keys, values)), prune, qat) for arch, values, prune, qat in combos]
+        combos = itertools.product(
+            self.archs, itertools.product(*(self.settings[k] for k in keys)), self.prune, self.qat
+        )
+        return [
+            TrialConfig(arch, tuple(zip(keys, values)), prune, qat) for arch, values, prune, qat in combos
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "settings": {k: list(v) for k, v in self.settings.items()}}
@@ -178,8 +196,12 @@ class TrialConfig:
     @property
     def key(self) -> str:
         """The trial's folder name: readable, and the same in every attempt of the sweep."""
-        parts = [self.arch, *(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.settings),
-                 f"prune={self.prune:g}", "qat" if self.qat else "noqat"]
+        parts = [
+            self.arch,
+            *(f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in self.settings),
+            f"prune={self.prune:g}",
+            "qat" if self.qat else "noqat",
+        ]
         slug = re.sub(r"[^A-Za-z0-9._=+-]+", "+", "_".join(parts)).strip("+")
         if len(slug) > 100:
             digest = hashlib.sha256(json.dumps(self.as_dict(), sort_keys=True).encode()).hexdigest()[:8]
@@ -225,18 +247,37 @@ def load_spec(path: Path | str, **overrides: Any) -> SweepSpec:
     try:
         values = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise EdgeFMError(f"--spec {path} does not exist: give a YAML or JSON sweep spec (see `edge-fm sweep --help`).") from None
+        raise EdgeFMError(
+            f"--spec {path} does not exist: give a YAML or JSON sweep spec (see `edge-fm sweep --help`)."
+        ) from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise EdgeFMError(f"--spec {path} is not a readable YAML or JSON file ({str(exc).splitlines()[0]}).") from None
+        raise EdgeFMError(
+            f"--spec {path} is not a readable YAML or JSON file ({str(exc).splitlines()[0]})."
+        ) from None
     if not isinstance(values, dict):
         raise EdgeFMError(f"--spec {path} must hold a mapping of sweep options (arch, set, prune, qat...).")
     return spec_from_dict(values, **overrides)
 
 
-_FILE_KEYS = {"arch": "archs", "archs": "archs", "set": "settings", "settings": "settings", "prune": "prune",
-              "qat": "qat", "formats": "formats", "format": "formats", "preset": "preset", "sample": "sample",
-              "epochs": "fine_tune_epochs", "fine_tune_epochs": "fine_tune_epochs", "search": "search",
-              "trials": "trials", "seed": "seed", "bench_threads": "bench_threads", "constraints": "constraints"}
+_FILE_KEYS = {
+    "arch": "archs",
+    "archs": "archs",
+    "set": "settings",
+    "settings": "settings",
+    "prune": "prune",
+    "qat": "qat",
+    "formats": "formats",
+    "format": "formats",
+    "preset": "preset",
+    "sample": "sample",
+    "epochs": "fine_tune_epochs",
+    "fine_tune_epochs": "fine_tune_epochs",
+    "search": "search",
+    "trials": "trials",
+    "seed": "seed",
+    "bench_threads": "bench_threads",
+    "constraints": "constraints",
+}
 
 
 def spec_from_dict(values: dict[str, Any], **overrides: Any) -> SweepSpec:
@@ -304,12 +345,24 @@ def parse_settings(pairs: list[str]) -> dict[str, tuple]:
 QAT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
-def build_spec(spec_file: Path | str | None = None, archs: str | None = None, settings: list[str] | None = None,
-               prune: str | None = None, qat: str | None = None, formats: list[str] | None = None,
-               preset: str | None = None, sample: bool | None = None, fine_tune_epochs: int | None = None,
-               search: str | None = None, trials: int | None = None, seed: int | None = None,
-               bench_threads: int | None = None, max_bytes: int | None = None, min_accuracy: float | None = None,
-               max_p50_ms: float | None = None) -> SweepSpec:
+def build_spec(
+    spec_file: Path | str | None = None,
+    archs: str | None = None,
+    settings: list[str] | None = None,
+    prune: str | None = None,
+    qat: str | None = None,
+    formats: list[str] | None = None,
+    preset: str | None = None,
+    sample: bool | None = None,
+    fine_tune_epochs: int | None = None,
+    search: str | None = None,
+    trials: int | None = None,
+    seed: int | None = None,
+    bench_threads: int | None = None,
+    max_bytes: int | None = None,
+    min_accuracy: float | None = None,
+    max_p50_ms: float | None = None,
+) -> SweepSpec:
     """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
 
     Args:
@@ -331,14 +384,27 @@ def build_spec(spec_file: Path | str | None = None, archs: str | None = None, se
     if settings:
         base["settings"] = {**base.get("settings", {}), **parse_settings(settings)}
     limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
-    constraints = {**base.get("constraints", dataclasses.asdict(Constraints())), **{k: v for k, v in limits.items() if v is not None}}
-    options = {"archs": [a.strip() for a in archs.split(",") if a.strip()] if archs else None,
-               "prune": [_number("--prune", p) for p in prune.split(",") if p.strip()] if prune else None,
-               "qat": QAT_CHOICES[qat] if qat else None, "formats": tuple(formats) if formats else None,
-               "preset": preset, "sample": sample or None, "fine_tune_epochs": fine_tune_epochs, "search": search,
-               "trials": trials, "seed": seed, "bench_threads": bench_threads, "constraints": Constraints(**constraints)}
+    constraints = {
+        **base.get("constraints", dataclasses.asdict(Constraints())),
+        **{k: v for k, v in limits.items() if v is not None},
+    }
+    options = {
+        "archs": [a.strip() for a in archs.split(",") if a.strip()] if archs else None,
+        "prune": [_number("--prune", p) for p in prune.split(",") if p.strip()] if prune else None,
+        "qat": QAT_CHOICES[qat] if qat else None,
+        "formats": tuple(formats) if formats else None,
+        "preset": preset,
+        "sample": sample or None,
+        "fine_tune_epochs": fine_tune_epochs,
+        "search": search,
+        "trials": trials,
+        "seed": seed,
+        "bench_threads": bench_threads,
+        "constraints": Constraints(**constraints),
+    }
     merged = {**base, **{k: v for k, v in options.items() if v is not None}}
     if not merged.get("archs"):
-        raise EdgeFMError("name at least one architecture to sweep: --arch tiny-cnn,cnn-2conv (or `arch:` in --spec).")
+        raise EdgeFMError(
+            "name at least one architecture to sweep: --arch tiny-cnn,cnn-2conv (or `arch:` in --spec)."
+        )
     return SweepSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in merged.items()})
-

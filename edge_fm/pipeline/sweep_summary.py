@@ -4,7 +4,6 @@ The sweep folder's ``sweep.json`` and ``sweep.csv`` are written here, with ``fro
 HTML report of the table.
 """
 
-
 from __future__ import annotations
 
 import json
@@ -14,21 +13,19 @@ from typing import Any, Callable
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_bytes_atomic, write_json
-
 from edge_fm.pipeline.sweep_spec import (
-    TRIALS_DIR,
-    TRIAL_FILE,
-    SWEEP_JSON,
-    SWEEP_CSV,
     FRONT_PNG,
-    REPORT_HTML,
-    OPTUNA_STUDY,
     OPTUNA_JOURNAL,
+    OPTUNA_STUDY,
     PLOT_ALL_UP_TO,
+    REPORT_HTML,
+    SWEEP_CSV,
+    SWEEP_JSON,
+    TRIAL_FILE,
+    TRIALS_DIR,
     Constraints,
     SweepSpec,
 )
-
 
 # ---------------------------------------------------------------- the trials' records
 
@@ -80,8 +77,24 @@ def optuna_completed(sweep_dir: Path) -> int:
 # ---------------------------------------------------------------- the result
 
 
-CSV_COLUMNS = ("trial", "arch", "settings", "prune", "qat", "format", "threads", "bytes", "accuracy", "accuracy_delta",
-               "p50_ms", "p90_ms", "front", "status", "error", "path")
+CSV_COLUMNS = (
+    "trial",
+    "arch",
+    "settings",
+    "prune",
+    "qat",
+    "format",
+    "threads",
+    "bytes",
+    "accuracy",
+    "accuracy_delta",
+    "p50_ms",
+    "p90_ms",
+    "front",
+    "status",
+    "error",
+    "path",
+)
 
 
 def picks(rows: list[dict[str, Any]], constraints: Constraints) -> list[dict[str, Any]]:
@@ -93,32 +106,53 @@ def picks(rows: list[dict[str, Any]], constraints: Constraints) -> list[dict[str
 
     def choose(question: str, candidates: list[dict], key) -> dict[str, Any]:
         best = min(candidates, key=key) if candidates else None
-        return {"question": question, "model": best["model"] if best else None,
-                "artifact": _pick_summary(best) if best else None}
+        return {
+            "question": question,
+            "model": best["model"] if best else None,
+            "artifact": _pick_summary(best) if best else None,
+        }
 
     kb = f"{constraints.max_bytes / 1000:g} KB"
     at = f"{constraints.min_accuracy:.0%}"
     accurate = [r for r in ok if r["accuracy"] >= constraints.min_accuracy]
     answers = [
-        choose(f"most accurate at most {kb}", [r for r in ok if r["bytes"] <= constraints.max_bytes],
-               lambda r: (-r["accuracy"], r["bytes"], p50(r))),
+        choose(
+            f"most accurate at most {kb}",
+            [r for r in ok if r["bytes"] <= constraints.max_bytes],
+            lambda r: (-r["accuracy"], r["bytes"], p50(r)),
+        ),
         choose(f"fastest at {at} or better", accurate, lambda r: (p50(r), r["bytes"], -r["accuracy"])),
         choose(f"smallest at {at} or better", accurate, lambda r: (r["bytes"], p50(r), -r["accuracy"])),
     ]
     if constraints.max_p50_ms is not None:
-        answers.append(choose(f"most accurate at p50 {constraints.max_p50_ms:g} ms or faster",
-                              [r for r in ok if p50(r) <= constraints.max_p50_ms],
-                              lambda r: (-r["accuracy"], r["bytes"], p50(r))))
+        answers.append(
+            choose(
+                f"most accurate at p50 {constraints.max_p50_ms:g} ms or faster",
+                [r for r in ok if p50(r) <= constraints.max_p50_ms],
+                lambda r: (-r["accuracy"], r["bytes"], p50(r)),
+            )
+        )
     return answers
 
 
 def _pick_summary(row: dict[str, Any]) -> dict[str, Any]:
-    return {"trial": row["trial"], "format": row["format"], "accuracy": row["accuracy"], "bytes": row["bytes"],
-            "p50_ms": row["latency"]["p50_ms"], "path": row.get("path")}
+    return {
+        "trial": row["trial"],
+        "format": row["format"],
+        "accuracy": row["accuracy"],
+        "bytes": row["bytes"],
+        "p50_ms": row["latency"]["p50_ms"],
+        "path": row.get("path"),
+    }
 
 
-def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = None, seconds: float = 0.0,
-                  log: Callable[[str], None] = lambda message: None) -> Path:
+def write_summary(
+    sweep_dir: Path,
+    spec: SweepSpec,
+    ray_record: dict | None = None,
+    seconds: float = 0.0,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
     """Writes ``sweep.json``, ``sweep.csv``, ``front.png`` and the HTML report from the trials' records."""
     from edge_fm.show.figures import pareto_front, plot_front
 
@@ -137,8 +171,12 @@ def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = No
         "kind": "edge-fm sweep",
         "target": "local (each trial's machine)",
         "spec": spec.as_dict(),
-        "trials": {key: {k: v for k, v in record.items() if k not in ("rows", "environment", "test_set", "traceback")}
-                   for key, record in records.items()},
+        "trials": {
+            key: {
+                k: v for k, v in record.items() if k not in ("rows", "environment", "test_set", "traceback")
+            }
+            for key, record in records.items()
+        },
         "expected_trials": expected,
         "finished_trials": done,
         "complete": done >= expected,
@@ -148,8 +186,14 @@ def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = No
         "front": sorted(front),
         "picks": picks(rows, spec.constraints),
         "rows": sorted(rows, key=lambda r: (r["trial"], str(r.get("format")))),
-        "attempts": [*previous.get("attempts", []), {"ray": ray_record, "seconds": round(seconds, 1),
-                                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}],
+        "attempts": [
+            *previous.get("attempts", []),
+            {
+                "ray": ray_record,
+                "seconds": round(seconds, 1),
+                "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        ],
     }
     write_json(sweep_dir / SWEEP_JSON, summary)
     write_bytes_atomic(sweep_dir / SWEEP_CSV, _csv(summary["rows"]).encode())
@@ -170,7 +214,11 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        flat = {**row, **(row.get("latency") or {}), "settings": json.dumps(row.get("settings", {}), sort_keys=True)}
+        flat = {
+            **row,
+            **(row.get("latency") or {}),
+            "settings": json.dumps(row.get("settings", {}), sort_keys=True),
+        }
         writer.writerow(flat)
     return text.getvalue()
 
@@ -197,5 +245,3 @@ def read_sweep(sweep_dir: Path | str) -> dict[str, Any]:
     if not path.is_file():
         raise EdgeFMError(f"{sweep_dir} has no {SWEEP_JSON}: run or resume the sweep first.")
     return read_json(path)
-
-

@@ -74,14 +74,25 @@ def options_in_force(config: dict[str, Any]) -> dict[str, Any]:
 def _template():
     import jinja2
 
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("edge_fm", "templates"), keep_trailing_newline=True,
-                                     autoescape=False, undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("edge_fm", "templates"),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
     return environment.get_template("model_card.md.j2")
 
 
-def model_card(name: str, provenance: dict, description: dict, row: dict | None = None,
-               environment: dict | None = None, test_source: str = "", checks: Sequence[dict] = (),
-               forms: Sequence[dict] = ()) -> str:
+def model_card(
+    name: str,
+    provenance: dict,
+    description: dict,
+    row: dict | None = None,
+    environment: dict | None = None,
+    test_source: str = "",
+    checks: Sequence[dict] = (),
+    forms: Sequence[dict] = (),
+) -> str:
     """Renders a model card.
 
     Args:
@@ -122,18 +133,29 @@ def model_card(name: str, provenance: dict, description: dict, row: dict | None 
         training=_training(provenance),
         limitations=LIMITATIONS,
         regenerate="This card is generated: `edge-fm bench models/` rewrites it from `model.json`, `provenance.json` "
-                   "and the benchmark's measurements.",
+        "and the benchmark's measurements.",
     )
 
 
 def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, Any]:
     results = []
     if row is not None:
-        results.append({"type": "accuracy", "value": round(row["accuracy"] * 100, 2),
-                        "name": f"test accuracy, {provenance['chosen_format']} artifact"})
+        results.append(
+            {
+                "type": "accuracy",
+                "value": round(row["accuracy"] * 100, 2),
+                "name": f"test accuracy, {provenance['chosen_format']} artifact",
+            }
+        )
     float_test = provenance["train"]["metrics"].get("test", {}).get("accuracy")
     if float_test is not None:
-        results.append({"type": "accuracy", "value": round(float_test * 100, 2), "name": "test accuracy, float Keras model"})
+        results.append(
+            {
+                "type": "accuracy",
+                "value": round(float_test * 100, 2),
+                "name": "test accuracy, float Keras model",
+            }
+        )
     return {
         "license": provenance.get("license", LICENSE).lower(),
         "library_name": "litert",
@@ -141,22 +163,29 @@ def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, An
         "tags": ["image-classification", "tflite", "litert", "int8", "edge", "fashion-mnist", "edge-fm"],
         "datasets": [DATASET_ID],
         "metrics": ["accuracy"],
-        "model-index": [{
-            "name": name,
-            "results": [{
-                "task": {"type": "image-classification", "name": "Image Classification"},
-                "dataset": {"name": "Fashion-MNIST", "type": DATASET_ID, "split": "test"},
-                "metrics": results,
-            }],
-        }],
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "Image Classification"},
+                        "dataset": {"name": "Fashion-MNIST", "type": DATASET_ID, "split": "test"},
+                        "metrics": results,
+                    }
+                ],
+            }
+        ],
     }
 
 
 def _summary(name: str, provenance: dict, description: dict) -> str:
     config = provenance["train"]["config"]
     article = "An" if description["format"][0] in "aeiou" or description["format"].startswith("int8") else "A"
-    return (f"{article} {description['format']} TFLite classifier of Fashion-MNIST garments, architecture `{config['arch']}`, "
-            f"made with edge-fm. {provenance.get('note', '')}").strip()
+    return (
+        f"{article} {description['format']} TFLite classifier of Fashion-MNIST garments, "
+        f"architecture `{config['arch']}`, "
+        f"made with edge-fm. {provenance.get('note', '')}"
+    ).strip()
 
 
 def _artifact_text(provenance: dict, description: dict) -> str:
@@ -176,55 +205,87 @@ def _quantization_text(spec: dict) -> str:
 def _quantize_line(spec: dict) -> str:
     if spec.get("scale") is None:
         return "x = pixels"
-    return (f"scale, zero = inp[\"quantization\"]\n"
-            f"x = np.clip(np.round(pixels / scale + zero), -128, 127).astype(np.{spec['dtype']})"
-            if spec["dtype"] == "int8" else
-            f"scale, zero = inp[\"quantization\"]\n"
-            f"x = np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.{spec['dtype']})")
+    return (
+        f'scale, zero = inp["quantization"]\n'
+        f"x = np.clip(np.round(pixels / scale + zero), -128, 127).astype(np.{spec['dtype']})"
+        if spec["dtype"] == "int8"
+        else f'scale, zero = inp["quantization"]\n'
+        f"x = np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.{spec['dtype']})"
+    )
 
 
 def _dequantize_line(spec: dict) -> str:
     if spec.get("scale") is None:
-        return "probs = interpreter.get_tensor(out[\"index\"])[0]"
-    return ("scale, zero = out[\"quantization\"]\n"
-            "probs = (interpreter.get_tensor(out[\"index\"])[0].astype(np.float32) - zero) * scale")
+        return 'probs = interpreter.get_tensor(out["index"])[0]'
+    return (
+        'scale, zero = out["quantization"]\n'
+        'probs = (interpreter.get_tensor(out["index"])[0].astype(np.float32) - zero) * scale'
+    )
 
 
 def _percent(value: float | None) -> str:
     return "not measured" if value is None else f"{value * 100:.2f}%"
 
 
-def _evaluation(provenance: dict, description: dict, row: dict | None, environment: dict, test_source: str,
-                checks: Sequence[dict]) -> str:
+def _evaluation(
+    provenance: dict,
+    description: dict,
+    row: dict | None,
+    environment: dict,
+    test_source: str,
+    checks: Sequence[dict],
+) -> str:
     selection = provenance["selection"]
     artifact = description["artifact"]
     chosen = provenance["chosen_format"]
-    candidates = ", ".join(f"{fmt} {_percent(acc)}{' (chosen)' if fmt == chosen else ''}"
-                           for fmt, acc in selection["validation_accuracy"].items())
-    refused = "".join(f" {fmt} was not a candidate: {reason}" for fmt, reason in selection.get("refused", {}).items())
+    candidates = ", ".join(
+        f"{fmt} {_percent(acc)}{' (chosen)' if fmt == chosen else ''}"
+        for fmt, acc in selection["validation_accuracy"].items()
+    )
+    refused = "".join(
+        f" {fmt} was not a candidate: {reason}" for fmt, reason in selection.get("refused", {}).items()
+    )
     lines = ["| measure | value |", "|---|---|"]
     if row is not None:
-        lines.append(f"| test accuracy, this {chosen} artifact | {_percent(row['accuracy'])} ({test_source}) |")
-    lines.append(f"| test accuracy, float Keras model | {_percent(provenance['train']['metrics'].get('test', {}).get('accuracy'))} |")
-    lines.append(f"| validation accuracy of the candidates | {candidates} ({selection['validation_images']:,} images) |")
+        lines.append(
+            f"| test accuracy, this {chosen} artifact | {_percent(row['accuracy'])} ({test_source}) |"
+        )
+    lines.append(
+        "| test accuracy, float Keras model | "
+        f"{_percent(provenance['train']['metrics'].get('test', {}).get('accuracy'))} |"
+    )
+    lines.append(
+        f"| validation accuracy of the candidates | {candidates} ({selection['validation_images']:,} images) |"
+    )
     lines.append(f"| size | {artifact['bytes']:,} bytes, {artifact['gzip_bytes']:,} gzip bytes |")
     if row is not None:
         latency = row["latency"]
         threads = f"{row['threads']} thread{'' if row['threads'] == 1 else 's'}"
-        lines.append(f"| latency, batch 1, {threads} | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms |")
-        lines.append(f"| measured on | {cpu_text(environment)}, {environment.get('cpu_count', '?')} cores, "
-                     f"{environment.get('interpreter', '?')} {environment.get('interpreter_version', '')}, "
-                     f"{environment.get('os', '')} |")
+        lines.append(
+            f"| latency, batch 1, {threads} | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms |"
+        )
+        lines.append(
+            f"| measured on | {cpu_text(environment)}, {environment.get('cpu_count', '?')} cores, "
+            f"{environment.get('interpreter', '?')} {environment.get('interpreter_version', '')}, "
+            f"{environment.get('os', '')} |"
+        )
         lines.append(f"| peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |")
     text = "\n".join(lines)
-    text += (f"\n\nThe shipped format was chosen by this rule: {selection['rule']}.{refused}")
+    text += f"\n\nThe shipped format was chosen by this rule: {selection['rule']}.{refused}"
     if row is None:
         text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/`."
     judged = [c for c in checks if c["met"] is not None]
     if judged:
-        text += "\n\n**Targets**, judged in the same benchmark run: " + "; ".join(
-            f"{c['check']}: {_check_value(c['check'], c['measured'])} against {_check_value(c['check'], c['target'])}, "
-            f"{'met' if c['met'] else '**missed**'}" for c in judged) + "."
+        text += (
+            "\n\n**Targets**, judged in the same benchmark run: "
+            + "; ".join(
+                f"{c['check']}: {_check_value(c['check'], c['measured'])} against "
+                f"{_check_value(c['check'], c['target'])}, "
+                f"{'met' if c['met'] else '**missed**'}"
+                for c in judged
+            )
+            + "."
+        )
         if any(not c["met"] and c["check"].startswith("p50") for c in judged):
             text += " A latency ratio holds for the CPU it was measured on only."
     return text
@@ -243,7 +304,11 @@ def _training(provenance: dict) -> str:
     options = options_in_force(train["config"])
     commands = provenance.get("commands", {})
     lines = []
-    for stage, label in (("train", "Train"), ("qat", "Quantization-aware training"), ("ship", "Choose and bundle")):
+    for stage, label in (
+        ("train", "Train"),
+        ("qat", "Quantization-aware training"),
+        ("ship", "Choose and bundle"),
+    ):
         if commands.get(stage):
             lines.append(f"{label}:\n\n```bash\n{commands[stage]}\n```\n")
     lines.append("Options in force (the run's `config.json` holds every field):\n")
@@ -254,8 +319,10 @@ def _training(provenance: dict) -> str:
     qat_text = f", then quantization-aware training for {epochs_text(qat_epochs)}" if qat_epochs else ""
     images = qat.get("train_images")
     qat_text += f" on {images:,} training images" if qat_text and images else ""
-    lines.append(f"\n{epochs_text(metrics['epochs_run'])} in {metrics.get('training_seconds', 0):.0f} s on "
-                 f"{metrics.get('device', 'an unrecorded device')}{qat_text}. Data: {provenance.get('data', 'Fashion-MNIST')}.")
+    lines.append(
+        f"\n{epochs_text(metrics['epochs_run'])} in {metrics.get('training_seconds', 0):.0f} s on "
+        f"{metrics.get('device', 'an unrecorded device')}{qat_text}. Data: {provenance.get('data', 'Fashion-MNIST')}."
+    )
     return "\n".join(lines)
 
 
@@ -300,30 +367,39 @@ def _tflm_refusal(path) -> str:
 
 def _forms_text(description: dict, forms: Sequence[dict]) -> str:
     main = description
-    lines = ["| file | for | input | output | size |", "|---|---|---|---|---|",
-             f"| `model.tflite` | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | {_io_text(main['input'])} | "
-             f"{main['output']['dtype']} `{main['output']['shape']}` | {main['artifact']['bytes']:,} bytes |"]
+    lines = [
+        "| file | for | input | output | size |",
+        "|---|---|---|---|---|",
+        f"| `model.tflite` | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | {_io_text(main['input'])} | "
+        f"{main['output']['dtype']} `{main['output']['shape']}` | {main['artifact']['bytes']:,} bytes |",
+    ]
     notes = []
     for form in forms:
         if form["kind"] == "mobile":
             mobile = form["description"]
-            lines.append(f"| `mobile/model.tflite` | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), the TFLite "
-                         f"Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the labels | "
-                         f"{_io_text(mobile['input'])} | {mobile['output']['dtype']} `{mobile['output']['shape']}` | "
-                         f"{mobile['artifact']['bytes']:,} bytes |")
+            lines.append(
+                f"| `mobile/model.tflite` | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), the TFLite "
+                f"Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the labels | "
+                f"{_io_text(mobile['input'])} | {mobile['output']['dtype']} `{mobile['output']['shape']}` | "
+                f"{mobile['artifact']['bytes']:,} bytes |"
+            )
             notes.append(_mobile_note(mobile["mobile"]))
         elif form["kind"] == "mcu":
             mcu = form["description"]["mcu"]
-            lines.append(f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds the "
-                         f"model as a C array, the op resolver, the arena size and an example | "
-                         f"{_io_text(form['description']['input'])} | {form['description']['output']['dtype']} | "
-                         f"{mcu['flash_bytes']:,} bytes of flash, a {mcu['arena_bytes']:,}-byte tensor arena |")
+            lines.append(
+                f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds the "
+                f"model as a C array, the op resolver, the arena size and an example | "
+                f"{_io_text(form['description']['input'])} | {form['description']['output']['dtype']} | "
+                f"{mcu['flash_bytes']:,} bytes of flash, a {mcu['arena_bytes']:,}-byte tensor arena |"
+            )
             notes.append(_mcu_note(mcu))
         elif form["reason"]:
             notes.append(f"No microcontroller form. {form['reason'][0].upper()}{form['reason'][1:]}")
         else:
-            notes.append(f"No microcontroller form in this folder: `edge-fm export models/{form['folder']} --for mcu --out DIR` "
-                         "makes one (or names the op TFLM lacks).")
+            notes.append(
+                f"No microcontroller form in this folder: `edge-fm export models/{form['folder']} --for mcu --out DIR` "
+                "makes one (or names the op TFLM lacks)."
+            )
     return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "")
 
 
@@ -334,17 +410,25 @@ def _io_text(spec: dict) -> str:
 
 def _mobile_note(mobile: dict) -> str:
     parity = mobile["parity"]
-    checks = [f"{c['client']} ({c['version']}) agreed on {c.get('top1_agreement_with_litert', c.get('top1_agreement_with_int8', 0)):.2%} "
-              f"of {c['images']:,} test images" for c in mobile.get("clients", [])]
-    return (f"The mobile form takes RGB bytes and turns them grey inside the graph ({mobile['grey_conversion']['how']}); "
-            f"on {parity['images']:,} test images its outputs are "
-            f"{'identical to' if parity['identical_to_int8'] else 'within the parity rule of'} `model.tflite`'s. "
-            + ("Checked in: " + "; ".join(checks) + "." if checks else ""))
+    checks = [
+        f"{c['client']} ({c['version']}) agreed on "
+        f"{c.get('top1_agreement_with_litert', c.get('top1_agreement_with_int8', 0)):.2%} "
+        f"of {c['images']:,} test images"
+        for c in mobile.get("clients", [])
+    ]
+    return (
+        f"The mobile form takes RGB bytes and turns them grey inside the graph ({mobile['grey_conversion']['how']}); "
+        f"on {parity['images']:,} test images its outputs are "
+        f"{'identical to' if parity['identical_to_int8'] else 'within the parity rule of'} `model.tflite`'s. "
+        + ("Checked in: " + "; ".join(checks) + "." if checks else "")
+    )
 
 
 def _mcu_note(mcu: dict) -> str:
     boards = ", ".join(b["board"] for b in mcu["fits_on"] if b["fits"]) or "none of the boards checked"
-    return (f"Under TFLM {mcu['tflite_micro_version']} the model runs unchanged: top-1 agreement with LiteRT's reference "
-            f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
-            f"{mcu['checked_on']['images']:,} test images. Model and arena fit (a fit check only: the firmware needs room "
-            f"too): {boards}. No latency is claimed: time the example on the board.")
+    return (
+        f"Under TFLM {mcu['tflite_micro_version']} the model runs unchanged: top-1 agreement with LiteRT's reference "
+        f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
+        f"{mcu['checked_on']['images']:,} test images. Model and arena fit (a fit check only: the firmware needs room "
+        f"too): {boards}. No latency is claimed: time the example on the board."
+    )

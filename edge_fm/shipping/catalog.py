@@ -16,15 +16,24 @@ from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
 from edge_fm.export.bundles import MODEL_FILE, read_description
-from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.io import read_json, write_bytes_atomic
+from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.shipping.ship import CARD, PROVENANCE
 
 # The targets of edge-fm's own shipped models, on the test split, judged in each benchmark run.
-ACCURACY_TARGETS = {"mlp": 0.88, "cnn-2conv": 0.92, "cnn-3conv-bn": 0.94, "vgg-gap": 0.938, "mobilenetv2": 0.93,
-                    "edge-cnn": 0.95, "edge-cnn-tiny": 0.94}
+ACCURACY_TARGETS = {
+    "mlp": 0.88,
+    "cnn-2conv": 0.92,
+    "cnn-3conv-bn": 0.94,
+    "vgg-gap": 0.938,
+    "mobilenetv2": 0.93,
+    "edge-cnn": 0.95,
+    "edge-cnn-tiny": 0.94,
+}
 PAPER_ARCHS = ("mlp", "cnn-2conv", "cnn-3conv-bn", "vgg-gap", "mobilenetv2", "resnet50")
-REFERENCE = "cnn-3conv-bn"  # the edge family's size and latency targets compare with its artifact, in the same run
+REFERENCE = (
+    "cnn-3conv-bn"  # the edge family's size and latency targets compare with its artifact, in the same run
+)
 TINY_MAX_BYTES = 100_000  # "at most 100 KB", read strictly (1 KB = 1,000 bytes)
 
 
@@ -39,8 +48,13 @@ def read_provenances(models_dir: Path | str) -> dict[str, dict]:
     return {p.parent.name: read_json(p) for p in sorted(Path(models_dir).glob(f"*/{PROVENANCE}"))}
 
 
-def bench_catalog(models_dir: Path | str, options: BenchOptions, data_dir: Path | str | None = None,
-                  previous: dict | None = None, sample: bool = False) -> dict[str, Any]:
+def bench_catalog(
+    models_dir: Path | str,
+    options: BenchOptions,
+    data_dir: Path | str | None = None,
+    previous: dict | None = None,
+    sample: bool = False,
+) -> dict[str, Any]:
     """Benchmarks every model of a catalog in one run and rewrites their cards.
 
     Args:
@@ -56,11 +70,16 @@ def bench_catalog(models_dir: Path | str, options: BenchOptions, data_dir: Path 
     """
     models_dir = Path(models_dir)
     provenances = read_provenances(models_dir)
-    away = {name: Path(p["artifact"].get("exported_to", "")) for name, p in provenances.items()
-            if not p.get("artifact_shipped", True)}
+    away = {
+        name: Path(p["artifact"].get("exported_to", ""))
+        for name, p in provenances.items()
+        if not p.get("artifact_shipped", True)
+    }
     present = {name: path for name, path in away.items() if path.is_file()}
     # The shipped artifact itself: a model folder also holds its mobile and mcu forms, which are not catalog rows.
-    in_folder = [models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)]
+    in_folder = [
+        models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)
+    ]
     result = bench([*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample)
     by_path = {path.resolve(): name for name, path in present.items()}
     for row in result["rows"]:
@@ -75,8 +94,15 @@ def bench_catalog(models_dir: Path | str, options: BenchOptions, data_dir: Path 
         row["float_test_accuracy"] = provenance["train"]["metrics"].get("test", {}).get("accuracy")
     ok = [row for row in result["rows"] if row.get("status") == "ok"]
     result["checks"] = checks([row for row in ok if row["threads"] == options.threads[0]])
-    write_cards(models_dir, ok, provenances, result["environment"], result["test_set"]["source"], result["checks"],
-                options.threads[0])
+    write_cards(
+        models_dir,
+        ok,
+        provenances,
+        result["environment"],
+        result["test_set"]["source"],
+        result["checks"],
+        options.threads[0],
+    )
     return result
 
 
@@ -88,8 +114,11 @@ def carried_rows(previous: dict | None, names: Sequence[str]) -> list[dict]:
     if not previous:
         return []
     # Only what the runner measured travels: annotations are recomputed from today's provenance.
-    kept = [{key: value for key, value in row.items() if key not in _ANNOTATIONS}
-            for row in previous.get("rows", []) if row.get("model") in names]
+    kept = [
+        {key: value for key, value in row.items() if key not in _ANNOTATIONS}
+        for row in previous.get("rows", [])
+        if row.get("model") in names
+    ]
     for row in kept:
         row["remeasured"] = False
         row.setdefault("measured_in", previous.get("started"))
@@ -97,8 +126,15 @@ def carried_rows(previous: dict | None, names: Sequence[str]) -> list[dict]:
     return kept
 
 
-def write_cards(models_dir: Path, rows: Sequence[dict], provenances: dict[str, dict], environment: dict,
-                test_source: str, model_checks: Sequence[dict], threads: int) -> None:
+def write_cards(
+    models_dir: Path,
+    rows: Sequence[dict],
+    provenances: dict[str, dict],
+    environment: dict,
+    test_source: str,
+    model_checks: Sequence[dict],
+    threads: int,
+) -> None:
     """Rewrites ``MODEL_CARD.md`` of every model with a row at ``threads``.
 
     A row carried over from an earlier run states that run's machine, and no target is judged on it.
@@ -109,8 +145,16 @@ def write_cards(models_dir: Path, rows: Sequence[dict], provenances: dict[str, d
         name = row["model"]
         description = read_description(models_dir / name)
         judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]
-        card = model_card(name, provenances[name], description, row, row.get("measured_on", environment), test_source, judged,
-                          folder_forms(models_dir / name))
+        card = model_card(
+            name,
+            provenances[name],
+            description,
+            row,
+            row.get("measured_on", environment),
+            test_source,
+            judged,
+            folder_forms(models_dir / name),
+        )
         write_bytes_atomic(models_dir / name / CARD, card.encode())
 
 
@@ -133,28 +177,59 @@ def checks(rows: Sequence[dict]) -> list[dict]:
     out = []
 
     def check(model: str, what: str, measured, target, passes) -> None:
-        out.append({"model": model, "check": what, "measured": measured, "target": target,
-                    "met": _met(measured, target, passes)})
+        out.append(
+            {
+                "model": model,
+                "check": what,
+                "measured": measured,
+                "target": target,
+                "met": _met(measured, target, passes),
+            }
+        )
 
     for name, target in ACCURACY_TARGETS.items():
         check(name, "int8 test accuracy", value(name, "accuracy"), target, operator.ge)
     papers = [by_name[name]["accuracy"] for name in PAPER_ARCHS if name in by_name]
     ref_bytes, ref_p50 = value(REFERENCE, "bytes"), value(REFERENCE, "p50")
-    check("edge-cnn", "accuracy above every shipped paper model", value("edge-cnn", "accuracy"), max(papers, default=None),
-          operator.gt)
+    check(
+        "edge-cnn",
+        "accuracy above every shipped paper model",
+        value("edge-cnn", "accuracy"),
+        max(papers, default=None),
+        operator.gt,
+    )
     check("edge-cnn", f"bytes below {REFERENCE}'s", value("edge-cnn", "bytes"), ref_bytes, operator.lt)
     check("edge-cnn", f"p50 below {REFERENCE}'s", value("edge-cnn", "p50"), ref_p50, operator.lt)
-    check("edge-cnn-tiny", "bytes at most 100 KB", value("edge-cnn-tiny", "bytes"), TINY_MAX_BYTES, operator.le)
-    check("edge-cnn-tiny", f"p50 at most 1/4 of {REFERENCE}'s", value("edge-cnn-tiny", "p50"),
-          None if ref_p50 is None else ref_p50 / 4, operator.le)
+    check(
+        "edge-cnn-tiny", "bytes at most 100 KB", value("edge-cnn-tiny", "bytes"), TINY_MAX_BYTES, operator.le
+    )
+    check(
+        "edge-cnn-tiny",
+        f"p50 at most 1/4 of {REFERENCE}'s",
+        value("edge-cnn-tiny", "p50"),
+        None if ref_p50 is None else ref_p50 / 4,
+        operator.le,
+    )
     return out
 
 
-def measure(paths: Sequence[Path | str], target, options: BenchOptions, baseline: Path | str | None = None,
-            data_dir: Path | str | None = None, sample: bool = False, previous: dict | None = None) -> dict[str, Any]:
+def measure(
+    paths: Sequence[Path | str],
+    target,
+    options: BenchOptions,
+    baseline: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+    previous: dict | None = None,
+) -> dict[str, Any]:
     """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (its cards are
     rewritten); anything else through :func:`edge_fm.bench.benchmark.bench`."""
-    if len(paths) == 1 and is_catalog(paths[0]) and getattr(target, "name", target) == "local" and baseline is None:
+    if (
+        len(paths) == 1
+        and is_catalog(paths[0])
+        and getattr(target, "name", target) == "local"
+        and baseline is None
+    ):
         return bench_catalog(paths[0], options, data_dir, previous, sample)
     return bench(list(paths), target, options, baseline, data_dir, sample)
 

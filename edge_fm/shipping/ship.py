@@ -15,18 +15,27 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_fm.shipping.cards import LICENSE, model_card
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import DESCRIPTION_FILE, LABELS_FILE, MODEL_FILE, PROVENANCE_FILE, RUN_CONFIG, read_description
+from edge_fm.export.bundles import (
+    DESCRIPTION_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    PROVENANCE_FILE,
+    RUN_CONFIG,
+    read_description,
+)
 from edge_fm.io import check_output_dir, read_json, write_bytes_atomic, write_json
+from edge_fm.shipping.cards import LICENSE, model_card
 from edge_fm.train.runs import Run, library_versions, write_manifest
 
 BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, DESCRIPTION_FILE)
 PROVENANCE = PROVENANCE_FILE
 CARD = "MODEL_CARD.md"
 CANDIDATES = ("qat-int8", "int8")  # the integer formats a shipped model is chosen from, in tie-break order
-SELECTION_RULE = ("the candidate with the higher accuracy on the training run's whole validation split "
-                  "(ties: qat-int8); the test split is not read")
+SELECTION_RULE = (
+    "the candidate with the higher accuracy on the training run's whole validation split "
+    "(ties: qat-int8); the test split is not read"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +67,13 @@ def choose(validation_accuracy: dict[str, float]) -> str:
     return max(validation_accuracy, key=lambda fmt: (validation_accuracy[fmt], -CANDIDATES.index(fmt)))
 
 
-def ship(config: ShipConfig, data_dir: Path | str | None = None, runs_dir: Path | str = "runs", command: str = "",
-         log: Callable[[str], None] = lambda message: None) -> Path:
+def ship(
+    config: ShipConfig,
+    data_dir: Path | str | None = None,
+    runs_dir: Path | str = "runs",
+    command: str = "",
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
     """Takes a training run through QAT and both integer exports, and ships the better one.
 
     Writes ``models_dir/name/``: the bundle (``model.tflite``, ``labels.txt``, ``model.json``),
@@ -85,19 +99,27 @@ def ship(config: ShipConfig, data_dir: Path | str | None = None, runs_dir: Path 
 
     train = Run(config.train_run).require_model()
     if train.stage != "train":
-        raise EdgeFMError(f"{train.path} is a {train.stage} run: pass the training run (its QAT run goes in --qat-run).")
+        raise EdgeFMError(
+            f"{train.path} is a {train.stage} run: pass the training run (its QAT run goes in --qat-run)."
+        )
     if not train.finished:
-        raise EdgeFMError(f"{train.path} has no metrics.json: finish it first with `edge-fm train --resume {train.path}`.")
+        raise EdgeFMError(
+            f"{train.path} has no metrics.json: finish it first with `edge-fm train --resume {train.path}`."
+        )
     qat = Run(config.qat_run).require_model() if config.qat_run else None
     check_output_dir(config.models_dir, "--models-dir")  # before minutes of QAT, not after
     if qat is None:
         log(f"quantization-aware training of {train.path}")
-        qat = Run(optimize(OptimizeConfig("qat", str(train.path), fine_tune=_fine_tune(config)), data_dir, runs_dir))
+        qat = Run(
+            optimize(OptimizeConfig("qat", str(train.path), fine_tune=_fine_tune(config)), data_dir, runs_dir)
+        )
     bundles, refused = {}, {}
     for fmt, source in (("qat-int8", qat), ("int8", train)):
         log(f"exporting {fmt} from {source.path}, scored on the whole validation split")
         try:
-            bundles[fmt] = Path(export(source.path, fmt, runs_dir=runs_dir, data_dir=data_dir, parity_images=None))
+            bundles[fmt] = Path(
+                export(source.path, fmt, runs_dir=runs_dir, data_dir=data_dir, parity_images=None)
+            )
         except EdgeFMError as exc:  # a failed parity check leaves the other candidate, and is recorded
             refused[fmt] = str(exc)
             log(f"{fmt} refused: {exc}")
@@ -106,19 +128,33 @@ def ship(config: ShipConfig, data_dir: Path | str | None = None, runs_dir: Path 
     descriptions = {fmt: read_description(path) for fmt, path in bundles.items()}
     validation = {fmt: d["export"]["parity"]["tflite_accuracy"] for fmt, d in descriptions.items()}
     chosen = choose(validation)
-    provenance = provenance_record(config, train, qat, chosen, descriptions, refused, command, bundles[chosen])
+    provenance = provenance_record(
+        config, train, qat, chosen, descriptions, refused, command, bundles[chosen]
+    )
     target = _write_folder(config, bundles[chosen], descriptions[chosen], provenance)
     log(f"shipped {chosen} ({validation[chosen]:.2%} on validation) to {target}")
     return target
 
 
 def _fine_tune(config: ShipConfig) -> dict[str, Any]:
-    settings = {"epochs": config.qat_epochs, "learning_rate": config.qat_learning_rate, "max_train": config.qat_max_train}
+    settings = {
+        "epochs": config.qat_epochs,
+        "learning_rate": config.qat_learning_rate,
+        "max_train": config.qat_max_train,
+    }
     return {key: value for key, value in settings.items() if value is not None}
 
 
-def provenance_record(config: ShipConfig, train: Run, qat: Run, chosen: str, descriptions: dict[str, dict],
-                      refused: dict[str, str], command: str, bundle: Path) -> dict[str, Any]:
+def provenance_record(
+    config: ShipConfig,
+    train: Run,
+    qat: Run,
+    chosen: str,
+    descriptions: dict[str, dict],
+    refused: dict[str, str],
+    command: str,
+    bundle: Path,
+) -> dict[str, Any]:
     """What produced a shipped artifact: commands, resolved configs, metrics, data, versions, the selection."""
     description = descriptions[chosen]
     artifact = description["artifact"]
@@ -130,25 +166,57 @@ def provenance_record(config: ShipConfig, train: Run, qat: Run, chosen: str, des
         "note": config.note,
         "chosen_format": chosen,
         "artifact_shipped": shipped,
-        "not_shipped_reason": "" if shipped else (
+        "not_shipped_reason": ""
+        if shipped
+        else (
             f"It is above the {config.max_artifact_bytes:,}-byte limit per artifact of this folder; the commands "
-            "below rebuild it."),
+            "below rebuild it."
+        ),
         # Where the export wrote the artifact: an artifact too large for the folder is benchmarked from there.
-        "artifact": {"bytes": artifact["bytes"], "sha256": artifact["sha256"], "exported_to": str(bundle / MODEL_FILE)},
+        "artifact": {
+            "bytes": artifact["bytes"],
+            "sha256": artifact["sha256"],
+            "exported_to": str(bundle / MODEL_FILE),
+        },
         "selection": {
             "rule": SELECTION_RULE,
             "validation_images": description["export"]["parity"]["images"],
-            "validation_accuracy": {fmt: d["export"]["parity"]["tflite_accuracy"] for fmt, d in descriptions.items()},
-            "refused": {fmt: reason.removesuffix("; nothing was written.") for fmt, reason in refused.items()},
+            "validation_accuracy": {
+                fmt: d["export"]["parity"]["tflite_accuracy"] for fmt, d in descriptions.items()
+            },
+            "refused": {
+                fmt: reason.removesuffix("; nothing was written.") for fmt, reason in refused.items()
+            },
         },
         "commands": {"train": config.train_command, "ship": command},
-        "train": {"run": train.name, "config": read_json(train.path / RUN_CONFIG),
-                  "metrics": {key: train_metrics[key] for key in ("test", "val", "epochs_run", "best_epoch",
-                                                                  "training_seconds", "device", "params", "macs")
-                              if key in train_metrics}},
-        "qat": {"run": qat.name, "config": read_json(qat.path / RUN_CONFIG).get("optimize", {}),
-                "metrics": {key: qat_metrics[key] for key in ("val", "epochs_run", "training_seconds") if key in qat_metrics},
-                "train_images": qat.manifest.get("data", {}).get("train")},
+        "train": {
+            "run": train.name,
+            "config": read_json(train.path / RUN_CONFIG),
+            "metrics": {
+                key: train_metrics[key]
+                for key in (
+                    "test",
+                    "val",
+                    "epochs_run",
+                    "best_epoch",
+                    "training_seconds",
+                    "device",
+                    "params",
+                    "macs",
+                )
+                if key in train_metrics
+            },
+        },
+        "qat": {
+            "run": qat.name,
+            "config": read_json(qat.path / RUN_CONFIG).get("optimize", {}),
+            "metrics": {
+                key: qat_metrics[key]
+                for key in ("val", "epochs_run", "training_seconds")
+                if key in qat_metrics
+            },
+            "train_images": qat.manifest.get("data", {}).get("train"),
+        },
         "data": description["source"]["data"],
         "versions": library_versions(),
     }
@@ -163,13 +231,17 @@ def _write_folder(config: ShipConfig, bundle: Path, description: dict, provenanc
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as exc:
-        raise EdgeFMError(f"cannot write the models folder {models} ({exc.strerror}): pass a writable --models-dir.") from exc
+        raise EdgeFMError(
+            f"cannot write the models folder {models} ({exc.strerror}): pass a writable --models-dir."
+        ) from exc
     try:
         for file in BUNDLE_FILES if provenance["artifact_shipped"] else BUNDLE_FILES[1:]:
             shutil.copy2(bundle / file, staging / file)
         write_json(staging / PROVENANCE, provenance)
         write_bytes_atomic(staging / CARD, model_card(config.name, provenance, description).encode())
-        write_manifest(staging, "ship", parent=str(bundle), run=config.name)  # named as it will be, not as staged
+        write_manifest(
+            staging, "ship", parent=str(bundle), run=config.name
+        )  # named as it will be, not as staged
         shutil.rmtree(retired, ignore_errors=True)
         if target.exists():
             target.rename(retired)

@@ -26,17 +26,32 @@ import numpy as np
 
 from edge_fm.errors import EdgeFMError
 
-OCCLUSION_PATCH = 4  # pixels per side of the grey patch: about one seventh of the image, the size of a garment detail
+OCCLUSION_PATCH = (
+    4  # pixels per side of the grey patch: about one seventh of the image, the size of a garment detail
+)
 OCCLUSION_STRIDE = 2  # patch step; 13 x 13 positions, answered in one batch
 OCCLUSION_FILL = 0  # the patch is background black, as Fashion-MNIST's background is
 # Anchors of the heat colours (black-red-yellow-white, as matplotlib's "inferno" runs), so the
 # demo colours maps without loading matplotlib.
-_CONV_FOLLOWERS = ("BatchNormalization", "ReLU", "Activation", "LeakyReLU")  # layers that keep a convolution's maps
-_HEAT_ANCHORS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64)
+_CONV_FOLLOWERS = (
+    "BatchNormalization",
+    "ReLU",
+    "Activation",
+    "LeakyReLU",
+)  # layers that keep a convolution's maps
+_HEAT_ANCHORS = np.array(
+    [[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]], dtype=np.float64
+)
 
 
-def occlusion_map(model, image: np.ndarray, class_index: int, patch: int = OCCLUSION_PATCH,
-                  stride: int = OCCLUSION_STRIDE, fill: int = OCCLUSION_FILL) -> np.ndarray:
+def occlusion_map(
+    model,
+    image: np.ndarray,
+    class_index: int,
+    patch: int = OCCLUSION_PATCH,
+    stride: int = OCCLUSION_STRIDE,
+    fill: int = OCCLUSION_FILL,
+) -> np.ndarray:
     """Occlusion sensitivity of one image for one class, from the model's answers alone.
 
     Args:
@@ -81,8 +96,10 @@ def last_conv_layer(model) -> str:
     """
     convs = [index for index, layer in enumerate(model.layers) if _is_convolutional(layer)]
     if not convs:
-        raise EdgeFMError(f"model {model.name!r} has no convolutional feature maps, so Grad-CAM does not apply; "
-                          "use occlusion (explain its .tflite bundle).")
+        raise EdgeFMError(
+            f"model {model.name!r} has no convolutional feature maps, so Grad-CAM does not apply; "
+            "use occlusion (explain its .tflite bundle)."
+        )
     chosen = model.layers[convs[-1]]
     for layer in model.layers[convs[-1] + 1 :]:
         if type(getattr(layer, "layer", layer)).__name__ not in _CONV_FOLLOWERS or not _spatial(layer):
@@ -93,7 +110,9 @@ def last_conv_layer(model) -> str:
 
 def _is_convolutional(layer) -> bool:
     inner = getattr(layer, "layer", layer)  # a quantization-aware wrapper holds the real layer
-    return "Conv" in type(inner).__name__ or any(_is_convolutional(sub) for sub in getattr(inner, "layers", []))
+    return "Conv" in type(inner).__name__ or any(
+        _is_convolutional(sub) for sub in getattr(inner, "layers", [])
+    )
 
 
 def _spatial(layer) -> bool:
@@ -101,8 +120,13 @@ def _spatial(layer) -> bool:
     return isinstance(shape, tuple) and len(shape) == 4 and min(shape[1:3]) > 1
 
 
-def grad_cam(model, images: np.ndarray, class_indices: Sequence[int], layer: str | None = None,
-             per_position: bool = True) -> np.ndarray:
+def grad_cam(
+    model,
+    images: np.ndarray,
+    class_indices: Sequence[int],
+    layer: str | None = None,
+    per_position: bool = True,
+) -> np.ndarray:
     """Grad-CAM maps of a Keras model (loads TensorFlow).
 
     The class score differentiated is the logit before the final softmax when the model ends in
@@ -132,7 +156,9 @@ def grad_cam(model, images: np.ndarray, class_indices: Sequence[int], layer: str
 
     feature_layer = model.get_layer(layer or last_conv_layer(model))
     last = model.layers[-1]
-    ends_in_softmax = getattr(getattr(last, "activation", None), "__name__", "") == "softmax" and not hasattr(last, "kernel")
+    ends_in_softmax = getattr(getattr(last, "activation", None), "__name__", "") == "softmax" and not hasattr(
+        last, "kernel"
+    )
     score_tensor = last.input if ends_in_softmax else model.output
     probe = keras.Model(model.inputs, [feature_layer.output, score_tensor])
     batch = tf.convert_to_tensor(np.asarray(images, dtype=np.float32).reshape(-1, 28, 28, 1))
@@ -180,7 +206,9 @@ def png_bytes(pixels: np.ndarray, scale: int = 8) -> bytes:
     from PIL import Image
 
     array = np.asarray(pixels, dtype=np.uint8)
-    picture = Image.fromarray(array.reshape(array.shape[:2]) if array.ndim == 3 and array.shape[2] == 1 else array)
+    picture = Image.fromarray(
+        array.reshape(array.shape[:2]) if array.ndim == 3 and array.shape[2] == 1 else array
+    )
     picture = picture.resize((picture.width * scale, picture.height * scale), Image.Resampling.NEAREST)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
@@ -213,8 +241,9 @@ class KerasAnswers:
         return predict_proba(self.model, np.asarray(images).reshape(-1, 28, 28, 1))
 
 
-def explain_files(model_path: Path | str, images: Sequence[Path | str], out_dir: Path | str, top: int = 3,
-                  scale: int = 8) -> list[Explanation]:
+def explain_files(
+    model_path: Path | str, images: Sequence[Path | str], out_dir: Path | str, top: int = 3, scale: int = 8
+) -> list[Explanation]:
     """Explains image files: Grad-CAM for a training run, occlusion for a .tflite file or bundle.
 
     Images are preprocessed as ``edge-fm predict`` does (:func:`edge_fm.show.predict.image_to_input`);
@@ -248,8 +277,14 @@ def explain_files(model_path: Path | str, images: Sequence[Path | str], out_dir:
         heat = explainer.heat(pixels, int(order[0]))
         target = make_dirs(out_dir, "--out") / f"{Path(path).stem}.{explainer.method}.png"
         write_bytes_atomic(target, png_bytes(overlay(pixels, heat), scale))
-        results.append(Explanation(str(path), [(explainer.labels[i], float(probs[i])) for i in order], explainer.method,
-                                   str(target)))
+        results.append(
+            Explanation(
+                str(path),
+                [(explainer.labels[i], float(probs[i])) for i in order],
+                explainer.method,
+                str(target),
+            )
+        )
     return results
 
 
@@ -263,7 +298,6 @@ class _Explainer:
 
 def _explainer_for(path: Path) -> _Explainer:
     from edge_fm.data.datasets import CLASS_NAMES
-
     from edge_fm.export.bundles import kind_of
 
     if kind_of(path) == "run":
@@ -272,9 +306,15 @@ def _explainer_for(path: Path) -> _Explainer:
         run = Run(path)
         model = run.model() if run.quantization_aware else run.float_model()
         last_conv_layer(model)  # fails now, before any image, for a model without feature maps
-        return _Explainer("grad-cam", KerasAnswers(model), list(CLASS_NAMES),
-                          lambda pixels, index: grad_cam(model, pixels[None], [index])[0])
+        return _Explainer(
+            "grad-cam",
+            KerasAnswers(model),
+            list(CLASS_NAMES),
+            lambda pixels, index: grad_cam(model, pixels[None], [index])[0],
+        )
     from edge_fm.show.predict import load_artifact
 
     artifact, labels = load_artifact(path)
-    return _Explainer("occlusion", artifact, labels, lambda pixels, index: occlusion_map(artifact, pixels, index))
+    return _Explainer(
+        "occlusion", artifact, labels, lambda pixels, index: occlusion_map(artifact, pixels, index)
+    )

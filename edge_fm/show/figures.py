@@ -49,14 +49,22 @@ def training_curves(history: Sequence[dict], title: str) -> bytes:
         for key, label in zip(keys, ("train", "validation")):
             values = [entry.get(key) for entry in history]
             if any(v is not None for v in values):
-                ax.plot(epochs, [math.nan if v is None else v for v in values], marker="o", markersize=3, label=label)
+                ax.plot(
+                    epochs,
+                    [math.nan if v is None else v for v in values],
+                    marker="o",
+                    markersize=3,
+                    label=label,
+                )
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
     if has_lr:
         rates = [entry.get("lr", entry.get("learning_rate")) for entry in history]
-        axes[2].plot(epochs, [math.nan if r is None else r for r in rates], marker="o", markersize=3, color="C2")
+        axes[2].plot(
+            epochs, [math.nan if r is None else r for r in rates], marker="o", markersize=3, color="C2"
+        )
         axes[2].set_title("learning rate")
         axes[2].set_xlabel("epoch")
         axes[2].grid(True, alpha=0.3)
@@ -76,8 +84,15 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], ti
     for row in range(counts.shape[0]):
         for col in range(counts.shape[1]):
             if counts[row, col]:
-                ax.text(col, row, str(counts[row, col]), ha="center", va="center", fontsize=7,
-                        color="white" if share[row, col] > 0.5 else "black")
+                ax.text(
+                    col,
+                    row,
+                    str(counts[row, col]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if share[row, col] > 0.5 else "black",
+                )
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel("predicted class")
@@ -94,13 +109,22 @@ def confidence_boxes(labels_true: np.ndarray, probs: np.ndarray, labels: Sequenc
     predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
     fig, ax = plt.subplots(figsize=(11, 3.8))
     positions = np.arange(len(labels))
-    for offset, right, colour, name in ((-0.18, True, _CORRECT, "right answers"), (0.18, False, _WRONG, "wrong answers")):
+    for offset, right, colour, name in (
+        (-0.18, True, _CORRECT, "right answers"),
+        (0.18, False, _WRONG, "wrong answers"),
+    ):
         groups = [confidence[(labels_true == c) & ((predicted == c) == right)] for c in range(len(labels))]
         kept = [(p, g) for p, g in zip(positions, groups) if len(g)]
         if not kept:
             continue
-        boxes = ax.boxplot([g for _, g in kept], positions=[p + offset for p, _ in kept], widths=0.32,
-                           patch_artist=True, showfliers=True, flierprops={"markersize": 2})
+        boxes = ax.boxplot(
+            [g for _, g in kept],
+            positions=[p + offset for p, _ in kept],
+            widths=0.32,
+            patch_artist=True,
+            showfliers=True,
+            flierprops={"markersize": 2},
+        )
         for patch in boxes["boxes"]:
             patch.set(facecolor=colour, alpha=0.35, edgecolor=colour)
         ax.plot([], [], color=colour, linewidth=6, alpha=0.35, label=name)
@@ -114,8 +138,13 @@ def confidence_boxes(labels_true: np.ndarray, probs: np.ndarray, labels: Sequenc
     return _png(fig)
 
 
-def prediction_gallery(images: np.ndarray, labels_true: np.ndarray, probs: np.ndarray, class_names: Sequence[str],
-                       per_kind: int = 4) -> bytes:
+def prediction_gallery(
+    images: np.ndarray,
+    labels_true: np.ndarray,
+    probs: np.ndarray,
+    class_names: Sequence[str],
+    per_kind: int = 4,
+) -> bytes:
     """Per true class, a row: its most confident right answers, then its most confident mistakes.
 
     Each thumbnail is titled with the predicted class and its probability, green when right and red
@@ -128,11 +157,24 @@ def prediction_gallery(images: np.ndarray, labels_true: np.ndarray, probs: np.nd
         wrong = _most_confident((labels_true == c) & (predicted != c), confidence, per_kind)
         row = [*right, *([None] * (per_kind - len(right))), *wrong, *([None] * (per_kind - len(wrong)))]
         cells.append([None if i is None else images[i].reshape(28, 28) for i in row])
-        titles.append([None if i is None else (f"{class_names[predicted[i]]} {confidence[i]:.0%}",
-                                               _CORRECT if predicted[i] == c else _WRONG) for i in row])
-    return _mosaic_figure(cells, titles, list(class_names),
-                          f"Left {per_kind}: most confident right answers; right {per_kind}: most confident mistakes "
-                          "(title: predicted class and its probability)")
+        titles.append(
+            [
+                None
+                if i is None
+                else (
+                    f"{class_names[predicted[i]]} {confidence[i]:.0%}",
+                    _CORRECT if predicted[i] == c else _WRONG,
+                )
+                for i in row
+            ]
+        )
+    return _mosaic_figure(
+        cells,
+        titles,
+        list(class_names),
+        f"Left {per_kind}: most confident right answers; right {per_kind}: most confident mistakes "
+        "(title: predicted class and its probability)",
+    )
 
 
 def _most_confident(mask: np.ndarray, confidence: np.ndarray, count: int) -> list[int]:
@@ -140,7 +182,9 @@ def _most_confident(mask: np.ndarray, confidence: np.ndarray, count: int) -> lis
     return [int(i) for i in indices[np.argsort(-confidence[indices], kind="stable")][:count]]
 
 
-def explanation_grid(images: np.ndarray, rows: Sequence[tuple[str, Sequence[np.ndarray]]], titles: Sequence[str]) -> bytes:
+def explanation_grid(
+    images: np.ndarray, rows: Sequence[tuple[str, Sequence[np.ndarray]]], titles: Sequence[str]
+) -> bytes:
     """Images in the first row, then one row of heat-map overlays per method, column by column.
 
     Args:
@@ -149,12 +193,16 @@ def explanation_grid(images: np.ndarray, rows: Sequence[tuple[str, Sequence[np.n
         titles: One title per image (its class, and the agreement of the maps).
     """
     pictures = [image.reshape(28, 28) for image in images]
-    cells = [pictures] + [[overlay(picture, heat) for picture, heat in zip(pictures, maps)] for _, maps in rows]
+    cells = [pictures] + [
+        [overlay(picture, heat) for picture, heat in zip(pictures, maps)] for _, maps in rows
+    ]
     labelled = [[(title, "black") for title in titles]] + [[None] * len(pictures) for _ in rows]
     return _mosaic_figure(cells, labelled, ["image", *[name for name, _ in rows]], None)
 
 
-def _mosaic_figure(cells: Sequence[Sequence[np.ndarray | None]], titles, row_names: Sequence[str], title: str | None) -> bytes:
+def _mosaic_figure(
+    cells: Sequence[Sequence[np.ndarray | None]], titles, row_names: Sequence[str], title: str | None
+) -> bytes:
     """Thumbnails laid out in one picture, drawn on a single axes (80 small axes take seconds to lay out)."""
     plt = _pyplot()
     side, gap_x, gap_y = 28, 4, 16  # pixels of a cell, and room between cells for their titles
@@ -172,9 +220,18 @@ def _mosaic_figure(cells: Sequence[Sequence[np.ndarray | None]], titles, row_nam
     for r, row in enumerate(titles):
         for c, label in enumerate(row):
             if label:
-                ax.text(c * (side + gap_x) + side / 2, r * (side + gap_y) + gap_y - 2, label[0], ha="center", va="bottom",
-                        fontsize=6.5, color=label[1])
-        ax.text(-3, r * (side + gap_y) + gap_y + side / 2, row_names[r], ha="right", va="center", fontsize=7.5)
+                ax.text(
+                    c * (side + gap_x) + side / 2,
+                    r * (side + gap_y) + gap_y - 2,
+                    label[0],
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    color=label[1],
+                )
+        ax.text(
+            -3, r * (side + gap_y) + gap_y + side / 2, row_names[r], ha="right", va="center", fontsize=7.5
+        )
     ax.set_axis_off()
     if title:
         ax.set_title(title, fontsize=9)
@@ -182,7 +239,9 @@ def _mosaic_figure(cells: Sequence[Sequence[np.ndarray | None]], titles, row_nam
     return _png(fig)
 
 
-def per_class_bars(rows: Sequence[tuple[str, Sequence[float]]], class_names: Sequence[str], title: str) -> bytes:
+def per_class_bars(
+    rows: Sequence[tuple[str, Sequence[float]]], class_names: Sequence[str], title: str
+) -> bytes:
     """Grouped bars: one group per class, one bar per model (e.g. each shipped model's recall)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(11, 3.6))
@@ -193,7 +252,9 @@ def per_class_bars(rows: Sequence[tuple[str, Sequence[float]]], class_names: Seq
     ax.set_ylim(min(0.5, min((min(v) for _, v in rows), default=0.5)), 1.0)
     ax.set_ylabel("recall")
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(fontsize=7, ncol=min(8, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    ax.legend(
+        fontsize=7, ncol=min(8, len(rows)), loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False
+    )
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return _png(fig, tight=True)
@@ -209,13 +270,16 @@ def row_name(row: dict) -> str:
 
 def pareto_front(rows: Sequence[dict]) -> set[str]:
     """Names of the rows no other row beats on accuracy (up), bytes (down) and p50 latency (down) at once."""
+
     def point(row):
         return row["accuracy"], -row["bytes"], -row["latency"]["p50_ms"]
 
     front = set()
     for row in rows:
         mine = point(row)
-        dominated = any(all(o >= m for o, m in zip(point(other), mine)) and point(other) != mine for other in rows)
+        dominated = any(
+            all(o >= m for o, m in zip(point(other), mine)) and point(other) != mine for other in rows
+        )
         if not dominated:
             front.add(row_name(row))
     return front
@@ -233,16 +297,25 @@ def plot_front(rows: Sequence[dict], path: Path | str) -> None:
     rows = sorted(rows, key=lambda row: row["bytes"])
     front = pareto_front(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
-    axis_specs = ((axes[0], lambda row: row["bytes"] / 1000, "size of the .tflite (KB, log scale)"),
-                  (axes[1], lambda row: row["latency"]["p50_ms"], "p50 latency, batch 1 (ms, log scale)"))
+    axis_specs = (
+        (axes[0], lambda row: row["bytes"] / 1000, "size of the .tflite (KB, log scale)"),
+        (axes[1], lambda row: row["latency"]["p50_ms"], "p50 latency, batch 1 (ms, log scale)"),
+    )
     markers = "osD^vP*Xhp"
     for ax, x_of, x_label in axis_specs:
         for index, row in enumerate(rows):
             on_front = row_name(row) in front
             name = row_name(row) + ("" if row.get("shipped", True) else " (artifact not in models/)")
-            ax.scatter(x_of(row), row["accuracy"] * 100, s=70, marker=markers[index % len(markers)],
-                       color=f"C{index % 10}", facecolors=f"C{index % 10}" if on_front else "none",
-                       linewidths=1.5, label=name + (" - on the front" if on_front else ""))
+            ax.scatter(
+                x_of(row),
+                row["accuracy"] * 100,
+                s=70,
+                marker=markers[index % len(markers)],
+                color=f"C{index % 10}",
+                facecolors=f"C{index % 10}" if on_front else "none",
+                linewidths=1.5,
+                label=name + (" - on the front" if on_front else ""),
+            )
         ax.set_xscale("log")
         # Plain numbers: matplotlib's 2x10^2-style minor labels collide on a short log axis.
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
@@ -253,8 +326,11 @@ def plot_front(rows: Sequence[dict], path: Path | str) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     threads = rows[0]["threads"] if rows else 1
-    fig.suptitle(f"Accuracy against size and latency, {threads} thread (filled: on the front, where no other model is "
-                 "more accurate, smaller and faster at once)", fontsize=10)
+    fig.suptitle(
+        f"Accuracy against size and latency, {threads} thread (filled: on the front, where no other model is "
+        "more accurate, smaller and faster at once)",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0.14 if len(labels) > 4 else 0.08, 1, 1))
     with atomic_path(Path(path)) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

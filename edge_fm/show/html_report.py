@@ -27,13 +27,21 @@ from typing import Any
 
 import numpy as np
 
-from edge_fm.show import figures
+from edge_fm.bench.measurements import bench_rows, folder_rows, read_bench
 from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, DESCRIPTION_FILE, PIPELINE_FILE, Bundle, is_run, kind_of, read_description
-from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
+from edge_fm.export.bundles import (
+    BENCH_FILE,
+    DESCRIPTION_FILE,
+    PIPELINE_FILE,
+    Bundle,
+    is_run,
+    kind_of,
+    read_description,
+)
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
-from edge_fm.bench.measurements import bench_rows, folder_rows, read_bench
+from edge_fm.show import figures
+from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
 from edge_fm.train.metrics import classification_metrics
 
 REPORT_FILE = "report.html"
@@ -62,7 +70,9 @@ class ReportOptions:
         if self.max_images < 10:
             raise EdgeFMError(f"--images {self.max_images}: score at least 10 images (one per class).")
         if not 0 <= self.explained <= 10:
-            raise EdgeFMError(f"--explained {self.explained}: explain between 0 and 10 images (one per class).")
+            raise EdgeFMError(
+                f"--explained {self.explained}: explain between 0 and 10 images (one per class)."
+            )
 
 
 def default_output(target: Path | str) -> Path:
@@ -84,12 +94,18 @@ def target_kind(target: Path | str) -> str:
     if kind == "catalog":  # shipped models: a folder of bundles
         return "folder"
     what = "does not exist" if not path.exists() else "is not a report target"
-    raise EdgeFMError(f"{path} {what}: pass a run, an export bundle, a pipeline run, a bench result JSON or a folder "
-                      "of bundles (e.g. models/).")
+    raise EdgeFMError(
+        f"{path} {what}: pass a run, an export bundle, a pipeline run, a bench result JSON or a folder "
+        "of bundles (e.g. models/)."
+    )
 
 
-def build_report(target: Path | str, out: Path | str | None = None, options: ReportOptions = ReportOptions(),
-                 progress: Callable[[str], None] = lambda message: None) -> Path:
+def build_report(
+    target: Path | str,
+    out: Path | str | None = None,
+    options: ReportOptions = ReportOptions(),
+    progress: Callable[[str], None] = lambda message: None,
+) -> Path:
     """Writes the report of ``target`` as one self-contained HTML file and returns its path.
 
     Args:
@@ -106,8 +122,12 @@ def build_report(target: Path | str, out: Path | str | None = None, options: Rep
     out = check_output_file(Path(out) if out else default_output(target), "--out")
     started = time.perf_counter()
     page = _BUILDERS[kind](target, options, progress)
-    page.update(kind=kind, target=str(target), generated=time.strftime("%Y-%m-%d %H:%M"),
-                seconds=f"{time.perf_counter() - started:.1f}")
+    page.update(
+        kind=kind,
+        target=str(target),
+        generated=time.strftime("%Y-%m-%d %H:%M"),
+        seconds=f"{time.perf_counter() - started:.1f}",
+    )
     write_bytes_atomic(out, render(page).encode())
     return out
 
@@ -116,8 +136,11 @@ def render(page: dict[str, Any]) -> str:
     """The page from its template (autoescaped: names and paths come from users' files)."""
     import jinja2
 
-    environment = jinja2.Environment(loader=jinja2.PackageLoader("edge_fm", "templates"),
-                                     autoescape=jinja2.select_autoescape(["html", "j2"]), undefined=jinja2.StrictUndefined)
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("edge_fm", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,
+    )
     environment.filters["percent"] = lambda value: "-" if value is None else f"{value:.2%}"
     return environment.get_template(TEMPLATE).render(**page)
 
@@ -153,16 +176,31 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
 
     description = Bundle.open(path).description
     model, labels_list = load_artifact(path)
-    page = _empty_page(f"{path.name}: {description.get('architecture', 'model')}, {description.get('format', '.tflite')} bundle")
+    page = _empty_page(
+        f"{path.name}: {description.get('architecture', 'model')}, {description.get('format', '.tflite')} bundle"
+    )
     run = _find_run(description.get("source", {}).get("run"), path)
     images, labels, scored = _test_images(run, options)
     page["scored"] = scored
     if run is not None:
         page["curves"] = _curves_of_lineage(run)
-    _add_classification(page, f"{description.get('format', '.tflite')} artifact {path.name}", model, images, labels,
-                        labels_list)
-    _add_explanations(page, options, progress, images, labels, None if run is None else _float_ancestor(run),
-                      (path, description.get("format", ".tflite"), model))
+    _add_classification(
+        page,
+        f"{description.get('format', '.tflite')} artifact {path.name}",
+        model,
+        images,
+        labels,
+        labels_list,
+    )
+    _add_explanations(
+        page,
+        options,
+        progress,
+        images,
+        labels,
+        None if run is None else _float_ancestor(run),
+        (path, description.get("format", ".tflite"), model),
+    )
     return page
 
 
@@ -174,7 +212,9 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
     page = _empty_page(f"{path.name}: pipeline of {record.get('config', {}).get('arch', '?')}")
     run = _find_run(stages.get("train"), path)
     if run is not None:
-        page["curves"] = _curves_of_lineage(_find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path))
+        page["curves"] = _curves_of_lineage(
+            _find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path)
+        )
     if (path / BENCH_FILE).is_file():
         _add_front(page, bench_rows(read_bench(path / BENCH_FILE)), f"{path / BENCH_FILE}")
     best = record.get("best") or {}
@@ -183,11 +223,24 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
         bundle = path / best["path"]
         model, labels_list = load_artifact(bundle)
         images, labels, page["scored"] = _test_images(run, options)
-        _add_classification(page, f"best artifact {best['artifact']} ({best['format']})", model, images, labels, labels_list)
-        int8 = next((exports[f] for f in (best.get("format"), "int8", "qat-int8") if f and "int8" in f and f in exports), None)
+        _add_classification(
+            page, f"best artifact {best['artifact']} ({best['format']})", model, images, labels, labels_list
+        )
+        int8 = next(
+            (
+                exports[f]
+                for f in (best.get("format"), "int8", "qat-int8")
+                if f and "int8" in f and f in exports
+            ),
+            None,
+        )
         artifact = None
         if int8 is not None:
-            artifact = (path / int8, read_description(path / int8).get("format"), load_artifact(path / int8)[0])
+            artifact = (
+                path / int8,
+                read_description(path / int8).get("format"),
+                load_artifact(path / int8)[0],
+            )
         source = _find_run(stages.get("prune") or stages.get("train"), path)
         _add_explanations(page, options, progress, images, labels, source, artifact)
     return page
@@ -211,13 +264,28 @@ def _folder_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
     return page
 
 
-_BUILDERS = {"run": _run_page, "bundle": _bundle_page, "pipeline": _pipeline_page, "bench": _bench_page,
-             "folder": _folder_page}
+_BUILDERS = {
+    "run": _run_page,
+    "bundle": _bundle_page,
+    "pipeline": _pipeline_page,
+    "bench": _bench_page,
+    "folder": _folder_page,
+}
 
 
 def _empty_page(title: str) -> dict[str, Any]:
-    return {"title": title, "scored": None, "notes": [], "curves": [], "front": None, "classification": None,
-            "gallery": None, "boxes": None, "explanations": None, "recalls": None}
+    return {
+        "title": title,
+        "scored": None,
+        "notes": [],
+        "curves": [],
+        "front": None,
+        "classification": None,
+        "gallery": None,
+        "boxes": None,
+        "explanations": None,
+        "recalls": None,
+    }
 
 
 # ---------------------------------------------------------------- runs and their data
@@ -267,7 +335,11 @@ def _test_images(run, options: ReportOptions) -> tuple[np.ndarray, np.ndarray, s
         return images, labels, f"{len(labels):,} test images of {dataset.describe()}"
     images, labels = load_split("test", SAMPLE_DIR if options.sample else options.data_dir)
     images, labels = _bounded(images, labels, options.max_images)
-    what = "the embedded sample's test images (not the Fashion-MNIST test set)" if options.sample else "the Fashion-MNIST test split"
+    what = (
+        "the embedded sample's test images (not the Fashion-MNIST test set)"
+        if options.sample
+        else "the Fashion-MNIST test split"
+    )
     return images, labels, f"{len(labels):,} images of {what}"
 
 
@@ -282,7 +354,12 @@ def _curves(run) -> list[dict[str, str]]:
     history = read_json(history_path)
     if not history:
         return []
-    return [{"title": f"{run.path.name} ({run.stage})", "png": data_uri(figures.training_curves(history, f"{run.path.name}: {run.stage}"))}]
+    return [
+        {
+            "title": f"{run.path.name} ({run.stage})",
+            "png": data_uri(figures.training_curves(history, f"{run.path.name}: {run.stage}")),
+        }
+    ]
 
 
 def _curves_of_lineage(run) -> list[dict[str, str]]:
@@ -298,8 +375,9 @@ def _curves_of_lineage(run) -> list[dict[str, str]]:
 # ---------------------------------------------------------------- sections
 
 
-def _add_classification(page: dict, what: str, model, images: np.ndarray, labels: np.ndarray,
-                        names: list[str] | None = None) -> None:
+def _add_classification(
+    page: dict, what: str, model, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None
+) -> None:
     names = list(names or CLASS_NAMES)
     probs = np.asarray(model.predict_proba(images))
     metrics = classification_metrics(labels, probs)
@@ -309,14 +387,17 @@ def _add_classification(page: dict, what: str, model, images: np.ndarray, labels
         "macro_f1": metrics["macro_f1"],
         "examples": metrics["examples"],
         "per_class": [{"name": name, **scores} for name, scores in zip(names, metrics["per_class"].values())],
-        "confusion": data_uri(figures.confusion_heatmap(metrics["confusion_matrix"], names, f"Confusion matrix: {what}")),
+        "confusion": data_uri(
+            figures.confusion_heatmap(metrics["confusion_matrix"], names, f"Confusion matrix: {what}")
+        ),
     }
     page["gallery"] = data_uri(figures.prediction_gallery(images, labels, probs, names))
     page["boxes"] = data_uri(figures.confidence_boxes(labels, probs, names))
 
 
-def _add_explanations(page: dict, options: ReportOptions, progress, images: np.ndarray, labels: np.ndarray,
-                      float_run, artifact) -> None:
+def _add_explanations(
+    page: dict, options: ReportOptions, progress, images: np.ndarray, labels: np.ndarray, float_run, artifact
+) -> None:
     """Grad-CAM of the float model beside occlusion of the artifact, on one image per class."""
     if options.explained == 0 or (float_run is None and artifact is None):
         return
@@ -332,18 +413,30 @@ def _add_explanations(page: dict, options: ReportOptions, progress, images: np.n
         except EdgeFMError as exc:
             notes.append(str(exc))
     else:
-        notes.append("Grad-CAM needs the run of the float Keras model, which was not found beside this target.")
+        notes.append(
+            "Grad-CAM needs the run of the float Keras model, which was not found beside this target."
+        )
     if artifact is not None:
         path, fmt, model = artifact
         progress(f"occlusion sensitivity of {path.name} through LiteRT")
         methods.append(f"occlusion of the {fmt} .tflite {path.name}")
-        rows.append((f"occlusion, {fmt}", [occlusion_map(model, image, int(c)) for image, c in zip(picked, classes)]))
+        rows.append(
+            (f"occlusion, {fmt}", [occlusion_map(model, image, int(c)) for image, c in zip(picked, classes)])
+        )
     else:
-        notes.append("No int8 .tflite of this run was found beside it; export one with `edge-fm export RUN int8`.")
+        notes.append(
+            "No int8 .tflite of this run was found beside it; export one with `edge-fm export RUN int8`."
+        )
     # Correlated as shown: the evidence for the class, counter-evidence cut (Grad-CAM has none).
-    correlations = [map_correlation(evidence(a), evidence(b)) for a, b in zip(rows[0][1], rows[1][1])] if len(rows) == 2 else []
-    titles = [CLASS_NAMES[c] + (f"\nr = {r:.2f}" if correlations and not math.isnan(r) else "")
-              for c, r in zip(classes, correlations or [math.nan] * len(classes))]
+    correlations = (
+        [map_correlation(evidence(a), evidence(b)) for a, b in zip(rows[0][1], rows[1][1])]
+        if len(rows) == 2
+        else []
+    )
+    titles = [
+        CLASS_NAMES[c] + (f"\nr = {r:.2f}" if correlations and not math.isnan(r) else "")
+        for c, r in zip(classes, correlations or [math.nan] * len(classes))
+    ]
     finite = [r for r in correlations if not math.isnan(r)]
     page["explanations"] = {
         "png": data_uri(figures.explanation_grid(picked, rows, titles)) if rows else None,
@@ -356,7 +449,11 @@ def _add_explanations(page: dict, options: ReportOptions, progress, images: np.n
 
 def _add_front(page: dict, rows: list[dict], source: str) -> None:
 
-    measured = [row for row in rows if row.get("accuracy") is not None and (row.get("latency") or {}).get("p50_ms") is not None]
+    measured = [
+        row
+        for row in rows
+        if row.get("accuracy") is not None and (row.get("latency") or {}).get("p50_ms") is not None
+    ]
     unmeasured = [figures.row_name(row) for row in rows if row not in measured]
     front = figures.pareto_front(measured)
     png = None
@@ -364,12 +461,20 @@ def _add_front(page: dict, rows: list[dict], source: str) -> None:
         with tempfile.TemporaryDirectory(prefix="edge-fm-report-") as tmp:
             figures.plot_front(measured, Path(tmp) / "front.png")
             png = data_uri((Path(tmp) / "front.png").read_bytes())
-    table = [{
-        "name": figures.row_name(row), "format": row.get("format") or "-", "bytes": row.get("bytes"),
-        "accuracy": row.get("accuracy"), "delta": row.get("accuracy_delta"),
-        "p50": (row.get("latency") or {}).get("p50_ms"), "p90": (row.get("latency") or {}).get("p90_ms"),
-        "threads": row.get("threads"), "front": figures.row_name(row) in front,
-    } for row in sorted(rows, key=lambda r: (-(r.get("accuracy") or 0), r.get("bytes") or 0))]
+    table = [
+        {
+            "name": figures.row_name(row),
+            "format": row.get("format") or "-",
+            "bytes": row.get("bytes"),
+            "accuracy": row.get("accuracy"),
+            "delta": row.get("accuracy_delta"),
+            "p50": (row.get("latency") or {}).get("p50_ms"),
+            "p90": (row.get("latency") or {}).get("p90_ms"),
+            "threads": row.get("threads"),
+            "front": figures.row_name(row) in front,
+        }
+        for row in sorted(rows, key=lambda r: (-(r.get("accuracy") or 0), r.get("bytes") or 0))
+    ]
     page["front"] = {"png": png, "rows": table, "source": source, "unmeasured": unmeasured}
 
 
@@ -383,4 +488,8 @@ def _add_recalls(page: dict, rows: list[dict]) -> None:
     for row in with_matrix:
         matrix = np.asarray(row["confusion_matrix"], dtype=np.float64)
         series.append((figures.row_name(row), (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()))
-    page["recalls"] = data_uri(figures.per_class_bars(series, CLASS_NAMES, "Recall per class of each model (from the benchmark's confusion matrices)"))
+    page["recalls"] = data_uri(
+        figures.per_class_bars(
+            series, CLASS_NAMES, "Recall per class of each model (from the benchmark's confusion matrices)"
+        )
+    )

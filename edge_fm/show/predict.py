@@ -58,7 +58,9 @@ def image_to_input(path: Path | str) -> tuple[np.ndarray, bool]:
             "downscale it first (the model sees 28x28)."
         ) from None
     except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file; all mean the same to a user
-        raise EdgeFMError(f"{path}: not a readable image ({_decode_reason(exc)}); use a PNG or JPEG file.") from None
+        raise EdgeFMError(
+            f"{path}: not a readable image ({_decode_reason(exc)}); use a PNG or JPEG file."
+        ) from None
     if grey.size == 0:
         raise EdgeFMError(f"{path}: the image has no pixels.")
     inverted = _border_is_light(grey)
@@ -98,7 +100,9 @@ def _to_grey(image) -> np.ndarray:
     image = ImageOps.exif_transpose(image)
     if image.mode.startswith("I;16") or image.mode in ("I", "F"):
         return _wide_to_uint8(np.asarray(image), image.mode)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (image.mode == "P" and "transparency" in image.info):
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
         # Transparent areas become white, as a photo's background would be.
         image = image.convert("RGBA")
         canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
@@ -136,12 +140,18 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     path = Path(artifact)
     model_path = path / MODEL_FILE if path.is_dir() else path
     if not model_path.is_file():
-        raise EdgeFMError(f"{model_path}: no such artifact; pass a .tflite file or a bundle made by `edge-fm export`.")
+        raise EdgeFMError(
+            f"{model_path}: no such artifact; pass a .tflite file or a bundle made by `edge-fm export`."
+        )
     try:
         model = TFLiteModel(model_path=str(model_path))
     except RunnerError as exc:
         raise EdgeFMError(str(exc)) from None
-    labels = list(Bundle.open(model_path).labels or CLASS_NAMES) if model_path.suffix == ".tflite" else list(CLASS_NAMES)
+    labels = (
+        list(Bundle.open(model_path).labels or CLASS_NAMES)
+        if model_path.suffix == ".tflite"
+        else list(CLASS_NAMES)
+    )
     _check_shapes(model, labels, model_path)
     return model, labels
 
@@ -152,10 +162,13 @@ def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path) -> No
     image_shape = tuple(int(d) for d in model.input["shape"][1:])
     classes = int(model.output["shape"][-1])
     if image_shape != (28, 28, 1):
-        raise EdgeFMError(f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`.")
+        raise EdgeFMError(
+            f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`."
+        )
     if not isinstance(labels, list) or len(labels) != classes:
         raise EdgeFMError(
-            f"{model_path.with_name(DESCRIPTION_FILE)} lists {len(labels) if isinstance(labels, list) else 'no'} labels "
+            f"{model_path.with_name(DESCRIPTION_FILE)} lists "
+            f"{len(labels) if isinstance(labels, list) else 'no'} labels "
             f"but the model outputs {classes} classes: re-export the bundle with `edge-fm export`."
         )
 

@@ -30,11 +30,18 @@ from typing import Any
 
 import numpy as np
 
+from edge_fm.bench.measurements import (
+    bench_rows,
+    bundle_name,
+    bundle_row,
+    bundles_in,
+    folder_rows,
+    read_bench,
+)
 from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, kind_of
 from edge_fm.show.explain import occlusion_map, overlay, png_bytes
-from edge_fm.bench.measurements import bench_rows, bundle_name, bundle_row, bundles_in, folder_rows, read_bench
 
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
@@ -71,8 +78,10 @@ class ServeConfig:
         if self.max_upload_mb <= 0:
             raise EdgeFMError(f"--max-upload-mb {self.max_upload_mb}: give a positive size, e.g. 4.")
         if not is_loopback(self.host) and not self.expose:
-            raise EdgeFMError(f"--host {self.host} makes the demo reachable from other machines, and it has no "
-                              "authentication; add --expose to confirm, or keep the default 127.0.0.1.")
+            raise EdgeFMError(
+                f"--host {self.host} makes the demo reachable from other machines, and it has no "
+                "authentication; add --expose to confirm, or keep the default 127.0.0.1."
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -130,8 +139,10 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
         return [ServedModel(path / MODEL_FILE, bundle_row(path, _bench_row(bench, path.name)))]
     if not path.is_dir() or not bundles_in(path):
         what = "does not exist" if not path.exists() else "holds no bundle (folders with a model.tflite)"
-        raise EdgeFMError(f"{path} {what}: pass a bundle made by `edge-fm export`, a .tflite file or a folder of "
-                          "bundles such as models/.")
+        raise EdgeFMError(
+            f"{path} {what}: pass a bundle made by `edge-fm export`, a .tflite file or a folder of "
+            "bundles such as models/."
+        )
     rows, _ = folder_rows(path, bench)
     return [ServedModel(Path(row["path"]), row) for row in rows]
 
@@ -145,7 +156,10 @@ def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
 def example_images(count: int = 10) -> list[tuple[str, np.ndarray]]:
     """One test image per class from the embedded sample, as ``(class name, pixels)``."""
     images, labels = load_split("test", SAMPLE_DIR)
-    return [(CLASS_NAMES[c], images[np.flatnonzero(labels == c)[0]].reshape(28, 28)) for c in range(min(count, len(CLASS_NAMES)))]
+    return [
+        (CLASS_NAMES[c], images[np.flatnonzero(labels == c)[0]].reshape(28, 28))
+        for c in range(min(count, len(CLASS_NAMES)))
+    ]
 
 
 def decode_upload(contents: str, filename: str, max_bytes: int) -> np.ndarray:
@@ -159,8 +173,10 @@ def decode_upload(contents: str, filename: str, max_bytes: int) -> np.ndarray:
     name = Path(filename or "upload").name
     _, _, payload = (contents or "").partition(",")
     if len(payload) * 3 // 4 > max_bytes:
-        raise EdgeFMError(f"{name} is {len(payload) * 3 / 4 / 1e6:.1f} MB; the demo takes images up to "
-                          f"{max_bytes / 1e6:.1f} MB (the model sees 28x28): downscale it first.")
+        raise EdgeFMError(
+            f"{name} is {len(payload) * 3 / 4 / 1e6:.1f} MB; the demo takes images up to "
+            f"{max_bytes / 1e6:.1f} MB (the model sees 28x28): downscale it first."
+        )
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -193,9 +209,14 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     app.server.config["MAX_CONTENT_LENGTH"] = _REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN
     app.layout = _layout(dcc, html, models, examples, config)
 
-    @app.callback(dash.Output("image", "data"), dash.Output("message", "children"),
-                  dash.Input("upload", "contents"), dash.Input({"kind": "example", "index": dash.ALL}, "n_clicks"),
-                  dash.State("upload", "filename"), prevent_initial_call=True)
+    @app.callback(
+        dash.Output("image", "data"),
+        dash.Output("message", "children"),
+        dash.Input("upload", "contents"),
+        dash.Input({"kind": "example", "index": dash.ALL}, "n_clicks"),
+        dash.State("upload", "filename"),
+        prevent_initial_call=True,
+    )
     def take_image(contents, _clicks, filename):
         trigger = dash.ctx.triggered_id
         if isinstance(trigger, dict):
@@ -207,9 +228,16 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
             return dash.no_update, str(exc)
         return _stored(pixels, f"upload {Path(filename or 'upload').name}"), ""
 
-    @app.callback(dash.Output("seen", "src"), dash.Output("source", "children"), dash.Output("answer", "children"),
-                  dash.Output("chart", "figure"), dash.Output("heat", "src"), dash.Output("models", "children"),
-                  dash.Input("image", "data"), dash.Input("model", "value"))
+    @app.callback(
+        dash.Output("seen", "src"),
+        dash.Output("source", "children"),
+        dash.Output("answer", "children"),
+        dash.Output("chart", "figure"),
+        dash.Output("heat", "src"),
+        dash.Output("models", "children"),
+        dash.Input("image", "data"),
+        dash.Input("model", "value"),
+    )
     def show(stored, chosen):
         pixels = np.frombuffer(base64.b64decode(stored["pixels"]), dtype=np.uint8).reshape(28, 28)
         model = by_name.get(chosen, models[0])
@@ -217,15 +245,23 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         best = int(probs.argmax())
         heat = model.occlusion(pixels, best)
         answers = {m.name: (probs if m is model else m.answer(pixels)) for m in models}
-        return (_data_uri(png_bytes(pixels)), stored["source"], f"{model.labels[best]} ({probs[best]:.1%})",
-                _chart(go, model, probs), _data_uri(png_bytes(overlay(pixels, heat))),
-                _models_table(html, models, answers, model.name))
+        return (
+            _data_uri(png_bytes(pixels)),
+            stored["source"],
+            f"{model.labels[best]} ({probs[best]:.1%})",
+            _chart(go, model, probs),
+            _data_uri(png_bytes(overlay(pixels, heat))),
+            _models_table(html, models, answers, model.name),
+        )
 
     return app
 
 
 def _stored(pixels: np.ndarray, source: str) -> dict[str, str]:
-    return {"pixels": base64.b64encode(np.asarray(pixels, np.uint8).tobytes()).decode("ascii"), "source": source}
+    return {
+        "pixels": base64.b64encode(np.asarray(pixels, np.uint8).tobytes()).decode("ascii"),
+        "source": source,
+    }
 
 
 def _data_uri(png: bytes) -> str:
@@ -234,52 +270,146 @@ def _data_uri(png: bytes) -> str:
 
 def _layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig):
     card = {"border": "1px solid #d0d7de", "borderRadius": "8px", "padding": "12px", "marginBottom": "12px"}
-    return html.Div(style={"fontFamily": "system-ui, sans-serif", "maxWidth": "1200px", "margin": "0 auto", "padding": "16px"}, children=[
-        html.H1("edge-fm demo", style={"marginBottom": "4px"}),
-        html.P(f"{len(models)} model{'s' if len(models) != 1 else ''} from {config.path}, run on this machine through "
-               "LiteRT. Drop an image, or pick a test image.", style={"color": "#59636e", "marginTop": 0}),
-        dcc.Store(id="image", data=_stored(examples[0][1], f"test image of a {examples[0][0]}")),
-        html.Div(style={"display": "grid", "gridTemplateColumns": "320px 1fr", "gap": "16px"}, children=[
-            html.Div(children=[
-                dcc.Upload(id="upload", multiple=False, children=html.Div(["Drag and drop an image here, or ", html.A("choose a file")]),
-                           style={**card, "borderStyle": "dashed", "textAlign": "center", "padding": "28px 8px", "cursor": "pointer"}),
-                html.Div(id="message", role="alert", style={"color": "#cf222e", "minHeight": "1.2em", "marginBottom": "8px"}),
-                html.Div("Test images:", style={"color": "#59636e"}),
-                html.Div(style={"display": "flex", "flexWrap": "wrap", "gap": "4px", "marginBottom": "12px"}, children=[
-                    html.Button(html.Img(src=_data_uri(png_bytes(pixels, 2)), alt=name), id={"kind": "example", "index": i},
-                                title=name, style={"padding": "2px", "border": "1px solid #d0d7de", "background": "white"})
-                    for i, (name, pixels) in enumerate(examples)]),
-                html.Label("Model", htmlFor="model"),
-                dcc.Dropdown(id="model", options=[m.name for m in models], value=models[0].name, clearable=False),
-                html.Div(style={**card, "marginTop": "12px"}, children=[
-                    html.Div("What the model sees (28x28)", style={"color": "#59636e"}),
-                    html.Img(id="seen", alt="the image after preprocessing", style={"width": "224px", "imageRendering": "pixelated"}),
-                    html.Div(id="source", style={"color": "#59636e", "fontSize": "0.85em"}),
-                ]),
-            ]),
-            html.Div(children=[
-                html.Div(style=card, children=[
-                    html.Div(["Answer: ", html.Strong(id="answer")], style={"fontSize": "1.3em"}),
-                    dcc.Graph(id="chart", config={"displayModeBar": False}, style={"height": "320px"}),
-                ]),
-                html.Div(style={**card, "display": "flex", "gap": "16px", "alignItems": "center"}, children=[
-                    html.Img(id="heat", alt="occlusion heat map", style={"width": "224px", "imageRendering": "pixelated"}),
-                    html.P("Where the model looks: occlusion sensitivity of the .tflite. Each 4x4 patch is hidden in turn; "
-                           "bright where hiding it lowers the probability of the answer most.", style={"color": "#59636e"}),
-                ]),
-                html.Div(id="models", style=card),
-            ]),
-        ]),
-    ])
+    return html.Div(
+        style={
+            "fontFamily": "system-ui, sans-serif",
+            "maxWidth": "1200px",
+            "margin": "0 auto",
+            "padding": "16px",
+        },
+        children=[
+            html.H1("edge-fm demo", style={"marginBottom": "4px"}),
+            html.P(
+                f"{len(models)} model{'s' if len(models) != 1 else ''} from {config.path}, run on this machine through "
+                "LiteRT. Drop an image, or pick a test image.",
+                style={"color": "#59636e", "marginTop": 0},
+            ),
+            dcc.Store(id="image", data=_stored(examples[0][1], f"test image of a {examples[0][0]}")),
+            html.Div(
+                style={"display": "grid", "gridTemplateColumns": "320px 1fr", "gap": "16px"},
+                children=[
+                    html.Div(
+                        children=[
+                            dcc.Upload(
+                                id="upload",
+                                multiple=False,
+                                children=html.Div(
+                                    ["Drag and drop an image here, or ", html.A("choose a file")]
+                                ),
+                                style={
+                                    **card,
+                                    "borderStyle": "dashed",
+                                    "textAlign": "center",
+                                    "padding": "28px 8px",
+                                    "cursor": "pointer",
+                                },
+                            ),
+                            html.Div(
+                                id="message",
+                                role="alert",
+                                style={"color": "#cf222e", "minHeight": "1.2em", "marginBottom": "8px"},
+                            ),
+                            html.Div("Test images:", style={"color": "#59636e"}),
+                            html.Div(
+                                style={
+                                    "display": "flex",
+                                    "flexWrap": "wrap",
+                                    "gap": "4px",
+                                    "marginBottom": "12px",
+                                },
+                                children=[
+                                    html.Button(
+                                        html.Img(src=_data_uri(png_bytes(pixels, 2)), alt=name),
+                                        id={"kind": "example", "index": i},
+                                        title=name,
+                                        style={
+                                            "padding": "2px",
+                                            "border": "1px solid #d0d7de",
+                                            "background": "white",
+                                        },
+                                    )
+                                    for i, (name, pixels) in enumerate(examples)
+                                ],
+                            ),
+                            html.Label("Model", htmlFor="model"),
+                            dcc.Dropdown(
+                                id="model",
+                                options=[m.name for m in models],
+                                value=models[0].name,
+                                clearable=False,
+                            ),
+                            html.Div(
+                                style={**card, "marginTop": "12px"},
+                                children=[
+                                    html.Div("What the model sees (28x28)", style={"color": "#59636e"}),
+                                    html.Img(
+                                        id="seen",
+                                        alt="the image after preprocessing",
+                                        style={"width": "224px", "imageRendering": "pixelated"},
+                                    ),
+                                    html.Div(id="source", style={"color": "#59636e", "fontSize": "0.85em"}),
+                                ],
+                            ),
+                        ]
+                    ),
+                    html.Div(
+                        children=[
+                            html.Div(
+                                style=card,
+                                children=[
+                                    html.Div(
+                                        ["Answer: ", html.Strong(id="answer")], style={"fontSize": "1.3em"}
+                                    ),
+                                    dcc.Graph(
+                                        id="chart",
+                                        config={"displayModeBar": False},
+                                        style={"height": "320px"},
+                                    ),
+                                ],
+                            ),
+                            html.Div(
+                                style={**card, "display": "flex", "gap": "16px", "alignItems": "center"},
+                                children=[
+                                    html.Img(
+                                        id="heat",
+                                        alt="occlusion heat map",
+                                        style={"width": "224px", "imageRendering": "pixelated"},
+                                    ),
+                                    html.P(
+                                        "Where the model looks: occlusion sensitivity of the .tflite. "
+                                        "Each 4x4 patch is hidden in turn; "
+                                        "bright where hiding it lowers the probability of the answer most.",
+                                        style={"color": "#59636e"},
+                                    ),
+                                ],
+                            ),
+                            html.Div(id="models", style=card),
+                        ]
+                    ),
+                ],
+            ),
+        ],
+    )
 
 
 def _chart(go, model: ServedModel, probs: np.ndarray):
     best = int(probs.argmax())
-    figure = go.Figure(go.Bar(x=[float(p) for p in probs], y=list(model.labels), orientation="h",
-                              marker_color=["#1f6feb" if i == best else "#8c959f" for i in range(len(probs))],
-                              text=[f"{p:.1%}" for p in probs], textposition="auto"))
-    figure.update_layout(margin={"l": 10, "r": 10, "t": 30, "b": 30}, xaxis={"range": [0, 1], "tickformat": ".0%"},
-                         yaxis={"autorange": "reversed"}, title={"text": f"class probabilities, {model.name}", "font": {"size": 13}})
+    figure = go.Figure(
+        go.Bar(
+            x=[float(p) for p in probs],
+            y=list(model.labels),
+            orientation="h",
+            marker_color=["#1f6feb" if i == best else "#8c959f" for i in range(len(probs))],
+            text=[f"{p:.1%}" for p in probs],
+            textposition="auto",
+        )
+    )
+    figure.update_layout(
+        margin={"l": 10, "r": 10, "t": 30, "b": 30},
+        xaxis={"range": [0, 1], "tickformat": ".0%"},
+        yaxis={"autorange": "reversed"},
+        title={"text": f"class probabilities, {model.name}", "font": {"size": 13}},
+    )
     return figure
 
 
@@ -293,13 +423,33 @@ def _models_table(html, models: list[ServedModel], answers: dict[str, np.ndarray
         probs = answers[model.name]
         best = int(probs.argmax())
         latency = (model.row.get("latency") or {}).get("p50_ms")
-        rows.append(html.Tr([html.Td(html.Strong(model.name) if model.name == chosen else model.name),
-                             html.Td(model.row.get("format") or "-"), html.Td(model.labels[best]), html.Td(f"{probs[best]:.1%}"),
-                             html.Td(cell(model.row.get("bytes") and model.row["bytes"] / 1000, "{:.1f}")),
-                             html.Td(cell(model.row.get("accuracy"), "{:.2%}")), html.Td(cell(latency, "{:.3f}"))]))
-    return [html.Div("Every model on this image, with what was measured of it", style={"color": "#59636e", "marginBottom": "6px"}),
-            html.Table([html.Thead(html.Tr([html.Th(h, style={"textAlign": "left"}) for h in header])), html.Tbody(rows)], id="models-table",
-                       style={"borderCollapse": "collapse", "width": "100%"})]
+        rows.append(
+            html.Tr(
+                [
+                    html.Td(html.Strong(model.name) if model.name == chosen else model.name),
+                    html.Td(model.row.get("format") or "-"),
+                    html.Td(model.labels[best]),
+                    html.Td(f"{probs[best]:.1%}"),
+                    html.Td(cell(model.row.get("bytes") and model.row["bytes"] / 1000, "{:.1f}")),
+                    html.Td(cell(model.row.get("accuracy"), "{:.2%}")),
+                    html.Td(cell(latency, "{:.3f}")),
+                ]
+            )
+        )
+    return [
+        html.Div(
+            "Every model on this image, with what was measured of it",
+            style={"color": "#59636e", "marginBottom": "6px"},
+        ),
+        html.Table(
+            [
+                html.Thead(html.Tr([html.Th(h, style={"textAlign": "left"}) for h in header])),
+                html.Tbody(rows),
+            ],
+            id="models-table",
+            style={"borderCollapse": "collapse", "width": "100%"},
+        ),
+    ]
 
 
 def _dash():
@@ -323,8 +473,18 @@ def run_server(config: ServeConfig, app=None) -> None:
 
 def server_command(config: ServeConfig) -> list[str]:
     """The command line that serves ``config`` in a fresh Python that loads no TensorFlow."""
-    command = [sys.executable, "-m", "edge_fm.show.serve", str(config.path), "--host", config.host, "--port", str(config.port),
-               "--max-upload-mb", str(config.max_upload_mb)]
+    command = [
+        sys.executable,
+        "-m",
+        "edge_fm.show.serve",
+        str(config.path),
+        "--host",
+        config.host,
+        "--port",
+        str(config.port),
+        "--max-upload-mb",
+        str(config.max_upload_mb),
+    ]
     if config.expose:
         command.append("--expose")
     if config.bench:
@@ -352,7 +512,9 @@ def serve_in_fresh_process(config: ServeConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m edge_fm.show.serve PATH [--host H] [--port P] [--expose] [--max-upload-mb MB] [--bench JSON]``."""
-    parser = argparse.ArgumentParser(prog="python -m edge_fm.show.serve", description="Serve the edge-fm web demo.")
+    parser = argparse.ArgumentParser(
+        prog="python -m edge_fm.show.serve", description="Serve the edge-fm web demo."
+    )
     parser.add_argument("path", type=Path, nargs="?", default=Path("models"))
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
@@ -367,15 +529,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not is_loopback(config.host):
-        print(f"warning: serving on {config.host}: anyone who can reach this machine can use the demo.", file=sys.stderr)
+        print(
+            f"warning: serving on {config.host}: anyone who can reach this machine can use the demo.",
+            file=sys.stderr,
+        )
     print(f"edge-fm demo on http://{config.host}:{config.port}/ (Ctrl-C stops it)", flush=True)
     try:
         run_server(config, app)
     except KeyboardInterrupt:
         return 130
     except OSError as exc:
-        print(f"error: cannot serve on {config.host}:{config.port}: {(exc.strerror or str(exc)).lower()}; "
-              "choose another --port.", file=sys.stderr)
+        print(
+            f"error: cannot serve on {config.host}:{config.port}: {(exc.strerror or str(exc)).lower()}; "
+            "choose another --port.",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

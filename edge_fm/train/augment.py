@@ -12,14 +12,20 @@ import math
 import numpy as np
 
 from edge_fm.compat import keras, tf
-from edge_fm.train.config import TrainConfig
 from edge_fm.data.datasets import NUM_CLASSES
+from edge_fm.train.config import TrainConfig
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, training: bool,
-                  teacher: keras.Model | None = None, first_epoch: int = 0) -> tf.data.Dataset:
+def make_pipeline(
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    training: bool,
+    teacher: keras.Model | None = None,
+    first_epoch: int = 0,
+) -> tf.data.Dataset:
     """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
 
     Training pipelines shuffle every epoch and augment whole batches in parallel; the model
@@ -39,7 +45,9 @@ def make_pipeline(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, trai
     return dataset.prefetch(AUTOTUNE)
 
 
-def distilled_targets(teacher: keras.Model, images: tf.Tensor, one_hot: tf.Tensor, cfg: TrainConfig) -> tf.Tensor:
+def distilled_targets(
+    teacher: keras.Model, images: tf.Tensor, one_hot: tf.Tensor, cfg: TrainConfig
+) -> tf.Tensor:
     """``(1 - w) * one_hot + w * softmax(log(p_teacher) / T)``: knowledge distillation through the targets.
 
     The student keeps its plain cross-entropy, so every architecture, QAT and pruning train the same

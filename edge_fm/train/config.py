@@ -21,7 +21,12 @@ DATA_SOURCES = ("full", "sample")
 MONITORS = ("val_loss", "val_accuracy")
 METHODS = ("prune", "qat")  # optimization methods
 MIXED_DTYPES = ("float16", "bfloat16")  # compute dtypes of Keras' mixed-precision policies
-DISTRIBUTE = ("auto", "none", "mirrored", "multi-worker")  # tf.distribute strategies (see edge_fm.train.distribute)
+DISTRIBUTE = (
+    "auto",
+    "none",
+    "mirrored",
+    "multi-worker",
+)  # tf.distribute strategies (see edge_fm.train.distribute)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +46,9 @@ class TrainConfig:
     val_size: int | None = None  # validation images carved from train (None: 5000 full, 400 sample)
     max_train: int | None = None  # cap on training images, stratified (None: all)
     epochs: int = 10  # maximum epochs
-    batch_size: int = 128  # images per step: the GLOBAL batch, split evenly over the replicas of a distributed run
+    batch_size: int = (
+        128  # images per step: the GLOBAL batch, split evenly over the replicas of a distributed run
+    )
     optimizer: str = "adam"  # adam, adamw or sgd
     learning_rate: float = 1e-3  # peak learning rate
     momentum: float = 0.9  # SGD momentum (Nesterov)
@@ -64,8 +71,12 @@ class TrainConfig:
     monitor: str = "val_loss"  # val_loss or val_accuracy
     seed: int = 0  # seed of the split, the initialisation and the shuffling
     mixed_precision: bool | None = None  # None: on when a GPU is present
-    mixed_dtype: str = "float16"  # compute dtype of mixed precision: float16 (GPUs) or bfloat16 (AMX/AVX-512-BF16 CPUs)
-    distribute: str = "auto"  # auto, none, mirrored or multi-worker (auto: mirrored over 2+ GPUs, else one device)
+    mixed_dtype: str = (
+        "float16"  # compute dtype of mixed precision: float16 (GPUs) or bfloat16 (AMX/AVX-512-BF16 CPUs)
+    )
+    distribute: str = (
+        "auto"  # auto, none, mirrored or multi-worker (auto: mirrored over 2+ GPUs, else one device)
+    )
     teacher: str | None = None  # finished train run (same split) whose predictions are mixed into the targets
     distill_weight: float = 0.5  # share of the teacher's softened probabilities in each training target
     distill_temperature: float = 2.0  # divides the teacher's log-probabilities (1: as the teacher predicts)
@@ -233,7 +244,9 @@ def parse_value(raw: str, tuple_field: bool = False, name: str = "value") -> Any
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         if raw[:1] in "[{" and raw:
-            raise EdgeFMError(f"{name} {raw!r} is not valid JSON ({exc.msg}): write a list as e.g. [16, 32].") from None
+            raise EdgeFMError(
+                f"{name} {raw!r} is not valid JSON ({exc.msg}): write a list as e.g. [16, 32]."
+            ) from None
         value = raw
     if tuple_field and isinstance(value, str):
         value = [v for v in value.split(",") if v] if value else []
@@ -276,7 +289,10 @@ _TYPE_CHECKS = {
     "bool": (lambda v: isinstance(v, bool), "true or false"),
     "str": (lambda v: isinstance(v, str), "a string"),
     "dict": (lambda v: isinstance(v, dict), 'a JSON object (e.g. {"width": 8})'),
-    "tuple[str, ...]": (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of names"),
+    "tuple[str, ...]": (
+        lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v),
+        "a list of names",
+    ),
 }
 
 
@@ -295,7 +311,9 @@ def _positive(name: str, value: float) -> None:
         raise EdgeFMError(f"{name} must be a positive number, got {value!r}.")
 
 
-def _within(name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False) -> None:
+def _within(
+    name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False
+) -> None:
     ok = isinstance(value, (int, float))
     ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:

@@ -25,11 +25,16 @@ def describe_devices(history: list[dict]) -> str:
 
     Epochs from before devices were recorded are named as such rather than credited to this process.
     """
-    stretches = [(device, [e["epoch"] for e in group])
-                 for device, group in itertools.groupby(history, key=lambda e: e.get("device", "device not recorded"))]
+    stretches = [
+        (device, [e["epoch"] for e in group])
+        for device, group in itertools.groupby(history, key=lambda e: e.get("device", "device not recorded"))
+    ]
     if len(stretches) <= 1:
         return stretches[0][0] if stretches else describe_device()
-    spans = [f"epochs {epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"epoch {epochs[0]}" for _, epochs in stretches]
+    spans = [
+        f"epochs {epochs[0]}-{epochs[-1]}" if len(epochs) > 1 else f"epoch {epochs[0]}"
+        for _, epochs in stretches
+    ]
     return "; ".join(f"{device} for {span}" for (device, _), span in zip(stretches, spans))
 
 

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from edge_fm.compat import GPUS, tf
-from edge_fm.train.config import DISTRIBUTE as STRATEGIES
 from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.train.config import DISTRIBUTE as STRATEGIES
 
 TF_CONFIG = "TF_CONFIG"
 # Where a worker that is not the chief writes its copy of a run: removed when training ends.
@@ -100,7 +100,9 @@ def resolve_placement(requested: str) -> Placement:
 
 def _mirrored() -> Placement:
     # Every GPU of the machine; without one, every logical CPU device (normally just one).
-    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [d.name for d in tf.config.list_logical_devices("CPU")]
+    devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        d.name for d in tf.config.list_logical_devices("CPU")
+    ]
     strategy = tf.distribute.MirroredStrategy(devices=devices)
     return Placement("mirrored", strategy, strategy.num_replicas_in_sync, 1, True, tuple(devices))
 
@@ -110,12 +112,20 @@ def _multi_worker() -> Placement:
     try:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     except (RuntimeError, ValueError) as exc:
-        raise EdgeFMError(f"--distribute multi-worker could not start ({str(exc).splitlines()[0]}): it must be the first "
-                          "TensorFlow work of a fresh process; run `edge-fm train` once per worker.") from None
+        raise EdgeFMError(
+            f"--distribute multi-worker could not start ({str(exc).splitlines()[0]}): it must be the first "
+            "TensorFlow work of a fresh process; run `edge-fm train` once per worker."
+        ) from None
     workers = sum(len(cluster.get(kind, [])) for kind in ("chief", "worker"))
     devices = tuple(strategy.extended.worker_devices)
-    return Placement("multi-worker", strategy, strategy.num_replicas_in_sync, workers,
-                     bool(strategy.extended.should_checkpoint), devices)
+    return Placement(
+        "multi-worker",
+        strategy,
+        strategy.num_replicas_in_sync,
+        workers,
+        bool(strategy.extended.should_checkpoint),
+        devices,
+    )
 
 
 def read_tf_config() -> tuple[dict, dict]:
@@ -131,24 +141,37 @@ def read_tf_config() -> tuple[dict, dict]:
     raw = os.environ.get(TF_CONFIG, "").strip()
     example = '{"cluster": {"worker": ["host1:port", "host2:port"]}, "task": {"type": "worker", "index": 0}}'
     if not raw:
-        raise EdgeFMError(f"--distribute multi-worker needs the {TF_CONFIG} environment variable on every worker, e.g. {example}")
+        raise EdgeFMError(
+            f"--distribute multi-worker needs the {TF_CONFIG} environment variable on every worker, e.g. {example}"
+        )
     try:
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
-        raise EdgeFMError(f"{TF_CONFIG} is not valid JSON ({exc.msg} at character {exc.pos}); write it as e.g. {example}") from None
+        raise EdgeFMError(
+            f"{TF_CONFIG} is not valid JSON ({exc.msg} at character {exc.pos}); write it as e.g. {example}"
+        ) from None
     cluster = value.get("cluster") if isinstance(value, dict) else None
     task = value.get("task") if isinstance(value, dict) else None
     if not isinstance(cluster, dict) or not isinstance(task, dict):
         raise EdgeFMError(f'{TF_CONFIG} needs a "cluster" object and a "task" object, e.g. {example}')
     for kind, addresses in cluster.items():
         if not isinstance(addresses, list) or not addresses or not all(_is_address(a) for a in addresses):
-            raise EdgeFMError(f'{TF_CONFIG} cluster "{kind}" must be a list of "host:port" addresses, got {addresses!r}.')
+            raise EdgeFMError(
+                f'{TF_CONFIG} cluster "{kind}" must be a list of "host:port" addresses, got {addresses!r}.'
+            )
     if not cluster.get("worker") and not cluster.get("chief"):
         raise EdgeFMError(f'{TF_CONFIG} cluster has no "worker" list; e.g. {example}')
     kind, index = task.get("type"), task.get("index")
-    if kind not in cluster or not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
-        raise EdgeFMError(f"{TF_CONFIG} task {task!r} is not in its cluster (types {sorted(cluster)}, "
-                          f"each indexed from 0); give this worker its own type and index.")
+    if (
+        kind not in cluster
+        or not isinstance(index, int)
+        or isinstance(index, bool)
+        or not 0 <= index < len(cluster[kind])
+    ):
+        raise EdgeFMError(
+            f"{TF_CONFIG} task {task!r} is not in its cluster (types {sorted(cluster)}, "
+            f"each indexed from 0); give this worker its own type and index."
+        )
     return cluster, task
 
 
@@ -177,9 +200,14 @@ def check_global_batch(batch_size: int, placement: Placement) -> None:
     """
     replicas = placement.replicas
     if batch_size % replicas:
-        lower, upper = max(replicas, batch_size - batch_size % replicas), batch_size + replicas - batch_size % replicas
-        raise EdgeFMError(f"batch_size {batch_size} is the global batch and must split evenly over {replicas} replicas; "
-                          f"use {lower} or {upper}.")
+        lower, upper = (
+            max(replicas, batch_size - batch_size % replicas),
+            batch_size + replicas - batch_size % replicas,
+        )
+        raise EdgeFMError(
+            f"batch_size {batch_size} is the global batch and must split evenly over {replicas} replicas; "
+            f"use {lower} or {upper}."
+        )
 
 
 @contextlib.contextmanager

@@ -19,7 +19,9 @@ from edge_fm.train.metrics import classification_metrics
 from edge_fm.train.runs import Run
 
 
-def evaluate_run(run_dir: Path | str, data_dir: Path | str | None = None, split: str = "test") -> dict[str, Any]:
+def evaluate_run(
+    run_dir: Path | str, data_dir: Path | str | None = None, split: str = "test"
+) -> dict[str, Any]:
     """Scores a run's model on its data's test (or validation) split.
 
     Args:
@@ -53,7 +55,9 @@ def score_model(model: keras.Model, dataset: Dataset) -> dict[str, Any]:
     test = classification_metrics(dataset.y_test, predict_proba(model, dataset.x_test))
     return {
         "data": dataset.describe(),
-        "evaluated_on": "embedded sample held-out images (NOT the test set)" if dataset.is_sample else "test split",
+        "evaluated_on": "embedded sample held-out images (NOT the test set)"
+        if dataset.is_sample
+        else "test split",
         evaluation_key(dataset): test,
         "val": {"accuracy": val["accuracy"], "loss": val["loss"], "examples": val["examples"]},
     }
@@ -69,5 +73,7 @@ def evaluation_key(dataset: Dataset) -> str:
 
 def predict_proba(model: keras.Model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """Class probabilities of a Keras model for raw uint8 images."""
-    dataset = tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
+    dataset = (
+        tf.data.Dataset.from_tensor_slices(images).batch(batch_size).map(lambda x: tf.cast(x, tf.float32))
+    )
     return model.predict(dataset, verbose=0)

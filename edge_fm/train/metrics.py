@@ -67,8 +67,10 @@ def shape_text(options: dict) -> str:
     of kinds is joined like the widths.
     """
     kinds = options["block"] if isinstance(options["block"], str) else "/".join(options["block"])
-    return (f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
-            f"blocks {'/'.join(map(str, options['blocks']))}, {kinds} blocks")
+    return (
+        f"stem {options['stem']}, widths {'/'.join(map(str, options['widths']))}, "
+        f"blocks {'/'.join(map(str, options['blocks']))}, {kinds} blocks"
+    )
 
 
 def epochs_text(epochs: int) -> str:

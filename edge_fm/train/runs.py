@@ -15,14 +15,12 @@ import importlib.metadata
 import platform
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
-
-from edge_fm.train.config import OptimizeConfig, TrainConfig, from_dict
 from edge_fm.data.datasets import Dataset, load_dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import make_dirs, read_json, sha256_file, write_json
+from edge_fm.train.config import OptimizeConfig, TrainConfig, from_dict
 
 if TYPE_CHECKING:
     from edge_fm.compat import keras
@@ -70,7 +68,9 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(run_dir: Path, stage: str, parent: str | None = None, name: str | None = None, **extra: Any) -> dict:
+def write_manifest(
+    run_dir: Path, stage: str, parent: str | None = None, name: str | None = None, **extra: Any
+) -> dict:
     """Writes ``manifest.json``: every file of the run with its bytes and SHA-256, and its lineage.
 
     Args:
@@ -112,7 +112,9 @@ def require_run(run_dir: Path | str) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         what = "does not exist" if not run_dir.exists() else "has no config.json"
-        raise EdgeFMError(f"{run_dir} {what}: pass a run directory made by `edge-fm train` (e.g. runs/cnn-2conv-train-1).")
+        raise EdgeFMError(
+            f"{run_dir} {what}: pass a run directory made by `edge-fm train` (e.g. runs/cnn-2conv-train-1)."
+        )
     return run_dir
 
 
@@ -135,8 +137,9 @@ def data_record(dataset: Dataset) -> dict[str, Any]:
 
 def dataset_for(config: TrainConfig, data_dir: Path | str | None = None) -> Dataset:
     """The data a training config names: its source, split into train and validation with its seed."""
-    return load_dataset(config.data, data_dir, val_size=config.resolved_val_size, seed=config.seed,
-                        max_train=config.max_train)
+    return load_dataset(
+        config.data, data_dir, val_size=config.resolved_val_size, seed=config.seed, max_train=config.max_train
+    )
 
 
 class Run:
@@ -173,7 +176,7 @@ class Run:
 
     @property
     def config(self) -> TrainConfig | OptimizeConfig:
-        """The run's own config: a training run's :class:`TrainConfig`, an optimization run's :class:`OptimizeConfig`."""
+        """The run's own config: :class:`TrainConfig` (training) or :class:`OptimizeConfig` (optimization)."""
         return self.optimize_config if "optimize" in self._saved_config() else self.train_config
 
     @property
@@ -191,7 +194,9 @@ class Run:
         """
         values = self._saved_config()
         if "optimize" not in values:
-            raise EdgeFMError(f"{self.path} is a {self.stage} run, not an optimization run; pass a run made by `edge-fm optimize`.")
+            raise EdgeFMError(
+                f"{self.path} is a {self.stage} run, not an optimization run; pass a run made by `edge-fm optimize`."
+            )
         # A run recorded before QAT folded batch norms did not fold them.
         return from_dict(OptimizeConfig, {"fold_batch_norms": False, **values["optimize"]})
 
@@ -241,7 +246,10 @@ class Run:
             EdgeFMError: The run did not finish (with the command that finishes it).
         """
         if not self.model_path.is_file():
-            raise EdgeFMError(f"{self.path} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm train --resume {self.path}`.")
+            raise EdgeFMError(
+                f"{self.path} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm "
+                f"train --resume {self.path}`."
+            )
         return self
 
     def model(self) -> keras.Model:
@@ -258,7 +266,9 @@ class Run:
         from edge_fm.train.schedules import TriangularCyclical
 
         with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
-            return keras.models.load_model(str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical})
+            return keras.models.load_model(
+                str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical}
+            )
 
     def float_model(self) -> keras.Model:
         """The run's model as a float32 model of its registered architecture.

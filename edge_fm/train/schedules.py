@@ -1,7 +1,8 @@
 """Learning-rate schedules and the optimizer a training config names.
 
 Example:
-    >>> optimizer = build_optimizer(TrainConfig(arch="cnn-2conv", schedule="cosine"), steps_per_epoch=430)  # doctest: +SKIP
+    >>> config = TrainConfig(arch="cnn-2conv", schedule="cosine")
+    >>> optimizer = build_optimizer(config, steps_per_epoch=430)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -50,7 +51,11 @@ def build_schedule(cfg: TrainConfig, steps_per_epoch: int):
         # cosine-anneal to the floor.
         warmup = int(cfg.warmup_epochs * steps_per_epoch) or int(0.3 * total)
         return schedules.CosineDecay(
-            peak / 25, decay_steps=max(1, total - warmup), alpha=floor_fraction, warmup_target=peak, warmup_steps=warmup
+            peak / 25,
+            decay_steps=max(1, total - warmup),
+            alpha=floor_fraction,
+            warmup_target=peak,
+            warmup_steps=warmup,
         )
     return peak
 

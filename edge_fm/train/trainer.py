@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from edge_fm.train.augment import make_pipeline
 from edge_fm.compat import GPUS, keras, tf
-from edge_fm.train.config import TrainConfig, from_dict
 from edge_fm.data.datasets import Dataset
+from edge_fm.errors import EdgeFMError
+from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
+from edge_fm.train.augment import make_pipeline
+from edge_fm.train.config import TrainConfig, from_dict
 from edge_fm.train.device import describe_device, describe_devices
 from edge_fm.train.distribute import (
     ONE_DEVICE,
@@ -32,9 +34,7 @@ from edge_fm.train.distribute import (
     resolve_placement,
     writable_run_dir,
 )
-from edge_fm.errors import EdgeFMError
 from edge_fm.train.evaluate import score_model
-from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.runs import (
     CONFIG,
     HISTORY_FILE,
@@ -56,7 +56,9 @@ CHECKPOINT_DIR = "checkpoint"
 class Reporter(Protocol):
     """Receives progress; the CLI renders it, the library never prints."""
 
-    def start(self, run_dir: Path, config: TrainConfig, data: str, steps_per_epoch: int, initial_epoch: int) -> None:
+    def start(
+        self, run_dir: Path, config: TrainConfig, data: str, steps_per_epoch: int, initial_epoch: int
+    ) -> None:
         """Training is about to start (``initial_epoch`` > 0 when resuming)."""
 
     def step(self, step: int, logs: dict[str, float]) -> None:
@@ -105,8 +107,10 @@ def check_teacher(config: TrainConfig) -> None:
     ours = (config.data, config.resolved_val_size, config.seed)
     theirs = (taught.data, taught.resolved_val_size, taught.seed)
     if ours != theirs:
-        raise EdgeFMError(f"teacher {config.teacher} used a different split (data, val_size, seed = {theirs}; "
-                          f"the student's: {ours}); train the student with the teacher's split or pick another teacher.")
+        raise EdgeFMError(
+            f"teacher {config.teacher} used a different split (data, val_size, seed = {theirs}; "
+            f"the student's: {ours}); train the student with the teacher's split or pick another teacher."
+        )
 
 
 def load_teacher(config: TrainConfig) -> keras.Model | None:
@@ -131,7 +135,10 @@ class _HistoryWriter(keras.callbacks.Callback):
         self.device = describe_device()
         if placement.distributed:
             workers = f" on {placement.workers} workers" if placement.workers > 1 else ""
-            self.device += f"; {placement.kind}, {placement.replicas} replica{'s' if placement.replicas > 1 else ''}{workers}"
+            self.device += (
+                f"; {placement.kind}, {placement.replicas} "
+                f"replica{'s' if placement.replicas > 1 else ''}{workers}"
+            )
         self._started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -237,8 +244,12 @@ def train(
     return _fit_and_record(run_dir, config, dataset, reporter or NullReporter(), placement, model)
 
 
-def resume(run_dir: Path | str, data_dir: Path | str | None = None, reporter: Reporter | None = None,
-           distribute: str | None = None) -> Path | None:
+def resume(
+    run_dir: Path | str,
+    data_dir: Path | str | None = None,
+    reporter: Reporter | None = None,
+    distribute: str | None = None,
+) -> Path | None:
     """Continues an interrupted training run from its last completed epoch.
 
     The run goes on under the strategy it was started with; under ``multi-worker`` every worker
@@ -261,11 +272,15 @@ def resume(run_dir: Path | str, data_dir: Path | str | None = None, reporter: Re
     if run.finished:
         raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
     if run.stage != "train":
-        raise EdgeFMError(f"{run.path} is a {run.stage} run; continue it with `edge-fm optimize --resume {run.path}`.")
+        raise EdgeFMError(
+            f"{run.path} is a {run.stage} run; continue it with `edge-fm optimize --resume {run.path}`."
+        )
     config = run.train_config
     if distribute is not None and distribute != config.distribute:
-        raise EdgeFMError(f"{run.path} was started with --distribute {config.distribute} and resumes with it; "
-                          f"drop --distribute {distribute}.")
+        raise EdgeFMError(
+            f"{run.path} was started with --distribute {config.distribute} and resumes with it; "
+            f"drop --distribute {distribute}."
+        )
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
     return _fit_and_record(run.path, config, run.dataset(data_dir), reporter or NullReporter(), placement)
@@ -371,10 +386,14 @@ def fit_model(
         keras.utils.set_random_seed(config.seed + done)
     reporter.start(run_dir, config, dataset.describe(), steps_per_epoch, done)
     started = time.perf_counter()
-    training = make_pipeline(dataset.x_train, dataset.y_train, config, training=True, teacher=teacher, first_epoch=done)
+    training = make_pipeline(
+        dataset.x_train, dataset.y_train, config, training=True, teacher=teacher, first_epoch=done
+    )
     model.fit(
         distribute_pipeline(training, placement),
-        validation_data=distribute_pipeline(make_pipeline(dataset.x_val, dataset.y_val, config, training=False), placement),
+        validation_data=distribute_pipeline(
+            make_pipeline(dataset.x_val, dataset.y_val, config, training=False), placement
+        ),
         epochs=config.epochs,
         verbose=0,
         callbacks=callbacks,
@@ -403,15 +422,23 @@ def save_model(model: keras.Model, run_dir: Path) -> None:
         model.save(str(tmp), include_optimizer=False)
 
 
-def _fit_and_record(run_dir: Path | None, config: TrainConfig, dataset: Dataset, reporter: Reporter,
-                    placement: Placement = ONE_DEVICE, model: keras.Model | None = None) -> Path | None:
+def _fit_and_record(
+    run_dir: Path | None,
+    config: TrainConfig,
+    dataset: Dataset,
+    reporter: Reporter,
+    placement: Placement = ONE_DEVICE,
+    model: keras.Model | None = None,
+) -> Path | None:
     """Fits ``model`` (built from ``config`` when not given, as on resume) and writes the run's results.
 
     Only the chief writes ``run_dir``; another worker trains in a temporary copy and returns None.
     """
     with writable_run_dir(run_dir, placement) as out:
         if not placement.is_chief:
-            reporter.message("not the chief: this worker trains in a temporary copy of the run, removed at the end")
+            reporter.message(
+                "not the chief: this worker trains in a temporary copy of the run, removed at the end"
+            )
         if model is None:
             with placement.scope():
                 model = build_compiled_model(config, epoch_steps(config, dataset))

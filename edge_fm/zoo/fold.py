@@ -49,7 +49,11 @@ def fold_batch_norms_into_dense(model: keras.Model, scale_into_producer: bool = 
     for bn_name, dense in folds.items():
         scale, shift = _batch_norm_affine(model.get_layer(bn_name))
         producer = _inbound_names(by_name[bn_name])[0]
-        if scale_into_producer and np.all(scale > 0) and _passes_positive_scale(by_name[producer], consumers, outputs):
+        if (
+            scale_into_producer
+            and np.all(scale > 0)
+            and _passes_positive_scale(by_name[producer], consumers, outputs)
+        ):
             column_scales[producer], scale = scale, None
         row_folds[dense] = (scale, shift)
     folded = keras.Model.from_config(_without_layers(config, folds, by_name, consumers))
@@ -112,8 +116,12 @@ def _batch_norm_affine(bn):
 def _passes_positive_scale(producer: dict, consumers, outputs) -> bool:
     # A Dense read only by the batch norm, whose activation lets a positive per-unit scale through.
     name = producer["name"]
-    return (producer["class_name"] == "Dense" and len(consumers.get(name, [])) == 1 and name not in outputs
-            and producer["config"].get("activation") in ("relu", "linear"))
+    return (
+        producer["class_name"] == "Dense"
+        and len(consumers.get(name, [])) == 1
+        and name not in outputs
+        and producer["config"].get("activation") in ("relu", "linear")
+    )
 
 
 def follows_linear_conv(layer) -> bool:
