@@ -20,21 +20,8 @@ from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.shipping.ship import CARD, PROVENANCE
 
-# The targets of edge-fm's own shipped models, on the test split, judged in each benchmark run.
-ACCURACY_TARGETS = {
-    "mlp": 0.88,
-    "cnn-2conv": 0.92,
-    "cnn-3conv-bn": 0.94,
-    "vgg-gap": 0.938,
-    "mobilenetv2": 0.93,
-    "edge-cnn": 0.95,
-    "edge-cnn-tiny": 0.94,
-}
-PAPER_ARCHS = ("mlp", "cnn-2conv", "cnn-3conv-bn", "vgg-gap", "mobilenetv2", "resnet50")
-REFERENCE = (
-    "cnn-3conv-bn"  # the edge family's size and latency targets compare with its artifact, in the same run
-)
-TINY_MAX_BYTES = 100_000  # "at most 100 KB", read strictly (1 KB = 1,000 bytes)
+TARGETS_FILE = "targets.json"  # a catalog's targets, judged in each benchmark run (see :func:`checks`)
+_COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
 def is_catalog(path: Path | str) -> bool:
@@ -93,7 +80,9 @@ def bench_catalog(
         row["arch"] = provenance["train"]["config"]["arch"]
         row["float_test_accuracy"] = provenance["train"]["metrics"].get("test", {}).get("accuracy")
     ok = [row for row in result["rows"] if row.get("status") == "ok"]
-    result["checks"] = checks([row for row in ok if row["threads"] == options.threads[0]])
+    result["checks"] = checks(
+        [row for row in ok if row["threads"] == options.threads[0]], read_targets(models_dir)
+    )
     write_cards(
         models_dir,
         ok,
@@ -163,10 +152,19 @@ def _met(measured, target, passes) -> bool | None:
     return None if measured is None or target is None else bool(passes(measured, target))
 
 
-def checks(rows: Sequence[dict]) -> list[dict]:
-    """Every target of the shipped models against what one benchmark run measured.
+def read_targets(models_dir: Path | str) -> dict[str, Any]:
+    """A catalog's targets (its ``targets.json``); none when it has no such file."""
+    path = Path(models_dir) / TARGETS_FILE
+    return read_json(path) if path.is_file() else {}
 
-    A target whose inputs are missing (a model not in the folder, or not remeasured) is ``met: None``.
+
+def checks(rows: Sequence[dict], targets: dict[str, Any]) -> list[dict]:
+    """Every target of a catalog (see :func:`read_targets`) against what one benchmark run measured.
+
+    ``accuracy`` targets are minimum test accuracies; each ``relative`` target compares a model's
+    measure (``accuracy``, ``bytes`` or ``p50``) with a fixed ``value``, or with the largest measure
+    among the models named in ``of`` (times ``factor``). A target whose inputs are missing (a model
+    not in the folder, or not remeasured) is ``met: None``.
     """
     by_name = {row["model"]: row for row in rows if row.get("remeasured", True)}
 
@@ -174,42 +172,30 @@ def checks(rows: Sequence[dict]) -> list[dict]:
         row = by_name.get(name)
         return None if row is None else row["latency"]["p50_ms"] if key == "p50" else row[key]
 
-    out = []
+    def check(model: str, what: str, measured, target, passes) -> dict:
+        return {
+            "model": model,
+            "check": what,
+            "measured": measured,
+            "target": target,
+            "met": _met(measured, target, passes),
+        }
 
-    def check(model: str, what: str, measured, target, passes) -> None:
-        out.append(
-            {
-                "model": model,
-                "check": what,
-                "measured": measured,
-                "target": target,
-                "met": _met(measured, target, passes),
-            }
-        )
-
-    for name, target in ACCURACY_TARGETS.items():
+    out = [
         check(name, "int8 test accuracy", value(name, "accuracy"), target, operator.ge)
-    papers = [by_name[name]["accuracy"] for name in PAPER_ARCHS if name in by_name]
-    ref_bytes, ref_p50 = value(REFERENCE, "bytes"), value(REFERENCE, "p50")
-    check(
-        "edge-cnn",
-        "accuracy above every shipped paper model",
-        value("edge-cnn", "accuracy"),
-        max(papers, default=None),
-        operator.gt,
-    )
-    check("edge-cnn", f"bytes below {REFERENCE}'s", value("edge-cnn", "bytes"), ref_bytes, operator.lt)
-    check("edge-cnn", f"p50 below {REFERENCE}'s", value("edge-cnn", "p50"), ref_p50, operator.lt)
-    check(
-        "edge-cnn-tiny", "bytes at most 100 KB", value("edge-cnn-tiny", "bytes"), TINY_MAX_BYTES, operator.le
-    )
-    check(
-        "edge-cnn-tiny",
-        f"p50 at most 1/4 of {REFERENCE}'s",
-        value("edge-cnn-tiny", "p50"),
-        None if ref_p50 is None else ref_p50 / 4,
-        operator.le,
-    )
+        for name, target in targets.get("accuracy", {}).items()
+    ]
+    for rule in targets.get("relative", []):
+        if "value" in rule:
+            target = rule["value"]
+        else:
+            target = max(
+                (value(name, rule["measure"]) for name in rule["of"] if name in by_name), default=None
+            )
+            if target is not None and "factor" in rule:
+                target *= rule["factor"]
+        measured = value(rule["model"], rule["measure"])
+        out.append(check(rule["model"], rule["check"], measured, target, _COMPARE[rule["compare"]]))
     return out
 
 
