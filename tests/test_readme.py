@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = REPO / "benchmarks" / "tables.py"
+TABLES = REPO / "tools" / "tables.py"
 README_MAX_LINES = 230
 
 

@@ -318,20 +318,13 @@ def parse_settings(pairs: list[str]) -> dict[str, tuple]:
     Raises:
         EdgeFMError: A pair without ``=``, a setting that is not a training field, or bad JSON.
     """
-    from edge_fm.train.config import TrainConfig, parse_value
+    from edge_fm.train.config import TrainConfig, is_tuple_field, parse_value, settable_field, split_setting
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     settings: dict[str, list] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise EdgeFMError(f"--set {pair!r} is not key=value: write e.g. --set epochs=1,2.")
-        if key in _NOT_SWEPT:
-            raise EdgeFMError(f"--set {key}: {_NOT_SWEPT[key]}.")
-        if key not in fields:
-            raise unknown_choice("setting", key, fields)
-        is_list = "tuple" in str(fields[key].type)
+        key, raw = split_setting(pair, "--set", "epochs=1,2")
+        is_list = is_tuple_field(settable_field(key, fields, _NOT_SWEPT))
         alternatives = raw.split("|") if is_list else ([raw] if raw.strip()[:1] in "[{" else raw.split(","))
         for text in alternatives:
             value = parse_value(text, tuple_field=is_list, name=f"--set {key}")

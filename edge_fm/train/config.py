@@ -192,16 +192,43 @@ def parse_overrides(cls: type, pairs: list[str]) -> dict[str, Any]:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     result: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise EdgeFMError(f"--set {pair!r} is not key=value: write e.g. --set epochs=5.")
-        if key in _NOT_SETTABLE:
-            raise EdgeFMError(f"--set {key}: {_NOT_SETTABLE[key]}.")
-        if key not in fields:
-            raise unknown_choice("setting", key, fields)
-        result[key] = parse_value(raw, tuple_field="tuple" in str(fields[key].type), name=f"--set {key}")
+        key, raw = split_setting(pair, "--set", "epochs=5")
+        field = settable_field(key, fields, _NOT_SETTABLE)
+        result[key] = parse_value(raw, tuple_field=is_tuple_field(field), name=f"--set {key}")
     return result
+
+
+def split_setting(pair: str, option: str, example: str) -> tuple[str, str]:
+    """``key=value`` -> ``(key, value)``, dashes of the key made underscores.
+
+    Raises:
+        EdgeFMError: No ``=`` or no key (the message shows ``option example``).
+    """
+    key, sep, raw = pair.partition("=")
+    key = key.strip().replace("-", "_")
+    if not sep or not key:
+        raise EdgeFMError(f"{option} {pair!r} is not key=value: write e.g. {option} {example}.")
+    return key, raw
+
+
+def settable_field(
+    key: str, fields: dict[str, dataclasses.Field], refused: dict[str, str]
+) -> dataclasses.Field:
+    """The config field ``--set key=...`` names.
+
+    Raises:
+        EdgeFMError: A field set another way (``refused``: key -> how), or no such field (with a close match).
+    """
+    if key in refused:
+        raise EdgeFMError(f"--set {key}: {refused[key]}.")
+    if key not in fields:
+        raise unknown_choice("setting", key, fields)
+    return fields[key]
+
+
+def is_tuple_field(field: dataclasses.Field) -> bool:
+    """Whether a config field holds a tuple (its command-line value is a list)."""
+    return "tuple" in str(field.type)
 
 
 # Fields a command line sets another way; --set would clash with it or be silently replaced.
@@ -225,10 +252,7 @@ def parse_arch_options(pairs: list[str]) -> dict[str, Any]:
     """
     options: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
-            raise EdgeFMError(f"--arch-opt {pair!r} is not key=value: write e.g. --arch-opt alpha=0.5.")
+        key, raw = split_setting(pair, "--arch-opt", "alpha=0.5")
         options[key] = parse_value(raw, name=f"--arch-opt {key}")
     return options
 

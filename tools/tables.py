@@ -6,8 +6,8 @@ under benchmarks/results/ or experiments/results/. A data directory recorded in 
 as ``--data-dir DATA_DIR``: it was a local copy of the dataset, and a reader has their own.
 
 Usage (from the repository root):
-    python benchmarks/tables.py            # rewrite the tables in README.md and docs/
-    python benchmarks/tables.py --check    # exit 1 and name every stale table (the tests run this)
+    python tools/tables.py            # rewrite the tables in README.md and docs/
+    python tools/tables.py --check    # exit 1 and name every stale table (the tests run this)
 """
 
 from __future__ import annotations
@@ -573,7 +573,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in report:
             print(line, file=sys.stderr)
         if report:
-            print("run `python benchmarks/tables.py` to regenerate the tables", file=sys.stderr)
+            print("run `python tools/tables.py` to regenerate the tables", file=sys.stderr)
         return 1 if report else 0
     for path in documents(args.root):
         text = path.read_text()

@@ -7,7 +7,7 @@ short, user-facing ones below. model.json (and its copy inside model.tflite's me
 same run names and a data description without a local path. `edge-fm bench models/` then rewrites
 the cards.
 
-Usage (from the repository root): python experiments/restate_provenance.py
+Usage (from the repository root): python tools/restate_provenance.py
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Serves ``models/`` with ``python -m edge_fm.show.serve``, picks a test image in 
 writes the report of ``models/`` with the shipped benchmark's figures and saves that page too.
 
 Usage:
-    .venv/bin/python benchmarks/screenshots.py [--out docs/images]
+    .venv/bin/python tools/screenshots.py [--out docs/images]
 """
 
 from __future__ import annotations
