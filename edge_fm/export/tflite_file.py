@@ -84,6 +84,14 @@ def io_types(model: schema.ModelT) -> tuple[str, str]:
     return type_name(graph.tensors[graph.inputs[0]].type), type_name(graph.tensors[graph.outputs[0]].type)
 
 
+def quantization(tensor: schema.TensorT) -> tuple[float, int] | tuple[None, None]:
+    """A per-tensor quantized tensor's ``(scale, zero_point)``; ``(None, None)`` for any other."""
+    q = tensor.quantization
+    if q is None or q.scale is None or len(q.scale) != 1:
+        return None, None
+    return float(q.scale[0]), int(q.zeroPoint[0])
+
+
 def inspect(tflite: bytes) -> dict[str, Any]:
     """Lists a flatbuffer's operators and tells whether every op runs on integers only.
 

@@ -37,18 +37,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import numpy as np
 
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.export import tflite_file
-from edge_fm.export.tflite_file import METADATA_DESCRIPTION
+from edge_fm.export.luma import CHANNELS, GREY_WEIGHTS, INT8_WEIGHT_LIMIT, split_by_luma  # noqa: F401 (re-exported)
+from edge_fm.export.rgb_description import update_metadata
 
-# ITU-R BT.601 luma: what "greyscale" means to most image libraries (PIL's convert("L"), OpenCV).
-GREY_WEIGHTS = (0.299, 0.587, 0.114)
-CHANNELS = len(GREY_WEIGHTS)
-INT8_WEIGHT_LIMIT = 127  # int8 kernels are symmetric: -128 is never used
 # The int8 input every edge-fm integer export reads: q = pixel - 128.
 GREY_INPUT_QUANTIZATION = (1.0, -128)
 STANDARD_METADATA = "TFLITE_METADATA"
@@ -146,7 +142,7 @@ def rgb_form(
     edit.drop_unused_tensors()
     # The description lists the ops and whether all are integer: read them off the finished graph.
     inspection = tflite_file.inspect(tflite_file.serialize(model))
-    _update_metadata(model, graph, schema, inspection)
+    update_metadata(model, graph, schema, inspection)
     return RgbForm(
         tflite=tflite_file.serialize(model),
         method=method,
@@ -155,64 +151,6 @@ def rgb_form(
         uint8_output=uint8_out,
         bridge=bridge,
     )
-
-
-def split_by_luma(integers: np.ndarray, limit: int = INT8_WEIGHT_LIMIT) -> tuple[np.ndarray, int]:
-    """Splits integer weights into R, G, B integers that sum to them exactly.
-
-    Each share is the weight times its BT.601 luma weight, rounded by largest remainder: the three
-    floors, plus one for the largest fractions until the sum is exact, so every share is within one
-    step of its ideal. A share that would pass ``limit`` is held at it and the excess moves to the
-    other channels, in luma proportion.
-
-    Args:
-        integers: Integer weights of any shape.
-        limit: Largest magnitude a share may take.
-
-    Returns:
-        ``(shares, clipped)``: int32 shares with a new last axis of 3 (R, G, B), and how many
-        weights needed the limit.
-
-    Raises:
-        EdgeFMError: A weight too large to split within the limit (over three times it).
-    """
-    total = np.asarray(integers, dtype=np.int64).reshape(-1)
-    if np.any(np.abs(total) > CHANNELS * limit):
-        raise EdgeFMError(
-            f"a weight of {int(np.abs(total).max())} cannot be split into three int8 weights "
-            f"(at most {CHANNELS * limit}); this model's first layer cannot take the RGB fold."
-        )
-    shares = _largest_remainder(total, np.array(GREY_WEIGHTS))
-    over = np.any(np.abs(shares) > limit, axis=1)
-    for row in np.flatnonzero(over):
-        shares[row] = _split_within(int(total[row]), limit)
-    return shares.reshape(*np.shape(integers), CHANNELS).astype(np.int32), int(over.sum())
-
-
-def _largest_remainder(total: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    ideal = total[:, None] * weights[None, :] / weights.sum()
-    shares = np.floor(ideal).astype(np.int64)
-    missing = total - shares.sum(axis=1)
-    # Rank channels by fraction, largest first; ties go to the larger luma weight (green, red, blue).
-    order = np.lexsort((np.broadcast_to(-weights, ideal.shape), -(ideal - shares)), axis=1)
-    rank = np.argsort(order, axis=1)
-    return shares + (rank < missing[:, None])
-
-
-def _split_within(total: int, limit: int) -> np.ndarray:
-    """Largest-remainder split of one weight with every share held within ``limit``."""
-    shares = np.zeros(CHANNELS, dtype=np.int64)
-    free = np.ones(CHANNELS, dtype=bool)
-    remaining = total
-    while True:
-        weights = np.where(free, GREY_WEIGHTS, 0.0)
-        trial = shares + _largest_remainder(np.array([remaining]), weights)[0]
-        too_big = free & (np.abs(trial) > limit)
-        if not too_big.any():
-            return trial
-        shares[too_big] = np.sign(total) * limit
-        free &= ~too_big
-        remaining = total - int(shares.sum())
 
 
 # ---------------------------------------------------------------- reading and checking
@@ -243,7 +181,7 @@ def _graph(model):
 
 def _check_grey_input(tensor, schema) -> None:
     shape = [int(v) for v in tensor.shape]
-    scale, zero_point = _quantization(tensor)
+    scale, zero_point = tflite_file.quantization(tensor)
     if tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
         raise EdgeFMError(
             f"the model's input is {_type_name(tensor.type, schema)} {shape}; the RGB form "
@@ -254,13 +192,6 @@ def _check_grey_input(tensor, schema) -> None:
             f"the model's int8 input has scale {scale} and zero point {zero_point}; the RGB form "
             "needs raw pixels (scale 1, zero point -128), as edge-fm's int8 exports take."
         )
-
-
-def _quantization(tensor) -> tuple[float, int] | tuple[None, None]:
-    q = tensor.quantization
-    if q is None or q.scale is None or len(q.scale) != 1:
-        return None, None
-    return float(q.scale[0]), int(q.zeroPoint[0])
 
 
 def _type_name(code: int, schema) -> str:
@@ -492,7 +423,7 @@ class _Edit(tflite_file.GraphEditor):
         """Appends QUANTIZE int8 -> uint8 with the same scale and zero point + 128: q_u8 = q_i8 + 128."""
         old_index = int(self.graph.outputs[0])
         old = self.graph.tensors[old_index]
-        scale, zero_point = _quantization(old)
+        scale, zero_point = tflite_file.quantization(old)
         name = old.name.decode()
         old.name = f"{name};int8".encode()
         new = self.new_tensor(
@@ -549,65 +480,3 @@ class _Edit(tflite_file.GraphEditor):
             for entry in (signature.inputs if is_input else signature.outputs) or []:
                 if entry.tensorIndex == old:
                     entry.tensorIndex = new
-
-
-# ---------------------------------------------------------------- metadata
-
-
-def _update_metadata(model, graph, schema, inspection: dict) -> None:
-    """Rewrites the edge-fm description's input and output; drops the standard metadata."""
-    kept = []
-    for entry in model.metadata or []:
-        name = tflite_file.entry_name(entry)
-        if name == STANDARD_METADATA:
-            model.buffers[entry.buffer].data = None
-            continue
-        if name == METADATA_DESCRIPTION:
-            raw = tflite_file.buffer_bytes(model, entry.buffer)
-            try:
-                description = json.loads(raw.decode())
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                model.buffers[entry.buffer].data = None
-                continue
-            description = _rgb_description(description, graph, schema, inspection)
-            model.buffers[entry.buffer].data = np.frombuffer(
-                json.dumps(description, sort_keys=True).encode(), dtype=np.uint8
-            )
-        kept.append(entry)
-    model.metadata = kept
-
-
-def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict:
-    rgb, probs = graph.tensors[graph.inputs[0]], graph.tensors[graph.outputs[0]]
-    out_scale, out_zero_point = _quantization(probs)
-    description = dict(description)
-    description["input"] = {
-        "dtype": "uint8",
-        "layout": "NHWC (batch, height, width, channels)",
-        "name": rgb.name.decode(),
-        "pixel_range": [0, 255],
-        "preprocessing": [
-            "RGB pixel bytes as they are (a grey image repeats its value in the three channels)",
-            "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
-            "pad to a square with black (0), then resize to the input's height and width",
-            "no scaling or quantization: the model converts to grey (ITU-R BT.601 luma) and scales itself",
-        ],
-        "scale": 1.0,
-        "shape": [int(v) for v in rgb.shape],
-        "zero_point": 0,
-    }
-    output = dict(description.get("output") or {})
-    output.update(
-        {
-            "dtype": _type_name(probs.type, schema),
-            "name": probs.name.decode(),
-            "scale": out_scale,
-            "shape": [int(v) for v in probs.shape],
-            "zero_point": out_zero_point,
-        }
-    )
-    description["output"] = output
-    export = description.get("export")
-    if isinstance(export, dict):
-        description["export"] = {**export, **inspection}
-    return description

@@ -33,6 +33,7 @@ import numpy as np
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.export import tflite_file
+from edge_fm.export.boards import BOARDS, FIT_NOTE, Board, fits_on  # noqa: F401 (re-exported)
 from edge_fm.export.bundles import Bundle
 
 INSTALL_HINT = "pip install 'edge-fm[mcu]'"
@@ -316,59 +317,6 @@ def reference_outputs(flatbuffer: bytes, images: np.ndarray) -> np.ndarray:
         interpreter.invoke()
         rows.append(interpreter.get_tensor(target["index"]).reshape(-1).copy())
     return np.stack(rows)
-
-
-# ---------------------------------------------------------------- boards
-
-
-@dataclasses.dataclass(frozen=True)
-class Board:
-    """A common microcontroller board, by the memory a model competes for.
-
-    Attributes:
-        name: The board.
-        chip: Its microcontroller.
-        flash_bytes: Program flash.
-        ram_bytes: On-chip RAM (SRAM).
-    """
-
-    name: str
-    chip: str
-    flash_bytes: int
-    ram_bytes: int
-
-
-KIB, MIB = 1024, 1024 * 1024
-BOARDS: tuple[Board, ...] = (
-    Board("Arduino Nano 33 BLE Sense", "nRF52840", 1 * MIB, 256 * KIB),
-    Board("Raspberry Pi Pico", "RP2040", 2 * MIB, 264 * KIB),
-    Board("STM32F746 Discovery", "STM32F746NG", 1 * MIB, 320 * KIB),
-    Board("ESP32-S3 (8 MB flash)", "ESP32-S3", 8 * MIB, 512 * KIB),
-)
-FIT_NOTE = (
-    "a fit check of the model's bytes against flash and the tensor arena against RAM only: the firmware "
-    "(TFLM's runtime and kernels, the application, its stack and buffers) needs room too"
-)
-
-
-def fits_on(flash_bytes: int, arena_bytes: int, boards: Sequence[Board] = BOARDS) -> list[dict[str, Any]]:
-    """Whether the model's bytes fit each board's flash and its arena the board's RAM.
-
-    Returns:
-        One dict per board: its memory, the shares the model and the arena take, and ``fits``.
-    """
-    return [
-        {
-            "board": board.name,
-            "chip": board.chip,
-            "flash_bytes": board.flash_bytes,
-            "ram_bytes": board.ram_bytes,
-            "model_share_of_flash": round(flash_bytes / board.flash_bytes, 4),
-            "arena_share_of_ram": round(arena_bytes / board.ram_bytes, 4),
-            "fits": flash_bytes <= board.flash_bytes and arena_bytes <= board.ram_bytes,
-        }
-        for board in boards
-    ]
 
 
 # ---------------------------------------------------------------- the check

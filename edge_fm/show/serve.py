@@ -41,6 +41,7 @@ from edge_fm.bench.measurements import (
 from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, kind_of
+from edge_fm.show import serve_page
 from edge_fm.show.explain import occlusion_map, overlay, png_bytes
 
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
@@ -207,7 +208,7 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     examples = example_images()
     app = dash.Dash(__name__, title="edge-fm demo", update_title=None, serve_locally=True)
     app.server.config["MAX_CONTENT_LENGTH"] = _REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN
-    app.layout = _layout(dcc, html, models, examples, config)
+    app.layout = serve_page.layout(dcc, html, models, examples, config)
 
     @app.callback(
         dash.Output("image", "data"),
@@ -221,12 +222,12 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         trigger = dash.ctx.triggered_id
         if isinstance(trigger, dict):
             name, pixels = examples[trigger["index"]]
-            return _stored(pixels, f"test image of a {name}"), ""
+            return serve_page.stored(pixels, f"test image of a {name}"), ""
         try:
             pixels = decode_upload(contents, filename, config.max_upload_bytes)
         except EdgeFMError as exc:
             return dash.no_update, str(exc)
-        return _stored(pixels, f"upload {Path(filename or 'upload').name}"), ""
+        return serve_page.stored(pixels, f"upload {Path(filename or 'upload').name}"), ""
 
     @app.callback(
         dash.Output("seen", "src"),
@@ -246,210 +247,15 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         heat = model.occlusion(pixels, best)
         answers = {m.name: (probs if m is model else m.answer(pixels)) for m in models}
         return (
-            _data_uri(png_bytes(pixels)),
+            serve_page.data_uri(png_bytes(pixels)),
             stored["source"],
             f"{model.labels[best]} ({probs[best]:.1%})",
-            _chart(go, model, probs),
-            _data_uri(png_bytes(overlay(pixels, heat))),
-            _models_table(html, models, answers, model.name),
+            serve_page.chart(go, model, probs),
+            serve_page.data_uri(png_bytes(overlay(pixels, heat))),
+            serve_page.models_table(html, models, answers, model.name),
         )
 
     return app
-
-
-def _stored(pixels: np.ndarray, source: str) -> dict[str, str]:
-    return {
-        "pixels": base64.b64encode(np.asarray(pixels, np.uint8).tobytes()).decode("ascii"),
-        "source": source,
-    }
-
-
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
-def _layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig):
-    card = {"border": "1px solid #d0d7de", "borderRadius": "8px", "padding": "12px", "marginBottom": "12px"}
-    return html.Div(
-        style={
-            "fontFamily": "system-ui, sans-serif",
-            "maxWidth": "1200px",
-            "margin": "0 auto",
-            "padding": "16px",
-        },
-        children=[
-            html.H1("edge-fm demo", style={"marginBottom": "4px"}),
-            html.P(
-                f"{len(models)} model{'s' if len(models) != 1 else ''} from {config.path}, run on this machine through "
-                "LiteRT. Drop an image, or pick a test image.",
-                style={"color": "#59636e", "marginTop": 0},
-            ),
-            dcc.Store(id="image", data=_stored(examples[0][1], f"test image of a {examples[0][0]}")),
-            html.Div(
-                style={"display": "grid", "gridTemplateColumns": "320px 1fr", "gap": "16px"},
-                children=[
-                    html.Div(
-                        children=[
-                            dcc.Upload(
-                                id="upload",
-                                multiple=False,
-                                children=html.Div(
-                                    ["Drag and drop an image here, or ", html.A("choose a file")]
-                                ),
-                                style={
-                                    **card,
-                                    "borderStyle": "dashed",
-                                    "textAlign": "center",
-                                    "padding": "28px 8px",
-                                    "cursor": "pointer",
-                                },
-                            ),
-                            html.Div(
-                                id="message",
-                                role="alert",
-                                style={"color": "#cf222e", "minHeight": "1.2em", "marginBottom": "8px"},
-                            ),
-                            html.Div("Test images:", style={"color": "#59636e"}),
-                            html.Div(
-                                style={
-                                    "display": "flex",
-                                    "flexWrap": "wrap",
-                                    "gap": "4px",
-                                    "marginBottom": "12px",
-                                },
-                                children=[
-                                    html.Button(
-                                        html.Img(src=_data_uri(png_bytes(pixels, 2)), alt=name),
-                                        id={"kind": "example", "index": i},
-                                        title=name,
-                                        style={
-                                            "padding": "2px",
-                                            "border": "1px solid #d0d7de",
-                                            "background": "white",
-                                        },
-                                    )
-                                    for i, (name, pixels) in enumerate(examples)
-                                ],
-                            ),
-                            html.Label("Model", htmlFor="model"),
-                            dcc.Dropdown(
-                                id="model",
-                                options=[m.name for m in models],
-                                value=models[0].name,
-                                clearable=False,
-                            ),
-                            html.Div(
-                                style={**card, "marginTop": "12px"},
-                                children=[
-                                    html.Div("What the model sees (28x28)", style={"color": "#59636e"}),
-                                    html.Img(
-                                        id="seen",
-                                        alt="the image after preprocessing",
-                                        style={"width": "224px", "imageRendering": "pixelated"},
-                                    ),
-                                    html.Div(id="source", style={"color": "#59636e", "fontSize": "0.85em"}),
-                                ],
-                            ),
-                        ]
-                    ),
-                    html.Div(
-                        children=[
-                            html.Div(
-                                style=card,
-                                children=[
-                                    html.Div(
-                                        ["Answer: ", html.Strong(id="answer")], style={"fontSize": "1.3em"}
-                                    ),
-                                    dcc.Graph(
-                                        id="chart",
-                                        config={"displayModeBar": False},
-                                        style={"height": "320px"},
-                                    ),
-                                ],
-                            ),
-                            html.Div(
-                                style={**card, "display": "flex", "gap": "16px", "alignItems": "center"},
-                                children=[
-                                    html.Img(
-                                        id="heat",
-                                        alt="occlusion heat map",
-                                        style={"width": "224px", "imageRendering": "pixelated"},
-                                    ),
-                                    html.P(
-                                        "Where the model looks: occlusion sensitivity of the .tflite. "
-                                        "Each 4x4 patch is hidden in turn; "
-                                        "bright where hiding it lowers the probability of the answer most.",
-                                        style={"color": "#59636e"},
-                                    ),
-                                ],
-                            ),
-                            html.Div(id="models", style=card),
-                        ]
-                    ),
-                ],
-            ),
-        ],
-    )
-
-
-def _chart(go, model: ServedModel, probs: np.ndarray):
-    best = int(probs.argmax())
-    figure = go.Figure(
-        go.Bar(
-            x=[float(p) for p in probs],
-            y=list(model.labels),
-            orientation="h",
-            marker_color=["#1f6feb" if i == best else "#8c959f" for i in range(len(probs))],
-            text=[f"{p:.1%}" for p in probs],
-            textposition="auto",
-        )
-    )
-    figure.update_layout(
-        margin={"l": 10, "r": 10, "t": 30, "b": 30},
-        xaxis={"range": [0, 1], "tickformat": ".0%"},
-        yaxis={"autorange": "reversed"},
-        title={"text": f"class probabilities, {model.name}", "font": {"size": 13}},
-    )
-    return figure
-
-
-def _models_table(html, models: list[ServedModel], answers: dict[str, np.ndarray], chosen: str):
-    def cell(value, fmt):
-        return "-" if value is None else fmt.format(value)
-
-    header = ["model", "format", "answer", "probability", "size (KB)", "test accuracy", "p50 latency (ms)"]
-    rows = []
-    for model in sorted(models, key=lambda m: m.row.get("bytes") or 0):
-        probs = answers[model.name]
-        best = int(probs.argmax())
-        latency = (model.row.get("latency") or {}).get("p50_ms")
-        rows.append(
-            html.Tr(
-                [
-                    html.Td(html.Strong(model.name) if model.name == chosen else model.name),
-                    html.Td(model.row.get("format") or "-"),
-                    html.Td(model.labels[best]),
-                    html.Td(f"{probs[best]:.1%}"),
-                    html.Td(cell(model.row.get("bytes") and model.row["bytes"] / 1000, "{:.1f}")),
-                    html.Td(cell(model.row.get("accuracy"), "{:.2%}")),
-                    html.Td(cell(latency, "{:.3f}")),
-                ]
-            )
-        )
-    return [
-        html.Div(
-            "Every model on this image, with what was measured of it",
-            style={"color": "#59636e", "marginBottom": "6px"},
-        ),
-        html.Table(
-            [
-                html.Thead(html.Tr([html.Th(h, style={"textAlign": "left"}) for h in header])),
-                html.Tbody(rows),
-            ],
-            id="models-table",
-            style={"borderCollapse": "collapse", "width": "100%"},
-        ),
-    ]
 
 
 def _dash():
