@@ -39,7 +39,7 @@ import zipfile
 from pathlib import Path
 
 from edge_fm import runner
-from edge_fm.bench import BenchOptions, bench, collect_artifacts, write_test_set
+from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
 from edge_fm.io import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,9 @@ EMULATED_NOTE = "qemu-user emulation on an x86_64 host: timings are NOT Raspberr
 def require_tools() -> str:
     qemu = shutil.which("qemu-aarch64-static") or shutil.which("qemu-aarch64")
     if not qemu or not shutil.which("mmdebstrap"):
-        sys.exit("error: needs qemu user-mode emulation and mmdebstrap: apt-get install qemu-user-static mmdebstrap")
+        sys.exit(
+            "error: needs qemu user-mode emulation and mmdebstrap: apt-get install qemu-user-static mmdebstrap"
+        )
     return qemu
 
 
@@ -62,8 +64,18 @@ def build_rootfs(root: Path) -> None:
         return
     tmp = root.with_name(root.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    subprocess.run(["mmdebstrap", "--quiet", "--variant=extract", "--architectures=arm64", f"--include={DEBIAN_PACKAGES}",
-                    "bookworm", str(tmp)], check=True)
+    subprocess.run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            "--variant=extract",
+            "--architectures=arm64",
+            f"--include={DEBIAN_PACKAGES}",
+            "bookworm",
+            str(tmp),
+        ],
+        check=True,
+    )
     fake_arm_cpu(tmp)
     tmp.rename(root)
 
@@ -71,8 +83,11 @@ def build_rootfs(root: Path) -> None:
 # qemu -cpu name -> (MIDR part number, /proc/cpuinfo features, what it stands for).
 CPUS = {
     "cortex-a72": ("0xd08", "fp asimd evtstrm crc32 cpuid", "Raspberry Pi 4"),
-    "cortex-a76": ("0xd0b", "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc "
-                   "dcpop asimddp", "Raspberry Pi 5"),
+    "cortex-a76": (
+        "0xd0b",
+        "fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp",
+        "Raspberry Pi 5",
+    ),
     "max": ("0xd0b", "fp asimd evtstrm crc32 cpuid", "qemu's all-features CPU, not a Raspberry Pi"),
 }
 
@@ -97,8 +112,10 @@ def fake_arm_cpu(root: Path, cpu: str = "cortex-a72", cores: int = 4) -> None:
         (topology / "package_cpus_list").write_text(f"0-{cores - 1}\n")
         (topology / "thread_siblings_list").write_text(f"{index}\n")
     (root / "proc").mkdir(exist_ok=True)
-    block = ("processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: " + features + "\nCPU implementer\t: 0x41\n"
-             "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: " + part + "\nCPU revision\t: 3\n\n")
+    block = (
+        "processor\t: {i}\nBogoMIPS\t: 108.00\nFeatures\t: " + features + "\nCPU implementer\t: 0x41\n"
+        "CPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: " + part + "\nCPU revision\t: 3\n\n"
+    )
     (root / "proc" / "cpuinfo").write_text("".join(block.format(i=i) for i in range(cores)))
 
 
@@ -110,9 +127,24 @@ def install_wheels(root: Path, litert_version: str) -> Path:
         return site
     with tempfile.TemporaryDirectory() as tmp:
         platforms = [f"--platform=manylinux_2_{v}_aarch64" for v in (17, 27, 28, 31, 34, 35, 36)]
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platforms,
-                        "--python-version=3.11", "--implementation=cp", "--dest", tmp,
-                        f"ai-edge-litert=={litert_version}", "numpy"], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--only-binary=:all:",
+                *platforms,
+                "--python-version=3.11",
+                "--implementation=cp",
+                "--dest",
+                tmp,
+                f"ai-edge-litert=={litert_version}",
+                "numpy",
+            ],
+            check=True,
+        )
         shutil.rmtree(site, ignore_errors=True)
         site.mkdir(parents=True)
         for wheel in sorted(Path(tmp).glob("*.whl")):
@@ -122,14 +154,34 @@ def install_wheels(root: Path, litert_version: str) -> Path:
     return site
 
 
-def run_emulated(qemu: str, cpu: str, root: Path, site: Path, artifacts: list[Path], test_set: Path,
-                 options: BenchOptions) -> dict:
+def run_emulated(
+    qemu: str, cpu: str, root: Path, site: Path, artifacts: list[Path], test_set: Path, options: BenchOptions
+) -> dict:
     """The runner under qemu as ``cpu``: one process (no children, which would need binfmt_misc)."""
     fake_arm_cpu(root, cpu)
-    command = [qemu, "-cpu", cpu, "-L", str(root), str(root / "usr" / "bin" / "python3"), runner.__file__,
-               *map(str, artifacts), "--test-data", str(test_set), "--no-isolate", "--note", f"emulated={EMULATED_NOTE}",
-               "--note", f"emulated_cpu={cpu}", "--json", "-", *options.runner_args()]
-    done = subprocess.run(command, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
+    command = [
+        qemu,
+        "-cpu",
+        cpu,
+        "-L",
+        str(root),
+        str(root / "usr" / "bin" / "python3"),
+        runner.__file__,
+        *map(str, artifacts),
+        "--test-data",
+        str(test_set),
+        "--no-isolate",
+        "--note",
+        f"emulated={EMULATED_NOTE}",
+        "--note",
+        f"emulated_cpu={cpu}",
+        "--json",
+        "-",
+        *options.runner_args(),
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    )
     if done.returncode != 0:
         sys.exit(f"error: the emulated runner failed on {cpu}: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout)
@@ -140,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("artifacts", nargs="+", help="export bundles or .tflite files")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--runs", type=int, default=20, help="timed runs (emulation is slow)")
-    parser.add_argument("--cpus", default="cortex-a72,cortex-a76",
-                        help=f"comma list of emulated CPUs ({', '.join(CPUS)}); max is qemu's, not a Pi's")
+    parser.add_argument(
+        "--cpus",
+        default="cortex-a72,cortex-a76",
+        help=f"comma list of emulated CPUs ({', '.join(CPUS)}); max is qemu's, not a Pi's",
+    )
     args = parser.parse_args(argv)
     cpus = [c for c in args.cpus.split(",") if c]
     if not cpus or any(c not in CPUS for c in cpus):
@@ -164,16 +219,25 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for index, x86_row in enumerate(native["rows"]):
         # path and sha256 tie the row to the exact file measured, so a re-shipped model shows a stale row.
-        row = {"artifact": x86_row["artifact"], "path": x86_row.get("path"), "sha256": x86_row.get("sha256"),
-               "format": x86_row.get("format"), "status": x86_row["status"],
-               "x86_64_accuracy": x86_row.get("accuracy"), "x86_64_p50_ms": x86_row.get("latency", {}).get("p50_ms"),
-               "aarch64": {}}
+        row = {
+            "artifact": x86_row["artifact"],
+            "path": x86_row.get("path"),
+            "sha256": x86_row.get("sha256"),
+            "format": x86_row.get("format"),
+            "status": x86_row["status"],
+            "x86_64_accuracy": x86_row.get("accuracy"),
+            "x86_64_p50_ms": x86_row.get("latency", {}).get("p50_ms"),
+            "aarch64": {},
+        }
         for cpu, arm in emulated.items():
             arm_row = arm["rows"][index]
             entry = {"status": arm_row["status"]}
             if arm_row["status"] == "ok" and x86_row["status"] == "ok":
-                entry.update(accuracy=arm_row["accuracy"], difference=arm_row["accuracy"] - x86_row["accuracy"],
-                             emulated_p50_ms=arm_row["latency"]["p50_ms"])
+                entry.update(
+                    accuracy=arm_row["accuracy"],
+                    difference=arm_row["accuracy"] - x86_row["accuracy"],
+                    emulated_p50_ms=arm_row["latency"]["p50_ms"],
+                )
             else:
                 entry["error"] = arm_row.get("error") or x86_row.get("error")
             row["aarch64"][cpu] = entry
@@ -182,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     pi_cpus = [c for c in cpus if c != "max"]
     pi_entries = [r["aarch64"][c] for r in rows for c in pi_cpus]
     result = {
-        "what": "the device runner on 64-bit ARM Debian 12 under qemu user-mode emulation vs natively on this x86_64 CPU",
+        "what": "the device runner on 64-bit ARM Debian 12 under qemu user-mode emulation vs natively "
+        "on this x86_64 CPU",
         "note": EMULATED_NOTE,
         "cpus": {cpu: CPUS[cpu][2] for cpu in cpus},
         "aarch64_environment": next(iter(emulated.values()))["environment"],
@@ -192,7 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         "test_set": test_info,
         "rows": rows,
         "all_ok_on_pi_cpus": all(e["status"] == "ok" for e in pi_entries),
-        "max_accuracy_difference_on_pi_cpus": max((abs(e.get("difference", 1.0)) for e in pi_entries), default=None),
+        "max_accuracy_difference_on_pi_cpus": max(
+            (abs(e.get("difference", 1.0)) for e in pi_entries), default=None
+        ),
         "host": f"{platform.machine()}, {runner.cpu_model()}",
         "seconds": round(time.time() - started, 1),
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

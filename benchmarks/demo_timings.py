@@ -43,15 +43,19 @@ def serve_start() -> tuple[float, subprocess.Popen, str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     start = time.perf_counter()
-    server = subprocess.Popen([EDGE_FM, "serve", "models/", "--port", str(port)], cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [EDGE_FM, "serve", "models/", "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     while True:
         try:
             urllib.request.urlopen(url, timeout=2).read()
             return time.perf_counter() - start, server, url
         except OSError:
             if server.poll() is not None or time.perf_counter() - start > 60:
-                raise SystemExit("edge-fm serve did not answer within 60 s")
+                raise SystemExit("edge-fm serve did not answer within 60 s") from None
             time.sleep(0.02)
 
 
@@ -61,7 +65,9 @@ def first_answer(page, url: str) -> float:
     page.wait_for_selector("#answer:not(:empty)", timeout=30_000)
     start = time.perf_counter()
     page.locator("button[title='Sneaker']").click()
-    page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000
+    )
     return time.perf_counter() - start
 
 

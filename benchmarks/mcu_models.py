@@ -18,9 +18,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from edge_fm.bench import bench, write_results
-from edge_fm.catalog import read_provenances
-from edge_fm.mcu import BOARDS, DEFAULT_CHECK_IMAGES, TflmTarget
+from edge_fm.bench.benchmark import bench, write_results
+from edge_fm.bench.targets import TflmTarget
+from edge_fm.export.tflm import BOARDS, DEFAULT_CHECK_IMAGES
+from edge_fm.shipping.catalog import read_provenances
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -34,9 +35,21 @@ def not_shipped_rows(models_dir: Path) -> list[dict]:
             continue
         size = provenance.get("artifact", {}).get("bytes")
         largest = max(board.flash_bytes for board in BOARDS)
-        beyond = f"; at {size:,} bytes it exceeds the largest flash checked ({largest:,} bytes)" if size and size > largest else ""
-        rows.append({"artifact": name, "model": name, "path": _shown(models_dir / name), "bytes": size, "status": "error",
-                     "error": f"not checked: the artifact is not kept in {models_dir.name}/ (too large to ship){beyond}"})
+        beyond = (
+            f"; at {size:,} bytes it exceeds the largest flash checked ({largest:,} bytes)"
+            if size and size > largest
+            else ""
+        )
+        rows.append(
+            {
+                "artifact": name,
+                "model": name,
+                "path": _shown(models_dir / name),
+                "bytes": size,
+                "status": "error",
+                "error": f"not checked: the artifact is not kept in {models_dir.name}/ (too large to ship){beyond}",
+            }
+        )
     return rows
 
 
@@ -57,8 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Each model's own int8 artifact, not the other forms a model folder may hold (a mobile/ one, say).
-    artifacts = [args.models_dir / name / "model.tflite" for name in read_provenances(args.models_dir)
-                 if (args.models_dir / name / "model.tflite").is_file()]
+    artifacts = [
+        args.models_dir / name / "model.tflite"
+        for name in read_provenances(args.models_dir)
+        if (args.models_dir / name / "model.tflite").is_file()
+    ]
     result = bench(artifacts, TflmTarget(images=args.images), data_dir=args.data_dir)
     for row in result["rows"]:
         row["model"] = Path(row["path"]).parent.name
@@ -66,15 +82,20 @@ def main(argv: list[str] | None = None) -> int:
     result["rows"] += not_shipped_rows(args.models_dir)
     result["rows"].sort(key=lambda row: row["model"])
     # The data folder is this machine's: the record names it as the README does.
-    words = ["DATA_DIR" if args.data_dir and word == str(args.data_dir) else word
-             for word in (argv if argv is not None else sys.argv[1:])]
+    words = [
+        "DATA_DIR" if args.data_dir and word == str(args.data_dir) else word
+        for word in (argv if argv is not None else sys.argv[1:])
+    ]
     result["command"] = shlex.join(["python", "benchmarks/mcu_models.py", *words])
     write_results(result, args.out)
     for row in result["rows"]:
         if row["status"] == "ok":
-            print(f"{row['model']:<14} flash {row['flash_bytes']:>9,} B  arena {row['arena_bytes']:>7,} B "
-                  f"(min {row['arena_min_bytes']:,})  acc {row['accuracy']:.2%}  agree {row['agreement_with_litert_reference']:.2%}"
-                  f"  identical {row['identical_outputs_to_litert_reference']:.1%}  {row['check_seconds']} s")
+            print(
+                f"{row['model']:<14} flash {row['flash_bytes']:>9,} B  arena {row['arena_bytes']:>7,} B "
+                f"(min {row['arena_min_bytes']:,})  acc {row['accuracy']:.2%}  agree "
+                f"{row['agreement_with_litert_reference']:.2%}"
+                f"  identical {row['identical_outputs_to_litert_reference']:.1%}  {row['check_seconds']} s"
+            )
         else:
             print(f"{row['model']:<14} error: {row['error']}")
     print(f"wrote {args.out}")

@@ -40,7 +40,9 @@ def time_pair(int8: Path, mobile: Path, threads: int, blocks: int, runs_per_bloc
     models = {}
     for name, path in (("int8", int8), ("mobile", mobile)):
         model = TFLiteModel(model_path=str(path), num_threads=threads)
-        model.interpreter.set_tensor(model.input["index"], np.zeros(model.input["shape"], model.input["dtype"]))
+        model.interpreter.set_tensor(
+            model.input["index"], np.zeros(model.input["shape"], model.input["dtype"])
+        )
         for _ in range(warmup):
             model.interpreter.invoke()
         models[name] = model.interpreter.invoke
@@ -53,20 +55,32 @@ def time_pair(int8: Path, mobile: Path, threads: int, blocks: int, runs_per_bloc
                 timings[name].append(time.perf_counter() - t0)
     latency = {name: summarize_latency(values) for name, values in timings.items()}
     ratio = latency["mobile"]["p50_ms"] / latency["int8"]["p50_ms"]
-    return {"int8": str(int8), "mobile": str(mobile), "threads": threads, "latency": latency,
-            "p50_ratio": ratio, "target_ratio": TARGET_RATIO, "within_target": bool(ratio <= TARGET_RATIO), "status": "ok"}
+    return {
+        "int8": str(int8),
+        "mobile": str(mobile),
+        "threads": threads,
+        "latency": latency,
+        "p50_ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "within_target": bool(ratio <= TARGET_RATIO),
+        "status": "ok",
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Mobile form vs int8 artifact: p50 latency side by side.")
-    parser.add_argument("artifacts", nargs="*", type=Path, help="pairs: int8 bundle (or .tflite), then its mobile form")
+    parser.add_argument(
+        "artifacts", nargs="*", type=Path, help="pairs: int8 bundle (or .tflite), then its mobile form"
+    )
     parser.add_argument("--shipped", action="store_true", help="every shipped model against its mobile form")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--blocks", type=int, default=40, help="alternating blocks per artifact")
     parser.add_argument("--runs-per-block", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--json", type=Path, default=RESULT)
-    parser.add_argument("--shared-cpu", action="store_true", help="note in the result that the CPU was shared with other work")
+    parser.add_argument(
+        "--shared-cpu", action="store_true", help="note in the result that the CPU was shared with other work"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if len(args.artifacts) % 2 or not (args.artifacts or args.shipped):
@@ -76,35 +90,73 @@ def main(argv: list[str] | None = None) -> int:
         models = REPO / "models"
         if Path.cwd().resolve() == REPO:
             models = Path("models")  # rows name the files as the repository does
-        pairs += [(folder / "model.tflite", folder / "mobile" / "model.tflite")
-                  for folder in sorted(p.parent.parent for p in models.glob("*/mobile/model.tflite"))]
-    options = [f"--threads={args.threads}", f"--blocks={args.blocks}", f"--runs-per-block={args.runs_per_block}",
-               f"--warmup={args.warmup}"]
+        pairs += [
+            (folder / "model.tflite", folder / "mobile" / "model.tflite")
+            for folder in sorted(p.parent.parent for p in models.glob("*/mobile/model.tflite"))
+        ]
+    options = [
+        f"--threads={args.threads}",
+        f"--blocks={args.blocks}",
+        f"--runs-per-block={args.runs_per_block}",
+        f"--warmup={args.warmup}",
+    ]
     if args.child:
         int8, mobile = pairs[0]
-        print(json.dumps(time_pair(int8, mobile, args.threads, args.blocks, args.runs_per_block, args.warmup)))
+        print(
+            json.dumps(time_pair(int8, mobile, args.threads, args.blocks, args.runs_per_block, args.warmup))
+        )
         return 0
     from edge_fm.runner import environment
 
     rows = []
     for int8, mobile in pairs:
         # One fresh process per pair, as the runner measures each artifact in a child of its own.
-        done = subprocess.run([sys.executable, __file__, str(int8), str(mobile), "--child", *options], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, __file__, str(int8), str(mobile), "--child", *options],
+            capture_output=True,
+            text=True,
+        )
         if done.returncode == 0:
             row = json.loads(done.stdout.strip().splitlines()[-1])
         else:
             lines = done.stderr.strip().splitlines()
-            row = {"int8": str(int8), "mobile": str(mobile), "status": "error", "error": lines[-1] if lines else str(done.returncode)}
+            row = {
+                "int8": str(int8),
+                "mobile": str(mobile),
+                "status": "error",
+                "error": lines[-1] if lines else str(done.returncode),
+            }
         row = {"model": int8.parent.name if int8.name == "model.tflite" else int8.stem, **row}
         rows.append(row)
         print(json.dumps({k: row.get(k) for k in ("model", "status", "p50_ratio", "within_target")}))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    command = shlex.join(["python", "benchmarks/mobile_latency.py", *map(str, args.artifacts),
-                          *(["--shipped"] if args.shipped else []), *(["--shared-cpu"] if args.shared_cpu else []), *options])
-    note = ("timed on a CPU shared with other work: the two artifacts of a pair alternate in blocks, so load "
-            "falls on both and the ratio stays fair, while the absolute times are slower than on a quiet machine")
-    args.json.write_text(json.dumps({"command": command, "environment": environment(), "options": options,
-                                     "note": note if args.shared_cpu else None, "rows": rows}, indent=2) + "\n")
+    command = shlex.join(
+        [
+            "python",
+            "benchmarks/mobile_latency.py",
+            *map(str, args.artifacts),
+            *(["--shipped"] if args.shipped else []),
+            *(["--shared-cpu"] if args.shared_cpu else []),
+            *options,
+        ]
+    )
+    note = (
+        "timed on a CPU shared with other work: the two artifacts of a pair alternate in blocks, so load "
+        "falls on both and the ratio stays fair, while the absolute times are slower than on a quiet machine"
+    )
+    args.json.write_text(
+        json.dumps(
+            {
+                "command": command,
+                "environment": environment(),
+                "options": options,
+                "note": note if args.shared_cpu else None,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     return 0
 
 

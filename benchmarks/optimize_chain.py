@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 
 import edge_fm
-from edge_fm.export import export
+from edge_fm.export.exporter import export
 from edge_fm.io import read_json, write_json
-from edge_fm.optimize import OptimizeConfig, optimize
-from edge_fm.runner import TFLiteModel
-from edge_fm.runner import cpu_model
+from edge_fm.optimize.compress import OptimizeConfig, optimize
+from edge_fm.runner import TFLiteModel, cpu_model
 
 RESULTS = Path(__file__).parent / "results"
 QAT_TOLERANCE = 0.003  # the QAT int8 artifact must stay within 0.3 points of its float model
@@ -48,17 +47,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
 
-    train_run = Path(args.train_run) if args.train_run else edge_fm.train_model(
-        edge_fm.config_for(args.arch, "paper"), data_dir=args.data_dir, runs_dir=args.runs_dir
+    train_run = (
+        Path(args.train_run)
+        if args.train_run
+        else edge_fm.train_model(
+            edge_fm.config_for(args.arch, "paper"), data_dir=args.data_dir, runs_dir=args.runs_dir
+        )
     )
     arch = edge_fm.load_config(edge_fm.TrainConfig, train_run / "config.json").arch
-    pruned = optimize(OptimizeConfig("prune", str(train_run), target_sparsity=args.sparsity), args.data_dir, args.runs_dir)
+    pruned = optimize(
+        OptimizeConfig("prune", str(train_run), target_sparsity=args.sparsity), args.data_dir, args.runs_dir
+    )
     qat = optimize(OptimizeConfig("qat", str(train_run)), args.data_dir, args.runs_dir)
     pqat = optimize(OptimizeConfig("qat", str(pruned)), args.data_dir, args.runs_dir)
 
     plan = [
-        ("fp32", train_run, "fp32"), ("fp16", train_run, "fp16"), ("dynamic", train_run, "dynamic"),
-        ("int8", train_run, "int8"), ("pruned+int8", pruned, "int8"), ("qat-int8", qat, "qat-int8"),
+        ("fp32", train_run, "fp32"),
+        ("fp16", train_run, "fp16"),
+        ("dynamic", train_run, "dynamic"),
+        ("int8", train_run, "int8"),
+        ("pruned+int8", pruned, "int8"),
+        ("qat-int8", qat, "qat-int8"),
         ("pruned+qat-int8", pqat, "qat-int8"),
     ]
     test_images, test_labels = edge_fm.load_split("test", args.data_dir)
@@ -70,20 +79,31 @@ def main(argv: list[str] | None = None) -> int:
             bundle = export(source, fmt, runs_dir=args.runs_dir, data_dir=args.data_dir)
             description = read_json(bundle / "model.json")
             scores = score_artifact(bundle, test_images, test_labels)
-            row.update({
-                "bundle": str(bundle),
-                "test_accuracy": scores["accuracy"],
-                "bytes": description["artifact"]["bytes"],
-                "gzip_bytes": description["artifact"]["gzip_bytes"],
-                "integer_only": description["export"]["integer_only"],
-                "parity": description["export"]["parity"],
-                "source_sparsity": read_json(Path(source) / "metrics.json").get("sparsity", {}).get("overall", 0.0),
-                "status": "ok",
-            })
+            row.update(
+                {
+                    "bundle": str(bundle),
+                    "test_accuracy": scores["accuracy"],
+                    "bytes": description["artifact"]["bytes"],
+                    "gzip_bytes": description["artifact"]["gzip_bytes"],
+                    "integer_only": description["export"]["integer_only"],
+                    "parity": description["export"]["parity"],
+                    "source_sparsity": read_json(Path(source) / "metrics.json")
+                    .get("sparsity", {})
+                    .get("overall", 0.0),
+                    "status": "ok",
+                }
+            )
         except edge_fm.EdgeFMError as exc:  # one failure never aborts the table
             row.update({"status": "error", "error": str(exc)})
         rows.append(row)
-        print(row["artifact"], row.get("test_accuracy"), row.get("bytes"), row.get("gzip_bytes"), row["status"], flush=True)
+        print(
+            row["artifact"],
+            row.get("test_accuracy"),
+            row.get("bytes"),
+            row.get("gzip_bytes"),
+            row["status"],
+            flush=True,
+        )
 
     qat_row = next(r for r in rows if r["artifact"] == "qat-int8")
     result = {

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from edge_fm import runner
-from edge_fm.bench import BenchOptions, bench, collect_artifacts, write_test_set
+from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
 from edge_fm.io import write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -55,8 +55,12 @@ print(json.dumps({"p50_ms": float(np.percentile(timings, 50)) * 1000, "runs": ru
 
 
 def bare_p50(artifact: Path, runs: int, warmup: int) -> float:
-    done = subprocess.run([sys.executable, "-c", BARE_LOOP, str(artifact), str(runs), str(warmup)],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", BARE_LOOP, str(artifact), str(runs), str(warmup)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout)["p50_ms"]
 
 

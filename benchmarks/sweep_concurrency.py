@@ -24,12 +24,15 @@ import time
 from pathlib import Path
 
 from edge_fm.io import read_json, write_json
+from edge_fm.pipeline.sweep import RayOptions, run_sweep
+from edge_fm.pipeline.sweep_spec import SWEEP_JSON, SweepSpec
 from edge_fm.runner import cpu_model
-from edge_fm.runs import library_versions
-from edge_fm.sweep import SWEEP_JSON, RayOptions, SweepSpec, run_sweep
+from edge_fm.train.runs import library_versions
 
 RESULTS = Path(__file__).parent / "results"
-GRID = SweepSpec(archs=("tiny-cnn",), settings={"epochs": (1, 2), "seed": (0, 1)}, formats=("int8",), sample=True)
+GRID = SweepSpec(
+    archs=("tiny-cnn",), settings={"epochs": (1, 2), "seed": (0, 1)}, formats=("int8",), sample=True
+)
 
 
 def measure(concurrency: int, cores: int) -> dict:
@@ -44,10 +47,15 @@ def measure(concurrency: int, cores: int) -> dict:
     trials = summary["trials"].values()
     ok = [t for t in trials if t["status"] == "ok"]
     return {
-        "concurrency": concurrency, "threads_per_trial": threads, "trials": len(trials), "trials_ok": len(ok),
-        "seconds": round(seconds, 1), "trials_per_minute": round(60 * len(trials) / seconds, 3),
+        "concurrency": concurrency,
+        "threads_per_trial": threads,
+        "trials": len(trials),
+        "trials_ok": len(ok),
+        "seconds": round(seconds, 1),
+        "trials_per_minute": round(60 * len(trials) / seconds, 3),
         "trial_seconds_mean": round(sum(t["seconds"] for t in ok) / max(1, len(ok)), 1),
-        "load_average_before": round(load_before, 2), "load_average_after": round(os.getloadavg()[0], 2),
+        "load_average_before": round(load_before, 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
     }
 
 
@@ -60,20 +68,32 @@ def main(argv: list[str] | None = None) -> int:
     ratio = rows[1]["trials_per_minute"] / rows[0]["trials_per_minute"]
     result = {
         "question": "How much faster does a sweep go with two trials at once than with one, on this machine?",
-        "command": shlex.join(["python", "benchmarks/sweep_concurrency.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": shlex.join(
+            ["python", "benchmarks/sweep_concurrency.py", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "grid": GRID.as_dict(),
-        "environment": {"cpu": cpu_model(), "cores": cores, "machine": platform.machine(), "os": platform.platform(),
-                        **library_versions(), "ray": _version("ray")},
+        "environment": {
+            "cpu": cpu_model(),
+            "cores": cores,
+            "machine": platform.machine(),
+            "os": platform.platform(),
+            **library_versions(),
+            "ray": _version("ray"),
+        },
         "rows": rows,
         "throughput_ratio_2_over_1": round(ratio, 3),
-        "note": ("Wall time of the whole sweep, Ray's start included. The load averages show what else ran on the "
-                 "machine: figures measured on a shared machine are noisier than on an idle one."),
+        "note": (
+            "Wall time of the whole sweep, Ray's start included. The load averages show what else ran on the "
+            "machine: figures measured on a shared machine are noisier than on an idle one."
+        ),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     write_json(Path(args.out), result)
     for row in rows:
-        print(f"{row['concurrency']} at once x {row['threads_per_trial']} thread(s): {row['seconds']:.0f} s, "
-              f"{row['trials_per_minute']:.2f} trials/min")
+        print(
+            f"{row['concurrency']} at once x {row['threads_per_trial']} thread(s): {row['seconds']:.0f} s, "
+            f"{row['trials_per_minute']:.2f} trials/min"
+        )
     print(f"throughput ratio (2 at once / 1): {ratio:.2f} -> {args.out}")
     return 0
 

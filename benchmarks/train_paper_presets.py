@@ -44,23 +44,25 @@ def summarize() -> list[dict]:
         spec = edge_fm.zoo.get_spec(metrics["arch"])
         accuracy = metrics["test"]["accuracy"]
         target = spec.paper_accuracy - TOLERANCE
-        rows.append({
-            "arch": metrics["arch"],
-            "paper": spec.paper,
-            "paper_accuracy": spec.paper_accuracy,
-            "test_accuracy": accuracy,
-            "target": round(target, 4),
-            "meets_target": accuracy >= target,
-            "best_val_accuracy": metrics["val"]["accuracy"],
-            "epochs_run": metrics["epochs_run"],
-            "best_epoch": metrics["best_epoch"],
-            "training_seconds": metrics["training_seconds"],
-            "params": metrics["params"],
-            "macs": metrics["macs"],
-            "device": metrics["device"],
-            "command": metrics["command"],
-            "metrics_file": path.name,
-        })
+        rows.append(
+            {
+                "arch": metrics["arch"],
+                "paper": spec.paper,
+                "paper_accuracy": spec.paper_accuracy,
+                "test_accuracy": accuracy,
+                "target": round(target, 4),
+                "meets_target": accuracy >= target,
+                "best_val_accuracy": metrics["val"]["accuracy"],
+                "epochs_run": metrics["epochs_run"],
+                "best_epoch": metrics["best_epoch"],
+                "training_seconds": metrics["training_seconds"],
+                "params": metrics["params"],
+                "macs": metrics["macs"],
+                "device": metrics["device"],
+                "command": metrics["command"],
+                "metrics_file": path.name,
+            }
+        )
     write_json(RESULTS / "paper_presets.json", rows)
     return rows
 
@@ -75,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summarize_only:
         for arch in args.archs:
             metrics = train_one(arch, args.data_dir, args.runs_dir)
-            print(f"{arch}: test accuracy {metrics['test']['accuracy']:.4f} ({metrics['run_dir']})", flush=True)
+            print(
+                f"{arch}: test accuracy {metrics['test']['accuracy']:.4f} ({metrics['run_dir']})", flush=True
+            )
     for row in summarize():
         verdict = "meets" if row["meets_target"] else "MISSES"
-        print(f"{row['arch']}: {row['test_accuracy']:.2%} vs paper {row['paper_accuracy']:.2%} -> {verdict} target {row['target']:.2%}")
+        print(
+            f"{row['arch']}: {row['test_accuracy']:.2%} vs paper {row['paper_accuracy']:.2%} -> "
+            f"{verdict} target {row['target']:.2%}"
+        )
     return 0
 
 

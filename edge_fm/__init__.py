@@ -1,13 +1,16 @@
 """edge-fm: train, optimize, export and benchmark small Fashion-MNIST classifiers for the edge.
 
-The public API; the CLI and the scripts in ``benchmarks/`` import from here.
+The public API: the CLI reaches the library through it (names load their module on first use);
+scripts in ``benchmarks/`` and ``experiments/`` that study internals import those modules directly.
 
 Example:
     >>> import edge_fm
     >>> run_dir = edge_fm.train_model(edge_fm.config_for("cnn-2conv", "quick", data="sample"))  # doctest: +SKIP
     >>> edge_fm.Run(run_dir).metrics["sample_test"]["accuracy"]  # doctest: +SKIP
 
-The names do not hide the modules of the package: ``edge_fm.train`` is the training module,
+The package is laid out by stage, as the pipeline reads: ``data``, ``zoo``, ``train``, ``optimize``,
+``export``, ``bench``, ``show``, ``shipping``, ``pipeline`` and ``cli``, each importing only the stages
+below it. The names do not hide those packages: ``edge_fm.train`` is the training stage,
 ``edge_fm.train_model`` its function (likewise ``optimize_run``, ``export_run``, ``bench_artifacts``).
 """
 
@@ -22,8 +25,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that was not installed
     __version__ = "0.0.0+local"
 
-from edge_fm.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
-from edge_fm.data import (  # noqa: E402
+from edge_fm.data.datasets import (  # noqa: E402
     CLASS_NAMES,
     Dataset,
     fetch,
@@ -37,7 +39,8 @@ from edge_fm.data import (  # noqa: E402
     write_idx,
 )
 from edge_fm.errors import EdgeFMError  # noqa: E402
-from edge_fm.report import classification_metrics, confusion_matrix  # noqa: E402
+from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
+from edge_fm.train.metrics import classification_metrics, confusion_matrix  # noqa: E402
 
 # The names below load TensorFlow (seconds); they are imported on first use (PEP 562), so what
 # needs only LiteRT (`edge-fm serve`, the device runner) starts without it. Set here as in
@@ -45,35 +48,70 @@ from edge_fm.report import classification_metrics, confusion_matrix  # noqa: E40
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _LAZY = {
-    "evaluate_run": ("edge_fm.evaluate", "evaluate_run"),
-    "predict_proba": ("edge_fm.evaluate", "predict_proba"),
-    "PRESET_NAMES": ("edge_fm.presets", "PRESET_NAMES"),
-    "preset": ("edge_fm.presets", "preset"),
-    "Run": ("edge_fm.runs", "Run"),
-    "Reporter": ("edge_fm.train", "Reporter"),
-    "config_for": ("edge_fm.train", "config_for"),
-    "resume": ("edge_fm.train", "resume"),
-    "train_model": ("edge_fm.train", "train"),
-    "optimize_run": ("edge_fm.optimize", "optimize"),
-    "OptimizeConfig": ("edge_fm.config", "OptimizeConfig"),
-    "export_run": ("edge_fm.export", "export"),
-    "export_mobile": ("edge_fm.mobile", "export_mobile"),
-    "export_mcu": ("edge_fm.mcu", "export_mcu"),
-    "tflm_report": ("edge_fm.mcu", "tflm_report"),
-    "bench_artifacts": ("edge_fm.bench", "bench"),
-    "bench_fleet": ("edge_fm.bench", "bench_fleet"),
-    "BenchOptions": ("edge_fm.bench", "BenchOptions"),
-    "ship": ("edge_fm.ship", "ship"),
-    "ShipConfig": ("edge_fm.ship", "ShipConfig"),
-    "bench_catalog": ("edge_fm.catalog", "bench_catalog"),
-    "model_card": ("edge_fm.cards", "model_card"),
-    "build_report": ("edge_fm.html_report", "build_report"),
-    "explain_files": ("edge_fm.explain", "explain_files"),
-    "run_pipeline": ("edge_fm.pipeline", "run_pipeline"),
-    "PipelineConfig": ("edge_fm.pipeline", "PipelineConfig"),
-    "run_sweep": ("edge_fm.sweep", "run_sweep"),
-    **{name: ("edge_fm.zoo", name) for name in
-       ("EdgeFMWarning", "count_macs", "create_model", "describe_model", "list_models", "register_model")},
+    "evaluate_run": ("edge_fm.train.evaluate", "evaluate_run"),
+    "predict_proba": ("edge_fm.train.evaluate", "predict_proba"),
+    "PRESET_NAMES": ("edge_fm.train.presets", "PRESET_NAMES"),
+    "preset": ("edge_fm.train.presets", "preset"),
+    "Run": ("edge_fm.train.runs", "Run"),
+    "Reporter": ("edge_fm.train.trainer", "Reporter"),
+    "config_for": ("edge_fm.train.trainer", "config_for"),
+    "resume": ("edge_fm.train.trainer", "resume"),
+    "train_model": ("edge_fm.train.trainer", "train"),
+    "optimize_run": ("edge_fm.optimize.compress", "optimize"),
+    "OptimizeConfig": ("edge_fm.train.config", "OptimizeConfig"),
+    "export_run": ("edge_fm.export.exporter", "export"),
+    "export_mobile": ("edge_fm.export.mobile", "export_mobile"),
+    "export_mcu": ("edge_fm.export.mcu", "export_mcu"),
+    "tflm_report": ("edge_fm.export.tflm", "tflm_report"),
+    "bench_artifacts": ("edge_fm.bench.benchmark", "bench"),
+    "bench_fleet": ("edge_fm.bench.benchmark", "bench_fleet"),
+    "BenchOptions": ("edge_fm.bench.benchmark", "BenchOptions"),
+    "ship": ("edge_fm.shipping.ship", "ship"),
+    "ShipConfig": ("edge_fm.shipping.ship", "ShipConfig"),
+    "bench_catalog": ("edge_fm.shipping.catalog", "bench_catalog"),
+    "model_card": ("edge_fm.shipping.cards", "model_card"),
+    "build_report": ("edge_fm.show.html_report", "build_report"),
+    "explain_files": ("edge_fm.show.explain", "explain_files"),
+    "run_pipeline": ("edge_fm.pipeline.pipeline", "run_pipeline"),
+    "PipelineConfig": ("edge_fm.pipeline.pipeline", "PipelineConfig"),
+    "run_sweep": ("edge_fm.pipeline.sweep", "run_sweep"),
+    "parse_threads": ("edge_fm.bench.benchmark", "parse_threads"),
+    "below_min_accuracy": ("edge_fm.bench.benchmark", "below_min_accuracy"),
+    "write_results": ("edge_fm.bench.benchmark", "write_results"),
+    "compare_devices": ("edge_fm.bench.benchmark", "compare_devices"),
+    "flat_row": ("edge_fm.bench.benchmark", "flat_row"),
+    "parse_target": ("edge_fm.bench.targets", "parse_target"),
+    "Bundle": ("edge_fm.export.bundles", "Bundle"),
+    "get_format": ("edge_fm.export.formats", "get_format"),
+    "FormOptions": ("edge_fm.export.forms", "FormOptions"),
+    "export_form": ("edge_fm.export.forms", "export_form"),
+    "get_form": ("edge_fm.export.forms", "get_form"),
+    "optimize_chain": ("edge_fm.optimize.compress", "optimize_chain"),
+    "resume_optimize": ("edge_fm.optimize.compress", "resume_optimize"),
+    "read_pipeline": ("edge_fm.pipeline.pipeline", "read_pipeline"),
+    "RayOptions": ("edge_fm.pipeline.sweep", "RayOptions"),
+    "resume_sweep": ("edge_fm.pipeline.sweep", "resume_sweep"),
+    "build_sweep_spec": ("edge_fm.pipeline.sweep_spec", "build_spec"),
+    "read_sweep": ("edge_fm.pipeline.sweep_summary", "read_sweep"),
+    "measure_artifacts": ("edge_fm.shipping.catalog", "measure"),
+    "previous_result": ("edge_fm.shipping.catalog", "previous_result"),
+    "plot_front": ("edge_fm.show.figures", "plot_front"),
+    "ReportOptions": ("edge_fm.show.html_report", "ReportOptions"),
+    "classify_files": ("edge_fm.show.predict", "classify_files"),
+    "ServeConfig": ("edge_fm.show.serve", "ServeConfig"),
+    "serve_in_fresh_process": ("edge_fm.show.serve", "serve_in_fresh_process"),
+    "epochs_text": ("edge_fm.train.metrics", "epochs_text"),
+    **{
+        name: ("edge_fm.zoo", name)
+        for name in (
+            "EdgeFMWarning",
+            "count_macs",
+            "create_model",
+            "describe_model",
+            "list_models",
+            "register_model",
+        )
+    },
 }
 
 
@@ -83,7 +121,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value
         return value
-    try:  # a submodule (edge_fm.train is the training module), as eager imports used to bind it
+    try:  # a stage package (edge_fm.train is the training stage), as eager imports used to bind it
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
@@ -96,6 +134,32 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "parse_threads",
+    "below_min_accuracy",
+    "write_results",
+    "compare_devices",
+    "flat_row",
+    "parse_target",
+    "Bundle",
+    "get_format",
+    "FormOptions",
+    "export_form",
+    "get_form",
+    "optimize_chain",
+    "resume_optimize",
+    "read_pipeline",
+    "RayOptions",
+    "resume_sweep",
+    "build_sweep_spec",
+    "read_sweep",
+    "measure_artifacts",
+    "previous_result",
+    "plot_front",
+    "ReportOptions",
+    "classify_files",
+    "ServeConfig",
+    "serve_in_fresh_process",
+    "epochs_text",
     "BenchOptions",
     "OptimizeConfig",
     "PipelineConfig",

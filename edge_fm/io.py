@@ -35,7 +35,9 @@ def check_output_file(path: Path | str, option: str = "") -> Path:
     """
     path = Path(path)
     if path.is_dir():
-        raise EdgeFMError(f"cannot write {_named(option, path)}: it is a folder; give the path of a file (inside it, say).")
+        raise EdgeFMError(
+            f"cannot write {_named(option, path)}: it is a folder; give the path of a file (inside it, say)."
+        )
     _check_writable_parent(path.parent, path, option)
     return path
 
@@ -77,9 +79,13 @@ def _check_writable_parent(folder: Path, target: Path, option: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
-        raise EdgeFMError(f"cannot write {_named(option, target)}: {existing} is a file, not a folder; choose another path.")
+        raise EdgeFMError(
+            f"cannot write {_named(option, target)}: {existing} is a file, not a folder; choose another path."
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise EdgeFMError(f"cannot write {_named(option, target)}: permission denied in {existing}; choose a folder you can write.")
+        raise EdgeFMError(
+            f"cannot write {_named(option, target)}: permission denied in {existing}; choose a folder you can write."
+        )
 
 
 def _unwritable(path: Path, option: str, exc: OSError) -> EdgeFMError:
@@ -154,7 +160,8 @@ def read_json(path: Path) -> Any:
         raise EdgeFMError(f"{path} is a folder, not a JSON file.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidJSONError(
-            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; re-create it with the command that made it."
+            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; re-create "
+            "it with the command that made it."
         ) from None
     except OSError as exc:
         raise EdgeFMError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}.") from None

@@ -52,7 +52,7 @@ MISSING_RUNTIME_FIX = "pip install ai-edge-litert numpy"
 class MeasureDefaults:
     """How each artifact is measured unless told otherwise (the habits of TFLite's ``benchmark_model``).
 
-    The one source of these numbers: this file's command line, ``edge_fm.bench.BenchOptions`` and
+    The one source of these numbers: this file's command line, ``edge_fm.bench.benchmark.BenchOptions`` and
     the options of ``edge-fm bench`` and ``edge-fm pipeline`` all read :data:`DEFAULTS`.
     """
 
@@ -102,7 +102,9 @@ def _package_version(package: str) -> str:
     try:
         from importlib.metadata import version
 
-        return version({"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(package, package))
+        return version(
+            {"ai_edge_litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}.get(package, package)
+        )
     except Exception:  # noqa: BLE001 - a version is informative only
         return "unknown"
 
@@ -114,13 +116,22 @@ class TFLiteModel:
     dequantized, so callers never see the integer details.
     """
 
-    def __init__(self, model_path: str | None = None, model_content: bytes | None = None, num_threads: int | None = None):
+    def __init__(
+        self,
+        model_path: str | None = None,
+        model_content: bytes | None = None,
+        num_threads: int | None = None,
+    ):
         interpreter_class, self.package, self.package_version = load_interpreter_class()
         try:
-            self.interpreter = interpreter_class(model_path=model_path, model_content=model_content, num_threads=num_threads)
+            self.interpreter = interpreter_class(
+                model_path=model_path, model_content=model_content, num_threads=num_threads
+            )
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            raise RunnerError(f"{model_path or 'model'}: not a loadable TFLite model ({_first_line(exc)}).") from None
+            raise RunnerError(
+                f"{model_path or 'model'}: not a loadable TFLite model ({_first_line(exc)})."
+            ) from None
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = int(self.input["shape"][0])
@@ -169,7 +180,11 @@ class TFLiteModel:
                 outputs.append(self.dequantize_output(self.invoke(chunk)))
             except (ValueError, RuntimeError):
                 # Some graphs fix the batch size at 1; fall back to one image at a time.
-                outputs.append(np.concatenate([self.dequantize_output(self.invoke(chunk[i : i + 1])) for i in range(len(chunk))]))
+                outputs.append(
+                    np.concatenate(
+                        [self.dequantize_output(self.invoke(chunk[i : i + 1])) for i in range(len(chunk))]
+                    )
+                )
                 batch_size = 1
         return np.concatenate(outputs) if outputs else np.zeros((0, self.output["shape"][-1]), np.float32)
 
@@ -185,16 +200,24 @@ def load_test_set(path: str) -> tuple[np.ndarray, np.ndarray]:
         RunnerError: The file is missing or not a test set.
     """
     if os.path.isdir(path):
-        return _read_idx(_find(path, "t10k-images-idx3-ubyte")), _read_idx(_find(path, "t10k-labels-idx1-ubyte"))
+        return _read_idx(_find(path, "t10k-images-idx3-ubyte")), _read_idx(
+            _find(path, "t10k-labels-idx1-ubyte")
+        )
     if not os.path.isfile(path):
-        raise RunnerError(f"test data {path} not found: pass a .npz with images and labels, or the folder of the t10k IDX files.")
+        raise RunnerError(
+            f"test data {path} not found: pass a .npz with images and labels, or the folder of the t10k IDX files."
+        )
     try:
         with np.load(path) as archive:
             images, labels = archive["images"], archive["labels"]
     except (OSError, ValueError, KeyError) as exc:
-        raise RunnerError(f"test data {path} is not a .npz with 'images' and 'labels' ({_first_line(exc)}).") from None
+        raise RunnerError(
+            f"test data {path} is not a .npz with 'images' and 'labels' ({_first_line(exc)})."
+        ) from None
     if len(images) != len(labels) or images.dtype != np.uint8:
-        raise RunnerError(f"test data {path}: expected uint8 images and as many labels ({len(images)} vs {len(labels)}).")
+        raise RunnerError(
+            f"test data {path}: expected uint8 images and as many labels ({len(images)} vs {len(labels)})."
+        )
     return images, labels.astype(np.int64)
 
 
@@ -269,7 +292,9 @@ def peak_rss_mb() -> float | None:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KB on Linux
+        return (
+            peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+        )  # bytes on macOS, KB on Linux
     except (ImportError, OSError):
         return None
 
@@ -319,7 +344,10 @@ def measure(artifact: str, test_data: str, threads: int, options: dict, with_acc
     t0 = time.perf_counter()
     model = TFLiteModel(model_path=artifact, num_threads=threads)
     row["init_ms"] = (time.perf_counter() - t0) * 1000.0
-    row["input"] = {"shape": [int(d) for d in model.input["shape"]], "dtype": np.dtype(model.input["dtype"]).name}
+    row["input"] = {
+        "shape": [int(d) for d in model.input["shape"]],
+        "dtype": np.dtype(model.input["dtype"]).name,
+    }
     model._resize(1)
     # As benchmark_model does: the input is set once and each timed run is one invoke().
     model.interpreter.set_tensor(model.input["index"], model.quantize_input(images[:1]))
@@ -331,12 +359,16 @@ def measure(artifact: str, test_data: str, threads: int, options: dict, with_acc
     for _ in range(options["warmup"]):
         invoke()
     row["warmup_runs"] = options["warmup"]
-    row["latency"] = summarize_latency(time_invocations(invoke, options["runs"], options["min_seconds"], options["max_seconds"]))
+    row["latency"] = summarize_latency(
+        time_invocations(invoke, options["runs"], options["min_seconds"], options["max_seconds"])
+    )
     row["peak_rss_mb"] = peak_rss_mb()
 
     if with_accuracy:
         # Accuracy does not depend on the thread count, so the pass may use every core.
-        scorer = TFLiteModel(model_path=artifact, num_threads=options.get("accuracy_threads") or os.cpu_count())
+        scorer = TFLiteModel(
+            model_path=artifact, num_threads=options.get("accuracy_threads") or os.cpu_count()
+        )
         t0 = time.perf_counter()
         probs = scorer.predict_proba(images, batch_size=options["batch_size"])
         row["accuracy_seconds"] = time.perf_counter() - t0
@@ -402,7 +434,9 @@ def _read_cpuinfo() -> str:
 
 def _cpuinfo_fields(text: str) -> dict[str, str]:
     """``key: value`` lines as a dict; a key repeated per core keeps its last value."""
-    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)}
+    return {
+        k.strip(): v.strip() for k, v in (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    }
 
 
 def cpu_model() -> str:
@@ -427,8 +461,11 @@ def cpu_detail(cpuinfo: str | None = None) -> str:
     """
     text = _read_cpuinfo() if cpuinfo is None else cpuinfo
     fields = _cpuinfo_fields(text.split("\n\n")[0])  # the first core stands for all
-    ident = " ".join(f"{label} {fields[key]}" for key, label in (("cpu family", "family"), ("model", "model"),
-                                                                   ("CPU part", "part")) if fields.get(key))
+    ident = " ".join(
+        f"{label} {fields[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"), ("CPU part", "part"))
+        if fields.get(key)
+    )
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     isa = " ".join(name for name in _INT8_ISA if name in flags)
     return "; ".join(part for part in (ident, isa) if part)
@@ -451,33 +488,64 @@ def os_name() -> str:
 
 def measure_in_child(artifact: str, test_data: str, threads: int, options: dict, with_accuracy: bool) -> dict:
     """Runs :func:`measure` in a fresh Python process; any failure becomes an error row."""
-    command = [sys.executable, os.path.abspath(__file__), "--child", artifact, "--test-data", test_data,
-               "--threads", str(threads), "--options", json.dumps(options)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        artifact,
+        "--test-data",
+        test_data,
+        "--threads",
+        str(threads),
+        "--options",
+        json.dumps(options),
+    ]
     if not with_accuracy:
         command.append("--no-accuracy")
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=options["artifact_timeout"])
     except subprocess.TimeoutExpired:
-        return error_row(artifact, threads, f"timed out after {options['artifact_timeout']} s; raise --artifact-timeout")
+        return error_row(
+            artifact, threads, f"timed out after {options['artifact_timeout']} s; raise --artifact-timeout"
+        )
     if done.returncode == 0:
         return json.loads(done.stdout)
     if done.returncode < 0:
-        return error_row(artifact, threads, f"the interpreter crashed (signal {-done.returncode}); the file is probably corrupt")
+        return error_row(
+            artifact,
+            threads,
+            f"the interpreter crashed (signal {-done.returncode}); the file is probably corrupt",
+        )
     lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
     message = lines[-1] if lines else f"exit code {done.returncode}"
-    return error_row(artifact, threads, message[len("error: "):] if message.startswith("error: ") else message)
+    return error_row(
+        artifact, threads, message[len("error: ") :] if message.startswith("error: ") else message
+    )
 
 
 def error_row(artifact: str, threads: int, error: str) -> dict:
     """The row of a failed measurement: the table goes on."""
-    row = {"artifact": artifact_name(artifact), "path": artifact, "threads": threads, "status": "error", "error": error}
+    row = {
+        "artifact": artifact_name(artifact),
+        "path": artifact,
+        "threads": threads,
+        "status": "error",
+        "error": error,
+    }
     if os.path.isfile(artifact):
         row.update(file_sizes(artifact))
         row.update(sidecar_description(artifact))
     return row
 
 
-def run_all(artifacts: list[str], test_data: str, thread_counts: list[int], options: dict, isolate: bool = True, progress=None) -> list[dict]:
+def run_all(
+    artifacts: list[str],
+    test_data: str,
+    thread_counts: list[int],
+    options: dict,
+    isolate: bool = True,
+    progress=None,
+) -> list[dict]:
     """Rows for every artifact and thread count; accuracy is measured once per artifact (at the
     first thread count) since the interpreter's results do not depend on threads."""
     rows = []
@@ -516,23 +584,59 @@ def _first_line(exc: BaseException) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure TFLite artifacts: accuracy, latency, memory, size.")
     parser.add_argument("artifacts", nargs="+", help=".tflite files")
-    parser.add_argument("--test-data", required=True, help=".npz with images and labels, or the folder of the t10k IDX files")
-    parser.add_argument("--threads", default=DEFAULTS.threads, help=f"comma-separated thread counts (default {DEFAULTS.threads})")
-    parser.add_argument("--runs", type=int, default=DEFAULTS.runs, help=f"minimum timed runs (default {DEFAULTS.runs})")
-    parser.add_argument("--min-seconds", type=float, default=DEFAULTS.min_seconds,
-                        help=f"minimum timed seconds (default {DEFAULTS.min_seconds:g})")
-    parser.add_argument("--max-seconds", type=float, default=DEFAULTS.max_seconds,
-                        help=f"stop timing after this long (default {DEFAULTS.max_seconds:g})")
-    parser.add_argument("--warmup", type=int, default=DEFAULTS.warmup,
-                        help=f"untimed runs after the first inference (default {DEFAULTS.warmup})")
-    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
-                        help=f"batch of the accuracy pass (default {DEFAULTS.batch_size})")
-    parser.add_argument("--accuracy-threads", type=int, default=DEFAULTS.accuracy_threads,
-                        help="threads of the accuracy pass (default: all cores)")
-    parser.add_argument("--artifact-timeout", type=float, default=DEFAULTS.artifact_timeout,
-                        help="seconds before one measurement is abandoned")
-    parser.add_argument("--no-isolate", action="store_true", help="measure in this process (no child per artifact)")
-    parser.add_argument("--note", action="append", default=[], help="KEY=VALUE added to the environment record")
+    parser.add_argument(
+        "--test-data", required=True, help=".npz with images and labels, or the folder of the t10k IDX files"
+    )
+    parser.add_argument(
+        "--threads",
+        default=DEFAULTS.threads,
+        help=f"comma-separated thread counts (default {DEFAULTS.threads})",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=DEFAULTS.runs, help=f"minimum timed runs (default {DEFAULTS.runs})"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=DEFAULTS.min_seconds,
+        help=f"minimum timed seconds (default {DEFAULTS.min_seconds:g})",
+    )
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=DEFAULTS.max_seconds,
+        help=f"stop timing after this long (default {DEFAULTS.max_seconds:g})",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=DEFAULTS.warmup,
+        help=f"untimed runs after the first inference (default {DEFAULTS.warmup})",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS.batch_size,
+        help=f"batch of the accuracy pass (default {DEFAULTS.batch_size})",
+    )
+    parser.add_argument(
+        "--accuracy-threads",
+        type=int,
+        default=DEFAULTS.accuracy_threads,
+        help="threads of the accuracy pass (default: all cores)",
+    )
+    parser.add_argument(
+        "--artifact-timeout",
+        type=float,
+        default=DEFAULTS.artifact_timeout,
+        help="seconds before one measurement is abandoned",
+    )
+    parser.add_argument(
+        "--no-isolate", action="store_true", help="measure in this process (no child per artifact)"
+    )
+    parser.add_argument(
+        "--note", action="append", default=[], help="KEY=VALUE added to the environment record"
+    )
     parser.add_argument("--json", default="-", help="where to write the result (default: stdout)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--no-accuracy", action="store_true", help=argparse.SUPPRESS)
@@ -543,10 +647,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def options_from(args: argparse.Namespace) -> dict:
     if args.options:
         return json.loads(args.options)
-    if args.runs < 1 or args.min_seconds < 0 or args.max_seconds <= 0 or args.warmup < 0 or args.batch_size < 1:
-        raise RunnerError("--runs and --batch-size must be >= 1, --min-seconds and --warmup >= 0, --max-seconds > 0.")
-    return {"runs": args.runs, "min_seconds": args.min_seconds, "max_seconds": args.max_seconds, "warmup": args.warmup,
-            "batch_size": args.batch_size, "artifact_timeout": args.artifact_timeout, "accuracy_threads": args.accuracy_threads}
+    if (
+        args.runs < 1
+        or args.min_seconds < 0
+        or args.max_seconds <= 0
+        or args.warmup < 0
+        or args.batch_size < 1
+    ):
+        raise RunnerError(
+            "--runs and --batch-size must be >= 1, --min-seconds and --warmup >= 0, --max-seconds > 0."
+        )
+    return {
+        "runs": args.runs,
+        "min_seconds": args.min_seconds,
+        "max_seconds": args.max_seconds,
+        "warmup": args.warmup,
+        "batch_size": args.batch_size,
+        "artifact_timeout": args.artifact_timeout,
+        "accuracy_threads": args.accuracy_threads,
+    }
 
 
 def parse_threads(text: str) -> list[int]:
@@ -573,10 +692,17 @@ def main(argv: list[str] | None = None) -> int:
         load_test_set(args.test_data)
         notes = dict(n.split("=", 1) for n in args.note if "=" in n)
         started = time.time()
-        rows = run_all(args.artifacts, args.test_data, parse_threads(args.threads), options, isolate=not args.no_isolate)
-        result = {"environment": environment(notes), "options": options, "test_data": os.path.basename(args.test_data),
-                  "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-                  "seconds": round(time.time() - started, 2), "rows": rows}
+        rows = run_all(
+            args.artifacts, args.test_data, parse_threads(args.threads), options, isolate=not args.no_isolate
+        )
+        result = {
+            "environment": environment(notes),
+            "options": options,
+            "test_data": os.path.basename(args.test_data),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+            "seconds": round(time.time() - started, 2),
+            "rows": rows,
+        }
         text = json.dumps(result, indent=2)
         if args.json == "-":
             sys.stdout.write(text + "\n")
@@ -587,7 +713,10 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, args.json)
         return 0
     except ImportError as exc:
-        print(f"error: {exc.name or exc} is not installed for {sys.executable}: run `{MISSING_RUNTIME_FIX}`.", file=sys.stderr)
+        print(
+            f"error: {exc.name or exc} is not installed for {sys.executable}: run `{MISSING_RUNTIME_FIX}`.",
+            file=sys.stderr,
+        )
         return EXIT_MISSING_RUNTIME
     except RunnerError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_json
-from edge_fm.runs import read_manifest, require_run
+from edge_fm.train.runs import read_manifest, require_run
 
 RESULTS = Path(__file__).parent / "results"
 TRAIN_KEYS = ("params", "macs", "epochs_run", "best_epoch", "training_seconds", "device")
@@ -42,12 +42,16 @@ def run_record(run: Path) -> dict:
 def bundle_row(bundle: Path) -> dict:
     """One export bundle and the runs it came from (its manifest's lineage, nearest first)."""
     if not (bundle / "model.json").is_file():
-        raise EdgeFMError(f"{bundle} is not an export bundle (no model.json); pass a runs/<arch>-<format>-N directory.")
+        raise EdgeFMError(
+            f"{bundle} is not an export bundle (no model.json); pass a runs/<arch>-<format>-N directory."
+        )
     description, manifest = read_json(bundle / "model.json"), read_manifest(bundle)
     parity = description["export"]["parity"]
     lineage = {step["stage"]: Path(step["run"]) for step in manifest.get("lineage", [])}
     if "train" not in lineage:
-        raise EdgeFMError(f"{bundle}'s manifest names no training run in its lineage; pass a bundle made by `edge-fm export`.")
+        raise EdgeFMError(
+            f"{bundle}'s manifest names no training run in its lineage; pass a bundle made by `edge-fm export`."
+        )
     row = {
         "bundle": str(bundle),
         "format": manifest["format"],
@@ -73,14 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeFMError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json(args.out, {
-        "what": "validation figures of trained candidates judged by a ship rule (no test figures)",
-        "command": "python experiments/candidate_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "rows": rows,
-    })
+    write_json(
+        args.out,
+        {
+            "what": "validation figures of trained candidates judged by a ship rule (no test figures)",
+            "command": "python experiments/candidate_runs.py "
+            + shlex.join(sys.argv[1:] if argv is None else argv),
+            "rows": rows,
+        },
+    )
     for row in rows:
-        print(f"{row['bundle']:40s} {row['format']:9s} validation {row['tflite_validation_accuracy']:.4f} "
-              f"on {row['validation_images']} images, {row['bytes']:,} bytes")
+        print(
+            f"{row['bundle']:40s} {row['format']:9s} validation {row['tflite_validation_accuracy']:.4f} "
+            f"on {row['validation_images']} images, {row['bytes']:,} bytes"
+        )
     return 0
 
 

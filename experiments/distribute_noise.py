@@ -31,20 +31,30 @@ def _split_cpu(devices: int) -> None:
 
 
 def _train(seed: int, distribute: str) -> dict:
-    from edge_fm.train import config_for, train
+    from edge_fm.train.trainer import config_for, train
 
     with tempfile.TemporaryDirectory() as root:
-        run = train(config_for("tiny-cnn", "quick", seed=seed, distribute=distribute, **RECIPE), runs_dir=root)
+        run = train(
+            config_for("tiny-cnn", "quick", seed=seed, distribute=distribute, **RECIPE), runs_dir=root
+        )
         metrics = json.loads((run / "metrics.json").read_text())
-    return {"seed": seed, "distribute": distribute, "replicas": metrics["distribute"]["replicas"],
-            "sample_accuracy": metrics["sample_test"]["accuracy"], "val_accuracy": metrics["val"]["accuracy"],
-            "training_seconds": metrics["training_seconds"], "device": metrics["device"]}
+    return {
+        "seed": seed,
+        "distribute": distribute,
+        "replicas": metrics["distribute"]["replicas"],
+        "sample_accuracy": metrics["sample_test"]["accuracy"],
+        "val_accuracy": metrics["val"]["accuracy"],
+        "training_seconds": metrics["training_seconds"],
+        "device": metrics["device"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default="0,1,2,3,4,5", help="seeds of the one-device runs")
-    parser.add_argument("--mirrored-seeds", default="0,1,2,3", help="seeds also trained mirrored over 2 logical CPUs")
+    parser.add_argument(
+        "--mirrored-seeds", default="0,1,2,3", help="seeds also trained mirrored over 2 logical CPUs"
+    )
     parser.add_argument("--out", type=Path, default=Path("experiments/results/distribute_noise.json"))
     args = parser.parse_args(argv)
     _split_cpu(2)
@@ -56,13 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         "one_device_mean": round(statistics.mean(accuracies), 4),
         "one_device_sd": round(statistics.stdev(accuracies), 4) if len(accuracies) > 1 else None,
         "one_device_range": [min(accuracies), max(accuracies)],
-        "mirrored_minus_one_device": {row["seed"]: round(row["sample_accuracy"] - one[row["seed"]], 4)
-                                      for row in rows if row["distribute"] == "mirrored" and row["seed"] in one},
+        "mirrored_minus_one_device": {
+            row["seed"]: round(row["sample_accuracy"] - one[row["seed"]], 4)
+            for row in rows
+            if row["distribute"] == "mirrored" and row["seed"] in one
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"question": __doc__.splitlines()[0], "recipe": {"arch": "tiny-cnn", **RECIPE},
-                                    "command": " ".join(["python experiments/distribute_noise.py", *(argv or sys.argv[1:])]),
-                                    "summary": summary, "runs": rows}, indent=2) + "\n")
+    args.out.write_text(
+        json.dumps(
+            {
+                "question": __doc__.splitlines()[0],
+                "recipe": {"arch": "tiny-cnn", **RECIPE},
+                "command": " ".join(["python experiments/distribute_noise.py", *(argv or sys.argv[1:])]),
+                "summary": summary,
+                "runs": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -21,11 +21,17 @@ import sys
 import time
 from pathlib import Path
 
-from edge_fm.export import REPRESENTATIVE_SIZE, convert, get_format, int8_error_by_op, representative_images
-from edge_fm.evaluate import predict_proba
+from edge_fm.export.exporter import (
+    REPRESENTATIVE_SIZE,
+    convert,
+    get_format,
+    int8_error_by_op,
+    representative_images,
+)
 from edge_fm.io import write_json
 from edge_fm.runner import TFLiteModel, cpu_model
-from edge_fm.runs import Run
+from edge_fm.train.evaluate import predict_proba
+from edge_fm.train.runs import Run
 
 RESULTS = Path(__file__).parent / "results"
 TOP_OPS = 5
@@ -57,19 +63,25 @@ def measure(run_dir: str, data_dir: str | None, debug_images: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", help="finished training runs (post-training int8) or QAT runs (qat-int8)")
+    parser.add_argument(
+        "runs", nargs="+", help="finished training runs (post-training int8) or QAT runs (qat-int8)"
+    )
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--debug-images", type=int, default=100, help="validation images the debugger runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "int8_error.json")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = [measure(run, args.data_dir, args.debug_images) for run in args.runs]
-    write_json(args.out, {
-        "rows": rows,
-        "machine": f"{platform.machine()}, {cpu_model()}",
-        "command": "python experiments/int8_error.py " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "seconds": time.perf_counter() - started,
-    })
+    write_json(
+        args.out,
+        {
+            "rows": rows,
+            "machine": f"{platform.machine()}, {cpu_model()}",
+            "command": "python experiments/int8_error.py "
+            + shlex.join(sys.argv[1:] if argv is None else argv),
+            "seconds": time.perf_counter() - started,
+        },
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.export import convert, get_format
+from edge_fm.export.exporter import convert, get_format
 from edge_fm.io import write_json
-from edge_fm.report import shape_text
 from edge_fm.runner import TFLiteModel, environment, summarize_latency, time_invocations
+from edge_fm.train.metrics import shape_text
 from edge_fm.zoo import count_macs, create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,23 +36,38 @@ REFERENCE_NAME = "cnn-3conv-bn (shipped int8)"
 # Each architecture's options for each candidate (the full-resolution stem's width, stage widths, blocks, block
 # kind), with a remark for the table; the row's name is made from the options, so the two cannot disagree.
 TINY_CANDIDATES = [
-    ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, "the first edge-cnn-tiny"),
+    (
+        {"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"},
+        "the first edge-cnn-tiny",
+    ),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, ""),
-    ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "separable"}, "the previous edge-cnn-tiny"),
+    (
+        {"stem": 16, "widths": [32, 64, 128], "blocks": [1, 2, 3], "block": "separable"},
+        "the previous edge-cnn-tiny",
+    ),
     ({"stem": 16, "widths": [32, 64, 160], "blocks": [1, 2, 2], "block": "separable"}, ""),
     ({"stem": 16, "widths": [32, 64, 128], "blocks": [1, 3, 3], "block": "separable"}, ""),
     ({"stem": 24, "widths": [24, 64, 128], "blocks": [1, 2, 2], "block": "separable"}, ""),
     # Full 3x3 convs: on a CPU with AVX-512 VNNI the int8 GEMM of a full conv gains far more than a
     # depthwise conv does (docs/design/full-convolutions.md), so few, full convs after an early pool.
-    ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"}, "shipped edge-cnn-tiny, the default"),
+    (
+        {"stem": 16, "widths": [16, 32, 64], "blocks": [0, 2, 2], "block": "conv"},
+        "shipped edge-cnn-tiny, the default",
+    ),
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [0, 3, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 40, 64], "blocks": [0, 2, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 32, 72], "blocks": [0, 2, 2], "block": "conv"}, ""),
     ({"stem": 16, "widths": [16, 32, 64], "blocks": [1, 2, 2], "block": "conv"}, ""),
 ]
 EDGE_CNN_CANDIDATES = [
-    ({"stem": 32, "widths": [64, 128, 256], "blocks": [2, 3, 3], "block": "separable"}, "shipped edge-cnn, the default"),
-    ({"stem": 24, "widths": [24, 64, 128], "blocks": [0, 3, 2], "block": "conv"}, "trained, plain and distilled"),
+    (
+        {"stem": 32, "widths": [64, 128, 256], "blocks": [2, 3, 3], "block": "separable"},
+        "shipped edge-cnn, the default",
+    ),
+    (
+        {"stem": 24, "widths": [24, 64, 128], "blocks": [0, 3, 2], "block": "conv"},
+        "trained, plain and distilled",
+    ),
     # A 28x28 stage of full convs: the separable edge-cnn, which has one, is the more accurate.
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 2, 2], "block": "conv"}, ""),
     ({"stem": 32, "widths": [32, 64, 128], "blocks": [1, 3, 2], "block": "conv"}, ""),
@@ -77,11 +92,42 @@ EDGE_CNN_CANDIDATES = [
     ({"stem": 16, "widths": [16, 48, 128], "blocks": [1, 4, 4], "block": "conv"}, ""),
     # Hybrids: full convs at 28x28, where a separable block's depthwise pass costs most per MAC,
     # and the separable model's wide 14x14 and 7x7 stages, which carried its accuracy.
-    ({"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]},
-     "trained"),
-    ({"stem": 24, "widths": [24, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
-    ({"stem": 32, "widths": [32, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}, ""),
-    ({"stem": 24, "widths": [24, 96, 256], "blocks": [1, 2, 3], "block": ["conv", "separable", "separable"]}, ""),
+    (
+        {
+            "stem": 16,
+            "widths": [16, 128, 256],
+            "blocks": [1, 3, 3],
+            "block": ["conv", "separable", "separable"],
+        },
+        "trained",
+    ),
+    (
+        {
+            "stem": 24,
+            "widths": [24, 128, 256],
+            "blocks": [1, 3, 3],
+            "block": ["conv", "separable", "separable"],
+        },
+        "",
+    ),
+    (
+        {
+            "stem": 32,
+            "widths": [32, 128, 256],
+            "blocks": [1, 3, 3],
+            "block": ["conv", "separable", "separable"],
+        },
+        "",
+    ),
+    (
+        {
+            "stem": 24,
+            "widths": [24, 96, 256],
+            "blocks": [1, 2, 3],
+            "block": ["conv", "separable", "separable"],
+        },
+        "",
+    ),
     ({"stem": 24, "widths": [24, 64, 256], "blocks": [1, 3, 3], "block": ["conv", "conv", "separable"]}, ""),
     ({"stem": 16, "widths": [16, 48, 256], "blocks": [1, 4, 3], "block": ["conv", "conv", "separable"]}, ""),
 ]
@@ -101,7 +147,9 @@ def int8_candidate(arch: str, options: dict, calibration: np.ndarray) -> tuple[b
     return convert(model, get_format("int8"), "int8", calibration), shape
 
 
-def interleaved_latency(models: dict[str, bytes], rounds: int, runs_per_round: int, warmup: int) -> dict[str, dict]:
+def interleaved_latency(
+    models: dict[str, bytes], rounds: int, runs_per_round: int, warmup: int
+) -> dict[str, dict]:
     """p50 etc. per model, each timed ``runs_per_round`` times in each of ``rounds`` rounds."""
     image = np.random.default_rng(1).integers(0, 256, (1, 28, 28, 1), dtype=np.uint8)
     invokes = {}
@@ -114,7 +162,9 @@ def interleaved_latency(models: dict[str, bytes], rounds: int, runs_per_round: i
         for name, invoke in invokes.items():
             for _ in range(warmup):
                 invoke()
-            timings[name] += time_invocations(invoke, runs_per_round, min_seconds=0.0, max_seconds=float("inf"))
+            timings[name] += time_invocations(
+                invoke, runs_per_round, min_seconds=0.0, max_seconds=float("inf")
+            )
     return {name: summarize_latency(values) for name, values in timings.items()}
 
 
@@ -123,9 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--runs-per-round", type=int, default=100)
     parser.add_argument("--arch", choices=sorted(CANDIDATES), default="edge-cnn-tiny")
-    parser.add_argument("--artifacts", type=Path, nargs="+", default=None,
-                        help="time these trained .tflite files instead of the shapes (latency only: no accuracy is read)")
-    parser.add_argument("--out", type=Path, default=None, help="default: experiments/results/" + " or ".join(OUT.values()))
+    parser.add_argument(
+        "--artifacts",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="time these trained .tflite files instead of the shapes (latency only: no accuracy is read)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: experiments/results/" + " or ".join(OUT.values())
+    )
     args = parser.parse_args(argv)
     if args.artifacts and not args.out:
         parser.error("--artifacts needs --out (the shape tables are not overwritten)")
@@ -149,27 +206,43 @@ def main(argv: list[str] | None = None) -> int:
     for name, content in models.items():
         options = options_of.get(name)
         shape = shapes.get(name, {})
-        rows.append({
-            "candidate": name,
-            "arch_options": options,
-            "params": shape.get("params"),
-            "macs": shape.get("macs"),
-            "int8_bytes_without_metadata": len(content) if options else None,
-            "bytes": len(content),
-            "p50_ms": latency[name]["p50_ms"],
-            "p90_ms": latency[name]["p90_ms"],
-            "p50_ratio_to_cnn_3conv_bn": latency[name]["p50_ms"] / reference_p50,
-        })
-        print(f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}")
-    write_json(out, {
-        "what": ("int8 latency of trained artifacts" if args.artifacts else
-                 f"int8 latency of {args.arch} shapes with random weights") + ", against the shipped cnn-3conv-bn",
-        "arch": None if args.artifacts else args.arch,
-        "command": shlex.join(["python", "experiments/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]),
-        "threads": 1, "batch": 1, "rounds": args.rounds, "runs_per_round": args.runs_per_round,
-        "environment": environment(),
-        "rows": rows,
-    })
+        rows.append(
+            {
+                "candidate": name,
+                "arch_options": options,
+                "params": shape.get("params"),
+                "macs": shape.get("macs"),
+                "int8_bytes_without_metadata": len(content) if options else None,
+                "bytes": len(content),
+                "p50_ms": latency[name]["p50_ms"],
+                "p90_ms": latency[name]["p90_ms"],
+                "p50_ratio_to_cnn_3conv_bn": latency[name]["p50_ms"] / reference_p50,
+            }
+        )
+        print(
+            f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}"
+        )
+    write_json(
+        out,
+        {
+            "what": (
+                "int8 latency of trained artifacts"
+                if args.artifacts
+                else f"int8 latency of {args.arch} shapes with random weights"
+            )
+            + ", against the shipped cnn-3conv-bn",
+            "arch": None if args.artifacts else args.arch,
+            "command": shlex.join(
+                ["python", "experiments/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]
+            ),
+            "threads": 1,
+            "batch": 1,
+            "rounds": args.rounds,
+            "runs_per_round": args.runs_per_round,
+            "environment": environment(),
+            "rows": rows,
+        },
+    )
     return 0
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.train import NullReporter
+from edge_fm.train.trainer import NullReporter
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA_ENV = "EDGE_FM_TEST_DATA"
@@ -30,8 +30,11 @@ def dataset_places() -> list[tuple[str, Path]]:
     The same places the product reads (``$EDGE_FM_DATA``, then the user cache), after
     ``$EDGE_FM_TEST_DATA``, which lets the tests use a copy the product does not see.
     """
-    places = [(f"${name}", Path(os.environ[name]).expanduser()) for name in (TEST_DATA_ENV, data.DATA_ENV)
-              if os.environ.get(name)]
+    places = [
+        (f"${name}", Path(os.environ[name]).expanduser())
+        for name in (TEST_DATA_ENV, data.DATA_ENV)
+        if os.environ.get(name)
+    ]
     return places + [("the user cache", data.default_data_dir())]
 
 
@@ -184,13 +187,15 @@ def http_server(tmp_path):
 @pytest.fixture(scope="session")
 def exported(tmp_path_factory):
     """A tiny CNN trained briefly on the embedded sample, exported as fp32 and int8 bundles."""
-    from edge_fm.export import export
-    from edge_fm.train import config_for, train
+    from edge_fm.export.exporter import export
+    from edge_fm.train.trainer import config_for, train
 
     root = tmp_path_factory.mktemp("exported")
     # 8 epochs, not fewer: after 4 the net is so unsure that int8 rounding flips 1.5% of its 400
     # parity images and the export (rightly) refuses it; at 8 agreement is 99.5% (measured).
-    trained = train(config_for("tiny-cnn", "quick", data="sample", epochs=8, learning_rate=3e-3), runs_dir=root)
+    trained = train(
+        config_for("tiny-cnn", "quick", data="sample", epochs=8, learning_rate=3e-3), runs_dir=root
+    )
     bundles = {name: export(trained, name, parity_images=400, runs_dir=root) for name in ("fp32", "int8")}
     return {"root": root, "train": trained, **bundles}
 
@@ -223,20 +228,25 @@ class SshdFactory:
         root = self.root / f"sshd-{len(self.servers) + 1}"
         root.mkdir()
         for name in ("host_key", "client_key", "stranger_key"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True)
+            subprocess.run(
+                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(root / name)], check=True
+            )
         accepted = Path(client_key) if client_key else root / "client_key"
         (root / "authorized_keys").write_text(accepted.with_name(accepted.name + ".pub").read_text())
         user, port = getpass.getuser(), free_port()
         (root / "sshd_config").write_text(
             f"Port {port}\nListenAddress 127.0.0.1\nHostKey {root / 'host_key'}\nPidFile {root / 'sshd.pid'}\n"
             f"AuthorizedKeysFile {root / 'authorized_keys'}\nStrictModes no\nPasswordAuthentication no\n"
-            f"KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n"
+            "KbdInteractiveAuthentication no\nUsePAM no\nPermitRootLogin "
+            f"prohibit-password\nAllowUsers {user}\nLogLevel ERROR\n"
         )
         host_key = (root / "host_key.pub").read_text().split()
         (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
         if os.geteuid() == 0:
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
-        server = subprocess.Popen([binary, "-D", "-e", "-f", str(root / "sshd_config")], stderr=open(root / "sshd.log", "w"))
+        server = subprocess.Popen(
+            [binary, "-D", "-e", "-f", str(root / "sshd_config")], stderr=open(root / "sshd.log", "w")
+        )
         self.servers.append(server)
         deadline = time.time() + 10
         while time.time() < deadline:
@@ -247,8 +257,14 @@ class SshdFactory:
                 if server.poll() is not None:
                     pytest.fail(f"sshd did not start: {(root / 'sshd.log').read_text()}")
                 time.sleep(0.1)
-        return {"port": port, "user": user, "key": accepted, "stranger_key": root / "stranger_key",
-                "known_hosts": root / "known_hosts", "free_port": free_port()}
+        return {
+            "port": port,
+            "user": user,
+            "key": accepted,
+            "stranger_key": root / "stranger_key",
+            "known_hosts": root / "known_hosts",
+            "free_port": free_port(),
+        }
 
     def close(self) -> None:
         for server in self.servers:

@@ -7,17 +7,17 @@ Typer's CliRunner isolation, and fails before any training unless it says otherw
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
+import tomllib
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm import data
 from edge_fm.cli import main
-from edge_fm.predict import image_to_input
+from edge_fm.data import datasets as data
+from edge_fm.show.predict import image_to_input
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -55,7 +55,7 @@ def place(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def untrained_bundle(tmp_path_factory):
     """An fp32 .tflite of the untrained tiny test network (no training: a second or two), in a bundle folder."""
-    from edge_fm.export import convert, get_format
+    from edge_fm.export.exporter import convert, get_format
     from edge_fm.zoo import create_model
 
     bundle = tmp_path_factory.mktemp("bundle")
@@ -76,9 +76,21 @@ def reference_image() -> np.ndarray:
 @pytest.mark.parametrize(
     "option, value, expected",
     [
-        ("--json", "somefile.txt/out.json", "cannot write --json somefile.txt/out.json: somefile.txt is a file, not a folder"),
-        ("--csv", "somefile.txt/out.csv", "cannot write --csv somefile.txt/out.csv: somefile.txt is a file, not a folder"),
-        ("--plot", "somefile.txt/deep/front.png", "cannot write --plot somefile.txt/deep/front.png: somefile.txt is a file"),
+        (
+            "--json",
+            "somefile.txt/out.json",
+            "cannot write --json somefile.txt/out.json: somefile.txt is a file, not a folder",
+        ),
+        (
+            "--csv",
+            "somefile.txt/out.csv",
+            "cannot write --csv somefile.txt/out.csv: somefile.txt is a file, not a folder",
+        ),
+        (
+            "--plot",
+            "somefile.txt/deep/front.png",
+            "cannot write --plot somefile.txt/deep/front.png: somefile.txt is a file",
+        ),
         ("--json", "empty", "cannot write --json empty: it is a folder; give the path of a file"),
     ],
 )
@@ -93,14 +105,19 @@ def test_bench_refuses_an_unwritable_output_before_measuring(place, option, valu
 
 def test_evaluate_refuses_json_under_a_file_before_scoring(place):
     code, output = run_cli("evaluate", "any-run", "--json", "somefile.txt/metrics.json")
-    assert_one_line_error(code, output, "cannot write --json somefile.txt/metrics.json: somefile.txt is a file")
+    assert_one_line_error(
+        code, output, "cannot write --json somefile.txt/metrics.json: somefile.txt is a file"
+    )
 
 
 @pytest.mark.parametrize(
     "runs_dir, expected",
     [
         ("somefile.txt", "runs folder somefile.txt is a file, not a folder: choose a folder path."),
-        ("somefile.txt/runs", "cannot write runs folder somefile.txt/runs: somefile.txt is a file, not a folder"),
+        (
+            "somefile.txt/runs",
+            "cannot write runs folder somefile.txt/runs: somefile.txt is a file, not a folder",
+        ),
     ],
 )
 def test_train_refuses_a_runs_dir_that_is_or_lies_under_a_file(place, runs_dir, expected):
@@ -118,7 +135,9 @@ def test_a_read_only_runs_dir_is_refused(place):
     assert not any(locked.iterdir())
 
 
-@pytest.mark.skipif(not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs, where nobody may create files")
+@pytest.mark.skipif(
+    not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs, where nobody may create files"
+)
 def test_a_folder_the_system_refuses_is_an_error_not_a_traceback():
     # sysfs passes the up-front access check for root but refuses the file itself: the atomic
     # write's own failure must still be the one error type the CLI prints as a line.
@@ -136,8 +155,17 @@ def test_data_fetch_refuses_a_data_dir_under_a_file_before_downloading(place):
 
 
 def test_data_make_sample_refuses_an_output_under_a_file(place):
-    code, output = run_cli("data", "make-sample", "somefile.txt/sample", "--data-dir", data.SAMPLE_DIR,
-                           "--per-class-train", "2", "--per-class-test", "1")
+    code, output = run_cli(
+        "data",
+        "make-sample",
+        "somefile.txt/sample",
+        "--data-dir",
+        data.SAMPLE_DIR,
+        "--per-class-train",
+        "2",
+        "--per-class-test",
+        "1",
+    )
     assert_one_line_error(code, output, "somefile.txt is a file, not a folder")
     assert files_under(place) == ["empty", "somefile.txt"]
 
@@ -155,7 +183,9 @@ def test_ship_refuses_a_models_dir_that_is_a_file_before_quantization_aware_trai
     run = _finished_looking_run(place / "runs" / "tiny-cnn-train-1")
     code, output = run_cli("ship", run, "--name", "x", "--models-dir", "somefile.txt", "--runs-dir", "runs")
     assert_one_line_error(code, output, "--models-dir somefile.txt is a file, not a folder")
-    assert files_under(place / "runs") == ["tiny-cnn-train-1"] + [f"tiny-cnn-train-1/{n}" for n in ("config.json", "metrics.json", "model.h5")]
+    assert files_under(place / "runs") == ["tiny-cnn-train-1"] + [
+        f"tiny-cnn-train-1/{n}" for n in ("config.json", "metrics.json", "model.h5")
+    ]
 
 
 # ---------------------------------------------------------------- images: odd but valid, and bad
@@ -208,10 +238,13 @@ def test_transparency_counts_as_a_white_background(tmp_path, reference_image):
 
 def test_odd_images_get_the_same_classes_through_predict(tmp_path, untrained_bundle, reference_image):
     grey = Image.fromarray(reference_image)
-    paths = [_save(grey, tmp_path / "grey.png"), _save(grey.convert("P"), tmp_path / "palette.png"),
-             _save(Image.fromarray(reference_image.astype(np.uint16) * 257), tmp_path / "sixteen.png"),
-             _save(grey.convert("RGBA"), tmp_path / "rgba.png"),
-             _save(grey, tmp_path / "animated.gif", save_all=True, append_images=[Image.new("L", grey.size, 255)])]
+    paths = [
+        _save(grey, tmp_path / "grey.png"),
+        _save(grey.convert("P"), tmp_path / "palette.png"),
+        _save(Image.fromarray(reference_image.astype(np.uint16) * 257), tmp_path / "sixteen.png"),
+        _save(grey.convert("RGBA"), tmp_path / "rgba.png"),
+        _save(grey, tmp_path / "animated.gif", save_all=True, append_images=[Image.new("L", grey.size, 255)]),
+    ]
     code, output = run_cli("predict", untrained_bundle, *paths, "--top", "1")
     assert code == 0, output
     lines = [line for line in output.splitlines() if line.strip()]
@@ -223,8 +256,14 @@ def test_odd_images_get_the_same_classes_through_predict(tmp_path, untrained_bun
 @pytest.mark.parametrize(
     "make, expected",
     [
-        (lambda p: p.write_bytes(_png_bytes()[:60]), "not a readable image (OSError: image file is truncated"),
-        (lambda p: p.write_text("hello, I am text"), "not a readable image (not an image format Pillow knows)"),
+        (
+            lambda p: p.write_bytes(_png_bytes()[:60]),
+            "not a readable image (OSError: image file is truncated",
+        ),
+        (
+            lambda p: p.write_text("hello, I am text"),
+            "not a readable image (not an image format Pillow knows)",
+        ),
         (lambda p: p.write_bytes(b""), "the file is empty; pass a PNG or JPEG image."),
         (lambda p: p.mkdir(), "is a folder: pass image files"),
         (lambda p: None, "no such file."),
@@ -247,13 +286,17 @@ def _png_bytes() -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize("side", [40, 50], ids=["above-limit-warns-in-pillow", "above-twice-limit-errors-in-pillow"])
+@pytest.mark.parametrize(
+    "side", [40, 50], ids=["above-limit-warns-in-pillow", "above-twice-limit-errors-in-pillow"]
+)
 def test_decompression_bombs_are_refused_in_one_line(tmp_path, untrained_bundle, monkeypatch, side):
     # A small limit stands in for Pillow's 89 M pixels: 1,600 px is where Pillow only warns, 2,500 where it raises.
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
     image = _save(Image.new("L", (side, side), 0), tmp_path / "bomb.png")
     code, output = run_cli("predict", untrained_bundle, image)
-    assert_one_line_error(code, output, "more than 1,000 pixels, Pillow's guard against decompression bombs; downscale it")
+    assert_one_line_error(
+        code, output, "more than 1,000 pixels, Pillow's guard against decompression bombs; downscale it"
+    )
 
 
 def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle, reference_image):
@@ -286,31 +329,76 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
         (["train", "tiny-cnn", "--sample", "--epochs", "0"], "epochs must be a number >= 1, got 0."),
         (["train", "tiny-cnn", "--sample", "--epochs", "-3"], "epochs must be a number >= 1, got -3."),
         (["train", "tiny-cnn", "--sample", "--batch-size", "0"], "batch_size must be a number >= 1, got 0."),
-        (["train", "tiny-cnn", "--sample", "--val-size", "100000"], "validation size 100000 must be between 0 and 1999"),
+        (
+            ["train", "tiny-cnn", "--sample", "--val-size", "100000"],
+            "validation size 100000 must be between 0 and 1999",
+        ),
         (["train", "tiny-cnn", "--sample", "--set", "bogus=1"], "unknown setting 'bogus'"),
-        (["train", "tiny-cnn", "--sample", "--set", "=3"], "--set '=3' is not key=value: write e.g. --set epochs=5."),
-        (["train", "tiny-cnn", "--sample", "--set", "arch=mlp"], "--set arch: the architecture is the command's first argument."),
-        (["train", "tiny-cnn", "--sample", "--set", 'arch_options={"width": 8}'], "set architecture options with --arch-opt"),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", "=3"],
+            "--set '=3' is not key=value: write e.g. --set epochs=5.",
+        ),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", "arch=mlp"],
+            "--set arch: the architecture is the command's first argument.",
+        ),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", 'arch_options={"width": 8}'],
+            "set architecture options with --arch-opt",
+        ),
         (["train", "tiny-cnn", "--sample", "--set", "seed=1.5"], "seed must be a whole number, got 1.5."),
-        (["train", "tiny-cnn", "--sample", "--set", "batch_size=2.5"], "batch_size must be a whole number, got 2.5."),
-        (["train", "tiny-cnn", "--sample", "--set", "mixed_precision=maybe"], "mixed_precision must be true or false"),
-        (["train", "tiny-cnn", "--sample", "--set", "epochs=true"], "epochs must be a whole number, got True."),
-        (["train", "vgg-gap", "--sample", "--arch-opt", "widths=[16,"], "--arch-opt widths '[16,' is not valid JSON"),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", "batch_size=2.5"],
+            "batch_size must be a whole number, got 2.5.",
+        ),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", "mixed_precision=maybe"],
+            "mixed_precision must be true or false",
+        ),
+        (
+            ["train", "tiny-cnn", "--sample", "--set", "epochs=true"],
+            "epochs must be a whole number, got True.",
+        ),
+        (
+            ["train", "vgg-gap", "--sample", "--arch-opt", "widths=[16,"],
+            "--arch-opt widths '[16,' is not valid JSON",
+        ),
         (["train", "vgg-gap", "--sample", "--arch-opt", "=3"], "--arch-opt '=3' is not key=value"),
-        (["train", "vgg-gap", "--sample", "--arch-opt", "dropouts=[0.1]"], "vgg-gap needs one dropout rate per stage: got 3 stage(s) and 1 rate(s)"),
-        (["train", "vgg-gap", "--sample", "--arch-opt", "stages=5"], "option stages must be a list like [[int, ...], ...], got 5"),
-        (["train", "tiny-cnn", "--sample", "--arch-opt", "width=abc"], "option width must be a whole number, got \"abc\""),
+        (
+            ["train", "vgg-gap", "--sample", "--arch-opt", "dropouts=[0.1]"],
+            "vgg-gap needs one dropout rate per stage: got 3 stage(s) and 1 rate(s)",
+        ),
+        (
+            ["train", "vgg-gap", "--sample", "--arch-opt", "stages=5"],
+            "option stages must be a list like [[int, ...], ...], got 5",
+        ),
+        (
+            ["train", "tiny-cnn", "--sample", "--arch-opt", "width=abc"],
+            'option width must be a whole number, got "abc"',
+        ),
         (["train", "tiny-cnn", "--sample", "--arch-opt", "width=0"], "cannot be built with width=0"),
-        (["train", "cnn-2conv", "--sample", "--arch-opt", "filters=[1]"], "option filters must be a list like [int, int], got [1]"),
-        (["train", "cnn-2conv", "--sample", "--arch-opt", "dense=0"], "has a layer of size 0 (dense, output (0,))"),
+        (
+            ["train", "cnn-2conv", "--sample", "--arch-opt", "filters=[1]"],
+            "option filters must be a list like [int, int], got [1]",
+        ),
+        (
+            ["train", "cnn-2conv", "--sample", "--arch-opt", "dense=0"],
+            "has a layer of size 0 (dense, output (0,))",
+        ),
         (["train", "mlp", "--sample", "--arch-opt", "dropout=2"], "cannot be built with dropout=2"),
         (["train", "resnet-50", "--sample"], "unknown architecture 'resnet-50'. Did you mean 'resnet50'?"),
         (["train", "--resume", "empty"], "empty has no config.json"),
         (["optimize", "empty", "--prune", "1.0"], "target sparsity must be in (0, 1), got 1.0."),
         (["optimize", "empty", "--prune", "1.5"], "target sparsity must be in (0, 1), got 1.5."),
         (["optimize", "empty", "--prune", "-0.1"], "target sparsity must be in (0, 1), got -0.1."),
-        (["pipeline", "tiny-cnn", "--sample", "--prune", "1.0"], "--prune 1.0: give the target sparsity as a fraction in (0, 1)"),
-        (["pipeline", "tiny-cnn", "--sample", "--epochs", "0"], "--epochs 0: fine-tuning needs at least 1 epoch."),
+        (
+            ["pipeline", "tiny-cnn", "--sample", "--prune", "1.0"],
+            "--prune 1.0: give the target sparsity as a fraction in (0, 1)",
+        ),
+        (
+            ["pipeline", "tiny-cnn", "--sample", "--epochs", "0"],
+            "--epochs 0: fine-tuning needs at least 1 epoch.",
+        ),
         (["pipeline", "tiny-cnn", "--sample", "-f", "tflite16"], "unknown export format 'tflite16'"),
         (["bench", "empty", "--threads", "0"], "--threads '0': give positive thread counts"),
         (["bench", "empty", "--threads", "a,b"], "--threads 'a,b': give positive thread counts"),
@@ -327,7 +415,9 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
     ],
 )
 def test_bad_options_are_one_line_and_leave_no_run(place, argv, expected):
-    code, output = run_cli(*argv, *(["--runs-dir", "runs"] if argv[0] in ("train", "optimize", "pipeline", "export") else []))
+    code, output = run_cli(
+        *argv, *(["--runs-dir", "runs"] if argv[0] in ("train", "optimize", "pipeline", "export") else [])
+    )
     assert_one_line_error(code, output, expected)
     assert not (place / "runs").exists() or not any((place / "runs").iterdir())
 
@@ -337,10 +427,16 @@ def test_an_unfinished_run_is_named_with_the_command_that_finishes_it(place):
     run.mkdir(parents=True)
     (run / "config.json").write_text('{"arch": "tiny-cnn", "data": "sample", "epochs": 1}')
     (place / "model.tflite").write_bytes(b"never read: the baseline is checked first")
-    for argv in (["evaluate", run], ["export", run, "-f", "fp32"], ["bench", "model.tflite", "--baseline", run],
-                 ["train", "tiny-cnn", "--sample", "--teacher", run]):
+    for argv in (
+        ["evaluate", run],
+        ["export", run, "-f", "fp32"],
+        ["bench", "model.tflite", "--baseline", run],
+        ["train", "tiny-cnn", "--sample", "--teacher", run],
+    ):
         code, output = run_cli(*argv)
-        assert_one_line_error(code, output, f"{run} has no model.h5: the run did not finish; continue it with")
+        assert_one_line_error(
+            code, output, f"{run} has no model.h5: the run did not finish; continue it with"
+        )
     assert files_under(place / "runs") == ["tiny-cnn-train-1", "tiny-cnn-train-1/config.json"]
 
 
@@ -353,7 +449,9 @@ def test_a_corrupt_config_json_is_named(place):
 
 
 def test_a_pipeline_refused_before_training_leaves_no_run_dir(place):
-    code, output = run_cli("pipeline", "tiny-cnn", "--sample", "--set", "val_size=100000", "--runs-dir", "runs")
+    code, output = run_cli(
+        "pipeline", "tiny-cnn", "--sample", "--set", "val_size=100000", "--runs-dir", "runs"
+    )
     assert_one_line_error(code, output, "validation size 100000 must be between 0 and 1999")
     assert not any((place / "runs").iterdir())
 
@@ -362,8 +460,19 @@ def test_a_pipeline_refused_before_training_leaves_no_run_dir(place):
 
 
 def test_training_saves_hdf5_without_keras_legacy_warning(place):
-    code, output = run_cli("train", "tiny-cnn", "--sample", "--epochs", "1", "--set", "max_train=200",
-                           "--arch-opt", "width=4", "--runs-dir", "runs")
+    code, output = run_cli(
+        "train",
+        "tiny-cnn",
+        "--sample",
+        "--epochs",
+        "1",
+        "--set",
+        "max_train=200",
+        "--arch-opt",
+        "width=4",
+        "--runs-dir",
+        "runs",
+    )
     assert code == 0, output
     assert "HDF5" not in output and "legacy" not in output, output
     model = place / "runs" / "tiny-cnn-train-1" / "model.h5"
@@ -379,6 +488,9 @@ def test_explain_of_unreadable_images_leaves_no_output_folder(tmp_path):
     text = tmp_path / "note.png"
     text.write_text("not an image")
     code, output = run_cli("explain", REPO / "models" / "mlp", text, "--out", tmp_path / "overlays")
-    assert_one_line_error(code, output.replace("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", ""),
-                          "not a readable image")
+    assert_one_line_error(
+        code,
+        output.replace("INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", ""),
+        "not a readable image",
+    )
     assert not (tmp_path / "overlays").exists()

@@ -11,9 +11,17 @@ import sys
 import numpy as np
 import pytest
 
-from edge_fm import data, runner
-from edge_fm.bench import BenchOptions, SshTarget, bench, best_artifact, collect_artifacts, parse_target
+from edge_fm import runner
+from edge_fm.bench.benchmark import (
+    BenchOptions,
+    SshTarget,
+    bench,
+    best_artifact,
+    collect_artifacts,
+    parse_target,
+)
 from edge_fm.cli import main
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
 
 FAST = BenchOptions(threads=(1, 2), runs=30, min_seconds=0.05, warmup=2)
@@ -31,8 +39,21 @@ def test_runner_measures_real_artifacts(exported, test_npz, tmp_path, plain_accu
     path, images, labels = test_npz
     artifacts = [str(exported[name] / "model.tflite") for name in ("int8", "fp32")]
     out = tmp_path / "result.json"
-    code = runner.main([*artifacts, "--test-data", str(path), "--threads", "1,2", "--runs", "40", "--min-seconds", "0.05",
-                        "--json", str(out)])
+    code = runner.main(
+        [
+            *artifacts,
+            "--test-data",
+            str(path),
+            "--threads",
+            "1,2",
+            "--runs",
+            "40",
+            "--min-seconds",
+            "0.05",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["environment"]["interpreter"] == "ai_edge_litert" and result["environment"]["cpu"]
@@ -49,7 +70,13 @@ def test_runner_measures_real_artifacts(exported, test_npz, tmp_path, plain_accu
         assert (matrix.sum(axis=1) == np.bincount(labels, minlength=10)).all()  # rows are the true classes
         latency = row["latency"]
         assert latency["runs"] >= 40
-        assert latency["min_ms"] <= latency["p50_ms"] <= latency["p90_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+        assert (
+            latency["min_ms"]
+            <= latency["p50_ms"]
+            <= latency["p90_ms"]
+            <= latency["p99_ms"]
+            <= latency["max_ms"]
+        )
         assert latency["images_per_second"] == pytest.approx(1000 / latency["mean_ms"])
         assert row["init_ms"] > 0 and row["first_inference_ms"] > 0
         assert row["peak_rss_mb"] >= row["rss_before_model_mb"] > 10
@@ -75,8 +102,17 @@ def test_a_broken_artifact_becomes_an_error_row(exported, test_npz, tmp_path):
 
 def test_runner_without_an_interpreter_names_the_fix(exported, test_npz, monkeypatch):
     monkeypatch.setenv("EDGE_FM_INTERPRETERS", "no_such_interpreter_pkg")
-    done = subprocess.run([sys.executable, runner.__file__, str(exported["int8"] / "model.tflite"), "--test-data",
-                           str(test_npz[0])], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            runner.__file__,
+            str(exported["int8"] / "model.tflite"),
+            "--test-data",
+            str(test_npz[0]),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == runner.EXIT_MISSING_RUNTIME
     assert "pip install ai-edge-litert numpy" in done.stderr and "Traceback" not in done.stderr
 
@@ -84,8 +120,27 @@ def test_runner_without_an_interpreter_names_the_fix(exported, test_npz, monkeyp
 @pytest.mark.slow
 def test_local_bench_with_keras_baseline_and_outputs(exported, tmp_path, capsys):
     json_out, csv_out = tmp_path / "bench.json", tmp_path / "bench.csv"
-    code = main(["bench", str(exported["root"]), "--sample", "--threads", "1", "--runs", "20", "--min-seconds", "0.05",
-                 "--baseline", str(exported["train"]), "--json", str(json_out), "--csv", str(csv_out), "--min-accuracy", "0.3"])
+    code = main(
+        [
+            "bench",
+            str(exported["root"]),
+            "--sample",
+            "--threads",
+            "1",
+            "--runs",
+            "20",
+            "--min-seconds",
+            "0.05",
+            "--baseline",
+            str(exported["train"]),
+            "--json",
+            str(json_out),
+            "--csv",
+            str(csv_out),
+            "--min-accuracy",
+            "0.3",
+        ]
+    )
     output = capsys.readouterr().out
     assert code == 0, output
     result = json.loads(json_out.read_text())
@@ -105,7 +160,19 @@ def test_local_bench_with_keras_baseline_and_outputs(exported, tmp_path, capsys)
 
 
 def test_min_accuracy_gate_fails_below_the_bar(exported, capsys):
-    code = main(["bench", str(exported["int8"]), "--sample", "--runs", "5", "--min-seconds", "0", "--min-accuracy", "0.999"])
+    code = main(
+        [
+            "bench",
+            str(exported["int8"]),
+            "--sample",
+            "--runs",
+            "5",
+            "--min-seconds",
+            "0",
+            "--min-accuracy",
+            "0.999",
+        ]
+    )
     assert code == 1 and "below --min-accuracy 99.90%" in capsys.readouterr().err
 
 
@@ -154,16 +221,24 @@ def test_parse_target():
     assert (target.user, target.host, target.port) == ("pi", "raspberrypi.local", 2222)
     assert parse_target("local").name == "local"
     command = SshTarget("host", ssh_options=("UserKnownHostsFile=/k",)).ssh_command("echo 'a b'")
-    assert "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command and command[-1] == "echo 'a b'"
+    assert (
+        "BatchMode=yes" in command and "StrictHostKeyChecking=yes" in command and command[-1] == "echo 'a b'"
+    )
 
 
 # ---------------------------------------------------------------- over SSH, against a real sshd
 
 
 def _target(sshd, port=None, key=None, python=sys.executable):
-    return SshTarget(host="127.0.0.1", user=sshd["user"], port=port or sshd["port"], identity=str(key or sshd["key"]),
-                     ssh_options=(f"UserKnownHostsFile={sshd['known_hosts']}", "GlobalKnownHostsFile=/dev/null"),
-                     python=python, connect_timeout=5)
+    return SshTarget(
+        host="127.0.0.1",
+        user=sshd["user"],
+        port=port or sshd["port"],
+        identity=str(key or sshd["key"]),
+        ssh_options=(f"UserKnownHostsFile={sshd['known_hosts']}", "GlobalKnownHostsFile=/dev/null"),
+        python=python,
+        connect_timeout=5,
+    )
 
 
 @pytest.mark.slow
@@ -172,12 +247,17 @@ def test_ssh_target_measures_on_the_host_and_cleans_up(sshd, exported):
     remote = bench([exported["int8"]], _target(sshd), FAST, sample=True)
     assert remote["target"] == f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
     assert [r["status"] for r in remote["rows"]] == ["ok", "ok"]
-    assert remote["rows"][0]["accuracy"] == local["rows"][0]["accuracy"]  # same artifact, same data, same answer
+    assert (
+        remote["rows"][0]["accuracy"] == local["rows"][0]["accuracy"]
+    )  # same artifact, same data, same answer
     assert remote["rows"][0]["path"] == str((exported["int8"] / "model.tflite").resolve())
     assert remote["rows"][0]["format"] == "int8"  # model.json travelled with the artifact
     # Nothing is left on the host.
-    leftovers = subprocess.run(_target(sshd).ssh_command('ls -d "${TMPDIR:-/tmp}"/edge-fm-bench.* 2>/dev/null | wc -l'),
-                               capture_output=True, text=True)
+    leftovers = subprocess.run(
+        _target(sshd).ssh_command('ls -d "${TMPDIR:-/tmp}"/edge-fm-bench.* 2>/dev/null | wc -l'),
+        capture_output=True,
+        text=True,
+    )
     assert leftovers.stdout.strip() == "0"
 
 
@@ -194,7 +274,10 @@ def test_ssh_refused_key(sshd, exported):
 def test_ssh_unknown_host_key_is_not_accepted(sshd, exported, tmp_path):
     target = _target(sshd)
     (tmp_path / "empty_known_hosts").write_text("")
-    target.ssh_options = (f"UserKnownHostsFile={tmp_path / 'empty_known_hosts'}", "GlobalKnownHostsFile=/dev/null")
+    target.ssh_options = (
+        f"UserKnownHostsFile={tmp_path / 'empty_known_hosts'}",
+        "GlobalKnownHostsFile=/dev/null",
+    )
     with pytest.raises(EdgeFMError, match="host key"):
         bench([exported["int8"]], target, FAST, sample=True)
 
@@ -208,8 +291,19 @@ def test_ssh_host_without_python_or_interpreter(sshd, exported, capsys):
     with pytest.raises(EdgeFMError, match="pip install ai-edge-litert numpy"):
         bench([exported["int8"]], bare, FAST, sample=True)
     # The CLI turns the same failure into one line.
-    code = main(["bench", str(exported["int8"]), "--sample", "--target", f"ssh://{sshd['user']}@127.0.0.1:{sshd['free_port']}",
-                 "--ssh-key", str(sshd["key"]), "--ssh-option", f"UserKnownHostsFile={sshd['known_hosts']}"])
+    code = main(
+        [
+            "bench",
+            str(exported["int8"]),
+            "--sample",
+            "--target",
+            f"ssh://{sshd['user']}@127.0.0.1:{sshd['free_port']}",
+            "--ssh-key",
+            str(sshd["key"]),
+            "--ssh-option",
+            f"UserKnownHostsFile={sshd['known_hosts']}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "connection refused" in err and len(err.strip().splitlines()) == 1
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm import __version__, data
+from edge_fm import __version__
 from edge_fm.cli import app, main
+from edge_fm.data import datasets as data
 
 runner = CliRunner()
 
@@ -27,7 +28,9 @@ def test_version():
     assert __version__ in result.output
 
 
-@pytest.mark.parametrize("command", [[], ["data"], ["data", "fetch"], ["data", "info"], ["zoo"], ["train"], ["evaluate"]])
+@pytest.mark.parametrize(
+    "command", [[], ["data"], ["data", "fetch"], ["data", "info"], ["zoo"], ["train"], ["evaluate"]]
+)
 def test_every_command_has_help_with_an_example(command):
     result = _invoke(*command, "--help")
     assert result.exit_code == 0, result.output
@@ -49,10 +52,17 @@ MOBILENETV2_NO_TOP, RESNET50_NO_TOP, BN = 2_257_984, 23_587_712, 4
 EXPECTED_PARAMS = {
     "mlp": _dense(784, 128) + _dense(128, 64) + _dense(64, 10),
     "cnn-2conv": _conv(3, 1, 32) + _conv(3, 32, 64) + _dense(7 * 7 * 64, 128) + _dense(128, 10),
-    "vgg-gap": sum(_conv(3, c_in, c_out, bias=False) + BN * c_out
-                   for c_in, c_out in [(1, 32), (32, 32), (32, 64), (64, 64), (64, 96), (96, 96)]) + _dense(96, 10),
-    "cnn-3conv-bn": sum(_conv(3, c_in, c_out) + BN * c_out for c_in, c_out in [(1, 64), (64, 128), (128, 256)])
-    + _dense(3 * 3 * 256, 128) + BN * 128 + _dense(128, 10),
+    "vgg-gap": sum(
+        _conv(3, c_in, c_out, bias=False) + BN * c_out
+        for c_in, c_out in [(1, 32), (32, 32), (32, 64), (64, 64), (64, 96), (96, 96)]
+    )
+    + _dense(96, 10),
+    "cnn-3conv-bn": sum(
+        _conv(3, c_in, c_out) + BN * c_out for c_in, c_out in [(1, 64), (64, 128), (128, 256)]
+    )
+    + _dense(3 * 3 * 256, 128)
+    + BN * 128
+    + _dense(128, 10),
     "mobilenetv2": MOBILENETV2_NO_TOP + _dense(1280, 128) + BN * 128 + _dense(128, 10),
     "resnet50": RESNET50_NO_TOP + _dense(2048, 256) + _dense(256, 128) + _dense(128, 10),
 }
@@ -62,7 +72,9 @@ EXPECTED_PARAMS = {
 def test_zoo_lists_the_six_architectures_with_params_and_macs():
     result = _invoke("zoo")
     assert result.exit_code == 0, result.output
-    assert EXPECTED_PARAMS["mlp"] == 109_386 and EXPECTED_PARAMS["resnet50"] == 24_146_442  # the formulas hold
+    assert (
+        EXPECTED_PARAMS["mlp"] == 109_386 and EXPECTED_PARAMS["resnet50"] == 24_146_442
+    )  # the formulas hold
     rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│")}
     for name, params in EXPECTED_PARAMS.items():
         assert f"│ {params:,} " in rows[name], rows.get(name)
@@ -71,9 +83,23 @@ def test_zoo_lists_the_six_architectures_with_params_and_macs():
 
 
 def test_train_then_evaluate_on_the_sample(tmp_path):
-    result = _invoke("train", "tiny-cnn", "--sample", "--epochs", "2", "--runs-dir", str(tmp_path), "--set", "learning_rate=0.003")
+    result = _invoke(
+        "train",
+        "tiny-cnn",
+        "--sample",
+        "--epochs",
+        "2",
+        "--runs-dir",
+        str(tmp_path),
+        "--set",
+        "learning_rate=0.003",
+    )
     assert result.exit_code == 0, result.output
-    assert "NOT test-set accuracy" in result.output and "epoch 2/2" in result.output and "2 epochs in" in result.output
+    assert (
+        "NOT test-set accuracy" in result.output
+        and "epoch 2/2" in result.output
+        and "2 epochs in" in result.output
+    )
     run = tmp_path / "tiny-cnn-train-1"
     metrics = json.loads((run / "metrics.json").read_text())
     assert f"{metrics['sample_test']['accuracy']:.2%}" in result.output
@@ -89,10 +115,15 @@ def test_data_info_on_the_full_dataset(data_dir):
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())  # whatever width the table and lines were wrapped to
     pixels = data.load_split("train", data_dir)[0].astype(np.float64)
-    assert "│ total │ 60000 │ 10000 │" in text and f"train pixel mean {pixels.mean():.3f}, std {pixels.std():.3f}" in text
+    assert (
+        "│ total │ 60000 │ 10000 │" in text
+        and f"train pixel mean {pixels.mean():.3f}, std {pixels.std():.3f}" in text
+    )
     for name, published in data.PUBLISHED_SHA256.items():
         actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
-        verdict = "matches the original release" if actual == published else "differs from the original release"
+        verdict = (
+            "matches the original release" if actual == published else "differs from the original release"
+        )
         assert f"{name}: sha256 {actual[:16]}… {verdict}" in text, result.output
 
 
@@ -116,7 +147,10 @@ def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, 
         (["train", "resnet-50"], "unknown architecture 'resnet-50'. Did you mean 'resnet50'?"),
         (["train", "mlp", "--epochs", "0"], "epochs must be a number >= 1"),
         (["train", "mlp", "--lr", "-0.1"], "learning_rate must be a positive number"),
-        (["train", "mlp", "--sample", "--val-size", "5000"], "validation size 5000 must be between 0 and 1999"),
+        (
+            ["train", "mlp", "--sample", "--val-size", "5000"],
+            "validation size 5000 must be between 0 and 1999",
+        ),
         (["train", "mlp", "--data-dir", "/nonexistent"], "run `edge-fm data fetch`, or pass --data-dir"),
         (["train", "mlp", "--epochs", "many"], "Invalid value for '--epochs'"),
         (["train", "mlp", "--set", "epoch=3"], "Did you mean 'epochs'"),
@@ -139,7 +173,17 @@ def test_bad_input_is_one_line_with_non_zero_exit(argv, expected, capsys):
 
 
 def test_a_bad_architecture_option_value_fails_before_a_run_directory_exists(tmp_path, capsys):
-    code = main(["train", "edge-cnn-tiny", "--sample", "--arch-opt", "block=dens", "--runs-dir", str(tmp_path / "runs")])
+    code = main(
+        [
+            "train",
+            "edge-cnn-tiny",
+            "--sample",
+            "--arch-opt",
+            "block=dens",
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code != 0 and "Traceback" not in err
     assert err.startswith("error: unknown edge-cnn-tiny block 'dens'. Known: conv, separable.")

@@ -8,9 +8,9 @@ import shutil
 
 import numpy as np
 import pytest
-
 from conftest import TEST_DATA_ENV, DatasetLocator, DatasetUnavailable, free_port
-from edge_fm import data
+
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
 
@@ -120,7 +120,9 @@ def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path):
     served, url = http_server
     checksums = _serve_dataset(served)
     seen = []
-    paths = data.fetch(tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t)))
+    paths = data.fetch(
+        tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t))
+    )
     assert sorted(p.name for p in paths) == sorted(data.PUBLISHED_SHA256)
     assert all(sha256_file(p) == checksums[p.name] for p in paths)
     assert seen[-1][1] == seen[-1][2]  # progress reached the file's size
@@ -162,7 +164,9 @@ def test_info_reports_counts_statistics_and_checksums(data_dir):
     assert result["splits"]["train"]["images"] == 60_000
     assert result["splits"]["test"]["per_class"]["Bag"] == 1000
     pixels = data.load_split("train", data_dir)[0].astype(np.float64)
-    assert result["pixel_mean"] == pytest.approx(pixels.mean()) and result["pixel_std"] == pytest.approx(pixels.std())
+    assert result["pixel_mean"] == pytest.approx(pixels.mean()) and result["pixel_std"] == pytest.approx(
+        pixels.std()
+    )
     for name, entry in result["files"].items():
         actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
         assert entry == {"sha256": actual, "matches_original": actual == data.PUBLISHED_SHA256[name]}
@@ -214,7 +218,9 @@ def test_tests_fetch_a_missing_dataset_once_into_the_user_cache(fresh_home, monk
     for name in data.PUBLISHED_SHA256:
         shutil.copy(data.SAMPLE_DIR / name, served / name)
     # The sample stands in for the original release: the download verifies against its checksums.
-    monkeypatch.setattr(data, "PUBLISHED_SHA256", {name: sha256_file(served / name) for name in data.PUBLISHED_SHA256})
+    monkeypatch.setattr(
+        data, "PUBLISHED_SHA256", {name: sha256_file(served / name) for name in data.PUBLISHED_SHA256}
+    )
     locate = DatasetLocator((url,))
     cache = fresh_home / ".cache" / "edge-fm" / "fashion-mnist"
     assert locate() == cache

@@ -14,20 +14,38 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import free_port
+
 from edge_fm.compat import keras
-from edge_fm.config import OptimizeConfig, TrainConfig
-from edge_fm.distribute import ONE_DEVICE, Placement, check_global_batch, distribute_pipeline, resolve_placement
 from edge_fm.errors import EdgeFMError
-from edge_fm.evaluate import evaluate_run
-from edge_fm.runs import Run
-from edge_fm.train import config_for, resume, train
+from edge_fm.train.config import OptimizeConfig, TrainConfig
+from edge_fm.train.distribute import (
+    ONE_DEVICE,
+    Placement,
+    check_global_batch,
+    distribute_pipeline,
+    resolve_placement,
+)
+from edge_fm.train.evaluate import evaluate_run
+from edge_fm.train.runs import Run
+from edge_fm.train.trainer import config_for, resume, train
 
 REPO = Path(__file__).resolve().parents[1]
 # The same recipe single-device and distributed: tiny-cnn, 3 epochs on the embedded sample.
 RECIPE = {"epochs": 3, "batch_size": 64, "learning_rate": 3e-3, "seed": 0}
-RECIPE_ARGS = ["train", "tiny-cnn", "--sample", "--epochs", "3", "--batch-size", "64", "--lr", "3e-3", "--seed", "0"]
+RECIPE_ARGS = [
+    "train",
+    "tiny-cnn",
+    "--sample",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--lr",
+    "3e-3",
+    "--seed",
+    "0",
+]
 # Single-device runs of RECIPE over seeds 0-5 scored 0.836-0.848 on the sample's 1,000 held-out
 # images (mean 0.842, sd 0.005). A distributed run takes another, equally good path (each replica's
 # batch norm sees 32 images, not 64; sums are reduced in another order): mirrored and multi-worker
@@ -57,8 +75,14 @@ def one_device_accuracy(tmp_path_factory) -> float:
 def _edge_fm(args: list[str], logical_cpus: int = 1, env: dict | None = None, interrupt_after: int = 0):
     """Runs ``edge-fm ARGS`` in a fresh process (see ``_entry``); returns the process, not yet waited for."""
     command = [sys.executable, __file__, str(logical_cpus), str(interrupt_after), *args]
-    return subprocess.Popen(command, cwd=REPO, env={**os.environ, **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _finish(process: subprocess.Popen) -> tuple[int, str]:
@@ -83,12 +107,22 @@ def test_auto_on_a_cpu_trains_on_one_device_as_before():
 
 @pytest.mark.parametrize(
     "tf_config, message",
-    [(None, "needs the TF_CONFIG environment variable"),
-     ("{'cluster': 1}", "TF_CONFIG is not valid JSON"),
-     ('{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}', 'must be a list of "host:port"'),
-     ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}', "is not in its cluster")],
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{'cluster': 1}", "TF_CONFIG is not valid JSON"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1"]}, "task": {"type": "worker", "index": 0}}',
+            'must be a list of "host:port"',
+        ),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+            "is not in its cluster",
+        ),
+    ],
 )
-def test_multi_worker_refuses_a_missing_or_malformed_tf_config_in_one_line(monkeypatch, tmp_path, tf_config, message):
+def test_multi_worker_refuses_a_missing_or_malformed_tf_config_in_one_line(
+    monkeypatch, tmp_path, tf_config, message
+):
     from edge_fm.cli import main
 
     if tf_config is None:
@@ -117,7 +151,7 @@ def test_the_global_batch_must_split_evenly_and_pipelines_shard_by_data():
 
 
 def test_fine_tunes_run_on_one_replica_whatever_trained_the_parent(tmp_path):
-    from edge_fm.optimize import fine_tune_config
+    from edge_fm.optimize.compress import fine_tune_config
 
     parent = tmp_path / "tiny-cnn-train-1"
     parent.mkdir()
@@ -132,13 +166,20 @@ def test_fine_tunes_run_on_one_replica_whatever_trained_the_parent(tmp_path):
 
 @pytest.mark.slow
 def test_mirrored_over_two_cpu_devices_reaches_single_device_accuracy(tmp_path, one_device_accuracy):
-    code, output = _finish(_edge_fm([*RECIPE_ARGS, "--distribute", "mirrored", "--runs-dir", str(tmp_path)], logical_cpus=2))
+    code, output = _finish(
+        _edge_fm([*RECIPE_ARGS, "--distribute", "mirrored", "--runs-dir", str(tmp_path)], logical_cpus=2)
+    )
     assert code == 0, output
     run = tmp_path / "tiny-cnn-train-1"
     metrics = _metrics(run)
-    assert metrics["distribute"] == {"strategy": "mirrored", "replicas": 2, "workers": 1,
-                                     "devices": ["/device:CPU:0", "/device:CPU:1"],
-                                     "global_batch_size": 64, "per_replica_batch_size": 32}
+    assert metrics["distribute"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "workers": 1,
+        "devices": ["/device:CPU:0", "/device:CPU:1"],
+        "global_batch_size": 64,
+        "per_replica_batch_size": 32,
+    }
     assert metrics["device"].endswith("; mirrored, 2 replicas")
     assert json.loads((run / "config.json").read_text())["distribute"] == "mirrored"
     accuracy = metrics["sample_test"]["accuracy"]
@@ -172,14 +213,20 @@ def test_an_interrupted_mirrored_run_resumes_from_its_checkpoint(tmp_path, one_d
 
 
 @pytest.mark.slow
-def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chief_writes(tmp_path, one_device_accuracy):
+def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chief_writes(
+    tmp_path, one_device_accuracy
+):
     cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
     runs, scratch = tmp_path / "runs", tmp_path / "scratch"
     scratch.mkdir()
     workers = [
-        _edge_fm([*RECIPE_ARGS, "--distribute", "multi-worker", "--runs-dir", str(runs)],
-                 env={"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-                      "TMPDIR": str(scratch)})
+        _edge_fm(
+            [*RECIPE_ARGS, "--distribute", "multi-worker", "--runs-dir", str(runs)],
+            env={
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+                "TMPDIR": str(scratch),
+            },
+        )
         for index in (0, 1)
     ]
     (chief_code, chief_output), (worker_code, worker_output) = [_finish(worker) for worker in workers]
@@ -189,7 +236,9 @@ def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chie
     assert [p.name for p in runs.iterdir()] == ["tiny-cnn-train-1"]  # one run, the chief's
     assert list(scratch.iterdir()) == []  # the other worker's temporary copy is gone
     run = runs / "tiny-cnn-train-1"
-    assert not [name for name in json.loads((run / "manifest.json").read_text())["files"] if "workertemp" in name]
+    assert not [
+        name for name in json.loads((run / "manifest.json").read_text())["files"] if "workertemp" in name
+    ]
     metrics = _metrics(run)
     assert metrics["distribute"]["strategy"] == "multi-worker"
     assert (metrics["distribute"]["replicas"], metrics["distribute"]["workers"]) == (2, 2)
@@ -204,12 +253,27 @@ def test_two_workers_on_localhost_reach_single_device_accuracy_and_only_the_chie
 @pytest.mark.slow
 def test_mixed_precision_under_a_strategy_then_qat_and_int8_export(tmp_path):
     from edge_fm.cli import main
-    from edge_fm.export import export
-    from edge_fm.optimize import optimize
+    from edge_fm.export.exporter import export
+    from edge_fm.optimize.compress import optimize
 
     # What a GPU run does by default (mixed_float16, mirrored), forced on: mixed_float16 runs on a CPU, slowly.
-    args = ["train", "tiny-cnn", "--sample", "--epochs", "3", "--batch-size", "64", "--lr", "3e-3",
-            "--set", "mixed_precision=true", "--distribute", "mirrored", "--runs-dir", str(tmp_path)]
+    args = [
+        "train",
+        "tiny-cnn",
+        "--sample",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--set",
+        "mixed_precision=true",
+        "--distribute",
+        "mirrored",
+        "--runs-dir",
+        str(tmp_path),
+    ]
     assert main(args) == 0
     run = tmp_path / "tiny-cnn-train-1"
     metrics = _metrics(run)
@@ -239,6 +303,7 @@ def _entry(argv: list[str]) -> int:
     INTERRUPT_AFTER > 0 the run is interrupted like a Ctrl-C after that epoch.
     """
     from edge_fm import cli
+    from edge_fm.cli.common import RichReporter
     from edge_fm.compat import tf
 
     cpus, interrupt_after, args = int(argv[0]), int(argv[1]), argv[2:]
@@ -246,14 +311,14 @@ def _entry(argv: list[str]) -> int:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
     if interrupt_after:
-        render_epoch = cli._RichReporter.epoch
+        render_epoch = RichReporter.epoch
 
         def epoch_then_interrupt(self, epoch, logs):
             render_epoch(self, epoch, logs)
             if epoch == interrupt_after:
                 raise KeyboardInterrupt
 
-        cli._RichReporter.epoch = epoch_then_interrupt
+        RichReporter.epoch = epoch_then_interrupt
     return cli.main(args)
 
 

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from edge_fm.bench import BenchOptions, SshTarget, bench_fleet, compare_devices
+from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench_fleet, compare_devices
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 
@@ -24,7 +24,9 @@ def fleet(sshd, sshd_factory, tmp_path_factory):
     second = sshd_factory(client_key=sshd["key"])
     known_hosts = tmp_path_factory.mktemp("fleet") / "known_hosts"
     known_hosts.write_text(sshd["known_hosts"].read_text() + second["known_hosts"].read_text())
-    urls = [f"ssh://{sshd['user']}@127.0.0.1:{port}" for port in (sshd["port"], second["port"], sshd["free_port"])]
+    urls = [
+        f"ssh://{sshd['user']}@127.0.0.1:{port}" for port in (sshd["port"], second["port"], sshd["free_port"])
+    ]
     return {"key": sshd["key"], "known_hosts": known_hosts, "a": urls[0], "b": urls[1], "dead": urls[2]}
 
 
@@ -46,9 +48,17 @@ class _Recorded(SshTarget):
 
 def _device(fleet, url, log, lock):
     port = int(url.rsplit(":", 1)[1])
-    return _Recorded(host="127.0.0.1", user=url.split("//")[1].split("@")[0], port=port, identity=str(fleet["key"]),
-                     ssh_options=(f"UserKnownHostsFile={fleet['known_hosts']}", "GlobalKnownHostsFile=/dev/null"),
-                     python=sys.executable, connect_timeout=5, log=log, lock=lock)
+    return _Recorded(
+        host="127.0.0.1",
+        user=url.split("//")[1].split("@")[0],
+        port=port,
+        identity=str(fleet["key"]),
+        ssh_options=(f"UserKnownHostsFile={fleet['known_hosts']}", "GlobalKnownHostsFile=/dev/null"),
+        python=sys.executable,
+        connect_timeout=5,
+        log=log,
+        lock=lock,
+    )
 
 
 def test_fleet_measures_each_device_once_in_parallel_and_a_dead_one_gets_error_rows(fleet, exported):
@@ -68,9 +78,14 @@ def test_fleet_measures_each_device_once_in_parallel_and_a_dead_one_gets_error_r
     assert [r["accuracy"] for r in by_device[fleet["a"]]] == [r["accuracy"] for r in by_device[fleet["b"]]]
     dead = by_device[fleet["dead"]]
     assert [(r["artifact"], r["format"], r["status"]) for r in dead] == [
-        (exported["int8"].name, "int8", "error"), (exported["fp32"].name, "fp32", "error")]
+        (exported["int8"].name, "int8", "error"),
+        (exported["fp32"].name, "fp32", "error"),
+    ]
     assert all("connection refused" in r["error"] for r in dead)
-    assert result["environments"][fleet["dead"]] is None and "connection refused" in result["errors"][fleet["dead"]]
+    assert (
+        result["environments"][fleet["dead"]] is None
+        and "connection refused" in result["errors"][fleet["dead"]]
+    )
 
     # One benchmark per device, and the two live devices measured at the same time.
     assert sorted(name for name, _, _ in log) == sorted(result["targets"])
@@ -87,22 +102,57 @@ def test_fleet_measures_each_device_once_in_parallel_and_a_dead_one_gets_error_r
 @pytest.mark.slow
 def test_fleet_from_the_command_line(fleet, exported, tmp_path, capsys):
     out, table = tmp_path / "fleet.json", tmp_path / "fleet.csv"
-    code = main(["bench", str(exported["int8"]), str(exported["fp32"]), "--sample", "--threads", "1", "--runs", "20",
-                 "--min-seconds", "0.05", "--target", fleet["a"], "--target", fleet["b"], "--target", fleet["dead"],
-                 "--ssh-key", str(fleet["key"]), "--ssh-option", f"UserKnownHostsFile={fleet['known_hosts']}",
-                 "--ssh-option", "GlobalKnownHostsFile=/dev/null", "--ssh-timeout", "5", "--remote-python", sys.executable,
-                 "--compare", "--json", str(out), "--csv", str(table)])
+    code = main(
+        [
+            "bench",
+            str(exported["int8"]),
+            str(exported["fp32"]),
+            "--sample",
+            "--threads",
+            "1",
+            "--runs",
+            "20",
+            "--min-seconds",
+            "0.05",
+            "--target",
+            fleet["a"],
+            "--target",
+            fleet["b"],
+            "--target",
+            fleet["dead"],
+            "--ssh-key",
+            str(fleet["key"]),
+            "--ssh-option",
+            f"UserKnownHostsFile={fleet['known_hosts']}",
+            "--ssh-option",
+            "GlobalKnownHostsFile=/dev/null",
+            "--ssh-timeout",
+            "5",
+            "--remote-python",
+            sys.executable,
+            "--compare",
+            "--json",
+            str(out),
+            "--csv",
+            str(table),
+        ]
+    )
     printed = capsys.readouterr()
     assert code == 1, printed.out + printed.err  # a device failed: the exit code says so
     result = json.loads(out.read_text())
     assert len(result["rows"]) == 6
     assert {(r["target"], r["status"]) for r in result["rows"]} == {
-        (fleet["a"], "ok"), (fleet["b"], "ok"), (fleet["dead"], "error")}
+        (fleet["a"], "ok"),
+        (fleet["b"], "ok"),
+        (fleet["dead"], "error"),
+    }
     with table.open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["target"] for r in rows] == [fleet["a"]] * 2 + [fleet["b"]] * 2 + [fleet["dead"]] * 2
     text = " ".join(printed.out.split())
-    assert "p50 ms / accuracy per device" in text and f"on {fleet['a']}" in text and f"on {fleet['b']}" in text
+    assert (
+        "p50 ms / accuracy per device" in text and f"on {fleet['a']}" in text and f"on {fleet['b']}" in text
+    )
     assert f"{fleet['dead']} failed (2 artifact(s) not measured)" in text
     int8 = next(r for r in result["rows"] if r["target"] == fleet["a"] and r["format"] == "int8")
     assert f"{int8['latency']['p50_ms']:.3f} ms / {int8['accuracy']:.2%}" in text  # the comparison's cell
@@ -110,14 +160,40 @@ def test_fleet_from_the_command_line(fleet, exported, tmp_path, capsys):
 
 def test_one_target_stays_as_it_was_and_a_device_given_twice_is_refused(exported, tmp_path, capsys):
     out = tmp_path / "local.json"
-    code = main(["bench", str(exported["int8"]), "--sample", "--threads", "1", "--runs", "20", "--min-seconds", "0.05",
-                 "--target", "local", "--json", str(out)])
+    code = main(
+        [
+            "bench",
+            str(exported["int8"]),
+            "--sample",
+            "--threads",
+            "1",
+            "--runs",
+            "20",
+            "--min-seconds",
+            "0.05",
+            "--target",
+            "local",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["target"] == "local" and "targets" not in result
     assert [("target" in r, r["status"]) for r in result["rows"]] == [(False, "ok")]
     with pytest.raises(EdgeFMError, match="given twice"):
         bench_fleet([exported["int8"]], ["local", "local"], FAST, sample=True)
-    code = main(["bench", str(exported["int8"]), "--sample", "--target", "local", "--target", "ssh://pi@pi:22",
-                 "--plot", str(tmp_path / "front.png")])
+    code = main(
+        [
+            "bench",
+            str(exported["int8"]),
+            "--sample",
+            "--target",
+            "local",
+            "--target",
+            "ssh://pi@pi:22",
+            "--plot",
+            str(tmp_path / "front.png"),
+        ]
+    )
     assert code == 1 and "--plot draws one device's front" in capsys.readouterr().err

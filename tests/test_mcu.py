@@ -18,16 +18,19 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from edge_fm import data, mcu
 from edge_fm.cli import app
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
+from edge_fm.export import firmware, mcu, tflm
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CHECK_IMAGES = 300
 
 if importlib.util.find_spec("tflite_micro") is None:
     if platform.system() == "Linux" and platform.machine() == "x86_64":
-        pytest.fail("tflite-micro is not installed: pip install -e '.[dev]' (or 'edge-fm[mcu]')", pytrace=False)
+        pytest.fail(
+            "tflite-micro is not installed: pip install -e '.[dev]' (or 'edge-fm[mcu]')", pytrace=False
+        )
     pytest.skip("tflite-micro ships wheels for Linux x86-64 only", allow_module_level=True)
 
 
@@ -47,7 +50,7 @@ def _invoke(*args):
 @pytest.mark.parametrize("name, floor", [("mlp", 0.85), ("edge-cnn-tiny", 0.90)])
 def test_shipped_models_run_under_tflm_as_under_litert_reference_kernels(name, floor, test_images):
     images, labels = test_images
-    report = mcu.tflm_report(MODELS / name, images, labels, "test split")
+    report = tflm.tflm_report(MODELS / name, images, labels, "test split")
     assert report.runs_under_tflm and report.error is None and report.unsupported_ops == ()
     assert report.images == CHECK_IMAGES
     assert report.agreement_with_litert_reference == 1.0
@@ -58,25 +61,29 @@ def test_shipped_models_run_under_tflm_as_under_litert_reference_kernels(name, f
     assert report.flash_bytes == (MODELS / name / "model.tflite").stat().st_size
     record = report.as_dict()
     assert record["arena_bytes"] == report.arena.bytes and record["latency"].startswith("not measured")
-    assert [fit["board"] for fit in record["fits_on"]] == [board.name for board in mcu.BOARDS]
+    assert [fit["board"] for fit in record["fits_on"]] == [board.name for board in tflm.BOARDS]
 
 
 def test_tflm_accuracy_is_the_plain_interpreters(test_images, plain_accuracy):
     images, labels = test_images
-    report = mcu.tflm_report(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels)
-    assert report.accuracy == pytest.approx(plain_accuracy(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels))
+    report = tflm.tflm_report(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels)
+    assert report.accuracy == pytest.approx(
+        plain_accuracy(MODELS / "edge-cnn-tiny" / "model.tflite", images, labels)
+    )
 
 
 @pytest.mark.parametrize("name", ["mlp", "edge-cnn-tiny"])
 def test_the_arena_found_runs_and_a_smaller_one_does_not(name):
     flatbuffer = (MODELS / name / "model.tflite").read_bytes()
-    arena = mcu.find_arena(flatbuffer)
+    arena = tflm.find_arena(flatbuffer)
     image = np.full((1, 28, 28), 255, dtype=np.uint8)
-    assert mcu.TflmModel(flatbuffer, arena.min_bytes).outputs(image).shape == (1, 10)
-    assert not mcu._runs(flatbuffer, arena.min_bytes - mcu.ARENA_ALIGNMENT, np.zeros((1, 28, 28, 1), np.int8))
+    assert tflm.TflmModel(flatbuffer, arena.min_bytes).outputs(image).shape == (1, 10)
+    assert not tflm._runs(
+        flatbuffer, arena.min_bytes - tflm.ARENA_ALIGNMENT, np.zeros((1, 28, 28, 1), np.int8)
+    )
     with pytest.raises(EdgeFMError, match="could not allocate"):
-        mcu.TflmModel(flatbuffer, int(arena.min_bytes * 0.9))
-    assert arena.min_bytes % mcu.ARENA_ALIGNMENT == 0
+        tflm.TflmModel(flatbuffer, int(arena.min_bytes * 0.9))
+    assert arena.min_bytes % tflm.ARENA_ALIGNMENT == 0
     assert arena.bytes % 1024 == 0 and arena.bytes >= arena.min_bytes * 1.25
 
 
@@ -104,7 +111,7 @@ def gelu_model(tmp_path_factory):
 
 def test_a_gelu_model_is_refused_naming_gelu(test_images, gelu_model, tmp_path):
     images, labels = test_images
-    report = mcu.tflm_report(gelu_model, images[:10], labels[:10])
+    report = tflm.tflm_report(gelu_model, images[:10], labels[:10])
     assert not report.runs_under_tflm and report.unsupported_ops == ("GELU",)
     assert "GELU" in report.error and "ReLU head" in report.error and report.accuracy is None
     assert "GELU" in report.ops
@@ -120,21 +127,25 @@ def test_float_bundle_is_refused_with_the_export_to_use(exported, tmp_path):
     with pytest.raises(EdgeFMError, match=r"float32 .*-f int8. or .-f qat-int8"):
         mcu.mcu_files(exported["fp32"], tmp_path / "firmware")
     with pytest.raises(EdgeFMError, match="int8 model"):
-        mcu.tflm_report(exported["fp32"], np.zeros((1, 28, 28), np.uint8), np.zeros(1))
+        tflm.tflm_report(exported["fp32"], np.zeros((1, 28, 28), np.uint8), np.zeros(1))
 
 
 def test_a_missing_tflite_micro_is_one_line_naming_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tflite_micro.python.tflite_micro", None)
     with pytest.raises(EdgeFMError, match=re.escape("pip install 'edge-fm[mcu]'")):
-        mcu.tflm_version()
+        tflm.tflm_version()
 
 
 def test_fits_on_compares_model_bytes_with_flash_and_arena_with_ram():
-    fits = {fit["board"]: fit["fits"] for fit in mcu.fits_on(900_000, 300_000)}
+    fits = {fit["board"]: fit["fits"] for fit in tflm.fits_on(900_000, 300_000)}
     # 300,000 bytes of arena: over the Nano's 256 KiB and the Pico's 264 KiB, under the STM32F746's 320 KiB.
-    assert fits == {"Arduino Nano 33 BLE Sense": False, "Raspberry Pi Pico": False, "STM32F746 Discovery": True,
-                    "ESP32-S3 (8 MB flash)": True}
-    assert not any(fit["fits"] for fit in mcu.fits_on(3 * 1024 * 1024, 1000)[:3])
+    assert fits == {
+        "Arduino Nano 33 BLE Sense": False,
+        "Raspberry Pi Pico": False,
+        "STM32F746 Discovery": True,
+        "ESP32-S3 (8 MB flash)": True,
+    }
+    assert not any(fit["fits"] for fit in tflm.fits_on(3 * 1024 * 1024, 1000)[:3])
 
 
 # ---------------------------------------------------------------- firmware files
@@ -150,7 +161,7 @@ def test_the_c_array_holds_the_models_bytes(tiny_firmware):
     _, files = tiny_firmware
     flatbuffer = (MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes()
     source = files["model_data_cc"].read_text()
-    assert mcu.parse_c_array(source, "g_edge_cnn_tiny_model") == flatbuffer
+    assert firmware.parse_c_array(source, "g_edge_cnn_tiny_model") == flatbuffer
     assert "alignas(16) const unsigned char g_edge_cnn_tiny_model[]" in source
     assert f"g_edge_cnn_tiny_model_len = {len(flatbuffer)};" in source
     assert "extern const unsigned char g_edge_cnn_tiny_model[];" in files["model_data_h"].read_text()
@@ -161,45 +172,88 @@ def test_the_generated_cpp_compiles_and_gives_back_the_model(tiny_firmware, tmp_
     out, files = tiny_firmware
     main = tmp_path / "main.cc"
     main.write_text(
-        '#include <cstdint>\n#include <cstdio>\n'
+        "#include <cstdint>\n#include <cstdio>\n"
         '#include "edge_cnn_tiny_model_data.h"\n#include "edge_cnn_tiny_model_settings.h"\n'
         "int main() {\n"
         "  std::fwrite(g_edge_cnn_tiny_model, 1, g_edge_cnn_tiny_model_len, stdout);\n"
         '  std::fprintf(stderr, "%d|%s|%d", edge_cnn_tiny::kTensorArenaSize, edge_cnn_tiny::kCategoryLabels[9],\n'
-        "               static_cast<int>(reinterpret_cast<std::uintptr_t>(g_edge_cnn_tiny_model) % 16));\n}\n")
+        "               static_cast<int>(reinterpret_cast<std::uintptr_t>(g_edge_cnn_tiny_model) % 16));\n}\n"
+    )
     binary = tmp_path / "dump"
-    subprocess.run(["g++", "-std=c++14", "-Wall", "-Werror", f"-I{out}", str(main), str(files["model_data_cc"]),
-                    "-o", str(binary)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++14",
+            "-Wall",
+            "-Werror",
+            f"-I{out}",
+            str(main),
+            str(files["model_data_cc"]),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+    )
     done = subprocess.run([str(binary)], check=True, capture_output=True)
     assert done.stdout == (MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes()
     arena, label, misalignment = done.stderr.decode().split("|")
-    assert (int(arena), label, misalignment) == (mcu.find_arena(done.stdout).bytes, "Ankle boot", "0")
+    assert (int(arena), label, misalignment) == (tflm.find_arena(done.stdout).bytes, "Ankle boot", "0")
 
 
 def test_the_resolver_registers_exactly_the_models_ops(tiny_firmware):
-    from edge_fm.export import inspect_tflite
+    from edge_fm.export.tflite_file import inspect as inspect_tflite
 
     _, files = tiny_firmware
     text = files["op_resolver"].read_text()
     registered = re.findall(r"resolver\.(Add\w+)\(\);\s*// (\w+)", text)
-    # Read independently of edge_fm.mcu, with TensorFlow's own schema.
+    # Read independently of edge_fm.export.mcu, with TensorFlow's own schema.
     ops = inspect_tflite((MODELS / "edge-cnn-tiny" / "model.tflite").read_bytes())["ops"]
     assert sorted(op for _, op in registered) == ops
-    assert {method for method, _ in registered} == {"AddConv2D", "AddMaxPool2D", "AddAdd", "AddMean", "AddFullyConnected",
-                                                    "AddSoftmax"}
-    assert f"constexpr int kOpCount = {len(ops)};" in text and "MicroMutableOpResolver<kOpCount> resolver;" in text
+    assert {method for method, _ in registered} == {
+        "AddConv2D",
+        "AddMaxPool2D",
+        "AddAdd",
+        "AddMean",
+        "AddFullyConnected",
+        "AddSoftmax",
+    }
+    assert (
+        f"constexpr int kOpCount = {len(ops)};" in text
+        and "MicroMutableOpResolver<kOpCount> resolver;" in text
+    )
 
 
 def test_resolver_method_names():
-    assert [mcu.resolver_method(op) for op in ("CONV_2D", "DEPTHWISE_CONV_2D", "MAX_POOL_2D", "FULLY_CONNECTED",
-                                                "RELU6", "BATCH_MATMUL", "QUANTIZE")] == [
-        "AddConv2D", "AddDepthwiseConv2D", "AddMaxPool2D", "AddFullyConnected", "AddRelu6", "AddBatchMatMul", "AddQuantize"]
+    assert [
+        firmware.resolver_method(op)
+        for op in (
+            "CONV_2D",
+            "DEPTHWISE_CONV_2D",
+            "MAX_POOL_2D",
+            "FULLY_CONNECTED",
+            "RELU6",
+            "BATCH_MATMUL",
+            "QUANTIZE",
+        )
+    ] == [
+        "AddConv2D",
+        "AddDepthwiseConv2D",
+        "AddMaxPool2D",
+        "AddFullyConnected",
+        "AddRelu6",
+        "AddBatchMatMul",
+        "AddQuantize",
+    ]
 
 
 def test_the_example_uses_the_models_quantization_and_labels(tiny_firmware):
     _, files = tiny_firmware
     settings = files["settings"].read_text()
-    assert "constexpr float kInputScale = 1.0f;" in settings and "constexpr int kInputZeroPoint = -128;" in settings
+    assert (
+        "constexpr float kInputScale = 1.0f;" in settings
+        and "constexpr int kInputZeroPoint = -128;" in settings
+    )
     assert all(json.dumps(label) in settings for label in data.CLASS_NAMES)
     example = files["example"].read_text()
     assert "edge_cnn_tiny::op_resolver()" in example and "interpreter->Invoke()" in example
@@ -210,16 +264,20 @@ def test_the_example_uses_the_models_quantization_and_labels(tiny_firmware):
 
 
 def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
-    bundle = mcu.export_mcu(exported["int8"], out=tmp_path / "tiny-mcu", data_dir=data_dir, images=CHECK_IMAGES)
+    bundle = mcu.export_mcu(
+        exported["int8"], out=tmp_path / "tiny-mcu", data_dir=data_dir, images=CHECK_IMAGES
+    )
     description = json.loads((bundle / "model.json").read_text())
     record = description["mcu"]
     assert description["target"] == "mcu" and record["runs_under_tflm"] and record["unsupported_ops"] == []
     assert record["agreement_with_litert_reference"] == 1.0 and record["checked_on"]["images"] == CHECK_IMAGES
     assert 0 < record["accuracy"] <= 1 and record["arena_bytes"] > record["arena"]["min_bytes"] > 0
     assert (bundle / "model.tflite").read_bytes() == (exported["int8"] / "model.tflite").read_bytes()
-    assert record["flash_bytes"] == description["artifact"]["bytes"] == (bundle / "model.tflite").stat().st_size
+    assert (
+        record["flash_bytes"] == description["artifact"]["bytes"] == (bundle / "model.tflite").stat().st_size
+    )
     assert all(fit["fits"] for fit in record["fits_on"])  # a tiny CNN fits every board listed
-    assert record["tflite_micro_version"] == mcu.tflm_version()
+    assert record["tflite_micro_version"] == tflm.tflm_version()
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {f"firmware/{Path(p).name}" for p in record["firmware"].values()} <= set(manifest["files"])
     with pytest.raises(EdgeFMError, match="not an empty folder"):
@@ -239,11 +297,14 @@ def test_cli_export_for_mcu_from_a_run(exported, tmp_path):
 
 def test_cli_export_for_mcu_of_a_shipped_bundle(data_dir, tmp_path):
     out = tmp_path / "mlp-mcu"
-    result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 100, "--data-dir", data_dir)
+    result = _invoke(
+        "export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 100, "--data-dir", data_dir
+    )
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "firmware").iterdir()) == sorted(
-        f"mlp_qat_int8_{suffix}" for suffix in ("model_data.h", "model_data.cc", "op_resolver.h", "model_settings.h",
-                                                "example.cc"))
+        f"mlp_qat_int8_{suffix}"
+        for suffix in ("model_data.h", "model_data.cc", "op_resolver.h", "model_settings.h", "example.cc")
+    )
     record = json.loads((out / "model.json").read_text())["mcu"]
     assert record["checked_on"]["images"] == 100 and record["agreement_with_litert_reference"] == 1.0
 
@@ -299,7 +360,17 @@ def test_cli_refusals_are_one_line(data_dir, gelu_model, tmp_path):
 
 def test_cli_bench_tflm_target_reports_no_latency(tmp_path):
     out = tmp_path / "tflm.json"
-    result = _invoke("bench", MODELS / "mlp" / "model.tflite", "--target", "tflm", "--sample", "--tflm-images", 50, "--json", out)
+    result = _invoke(
+        "bench",
+        MODELS / "mlp" / "model.tflite",
+        "--target",
+        "tflm",
+        "--sample",
+        "--tflm-images",
+        50,
+        "--json",
+        out,
+    )
     assert result.exit_code == 0, result.output
     bench = json.loads(out.read_text())
     row = bench["rows"][0]

@@ -15,13 +15,27 @@ import pytest
 from typer.testing import CliRunner
 
 from edge_fm.cli import app
-from edge_fm.data import CLASS_NAMES, load_split
+from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import convert, get_format, read_metadata
-from edge_fm.mobile import GREY_WEIGHTS, compare_with_int8, export_mobile, grey_to_rgb, record_client_check, ship_mobile_form
+from edge_fm.export.exporter import convert, get_format
+from edge_fm.export.mobile import (
+    GREY_WEIGHTS,
+    compare_with_int8,
+    export_mobile,
+    grey_to_rgb,
+    record_client_check,
+    ship_mobile_form,
+)
+from edge_fm.export.tflite_file import read_metadata
+from edge_fm.export.tflite_metadata import (
+    ImageClassifierInfo,
+    build_metadata,
+    metadata_buffer,
+    packed_files,
+    populate,
+)
+from edge_fm.export.tflite_rgb import DROP_REPEAT, FOLD_CONV, FOLD_DENSE, LUMA_CONV, rgb_form
 from edge_fm.runner import TFLiteModel
-from edge_fm.tflite_metadata import ImageClassifierInfo, build_metadata, metadata_buffer, packed_files, populate
-from edge_fm.tflite_rgb import DROP_REPEAT, FOLD_CONV, FOLD_DENSE, LUMA_CONV, rgb_form
 from edge_fm.zoo import create_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +58,9 @@ def _client(name: str) -> Path:
 def _run_client(script: str, python: Path, model: Path, images: np.ndarray, tmp_path: Path) -> dict:
     batch = tmp_path / "images.npy"
     np.save(batch, images)
-    done = subprocess.run([str(python), str(CLIENTS / script), str(model), str(batch)], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(python), str(CLIENTS / script), str(model), str(batch)], capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -76,20 +92,23 @@ def test_images(data_dir):
 # ---------------------------------------------------------------- every zoo architecture
 
 
-@pytest.mark.parametrize(("arch", "options", "method"), [
-    ("tiny-cnn", {}, FOLD_CONV),
-    ("mlp", {}, FOLD_DENSE),
-    ("cnn-2conv", {}, FOLD_CONV),
-    # One of each method stays in the fast set; the larger builds run with the slow tests.
-    pytest.param("cnn-3conv-bn", {}, FOLD_CONV, marks=pytest.mark.slow),
-    ("cnn-3conv-bn", {"input_size": 32, "rgb": True}, DROP_REPEAT),
-    pytest.param("vgg-gap", {}, FOLD_CONV, marks=pytest.mark.slow),
-    pytest.param("edge-cnn-tiny", {}, FOLD_CONV, marks=pytest.mark.slow),
-    pytest.param("edge-cnn", {}, FOLD_CONV, marks=pytest.mark.slow),
-    pytest.param("mobilenetv2", {"alpha": 0.35, "head_units": 0}, DROP_REPEAT, marks=pytest.mark.slow),
-    # Its repeat feeds a zero padding, not the convolution: the exact 1x1 luma convolution goes in front.
-    pytest.param("resnet50", {}, LUMA_CONV, marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    ("arch", "options", "method"),
+    [
+        ("tiny-cnn", {}, FOLD_CONV),
+        ("mlp", {}, FOLD_DENSE),
+        ("cnn-2conv", {}, FOLD_CONV),
+        # One of each method stays in the fast set; the larger builds run with the slow tests.
+        pytest.param("cnn-3conv-bn", {}, FOLD_CONV, marks=pytest.mark.slow),
+        ("cnn-3conv-bn", {"input_size": 32, "rgb": True}, DROP_REPEAT),
+        pytest.param("vgg-gap", {}, FOLD_CONV, marks=pytest.mark.slow),
+        pytest.param("edge-cnn-tiny", {}, FOLD_CONV, marks=pytest.mark.slow),
+        pytest.param("edge-cnn", {}, FOLD_CONV, marks=pytest.mark.slow),
+        pytest.param("mobilenetv2", {"alpha": 0.35, "head_units": 0}, DROP_REPEAT, marks=pytest.mark.slow),
+        # Its repeat feeds a zero padding, not the convolution: the exact 1x1 luma convolution goes in front.
+        pytest.param("resnet50", {}, LUMA_CONV, marks=pytest.mark.slow),
+    ],
+)
 def test_every_zoo_architecture_exported_as_int8_takes_the_rgb_form(arch, options, method, test_images):
     """Untrained (random) weights: the int8 export of each architecture becomes an RGB form that
     gives the int8 outputs bit for bit on grey images, through the one graph-side luma split."""
@@ -123,22 +142,30 @@ def test_populate_adds_one_metadata_entry_and_packs_the_labels(exported):
 # ---------------------------------------------------------------- the export
 
 
-def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_on_grey(mobile_bundle, exported, test_images):
+def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_on_grey(
+    mobile_bundle, exported, test_images
+):
     description = json.loads((mobile_bundle / "model.json").read_text())
     assert mobile_bundle.name.startswith("tiny-cnn-int8-mobile-") and description["target"] == "mobile"
     assert description["input"]["dtype"] == "uint8" and description["input"]["shape"] == [1, 28, 28, 3]
     assert (description["input"]["scale"], description["input"]["zero_point"]) == (1.0, 0)
     assert (description["output"]["dtype"], description["output"]["zero_point"]) == ("uint8", 0)
     record = description["mobile"]
-    assert record["grey_conversion"]["method"] == FOLD_CONV and record["grey_conversion"]["weights"] == list(GREY_WEIGHTS)
+    assert record["grey_conversion"]["method"] == FOLD_CONV and record["grey_conversion"]["weights"] == list(
+        GREY_WEIGHTS
+    )
     assert record["parity"]["images"] == 400 and record["identical_to_int8"] is True
     assert record["parity"]["top1_agreement"] == 1.0 and record["parity"]["max_probability_difference"] == 0.0
     assert [c["client"] for c in record["clients"]] == ["LiteRT interpreter"]
     # made from the int8 artifact the run's export wrote just before, in the same runs folder
     int8_file = Path(record["made_from"]["file"])
     assert int8_file.parent.name.startswith("tiny-cnn-int8-") and int8_file.parent.parent == exported["root"]
-    assert {"DEQUANTIZE", "QUANTIZE"} <= set(description["export"]["ops"]) and "CONCATENATION" not in description["export"]["ops"]
-    assert read_metadata(mobile_bundle / "model.tflite")["description"]["mobile"] == record  # the embedded copy
+    assert {"DEQUANTIZE", "QUANTIZE"} <= set(
+        description["export"]["ops"]
+    ) and "CONCATENATION" not in description["export"]["ops"]
+    assert (
+        read_metadata(mobile_bundle / "model.tflite")["description"]["mobile"] == record
+    )  # the embedded copy
     images, labels = test_images
     mobile = _litert_outputs(mobile_bundle / "model.tflite", grey_to_rgb(images))
     int8 = _litert_outputs(int8_file, images)
@@ -151,13 +178,21 @@ def test_mobile_bundle_from_an_int8_bundle_leaves_it_unchanged(exported, data_di
     before = source.read_bytes()
     bundle = export_mobile(exported["int8"], parity_images=500, data_dir=data_dir, out=tmp_path / "mobile")
     assert source.read_bytes() == before
-    assert sorted(p.name for p in bundle.iterdir()) == ["labels.txt", "manifest.json", "model.json", "model.tflite"]
+    assert sorted(p.name for p in bundle.iterdir()) == [
+        "labels.txt",
+        "manifest.json",
+        "model.json",
+        "model.tflite",
+    ]
     description = json.loads((bundle / "model.json").read_text())
     assert description["name"] == f"{exported['int8'].name.rsplit('-', 1)[0]}-mobile"
     assert description["mobile"]["parity"]["data"] == "Fashion-MNIST test split, first 500"
     assert description["mobile"]["identical_to_int8"] is True
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["target"] == "mobile" and manifest["files"]["model.tflite"]["sha256"] == description["artifact"]["sha256"]
+    assert (
+        manifest["target"] == "mobile"
+        and manifest["files"]["model.tflite"]["sha256"] == description["artifact"]["sha256"]
+    )
     with pytest.raises(EdgeFMError, match="already a mobile form"):
         export_mobile(bundle, data_dir=data_dir, out=tmp_path / "again")
     with pytest.raises(EdgeFMError, match="not an empty folder"):
@@ -188,8 +223,21 @@ def test_mobile_export_refuses_float_formats_the_wrong_run_and_a_float_bundle(ex
 
 def test_cli_exports_the_mobile_form_of_a_bundle_without_a_format(exported, data_dir, tmp_path):
     out = tmp_path / "cli-mobile"
-    result = CliRunner().invoke(app, ["export", str(exported["int8"]), "--for", "mobile", "--out", str(out),
-                                      "--parity-images", "300", "--data-dir", str(data_dir)])
+    result = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(exported["int8"]),
+            "--for",
+            "mobile",
+            "--out",
+            str(out),
+            "--parity-images",
+            "300",
+            "--data-dir",
+            str(data_dir),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "identical outputs to the int8 artifact on 300 grey test images" in " ".join(result.output.split())
     assert json.loads((out / "model.json").read_text())["input"]["shape"] == [1, 28, 28, 3]
@@ -208,8 +256,13 @@ def test_ship_mobile_form_writes_the_mobile_folder_and_keeps_the_int8_file(tmp_p
     record = json.loads((bundle / "model.json").read_text())["mobile"]
     assert record["parity"]["images"] == 10_000 and record["identical_to_int8"] is True
     assert record["grey_conversion"]["method"] == FOLD_DENSE
-    updated = record_client_check(bundle, {"client": "MediaPipe Tasks ImageClassifier", "version": "1", "images": 3})
-    assert [c["client"] for c in updated["mobile"]["clients"]] == ["LiteRT interpreter", "MediaPipe Tasks ImageClassifier"]
+    updated = record_client_check(
+        bundle, {"client": "MediaPipe Tasks ImageClassifier", "version": "1", "images": 3}
+    )
+    assert [c["client"] for c in updated["mobile"]["clients"]] == [
+        "LiteRT interpreter",
+        "MediaPipe Tasks ImageClassifier",
+    ]
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["files"]["model.json"]["bytes"] == (bundle / "model.json").stat().st_size
     with pytest.raises(EdgeFMError, match="not a mobile bundle"):
@@ -229,7 +282,9 @@ def test_shipped_mobile_form_is_made_from_the_shipped_int8_file(model):
     assert description["artifact"]["sha256"] == hashlib.sha256(tflite).hexdigest()
     assert record["identical_to_int8"] is True and record["parity"]["images"] == 10_000
     assert description["input"]["shape"] == [1, 28, 28, 3] and description["input"]["dtype"] == "uint8"
-    assert metadata_buffer(tflite)[4:8] == b"M001" and packed_files(tflite) == {"labels.txt": (bundle / "labels.txt").read_bytes()}
+    assert metadata_buffer(tflite)[4:8] == b"M001" and packed_files(tflite) == {
+        "labels.txt": (bundle / "labels.txt").read_bytes()
+    }
     assert (bundle / "labels.txt").read_text().splitlines() == list(CLASS_NAMES)
 
 
@@ -261,8 +316,14 @@ def test_mediapipe_image_classifier_agrees_with_litert(mobile_bundle, test_image
     assert {"TFLITE_METADATA", "edge_fm.model_json", "edge_fm.labels"} <= set(metadata["entries"])
     assert metadata["name"].startswith("tiny-cnn-int8-mobile") and metadata["license"] == "MIT"
     assert metadata["min_parser_version"] == "1.0.0"
-    assert metadata["input"] == {**metadata["input"], "content": "image", "color_space": "RGB",
-                                 "process_unit": "normalization", "mean": [0.0], "std": [1.0]}
+    assert metadata["input"] == {
+        **metadata["input"],
+        "content": "image",
+        "color_space": "RGB",
+        "process_unit": "normalization",
+        "mean": [0.0],
+        "std": [1.0],
+    }
     assert metadata["output"]["associated_files"] == [{"name": "labels.txt", "type": "TENSOR_AXIS_LABELS"}]
     assert metadata["packed_files"]["labels.txt"].splitlines() == list(CLASS_NAMES)
 

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_fm import data
-from edge_fm.data import CLASS_NAMES
-from edge_fm.report import cpu_text
-from edge_fm.ship import SELECTION_RULE, choose
+from edge_fm.data import datasets as data
+from edge_fm.data.datasets import CLASS_NAMES
+from edge_fm.shipping.ship import SELECTION_RULE, choose
+from edge_fm.train.metrics import cpu_text
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDERS = sorted(p.parent for p in (REPO / "models").glob("*/provenance.json"))
@@ -43,13 +43,19 @@ def test_models_folder_is_small_enough_to_ship():
 
 def test_every_shipped_model_is_benchmarked_and_has_a_card():
     rows = _bench_rows()
-    assert sorted(rows) == sorted(m.name for m in FOLDERS), "run `edge-fm bench models/ --json benchmarks/results/models_bench.json`"
+    assert sorted(rows) == sorted(m.name for m in FOLDERS), (
+        "run `edge-fm bench models/ --json benchmarks/results/models_bench.json`"
+    )
     for model in MODELS:
         row = rows[model.name]
         card = (model / "MODEL_CARD.md").read_text()
         assert row["status"] == "ok" and row["remeasured"], row
-        assert f"{row['accuracy'] * 100:.2f}% ({json.loads(BENCH.read_text())['test_set']['source']})" in card, model.name
-        assert f"{row['bytes']:,} bytes" in card and f"p50 {row['latency']['p50_ms']:.3f} ms" in card, model.name
+        assert (
+            f"{row['accuracy'] * 100:.2f}% ({json.loads(BENCH.read_text())['test_set']['source']})" in card
+        ), model.name
+        assert f"{row['bytes']:,} bytes" in card and f"p50 {row['latency']['p50_ms']:.3f} ms" in card, (
+            model.name
+        )
         assert cpu_text(json.loads(BENCH.read_text())["environment"]) in card, model.name
 
 
@@ -57,7 +63,11 @@ def test_every_shipped_model_is_benchmarked_and_has_a_card():
 def test_bundle_describes_its_own_artifact(model):
     description = _read(model, "model.json")
     tflite = (model / "model.tflite").read_bytes()
-    assert description["artifact"]["sha256"] == hashlib.sha256(tflite).hexdigest() == _read(model, "provenance.json")["artifact"]["sha256"]
+    assert (
+        description["artifact"]["sha256"]
+        == hashlib.sha256(tflite).hexdigest()
+        == _read(model, "provenance.json")["artifact"]["sha256"]
+    )
     assert description["artifact"]["bytes"] == len(tflite)
     assert (model / "labels.txt").read_text().split("\n")[:10] == list(CLASS_NAMES)
     assert description["export"]["integer_only"] is True
@@ -66,8 +76,11 @@ def test_bundle_describes_its_own_artifact(model):
 
 
 # The two smallest run with the fast tests; every model with the slow ones.
-@pytest.mark.parametrize("model", [pytest.param(m, marks=() if m.name in ("mlp", "edge-cnn-tiny") else pytest.mark.slow)
-                                   for m in MODELS], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "model",
+    [pytest.param(m, marks=() if m.name in ("mlp", "edge-cnn-tiny") else pytest.mark.slow) for m in MODELS],
+    ids=lambda p: p.name,
+)
 def test_plain_interpreter_reproduces_the_stated_test_accuracy(model, data_dir, plain_accuracy):
     images, labels = data.load_split("test", data_dir)
     measured_on = json.loads(BENCH.read_text())["test_set"]["sha256"]
@@ -86,7 +99,12 @@ def test_the_shipped_format_won_on_the_whole_validation_split(model):
     assert selection["rule"] == SELECTION_RULE and provenance["chosen_format"] == choose(scores), scores
     # The score the choice used covers every validation image of the training run, not a subset.
     parity = _read(model, "model.json")["export"]["parity"]
-    assert parity["images"] == selection["validation_images"] == provenance["train"]["metrics"]["val"]["examples"] >= 5000
+    assert (
+        parity["images"]
+        == selection["validation_images"]
+        == provenance["train"]["metrics"]["val"]["examples"]
+        >= 5000
+    )
     assert parity["tflite_accuracy"] == scores[provenance["chosen_format"]]
     card = (model / "MODEL_CARD.md").read_text()
     for refused in selection["refused"]:  # the card says why a format is missing
@@ -102,10 +120,19 @@ def test_a_card_is_what_an_app_developer_needs(model):
     assert front["datasets"] == ["zalando-datasets/fashion_mnist"] and "tflite" in front["tags"]
     metrics = front["model-index"][0]["results"][0]["metrics"]
     row = _bench_rows()[model.name]
-    assert {"type": "accuracy", "value": round(row["accuracy"] * 100, 2),
-            "name": f"test accuracy, {provenance['chosen_format']} artifact"} in metrics
-    for heading in ("## Intended use", "## Input and output", "## How to use", "## Evaluation", "## Training",
-                    "## Limitations"):
+    assert {
+        "type": "accuracy",
+        "value": round(row["accuracy"] * 100, 2),
+        "name": f"test accuracy, {provenance['chosen_format']} artifact",
+    } in metrics
+    for heading in (
+        "## Intended use",
+        "## Input and output",
+        "## How to use",
+        "## Evaluation",
+        "## Training",
+        "## Limitations",
+    ):
         assert heading in card, (model.name, heading)
     spec = description["input"]
     assert f"`{spec['shape']}` {spec['dtype']}" in card and f"zero point {spec['zero_point']}" in card
@@ -132,19 +159,30 @@ def test_a_cards_recipe_shows_only_options_in_force(model):
 
 def test_results_about_shipped_models_measured_the_files_shipped_now():
     """Or, for the ARM emulation (it needs qemu and network to rerun), the results page says the row is stale."""
-    arm = [(r.get("path"), r.get("sha256")) for r in json.loads((RESULTS / "arm_emulated.json").read_text())["rows"]]
+    arm = [
+        (r.get("path"), r.get("sha256"))
+        for r in json.loads((RESULTS / "arm_emulated.json").read_text())["rows"]
+    ]
     quality = json.loads((RESULTS / "runner_quality.json").read_text())
-    measured = [(path, sha, True) for path, sha in arm] + [(quality["artifact"], quality.get("sha256"), False)]
+    measured = [(path, sha, True) for path, sha in arm] + [
+        (quality["artifact"], quality.get("sha256"), False)
+    ]
     shipped = [row for row in measured if Path(row[0] or "").parent.parent.name == "models"]
-    assert len(shipped) >= 3, "arm_emulated.json and runner_quality.json must name the shipped files they measured"
-    pages = "".join((REPO / page).read_text() for page in ("README.md", "docs/results.md") if (REPO / page).exists())
+    assert len(shipped) >= 3, (
+        "arm_emulated.json and runner_quality.json must name the shipped files they measured"
+    )
+    pages = "".join(
+        (REPO / page).read_text() for page in ("README.md", "docs/results.md") if (REPO / page).exists()
+    )
     for path, sha, emulated in shipped:
         name = Path(path).parent.name
         described = _read(REPO / "models" / name, "model.json")["artifact"]
         if emulated and sha != described["sha256"]:
             assert f"{name} (an earlier artifact, sha256 {sha[:12]}" in pages, name
             continue
-        assert sha == described["sha256"], f"{path} was re-shipped since: rerun the benchmark that measured it"
+        assert sha == described["sha256"], (
+            f"{path} was re-shipped since: rerun the benchmark that measured it"
+        )
 
 
 @pytest.mark.parametrize("model", UNSHIPPED, ids=lambda p: p.name)

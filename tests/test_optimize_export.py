@@ -11,27 +11,27 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 from typer.testing import CliRunner
 
-from edge_fm import data
 from edge_fm.cli import app, main
-from edge_fm.errors import EdgeFMError
 from edge_fm.compat import keras
-from edge_fm.export import (
+from edge_fm.data import datasets as data
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.exporter import (
     FORMATS,
     convert,
     export,
     format_names,
     get_format,
-    inspect_tflite,
     int8_error_by_op,
-    read_metadata,
     representative_images,
 )
-from edge_fm.fold import fold_batch_norms_into_dense
-from edge_fm.optimize import OptimizeConfig, optimize, quantize_aware, resume_optimize
-from edge_fm.predict import classify_files, image_to_input
+from edge_fm.export.tflite_file import inspect as inspect_tflite
+from edge_fm.export.tflite_file import read_metadata
+from edge_fm.optimize.compress import OptimizeConfig, optimize, quantize_aware, resume_optimize
 from edge_fm.runner import TFLiteModel
-from edge_fm.runs import Run
-from edge_fm.train import config_for, train
+from edge_fm.show.predict import classify_files, image_to_input
+from edge_fm.train.runs import Run
+from edge_fm.train.trainer import config_for, train
+from edge_fm.zoo.fold import fold_batch_norms_into_dense
 
 SPARSITY = 0.6
 
@@ -40,8 +40,12 @@ SPARSITY = 0.6
 def runs(tmp_path_factory):
     """A trained tiny CNN, its pruned child, and QAT / pruning-preserving QAT children."""
     root = tmp_path_factory.mktemp("runs")
-    trained = train(config_for("tiny-cnn", "quick", data="sample", epochs=10, learning_rate=3e-3), runs_dir=root)
-    pruned = optimize(OptimizeConfig("prune", str(trained), target_sparsity=SPARSITY, keep_first_last=False), runs_dir=root)
+    trained = train(
+        config_for("tiny-cnn", "quick", data="sample", epochs=10, learning_rate=3e-3), runs_dir=root
+    )
+    pruned = optimize(
+        OptimizeConfig("prune", str(trained), target_sparsity=SPARSITY, keep_first_last=False), runs_dir=root
+    )
     qat = optimize(OptimizeConfig("qat", str(trained), fine_tune={"epochs": 2}), runs_dir=root)
     pqat = optimize(OptimizeConfig("qat", str(pruned), fine_tune={"epochs": 2}), runs_dir=root)
     return {"root": root, "train": trained, "prune": pruned, "qat": qat, "pqat": pqat}
@@ -50,13 +54,21 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bn_head_run(tmp_path_factory):
     """A 1-epoch cnn-3conv-bn on the sample: the papers' head, a batch norm between two Dense layers."""
-    return train(config_for("cnn-3conv-bn", "quick", data="sample", epochs=1), runs_dir=tmp_path_factory.mktemp("bn_head"))
+    return train(
+        config_for("cnn-3conv-bn", "quick", data="sample", epochs=1),
+        runs_dir=tmp_path_factory.mktemp("bn_head"),
+    )
 
 
 @pytest.fixture(scope="module")
 def bundles(runs):
-    plan = {"fp32": runs["train"], "fp16": runs["train"], "dynamic": runs["train"], "int8": runs["train"],
-            "qat-int8": runs["qat"]}
+    plan = {
+        "fp32": runs["train"],
+        "fp16": runs["train"],
+        "dynamic": runs["train"],
+        "int8": runs["train"],
+        "qat-int8": runs["qat"],
+    }
     made = {name: export(source, name, runs_dir=runs["root"]) for name, source in plan.items()}
     made["pruned-int8"] = export(runs["prune"], "int8", runs_dir=runs["root"])
     made["pruned-qat-int8"] = export(runs["pqat"], "qat-int8", runs_dir=runs["root"])
@@ -90,7 +102,10 @@ def test_optimize_runs_record_their_parent_and_both_accuracies(runs):
 
 
 def test_fine_tuning_on_a_subset_keeps_the_parents_split(runs):
-    sub = optimize(OptimizeConfig("qat", str(runs["train"]), fine_tune={"epochs": 1, "max_train": 300}), runs_dir=runs["root"])
+    sub = optimize(
+        OptimizeConfig("qat", str(runs["train"]), fine_tune={"epochs": 1, "max_train": 300}),
+        runs_dir=runs["root"],
+    )
     parent_data = json.loads((runs["train"] / "manifest.json").read_text())["data"]
     data = json.loads((sub / "manifest.json").read_text())["data"]
     assert data["train"] == 300 and parent_data["train"] > 300
@@ -115,7 +130,9 @@ def test_every_format_loads_in_litert_and_keeps_parity(bundles):
             scale, zero_point = input_detail["quantization"]
             assert description["input"]["scale"] == pytest.approx(scale)
             assert description["input"]["zero_point"] == zero_point
-        accuracy = np.mean(TFLiteModel(model_path=str(bundle / "model.tflite")).predict_proba(images).argmax(1) == labels)
+        accuracy = np.mean(
+            TFLiteModel(model_path=str(bundle / "model.tflite")).predict_proba(images).argmax(1) == labels
+        )
         assert accuracy > 0.6, (name, accuracy)
 
 
@@ -169,7 +186,7 @@ def test_format_rules_are_enforced(runs):
 
 
 def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
-    monkeypatch.setattr("edge_fm.export.MIN_AGREEMENT", 1.01)  # impossible to meet
+    monkeypatch.setattr("edge_fm.export.exporter.MIN_AGREEMENT", 1.01)  # impossible to meet
     with pytest.raises(EdgeFMError, match="parity check failed for fp16"):
         export(runs["train"], "fp16", runs_dir=tmp_path)
     assert not list(tmp_path.iterdir())
@@ -202,21 +219,47 @@ def test_predict_classifies_real_image_files(bundles, tmp_path):
 
 def test_cli_optimize_export_predict(runs, tmp_path, capsys):
     runner = CliRunner()
-    result = runner.invoke(app, ["optimize", str(runs["train"]), "--prune", "0.5", "--epochs", "1", "--runs-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["optimize", str(runs["train"]), "--prune", "0.5", "--epochs", "1", "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert "prune" in result.output and "weight sparsity" in result.output
     pruned = tmp_path / "tiny-cnn-prune-1"
-    result = runner.invoke(app, ["optimize", str(runs["train"]), "--qat", "--no-fold-bn", "--epochs", "1", "--runs-dir", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "optimize",
+            str(runs["train"]),
+            "--qat",
+            "--no-fold-bn",
+            "--epochs",
+            "1",
+            "--runs-dir",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads((tmp_path / "tiny-cnn-qat-1" / "config.json").read_text())["optimize"]["fold_batch_norms"] is False
-    result = runner.invoke(app, ["export", str(pruned), "-f", "int8", "-f", "dynamic", "--runs-dir", str(tmp_path)])
+    assert (
+        json.loads((tmp_path / "tiny-cnn-qat-1" / "config.json").read_text())["optimize"]["fold_batch_norms"]
+        is False
+    )
+    result = runner.invoke(
+        app, ["export", str(pruned), "-f", "int8", "-f", "dynamic", "--runs-dir", str(tmp_path)]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tiny-cnn-pruned-int8-1" / "model.tflite").exists() and "int-only" in result.output
     images, _ = data.load_split("test", data.SAMPLE_DIR)
     from PIL import Image
 
     Image.fromarray(images[5, :, :, 0]).save(tmp_path / "item.png")
-    code = main(["predict", str(tmp_path / "tiny-cnn-pruned-int8-1"), str(tmp_path / "item.png"), str(tmp_path / "missing.png")])
+    code = main(
+        [
+            "predict",
+            str(tmp_path / "tiny-cnn-pruned-int8-1"),
+            str(tmp_path / "item.png"),
+            str(tmp_path / "missing.png"),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 1 and "item.png:" in captured.out and "missing.png: no such file" in captured.err
     assert main(["export", str(pruned), "-f", "qat-int8"]) == 1
@@ -246,7 +289,9 @@ def test_int8_error_by_op_finds_a_batch_norm_folded_into_the_classifier():
     # The converter folds a batch norm that follows an activation into the layer after it; with
     # multipliers spanning 1000:1, the classifier's small weights round to zero (cnn-3conv-bn's case).
     images = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
-    spread = int8_error_by_op(_dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32)), images, images[:16])
+    spread = int8_error_by_op(
+        _dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32)), images, images[:16]
+    )
     even = int8_error_by_op(_dense_bn_classifier(np.ones(32, np.float32)), images, images[:16])
     assert [row["op"] for row in spread] == ["FULLY_CONNECTED"] * 2
     assert spread[0]["rmse_per_scale"] > 5 > 1 > spread[1]["rmse_per_scale"]
@@ -257,22 +302,36 @@ def test_int8_error_by_op_finds_a_batch_norm_folded_into_the_classifier():
 def test_fold_batch_norms_into_dense_is_exact_and_only_where_a_dense_alone_follows():
     images = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
     model = _dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32), dropout=0.5)
-    model.get_layer("dense_bn").set_weights([np.full(32, 2.0, np.float32), np.full(32, 0.5, np.float32),
-                                              np.full(32, 0.1, np.float32), np.geomspace(0.03, 30, 32).astype(np.float32) ** 2])
+    model.get_layer("dense_bn").set_weights(
+        [
+            np.full(32, 2.0, np.float32),
+            np.full(32, 0.5, np.float32),
+            np.full(32, 0.1, np.float32),
+            np.geomspace(0.03, 30, 32).astype(np.float32) ** 2,
+        ]
+    )
     for backward in (False, True):
         folded = fold_batch_norms_into_dense(model, scale_into_producer=backward)
         assert [layer.name for layer in folded.layers[1:]] == ["dense", "drop", "logits"]
-        np.testing.assert_allclose(folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            folded.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4
+        )
         # Backward, positive multipliers after a ReLU go into the dense layer's columns and the
         # classifier's weights stay as they were; forward, the dense layer stays.
         kept = "logits" if backward else "dense"
         assert np.array_equal(folded.get_layer(kept).get_weights()[0], model.get_layer(kept).get_weights()[0])
     assert "dense_bn" in [layer.name for layer in model.layers]  # the original is left as it was
     # A negative multiplier cannot pass the ReLU: then all go forward, even when asked otherwise.
-    model.get_layer("dense_bn").set_weights([np.linspace(-1, 2, 32, dtype=np.float32), *model.get_layer("dense_bn").get_weights()[1:]])
+    model.get_layer("dense_bn").set_weights(
+        [np.linspace(-1, 2, 32, dtype=np.float32), *model.get_layer("dense_bn").get_weights()[1:]]
+    )
     forward = fold_batch_norms_into_dense(model, scale_into_producer=True)
-    assert np.array_equal(forward.get_layer("dense").get_weights()[0], model.get_layer("dense").get_weights()[0])
-    np.testing.assert_allclose(forward.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4)
+    assert np.array_equal(
+        forward.get_layer("dense").get_weights()[0], model.get_layer("dense").get_weights()[0]
+    )
+    np.testing.assert_allclose(
+        forward.predict(images, verbose=0), model.predict(images, verbose=0), rtol=1e-4, atol=1e-4
+    )
 
     layers = keras.layers
     inputs = keras.Input((16,))
@@ -285,9 +344,21 @@ def test_fold_batch_norms_into_dense_is_exact_and_only_where_a_dense_alone_follo
     hidden = layers.Dense(8, activation="relu", name="hidden")(inputs)
     head_bn = layers.BatchNormalization(name="head_bn")
     both = keras.Model(inputs, [hidden, layers.Dense(2, name="d")(head_bn(hidden))])
-    head_bn.set_weights([np.ones(8, np.float32), np.zeros(8, np.float32), np.zeros(8, np.float32), np.full(8, 4.0, np.float32)])
-    for expected, got in zip(both.predict(images, verbose=0), fold_batch_norms_into_dense(both, scale_into_producer=True).predict(images, verbose=0)):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)  # an output is not scaled: forward fold
+    head_bn.set_weights(
+        [
+            np.ones(8, np.float32),
+            np.zeros(8, np.float32),
+            np.zeros(8, np.float32),
+            np.full(8, 4.0, np.float32),
+        ]
+    )
+    for expected, got in zip(
+        both.predict(images, verbose=0),
+        fold_batch_norms_into_dense(both, scale_into_producer=True).predict(images, verbose=0),
+    ):
+        np.testing.assert_allclose(
+            got, expected, rtol=1e-4, atol=1e-4
+        )  # an output is not scaled: forward fold
 
 
 def _qat_parity_error(model: keras.Model, images: np.ndarray, fold: bool) -> float:
@@ -296,7 +367,9 @@ def _qat_parity_error(model: keras.Model, images: np.ndarray, fold: bool) -> flo
     for _ in range(5):  # training-mode passes set the fake-quantizers' ranges
         qat(images, training=True)
     keras_out = qat.predict(images, verbose=0)
-    tflite_out = TFLiteModel(model_content=convert(qat, get_format("qat-int8"), "float32", images)).predict_proba(images)
+    tflite_out = TFLiteModel(
+        model_content=convert(qat, get_format("qat-int8"), "float32", images)
+    ).predict_proba(images)
     return float(np.abs(tflite_out - keras_out).max() / np.ptp(keras_out))
 
 
@@ -306,7 +379,10 @@ def test_qat_with_the_batch_norm_folded_trains_what_ships():
     # so the artifact parts from the QAT model Keras scored (mobilenetv2's head); folded, they agree.
     images = np.random.default_rng(0).normal(size=(128, 16)).astype(np.float32)
     model = _dense_bn_classifier(np.geomspace(0.03, 30, 32).astype(np.float32))
-    folded, unfolded = _qat_parity_error(model, images, fold=True), _qat_parity_error(model, images, fold=False)
+    folded, unfolded = (
+        _qat_parity_error(model, images, fold=True),
+        _qat_parity_error(model, images, fold=False),
+    )
     assert folded < 0.01 < 0.03 < unfolded  # measured: 0.0 and 0.067
 
 
@@ -321,26 +397,40 @@ def test_post_training_int8_of_a_batch_norm_head_holds_once_folded(bn_head_run):
 
     def int8_error(candidate):
         keras_out = candidate.predict(images, verbose=0)
-        tflite_out = TFLiteModel(model_content=convert(candidate, get_format("int8"), "float32", images)).predict_proba(images)
+        tflite_out = TFLiteModel(
+            model_content=convert(candidate, get_format("int8"), "float32", images)
+        ).predict_proba(images)
         return float(np.abs(tflite_out - keras_out).max() / np.ptp(keras_out))
 
-    backward, forward = fold_batch_norms_into_dense(model, scale_into_producer=True), fold_batch_norms_into_dense(model)
-    assert int8_error(backward) < 0.03 < 0.2 < min(int8_error(model), int8_error(forward))  # measured: 0.008; 0.40, 0.38
+    backward, forward = (
+        fold_batch_norms_into_dense(model, scale_into_producer=True),
+        fold_batch_norms_into_dense(model),
+    )
+    assert (
+        int8_error(backward) < 0.03 < 0.2 < min(int8_error(model), int8_error(forward))
+    )  # measured: 0.008; 0.40, 0.38
     # The export converts a training run's model folded (exactly: same predictions).
     to_convert, as_trained = Run(bn_head_run).model_to_convert(), Run(bn_head_run).float_model()
     assert "dense_bn" not in [layer.name for layer in to_convert.layers]
     # ... folded back into the dense layer's columns (a 1-epoch batch norm's gammas are all positive).
-    assert np.array_equal(to_convert.get_layer("logits").get_weights()[0], as_trained.get_layer("logits").get_weights()[0])
+    assert np.array_equal(
+        to_convert.get_layer("logits").get_weights()[0], as_trained.get_layer("logits").get_weights()[0]
+    )
     sample = np.random.default_rng(1).integers(0, 256, size=(16, 28, 28)).astype(np.float32)
-    np.testing.assert_allclose(to_convert.predict(sample, verbose=0), as_trained.predict(sample, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        to_convert.predict(sample, verbose=0), as_trained.predict(sample, verbose=0), atol=1e-5
+    )
 
 
 @pytest.mark.slow
 def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp_path, interrupt_after):
     for fold in (True, False):
         with pytest.raises(KeyboardInterrupt):
-            optimize(OptimizeConfig("qat", str(bn_head_run), fold_batch_norms=fold, fine_tune={"epochs": 2}),
-                     runs_dir=tmp_path, reporter=interrupt_after(1))
+            optimize(
+                OptimizeConfig("qat", str(bn_head_run), fold_batch_norms=fold, fine_tune={"epochs": 2}),
+                runs_dir=tmp_path,
+                reporter=interrupt_after(1),
+            )
     folded, unfolded = tmp_path / "cnn-3conv-bn-qat-1", tmp_path / "cnn-3conv-bn-qat-2"
     # A run recorded before the option existed did not fold: its config has no such key.
     config = json.loads((unfolded / "config.json").read_text())
@@ -357,9 +447,21 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     # 250 steps on the sample (from scratch it needs that many to beat chance); a fast BN average so
     # the short run gives usable inference statistics.
     options = {"alpha": 0.35, "input_size": 32, "bn_momentum": 0.9}
-    trained = train(config_for("mobilenetv2", "quick", data="sample", epochs=5, batch_size=32, learning_rate=2e-3,
-                               arch_options=options), runs_dir=tmp_path)
-    qat = optimize(OptimizeConfig("qat", str(trained), fine_tune={"epochs": 1, "max_train": 400}), runs_dir=tmp_path)
+    trained = train(
+        config_for(
+            "mobilenetv2",
+            "quick",
+            data="sample",
+            epochs=5,
+            batch_size=32,
+            learning_rate=2e-3,
+            arch_options=options,
+        ),
+        runs_dir=tmp_path,
+    )
+    qat = optimize(
+        OptimizeConfig("qat", str(trained), fine_tune={"epochs": 1, "max_train": 400}), runs_dir=tmp_path
+    )
     assert _metrics(qat)["sample_test"]["accuracy"] > 0.3  # learned something, not a constant answer
     # Post-training int8 converts to an integer-only model, but whether it keeps its accuracy within
     # the parity rule's point is not promised: the shipped mobilenetv2's is refused (its GELU head),

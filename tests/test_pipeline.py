@@ -13,15 +13,35 @@ from edge_fm.cli import main
 def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch):
     # The default, relative runs directory, as the README's quickstart uses it.
     monkeypatch.chdir(tmp_path)
-    code = main(["pipeline", "tiny-cnn", "--sample", "--prune", "0.5", "--qat", "--epochs", "1", "--set", "epochs=3",
-                 "--runs", "10", "--min-seconds", "0"])
+    code = main(
+        [
+            "pipeline",
+            "tiny-cnn",
+            "--sample",
+            "--prune",
+            "0.5",
+            "--qat",
+            "--epochs",
+            "1",
+            "--set",
+            "epochs=3",
+            "--runs",
+            "10",
+            "--min-seconds",
+            "0",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     top = tmp_path / "runs" / "tiny-cnn-pipeline-1"
     record = json.loads((top / "pipeline.json").read_text())
     assert record["status"] == "complete" and record["config"]["prune"] == 0.5
     stages = record["stages"]
-    assert set(stages) == {"train", "prune", "qat", "exports"} and set(stages["exports"]) == {"fp32", "int8", "qat-int8"}
+    assert set(stages) == {"train", "prune", "qat", "exports"} and set(stages["exports"]) == {
+        "fp32",
+        "int8",
+        "qat-int8",
+    }
     for rel in [stages["train"], stages["prune"], stages["qat"], *stages["exports"].values()]:
         assert (top / rel / "manifest.json").exists(), rel
     # Lineage: the QAT step is pruning-preserving and descends from the pruned run.
@@ -36,7 +56,9 @@ def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch)
     assert best["accuracy"] >= max(r["accuracy"] for r in bench["rows"][1:]) - 0.005
     assert "best artifact" in out and "runs/tiny-cnn-pipeline-1" in out
     manifest = json.loads((top / "manifest.json").read_text())
-    assert "bench.csv" in manifest["files"] and f"{stages['exports']['int8']}/model.tflite" in manifest["files"]
+    assert (
+        "bench.csv" in manifest["files"] and f"{stages['exports']['int8']}/model.tflite" in manifest["files"]
+    )
     # It ends with its report, one self-contained page, and says where it is.
     report = (top / "report.html").read_text()
     assert "report.html" in manifest["files"] and f"{top.relative_to(tmp_path)}/report.html" in out

@@ -11,12 +11,14 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-TABLES = REPO / "benchmarks" / "tables.py"
+TABLES = REPO / "tools" / "tables.py"
 README_MAX_LINES = 230
 
 
 def _tables(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TABLES), *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(TABLES), *args], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
 
 
 def _documents() -> list[Path]:
@@ -65,35 +67,102 @@ def test_quickstart_has_two_commands_and_the_second_is_what_ci_runs():
 
 
 def _arm_result(rows: list[dict]) -> dict:
-    return {"aarch64_environment": {"os": "Debian 12", "python": "3.11", "interpreter": "ai_edge_litert", "interpreter_version": "2.3",
-                                    "numpy": "2"}, "qemu": "qemu 7.2", "cpus": {"cortex-a72": "Raspberry Pi 4"}, "rows": rows,
-            "note": "emulated", "max_accuracy_difference_on_pi_cpus": 0.0, "seconds": 1.0,
-            "command": "python benchmarks/arm_emulated.py models/tiny --data-dir /home/me/private/fashion-mnist"}
+    return {
+        "aarch64_environment": {
+            "os": "Debian 12",
+            "python": "3.11",
+            "interpreter": "ai_edge_litert",
+            "interpreter_version": "2.3",
+            "numpy": "2",
+        },
+        "qemu": "qemu 7.2",
+        "cpus": {"cortex-a72": "Raspberry Pi 4"},
+        "rows": rows,
+        "note": "emulated",
+        "max_accuracy_difference_on_pi_cpus": 0.0,
+        "seconds": 1.0,
+        "command": "python benchmarks/arm_emulated.py models/tiny --data-dir /home/me/private/fashion-mnist",
+    }
 
 
 def _arm_row(artifact: str, path: str, sha256: str) -> dict:
-    return {"artifact": artifact, "format": "int8", "x86_64_accuracy": 0.9, "path": path, "sha256": sha256,
-            "aarch64": {"cortex-a72": {"status": "ok", "accuracy": 0.9, "difference": 0.0}}}
+    return {
+        "artifact": artifact,
+        "format": "int8",
+        "x86_64_accuracy": 0.9,
+        "path": path,
+        "sha256": sha256,
+        "aarch64": {"cortex-a72": {"status": "ok", "accuracy": 0.9, "difference": 0.0}},
+    }
 
 
 def _candidates(root: Path) -> None:
     """A candidates study: one training run's two exports, one timed, against a reference model."""
-    shape = {"stem": 16, "widths": [16, 128, 256], "blocks": [1, 3, 3], "block": ["conv", "separable", "separable"]}
-    train = {"run": "runs/x/edge-cnn-train-1", "arch_options": shape, "epochs_run": 60, "teacher": None,
-             "params": 220266, "validation_accuracy": 0.9458}
-    rows = [{"bundle": f"runs/x/edge-cnn-{name}-1", "format": name, "validation_images": 5000,
-             "tflite_validation_accuracy": accuracy, "train": train} for name, accuracy in (("qat-int8", 0.9458), ("int8", 0.9444))]
-    reference = {"model": "edge-cnn", "chosen_format": "int8", "tflite_validation_accuracy": {"qat-int8": 0.951, "int8": 0.952},
-                 "train": {"arch_options": {}, "teacher": "runs/y/teacher", "epochs_run": 60, "params": 232778,
-                           "validation_accuracy": 0.9512}}
-    timed = [{"candidate": "cnn-3conv-bn (shipped int8)", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 1.0},
-             {"candidate": "runs/x/edge-cnn-int8-1/model.tflite", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 0.759},
-             {"candidate": "models/edge-cnn/model.tflite", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 1.183}]
+    shape = {
+        "stem": 16,
+        "widths": [16, 128, 256],
+        "blocks": [1, 3, 3],
+        "block": ["conv", "separable", "separable"],
+    }
+    train = {
+        "run": "runs/x/edge-cnn-train-1",
+        "arch_options": shape,
+        "epochs_run": 60,
+        "teacher": None,
+        "params": 220266,
+        "validation_accuracy": 0.9458,
+    }
+    rows = [
+        {
+            "bundle": f"runs/x/edge-cnn-{name}-1",
+            "format": name,
+            "validation_images": 5000,
+            "tflite_validation_accuracy": accuracy,
+            "train": train,
+        }
+        for name, accuracy in (("qat-int8", 0.9458), ("int8", 0.9444))
+    ]
+    reference = {
+        "model": "edge-cnn",
+        "chosen_format": "int8",
+        "tflite_validation_accuracy": {"qat-int8": 0.951, "int8": 0.952},
+        "train": {
+            "arch_options": {},
+            "teacher": "runs/y/teacher",
+            "epochs_run": 60,
+            "params": 232778,
+            "validation_accuracy": 0.9512,
+        },
+    }
+    timed = [
+        {"candidate": "cnn-3conv-bn (shipped int8)", "arch_options": None, "p50_ratio_to_cnn_3conv_bn": 1.0},
+        {
+            "candidate": "runs/x/edge-cnn-int8-1/model.tflite",
+            "arch_options": None,
+            "p50_ratio_to_cnn_3conv_bn": 0.759,
+        },
+        {
+            "candidate": "models/edge-cnn/model.tflite",
+            "arch_options": None,
+            "p50_ratio_to_cnn_3conv_bn": 1.183,
+        },
+    ]
     (root / "experiments" / "results" / "edge_cnn_candidates.json").write_text(
-        json.dumps({"command": "python experiments/candidate_runs.py ...", "reference": reference, "rows": rows}))
-    (root / "experiments" / "results" / "edge_cnn_trained_latency.json").write_text(json.dumps(
-        {"command": "python experiments/tiny_design.py --artifacts ...", "rounds": 2, "runs_per_round": 5,
-         "environment": {"cpu": "x86"}, "rows": timed}))
+        json.dumps(
+            {"command": "python experiments/candidate_runs.py ...", "reference": reference, "rows": rows}
+        )
+    )
+    (root / "experiments" / "results" / "edge_cnn_trained_latency.json").write_text(
+        json.dumps(
+            {
+                "command": "python experiments/tiny_design.py --artifacts ...",
+                "rounds": 2,
+                "runs_per_round": 5,
+                "environment": {"cpu": "x86"},
+                "rows": timed,
+            }
+        )
+    )
 
 
 def test_tables_check_names_stale_and_unknown_sections_and_a_rewrite_fills_them(tmp_path):
@@ -102,14 +171,25 @@ def test_tables_check_names_stale_and_unknown_sections_and_a_rewrite_fills_them(
     shutil.copy(REPO / "benchmarks" / "results" / "runner_quality.json", tmp_path / "benchmarks" / "results")
     (tmp_path / "models" / "tiny" / "model.tflite").write_bytes(b"now")
     before = hashlib.sha256(b"before").hexdigest()
-    (tmp_path / "benchmarks" / "results" / "arm_emulated.json").write_text(json.dumps(_arm_result([
-        # The path is where the measuring machine's checkout was, not this one.
-        _arm_row("same", "/elsewhere/models/tiny/model.tflite", hashlib.sha256(b"now").hexdigest()),
-        _arm_row("replaced", "/elsewhere/models/tiny/model.tflite", before),
-        _arm_row("a run", "/elsewhere/runs/mlp-fp32-1/model.tflite", "x")])))
+    (tmp_path / "benchmarks" / "results" / "arm_emulated.json").write_text(
+        json.dumps(
+            _arm_result(
+                [
+                    # The path is where the measuring machine's checkout was, not this one.
+                    _arm_row(
+                        "same", "/elsewhere/models/tiny/model.tflite", hashlib.sha256(b"now").hexdigest()
+                    ),
+                    _arm_row("replaced", "/elsewhere/models/tiny/model.tflite", before),
+                    _arm_row("a run", "/elsewhere/runs/mlp-fp32-1/model.tflite", "x"),
+                ]
+            )
+        )
+    )
     _candidates(tmp_path)
-    sections = "".join(f"<!-- table:{name} -->\nold\n<!-- /table:{name} -->\n"
-                       for name in ("runner-quality", "arm-emulated", "edge-cnn-candidates", "no-such-table"))
+    sections = "".join(
+        f"<!-- table:{name} -->\nold\n<!-- /table:{name} -->\n"
+        for name in ("runner-quality", "arm-emulated", "edge-cnn-candidates", "no-such-table")
+    )
     (tmp_path / "README.md").write_text("# x\n")
     (tmp_path / "docs" / "results.md").write_text(sections)
 
@@ -125,10 +205,17 @@ def test_tables_check_names_stale_and_unknown_sections_and_a_rewrite_fills_them(
     assert "\nold\n" in text.split("<!-- table:no-such-table -->")[1]  # an unknown section is left as it is
     assert "../shared" not in text and "/home/me" not in text and "--data-dir DATA_DIR" in text
     assert "| same | int8 |" in text and "| a run | int8 |" in text
-    assert f"| replaced (an earlier artifact, sha256 {before[:12]}; models/tiny holds another now) | int8 |" in text
+    assert (
+        f"| replaced (an earlier artifact, sha256 {before[:12]}; models/tiny holds another now) | int8 |"
+        in text
+    )
     candidates = text.split("<!-- table:edge-cnn-candidates -->\n")[1].splitlines()
-    assert candidates[2] == ("| shipped `edge-cnn` (int8) | the architecture's default shape | 60 | yes | 232,778 | 95.12% | "
-                             "95.10% | 95.20% | -, 1.183 |")
-    assert candidates[3] == ("| `runs/x/edge-cnn-train-1` | stem 16, widths 16/128/256, blocks 1/3/3, conv/separable/separable blocks | "
-                             "60 | - | 220,266 | 94.58% | 94.58% | 94.44% | -, 0.759 |")
+    assert candidates[2] == (
+        "| shipped `edge-cnn` (int8) | the architecture's default shape | 60 | yes | 232,778 | 95.12% | "
+        "95.10% | 95.20% | -, 1.183 |"
+    )
+    assert candidates[3] == (
+        "| `runs/x/edge-cnn-train-1` | stem 16, widths 16/128/256, blocks 1/3/3, conv/separable/separable blocks | "
+        "60 | - | 220,266 | 94.58% | 94.58% | 94.44% | -, 0.759 |"
+    )
     assert "candidate_runs.py ..." in candidates[5] and "tiny_design.py --artifacts ..." in candidates[5]

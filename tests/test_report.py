@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from edge_fm.cli import app
 from edge_fm.errors import EdgeFMError
-from edge_fm.explain import map_correlation, occlusion_map
+from edge_fm.show.explain import map_correlation, occlusion_map
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -84,8 +84,8 @@ def test_occlusion_finds_the_evidence():
 
 def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(exported):
     from edge_fm.compat import keras
-    from edge_fm.explain import grad_cam, last_conv_layer
-    from edge_fm.runs import Run
+    from edge_fm.show.explain import grad_cam, last_conv_layer
+    from edge_fm.train.runs import Run
 
     inputs = keras.Input((28, 28, 1))
     maps = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(keras.layers.Rescaling(1 / 255)(inputs))
@@ -93,26 +93,40 @@ def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(e
     averaging = keras.Model(inputs, keras.layers.Activation("softmax", name="probs")(logits))
     images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     assert last_conv_layer(averaging) == "conv"
-    np.testing.assert_allclose(grad_cam(averaging, images, [1, 2, 3, 4]),
-                               grad_cam(averaging, images, [1, 2, 3, 4], per_position=False), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        grad_cam(averaging, images, [1, 2, 3, 4]),
+        grad_cam(averaging, images, [1, 2, 3, 4], per_position=False),
+        rtol=1e-4,
+        atol=1e-6,
+    )
 
     flattening = Run(exported["train"]).float_model()  # tiny-cnn: conv maps flattened into a dense layer
     dataset = Run(exported["train"]).dataset()
     labels = dataset.y_test[:40].tolist()
     per_position = grad_cam(flattening, dataset.x_test[:40], labels)
     assert (per_position.reshape(40, -1).max(axis=1) > 0).all()  # every map shows some evidence
-    assert not np.allclose(per_position, grad_cam(flattening, dataset.x_test[:40], labels, per_position=False))
+    assert not np.allclose(
+        per_position, grad_cam(flattening, dataset.x_test[:40], labels, per_position=False)
+    )
 
 
 def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
-    from edge_fm.html_report import ReportOptions, build_report
-    from edge_fm.predict import load_artifact
-    from edge_fm.report import classification_metrics
-    from edge_fm.runs import Run
+    from edge_fm.show.html_report import ReportOptions, build_report
+    from edge_fm.show.predict import load_artifact
+    from edge_fm.train.metrics import classification_metrics
+    from edge_fm.train.runs import Run
 
     out = build_report(exported["int8"], tmp_path / "bundle.html", ReportOptions(max_images=300))
     page = _read(out)
-    assert {"training", "classification", "gallery", "confidence", "explanations", "per-class", "correlations"} <= page.ids
+    assert {
+        "training",
+        "classification",
+        "gallery",
+        "confidence",
+        "explanations",
+        "per-class",
+        "correlations",
+    } <= page.ids
     # Training curves, confusion matrix, gallery, box plot, explanation grid.
     assert len(page.images) == 5
     # The per-class table holds what LiteRT gives on the same 300 test images.
@@ -121,7 +135,13 @@ def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
     expected = classification_metrics(dataset.y_test[:300], model.predict_proba(dataset.x_test[:300]))
     rows = _rows(page.cells["per-class"], 5)[1:]
     for row, (name, scores) in zip(rows, expected["per_class"].items()):
-        assert row == [name, f"{scores['precision']:.3f}", f"{scores['recall']:.3f}", f"{scores['f1']:.3f}", str(scores["support"])]
+        assert row == [
+            name,
+            f"{scores['precision']:.3f}",
+            f"{scores['recall']:.3f}",
+            f"{scores['f1']:.3f}",
+            str(scores["support"]),
+        ]
     assert f"{expected['accuracy']:.2%}" in out.read_text()
     correlations = _rows(page.cells["correlations"], 10)[1]
     values = [float(v) for v in correlations if v != "n/a"]
@@ -130,7 +150,7 @@ def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
 
 
 def test_report_of_a_run_finds_its_int8_export(exported):
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     out = build_report(exported["train"], options=ReportOptions(max_images=200, explained=4))
     assert out == exported["train"] / "report.html"
@@ -144,32 +164,52 @@ def test_report_of_a_run_finds_its_int8_export(exported):
 
 
 def test_report_of_a_pipeline_has_every_section(exported, tmp_path):
-    from edge_fm.bench import BenchOptions, bench, write_results
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.bench.benchmark import BenchOptions, bench, write_results
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     top = tmp_path / "tiny-cnn-pipeline-1"
     for key in ("train", "fp32", "int8"):
         shutil.copytree(exported[key], top / exported[key].name)
-    result = bench([top / exported["fp32"].name, top / exported["int8"].name], "local",
-                   BenchOptions(runs=5, min_seconds=0.01, warmup=1), sample=True)
+    result = bench(
+        [top / exported["fp32"].name, top / exported["int8"].name],
+        "local",
+        BenchOptions(runs=5, min_seconds=0.01, warmup=1),
+        sample=True,
+    )
     write_results(result, top / "bench.json")
     int8 = next(row for row in result["rows"] if row["format"] == "int8")
-    (top / "pipeline.json").write_text(json.dumps({
-        "config": {"arch": "tiny-cnn"}, "stages": {"train": exported["train"].name,
-                                                   "exports": {"fp32": exported["fp32"].name, "int8": exported["int8"].name}},
-        "best": {"artifact": int8["artifact"], "path": exported["int8"].name, "format": "int8"}}))
+    (top / "pipeline.json").write_text(
+        json.dumps(
+            {
+                "config": {"arch": "tiny-cnn"},
+                "stages": {
+                    "train": exported["train"].name,
+                    "exports": {"fp32": exported["fp32"].name, "int8": exported["int8"].name},
+                },
+                "best": {"artifact": int8["artifact"], "path": exported["int8"].name, "format": "int8"},
+            }
+        )
+    )
     out = build_report(top, options=ReportOptions(max_images=200, explained=3))
     page = _read(out)
-    assert {"training", "front", "front-table", "classification", "gallery", "confidence", "explanations"} <= page.ids
+    assert {
+        "training",
+        "front",
+        "front-table",
+        "classification",
+        "gallery",
+        "confidence",
+        "explanations",
+    } <= page.ids
     assert len(page.images) == 6  # curves, front, confusion, gallery, box plot, explanations
     table = {row[0]: row for row in _rows(page.cells["front-table"], 9)[1:]}
     assert table[int8["artifact"]][3] == f"{int8['accuracy']:.2%}"
 
 
 def test_report_of_a_folder_shows_measured_front(tmp_path):
-    from edge_fm.catalog import pareto_front
-    from edge_fm.html_report import build_report
-    from edge_fm.measurements import folder_rows
+    from edge_fm.bench.measurements import folder_rows
+    from edge_fm.show.figures import pareto_front
+    from edge_fm.show.html_report import build_report
 
     folder = tmp_path / "models"
     for name in ("edge-cnn-tiny", "cnn-2conv", "mlp"):
@@ -178,16 +218,21 @@ def test_report_of_a_folder_shows_measured_front(tmp_path):
     page = _read(out)
     table = {row[0]: row for row in _rows(page.cells["front-table"], 9)[1:]}
     assert set(table) == {"edge-cnn-tiny", "cnn-2conv", "mlp"}
-    assert table["edge-cnn-tiny"][2] == f"{(folder / 'edge-cnn-tiny' / 'model.tflite').stat().st_size / 1000:.1f}"
+    assert (
+        table["edge-cnn-tiny"][2]
+        == f"{(folder / 'edge-cnn-tiny' / 'model.tflite').stat().st_size / 1000:.1f}"
+    )
     rows, source = folder_rows(folder)
-    assert "MODEL_CARD" in source and all(row["accuracy"] > 0.8 and row["latency"]["p50_ms"] > 0 for row in rows)
+    assert "MODEL_CARD" in source and all(
+        row["accuracy"] > 0.8 and row["latency"]["p50_ms"] > 0 for row in rows
+    )
     assert {name for name, row in table.items() if row[8] == "yes"} == pareto_front(rows)
 
 
 def test_report_of_a_bench_result_marks_the_front(tmp_path):
-    from edge_fm.catalog import pareto_front
-    from edge_fm.html_report import build_report
-    from edge_fm.measurements import bench_rows
+    from edge_fm.bench.measurements import bench_rows
+    from edge_fm.show.figures import pareto_front
+    from edge_fm.show.html_report import build_report
 
     result = REPO / "benchmarks" / "results" / "models_bench.json"
     out = build_report(result, tmp_path / "bench.html")
@@ -200,26 +245,35 @@ def test_report_of_a_bench_result_marks_the_front(tmp_path):
 
 
 def test_report_errors_are_one_line(tmp_path):
-    from edge_fm.html_report import build_report
+    from edge_fm.show.html_report import build_report
 
     with pytest.raises(EdgeFMError, match="not a report target"):
         build_report(tmp_path)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = CliRunner().invoke(app, ["report", str(REPO / "benchmarks" / "results" / "models_bench.json"),
-                                      "--out", str(blocker / "report.html")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(REPO / "benchmarks" / "results" / "models_bench.json"),
+            "--out",
+            str(blocker / "report.html"),
+        ],
+    )
     assert result.exit_code == 1, result.output
     assert "is a file, not a folder" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_explain_cli_writes_overlays(exported, tmp_path):
-    from edge_fm.data import load_split
-    from edge_fm.predict import classify_files
+    from edge_fm.data.datasets import load_split
+    from edge_fm.show.predict import classify_files
 
-    images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "sample")
+    images, _ = load_split("test", Path(__file__).resolve().parents[1] / "edge_fm" / "data" / "sample")
     shirt = tmp_path / "shirt.png"
     Image.fromarray(images[3, :, :, 0]).save(shirt)
-    result = CliRunner().invoke(app, ["explain", str(exported["int8"]), str(shirt), "--out", str(tmp_path / "out")])
+    result = CliRunner().invoke(
+        app, ["explain", str(exported["int8"]), str(shirt), "--out", str(tmp_path / "out")]
+    )
     assert result.exit_code == 0, result.output
     overlay = tmp_path / "out" / "shirt.occlusion.png"
     assert Image.open(overlay).size == (224, 224)
@@ -229,7 +283,7 @@ def test_explain_cli_writes_overlays(exported, tmp_path):
 
 @pytest.mark.slow
 def test_report_in_chromium_loads_every_image_and_nothing_else(exported, tmp_path):
-    from edge_fm.html_report import ReportOptions, build_report
+    from edge_fm.show.html_report import ReportOptions, build_report
 
     out = build_report(exported["int8"], tmp_path / "report.html", ReportOptions(max_images=200))
     requested = []

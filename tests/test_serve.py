@@ -16,14 +16,16 @@ from browser import chromium_page
 from conftest import free_port
 from PIL import Image
 
-from edge_fm.data import CLASS_NAMES, load_split
+from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = ("edge-cnn-tiny", "cnn-2conv")  # two real int8 bundles of models/, small enough to load fast
 # The server refuses to load TensorFlow: importing it raises, so any path that reaches it fails the test.
-GUARDED_SERVER = ("import sys; sys.modules['tensorflow'] = None; from edge_fm.serve import main; "
-                  "sys.exit(main(sys.argv[1:]))")
+GUARDED_SERVER = (
+    "import sys; sys.modules['tensorflow'] = None; from edge_fm.show.serve import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +40,12 @@ def _start(folder: Path, *options: str) -> tuple[subprocess.Popen, str, float]:
     """Starts the guarded server; returns it, its URL and the seconds from process start to first page."""
     port = free_port()
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-c", GUARDED_SERVER, str(folder), "--port", str(port), *options],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, "-c", GUARDED_SERVER, str(folder), "--port", str(port), *options],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}/"
     deadline = started + 60
     while time.perf_counter() < deadline:
@@ -78,15 +84,19 @@ def _litert_class(tflite: Path, pixels: np.ndarray) -> str:
 
 
 def test_server_loads_no_tensorflow(demo_models):
-    code = ("import sys, edge_fm.serve as s; app = s.create_app(s.ServeConfig(sys.argv[1])); "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))")
-    result = subprocess.run([sys.executable, "-c", code, str(demo_models)], capture_output=True, text=True, timeout=120)
+    code = (
+        "import sys, edge_fm.show.serve as s; app = s.create_app(s.ServeConfig(sys.argv[1])); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'tf_keras', 'keras')))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(demo_models)], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_server_binds_loopback_unless_told(demo_models):
-    from edge_fm.serve import ServeConfig, is_loopback
+    from edge_fm.show.serve import ServeConfig, is_loopback
 
     assert ServeConfig(demo_models).host == "127.0.0.1"
     assert is_loopback("::1") and is_loopback("localhost") and not is_loopback("0.0.0.0")
@@ -106,7 +116,7 @@ def test_cli_refuses_a_public_host_in_one_line(demo_models):
 
 
 def test_concurrent_answers_are_each_images_own(demo_models, data_dir):
-    from edge_fm.serve import load_models
+    from edge_fm.show.serve import load_models
 
     model = load_models(demo_models)[0]
     images, _ = load_split("test", data_dir)
@@ -131,7 +141,7 @@ def test_concurrent_answers_are_each_images_own(demo_models, data_dir):
 def test_upload_errors_are_one_line_messages():
     import base64
 
-    from edge_fm.serve import decode_upload
+    from edge_fm.show.serve import decode_upload
 
     def upload(data: bytes) -> str:
         return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
@@ -171,11 +181,15 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
 
             sent = time.perf_counter()
             upload.set_input_files(str(shoe))
-            page.wait_for_function("document.querySelector('#source').textContent.includes('test-image.png')", timeout=30_000)
-            page.wait_for_function("!document.querySelector('#answer').textContent.includes('...')", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#source').textContent.includes('test-image.png')", timeout=30_000
+            )
+            page.wait_for_function(
+                "!document.querySelector('#answer').textContent.includes('...')", timeout=30_000
+            )
             print(f"server: answer {time.perf_counter() - sent:.2f} s after the upload")
 
-            from edge_fm.predict import image_to_input
+            from edge_fm.show.predict import image_to_input
 
             pixels, _ = image_to_input(shoe)
             chosen = page.locator("#model").inner_text().strip()
@@ -189,18 +203,27 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
             assert seen == [224, 224]  # 28x28, enlarged 8 times
             page.screenshot(path=str(tmp_path / "demo.png"), full_page=True)
 
-            for path, message in ((text_file, "notes.txt: not a readable image"), (oversized, "up to 0.1 MB"),
-                                  (bomb, "decompression bombs")):
+            for path, message in (
+                (text_file, "notes.txt: not a readable image"),
+                (oversized, "up to 0.1 MB"),
+                (bomb, "decompression bombs"),
+            ):
                 upload.set_input_files(str(path))
                 try:
-                    page.wait_for_function(f"document.querySelector('#message').textContent.includes({message!r})",
-                                           timeout=30_000)
+                    page.wait_for_function(
+                        f"document.querySelector('#message').textContent.includes({message!r})",
+                        timeout=30_000,
+                    )
                 except Exception:
-                    pytest.fail(f"{path.name}: expected {message!r}, the page says {page.locator('#message').inner_text()!r}")
+                    pytest.fail(
+                        f"{path.name}: expected {message!r}, the page says {page.locator('#message').inner_text()!r}"
+                    )
 
             page.locator("button[title='Trouser']").click()
             page.wait_for_function("document.querySelector('#message').textContent === ''", timeout=30_000)
-            page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000
+            )
     finally:
         log = _stop(server)
     assert "Traceback" not in log, log

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +15,12 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from edge_fm import data
-from edge_fm.cards import options_in_force
-from edge_fm.catalog import carried_rows, checks, pareto_front
 from edge_fm.cli import app
-from edge_fm.ship import choose
+from edge_fm.data import datasets as data
+from edge_fm.shipping.cards import options_in_force
+from edge_fm.shipping.catalog import carried_rows, checks, read_targets
+from edge_fm.shipping.ship import choose
+from edge_fm.show.figures import pareto_front
 
 runner = CliRunner()
 
@@ -28,22 +30,62 @@ def shipped(exported, tmp_path_factory):
     """A models folder holding the tiny CNN shipped with a one-epoch QAT, then benchmarked on the sample."""
     root = tmp_path_factory.mktemp("shipping")
     models = root / "models"
-    result = runner.invoke(app, ["ship", str(exported["train"]), "--name", "tiny", "--models-dir", str(models),
-                                 "--qat-epochs", "1", "--runs-dir", str(root / "runs"),
-                                 "--note", "A test model.", "--train-command", "edge-fm train tiny-cnn"])
+    result = runner.invoke(
+        app,
+        [
+            "ship",
+            str(exported["train"]),
+            "--name",
+            "tiny",
+            "--models-dir",
+            str(models),
+            "--qat-epochs",
+            "1",
+            "--runs-dir",
+            str(root / "runs"),
+            "--note",
+            "A test model.",
+            "--train-command",
+            "edge-fm train tiny-cnn",
+        ],
+    )
     assert result.exit_code == 0, result.output
     card_before_bench = (models / "tiny" / "MODEL_CARD.md").read_text()
-    bench = runner.invoke(app, ["bench", str(models), "--sample", "--runs", "20", "--min-seconds", "0.05",
-                                "--json", str(root / "bench.json"), "--plot", str(root / "front.png")])
+    bench = runner.invoke(
+        app,
+        [
+            "bench",
+            str(models),
+            "--sample",
+            "--runs",
+            "20",
+            "--min-seconds",
+            "0.05",
+            "--json",
+            str(root / "bench.json"),
+            "--plot",
+            str(root / "front.png"),
+        ],
+    )
     assert bench.exit_code == 0, bench.output
-    return {"root": root, "folder": models / "tiny", "card_before_bench": card_before_bench,
-            "bench": json.loads((root / "bench.json").read_text())}
+    return {
+        "root": root,
+        "folder": models / "tiny",
+        "card_before_bench": card_before_bench,
+        "bench": json.loads((root / "bench.json").read_text()),
+    }
 
 
 def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     folder = shipped["folder"]
-    assert sorted(p.name for p in folder.iterdir()) == ["MODEL_CARD.md", "labels.txt", "manifest.json", "model.json",
-                                                      "model.tflite", "provenance.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "MODEL_CARD.md",
+        "labels.txt",
+        "manifest.json",
+        "model.json",
+        "model.tflite",
+        "provenance.json",
+    ]
     provenance = json.loads((folder / "provenance.json").read_text())
     selection = provenance["selection"]
     # Both candidates were scored on every validation image of the run (400 on the sample), the better one shipped.
@@ -54,16 +96,27 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     assert description["format"] == provenance["chosen_format"]
     assert description["artifact"]["sha256"] == provenance["artifact"]["sha256"]
     assert provenance["commands"]["train"] == "edge-fm train tiny-cnn"
-    assert provenance["train"]["config"]["arch"] == "tiny-cnn" and provenance["qat"]["metrics"]["epochs_run"] == 1
+    assert (
+        provenance["train"]["config"]["arch"] == "tiny-cnn"
+        and provenance["qat"]["metrics"]["epochs_run"] == 1
+    )
     manifest = json.loads((folder / "manifest.json").read_text())
-    assert manifest["stage"] == "ship" and set(manifest["files"]) == {"MODEL_CARD.md", "labels.txt", "model.json",
-                                                                      "model.tflite", "provenance.json"}
+    assert manifest["stage"] == "ship" and set(manifest["files"]) == {
+        "MODEL_CARD.md",
+        "labels.txt",
+        "model.json",
+        "model.tflite",
+        "provenance.json",
+    }
     # Before the folder is benchmarked, the card says how to complete it and claims no test figure.
-    assert "Test accuracy and latency are not measured yet: run `edge-fm bench models/`" in shipped["card_before_bench"]
+    assert (
+        "Test accuracy and latency are not measured yet: run `edge-fm bench models/`"
+        in shipped["card_before_bench"]
+    )
 
 
 def test_bench_of_a_models_folder_rewrites_its_cards_from_the_measurement(shipped):
-    row, = shipped["bench"]["rows"]
+    (row,) = shipped["bench"]["rows"]
     assert row["model"] == "tiny" and row["status"] == "ok"
     card = (shipped["folder"] / "MODEL_CARD.md").read_text()
     assert f"{row['accuracy'] * 100:.2f}%" in card and f"p50 {row['latency']['p50_ms']:.3f} ms" in card
@@ -82,7 +135,9 @@ def test_the_cards_how_to_use_code_runs_and_agrees_with_the_runner(shipped, tmp_
     Image.fromarray(images[index].reshape(28, 28)).save(tmp_path / "garment.png")
     for name in ("model.tflite", "labels.txt"):
         (tmp_path / name).write_bytes((shipped["folder"] / name).read_bytes())
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     predicted = out.stdout.rsplit(" ", 1)[0]
     result = runner.invoke(app, ["predict", str(shipped["folder"]), str(tmp_path / "garment.png")])
@@ -93,7 +148,9 @@ def test_the_cards_how_to_use_code_runs_and_agrees_with_the_runner(shipped, tmp_
 def test_shipping_again_replaces_the_folder_and_a_failure_keeps_the_old_one(shipped, exported):
     models = shipped["folder"].parent
     before = (shipped["folder"] / "model.json").read_bytes()
-    result = runner.invoke(app, ["ship", str(exported["root"] / "nope-train-1"), "--name", "tiny", "--models-dir", str(models)])
+    result = runner.invoke(
+        app, ["ship", str(exported["root"] / "nope-train-1"), "--name", "tiny", "--models-dir", str(models)]
+    )
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert (shipped["folder"] / "model.json").read_bytes() == before
@@ -102,7 +159,9 @@ def test_shipping_again_replaces_the_folder_and_a_failure_keeps_the_old_one(ship
 
 @pytest.mark.parametrize("bad", ["../up", ".hidden", ""])
 def test_ship_refuses_a_name_that_is_not_a_folder_name(exported, bad, tmp_path):
-    result = runner.invoke(app, ["ship", str(exported["train"]), "--name", bad, "--models-dir", str(tmp_path)])
+    result = runner.invoke(
+        app, ["ship", str(exported["train"]), "--name", bad, "--models-dir", str(tmp_path)]
+    )
     assert result.exit_code != 0 and "--name" in result.output and "Traceback" not in result.output
     assert not any(tmp_path.iterdir())
 
@@ -120,12 +179,35 @@ def test_choice_prefers_accuracy_then_qat_int8():
 
 
 def test_a_recipe_lists_only_the_options_in_force():
-    config = {"arch": "edge-cnn-tiny", "epochs": 60, "optimizer": "adamw", "momentum": 0.9, "weight_decay": 2e-4,
-              "schedule": "onecycle", "warmup_epochs": 2.0, "decay_rate": 0.9, "cycle_epochs": 4.0,
-              "augment": ["crop", "flip"], "crop_padding": 2, "rotation": 10.0, "erasing_prob": 0.5,
-              "early_stopping": 0, "monitor": "val_loss", "teacher": None, "distill_weight": 0.5, "seed": 0}
-    assert list(options_in_force(config)) == ["epochs", "optimizer", "weight_decay", "schedule", "warmup_epochs",
-                                             "augment", "crop_padding"]
+    config = {
+        "arch": "edge-cnn-tiny",
+        "epochs": 60,
+        "optimizer": "adamw",
+        "momentum": 0.9,
+        "weight_decay": 2e-4,
+        "schedule": "onecycle",
+        "warmup_epochs": 2.0,
+        "decay_rate": 0.9,
+        "cycle_epochs": 4.0,
+        "augment": ["crop", "flip"],
+        "crop_padding": 2,
+        "rotation": 10.0,
+        "erasing_prob": 0.5,
+        "early_stopping": 0,
+        "monitor": "val_loss",
+        "teacher": None,
+        "distill_weight": 0.5,
+        "seed": 0,
+    }
+    assert list(options_in_force(config)) == [
+        "epochs",
+        "optimizer",
+        "weight_decay",
+        "schedule",
+        "warmup_epochs",
+        "augment",
+        "crop_padding",
+    ]
     taught = {**config, "teacher": "runs/edge-cnn-train-1", "early_stopping": 5, "optimizer": "sgd"}
     shown = options_in_force(taught)
     assert {"teacher", "distill_weight", "early_stopping", "monitor", "momentum"} <= set(shown)
@@ -133,22 +215,45 @@ def test_a_recipe_lists_only_the_options_in_force():
 
 def test_a_row_that_cannot_be_remeasured_is_carried_with_the_machine_that_measured_it():
     assert carried_rows(None, ["big"]) == []
-    previous = {"started": "T0", "environment": {"cpu": "CPU 0"},
-                "rows": [{"model": "big", "accuracy": 0.9}, {"model": "small", "accuracy": 0.8}]}
-    kept = [{"model": "big", "accuracy": 0.9, "remeasured": False, "measured_in": "T0", "measured_on": {"cpu": "CPU 0"}}]
+    previous = {
+        "started": "T0",
+        "environment": {"cpu": "CPU 0"},
+        "rows": [{"model": "big", "accuracy": 0.9}, {"model": "small", "accuracy": 0.8}],
+    }
+    kept = [
+        {
+            "model": "big",
+            "accuracy": 0.9,
+            "remeasured": False,
+            "measured_in": "T0",
+            "measured_on": {"cpu": "CPU 0"},
+        }
+    ]
     assert carried_rows(previous, ["big"]) == kept
     # Carried again by a later run on another machine, it still names the first.
     assert carried_rows({"started": "T1", "environment": {"cpu": "CPU 1"}, "rows": kept}, ["big"]) == kept
 
 
 def _row(model, accuracy, size, p50, remeasured=True):
-    return {"model": model, "accuracy": accuracy, "bytes": size, "latency": {"p50_ms": p50}, "remeasured": remeasured}
+    return {
+        "model": model,
+        "accuracy": accuracy,
+        "bytes": size,
+        "latency": {"p50_ms": p50},
+        "remeasured": remeasured,
+    }
 
 
 def test_targets_are_judged_on_remeasured_rows_only():
-    rows = [_row("cnn-3conv-bn", 0.942, 300_000, 0.2), _row("edge-cnn-tiny", 0.9431, 83_000, 0.045),
-            _row("edge-cnn", 0.952, 280_000, 0.3, remeasured=False)]
-    judged = {(c["model"], c["check"]): c["met"] for c in checks(rows)}
+    rows = [
+        _row("cnn-3conv-bn", 0.942, 300_000, 0.2),
+        _row("edge-cnn-tiny", 0.9431, 83_000, 0.045),
+        _row("edge-cnn", 0.952, 280_000, 0.3, remeasured=False),
+    ]
+    judged = {
+        (c["model"], c["check"]): c["met"]
+        for c in checks(rows, read_targets(Path(__file__).resolve().parents[1] / "models"))
+    }
     assert judged[("edge-cnn-tiny", "int8 test accuracy")] is True
     assert judged[("edge-cnn-tiny", "p50 at most 1/4 of cnn-3conv-bn's")] is True  # 0.045 <= 0.05
     assert judged[("edge-cnn", "p50 below cnn-3conv-bn's")] is None  # a carried row is not judged
@@ -156,7 +261,12 @@ def test_targets_are_judged_on_remeasured_rows_only():
 
 
 def test_the_front_keeps_what_nothing_beats_on_all_three():
-    rows = [_row("a", 0.95, 300, 1.0), _row("b", 0.94, 100, 0.5), _row("c", 0.93, 200, 0.6), _row("d", 0.95, 300, 1.0)]
+    rows = [
+        _row("a", 0.95, 300, 1.0),
+        _row("b", 0.94, 100, 0.5),
+        _row("c", 0.93, 200, 0.6),
+        _row("d", 0.95, 300, 1.0),
+    ]
     assert pareto_front(rows) == {"a", "b", "d"}  # c is beaten by b on every axis; a and d tie
 
 
@@ -173,8 +283,8 @@ def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, e
 
 
 def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it(tmp_path):
-    from edge_fm.cards import folder_forms
-    from edge_fm.mcu import BOARDS
+    from edge_fm.export.boards import BOARDS
+    from edge_fm.shipping.cards import folder_forms
 
     largest = max(board.flash_bytes for board in BOARDS)
     with open(tmp_path / "model.tflite", "wb") as file:

@@ -18,7 +18,9 @@ import pytest
 
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
-from edge_fm.sweep import Constraints, TrialConfig, build_spec, parse_settings, picks, require_ray
+from edge_fm.pipeline.sweep import require_ray
+from edge_fm.pipeline.sweep_spec import Constraints, TrialConfig, build_spec, parse_settings
+from edge_fm.pipeline.sweep_summary import picks
 
 pytest.importorskip("ray.tune", reason="the cluster extra is not installed: pip install 'edge-fm[cluster]'")
 
@@ -29,8 +31,14 @@ SMALL = ["--sample", "--arch", "tiny-cnn", "--set", "epochs=1", "--format", "int
 
 def _sweep(args: list[str], env: dict | None = None, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})}
-    return subprocess.Popen([str(BIN / "edge-fm"), "sweep", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, **kwargs)
+    return subprocess.Popen(
+        [str(BIN / "edge-fm"), "sweep", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        **kwargs,
+    )
 
 
 def _finish(process: subprocess.Popen, timeout: float = 600) -> str:
@@ -41,20 +49,31 @@ def _finish(process: subprocess.Popen, timeout: float = 600) -> str:
 
 def test_spec_from_a_file_and_options(tmp_path):
     spec_file = tmp_path / "sweep.yaml"
-    spec_file.write_text("arch: [tiny-cnn, cnn-2conv]\nset: {epochs: [1, 2], learning_rate: 0.003}\nprune: [0, 0.5]\n"
-                         "qat: [false, true]\nsample: true\nconstraints: {max_bytes: 50000}\n")
+    spec_file.write_text(
+        "arch: [tiny-cnn, cnn-2conv]\nset: {epochs: [1, 2], learning_rate: 0.003}\nprune: [0, 0.5]\n"
+        "qat: [false, true]\nsample: true\nconstraints: {max_bytes: 50000}\n"
+    )
     spec = build_spec(spec_file, settings=["epochs=3"], qat="on", min_accuracy=0.8)
-    assert spec.archs == ("tiny-cnn", "cnn-2conv") and spec.settings == {"epochs": (3,), "learning_rate": (0.003,)}
+    assert spec.archs == ("tiny-cnn", "cnn-2conv") and spec.settings == {
+        "epochs": (3,),
+        "learning_rate": (0.003,),
+    }
     assert spec.prune == (0.0, 0.5) and spec.qat == (True,) and spec.sample
     assert spec.constraints == Constraints(max_bytes=50000, min_accuracy=0.8)
     keys = [t.key for t in spec.trial_configs()]
     assert len(keys) == len(set(keys)) == 4 and keys[0] == "tiny-cnn_epochs=3_learning_rate=0.003_prune=0_qat"
     assert TrialConfig.from_dict(spec.trial_configs()[1].as_dict()) == spec.trial_configs()[1]
     assert parse_settings(["epochs=1,2", "augment=crop,flip|crop", "epochs=4"]) == {
-        "epochs": (1, 2, 4), "augment": (("crop", "flip"), ("crop",))}
-    refused = ((dict(settings=["epoch=1"]), "unknown setting 'epoch'. Did you mean 'epochs'"),
-               (dict(settings=["data=full"]), "--sample"), (dict(qat="maybe"), "unknown --qat value"),
-               (dict(search="random"), "unknown search 'random'"), (dict(archs="tiny-cn"), "Did you mean 'tiny-cnn'"))
+        "epochs": (1, 2, 4),
+        "augment": (("crop", "flip"), ("crop",)),
+    }
+    refused = (
+        (dict(settings=["epoch=1"]), "unknown setting 'epoch'. Did you mean 'epochs'"),
+        (dict(settings=["data=full"]), "--sample"),
+        (dict(qat="maybe"), "unknown --qat value"),
+        (dict(search="random"), "unknown search 'random'"),
+        (dict(archs="tiny-cn"), "Did you mean 'tiny-cnn'"),
+    )
     for options, message in refused:
         with pytest.raises(EdgeFMError, match=message):
             build_spec(**{"archs": "tiny-cnn", **options})
@@ -65,16 +84,38 @@ def test_spec_from_a_file_and_options(tmp_path):
 
 def test_picks_answer_each_constraint():
     def row(name, accuracy, size, p50):
-        return {"model": name, "trial": name, "format": "int8", "status": "ok", "accuracy": accuracy, "bytes": size,
-                "latency": {"p50_ms": p50}}
+        return {
+            "model": name,
+            "trial": name,
+            "format": "int8",
+            "status": "ok",
+            "accuracy": accuracy,
+            "bytes": size,
+            "latency": {"p50_ms": p50},
+        }
 
-    rows = [row("big", 0.95, 300_000, 2.0), row("mid", 0.94, 90_000, 0.5), row("fast", 0.945, 120_000, 0.3),
-            row("tiny", 0.90, 20_000, 0.1), {"model": "broken", "status": "error", "error": "x"}]
-    answers = {p["question"]: p["model"] for p in picks(rows, Constraints(max_bytes=100_000, min_accuracy=0.94, max_p50_ms=1))}
-    assert answers == {"most accurate at most 100 KB": "mid", "fastest at 94% or better": "fast",
-                       "smallest at 94% or better": "mid", "most accurate at p50 1 ms or faster": "fast"}
-    assert picks(rows, Constraints(min_accuracy=0.99))[1] == {"question": "fastest at 99% or better", "model": None,
-                                                               "artifact": None}
+    rows = [
+        row("big", 0.95, 300_000, 2.0),
+        row("mid", 0.94, 90_000, 0.5),
+        row("fast", 0.945, 120_000, 0.3),
+        row("tiny", 0.90, 20_000, 0.1),
+        {"model": "broken", "status": "error", "error": "x"},
+    ]
+    answers = {
+        p["question"]: p["model"]
+        for p in picks(rows, Constraints(max_bytes=100_000, min_accuracy=0.94, max_p50_ms=1))
+    }
+    assert answers == {
+        "most accurate at most 100 KB": "mid",
+        "fastest at 94% or better": "fast",
+        "smallest at 94% or better": "mid",
+        "most accurate at p50 1 ms or faster": "fast",
+    }
+    assert picks(rows, Constraints(min_accuracy=0.99))[1] == {
+        "question": "fastest at 99% or better",
+        "model": None,
+        "artifact": None,
+    }
 
 
 def test_without_ray_the_error_names_the_install(monkeypatch, tmp_path, capsys):
@@ -90,8 +131,10 @@ def test_without_ray_the_error_names_the_install(monkeypatch, tmp_path, capsys):
 @pytest.mark.slow
 def test_a_stopped_sweep_resumes_without_redoing_finished_trials(tmp_path):
     # Two trials one after the other: prune 0 trains and exports; prune 1.5 is impossible (an error row).
-    process = _sweep([*SMALL, "--prune", "0,1.5", "--concurrency", "1", "--runs-dir", str(tmp_path)],
-                     start_new_session=True)
+    process = _sweep(
+        [*SMALL, "--prune", "0,1.5", "--concurrency", "1", "--runs-dir", str(tmp_path)],
+        start_new_session=True,
+    )
     sweep_dir = tmp_path / "sweep-1"
     first = sweep_dir / "trials" / "tiny-cnn_epochs=1_prune=0_noqat"
     deadline = time.time() + 540
@@ -123,13 +166,20 @@ def test_a_stopped_sweep_resumes_without_redoing_finished_trials(tmp_path):
     assert "--prune 1.5" in errors[0]["error"] and "(0, 1)" in errors[0]["error"]
     assert summary["front"] == ["tiny-cnn_epochs=1_prune=0_noqat/int8"]
     answers = {p["question"]: p["model"] for p in summary["picks"]}
-    assert answers == {"most accurate at most 100 KB": ok[0]["model"], "fastest at 50% or better": ok[0]["model"],
-                       "smallest at 50% or better": ok[0]["model"]}
+    assert answers == {
+        "most accurate at most 100 KB": ok[0]["model"],
+        "fastest at 50% or better": ok[0]["model"],
+        "smallest at 50% or better": ok[0]["model"],
+    }
     trial = summary["trials"]["tiny-cnn_epochs=1_prune=0_noqat"]
     # One trial at a time on this machine's cores: each trial has every core, TensorFlow told before it started.
     cores = os.cpu_count()
     assert trial["threads"] == cores
-    assert trial["tensorflow_threads"] == {"intra_op": cores, "inter_op": 1, "set_before_tensorflow_started": True}
+    assert trial["tensorflow_threads"] == {
+        "intra_op": cores,
+        "inter_op": 1,
+        "set_before_tensorflow_started": True,
+    }
     lines = (sweep_dir / "sweep.csv").read_text().splitlines()
     assert lines[0].startswith("trial,arch,settings,prune,qat,format") and len(lines) == 3
     assert (sweep_dir / "front.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -162,9 +212,23 @@ def ray_head(tmp_path):
     # Token authentication on, as a cluster should be; the token travels in the environment.
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
     log = open(tmp_path / "ray-head.log", "w")
-    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-                             "--include-dashboard=false", "--disable-usage-stats", "--node-ip-address=127.0.0.1", "--block"],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **auth})
+    head = subprocess.Popen(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--num-cpus=2",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            "--node-ip-address=127.0.0.1",
+            "--block",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **auth},
+    )
     try:
         deadline = time.time() + 120
         while True:
@@ -196,27 +260,51 @@ def ray_head(tmp_path):
 @pytest.mark.slow
 def test_an_optuna_search_on_a_running_ray_cluster(ray_head, tmp_path):
     ray_head, auth = ray_head
-    without_token = _sweep([*SMALL, "--address", ray_head, "--runs-dir", str(tmp_path / "refused")],
-                           env={"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN": ""})
+    without_token = _sweep(
+        [*SMALL, "--address", ray_head, "--runs-dir", str(tmp_path / "refused")],
+        env={"RAY_AUTH_MODE": "", "RAY_AUTH_TOKEN": ""},
+    )
     out = without_token.communicate(timeout=300)[0]
     assert without_token.returncode == 1 and "RAY_AUTH_MODE=token" in out.splitlines()[-1], out
-    out = _finish(_sweep(["--sample", "--arch", "tiny-cnn", "--set", "epochs=1,2", "--format", "int8",
-                          "--search", "optuna", "--trials", "2", "--address", ray_head, "--runs-dir", str(tmp_path)],
-                         env=auth))
+    out = _finish(
+        _sweep(
+            [
+                "--sample",
+                "--arch",
+                "tiny-cnn",
+                "--set",
+                "epochs=1,2",
+                "--format",
+                "int8",
+                "--search",
+                "optuna",
+                "--trials",
+                "2",
+                "--address",
+                ray_head,
+                "--runs-dir",
+                str(tmp_path),
+            ],
+            env=auth,
+        )
+    )
     sweep_dir = tmp_path / "sweep-1"
     summary = json.loads((sweep_dir / "sweep.json").read_text())
     ray_record = summary["attempts"][-1]["ray"]
     # The trials ran on the head started above (its GCS port), not on a Ray started by the sweep.
-    assert ray_record["address"] == ray_head and ray_record["gcs_address"].endswith(ray_head[ray_head.index(":"):])
+    assert ray_record["address"] == ray_head and ray_record["gcs_address"].endswith(
+        ray_head[ray_head.index(":") :]
+    )
     assert ray_record["cpus"] == 2 and ray_record["concurrency"] == 2 and ray_record["threads_per_trial"] == 1
     assert f"cluster at {ray_head}, 2 CPU(s)" in out
     ok = [r for r in summary["rows"] if r["status"] == "ok"]
     assert ok and all(r["format"] == "int8" and r["settings"]["epochs"] in (1, 2) for r in ok)
     import optuna
 
-    from edge_fm.sweep import OPTUNA_STUDY, _optuna_storage
+    from edge_fm.pipeline.sweep_spec import OPTUNA_STUDY
+    from edge_fm.pipeline.sweep_summary import optuna_storage
 
-    study = optuna.load_study(study_name=OPTUNA_STUDY, storage=_optuna_storage(sweep_dir))
+    study = optuna.load_study(study_name=OPTUNA_STUDY, storage=optuna_storage(sweep_dir))
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(completed) == 2 and len(study.directions) == 3  # accuracy, bytes, p50: three objectives
     by_epochs = {row["settings"]["epochs"]: row for row in ok}
@@ -228,5 +316,11 @@ def test_an_optuna_search_on_a_running_ray_cluster(ray_head, tmp_path):
 def test_help_shows_the_spec_file_and_examples(capsys):
     assert main(["sweep", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both" in text
-    assert "arch: [tiny-cnn, cnn-2conv], set: {epochs: [1, 2]}" in text and "pip install 'edge-fm[cluster]'" in text
+    assert (
+        "Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both"
+        in text
+    )
+    assert (
+        "arch: [tiny-cnn, cnn-2conv], set: {epochs: [1, 2]}" in text
+        and "pip install 'edge-fm[cluster]'" in text
+    )

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_fm import data
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export import read_metadata
-from edge_fm.tflite_rgb import (
+from edge_fm.export.tflite_file import read_metadata
+from edge_fm.export.tflite_rgb import (
     BRIDGES,
     DROP_REPEAT,
     FOLD_CONV,
@@ -49,7 +49,9 @@ def _shipped(name: str) -> bytes:
     return (REPO / "models" / name / "model.tflite").read_bytes()
 
 
-def _outputs(tflite: bytes, inputs: np.ndarray, xnnpack: bool = True) -> tuple[np.ndarray, np.ndarray, dict, dict]:
+def _outputs(
+    tflite: bytes, inputs: np.ndarray, xnnpack: bool = True
+) -> tuple[np.ndarray, np.ndarray, dict, dict]:
     """Raw outputs and dequantized scores, one image per call as an app runs the model."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 

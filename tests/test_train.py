@@ -10,17 +10,17 @@ import shutil
 import numpy as np
 import pytest
 
-from edge_fm import data
-from edge_fm import device as device_lib
-from edge_fm.augment import augment_batch, distilled_targets, make_pipeline
 from edge_fm.compat import tf
-from edge_fm.config import TrainConfig, load_config
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
-from edge_fm.device import describe_device, describe_devices
-from edge_fm.evaluate import evaluate_run
 from edge_fm.io import sha256_file
-from edge_fm.schedules import build_schedule
-from edge_fm.train import NullReporter, config_for, load_teacher, resume, train
+from edge_fm.train import device as device_lib
+from edge_fm.train.augment import augment_batch, distilled_targets, make_pipeline
+from edge_fm.train.config import TrainConfig, load_config
+from edge_fm.train.device import describe_device, describe_devices
+from edge_fm.train.evaluate import evaluate_run
+from edge_fm.train.schedules import build_schedule
+from edge_fm.train.trainer import NullReporter, config_for, load_teacher, resume, train
 
 
 def _batch(n=32):
@@ -30,8 +30,16 @@ def _batch(n=32):
 
 def test_no_augmentation_parameters_mean_identity():
     batch = _batch()
-    cfg = TrainConfig(arch="tiny-cnn", augment=("affine", "crop", "erasing"), rotation=0, shear=0, zoom=0, shift=0,
-                      crop_padding=0, erasing_prob=0.0)
+    cfg = TrainConfig(
+        arch="tiny-cnn",
+        augment=("affine", "crop", "erasing"),
+        rotation=0,
+        shear=0,
+        zoom=0,
+        shift=0,
+        crop_padding=0,
+        erasing_prob=0.0,
+    )
     np.testing.assert_allclose(augment_batch(batch, cfg).numpy(), batch.numpy(), atol=1e-3)
 
 
@@ -48,7 +56,9 @@ def test_flip_mirrors_each_image_independently():
 def test_crop_is_an_integer_shift_with_zero_fill():
     tf.random.set_seed(2)
     batch = _batch(16).numpy()
-    out = augment_batch(tf.constant(batch), TrainConfig(arch="tiny-cnn", augment=("crop",), crop_padding=2)).numpy()
+    out = augment_batch(
+        tf.constant(batch), TrainConfig(arch="tiny-cnn", augment=("crop",), crop_padding=2)
+    ).numpy()
     for original, shifted in zip(batch, out):
         padded = np.pad(original[..., 0], 2)
         windows = [padded[dy : dy + 28, dx : dx + 28] for dy in range(5) for dx in range(5)]
@@ -74,8 +84,12 @@ def test_affine_keeps_images_in_range_and_changes_them():
 
 
 def test_schedules_follow_their_definitions():
-    cyclical = build_schedule(TrainConfig(arch="x", schedule="cyclical", learning_rate=1e-2,
-                                          min_learning_rate=1e-3, cycle_epochs=2), steps_per_epoch=10)
+    cyclical = build_schedule(
+        TrainConfig(
+            arch="x", schedule="cyclical", learning_rate=1e-2, min_learning_rate=1e-3, cycle_epochs=2
+        ),
+        steps_per_epoch=10,
+    )
     assert float(cyclical(0)) == pytest.approx(1e-3)
     assert float(cyclical(10)) == pytest.approx(1e-2)  # peak at half a cycle
     assert float(cyclical(20)) == pytest.approx(1e-3)
@@ -83,16 +97,24 @@ def test_schedules_follow_their_definitions():
     assert float(onecycle(0)) == pytest.approx(1e-2 / 25, rel=1e-3)
     assert float(onecycle(30)) == pytest.approx(1e-2, rel=1e-3)
     assert float(onecycle(100)) < 1e-4
-    cosine = build_schedule(TrainConfig(arch="x", schedule="cosine", epochs=4, learning_rate=1e-2, warmup_epochs=1), 10)
+    cosine = build_schedule(
+        TrainConfig(arch="x", schedule="cosine", epochs=4, learning_rate=1e-2, warmup_epochs=1), 10
+    )
     assert float(cosine(10)) == pytest.approx(1e-2, rel=1e-3) and float(cosine(5)) < 1e-2
-    exponential = build_schedule(TrainConfig(arch="x", schedule="exponential", learning_rate=1e-2, decay_rate=0.5), 10)
+    exponential = build_schedule(
+        TrainConfig(arch="x", schedule="exponential", learning_rate=1e-2, decay_rate=0.5), 10
+    )
     assert float(exponential(20)) == pytest.approx(2.5e-3)
 
 
 @pytest.mark.parametrize(
     "bad, message",
-    [({"epochs": 0}, "epochs must be"), ({"learning_rate": -1.0}, "learning_rate must be positive"),
-     ({"schedule": "cosin"}, "Did you mean 'cosine'"), ({"augment": ("flop",)}, "unknown augmentation")],
+    [
+        ({"epochs": 0}, "epochs must be"),
+        ({"learning_rate": -1.0}, "learning_rate must be positive"),
+        ({"schedule": "cosin"}, "Did you mean 'cosine'"),
+        ({"augment": ("flop",)}, "unknown augmentation"),
+    ],
 )
 def test_invalid_settings_are_refused(bad, message):
     with pytest.raises(EdgeFMError, match=message.replace("positive", "a positive number")):
@@ -106,7 +128,9 @@ def _quick(tmp_path, **overrides):
 
 @pytest.mark.slow
 def test_training_on_the_sample_writes_a_complete_run(tmp_path):
-    cfg = _quick(tmp_path, augment=("crop", "flip"), schedule="cosine", label_smoothing=0.1, l2=1e-4, weight_decay=1e-4)
+    cfg = _quick(
+        tmp_path, augment=("crop", "flip"), schedule="cosine", label_smoothing=0.1, l2=1e-4, weight_decay=1e-4
+    )
     run = train(cfg, runs_dir=tmp_path)
     assert run.name == "tiny-cnn-train-1"
     assert load_config(TrainConfig, run / "config.json") == cfg  # enough to re-run it
@@ -140,21 +164,27 @@ def test_distilled_targets_mix_one_hot_labels_with_the_softened_teacher():
     np.testing.assert_allclose(targets, 0.75 * one_hot.numpy() + 0.25 * softened, atol=1e-6)
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-6)
     plain = TrainConfig(arch="tiny-cnn", distill_weight=1.0, distill_temperature=1.0)
-    np.testing.assert_allclose(distilled_targets(teacher, None, one_hot, plain).numpy()[0, :3], [0.6, 0.3, 0.1], atol=1e-5)
+    np.testing.assert_allclose(
+        distilled_targets(teacher, None, one_hot, plain).numpy()[0, :3], [0.6, 0.3, 0.1], atol=1e-5
+    )
 
 
 def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exported):
     teacher_run = exported["train"]  # tiny-cnn, 8 epochs on the sample, default split and seed
     cfg = _quick(tmp_path, epochs=1, teacher=str(teacher_run), distill_weight=0.5)
     images, labels = data.load_split("train", data.SAMPLE_DIR)
-    _, targets = next(iter(make_pipeline(images[:64], labels[:64], cfg, training=True, teacher=load_teacher(cfg))))
+    _, targets = next(
+        iter(make_pipeline(images[:64], labels[:64], cfg, training=True, teacher=load_teacher(cfg)))
+    )
     targets = targets.numpy()
     np.testing.assert_allclose(targets.sum(axis=1), 1.0, atol=1e-5)
-    assert (targets.max(axis=1) < 1.0).all() and (targets.max(axis=1) >= 0.5).all()  # half one-hot, half teacher
+    assert (targets.max(axis=1) < 1.0).all() and (
+        targets.max(axis=1) >= 0.5
+    ).all()  # half one-hot, half teacher
     run = train(cfg, runs_dir=tmp_path)
     assert load_config(TrainConfig, run / "config.json").teacher == str(teacher_run)
     assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 1
-    from edge_fm.optimize import OptimizeConfig, fine_tune_config
+    from edge_fm.optimize.compress import OptimizeConfig, fine_tune_config
 
     assert fine_tune_config(OptimizeConfig("qat", str(run))).teacher == str(teacher_run)  # QAT distils too
     # A teacher that trained on another split may have seen the student's validation images.
@@ -166,7 +196,10 @@ def test_a_student_learns_from_a_teacher_run_on_the_same_split(tmp_path, exporte
 def test_an_unfinished_teacher_is_refused_with_the_command_that_finishes_it(tmp_path, exported):
     unfinished = tmp_path / "unfinished-teacher"
     shutil.copytree(exported["train"], unfinished, ignore=shutil.ignore_patterns("model.h5"))
-    with pytest.raises(EdgeFMError, match=re.escape(f"did not finish; continue it with `edge-fm train --resume {unfinished}`")):
+    with pytest.raises(
+        EdgeFMError,
+        match=re.escape(f"did not finish; continue it with `edge-fm train --resume {unfinished}`"),
+    ):
         train(_quick(tmp_path, teacher=str(unfinished)), runs_dir=tmp_path / "refused")
     assert not (tmp_path / "refused").exists()
 
@@ -200,7 +233,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, inte
         def epoch(self, epoch, logs):
             epochs_seen.append(epoch)
 
-    train_module = importlib.import_module("edge_fm.train")
+    train_module = importlib.import_module("edge_fm.train.trainer")
     pipelines = []
     make = train_module.make_pipeline
     monkeypatch.setattr(train_module, "make_pipeline", lambda *a, **k: pipelines.append(k) or make(*a, **k))
@@ -209,7 +242,9 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, inte
     monkeypatch.setattr(train_module.keras.utils, "set_random_seed", lambda s: seeds.append(s) or seed(s))
     monkeypatch.setattr(train_module, "describe_device", lambda: "the resuming device")
     resume(run, reporter=Recorder())
-    assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(before)  # not epoch 1's draws again
+    assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(
+        before
+    )  # not epoch 1's draws again
     assert seeds[-1] == cfg.seed + len(before)  # the augmentation draws move on too
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
@@ -252,17 +287,23 @@ def test_device_line_names_a_thread_limit_below_the_core_count(monkeypatch):
 
 
 def test_a_run_resumed_with_other_threads_names_each_stretch_of_epochs():
-    history = [{"epoch": 1}, {"epoch": 2, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"},
-               {"epoch": 3, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"}, {"epoch": 4, "device": "CPU: X (2 cores)"}]
-    assert describe_devices(history) == ("device not recorded for epoch 1; CPU: X (2 cores, TensorFlow held to 1 thread) "
-                                         "for epochs 2-3; CPU: X (2 cores) for epoch 4")
+    history = [
+        {"epoch": 1},
+        {"epoch": 2, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"},
+        {"epoch": 3, "device": "CPU: X (2 cores, TensorFlow held to 1 thread)"},
+        {"epoch": 4, "device": "CPU: X (2 cores)"},
+    ]
+    assert describe_devices(history) == (
+        "device not recorded for epoch 1; CPU: X (2 cores, TensorFlow held to 1 thread) "
+        "for epochs 2-3; CPU: X (2 cores) for epoch 4"
+    )
     assert describe_devices(history[1:3]) == "CPU: X (2 cores, TensorFlow held to 1 thread)"
 
 
 def test_mixed_precision_takes_bfloat16_for_cpus_with_bf16_kernels():
-    from edge_fm.config import TrainConfig
+    from edge_fm.train.config import TrainConfig
     from edge_fm.errors import EdgeFMError
-    from edge_fm.train import build_model, precision_policy
+    from edge_fm.train.trainer import build_model, precision_policy
 
     config = TrainConfig(arch="tiny-cnn", mixed_precision=True, mixed_dtype="bfloat16")
     assert precision_policy(config) == "mixed_bfloat16"

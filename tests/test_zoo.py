@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_fm import data
 from edge_fm.compat import keras
+from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
 from edge_fm.zoo import count_macs, create_model, describe_model, get_spec, list_models
 
@@ -58,8 +58,13 @@ def test_vgg_gap_is_about_the_papers_size():
     assert 180_000 < params < 220_000  # the paper: 198,351
 
 
-@pytest.mark.parametrize("name", [pytest.param(name, marks=pytest.mark.slow) if name in SLOW_ARCHS else name
-                                  for name in PAPER_ARCHS + EDGE_ARCHS])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param(name, marks=pytest.mark.slow) if name in SLOW_ARCHS else name
+        for name in PAPER_ARCHS + EDGE_ARCHS
+    ],
+)
 def test_each_architecture_takes_raw_pixels_and_trains_one_step(name):
     images, labels = data.load_split("test", data.SAMPLE_DIR)
     x = images[:16].astype(np.float32)
@@ -117,7 +122,9 @@ def test_edge_cnn_tiny_full_conv_blocks_pool_right_after_the_stem():
 
 
 def test_edge_cnn_takes_one_block_kind_per_stage():
-    model = create_model("edge-cnn", stem=8, widths=(8, 16, 32), blocks=(1, 2, 1), block=["conv", "conv", "separable"])
+    model = create_model(
+        "edge-cnn", stem=8, widths=(8, 16, 32), blocks=(1, 2, 1), block=["conv", "conv", "separable"]
+    )
     names = {layer.name for layer in model.layers}
     assert {"s1b1_conv", "s2b1_conv", "s2b2_conv", "s3b1_dw", "s3b1_pw"} <= names
     assert not {"s1b1_dw", "s2b1_dw", "s3b1_conv"} & names
@@ -125,14 +132,21 @@ def test_edge_cnn_takes_one_block_kind_per_stage():
     assert kinds.count("DepthwiseConv2D") == 1
 
 
-@pytest.mark.parametrize("arch, options, message", [
-    ("edge-cnn-tiny", {"block": "dense"}, r"unknown edge-cnn-tiny block 'dense'.*conv, separable"),
-    ("edge-cnn", {"block": "dense"}, r"unknown edge-cnn block 'dense'"),
-    ("edge-cnn-tiny", {"blocks": (0, 0, 0)}, "needs one block count"),
-    ("edge-cnn", {"blocks": (1, 2)}, "needs one block count"),
-    ("edge-cnn", {"block": ["conv", "separable"]}, r"one block kind for all stages or one per stage \(3\)"),
-    ("edge-cnn", {"block": ["conv", "dense", "separable"]}, r"unknown edge-cnn block 'dense'"),
-])
+@pytest.mark.parametrize(
+    "arch, options, message",
+    [
+        ("edge-cnn-tiny", {"block": "dense"}, r"unknown edge-cnn-tiny block 'dense'.*conv, separable"),
+        ("edge-cnn", {"block": "dense"}, r"unknown edge-cnn block 'dense'"),
+        ("edge-cnn-tiny", {"blocks": (0, 0, 0)}, "needs one block count"),
+        ("edge-cnn", {"blocks": (1, 2)}, "needs one block count"),
+        (
+            "edge-cnn",
+            {"block": ["conv", "separable"]},
+            r"one block kind for all stages or one per stage \(3\)",
+        ),
+        ("edge-cnn", {"block": ["conv", "dense", "separable"]}, r"unknown edge-cnn block 'dense'"),
+    ],
+)
 def test_edge_family_rejects_bad_block_options(arch, options, message):
     with pytest.raises(EdgeFMError, match=message):
         create_model(arch, **options)

@@ -9,7 +9,6 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
-
 # Activations of mobilenetv2's head; ReLU6 and ReLU run everywhere, GELU not under TFLite Micro.
 HEAD_ACTIVATIONS = ("relu6", "relu", "gelu")
 
@@ -82,7 +81,11 @@ def mobilenetv2(
     # MobileNetV2 was trained on pixels scaled to [-1, 1].
     x = preprocess(inputs, size=input_size, rgb=True, scale=1 / 127.5, offset=-1.0)
     base, loaded = _backbone(
-        keras.applications.MobileNetV2, weights, input_tensor=x, input_shape=(input_size, input_size, 3), alpha=alpha
+        keras.applications.MobileNetV2,
+        weights,
+        input_tensor=x,
+        input_shape=(input_size, input_size, 3),
+        alpha=alpha,
     )
     for layer in base.layers:
         if isinstance(layer, layers.BatchNormalization):
@@ -135,7 +138,9 @@ def resnet50(
         x = preprocess(inputs, size=input_size, rgb=True, scale=1.0, channel_mean=(103.939, 116.779, 123.68))
     else:
         x = preprocess(inputs, size=input_size, rgb=True)
-    base, loaded = _backbone(keras.applications.ResNet50, weights, input_tensor=x, input_shape=(input_size, input_size, 3))
+    base, loaded = _backbone(
+        keras.applications.ResNet50, weights, input_tensor=x, input_shape=(input_size, input_size, 3)
+    )
     if loaded:
         for layer in base.layers[: max(0, len(base.layers) - trainable_layers)]:
             layer.trainable = False

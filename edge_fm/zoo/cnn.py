@@ -14,7 +14,11 @@ from edge_fm.zoo.registry import register_model
     description="conv32-pool-conv64-pool-dense128, dropout",
 )
 def cnn_2conv(
-    *, filters: tuple[int, int] = (32, 64), dense: int = 128, dropout: float = 0.25, dense_dropout: float = 0.5
+    *,
+    filters: tuple[int, int] = (32, 64),
+    dense: int = 128,
+    dropout: float = 0.25,
+    dense_dropout: float = 0.5,
 ) -> keras.Model:
     """Builds the paper's two-convolution CNN.
 

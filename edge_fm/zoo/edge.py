@@ -22,7 +22,9 @@ from edge_fm.zoo.registry import register_model
 
 
 def _conv_bn_relu(x, filters: int, name: str, kernel: int = 3):
-    x = layers.Conv2D(filters, kernel, padding="same", use_bias=False, kernel_initializer="he_normal", name=name)(x)
+    x = layers.Conv2D(
+        filters, kernel, padding="same", use_bias=False, kernel_initializer="he_normal", name=name
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
@@ -48,7 +50,9 @@ def separable_block(x, filters: int, name: str):
 def conv_block(x, filters: int, name: str):
     """3x3 conv -> BN (-> + input) -> ReLU: a full conv, for CPUs whose int8 GEMM outruns depthwise."""
     shortcut = x
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv")(x)
+    x = layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv"
+    )(x)
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return _residual_relu(x, shortcut, name)
 
@@ -60,18 +64,28 @@ def stage_blocks(block: str | Sequence[str], stages: int, name: str) -> list[str
     """One block kind per stage: a single kind for all, or a list with one per stage."""
     kinds = [block] * stages if isinstance(block, str) else list(block)
     if len(kinds) != stages:
-        raise EdgeFMError(f"{name} needs one block kind for all stages or one per stage ({stages}); got {kinds}.")
+        raise EdgeFMError(
+            f"{name} needs one block kind for all stages or one per stage ({stages}); got {kinds}."
+        )
     for kind in kinds:
         if kind not in BLOCKS:
             raise unknown_choice(f"{name} block", kind, BLOCKS)
     return kinds
 
 
-def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], dropout: float, name: str,
-                   block: str | Sequence[str] = "separable") -> keras.Model:
+def build_edge_cnn(
+    stem: int,
+    widths: tuple[int, ...],
+    blocks: tuple[int, ...],
+    dropout: float,
+    name: str,
+    block: str | Sequence[str] = "separable",
+) -> keras.Model:
     if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
-        raise EdgeFMError(f"{name} needs one block count (>= 0, not all 0) per stage width; "
-                          f"got widths {list(widths)} and blocks {list(blocks)}.")
+        raise EdgeFMError(
+            f"{name} needs one block count (>= 0, not all 0) per stage width; "
+            f"got widths {list(widths)} and blocks {list(blocks)}."
+        )
     kinds = stage_blocks(block, len(widths), name)
     inputs = raw_input()
     x = _conv_bn_relu(preprocess(inputs), stem, "stem")
@@ -88,7 +102,11 @@ def build_edge_cnn(stem: int, widths: tuple[int, ...], blocks: tuple[int, ...], 
 
 @register_model("edge-cnn", description="edge-fm's accurate net: separable residual stages 64/128/256, GAP")
 def edge_cnn(
-    *, stem: int = 32, widths: tuple[int, ...] = (64, 128, 256), blocks: tuple[int, ...] = (2, 3, 3), dropout: float = 0.2,
+    *,
+    stem: int = 32,
+    widths: tuple[int, ...] = (64, 128, 256),
+    blocks: tuple[int, ...] = (2, 3, 3),
+    dropout: float = 0.2,
     block: str | Sequence[str] = "separable",
 ) -> keras.Model:
     """The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
@@ -104,9 +122,16 @@ def edge_cnn(
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
 
 
-@register_model("edge-cnn-tiny", description="edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP")
+@register_model(
+    "edge-cnn-tiny",
+    description="edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP",
+)
 def edge_cnn_tiny(
-    *, stem: int = 16, widths: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (0, 2, 2), dropout: float = 0.1,
+    *,
+    stem: int = 16,
+    widths: tuple[int, ...] = (16, 32, 64),
+    blocks: tuple[int, ...] = (0, 2, 2),
+    dropout: float = 0.1,
     block: str | Sequence[str] = "conv",
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.

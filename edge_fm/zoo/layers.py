@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from edge_fm.compat import keras
-from edge_fm.data import IMAGE_SHAPE, NUM_CLASSES
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
 from edge_fm.errors import EdgeFMError
 
 layers = keras.layers
@@ -47,7 +47,9 @@ def preprocess(
     if rgb:
         x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
     if channel_mean is not None:
-        x = layers.Normalization(mean=list(channel_mean), variance=[1.0] * len(channel_mean), name="channel_mean")(x)
+        x = layers.Normalization(
+            mean=list(channel_mean), variance=[1.0] * len(channel_mean), name="channel_mean"
+        )(x)
     return x
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.compat import keras
+from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 

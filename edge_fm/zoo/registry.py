@@ -39,7 +39,9 @@ class ModelSpec:
     def options(self) -> dict[str, Any]:
         """The builder's keyword options and their defaults."""
         return {
-            p.name: p.default for p in inspect.signature(self.builder).parameters.values() if p.kind == p.KEYWORD_ONLY
+            p.name: p.default
+            for p in inspect.signature(self.builder).parameters.values()
+            if p.kind == p.KEYWORD_ONLY
         }
 
     def option_types(self) -> dict[str, Any]:
@@ -52,7 +54,12 @@ _REGISTRY: dict[str, ModelSpec] = {}
 
 
 def register_model(
-    name: str, *, paper: str = "", paper_accuracy: float | None = None, description: str = "", testing: bool = False
+    name: str,
+    *,
+    paper: str = "",
+    paper_accuracy: float | None = None,
+    description: str = "",
+    testing: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers an architecture builder under ``name``.
 
@@ -113,7 +120,9 @@ def create_model(name: str, **options: Any):
         if not options:
             raise  # the defaults failing is a bug, not a user's mistake
         reason = _build_failure(exc)
-        raise EdgeFMError(f"architecture {name!r} cannot be built with {_as_text(options)} ({reason}); choose other values.") from None
+        raise EdgeFMError(
+            f"architecture {name!r} cannot be built with {_as_text(options)} ({reason}); choose other values."
+        ) from None
     if options:
         _check_layer_sizes(name, model, options)
     return model
@@ -177,8 +186,13 @@ def _describe(hint: Any, nested: bool = False) -> str:
         items = args if origin is tuple else (args[0], Ellipsis)
         inner = ", ".join("..." if arg is Ellipsis else _describe(arg, nested=True) for arg in items)
         return f"[{inner}]" if nested else f"a list like [{inner}]"
-    words = {int: ("int", "a whole number"), float: ("number", "a number"), bool: ("true/false", "true or false"),
-             str: ("string", "a string"), type(None): ("null", "null")}
+    words = {
+        int: ("int", "a whole number"),
+        float: ("number", "a number"),
+        bool: ("true/false", "true or false"),
+        str: ("string", "a string"),
+        type(None): ("null", "null"),
+    }
     short, long = words.get(hint, (str(hint), str(hint)))
     return short if nested else long
 

@@ -46,11 +46,17 @@ def client_python(name: str, root: Path = REPO / ".cache") -> Path:
 def _build(venv: Path, requirements: Path) -> None:
     # Built in place (a venv's scripts hold its absolute path); the stamp written after it marks it whole.
     shutil.rmtree(venv, ignore_errors=True)
-    steps = ([sys.executable, "-m", "venv", str(venv)],
-             [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)])
+    steps = (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)],
+    )
     for step in steps:
         done = subprocess.run(step, capture_output=True, text=True)
         if done.returncode != 0:
             shutil.rmtree(venv, ignore_errors=True)
-            lines = [line for line in (done.stderr or done.stdout).strip().splitlines() if not line.startswith("WARNING")]
+            lines = [
+                line
+                for line in (done.stderr or done.stdout).strip().splitlines()
+                if not line.startswith("WARNING")
+            ]
             raise ClientUnavailable(f"building {venv.name} failed: {lines[-1] if lines else done.returncode}")

@@ -35,7 +35,9 @@ def classify(model_path: str, images: np.ndarray) -> dict:
     top, scores, names = [], [], {}
     with vision.ImageClassifier.create_from_options(options) as classifier:
         for image in images:
-            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            result = classifier.classify(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+            )
             categories = result.classifications[0].categories
             top.append(int(categories[0].index))
             row = [0.0] * len(categories)
@@ -60,7 +62,9 @@ def read_metadata(model_path: str) -> dict:
     with open(model_path, "rb") as handle:
         raw = handle.read()
     model = schema.Model.GetRootAs(raw, 0)
-    entries = {model.Metadata(i).Name().decode(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    entries = {
+        model.Metadata(i).Name().decode(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())
+    }
     if "TFLITE_METADATA" not in entries:
         return {"entries": sorted(entries)}
     buffer = model.Buffers(entries["TFLITE_METADATA"]).DataAsNumpy().tobytes()
@@ -74,23 +78,36 @@ def read_metadata(model_path: str) -> dict:
         packed = {name: archive.read(name).decode() for name in archive.namelist()}
     return {
         "entries": sorted(entries),
-        "name": _text(root.name), "description": _text(root.description), "version": _text(root.version),
-        "author": _text(root.author), "license": _text(root.license), "min_parser_version": _text(root.minParserVersion),
+        "name": _text(root.name),
+        "description": _text(root.description),
+        "version": _text(root.version),
+        "author": _text(root.author),
+        "license": _text(root.license),
+        "min_parser_version": _text(root.minParserVersion),
         "input": {
             "name": _text(image.name),
-            "content": image.content.contentPropertiesType == meta.ContentProperties.ImageProperties and "image",
+            "content": image.content.contentPropertiesType == meta.ContentProperties.ImageProperties
+            and "image",
             "color_space": {v: k for k, v in vars(meta.ColorSpaceType).items() if not k.startswith("_")}[
-                image.content.contentProperties.colorSpace],
-            "process_unit": image.processUnits[0].optionsType == meta.ProcessUnitOptions.NormalizationOptions and "normalization",
-            "mean": [float(v) for v in normalization.mean], "std": [float(v) for v in normalization.std],
+                image.content.contentProperties.colorSpace
+            ],
+            "process_unit": image.processUnits[0].optionsType == meta.ProcessUnitOptions.NormalizationOptions
+            and "normalization",
+            "mean": [float(v) for v in normalization.mean],
+            "std": [float(v) for v in normalization.std],
             "stats": {"min": [float(v) for v in image.stats.min], "max": [float(v) for v in image.stats.max]},
         },
         "output": {
             "name": _text(probability.name),
             "associated_files": [
-                {"name": _text(f.name), "type": {v: k for k, v in vars(meta.AssociatedFileType).items()
-                                                 if not k.startswith("_")}[f.type]}
-                for f in probability.associatedFiles],
+                {
+                    "name": _text(f.name),
+                    "type": {v: k for k, v in vars(meta.AssociatedFileType).items() if not k.startswith("_")}[
+                        f.type
+                    ],
+                }
+                for f in probability.associatedFiles
+            ],
         },
         "packed_files": packed,
     }
@@ -113,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     images = np.load(args.images)
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        print(f"error: {args.images} must hold uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}", file=sys.stderr)
+        print(
+            f"error: {args.images} must hold uint8 RGB images (N, H, W, 3), not {images.dtype} {images.shape}",
+            file=sys.stderr,
+        )
         return 2
     json.dump({**classify(args.model, images), "metadata": read_metadata(args.model)}, sys.stdout)
     return 0

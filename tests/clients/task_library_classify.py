@@ -35,14 +35,22 @@ def classify(model_path: str, images: np.ndarray) -> dict:
             row[category.index] = float(category.score)
             names[category.index] = category.category_name
         scores.append(row)
-    return {"count": len(top), "top1": top, "scores": scores, "label_names": [names[i] for i in sorted(names)]}
+    return {
+        "count": len(top),
+        "top1": top,
+        "scores": scores,
+        "label_names": [names[i] for i in sorted(names)],
+    }
 
 
 def read_metadata(model_path: str) -> dict:
     from tflite_support import metadata
 
     displayer = metadata.MetadataDisplayer.with_model_file(model_path)
-    return {"json": json.loads(displayer.get_metadata_json()), "packed_files": displayer.get_packed_associated_file_list()}
+    return {
+        "json": json.loads(displayer.get_metadata_json()),
+        "packed_files": displayer.get_packed_associated_file_list(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,1 @@
+"""The benchmark stage: measuring artifacts on a target and reading measurements back."""

@@ -1,0 +1,140 @@
+"""What was measured of each bundle in a folder (``models/``): size, accuracy and latency.
+
+The figures come from a benchmark result (``edge-fm bench models/ --json ...``) when one is given
+or lies in the folder as ``bench.json``, else from each bundle's ``MODEL_CARD.md`` (written by
+the same benchmark). Sizes are always read from the files themselves. This module loads no
+TensorFlow: the web demo reads it.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle
+from edge_fm.io import read_json
+
+BENCH_IN_FOLDER = BENCH_FILE
+_CARD_LATENCY = re.compile(
+    r"\|\s*latency, batch 1, (\d+) threads?\s*\|\s*p50 ([0-9.]+) ms(?:, p90 ([0-9.]+) ms)?"
+)
+
+
+def bundles_in(folder: Path | str) -> list[Path]:
+    """The bundle folders (with a ``model.tflite``) directly inside ``folder``, by name."""
+    return sorted(p.parent for p in Path(folder).glob(f"*/{MODEL_FILE}"))
+
+
+def bench_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The measured rows of a bench result at its first thread count (the Keras baseline left out)."""
+    ok = [row for row in result.get("rows", []) if row.get("status") == "ok" and row.get("format") != "keras"]
+    if not ok:
+        return []
+    threads = min(row.get("threads", 1) for row in ok)
+    return [row for row in ok if row.get("threads", 1) == threads]
+
+
+def bundle_name(row: dict[str, Any]) -> str:
+    """The bundle a bench row measured: its catalog name, else its bundle folder's name."""
+    return row.get("model") or Path(row.get("path", "")).parent.name or row["artifact"]
+
+
+def read_bench(path: Path | str) -> dict[str, Any]:
+    """Reads a bench result JSON.
+
+    Raises:
+        EdgeFMError: The file is missing, not JSON, or not a result of ``edge-fm bench``.
+    """
+    result = read_json(path)
+    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
+        raise EdgeFMError(
+            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
+        )
+    return result
+
+
+def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[list[dict[str, Any]], str]:
+    """One row per bundle of ``folder``, shaped as a bench row, and where its figures come from.
+
+    Args:
+        folder: A folder of bundles.
+        bench: A bench result to read the figures from; default ``folder/bench.json`` if present.
+
+    Returns:
+        ``(rows, source)``: rows with ``model``, ``artifact``, ``format``, ``path``, ``bytes``, and
+        when measured ``accuracy``, ``threads`` and ``latency`` (``p50_ms``, ``p90_ms``), plus the
+        ``confusion_matrix`` from a bench result; ``source`` says where the figures were read.
+    """
+    folder = Path(folder)
+    bench = (
+        Path(bench) if bench else (folder / BENCH_IN_FOLDER if (folder / BENCH_IN_FOLDER).is_file() else None)
+    )
+    measured: dict[str, dict] = {}
+    if bench is not None:
+        measured = {bundle_name(row): row for row in bench_rows(read_bench(bench))}
+    rows = [bundle_row(bundle, measured.get(bundle.name)) for bundle in bundles_in(folder)]
+    source = f"benchmark result {bench}" if bench is not None else "each bundle's MODEL_CARD.md"
+    return rows, source
+
+
+def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else its model card."""
+    bundle = Path(bundle)
+    path = bundle / MODEL_FILE
+    row = {
+        "model": bundle.name,
+        "artifact": bundle.name,
+        "path": str(path),
+        "format": _description(bundle).get("format"),
+        "bytes": path.stat().st_size,
+        "shipped": True,
+    }
+    figures = measured or _card_figures(bundle)
+    for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
+        if figures.get(key) is not None:
+            row[key] = figures[key]
+    return row
+
+
+def _description(bundle: Path) -> dict:
+    try:
+        return Bundle.open(bundle).description
+    except EdgeFMError:  # a corrupt model.json: the row still shows the file's size
+        return {}
+
+
+def _card_figures(bundle: Path) -> dict[str, Any]:
+    """Test accuracy and latency from a model card's front matter and its measurement table."""
+    card = bundle / "MODEL_CARD.md"
+    if not card.is_file():
+        return {}
+    text = card.read_text(errors="replace")
+    figures: dict[str, Any] = {}
+    accuracy = _card_accuracy(text)
+    if accuracy is not None:
+        figures["accuracy"] = accuracy
+    match = _CARD_LATENCY.search(text)
+    if match:
+        figures["threads"] = int(match.group(1))
+        figures["latency"] = {"p50_ms": float(match.group(2))}
+        if match.group(3):
+            figures["latency"]["p90_ms"] = float(match.group(3))
+    return figures
+
+
+def _card_accuracy(text: str) -> float | None:
+    import yaml
+
+    if not text.startswith("---"):
+        return None
+    try:
+        front = yaml.safe_load(text.split("---", 2)[1]) or {}
+        metrics = front["model-index"][0]["results"][0]["metrics"]
+    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+        return None
+    for metric in metrics:
+        if metric.get("type") == "accuracy" and "artifact" in str(metric.get("name", "")):
+            return float(metric["value"]) / 100
+    return None

@@ -1,0 +1,288 @@
+"""``edge-fm bench`` and the tables it prints (the pipeline prints them too)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edge_fm.cli.common import (
+    DataDirOption,
+    app,
+    bench_options,
+    command_line,
+    console,
+    fails_cleanly,
+    target_option,
+)
+from edge_fm.errors import EdgeFMError
+from edge_fm.runner import DEFAULTS as MEASURE
+
+
+def print_bench_table(result: dict, title: str | None = None) -> None:
+    """The benchmark table: one row per artifact and thread count."""
+    from edge_fm import flat_row
+
+    if result["target"] == "tflm":
+        return print_tflm_table(result, title)
+
+    table = Table(
+        "artifact",
+        "format",
+        "thr",
+        "KB",
+        "gzip KB",
+        "accuracy",
+        "Δ acc",
+        "p50 ms",
+        "p90 ms",
+        "img/s",
+        "peak MB",
+        "status",
+        title=title,
+    )
+    for row in map(flat_row, result["rows"]):
+        ok = row.get("status") == "ok"
+        delta = row.get("accuracy_delta")
+        table.add_row(
+            row["artifact"],
+            row.get("format") or "?",
+            str(row.get("threads", "")),
+            f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
+            f"{row['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in row else "-",
+            f"{row['accuracy']:.2%}" if ok else "-",
+            f"{delta * 100:+.2f} pt" if delta is not None else "-",
+            f"{row['p50_ms']:.3f}" if ok else "-",
+            f"{row['p90_ms']:.3f}" if ok else "-",
+            f"{row['images_per_second']:.0f}" if ok else "-",
+            f"{row['peak_rss_mb']:.0f}" if ok and row.get("peak_rss_mb") else "-",
+            "[green]ok[/]" if ok else f"[red]error: {row.get('error')}[/]",
+        )
+    console.print(table)
+    env = result["environment"]
+    console.print(
+        f"target {result['target']}: {env.get('cpu')} ({env.get('machine')}, {env.get('os')}), "
+        f"{env.get('interpreter')} {env.get('interpreter_version')}, Python {env.get('python')}; "
+        f"accuracy on {result['test_set']['source']}; Δ against {result['reference'] or 'no float reference'}",
+        highlight=False,
+    )
+
+
+def print_tflm_table(result: dict, title: str | None = None) -> None:
+    """The TFLM benchmark table: accuracy, agreement, arena and flash; latency left empty on purpose."""
+    table = Table(
+        "artifact",
+        "format",
+        "flash KB",
+        "arena KB",
+        "images",
+        "accuracy",
+        "agree w/ LiteRT ref",
+        "latency",
+        "status",
+        title=title,
+    )
+    for row in result["rows"]:
+        ok = row.get("status") == "ok"
+        table.add_row(
+            row["artifact"],
+            row.get("format") or "?",
+            f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
+            f"{row['arena_bytes'] / 1024:.1f}" if row.get("arena_bytes") else "-",
+            str(row.get("examples") or "-"),
+            f"{row['accuracy']:.2%}" if ok else "-",
+            f"{row['agreement_with_litert_reference']:.2%}"
+            if row.get("agreement_with_litert_reference") is not None
+            else "-",
+            "-",
+            "[green]ok[/]" if ok else f"[red]error: {escape(str(row.get('error')))}[/]",
+        )
+    console.print(table)
+    env = result["environment"]
+    console.print(
+        f"target tflm: {env.get('interpreter')} {env.get('interpreter_version')} on {env.get('machine')} "
+        f"({env.get('os')}), against {env.get('reference')}; first {env.get('images_per_artifact')} images of "
+        f"{result['test_set']['source']}; arena = smallest that ran here + margin. Latency: {env.get('latency')}.",
+        highlight=False,
+    )
+
+
+@app.command("bench")
+@fails_cleanly
+def bench_command(
+    artifacts: Annotated[
+        list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")
+    ],
+    target: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), or `tflm` (TensorFlow Lite "
+            "for Microcontrollers here: accuracy, arena, flash; no latency). Repeat it to measure "
+            "on several devices at once, one benchmark per device at a time."
+        ),
+    ] = None,
+    compare: Annotated[
+        bool,
+        typer.Option(
+            "--compare", help="With several --target: also print artifacts x devices (p50 and accuracy)."
+        ),
+    ] = False,
+    tflm_images: Annotated[
+        Optional[int],
+        typer.Option(
+            help="With --target tflm: test images per artifact (TFLM here takes up to ~70 ms an image; default 1000)."
+        ),
+    ] = None,
+    threads: Annotated[
+        str, typer.Option(help="Interpreter thread counts, comma-separated.")
+    ] = MEASURE.threads,
+    runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs,
+    min_seconds: Annotated[
+        float, typer.Option(help="Minimum timed seconds per artifact.")
+    ] = MEASURE.min_seconds,
+    max_seconds: Annotated[
+        float, typer.Option(help="Stop timing an artifact after this long.")
+    ] = MEASURE.max_seconds,
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = MEASURE.warmup,
+    baseline: Annotated[
+        Optional[Path], typer.Option(help="Also measure this run's Keras model through TensorFlow (local).")
+    ] = None,
+    min_accuracy: Annotated[
+        Optional[float], typer.Option(help="Fail (exit 1) if any artifact is below this accuracy (0-1).")
+    ] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the full result here.")] = None,
+    csv_out: Annotated[Optional[Path], typer.Option("--csv", help="Write the table here as CSV.")] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Score on the embedded sample (not the test set).")
+    ] = False,
+    data_dir: DataDirOption = None,
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    ssh_option: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable)."),
+    ] = None,
+    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="Draw accuracy against size and latency (PNG) here.")
+    ] = None,
+) -> None:
+    """Measure accuracy, size, latency and memory of TFLite artifacts, here or on a device over SSH.
+
+    Given a folder of shipped models (made by `edge-fm ship`), measured here, it also rewrites their
+    model cards; a row it cannot remeasure is carried over from the --json file it replaces.
+
+    Example: edge-fm bench models/ --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
+    Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
+    Example: edge-fm bench models/ --target tflm --tflm-images 500
+    Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
+    """
+    from edge_fm import bench_fleet, plot_front, previous_result, write_results
+    from edge_fm import measure_artifacts as measure
+    from edge_fm.io import check_output_file
+
+    if min_accuracy is not None and not 0 <= min_accuracy <= 1:
+        raise EdgeFMError(f"--min-accuracy {min_accuracy}: give a fraction between 0 and 1, e.g. 0.9.")
+    for path, option in ((json_out, "--json"), (csv_out, "--csv"), (plot, "--plot")):
+        if path is not None:
+            check_output_file(path, option)  # before minutes of measuring, not after
+    options = bench_options(threads, runs, min_seconds, max_seconds, warmup)
+    targets = target or ["local"]
+    if len(targets) > 1:
+        if plot is not None:
+            raise EdgeFMError(
+                "--plot draws one device's front: give one --target (or plot each device's result)."
+            )
+        fleet = [
+            target_option(t, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images) for t in targets
+        ]
+        with console.status(f"measuring on {len(fleet)} devices at once..."):
+            result = bench_fleet(artifacts, fleet, options, baseline, data_dir, sample)
+        result["command"] = command_line("bench")
+        print_fleet_tables(result, compare)
+        write_results(result, json_out, csv_out)
+        failed = [r for r in result["rows"] if r.get("status") != "ok"]
+        return _bench_verdict(result["rows"], min_accuracy, failed)
+    where = target_option(targets[0], ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
+    if plot is not None and where.name == "tflm":
+        raise EdgeFMError("--plot draws latency, which --target tflm does not measure: drop --plot.")
+    with console.status(f"measuring on {where.name}..."):
+        result = measure(artifacts, where, options, baseline, data_dir, sample, previous_result(json_out))
+    result["command"] = command_line("bench")
+    print_bench_table(result)
+    write_results(result, json_out, csv_out)
+    if plot is not None:
+        plot_front(
+            [r for r in result["rows"] if r.get("status") == "ok" and r["threads"] == options.threads[0]],
+            plot,
+        )
+        console.print(f"plot: {plot}")
+    failed = [r for r in result["rows"] if r.get("status") != "ok"]
+    _bench_verdict(result["rows"], min_accuracy, failed)
+
+
+def _bench_verdict(rows: list[dict], min_accuracy: Optional[float], failed: list[dict]) -> None:
+    """The --min-accuracy gate, then a non-zero exit if any row failed."""
+    from edge_fm import below_min_accuracy
+
+    if min_accuracy is not None:
+        failing = below_min_accuracy(rows, min_accuracy)
+        if failing:
+            raise EdgeFMError(
+                f"{len(failing)} artifact(s) below --min-accuracy {min_accuracy:.2%}: {', '.join(failing)}."
+            )
+        console.print(f"[green]all artifacts reach {min_accuracy:.2%}[/]")
+    if failed:
+        raise typer.Exit(1)
+
+
+def print_fleet_tables(result: dict, compare: bool = False) -> None:
+    """A fleet's result: one table per device (its rows and environment), then artifacts x devices if asked."""
+    from edge_fm import compare_devices
+
+    keras = [row for row in result["rows"] if row.get("format") == "keras"]
+    for device in result["targets"]:
+        rows = [row for row in result["rows"] if row.get("target") == device and row.get("format") != "keras"]
+        env = result["environments"].get(device)
+        if env is None:  # the device failed as a whole: its error rows are in the JSON and the comparison
+            console.print(
+                f"[red]{escape(device)} failed[/] ({len(rows)} artifact(s) not measured): "
+                f"{escape(result['errors'][device])}",
+                highlight=False,
+            )
+            continue
+        print_bench_table(
+            {
+                **result,
+                "target": device,
+                "rows": keras + rows,
+                "environment": env,
+                "reference": result["references"].get(device),
+            },
+            title=f"on {device}",
+        )
+    if not compare:
+        return
+    matrix = compare_devices(result)
+    table = Table(
+        "artifact",
+        "format",
+        *matrix["devices"],
+        title=f"p50 ms / accuracy per device ({matrix['threads']} thread{'s' if matrix['threads'] != 1 else ''})",
+    )
+    for entry in matrix["artifacts"]:
+        cells = []
+        for device in matrix["devices"]:
+            cell = entry["cells"].get(device)
+            if cell is None:
+                cells.append("-")
+            elif cell["status"] != "ok":
+                cells.append("[red]error[/]")
+            else:
+                p50 = f"{cell['p50_ms']:.3f} ms" if cell["p50_ms"] is not None else "no latency"
+                cells.append(f"{p50} / {cell['accuracy']:.2%}")
+        table.add_row(entry["artifact"], entry["format"] or "?", *cells)
+    console.print(table)

@@ -1,0 +1,127 @@
+"""``edge-fm data ...`` and ``edge-fm zoo``: the dataset and the architectures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from edge_fm.cli.common import (
+    DataDirOption,
+    app,
+    console,
+    data_app,
+    err_console,
+    fails_cleanly,
+)
+
+
+@data_app.command("fetch")
+@fails_cleanly
+def data_fetch(
+    data_dir: DataDirOption = None,
+    url: Annotated[
+        Optional[list[str]],
+        typer.Option("--url", help="Base URL to download from instead of the official mirrors (repeatable)."),
+    ] = None,
+) -> None:
+    """Download the four original Fashion-MNIST files and verify their SHA-256.
+
+    Example: edge-fm data fetch --data-dir ~/data/fashion-mnist
+    """
+    from edge_fm.data import datasets as data
+
+    target = data.resolve_data_dir(data_dir)
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        paths = data.fetch(target, base_urls=url or data.MIRRORS, progress=report)
+    console.print(f"[green]verified[/] {len(paths)} files in {target}")
+
+
+@data_app.command("info")
+@fails_cleanly
+def data_info(
+    data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show where the data is, images per class and split, pixel statistics and checksums.
+
+    Example: edge-fm data info --data-dir DATA_DIR
+    """
+    from edge_fm.data import datasets as data
+
+    result = data.info(data_dir)
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    console.print(f"data directory: [bold]{result['data_dir']}[/]")
+    table = Table("class", *result["splits"], title="images per class")
+    for name in data.CLASS_NAMES:
+        table.add_row(name, *(str(s["per_class"][name]) for s in result["splits"].values()))
+    table.add_row("[bold]total[/]", *(f"[bold]{s['images']}[/]" for s in result["splits"].values()))
+    console.print(table)
+    console.print(f"train pixel mean {result['pixel_mean']:.3f}, std {result['pixel_std']:.3f} (0-255 scale)")
+    for name, entry in result["files"].items():
+        verdict = (
+            "[green]matches the original release[/]"
+            if entry["matches_original"]
+            else "[yellow]differs from the original release[/]"
+        )
+        console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}")
+
+
+@data_app.command("make-sample")
+@fails_cleanly
+def data_make_sample(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the four sample IDX files to.")],
+    data_dir: DataDirOption = None,
+    per_class_train: Annotated[int, typer.Option(min=1, help="Training images per class.")] = 200,
+    per_class_test: Annotated[int, typer.Option(min=1, help="Test images per class.")] = 100,
+    seed: Annotated[int, typer.Option(help="Seed of the selection.")] = 0,
+) -> None:
+    """Write a stratified subset of the dataset as IDX files (how the embedded sample was made).
+
+    Example: edge-fm data make-sample /tmp/sample --data-dir DATA_DIR
+    """
+    from edge_fm.data import datasets as data
+
+    for path in data.make_sample(out_dir, data_dir, per_class_train, per_class_test, seed):
+        console.print(str(path))
+
+
+@app.command("zoo")
+@fails_cleanly
+def zoo_table(
+    show_all: Annotated[bool, typer.Option("--all", help="Include test-only architectures.")] = False,
+) -> None:
+    """List the architectures with their parameters, MACs per image and the paper they reproduce.
+
+    Example: edge-fm zoo
+    """
+    from edge_fm import describe_model, list_models
+
+    table = Table("architecture", "params", "MACs/image", "input", "paper acc.", "description")
+    table.columns[0].no_wrap = True
+    for name in list_models(include_testing=show_all):
+        row = describe_model(name)
+        paper_acc = f"{row['paper_accuracy']:.2%}" if row["paper_accuracy"] else "-"
+        table.add_row(
+            name,
+            f"{row['params']:,}",
+            f"{row['macs'] / 1e6:.2f} M",
+            row["input_size"],
+            paper_acc,
+            row["description"],
+        )
+    console.print(table)

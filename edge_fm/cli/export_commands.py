@@ -1,0 +1,216 @@
+"""``edge-fm export`` (formats and forms) and ``edge-fm predict``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edge_fm.cli.common import (
+    DataDirOption,
+    app,
+    console,
+    fails_cleanly,
+    print_error,
+)
+from edge_fm.errors import EdgeFMError
+
+
+@app.command("export")
+@fails_cleanly
+def export_command(
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            help="A finished training or optimization run; with --for mobile or mcu also an int8 export "
+            "bundle or .tflite (e.g. models/edge-cnn-tiny)."
+        ),
+    ],
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable); omit it for a bundle."
+        ),
+    ] = None,
+    io_dtype: Annotated[
+        Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")
+    ] = None,
+    representative: Annotated[
+        int, typer.Option(help="Calibration images drawn from the training split.")
+    ] = 500,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
+    target: Annotated[
+        str,
+        typer.Option(
+            "--for",
+            help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).",
+        ),
+    ] = "none",
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
+        ),
+    ] = None,
+    parity_images: Annotated[
+        int,
+        typer.Option(
+            help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
+            "test images under TFLM against LiteRT's reference kernels)."
+        ),
+    ] = 1000,
+    c_array: Annotated[
+        str,
+        typer.Option(
+            "--c-array",
+            help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python "
+            "script that writes it from model.tflite at build time (the array is ~6x the model's size).",
+        ),
+    ] = "source",
+) -> None:
+    """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
+
+    Example: edge-fm export runs/cnn-2conv-qat-1 --format qat-int8 --io-dtype uint8
+    Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
+    Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
+    Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
+    """
+    from edge_fm import Bundle, get_form, get_format
+
+    for name in formats or []:
+        get_format(name)  # every name checked before any work
+    if target != "none":
+        get_form(target)
+    if not formats and target == "none":
+        raise EdgeFMError(
+            "give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one."
+        )
+    if out is not None and (target == "none" or len(formats or []) > 1):
+        raise EdgeFMError(
+            "--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format."
+        )
+    if c_array != "source" and target != "mcu":
+        raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
+    if target != "none" and io_dtype is not None:
+        raise EdgeFMError(
+            f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it."
+        )
+    table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
+    failures, form_lines = [], []
+    for name in formats or [None]:
+        try:
+            bundle = _export_for(
+                target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images, c_array
+            )
+        except EdgeFMError as exc:
+            failures.append(str(exc))
+            print_error(str(exc))
+            continue
+        description = Bundle.open(bundle).description
+        if "mobile" in description:
+            form_lines.append(_mobile_line(bundle, description["mobile"]))
+            continue
+        artifact, report = description["artifact"], description.get("export")
+        if report and "parity" in report:  # a bare .tflite given for --for mcu has no export record
+            parity = report["parity"]
+            table.add_row(
+                name or description.get("format", ""),
+                str(bundle),
+                f"{artifact['bytes'] / 1024:.1f}",
+                f"{artifact['gzip_bytes'] / 1024:.1f}",
+                "yes" if report["integer_only"] else "no",
+                f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs "
+                f"{parity['keras_accuracy']:.1%}",
+                " ".join(report["ops"]),
+            )
+        if "mcu" in description:
+            form_lines.append(_mcu_line(bundle, description["mcu"]))
+    if table.row_count:
+        console.print(table)
+    for line in form_lines:
+        console.print(line, highlight=False)
+    if failures:
+        raise typer.Exit(1)
+
+
+def _export_for(
+    target: str,
+    run_dir: Path,
+    name: str | None,
+    io_dtype,
+    representative: int,
+    runs_dir: Path,
+    data_dir,
+    out: Path | None = None,
+    parity_images: int = 1000,
+    c_array: str = "source",
+) -> Path:
+    """One export of ``edge-fm export``, in the form ``--for`` names."""
+    if target != "none":
+        from edge_fm import FormOptions, export_form
+
+        options = FormOptions(name, out, runs_dir, data_dir, representative, parity_images, c_array_mode=c_array)
+        return export_form(run_dir, target, options)
+    from edge_fm import export_run as export
+
+    return export(
+        run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir
+    )
+
+
+def _mobile_line(bundle: Path, record: dict) -> str:
+    parity = record["parity"]
+    same = (
+        "identical outputs"
+        if parity["identical_to_int8"]
+        else f"top-1 agreement {parity['top1_agreement']:.2%}"
+    )
+    return (
+        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} grey test "
+        f"images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+    )
+
+
+def _mcu_line(bundle: Path, record: dict) -> str:
+    fits = ", ".join(fit["board"] for fit in record["fits_on"] if fit["fits"]) or "none of the boards checked"
+    return (
+        f"{bundle}: runs under TFLM {record['tflite_micro_version']}; arena {record['arena_bytes']:,} B "
+        f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "
+        f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
+        f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
+        f"(firmware needs room too); firmware files in {bundle / 'firmware'}"
+        + (
+            f"; write the model's C array with `python3 {bundle / script}` before building"
+            if (script := record["firmware"].get("model_data_script"))
+            else ""
+        )
+    )
+
+
+@app.command("predict")
+@fails_cleanly
+def predict_command(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite file or an export bundle directory.")],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
+    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+) -> None:
+    """Classify image files with an exported artifact and print the top classes.
+
+    Example: edge-fm predict models/edge-cnn/model.tflite shoe.jpg shirt.png
+    """
+    from edge_fm import classify_files
+
+    failed = 0
+    for result in classify_files(artifact, images, top):
+        if result.error:
+            failed += 1
+            print_error(result.error)
+            continue
+        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
+        note = " (light background, inverted)" if result.inverted else ""
+        console.print(f"{result.path}: [bold]{classes}[/]{note}", highlight=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,341 @@
+"""``edge-fm ship``, ``pipeline`` and ``sweep``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edge_fm.cli.bench_commands import print_bench_table
+from edge_fm.cli.common import (
+    DataDirOption,
+    RichReporter,
+    app,
+    bench_options,
+    command_line,
+    console,
+    fails_cleanly,
+    target_option,
+)
+from edge_fm.pipeline.pipeline import PIPELINE_BENCH
+from edge_fm.runner import DEFAULTS as MEASURE
+
+
+@app.command("ship")
+@fails_cleanly
+def ship_command(
+    train_run: Annotated[
+        Path, typer.Argument(help="Finished training run to ship (e.g. runs/edge-cnn-tiny-train-1).")
+    ],
+    name: Annotated[str, typer.Option(help="Folder name under the models folder, e.g. edge-cnn-tiny.")],
+    models_dir: Annotated[Path, typer.Option(help="The folder of shipped models.")] = Path("models"),
+    qat_run: Annotated[
+        Optional[Path], typer.Option(help="Reuse this finished QAT run of TRAIN_RUN instead of running QAT.")
+    ] = None,
+    qat_epochs: Annotated[
+        Optional[int], typer.Option(help="Epochs of the QAT fine-tune (default: the optimize stage's).")
+    ] = None,
+    qat_lr: Annotated[
+        Optional[float], typer.Option("--qat-lr", help="Peak learning rate of the QAT fine-tune.")
+    ] = None,
+    qat_max_train: Annotated[
+        Optional[int], typer.Option(help="QAT on this many training images (a heavy network).")
+    ] = None,
+    note: Annotated[
+        str, typer.Option(help="A sentence or two for the model card: what a user should know.")
+    ] = "",
+    train_command: Annotated[
+        str, typer.Option(help="The command that made TRAIN_RUN, shown in the model card.")
+    ] = "",
+    max_artifact_bytes: Annotated[
+        int, typer.Option(help="A larger artifact keeps its card and provenance but stays out of the folder.")
+    ] = 5_000_000,
+    runs_dir: Annotated[Path, typer.Option(help="Where the QAT run and the exports are written.")] = Path(
+        "runs"
+    ),
+    data_dir: DataDirOption = None,
+) -> None:
+    """Choose, bundle and document a model for shipping.
+
+    Runs QAT (or takes --qat-run), exports qat-int8 and int8, keeps the one more accurate on the whole
+    validation split (the test split is not read), and writes MODELS_DIR/NAME: the bundle, its model card
+    and provenance. Then `edge-fm bench MODELS_DIR` measures it and completes the card.
+
+    Example: edge-fm ship runs/edge-cnn-tiny-train-1 --name edge-cnn-tiny --data-dir DATA_DIR
+    """
+    from edge_fm import ShipConfig, ship
+
+    config = ShipConfig(
+        str(train_run),
+        name,
+        str(models_dir),
+        str(qat_run) if qat_run else None,
+        qat_epochs,
+        qat_lr,
+        qat_max_train,
+        max_artifact_bytes=max_artifact_bytes,
+        note=note,
+        train_command=train_command,
+    )
+    target = ship(
+        config,
+        data_dir,
+        runs_dir,
+        command_line("ship"),
+        log=lambda line: console.print(line, highlight=False),
+    )
+    console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {models_dir}`)")
+
+
+@app.command("pipeline")
+@fails_cleanly
+def pipeline_command(
+    arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
+    preset: Annotated[
+        str, typer.Option(help="'quick' (smoke run) or 'paper' (the paper's recipe).")
+    ] = "quick",
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
+    ] = False,
+    prune: Annotated[
+        Optional[float], typer.Option(help="Prune to this sparsity (0-1) before quantizing.")
+    ] = None,
+    qat: Annotated[
+        bool, typer.Option("--qat", help="Add quantization-aware training and its qat-int8 artifact.")
+    ] = False,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format", "-f", help="Export formats (repeatable; default fp32, int8, + qat-int8 with --qat)."
+        ),
+    ] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
+    ] = None,
+    settings: Annotated[
+        Optional[list[str]], typer.Option("--set", help="Training config field as key=value (repeatable).")
+    ] = None,
+    target: Annotated[
+        str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")
+    ] = "local",
+    threads: Annotated[
+        str, typer.Option(help="Interpreter thread counts, comma-separated.")
+    ] = MEASURE.threads,
+    runs: Annotated[int, typer.Option(help="Minimum timed runs per artifact.")] = PIPELINE_BENCH.runs,
+    min_seconds: Annotated[
+        float, typer.Option(help="Minimum timed seconds per artifact.")
+    ] = PIPELINE_BENCH.min_seconds,
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option (repeatable).")] = None,
+    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path(
+        "runs"
+    ),
+) -> None:
+    """Train -> optimize -> export -> bench in one command, with a final table and the best artifact.
+
+    Example: edge-fm pipeline cnn-2conv --sample --prune 0.5 --qat
+    Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
+    """
+    from edge_fm import PipelineConfig, read_pipeline, run_pipeline
+    from edge_fm.train import config as config_lib
+
+    overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+    config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
+    options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
+    where = target_option(target, ssh_key, ssh_option, remote_python, 10)
+    reporter = RichReporter(console)
+
+    def log(message: str) -> None:
+        reporter.stop()
+        console.print(f"[bold cyan]>[/] {message}", highlight=False)
+
+    try:
+        top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
+    finally:
+        reporter.stop()
+    result = read_pipeline(top)
+    print_bench_table(result["bench"], title=f"{arch} pipeline on {where.name}")
+    best = result["record"]["best"]
+    if best:
+        console.print(
+            f"best artifact ({best['rule']}): [bold green]{result['best_artifact']}[/] "
+            f"{best['format']}, {best['accuracy']:.2%}, {best['bytes'] / 1024:.1f} KB, p50 {best['p50_ms']:.3f} ms",
+            highlight=False,
+        )
+    console.print(f"pipeline run directory: [bold]{top}[/] (pipeline.json links every stage)")
+    if result["report"] is not None:
+        console.print(f"report: [bold]{result['report']}[/] (open it in a browser)")
+
+
+@app.command("sweep")
+@fails_cleanly
+def sweep_command(
+    spec: Annotated[
+        Optional[Path],
+        typer.Option("--spec", help="A YAML or JSON sweep spec; the options below override its entries."),
+    ] = None,
+    arch: Annotated[
+        Optional[str], typer.Option("--arch", help="Architectures, comma-separated, e.g. tiny-cnn,cnn-2conv.")
+    ] = None,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set",
+            help="Training field and the values to try, e.g. epochs=1,2 (repeatable; list fields take a|b).",
+        ),
+    ] = None,
+    prune: Annotated[
+        Optional[str], typer.Option(help="Sparsities to try, comma-separated; 0 is no pruning, e.g. 0,0.5.")
+    ] = None,
+    qat: Annotated[Optional[str], typer.Option(help="Quantization-aware step: off, on or both.")] = None,
+    formats: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--format",
+            "-f",
+            help="Export formats of every trial (repeatable; default fp32, int8, + qat-int8 with QAT).",
+        ),
+    ] = None,
+    preset: Annotated[Optional[str], typer.Option(help="Training preset: quick or paper.")] = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
+    ] = False,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
+    ] = None,
+    search: Annotated[
+        Optional[str], typer.Option(help="grid (every combination) or optuna (multi-objective search).")
+    ] = None,
+    trials: Annotated[Optional[int], typer.Option(help="Trials of an Optuna search.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the Optuna sampler.")] = None,
+    bench_threads: Annotated[
+        Optional[int], typer.Option(help="Interpreter threads of each latency measurement.")
+    ] = None,
+    max_bytes: Annotated[
+        Optional[int],
+        typer.Option(help="Pick the most accurate artifact at most this size (bytes; default 100000)."),
+    ] = None,
+    min_accuracy: Annotated[
+        Optional[float],
+        typer.Option(
+            help="Pick the fastest and the smallest at this accuracy or better (0-1; default 0.94)."
+        ),
+    ] = None,
+    max_p50_ms: Annotated[
+        Optional[float], typer.Option(help="Also pick the most accurate at this p50 latency (ms) or faster.")
+    ] = None,
+    address: Annotated[
+        Optional[str],
+        typer.Option(help="Run on this Ray cluster (head host:port, or auto) instead of starting Ray here."),
+    ] = None,
+    concurrency: Annotated[
+        Optional[int], typer.Option(help="Trials at once (default: every core / --threads-per-trial).")
+    ] = None,
+    threads_per_trial: Annotated[
+        Optional[int],
+        typer.Option(help="Cores and TensorFlow threads of each trial (default: cores / concurrency)."),
+    ] = None,
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue this stopped sweep folder (finished trials are kept).")
+    ] = None,
+    retry_errors: Annotated[
+        bool, typer.Option("--retry-errors", help="With --resume: run the trials that failed again.")
+    ] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where the sweep folder (sweep-N) is created.")] = Path(
+        "runs"
+    ),
+    data_dir: DataDirOption = None,
+) -> None:
+    """Run many pipelines (architectures x training options x optimizations) on Ray Tune; table, front and picks.
+
+    Each trial is one `edge-fm pipeline` run in runs/sweep-N/trials/; the sweep writes sweep.json and sweep.csv (every artifact of every trial), front.png and the pick for each constraint. Stopped, it continues with --resume.
+
+    A --spec file holds the same options: arch: \\[tiny-cnn, cnn-2conv], set: {epochs: \\[1, 2]}, prune: \\[0, 0.5], qat: \\[false, true], sample: true, constraints: {max_bytes: 100000}.
+
+    Needs the cluster extra: pip install 'edge-fm\\[cluster]'.
+
+    Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both
+    Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
+    Example: edge-fm sweep --resume runs/sweep-3
+    """
+    from edge_fm import RayOptions, read_sweep, resume_sweep, run_sweep
+    from edge_fm import build_sweep_spec as build_spec
+
+    ray_options = RayOptions(address, concurrency, threads_per_trial, retry_errors)
+
+    def log(message: str) -> None:
+        console.print(f"[bold cyan]>[/] {escape(message)}", highlight=False)
+
+    if resume is not None:
+        limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
+        sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
+    else:
+        sweep_spec = build_spec(
+            spec,
+            arch,
+            settings,
+            prune,
+            qat,
+            formats,
+            preset,
+            sample,
+            epochs,
+            search,
+            trials,
+            seed,
+            bench_threads,
+            max_bytes,
+            min_accuracy,
+            max_p50_ms,
+        )
+        sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
+    _print_sweep(read_sweep(sweep_dir), sweep_dir)
+
+
+def _print_sweep(summary: dict, sweep_dir: Path) -> None:
+    table = Table(
+        "trial",
+        "format",
+        "KB",
+        "accuracy",
+        "p50 ms",
+        "front",
+        "status",
+        title="sweep: every artifact of every trial",
+    )
+    for row in summary["rows"]:
+        ok = row.get("status") == "ok"
+        table.add_row(
+            row["trial"],
+            row.get("format") or "-",
+            f"{row['bytes'] / 1000:.1f}" if ok else "-",
+            f"{row['accuracy']:.2%}" if ok else "-",
+            f"{row['latency']['p50_ms']:.3f}" if ok else "-",
+            "[green]yes[/]" if row.get("front") else "",
+            "[green]ok[/]" if ok else f"[red]error: {escape(str(row.get('error')))}[/]",
+        )
+    console.print(table)
+    for pick in summary["picks"]:
+        chosen = pick["artifact"]
+        answer = (
+            f"[bold green]{escape(pick['model'])}[/] {chosen['accuracy']:.2%}, {chosen['bytes'] / 1000:.1f} KB, "
+            f"p50 {chosen['p50_ms']:.3f} ms"
+            if chosen
+            else "[yellow]none qualifies[/]"
+        )
+        console.print(f"{pick['question']}: {answer}", highlight=False)
+    source = summary.get("test_set", {}).get("source")
+    if source:
+        console.print(f"accuracy on {source}", highlight=False)
+    console.print(f"sweep folder: [bold]{sweep_dir}[/] (sweep.json, sweep.csv, front.png)", highlight=False)
+    if not summary["complete"]:
+        console.print(
+            f"[yellow]{summary['finished_trials']} of {summary['expected_trials']} trials finished:[/] "
+            f"continue with `edge-fm sweep --resume {sweep_dir}`",
+            highlight=False,
+        )

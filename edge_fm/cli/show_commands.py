@@ -1,0 +1,116 @@
+"""``edge-fm report``, ``explain`` and ``serve``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from edge_fm.cli.common import (
+    DataDirOption,
+    app,
+    console,
+    fails_cleanly,
+    print_error,
+)
+
+
+@app.command("report")
+@fails_cleanly
+def report_command(
+    target: Annotated[
+        Path,
+        typer.Argument(
+            help="A run, an export bundle, a pipeline run, a bench result JSON or a folder of bundles."
+        ),
+    ],
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", help="The HTML file (default: report.html inside the target folder)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Score a bundle without its run on the embedded sample.")
+    ] = False,
+    images: Annotated[
+        int, typer.Option("--images", help="Images scored at most (a report takes seconds).")
+    ] = 2000,
+    explained: Annotated[
+        int, typer.Option("--explained", help="Images explained, one per class (0-10).")
+    ] = 10,
+    bench: Annotated[
+        Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
+    ] = None,
+) -> None:
+    """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
+
+    Example: edge-fm report runs/cnn-2conv-pipeline-1
+    Example: edge-fm report models/ --out models-report.html
+    """
+    from edge_fm import ReportOptions, build_report
+
+    options = ReportOptions(data_dir, sample, images, explained, bench)
+    with console.status("writing the report") as status:
+        path = build_report(target, out, options, progress=lambda message: status.update(message))
+    console.print(f"report: [bold]{path}[/]", highlight=False)
+
+
+@app.command("explain")
+@fails_cleanly
+def explain_command(
+    model: Annotated[
+        Path, typer.Argument(help="A training run (Grad-CAM), or a .tflite file or bundle (occlusion).")
+    ],
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path(
+        "explanations"
+    ),
+    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+) -> None:
+    """Write a heat map of where the model looks, per image, and print its top classes.
+
+    Example: edge-fm explain models/edge-cnn shoe.jpg shirt.png --out explained/
+    """
+    from edge_fm import explain_files
+
+    failed = 0
+    for result in explain_files(model, images, out, top):
+        if result.error:
+            failed += 1
+            print_error(result.error)
+            continue
+        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
+        console.print(
+            f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}", highlight=False
+        )
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("serve")
+@fails_cleanly
+def serve_command(
+    path: Annotated[Path, typer.Argument(help="A bundle, a .tflite file or a folder of bundles.")] = Path(
+        "models"
+    ),
+    host: Annotated[
+        str, typer.Option(help="Address to bind; other than 127.0.0.1 needs --expose.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8050,
+    expose: Annotated[
+        bool, typer.Option("--expose", help="Confirm serving beyond this machine (no authentication).")
+    ] = False,
+    max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
+    bench: Annotated[
+        Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")
+    ] = None,
+) -> None:
+    """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
+
+    Needs the demo extra: pip install 'edge-fm\\[demo]'.
+    Example: edge-fm serve models/ --port 8050
+    """
+    from edge_fm import ServeConfig, serve_in_fresh_process
+
+    serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench))

@@ -1,0 +1,283 @@
+"""``edge-fm train``, ``evaluate`` and ``optimize``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edge_fm.cli.common import (
+    DataDirOption,
+    RichReporter,
+    app,
+    console,
+    err_console,
+    fails_cleanly,
+)
+from edge_fm.errors import EdgeFMError
+
+
+@app.command("train")
+@fails_cleanly
+def train_command(
+    arch: Annotated[
+        Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")
+    ] = None,
+    preset: Annotated[
+        str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")
+    ] = "quick",
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Use the embedded sample instead of the full dataset.")
+    ] = False,
+    data_dir: DataDirOption = None,
+    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
+    schedule: Annotated[
+        Optional[str], typer.Option(help="constant, exponential, cyclical, cosine or onecycle.")
+    ] = None,
+    augment: Annotated[
+        Optional[str], typer.Option(help="Comma list of crop, flip, affine, erasing ('' for none).")
+    ] = None,
+    val_size: Annotated[
+        Optional[int], typer.Option(help="Validation images carved from the training split.")
+    ] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(help="Patience in epochs (0: off).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of split, initialisation and shuffling.")] = None,
+    teacher: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Distil from this finished train run (same split); see --set distill_weight, distill_temperature."
+        ),
+    ] = None,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--set", help="Any config field as key=value (repeatable), e.g. --set label_smoothing=0.1."
+        ),
+    ] = None,
+    arch_options: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--arch-opt", help="Architecture option as key=value (repeatable), e.g. --arch-opt alpha=0.5."
+        ),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run directory.")] = None,
+    distribute: Annotated[
+        Optional[str],
+        typer.Option(
+            help="auto (mirrored over 2+ GPUs, else one device), none, mirrored, or multi-worker "
+            "(cluster from $TF_CONFIG); --batch-size is then the global batch."
+        ),
+    ] = None,
+) -> None:
+    """Train an architecture and print its metrics; writes a new run directory.
+
+    Example: edge-fm train cnn-2conv --preset paper --data-dir DATA_DIR --distribute mirrored
+    """
+    from edge_fm import config_for
+    from edge_fm import resume as resume_run
+    from edge_fm import train_model as train
+    from edge_fm.train import config as config_lib
+
+    reporter = RichReporter(console)
+    try:
+        if resume is not None:
+            run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute)
+        else:
+            if not arch:
+                raise EdgeFMError("name an architecture (see `edge-fm zoo`), or pass --resume RUN_DIR.")
+            overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+            given = {
+                "epochs": epochs,
+                "batch_size": batch_size,
+                "learning_rate": lr,
+                "optimizer": optimizer,
+                "schedule": schedule,
+                "val_size": val_size,
+                "early_stopping": early_stopping,
+                "seed": seed,
+                "augment": None if augment is None else config_lib.parse_value(augment, tuple_field=True),
+                "teacher": None if teacher is None else str(teacher),
+                "distribute": distribute,
+            }
+            overrides.update({k: v for k, v in given.items() if v is not None})
+            if sample:
+                overrides["data"] = "sample"
+            overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
+            config = config_for(arch, preset, **overrides)
+            run_dir = train(config, data_dir, runs_dir, reporter=reporter)
+    except KeyboardInterrupt:
+        reporter.stop()
+        err_console.print(
+            "[bold red]interrupted:[/] continue with `edge-fm train --resume RUN_DIR` (the run printed above)."
+        )
+        raise typer.Exit(130) from None
+    finally:
+        reporter.stop()
+    if run_dir is None:  # a multi-worker worker other than the chief
+        console.print(
+            "done: this worker is not the chief; the chief (the first worker) wrote the run directory."
+        )
+        return
+    _print_metrics(_run_metrics(run_dir), run_dir)
+
+
+def _print_metrics(metrics: dict, run_dir: Path) -> None:
+    from edge_fm import epochs_text
+
+    key = "test" if "test" in metrics else "sample_test"
+    scores = metrics[key]
+    where = "test split" if key == "test" else "embedded sample (held-out images; NOT test-set accuracy)"
+    console.print(
+        f"[bold]{metrics['arch']}[/]: accuracy [bold green]{scores['accuracy']:.2%}[/] on the {where}, "
+        f"loss {scores['loss']:.4f}, macro F1 {scores['macro_f1']:.4f}; validation accuracy "
+        f"{metrics['val']['accuracy']:.2%}",
+        highlight=False,
+    )
+    _print_per_class(scores)
+    console.print(
+        f"{epochs_text(metrics['epochs_run'])} in {metrics['training_seconds']:.1f} s on {metrics['device']}; "
+        f"{metrics['params']:,} params, {metrics['macs'] / 1e6:.2f} M MACs/image",
+        highlight=False,
+    )
+    console.print(f"run directory: [bold]{run_dir}[/]")
+
+
+def _print_per_class(scores: dict) -> None:
+    table = Table("class", "precision", "recall", "F1", "images")
+    for name, row in scores["per_class"].items():
+        table.add_row(
+            name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"])
+        )
+    console.print(table)
+
+
+@app.command("evaluate")
+@fails_cleanly
+def evaluate_command(
+    run_dir: Annotated[Path, typer.Argument(help="A finished training run directory.")],
+    data_dir: DataDirOption = None,
+    split: Annotated[str, typer.Option(help="'test' or 'val'.")] = "test",
+    json_out: Annotated[
+        Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")
+    ] = None,
+) -> None:
+    """Score a run's model on the test (or validation) split.
+
+    Example: edge-fm evaluate runs/cnn-2conv-train-1
+    """
+    from edge_fm import evaluate_run
+    from edge_fm.io import check_output_file, write_json
+
+    if json_out:
+        check_output_file(json_out, "--json")
+    result = evaluate_run(run_dir, data_dir, split)
+    console.print(
+        f"accuracy [bold green]{result['accuracy']:.2%}[/] on {result['split']} "
+        f"({result['examples']} images; {result['data']}), "
+        f"loss {result['loss']:.4f}, macro F1 {result['macro_f1']:.4f}",
+        highlight=False,
+    )
+    _print_per_class(result)
+    if json_out:
+        write_json(json_out, result)
+
+
+@app.command("optimize")
+@fails_cleanly
+def optimize_command(
+    run_dir: Annotated[
+        Optional[Path], typer.Argument(help="A finished training (or pruning) run; omit with --resume.")
+    ] = None,
+    prune: Annotated[
+        Optional[float], typer.Option(help="Magnitude-prune to this sparsity (0-1), e.g. 0.5.")
+    ] = None,
+    qat: Annotated[
+        bool,
+        typer.Option("--qat", help="Quantization-aware int8 fine-tuning (pruning-preserving after --prune)."),
+    ] = False,
+    prune_all: Annotated[
+        bool,
+        typer.Option("--prune-all", help="Also prune the first and last layers (kept dense by default)."),
+    ] = False,
+    fold_bn: Annotated[
+        bool,
+        typer.Option(
+            "--fold-bn/--no-fold-bn",
+            help="QAT: fold batch norms that feed a Dense into it first, so QAT trains the shipped weights.",
+        ),
+    ] = True,
+    epochs: Annotated[
+        Optional[int], typer.Option(help="Fine-tuning epochs of each step (default 4).")
+    ] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option("--lr", help="Peak fine-tuning learning rate (default: the parent's / 10)."),
+    ] = None,
+    settings: Annotated[
+        Optional[list[str]],
+        typer.Option("--set", help="Any fine-tuning config field as key=value (repeatable)."),
+    ] = None,
+    data_dir: DataDirOption = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    resume: Annotated[
+        Optional[Path], typer.Option(help="Continue this interrupted optimization run.")
+    ] = None,
+) -> None:
+    """Prune and/or quantization-aware-train a run; each step writes a new run directory.
+
+    Example: edge-fm optimize runs/cnn-2conv-train-1 --prune 0.5 --qat
+    """
+    from edge_fm import optimize_chain, resume_optimize
+    from edge_fm.train import config as config_lib
+
+    reporter = RichReporter(console)
+
+    def step_done(step_dir: Path) -> None:
+        reporter.stop()
+        _print_step(step_dir)
+
+    try:
+        if resume is not None:
+            _print_step(resume_optimize(resume, data_dir, reporter=reporter))
+            return
+        if run_dir is None:
+            raise EdgeFMError("name a run directory to optimize, or pass --resume RUN_DIR.")
+        fine_tune = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+        fine_tune.update({k: v for k, v in {"epochs": epochs, "learning_rate": lr}.items() if v is not None})
+        optimize_chain(
+            run_dir, prune, qat, not prune_all, fold_bn, fine_tune, data_dir, runs_dir, reporter, step_done
+        )
+    finally:
+        reporter.stop()
+
+
+def _run_metrics(run_dir: Path) -> dict:
+    from edge_fm import Run
+
+    return Run(run_dir).metrics
+
+
+def _print_step(run_dir: Path) -> None:
+    metrics = _run_metrics(run_dir)
+    key = "test" if "test" in metrics else "sample_test"
+    where = "test" if key == "test" else "sample (NOT test-set)"
+    parent = metrics["parent_scores"]
+    console.print(
+        f"[bold]{metrics['stage']}[/] {run_dir}: val {metrics['val']['accuracy']:.2%} (parent "
+        f"{parent['val_accuracy']:.2%}), "
+        f"{where} {metrics[key]['accuracy']:.2%} (parent {parent[key + '_accuracy']:.2%}), "
+        f"weight sparsity {metrics['sparsity']['overall']:.1%}",
+        highlight=False,
+    )
+    layers = metrics["sparsity"]["layers"]
+    if metrics["stage"] != "qat" and layers:
+        console.print(
+            "  per layer: " + ", ".join(f"{name} {value:.0%}" for name, value in layers.items()),
+            highlight=False,
+        )

@@ -1,0 +1,1 @@
+"""Datasets: Fashion-MNIST's IDX files, splits and the embedded sample."""

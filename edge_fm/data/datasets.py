@@ -1,0 +1,459 @@
+"""The Fashion-MNIST data layer: IDX files, where the data lives, downloads, splits, the sample.
+
+Every array handed to the rest of the package is raw: images are ``uint8`` of shape
+``(N, 28, 28, 1)`` with values 0-255 and labels are ``uint8`` class indices. Scaling and resizing
+belong to the models (see :mod:`edge_fm.zoo`), so an exported model takes what a camera gives.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import struct
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_fm.errors import EdgeFMError
+from edge_fm.io import atomic_path, check_output_dir, sha256_file
+
+CLASS_NAMES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+IMAGE_SHAPE = (28, 28, 1)
+
+# split -> (images file, labels file), the standard names of the original release.
+FILES: dict[str, tuple[str, str]] = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+
+# Published SHA-256 of the original .gz files (the dataset's own README).
+PUBLISHED_SHA256: dict[str, str] = {
+    "train-images-idx3-ubyte.gz": "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+    "train-labels-idx1-ubyte.gz": "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+    "t10k-images-idx3-ubyte.gz": "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+    "t10k-labels-idx1-ubyte.gz": "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+}
+# The official location first, then the copy Keras downloads from.
+MIRRORS: tuple[str, ...] = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://storage.googleapis.com/tensorflow/tf-keras-datasets/",
+)
+DATA_ENV = "EDGE_FM_DATA"
+SAMPLE_DIR = Path(__file__).parent / "sample"
+
+# IDX type codes (the format's spec) -> numpy dtypes, big-endian as stored.
+_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+# ---------------------------------------------------------------- IDX reading and writing
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """Reads an IDX file, gzip-compressed or raw, and validates its header against its body.
+
+    Args:
+        path: The file.
+
+    Returns:
+        The array, in native byte order.
+
+    Raises:
+        EdgeFMError: The file is missing, truncated, not IDX, or its body does not match its header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeFMError(f"{path}: no such file.")
+    raw = path.read_bytes()
+    if raw[:2] == _GZIP_MAGIC:
+        try:
+            raw = gzip.decompress(raw)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise EdgeFMError(
+                f"{path}: corrupt or truncated gzip data ({exc}); delete it and run `edge-fm data fetch`."
+            ) from None
+    return _parse_idx(raw, path)
+
+
+def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+        raise EdgeFMError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'}).")
+    ndim = raw[3]
+    header_end = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header_end:
+        raise EdgeFMError(f"{path}: truncated IDX header.")
+    shape = struct.unpack(f">{ndim}I", raw[4:header_end])
+    dtype = np.dtype(_IDX_DTYPES[raw[2]])
+    expected = int(np.prod(shape)) * dtype.itemsize
+    body = len(raw) - header_end
+    if body != expected:
+        what = "truncated" if body < expected else "has trailing bytes"
+        raise EdgeFMError(
+            f"{path}: IDX body {what}: header says shape {shape} ({expected} bytes), file holds {body}."
+        )
+    return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Writes ``array`` as an IDX file, gzip-compressed when ``path`` ends in ``.gz``, atomically.
+
+    Args:
+        path: Destination.
+        array: Array of a dtype the IDX format knows (uint8, int8, int16, int32, float32, float64).
+    """
+    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_DTYPES.items()}
+    array = np.asarray(array)
+    if array.dtype not in codes:
+        raise EdgeFMError(f"IDX cannot store dtype {array.dtype}; use one of {sorted(map(str, codes))}.")
+    big_endian = array.astype(array.dtype.newbyteorder(">"), copy=False)
+    header = bytes([0, 0, codes[array.dtype], array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + big_endian.tobytes()
+    if str(path).endswith(".gz"):
+        # mtime=0 keeps the bytes, and so the checksum, reproducible.
+        data = gzip.compress(data, mtime=0)
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(data)
+
+
+# ---------------------------------------------------------------- where the data is
+
+
+def default_data_dir() -> Path:
+    """Returns the per-user cache directory used when neither ``--data-dir`` nor the env var is set."""
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "edge-fm" / "fashion-mnist"
+
+
+def resolve_data_dir(data_dir: Path | str | None = None) -> Path:
+    """Picks the data directory: the argument, else ``$EDGE_FM_DATA``, else the per-user cache."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    if os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return default_data_dir()
+
+
+def load_split(split: str, data_dir: Path | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Loads one split of Fashion-MNIST from IDX files.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        data_dir: Directory holding the four standard files (see :func:`resolve_data_dir`).
+
+    Returns:
+        ``(images, labels)``: uint8 ``(N, 28, 28, 1)`` and uint8 ``(N,)``.
+
+    Raises:
+        EdgeFMError: Files missing, corrupt, or images and labels that do not belong together.
+    """
+    if split not in FILES:
+        raise EdgeFMError(f"unknown split {split!r}; use 'train' or 'test'.")
+    directory = resolve_data_dir(data_dir)
+    image_file, label_file = (directory / name for name in FILES[split])
+    missing = [p.name for p in (image_file, label_file) if not p.is_file()]
+    if missing:
+        raise EdgeFMError(
+            f"Fashion-MNIST not found in {directory} (missing {', '.join(missing)}): run "
+            f"`edge-fm data fetch`, or pass --data-dir / set {DATA_ENV} to a folder holding the IDX files."
+        )
+    images, labels = read_idx(image_file), read_idx(label_file)
+    _check_pair(images, labels, image_file, label_file)
+    return images.reshape(-1, *IMAGE_SHAPE), labels
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, image_file: Path, label_file: Path) -> None:
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise EdgeFMError(f"{image_file}: expected uint8 images of 28x28, got {images.dtype} {images.shape}.")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise EdgeFMError(
+            f"{label_file}: expected a 1-D uint8 label array, got {labels.dtype} {labels.shape}."
+        )
+    if len(images) != len(labels):
+        raise EdgeFMError(
+            f"{image_file.name} holds {len(images)} images but {label_file.name} holds {len(labels)} labels: "
+            "the files do not belong together."
+        )
+    if labels.size and labels.max() >= NUM_CLASSES:
+        raise EdgeFMError(f"{label_file}: label {int(labels.max())} out of range 0-{NUM_CLASSES - 1}.")
+
+
+# ---------------------------------------------------------------- splits and datasets
+
+
+def split_sha256(images: np.ndarray, labels: np.ndarray) -> str:
+    """The identity of a split's content (pixels and labels), whatever the compression of its files.
+
+    Copies of Fashion-MNIST differ (the original download and a rebuilt one hold other test images
+    at the same positions): an accuracy is comparable across machines only on the same content.
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.uint8).tobytes())
+    return digest.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train, validation and test arrays, and where they came from.
+
+    Attributes:
+        source: ``"full"`` (the complete dataset) or ``"sample"`` (the embedded sample).
+        location: The directory the files were read from.
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str
+    location: str
+
+    @property
+    def is_sample(self) -> bool:
+        """True when this is the embedded sample, whose accuracy is not test-set accuracy."""
+        return self.source == "sample"
+
+    def describe(self) -> str:
+        """One line that says what data this is, for every output that used it."""
+        sizes = f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test"
+        if self.is_sample:
+            return f"embedded sample of Fashion-MNIST ({sizes}); not the full test set"
+        # No local path: this line goes into artifacts that are shipped to other machines.
+        return f"Fashion-MNIST ({sizes})"
+
+
+def stratified_split(labels: np.ndarray, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Splits indices into train and validation with the class balance of ``labels`` kept.
+
+    Args:
+        labels: Class index per example.
+        val_size: Number of validation examples.
+        seed: Seed of the shuffle; the same seed gives the same split.
+
+    Returns:
+        ``(train_indices, val_indices)``, each sorted.
+
+    Raises:
+        EdgeFMError: ``val_size`` leaves no training data or is negative.
+    """
+    n = len(labels)
+    if not 0 <= val_size < n:
+        raise EdgeFMError(
+            f"validation size {val_size} must be between 0 and {n - 1} (the training set holds {n})."
+        )
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    # Largest-remainder allocation: per-class quotas that sum to exactly val_size.
+    quota = counts * val_size / n
+    per_class = np.floor(quota).astype(int)
+    shortfall = val_size - per_class.sum()
+    per_class[np.argsort(-(quota - per_class), kind="stable")[:shortfall]] += 1
+    val = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, per_class)]
+    val_idx = np.sort(np.concatenate(val)) if val else np.array([], dtype=int)
+    train_mask = np.ones(n, dtype=bool)
+    train_mask[val_idx] = False
+    return np.flatnonzero(train_mask), val_idx
+
+
+def load_dataset(
+    source: str = "full",
+    data_dir: Path | str | None = None,
+    val_size: int = 5000,
+    seed: int = 0,
+    max_train: int | None = None,
+) -> Dataset:
+    """Loads train/validation/test arrays.
+
+    Args:
+        source: ``"full"`` reads the IDX files from the data directory; ``"sample"`` reads the
+            embedded sample shipped in the package.
+        data_dir: Data directory for ``"full"`` (see :func:`resolve_data_dir`).
+        val_size: Images carved, stratified, from the training split for validation.
+        seed: Seed of the validation split.
+        max_train: Keep at most this many training images (stratified), for quick runs.
+
+    Returns:
+        The :class:`Dataset`.
+    """
+    if source == "sample":
+        directory = SAMPLE_DIR
+    elif source == "full":
+        directory = resolve_data_dir(data_dir)
+    else:
+        raise EdgeFMError(f"unknown data source {source!r}; use 'full' or 'sample'.")
+    x, y = load_split("train", directory)
+    x_test, y_test = load_split("test", directory)
+    train_idx, val_idx = stratified_split(y, val_size, seed)
+    if max_train is not None and max_train < len(train_idx):
+        keep, _ = stratified_split(y[train_idx], len(train_idx) - max_train, seed + 1)
+        train_idx = train_idx[keep]
+    return Dataset(x[train_idx], y[train_idx], x[val_idx], y[val_idx], x_test, y_test, source, str(directory))
+
+
+# ---------------------------------------------------------------- downloading
+
+
+ProgressFn = Callable[[str, int, int | None], None]
+
+
+def fetch(
+    dest: Path | str | None = None,
+    base_urls: Sequence[str] = MIRRORS,
+    checksums: dict[str, str] | None = None,
+    progress: ProgressFn | None = None,
+    timeout: float = 30.0,
+) -> list[Path]:
+    """Downloads the four Fashion-MNIST files, verifying each one's SHA-256.
+
+    A file already present with the right checksum is kept. Each file is streamed to a temporary
+    name and renamed into place only after its checksum matches, so no half or wrong file is ever
+    left under the final name. Mirrors are tried in order.
+
+    Args:
+        dest: Target directory (see :func:`resolve_data_dir`).
+        base_urls: Base URLs to try in order; each file is ``base_url + file name``.
+        checksums: File name -> expected SHA-256 (defaults to the published values).
+        progress: Called as ``progress(file_name, bytes_done, bytes_total_or_None)``.
+        timeout: Seconds before a stalled connection is abandoned.
+
+    Returns:
+        The paths of the four files.
+
+    Raises:
+        EdgeFMError: A file could not be fetched from any mirror, or its checksum was wrong.
+    """
+    directory = resolve_data_dir(dest)
+    checksums = checksums or PUBLISHED_SHA256
+    done, failures = [], []
+    for name in (f for pair in FILES.values() for f in pair):
+        target = directory / name
+        if target.is_file() and sha256_file(target) == checksums[name]:
+            done.append(target)
+            continue
+        check_output_dir(directory, "--data-dir")  # a folder that cannot be written fails before any download
+        errors = []
+        for base in base_urls:
+            url = base.rstrip("/") + "/" + name
+            try:
+                _download(url, target, checksums[name], progress, timeout)
+                done.append(target)
+                break
+            except _DownloadError as exc:
+                errors.append(str(exc))
+        else:
+            failures.append(f"{name}: " + "; ".join(errors))
+    if failures:
+        raise EdgeFMError("download failed: " + " | ".join(failures))
+    return done
+
+
+class _DownloadError(Exception):
+    pass
+
+
+def _download(url: str, target: Path, expected_sha: str, progress: ProgressFn | None, timeout: float) -> None:
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            received = 0
+            with open(tmp, "wb") as out:
+                for chunk in iter(lambda: response.read(1 << 16), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if progress:
+                        progress(target.name, received, total)
+            if digest.hexdigest() != expected_sha:
+                # Raising inside atomic_path discards the temporary file: nothing lands.
+                raise _DownloadError(
+                    f"checksum mismatch from {url} (expected {expected_sha[:12]}…, got {digest.hexdigest()[:12]}…); "
+                    "file refused"
+                )
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise _DownloadError(f"{url}: {reason}") from None
+
+
+# ---------------------------------------------------------------- information and the sample
+
+
+def info(data_dir: Path | str | None = None) -> dict:
+    """Describes the dataset found in ``data_dir``.
+
+    Returns:
+        A dict with the directory, per-split counts per class, train pixel mean/std (0-255 scale),
+        and for each file whether its SHA-256 matches the original release.
+    """
+    directory = resolve_data_dir(data_dir)
+    result: dict = {"data_dir": str(directory), "splits": {}, "files": {}}
+    for split in FILES:
+        images, labels = load_split(split, directory)
+        result["splits"][split] = {
+            "images": int(len(labels)),
+            "per_class": {
+                CLASS_NAMES[c]: int(n) for c, n in enumerate(np.bincount(labels, minlength=NUM_CLASSES))
+            },
+        }
+        if split == "train":
+            pixels = images.astype(np.float64)
+            result["pixel_mean"] = float(pixels.mean())
+            result["pixel_std"] = float(pixels.std())
+    for name, expected in PUBLISHED_SHA256.items():
+        actual = sha256_file(directory / name)
+        result["files"][name] = {"sha256": actual, "matches_original": actual == expected}
+    return result
+
+
+def make_sample(
+    out_dir: Path | str,
+    data_dir: Path | str | None = None,
+    per_class_train: int = 200,
+    per_class_test: int = 100,
+    seed: int = 0,
+) -> list[Path]:
+    """Writes a stratified subset of the real dataset as four IDX files (how the embedded sample is made).
+
+    Args:
+        out_dir: Where to write the four files.
+        data_dir: The full dataset.
+        per_class_train: Training images kept per class.
+        per_class_test: Test images kept per class.
+        seed: Seed of the selection.
+
+    Returns:
+        The four written paths.
+    """
+    rng = np.random.default_rng(seed)
+    written = []
+    for split, per_class in (("train", per_class_train), ("test", per_class_test)):
+        images, labels = load_split(split, data_dir)
+        keep = np.sort(
+            np.concatenate(
+                [rng.permutation(np.flatnonzero(labels == c))[:per_class] for c in range(NUM_CLASSES)]
+            )
+        )
+        image_name, label_name = FILES[split]
+        write_idx(Path(out_dir) / image_name, images[keep].reshape(-1, 28, 28))
+        write_idx(Path(out_dir) / label_name, labels[keep])
+        written += [Path(out_dir) / image_name, Path(out_dir) / label_name]
+    return written

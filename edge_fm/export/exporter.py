@@ -1,0 +1,350 @@
+"""The export stage: TFLite artifacts a mobile app can embed, driven by one table of formats.
+
+An export writes a bundle directory (``runs/<arch>-<format>-N/``, see :mod:`edge_fm.export.bundles`)
+with the artifact, its labels and its description (everything an app needs to call the model
+without reading Python), and embeds the labels and that description in the .tflite file's own metadata. A parity
+check against the Keras model guards every export.
+
+Example:
+    >>> bundle = export("runs/cnn-2conv-qat-1", "qat-int8")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_fm.compat import keras, native_stderr_silenced, tf
+from edge_fm.data import datasets as data_lib
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import write_bundle
+from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
+from edge_fm.export.tflite_file import embed_metadata, inspect
+from edge_fm.runner import TFLiteModel
+from edge_fm.train.evaluate import predict_proba
+from edge_fm.train.runs import Run, new_run_dir
+
+# Parity rules: float artifacts agree with their Keras model on nearly every image; integer
+# artifacts keep its accuracy within a point.
+MIN_AGREEMENT = 0.99
+MAX_ACCURACY_DROP = 0.01
+# Training images drawn to calibrate integer formats.
+REPRESENTATIVE_SIZE = 500
+
+
+# ---------------------------------------------------------------- conversion
+
+
+def representative_images(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """A seeded random subset of ``images`` for int8 calibration (drawn from the training split)."""
+    if count < 1:
+        raise EdgeFMError(f"representative set size must be at least 1, got {count}.")
+    rng = np.random.default_rng(seed)
+    return images[rng.choice(len(images), size=min(count, len(images)), replace=False)]
+
+
+def convert(
+    model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None = None
+) -> bytes:
+    """Converts a Keras model to a .tflite flatbuffer in format ``fmt``.
+
+    Args:
+        model: The Keras model (a QAT model for ``qat-int8``).
+        fmt: The format.
+        io_dtype: ``int8``, ``uint8`` or ``float32`` input/output (integer formats only).
+        calibration: Raw uint8 images for the representative dataset of integer formats.
+
+    Returns:
+        The flatbuffer bytes.
+    """
+    converter = _converter(model, fmt, io_dtype, calibration)
+    try:
+        with native_stderr_silenced(), warnings.catch_warnings():
+            # Raised for every integer-input model; the inputs' ranges come from calibration.
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            return bytes(converter.convert())
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
+        raise EdgeFMError(
+            f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        ) from None
+
+
+def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if fmt.name == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif fmt.name == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif fmt.integer:
+        if calibration is None:
+            raise ValueError("integer formats need calibration images")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        # QAT models carry their own ranges; the converter still asks for a representative
+        # dataset when the input and output are integer, and uses it only where ranges are missing.
+        converter.representative_dataset = lambda: _representative_dataset(calibration)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    return converter
+
+
+def int8_error_by_op(
+    model: keras.Model, calibration: np.ndarray, images: np.ndarray, format_name: str = "int8"
+) -> list[dict[str, Any]]:
+    """Where int8 conversion loses accuracy: each quantized op's error, worst first.
+
+    TFLite's quantization debugger runs the int8 model and, op by op, the float computation on
+    the same int8 inputs, so each op's error is its own, not what earlier ops passed on.
+
+    Args:
+        model: A float Keras model (a QAT model for ``qat-int8``).
+        calibration: Raw images for calibration, as :func:`convert` takes them.
+        images: Raw images the errors are measured on (validation images, not test).
+        format_name: ``int8`` (post-training) or ``qat-int8``.
+
+    Returns:
+        One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
+        did not set; none if it set them all): ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
+        Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
+        units of the output's quantization step: rounding alone gives about 0.29).
+    """
+    # The debugger compares float and int8 tensors, so it needs float input and output.
+    converter = _converter(model, get_format(format_name), "float32", calibration)
+    with native_stderr_silenced(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore")
+        try:
+            debugger = tf.lite.experimental.QuantizationDebugger(
+                converter=converter, debug_dataset=lambda: _representative_dataset(images)
+            )
+        except ValueError as exc:
+            if "debug mode" not in str(exc):
+                raise
+            return []  # QAT set the range of every op: none was left to the converter to verify
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    rows = [
+        {
+            "op": row["op_name"],
+            "tensor": row["tensor_name"],
+            "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
+        }
+        for row in csv.DictReader(io.StringIO(dump.getvalue()))
+        if row["mean_squared_error"] and row["scale"]
+    ]
+    return sorted(rows, key=lambda row: -row["rmse_per_scale"])
+
+
+def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
+    for image in images:
+        yield [image[None].astype(np.float32)]
+
+
+# ---------------------------------------------------------------- parity
+
+
+def parity_check(
+    keras_probs: np.ndarray, tflite_probs: np.ndarray, labels: np.ndarray, fmt: ExportFormat
+) -> dict[str, Any]:
+    """Compares an artifact's predictions with its Keras model's on the same images.
+
+    Returns:
+        ``agreement`` (share of equal top-1), both accuracies, the rule applied and ``passed``.
+    """
+    keras_top, tflite_top = keras_probs.argmax(1), tflite_probs.argmax(1)
+    keras_acc = float(np.mean(keras_top == labels))
+    tflite_acc = float(np.mean(tflite_top == labels))
+    agreement = float(np.mean(keras_top == tflite_top))
+    if fmt.integer:
+        rule = f"accuracy within {MAX_ACCURACY_DROP * 100:.0f} point of the Keras model"
+        passed = tflite_acc >= keras_acc - MAX_ACCURACY_DROP
+    else:
+        rule = f"top-1 agreement >= {MIN_AGREEMENT:.0%}"
+        passed = agreement >= MIN_AGREEMENT
+    return {
+        "images": int(len(labels)),
+        "agreement": agreement,
+        "keras_accuracy": keras_acc,
+        "tflite_accuracy": tflite_acc,
+        "rule": rule,
+        "passed": bool(passed),
+    }
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def export(
+    run_dir: Path | str,
+    format_name: str,
+    io_dtype: str | None = None,
+    representative_size: int = REPRESENTATIVE_SIZE,
+    parity_images: int | None = 1000,
+    runs_dir: Path | str = "runs",
+    data_dir: Path | str | None = None,
+) -> Path:
+    """Exports a run's model as a TFLite bundle and returns the bundle directory.
+
+    Args:
+        run_dir: A finished training or optimization run.
+        format_name: One of :func:`format_names`.
+        io_dtype: Input/output dtype for integer formats (default ``int8``).
+        representative_size: Calibration images drawn from the training split (integer formats).
+        parity_images: Validation images the parity check uses (None: the whole validation split).
+        runs_dir: Where the bundle directory is created.
+        data_dir: Where the full dataset is (default: where the run read it).
+
+    Returns:
+        The bundle directory with ``model.tflite``, ``labels.txt``, ``model.json`` and ``manifest.json``.
+
+    Raises:
+        EdgeFMError: Unknown format or dtype, a non-QAT run for ``qat-int8``, a failed
+            conversion or a failed parity check (then no bundle is left behind).
+    """
+    fmt = get_format(format_name)
+    io_dtype = io_dtype or fmt.io_dtypes[0]
+    if io_dtype not in fmt.io_dtypes:
+        raise EdgeFMError(
+            f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}."
+        )
+    run = Run(run_dir)
+    if fmt.needs_qat != run.quantization_aware:
+        hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
+        raise EdgeFMError(
+            f"{run.path} is a {run.stage} run; format {fmt.name} needs "
+            f"{'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint})."
+        )
+    config = run.train_config
+    dataset = run.dataset(data_dir)
+    model = run.model_to_convert()
+    calibration = (
+        representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
+    )
+    flatbuffer = convert(model, fmt, io_dtype, calibration)
+
+    check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
+    tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
+    parity = parity_check(predict_proba(model, check_images), tflite_probs, check_labels, fmt)
+    if not parity["passed"]:
+        raise EdgeFMError(
+            f"parity check failed for {fmt.name}: {parity['rule']} not met (agreement {parity['agreement']:.2%}, "
+            f"TFLite accuracy {parity['tflite_accuracy']:.2%} vs Keras {parity['keras_accuracy']:.2%} on "
+            f"{parity['images']} validation images); nothing was written."
+        )
+
+    probe = TFLiteModel(model_content=flatbuffer)
+    description = describe_artifact(probe, config.arch, fmt, io_dtype, run.path, run.stage, dataset)
+    description["export"] = {"parity": parity, **inspect(flatbuffer)}
+    final = embed_metadata(flatbuffer, description, list(data_lib.CLASS_NAMES))
+    bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
+    return write_bundle(
+        bundle,
+        final,
+        description,
+        data_lib.CLASS_NAMES,
+        {
+            "stage": "export",
+            "parent": str(run.path),
+            "lineage": run.lineage(),
+            "format": fmt.name,
+            "status": "complete",
+        },
+    )
+
+
+def export_integer(
+    run_dir: Path | str,
+    format_name: str | None,
+    form_title: str,
+    representative_size: int | None = None,
+    parity_images: int | None = 1000,
+    runs_dir: Path | str = "runs",
+    data_dir: Path | str | None = None,
+    progress: Callable[[str], None] = lambda line: None,
+) -> Path:
+    """Exports a run's int8 artifact for a form (mobile, mcu) to start from, and returns its bundle.
+
+    Args:
+        run_dir: A finished training or QAT run.
+        format_name: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run, else ``int8``).
+        form_title: The form, for the error (``the mobile form``).
+        representative_size, parity_images, runs_dir, data_dir: As :func:`export` takes them.
+        progress: Called with a line before the export.
+
+    Raises:
+        EdgeFMError: A float format, or whatever :func:`export` refuses.
+    """
+    run = Run(run_dir)
+    fmt = get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
+    if not fmt.integer:
+        raise EdgeFMError(
+            f"{form_title} is an integer export; format {fmt.name} is not one: export with "
+            "`-f int8` or `-f qat-int8`."
+        )
+    progress(f"exporting {run.path} as {fmt.name}")
+    return export(
+        run.path,
+        fmt.name,
+        "int8",
+        representative_size or REPRESENTATIVE_SIZE,
+        parity_images,
+        runs_dir,
+        data_dir,
+    )
+
+
+def describe_artifact(
+    model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset
+) -> dict[str, Any]:
+    """The ``model.json`` description of an artifact (what an app needs to call it)."""
+    scale, zero_point = model.input["quantization"]
+    out_scale, out_zero = model.output["quantization"]
+    integer_io = io_dtype != "float32"
+    return {
+        "name": artifact_name(arch, stage, fmt),
+        "architecture": arch,
+        "format": fmt.name,
+        "quantization": fmt.quantization,
+        "input": {
+            "name": model.input["name"],
+            "shape": [int(d) for d in model.input["shape"]],
+            "dtype": io_dtype,
+            "layout": "NHWC (batch, height, width, channels)",
+            "scale": float(scale) if integer_io else None,
+            "zero_point": int(zero_point) if integer_io else None,
+            "pixel_range": [0, 255],
+            "preprocessing": [
+                "convert to greyscale (one channel)",
+                "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
+                "pad to a square with black (0), then resize to 28x28",
+                "keep raw pixel values 0-255 (the model scales them itself)",
+                "quantize: q = round(pixel / scale) + zero_point, clamped to the dtype"
+                if integer_io
+                else "feed as float32 pixel values 0-255",
+            ],
+        },
+        "output": {
+            "name": model.output["name"],
+            "shape": [int(d) for d in model.output["shape"]],
+            "dtype": io_dtype,
+            "scale": float(out_scale) if integer_io else None,
+            "zero_point": int(out_zero) if integer_io else None,
+            "meaning": "probability of each class, in the order of labels.txt"
+            + ("; dequantize: p = (q - zero_point) * scale" if integer_io else ""),
+        },
+        "labels": list(data_lib.CLASS_NAMES),
+        "source": {"run": str(run_dir), "stage": stage, "data": dataset.describe()},
+    }
+
+
+def artifact_name(arch: str, stage: str, fmt: ExportFormat) -> str:
+    """``cnn-2conv-int8``, or ``cnn-2conv-pruned-int8`` when the source was pruned."""
+    return f"{arch}-{'pruned-' if stage in ('prune', 'pqat') else ''}{fmt.name}"

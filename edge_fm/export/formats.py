@@ -1,0 +1,69 @@
+"""The table of export formats: the exporter, the benchmark and the CLI read it, by name.
+
+Its own module, free of TensorFlow, so that what only needs the table (the CLI's option checks,
+the pipeline's config) starts fast.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edge_fm.errors import unknown_choice
+
+IO_DTYPES = ("int8", "uint8", "float32")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportFormat:
+    """One row of the format table; the exporter, the benchmark and the CLI all read it by name.
+
+    Attributes:
+        name: The format's name (CLI choice, bundle directory name).
+        suffix: The artifact's file suffix.
+        quantization: What the converter does to weights and activations.
+        io_dtypes: Input/output dtypes the format can have; the first is the default.
+        integer: True when activations are int8, so the parity rule is accuracy, not agreement.
+        needs_qat: True when the source must be a quantization-aware run.
+    """
+
+    name: str
+    suffix: str
+    quantization: str
+    io_dtypes: tuple[str, ...]
+    integer: bool
+    needs_qat: bool = False
+
+
+FORMATS: tuple[ExportFormat, ...] = (
+    ExportFormat("fp32", ".tflite", "none (float32)", ("float32",), integer=False),
+    ExportFormat("fp16", ".tflite", "float16 weights", ("float32",), integer=False),
+    ExportFormat(
+        "dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False
+    ),
+    ExportFormat("int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True),
+    ExportFormat(
+        "qat-int8",
+        ".tflite",
+        "full-integer int8 from quantization-aware training",
+        IO_DTYPES,
+        integer=True,
+        needs_qat=True,
+    ),
+)
+
+
+def format_names() -> list[str]:
+    """Names of the export formats, in table order."""
+    return [f.name for f in FORMATS]
+
+
+def get_format(name: str) -> ExportFormat:
+    """The :class:`ExportFormat` called ``name``.
+
+    Raises:
+        EdgeFMError: Unknown format; the message lists the known ones.
+    """
+    for fmt in FORMATS:
+        if fmt.name == name:
+            return fmt
+    raise unknown_choice("export format", name, format_names())

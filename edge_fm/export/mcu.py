@@ -1,0 +1,299 @@
+"""The microcontroller form of an integer export, proven under TensorFlow Lite for Microcontrollers.
+
+The form is a bundle with the int8 model, its firmware sources (:mod:`edge_fm.export.firmware`)
+and an ``mcu`` record of how the model fares under TFLM (:mod:`edge_fm.export.tflm`): it runs, in
+what arena, on which boards it fits, and how it agrees with LiteRT's reference kernels.
+
+Example:
+    >>> bundle = export_mcu("models/mlp", data_dir="data/fashion-mnist")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.export.bundles import Bundle, check_new_folder, is_run, model_file, new_folder, write_bundle
+from edge_fm.export.firmware import C_ARRAY_MODES, c_identifier, firmware_sources, roles
+from edge_fm.export.tflm import (
+    ARENA_PROBE_MAX,
+    DEFAULT_CHECK_IMAGES,
+    INSTALL_HINT,
+    MIN_REFERENCE_AGREEMENT,
+    Arena,
+    TflmModel,
+    TflmReport,
+    check_int8_model,
+    find_arena,
+    model_ops,
+    refusal,
+    tflm_report,
+    unsupported_ops,
+)
+from edge_fm.io import make_dirs, write_bytes_atomic
+
+FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
+
+
+# ---------------------------------------------------------------- reading the model
+
+
+def read_model(source: Path | str) -> Bundle:
+    """Reads an int8 export bundle (a folder with ``model.tflite``) or a .tflite file.
+
+    Its description is the bundle's ``model.json`` (empty for a bare .tflite file); its labels are
+    ``labels.txt``, else those embedded in the file, else the description's, else Fashion-MNIST's.
+
+    Raises:
+        EdgeFMError: The path is missing or holds no .tflite file, or the model is not int8 in and out.
+    """
+    source = Path(source)
+    path = model_file(source)
+    if path is None:
+        hint = (
+            "it is a training run: pass it with a format, e.g. `-f int8`"
+            if is_run(source)
+            else "pass an int8 export bundle (a folder with model.tflite, e.g. models/mlp) or a .tflite file"
+        )
+        raise EdgeFMError(f"{source} holds no .tflite model: {hint}.")
+    check_int8_model(path.read_bytes(), path)
+    model = Bundle.open(source, embedded=True)
+    description = model.description if model.has_sidecar else {}
+    labels = model.labels
+    if not labels:
+        from edge_fm.data.datasets import CLASS_NAMES
+
+        labels = tuple(CLASS_NAMES)
+    return dataclasses.replace(model, description=description, labels=labels)
+
+
+# ---------------------------------------------------------------- firmware files
+
+
+def _io_quantization(flatbuffer: bytes) -> dict[str, float]:
+    interpreter = TflmModel(flatbuffer, ARENA_PROBE_MAX).interpreter
+    source = interpreter.get_input_details(0)["quantization_parameters"]
+    target = interpreter.get_output_details(0)["quantization_parameters"]
+    return {
+        "input_scale": float(source["scales"][0]),
+        "input_zero_point": int(source["zero_points"][0]),
+        "output_scale": float(target["scales"][0]),
+        "output_zero_point": int(target["zero_points"][0]),
+    }
+
+
+def mcu_files(
+    source: Path | str,
+    out_dir: Path | str,
+    name: str | None = None,
+    arena: Arena | None = None,
+    c_array_mode: str = "source",
+) -> dict[str, Path]:
+    """Writes the files a firmware build needs for an int8 model, each atomically.
+
+    ``<name>_model_data.h/.cc`` (the model as an aligned C array and its length),
+    ``<name>_op_resolver.h`` (a ``MicroMutableOpResolver<N>`` with exactly the model's ops),
+    ``<name>_model_settings.h`` (arena size, quantization, labels) and ``<name>_example.cc``
+    (the calls a sketch makes).
+
+    Args:
+        source: An int8 export bundle or .tflite file.
+        out_dir: Where the files go (created if needed).
+        name: The C name of the model (default: the model's name, e.g. ``mlp_qat_int8``).
+        arena: The arena found earlier (default: found now, under TFLM).
+        c_array_mode: ``source`` (the C array) or ``script`` (a script that writes it from the form's
+            model.tflite at build time; see :func:`edge_fm.export.firmware.firmware_sources`).
+
+    Returns:
+        File role (``model_data_h``, ``model_data_cc`` or ``model_data_script``, ``op_resolver``,
+        ``settings``, ``example``) -> path.
+
+    Raises:
+        EdgeFMError: Not an int8 model, an op TFLM lacks, TFLM not installed, or an unwritable folder.
+    """
+    model = read_model(source)
+    texts = firmware_texts(model, name, arena, c_array_mode, Path(out_dir).name)
+    out_dir = make_dirs(out_dir, "firmware folder")
+    for filename, text in texts.items():
+        write_bytes_atomic(out_dir / filename, text.encode())
+    return {role: out_dir / filename for role, filename in zip(roles(c_array_mode), texts)}
+
+
+def firmware_texts(
+    model: Bundle,
+    name: str | None = None,
+    arena: Arena | None = None,
+    c_array_mode: str = "source",
+    folder: str = FIRMWARE_FOLDER,
+) -> dict[str, str]:
+    """The firmware files of an int8 model read by :func:`read_model`, by file name (see :func:`mcu_files`).
+
+    Raises:
+        EdgeFMError: An op TFLM lacks, or TFLM not installed.
+    """
+    missing, error = unsupported_ops(model.flatbuffer)
+    if missing:
+        raise EdgeFMError(refusal(missing))
+    if error:
+        raise EdgeFMError(f"TFLM could not load {model.path}: {error}")
+    arena = arena or find_arena(model.flatbuffer)
+    return firmware_sources(
+        name or model.name,
+        model.flatbuffer,
+        model.labels,
+        model_ops(model.flatbuffer),
+        arena,
+        _io_quantization(model.flatbuffer),
+        c_identifier(name or model.name),
+        c_array_mode,
+        folder,
+    )
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def check_images(
+    data_dir: Path | str | None = None, sample: bool = False, count: int | None = DEFAULT_CHECK_IMAGES
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``count`` test images (None: all), their labels, and a line saying what they are."""
+    from edge_fm.data import datasets as data
+
+    if count is not None and count < 1:
+        raise EdgeFMError(f"check images {count}: give at least 1.")
+    images, labels = data.load_split("test", data.SAMPLE_DIR if sample else data_dir)
+    images, labels = images[:count], labels[:count]
+    where = (
+        "embedded sample test images (NOT the Fashion-MNIST test set)"
+        if sample
+        else "Fashion-MNIST test split"
+    )
+    return images, labels, f"{where}, first {len(labels)}"
+
+
+def export_mcu(
+    source: Path | str,
+    format_name: str | None = None,
+    out: Path | str | None = None,
+    runs_dir: Path | str = "runs",
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+    images: int | None = DEFAULT_CHECK_IMAGES,
+    representative_size: int | None = None,
+    parity_images: int | None = 1000,
+    progress: Callable[[str], None] | None = None,
+    c_array_mode: str = "source",
+) -> Path:
+    """Makes the microcontroller form of a model and returns its bundle folder.
+
+    The bundle (``runs/<name>-mcu-N/``, or ``out``) holds the int8 ``model.tflite``, ``labels.txt``,
+    ``model.json`` with an ``mcu`` record (runs under TFLM, arena, flash, agreement with LiteRT's
+    reference kernels and accuracy on the images checked, boards it fits on), ``manifest.json``
+    and ``firmware/`` (see :func:`mcu_files`).
+
+    Args:
+        source: A training or QAT run (exported first with ``format_name``), or an int8 export
+            bundle or .tflite file (e.g. ``models/mlp``), used as it is.
+        format_name: For a run: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run, else ``int8``).
+        out: The bundle folder (must not exist, or be empty); default a new one under ``runs_dir``.
+        runs_dir: Where new bundles (and a run's int8 export) are created.
+        data_dir: Where the full dataset is.
+        sample: Check on the embedded sample's test images instead (for a bundle; a run uses its own data).
+        images: How many test images to check under TFLM (None: all).
+        representative_size: Calibration images of a run's int8 export (default: the exporter's).
+        parity_images: Validation images of a run's export parity check.
+        progress: Called with a line at each step.
+        c_array_mode: ``source`` (the C array in ``firmware/``) or ``script`` (a script in ``firmware/``
+            writes it from ``model.tflite`` at build time).
+
+    Raises:
+        EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is written for the MCU),
+            agreement with the reference below 99%, or a bad path.
+    """
+    say = progress or (lambda line: None)
+    source = Path(source)
+    if c_array_mode not in C_ARRAY_MODES:
+        raise unknown_choice("--c-array", c_array_mode, C_ARRAY_MODES)
+    if out is not None:
+        check_new_folder(out)
+    elif is_run(source):
+        make_dirs(runs_dir, "runs folder")
+    test_images, test_labels, images_source, parent = _source_model(
+        source, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+    )
+    model = read_model(parent)
+    say(f"running {model.name} under TFLM on {len(test_labels)} test images")
+    report = tflm_report(model.path, test_images, test_labels, images_source)
+    if not report.runs_under_tflm:
+        raise EdgeFMError(report.error)
+    if report.agreement_with_litert_reference < MIN_REFERENCE_AGREEMENT:
+        raise EdgeFMError(
+            f"TFLM agrees with LiteRT's reference kernels on only {report.agreement_with_litert_reference:.2%} of "
+            f"{report.images} images (at least {MIN_REFERENCE_AGREEMENT:.0%} expected): the tflite-micro build "
+            f"{report.tflm_version} computes this model differently; try another build ({INSTALL_HINT})."
+        )
+    bundle = new_folder(out, runs_dir, f"{model.name}-mcu")
+    say(f"writing {bundle}")
+    return _write_bundle(bundle, model, report, parent, c_array_mode)
+
+
+def _source_model(
+    source: Path, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+) -> tuple[np.ndarray, np.ndarray, str, Path]:
+    """The int8 model to use (exported first from a run) and the test images to check it on."""
+    if not is_run(source):
+        if format_name is not None:
+            raise EdgeFMError(
+                f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
+                "to use the model as it is."
+            )
+        read_model(source)  # refuse a float or uint8 model before loading any data
+        return (*check_images(data_dir, sample, images), source)
+    from edge_fm.export.exporter import export_integer
+    from edge_fm.train.runs import Run
+
+    exported = export_integer(
+        source,
+        format_name,
+        "the microcontroller form",
+        representative_size,
+        parity_images,
+        runs_dir,
+        data_dir,
+        say,
+    )
+    dataset = Run(source).dataset(data_dir)
+    return (
+        dataset.x_test[:images],
+        dataset.y_test[:images],
+        f"{dataset.describe()}: test split, first {len(dataset.y_test[:images])}",
+        exported,
+    )
+
+
+def _write_bundle(bundle: Path, model: Bundle, report: TflmReport, parent: Path, c_array_mode: str) -> Path:
+    texts = firmware_texts(model, model.name, report.arena, c_array_mode)
+    description = dict(model.description) or {"name": model.name, "labels": list(model.labels)}
+    description["target"] = "mcu"
+    description["mcu"] = {
+        **report.as_dict(),
+        "firmware": {role: f"{FIRMWARE_FOLDER}/{filename}" for role, filename in zip(roles(c_array_mode), texts)},
+    }
+    return write_bundle(
+        bundle,
+        model.flatbuffer,
+        description,
+        model.labels,
+        {
+            "stage": "export",
+            "parent": str(parent),
+            "format": description.get("format"),
+            "target": "mcu",
+            "status": "complete",
+        },
+        files={f"{FIRMWARE_FOLDER}/{filename}": text.encode() for filename, text in texts.items()},
+    )

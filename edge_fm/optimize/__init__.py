@@ -1,0 +1,1 @@
+"""The optimization stage: pruning and quantization-aware training, model to model."""

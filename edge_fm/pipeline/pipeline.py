@@ -1,0 +1,220 @@
+"""The one-command pipeline: train -> optimize -> export -> bench, in one top-level run directory.
+
+``runs/<arch>-pipeline-N/`` holds every stage's run directory, the benchmark (``bench.json``,
+``bench.csv``), ``pipeline.json`` (the config, where each stage's output is, the best artifact),
+``report.html`` (what ``edge-fm report`` writes for it) and a manifest over all of it.
+
+Example:
+    >>> top = run_pipeline(PipelineConfig("cnn-2conv", sample=True, prune=0.5, qat=True))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_fm.bench.benchmark import (
+    BenchOptions,
+    LocalTarget,
+    SshTarget,
+    bench,
+    best_artifact,
+    parse_target,
+    write_results,
+)
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE
+from edge_fm.export.formats import get_format
+from edge_fm.io import read_json, write_json
+from edge_fm.train.runs import new_run_dir, write_manifest
+
+# Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
+PIPELINE_BENCH = BenchOptions(runs=50, min_seconds=0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What the pipeline does; saved in ``pipeline.json``.
+
+    Attributes:
+        arch: Architecture of the zoo.
+        preset: Training preset (``quick`` or ``paper``).
+        sample: Train and score on the embedded sample (outputs say so).
+        prune: Target sparsity of a pruning step, or None for none.
+        qat: Add a quantization-aware step (pruning-preserving after pruning) and its qat-int8 export.
+        formats: Export formats; default fp32 and int8, plus qat-int8 with ``qat``. qat-int8 comes
+            from the QAT run, the others from the last non-QAT model (pruned, if pruned).
+        train_overrides: Training config fields to change (``--set``).
+        fine_tune_epochs: Epochs of each optimization step (default: the optimize stage's).
+        best_tolerance: The best artifact is the smallest within this accuracy of the top one.
+    """
+
+    arch: str
+    preset: str = "quick"
+    sample: bool = False
+    prune: float | None = None
+    qat: bool = False
+    formats: tuple[str, ...] = ()
+    train_overrides: dict = dataclasses.field(default_factory=dict)
+    fine_tune_epochs: int | None = None
+    best_tolerance: float = 0.005
+
+    def __post_init__(self) -> None:
+        formats = tuple(self.formats) or ("fp32", "int8") + (("qat-int8",) if self.qat else ())
+        for name in formats:
+            get_format(name)
+        if "qat-int8" in formats and not self.qat:
+            raise EdgeFMError("format qat-int8 needs a QAT step: add --qat.")
+        if self.prune is not None and not 0 < self.prune < 1:
+            raise EdgeFMError(
+                f"--prune {self.prune}: give the target sparsity as a fraction in (0, 1), e.g. 0.5."
+            )
+        if self.fine_tune_epochs is not None and self.fine_tune_epochs < 1:
+            raise EdgeFMError(f"--epochs {self.fine_tune_epochs}: fine-tuning needs at least 1 epoch.")
+        object.__setattr__(self, "formats", formats)
+        object.__setattr__(self, "train_overrides", dict(self.train_overrides))
+
+
+def run_pipeline(
+    config: PipelineConfig,
+    target: str | LocalTarget | SshTarget = "local",
+    bench_options: BenchOptions = PIPELINE_BENCH,
+    data_dir: Path | str | None = None,
+    runs_dir: Path | str = "runs",
+    reporter=None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Runs every stage and returns the top-level run directory.
+
+    A failed export (its parity check, say) becomes a recorded error and the others go on; a
+    failed training or optimization step stops the pipeline with its error.
+
+    Raises:
+        EdgeFMError: Bad configuration, missing data, a failed stage or an unusable target.
+    """
+    # TensorFlow and tfmot load here (seconds), only when a pipeline runs: the CLI imports this module.
+    from edge_fm.export.exporter import export
+    from edge_fm.optimize.compress import OptimizeConfig, optimize
+    from edge_fm.train.trainer import config_for, train
+
+    target = parse_target(target) if isinstance(target, str) else target
+    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
+    train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
+    top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
+    record: dict[str, Any] = {
+        "config": dataclasses.asdict(config),
+        "target": target.name,
+        "status": "running",
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "stages": {},
+    }
+    write_json(top / PIPELINE_FILE, record)
+    stages = record["stages"]
+
+    def rel(path: Path) -> str:
+        # Resolved on both sides: the benchmark reports absolute artifact paths, runs_dir may be relative.
+        return str(Path(path).resolve().relative_to(top.resolve()))
+
+    try:
+        trained = train(train_config, data_dir, top, reporter=reporter)
+    except EdgeFMError:
+        if [p.name for p in top.iterdir()] == [PIPELINE_FILE]:
+            shutil.rmtree(top)  # refused before training began (bad split, say): leave no half-made run
+        raise
+    stages["train"] = rel(trained)
+    log(f"train: {trained}")
+    fine_tune = {"epochs": config.fine_tune_epochs} if config.fine_tune_epochs else {}
+    source = trained
+    if config.prune is not None:
+        source = optimize(
+            OptimizeConfig("prune", str(trained), target_sparsity=config.prune, fine_tune=fine_tune),
+            data_dir,
+            top,
+            reporter=reporter,
+        )
+        stages["prune"] = rel(source)
+        log(f"prune: {source}")
+    qat_run = None
+    if config.qat:
+        qat_run = optimize(
+            OptimizeConfig("qat", str(source), fine_tune=fine_tune), data_dir, top, reporter=reporter
+        )
+        stages["qat"] = rel(qat_run)
+        log(f"qat: {qat_run}")
+
+    bundles, export_errors = [], {}
+    for name in config.formats:
+        try:
+            bundle = export(qat_run if name == "qat-int8" else source, name, runs_dir=top, data_dir=data_dir)
+        except EdgeFMError as exc:  # one format's failure does not sink the others
+            export_errors[name] = str(exc)
+            log(f"export {name} failed: {exc}")
+            continue
+        bundles.append(bundle)
+        stages.setdefault("exports", {})[name] = rel(bundle)
+        log(f"export {name}: {bundle}")
+    if not bundles:
+        raise EdgeFMError(f"every export failed: {'; '.join(export_errors.values())}")
+
+    result = bench(bundles, target, bench_options, baseline=trained, data_dir=data_dir, sample=config.sample)
+    for name, error in export_errors.items():
+        result["rows"].append(
+            {"artifact": f"{config.arch}-{name}", "format": name, "status": "error", "error": error}
+        )
+    write_results(result, top / BENCH_FILE, top / BENCH_TABLE)
+    best = best_artifact(result["rows"], config.best_tolerance)
+    record.update(
+        status="complete",
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        bench={"json": BENCH_FILE, "csv": BENCH_TABLE, "test_set": result["test_set"]["source"]},
+        best=None
+        if best is None
+        else {
+            "artifact": best["artifact"],
+            "path": rel(Path(best["path"]).parent),
+            "format": best["format"],
+            "accuracy": best["accuracy"],
+            "bytes": best["bytes"],
+            "p50_ms": best["latency"]["p50_ms"],
+            "rule": f"smallest artifact within {config.best_tolerance * 100:.1f} points of the most accurate",
+        },
+    )
+    write_json(top / PIPELINE_FILE, record)
+    from edge_fm.show.html_report import (  # the finished run's page (matplotlib, Jinja2)
+        ReportOptions,
+        build_report,
+    )
+
+    try:
+        log(f"report: {build_report(top, options=ReportOptions(data_dir=data_dir))}")
+    except EdgeFMError as exc:  # the pipeline's results stand without their page
+        log(f"report failed: {exc}")
+    write_manifest(top, "pipeline", stages=stages)
+    return top
+
+
+def read_pipeline(top: Path | str) -> dict[str, Any]:
+    """What a finished pipeline run holds, for a caller to show.
+
+    Returns:
+        ``record`` (its ``pipeline.json``), ``bench`` (the bench result), ``best_artifact`` (the
+        best artifact's .tflite file, or None) and ``report`` (its HTML page, or None).
+
+    Raises:
+        EdgeFMError: ``top`` is not a finished pipeline run.
+    """
+    from edge_fm.show.html_report import REPORT_FILE
+
+    top = Path(top)
+    record = read_json(top / PIPELINE_FILE)
+    best = record.get("best")
+    report = top / REPORT_FILE
+    return {
+        "record": record,
+        "bench": read_json(top / BENCH_FILE),
+        "best_artifact": top / best["path"] / MODEL_FILE if best else None,
+        "report": report if report.is_file() else None,
+    }

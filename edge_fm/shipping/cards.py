@@ -1,0 +1,454 @@
+"""Model cards for shipped models, in the Hugging Face model-card convention.
+
+A card is rendered from three records that other stages own: the bundle's ``model.json`` (what an
+app needs to call the artifact), the folder's ``provenance.json`` (what produced it, written by
+:mod:`edge_fm.shipping.ship`) and, once the folder has been benchmarked, the artifact's row of
+``edge-fm bench`` (test accuracy, latency, memory, and the machine that measured them).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from edge_fm.train.metrics import cpu_text, epochs_text
+
+LICENSE = "MIT"  # the license of the code and of the shipped weights (see LICENSE)
+DATASET_ID = "zalando-datasets/fashion_mnist"  # the dataset's id on the Hugging Face Hub
+
+LIMITATIONS = (
+    "Trained and tested on Fashion-MNIST only: 28x28 greyscale images of a single centred garment, light on a "
+    "black background. Accuracy on real photos is not measured and will be lower.",
+    "Ten classes only: an image of anything else is still given one of them, often with high confidence.",
+    "Latency depends on the CPU: the figures above hold for the machine named with them. Measure on the target "
+    "device (`edge-fm bench models/NAME --target ssh://user@host`).",
+    "Shirt, T-shirt/top, Pullover and Coat are the classes most often confused (see the per-class scores in "
+    "the benchmark result).",
+)
+
+# Settings that only act together with another one: shown in a recipe only when that one is in force.
+_ONLY_WITH = {
+    "momentum": lambda c: c.get("optimizer") == "sgd",
+    "weight_decay": lambda c: c.get("optimizer") == "adamw" or c.get("weight_decay"),
+    "warmup_epochs": lambda c: c.get("schedule") in ("cosine", "onecycle"),
+    "decay_rate": lambda c: c.get("schedule") == "exponential",
+    "min_learning_rate": lambda c: c.get("schedule") in ("cosine", "cyclical"),
+    "cycle_epochs": lambda c: c.get("schedule") == "cyclical",
+    "crop_padding": lambda c: "crop" in c.get("augment", ()),
+    "rotation": lambda c: "affine" in c.get("augment", ()),
+    "shift": lambda c: "affine" in c.get("augment", ()),
+    "zoom": lambda c: "affine" in c.get("augment", ()),
+    "shear": lambda c: "affine" in c.get("augment", ()),
+    "erasing_prob": lambda c: "erasing" in c.get("augment", ()),
+    "monitor": lambda c: bool(c.get("early_stopping")),
+    "distill_weight": lambda c: c.get("teacher") is not None,
+    "distill_temperature": lambda c: c.get("teacher") is not None,
+}
+# Bookkeeping fields of a training config, not training options.
+_NOT_OPTIONS = ("arch", "preset", "data", "val_size", "max_train", "seed")
+
+
+def options_in_force(config: dict[str, Any]) -> dict[str, Any]:
+    """The training options of ``config`` that acted on the run: set, and not disabled by another option.
+
+    Example:
+        >>> options_in_force({"arch": "mlp", "epochs": 5, "augment": ["flip"], "rotation": 10.0, "teacher": None})
+        {'epochs': 5, 'augment': ['flip']}
+    """
+    shown = {}
+    for key, value in config.items():
+        if key in _NOT_OPTIONS or value in (None, (), [], {}):
+            continue
+        if key in ("early_stopping", "l2", "label_smoothing", "weight_decay") and not value:
+            continue
+        if key in _ONLY_WITH and not _ONLY_WITH[key](config):
+            continue
+        shown[key] = value
+    return shown
+
+
+@functools.cache
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("edge_fm", "templates"),
+        keep_trailing_newline=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+    )
+    return environment.get_template("model_card.md.j2")
+
+
+def model_card(
+    name: str,
+    provenance: dict,
+    description: dict,
+    row: dict | None = None,
+    environment: dict | None = None,
+    test_source: str = "",
+    checks: Sequence[dict] = (),
+    forms: Sequence[dict] = (),
+) -> str:
+    """Renders a model card.
+
+    Args:
+        name: The model's folder name under the models folder.
+        provenance: The folder's ``provenance.json``.
+        description: The bundle's ``model.json``.
+        row: The artifact's ``edge-fm bench`` row, or None before the folder was benchmarked.
+        environment: The machine that measured ``row`` (the bench result's ``environment``).
+        test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
+        checks: The targets judged on this model by the same benchmark run (see ``edge_fm.shipping.catalog``).
+        forms: The other forms of the model in its folder (see :func:`folder_forms`).
+
+    Returns:
+        The card's Markdown text, front matter first.
+    """
+    metrics = provenance["train"]["metrics"]
+    config = provenance["train"]["config"]
+    return _template().render(
+        front_matter=yaml.safe_dump(_front_matter(name, provenance, row), sort_keys=False),
+        name=name,
+        summary=_summary(name, provenance, description),
+        arch=config["arch"],
+        params=metrics.get("params", 0),
+        macs=metrics.get("macs", 0),
+        artifact_text=_artifact_text(provenance, description),
+        format=description["format"],
+        quantization=description["quantization"],
+        license=provenance.get("license", LICENSE),
+        labels=description["labels"],
+        input=description["input"],
+        output=description["output"],
+        input_quantization=_quantization_text(description["input"]),
+        quantize_line=_quantize_line(description["input"]),
+        dequantize_line=_dequantize_line(description["output"]),
+        folder=f"models/{name}",
+        forms=_forms_text(description, forms),
+        evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
+        training=_training(provenance),
+        limitations=LIMITATIONS,
+        regenerate="This card is generated: `edge-fm bench models/` rewrites it from `model.json`, `provenance.json` "
+        "and the benchmark's measurements.",
+    )
+
+
+def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, Any]:
+    results = []
+    if row is not None:
+        results.append(
+            {
+                "type": "accuracy",
+                "value": round(row["accuracy"] * 100, 2),
+                "name": f"test accuracy, {provenance['chosen_format']} artifact",
+            }
+        )
+    float_test = provenance["train"]["metrics"].get("test", {}).get("accuracy")
+    if float_test is not None:
+        results.append(
+            {
+                "type": "accuracy",
+                "value": round(float_test * 100, 2),
+                "name": "test accuracy, float Keras model",
+            }
+        )
+    return {
+        "license": provenance.get("license", LICENSE).lower(),
+        "library_name": "litert",
+        "pipeline_tag": "image-classification",
+        "tags": ["image-classification", "tflite", "litert", "int8", "edge", "fashion-mnist", "edge-fm"],
+        "datasets": [DATASET_ID],
+        "metrics": ["accuracy"],
+        "model-index": [
+            {
+                "name": name,
+                "results": [
+                    {
+                        "task": {"type": "image-classification", "name": "Image Classification"},
+                        "dataset": {"name": "Fashion-MNIST", "type": DATASET_ID, "split": "test"},
+                        "metrics": results,
+                    }
+                ],
+            }
+        ],
+    }
+
+
+def _summary(name: str, provenance: dict, description: dict) -> str:
+    config = provenance["train"]["config"]
+    article = "An" if description["format"][0] in "aeiou" or description["format"].startswith("int8") else "A"
+    return (
+        f"{article} {description['format']} TFLite classifier of Fashion-MNIST garments, "
+        f"architecture `{config['arch']}`, "
+        f"made with edge-fm. {provenance.get('note', '')}"
+    ).strip()
+
+
+def _artifact_text(provenance: dict, description: dict) -> str:
+    artifact = description["artifact"]
+    size = f"{artifact['bytes']:,} bytes ({artifact['gzip_bytes']:,} gzip), sha256 `{artifact['sha256'][:16]}...`"
+    if provenance.get("artifact_shipped", True):
+        return f"`model.tflite`, {size}"
+    return f"**not in this folder**: {size}. {provenance['not_shipped_reason']}"
+
+
+def _quantization_text(spec: dict) -> str:
+    if spec.get("scale") is None:
+        return "none: float32 pixel values 0-255"
+    return f"scale {spec['scale']:g}, zero point {spec['zero_point']}: q = round(pixel / scale) + zero_point"
+
+
+def _quantize_line(spec: dict) -> str:
+    if spec.get("scale") is None:
+        return "x = pixels"
+    return (
+        f'scale, zero = inp["quantization"]\n'
+        f"x = np.clip(np.round(pixels / scale + zero), -128, 127).astype(np.{spec['dtype']})"
+        if spec["dtype"] == "int8"
+        else f'scale, zero = inp["quantization"]\n'
+        f"x = np.clip(np.round(pixels / scale + zero), 0, 255).astype(np.{spec['dtype']})"
+    )
+
+
+def _dequantize_line(spec: dict) -> str:
+    if spec.get("scale") is None:
+        return 'probs = interpreter.get_tensor(out["index"])[0]'
+    return (
+        'scale, zero = out["quantization"]\n'
+        'probs = (interpreter.get_tensor(out["index"])[0].astype(np.float32) - zero) * scale'
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "not measured" if value is None else f"{value * 100:.2f}%"
+
+
+def _evaluation(
+    provenance: dict,
+    description: dict,
+    row: dict | None,
+    environment: dict,
+    test_source: str,
+    checks: Sequence[dict],
+) -> str:
+    selection = provenance["selection"]
+    artifact = description["artifact"]
+    chosen = provenance["chosen_format"]
+    candidates = ", ".join(
+        f"{fmt} {_percent(acc)}{' (chosen)' if fmt == chosen else ''}"
+        for fmt, acc in selection["validation_accuracy"].items()
+    )
+    refused = "".join(
+        f" {fmt} was not a candidate: {reason}" for fmt, reason in selection.get("refused", {}).items()
+    )
+    lines = ["| measure | value |", "|---|---|"]
+    if row is not None:
+        lines.append(
+            f"| test accuracy, this {chosen} artifact | {_percent(row['accuracy'])} ({test_source}) |"
+        )
+    lines.append(
+        "| test accuracy, float Keras model | "
+        f"{_percent(provenance['train']['metrics'].get('test', {}).get('accuracy'))} |"
+    )
+    lines.append(
+        f"| validation accuracy of the candidates | {candidates} ({selection['validation_images']:,} images) |"
+    )
+    lines.append(f"| size | {artifact['bytes']:,} bytes, {artifact['gzip_bytes']:,} gzip bytes |")
+    if row is not None:
+        latency = row["latency"]
+        threads = f"{row['threads']} thread{'' if row['threads'] == 1 else 's'}"
+        lines.append(
+            f"| latency, batch 1, {threads} | p50 {latency['p50_ms']:.3f} ms, p90 {latency['p90_ms']:.3f} ms |"
+        )
+        lines.append(
+            f"| measured on | {cpu_text(environment)}, {environment.get('cpu_count', '?')} cores, "
+            f"{environment.get('interpreter', '?')} {environment.get('interpreter_version', '')}, "
+            f"{environment.get('os', '')} |"
+        )
+        lines.append(f"| peak memory of the measuring process | {row['peak_rss_mb']:.0f} MB |")
+    text = "\n".join(lines)
+    text += f"\n\nThe shipped format was chosen by this rule: {selection['rule']}.{refused}"
+    if row is None:
+        text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/`."
+    judged = [c for c in checks if c["met"] is not None]
+    if judged:
+        text += (
+            "\n\n**Targets**, judged in the same benchmark run: "
+            + "; ".join(
+                f"{c['check']}: {_check_value(c['check'], c['measured'])} against "
+                f"{_check_value(c['check'], c['target'])}, "
+                f"{'met' if c['met'] else '**missed**'}"
+                for c in judged
+            )
+            + "."
+        )
+        if any(not c["met"] and c["check"].startswith("p50") for c in judged):
+            text += " A latency ratio holds for the CPU it was measured on only."
+    return text
+
+
+def _check_value(what: str, value) -> str:
+    """A target's measured or required value in the card's units."""
+    if "accuracy" in what:
+        return f"{value * 100:.2f}%"
+    return f"{value:.3f} ms" if what.startswith("p50") else f"{value:,} bytes"
+
+
+def _training(provenance: dict) -> str:
+    train = provenance["train"]
+    metrics = train["metrics"]
+    options = options_in_force(train["config"])
+    commands = provenance.get("commands", {})
+    lines = []
+    for stage, label in (
+        ("train", "Train"),
+        ("qat", "Quantization-aware training"),
+        ("ship", "Choose and bundle"),
+    ):
+        if commands.get(stage):
+            lines.append(f"{label}:\n\n```bash\n{commands[stage]}\n```\n")
+    lines.append("Options in force (the run's `config.json` holds every field):\n")
+    lines.append("| option | value |\n|---|---|")
+    lines.extend(f"| {key} | {_option_text(value)} |" for key, value in options.items())
+    qat = provenance.get("qat", {})
+    qat_epochs = qat.get("metrics", {}).get("epochs_run")
+    qat_text = f", then quantization-aware training for {epochs_text(qat_epochs)}" if qat_epochs else ""
+    images = qat.get("train_images")
+    qat_text += f" on {images:,} training images" if qat_text and images else ""
+    lines.append(
+        f"\n{epochs_text(metrics['epochs_run'])} in {metrics.get('training_seconds', 0):.0f} s on "
+        f"{metrics.get('device', 'an unrecorded device')}{qat_text}. Data: {provenance.get('data', 'Fashion-MNIST')}."
+    )
+    return "\n".join(lines)
+
+
+def _option_text(value) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_option_text(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(str, value)) + "]"
+    return str(value)
+
+
+def folder_forms(folder) -> list[dict]:
+    """The app and microcontroller forms beside a shipped model: ``mobile/`` and ``mcu/`` bundles.
+
+    A folder without a microcontroller form says why when the model has an op TFLM lacks (checked
+    when the ``mcu`` extra is installed).
+    """
+    from pathlib import Path
+
+    from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
+
+    folder = Path(folder)
+    forms = []
+    for kind in ("mobile", "mcu"):
+        if (folder / kind / DESCRIPTION_FILE).is_file():
+            forms.append({"kind": kind, "path": f"{kind}/", "description": read_description(folder / kind)})
+    if not any(form["kind"] == "mcu" for form in forms) and (folder / MODEL_FILE).is_file():
+        reason = _too_big_for_boards(folder / MODEL_FILE) or _tflm_refusal(folder / MODEL_FILE)
+        forms.append({"kind": "no-mcu", "reason": reason, "folder": folder.name})
+    return forms
+
+
+def _too_big_for_boards(path) -> str:
+    """Why no microcontroller form, when the model alone is larger than every board's flash."""
+    from edge_fm.export.boards import BOARDS
+
+    size, largest = path.stat().st_size, max(BOARDS, key=lambda board: board.flash_bytes)
+    if size <= largest.flash_bytes:
+        return ""
+    return (
+        f"at {size:,} bytes the model is larger than the flash of every board checked (the largest, "
+        f"{largest.name}, has {largest.flash_bytes:,} bytes): no microcontroller holds it."
+    )
+
+
+def _tflm_refusal(path) -> str:
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.export.tflm import refusal, unsupported_ops
+
+    try:
+        missing, _ = unsupported_ops(path.read_bytes())
+    except EdgeFMError:  # the mcu extra is not installed: the card says how to check instead
+        return ""
+    return refusal(missing) if missing else ""
+
+
+def _forms_text(description: dict, forms: Sequence[dict]) -> str:
+    main = description
+    lines = [
+        "| file | for | input | output | size |",
+        "|---|---|---|---|---|",
+        f"| `model.tflite` | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | {_io_text(main['input'])} | "
+        f"{main['output']['dtype']} `{main['output']['shape']}` | {main['artifact']['bytes']:,} bytes |",
+    ]
+    notes = []
+    for form in forms:
+        if form["kind"] == "mobile":
+            mobile = form["description"]
+            lines.append(
+                f"| `mobile/model.tflite` | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), the TFLite "
+                f"Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the labels | "
+                f"{_io_text(mobile['input'])} | {mobile['output']['dtype']} `{mobile['output']['shape']}` | "
+                f"{mobile['artifact']['bytes']:,} bytes |"
+            )
+            notes.append(_mobile_note(mobile["mobile"]))
+        elif form["kind"] == "mcu":
+            mcu = form["description"]["mcu"]
+            script = mcu.get("firmware", {}).get("model_data_script")
+            holds = (
+                f"a script that writes the model's C array at build time (`python3 mcu/{script}`)"
+                if script
+                else "the model as a C array"
+            )
+            lines.append(
+                f"| `mcu/` | microcontrollers with TensorFlow Lite for Microcontrollers: `mcu/firmware/` holds "
+                f"{holds}, the op resolver, the arena size and an example | "
+                f"{_io_text(form['description']['input'])} | {form['description']['output']['dtype']} | "
+                f"{mcu['flash_bytes']:,} bytes of flash, a {mcu['arena_bytes']:,}-byte tensor arena |"
+            )
+            notes.append(_mcu_note(mcu))
+        elif form["reason"]:
+            notes.append(f"No microcontroller form. {form['reason'][0].upper()}{form['reason'][1:]}")
+        else:
+            notes.append(
+                f"No microcontroller form in this folder: `edge-fm export models/{form['folder']} --for mcu --out DIR` "
+                "makes one (or names the op TFLM lacks)."
+            )
+    return "\n".join(lines) + ("\n\n" + "\n\n".join(notes) if notes else "")
+
+
+def _io_text(spec: dict) -> str:
+    channels = f" {spec['channels']}" if spec.get("channels") else ""
+    return f"{spec['dtype']}{channels} `{spec['shape']}`"
+
+
+def _mobile_note(mobile: dict) -> str:
+    parity = mobile["parity"]
+    checks = [
+        f"{c['client']} ({c['version']}) agreed on "
+        f"{c.get('top1_agreement_with_litert', c.get('top1_agreement_with_int8', 0)):.2%} "
+        f"of {c['images']:,} test images"
+        for c in mobile.get("clients", [])
+    ]
+    return (
+        f"The mobile form takes RGB bytes and turns them grey inside the graph ({mobile['grey_conversion']['how']}); "
+        f"on {parity['images']:,} test images its outputs are "
+        f"{'identical to' if parity['identical_to_int8'] else 'within the parity rule of'} `model.tflite`'s. "
+        + ("Checked in: " + "; ".join(checks) + "." if checks else "")
+    )
+
+
+def _mcu_note(mcu: dict) -> str:
+    boards = ", ".join(b["board"] for b in mcu["fits_on"] if b["fits"]) or "none of the boards checked"
+    return (
+        f"Under TFLM {mcu['tflite_micro_version']} the model runs unchanged: top-1 agreement with LiteRT's reference "
+        f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
+        f"{mcu['checked_on']['images']:,} test images. Model and arena fit (a fit check only: the firmware needs room "
+        f"too): {boards}. No latency is claimed: time the example on the board."
+    )

@@ -1,0 +1,230 @@
+"""A folder of shipped models (``models/``): benchmark them in one run, judge their targets, and
+rewrite their model cards and the accuracy-size-latency plot from what was measured.
+
+A folder is a catalog when its sub-folders hold ``provenance.json`` files (written by
+:mod:`edge_fm.shipping.ship`). A model whose artifact is too large to keep in the folder is measured from
+where its export wrote it; on a machine without that file its previous row is carried over, marked
+``remeasured: false`` with the machine that measured it, and no target is judged on it.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from edge_fm.bench.benchmark import BenchOptions, bench
+from edge_fm.export.bundles import MODEL_FILE, read_description
+from edge_fm.io import read_json, write_bytes_atomic
+from edge_fm.shipping.cards import folder_forms, model_card
+from edge_fm.shipping.ship import CARD, PROVENANCE
+
+TARGETS_FILE = "targets.json"  # a catalog's targets, judged in each benchmark run (see :func:`checks`)
+_COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
+
+
+def is_catalog(path: Path | str) -> bool:
+    """True when ``path`` is a folder of shipped models (sub-folders with a provenance record)."""
+    path = Path(path)
+    return path.is_dir() and any(path.glob(f"*/{PROVENANCE}"))
+
+
+def read_provenances(models_dir: Path | str) -> dict[str, dict]:
+    """Model name -> its ``provenance.json``, for every model of the folder."""
+    return {p.parent.name: read_json(p) for p in sorted(Path(models_dir).glob(f"*/{PROVENANCE}"))}
+
+
+def bench_catalog(
+    models_dir: Path | str,
+    options: BenchOptions,
+    data_dir: Path | str | None = None,
+    previous: dict | None = None,
+    sample: bool = False,
+) -> dict[str, Any]:
+    """Benchmarks every model of a catalog in one run and rewrites their cards.
+
+    Args:
+        models_dir: The catalog.
+        options: How to measure (threads, runs...); the first thread count's rows go into the cards.
+        data_dir: Where the full dataset is.
+        previous: An earlier result of this function, whose rows of models that cannot be measured
+            here are carried over.
+        sample: Score on the embedded sample instead of the test split (for a smoke run).
+
+    Returns:
+        The bench result, its rows named by model, with the targets judged (``checks``).
+    """
+    models_dir = Path(models_dir)
+    provenances = read_provenances(models_dir)
+    away = {
+        name: Path(p["artifact"].get("exported_to", ""))
+        for name, p in provenances.items()
+        if not p.get("artifact_shipped", True)
+    }
+    present = {name: path for name, path in away.items() if path.is_file()}
+    # The shipped artifact itself: a model folder also holds its mobile and mcu forms, which are not catalog rows.
+    in_folder = [
+        models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)
+    ]
+    result = bench([*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample)
+    by_path = {path.resolve(): name for name, path in present.items()}
+    for row in result["rows"]:
+        path = Path(row["path"])
+        row["model"] = by_path.get(path.resolve(), path.parent.name)
+        row["shipped"] = row["model"] not in away
+        row["remeasured"] = True
+    result["rows"] += carried_rows(previous, sorted(set(away) - set(present)))
+    for row in result["rows"]:
+        provenance = provenances[row["model"]]
+        row["arch"] = provenance["train"]["config"]["arch"]
+        row["float_test_accuracy"] = provenance["train"]["metrics"].get("test", {}).get("accuracy")
+    ok = [row for row in result["rows"] if row.get("status") == "ok"]
+    result["checks"] = checks(
+        [row for row in ok if row["threads"] == options.threads[0]], read_targets(models_dir)
+    )
+    write_cards(
+        models_dir,
+        ok,
+        provenances,
+        result["environment"],
+        result["test_set"]["source"],
+        result["checks"],
+        options.threads[0],
+    )
+    return result
+
+
+_ANNOTATIONS = ("note", "arch", "float_test_accuracy")
+
+
+def carried_rows(previous: dict | None, names: Sequence[str]) -> list[dict]:
+    """The previous rows of models that cannot be measured here, marked with the machine that measured them."""
+    if not previous:
+        return []
+    # Only what the runner measured travels: annotations are recomputed from today's provenance.
+    kept = [
+        {key: value for key, value in row.items() if key not in _ANNOTATIONS}
+        for row in previous.get("rows", [])
+        if row.get("model") in names
+    ]
+    for row in kept:
+        row["remeasured"] = False
+        row.setdefault("measured_in", previous.get("started"))
+        row.setdefault("measured_on", previous.get("environment", {}))
+    return kept
+
+
+def write_cards(
+    models_dir: Path,
+    rows: Sequence[dict],
+    provenances: dict[str, dict],
+    environment: dict,
+    test_source: str,
+    model_checks: Sequence[dict],
+    threads: int,
+) -> None:
+    """Rewrites ``MODEL_CARD.md`` of every model with a row at ``threads``.
+
+    A row carried over from an earlier run states that run's machine, and no target is judged on it.
+    """
+    for row in rows:
+        if row["threads"] != threads:
+            continue
+        name = row["model"]
+        description = read_description(models_dir / name)
+        judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]
+        card = model_card(
+            name,
+            provenances[name],
+            description,
+            row,
+            row.get("measured_on", environment),
+            test_source,
+            judged,
+            folder_forms(models_dir / name),
+        )
+        write_bytes_atomic(models_dir / name / CARD, card.encode())
+
+
+def _met(measured, target, passes) -> bool | None:
+    """``passes(measured, target)``, or None when either side was not measured."""
+    return None if measured is None or target is None else bool(passes(measured, target))
+
+
+def read_targets(models_dir: Path | str) -> dict[str, Any]:
+    """A catalog's targets (its ``targets.json``); none when it has no such file."""
+    path = Path(models_dir) / TARGETS_FILE
+    return read_json(path) if path.is_file() else {}
+
+
+def checks(rows: Sequence[dict], targets: dict[str, Any]) -> list[dict]:
+    """Every target of a catalog (see :func:`read_targets`) against what one benchmark run measured.
+
+    ``accuracy`` targets are minimum test accuracies; each ``relative`` target compares a model's
+    measure (``accuracy``, ``bytes`` or ``p50``) with a fixed ``value``, or with the largest measure
+    among the models named in ``of`` (times ``factor``). A target whose inputs are missing (a model
+    not in the folder, or not remeasured) is ``met: None``.
+    """
+    by_name = {row["model"]: row for row in rows if row.get("remeasured", True)}
+
+    def value(name: str, key: str):
+        row = by_name.get(name)
+        return None if row is None else row["latency"]["p50_ms"] if key == "p50" else row[key]
+
+    def check(model: str, what: str, measured, target, passes) -> dict:
+        return {
+            "model": model,
+            "check": what,
+            "measured": measured,
+            "target": target,
+            "met": _met(measured, target, passes),
+        }
+
+    out = [
+        check(name, "int8 test accuracy", value(name, "accuracy"), target, operator.ge)
+        for name, target in targets.get("accuracy", {}).items()
+    ]
+    for rule in targets.get("relative", []):
+        if "value" in rule:
+            target = rule["value"]
+        else:
+            target = max(
+                (value(name, rule["measure"]) for name in rule["of"] if name in by_name), default=None
+            )
+            if target is not None and "factor" in rule:
+                target *= rule["factor"]
+        measured = value(rule["model"], rule["measure"])
+        out.append(check(rule["model"], rule["check"], measured, target, _COMPARE[rule["compare"]]))
+    return out
+
+
+def measure(
+    paths: Sequence[Path | str],
+    target,
+    options: BenchOptions,
+    baseline: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+    previous: dict | None = None,
+) -> dict[str, Any]:
+    """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (its cards are
+    rewritten); anything else through :func:`edge_fm.bench.benchmark.bench`."""
+    if (
+        len(paths) == 1
+        and is_catalog(paths[0])
+        and getattr(target, "name", target) == "local"
+        and baseline is None
+    ):
+        return bench_catalog(paths[0], options, data_dir, previous, sample)
+    return bench(list(paths), target, options, baseline, data_dir, sample)
+
+
+def previous_result(path: Path | str | None) -> dict | None:
+    """The bench result a new one will replace (its rows that cannot be remeasured are carried over)."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:  # not a result file: nothing to carry over
+        return None

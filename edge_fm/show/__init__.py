@@ -1,0 +1,1 @@
+"""Showing results: predictions, explanations, figures, the HTML report and the web demo."""

@@ -1,0 +1,1 @@
+"""The training stage: configs, presets, the training loop, run directories and evaluation."""

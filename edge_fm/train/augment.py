@@ -1,0 +1,138 @@
+"""The training input pipeline: batches of raw pixels, the papers' augmentations, drawn anew for
+every image, and the targets a teacher's predictions soften.
+
+Example:
+    >>> batches = make_pipeline(images, labels, TrainConfig(arch="cnn-2conv"), training=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edge_fm.compat import keras, tf
+from edge_fm.data.datasets import NUM_CLASSES
+from edge_fm.train.config import TrainConfig
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def make_pipeline(
+    images: np.ndarray,
+    labels: np.ndarray,
+    cfg: TrainConfig,
+    training: bool,
+    teacher: keras.Model | None = None,
+    first_epoch: int = 0,
+) -> tf.data.Dataset:
+    """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
+
+    Training pipelines shuffle every epoch and augment whole batches in parallel; the model
+    itself scales the pixels, so evaluation sees exactly what a deployed model sees. With a
+    ``teacher``, training targets mix in its softened predictions (see :func:`distilled_targets`).
+    ``first_epoch``, the epochs a resumed run has already done, moves the shuffle's seed on.
+    """
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    if training:
+        dataset = dataset.shuffle(len(images), seed=cfg.seed + first_epoch, reshuffle_each_iteration=True)
+    dataset = dataset.batch(cfg.batch_size).map(_to_float_one_hot, num_parallel_calls=AUTOTUNE)
+    if training and cfg.augment:
+        dataset = dataset.map(lambda x, y: (augment_batch(x, cfg), y), num_parallel_calls=AUTOTUNE)
+    if training and teacher is not None:
+        # After augmentation: the teacher labels the very image the student sees.
+        dataset = dataset.map(lambda x, y: (x, distilled_targets(teacher, x, y, cfg)))
+    return dataset.prefetch(AUTOTUNE)
+
+
+def distilled_targets(
+    teacher: keras.Model, images: tf.Tensor, one_hot: tf.Tensor, cfg: TrainConfig
+) -> tf.Tensor:
+    """``(1 - w) * one_hot + w * softmax(log(p_teacher) / T)``: knowledge distillation through the targets.
+
+    The student keeps its plain cross-entropy, so every architecture, QAT and pruning train the same
+    way; a temperature above 1 passes on more of the teacher's view of which classes look alike.
+    """
+    probabilities = tf.cast(teacher(images, training=False), tf.float32)
+    softened = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, 1e-7)) / cfg.distill_temperature)
+    return (1.0 - cfg.distill_weight) * one_hot + cfg.distill_weight * softened
+
+
+def _to_float_one_hot(images, labels):
+    return tf.cast(images, tf.float32), tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
+
+
+def augment_batch(images: tf.Tensor, cfg: TrainConfig) -> tf.Tensor:
+    """Applies the augmentations named in ``cfg.augment`` to a float batch, each image drawn anew.
+
+    Args:
+        images: ``(N, H, W, C)`` float32 pixels, 0-255.
+        cfg: Which augmentations, and their strengths.
+    """
+    if "flip" in cfg.augment:
+        images = tf.image.random_flip_left_right(images)
+    if "affine" in cfg.augment or "crop" in cfg.augment:
+        images = _random_affine(images, cfg)
+    if "erasing" in cfg.augment:
+        images = _random_erasing(images, cfg.erasing_prob)
+    return images
+
+
+def _random_affine(images: tf.Tensor, cfg: TrainConfig) -> tf.Tensor:
+    # One projective warp per image composes rotation, shear, zoom, shift and the integer shift
+    # that a random crop of a zero-padded image amounts to (the background is 0).
+    n = tf.shape(images)[0]
+    side = tf.cast(tf.shape(images)[1], tf.float32)
+    zeros = tf.zeros([n])
+
+    def uniform(limit):
+        return tf.random.uniform([n], -limit, limit)
+
+    affine = "affine" in cfg.augment
+    angle = uniform(math.radians(cfg.rotation)) if affine else zeros
+    shear = uniform(math.radians(cfg.shear)) if affine else zeros
+    zoom = 1.0 + uniform(cfg.zoom) if affine else zeros + 1.0
+    shift_x = uniform(cfg.shift * side) if affine else zeros
+    shift_y = uniform(cfg.shift * side) if affine else zeros
+    if "crop" in cfg.augment and cfg.crop_padding:
+        pad = cfg.crop_padding
+        shift_x += tf.cast(tf.random.uniform([n], -pad, pad + 1, dtype=tf.int32), tf.float32)
+        shift_y += tf.cast(tf.random.uniform([n], -pad, pad + 1, dtype=tf.int32), tf.float32)
+    # The op maps each output pixel to an input location: in = A (out - c) + c + shift.
+    cos, sin, tan = tf.cos(angle), tf.sin(angle), tf.tan(shear)
+    a00, a01 = cos / zoom, (cos * tan - sin) / zoom
+    a10, a11 = sin / zoom, (sin * tan + cos) / zoom
+    center = (side - 1.0) / 2.0
+    a02 = center - a00 * center - a01 * center + shift_x
+    a12 = center - a10 * center - a11 * center + shift_y
+    transforms = tf.stack([a00, a01, a02, a10, a11, a12, zeros, zeros], axis=1)
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+
+
+def _random_erasing(images: tf.Tensor, probability: float) -> tf.Tensor:
+    # Random erasing (Zhong et al. 2017): a rectangle of 2-25% of the area, aspect 0.3-3.3,
+    # filled with noise, in a random place of a random subset of the images.
+    shape = tf.shape(images)
+    n, height, width = shape[0], shape[1], shape[2]
+    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+    area = tf.random.uniform([n], 0.02, 0.25) * h * w
+    aspect = tf.exp(tf.random.uniform([n], math.log(0.3), math.log(3.3)))
+    box_h = tf.clip_by_value(tf.round(tf.sqrt(area * aspect)), 1.0, h)
+    box_w = tf.clip_by_value(tf.round(tf.sqrt(area / aspect)), 1.0, w)
+    top = tf.floor(tf.random.uniform([n]) * (h - box_h + 1.0))
+    left = tf.floor(tf.random.uniform([n]) * (w - box_w + 1.0))
+    rows = tf.range(h)[None, :]
+    cols = tf.range(w)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + box_h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + box_w)[:, None])
+    chosen = tf.random.uniform([n]) < probability
+    mask = in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]
+    noise = tf.random.uniform(shape, 0.0, 255.0)
+    return tf.where(mask[..., None], noise, images)

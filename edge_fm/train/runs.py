@@ -1,0 +1,301 @@
+"""Run directories: made (never overwritten), described by their manifests, and read back.
+
+A run directory holds ``config.json``, the stage's outputs (``model.h5``, ``history.json``,
+``metrics.json``) and ``manifest.json``. :class:`Run` is the one reader of all of it: a run's
+stage, configs, metrics, lineage, model and data split.
+
+Example:
+    >>> run = Run("runs/cnn-2conv-train-1")  # doctest: +SKIP
+    >>> model, dataset = run.model(), run.dataset()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_fm.data.datasets import Dataset, load_dataset
+from edge_fm.errors import EdgeFMError
+from edge_fm.io import make_dirs, read_json, sha256_file, write_json
+from edge_fm.train.config import OptimizeConfig, TrainConfig, from_dict
+
+if TYPE_CHECKING:
+    from edge_fm.compat import keras
+
+MANIFEST = "manifest.json"
+CONFIG = "config.json"
+# HDF5, not .keras: tf_keras cannot read back the QAT wrappers of tfmot from .keras files.
+MODEL_FILE = "model.h5"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+QAT_STAGES = ("qat", "pqat")  # stages whose model is quantization-aware
+_VERSIONED = ("edge-fm", "tensorflow", "tf-keras", "tensorflow-model-optimization", "ai-edge-litert", "numpy")
+
+
+def new_run_dir(root: Path | str, name: str) -> Path:
+    """Creates ``root/name-N`` with the first free N (1, 2, ...) and returns it.
+
+    ``mkdir`` without ``exist_ok`` makes the claim atomic, so two runs started together never
+    share a directory.
+    """
+    root = make_dirs(root, "runs folder")
+    n = 1 + max((_suffix(p.name, name) for p in root.glob(f"{name}-*")), default=0)
+    while True:
+        candidate = root / f"{name}-{n}"
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            n += 1
+
+
+def _suffix(dirname: str, name: str) -> int:
+    tail = dirname[len(name) + 1 :]
+    return int(tail) if tail.isdigit() else 0
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape an artifact."""
+    versions = {"python": platform.python_version()}
+    for dist in _VERSIONED:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = "not installed"
+    return versions
+
+
+def write_manifest(
+    run_dir: Path, stage: str, parent: str | None = None, name: str | None = None, **extra: Any
+) -> dict:
+    """Writes ``manifest.json``: every file of the run with its bytes and SHA-256, and its lineage.
+
+    Args:
+        run_dir: The run directory.
+        stage: The stage that produced the run (``train``, ``optimize``, ``export``...).
+        parent: The run this one was derived from, if any.
+        name: The run's name, when ``run_dir`` is a temporary folder renamed into place later.
+        **extra: More fields to record (e.g. the data used).
+
+    Returns:
+        The manifest written.
+    """
+    run_dir = Path(run_dir)
+    files = {}
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+        rel = path.relative_to(run_dir).as_posix()
+        if rel == MANIFEST or path.name.startswith(".tmp-"):
+            continue
+        files[rel] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    manifest = {
+        "run": name or run_dir.name,
+        "stage": stage,
+        "parent": parent,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": library_versions(),
+        **extra,
+        "files": files,
+    }
+    write_json(run_dir / MANIFEST, manifest)
+    return manifest
+
+
+def require_run(run_dir: Path | str) -> Path:
+    """Checks that ``run_dir`` is a run directory (it has a config.json).
+
+    Raises:
+        EdgeFMError: The directory does not exist or is not a run.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG).is_file():
+        what = "does not exist" if not run_dir.exists() else "has no config.json"
+        raise EdgeFMError(
+            f"{run_dir} {what}: pass a run directory made by `edge-fm train` (e.g. runs/cnn-2conv-train-1)."
+        )
+    return run_dir
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """Reads a run's manifest."""
+    return read_json(Path(run_dir) / MANIFEST)
+
+
+def data_record(dataset: Dataset) -> dict[str, Any]:
+    """The manifest's ``data`` entry: where a run read its data and how it was split."""
+    return {
+        "source": dataset.source,
+        "location": dataset.location,
+        "description": dataset.describe(),
+        "train": len(dataset.x_train),
+        "val": len(dataset.x_val),
+        "test": len(dataset.x_test),
+    }
+
+
+def dataset_for(config: TrainConfig, data_dir: Path | str | None = None) -> Dataset:
+    """The data a training config names: its source, split into train and validation with its seed."""
+    return load_dataset(
+        config.data, data_dir, val_size=config.resolved_val_size, seed=config.seed, max_train=config.max_train
+    )
+
+
+class Run:
+    """A run directory, read: every stage, command and benchmark reads runs through here.
+
+    Example:
+        >>> run = Run("runs/cnn-2conv-qat-1")  # doctest: +SKIP
+        >>> run.stage, run.train_config.arch, run.dataset().describe()  # doctest: +SKIP
+
+    Raises:
+        EdgeFMError: ``path`` is not a run directory (see :func:`require_run`).
+    """
+
+    def __init__(self, path: Path | str):
+        self.path = require_run(path)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        """The run directory's name, e.g. ``cnn-2conv-train-1``."""
+        return self.path.name
+
+    @property
+    def stage(self) -> str:
+        """The stage that made the run: ``train``, ``prune``, ``qat`` or ``pqat``."""
+        return self._saved_config().get("stage", "train")
+
+    @property
+    def quantization_aware(self) -> bool:
+        """True when the run's model was trained quantization-aware (a ``qat`` or ``pqat`` run)."""
+        return self.stage in QAT_STAGES
+
+    @property
+    def config(self) -> TrainConfig | OptimizeConfig:
+        """The run's own config: :class:`TrainConfig` (training) or :class:`OptimizeConfig` (optimization)."""
+        return self.optimize_config if "optimize" in self._saved_config() else self.train_config
+
+    @property
+    def train_config(self) -> TrainConfig:
+        """The training config in force: a training run's own, an optimization run's fine-tuning one."""
+        values = self._saved_config()
+        return from_dict(TrainConfig, values.get("fine_tune", values))
+
+    @property
+    def optimize_config(self) -> OptimizeConfig:
+        """An optimization run's step.
+
+        Raises:
+            EdgeFMError: The run is a training run.
+        """
+        values = self._saved_config()
+        if "optimize" not in values:
+            raise EdgeFMError(
+                f"{self.path} is a {self.stage} run, not an optimization run; pass a run made by `edge-fm optimize`."
+            )
+        # A run recorded before QAT folded batch norms did not fold them.
+        return from_dict(OptimizeConfig, {"fold_batch_norms": False, **values["optimize"]})
+
+    @property
+    def finished(self) -> bool:
+        """True once the run wrote its metrics (its last step)."""
+        return (self.path / METRICS_FILE).is_file()
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The run's ``metrics.json``."""
+        return read_json(self.path / METRICS_FILE)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run's ``manifest.json`` (empty while the run has none)."""
+        return read_manifest(self.path) if (self.path / MANIFEST).is_file() else {}
+
+    def lineage(self) -> list[dict[str, str]]:
+        """The chain of runs this one comes from, itself first, read from the manifests."""
+        chain, current = [], self.path
+        while current and (current / MANIFEST).exists():
+            manifest = read_manifest(current)
+            chain.append({"run": str(current), "stage": manifest.get("stage", "?")})
+            current = Path(manifest["parent"]) if manifest.get("parent") else None
+        return chain
+
+    def dataset(self, data_dir: Path | str | None = None, config: TrainConfig | None = None) -> Dataset:
+        """The data the run trained on (same source, split and seed), read from ``data_dir`` or where the run read it.
+
+        Args:
+            data_dir: Where the full dataset is; default: where the run read it.
+            config: A training config that keeps this run's split (a fine-tuning one); default: the run's.
+        """
+        recorded = self.manifest.get("data", {})
+        return dataset_for(config or self.train_config, data_dir or recorded.get("location"))
+
+    @property
+    def model_path(self) -> Path:
+        """Where the run saves its model (see :meth:`require_model`)."""
+        return self.path / MODEL_FILE
+
+    def require_model(self) -> Run:
+        """Checks that the run saved its model; returns the run.
+
+        Raises:
+            EdgeFMError: The run did not finish (with the command that finishes it).
+        """
+        if not self.model_path.is_file():
+            raise EdgeFMError(
+                f"{self.path} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm "
+                f"train --resume {self.path}`."
+            )
+        return self
+
+    def model(self) -> keras.Model:
+        """The run's trained model as saved (quantization-aware for a QAT run), uncompiled.
+
+        Raises:
+            EdgeFMError: The run did not finish.
+        """
+        path = self.require_model().model_path
+        # TensorFlow and tfmot take seconds to load: only when a model is read (the CLI imports this module).
+        import tensorflow_model_optimization as tfmot
+
+        from edge_fm.compat import keras
+        from edge_fm.train.schedules import TriangularCyclical
+
+        with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
+            return keras.models.load_model(
+                str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical}
+            )
+
+    def float_model(self) -> keras.Model:
+        """The run's model as a float32 model of its registered architecture.
+
+        The architecture is rebuilt from the run's config and the saved weights copied in, so a
+        model trained under mixed precision comes back in float32, as pruning and QAT need.
+        """
+        saved = self.model()
+        config = self.train_config
+        from edge_fm.zoo import create_model
+
+        model = create_model(config.arch, **config.arch_options)
+        model.set_weights(saved.get_weights())
+        return model
+
+    def model_to_convert(self) -> keras.Model:
+        """The model the run's TFLite artifact is converted from.
+
+        A QAT run's quantization-aware model; any other run's float model with its batch norms
+        before a Dense folded away (``fold_batch_norms_into_dense``: exact, and it spares weight
+        quantization what the converter's own fold costs).
+        """
+        if self.quantization_aware:
+            return self.model()
+        from edge_fm.zoo.fold import fold_batch_norms_into_dense
+
+        return fold_batch_norms_into_dense(self.float_model(), scale_into_producer=True)
+
+    def _saved_config(self) -> dict[str, Any]:
+        return read_json(self.path / CONFIG)
