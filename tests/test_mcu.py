@@ -100,8 +100,9 @@ def gelu_model(tmp_path_factory):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     rng = np.random.default_rng(0)
-    converter.representative_dataset = lambda: ([rng.uniform(0, 255, (1, 28, 28, 1)).astype(np.float32)]
-                                                for _ in range(20))
+    converter.representative_dataset = lambda: (
+        [rng.uniform(0, 255, (1, 28, 28, 1)).astype(np.float32)] for _ in range(20)
+    )
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = converter.inference_output_type = tf.int8
     path = tmp_path_factory.mktemp("gelu") / "gelu.tflite"
@@ -315,44 +316,93 @@ def test_c_array_script_writes_the_same_source_at_build_time(data_dir, tmp_path)
     file --c-array source writes, byte for byte, and that file compiles to the model's bytes."""
     inline, scripted = tmp_path / "inline", tmp_path / "scripted"
     for out, mode in ((inline, "source"), (scripted, "script")):
-        result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--out", out, "--parity-images", 20,
-                         "--data-dir", data_dir, "--c-array", mode)
+        result = _invoke(
+            "export",
+            MODELS / "mlp",
+            "--for",
+            "mcu",
+            "--out",
+            out,
+            "--parity-images",
+            20,
+            "--data-dir",
+            data_dir,
+            "--c-array",
+            mode,
+        )
         assert result.exit_code == 0, result.output
     cc_name = "mlp_qat_int8_model_data.cc"
     assert not (scripted / "firmware" / cc_name).exists()
     assert "make_model_data.py" in result.output
     record = json.loads((scripted / "model.json").read_text())["mcu"]["firmware"]
     assert record["model_data_script"] == "firmware/make_model_data.py" and "model_data_cc" not in record
-    done = subprocess.run([sys.executable, str(scripted / "firmware" / "make_model_data.py")], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, str(scripted / "firmware" / "make_model_data.py")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert (scripted / "firmware" / cc_name).read_bytes() == (inline / "firmware" / cc_name).read_bytes()
     main = tmp_path / "main.cc"
-    main.write_text('#include <cstdio>\n#include "mlp_qat_int8_model_data.h"\n'
-                    "int main() { std::fwrite(g_mlp_qat_int8_model, 1, g_mlp_qat_int8_model_len, stdout); }\n")
+    main.write_text(
+        '#include <cstdio>\n#include "mlp_qat_int8_model_data.h"\n'
+        "int main() { std::fwrite(g_mlp_qat_int8_model, 1, g_mlp_qat_int8_model_len, stdout); }\n"
+    )
     binary = tmp_path / "dump"
-    subprocess.run(["g++", "-std=c++14", "-Wall", "-Werror", f"-I{scripted / 'firmware'}", str(main),
-                    str(scripted / "firmware" / cc_name), "-o", str(binary)], check=True, capture_output=True)
-    assert subprocess.run([str(binary)], check=True, capture_output=True).stdout == (scripted / "model.tflite").read_bytes()
+    subprocess.run(
+        [
+            "g++",
+            "-std=c++14",
+            "-Wall",
+            "-Werror",
+            f"-I{scripted / 'firmware'}",
+            str(main),
+            str(scripted / "firmware" / cc_name),
+            "-o",
+            str(binary),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    assert (
+        subprocess.run([str(binary)], check=True, capture_output=True).stdout
+        == (scripted / "model.tflite").read_bytes()
+    )
     # A model.tflite that is not the form's is refused, and the old C array stays.
     (scripted / "model.tflite").write_bytes(b"not the model")
-    done = subprocess.run([sys.executable, str(scripted / "firmware" / "make_model_data.py")], capture_output=True,
-                          text=True)
+    done = subprocess.run(
+        [sys.executable, str(scripted / "firmware" / "make_model_data.py")], capture_output=True, text=True
+    )
     assert done.returncode == 1 and "SHA-256 differs" in done.stderr and "Traceback" not in done.stderr
     assert (scripted / "firmware" / cc_name).read_bytes() == (inline / "firmware" / cc_name).read_bytes()
 
 
 def test_cli_c_array_option_needs_the_mcu_form(tmp_path):
-    result = _invoke("export", MODELS / "mlp", "--for", "mobile", "--c-array", "script", "--out", tmp_path / "m")
+    result = _invoke(
+        "export", MODELS / "mlp", "--for", "mobile", "--c-array", "script", "--out", tmp_path / "m"
+    )
     assert result.exit_code == 1 and "--c-array is for the microcontroller form" in result.output
     result = _invoke("export", MODELS / "mlp", "--for", "mcu", "--c-array", "inline", "--out", tmp_path / "m")
     assert result.exit_code == 1 and "source" in result.output and "Traceback" not in result.output
 
 
 def test_cli_refusals_are_one_line(data_dir, gelu_model, tmp_path):
-    result = _invoke("export", gelu_model, "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 10,
-                     "--data-dir", data_dir)
-    assert result.exit_code == 1 and "no kernel for GELU" in result.output and "Traceback" not in result.output
+    result = _invoke(
+        "export",
+        gelu_model,
+        "--for",
+        "mcu",
+        "--out",
+        tmp_path / "x",
+        "--parity-images",
+        10,
+        "--data-dir",
+        data_dir,
+    )
+    assert (
+        result.exit_code == 1 and "no kernel for GELU" in result.output and "Traceback" not in result.output
+    )
     assert not (tmp_path / "x").exists()
     result = _invoke("export", MODELS / "mlp", "-f", "int8", "--for", "mcux")
     assert result.exit_code == 1 and "Did you mean 'mcu'" in result.output

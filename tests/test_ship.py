@@ -272,9 +272,23 @@ def test_the_front_keeps_what_nothing_beats_on_all_three():
 
 def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, exported, tmp_path):
     qat_run = next((shipped["root"] / "runs").glob("*-qat-*"))
-    result = runner.invoke(app, ["ship", str(exported["train"]), "--name", "big", "--models-dir", str(tmp_path),
-                                 "--qat-run", str(qat_run), "--runs-dir", str(tmp_path / "runs"),
-                                 "--max-artifact-bytes", "1000"])
+    result = runner.invoke(
+        app,
+        [
+            "ship",
+            str(exported["train"]),
+            "--name",
+            "big",
+            "--models-dir",
+            str(tmp_path),
+            "--qat-run",
+            str(qat_run),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--max-artifact-bytes",
+            "1000",
+        ],
+    )
     assert result.exit_code == 0, result.output
     folder = tmp_path / "big"
     assert not (folder / "model.tflite").exists() and (folder / "MODEL_CARD.md").is_file()

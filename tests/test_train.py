@@ -301,13 +301,16 @@ def test_a_run_resumed_with_other_threads_names_each_stretch_of_epochs():
 
 
 def test_mixed_precision_takes_bfloat16_for_cpus_with_bf16_kernels():
-    from edge_fm.train.config import TrainConfig
     from edge_fm.errors import EdgeFMError
+    from edge_fm.train.config import TrainConfig
     from edge_fm.train.trainer import build_model, precision_policy
 
     config = TrainConfig(arch="tiny-cnn", mixed_precision=True, mixed_dtype="bfloat16")
     assert precision_policy(config) == "mixed_bfloat16"
-    assert precision_policy(TrainConfig(arch="tiny-cnn", mixed_precision=False, mixed_dtype="bfloat16")) == "float32"
+    assert (
+        precision_policy(TrainConfig(arch="tiny-cnn", mixed_precision=False, mixed_dtype="bfloat16"))
+        == "float32"
+    )
     model = build_model(config)
     assert {layer.dtype_policy.name for layer in model.layers if layer.weights} >= {"mixed_bfloat16"}
     assert model.outputs[0].dtype.name == "float32"  # the softmax stays float32, what an app receives

@@ -510,13 +510,21 @@ def train_throughput(root: Path) -> str | None:
     if not result:
         return None
     env = result["environment"]
-    lines = ["| architecture | batch | precision | threads | images/s | minutes per 55,000-image epoch |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| architecture | batch | precision | threads | images/s | minutes per 55,000-image epoch |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in result["rows"]:
-        lines.append(f"| `{row['arch']}` | {row['batch']} | {row['precision']} | {row['threads']} | "
-                     f"{row['images_per_s']:.0f} | {row['epoch_minutes']:.1f} |")
-    cpu = f"{env['cpu']} ({', '.join(env['cpu_flags'])}), {env['cores']} cores, TensorFlow {env['tensorflow']}."
-    return "\n".join(lines + ["", f"{cpu} {result['conditions']} Command run: `{public_command(result['command'])}`."])
+        lines.append(
+            f"| `{row['arch']}` | {row['batch']} | {row['precision']} | {row['threads']} | "
+            f"{row['images_per_s']:.0f} | {row['epoch_minutes']:.1f} |"
+        )
+    cpu = (
+        f"{env['cpu']} ({', '.join(env['cpu_flags'])}), {env['cores']} cores, TensorFlow {env['tensorflow']}."
+    )
+    return "\n".join(
+        lines + ["", f"{cpu} {result['conditions']} Command run: `{public_command(result['command'])}`."]
+    )
 
 
 def int8_error_converter_fold(root: Path) -> str | None:

@@ -103,7 +103,16 @@ def export_command(
     for name in formats or [None]:
         try:
             bundle = _export_for(
-                target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images, c_array
+                target,
+                run_dir,
+                name,
+                io_dtype,
+                representative,
+                runs_dir,
+                data_dir,
+                out,
+                parity_images,
+                c_array,
             )
         except EdgeFMError as exc:
             failures.append(str(exc))
@@ -152,7 +161,9 @@ def _export_for(
     if target != "none":
         from edge_fm import FormOptions, export_form
 
-        options = FormOptions(name, out, runs_dir, data_dir, representative, parity_images, c_array_mode=c_array)
+        options = FormOptions(
+            name, out, runs_dir, data_dir, representative, parity_images, c_array_mode=c_array
+        )
         return export_form(run_dir, target, options)
     from edge_fm import export_run as export
 

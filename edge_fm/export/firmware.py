@@ -20,7 +20,6 @@ from collections.abc import Sequence
 import jinja2
 
 from edge_fm.errors import unknown_choice
-
 from edge_fm.export.tflm import ARENA_ALIGNMENT, ARENA_MARGIN, Arena
 
 # The firmware files, by role, in the order a build reads them.
@@ -45,7 +44,10 @@ _RESOLVER_METHODS = {
 
 def roles(c_array_mode: str = "source") -> tuple[str, ...]:
     """The firmware files' roles in the order :func:`firmware_sources` returns them."""
-    return tuple("model_data_script" if role == "model_data_cc" and c_array_mode == "script" else role for role in ROLES)
+    return tuple(
+        "model_data_script" if role == "model_data_cc" and c_array_mode == "script" else role
+        for role in ROLES
+    )
 
 
 def c_identifier(name: str) -> str:
@@ -137,12 +139,19 @@ def firmware_sources(
         else (
             MODEL_DATA_SCRIPT,
             "make_model_data.py.j2",
-            {"cc_name": f"{ident}_model_data.cc", "per_line": BYTES_PER_LINE, "script_path": f"{folder}/{MODEL_DATA_SCRIPT}"},
+            {
+                "cc_name": f"{ident}_model_data.cc",
+                "per_line": BYTES_PER_LINE,
+                "script_path": f"{folder}/{MODEL_DATA_SCRIPT}",
+            },
         )
     )
     files = {
         header: ("model_data.h.j2", {"symbol": symbol}),
-        model_data[0]: (model_data[1], {"symbol": symbol, "header": header, "sha256": sha256, **model_data[2]}),
+        model_data[0]: (
+            model_data[1],
+            {"symbol": symbol, "header": header, "sha256": sha256, **model_data[2]},
+        ),
         f"{ident}_op_resolver.h": ("op_resolver.h.j2", {"ops": [(op, resolver_method(op)) for op in ops]}),
         f"{ident}_model_settings.h": (
             "model_settings.h.j2",

@@ -211,8 +211,8 @@ def export_mcu(
             writes it from ``model.tflite`` at build time).
 
     Raises:
-        EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is written for the MCU),
-            agreement with the reference below 99%, or a bad path.
+        EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is
+            written for the MCU), agreement with the reference below 99%, or a bad path.
     """
     say = progress or (lambda line: None)
     source = Path(source)
@@ -281,7 +281,9 @@ def _write_bundle(bundle: Path, model: Bundle, report: TflmReport, parent: Path,
     description["target"] = "mcu"
     description["mcu"] = {
         **report.as_dict(),
-        "firmware": {role: f"{FIRMWARE_FOLDER}/{filename}" for role, filename in zip(roles(c_array_mode), texts)},
+        "firmware": {
+            role: f"{FIRMWARE_FOLDER}/{filename}" for role, filename in zip(roles(c_array_mode), texts)
+        },
     }
     return write_bundle(
         bundle,
