@@ -171,8 +171,8 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
 
             sent = time.perf_counter()
             upload.set_input_files(str(shoe))
-            page.wait_for_function("document.querySelector('#source').textContent.includes('test-image.png')", timeout=30_000)
-            page.wait_for_function("!document.querySelector('#answer').textContent.includes('...')", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#source').textContent.includes('test-image.png')", timeout=30_000)
+            page.wait_for_function("() => !document.querySelector('#answer').textContent.includes('...')", timeout=30_000)
             print(f"server: answer {time.perf_counter() - sent:.2f} s after the upload")
 
             from edge_fm.predict import image_to_input
@@ -193,14 +193,14 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
                                   (bomb, "decompression bombs")):
                 upload.set_input_files(str(path))
                 try:
-                    page.wait_for_function(f"document.querySelector('#message').textContent.includes({message!r})",
+                    page.wait_for_function(f"() => document.querySelector('#message').textContent.includes({message!r})",
                                            timeout=30_000)
                 except Exception:
                     pytest.fail(f"{path.name}: expected {message!r}, the page says {page.locator('#message').inner_text()!r}")
 
             page.locator("button[title='Trouser']").click()
-            page.wait_for_function("document.querySelector('#message').textContent === ''", timeout=30_000)
-            page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#message').textContent === ''", timeout=30_000)
+            page.wait_for_function("() => document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000)
     finally:
         log = _stop(server)
     assert "Traceback" not in log, log
