@@ -61,7 +61,7 @@ def first_answer(page, url: str) -> float:
     page.wait_for_selector("#answer:not(:empty)", timeout=30_000)
     start = time.perf_counter()
     page.locator("button[title='Sneaker']").click()
-    page.wait_for_function("document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000)
     return time.perf_counter() - start
 
 

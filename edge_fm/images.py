@@ -24,7 +24,7 @@ INPUT_SIDE = 28  # the model's input, in pixels per side
 BORDER_FRACTION = 0.08  # share of each side read to decide what the background is
 MAX_ASPECT = 10  # longer side / shorter side; beyond it the garment would span under 3 of the 28 rows
 DECODE_BUDGET_BYTES = 48_000_000  # the decoded image held in memory at once, before it is reduced
-WORK_SIDE = 512  # images are box-reduced until their longer side is under twice this
+WORK_SIDE = 1024  # images are box-reduced until their longer side is under twice this
 _STRIP_PIXELS = 1 << 18  # pixels converted to grey at a time
 _ORIENTATION = 0x0112  # the EXIF orientation tag
 

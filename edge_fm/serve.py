@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import dataclasses
 import hmac
 import ipaddress
@@ -29,6 +30,7 @@ import os
 import socket
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +145,11 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
     Raises:
         EdgeFMError: Nothing loadable there.
     """
-    path = Path(path)
+    with _native_stderr_quiet():  # LiteRT's line about its XNNPACK delegate, once per process that loads a model
+        return _load_models(Path(path), bench)
+
+
+def _load_models(path: Path, bench: Path | str | None) -> list[ServedModel]:
     if path.name == "model.tflite" and path.is_file():
         path = path.parent  # a bundle's own file: the bundle, with its card
     if path.is_file():  # a bare .tflite: nothing measured beside it but its size
@@ -156,6 +162,28 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
                           "bundles such as models/.")
     rows, _ = folder_rows(path, bench)
     return [ServedModel(Path(row["path"]), row) for row in rows]
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """Hides what native code writes to fd 2 inside the block (Python exceptions are unaffected).
+
+    The demo loads no TensorFlow, so it cannot use :func:`edge_fm.compat.native_stderr_silenced`.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
