@@ -31,6 +31,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
 DEFAULT_MAX_UPLOAD_MB = 4.0
 KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
-DECODE_SLOTS = 1  # uploads decoded at once (each holds up to edge_fm.images.DECODE_BUDGET_BYTES)
+DECODE_SLOTS = 1  # uploads decoded at once, each on its own thread (each holds up to edge_fm.images.DECODE_BUDGET_BYTES)
 INFERENCE_SLOTS = 2  # requests running models at once
 SERVER_THREADS = 4  # waitress' request threads; more requests wait in its queue
 # The page's own scripts and styles only; images are data: URLs; no framing, no referrer.
@@ -256,7 +257,10 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     models = models if models is not None else load_models(config.path, config.bench)
     by_name = {model.name: model for model in models}
     examples = example_images()
-    decoding, inferring = threading.BoundedSemaphore(DECODE_SLOTS), threading.BoundedSemaphore(INFERENCE_SLOTS)
+    # Uploads are decoded on a fixed pool of threads: a request thread waits for its turn, and the
+    # decoders' freed buffers stay in their own malloc arenas to be reused, not one per request thread.
+    decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="edge-fm-decode")
+    inferring = threading.BoundedSemaphore(INFERENCE_SLOTS)
     app = dash.Dash(__name__, title="edge-fm demo", update_title=None, serve_locally=True)
     app.server.config["MAX_CONTENT_LENGTH"] = _REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN
     app.layout = _layout(dcc, html, models, examples, config)
@@ -291,8 +295,7 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         pending = pending if isinstance(pending, dict) else {}
         filename = pending.get("filename")
         try:
-            with decoding:
-                pixels = decode_upload(pending.get("contents"), filename, config.max_upload_bytes)
+            pixels = decoder.submit(decode_upload, pending.get("contents"), filename, config.max_upload_bytes).result()
         except EdgeFMError as exc:
             return dash.no_update, str(exc)
         return _stored(pixels, f"upload {Path(filename if isinstance(filename, str) and filename else 'upload').name}"), ""
