@@ -182,6 +182,7 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
             expected = _litert_class(demo_models / chosen / "model.tflite", pixels)
             assert page.locator("#answer").inner_text().startswith(expected + " (")
             assert expected == CLASS_NAMES[labels[0]]  # the shipped model gets this test image right
+            page.wait_for_selector("#chart .barlayer .point", state="attached", timeout=30_000)  # drawn after the answer
             assert page.locator("#chart .barlayer .point").count() == 10
             rows = page.locator("#models-table tbody tr")
             assert rows.count() == len(SHIPPED)
