@@ -379,3 +379,28 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
     assert "the demo takes images up to 0.1 MB" in message, message
     assert not violations, violations  # the page runs under its Content-Security-Policy
     assert "Traceback" not in log, log
+
+
+# ---------------------------------------------------------------- SSH targets
+
+
+@pytest.mark.parametrize("target, part", [
+    ("ssh://-oProxyCommand=touch%20PWNED@example.com", "user"),
+    ("ssh://-oProxyCommand=touch PWNED@example.com", "user"),
+    ("ssh://pi@-oProxyCommand=touch", "host"),
+])
+def test_ssh_targets_that_would_be_options_are_refused(bundle, tmp_path, monkeypatch, target, part):
+    monkeypatch.chdir(tmp_path)
+    code, output = run_cli("bench", bundle, "--sample", "--target", target)
+    assert_one_line_error(code, output, f"the {part} '-o")
+    assert "start with '-'" in output
+    assert not list(tmp_path.iterdir())  # no command ran
+
+
+def test_the_ssh_destination_comes_after_the_end_of_options():
+    from edge_fm.bench import SshTarget, parse_target
+
+    command = parse_target("ssh://pi@raspberrypi.local:2222", ssh_options=("UserKnownHostsFile=/k",)).ssh_command("true")
+    assert command[-3:] == ["--", "pi@raspberrypi.local", "true"], command
+    with pytest.raises(EdgeFMError, match="the host '-p' is not a host name"):
+        SshTarget(host="-p")
