@@ -404,3 +404,67 @@ def test_the_ssh_destination_comes_after_the_end_of_options():
     assert command[-3:] == ["--", "pi@raspberrypi.local", "true"], command
     with pytest.raises(EdgeFMError, match="the host '-p' is not a host name"):
         SshTarget(host="-p")
+
+
+# ---------------------------------------------------------------- data in the wrong places
+
+
+def _data_folder(tmp_path: Path, data_dir: Path, layout: dict[str, str]) -> Path:
+    """A data folder whose four standard names point at ``layout[name]`` of the real dataset."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name, source in layout.items():
+        (folder / name).symlink_to(data_dir / source)
+    return folder
+
+
+TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
+TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
+
+
+@pytest.mark.parametrize("layout, expected", [
+    ({TRAIN_IMAGES: TEST_IMAGES, TRAIN_LABELS: TEST_LABELS, TEST_IMAGES: TRAIN_IMAGES, TEST_LABELS: TRAIN_LABELS},
+     "the test files hold 60,000 images and the training files 10,000, the sizes of Fashion-MNIST's training and "
+     "test splits: the train and test files are swapped"),
+    ({TRAIN_IMAGES: TRAIN_IMAGES, TRAIN_LABELS: TRAIN_LABELS, TEST_IMAGES: TRAIN_IMAGES, TEST_LABELS: TRAIN_LABELS},
+     "the test split is the training split (60,000 of its 60,000 images are training images)"),
+], ids=["swapped", "identical"])
+def test_bench_refuses_a_test_split_that_is_the_training_split(bundle, data_dir, tmp_path, layout, expected):
+    # Before: "the Fashion-MNIST test split" at 94.97% and exit 0.
+    folder = _data_folder(tmp_path, data_dir, layout)
+    code, output = run_cli("bench", bundle, "--data-dir", folder, "--runs", "1", "--min-seconds", "0", "--threads", "1")
+    assert_one_line_error(code, output, expected)
+    assert "run `edge-fm data fetch` into an empty folder" in output
+
+
+def test_a_test_split_overlapping_the_training_split_is_refused(tmp_path):
+    from edge_fm import data
+
+    train, train_labels = data.load_split("train", data.SAMPLE_DIR)
+    test, test_labels = data.load_split("test", data.SAMPLE_DIR)
+    test = test.copy()
+    test[::10] = train[: len(test[::10])]  # a tenth of the test images are training images
+    folder = tmp_path / "overlapping"
+    for (image_name, label_name), (images, labels) in zip(data.FILES.values(), ((train, train_labels), (test, test_labels))):
+        data.write_idx(folder / image_name, images.reshape(-1, 28, 28))
+        data.write_idx(folder / label_name, labels)
+    code, output = run_cli("data", "info", "--data-dir", folder)
+    assert_one_line_error(code, output, "the test split overlaps the training split (100 of its 1,000 images are "
+                                        "training images)")
+    assert data.load_split("test", data.SAMPLE_DIR)[0].shape == (1000, 28, 28, 1)  # the sample itself is fine
+
+
+def test_a_full_size_split_with_unbalanced_classes_is_refused(data_dir, tmp_path):
+    from edge_fm import data
+
+    folder = tmp_path / "relabelled"
+    folder.mkdir()
+    for name in (TRAIN_IMAGES, TRAIN_LABELS, TEST_IMAGES):
+        (folder / name).symlink_to(data_dir / name)
+    labels = data.read_idx(data_dir / TEST_LABELS).copy()
+    labels[labels == 9] = 0  # no ankle boots left
+    data.write_idx(folder / TEST_LABELS, labels)
+    with pytest.raises(EdgeFMError, match="the test split's classes hold 0 to 2,000 images, where Fashion-MNIST's hold "
+                                          "1,000 each"):
+        data.load_split("test", folder)
+    assert len(data.load_split("test", data_dir)[1]) == 10_000  # the real dataset passes
