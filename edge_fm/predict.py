@@ -14,6 +14,7 @@ from edge_fm.data import CLASS_NAMES
 from edge_fm.errors import EdgeFMError
 from edge_fm.images import image_to_input
 from edge_fm.io import read_json
+from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
 __all__ = ["Prediction", "classify_files", "image_to_input", "load_artifact"]
@@ -45,24 +46,31 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
         raise EdgeFMError(str(exc)) from None
     labels = list(CLASS_NAMES)
     sidecar = model_path.with_name("model.json")
-    if sidecar.is_file():
-        description = read_json(sidecar)
-        labels = description.get("labels", labels) if isinstance(description, dict) else labels
-    _check_shapes(model, labels, model_path)
+    has_sidecar = sidecar.is_file()
+    if has_sidecar:
+        description = read_json(sidecar)  # checked: an object whose labels are one-line strings
+        if "labels" in description:
+            labels = check_labels(description["labels"], f"{sidecar}: field 'labels'")
+    _check_shapes(model, labels, model_path, has_sidecar)
     return model, labels
 
 
-def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path) -> None:
+def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path, has_sidecar: bool = True) -> None:
     # Another model's .tflite (or a bundle whose model.json lists other labels) would fail later
     # with a shape error or print wrong names; say so up front.
     image_shape = tuple(int(d) for d in model.input["shape"][1:])
     classes = int(model.output["shape"][-1])
     if image_shape != (28, 28, 1):
         raise EdgeFMError(f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`.")
-    if not isinstance(labels, list) or len(labels) != classes:
+    if len(labels) != classes and not has_sidecar:
         raise EdgeFMError(
-            f"{model_path.with_name('model.json')} lists {len(labels) if isinstance(labels, list) else 'no'} labels "
-            f"but the model outputs {classes} classes: re-export the bundle with `edge-fm export`."
+            f"{model_path} outputs {classes} classes, and with no model.json beside it the labels are Fashion-MNIST's "
+            f"{len(labels)}: pass the bundle folder made by `edge-fm export`, which holds the model's labels."
+        )
+    if len(labels) != classes:
+        raise EdgeFMError(
+            f"{model_path.with_name('model.json')} lists {len(labels)} labels but the model outputs {classes} classes: "
+            "re-export the bundle with `edge-fm export`."
         )
 
 

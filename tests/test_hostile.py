@@ -468,3 +468,106 @@ def test_a_full_size_split_with_unbalanced_classes_is_refused(data_dir, tmp_path
                                           "1,000 each"):
         data.load_split("test", folder)
     assert len(data.load_split("test", data_dir)[1]) == 10_000  # the real dataset passes
+
+
+# ---------------------------------------------------------------- files read back
+
+
+def _bundle_with(tmp_path: Path, bundle: Path, name: str, edit) -> Path:
+    """A copy of ``bundle`` under ``tmp_path/name`` whose files ``edit(folder)`` then changes."""
+    copy = tmp_path / name
+    shutil.copytree(bundle, copy)
+    edit(copy)
+    return copy
+
+
+def _model_json(text_of):
+    def edit(folder: Path) -> None:
+        description = json.loads((folder / "model.json").read_text())
+        (folder / "model.json").write_text(text_of(description))
+    return edit
+
+
+BAD_MODEL_JSON = {
+    "huge-integer": (_model_json(lambda d: json.dumps(d)[:-1] + ', "seed": ' + "9" * 5000 + "}"),
+                     "model.json holds an integer of 5,000 digits (at most 40 are read)"),
+    "deep": (_model_json(lambda d: "[" * 100_000 + "]" * 100_000),
+             "model.json is nested too deeply to read (at most 64 levels)"),
+    "list": (_model_json(lambda d: "[1, 2, 3]"), "model.json: the file holds a list of 3, not an object of named fields"),
+    "number-label": (_model_json(lambda d: json.dumps({**d, "labels": [7] + d["labels"][1:]})),
+                     "model.json: field 'labels' item 0 should be a string, not the number 7"),
+    "two-line-label": (_model_json(lambda d: json.dumps({**d, "labels": ["Shirt\nrm -rf /"] + d["labels"][1:]})),
+                       "model.json: field 'labels' item 0 ('Shirt\\nrm -rf /') is not a label: labels are one-line strings"),
+    "shape-as-text": (_model_json(lambda d: json.dumps({**d, "input": {**d["input"], "shape": "28x28"}})),
+                      "model.json: field 'input.shape' should be a list, not the string '28x28'"),
+    "not-json": (_model_json(lambda d: "{'labels': "), "model.json is not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_MODEL_JSON)
+@pytest.mark.parametrize("command", ["predict", "serve", "report", "export-mobile"])
+def test_a_bad_model_json_is_one_line_naming_the_file_and_field(bundle, tmp_path, monkeypatch, case, command):
+    edit, expected = BAD_MODEL_JSON[case]
+    broken = _bundle_with(tmp_path, bundle, "broken", edit)
+    image = tmp_path / "shirt.png"
+    Image.new("L", (56, 56), 200).save(image)
+    monkeypatch.chdir(tmp_path)
+    argv = {"predict": ["predict", broken, image], "serve": ["serve", broken, "--port", free_port()],
+            "report": ["report", broken, "--sample", "--out", tmp_path / "report.html"],
+            "export-mobile": ["export", broken, "--for", "mobile"]}[command]
+    code, output = run_cli(*argv)
+    assert_one_line_error(code, output, expected)
+    assert str(broken / "model.json") in output
+
+
+def test_non_string_labels_are_never_printed_as_classes(bundle, tmp_path):
+    broken = _bundle_with(tmp_path, bundle, "broken", BAD_MODEL_JSON["number-label"][0])
+    from edge_fm.predict import load_artifact
+
+    with pytest.raises(EdgeFMError, match="field 'labels' item 0 should be a string"):
+        load_artifact(broken)
+
+
+def _card_front(front: str):
+    def edit(folder: Path) -> None:
+        body = (folder / "MODEL_CARD.md").read_text().split("---", 2)[2]
+        (folder / "MODEL_CARD.md").write_text(f"---\n{front}---{body}")
+    return edit
+
+
+@pytest.mark.parametrize("front, expected", [
+    ("model-index:\n- name: x\n  results:\n  - metrics: [7]\n",
+     "front matter field 'model-index[0].results[0].metrics' item 0 should be an object, not the number 7"),
+    ("model-index:\n- results:\n  - metrics:\n    - {type: accuracy, name: int8 artifact, value: high}\n",
+     "holds an accuracy of 'high', not a percentage"),
+    ("license: [mit\n", "MODEL_CARD.md: the front matter is not valid YAML (line 3)"),
+    ("- just\n- a list\n", "the front matter holds a list of 2, not the card's fields"),
+], ids=["metric-not-a-mapping", "accuracy-not-a-number", "not-yaml", "a-list"])
+@pytest.mark.parametrize("command", ["serve", "report"])
+def test_bad_card_front_matter_is_one_line(bundle, tmp_path, front, expected, command):
+    folder = tmp_path / "models"
+    folder.mkdir()
+    _bundle_with(folder, bundle, "carded", _card_front(front))
+    argv = (["serve", folder, "--port", free_port()] if command == "serve"
+            else ["report", folder, "--sample", "--out", tmp_path / "report.html"])
+    code, output = run_cli(*argv)
+    assert_one_line_error(code, output, expected)
+    assert str(folder / "carded" / "MODEL_CARD.md") in output
+
+
+def test_a_bench_result_with_wrong_field_types_is_one_line(bundle, tmp_path):
+    result = {"target": "local", "environment": {}, "test_set": {},
+              "rows": [{"artifact": SHIPPED, "model": SHIPPED, "status": "ok", "accuracy": "93%"}]}
+    (tmp_path / "bench.json").write_text(json.dumps(result))
+    code, output = run_cli("serve", bundle.parent, "--bench", tmp_path / "bench.json", "--port", free_port())
+    assert_one_line_error(code, output, "bench.json: field 'rows[0].accuracy' should be a number, not the string '93%'")
+
+
+def test_an_oversized_json_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    from edge_fm import records
+    from edge_fm.io import read_json
+
+    monkeypatch.setattr(records, "MAX_BYTES", 1000)
+    (tmp_path / "manifest.json").write_text(json.dumps({"files": {}, "padding": "x" * 2000}))
+    with pytest.raises(EdgeFMError, match=r"manifest.json is 0 MB, more than the 0 MB edge-fm reads back"):
+        read_json(tmp_path / "manifest.json")
