@@ -571,3 +571,57 @@ def test_an_oversized_json_is_refused_before_it_is_read(tmp_path, monkeypatch):
     (tmp_path / "manifest.json").write_text(json.dumps({"files": {}, "padding": "x" * 2000}))
     with pytest.raises(EdgeFMError, match=r"manifest.json is 0 MB, more than the 0 MB edge-fm reads back"):
         read_json(tmp_path / "manifest.json")
+
+
+# ---------------------------------------------------------------- messages
+
+
+@pytest.fixture(scope="module")
+def odd_models(tmp_path_factory) -> dict[str, Path]:
+    """Bare .tflite files of other datasets' shapes: 32x32 colour input, and 5 classes."""
+    from edge_fm.compat import keras
+    from edge_fm.export import convert, get_format
+
+    folder = tmp_path_factory.mktemp("odd")
+    models = {}
+    for name, shape, classes in (("colour32", (32, 32, 3), 10), ("five-classes", (28, 28, 1), 5)):
+        inputs = keras.Input(shape)
+        model = keras.Model(inputs, keras.layers.Dense(classes, activation="softmax")(keras.layers.Flatten()(inputs)))
+        models[name] = folder / f"{name}.tflite"
+        models[name].write_bytes(convert(model, get_format("fp32"), "float32"))
+    return models
+
+
+def test_bench_names_each_failed_artifact_on_a_line_of_its_own(odd_models, bundle):
+    code, output = run_cli("bench", odd_models["colour32"], odd_models["five-classes"], bundle / "model.tflite", "--sample",
+                           "--runs", "5", "--min-seconds", "0", "--threads", "1", "--min-accuracy", "0.5")
+    assert code == 1, output
+    lines = output.splitlines()
+    assert f"error: colour32 ({odd_models['colour32']}): the model expects 32x32 colour (3 channels) input and the test " \
+           "images are 28x28 grey." in lines, output
+    assert f"error: five-classes ({odd_models['five-classes']}): the model outputs 5 classes and the test set has 10." \
+           in lines, output
+    assert "reshape" not in output and "out of bounds" not in output and "below --min-accuracy" not in output, output
+    table = [line for line in lines if line.startswith("│")]
+    assert len(table) == 3, output  # one line per artifact: no reason wrapped inside a cell
+    assert "the 1 artifact(s) measured reach 50.00%" in output
+
+
+def test_predict_on_a_bare_tflite_names_no_missing_model_json(odd_models, tmp_path):
+    image = tmp_path / "shirt.png"
+    Image.new("L", (56, 56), 200).save(image)
+    code, output = run_cli("predict", odd_models["five-classes"], image)
+    assert_one_line_error(code, output, f"{odd_models['five-classes']} outputs 5 classes, and with no model.json beside "
+                                        "it the labels are Fashion-MNIST's 10")
+    assert "model.json lists" not in output
+
+
+@pytest.mark.slow
+def test_optimize_prints_its_error_alone(tmp_path):
+    # In a fresh process: TensorFlow's start-up lines go to the process's stderr, past any capture.
+    done = subprocess.run([sys.executable, "-c", CLI, "optimize", "no-such-run", "--prune", "0.5"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1
+    assert done.stdout.strip() == ""
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: no-such-run does not exist"), done.stderr
