@@ -121,6 +121,12 @@ def test_predict_refuses_hostile_shapes_in_one_line_before_decoding(hostile_imag
     assert printed.startswith("EdgeFMError") and peak < 20, (peak, printed)
 
 
+def test_explain_reads_images_through_the_same_bounded_reader(hostile_images, bundle, tmp_path):
+    code, output = run_cli("explain", bundle, hostile_images["thin"], "--out", tmp_path / "explained")
+    assert_one_line_error(code, output, "thin.png is 89000000x1 pixels, more than 10 times as long as it is wide")
+    assert not (tmp_path / "explained").exists()
+
+
 @needs_proc
 def test_a_huge_jpeg_is_decoded_reduced_in_bounded_memory(hostile_images, bundle):
     peak, printed = _peak_extra_mb(DECODE, str(hostile_images["photo"]))
