@@ -36,8 +36,17 @@ runner = CliRunner()
 
 
 def run_cli(*argv, env: dict | None = None) -> tuple[int, str]:
-    """Runs ``edge-fm ARGV``; returns the exit code and everything printed."""
-    with runner.isolation(env=env) as (out, err, *_):
+    """Runs ``edge-fm ARGV``; returns the exit code and everything printed.
+
+    ``edge-fm serve`` replaces its process with the server once its checks pass: here that
+    would be the test run itself, so reaching that point fails the test instead.
+    """
+    def no_exec(*args, **kwargs):
+        raise AssertionError("edge-fm serve passed its checks and would have started serving")
+
+    with runner.isolation(env=env) as (out, err, *_), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "execv", no_exec)
+        patch.setattr(os, "execve", no_exec)
         code = main([str(arg) for arg in argv])
         printed = out.getvalue().decode() + err.getvalue().decode()
     return code, printed
