@@ -146,14 +146,19 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Reads a JSON file.
+    """Reads a JSON file, checked by :mod:`edge_fm.records` (size, nesting, integers, its kind's fields).
 
     Raises:
-        EdgeFMError: The file is missing, a folder, unreadable, or not valid JSON.
+        EdgeFMError: The file is missing, a folder, unreadable, not valid JSON, or not what its
+            name says (one line naming the field).
     """
+    from edge_fm.records import check_size, parse_json
+
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        if path.is_file():
+            check_size(path)
+        return parse_json(path.read_text(), path)
     except FileNotFoundError:
         raise EdgeFMError(f"{path}: no such file.") from None
     except IsADirectoryError:

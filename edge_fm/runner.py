@@ -348,6 +348,7 @@ def measure(artifact: str, test_data: str, threads: int, options: dict, with_acc
         "shape": [int(d) for d in model.input["shape"]],
         "dtype": np.dtype(model.input["dtype"]).name,
     }
+    check_fits(model, images, labels)
     model._resize(1)
     # As benchmark_model does: the input is set once and each timed run is one invoke().
     model.interpreter.set_tensor(model.input["index"], model.quantize_input(images[:1]))
@@ -379,6 +380,34 @@ def measure(artifact: str, test_data: str, threads: int, options: dict, with_acc
         row["peak_rss_with_accuracy_mb"] = peak_rss_mb()
     row["status"] = "ok"
     return row
+
+
+def check_fits(model: TFLiteModel, images: np.ndarray, labels: np.ndarray) -> None:
+    """Refuses, in words, a model whose input or output does not fit the test set (another dataset's model).
+
+    Raises:
+        RunnerError: The input shape differs from the test images', or the model has fewer
+            outputs than the test set has classes.
+    """
+    expected = tuple(int(d) for d in model.input["shape"][1:])
+    found = tuple(int(d) for d in images.shape[1:]) + (
+        (1,) if images.ndim == 3 else ()
+    )  # (N, 28, 28): one channel
+    if int(np.prod(expected)) != int(np.prod(found)):
+        raise RunnerError(
+            f"the model expects {_shape_words(expected)} input and the test images are {_shape_words(found)}."
+        )
+    classes = int(model.output["shape"][-1])
+    needed = int(labels.max()) + 1 if len(labels) else 0
+    if classes < needed:
+        raise RunnerError(f"the model outputs {classes} classes and the test set has {needed}.")
+
+
+def _shape_words(shape: tuple[int, ...]) -> str:
+    """(28, 28, 1) -> "28x28 grey"; (32, 32, 3) -> "32x32 colour (3 channels)"."""
+    if len(shape) == 3 and shape[2] in (1, 3):
+        return f"{shape[0]}x{shape[1]} {'grey' if shape[2] == 1 else 'colour (3 channels)'}"
+    return "x".join(map(str, shape)) + "-valued"
 
 
 def artifact_name(path: str) -> str:

@@ -182,10 +182,11 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
             sent = time.perf_counter()
             upload.set_input_files(str(shoe))
             page.wait_for_function(
-                "document.querySelector('#source').textContent.includes('test-image.png')", timeout=30_000
+                "() => document.querySelector('#source').textContent.includes('test-image.png')",
+                timeout=30_000,
             )
             page.wait_for_function(
-                "!document.querySelector('#answer').textContent.includes('...')", timeout=30_000
+                "() => !document.querySelector('#answer').textContent.includes('...')", timeout=30_000
             )
             print(f"server: answer {time.perf_counter() - sent:.2f} s after the upload")
 
@@ -196,6 +197,9 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
             expected = _litert_class(demo_models / chosen / "model.tflite", pixels)
             assert page.locator("#answer").inner_text().startswith(expected + " (")
             assert expected == CLASS_NAMES[labels[0]]  # the shipped model gets this test image right
+            page.wait_for_selector(
+                "#chart .barlayer .point", state="attached", timeout=30_000
+            )  # drawn after the answer
             assert page.locator("#chart .barlayer .point").count() == 10
             rows = page.locator("#models-table tbody tr")
             assert rows.count() == len(SHIPPED)
@@ -211,7 +215,7 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
                 upload.set_input_files(str(path))
                 try:
                     page.wait_for_function(
-                        f"document.querySelector('#message').textContent.includes({message!r})",
+                        f"() => document.querySelector('#message').textContent.includes({message!r})",
                         timeout=30_000,
                     )
                 except Exception:
@@ -220,9 +224,11 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
                     )
 
             page.locator("button[title='Trouser']").click()
-            page.wait_for_function("document.querySelector('#message').textContent === ''", timeout=30_000)
             page.wait_for_function(
-                "document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000
+                "() => document.querySelector('#message').textContent === ''", timeout=30_000
+            )
+            page.wait_for_function(
+                "() => document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000
             )
     finally:
         log = _stop(server)

@@ -47,12 +47,9 @@ def read_bench(path: Path | str) -> dict[str, Any]:
     Raises:
         EdgeFMError: The file is missing, not JSON, or not a result of ``edge-fm bench``.
     """
-    result = read_json(path)
-    if not isinstance(result, dict) or not isinstance(result.get("rows"), list):
-        raise EdgeFMError(
-            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
-        )
-    return result
+    from edge_fm.records import check_bench_result
+
+    return check_bench_result(read_json(path), path)
 
 
 def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[list[dict[str, Any]], str]:
@@ -112,7 +109,7 @@ def _card_figures(bundle: Path) -> dict[str, Any]:
         return {}
     text = card.read_text(errors="replace")
     figures: dict[str, Any] = {}
-    accuracy = _card_accuracy(text)
+    accuracy = _card_accuracy(text, card)
     if accuracy is not None:
         figures["accuracy"] = accuracy
     match = _CARD_LATENCY.search(text)
@@ -124,17 +121,23 @@ def _card_figures(bundle: Path) -> dict[str, Any]:
     return figures
 
 
-def _card_accuracy(text: str) -> float | None:
-    import yaml
+def _card_accuracy(text: str, card: Path | str = "MODEL_CARD.md") -> float | None:
+    from edge_fm.records import parse_front_matter
 
-    if not text.startswith("---"):
-        return None
+    front = parse_front_matter(
+        text, card
+    )  # checked: a mapping whose model-index is shaped as the convention says
     try:
-        front = yaml.safe_load(text.split("---", 2)[1]) or {}
         metrics = front["model-index"][0]["results"][0]["metrics"]
-    except (yaml.YAMLError, KeyError, IndexError, TypeError):
+    except (KeyError, IndexError, TypeError):
         return None
     for metric in metrics:
         if metric.get("type") == "accuracy" and "artifact" in str(metric.get("name", "")):
-            return float(metric["value"]) / 100
+            value = metric.get("value")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
+                raise EdgeFMError(
+                    f"{card}: front matter field 'model-index[0].results[0].metrics' holds an accuracy of "
+                    f"{value!r}, not a percentage; regenerate the card with `edge-fm ship`."
+                )
+            return float(value) / 100
     return None

@@ -93,6 +93,17 @@ class SshTarget:
     python: str = "python3"
     connect_timeout: int = 10
 
+    def __post_init__(self) -> None:
+        # ssh would read a user or host that starts with "-" as an option (-oProxyCommand=... runs a command).
+        for part, value in (("host", self.host), ("user", self.user)):
+            if value is not None and (
+                not value or value.startswith("-") or not value.isprintable() or " " in value
+            ):
+                raise EdgeFMError(
+                    f"target {self.name}: the {part} {value!r} is not a {part} name (it may not be empty, "
+                    "start with '-' or hold spaces); write ssh://user@host[:port]."
+                )
+
     @property
     def name(self) -> str:
         return f"ssh://{self.user + '@' if self.user else ''}{self.host}{':' + str(self.port) if self.port else ''}"
@@ -122,7 +133,8 @@ class SshTarget:
             command += ["-i", str(self.identity), "-o", "IdentitiesOnly=yes"]
         if self.port:
             command += ["-p", str(self.port)]
-        command += [f"{self.user}@{self.host}" if self.user else self.host, "--", remote]
+        # Everything after "--" is the destination and the remote command, never an option.
+        command += ["--", f"{self.user}@{self.host}" if self.user else self.host, remote]
         return command
 
     def call(self, remote: str, timeout: float, stdin: bytes | None = None) -> subprocess.CompletedProcess:

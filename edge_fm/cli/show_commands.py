@@ -99,18 +99,28 @@ def serve_command(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8050,
     expose: Annotated[
-        bool, typer.Option("--expose", help="Confirm serving beyond this machine (no authentication).")
+        bool,
+        typer.Option("--expose", help="Confirm serving beyond this machine (add --key to require a key)."),
     ] = False,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
     bench: Annotated[
         Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")
+    ] = None,
+    key: Annotated[
+        Optional[str],
+        typer.Option(
+            envvar="EDGE_FM_SERVE_KEY",
+            show_envvar=True,
+            help="Access key the browser must give as its password (any user name).",
+        ),
     ] = None,
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 
     Needs the demo extra: pip install 'edge-fm\\[demo]'.
     Example: edge-fm serve models/ --port 8050
+    Example: EDGE_FM_SERVE_KEY=... edge-fm serve models/ --host 0.0.0.0 --expose
     """
     from edge_fm import ServeConfig, serve_in_fresh_process
 
-    serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench))
+    serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench, key))

@@ -39,6 +39,7 @@ NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SHAPE = (28, 28, 1)
 
 # split -> (images file, labels file), the standard names of the original release.
+EXPECTED_COUNTS = {"train": 60_000, "test": 10_000}  # images per split of the original release
 FILES: dict[str, tuple[str, str]] = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -162,7 +163,8 @@ def load_split(split: str, data_dir: Path | str | None = None) -> tuple[np.ndarr
         ``(images, labels)``: uint8 ``(N, 28, 28, 1)`` and uint8 ``(N,)``.
 
     Raises:
-        EdgeFMError: Files missing, corrupt, or images and labels that do not belong together.
+        EdgeFMError: Files missing, corrupt, or images and labels that do not belong together; a
+            test split that is, or overlaps, the training split (see :mod:`edge_fm.data.sanity`).
     """
     if split not in FILES:
         raise EdgeFMError(f"unknown split {split!r}; use 'train' or 'test'.")
@@ -176,6 +178,10 @@ def load_split(split: str, data_dir: Path | str | None = None) -> tuple[np.ndarr
         )
     images, labels = read_idx(image_file), read_idx(label_file)
     _check_pair(images, labels, image_file, label_file)
+    if split == "test":
+        from edge_fm.data.sanity import check_splits
+
+        check_splits(directory)  # a test split that is, or overlaps, the training split is refused
     return images.reshape(-1, *IMAGE_SHAPE), labels
 
 

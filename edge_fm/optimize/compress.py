@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tensorflow_model_optimization as tfmot
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+
+# First: importing TensorFlow through the shim hides its start-up log lines; tfmot imports it too.
+from edge_fm.compat import keras  # isort: skip
+import tensorflow_model_optimization as tfmot  # isort: skip
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (  # isort: skip
     default_8bit_quantize_configs,
 )
 
-from edge_fm.compat import keras
 from edge_fm.data.datasets import Dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import write_json

@@ -1,19 +1,23 @@
-"""Classifying real image files with an exported artifact, preprocessed as docs/mobile.md describes."""
+"""Classifying real image files with an exported artifact, preprocessed as docs/mobile.md describes.
+
+Images are read by :func:`edge_fm.data.images.image_to_input` (re-exported here).
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 from edge_fm.data.datasets import CLASS_NAMES
+from edge_fm.data.images import image_to_input
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, Bundle
+from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
-BORDER_FRACTION = 0.08  # share of each side read to decide what the background is
+__all__ = ["Prediction", "classify_files", "image_to_input", "load_artifact"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,111 +28,6 @@ class Prediction:
     top: list[tuple[str, float]]  # (class name, probability), best first
     inverted: bool = False  # the image had a light background and was inverted
     error: str | None = None
-
-
-def image_to_input(path: Path | str) -> tuple[np.ndarray, bool]:
-    """Turns an image file (PNG, JPEG, ...; any size, colour or grey) into a 28x28 uint8 array.
-
-    Fashion-MNIST shows a light object on a black background, centred and filling the frame, so:
-    greyscale; invert when the border is light (a photo of an object on a light surface); pad to
-    a square with black; resize to 28x28. Palette, 16-bit, float, CMYK and transparent images are
-    converted first (16-bit scaled to 0-255, transparency over white); an animation gives its
-    first frame.
-
-    Returns:
-        ``(pixels, inverted)``: ``(28, 28)`` uint8 values 0-255 and whether it was inverted.
-
-    Raises:
-        EdgeFMError: The file is missing, empty, a folder, not a readable image, or so large that
-            decoding it could exhaust memory (above Pillow's decompression-bomb limit).
-    """
-    from PIL import Image
-
-    path = Path(path)
-    _check_image_file(path)
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice it; both mean a bomb-sized image.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                grey = _to_grey(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise EdgeFMError(
-            f"{path}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's guard against decompression bombs; "
-            "downscale it first (the model sees 28x28)."
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file; all mean the same to a user
-        raise EdgeFMError(
-            f"{path}: not a readable image ({_decode_reason(exc)}); use a PNG or JPEG file."
-        ) from None
-    if grey.size == 0:
-        raise EdgeFMError(f"{path}: the image has no pixels.")
-    inverted = _border_is_light(grey)
-    if inverted:
-        grey = 255 - grey
-    side = max(grey.shape)
-    square = np.zeros((side, side), dtype=np.uint8)
-    top, left = (side - grey.shape[0]) // 2, (side - grey.shape[1]) // 2
-    square[top : top + grey.shape[0], left : left + grey.shape[1]] = grey
-    resized = Image.fromarray(square).resize((28, 28), Image.Resampling.LANCZOS)
-    return np.asarray(resized, dtype=np.uint8), inverted
-
-
-def _check_image_file(path: Path) -> None:
-    if not path.exists():
-        raise EdgeFMError(f"{path}: no such file.")
-    if path.is_dir():
-        raise EdgeFMError(f"{path} is a folder: pass image files (e.g. {path}/*.png).")
-    if path.stat().st_size == 0:
-        raise EdgeFMError(f"{path}: the file is empty; pass a PNG or JPEG image.")
-
-
-def _decode_reason(exc: Exception) -> str:
-    from PIL import UnidentifiedImageError
-
-    if isinstance(exc, UnidentifiedImageError):
-        return "not an image format Pillow knows"
-    text = str(exc).splitlines()[0] if str(exc) else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _to_grey(image) -> np.ndarray:
-    """Greyscale uint8 pixels of the first frame, whatever the mode."""
-    from PIL import Image, ImageOps
-
-    image.seek(0)  # an animated GIF or PNG: its first frame
-    image = ImageOps.exif_transpose(image)
-    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        return _wide_to_uint8(np.asarray(image), image.mode)
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        image.mode == "P" and "transparency" in image.info
-    ):
-        # Transparent areas become white, as a photo's background would be.
-        image = image.convert("RGBA")
-        canvas = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(canvas, image)
-    return np.asarray(image.convert("L"), dtype=np.uint8)
-
-
-def _wide_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
-    # Converting to 8 bits with Pillow would clip, turning every mid-grey 16-bit pixel white.
-    values = values.astype(np.float64)
-    if mode == "F":
-        full_scale = 1.0 if values.size and values.max() <= 1.0 else 255.0  # 0-1 floats, else 0-255
-    elif mode == "I" and values.size and values.max() <= 255:
-        full_scale = 255.0  # 32-bit integers that hold 8-bit values
-    else:
-        full_scale = 65535.0  # 16-bit samples (Pillow reads some 16-bit files as mode I)
-    return np.clip(np.round(values * (255.0 / full_scale)), 0, 255).astype(np.uint8)
-
-
-def _border_is_light(grey: np.ndarray) -> bool:
-    height, width = grey.shape
-    band_h, band_w = max(1, int(height * BORDER_FRACTION)), max(1, int(width * BORDER_FRACTION))
-    border = np.concatenate(
-        [grey[:band_h].ravel(), grey[-band_h:].ravel(), grey[:, :band_w].ravel(), grey[:, -band_w:].ravel()]
-    )
-    return float(np.median(border)) > 127
 
 
 def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
@@ -147,16 +46,14 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
         model = TFLiteModel(model_path=str(model_path))
     except RunnerError as exc:
         raise EdgeFMError(str(exc)) from None
-    labels = (
-        list(Bundle.open(model_path).labels or CLASS_NAMES)
-        if model_path.suffix == ".tflite"
-        else list(CLASS_NAMES)
-    )
-    _check_shapes(model, labels, model_path)
+    bundle = Bundle.open(model_path) if model_path.suffix == ".tflite" else None
+    labels = list(bundle.labels or CLASS_NAMES) if bundle else list(CLASS_NAMES)
+    labels = check_labels(labels, f"{model_path.parent}: labels")
+    _check_shapes(model, labels, model_path, bool(bundle and bundle.has_sidecar))
     return model, labels
 
 
-def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path) -> None:
+def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path, has_sidecar: bool = True) -> None:
     # Another model's .tflite (or a bundle whose model.json lists other labels) would fail later
     # with a shape error or print wrong names; say so up front.
     image_shape = tuple(int(d) for d in model.input["shape"][1:])
@@ -165,10 +62,14 @@ def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path) -> No
         raise EdgeFMError(
             f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`."
         )
-    if not isinstance(labels, list) or len(labels) != classes:
+    if len(labels) != classes and not has_sidecar:
         raise EdgeFMError(
-            f"{model_path.with_name(DESCRIPTION_FILE)} lists "
-            f"{len(labels) if isinstance(labels, list) else 'no'} labels "
+            f"{model_path} outputs {classes} classes, and with no model.json beside it the labels are Fashion-MNIST's "
+            f"{len(labels)}: pass the bundle folder made by `edge-fm export`, which holds the model's labels."
+        )
+    if len(labels) != classes:
+        raise EdgeFMError(
+            f"{model_path.with_name(DESCRIPTION_FILE)} lists {len(labels)} labels "
             f"but the model outputs {classes} classes: re-export the bundle with `edge-fm export`."
         )
 

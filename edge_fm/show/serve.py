@@ -7,8 +7,11 @@ chart, and an occlusion heat map of where the model looks. Given a folder of bun
 an app developer can choose one.
 
 The server loads no TensorFlow (inference and explanations run on the .tflite through LiteRT),
-so it starts in about a second. It binds 127.0.0.1 unless told otherwise; uploads above a size
-limit, files that are not images and decompression bombs get a message on the page.
+so it starts in about a second. It binds 127.0.0.1 unless told otherwise and serves through
+waitress, a production WSGI server, with security headers and, if given one, an access key
+(HTTP Basic authentication; any user name). Uploads above a size limit, files that are not
+images, images too large to decode at a bounded cost (see :mod:`edge_fm.data.images`) and malformed
+requests get a message, never a traceback; a fixed number of decodes and inferences run at once.
 
 Example:
     $ python -m edge_fm.show.serve models/ --port 8050
@@ -19,12 +22,16 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import dataclasses
+import hmac
 import ipaddress
 import os
+import socket
 import sys
-import tempfile
 import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +54,23 @@ from edge_fm.show.explain import occlusion_map, overlay, png_bytes
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
 DEFAULT_MAX_UPLOAD_MB = 4.0
+KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
+# Uploads decoded at once, each on its own thread (each holds up to edge_fm.data.images.DECODE_BUDGET_BYTES).
+DECODE_SLOTS = 1
+INFERENCE_SLOTS = 2  # requests running models at once
+SERVER_THREADS = 4  # waitress' request threads; more requests wait in its queue
+# The page's own scripts and styles only; images are data: URLs; no framing, no referrer.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+_CSP = (
+    "default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
 # Request bodies above 3 times the upload limit plus 1 MB are refused by the HTTP layer itself
 # (base64 adds a third); a file between the limit and that gets a message on the page.
 _REQUEST_FACTOR, _REQUEST_MARGIN = 3, 1_000_000
@@ -60,9 +84,10 @@ class ServeConfig:
         path: A bundle, a .tflite file, or a folder of bundles (``models/``).
         host: Address to bind; other than loopback only with ``expose``.
         port: TCP port.
-        expose: Confirms a non-loopback ``host`` (the demo has no authentication).
+        expose: Confirms a non-loopback ``host``.
         max_upload_mb: Largest image file accepted, in megabytes.
         bench: A bench result JSON with the models' measured figures (default: their model cards).
+        key: An access key every request must carry (HTTP Basic password, any user name); None for none.
     """
 
     path: Path
@@ -71,17 +96,21 @@ class ServeConfig:
     expose: bool = False
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     bench: Path | None = None
+    key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
+        object.__setattr__(self, "key", self.key or None)  # an empty key (an empty variable) is no key
+        if self.key is not None and (not self.key.isprintable() or self.key != self.key.strip()):
+            raise EdgeFMError("--key: use printable characters without leading or trailing spaces.")
         if not 1 <= self.port <= 65535:
             raise EdgeFMError(f"--port {self.port}: choose a port between 1 and 65535.")
         if self.max_upload_mb <= 0:
             raise EdgeFMError(f"--max-upload-mb {self.max_upload_mb}: give a positive size, e.g. 4.")
         if not is_loopback(self.host) and not self.expose:
             raise EdgeFMError(
-                f"--host {self.host} makes the demo reachable from other machines, and it has no "
-                "authentication; add --expose to confirm, or keep the default 127.0.0.1."
+                f"--host {self.host} makes the demo reachable from other machines; add --expose to "
+                f"confirm (and --key or ${KEY_ENV} to require a key), or keep the default 127.0.0.1."
             )
 
     @property
@@ -131,7 +160,13 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
     Raises:
         EdgeFMError: Nothing loadable there.
     """
-    path = Path(path)
+    with (
+        _native_stderr_quiet()
+    ):  # LiteRT's line about its XNNPACK delegate, once per process that loads a model
+        return _load_models(Path(path), bench)
+
+
+def _load_models(path: Path, bench: Path | str | None) -> list[ServedModel]:
     if path.name == MODEL_FILE and path.is_file():
         path = path.parent  # a bundle's own file: the bundle, with its card
     if path.is_file():  # a bare .tflite: nothing measured beside it but its size
@@ -146,6 +181,28 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
         )
     rows, _ = folder_rows(path, bench)
     return [ServedModel(Path(row["path"]), row) for row in rows]
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet() -> Iterator[None]:
+    """Hides what native code writes to fd 2 inside the block (Python exceptions are unaffected).
+
+    The demo loads no TensorFlow, so it cannot use :func:`edge_fm.compat.native_stderr_silenced`.
+    """
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
@@ -167,30 +224,47 @@ def decode_upload(contents: str, filename: str, max_bytes: int) -> np.ndarray:
     """An uploaded file (a ``data:`` URL from the browser) -> ``(28, 28)`` uint8, as ``edge-fm predict`` sees it.
 
     Raises:
-        EdgeFMError: Over the size limit, not an image, or a decompression bomb (one line for the page).
+        EdgeFMError: Over the size limit, not an image, too large to decode, or a decompression
+            bomb (one line for the page).
     """
-    from edge_fm.show.predict import image_to_input
+    from edge_fm.data.images import image_to_input
 
-    name = Path(filename or "upload").name
-    _, _, payload = (contents or "").partition(",")
+    name = Path(filename if isinstance(filename, str) and filename else "upload").name
+    if not isinstance(contents, str):
+        raise EdgeFMError(f"{name}: the upload was garbled; try again.")
+    _, _, payload = contents.partition(",")
     if len(payload) * 3 // 4 > max_bytes:
-        raise EdgeFMError(
-            f"{name} is {len(payload) * 3 / 4 / 1e6:.1f} MB; the demo takes images up to "
-            f"{max_bytes / 1e6:.1f} MB (the model sees 28x28): downscale it first."
-        )
+        raise EdgeFMError(too_large_message(name, len(payload) * 3 // 4, max_bytes))
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise EdgeFMError(f"{name}: the upload was garbled; try again.") from None
-    with tempfile.TemporaryDirectory(prefix="edge-fm-upload-") as folder:
-        # A neutral file name: the user's name never becomes a path on the server.
-        path = Path(folder) / ("upload" + Path(name).suffix[:8].replace("/", ""))
-        path.write_bytes(data)
-        try:
-            pixels, _ = image_to_input(path)
-        except EdgeFMError as exc:
-            raise EdgeFMError(str(exc).replace(str(path), name)) from None
+    # Decoded from memory: the user's file name never becomes a path on the server.
+    pixels, _ = image_to_input(data, name)
     return pixels
+
+
+def too_large_message(name: str, size: int, max_bytes: int) -> str:
+    """The one line for an upload over the limit (the page says the same before sending it)."""
+    return (
+        f"{name} is {size / 1e6:.1f} MB; the demo takes images up to {max_bytes / 1e6:.1f} MB "
+        "(the model sees 28x28): downscale it first."
+    )
+
+
+def stored_pixels(stored: Any) -> np.ndarray:
+    """The ``(28, 28)`` uint8 image the page holds, checked (a request may carry anything).
+
+    Raises:
+        EdgeFMError: Not an image the page stored.
+    """
+    try:
+        pixels = np.frombuffer(base64.b64decode(stored["pixels"], validate=True), dtype=np.uint8)
+    except (TypeError, KeyError, IndexError, ValueError, binascii.Error):
+        pixels = None
+    if pixels is None or pixels.size != 28 * 28 or not isinstance(stored.get("source"), str):
+        raise EdgeFMError("the image sent was not one the page made; pick a test image or upload one again.")
+    return pixels.reshape(28, 28)
 
 
 # ---------------------------------------------------------------- the page
@@ -206,28 +280,61 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     models = models if models is not None else load_models(config.path, config.bench)
     by_name = {model.name: model for model in models}
     examples = example_images()
+    # Uploads are decoded on a fixed pool of threads: a request thread waits for its turn, and the
+    # decoders' freed buffers stay in their own malloc arenas to be reused, not one per request thread.
+    decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="edge-fm-decode")
+    inferring = threading.BoundedSemaphore(INFERENCE_SLOTS)
     app = dash.Dash(__name__, title="edge-fm demo", update_title=None, serve_locally=True)
     app.server.config["MAX_CONTENT_LENGTH"] = _REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN
     app.layout = serve_page.layout(dcc, html, models, examples, config)
 
-    @app.callback(
-        dash.Output("image", "data"),
-        dash.Output("message", "children"),
+    # In the browser: a file over the limit gets its message without being sent (the server would
+    # refuse the request, and the page would not hear why); the rest goes on to the server.
+    app.clientside_callback(
+        """function(contents, filename) {
+            if (!contents) { return [window.dash_clientside.no_update, window.dash_clientside.no_update]; }
+            var size = Math.floor((contents.length - contents.indexOf(",") - 1) * 3 / 4);
+            var name = String(filename || "upload").split(/[\\/]/).pop();
+            if (size > %d) {
+                return [window.dash_clientside.no_update, name + " is " + (size / 1e6).toFixed(1) +
+                        " MB; the demo takes images up to %.1f MB (the model sees 28x28): downscale it first."];
+            }
+            return [{"contents": contents, "filename": filename}, window.dash_clientside.no_update];
+        }"""
+        % (config.max_upload_bytes, config.max_upload_bytes / 1e6),
+        dash.Output("pending", "data"),
+        dash.Output("message", "children", allow_duplicate=True),
         dash.Input("upload", "contents"),
-        dash.Input({"kind": "example", "index": dash.ALL}, "n_clicks"),
         dash.State("upload", "filename"),
         prevent_initial_call=True,
     )
-    def take_image(contents, _clicks, filename):
+
+    @app.callback(
+        dash.Output("image", "data"),
+        dash.Output("message", "children"),
+        dash.Input("pending", "data"),
+        dash.Input({"kind": "example", "index": dash.ALL}, "n_clicks"),
+        prevent_initial_call=True,
+    )
+    def take_image(pending, _clicks):
         trigger = dash.ctx.triggered_id
         if isinstance(trigger, dict):
-            name, pixels = examples[trigger["index"]]
+            index = trigger.get("index")
+            if not isinstance(index, int) or not 0 <= index < len(examples):
+                return dash.no_update, "no such test image; pick one of those shown."
+            name, pixels = examples[index]
             return serve_page.stored(pixels, f"test image of a {name}"), ""
+        pending = pending if isinstance(pending, dict) else {}
+        filename = pending.get("filename")
         try:
-            pixels = decode_upload(contents, filename, config.max_upload_bytes)
+            pixels = decoder.submit(
+                decode_upload, pending.get("contents"), filename, config.max_upload_bytes
+            ).result()
         except EdgeFMError as exc:
             return dash.no_update, str(exc)
-        return serve_page.stored(pixels, f"upload {Path(filename or 'upload').name}"), ""
+        return serve_page.stored(
+            pixels, f"upload {Path(filename if isinstance(filename, str) and filename else 'upload').name}"
+        ), ""
 
     @app.callback(
         dash.Output("seen", "src"),
@@ -240,12 +347,16 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         dash.Input("model", "value"),
     )
     def show(stored, chosen):
-        pixels = np.frombuffer(base64.b64decode(stored["pixels"]), dtype=np.uint8).reshape(28, 28)
-        model = by_name.get(chosen, models[0])
-        probs = model.answer(pixels)
-        best = int(probs.argmax())
-        heat = model.occlusion(pixels, best)
-        answers = {m.name: (probs if m is model else m.answer(pixels)) for m in models}
+        try:
+            pixels = stored_pixels(stored)
+        except EdgeFMError as exc:
+            return dash.no_update, dash.no_update, str(exc), dash.no_update, dash.no_update, dash.no_update
+        model = by_name.get(chosen, models[0]) if isinstance(chosen, str) else models[0]
+        with inferring:
+            probs = model.answer(pixels)
+            best = int(probs.argmax())
+            heat = model.occlusion(pixels, best)
+            answers = {m.name: (probs if m is model else m.answer(pixels)) for m in models}
         return (
             serve_page.data_uri(png_bytes(pixels)),
             stored["source"],
@@ -255,7 +366,57 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
             serve_page.models_table(html, models, answers, model.name),
         )
 
+    _guard(app, config)
     return app
+
+
+def _guard(app, config: ServeConfig) -> None:
+    """Security headers on every response, the access key on every request, and one log line (not a
+    traceback and an HTTP 500 page) for a request the demo cannot understand."""
+    import flask
+    from werkzeug.exceptions import HTTPException
+
+    server = app.server
+    policy: list[str] = []  # computed at the first response, once every inline script is known
+
+    @server.before_request
+    def require_key():
+        if config.key is None:
+            return None
+        given = flask.request.authorization
+        password = (given.password or "") if given is not None and given.type == "basic" else ""
+        if hmac.compare_digest(password.encode(), config.key.encode()):
+            return None
+        return flask.Response(
+            "This demo needs its access key: give it as the password (any user name).\n",
+            401,
+            {
+                "WWW-Authenticate": 'Basic realm="edge-fm demo", charset="UTF-8"',
+                "Content-Type": "text/plain; charset=utf-8",
+            },
+        )
+
+    @server.after_request
+    def add_headers(response):
+        if not policy:
+            policy.append(_CSP.format(hashes=" ".join(app.csp_hashes())))
+        response.headers["Content-Security-Policy"] = policy[0]
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    @server.errorhandler(Exception)
+    def refuse(exc):
+        if isinstance(exc, HTTPException):
+            return exc
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        server.logger.warning(
+            "refused %s %s: %s%s",
+            flask.request.method,
+            flask.request.path,
+            type(exc).__name__,
+            f": {first[:200]}" if first else "",
+        )
+        return flask.jsonify({"message": "the demo could not understand this request."}), 400
 
 
 def _dash():
@@ -272,13 +433,73 @@ def _dash():
 
 
 def run_server(config: ServeConfig, app=None) -> None:
-    """Serves the demo until interrupted (one thread per request; each model answers one at a time)."""
-    app = app or create_app(config)
-    app.run(host=config.host, port=config.port, debug=False, threaded=True)
+    """Serves the demo through waitress until interrupted.
+
+    Raises:
+        EdgeFMError: waitress is not installed, or the address cannot be bound (a busy port, say).
+    """
+    server = make_server(config, app or create_app(config))
+    server.run()
+
+
+def make_server(config: ServeConfig, app):
+    """A waitress server bound to ``config``'s address, not yet serving.
+
+    Raises:
+        EdgeFMError: waitress is not installed, or the address cannot be bound (a busy port, say).
+    """
+    try:
+        from waitress.server import create_server
+    except ImportError:
+        raise EdgeFMError(f"the demo is served by waitress: run `{DEMO_EXTRA_FIX}`.") from None
+    try:
+        return create_server(
+            app.server,
+            host=config.host,
+            port=config.port,
+            threads=SERVER_THREADS,
+            max_request_body_size=_REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN,
+            ident="edge-fm",
+            clear_untrusted_proxy_headers=True,
+        )
+    except OSError as exc:
+        raise _bind_error(config, exc) from None
+
+
+def _bind_error(config: ServeConfig, exc: OSError) -> EdgeFMError:
+    reason = (exc.strerror or str(exc)).lower()
+    if getattr(exc, "errno", None) == 98 or "in use" in reason:
+        reason = "the port is in use by another program"
+    return EdgeFMError(f"cannot serve on {config.host}:{config.port}: {reason}; choose another --port.")
+
+
+def check_address(config: ServeConfig) -> None:
+    """Checks that the demo's address can be bound now (the server binds it again a moment later).
+
+    Raises:
+        EdgeFMError: The port is busy, or the host is not an address of this machine.
+    """
+    try:
+        infos = socket.getaddrinfo(config.host, config.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise EdgeFMError(
+            f"--host {config.host}: {(exc.strerror or str(exc)).lower()}; give an address of this machine."
+        ) from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        if os.name == "posix":
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise _bind_error(config, exc) from None
 
 
 def server_command(config: ServeConfig) -> list[str]:
-    """The command line that serves ``config`` in a fresh Python that loads no TensorFlow."""
+    """The command line that serves ``config`` in a fresh Python that loads no TensorFlow.
+
+    The access key is not on it (command lines are visible to other users): it travels in ``$EDGE_FM_SERVE_KEY``.
+    """
     command = [
         sys.executable,
         "-m",
@@ -302,22 +523,40 @@ def serve_in_fresh_process(config: ServeConfig) -> None:
     """Replaces this process with the server (the CLI has TensorFlow loaded; the server needs none of it).
 
     Raises:
-        EdgeFMError: The configuration or the models are unusable (checked here first, for one clear line).
+        EdgeFMError: The configuration, the address or the models are unusable (checked here first,
+            for one clear line).
     """
-    load_models(config.path, config.bench)
     _dash()
+    _waitress()
+    check_address(config)
+    load_models(config.path, config.bench)
     sys.stdout.flush()
     sys.stderr.flush()
     command = server_command(config)
+    environment = dict(os.environ)
+    environment.pop(KEY_ENV, None)
+    if config.key is not None:
+        environment[KEY_ENV] = config.key
     if os.name == "posix":
-        os.execv(command[0], command)
+        os.execve(command[0], command, environment)
     import subprocess
 
-    raise SystemExit(subprocess.call(command))
+    raise SystemExit(subprocess.call(command, env=environment))
+
+
+def _waitress() -> None:
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise EdgeFMError(f"the demo is served by waitress: run `{DEMO_EXTRA_FIX}`.") from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m edge_fm.show.serve PATH [--host H] [--port P] [--expose] [--max-upload-mb MB] [--bench JSON]``."""
+    """``python -m edge_fm.show.serve PATH [--host H] [--port P] [--expose] [--key K] [--max-upload-mb MB]
+    [--bench JSON]``.
+
+    The access key may also come from ``$EDGE_FM_SERVE_KEY``.
+    """
     parser = argparse.ArgumentParser(
         prog="python -m edge_fm.show.serve", description="Serve the edge-fm web demo."
     )
@@ -325,32 +564,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--expose", action="store_true")
+    parser.add_argument("--key", default=None)
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB)
     parser.add_argument("--bench", type=Path)
     args = parser.parse_args(argv)
     try:
-        config = ServeConfig(args.path, args.host, args.port, args.expose, args.max_upload_mb, args.bench)
-        app = create_app(config)
+        config = ServeConfig(
+            args.path,
+            args.host,
+            args.port,
+            args.expose,
+            args.max_upload_mb,
+            args.bench,
+            args.key or os.environ.get(KEY_ENV),
+        )
+        server = make_server(config, create_app(config))
     except EdgeFMError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if not is_loopback(config.host):
         print(
-            f"warning: serving on {config.host}: anyone who can reach this machine can use the demo.",
+            f"warning: serving on {config.host}: anyone who can reach this machine can use the demo"
+            f"{' with its key' if config.key else ''}.",
             file=sys.stderr,
         )
     print(f"edge-fm demo on http://{config.host}:{config.port}/ (Ctrl-C stops it)", flush=True)
     try:
-        run_server(config, app)
+        server.run()
     except KeyboardInterrupt:
         return 130
-    except OSError as exc:
-        print(
-            f"error: cannot serve on {config.host}:{config.port}: {(exc.strerror or str(exc)).lower()}; "
-            "choose another --port.",
-            file=sys.stderr,
-        )
-        return 1
+    finally:
+        server.close()
     return 0
 
 

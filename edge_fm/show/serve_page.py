@@ -35,6 +35,7 @@ def layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig):
                 style={"color": "#59636e", "marginTop": 0},
             ),
             dcc.Store(id="image", data=stored(examples[0][1], f"test image of a {examples[0][0]}")),
+            dcc.Store(id="pending"),
             html.Div(
                 style={"display": "grid", "gridTemplateColumns": "320px 1fr", "gap": "16px"},
                 children=[

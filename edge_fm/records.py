@@ -1,0 +1,349 @@
+"""Checked reading of the JSON and YAML files edge-fm writes and later reads back.
+
+Bundles, runs and results travel between machines and people, so a file read back may be
+corrupt, hand-edited or hostile. Every one is parsed here with bounds (file size, nesting depth,
+digits of an integer), must have the top-level type of its kind, and the fields its readers use
+must have their types. Any problem is one :class:`~edge_fm.errors.EdgeFMError` line that names the
+file and the field. A file's kind is known by its name (``model.json``, ``manifest.json``, ...);
+a benchmark result, whatever its name, is checked by :func:`check_bench_result`.
+
+Labels are one-line strings: a label is printed, drawn and compiled into firmware.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from edge_fm.errors import EdgeFMError
+
+MAX_BYTES = 32_000_000  # the largest JSON or YAML file read back (bench results of big sweeps stay far below)
+MAX_DEPTH = 64  # nesting levels; edge-fm writes at most 8
+MAX_INT_DIGITS = 40  # digits of one integer (byte counts and seeds need at most 20)
+MAX_LABEL_CHARS = 200
+
+_FIX = "re-create it with the command that made it."
+
+# Field types per kind of file, by dotted path; a field may be absent (older files) or null.
+# Types: str, int, number, bool, dict, list, labels (one-line strings), list[int], list[dict].
+_SCHEMAS: dict[str, dict[str, str]] = {
+    "model.json": {
+        "name": "str",
+        "architecture": "str",
+        "format": "str",
+        "quantization": "str",
+        "target": "str",
+        "labels": "labels",
+        "input": "dict",
+        "input.shape": "list[int]",
+        "input.dtype": "str",
+        "input.scale": "number",
+        "input.zero_point": "int",
+        "output": "dict",
+        "output.shape": "list[int]",
+        "output.dtype": "str",
+        "output.scale": "number",
+        "output.zero_point": "int",
+        "source": "dict",
+        "export": "dict",
+        "artifact": "dict",
+        "artifact.bytes": "int",
+        "artifact.sha256": "str",
+        "mobile": "dict",
+        "mcu": "dict",
+    },
+    "manifest.json": {
+        "run": "str",
+        "stage": "str",
+        "parent": "str",
+        "created": "str",
+        "format": "str",
+        "target": "str",
+        "status": "str",
+        "versions": "dict",
+        "files": "dict",
+    },
+    "provenance.json": {
+        "name": "str",
+        "chosen_format": "str",
+        "artifact": "dict",
+        "selection": "dict",
+        "commands": "dict",
+        "train": "dict",
+        "qat": "dict",
+        "versions": "dict",
+    },
+    "pipeline.json": {},
+    "config.json": {},
+    "metrics.json": {},
+    "bench.json": {"rows": "list[dict]", "target": "str", "environment": "dict", "test_set": "dict"},
+}
+_BENCH_ROW = {
+    "artifact": "str",
+    "path": "str",
+    "format": "str",
+    "status": "str",
+    "threads": "int",
+    "bytes": "int",
+    "accuracy": "number",
+    "latency": "dict",
+    "model": "str",
+    "error": "str",
+}
+
+
+def parse_json(text: str, path: Path | str) -> Any:
+    """Parses JSON text read from ``path`` within the bounds above, and checks it against its kind.
+
+    Raises:
+        EdgeFMError: Not JSON, too deep, an integer too long, or the wrong type for its kind.
+    """
+    from edge_fm.io import InvalidJSONError
+
+    def bounded_int(digits: str) -> int:
+        if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+            raise _TooLong(
+                f"an integer of {len(digits.lstrip('-')):,} digits (at most {MAX_INT_DIGITS} are read)"
+            )
+        return int(digits)
+
+    try:
+        value = json.loads(text, parse_int=bounded_int)
+    except _TooLong as exc:
+        raise InvalidJSONError(f"{path} holds {exc}: the file is corrupt; {_FIX}") from None
+    except RecursionError:
+        raise InvalidJSONError(
+            f"{path} is nested too deeply to read (at most {MAX_DEPTH} levels): the file is corrupt; {_FIX}"
+        ) from None
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise InvalidJSONError(
+            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; {_FIX}"
+        ) from None
+    check_depth(value, path)
+    schema = _SCHEMAS.get(Path(path).name)
+    if schema is not None:
+        check_fields(value, schema, path)
+    return value
+
+
+class _TooLong(ValueError):
+    pass
+
+
+def check_size(path: Path | str) -> None:
+    """Refuses a file above :data:`MAX_BYTES` before it is read.
+
+    Raises:
+        EdgeFMError: The file is larger.
+    """
+    from edge_fm.io import InvalidJSONError
+
+    size = Path(path).stat().st_size
+    if size > MAX_BYTES:
+        raise InvalidJSONError(
+            f"{path} is {size / 1e6:.0f} MB, more than the {MAX_BYTES / 1e6:.0f} MB edge-fm reads back "
+            f"from such a file: it is not one edge-fm wrote; {_FIX}"
+        )
+
+
+def check_depth(value: Any, path: Path | str) -> None:
+    """Refuses values nested deeper than :data:`MAX_DEPTH` (readers walk them recursively)."""
+    from edge_fm.io import InvalidJSONError
+
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InvalidJSONError(
+                f"{path} is nested more than {MAX_DEPTH} levels deep: the file is corrupt; {_FIX}"
+            )
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
+def check_fields(value: Any, schema: dict[str, str], path: Path | str, what: str = "") -> None:
+    """Checks that ``value`` is an object and that each field of ``schema`` present has its type.
+
+    Raises:
+        EdgeFMError: One line naming the file and the first wrong field.
+    """
+    from edge_fm.io import InvalidJSONError
+
+    if not isinstance(value, dict):
+        raise InvalidJSONError(
+            f"{path}: {what or 'the file'} holds {_kind(value)}, not an object of named fields: "
+            f"it is not the file edge-fm wrote; {_FIX}"
+        )
+    for field, expected in schema.items():
+        found, present = value, True
+        for part in field.split("."):
+            if not isinstance(found, dict) or part not in found:
+                present = False
+                break
+            found = found[part]
+        if not present or found is None:
+            continue
+        problem = _type_problem(found, expected)
+        if problem:
+            raise InvalidJSONError(f"{path}: field '{what + field}' {problem}; {_FIX}")
+
+
+def check_labels(labels: Any, where: str) -> list[str]:
+    """The class labels, checked: a list of non-empty one-line strings.
+
+    Args:
+        labels: What a file holds as its labels.
+        where: The file and field, for the message (e.g. ``"bundle/model.json, field 'labels'"``).
+
+    Raises:
+        EdgeFMError: Not a list of one-line strings.
+    """
+    problem = _type_problem(labels, "labels")
+    if problem:
+        raise EdgeFMError(f"{where} {problem}; re-export the bundle with `edge-fm export`.")
+    return list(labels)
+
+
+def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
+    """A benchmark result (``edge-fm bench --json``), checked; any file name.
+
+    Raises:
+        EdgeFMError: Not a result, or a field of the wrong type (naming the row).
+    """
+    from edge_fm.io import InvalidJSONError
+
+    if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
+        raise InvalidJSONError(
+            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
+        )
+    check_fields(value, _SCHEMAS["bench.json"], path)
+    for index, row in enumerate(value["rows"]):
+        check_fields(row, _BENCH_ROW, path, what=f"rows[{index}].")
+    return value
+
+
+def parse_front_matter(text: str, path: Path | str) -> dict[str, Any] | None:
+    """The YAML front matter of a model card (between the first two ``---`` lines), checked; None if it has none.
+
+    Raises:
+        EdgeFMError: Not YAML, not a mapping, too deep, or ``model-index`` not shaped as the
+            Hugging Face convention says (naming the field).
+    """
+    import yaml
+
+    if not text.startswith("---"):
+        return None
+    parts = text.split("---", 2)
+    if len(parts) < 3:
+        raise EdgeFMError(
+            f"{path}: the front matter has no closing '---' line; regenerate the card with `edge-fm ship`."
+        )
+    try:
+        front = yaml.safe_load(parts[1])
+    except RecursionError:
+        raise EdgeFMError(
+            f"{path}: the front matter is nested too deeply to read; regenerate the card with `edge-fm ship`."
+        ) from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""  # the text starts on the "---" line
+        reason = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise EdgeFMError(
+            f"{path}: the front matter is not valid YAML{line}: {reason}; regenerate the card with "
+            "`edge-fm ship`."
+        ) from None
+    if front is None:
+        return {}
+    check_depth(front, path)
+    if not isinstance(front, dict):
+        raise EdgeFMError(
+            f"{path}: the front matter holds {_kind(front)}, not the card's fields; regenerate the card with "
+            "`edge-fm ship`."
+        )
+    index = front.get("model-index")
+    if index is not None:
+        shapes = ((index, "model-index", "list[dict]"),)
+        for position, entry in enumerate(index if isinstance(index, list) else []):
+            shapes += (
+                (
+                    entry.get("results") if isinstance(entry, dict) else None,
+                    f"model-index[{position}].results",
+                    "list[dict]",
+                ),
+            )
+            for number, result in enumerate(entry.get("results") or [] if isinstance(entry, dict) else []):
+                if isinstance(result, dict):
+                    shapes += (
+                        (
+                            result.get("metrics"),
+                            f"model-index[{position}].results[{number}].metrics",
+                            "list[dict]",
+                        ),
+                    )
+        for value, field, expected in shapes:
+            problem = _type_problem(value, expected) if value is not None else None
+            if problem:
+                raise EdgeFMError(
+                    f"{path}: front matter field '{field}' {problem}; regenerate the card with `edge-fm ship`."
+                )
+    return front
+
+
+def _type_problem(value: Any, expected: str) -> str | None:
+    """Why ``value`` is not of type ``expected``, in words; None when it is."""
+    simple = {
+        "str": (str,),
+        "int": (int,),
+        "number": (int, float),
+        "bool": (bool,),
+        "dict": (dict,),
+        "list": (list,),
+    }
+    if expected in simple:
+        ok = isinstance(value, simple[expected]) and not (
+            expected in ("int", "number") and isinstance(value, bool)
+        )
+        return None if ok else f"should be {_NAMES[expected]}, not {_kind(value)}"
+    if not isinstance(value, list):
+        return f"should be a list, not {_kind(value)}"
+    item_type = {"labels": "str", "list[int]": "int", "list[dict]": "dict"}[expected]
+    for position, item in enumerate(value):
+        problem = _type_problem(item, item_type)
+        if problem:
+            return f"item {position} {problem}"
+        if expected == "labels":
+            if not item.strip() or not item.isprintable() or len(item) > MAX_LABEL_CHARS:
+                return (
+                    f"item {position} ({item[:40]!r}) is not a label: labels are one-line strings of 1 to "
+                    f"{MAX_LABEL_CHARS} printable characters"
+                )
+    return None
+
+
+_NAMES = {
+    "str": "a string",
+    "int": "an integer",
+    "number": "a number",
+    "bool": "true or false",
+    "dict": "an object",
+    "list": "a list",
+}
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return f"the number {value!r}" if len(repr(value)) <= 20 else "a number"
+    if isinstance(value, str):
+        return f"the string {value[:30]!r}"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
