@@ -355,7 +355,7 @@ def test_hostile_uploads_at_once_cost_the_demo_little_memory_and_time(bundle, ho
         expected = b"upload photo.jpg" if name.startswith("photo") else b"pixels"
         assert expected in body, (name, body[:300])
     assert after - before < 150, f"the server's peak memory grew {after - before:.0f} MB for 8 hostile uploads at once"
-    assert seconds < 15, f"8 hostile uploads at once took {seconds:.1f} s"
+    assert seconds < 30, f"8 hostile uploads at once took {seconds:.1f} s"
     assert "Traceback" not in log, log
 
 
@@ -378,7 +378,7 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
             page.locator("#upload input[type=file]").set_input_files(str(huge))
             try:
                 page.wait_for_function("() => document.querySelector('#message').textContent.includes('huge.png is')",
-                                       timeout=15_000)
+                                       timeout=30_000)
             except Exception:
                 pytest.fail(f"no message on the page; it says {page.locator('#message').inner_text()!r}")
             message = page.locator("#message").inner_text()
