@@ -426,7 +426,7 @@ def bench(
         test_info = write_test_set(test_set, data_dir, sample)
         result = target.run(artifacts, test_set, options)
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
-    rows = baseline_rows + result["rows"]
+    rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
     reference = add_accuracy_deltas(rows)
     return {
         "target": target.name,
@@ -438,6 +438,22 @@ def bench(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
     }
+
+
+def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
+    """The row, or an error row when the bundle's ``model.json`` is corrupt (the runner, on the device, only skips it)."""
+    from edge_fm.io import read_json
+
+    path = Path(row.get("path", ""))
+    sidecar = path.with_name("model.json")
+    if path.name != "model.tflite" or not sidecar.is_file():
+        return row
+    try:
+        read_json(sidecar)
+    except EdgeFMError as exc:
+        kept = {key: row[key] for key in ("artifact", "path", "threads", "bytes", "gzip_bytes", "sha256") if key in row}
+        return {**kept, "format": None, "status": "error", "error": str(exc)}
+    return row
 
 
 def bench_fleet(

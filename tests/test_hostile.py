@@ -661,3 +661,12 @@ def test_optimize_prints_its_error_alone(tmp_path):
     assert done.stdout.strip() == ""
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no-such-run does not exist"), done.stderr
+
+
+def test_bench_reports_a_bundle_whose_model_json_is_corrupt(bundle, tmp_path):
+    # Before: the runner's RecursionError as the row's error (a list gave an AttributeError).
+    edit, expected = BAD_MODEL_JSON["deep"]
+    broken = _bundle_with(tmp_path, bundle, "broken", edit)
+    code, output = run_cli("bench", broken / "model.tflite", "--sample", "--runs", "3", "--min-seconds", "0", "--threads", "1")
+    assert code == 1 and "Traceback" not in output and "RecursionError" not in output, output
+    assert f"error: broken ({broken / 'model.tflite'}): {broken / 'model.json'}" in output and expected in output, output
