@@ -65,7 +65,7 @@ seconds = time.perf_counter() - started
 heap = tracemalloc.get_traced_memory()[1]
 grown = (rss_kb("VmHWM") - before) / 1024
 print(json.dumps({"peak_extra_rss_mb": round(grown, 1), "peak_python_heap_mb": round(heap / 1e6, 1),
-                  "seconds": round(seconds, 3), "outcome": outcome}))
+                  "seconds": round(seconds, 4), "outcome": outcome}))
 """
 
 

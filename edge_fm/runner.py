@@ -426,9 +426,22 @@ def sidecar_description(artifact: str) -> dict:
     try:
         with open(path) as handle:
             description = json.load(handle)
-    except (OSError, ValueError):
+    except (
+        OSError,
+        ValueError,
+        RecursionError,
+    ):  # unreadable, not JSON, an integer too long, nested too deep
         return {"format": None}
-    return {"format": description.get("format"), "architecture": description.get("architecture")}
+    if not isinstance(description, dict):
+        return {"format": None}
+    # Informative only: a field of another type is left out rather than reported as this file's format.
+    return {
+        key: value if isinstance(value, str) else None
+        for key, value in (
+            ("format", description.get("format")),
+            ("architecture", description.get("architecture")),
+        )
+    }
 
 
 def environment(notes: dict | None = None) -> dict:

@@ -444,7 +444,7 @@ def test_hostile_uploads_at_once_cost_the_demo_little_memory_and_time(bundle, ho
     assert after - before < 150, (
         f"the server's peak memory grew {after - before:.0f} MB for 8 hostile uploads at once"
     )
-    assert seconds < 15, f"8 hostile uploads at once took {seconds:.1f} s"
+    assert seconds < 30, f"8 hostile uploads at once took {seconds:.1f} s"
     assert "Traceback" not in log, log
 
 
@@ -459,28 +459,21 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
     huge = tmp_path / "huge.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (800, 800, 3), dtype=np.uint8)).save(huge)
     assert huge.stat().st_size > 3 * 100_000 + 1_000_000
-    key = "page key"
-    server, url = _serve(bundle, "--max-upload-mb", "0.1", "--key", key)
-    violations = []
+    server, url = _serve(bundle, "--max-upload-mb", "0.1")
     try:
         with chromium_page() as page:
-            page.context.set_extra_http_headers(
-                {"Authorization": "Basic " + base64.b64encode(f"me:{key}".encode()).decode()}
-            )
-            page.on(
-                "console",
-                lambda message: (
-                    violations.append(message.text) if "Content Security Policy" in message.text else None
-                ),
-            )
             page.goto(url)
             page.wait_for_function(
                 "() => document.querySelector('#answer').textContent.length > 0", timeout=30_000
             )
             page.locator("#upload input[type=file]").set_input_files(str(huge))
-            page.wait_for_function(
-                "() => document.querySelector('#message').textContent.includes('huge.png is')", timeout=30_000
-            )
+            try:
+                page.wait_for_function(
+                    "() => document.querySelector('#message').textContent.includes('huge.png is')",
+                    timeout=30_000,
+                )
+            except Exception:
+                pytest.fail(f"no message on the page; it says {page.locator('#message').inner_text()!r}")
             message = page.locator("#message").inner_text()
             page.locator("button[title='Trouser']").click()
             page.wait_for_function(
@@ -489,8 +482,40 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
             assert page.locator("#message").inner_text() == ""
     finally:
         log = _stop(server)
-    assert "the demo takes images up to 0.1 MB" in message, message
-    assert not violations, violations  # the page runs under its Content-Security-Policy
+    assert message.startswith("huge.png is ") and "MB; the demo takes images up to 0.1 MB" in message, message
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.slow
+def test_page_works_behind_its_key_under_its_content_security_policy(bundle):
+    from browser import chromium_page
+
+    key = "page key"
+    server, url = _serve(bundle, "--key", key)
+    violations = []
+    try:
+        with chromium_page() as page:
+            page.on(
+                "console",
+                lambda message: (
+                    violations.append(message.text) if "Content Security Policy" in message.text else None
+                ),
+            )
+            page.context.set_extra_http_headers(
+                {"Authorization": "Basic " + base64.b64encode(f"me:{key}".encode()).decode()}
+            )
+            page.goto(url)
+            page.wait_for_function(
+                "() => document.querySelector('#answer').textContent.length > 0", timeout=30_000
+            )
+            page.locator("button[title='Sandal']").click()
+            page.wait_for_function(
+                "() => document.querySelector('#answer').textContent.startsWith('Sandal')", timeout=30_000
+            )
+            page.wait_for_selector("#chart .barlayer .point", state="attached", timeout=30_000)
+    finally:
+        log = _stop(server)
+    assert not violations, violations  # every script and style the page needs is allowed, nothing more
     assert "Traceback" not in log, log
 
 
@@ -837,3 +862,16 @@ def test_optimize_prints_its_error_alone(tmp_path):
     assert done.stdout.strip() == ""
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: no-such-run does not exist"), done.stderr
+
+
+def test_bench_reports_a_bundle_whose_model_json_is_corrupt(bundle, tmp_path):
+    # Before: the runner's RecursionError as the row's error (a list gave an AttributeError).
+    edit, expected = BAD_MODEL_JSON["deep"]
+    broken = _bundle_with(tmp_path, bundle, "broken", edit)
+    code, output = run_cli(
+        "bench", broken / "model.tflite", "--sample", "--runs", "3", "--min-seconds", "0", "--threads", "1"
+    )
+    assert code == 1 and "Traceback" not in output and "RecursionError" not in output, output
+    assert (
+        f"error: broken ({broken / 'model.tflite'}): {broken / 'model.json'}" in output and expected in output
+    ), output

@@ -229,7 +229,7 @@ def bench(
         test_info = write_test_set(test_set, data_dir, sample)
         result = target.run(artifacts, test_set, options)
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
-    rows = baseline_rows + result["rows"]
+    rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
     reference = add_accuracy_deltas(rows)
     return {
         "target": target.name,
@@ -241,6 +241,25 @@ def bench(
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
     }
+
+
+def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
+    """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it)."""
+    from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
+
+    path = Path(row.get("path", ""))
+    if path.name != MODEL_FILE or not path.with_name(DESCRIPTION_FILE).is_file():
+        return row
+    try:
+        read_description(path)
+    except EdgeFMError as exc:
+        kept = {
+            key: row[key]
+            for key in ("artifact", "path", "threads", "bytes", "gzip_bytes", "sha256")
+            if key in row
+        }
+        return {**kept, "format": None, "status": "error", "error": str(exc)}
+    return row
 
 
 def bench_fleet(

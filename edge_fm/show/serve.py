@@ -59,13 +59,14 @@ KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
 DECODE_SLOTS = 1
 INFERENCE_SLOTS = 2  # requests running models at once
 SERVER_THREADS = 4  # waitress' request threads; more requests wait in its queue
-# The page's own scripts and styles only; images are data: URLs; no framing, no referrer.
+# No content sniffing, no framing, no referrer, no shared browsing context.
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+# The page's own scripts (inline ones by hash) and styles; images are data: URLs; nothing may frame it.
 _CSP = (
     "default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
     "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
