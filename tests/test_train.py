@@ -316,3 +316,17 @@ def test_mixed_precision_takes_bfloat16_for_cpus_with_bf16_kernels():
     assert model.outputs[0].dtype.name == "float32"  # the softmax stays float32, what an app receives
     with pytest.raises(EdgeFMError, match="mixed_dtype"):
         TrainConfig(arch="tiny-cnn", mixed_dtype="int4")
+
+
+def test_a_bfloat16_run_exports_an_int8_artifact_that_passes_parity(tmp_path):
+    """A run trained under mixed_bfloat16 comes back in float32 for conversion, as a float16 one does."""
+    import json
+
+    from edge_fm.export.exporter import export
+
+    run = train(_quick(tmp_path, epochs=2, mixed_precision=True, mixed_dtype="bfloat16"), runs_dir=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["precision_policy"] == "mixed_bfloat16" and metrics["mixed_precision"]
+    bundle = export(run, "int8", representative_size=100, parity_images=200, runs_dir=tmp_path)
+    parity = json.loads((bundle / "model.json").read_text())["export"]["parity"]
+    assert parity["passed"] and parity["agreement"] > 0.9
