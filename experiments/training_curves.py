@@ -23,6 +23,9 @@ from edge_fm.runner import cpu_model
 from edge_fm.train.runs import Run
 
 
+EPOCH_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
+
+
 def curve_row(run_dir: Path) -> dict:
     """The config in force, the per-epoch curve and the final figures of one finished training run."""
     run = Run(run_dir)
@@ -31,10 +34,7 @@ def curve_row(run_dir: Path) -> dict:
     return {
         "run": f"runs/{run.name}",
         "config": run.train_config.to_dict(),
-        "epochs": [
-            {key: row[key] for key in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")}
-            for row in history
-        ],
+        "epochs": [{key: row[key] for key in EPOCH_FIELDS} for row in history],
         "best_val_accuracy": max(row["val_accuracy"] for row in history),
         "final_val_accuracy": history[-1]["val_accuracy"],
         "test_accuracy_float": metrics["test"]["accuracy"],
@@ -54,8 +54,14 @@ def main(argv: list[str] | None = None) -> int:
     rows = [curve_row(path) for path in args.runs]
     result = {
         "schema": "edge-fm/training-curves/1",
-        "command": shlex.join(["python", "experiments/training_curves.py", *(argv if argv is not None else sys.argv[1:])]),
-        "environment": {"cpu": cpu_model(), "python": platform.python_version(), "machine": platform.machine()},
+        "command": shlex.join(
+            ["python", "experiments/training_curves.py", *(sys.argv[1:] if argv is None else argv)]
+        ),
+        "environment": {
+            "cpu": cpu_model(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        },
         "note": args.note,
         "rows": rows,
     }
