@@ -22,7 +22,6 @@ from pathlib import Path
 from edge_fm.runner import cpu_model
 from edge_fm.train.runs import Run
 
-
 EPOCH_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "seconds")
 
 
