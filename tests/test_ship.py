@@ -305,3 +305,8 @@ def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it
         file.truncate(largest + 1)  # only the size is read
     (form,) = folder_forms(tmp_path)
     assert form["kind"] == "no-mcu" and "no microcontroller holds it" in form["reason"]
+    # An artifact too large for the models folder itself: its description gives the size.
+    (tmp_path / "model.tflite").unlink()
+    (tmp_path / "model.json").write_text(json.dumps({"artifact": {"bytes": largest + 1}}))
+    (form,) = folder_forms(tmp_path)
+    assert form["kind"] == "no-mcu" and f"at {largest + 1:,} bytes" in form["reason"]

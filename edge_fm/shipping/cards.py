@@ -128,7 +128,7 @@ def model_card(
         quantize_line=_quantize_line(description["input"]),
         dequantize_line=_dequantize_line(description["output"]),
         folder=f"models/{name}",
-        forms=_forms_text(description, forms),
+        forms=_forms_text(description, forms, provenance.get("artifact_shipped", True)),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,
@@ -350,16 +350,22 @@ def folder_forms(folder) -> list[dict]:
         if (folder / kind / DESCRIPTION_FILE).is_file():
             forms.append({"kind": kind, "path": f"{kind}/", "description": read_description(folder / kind)})
     if not any(form["kind"] == "mcu" for form in forms) and (folder / MODEL_FILE).is_file():
-        reason = _too_big_for_boards(folder / MODEL_FILE) or _tflm_refusal(folder / MODEL_FILE)
+        reason = _too_big_for_boards((folder / MODEL_FILE).stat().st_size) or _tflm_refusal(
+            folder / MODEL_FILE
+        )
         forms.append({"kind": "no-mcu", "reason": reason, "folder": folder.name})
+    elif not forms and (folder / DESCRIPTION_FILE).is_file():  # an artifact too large for the folder itself
+        size = read_description(folder).get("artifact", {}).get("bytes", 0)
+        if _too_big_for_boards(size):
+            forms.append({"kind": "no-mcu", "reason": _too_big_for_boards(size), "folder": folder.name})
     return forms
 
 
-def _too_big_for_boards(path) -> str:
-    """Why no microcontroller form, when the model alone is larger than every board's flash."""
+def _too_big_for_boards(size: int) -> str:
+    """Why no microcontroller form, when the model alone (``size`` bytes) is larger than every board's flash."""
     from edge_fm.export.boards import BOARDS
 
-    size, largest = path.stat().st_size, max(BOARDS, key=lambda board: board.flash_bytes)
+    largest = max(BOARDS, key=lambda board: board.flash_bytes)
     if size <= largest.flash_bytes:
         return ""
     return (
@@ -379,12 +385,14 @@ def _tflm_refusal(path) -> str:
     return refusal(missing) if missing else ""
 
 
-def _forms_text(description: dict, forms: Sequence[dict]) -> str:
+def _forms_text(description: dict, forms: Sequence[dict], shipped: bool = True) -> str:
     main = description
+    where = "" if shipped else " (not in this folder: the commands below rebuild it)"
     lines = [
         "| file | for | input | output | size |",
         "|---|---|---|---|---|",
-        f"| `model.tflite` | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | {_io_text(main['input'])} | "
+        f"| `model.tflite`{where} | LiteRT / TFLite on a CPU: Python, a Raspberry Pi, a server | "
+        f"{_io_text(main['input'])} | "
         f"{main['output']['dtype']} `{main['output']['shape']}` | {main['artifact']['bytes']:,} bytes |",
     ]
     notes = []
