@@ -352,3 +352,51 @@ def test_bad_data_fails_in_one_line(case, tmp_path):
     assert_one_line_error(code, output, expected)
     cache = cache_root()
     assert not cache.exists() or not any(cache.iterdir()), "nothing half-written in the cache"
+
+
+# ---------------------------------------------------------------- training on a --data source
+
+
+def test_training_on_an_image_folder_builds_for_its_shape_and_records_its_identity(digits, tmp_path):
+    from edge_fm.train.config import TrainConfig, load_config
+    from edge_fm.train.evaluate import evaluate_run
+    from edge_fm.train.runs import Run
+    from edge_fm.train.trainer import config_for, train
+
+    images, labels = digits
+    keep = np.flatnonzero(labels < 3)[:240]  # three classes keep the run small
+    root = write_digits_folder(tmp_path / "digits", images[keep], labels[keep])
+    config = config_for(
+        "tiny-cnn", "quick", data=str(root), image_size=(12, 12), channels=3, epochs=2, batch_size=32
+    )
+    run = train(config, runs_dir=tmp_path / "runs")
+    saved = load_config(TrainConfig, run / "config.json")
+    assert saved.arch_options == {"input_shape": [12, 12, 3], "num_classes": 3}
+    assert saved.data == str(root.absolute())
+    manifest = Run(run).manifest
+    identity = manifest["data"]["identity"]
+    assert identity["kind"] == "folder" and identity["class_names"] == ["digit-0", "digit-1", "digit-2"]
+    assert identity["image_shape"] == [12, 12, 3] and identity["resize"] == "pad"
+    metrics = Run(run).metrics
+    assert set(metrics["test"]["per_class"]) == {"digit-0", "digit-1", "digit-2"}
+    assert metrics["test"]["examples"] == sum(identity["counts"]["test"])
+    model = Run(run).float_model()
+    assert model.input_shape == (None, 12, 12, 3) and model.output_shape == (None, 3)
+    # A later stage reads the same data back, and the reloaded model reproduces its figure.
+    assert evaluate_run(run)["accuracy"] == pytest.approx(metrics["test"]["accuracy"])
+    # Data that changed under the run is refused, not silently scored.
+    next(iter((root / "digit-1").iterdir())).unlink()
+    with pytest.raises(EdgeFMError, match="its files changed"):
+        Run(run).dataset()
+
+
+def test_architectures_refuse_data_they_cannot_take(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:150], labels[:150])
+    code, output = run_cli("train", "cnn-2conv", "--data", root, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, output, "cnn-2conv builds for 28x28 grey images and 10 classes")
+    code, output = run_cli(
+        "train", "tiny-cnn", "--data", root, "--image-size", "3", "--runs-dir", tmp_path / "runs"
+    )
+    assert_one_line_error(code, output, "tiny-cnn needs images of at least 4x4 pixels, got 3x3")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
