@@ -189,13 +189,17 @@ def test_skipped_files_are_counted_and_named(digits, tmp_path):
     (root / "digit-4" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     good = root / "digit-5" / sorted(os.listdir(root / "digit-5"))[0]
     (root / "digit-5" / "truncated.png").write_bytes(good.read_bytes()[:60])
+    (root / "digit-6" / "again").symlink_to(root / "digit-6")  # a folder loop
+    (root / "digit-7" / "self.png").symlink_to(root / "digit-7" / "self.png")  # a file loop
     dataset = load_data(root)
-    assert dataset.identity.skipped == 5
+    assert dataset.identity.skipped == 7
     assert sum(sum(c) for c in dataset.identity.counts.values()) == 100
     assert dataset.identity.skipped_examples[0] == "digit-3/.DS_Store (hidden)"
     code, output = run_cli("data", "info", "--data", root)
     assert code == 0, output
-    assert "skipped 5 file(s)" in output and "digit-4/zero.png (empty file)" in output
+    assert "skipped 7 file(s)" in output and "digit-4/zero.png (empty file)" in output
+    assert "digit-6/again/ (a folder already read: symlink loop or copy)" in dataset.identity.skipped_examples
+    assert "digit-7/self.png (symlink loop)" in dataset.identity.skipped_examples
 
 
 def test_sixteen_bit_png_and_cmyk_jpeg_are_read(tmp_path):
