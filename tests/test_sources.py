@@ -131,7 +131,9 @@ def test_image_folder_of_mixed_files_loads_decodes_once_and_holds_out_a_fixed_te
 
     # The test split follows the data, not its path: a copy holds out the same images.
     copy = shutil.copytree(fashion_folder, fashion_folder.parent / "elsewhere")
+    (copy / "Bag" / ".DS_Store").write_bytes(b"a file a file manager left")
     moved = load_data(copy, options=options)
+    assert moved.identity.skipped == 1
     assert moved.identity.fingerprint == identity.fingerprint
     assert moved.identity.test_members == identity.test_members
     other_seed = load_data(fashion_folder, options=DataOptions(image_size=(32, 32), seed=1))

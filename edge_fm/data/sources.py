@@ -27,6 +27,7 @@ import collections
 import concurrent.futures
 import csv
 import dataclasses
+import errno
 import gzip
 import hashlib
 import json
@@ -162,8 +163,8 @@ def _existing(path: Path) -> Path:
     try:
         path.stat()
     except OSError as exc:
-        if path.is_symlink() or exc.errno == 40:  # ELOOP
-            what = "a symlink loop" if exc.errno == 40 else "a broken symlink"
+        if path.is_symlink() or exc.errno == errno.ELOOP:
+            what = "a symlink loop" if exc.errno == errno.ELOOP else "a broken symlink"
             raise EdgeFMError(f"--data {path} is {what}: point it at a folder or file that exists.") from None
         raise EdgeFMError(
             f"--data {path}: no such file or folder; pass {DEFAULT_DATA}, an image folder, a folder of IDX "
@@ -515,12 +516,18 @@ def _image_folder(root: Path, options: DataOptions, progress: ProgressFn | None)
     digest = hashlib.sha256()
     for name, path in zip(scan.names, scan.files):
         digest.update(f"{name}\t{path.stat().st_size}\n".encode())
-    digest.update(("\n".join(scan.skipped)).encode())
+    # The images alone: a stray .DS_Store must not move the held-out test split.
     fingerprint = "sha256:" + digest.hexdigest()
     key = hashlib.sha256(
-        # max_train is applied to the cached arrays, so it is not part of what they hold.
+        # max_train is applied to the cached arrays, so it is not part of what they hold; the skipped
+        # files are, so that the record of what was skipped stays true.
         json.dumps(
-            [CACHE_VERSION, fingerprint, dataclasses.asdict(dataclasses.replace(options, max_train=None))],
+            [
+                CACHE_VERSION,
+                fingerprint,
+                dataclasses.asdict(dataclasses.replace(options, max_train=None)),
+                scan.skipped,
+            ],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:32]
@@ -612,7 +619,11 @@ def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str]):
             status = path.stat()
         except OSError as exc:
             reason = (
-                "symlink loop" if exc.errno == 40 else "broken link" if path.is_symlink() else "unreadable"
+                "symlink loop"
+                if exc.errno == errno.ELOOP
+                else "broken link"
+                if path.is_symlink()
+                else "unreadable"
             )
             skipped.append(f"{name} ({reason})")
             continue
