@@ -147,6 +147,11 @@ def test_image_folder_picks_the_most_common_size_and_grey(digits, tmp_path):
     assert dataset.image_shape == (8, 8, 1)
     assert dataset.identity.resize is None
     assert dataset.class_names == tuple(f"digit-{d}" for d in range(10))
+    code, output = run_cli("data", "info", "--data", root)
+    assert code == 0, output
+    assert f"folder data: {root}" in output and dataset.identity.fingerprint in output
+    assert "images 8x8 grey; test split: held out: 20% of each class, seed 0" in output
+    assert "│ digit-9 │ " + str(dataset.identity.counts["train"][9]) in output
     # Every image comes back with its own pixels, in its class (lossless PNG, no resize).
     for split in ("train", "val", "test"):
         x, y = getattr(dataset, f"x_{split}"), getattr(dataset, f"y_{split}")

@@ -24,6 +24,7 @@ from edge_fm.cli.common import (
     err_console,
     fails_cleanly,
 )
+from edge_fm.errors import EdgeFMError
 
 
 @data_app.command("fetch")
@@ -78,6 +79,10 @@ def data_info(
     if data not in (None, "fashion-mnist"):
         _source_info(data, data_dir, data_options(image_size, channels, resize, label_column, seed), as_json)
         return
+    if image_size or channels:
+        raise EdgeFMError(
+            "--image-size and --channels apply to --data sources, not to Fashion-MNIST (28x28 grey)."
+        )
     data = data_module
     result = data.info(data_dir)
     if as_json:
