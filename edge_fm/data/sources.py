@@ -367,16 +367,18 @@ def _as_labels(labels: np.ndarray, where: str) -> np.ndarray:
 
 
 def _csv(path: Path, options: DataOptions) -> Dataset:
-    header, rows_x, rows_y = _read_csv(path, options.label_column)
-    pixels = rows_x.shape[1]
-    shape = _csv_shape(pixels, options, path)
+    rows_x, rows_y = _read_csv(path, options.label_column)
+    shape = _csv_shape(rows_x.shape[1], path)
     labels, class_names = _csv_labels(rows_y, path)
     arrays = {"train": (rows_x.reshape(-1, *shape), labels)}
     return _from_arrays("csv", path, "sha256:" + sha256_file(path), arrays, class_names, options)
 
 
-def _read_csv(path: Path, label_column: str | None) -> tuple[list[str] | None, np.ndarray, list[str]]:
-    """The pixel rows (uint8) and the label of each row, checked line by line."""
+def _read_csv(path: Path, label_column: str | None) -> tuple[np.ndarray, list[str]]:
+    """The pixel rows (uint8) and the label of each row, checked line by line.
+
+    The first line is a header when any of its fields is not a number.
+    """
     with open(path, "rb") as handle:
         compressed = handle.read(2) == b"\x1f\x8b"
     try:
@@ -403,13 +405,13 @@ def _read_csv(path: Path, label_column: str | None) -> tuple[list[str] | None, n
                         f"has {columns}: ragged rows."
                     )
                 labels.append(row[label_at].strip())
-                fields = row[:label_at] + row[label_at + 1 :] if label_at >= 0 else row[:label_at]
+                fields = row[:label_at] + row[label_at + 1 :]
                 rows.append(_pixel_row(fields, path, line, pixel_names))
     except (OSError, EOFError, UnicodeDecodeError, csv.Error) as exc:
         raise EdgeFMError(f"{path}: not a readable CSV ({exc}).") from None
     if not rows:
         raise EdgeFMError(f"{path} holds no rows of pixels.")
-    return header, np.stack(rows), labels
+    return np.stack(rows), labels
 
 
 def _chain_first(first: list[str], reader):
@@ -465,7 +467,7 @@ def _pixel_row(fields: list[str], path: Path, line: int, names: list) -> np.ndar
     return values.astype(np.uint8)
 
 
-def _csv_shape(pixels: int, options: DataOptions, path: Path) -> tuple[int, int, int]:
+def _csv_shape(pixels: int, path: Path) -> tuple[int, int, int]:
     side = math.isqrt(pixels)
     if side * side == pixels:
         return side, side, 1
