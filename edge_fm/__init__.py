@@ -27,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 from edge_fm.data.datasets import (  # noqa: E402
     CLASS_NAMES,
+    DataIdentity,
     Dataset,
     fetch,
     info,
@@ -38,6 +39,7 @@ from edge_fm.data.datasets import (  # noqa: E402
     stratified_split,
     write_idx,
 )
+from edge_fm.data.sources import DataOptions, load_data, parse_image_size  # noqa: E402
 from edge_fm.errors import EdgeFMError  # noqa: E402
 from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
 from edge_fm.train.metrics import classification_metrics, confusion_matrix  # noqa: E402
@@ -200,6 +202,10 @@ __all__ = [
     "list_models",
     "load_config",
     "load_dataset",
+    "load_data",
+    "DataOptions",
+    "DataIdentity",
+    "parse_image_size",
     "load_split",
     "make_sample",
     "parse_overrides",

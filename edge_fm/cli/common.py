@@ -44,6 +44,53 @@ DataDirOption = Annotated[
     ),
 ]
 
+DataOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="The dataset: fashion-mnist (default), sample, an image folder (DIR/<class>/*), a folder of "
+        "IDX files, a .csv of pixels with a label column, or an .npz.",
+    ),
+]
+ImageSizeOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--image-size", help="Image size: a side (96) or WIDTHxHEIGHT (64x48); default: the most common."
+    ),
+]
+ChannelsOption = Annotated[
+    Optional[int],
+    typer.Option("--channels", help="1 (grey) or 3 (RGB); default: grey when every image is grey."),
+]
+ResizeOption = Annotated[
+    str, typer.Option("--resize", help="Images of another size: pad (aspect kept, black borders) or stretch.")
+]
+LabelColumnOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--label-column", help="CSV: the label column's name or index (-1: last); default: 'label'."
+    ),
+]
+
+
+def data_options(
+    image_size: Optional[str] = None,
+    channels: Optional[int] = None,
+    resize: str = "pad",
+    label_column: Optional[str] = None,
+    seed: int = 0,
+):
+    """The library's DataOptions from the shared data options."""
+    from edge_fm.data.sources import DataOptions, parse_image_size
+
+    return DataOptions(
+        image_size=parse_image_size(image_size) if image_size else None,
+        channels=channels,
+        resize=resize,
+        label_column=label_column,
+        seed=seed,
+    )
+
 
 def command_line(command: str) -> str:
     """The command line as typed, for the records a command writes (empty when called from Python)."""

@@ -11,13 +11,20 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    ChannelsOption,
     DataDirOption,
+    DataOption,
+    ImageSizeOption,
+    LabelColumnOption,
+    ResizeOption,
     app,
     console,
     data_app,
+    data_options,
     err_console,
     fails_cleanly,
 )
+from edge_fm.errors import EdgeFMError
 
 
 @data_app.command("fetch")
@@ -52,15 +59,31 @@ def data_fetch(
 @data_app.command("info")
 @fails_cleanly
 def data_info(
+    data: DataOption = None,
     data_dir: DataDirOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    resize: ResizeOption = "pad",
+    label_column: LabelColumnOption = None,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out test and validation splits.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
-    """Show where the data is, images per class and split, pixel statistics and checksums.
+    """Show a dataset: its kind, fingerprint, classes, images per class and split, image size.
 
-    Example: edge-fm data info --data-dir DATA_DIR
+    Without --data: Fashion-MNIST, with pixel statistics and the checksums of its files.
+
+    Example: edge-fm data info --data photos/ --image-size 32
     """
-    from edge_fm.data import datasets as data
+    from edge_fm.data import datasets as data_module
 
+    if data not in (None, "fashion-mnist"):
+        _source_info(data, data_dir, data_options(image_size, channels, resize, label_column, seed), as_json)
+        return
+    if image_size or channels:
+        raise EdgeFMError(
+            "--image-size and --channels apply to --data sources, not to Fashion-MNIST (28x28 grey)."
+        )
+    data = data_module
     result = data.info(data_dir)
     if as_json:
         console.print_json(json.dumps(result))
@@ -79,6 +102,40 @@ def data_info(
             else "[yellow]differs from the original release[/]"
         )
         console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}")
+
+
+def _source_info(data: str, data_dir, options, as_json: bool) -> None:
+    from edge_fm.data.sources import load_data, summary
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(task: str, done: int, total: int) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done)
+
+        dataset = load_data(data, data_dir, options, progress=report)
+    record = summary(dataset)
+    if as_json:
+        console.print_json(json.dumps(record))
+        return
+    height, width, channels = record["image_shape"]
+    console.print(f"{record['kind']} data: [bold]{record['source']}[/]")
+    console.print(f"fingerprint {record['fingerprint']}")
+    colour = "grey" if channels == 1 else "RGB"
+    resized = f", other sizes resized ({record['resize']})" if record["resize"] else ""
+    console.print(f"images {width}x{height} {colour}{resized}; test split: {record['test_split']}")
+    table = Table("class", *record["counts"], title="images per class")
+    for index, name in enumerate(record["class_names"]):
+        table.add_row(name, *(str(counts[index]) for counts in record["counts"].values()))
+    table.add_row("[bold]total[/]", *(f"[bold]{sum(c)}[/]" for c in record["counts"].values()))
+    console.print(table)
+    if record["skipped"]:
+        console.print(
+            f"[yellow]skipped {record['skipped']} file(s)[/]: " + "; ".join(record["skipped_examples"]),
+            highlight=False,
+        )
 
 
 @data_app.command("make-sample")

@@ -9,7 +9,12 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    ChannelsOption,
     DataDirOption,
+    DataOption,
+    ImageSizeOption,
+    LabelColumnOption,
+    ResizeOption,
     RichReporter,
     app,
     console,
@@ -32,6 +37,11 @@ def train_command(
         bool, typer.Option("--sample", help="Use the embedded sample instead of the full dataset.")
     ] = False,
     data_dir: DataDirOption = None,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    resize: ResizeOption = "pad",
+    label_column: LabelColumnOption = None,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -78,6 +88,8 @@ def train_command(
     """Train an architecture and print its metrics; writes a new run directory.
 
     Example: edge-fm train cnn-2conv --preset paper --data-dir DATA_DIR --distribute mirrored
+
+    Example: edge-fm train edge-cnn-tiny --data photos/ --image-size 32
     """
     from edge_fm import config_for
     from edge_fm import resume as resume_run
@@ -108,6 +120,20 @@ def train_command(
             overrides.update({k: v for k, v in given.items() if v is not None})
             if sample:
                 overrides["data"] = "sample"
+            elif data not in (None, "fashion-mnist"):
+                from edge_fm.data.sources import parse_image_size
+
+                overrides.update(
+                    data=data,
+                    image_size=parse_image_size(image_size) if image_size else None,
+                    channels=channels,
+                    resize=resize,
+                    label_column=label_column,
+                )
+            elif image_size or channels:
+                raise EdgeFMError(
+                    "--image-size and --channels apply to --data sources, not to Fashion-MNIST."
+                )
             overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
             config = config_for(arch, preset, **overrides)
             run_dir = train(config, data_dir, runs_dir, reporter=reporter)

@@ -216,12 +216,73 @@ def split_sha256(images: np.ndarray, labels: np.ndarray) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class DataIdentity:
+    """What a dataset is, recorded with every run and printed by ``edge-fm data info``.
+
+    Two loads with the same fingerprint and options give the same images in the same splits.
+
+    Attributes:
+        kind: ``fashion-mnist``, ``idx`` (a folder of MNIST-format files), ``folder`` (an image
+            folder), ``csv`` or ``npz``.
+        source: The path the data was read from.
+        fingerprint: ``sha256:...`` of the file list and sizes (folders of images) or of the
+            files' content (IDX, CSV, npz).
+        class_names: The class of each label index.
+        counts: Split (``train``, ``val``, ``test``) -> images per class, in label order.
+        image_shape: ``(height, width, channels)`` of every image.
+        resize: How images of other sizes were brought to ``image_shape`` (``pad`` or
+            ``stretch``), or None when none was resized.
+        test_split: ``given`` (the data's own test split) or how it was held out.
+        test_members: ``sha256:...`` of the held-out test images' names (None when given).
+        skipped: Files skipped (hidden, not an image, unreadable).
+        skipped_examples: The first skipped files, each with its reason.
+    """
+
+    kind: str
+    source: str
+    fingerprint: str
+    class_names: tuple[str, ...]
+    counts: dict[str, tuple[int, ...]]
+    image_shape: tuple[int, int, int]
+    resize: str | None = None
+    test_split: str = "given"
+    test_members: str | None = None
+    skipped: int = 0
+    skipped_examples: tuple[str, ...] = ()
+
+    def as_record(self) -> dict:
+        """The identity as JSON-ready values (the ``data`` entry of configs and manifests)."""
+        record = dataclasses.asdict(self)
+        record["class_names"] = list(self.class_names)
+        record["counts"] = {split: list(counts) for split, counts in self.counts.items()}
+        record["image_shape"] = list(self.image_shape)
+        record["skipped_examples"] = list(self.skipped_examples)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> DataIdentity:
+        """Reads back what :meth:`as_record` wrote."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in record.items() if k in fields}
+        values["class_names"] = tuple(values["class_names"])
+        values["counts"] = {split: tuple(counts) for split, counts in values["counts"].items()}
+        values["image_shape"] = tuple(values["image_shape"])
+        values["skipped_examples"] = tuple(values.get("skipped_examples", ()))
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
 class Dataset:
     """Train, validation and test arrays, and where they came from.
 
+    Images are uint8 ``(N, height, width, channels)``, labels uint8 (or uint16 past 256 classes)
+    class indices into ``class_names``. Arrays may be memory-mapped from the decoded-image cache.
+
     Attributes:
-        source: ``"full"`` (the complete dataset) or ``"sample"`` (the embedded sample).
-        location: The directory the files were read from.
+        source: ``"full"`` (a complete dataset) or ``"sample"`` (the embedded sample).
+        location: The directory or file the data was read from.
+        class_names: The class of each label index (Fashion-MNIST's by default).
+        identity: The dataset's identity record (see :mod:`edge_fm.data.sources`), when known.
     """
 
     x_train: np.ndarray
@@ -232,17 +293,37 @@ class Dataset:
     y_test: np.ndarray
     source: str
     location: str
+    class_names: tuple[str, ...] = CLASS_NAMES
+    identity: DataIdentity | None = None
 
     @property
     def is_sample(self) -> bool:
         """True when this is the embedded sample, whose accuracy is not test-set accuracy."""
         return self.source == "sample"
 
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """``(height, width, channels)`` of every image."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the labels index."""
+        return len(self.class_names)
+
     def describe(self) -> str:
         """One line that says what data this is, for every output that used it."""
         sizes = f"{len(self.x_train)} train / {len(self.x_val)} val / {len(self.x_test)} test"
         if self.is_sample:
             return f"embedded sample of Fashion-MNIST ({sizes}); not the full test set"
+        if self.identity is not None and self.identity.kind != "fashion-mnist":
+            height, width, channels = self.image_shape
+            colour = "grey" if channels == 1 else "RGB"
+            # The fingerprint, not the path: this line goes into artifacts shipped to other machines.
+            return (
+                f"{self.identity.kind} data {self.identity.fingerprint[:19]} ({self.num_classes} classes, "
+                f"{width}x{height} {colour}; {sizes})"
+            )
         # No local path: this line goes into artifacts that are shipped to other machines.
         return f"Fashion-MNIST ({sizes})"
 

@@ -12,8 +12,11 @@ give the same pixels as a plain full-size conversion.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import io
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,9 @@ DECODE_BUDGET_BYTES = 48_000_000  # the decoded image held in memory at once, be
 WORK_SIDE = 1024  # images are box-reduced until their longer side is under twice this
 _STRIP_PIXELS = 1 << 18  # pixels converted to grey at a time
 _ORIENTATION = 0x0112  # the EXIF orientation tag
+_ORIENTATION_SWAPS_SIDES = {5: True, 6: True, 7: True, 8: True}  # orientations that rotate by 90 degrees
+RESIZE_POLICIES = ("pad", "stretch")  # keep the aspect ratio and pad with black, or stretch to the size
+RESAMPLE = 2  # PIL.Image.Resampling.BILINEAR: antialiased when shrinking, the one filter of every resize
 
 
 def image_to_input(source: Path | str | bytes, name: str | None = None) -> tuple[np.ndarray, bool]:
@@ -64,28 +70,11 @@ def image_to_input(source: Path | str | bytes, name: str | None = None) -> tuple
         label = name or str(path)
         _check_image_file(path, label)
         opened = path
-    try:
-        with warnings.catch_warnings():
-            # Pillow only warns between its limit and twice it; both mean a bomb-sized image.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(opened) as image:
-                image.seek(0)  # an animated GIF or PNG: its first frame
-                _check_dimensions(image, label)
-                _draft(image)
-                _check_budget(image, label)
-                orientation = image.getexif().get(_ORIENTATION, 1)
-                reduced, border = _reduced_grey(image)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise EdgeFMError(
-            f"{label}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's guard against decompression bombs; "
-            "downscale it first (the model sees 28x28)."
-        ) from None
-    except EdgeFMError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file; all mean the same to a user
-        raise EdgeFMError(
-            f"{label}: not a readable image ({_decode_reason(exc)}); use a PNG or JPEG file."
-        ) from None
+    with _bounded_open(opened, label) as image:
+        _draft(image)
+        _check_budget(image, label)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        reduced, border = _reduced_grey(image)
     inverted = _median(border) > 127
     if inverted:
         np.subtract(255, reduced, out=reduced)
@@ -94,6 +83,149 @@ def image_to_input(source: Path | str | bytes, name: str | None = None) -> tuple
     if orientation in transposes:
         grey = grey.transpose(transposes[orientation])
     return _fit(grey), inverted
+
+
+@contextlib.contextmanager
+def _bounded_open(opened, label: str) -> Iterator:
+    """Opens an image, first frame, with its header checked; every decoder failure becomes one EdgeFMError."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice it; both mean a bomb-sized image.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(opened) as image:
+                image.seek(0)  # an animated GIF or PNG: its first frame
+                _check_dimensions(image, label)
+                yield image
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise EdgeFMError(
+            f"{label}: more than {Image.MAX_IMAGE_PIXELS:,} pixels, Pillow's guard against decompression bombs; "
+            "downscale it first."
+        ) from None
+    except EdgeFMError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - decoders raise many types for a bad file; all mean the same to a user
+        raise EdgeFMError(
+            f"{label}: not a readable image ({_decode_reason(exc)}); use a PNG or JPEG file."
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding a pixel.
+
+    Attributes:
+        width: Pixels per row.
+        height: Rows.
+        grey: True when the image holds one grey channel (a palette of greys counts as grey).
+    """
+
+    width: int
+    height: int
+    grey: bool
+
+
+def read_header(path: Path | str) -> ImageHeader:
+    """Reads an image file's size and whether it is grey, from its header only.
+
+    Raises:
+        EdgeFMError: The file is missing, empty, not an image, or refused by the size checks.
+    """
+    path = Path(path)
+    _check_image_file(path, str(path))
+    with _bounded_open(path, str(path)) as image:
+        width, height = image.size
+        if _ORIENTATION_SWAPS_SIDES.get(image.getexif().get(_ORIENTATION, 1), False):
+            width, height = height, width
+        return ImageHeader(width, height, _is_grey(image))
+
+
+def read_image(path: Path | str, size: tuple[int, int], channels: int = 1, resize: str = "pad") -> np.ndarray:
+    """Decodes an image file, at a bounded cost, into a ``(height, width, channels)`` uint8 array.
+
+    The same conversions as :func:`image_to_input` (16-bit scaled to 0-255, transparency over
+    white, CMYK and palettes converted, first frame, EXIF orientation), but no inversion and
+    colour kept when ``channels`` is 3: the pixels of a dataset's image, not a garment photo.
+
+    Args:
+        path: The image file.
+        size: ``(height, width)`` of the result.
+        channels: 1 (grey) or 3 (RGB).
+        resize: ``"pad"`` keeps the aspect ratio and pads with black to ``size``; ``"stretch"``
+            resizes to ``size`` whatever the aspect ratio.
+
+    Returns:
+        uint8 pixels, shape ``(height, width, channels)``.
+
+    Raises:
+        EdgeFMError: The file is missing, empty, unreadable or refused by the size checks.
+    """
+    if resize not in RESIZE_POLICIES:
+        raise EdgeFMError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}.")
+    if channels not in (1, 3):
+        raise EdgeFMError(f"channels must be 1 or 3, not {channels}.")
+    path = Path(path)
+    label = str(path)
+    _check_image_file(path, label)
+    with _bounded_open(path, label) as image:
+        if image.format == "JPEG":
+            # libjpeg's reduced-scale decode; both sides stay at least the size asked for.
+            image.draft(None, (size[1], size[0]))
+        _check_budget(image, label)
+        orientation = image.getexif().get(_ORIENTATION, 1)
+        image.load()
+        converted = _to_mode(image, channels)
+    transposes = _transposes()
+    if orientation in transposes:
+        converted = converted.transpose(transposes[orientation])
+    fitted = fit_image(converted, size, resize)
+    pixels = np.asarray(fitted, dtype=np.uint8)
+    return pixels.reshape(size[0], size[1], channels)
+
+
+def fit_image(image, size: tuple[int, int], resize: str = "pad"):
+    """Resizes a Pillow image to ``(height, width)`` under a resize policy (see :func:`read_image`)."""
+    from PIL import Image
+
+    height, width = size
+    if image.size == (width, height):
+        return image
+    if resize == "stretch":
+        return image.resize((width, height), RESAMPLE, reducing_gap=3.0)
+    scale = min(width / image.width, height / image.height)
+    inner = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    canvas = Image.new(image.mode, (width, height), 0)
+    canvas.paste(
+        image.resize(inner, RESAMPLE, reducing_gap=3.0), ((width - inner[0]) // 2, (height - inner[1]) // 2)
+    )
+    return canvas
+
+
+def _is_grey(image) -> bool:
+    if image.mode in ("1", "L", "LA", "La", "I", "F") or image.mode.startswith("I;16"):
+        return True
+    if image.mode in ("P", "PA"):
+        palette = image.getpalette() or []
+        triples = [palette[i : i + 3] for i in range(0, len(palette) - 2, 3)]
+        return all(r == g == b for r, g, b in triples)
+    return False
+
+
+def _to_mode(image, channels: int):
+    """The decoded image as 8-bit grey (``L``) or ``RGB``, whatever its mode."""
+    from PIL import Image
+
+    full_scale = _full_scale(image)
+    if full_scale is not None:
+        grey = Image.fromarray(_grey(image, full_scale))
+        return grey if channels == 1 else grey.convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        image.mode == "P" and "transparency" in image.info
+    ):
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return image.convert("L" if channels == 1 else "RGB")
 
 
 def _check_image_file(path: Path, label: str) -> None:

@@ -25,6 +25,7 @@ def make_pipeline(
     training: bool,
     teacher: keras.Model | None = None,
     first_epoch: int = 0,
+    num_classes: int = NUM_CLASSES,
 ) -> tf.data.Dataset:
     """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
 
@@ -36,7 +37,10 @@ def make_pipeline(
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     if training:
         dataset = dataset.shuffle(len(images), seed=cfg.seed + first_epoch, reshuffle_each_iteration=True)
-    dataset = dataset.batch(cfg.batch_size).map(_to_float_one_hot, num_parallel_calls=AUTOTUNE)
+    dataset = dataset.batch(cfg.batch_size).map(
+        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(tf.cast(y, tf.int32), num_classes)),
+        num_parallel_calls=AUTOTUNE,
+    )
     if training and cfg.augment:
         dataset = dataset.map(lambda x, y: (augment_batch(x, cfg), y), num_parallel_calls=AUTOTUNE)
     if training and teacher is not None:
@@ -56,10 +60,6 @@ def distilled_targets(
     probabilities = tf.cast(teacher(images, training=False), tf.float32)
     softened = tf.nn.softmax(tf.math.log(tf.maximum(probabilities, 1e-7)) / cfg.distill_temperature)
     return (1.0 - cfg.distill_weight) * one_hot + cfg.distill_weight * softened
-
-
-def _to_float_one_hot(images, labels):
-    return tf.cast(images, tf.float32), tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES)
 
 
 def augment_batch(images: tf.Tensor, cfg: TrainConfig) -> tf.Tensor:

@@ -17,7 +17,8 @@ C = TypeVar("C")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "exponential", "cyclical", "cosine", "onecycle")
 AUGMENTATIONS = ("crop", "flip", "affine", "erasing")
-DATA_SOURCES = ("full", "sample")
+DATA_SOURCES = ("full", "sample")  # Fashion-MNIST's; any other value is a dataset path
+RESIZE_POLICIES = ("pad", "stretch")  # as edge_fm.data.images reads them
 MONITORS = ("val_loss", "val_accuracy")
 METHODS = ("prune", "qat")  # optimization methods
 MIXED_DTYPES = ("float16", "bfloat16")  # compute dtypes of Keras' mixed-precision policies
@@ -42,8 +43,18 @@ class TrainConfig:
     arch: str  # registry name of the architecture
     arch_options: dict = dataclasses.field(default_factory=dict)  # keyword options of its builder
     preset: str = "custom"  # preset the values came from (informational)
-    data: str = "full"  # 'full' dataset from the data dir, or the embedded 'sample'
-    val_size: int | None = None  # validation images carved from train (None: 5000 full, 400 sample)
+    data: str = (
+        "full"  # 'full' Fashion-MNIST, the embedded 'sample', or a dataset path (see edge_fm.data.sources)
+    )
+    image_size: tuple[int, ...] | None = (
+        None  # (height, width) of a dataset path's images (None: the most common)
+    )
+    channels: int | None = None  # 1 or 3 for a dataset path (None: grey when every image is grey)
+    resize: str = "pad"  # images of another size: 'pad' (aspect kept) or 'stretch'
+    label_column: str | None = None  # a CSV's label column, name or index (None: 'label', else the first)
+    val_size: int | None = (
+        None  # validation images carved from train (None: 5000 full, 400 sample, a tenth else)
+    )
     max_train: int | None = None  # cap on training images, stratified (None: all)
     epochs: int = 10  # maximum epochs
     batch_size: int = (
@@ -87,7 +98,19 @@ class TrainConfig:
         object.__setattr__(self, "arch_options", dict(self.arch_options))
         _choice("optimizer", self.optimizer, OPTIMIZERS)
         _choice("schedule", self.schedule, SCHEDULES)
-        _choice("data source", self.data, DATA_SOURCES)
+        if not isinstance(self.data, str) or not self.data:
+            raise EdgeFMError(
+                f"data must be {' or '.join(map(repr, DATA_SOURCES))} or the path of a dataset, got {self.data!r}."
+            )
+        _choice("resize policy", self.resize, RESIZE_POLICIES)
+        if self.image_size is not None:
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+            if len(self.image_size) != 2 or not all(_is_whole(d) and d > 0 for d in self.image_size):
+                raise EdgeFMError(
+                    f"image_size must be [height, width] in pixels, got {list(self.image_size)}."
+                )
+        if self.channels is not None and self.channels not in (1, 3):
+            raise EdgeFMError(f"channels must be 1 or 3, got {self.channels!r}.")
         _choice("monitor", self.monitor, MONITORS)
         _choice("distribution strategy", self.distribute, DISTRIBUTE)
         _choice("mixed_dtype", self.mixed_dtype, MIXED_DTYPES)
@@ -118,11 +141,28 @@ class TrainConfig:
             _at_least("max_train", self.max_train, 1)
 
     @property
-    def resolved_val_size(self) -> int:
-        """The validation size in force: the given one, else 5000 (full) or 400 (sample)."""
+    def resolved_val_size(self) -> int | None:
+        """The validation size in force: the given one, else 5000 (full), 400 (sample), None (a tenth of a path's)."""
         if self.val_size is not None:
             return self.val_size
+        if self.data not in DATA_SOURCES:
+            return None
         return 400 if self.data == "sample" else 5000
+
+    @property
+    def data_options(self):
+        """How :func:`edge_fm.data.sources.load_data` reads this config's data."""
+        from edge_fm.data.sources import DataOptions
+
+        return DataOptions(
+            image_size=self.image_size,
+            channels=self.channels,
+            resize=self.resize,
+            val_size=self.resolved_val_size,
+            seed=self.seed,
+            max_train=self.max_train,
+            label_column=self.label_column,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (tuples become lists)."""

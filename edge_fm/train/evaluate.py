@@ -38,7 +38,7 @@ def evaluate_run(
     model = run.model()
     dataset = run.dataset(data_dir)
     images, labels = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
-    result = classification_metrics(labels, predict_proba(model, images))
+    result = classification_metrics(labels, predict_proba(model, images), dataset.class_names)
     result["data"] = dataset.describe()
     result["split"] = evaluation_key(dataset) if split == "test" else "val"
     return result
@@ -51,8 +51,8 @@ def score_model(model: keras.Model, dataset: Dataset) -> dict[str, Any]:
         ``data``, ``evaluated_on``, ``val`` (accuracy, loss, examples) and ``test`` (or
         ``sample_test`` for the embedded sample) with the full classification metrics.
     """
-    val = classification_metrics(dataset.y_val, predict_proba(model, dataset.x_val))
-    test = classification_metrics(dataset.y_test, predict_proba(model, dataset.x_test))
+    val = classification_metrics(dataset.y_val, predict_proba(model, dataset.x_val), dataset.class_names)
+    test = classification_metrics(dataset.y_test, predict_proba(model, dataset.x_test), dataset.class_names)
     return {
         "data": dataset.describe(),
         "evaluated_on": "embedded sample held-out images (NOT the test set)"

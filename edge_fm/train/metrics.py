@@ -13,12 +13,15 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int = 
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...] | None = None
+) -> dict:
     """Scores class probabilities against true labels.
 
     Args:
         y_true: True class per example.
         probs: ``(N, classes)`` probabilities (rows sum to 1).
+        class_names: The name of each class (default: Fashion-MNIST's for 10 classes, else numbers).
 
     Returns:
         ``accuracy``, ``loss`` (mean cross-entropy), ``per_class`` precision/recall/F1/support
@@ -37,7 +40,10 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict:
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
     # Clipping keeps log finite for a confident wrong answer.
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)))
-    names = CLASS_NAMES if probs.shape[1] == NUM_CLASSES else [str(i) for i in range(probs.shape[1])]
+    if class_names is not None and len(class_names) == probs.shape[1]:
+        names = class_names
+    else:
+        names = CLASS_NAMES if probs.shape[1] == NUM_CLASSES else [str(i) for i in range(probs.shape[1])]
     return {
         "accuracy": float(true_pos.sum() / max(1, len(y_true))),
         "loss": float(loss),

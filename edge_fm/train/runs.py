@@ -11,13 +11,15 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import platform
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_fm.data.datasets import Dataset, load_dataset
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES, Dataset
+from edge_fm.data.sources import DEFAULT_DATA, load_data
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import make_dirs, read_json, sha256_file, write_json
 from edge_fm.train.config import OptimizeConfig, TrainConfig, from_dict
@@ -124,8 +126,8 @@ def read_manifest(run_dir: Path) -> dict:
 
 
 def data_record(dataset: Dataset) -> dict[str, Any]:
-    """The manifest's ``data`` entry: where a run read its data and how it was split."""
-    return {
+    """The manifest's ``data`` entry: where a run read its data, how it was split, and its identity."""
+    record = {
         "source": dataset.source,
         "location": dataset.location,
         "description": dataset.describe(),
@@ -133,13 +135,43 @@ def data_record(dataset: Dataset) -> dict[str, Any]:
         "val": len(dataset.x_val),
         "test": len(dataset.x_test),
     }
+    if dataset.identity is not None:
+        record["identity"] = dataset.identity.as_record()
+    return record
 
 
 def dataset_for(config: TrainConfig, data_dir: Path | str | None = None) -> Dataset:
     """The data a training config names: its source, split into train and validation with its seed."""
-    return load_dataset(
-        config.data, data_dir, val_size=config.resolved_val_size, seed=config.seed, max_train=config.max_train
-    )
+    name = DEFAULT_DATA if config.data == "full" else config.data
+    return load_data(name, data_dir, config.data_options)
+
+
+def fit_to_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """The config with its architecture built for the data's input shape and class count.
+
+    Fashion-MNIST's shape and ten classes leave the config as it is; other data records
+    ``input_shape`` and ``num_classes`` in ``arch_options``, so every later stage rebuilds the same model.
+
+    Raises:
+        EdgeFMError: The architecture builds only for 28x28 grey images and ten classes.
+    """
+    shape, classes = dataset.image_shape, dataset.num_classes
+    if shape == IMAGE_SHAPE and classes == NUM_CLASSES:
+        return config
+    from edge_fm.zoo import list_models
+    from edge_fm.zoo.registry import get_spec
+
+    def fits(name: str) -> bool:
+        return {"input_shape", "num_classes"} <= set(get_spec(name).options())
+
+    if not fits(config.arch):
+        able = ", ".join(name for name in list_models() if fits(name))
+        raise EdgeFMError(
+            f"{config.arch} builds for 28x28 grey images and 10 classes; this data has {shape[1]}x{shape[0]}x"
+            f"{shape[2]} images and {classes} classes: use {able}."
+        )
+    options = {**config.arch_options, "input_shape": list(shape), "num_classes": classes}
+    return dataclasses.replace(config, arch_options=options)
 
 
 class Run:
@@ -232,7 +264,16 @@ class Run:
             config: A training config that keeps this run's split (a fine-tuning one); default: the run's.
         """
         recorded = self.manifest.get("data", {})
-        return dataset_for(config or self.train_config, data_dir or recorded.get("location"))
+        dataset = dataset_for(config or self.train_config, data_dir or recorded.get("location"))
+        identity = recorded.get("identity") or {}
+        if identity.get("kind", "fashion-mnist") != "fashion-mnist" and dataset.identity is not None:
+            if dataset.identity.fingerprint != identity.get("fingerprint"):
+                raise EdgeFMError(
+                    f"{self.path} was trained on {identity.get('source')} ({identity.get('fingerprint', '?')[:19]}), "
+                    f"but that data is now {dataset.identity.fingerprint[:19]}: its files changed; "
+                    "train a new run on the data as it is."
+                )
+        return dataset
 
     @property
     def model_path(self) -> Path:

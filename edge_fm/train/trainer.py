@@ -43,6 +43,7 @@ from edge_fm.train.runs import (
     Run,
     data_record,
     dataset_for,
+    fit_to_data,
     new_run_dir,
     write_manifest,
 )
@@ -233,6 +234,10 @@ def train(
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
     dataset = dataset_for(config, data_dir)
+    config = fit_to_data(config, dataset)
+    if dataset.identity is not None and dataset.identity.kind != "fashion-mnist":
+        # The absolute path: a later stage run from another folder reads the same data.
+        config = dataclasses.replace(config, data=dataset.identity.source)
     # Built before the run directory exists, so that a bad option value leaves no half-made run.
     with placement.scope():
         model = build_compiled_model(config, epoch_steps(config, dataset))
@@ -387,12 +392,21 @@ def fit_model(
     reporter.start(run_dir, config, dataset.describe(), steps_per_epoch, done)
     started = time.perf_counter()
     training = make_pipeline(
-        dataset.x_train, dataset.y_train, config, training=True, teacher=teacher, first_epoch=done
+        dataset.x_train,
+        dataset.y_train,
+        config,
+        training=True,
+        teacher=teacher,
+        first_epoch=done,
+        num_classes=dataset.num_classes,
     )
     model.fit(
         distribute_pipeline(training, placement),
         validation_data=distribute_pipeline(
-            make_pipeline(dataset.x_val, dataset.y_val, config, training=False), placement
+            make_pipeline(
+                dataset.x_val, dataset.y_val, config, training=False, num_classes=dataset.num_classes
+            ),
+            placement,
         ),
         epochs=config.epochs,
         verbose=0,

@@ -16,8 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge_fm.compat import keras
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
 from edge_fm.errors import EdgeFMError, unknown_choice
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
+from edge_fm.zoo.layers import check_input_shape, classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
@@ -80,6 +81,8 @@ def build_edge_cnn(
     dropout: float,
     name: str,
     block: str | Sequence[str] = "separable",
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
         raise EdgeFMError(
@@ -87,7 +90,9 @@ def build_edge_cnn(
             f"got widths {list(widths)} and blocks {list(blocks)}."
         )
     kinds = stage_blocks(block, len(widths), name)
-    inputs = raw_input()
+    # Each stage after the first halves the side: at least one pixel must reach the last.
+    check_input_shape(name, input_shape, 2 ** (len(widths) - 1), num_classes)
+    inputs = raw_input(shape=input_shape)
     x = _conv_bn_relu(preprocess(inputs), stem, "stem")
     for s, (width, count, kind) in enumerate(zip(widths, blocks, kinds), start=1):
         if s > 1:
@@ -97,7 +102,7 @@ def build_edge_cnn(
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     if dropout:
         x = layers.Dropout(dropout, name="drop")(x)
-    return keras.Model(inputs, classifier(x), name=name.replace("-", "_"))
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name=name.replace("-", "_"))
 
 
 @register_model("edge-cnn", description="edge-fm's accurate net: separable residual stages 64/128/256, GAP")
@@ -108,6 +113,8 @@ def edge_cnn(
     blocks: tuple[int, ...] = (2, 3, 3),
     dropout: float = 0.2,
     block: str | Sequence[str] = "separable",
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
 
@@ -118,8 +125,10 @@ def edge_cnn(
         dropout: Dropout before the classifier.
         block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
             list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block)
+    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block, input_shape, num_classes)
 
 
 @register_model(
@@ -133,6 +142,8 @@ def edge_cnn_tiny(
     blocks: tuple[int, ...] = (0, 2, 2),
     dropout: float = 0.1,
     block: str | Sequence[str] = "conv",
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """The small member: under 100 KB as int8, a few million MACs per image.
 
@@ -148,5 +159,7 @@ def edge_cnn_tiny(
         dropout: Dropout before the classifier.
         block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
             list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block)
+    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block, input_shape, num_classes)

@@ -13,9 +13,37 @@ from edge_fm.errors import EdgeFMError
 layers = keras.layers
 
 
-def raw_input(name: str = "image") -> keras.layers.Layer:
-    """The input every zoo model takes: a raw ``28x28x1`` image with values 0-255."""
-    return keras.Input(shape=IMAGE_SHAPE, name=name)
+def raw_input(name: str = "image", shape: Sequence[int] = IMAGE_SHAPE) -> keras.layers.Layer:
+    """The input every zoo model takes: a raw image with values 0-255, ``28x28x1`` by default.
+
+    Args:
+        name: The input's name.
+        shape: ``(height, width, channels)`` of the data the model is built for.
+    """
+    return keras.Input(shape=tuple(int(d) for d in shape), name=name)
+
+
+def check_input_shape(name: str, shape: Sequence[int], minimum: int, num_classes: int) -> None:
+    """Refuses an input shape or class count an architecture cannot be built for, in one line.
+
+    Args:
+        name: The architecture, for the message.
+        shape: ``(height, width, channels)``.
+        minimum: The smallest side the architecture's pooling leaves at least one pixel of.
+        num_classes: Classes of the output.
+
+    Raises:
+        EdgeFMError: A side under ``minimum``, channels other than 1 or 3, or fewer than 2 classes.
+    """
+    if len(shape) != 3 or shape[2] not in (1, 3):
+        raise EdgeFMError(f"{name}: input shape {tuple(shape)} must be (height, width, 1 or 3).")
+    if min(shape[:2]) < minimum:
+        raise EdgeFMError(
+            f"{name} needs images of at least {minimum}x{minimum} pixels, got {shape[1]}x{shape[0]}; "
+            f"pass --image-size {minimum} (or more)."
+        )
+    if num_classes < 2:
+        raise EdgeFMError(f"{name}: a classifier needs at least 2 classes, got {num_classes}.")
 
 
 def preprocess(
@@ -53,9 +81,9 @@ def preprocess(
     return x
 
 
-def classifier(x, name: str = "logits"):
-    """The 10-way output: a dense layer, then a softmax kept in float32 under mixed precision."""
-    x = layers.Dense(NUM_CLASSES, name=name)(x)
+def classifier(x, name: str = "logits", num_classes: int = NUM_CLASSES):
+    """The output: a dense layer (10-way by default), then a softmax kept in float32 under mixed precision."""
+    x = layers.Dense(num_classes, name=name)(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(x)
 
 

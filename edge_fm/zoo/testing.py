@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from edge_fm.compat import keras
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
+from edge_fm.zoo.layers import check_input_shape, classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
 @register_model("tiny-cnn", description="16/32-filter CNN for fast tests", testing=True)
-def tiny_cnn(*, width: int = 16) -> keras.Model:
+def tiny_cnn(
+    *, width: int = 16, input_shape: tuple[int, ...] = IMAGE_SHAPE, num_classes: int = NUM_CLASSES
+) -> keras.Model:
     """Builds a two-conv network of about 20k parameters.
 
     The first convolution is followed directly by batch-norm, so tests also exercise the
@@ -16,8 +19,11 @@ def tiny_cnn(*, width: int = 16) -> keras.Model:
 
     Args:
         width: Filters of the first convolution (the second has twice as many).
+        input_shape: ``(height, width, channels)`` of the data.
+        num_classes: Classes of the output.
     """
-    inputs = raw_input()
+    check_input_shape("tiny-cnn", input_shape, 4, num_classes)  # two 2x2 pools
+    inputs = raw_input(shape=input_shape)
     x = preprocess(inputs)
     x = layers.Conv2D(width, 3, padding="same", use_bias=False, name="conv1")(x)
     # A fast-moving average, so the few steps of a test already give usable inference statistics.
@@ -27,4 +33,4 @@ def tiny_cnn(*, width: int = 16) -> keras.Model:
     x = layers.Conv2D(width * 2, 3, padding="same", activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
-    return keras.Model(inputs, classifier(x), name="tiny_cnn")
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name="tiny_cnn")
