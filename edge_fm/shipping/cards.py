@@ -132,8 +132,8 @@ def model_card(
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,
-        regenerate="This card is generated: `edge-fm bench models/` rewrites it from `model.json`, `provenance.json` "
-        "and the benchmark's measurements.",
+        regenerate="This card is generated: `edge-fm bench models/ --cards` rewrites it from `model.json`, "
+        "`provenance.json` and the benchmark's measurements.",
     )
 
 
@@ -273,7 +273,7 @@ def _evaluation(
     text = "\n".join(lines)
     text += f"\n\nThe shipped format was chosen by this rule: {selection['rule']}.{refused}"
     if row is None:
-        text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/`."
+        text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/ --cards`."
     judged = [c for c in checks if c["met"] is not None]
     if judged:
         text += (
