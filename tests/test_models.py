@@ -44,7 +44,7 @@ def test_models_folder_is_small_enough_to_ship():
 def test_every_shipped_model_is_benchmarked_and_has_a_card():
     rows = _bench_rows()
     assert sorted(rows) == sorted(m.name for m in FOLDERS), (
-        "run `edge-fm bench models/ --json benchmarks/results/models_bench.json`"
+        "run `edge-fm bench models/ --cards --json benchmarks/results/models_bench.json`"
     )
     for model in MODELS:
         row = rows[model.name]

@@ -56,6 +56,7 @@ def shipped(exported, tmp_path_factory):
         [
             "bench",
             str(models),
+            "--cards",
             "--sample",
             "--runs",
             "20",
@@ -110,7 +111,7 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     }
     # Before the folder is benchmarked, the card says how to complete it and claims no test figure.
     assert (
-        "Test accuracy and latency are not measured yet: run `edge-fm bench models/`"
+        "Test accuracy and latency are not measured yet: run `edge-fm bench models/ --cards`"
         in shipped["card_before_bench"]
     )
 

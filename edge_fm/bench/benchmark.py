@@ -430,14 +430,10 @@ def below_min_accuracy(rows: list[dict[str, Any]], minimum: float) -> list[str]:
     return list(dict.fromkeys(failing))
 
 
+# What identifies a row and what it measured first: every table of rows starts with these.
+ROW_KEYS = ("artifact", "format", "threads", "bytes", "gzip_bytes", "accuracy", "accuracy_delta")
 CSV_COLUMNS = (
-    "artifact",
-    "format",
-    "threads",
-    "bytes",
-    "gzip_bytes",
-    "accuracy",
-    "accuracy_delta",
+    *ROW_KEYS,
     "p50_ms",
     "p90_ms",
     "p99_ms",

@@ -188,13 +188,21 @@ def bench_command(
     plot: Annotated[
         Optional[Path], typer.Option(help="Draw accuracy against size and latency (PNG) here.")
     ] = None,
+    cards: Annotated[
+        bool,
+        typer.Option(
+            "--cards",
+            help="With a folder of shipped models measured here: rewrite their model cards from it.",
+        ),
+    ] = False,
 ) -> None:
     """Measure accuracy, size, latency and memory of TFLite artifacts, here or on a device over SSH.
 
-    Given a folder of shipped models (made by `edge-fm ship`), measured here, it also rewrites their
-    model cards; a row it cannot remeasure is carried over from the --json file it replaces.
+    Given a folder of shipped models (made by `edge-fm ship`), measured here, its rows are named by model
+    and the models' targets judged; --cards also rewrites their model cards. A row it cannot remeasure is
+    carried over from the --json file it replaces.
 
-    Example: edge-fm bench models/ --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
+    Example: edge-fm bench models/ --cards --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
     Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
     Example: edge-fm bench models/ --target tflm --tflm-images 500
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
@@ -211,6 +219,8 @@ def bench_command(
     options = bench_options(threads, runs, min_seconds, max_seconds, warmup)
     targets = target or ["local"]
     if len(targets) > 1:
+        if cards:
+            raise EdgeFMError("--cards rewrites cards from one measurement here: give one --target (local).")
         if plot is not None:
             raise EdgeFMError(
                 "--plot draws one device's front: give one --target (or plot each device's result)."
@@ -229,7 +239,9 @@ def bench_command(
     if plot is not None and where.name == "tflm":
         raise EdgeFMError("--plot draws latency, which --target tflm does not measure: drop --plot.")
     with console.status(f"measuring on {where.name}..."):
-        result = measure(artifacts, where, options, baseline, data_dir, sample, previous_result(json_out))
+        result = measure(
+            artifacts, where, options, baseline, data_dir, sample, previous_result(json_out), cards
+        )
     result["command"] = command_line("bench")
     print_bench_table(result)
     write_results(result, json_out, csv_out)

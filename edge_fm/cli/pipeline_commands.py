@@ -62,7 +62,7 @@ def ship_command(
 
     Runs QAT (or takes --qat-run), exports qat-int8 and int8, keeps the one more accurate on the whole
     validation split (the test split is not read), and writes MODELS_DIR/NAME: the bundle, its model card
-    and provenance. Then `edge-fm bench MODELS_DIR` measures it and completes the card.
+    and provenance. Then `edge-fm bench MODELS_DIR --cards` measures it and completes the card.
 
     Example: edge-fm ship runs/edge-cnn-tiny-train-1 --name edge-cnn-tiny --data-dir DATA_DIR
     """

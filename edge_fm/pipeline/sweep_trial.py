@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from edge_fm.bench.benchmark import ROW_KEYS
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE
 from edge_fm.io import read_json, write_json
@@ -138,13 +139,7 @@ def _pipeline_record(
 
 
 _KEPT = (
-    "artifact",
-    "format",
-    "threads",
-    "bytes",
-    "gzip_bytes",
-    "accuracy",
-    "accuracy_delta",
+    *ROW_KEYS,
     "latency",
     "peak_rss_mb",
     "confusion_matrix",

@@ -132,8 +132,8 @@ def model_card(
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,
-        regenerate="This card is generated: `edge-fm bench models/` rewrites it from `model.json`, `provenance.json` "
-        "and the benchmark's measurements.",
+        regenerate="This card is generated: `edge-fm bench models/ --cards` rewrites it from `model.json`, "
+        "`provenance.json` and the benchmark's measurements.",
     )
 
 
@@ -273,7 +273,7 @@ def _evaluation(
     text = "\n".join(lines)
     text += f"\n\nThe shipped format was chosen by this rule: {selection['rule']}.{refused}"
     if row is None:
-        text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/`."
+        text += "\n\nTest accuracy and latency are not measured yet: run `edge-fm bench models/ --cards`."
     judged = [c for c in checks if c["met"] is not None]
     if judged:
         text += (
@@ -337,8 +337,10 @@ def _option_text(value) -> str:
 def folder_forms(folder) -> list[dict]:
     """The app and microcontroller forms beside a shipped model: ``mobile/`` and ``mcu/`` bundles.
 
-    A folder without a microcontroller form says why when the model has an op TFLM lacks (checked
-    when the ``mcu`` extra is installed).
+    A folder without a microcontroller form says why when the model has an op TFLM lacks.
+
+    Raises:
+        EdgeFMError: Such a folder, and TFLM is not installed: its card would lose that sentence.
     """
     from pathlib import Path
 
@@ -380,8 +382,11 @@ def _tflm_refusal(path) -> str:
 
     try:
         missing, _ = unsupported_ops(path.read_bytes())
-    except EdgeFMError:  # the mcu extra is not installed: the card says how to check instead
-        return ""
+    except EdgeFMError as exc:  # not installed: refuse rather than write a card that lost its reason
+        raise EdgeFMError(
+            f"{path.parent.name} has no microcontroller form, and its card says why only where TFLM can check: "
+            f"{exc}"
+        ) from None
     return refusal(missing) if missing else ""
 
 

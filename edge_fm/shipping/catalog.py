@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
+from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, read_description
 from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.shipping.cards import folder_forms, model_card
@@ -42,11 +43,11 @@ def bench_catalog(
     previous: dict | None = None,
     sample: bool = False,
 ) -> dict[str, Any]:
-    """Benchmarks every model of a catalog in one run and rewrites their cards.
+    """Benchmarks every model of a catalog in one run and judges their targets (cards: :func:`refresh_cards`).
 
     Args:
         models_dir: The catalog.
-        options: How to measure (threads, runs...); the first thread count's rows go into the cards.
+        options: How to measure (threads, runs...); the targets are judged at the first thread count.
         data_dir: Where the full dataset is.
         previous: An earlier result of this function, whose rows of models that cannot be measured
             here are carried over.
@@ -83,15 +84,6 @@ def bench_catalog(
     result["checks"] = checks(
         [row for row in ok if row["threads"] == options.threads[0]], read_targets(models_dir)
     )
-    write_cards(
-        models_dir,
-        ok,
-        provenances,
-        result["environment"],
-        result["test_set"]["source"],
-        result["checks"],
-        options.threads[0],
-    )
     return result
 
 
@@ -123,11 +115,15 @@ def write_cards(
     test_source: str,
     model_checks: Sequence[dict],
     threads: int,
-) -> None:
+) -> list[Path]:
     """Rewrites ``MODEL_CARD.md`` of every model with a row at ``threads``.
 
     A row carried over from an earlier run states that run's machine, and no target is judged on it.
+
+    Returns:
+        The cards written.
     """
+    written = []
     for row in rows:
         if row["threads"] != threads:
             continue
@@ -145,6 +141,8 @@ def write_cards(
             folder_forms(models_dir / name),
         )
         write_bytes_atomic(models_dir / name / CARD, card.encode())
+        written.append(models_dir / name / CARD)
+    return written
 
 
 def _met(measured, target, passes) -> bool | None:
@@ -207,17 +205,35 @@ def measure(
     data_dir: Path | str | None = None,
     sample: bool = False,
     previous: dict | None = None,
+    cards: bool = False,
 ) -> dict[str, Any]:
-    """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (its cards are
-    rewritten); anything else through :func:`edge_fm.bench.benchmark.bench`."""
-    if (
-        len(paths) == 1
-        and is_catalog(paths[0])
-        and getattr(target, "name", target) == "local"
-        and baseline is None
-    ):
-        return bench_catalog(paths[0], options, data_dir, previous, sample)
-    return bench(list(paths), target, options, baseline, data_dir, sample)
+    """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (rows named
+    by model, targets judged); anything else through :func:`edge_fm.bench.benchmark.bench`.
+
+    Args:
+        cards: Also rewrite the catalog's model cards from the measurement (:func:`write_cards`): the
+            one way to refresh the cards of ``models/``.
+
+    Raises:
+        EdgeFMError: ``cards`` for anything but one catalog measured here without a baseline.
+    """
+    catalog = len(paths) == 1 and is_catalog(paths[0]) and getattr(target, "name", target) == "local"
+    if not (catalog and baseline is None):
+        if cards:
+            raise EdgeFMError(
+                "--cards rewrites the model cards of one folder of shipped models measured here: "
+                "pass only that folder (e.g. models/), with the local target and no --baseline."
+            )
+        return bench(list(paths), target, options, baseline, data_dir, sample)
+    result = bench_catalog(paths[0], options, data_dir, previous, sample)
+    if cards:
+        provenances = read_provenances(paths[0])
+        ok = [row for row in result["rows"] if row.get("status") == "ok"]
+        environment, test_source = result["environment"], result["test_set"]["source"]
+        write_cards(
+            Path(paths[0]), ok, provenances, environment, test_source, result["checks"], options.threads[0]
+        )
+    return result
 
 
 def previous_result(path: Path | str | None) -> dict | None:

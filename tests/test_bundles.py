@@ -1,0 +1,76 @@
+"""The bundle owner: what kind a path is, one reader, one all-or-nothing writer, and the stand-alone
+runner's own minimal reader agreeing with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_fm import runner
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import (
+    DESCRIPTION_FILE,
+    LABELS_FILE,
+    MODEL_FILE,
+    Bundle,
+    kind_of,
+    write_bundle,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(path.parent for path in (REPO / "models").glob(f"*/{MODEL_FILE}"))
+
+
+def test_kind_of_tells_runs_bundles_catalogs_pipelines_and_results_apart(tmp_path):
+    run, pipeline, results = tmp_path / "run", tmp_path / "pipeline", tmp_path / "bench.json"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    pipeline.mkdir()
+    (pipeline / "pipeline.json").write_text("{}")
+    results.write_text("{}")
+    assert kind_of(run) == "run" and kind_of(pipeline) == "pipeline" and kind_of(results) == "bench"
+    assert kind_of(SHIPPED[0]) == "bundle" and kind_of(SHIPPED[0] / MODEL_FILE) == "tflite"
+    assert kind_of(REPO / "models") == "catalog"
+    assert kind_of(tmp_path / "nothing") is None and kind_of(tmp_path) is None
+
+
+@pytest.mark.parametrize("folder", SHIPPED, ids=lambda path: path.name)
+def test_the_runners_own_reader_agrees_with_the_bundle_owner(folder):
+    bundle = Bundle.open(folder)
+    path = str(folder / MODEL_FILE)
+    assert runner.artifact_name(path) == bundle.folder.name
+    assert runner.sidecar_description(path) == {
+        "format": bundle.format,
+        "architecture": bundle.description.get("architecture"),
+    }
+    assert bundle.labels == tuple(line for line in (folder / LABELS_FILE).read_text().splitlines() if line)
+
+
+def test_a_bundle_is_written_whole_or_not_at_all(tmp_path):
+    shipped = Bundle.open(SHIPPED[0])
+    folder = write_bundle(
+        tmp_path / "copy",
+        shipped.flatbuffer,
+        {"name": "copy"},
+        shipped.labels,
+        {"stage": "export", "parent": None},
+    )
+    written = json.loads((folder / DESCRIPTION_FILE).read_text())
+    assert written["artifact"]["bytes"] == len(shipped.flatbuffer)
+    assert Bundle.open(folder).labels == shipped.labels
+    assert json.loads((folder / "manifest.json").read_text())["run"] == "copy"
+
+    with pytest.raises(TypeError):  # a file that cannot be written, after the model and labels were
+        write_bundle(
+            tmp_path / "half",
+            shipped.flatbuffer,
+            {},
+            shipped.labels,
+            {"stage": "export"},
+            {"firmware/x.h": None},
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # no half bundle, no temporary folder
+    with pytest.raises(EdgeFMError, match="never overwritten"):
+        write_bundle(folder, shipped.flatbuffer, {}, shipped.labels, {"stage": "export"})
