@@ -296,8 +296,9 @@ def _payload(artifacts: list[Path], names: list[str], test_set: Path) -> bytes:
 
 def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str, ...] = (), python: str | None = None,
                  connect_timeout: int = 10, tflm_images: int | None = None):
-    """``local``, ``ssh://user@host[:port]``, or ``tflm`` (TensorFlow Lite for Microcontrollers here:
-    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact).
+    """``local``, ``ssh://user@host[:port]``, ``tflm`` (TensorFlow Lite for Microcontrollers here:
+    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact), or
+    ``vela:CONFIG`` (Arm Vela's Ethos-U estimate for that configuration, see ``edge_fm.vela``).
 
     Raises:
         EdgeFMError: Any other form.
@@ -310,6 +311,10 @@ def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str,
         if tflm_images is not None and tflm_images < 1:
             raise EdgeFMError(f"--tflm-images {tflm_images}: give at least 1.")
         return TflmTarget(images=tflm_images or DEFAULT_CHECK_IMAGES)
+    if text.startswith("vela:"):
+        from edge_fm.vela import VelaTarget
+
+        return VelaTarget(text.removeprefix("vela:"))
     if text.startswith("ssh://"):
         parts = urlsplit(text)
         try:
@@ -320,7 +325,7 @@ def parse_target(text: str, identity: str | None = None, ssh_options: tuple[str,
             raise EdgeFMError(f"target {text!r}: write ssh://user@host or ssh://user@host:port.")
         return SshTarget(host=parts.hostname, user=parts.username, port=port, identity=identity,
                          ssh_options=tuple(ssh_options), python=python or "python3", connect_timeout=connect_timeout)
-    raise EdgeFMError(f"target {text!r}: use `local`, `ssh://user@host[:port]` or `tflm`.")
+    raise EdgeFMError(f"target {text!r}: use `local`, `ssh://user@host[:port]`, `tflm` or `vela:CONFIG` (e.g. vela:ethos-u55-128).")
 
 
 # ---------------------------------------------------------------- the Keras baseline

@@ -472,11 +472,12 @@ def export_command(
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
-        str, typer.Option("--for", help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).")
+        str, typer.Option("--for", help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM); ethos-u (compiled by Arm's Vela with its estimate; needs --accelerator-config).")
     ] = "none",
-    out: Annotated[Optional[Path], typer.Option(help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N).")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="With --for mobile, mcu or ethos-u: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N).")] = None,
     parity_images: Annotated[int, typer.Option(help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: test images under TFLM against LiteRT's reference kernels).")] = 1000,
     c_array: Annotated[str, typer.Option("--c-array", help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python script that writes it from model.tflite at build time (the array is ~6x the model's size).")] = "source",
+    accelerator_config: Annotated[Optional[str], typer.Option("--accelerator-config", help="With --for ethos-u: the Ethos-U configuration Vela compiles for, e.g. ethos-u55-128 or ethos-u65-256.")] = None,
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
@@ -484,6 +485,7 @@ def export_command(
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
+    Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
     from edge_fm.errors import unknown_choice
     from edge_fm.export import get_format
@@ -493,11 +495,17 @@ def export_command(
     if target not in EXPORT_TARGETS:
         raise unknown_choice("--for target", target, EXPORT_TARGETS)
     if not formats and target == "none":
-        raise EdgeFMError("give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one.")
+        raise EdgeFMError("give a format to export (e.g. -f int8); only --for mobile, mcu or ethos-u take a bundle without one.")
     if out is not None and (target == "none" or len(formats or []) > 1):
-        raise EdgeFMError("--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format.")
+        raise EdgeFMError("--out names one bundle of the mobile, mcu or ethos-u form: use it with --for and at most one format.")
     if c_array != "source" and target != "mcu":
         raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
+    if (accelerator_config is not None) != (target == "ethos-u"):
+        raise EdgeFMError("--for ethos-u and --accelerator-config go together (e.g. --for ethos-u --accelerator-config ethos-u55-128).")
+    if target == "ethos-u":
+        from edge_fm.vela import get_config
+
+        get_config(accelerator_config)  # an unknown config is refused before any work
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it.")
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
@@ -505,7 +513,7 @@ def export_command(
     for name in formats or [None]:
         try:
             bundle = _export_for(target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images,
-                                 c_array)
+                                 c_array, accelerator_config)
         except EdgeFMError as exc:
             failures.append(str(exc))
             _print_error(str(exc))
@@ -513,6 +521,9 @@ def export_command(
         description = json.loads((bundle / "model.json").read_text())
         if "mobile" in description:
             form_lines.append(_mobile_line(bundle, description["mobile"]))
+            continue
+        if "ethos_u" in description:
+            form_lines.append(_ethos_u_line(bundle, description["ethos_u"]))
             continue
         artifact, report = description["artifact"], description.get("export")
         if report and "parity" in report:  # a bare .tflite given for --for mcu has no export record
@@ -533,12 +544,19 @@ def export_command(
         raise typer.Exit(1)
 
 
-EXPORT_TARGETS = ("none", "mobile", "mcu")
+EXPORT_TARGETS = ("none", "mobile", "mcu", "ethos-u")
 
 
 def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, representative: int, runs_dir: Path, data_dir,
-                out: Path | None = None, parity_images: int = 1000, c_array: str = "source") -> Path:
+                out: Path | None = None, parity_images: int = 1000, c_array: str = "source",
+                accelerator_config: str | None = None) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
+    if target == "ethos-u":
+        from edge_fm.export import export
+        from edge_fm.vela import export_ethos_u
+
+        source = export(run_dir, name, "int8", representative, parity_images, runs_dir, data_dir) if name else run_dir
+        return export_ethos_u(source, accelerator_config, out, runs_dir)
     if target == "mobile":
         from edge_fm.mobile import export_mobile
 
@@ -558,6 +576,18 @@ def _mobile_line(bundle: Path, record: dict) -> str:
     same = "identical outputs" if parity["identical_to_int8"] else f"top-1 agreement {parity['top1_agreement']:.2%}"
     return (f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} grey test "
             f"images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}")
+
+
+def _ethos_u_line(bundle: Path, record: dict) -> str:
+    from edge_fm.vela import VelaReport, cpu_ops_text
+
+    fields = {f: record[f] for f in VelaReport.__dataclass_fields__}
+    report = VelaReport(**{**fields, "cpu_ops": tuple(fields["cpu_ops"])})
+    return (f"{bundle}: compiled by Vela {report.vela_version} for {report.config} ({report.system_config}, "
+            f"{report.clock_hz / 1e6:.0f} MHz): SRAM {report.sram_bytes / 1024:.1f} KiB, {report.weights_storage} "
+            f"{report.off_chip_bytes / 1024:.1f} KiB; {cpu_ops_text(report)}; {report.cycles:,} cycles, "
+            f"{report.inferences_per_second:,.0f} inferences/s (estimate, not measured); model_vela.tflite is for "
+            "TFLM's Ethos-U delegate")
 
 
 def _mcu_line(bundle: Path, record: dict) -> str:
@@ -693,6 +723,8 @@ def print_bench_table(result: dict, title: str | None = None) -> None:
 
     if result["target"] == "tflm":
         return print_tflm_table(result, title)
+    if result["target"].startswith("vela:"):
+        return print_vela_table(result, title)
 
     table = Table("artifact", "format", "thr", "KB", "gzip KB", "accuracy", "Δ acc", "p50 ms", "p90 ms", "img/s", "peak MB",
                   "status", title=title)
@@ -744,11 +776,33 @@ def print_tflm_table(result: dict, title: str | None = None) -> None:
     )
 
 
+def print_vela_table(result: dict, title: str | None = None) -> None:
+    """The Ethos-U estimate table (Vela): memory, placement, cycles; every figure an estimate."""
+    table = Table("artifact", "format", "SRAM KB", "off-chip KB", "NPU ops", "CPU ops", "MACs", "cycles", "inf/s (est.)",
+                  "ms (est.)", "status", title=title)
+    for row in result["rows"]:
+        ok = row.get("status") == "ok"
+        cpu = ", ".join(op["op"] for op in row.get("cpu_ops", [])) or "0"
+        table.add_row(
+            row["artifact"], row.get("format") or "?", f"{row['sram_bytes'] / 1024:.1f}" if ok else "-",
+            f"{row['off_chip_bytes'] / 1024:.1f}" if ok else "-", str(row["npu_ops"]) if ok else "-", cpu if ok else "-",
+            f"{row['macs'] / 1e6:.2f} M" if ok else "-", f"{row['cycles']:,}" if ok else "-",
+            f"{row['inferences_per_second']:.0f}" if ok else "-", f"{row['inference_ms']:.3f}" if ok else "-",
+            "[green]ok[/]" if ok else f"[red]error: {escape(str(row.get('error')))}[/]",
+        )
+    console.print(table)
+    env = result["environment"]
+    first = next((row for row in result["rows"] if row.get("status") == "ok"), None)
+    clock = f" at {first['clock_hz'] / 1e6:.0f} MHz ({first['system_config']}, {first['memory_mode']})" if first else ""
+    console.print(f"target {result['target']}{clock}: ethos-u-vela {env.get('interpreter_version')}; {env.get('note')}.",
+                  highlight=False)
+
+
 @app.command("bench")
 @_fails_cleanly
 def bench_command(
     artifacts: Annotated[list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")],
-    target: Annotated[Optional[list[str]], typer.Option(help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), or `tflm` (TensorFlow Lite for Microcontrollers here: accuracy, arena, flash; no latency). Repeat it to measure on several devices at once, one benchmark per device at a time.")] = None,
+    target: Annotated[Optional[list[str]], typer.Option(help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), `tflm` (TensorFlow Lite for Microcontrollers here: accuracy, arena, flash; no latency), or `vela:ethos-u55-128` (Arm Vela's Ethos-U estimate: memory, NPU/CPU ops, cycles; needs the npu extra). Repeat it to measure on several devices at once, one benchmark per device at a time.")] = None,
     compare: Annotated[bool, typer.Option("--compare", help="With several --target: also print artifacts x devices (p50 and accuracy).")] = False,
     tflm_images: Annotated[Optional[int], typer.Option(help="With --target tflm: test images per artifact (TFLM here takes up to ~70 ms an image; default 1000).")] = None,
     threads: Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")] = MEASURE.threads,
@@ -776,6 +830,7 @@ def bench_command(
     Example: edge-fm bench models/ --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
     Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
     Example: edge-fm bench models/ --target tflm --tflm-images 500
+    Example: edge-fm bench models/ --target vela:ethos-u55-128
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
     from edge_fm.bench import bench_fleet, write_results
@@ -801,8 +856,8 @@ def bench_command(
         failed = [r for r in result["rows"] if r.get("status") != "ok"]
         return _bench_verdict(result["rows"], min_accuracy, failed)
     where = _target(targets[0], ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
-    if plot is not None and where.name == "tflm":
-        raise EdgeFMError("--plot draws latency, which --target tflm does not measure: drop --plot.")
+    if plot is not None and (where.name == "tflm" or where.name.startswith("vela:")):
+        raise EdgeFMError(f"--plot draws measured latency, which --target {where.name} does not give: drop --plot.")
     with console.status(f"measuring on {where.name}..."):
         result = measure(artifacts, where, options, baseline, data_dir, sample, previous_result(json_out))
     result["command"] = _command_line("bench")
