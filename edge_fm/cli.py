@@ -465,10 +465,10 @@ def _print_step(run_dir: Path) -> None:
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="A finished training or optimization run; with --for mobile or mcu also an int8 export bundle or .tflite (e.g. models/edge-cnn-tiny).")],
     formats: Annotated[
-        Optional[list[str]], typer.Option("--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable); omit it for a bundle.")
+        Optional[list[str]], typer.Option("--format", "-f", help="fp32, fp16, dynamic, int8, int8-per-tensor, int16x8 or qat-int8 (repeatable); omit it for a bundle.")
     ] = None,
-    io_dtype: Annotated[Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")] = None,
-    representative: Annotated[int, typer.Option(help="Calibration images drawn from the training split.")] = 500,
+    io_dtype: Annotated[Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32 (int16x8: int16 or float32).")] = None,
+    representative: Annotated[int, typer.Option("--calibration", "--representative", min=1, help="Calibration images of integer formats, drawn from the training images of the run's dataset.")] = 500,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
@@ -482,6 +482,7 @@ def export_command(
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
     Example: edge-fm export runs/cnn-2conv-qat-1 --format qat-int8 --io-dtype uint8
+    Example: edge-fm export runs/cnn-2conv-train-1 -f int8-per-tensor -f int16x8 --calibration 1000
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile

@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import io
 import json
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.io import read_json, write_bytes_atomic, write_json
 from edge_fm.evaluate import predict_proba
-from edge_fm.runner import TFLiteModel
+from edge_fm.runner import RunnerError, TFLiteModel
 from edge_fm.runs import Run, new_run_dir, write_manifest
 
 METADATA_DESCRIPTION = "edge_fm.model_json"
@@ -73,7 +74,13 @@ def convert(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: n
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
+        if unsupported := _NO_16X8_KERNEL.findall(str(exc)):
+            raise EdgeFMError(f"{fmt.name}: TFLite has no 16-bit-activation kernel for {', '.join(sorted(set(unsupported)))}; "
+                              "export this model as int8 or int8-per-tensor.") from None
         raise EdgeFMError(f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+_NO_16X8_KERNEL = re.compile(r"16x8-bit not yet supported for op: '(\w+)'")
 
 
 def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
@@ -90,8 +97,12 @@ def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration
         # QAT models carry their own ranges; the converter still asks for a representative
         # dataset when the input and output are integer, and uses it only where ranges are missing.
         converter.representative_dataset = lambda: _representative_dataset(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if fmt.activation_bits == 16
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if not fmt.per_channel:
+            converter._experimental_disable_per_channel = True  # the converter's only switch for it
+        dtype = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[io_dtype]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     return converter
@@ -301,7 +312,10 @@ def export(
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 
     check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
-    tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
+    try:
+        tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
+    except RunnerError as exc:  # e.g. an op whose kernel does not take the format's types
+        raise EdgeFMError(f"the {fmt.name} artifact does not run under LiteRT: {exc}; nothing was written.") from None
     parity = parity_check(predict_proba(model, check_images), tflite_probs, check_labels, fmt)
     if not parity["passed"]:
         raise EdgeFMError(
