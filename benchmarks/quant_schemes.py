@@ -4,6 +4,10 @@ Each run is exported in every scheme through `edge-fm export` (calibration image
 training images, the parity gate on its validation images), then every artifact, with the fp32 one as
 the float reference, is measured by `edge-fm bench` here: test accuracy, size and latency (batch 1).
 
+The committed result is of two short runs, `edge-fm train ARCH --preset quick --epochs 2 --data-dir DATA_DIR`
+for cnn-2conv and edge-cnn-tiny (5,000 training images, 2 epochs; recorded under "trained"): their accuracies
+are low, what the table compares is the schemes.
+
 Usage (from the repository root):
     python benchmarks/quant_schemes.py RUN [RUN ...] --data-dir DATA_DIR [--calibration 500]
 Writes benchmarks/results/quant_schemes.json.
