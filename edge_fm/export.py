@@ -11,10 +11,8 @@ Example:
 
 from __future__ import annotations
 
-import csv
 import gzip
 import hashlib
-import io
 import json
 import re
 import shutil
@@ -113,14 +111,14 @@ def int8_error_by_op(
 ) -> list[dict[str, Any]]:
     """Where int8 conversion loses accuracy: each quantized op's error, worst first.
 
-    TFLite's quantization debugger runs the int8 model and, op by op, the float computation on
-    the same int8 inputs, so each op's error is its own, not what earlier ops passed on.
+    The short form of :func:`edge_fm.inspection.layer_errors` (TensorFlow's quantization debugger),
+    which gives more statistics per layer.
 
     Args:
         model: A float Keras model (a QAT model for ``qat-int8``).
         calibration: Raw images for calibration, as :func:`convert` takes them.
         images: Raw images the errors are measured on (validation images, not test).
-        format_name: ``int8`` (post-training) or ``qat-int8``.
+        format_name: An integer format (``int8``, ``int8-per-tensor``, ``int16x8`` or ``qat-int8``).
 
     Returns:
         One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
@@ -128,24 +126,10 @@ def int8_error_by_op(
         Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
         units of the output's quantization step: rounding alone gives about 0.29).
     """
-    # The debugger compares float and int8 tensors, so it needs float input and output.
-    converter = _converter(model, get_format(format_name), "float32", calibration)
-    with native_stderr_silenced(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore")
-        try:
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: _representative_dataset(images))
-        except ValueError as exc:
-            if "debug mode" not in str(exc):
-                raise
-            return []  # QAT set the range of every op: none was left to the converter to verify
-        debugger.run()
-        dump = io.StringIO()
-        debugger.layer_statistics_dump(dump)
-    rows = [{"op": row["op_name"], "tensor": row["tensor_name"],
-             "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"]))}
-            for row in csv.DictReader(io.StringIO(dump.getvalue())) if row["mean_squared_error"] and row["scale"]]
-    return sorted(rows, key=lambda row: -row["rmse_per_scale"])
+    from edge_fm.inspection import layer_errors
+
+    return [{"op": row["op"], "tensor": row["tensor"], "rmse_per_scale": row["rmse_per_scale"]}
+            for row in layer_errors(model, format_name, calibration, images)]
 
 
 def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
