@@ -81,7 +81,7 @@ def _template():
 
 def model_card(name: str, provenance: dict, description: dict, row: dict | None = None,
                environment: dict | None = None, test_source: str = "", checks: Sequence[dict] = (),
-               forms: Sequence[dict] = ()) -> str:
+               forms: Sequence[dict] = (), runs_on: Sequence[dict] = ()) -> str:
     """Renders a model card.
 
     Args:
@@ -93,6 +93,7 @@ def model_card(name: str, provenance: dict, description: dict, row: dict | None 
         test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
         checks: The targets judged on this model by the same benchmark run (see ``edge_fm.catalog``).
         forms: The other forms of the model in its folder (see :func:`folder_forms`).
+        runs_on: What each runtime runs, one row each (see :func:`runs_on_rows`).
 
     Returns:
         The card's Markdown text, front matter first.
@@ -118,6 +119,7 @@ def model_card(name: str, provenance: dict, description: dict, row: dict | None 
         dequantize_line=_dequantize_line(description["output"]),
         folder=f"models/{name}",
         forms=_forms_text(description, forms),
+        runs_on=_runs_on_text(runs_on),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,
@@ -363,3 +365,38 @@ def _mcu_note(mcu: dict) -> str:
             f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
             f"{mcu['checked_on']['images']:,} test images. Model and arena fit (a fit check only: the firmware needs room "
             f"too): {boards}. No latency is claimed: time the example on the board.")
+
+
+def runs_on_rows(folder, forms: Sequence[dict] = ()) -> list[dict]:
+    """The card's "runs on" rows: CPU, GPU delegate, Ethos-U (estimates), TFLM, and MediaPipe's mobile form.
+
+    Each row is ``runtime``, ``answer`` and ``how`` (measured, estimated or a static check); see
+    :func:`edge_fm.runtimes.runs_on`. A runtime whose tool is not installed says so in its row.
+    """
+    from pathlib import Path
+
+    from edge_fm.runtimes import MEASURED, runs_on, summary_rows
+
+    artifact = Path(folder) / "model.tflite"
+    if not artifact.is_file():
+        return []
+    rows = summary_rows(runs_on(artifact))
+    mobile = next((form for form in forms if form["kind"] == "mobile"), None)
+    if mobile:
+        checked = [client for client in mobile["description"]["mobile"].get("clients", [])
+                   if client["client"].startswith("MediaPipe")]
+        answer = "; ".join(f"`mobile/model.tflite` on {c['client']} ({c['version']}, CPU): top-1 agreement with LiteRT "
+                           f"{c['top1_agreement_with_litert']:.2%} on {c['images']:,} test images" for c in checked)
+        rows.append({"runtime": "MediaPipe Tasks (apps)", "how": MEASURED if checked else "not checked",
+                     "answer": answer or "`mobile/model.tflite` (not yet checked in MediaPipe)"})
+    return rows
+
+
+def _runs_on_text(rows: Sequence[dict]) -> str:
+    if not rows:
+        return ("Not checked: this folder holds no `model.tflite` to check; `edge-fm inspect ARTIFACT` tells what each "
+                "runtime runs of an artifact.")
+    lines = ["| runtime | what runs | how it is known |", "|---|---|---|"]
+    lines += [f"| {row['runtime']} | {row['answer'].replace('|', '/')} | {row['how']} |" for row in rows]
+    return ("\n".join(lines) + "\n\nMeasured: run here (LiteRT's interpreter with XNNPACK, TFLM's interpreter). Estimated: "
+            "Arm's Vela compiler for the named Ethos-U configuration, not a device. Static check: LiteRT's model analyzer.")

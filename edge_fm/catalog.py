@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench import BenchOptions, bench
-from edge_fm.cards import folder_forms, model_card
+from edge_fm.cards import folder_forms, model_card, runs_on_rows
 from edge_fm.io import atomic_path, read_json, write_bytes_atomic
 from edge_fm.ship import CARD, PROVENANCE
 
@@ -108,8 +108,9 @@ def write_cards(models_dir: Path, rows: Sequence[dict], provenances: dict[str, d
         name = row["model"]
         description = read_json(models_dir / name / "model.json")
         judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]
+        forms = folder_forms(models_dir / name)
         card = model_card(name, provenances[name], description, row, row.get("measured_on", environment), test_source, judged,
-                          folder_forms(models_dir / name))
+                          forms, runs_on_rows(models_dir / name, forms))
         write_bytes_atomic(models_dir / name / CARD, card.encode())
 
 
