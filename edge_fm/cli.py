@@ -469,6 +469,7 @@ def export_command(
     ] = None,
     io_dtype: Annotated[Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32 (int16x8: int16 or float32).")] = None,
     representative: Annotated[int, typer.Option("--calibration", "--representative", min=1, help="Calibration images of integer formats, drawn from the training images of the run's dataset.")] = 500,
+    calibration_dir: Annotated[Optional[Path], typer.Option(help="Calibrate integer formats on the images of this folder (up to --calibration of them) instead of training images.")] = None,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
@@ -507,6 +508,13 @@ def export_command(
         from edge_fm.vela import get_config
 
         get_config(accelerator_config)  # an unknown config is refused before any work
+    if calibration_dir is not None and (target != "none" or not all(get_format(name).integer for name in formats or [])):
+        raise EdgeFMError("--calibration-dir calibrates integer formats of a plain export (-f int8, int8-per-tensor, int16x8): "
+                          "drop it, or export only integer formats without --for.")
+    if calibration_dir is not None:
+        from edge_fm.calibration import folder_images
+
+        folder_images(calibration_dir, 1)  # a folder without images is refused before any work
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it.")
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
@@ -514,7 +522,7 @@ def export_command(
     for name in formats or [None]:
         try:
             bundle = _export_for(target, run_dir, name, io_dtype, representative, runs_dir, data_dir, out, parity_images,
-                                 c_array, accelerator_config)
+                                 c_array, accelerator_config, calibration_dir)
         except EdgeFMError as exc:
             failures.append(str(exc))
             _print_error(str(exc))
@@ -550,7 +558,7 @@ EXPORT_TARGETS = ("none", "mobile", "mcu", "ethos-u")
 
 def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, representative: int, runs_dir: Path, data_dir,
                 out: Path | None = None, parity_images: int = 1000, c_array: str = "source",
-                accelerator_config: str | None = None) -> Path:
+                accelerator_config: str | None = None, calibration_dir: Path | None = None) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target == "ethos-u":
         from edge_fm.export import export
@@ -569,7 +577,8 @@ def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, represen
                           representative_size=representative, parity_images=parity_images, c_array_mode=c_array)
     from edge_fm.export import export
 
-    return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir)
+    return export(run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir,
+                  calibration_dir=calibration_dir)
 
 
 def _mobile_line(bundle: Path, record: dict) -> str:

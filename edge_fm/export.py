@@ -118,7 +118,7 @@ def int8_error_by_op(
         model: A float Keras model (a QAT model for ``qat-int8``).
         calibration: Raw images for calibration, as :func:`convert` takes them.
         images: Raw images the errors are measured on (validation images, not test).
-        format_name: An integer format (``int8``, ``int8-per-tensor``, ``int16x8`` or ``qat-int8``).
+        format_name: ``int8``, ``int8-per-tensor`` or ``qat-int8`` (the debugger requantizes to int8 only).
 
     Returns:
         One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
@@ -262,6 +262,7 @@ def export(
     parity_images: int | None = 1000,
     runs_dir: Path | str = "runs",
     data_dir: Path | str | None = None,
+    calibration_dir: Path | str | None = None,
 ) -> Path:
     """Exports a run's model as a TFLite bundle and returns the bundle directory.
 
@@ -273,6 +274,8 @@ def export(
         parity_images: Validation images the parity check uses (None: the whole validation split).
         runs_dir: Where the bundle directory is created.
         data_dir: Where the full dataset is (default: where the run read it).
+        calibration_dir: Calibrate integer formats on up to ``representative_size`` images of this
+            folder instead of training images (see :mod:`edge_fm.calibration`).
 
     Returns:
         The bundle directory with ``model.tflite``, ``labels.txt``, ``model.json`` and ``manifest.json``.
@@ -292,7 +295,12 @@ def export(
     config = run.train_config
     dataset = run.dataset(data_dir)
     model = run.model_to_convert()
-    calibration = representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
+    if fmt.integer and calibration_dir is not None:
+        from edge_fm.calibration import folder_images
+
+        calibration = folder_images(calibration_dir, representative_size)
+    else:
+        calibration = representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 
     check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]

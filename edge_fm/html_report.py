@@ -168,7 +168,18 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
                         labels_list)
     _add_explanations(page, options, progress, images, labels, None if run is None else _float_ancestor(run),
                       (path, description.get("format", ".tflite"), model))
+    _add_inspection(page, path, run, options, progress)
     return page
+
+
+def _add_inspection(page: dict, path: Path, run, options: ReportOptions, progress) -> None:
+    """Ops by kind, the layers quantization hurts most (when the source run is here), what each runtime runs."""
+    from edge_fm.inspection import inspect_artifact, worst_layers
+
+    progress("inspecting the artifact")
+    report = inspect_artifact(path, None if run is None else run.path, options.data_dir, progress=progress)
+    page["inspection"] = {"summary": report["summary"], "kinds": report["kinds"], "worst": worst_layers(report),
+                          "errors": report["errors"], "runs_on": report.get("runs_on", [])}
 
 
 def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
@@ -222,7 +233,7 @@ _BUILDERS = {"run": _run_page, "bundle": _bundle_page, "pipeline": _pipeline_pag
 
 def _empty_page(title: str) -> dict[str, Any]:
     return {"title": title, "scored": None, "notes": [], "curves": [], "front": None, "classification": None,
-            "gallery": None, "boxes": None, "explanations": None, "recalls": None}
+            "gallery": None, "boxes": None, "explanations": None, "recalls": None, "inspection": None}
 
 
 # ---------------------------------------------------------------- runs and their data

@@ -359,7 +359,7 @@ def inspect_artifact(
         raise EdgeFMError(f"--keep-float: {tflite} is a float artifact; there is nothing to keep in float.")
     run = _source_run(description, source_run, quantized, format_name)
     if keep_float and run is None:
-        raise EdgeFMError(f"--keep-float needs the float source run of {tflite}: {_no_source_reason(description, format_name)}")
+        raise EdgeFMError(f"--keep-float on {tflite}: {_no_source_reason(description, format_name)}.")
     if run is None:
         report["errors"] = {"status": "not measured", "reason": _no_source_reason(description, format_name) if quantized
                             else "a float artifact has no quantization error"}
@@ -379,15 +379,20 @@ def inspect_artifact(
 
 def _no_source_reason(description: dict[str, Any], format_name: str | None) -> str:
     named = description.get("source", {}).get("run")
+    if format_name == "int16x8":
+        return ("TensorFlow's QuantizationDebugger requantizes to int8 only, so it cannot measure an int16x8 artifact's "
+                "layers; inspect the run's int8 export to see which layers lose most")
     if format_name not in _DEBUGGED_FORMATS:
-        return f"the quantization debugger needs an integer export of edge-fm ({', '.join(_DEBUGGED_FORMATS)}), not {format_name or 'an unknown format'}"
+        return f"the quantization debugger needs an int8 export of edge-fm ({', '.join(_DEBUGGED_FORMATS)}), not {format_name or 'an unknown format'}"
     if named:
         return (f"the layer-wise error needs the float source run {named}, which is not on this machine: pass "
                 "--source RUN (the run that was exported)")
     return "the artifact names no source run: pass --source RUN (the run that was exported)"
 
 
-_DEBUGGED_FORMATS = ("int8", "int8-per-tensor", "int16x8", "qat-int8")
+# TensorFlow's debugger requantizes to int8 only (per-channel or per-tensor): it would report an int16x8
+# artifact's layers as if they were int8, so it is not asked to.
+_DEBUGGED_FORMATS = ("int8", "int8-per-tensor", "qat-int8")
 
 
 def _source_run(description: dict[str, Any], source_run, quantized: bool, format_name: str | None):

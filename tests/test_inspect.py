@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +79,29 @@ def test_export_takes_calibration_size(exported):
     assert result.exit_code != 0 and "--calibration" in result.output, result.output
 
 
+def test_calibration_from_a_folder_of_images(exported, tmp_path):
+    from PIL import Image
+
+    from edge_fm import data
+
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "notes.txt").write_text("no images here")
+    runs = tmp_path / "runs"
+    result = _invoke("export", exported["train"], "-f", "int8", "--calibration-dir", empty, "--runs-dir", runs)
+    assert result.exit_code == 1 and f"--calibration-dir {empty} holds no images" in result.output, result.output
+    assert not runs.exists()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    images, _ = data.load_split("train", data.SAMPLE_DIR)
+    for index, image in enumerate(images[:40]):
+        Image.fromarray(image[..., 0]).save(folder / f"{index:03d}.png")
+    result = _invoke("export", exported["train"], "-f", "int8", "--calibration-dir", folder, "--calibration", "30",
+                     "--runs-dir", runs, "--parity-images", "400")
+    assert result.exit_code == 0, result.output
+    assert json.loads((runs / "tiny-cnn-int8-1" / "model.json").read_text())["export"]["parity"]["passed"]
+
+
 # ---------------------------------------------------------------- inspect: the static part
 
 
@@ -120,7 +142,7 @@ def test_inspect_cli_json_and_refusals(tmp_path):
     result = _invoke("inspect", SHIPPED, "--runtimes", "gpuu")
     assert result.exit_code == 1 and "unknown runtime 'gpuu'" in result.output and "Traceback" not in result.output
     result = _invoke("inspect", SHIPPED, "--keep-float", "CONV_2D", "--runs-dir", tmp_path)
-    assert result.exit_code == 1 and "--keep-float needs the float source run" in result.output, result.output
+    assert result.exit_code == 1 and "needs the float source run runs/edge-cnn-tiny-train-2" in result.output, result.output
     assert not any(tmp_path.iterdir())
 
 
@@ -147,6 +169,15 @@ def test_layer_errors_are_ranked_and_keep_float_writes_a_mixed_artifact(exported
     assert {op["weights_dtype"] for op in mixed if op["op"] == "CONV_2D"} == {"int8"}
     assert kept["mixed"]["bytes"] > kept["quantized"]["bytes"]  # float dense weights are 4x the int8 ones
     assert 0.5 < kept["mixed"]["accuracy"] <= 1 and kept["mixed"]["p50_ms"] > 0
+
+
+def test_int16x8_layers_are_not_reported_as_int8_ones(schemes, exported):
+    from edge_fm.inspection import inspect_artifact
+
+    report = inspect_artifact(schemes["int16x8"], runtimes=[])
+    assert report["errors"]["status"] == "not measured" and "int8 only" in report["errors"]["reason"]
+    with pytest.raises(EdgeFMError, match="int8 only"):
+        inspect_artifact(schemes["int16x8"], source_run=exported["train"], runtimes=[])
 
 
 def test_keep_float_naming_no_op_is_refused_and_writes_nothing(exported, tmp_path):
@@ -284,3 +315,11 @@ def test_card_runs_on_rows_come_from_the_runtimes(tmp_path, exported):
     assert rows[0]["runtime"] == "CPU (LiteRT, XNNPACK)" and "XNNPACK takes" in rows[0]["answer"]
     assert "| CPU (LiteRT, XNNPACK) |" in _runs_on_text(rows)
     assert runs_on_rows(tmp_path / "missing") == [] and "Not checked" in _runs_on_text([])
+
+
+def test_the_html_report_of_a_bundle_has_the_inspection_section(exported, tmp_path):
+    from edge_fm.html_report import ReportOptions, build_report
+
+    page = build_report(exported["int8"], tmp_path / "report.html", ReportOptions(None, True, 200, 0)).read_text()
+    assert 'id="op-kinds"' in page and 'id="worst-layers"' in page and 'id="runs-on"' in page
+    assert "XNNPACK takes" in page and "static check" in page
