@@ -420,7 +420,10 @@ def bench(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = write_test_set(test_set, data_dir, sample)
+        if getattr(target, "needs_test_set", True):
+            test_info = write_test_set(test_set, data_dir, sample)
+        else:  # a compiler's estimate (vela:CONFIG) reads no image
+            test_info = {"source": "none (an estimate needs no images)", "images": 0, "sample": False}
         result = target.run(artifacts, test_set, options)
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
     rows = baseline_rows + result["rows"]
@@ -479,7 +482,10 @@ def bench_fleet(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = write_test_set(test_set, data_dir, sample)
+        if getattr(target, "needs_test_set", True):
+            test_info = write_test_set(test_set, data_dir, sample)
+        else:  # a compiler's estimate (vela:CONFIG) reads no image
+            test_info = {"source": "none (an estimate needs no images)", "images": 0, "sample": False}
         with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
             measured = list(pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets))
         # Measured here after the devices, so it never competes with a local device for the cores.

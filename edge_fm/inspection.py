@@ -279,6 +279,9 @@ def artifact_path(path: Path | str) -> Path:
     if path.is_dir():
         if (path / "config.json").is_file():
             raise EdgeFMError(f"{path} is a run, not an export: `edge-fm export {path} -f int8` makes one to inspect.")
+        if not (path / "model.tflite").is_file():
+            raise EdgeFMError(f"{path} holds no model.tflite (a shipped model too large to keep has none): pass an "
+                              "artifact or an export bundle.")
         path = path / "model.tflite"
     if not path.is_file() or path.suffix != ".tflite":
         raise EdgeFMError(f"{path} is not a .tflite file: pass an artifact or an export bundle (e.g. models/edge-cnn-tiny).")

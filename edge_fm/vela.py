@@ -315,6 +315,8 @@ class VelaTarget:
 
     config: str
 
+    needs_test_set = False  # Vela estimates from the model alone
+
     def __post_init__(self):
         get_config(self.config)
 

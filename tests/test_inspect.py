@@ -279,8 +279,8 @@ def test_vela_names_the_op_it_leaves_to_the_cpu():
 @needs_vela
 def test_bench_vela_target_gives_estimate_rows(exported, tmp_path):
     out = tmp_path / "vela.json"
-    result = _invoke("bench", exported["int8"], exported["fp32"], "--target", "vela:ethos-u65-256", "--sample",
-                     "--json", out)
+    # No --data-dir, no --sample: an estimate reads no images.
+    result = _invoke("bench", exported["int8"], exported["fp32"], "--target", "vela:ethos-u65-256", "--json", out)
     assert result.exit_code == 1, result.output  # the fp32 artifact's row is an error row
     rows = {row["format"]: row for row in json.loads(out.read_text())["rows"]}
     assert rows["int8"]["status"] == "ok" and rows["int8"]["estimate"] is True and rows["int8"]["config"] == "ethos-u65-256"
