@@ -1145,6 +1145,10 @@ def sweep_command(
     max_bytes: Annotated[Optional[int], typer.Option(help="Pick the most accurate artifact at most this size (bytes; default 100000).")] = None,
     min_accuracy: Annotated[Optional[float], typer.Option(help="Pick the fastest and the smallest at this accuracy or better (0-1; default 0.94).")] = None,
     max_p50_ms: Annotated[Optional[float], typer.Option(help="Also pick the most accurate at this p50 latency (ms) or faster.")] = None,
+    bench_target: Annotated[Optional[str], typer.Option(help="Where every trial measures latency: local, or ssh://user@host[:port] (the device the model will run on; one trial at a time), so the front and picks are that device's.")] = None,
+    bench_ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for an SSH --bench-target.")] = None,
+    bench_ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option for an SSH --bench-target (repeatable).")] = None,
+    bench_python: Annotated[Optional[str], typer.Option(help="Python command on an SSH --bench-target (default python3).")] = None,
     address: Annotated[Optional[str], typer.Option(help="Run on this Ray cluster (head host:port, or auto) instead of starting Ray here.")] = None,
     concurrency: Annotated[Optional[int], typer.Option(help="Trials at once (default: every core / --threads-per-trial).")] = None,
     threads_per_trial: Annotated[Optional[int], typer.Option(help="Cores and TensorFlow threads of each trial (default: cores / concurrency).")] = None,
@@ -1164,6 +1168,7 @@ def sweep_command(
     Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
+    Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
     """
     from edge_fm.sweep import RayOptions, build_spec, read_sweep, resume_sweep, run_sweep
 
@@ -1177,7 +1182,8 @@ def sweep_command(
         sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
     else:
         sweep_spec = build_spec(spec, arch, settings, prune, qat, formats, preset, sample, epochs, search, trials, seed,
-                                bench_threads, max_bytes, min_accuracy, max_p50_ms)
+                                bench_threads, max_bytes, min_accuracy, max_p50_ms, bench_target,
+                                str(bench_ssh_key) if bench_ssh_key else None, bench_ssh_option, bench_python)
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)
 

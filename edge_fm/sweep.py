@@ -113,6 +113,11 @@ class SweepSpec:
         seed: Seed of the Optuna sampler.
         bench_threads: Interpreter threads of each trial's latency measurement.
         constraints: The limits the picks answer.
+        bench_target: Where every trial measures latency: ``local`` (the trial's own machine) or
+            ``ssh://user@host[:port]`` (the device the model will run on; one trial at a time).
+        bench_ssh_key: Private key for an SSH bench target.
+        bench_ssh_options: Extra ``ssh -o`` options for it (e.g. ``UserKnownHostsFile=...``).
+        bench_python: The Python command on the SSH bench target.
     """
 
     archs: tuple[str, ...]
@@ -128,6 +133,10 @@ class SweepSpec:
     seed: int = 0
     bench_threads: int = 1
     constraints: Constraints = Constraints()
+    bench_target: str = "local"
+    bench_ssh_key: str | None = None
+    bench_ssh_options: tuple[str, ...] = ()
+    bench_python: str = "python3"
 
     def __post_init__(self) -> None:
         from edge_fm.config import TrainConfig
@@ -161,6 +170,11 @@ class SweepSpec:
             raise EdgeFMError(f"--trials {self.trials}: an Optuna search needs at least 1 trial.")
         if self.bench_threads < 1:
             raise EdgeFMError(f"--bench-threads {self.bench_threads}: give at least 1.")
+        if not (self.bench_target == "local" or self.bench_target.startswith("ssh://")):
+            raise EdgeFMError(f"--bench-target {self.bench_target}: the sweep ranks by measured latency, so give local or "
+                              "ssh://user@host[:port] (tflm and vela: targets do not time a model).")
+        self.bench_where()  # a malformed ssh:// address is refused before any trial
+        object.__setattr__(self, "bench_ssh_options", tuple(self.bench_ssh_options))
         prune = tuple(dict.fromkeys(_number("--prune", p) for p in self.prune)) or (0.0,)
         qat = tuple(dict.fromkeys(bool(q) for q in self.qat)) or (False,)
         constraints = self.constraints if isinstance(self.constraints, Constraints) else Constraints(**self.constraints)
@@ -176,6 +190,13 @@ class SweepSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "settings": {k: list(v) for k, v in self.settings.items()}}
+
+    def bench_where(self):
+        """The bench target object of :attr:`bench_target` (see ``edge_fm.bench.parse_target``)."""
+        from edge_fm.bench import parse_target
+
+        return parse_target(self.bench_target, identity=self.bench_ssh_key, ssh_options=tuple(self.bench_ssh_options),
+                            python=self.bench_python)
 
 
 def _number(option: str, value: Any) -> float:
@@ -262,7 +283,8 @@ def load_spec(path: Path | str, **overrides: Any) -> SweepSpec:
 _FILE_KEYS = {"arch": "archs", "archs": "archs", "set": "settings", "settings": "settings", "prune": "prune",
               "qat": "qat", "formats": "formats", "format": "formats", "preset": "preset", "sample": "sample",
               "epochs": "fine_tune_epochs", "fine_tune_epochs": "fine_tune_epochs", "search": "search",
-              "trials": "trials", "seed": "seed", "bench_threads": "bench_threads", "constraints": "constraints"}
+              "trials": "trials", "seed": "seed", "bench_threads": "bench_threads", "constraints": "constraints",
+              "bench_target": "bench_target", "bench_ssh_key": "bench_ssh_key", "bench_ssh_options": "bench_ssh_options", "bench_python": "bench_python"}
 
 
 def spec_from_dict(values: dict[str, Any], **overrides: Any) -> SweepSpec:
@@ -446,12 +468,37 @@ def _pipeline_record(trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threa
                             spec.fine_tune_epochs)
     # Concurrent trials share the machine: each measures with its own cores only.
     options = dataclasses.replace(PIPELINE_BENCH, threads=(spec.bench_threads,), accuracy_threads=threads)
-    top = run_pipeline(config, "local", options, data_dir, trial_dir)
+    where = spec.bench_where()
+    if where.name != "local":  # a device measures one trial at a time, or the trials' latencies disturb each other
+        where = _OneAtATime(where, trial_dir.parent / f".bench-{re.sub(r'[^A-Za-z0-9]+', '-', where.name)}.lock")
+    top = run_pipeline(config, where, options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
     bench = read_json(top / "bench.json")
     rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
     return {"pipeline": top.name, "best": pipeline.get("best"), "rows": rows, "environment": bench.get("environment"),
             "test_set": bench.get("test_set")}
+
+
+@dataclasses.dataclass
+class _OneAtATime:
+    """A bench target that runs one benchmark at a time across the sweep's trials (a lock file beside them)."""
+
+    target: Any
+    lock: Path
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def run(self, artifacts, test_set, options):
+        import fcntl
+
+        with open(self.lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                return self.target.run(artifacts, test_set, options)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _KEPT = ("artifact", "format", "threads", "bytes", "gzip_bytes", "accuracy", "accuracy_delta", "latency", "peak_rss_mb",
@@ -814,7 +861,7 @@ def write_summary(sweep_dir: Path, spec: SweepSpec, ray_record: dict | None = No
     first = next((r for r in records.values() if r.get("environment")), {})
     summary = {
         "kind": "edge-fm sweep",
-        "target": "local (each trial's machine)",
+        "target": "local (each trial's machine)" if spec.bench_target == "local" else spec.bench_target,
         "spec": spec.as_dict(),
         "trials": {key: {k: v for k, v in record.items() if k not in ("rows", "environment", "test_set", "traceback")}
                    for key, record in records.items()},
@@ -889,7 +936,8 @@ def build_spec(spec_file: Path | str | None = None, archs: str | None = None, se
                preset: str | None = None, sample: bool | None = None, fine_tune_epochs: int | None = None,
                search: str | None = None, trials: int | None = None, seed: int | None = None,
                bench_threads: int | None = None, max_bytes: int | None = None, min_accuracy: float | None = None,
-               max_p50_ms: float | None = None) -> SweepSpec:
+               max_p50_ms: float | None = None, bench_target: str | None = None, bench_ssh_key: str | None = None,
+               bench_ssh_options: list[str] | None = None, bench_python: str | None = None) -> SweepSpec:
     """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
 
     Args:
@@ -899,6 +947,8 @@ def build_spec(spec_file: Path | str | None = None, archs: str | None = None, se
         prune: Comma-separated sparsities (0: no pruning).
         qat: ``off``, ``on`` or ``both``.
         max_bytes, min_accuracy, max_p50_ms: Constraints of the picks, over the file's.
+        bench_target, bench_ssh_key, bench_ssh_options, bench_python: Where the trials measure latency (see
+            :class:`SweepSpec`).
 
     Raises:
         EdgeFMError: A bad option or spec (one line, with the fix).
@@ -916,7 +966,9 @@ def build_spec(spec_file: Path | str | None = None, archs: str | None = None, se
                "prune": [_number("--prune", p) for p in prune.split(",") if p.strip()] if prune else None,
                "qat": QAT_CHOICES[qat] if qat else None, "formats": tuple(formats) if formats else None,
                "preset": preset, "sample": sample or None, "fine_tune_epochs": fine_tune_epochs, "search": search,
-               "trials": trials, "seed": seed, "bench_threads": bench_threads, "constraints": Constraints(**constraints)}
+               "trials": trials, "seed": seed, "bench_threads": bench_threads, "constraints": Constraints(**constraints),
+               "bench_target": bench_target, "bench_ssh_key": bench_ssh_key,
+               "bench_ssh_options": tuple(bench_ssh_options) if bench_ssh_options else None, "bench_python": bench_python}
     merged = {**base, **{k: v for k, v in options.items() if v is not None}}
     if not merged.get("archs"):
         raise EdgeFMError("name at least one architecture to sweep: --arch tiny-cnn,cnn-2conv (or `arch:` in --spec).")
