@@ -564,7 +564,7 @@ def _export_for(target: str, run_dir: Path, name: str | None, io_dtype, represen
         from edge_fm.export import export
         from edge_fm.vela import export_ethos_u
 
-        source = export(run_dir, name, "int8", representative, parity_images, runs_dir, data_dir) if name else run_dir
+        source = export(run_dir, name, None, representative, parity_images, runs_dir, data_dir) if name else run_dir
         return export_ethos_u(source, accelerator_config, out, runs_dir)
     if target == "mobile":
         from edge_fm.mobile import export_mobile

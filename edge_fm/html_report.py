@@ -176,8 +176,14 @@ def _add_inspection(page: dict, path: Path, run, options: ReportOptions, progres
     """Ops by kind, the layers quantization hurts most (when the source run is here), what each runtime runs."""
     from edge_fm.inspection import inspect_artifact, worst_layers
 
+    from edge_fm.errors import EdgeFMError
+
     progress("inspecting the artifact")
-    report = inspect_artifact(path, None if run is None else run.path, options.data_dir, progress=progress)
+    try:
+        report = inspect_artifact(path, None if run is None else run.path, options.data_dir, progress=progress)
+    except EdgeFMError as exc:  # the rest of the page stands without this section
+        page["notes"].append(f"Ops, quantization and runtimes not shown: {exc}")
+        return
     page["inspection"] = {"summary": report["summary"], "kinds": report["kinds"], "worst": worst_layers(report),
                           "errors": report["errors"], "runs_on": report.get("runs_on", [])}
 
