@@ -114,7 +114,7 @@ def int8_error_by_op(
 ) -> list[dict[str, Any]]:
     """Where int8 conversion loses accuracy: each quantized op's error, worst first.
 
-    The short form of :func:`edge_fm.inspection.layer_errors` (TensorFlow's quantization debugger),
+    The short form of :func:`edge_fm.export.quant_debug.layer_errors` (TensorFlow's quantization debugger),
     which gives more statistics per layer.
 
     Args:
@@ -197,7 +197,7 @@ def export(
         runs_dir: Where the bundle directory is created.
         data_dir: Where the full dataset is (default: where the run read it).
         calibration_dir: Calibrate integer formats on up to ``representative_size`` images of this
-            folder instead of training images (see :mod:`edge_fm.calibration`).
+            folder instead of training images (see :mod:`edge_fm.export.calibration`).
 
     Returns:
         The bundle directory with ``model.tflite``, ``labels.txt``, ``model.json`` and ``manifest.json``.
