@@ -176,7 +176,11 @@ def test_uint8_io_option(runs):
 
 
 def test_format_rules_are_enforced(runs):
-    assert format_names() == ["fp32", "fp16", "dynamic", "int8", "qat-int8"] == [f.name for f in FORMATS]
+    assert (
+        format_names()
+        == ["fp32", "fp16", "dynamic", "int8", "int8-per-tensor", "int16x8", "qat-int8"]
+        == [f.name for f in FORMATS]
+    )
     with pytest.raises(EdgeFMError, match="needs a QAT run"):
         export(runs["train"], "qat-int8", runs_dir=runs["root"])
     with pytest.raises(EdgeFMError, match="Did you mean 'int8'"):

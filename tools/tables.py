@@ -531,6 +531,86 @@ def int8_error_converter_fold(root: Path) -> str | None:
     return _int8_error(root, "int8_error_converter_fold.json")
 
 
+def quant_schemes(root: Path) -> str | None:
+    """int8, int8-per-tensor and int16x8 of the same runs beside fp32: test accuracy, size, p50."""
+    result = _load(root, "quant_schemes.json")
+    if not result:
+        return None
+    lines = [
+        "| architecture | format | test accuracy | Δ vs fp32 | KB | p50 ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    fp32 = {
+        row["architecture"]: row
+        for row in result["rows"]
+        if row.get("format") == "fp32" and row["status"] == "ok"
+    }
+    for row in result["rows"]:
+        if row["status"] != "ok":
+            lines.append(
+                f"| `{row.get('architecture')}` | {row.get('format')} | error: {row['error']} | | | |"
+            )
+            continue
+        delta = (
+            (row["accuracy"] - fp32[row["architecture"]]["accuracy"]) * 100
+            if row["architecture"] in fp32
+            else None
+        )
+        lines.append(
+            f"| `{row['architecture']}` | {row['format']} | {_pct(row['accuracy'])} | "
+            f"{'-' if delta is None else f'{delta:+.2f} pt'} | {row['bytes'] / 1024:.1f} | "
+            f"{row['latency']['p50_ms']:.3f} |"
+        )
+    trained = "; ".join(
+        f"`{arch}`: {t['preset']} preset, {t['epochs']} epochs on {t['max_train']:,} training images "
+        f"(validation {_pct(t['val_accuracy'])})"
+        for arch, t in result["trained"].items()
+    )
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"Runs: {trained}. Calibration: {result['calibration_images']} training images. "
+            f"Accuracy on the {result['test_set']['source']}; p50 batch 1, "
+            f"{result['options']['threads'][0]} thread, {cpu_text(result['environment'])}. "
+            f"Command run: `{public_command(result['command'])}` ({result['seconds']:.0f} s).",
+        ]
+    )
+
+
+def ethos_u(root: Path) -> str | None:
+    """Vela's Ethos-U estimates of the shipped int8 models, per configuration."""
+    result = _load(root, "ethos_u.json")
+    if not result:
+        return None
+    lines = [
+        "| model | configuration | SRAM KiB | weights KiB (where) | NPU ops | ops left to the CPU "
+        "| inferences/s (est.) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        config = row["target"].removeprefix("vela:")
+        if row["status"] != "ok":
+            lines.append(f"| {row['model']} | {config} | error: {row['error']} | | | | |")
+            continue
+        cpu = ", ".join(op["op"] for op in row["cpu_ops"]) or "none"
+        lines.append(
+            f"| {row['model']} | {config} at {row['clock_hz'] / 1e6:.0f} MHz | {row['sram_bytes'] / 1024:.1f} | "
+            f"{row['off_chip_bytes'] / 1024:.1f} ({row['weights_storage']}) | {row['npu_ops']} | {cpu} | "
+            f"{row['inferences_per_second']:,.0f} |"
+        )
+    missing = "; ".join(f"{name}: {why}" for name, why in result.get("not_compiled", {}).items())
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"{result['note'][0].upper()}{result['note'][1:]} (ethos-u-vela "
+            f"{result['environment']['interpreter_version']}).{' Not compiled: ' + missing + '.' if missing else ''} "
+            f"Command run: `{public_command(result['command'])}`.",
+        ]
+    )
+
+
 TABLES: dict[str, Callable[[Path], str | None]] = {
     "paper-presets": paper_presets,
     "optimize-chain": optimize_chain,
@@ -546,6 +626,8 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "train-throughput": train_throughput,
     "int8-error": int8_error,
     "int8-error-converter-fold": int8_error_converter_fold,
+    "quant-schemes": quant_schemes,
+    "ethos-u": ethos_u,
 }
 
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from edge_fm import runner
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
+from edge_fm.bench.split_file import split_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run
@@ -74,28 +75,6 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
             )
     unique = list(dict.fromkeys(p.resolve() for p in found))
     return unique
-
-
-def write_test_set(path: Path, data_dir: Path | str | None = None, sample: bool = False) -> dict[str, Any]:
-    """Writes the test images and labels as a compact .npz for the runner and describes them."""
-    from edge_fm.data import datasets as data
-
-    source = data.SAMPLE_DIR if sample else data_dir
-    images, labels = data.load_split("test", source)
-    np.savez_compressed(
-        path, images=images.reshape(-1, 28, 28).astype(np.uint8), labels=labels.astype(np.uint8)
-    )
-    what = (
-        f"embedded sample test images ({len(labels)}); NOT the Fashion-MNIST test set"
-        if sample
-        else f"Fashion-MNIST test split ({len(labels)} images)"
-    )
-    return {
-        "source": what,
-        "images": int(len(labels)),
-        "sample": sample,
-        "sha256": data.split_sha256(images, labels),
-    }
 
 
 # ---------------------------------------------------------------- the Keras baseline
@@ -226,7 +205,7 @@ def bench(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = write_test_set(test_set, data_dir, sample)
+        test_info = split_for_targets([target], test_set, data_dir, sample)
         result = target.run(artifacts, test_set, options)
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
     rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
@@ -306,7 +285,7 @@ def bench_fleet(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = write_test_set(test_set, data_dir, sample)
+        test_info = split_for_targets(targets, test_set, data_dir, sample)
         with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
             measured = list(
                 pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets)

@@ -6,6 +6,8 @@ Targets:
     temporary folder on the host, run there with the host's ``python3`` (which needs only
     ``numpy`` and ``ai-edge-litert``), and removed afterwards.
     ``tflm``: TensorFlow Lite for Microcontrollers on this machine: accuracy, arena and flash, no latency.
+    ``vela:CONFIG``: Arm Vela's Ethos-U estimate for that configuration (memory, NPU and CPU ops, cycles),
+    from the model alone: no image, no measurement.
 
 Example:
     >>> target = parse_target("ssh://pi@raspberrypi.local")  # doctest: +SKIP
@@ -356,11 +358,19 @@ def _tflm_target(text: str, options: dict[str, Any]) -> TflmTarget:
     return TflmTarget(images=images or tflm.DEFAULT_CHECK_IMAGES)
 
 
+def _vela_target(text: str, options: dict[str, Any]) -> Target:
+    from edge_fm.bench.vela_target import VelaTarget
+
+    return VelaTarget(text.split(":", 1)[1])
+
+
 @dataclasses.dataclass(frozen=True)
 class TargetKind:
     """One row of :data:`TARGETS`: a target's URL form and how to make it from the URL and options."""
 
-    scheme: str  # ``local`` and ``tflm`` are whole URLs; ``ssh`` takes ``ssh://user@host[:port]``
+    scheme: (
+        str  # ``local``, ``tflm``: whole URLs; ``ssh``: ``ssh://user@host[:port]``; ``vela``: ``vela:CONFIG``
+    )
     form: str  # the URL as a user writes it
     make: Callable[[str, dict[str, Any]], Target]
 
@@ -369,7 +379,17 @@ TARGETS: tuple[TargetKind, ...] = (
     TargetKind("local", "local", lambda text, options: LocalTarget()),
     TargetKind("ssh", "ssh://user@host[:port]", _ssh_target),
     TargetKind("tflm", "tflm", _tflm_target),
+    TargetKind("vela", "vela:CONFIG", _vela_target),
 )
+
+
+def _shape(url: str) -> tuple[str, str]:
+    """A URL's scheme and shape: ``ssh://...`` (``//``), ``vela:...`` (``:``), or a whole word (``""``)."""
+    if "://" in url:
+        return url.split("://", 1)[0], "//"
+    if ":" in url:
+        return url.split(":", 1)[0], ":"
+    return url, ""
 
 
 def parse_target(
@@ -380,13 +400,14 @@ def parse_target(
     connect_timeout: int = 10,
     tflm_images: int | None = None,
 ) -> Target:
-    """``local``, ``ssh://user@host[:port]``, or ``tflm`` (TensorFlow Lite for Microcontrollers here:
-    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact).
+    """``local``, ``ssh://user@host[:port]``, ``tflm`` (TensorFlow Lite for Microcontrollers here:
+    accuracy, arena and flash, no latency; ``tflm_images`` test images per artifact), or ``vela:CONFIG``
+    (Arm Vela's Ethos-U estimate for that configuration, e.g. ``vela:ethos-u55-128``).
 
     Raises:
         EdgeFMError: Any other form.
     """
-    scheme = text.split("://", 1)[0] if "://" in text else text
+    scheme = _shape(text)
     options = {
         "identity": identity,
         "ssh_options": ssh_options,
@@ -395,10 +416,12 @@ def parse_target(
         "tflm_images": tflm_images,
     }
     for kind in TARGETS:
-        if kind.scheme == scheme and (("://" in text) == ("://" in kind.form)):
+        if _shape(kind.form) == scheme:
             return kind.make(text, options)
     forms = [f"`{kind.form}`" for kind in TARGETS]
-    raise EdgeFMError(f"target {text!r}: use {', '.join(forms[:-1])} or {forms[-1]}.")
+    raise EdgeFMError(
+        f"target {text!r}: use {', '.join(forms[:-1])} or {forms[-1]} (e.g. vela:ethos-u55-128)."
+    )
 
 
 def last_line(text: str) -> str:

@@ -29,6 +29,8 @@ def print_bench_table(result: dict, title: str | None = None) -> None:
 
     if result["target"] == "tflm":
         return print_tflm_table(result, title)
+    if result["target"].startswith("vela:"):
+        return print_vela_table(result, title)
 
     table = Table(
         "artifact",
@@ -129,6 +131,58 @@ def print_tflm_table(result: dict, title: str | None = None) -> None:
     )
 
 
+def print_vela_table(result: dict, title: str | None = None) -> None:
+    """The Ethos-U estimate table (Vela): memory, placement, cycles; every figure an estimate."""
+    table = Table(
+        "artifact",
+        "format",
+        "SRAM KB",
+        "off-chip KB",
+        "NPU ops",
+        "CPU ops",
+        "MACs",
+        "cycles",
+        "inf/s (est.)",
+        "ms (est.)",
+        "status",
+        title=title,
+    )
+    for row in result["rows"]:
+        if row.get("status") != "ok":
+            table.add_row(
+                row["artifact"],
+                row.get("format") or "?",
+                *["-"] * 8,
+                f"[red]error: {escape(str(row.get('error')))}[/]",
+            )
+            continue
+        table.add_row(
+            row["artifact"],
+            row.get("format") or "?",
+            f"{row['sram_bytes'] / 1024:.1f}",
+            f"{row['off_chip_bytes'] / 1024:.1f}",
+            str(row["npu_ops"]),
+            ", ".join(op["op"] for op in row.get("cpu_ops", [])) or "0",
+            f"{row['macs'] / 1e6:.2f} M",
+            f"{row['cycles']:,}",
+            f"{row['inferences_per_second']:.0f}",
+            f"{row['inference_ms']:.3f}",
+            "[green]ok[/]",
+        )
+    console.print(table)
+    env = result["environment"]
+    first = next((row for row in result["rows"] if row.get("status") == "ok"), None)
+    clock = (
+        f" at {first['clock_hz'] / 1e6:.0f} MHz ({first['system_config']}, {first['memory_mode']})"
+        if first
+        else ""
+    )
+    console.print(
+        f"target {result['target']}{clock}: ethos-u-vela {env.get('interpreter_version')}; {env.get('note')}.",
+        highlight=False,
+    )
+
+
 @app.command("bench")
 @fails_cleanly
 def bench_command(
@@ -138,8 +192,9 @@ def bench_command(
     target: Annotated[
         Optional[list[str]],
         typer.Option(
-            help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), or `tflm` (TensorFlow Lite "
-            "for Microcontrollers here: accuracy, arena, flash; no latency). Repeat it to measure "
+            help="`local`, `ssh://user@host[:port]` (a Raspberry Pi, say), `tflm` (TensorFlow Lite "
+            "for Microcontrollers here: accuracy, arena, flash; no latency), or `vela:ethos-u55-128` (Arm "
+            "Vela's Ethos-U estimate: memory, NPU/CPU ops, cycles; needs the npu extra). Repeat it to measure "
             "on several devices at once, one benchmark per device at a time."
         ),
     ] = None,
@@ -205,6 +260,7 @@ def bench_command(
     Example: edge-fm bench models/ --cards --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
     Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1
     Example: edge-fm bench models/ --target tflm --tflm-images 500
+    Example: edge-fm bench models/ --target vela:ethos-u55-128
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
     from edge_fm import bench_fleet, plot_front, previous_result, write_results
@@ -236,8 +292,10 @@ def bench_command(
         failed = [r for r in result["rows"] if r.get("status") != "ok"]
         return _bench_verdict(result["rows"], min_accuracy, failed)
     where = target_option(targets[0], ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
-    if plot is not None and where.name == "tflm":
-        raise EdgeFMError("--plot draws latency, which --target tflm does not measure: drop --plot.")
+    if plot is not None and (where.name == "tflm" or where.name.startswith("vela:")):
+        raise EdgeFMError(
+            f"--plot draws measured latency, which --target {where.name} does not give: drop --plot."
+        )
     with console.status(f"measuring on {where.name}..."):
         result = measure(
             artifacts, where, options, baseline, data_dir, sample, previous_result(json_out), cards

@@ -24,35 +24,56 @@ def export_command(
     run_dir: Annotated[
         Path,
         typer.Argument(
-            help="A finished training or optimization run; with --for mobile or mcu also an int8 export "
-            "bundle or .tflite (e.g. models/edge-cnn-tiny)."
+            help="A finished training or optimization run; with --for mobile, mcu or ethos-u also an int8 "
+            "export bundle or .tflite (e.g. models/edge-cnn-tiny)."
         ),
     ],
     formats: Annotated[
         Optional[list[str]],
         typer.Option(
-            "--format", "-f", help="fp32, fp16, dynamic, int8 or qat-int8 (repeatable); omit it for a bundle."
+            "--format",
+            "-f",
+            help="fp32, fp16, dynamic, int8, int8-per-tensor, int16x8 or qat-int8 (repeatable); omit it for a "
+            "bundle.",
         ),
     ] = None,
     io_dtype: Annotated[
-        Optional[str], typer.Option(help="Input/output dtype of integer formats: int8, uint8 or float32.")
+        Optional[str],
+        typer.Option(
+            help="Input/output dtype of integer formats: int8, uint8 or float32 (int16x8: int16 or float32)."
+        ),
     ] = None,
     representative: Annotated[
-        int, typer.Option(help="Calibration images drawn from the training split.")
+        int,
+        typer.Option(
+            "--calibration",
+            "--representative",
+            min=1,
+            help="Calibration images of integer formats, drawn from the training images of the run's dataset.",
+        ),
     ] = 500,
+    calibration_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Calibrate integer formats on the images of this folder (up to --calibration of them) instead "
+            "of training images."
+        ),
+    ] = None,
     data_dir: DataDirOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
         str,
         typer.Option(
             "--for",
-            help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under TFLM).",
+            help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under "
+            "TFLM); ethos-u (compiled by Arm's Vela with its estimate; needs --accelerator-config).",
         ),
     ] = "none",
     out: Annotated[
         Optional[Path],
         typer.Option(
-            help="With --for mobile or mcu: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
+            help="With --for mobile, mcu or ethos-u: the bundle folder to create (default: a new "
+            "RUNS_DIR/<name>-<form>-N)."
         ),
     ] = None,
     parity_images: Annotated[
@@ -70,15 +91,25 @@ def export_command(
             "script that writes it from model.tflite at build time (the array is ~6x the model's size).",
         ),
     ] = "source",
+    accelerator_config: Annotated[
+        Optional[str],
+        typer.Option(
+            "--accelerator-config",
+            help="With --for ethos-u: the Ethos-U configuration Vela compiles for, e.g. ethos-u55-128 or "
+            "ethos-u65-256.",
+        ),
+    ] = None,
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
     Example: edge-fm export runs/cnn-2conv-qat-1 --format qat-int8 --io-dtype uint8
+    Example: edge-fm export runs/cnn-2conv-train-1 -f int8-per-tensor -f int16x8 --calibration 1000
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
+    Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
-    from edge_fm import Bundle, get_form, get_format
+    from edge_fm import Bundle, check_form_options, ethos_u_text, get_form, get_format
 
     for name in formats or []:
         get_format(name)  # every name checked before any work
@@ -86,14 +117,15 @@ def export_command(
         get_form(target)
     if not formats and target == "none":
         raise EdgeFMError(
-            "give a format to export (e.g. -f int8); only --for mobile or mcu take a bundle without one."
+            "give a format to export (e.g. -f int8); only --for mobile, mcu or ethos-u take a bundle without one."
         )
     if out is not None and (target == "none" or len(formats or []) > 1):
         raise EdgeFMError(
-            "--out names one bundle of the mobile or mcu form: use it with --for mobile or mcu and at most one format."
+            "--out names one bundle of the mobile, mcu or ethos-u form: use it with --for and at most one format."
         )
     if c_array != "source" and target != "mcu":
         raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
+    check_form_options(target, accelerator_config, calibration_dir, formats)
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(
             f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it."
@@ -113,6 +145,8 @@ def export_command(
                 out,
                 parity_images,
                 c_array,
+                accelerator_config,
+                calibration_dir,
             )
         except EdgeFMError as exc:
             failures.append(str(exc))
@@ -121,6 +155,9 @@ def export_command(
         description = Bundle.open(bundle).description
         if "mobile" in description:
             form_lines.append(_mobile_line(bundle, description["mobile"]))
+            continue
+        if "ethos_u" in description:
+            form_lines.append(f"{bundle}: {ethos_u_text(description['ethos_u'])}")
             continue
         artifact, report = description["artifact"], description.get("export")
         if report and "parity" in report:  # a bare .tflite given for --for mcu has no export record
@@ -156,19 +193,35 @@ def _export_for(
     out: Path | None = None,
     parity_images: int = 1000,
     c_array: str = "source",
+    accelerator_config: str | None = None,
+    calibration_dir: Path | None = None,
 ) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target != "none":
         from edge_fm import FormOptions, export_form
 
         options = FormOptions(
-            name, out, runs_dir, data_dir, representative, parity_images, c_array_mode=c_array
+            name,
+            out,
+            runs_dir,
+            data_dir,
+            representative,
+            parity_images,
+            c_array_mode=c_array,
+            accelerator_config=accelerator_config,
         )
         return export_form(run_dir, target, options)
     from edge_fm import export_run as export
 
     return export(
-        run_dir, name, io_dtype, representative, parity_images, runs_dir=runs_dir, data_dir=data_dir
+        run_dir,
+        name,
+        io_dtype,
+        representative,
+        parity_images,
+        runs_dir=runs_dir,
+        data_dir=data_dir,
+        calibration_dir=calibration_dir,
     )
 
 

@@ -229,6 +229,23 @@ def sweep_command(
     max_p50_ms: Annotated[
         Optional[float], typer.Option(help="Also pick the most accurate at this p50 latency (ms) or faster.")
     ] = None,
+    bench_target: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Where every trial measures latency: local, or ssh://user@host[:port] (the device the model "
+            "will run on; one trial at a time), so the front and picks are that device's."
+        ),
+    ] = None,
+    bench_ssh_key: Annotated[
+        Optional[Path], typer.Option(help="Private key for an SSH --bench-target.")
+    ] = None,
+    bench_ssh_option: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Extra ssh -o option for an SSH --bench-target (repeatable)."),
+    ] = None,
+    bench_python: Annotated[
+        Optional[str], typer.Option(help="Python command on an SSH --bench-target (default python3).")
+    ] = None,
     address: Annotated[
         Optional[str],
         typer.Option(help="Run on this Ray cluster (head host:port, or auto) instead of starting Ray here."),
@@ -262,6 +279,7 @@ def sweep_command(
     Example: edge-fm sweep --sample --arch tiny-cnn,cnn-2conv --set epochs=1,2 --prune 0,0.5 --qat both
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
+    Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
     """
     from edge_fm import RayOptions, read_sweep, resume_sweep, run_sweep
     from edge_fm import build_sweep_spec as build_spec
@@ -292,6 +310,10 @@ def sweep_command(
             max_bytes,
             min_accuracy,
             max_p50_ms,
+            bench_target,
+            str(bench_ssh_key) if bench_ssh_key else None,
+            bench_ssh_option,
+            bench_python,
         )
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)

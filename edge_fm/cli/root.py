@@ -16,6 +16,7 @@ import typer
 from edge_fm.cli import data_commands  # noqa: F401
 from edge_fm.cli import train_commands  # noqa: F401
 from edge_fm.cli import export_commands  # noqa: F401
+from edge_fm.cli import inspect_commands  # noqa: F401
 from edge_fm.cli import show_commands  # noqa: F401
 from edge_fm.cli import bench_commands  # noqa: F401
 from edge_fm.cli import pipeline_commands  # noqa: F401

@@ -1,1 +1,1 @@
-"""The export stage: TFLite formats, the .tflite file, bundles and the mobile and microcontroller forms."""
+"""The export stage: TFLite formats, the .tflite file, bundles and the mobile, microcontroller and Ethos-U forms."""

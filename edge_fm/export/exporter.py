@@ -11,8 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +25,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import write_bundle
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.tflite_file import embed_metadata, inspect
-from edge_fm.runner import TFLiteModel
+from edge_fm.runner import RunnerError, TFLiteModel
 from edge_fm.train.evaluate import predict_proba
 from edge_fm.train.runs import Run, new_run_dir
 
@@ -70,9 +69,17 @@ def convert(
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             return bytes(converter.convert())
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
+        if unsupported := _NO_16X8_KERNEL.findall(str(exc)):
+            raise EdgeFMError(
+                f"{fmt.name}: TFLite has no 16-bit-activation kernel for {', '.join(sorted(set(unsupported)))}; "
+                "export this model as int8 or int8-per-tensor."
+            ) from None
         raise EdgeFMError(
             f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
         ) from None
+
+
+_NO_16X8_KERNEL = re.compile(r"16x8-bit not yet supported for op: '(\w+)'")
 
 
 def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
@@ -89,8 +96,14 @@ def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration
         # QAT models carry their own ranges; the converter still asks for a representative
         # dataset when the input and output are integer, and uses it only where ranges are missing.
         converter.representative_dataset = lambda: _representative_dataset(calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}[io_dtype]
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
+            if fmt.activation_bits == 16
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
+        ]
+        if not fmt.per_channel:
+            converter._experimental_disable_per_channel = True  # the converter's only switch for it
+        dtype = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[io_dtype]
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     return converter
@@ -101,14 +114,14 @@ def int8_error_by_op(
 ) -> list[dict[str, Any]]:
     """Where int8 conversion loses accuracy: each quantized op's error, worst first.
 
-    TFLite's quantization debugger runs the int8 model and, op by op, the float computation on
-    the same int8 inputs, so each op's error is its own, not what earlier ops passed on.
+    The short form of :func:`edge_fm.export.quant_debug.layer_errors` (TensorFlow's quantization debugger),
+    which gives more statistics per layer.
 
     Args:
         model: A float Keras model (a QAT model for ``qat-int8``).
         calibration: Raw images for calibration, as :func:`convert` takes them.
         images: Raw images the errors are measured on (validation images, not test).
-        format_name: ``int8`` (post-training) or ``qat-int8``.
+        format_name: ``int8``, ``int8-per-tensor`` or ``qat-int8`` (the debugger requantizes to int8 only).
 
     Returns:
         One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
@@ -116,31 +129,12 @@ def int8_error_by_op(
         Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
         units of the output's quantization step: rounding alone gives about 0.29).
     """
-    # The debugger compares float and int8 tensors, so it needs float input and output.
-    converter = _converter(model, get_format(format_name), "float32", calibration)
-    with native_stderr_silenced(), warnings.catch_warnings():
-        warnings.filterwarnings("ignore")
-        try:
-            debugger = tf.lite.experimental.QuantizationDebugger(
-                converter=converter, debug_dataset=lambda: _representative_dataset(images)
-            )
-        except ValueError as exc:
-            if "debug mode" not in str(exc):
-                raise
-            return []  # QAT set the range of every op: none was left to the converter to verify
-        debugger.run()
-        dump = io.StringIO()
-        debugger.layer_statistics_dump(dump)
-    rows = [
-        {
-            "op": row["op_name"],
-            "tensor": row["tensor_name"],
-            "rmse_per_scale": float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
-        }
-        for row in csv.DictReader(io.StringIO(dump.getvalue()))
-        if row["mean_squared_error"] and row["scale"]
+    from edge_fm.export.quant_debug import layer_errors
+
+    return [
+        {"op": row["op"], "tensor": row["tensor"], "rmse_per_scale": row["rmse_per_scale"]}
+        for row in layer_errors(model, format_name, calibration, images)
     ]
-    return sorted(rows, key=lambda row: -row["rmse_per_scale"])
 
 
 def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
@@ -190,6 +184,7 @@ def export(
     parity_images: int | None = 1000,
     runs_dir: Path | str = "runs",
     data_dir: Path | str | None = None,
+    calibration_dir: Path | str | None = None,
 ) -> Path:
     """Exports a run's model as a TFLite bundle and returns the bundle directory.
 
@@ -201,6 +196,8 @@ def export(
         parity_images: Validation images the parity check uses (None: the whole validation split).
         runs_dir: Where the bundle directory is created.
         data_dir: Where the full dataset is (default: where the run read it).
+        calibration_dir: Calibrate integer formats on up to ``representative_size`` images of this
+            folder instead of training images (see :mod:`edge_fm.export.calibration`).
 
     Returns:
         The bundle directory with ``model.tflite``, ``labels.txt``, ``model.json`` and ``manifest.json``.
@@ -225,13 +222,23 @@ def export(
     config = run.train_config
     dataset = run.dataset(data_dir)
     model = run.model_to_convert()
-    calibration = (
-        representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
-    )
+    if fmt.integer and calibration_dir is not None:
+        from edge_fm.export.calibration import folder_images
+
+        calibration = folder_images(calibration_dir, representative_size)
+    else:
+        calibration = (
+            representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
+        )
     flatbuffer = convert(model, fmt, io_dtype, calibration)
 
     check_images, check_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
-    tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
+    try:
+        tflite_probs = TFLiteModel(model_content=flatbuffer).predict_proba(check_images)
+    except RunnerError as exc:  # e.g. an op whose kernel does not take the format's types
+        raise EdgeFMError(
+            f"the {fmt.name} artifact does not run under LiteRT: {exc}; nothing was written."
+        ) from None
     parity = parity_check(predict_proba(model, check_images), tflite_probs, check_labels, fmt)
     if not parity["passed"]:
         raise EdgeFMError(

@@ -24,6 +24,9 @@ class ExportFormat:
         io_dtypes: Input/output dtypes the format can have; the first is the default.
         integer: True when activations are int8, so the parity rule is accuracy, not agreement.
         needs_qat: True when the source must be a quantization-aware run.
+        per_channel: Integer formats: one weight scale per output channel (False: one per tensor,
+            what some NPUs need).
+        activation_bits: Integer formats: 8, or 16 (int16 activations with int8 weights).
     """
 
     name: str
@@ -32,6 +35,8 @@ class ExportFormat:
     io_dtypes: tuple[str, ...]
     integer: bool
     needs_qat: bool = False
+    per_channel: bool = True
+    activation_bits: int = 8
 
 
 FORMATS: tuple[ExportFormat, ...] = (
@@ -41,6 +46,22 @@ FORMATS: tuple[ExportFormat, ...] = (
         "dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False
     ),
     ExportFormat("int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True),
+    ExportFormat(
+        "int8-per-tensor",
+        ".tflite",
+        "full-integer post-training int8, one scale per weight tensor (calibrated)",
+        IO_DTYPES,
+        integer=True,
+        per_channel=False,
+    ),
+    ExportFormat(
+        "int16x8",
+        ".tflite",
+        "post-training int16 activations, int8 weights (calibrated)",
+        ("int16", "float32"),
+        integer=True,
+        activation_bits=16,
+    ),
     ExportFormat(
         "qat-int8",
         ".tflite",

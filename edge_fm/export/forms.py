@@ -1,4 +1,4 @@
-"""Export forms: what an int8 artifact becomes for one kind of client, one table row each.
+"""Export forms: what an integer artifact becomes for one kind of client, one table row each.
 
 A form starts from a training run (its int8 artifact is exported first) or from an int8 bundle,
 makes the form, checks it against the int8 artifact, and writes a bundle
@@ -15,9 +15,10 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_fm.errors import unknown_choice
+from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
+from edge_fm.export.vela import export_ethos_u_form
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class FormOptions:
     parity_images: int | None = 1000  # images each check runs on
     progress: Callable[[str], None] | None = None  # called with a line at each step
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
+    accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +74,29 @@ def _mcu(source: Path | str, options: FormOptions) -> Path:
     )
 
 
+def _ethos_u(source: Path | str, options: FormOptions) -> Path:
+    return export_ethos_u_form(
+        source,
+        options.accelerator_config,
+        options.format_name,
+        options.out,
+        options.runs_dir,
+        options.data_dir,
+        options.representative_size,
+        options.parity_images,
+        options.progress,
+    )
+
+
 FORMS: tuple[Form, ...] = (
     Form("mobile", "the mobile form", "uint8 RGB input, standard metadata", _mobile),
     Form("mcu", "the microcontroller form", "TFLM firmware files, checked under TFLM", _mcu),
+    Form(
+        "ethos-u",
+        "the Ethos-U form",
+        "compiled by Arm's Vela with its estimate; needs --accelerator-config",
+        _ethos_u,
+    ),
 )
 
 
@@ -102,3 +124,27 @@ def export_form(source: Path | str, form: str, options: FormOptions = FormOption
         EdgeFMError: An unknown form, or whatever the form refuses (nothing is written then).
     """
     return get_form(form).make(source, options)
+
+
+def check_form_options(target: str, accelerator_config: str | None, calibration_dir, formats) -> None:
+    """Refuses, before any work, an Ethos-U option without its form, an unknown configuration, and a
+    calibration folder that is not for a plain integer export or holds no image."""
+    from edge_fm.export.calibration import folder_images
+    from edge_fm.export.formats import get_format
+    from edge_fm.export.vela import get_config
+
+    if (accelerator_config is not None) != (target == "ethos-u"):
+        raise EdgeFMError(
+            "--for ethos-u and --accelerator-config go together (e.g. --for ethos-u --accelerator-config "
+            "ethos-u55-128)."
+        )
+    if target == "ethos-u":
+        get_config(accelerator_config)
+    if calibration_dir is None:
+        return
+    if target != "none" or not all(get_format(name).integer for name in formats or []):
+        raise EdgeFMError(
+            "--calibration-dir calibrates integer formats of a plain export (-f int8, int8-per-tensor, int16x8): "
+            "drop it, or export only integer formats without --for."
+        )
+    folder_images(calibration_dir, 1)  # a folder without images is refused before any work

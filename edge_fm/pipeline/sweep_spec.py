@@ -93,6 +93,11 @@ class SweepSpec:
         seed: Seed of the Optuna sampler.
         bench_threads: Interpreter threads of each trial's latency measurement.
         constraints: The limits the picks answer.
+        bench_target: Where every trial measures latency: ``local`` (the trial's own machine) or
+            ``ssh://user@host[:port]`` (the device the model will run on; one trial at a time).
+        bench_ssh_key: Private key for an SSH bench target.
+        bench_ssh_options: Extra ``ssh -o`` options for it (e.g. ``UserKnownHostsFile=...``).
+        bench_python: The Python command on the SSH bench target.
     """
 
     archs: tuple[str, ...]
@@ -108,6 +113,10 @@ class SweepSpec:
     seed: int = 0
     bench_threads: int = 1
     constraints: Constraints = Constraints()
+    bench_target: str = "local"
+    bench_ssh_key: str | None = None
+    bench_ssh_options: tuple[str, ...] = ()
+    bench_python: str = "python3"
 
     def __post_init__(self) -> None:
         from edge_fm.export.exporter import get_format
@@ -141,6 +150,13 @@ class SweepSpec:
             raise EdgeFMError(f"--trials {self.trials}: an Optuna search needs at least 1 trial.")
         if self.bench_threads < 1:
             raise EdgeFMError(f"--bench-threads {self.bench_threads}: give at least 1.")
+        if not (self.bench_target == "local" or self.bench_target.startswith("ssh://")):
+            raise EdgeFMError(
+                f"--bench-target {self.bench_target}: the sweep ranks by measured latency, so give local or "
+                "ssh://user@host[:port] (tflm and vela: targets do not time a model)."
+            )
+        object.__setattr__(self, "bench_ssh_options", tuple(self.bench_ssh_options))
+        self.bench_where()  # a malformed ssh:// address is refused before any trial
         prune = tuple(dict.fromkeys(_number("--prune", p) for p in self.prune)) or (0.0,)
         qat = tuple(dict.fromkeys(bool(q) for q in self.qat)) or (False,)
         constraints = (
@@ -168,6 +184,17 @@ class SweepSpec:
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "settings": {k: list(v) for k, v in self.settings.items()}}
+
+    def bench_where(self):
+        """The bench target object of :attr:`bench_target` (see :func:`edge_fm.bench.targets.parse_target`)."""
+        from edge_fm.bench.targets import parse_target
+
+        return parse_target(
+            self.bench_target,
+            identity=self.bench_ssh_key,
+            ssh_options=tuple(self.bench_ssh_options),
+            python=self.bench_python,
+        )
 
 
 def _number(option: str, value: Any) -> float:
@@ -277,6 +304,10 @@ _FILE_KEYS = {
     "seed": "seed",
     "bench_threads": "bench_threads",
     "constraints": "constraints",
+    "bench_target": "bench_target",
+    "bench_ssh_key": "bench_ssh_key",
+    "bench_ssh_options": "bench_ssh_options",
+    "bench_python": "bench_python",
 }
 
 
@@ -355,6 +386,10 @@ def build_spec(
     max_bytes: int | None = None,
     min_accuracy: float | None = None,
     max_p50_ms: float | None = None,
+    bench_target: str | None = None,
+    bench_ssh_key: str | None = None,
+    bench_ssh_options: list[str] | None = None,
+    bench_python: str | None = None,
 ) -> SweepSpec:
     """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
 
@@ -365,6 +400,8 @@ def build_spec(
         prune: Comma-separated sparsities (0: no pruning).
         qat: ``off``, ``on`` or ``both``.
         max_bytes, min_accuracy, max_p50_ms: Constraints of the picks, over the file's.
+        bench_target, bench_ssh_key, bench_ssh_options, bench_python: Where the trials measure latency (see
+            :class:`SweepSpec`).
 
     Raises:
         EdgeFMError: A bad option or spec (one line, with the fix).
@@ -394,6 +431,10 @@ def build_spec(
         "seed": seed,
         "bench_threads": bench_threads,
         "constraints": Constraints(**constraints),
+        "bench_target": bench_target,
+        "bench_ssh_key": bench_ssh_key,
+        "bench_ssh_options": tuple(bench_ssh_options) if bench_ssh_options else None,
+        "bench_python": bench_python,
     }
     merged = {**base, **{k: v for k, v in options.items() if v is not None}}
     if not merged.get("archs"):

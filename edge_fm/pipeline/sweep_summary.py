@@ -169,7 +169,7 @@ def write_summary(
     first = next((r for r in records.values() if r.get("environment")), {})
     summary = {
         "kind": "edge-fm sweep",
-        "target": "local (each trial's machine)",
+        "target": "local (each trial's machine)" if spec.bench_target == "local" else spec.bench_target,
         "spec": spec.as_dict(),
         "trials": {
             key: {

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -125,7 +126,14 @@ def _pipeline_record(
     )
     # Concurrent trials share the machine: each measures with its own cores only.
     options = dataclasses.replace(PIPELINE_BENCH, threads=(spec.bench_threads,), accuracy_threads=threads)
-    top = run_pipeline(config, "local", options, data_dir, trial_dir)
+    where = spec.bench_where()
+    if (
+        where.name != "local"
+    ):  # a device measures one trial at a time, or the trials' latencies disturb each other
+        where = _OneAtATime(
+            where, trial_dir.parent / f".bench-{re.sub(r'[^A-Za-z0-9]+', '-', where.name)}.lock"
+        )
+    top = run_pipeline(config, where, options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
     bench = read_json(top / BENCH_FILE)
     rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
@@ -136,6 +144,28 @@ def _pipeline_record(
         "environment": bench.get("environment"),
         "test_set": bench.get("test_set"),
     }
+
+
+@dataclasses.dataclass
+class _OneAtATime:
+    """A bench target that runs one benchmark at a time across the sweep's trials (a lock file beside them)."""
+
+    target: Any
+    lock: Path
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def run(self, artifacts, test_set, options):
+        import fcntl
+
+        with open(self.lock, "a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                return self.target.run(artifacts, test_set, options)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _KEPT = (

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edge_fm.shipping.runs_on import runs_on_text
 from edge_fm.train.metrics import cpu_text, epochs_text
 
 LICENSE = "MIT"  # the license of the code and of the shipped weights (see LICENSE)
@@ -92,6 +93,7 @@ def model_card(
     test_source: str = "",
     checks: Sequence[dict] = (),
     forms: Sequence[dict] = (),
+    runs_on: Sequence[dict] = (),
 ) -> str:
     """Renders a model card.
 
@@ -104,6 +106,7 @@ def model_card(
         test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
         checks: The targets judged on this model by the same benchmark run (see ``edge_fm.shipping.catalog``).
         forms: The other forms of the model in its folder (see :func:`folder_forms`).
+        runs_on: What each runtime runs, one row each (see :func:`edge_fm.shipping.runs_on.runs_on_rows`).
 
     Returns:
         The card's Markdown text, front matter first.
@@ -129,6 +132,7 @@ def model_card(
         dequantize_line=_dequantize_line(description["output"]),
         folder=f"models/{name}",
         forms=_forms_text(description, forms, provenance.get("artifact_shipped", True)),
+        runs_on=runs_on_text(runs_on),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
         limitations=LIMITATIONS,

@@ -19,6 +19,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, read_description
 from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.shipping.cards import folder_forms, model_card
+from edge_fm.shipping.runs_on import runs_on_rows
 from edge_fm.shipping.ship import CARD, PROVENANCE
 
 TARGETS_FILE = "targets.json"  # a catalog's targets, judged in each benchmark run (see :func:`checks`)
@@ -130,6 +131,7 @@ def write_cards(
         name = row["model"]
         description = read_description(models_dir / name)
         judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]
+        forms = folder_forms(models_dir / name)
         card = model_card(
             name,
             provenances[name],
@@ -138,7 +140,8 @@ def write_cards(
             row.get("measured_on", environment),
             test_source,
             judged,
-            folder_forms(models_dir / name),
+            forms,
+            runs_on_rows(models_dir / name, forms),
         )
         write_bytes_atomic(models_dir / name / CARD, card.encode())
         written.append(models_dir / name / CARD)

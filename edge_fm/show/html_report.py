@@ -42,6 +42,7 @@ from edge_fm.export.bundles import (
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.show import figures
 from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
+from edge_fm.show.inspection_section import inspection_section
 from edge_fm.train.metrics import classification_metrics
 
 REPORT_FILE = "report.html"
@@ -201,6 +202,7 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
         None if run is None else _float_ancestor(run),
         (path, description.get("format", ".tflite"), model),
     )
+    inspection_section(page, path, None if run is None else run.path, options.data_dir, progress)
     return page
 
 
@@ -285,6 +287,7 @@ def _empty_page(title: str) -> dict[str, Any]:
         "boxes": None,
         "explanations": None,
         "recalls": None,
+        "inspection": None,
     }
 
 

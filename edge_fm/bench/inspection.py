@@ -1,0 +1,324 @@
+"""Know an artifact before shipping it: its ops, where quantization loses accuracy, and what runs it.
+
+:func:`inspect_artifact` answers, for any .tflite file or export bundle:
+
+- per op: its kind, shapes, parameters, multiply-accumulates (MACs) and share of the total, and its
+  quantization (per-channel or per-tensor weights, their scales; the activations' type and scale);
+- for a quantized artifact whose float source run is on this machine, the layer-wise error of the
+  quantized tensors on validation images, ranked (TensorFlow's ``QuantizationDebugger``: each
+  layer's own error, on the quantized model's inputs, in units of its quantization step);
+- with ``keep_float``, the same debugger's selective quantization: a mixed artifact that keeps
+  those ops in float, with the accuracy, size and latency it buys;
+- what each runtime runs (:func:`edge_fm.export.runtimes.runs_on`).
+
+Without the source run (the shipped models' runs stay on the machine that trained them) the static
+part still works, and the report says what the error analysis needs.
+
+Example:
+    >>> report = inspect_artifact("models/edge-cnn-tiny")  # doctest: +SKIP
+    >>> [op["op"] for op in report["ops"]][:3]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import (
+    MODEL_FILE,
+    Bundle,
+    artifact_record,
+    check_new_folder,
+    is_run,
+    model_file,
+    new_folder,
+    write_bundle,
+)
+from edge_fm.export.op_table import kinds, op_table, quantization_scheme
+from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, layer_errors, mixed_models
+from edge_fm.runner import TFLiteModel, summarize_latency, time_invocations
+
+DEBUG_IMAGES = 200  # validation images the quantization debugger runs
+TOP_LAYERS = 10  # layers printed as the worst-quantized
+LATENCY_RUNS = 200  # batch-1 runs timed per model of a --keep-float comparison
+
+
+def _score(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    model = TFLiteModel(model_content=flatbuffer, num_threads=1)
+    accuracy = float(np.mean(model.predict_proba(images).argmax(1) == labels))
+    one = model.quantize_input(images[:1])
+    model.invoke(one)
+    latency = summarize_latency(time_invocations(lambda: model.invoke(one), LATENCY_RUNS, 0.5, 10.0))
+    return {"bytes": len(flatbuffer), "accuracy": accuracy, "p50_ms": latency["p50_ms"]}
+
+
+def artifact_path(path: Path | str) -> Path:
+    """The .tflite file of ``path`` (a file, or a bundle folder holding its model).
+
+    Raises:
+        EdgeFMError: Neither.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if is_run(path):
+            raise EdgeFMError(
+                f"{path} is a run, not an export: `edge-fm export {path} -f int8` makes one to inspect."
+            )
+        if model_file(path) is None:
+            raise EdgeFMError(
+                f"{path} holds no {MODEL_FILE} (a shipped model too large to keep has none): pass an "
+                "artifact or an export bundle."
+            )
+        path = path / MODEL_FILE
+    if not path.is_file() or path.suffix != ".tflite":
+        raise EdgeFMError(
+            f"{path} is not a .tflite file: pass an artifact or an export bundle (e.g. models/edge-cnn-tiny)."
+        )
+    return path
+
+
+def _description(tflite: Path) -> dict[str, Any]:
+    try:
+        return dict(Bundle.open(tflite, embedded=True).description)
+    except Exception:  # noqa: BLE001 - a foreign .tflite has no edge-fm description; the static part needs none
+        return {}
+
+
+def inspect_artifact(
+    path: Path | str,
+    source_run: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    images: int = DEBUG_IMAGES,
+    calibration: int | None = None,
+    keep_float: Sequence[str] = (),
+    out: Path | str | None = None,
+    runs_dir: Path | str = "runs",
+    runtimes: Sequence[str] | None = None,
+    ethos_u_configs: Sequence[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Inspects an artifact: ops, MACs, quantization, layer-wise quantization error, and runtimes.
+
+    Args:
+        path: A .tflite file or an export bundle.
+        source_run: The float run the artifact was exported from (default: the one its ``model.json``
+            names, when that folder exists here).
+        data_dir: Where the full dataset is (default: where the run read it).
+        images: Validation images the quantization debugger and a ``keep_float`` comparison run on.
+        calibration: Calibration images (default: the exporter's); the debugger calibrates as the
+            export did, from the run's training images with the run's seed.
+        keep_float: Op kinds (``CONV_2D``) or layer tensors to keep in float: writes the mixed
+            artifact as a bundle and compares it with the fully quantized one.
+        out: The mixed artifact's bundle folder (default: a new ``runs_dir/<name>-mixed-N``).
+        runs_dir: Where the mixed bundle is created.
+        runtimes: Which runtimes to answer for (default: all of ``edge_fm.export.runtimes.RUNTIMES``; empty: none).
+        ethos_u_configs: Ethos-U configurations to estimate.
+        progress: Called with a line at each step.
+
+    Returns:
+        ``artifact``, ``summary``, ``kinds``, ``ops``, ``runtimes``, ``errors`` and (with
+        ``keep_float``) ``keep_float``.
+
+    Raises:
+        EdgeFMError: Not an artifact, a ``keep_float`` name the model lacks, a named source run that
+            is not a run, or a ``keep_float`` with no source run.
+    """
+    from edge_fm.errors import unknown_choice
+    from edge_fm.export import runtimes as runtimes_lib
+    from edge_fm.export.vela import get_config
+
+    for name in runtimes or ():
+        if name not in runtimes_lib.RUNTIMES:
+            raise unknown_choice("runtime", name, runtimes_lib.RUNTIMES)
+    for name in ethos_u_configs or ():
+        get_config(name)  # an unknown configuration is refused before any work
+    say = progress or (lambda line: None)
+    tflite = artifact_path(path)
+    flatbuffer = tflite.read_bytes()
+    description = _description(tflite)
+    ops = op_table(flatbuffer)
+    format_name = description.get("format")
+    quantized = any(op["weights"] or op["activations"] for op in ops)
+    report: dict[str, Any] = {
+        "artifact": {
+            "path": str(tflite),
+            "name": description.get("name", tflite.parent.name),
+            "format": format_name,
+            "architecture": description.get("architecture"),
+            **artifact_record(flatbuffer, tflite.name),
+        },
+        "summary": {
+            "ops": len(ops),
+            "macs": sum(op["macs"] for op in ops),
+            "params": sum(op["params"] for op in ops),
+            "quantization": quantization_scheme(ops),
+        },
+        "kinds": kinds(ops),
+        "ops": ops,
+    }
+    if keep_float and not quantized:
+        raise EdgeFMError(f"--keep-float: {tflite} is a float artifact; there is nothing to keep in float.")
+    run = _source_run(description, source_run, quantized, format_name)
+    if keep_float and run is None:
+        raise EdgeFMError(f"--keep-float on {tflite}: {_no_source_reason(description, format_name)}.")
+    if run is None:
+        report["errors"] = {
+            "status": "not measured",
+            "reason": _no_source_reason(description, format_name)
+            if quantized
+            else "a float artifact has no quantization error",
+        }
+    else:
+        say(f"running TensorFlow's quantization debugger on {run.path} ({format_name})")
+        report["errors"] = _errors(run, format_name, data_dir, images, calibration)
+        if keep_float:
+            say(f"quantizing {run.path} with {', '.join(keep_float)} kept in float")
+            report["keep_float"] = _keep_float(
+                run,
+                format_name,
+                data_dir,
+                images,
+                calibration,
+                keep_float,
+                ops,
+                report["errors"]["layers"],
+                description,
+                out,
+                runs_dir,
+            )
+    if runtimes is None or runtimes:
+        say("asking each runtime what it runs")
+        report["runtimes"] = runtimes_lib.runs_on(tflite, ethos_u_configs, runtimes or runtimes_lib.RUNTIMES)
+        report["runs_on"] = runtimes_lib.summary_rows(report["runtimes"])
+    return report
+
+
+def _no_source_reason(description: dict[str, Any], format_name: str | None) -> str:
+    named = description.get("source", {}).get("run")
+    if format_name == "int16x8":
+        return (
+            "TensorFlow's QuantizationDebugger requantizes to int8 only, so it cannot measure an int16x8 artifact's "
+            "layers; inspect the run's int8 export to see which layers lose most"
+        )
+    if format_name not in DEBUGGED_FORMATS:
+        return (
+            f"the quantization debugger needs an int8 export of edge-fm ({', '.join(DEBUGGED_FORMATS)}), "
+            f"not {format_name or 'an unknown format'}"
+        )
+    if named:
+        return (
+            f"the layer-wise error needs the float source run {named}, which is not on this machine: pass "
+            "--source RUN (the run that was exported)"
+        )
+    return "the artifact names no source run: pass --source RUN (the run that was exported)"
+
+
+def _source_run(description: dict[str, Any], source_run, quantized: bool, format_name: str | None):
+    from edge_fm.train.runs import Run
+
+    if source_run is not None:
+        if not is_run(source_run):
+            raise EdgeFMError(f"--source {source_run} is not a run directory (no config.json).")
+        if format_name not in DEBUGGED_FORMATS:
+            raise EdgeFMError(f"--source: {_no_source_reason(description, format_name)}.")
+        return Run(source_run)
+    named = description.get("source", {}).get("run")
+    if not quantized or format_name not in DEBUGGED_FORMATS or not named or not is_run(named):
+        return None
+    return Run(named)
+
+
+def _debug_data(run, data_dir, images: int, calibration: int | None):
+    from edge_fm.export.exporter import REPRESENTATIVE_SIZE, representative_images
+
+    dataset = run.dataset(data_dir)
+    count = calibration or REPRESENTATIVE_SIZE
+    return (
+        dataset,
+        representative_images(dataset.x_train, count, run.train_config.seed),
+        dataset.x_val[:images],
+        dataset.y_val[:images],
+        count,
+    )
+
+
+def _errors(run, format_name: str, data_dir, images: int, calibration: int | None) -> dict[str, Any]:
+    dataset, calibration_images, val_images, _, count = _debug_data(run, data_dir, images, calibration)
+    layers = layer_errors(run.model_to_convert(), format_name, calibration_images, val_images)
+    note = (
+        "quantization-aware training set the range of every layer: the converter quantized none itself"
+        if not layers
+        else "each layer's own error on the quantized model's inputs, in quantization steps"
+    )
+    return {
+        "status": "measured",
+        "source_run": str(run.path),
+        "format": format_name,
+        "images": int(len(val_images)),
+        "data": f"{dataset.describe()}: validation split, first {len(val_images)}",
+        "calibration_images": count,
+        "rounding_rmse": ROUNDING_RMSE,
+        "layers": layers,
+        "note": note,
+        "how": "TensorFlow's tf.lite.experimental.QuantizationDebugger (layer_statistics_dump)",
+    }
+
+
+def _keep_float(
+    run, format_name, data_dir, images, calibration, keep_float, ops, layers, description, out, runs_dir
+):
+    from edge_fm.export.tflite_file import embed_metadata, inspect
+    from edge_fm.train.evaluate import predict_proba
+
+    if out is not None:
+        check_new_folder(out)
+    _, calibration_images, val_images, val_labels, _ = _debug_data(run, data_dir, images, calibration)
+    model = run.model_to_convert()
+    op_kinds = [op["op"] for op in ops]
+    full, mixed, denied_ops, denied_nodes = mixed_models(
+        model, format_name, calibration_images, val_images, keep_float, layers, op_kinds
+    )
+    keras_accuracy = float(np.mean(predict_proba(model, val_images).argmax(1) == val_labels))
+    quantized_score, mixed_score = _score(full, val_images, val_labels), _score(mixed, val_images, val_labels)
+    name = f"{description.get('name') or run.train_config.arch}-mixed"
+    labels = list(description.get("labels") or [])
+    record = {
+        "kept_float_ops": denied_ops,
+        "kept_float_layers": denied_nodes,
+        "images": int(len(val_labels)),
+        "keras_accuracy": keras_accuracy,
+        "quantized": quantized_score,
+        "mixed": mixed_score,
+        "accuracy_gain": mixed_score["accuracy"] - quantized_score["accuracy"],
+        "bytes_added": mixed_score["bytes"] - quantized_score["bytes"],
+        "p50_ms_added": mixed_score["p50_ms"] - quantized_score["p50_ms"],
+        "note": "both models with float input and output, as the debugger makes them; validation images; "
+        "latency batch 1, 1 thread, here",
+    }
+    mixed_description = {
+        "name": name,
+        "architecture": run.train_config.arch,
+        "format": f"{format_name}-mixed",
+        "quantization": f"{format_name} with {', '.join(keep_float)} kept in float (selective quantization)",
+        "labels": labels,
+        "source": {"run": str(run.path), "stage": run.stage},
+        "export": {"keep_float": record, **inspect(mixed)},
+    }
+    final = embed_metadata(mixed, mixed_description, labels)
+    manifest = {
+        "stage": "export",
+        "parent": str(run.path),
+        "format": mixed_description["format"],
+        "status": "complete",
+    }
+    bundle = write_bundle(new_folder(out, runs_dir, name), final, mixed_description, labels, manifest)
+    return {**record, "bundle": str(bundle)}
+
+
+def worst_layers(report: dict[str, Any], count: int = TOP_LAYERS) -> list[dict[str, Any]]:
+    """The ``count`` layers that lose most to quantization (empty when the error was not measured)."""
+    return report.get("errors", {}).get("layers", [])[:count]

@@ -1,0 +1,212 @@
+"""``edge-fm inspect``: an artifact's ops, where quantization loses accuracy, and what each runtime runs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edge_fm.cli.common import DataDirOption, app, console, fails_cleanly
+from edge_fm.errors import EdgeFMError
+
+
+@app.command("inspect")
+@fails_cleanly
+def inspect_command(
+    artifact: Annotated[
+        Path, typer.Argument(help="A .tflite file or an export bundle (e.g. models/edge-cnn-tiny).")
+    ],
+    source: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--source",
+            help="The float run the artifact was exported from (default: the one its model.json names, if it "
+            "is here).",
+        ),
+    ] = None,
+    keep_float: Annotated[
+        Optional[str],
+        typer.Option(
+            "--keep-float",
+            help="Op kinds or layer tensors to keep in float, comma-separated (e.g. CONV_2D): writes the mixed "
+            "artifact and what it buys.",
+        ),
+    ] = None,
+    images: Annotated[
+        int, typer.Option(min=1, help="Validation images the quantization debugger runs on.")
+    ] = 200,
+    calibration: Annotated[
+        Optional[int],
+        typer.Option(
+            min=1, help="Calibration images, as the export drew them (default: the exporter's 500)."
+        ),
+    ] = None,
+    runtimes: Annotated[
+        str,
+        typer.Option(help="Runtimes to ask, comma-separated: cpu, gpu, ethos-u, tflm ('none' for none)."),
+    ] = "cpu,gpu,ethos-u,tflm",
+    accelerator_config: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--accelerator-config",
+            help="Ethos-U configuration Vela estimates (repeatable; default ethos-u55-128 and ethos-u65-256).",
+        ),
+    ] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --keep-float: the mixed bundle's folder (default: a new RUNS_DIR/<name>-mixed-N)."
+        ),
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option(help="Where the --keep-float bundle is created.")] = Path("runs"),
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the whole report as JSON instead of tables.")
+    ] = False,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Per op: kind, shapes, MACs, quantization; the layers quantization hurts most; what each runtime runs.
+
+    The layer-wise error (TensorFlow's QuantizationDebugger on validation images) needs the float source
+    run; without it the rest is still reported. Ethos-U figures are Vela's estimates.
+
+    Example: edge-fm inspect models/edge-cnn-tiny
+    Example: edge-fm inspect runs/cnn-2conv-int8-1 --keep-float FULLY_CONNECTED --json
+    """
+    from edge_fm import inspect_artifact
+
+    asked = (
+        []
+        if runtimes.strip() in ("", "none")
+        else [name.strip() for name in runtimes.split(",") if name.strip()]
+    )
+    kept = [name.strip() for name in (keep_float or "").split(",") if name.strip()]
+    if keep_float is not None and not kept:
+        raise EdgeFMError(
+            "--keep-float: name at least one op kind or layer tensor, e.g. --keep-float CONV_2D."
+        )
+    status = console.status("inspecting") if not as_json else None
+    with status or contextlib.nullcontext():
+        report = inspect_artifact(
+            artifact,
+            source,
+            data_dir,
+            images,
+            calibration,
+            kept,
+            out,
+            runs_dir,
+            asked,
+            accelerator_config,
+            progress=(lambda line: status.update(line)) if status else None,
+        )
+    if as_json:
+        console.print_json(json.dumps(report, default=str))
+        return
+    print_inspection(report)
+
+
+def print_inspection(report: dict) -> None:
+    """The inspection's tables: op kinds, ops, the worst-quantized layers, the runtimes, --keep-float."""
+    art, summary = report["artifact"], report["summary"]
+    console.print(
+        f"[bold]{escape(art['name'])}[/] ({art.get('format') or 'unknown format'}): {art['bytes'] / 1024:.1f} KB, "
+        f"{summary['ops']} ops, {summary['params']:,} parameters, {summary['macs'] / 1e6:.2f} M MACs; "
+        f"{summary['quantization']}",
+        highlight=False,
+    )
+    table = Table(
+        "op kind", "count", "MACs", "share", "params", "weights", "activations", title="ops by kind"
+    )
+    for kind in report["kinds"]:
+        table.add_row(
+            kind["op"],
+            str(kind["count"]),
+            f"{kind['macs'] / 1e6:.3f} M",
+            f"{kind['macs_share']:.1%}",
+            f"{kind['params']:,}",
+            ", ".join(kind["schemes"]) or "-",
+            ", ".join(kind["activations"]),
+        )
+    console.print(table)
+    table = Table(
+        "#", "op", "output", "MACs", "share", "weights (scales)", "output scale", "layer", title="ops"
+    )
+    for op in report["ops"]:
+        table.add_row(
+            str(op["index"]),
+            op["op"],
+            "x".join(map(str, op["output_shape"])),
+            f"{op['macs']:,}",
+            f"{op['macs_share']:.1%}",
+            _weights_text(op),
+            _activations_text(op),
+            escape(op["name"][:60]),
+        )
+    console.print(table)
+    _print_errors(report.get("errors", {}))
+    if rows := report.get("runs_on"):
+        table = Table("runtime", "what runs", "how", title="what each runtime runs")
+        for row in rows:
+            table.add_row(row["runtime"], escape(row["answer"]), row["how"])
+        console.print(table)
+    if kept := report.get("keep_float"):
+        q, m = kept["quantized"], kept["mixed"]
+        console.print(
+            f"keeping {', '.join(kept['kept_float_ops'] + kept['kept_float_layers'])} in float: accuracy "
+            f"{q['accuracy']:.2%} -> {m['accuracy']:.2%} ({kept['accuracy_gain'] * 100:+.2f} pt; Keras "
+            f"{kept['keras_accuracy']:.2%}) on {kept['images']} validation images, size {q['bytes'] / 1024:.1f} -> "
+            f"{m['bytes'] / 1024:.1f} KB, p50 {q['p50_ms']:.3f} -> {m['p50_ms']:.3f} ms; mixed artifact: "
+            f"[bold]{escape(kept['bundle'])}[/]",
+            highlight=False,
+        )
+
+
+def _weights_text(op: dict) -> str:
+    weights = op["weights"]
+    if not weights:
+        return op["weights_dtype"] or "-"
+    return f"{weights['scheme']} ({weights['scales']}; {weights['scale_min']:.2e}-{weights['scale_max']:.2e})"
+
+
+def _activations_text(op: dict) -> str:
+    act = op["activations"]
+    if not act:
+        return op["activations_dtype"]
+    return f"{act['dtype']} {act['scale_min']:.3g}"
+
+
+def _print_errors(errors: dict) -> None:
+    if errors.get("status") == "measured":
+        table = Table(
+            "rank",
+            "op",
+            "RMSE (steps)",
+            "max |err| (steps)",
+            "bias (steps)",
+            "layer",
+            title=f"layers that lose most to {errors['format']} ({errors['images']} validation images)",
+        )
+        for rank, layer in enumerate(errors["layers"][:10], 1):
+            table.add_row(
+                str(rank),
+                layer["op"],
+                f"{layer['rmse_per_scale']:.3f}",
+                f"{layer['max_abs_error_per_scale']:.2f}",
+                f"{layer['mean_error_per_scale']:+.3f}",
+                escape(layer["tensor"][:70]),
+            )
+        console.print(table)
+        console.print(
+            f"{errors['note']}; rounding alone gives {errors['rounding_rmse']:.2f} steps RMSE. "
+            f"{errors['how']}, source run {errors['source_run']}.",
+            highlight=False,
+        )
+    elif errors:
+        console.print(
+            f"[yellow]layer-wise error not measured:[/] {escape(errors['reason'])}", highlight=False
+        )
