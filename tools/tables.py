@@ -182,6 +182,49 @@ def _shipped_status(row: dict) -> str:
     return f"not shipped (too large for models/{measured})"
 
 
+def shipped_mobile_forms(root: Path) -> str | None:
+    """The shipped mobile forms: sizes and parity from each form's model.json, MediaPipe's agreement and
+    the latency ratio from their benchmark JSON."""
+    clients, latency = _load(root, "mobile_clients.json"), _load(root, "mobile_latency.json")
+    if not clients or not latency:
+        return None
+    timed = {row["model"]: row for row in latency["rows"] if row.get("status") == "ok"}
+    lines = [
+        "| model | format | grey conversion | int8 bytes | mobile bytes | outputs vs int8 (LiteRT) | "
+        "MediaPipe top-1 = LiteRT | MediaPipe accuracy | p50 int8 ms | p50 mobile ms | ratio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(clients["rows"], key=lambda r: r["artifact"]):
+        if row.get("status") != "ok":
+            continue
+        folder = root / "models" / row["artifact"]
+        main = json.loads((folder / "model.json").read_text())
+        mobile = json.loads((folder / "mobile" / "model.json").read_text())
+        parity = mobile["mobile"]["parity"]
+        outputs = "identical" if parity["identical_to_int8"] else f"top-1 {parity['top1_agreement']:.2%}"
+        pair = timed.get(row["artifact"])
+        times = (
+            f"{pair['latency']['int8']['p50_ms']:.3f} | {pair['latency']['mobile']['p50_ms']:.3f} | "
+            f"{pair['p50_ratio']:.3f}"
+            if pair
+            else "- | - | -"
+        )
+        lines.append(
+            f"| `{row['artifact']}` | {main['format']} | {mobile['mobile']['grey_conversion']['method']} | "
+            f"{main['artifact']['bytes']:,} | {mobile['artifact']['bytes']:,} | {outputs} ({parity['images']:,} "
+            f"images) | {row['top1_agreement']:.2%} | {row['mediapipe_accuracy']:.2%} | {times} |"
+        )
+    env = latency["environment"]
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"MediaPipe on {clients['rows'][0]['images']:,} test images (`{public_command(clients['command'])}`); "
+            f"latency {env.get('cpu', '')}, one thread (`{public_command(latency['command'])}`).",
+        ]
+    )
+
+
 def shipped_models(root: Path) -> str | None:
     """The shipped models and their targets; each model's recipe notes are in its MODEL_CARD.md."""
     result = _load(root, "models_bench.json")
@@ -624,6 +667,7 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "block-throughput": block_throughput,
     "edge-cnn-candidates": edge_cnn_candidates,
     "train-throughput": train_throughput,
+    "shipped-mobile-forms": shipped_mobile_forms,
     "int8-error": int8_error,
     "int8-error-converter-fold": int8_error_converter_fold,
     "quant-schemes": quant_schemes,
