@@ -875,3 +875,42 @@ def test_bench_reports_a_bundle_whose_model_json_is_corrupt(bundle, tmp_path):
     assert (
         f"error: broken ({broken / 'model.tflite'}): {broken / 'model.json'}" in output and expected in output
     ), output
+
+
+# ---------------------------------------------------------------- labels that do not match the model
+
+
+@pytest.fixture
+def mlp_copy(tmp_path) -> Path:
+    """A copy of the shipped mlp bundle (10 classes) whose labels.txt the tests rewrite."""
+    import shutil
+
+    copy = tmp_path / "mlp"
+    copy.mkdir()
+    for name in ("model.tflite", "labels.txt", "model.json", "manifest.json"):
+        shutil.copy(REPO / "models" / "mlp" / name, copy / name)
+    return copy
+
+
+@pytest.mark.parametrize("form", ["mcu", "mobile"])
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        ("Shirt\nShoe\nBag\n", "names 3 classes but the model outputs 10"),
+        ("", "names 0 classes but the model outputs 10"),
+        ("".join(f"class {i}\n" for i in range(100_000)), "names 100,000 classes but the model outputs 10"),
+    ],
+    ids=["three", "empty", "a-hundred-thousand"],
+)
+def test_a_form_refuses_labels_that_do_not_match_the_model(mlp_copy, tmp_path, form, labels, expected):
+    (mlp_copy / "labels.txt").write_text(labels)
+    out = tmp_path / f"{form}-form"
+    code, output = run_cli("export", mlp_copy, "--for", form, "--out", out, "--parity-images", 20)
+    assert_one_line_error(code, output, expected)
+    assert not out.exists()
+
+
+def test_a_form_refuses_a_labels_file_that_is_not_text(mlp_copy, tmp_path):
+    (mlp_copy / "labels.txt").write_bytes(b"\xff\xfe\x00garbage\n" * 10)
+    code, output = run_cli("export", mlp_copy, "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 20)
+    assert_one_line_error(code, output, "is not UTF-8 text")

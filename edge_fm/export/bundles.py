@@ -83,8 +83,18 @@ def model_file(path: Path | str) -> Path | None:
 
 
 def read_labels(path: Path) -> list[str]:
-    """The names of a labels file, one a line (blank lines skipped)."""
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """The names of a labels file, one a line (blank lines skipped).
+
+    Raises:
+        EdgeFMError: The file is not UTF-8 text.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        from edge_fm.errors import EdgeFMError
+
+        raise EdgeFMError(f"{path} is not UTF-8 text: write one class name a line.") from None
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def labels_bytes(labels: Sequence[str]) -> bytes:
@@ -153,6 +163,34 @@ class Bundle:
             described = description.get("labels")
             labels = stored["labels"] or (described if isinstance(described, list) else [])
         return cls(file, description, tuple(labels), has_sidecar)
+
+    def checked_labels(self, fallback: Sequence[str] = ()) -> tuple[str, ...]:
+        """The labels, checked against the model: one-line strings, exactly one per output class.
+
+        Args:
+            fallback: Names used only where nothing beside or inside the file names the classes
+                (a bare .tflite file); an empty or short ``labels.txt`` is an error, not a reason to
+                fall back.
+
+        Raises:
+            EdgeFMError: Labels that are not one-line strings, or not one per output class.
+        """
+        from edge_fm.errors import EdgeFMError
+        from edge_fm.export import tflite_file
+        from edge_fm.records import check_labels
+
+        labels_path = self.path.with_name(LABELS_FILE)
+        named = labels_path.is_file() or bool(self.labels)
+        where = labels_path if labels_path.is_file() else self.path
+        labels = check_labels(list(self.labels if named else fallback), f"{where}:")
+        graph = tflite_file.read(self.flatbuffer).subgraphs[0]
+        classes = int(graph.tensors[graph.outputs[0]].shape[-1])
+        if len(labels) != classes:
+            raise EdgeFMError(
+                f"{where} names {len(labels):,} classes but the model outputs {classes}: give one label per "
+                "output class, in output order (one a line in labels.txt), or re-export the bundle."
+            )
+        return tuple(labels)
 
     @property
     def folder(self) -> Path | None:

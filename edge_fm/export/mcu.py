@@ -63,11 +63,9 @@ def read_model(source: Path | str) -> Bundle:
     check_int8_model(path.read_bytes(), path)
     model = Bundle.open(source, embedded=True)
     description = model.description if model.has_sidecar else {}
-    labels = model.labels
-    if not labels:
-        from edge_fm.data.datasets import CLASS_NAMES
+    from edge_fm.data.datasets import CLASS_NAMES
 
-        labels = tuple(CLASS_NAMES)
+    labels = model.checked_labels(fallback=CLASS_NAMES)
     return dataclasses.replace(model, description=description, labels=labels)
 
 

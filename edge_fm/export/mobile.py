@@ -221,9 +221,7 @@ def read_int8_source(source: Path | str) -> Bundle:
     int8 = Bundle.open(source, embedded=True)
     if int8.description.get("target") == "mobile":
         raise EdgeFMError(f"{int8.path} is already a mobile form: pass the int8 bundle it was made from.")
-    if not int8.labels:
-        return dataclasses.replace(int8, labels=tuple(data_lib.CLASS_NAMES))
-    return int8
+    return dataclasses.replace(int8, labels=int8.checked_labels(fallback=data_lib.CLASS_NAMES))
 
 
 # ---------------------------------------------------------------- the check
