@@ -914,3 +914,23 @@ def test_a_form_refuses_a_labels_file_that_is_not_text(mlp_copy, tmp_path):
     (mlp_copy / "labels.txt").write_bytes(b"\xff\xfe\x00garbage\n" * 10)
     code, output = run_cli("export", mlp_copy, "--for", "mcu", "--out", tmp_path / "x", "--parity-images", 20)
     assert_one_line_error(code, output, "is not UTF-8 text")
+
+
+def test_what_a_killed_ship_leaves_is_not_listed_as_a_model(tmp_path):
+    """A ship killed between its renames leaves .tmp-NAME or .old-NAME: no reader lists them."""
+    import shutil
+
+    from edge_fm.bench.measurements import bundles_in
+    from edge_fm.shipping.catalog import read_provenances
+
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "mlp", models / "mlp")
+    shutil.copytree(REPO / "models" / "mlp", models / ".old-mlp")
+    shutil.copytree(REPO / "models" / "edge-cnn-tiny", models / ".tmp-edge-cnn-tiny")
+    assert [p.name for p in bundles_in(models)] == ["mlp"]
+    assert list(read_provenances(models)) == ["mlp"]
+    code, output = run_cli(
+        "bench", models, "--sample", "--runs", 5, "--min-seconds", 0.01, "--max-seconds", 1
+    )
+    assert code == 0, output
+    assert "edge-cnn-tiny" not in output and "old-mlp" not in output

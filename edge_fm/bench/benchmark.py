@@ -59,7 +59,8 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
             inside = sorted(
                 p
                 for p in path.rglob("*.tflite")
-                if not any(part.startswith(TEMPORARY_PREFIX) for part in p.relative_to(path).parts)
+                # hidden parts (.tmp-*, .old-*) are what an interrupted write left, never an artifact
+                if not any(part.startswith((TEMPORARY_PREFIX, ".")) for part in p.relative_to(path).parts)
             )
             if not inside:
                 hint = (

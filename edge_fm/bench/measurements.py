@@ -23,8 +23,12 @@ _CARD_LATENCY = re.compile(
 
 
 def bundles_in(folder: Path | str) -> list[Path]:
-    """The bundle folders (with a ``model.tflite``) directly inside ``folder``, by name."""
-    return sorted(p.parent for p in Path(folder).glob(f"*/{MODEL_FILE}"))
+    """The bundle folders (with a ``model.tflite``) directly inside ``folder``, by name.
+
+    Hidden folders are left out: they are what an interrupted write left (``.tmp-NAME``, a shipped
+    model's ``.old-NAME``), never a bundle to read.
+    """
+    return sorted(p.parent for p in Path(folder).glob(f"*/{MODEL_FILE}") if not p.parent.name.startswith("."))
 
 
 def bench_rows(result: dict[str, Any]) -> list[dict[str, Any]]:

@@ -34,7 +34,11 @@ def is_catalog(path: Path | str) -> bool:
 
 def read_provenances(models_dir: Path | str) -> dict[str, dict]:
     """Model name -> its ``provenance.json``, for every model of the folder."""
-    return {p.parent.name: read_json(p) for p in sorted(Path(models_dir).glob(f"*/{PROVENANCE}"))}
+    return {
+        p.parent.name: read_json(p)
+        for p in sorted(Path(models_dir).glob(f"*/{PROVENANCE}"))
+        if not p.parent.name.startswith(".")  # an interrupted ship's .tmp-NAME or .old-NAME
+    }
 
 
 def bench_catalog(
