@@ -66,7 +66,8 @@ def first_answer(page, url: str) -> float:
     start = time.perf_counter()
     page.locator("button[title='Sneaker']").click()
     page.wait_for_function(
-        "() => document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000
+        "() => (document.querySelector('#answer') || {textContent: ''}).textContent.startsWith('Sneaker')",
+        timeout=30_000,
     )
     return time.perf_counter() - start
 

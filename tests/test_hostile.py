@@ -464,12 +464,14 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
         with chromium_page() as page:
             page.goto(url)
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.length > 0", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.length > 0",
+                timeout=30_000,
             )
             page.locator("#upload input[type=file]").set_input_files(str(huge))
             try:
                 page.wait_for_function(
-                    "() => document.querySelector('#message').textContent.includes('huge.png is')",
+                    "() => (document.querySelector('#message') || {textContent: ''})"
+                    ".textContent.includes('huge.png is')",
                     timeout=30_000,
                 )
             except Exception:
@@ -477,7 +479,8 @@ def test_page_says_why_an_upload_over_the_request_limit_is_refused_and_keeps_wor
             message = page.locator("#message").inner_text()
             page.locator("button[title='Trouser']").click()
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.startsWith('Trouser')",
+                timeout=30_000,
             )
             assert page.locator("#message").inner_text() == ""
     finally:
@@ -506,11 +509,13 @@ def test_page_works_behind_its_key_under_its_content_security_policy(bundle):
             )
             page.goto(url)
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.length > 0", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.length > 0",
+                timeout=30_000,
             )
             page.locator("button[title='Sandal']").click()
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.startsWith('Sandal')", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.startsWith('Sandal')",
+                timeout=30_000,
             )
             page.wait_for_selector("#chart .barlayer .point", state="attached", timeout=30_000)
     finally:

@@ -476,7 +476,7 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     assert inspected["integer_only"] and "DEPTHWISE_CONV_2D" in inspected["ops"]
     assert Interpreter(model_content=flatbuffer).get_input_details()[0]["dtype"] == np.int8
     # QAT's promise is the parity: its artifact must pass the check and ship.
-    bundle = export(qat, "qat-int8", representative_size=100, parity_images=200, runs_dir=tmp_path)
+    bundle = export(qat, "qat-int8", representative_size=100, parity_images=400, runs_dir=tmp_path)
     description = json.loads((bundle / "model.json").read_text())
     assert description["export"]["integer_only"] and description["export"]["parity"]["passed"]
     assert "DEPTHWISE_CONV_2D" in description["export"]["ops"]

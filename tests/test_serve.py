@@ -182,11 +182,12 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
             sent = time.perf_counter()
             upload.set_input_files(str(shoe))
             page.wait_for_function(
-                "() => document.querySelector('#source').textContent.includes('test-image.png')",
+                "() => (document.querySelector('#source') || {textContent: ''}).textContent.includes('test-image.png')",
                 timeout=30_000,
             )
             page.wait_for_function(
-                "() => !document.querySelector('#answer').textContent.includes('...')", timeout=30_000
+                "() => { const a = document.querySelector('#answer'); return !!a && !a.textContent.includes('...'); }",
+                timeout=30_000,
             )
             print(f"server: answer {time.perf_counter() - sent:.2f} s after the upload")
 
@@ -215,7 +216,8 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
                 upload.set_input_files(str(path))
                 try:
                     page.wait_for_function(
-                        f"() => document.querySelector('#message').textContent.includes({message!r})",
+                        "() => (document.querySelector('#message') || {textContent: ''})"
+                        f".textContent.includes({message!r})",
                         timeout=30_000,
                     )
                 except Exception:
@@ -225,10 +227,12 @@ def test_demo_in_chromium(demo_models, data_dir, tmp_path):
 
             page.locator("button[title='Trouser']").click()
             page.wait_for_function(
-                "() => document.querySelector('#message').textContent === ''", timeout=30_000
+                "() => (document.querySelector('#message') || {textContent: ''}).textContent === ''",
+                timeout=30_000,
             )
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.startsWith('Trouser')", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.startsWith('Trouser')",
+                timeout=30_000,
             )
     finally:
         log = _stop(server)

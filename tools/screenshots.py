@@ -88,7 +88,8 @@ def main() -> int:
             page.wait_for_selector("#answer:not(:empty)", timeout=30_000)
             page.locator("button[title='Sneaker']").click()
             page.wait_for_function(
-                "() => document.querySelector('#answer').textContent.startsWith('Sneaker')", timeout=30_000
+                "() => (document.querySelector('#answer') || {textContent: ''}).textContent.startsWith('Sneaker')",
+                timeout=30_000,
             )
             page.screenshot(path=str(args.out / "demo.png"), full_page=True)
         finally:
