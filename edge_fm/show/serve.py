@@ -20,11 +20,8 @@ Example:
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 import contextlib
 import dataclasses
-import hmac
 import ipaddress
 import os
 import socket
@@ -50,6 +47,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, kind_of
 from edge_fm.show import serve_page
 from edge_fm.show.explain import occlusion_map, overlay, png_bytes
+from edge_fm.show.serve_guard import decode_upload, guard, stored_pixels
 
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
@@ -59,19 +57,6 @@ KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
 DECODE_SLOTS = 1
 INFERENCE_SLOTS = 2  # requests running models at once
 SERVER_THREADS = 4  # waitress' request threads; more requests wait in its queue
-# No content sniffing, no framing, no referrer, no shared browsing context.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-# The page's own scripts (inline ones by hash) and styles; images are data: URLs; nothing may frame it.
-_CSP = (
-    "default-src 'self'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-    "connect-src 'self'; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-    "frame-ancestors 'none'"
-)
 # Request bodies above 3 times the upload limit plus 1 MB are refused by the HTTP layer itself
 # (base64 adds a third); a file between the limit and that gets a message on the page.
 _REQUEST_FACTOR, _REQUEST_MARGIN = 3, 1_000_000
@@ -221,53 +206,6 @@ def example_images(count: int = 10) -> list[tuple[str, np.ndarray]]:
     ]
 
 
-def decode_upload(contents: str, filename: str, max_bytes: int) -> np.ndarray:
-    """An uploaded file (a ``data:`` URL from the browser) -> ``(28, 28)`` uint8, as ``edge-fm predict`` sees it.
-
-    Raises:
-        EdgeFMError: Over the size limit, not an image, too large to decode, or a decompression
-            bomb (one line for the page).
-    """
-    from edge_fm.data.images import image_to_input
-
-    name = Path(filename if isinstance(filename, str) and filename else "upload").name
-    if not isinstance(contents, str):
-        raise EdgeFMError(f"{name}: the upload was garbled; try again.")
-    _, _, payload = contents.partition(",")
-    if len(payload) * 3 // 4 > max_bytes:
-        raise EdgeFMError(too_large_message(name, len(payload) * 3 // 4, max_bytes))
-    try:
-        data = base64.b64decode(payload, validate=True)
-    except (binascii.Error, ValueError):
-        raise EdgeFMError(f"{name}: the upload was garbled; try again.") from None
-    # Decoded from memory: the user's file name never becomes a path on the server.
-    pixels, _ = image_to_input(data, name)
-    return pixels
-
-
-def too_large_message(name: str, size: int, max_bytes: int) -> str:
-    """The one line for an upload over the limit (the page says the same before sending it)."""
-    return (
-        f"{name} is {size / 1e6:.1f} MB; the demo takes images up to {max_bytes / 1e6:.1f} MB "
-        "(the model sees 28x28): downscale it first."
-    )
-
-
-def stored_pixels(stored: Any) -> np.ndarray:
-    """The ``(28, 28)`` uint8 image the page holds, checked (a request may carry anything).
-
-    Raises:
-        EdgeFMError: Not an image the page stored.
-    """
-    try:
-        pixels = np.frombuffer(base64.b64decode(stored["pixels"], validate=True), dtype=np.uint8)
-    except (TypeError, KeyError, IndexError, ValueError, binascii.Error):
-        pixels = None
-    if pixels is None or pixels.size != 28 * 28 or not isinstance(stored.get("source"), str):
-        raise EdgeFMError("the image sent was not one the page made; pick a test image or upload one again.")
-    return pixels.reshape(28, 28)
-
-
 # ---------------------------------------------------------------- the page
 
 
@@ -367,57 +305,8 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
             serve_page.models_table(html, models, answers, model.name),
         )
 
-    _guard(app, config)
+    guard(app, config.key)
     return app
-
-
-def _guard(app, config: ServeConfig) -> None:
-    """Security headers on every response, the access key on every request, and one log line (not a
-    traceback and an HTTP 500 page) for a request the demo cannot understand."""
-    import flask
-    from werkzeug.exceptions import HTTPException
-
-    server = app.server
-    policy: list[str] = []  # computed at the first response, once every inline script is known
-
-    @server.before_request
-    def require_key():
-        if config.key is None:
-            return None
-        given = flask.request.authorization
-        password = (given.password or "") if given is not None and given.type == "basic" else ""
-        if hmac.compare_digest(password.encode(), config.key.encode()):
-            return None
-        return flask.Response(
-            "This demo needs its access key: give it as the password (any user name).\n",
-            401,
-            {
-                "WWW-Authenticate": 'Basic realm="edge-fm demo", charset="UTF-8"',
-                "Content-Type": "text/plain; charset=utf-8",
-            },
-        )
-
-    @server.after_request
-    def add_headers(response):
-        if not policy:
-            policy.append(_CSP.format(hashes=" ".join(app.csp_hashes())))
-        response.headers["Content-Security-Policy"] = policy[0]
-        response.headers.update(SECURITY_HEADERS)
-        return response
-
-    @server.errorhandler(Exception)
-    def refuse(exc):
-        if isinstance(exc, HTTPException):
-            return exc
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        server.logger.warning(
-            "refused %s %s: %s%s",
-            flask.request.method,
-            flask.request.path,
-            type(exc).__name__,
-            f": {first[:200]}" if first else "",
-        )
-        return flask.jsonify({"message": "the demo could not understand this request."}), 400
 
 
 def _dash():
