@@ -29,7 +29,6 @@ from edge_fm.data.datasets import (  # noqa: E402
     CLASS_NAMES,
     DataIdentity,
     Dataset,
-    fetch,
     info,
     load_dataset,
     load_split,
@@ -39,6 +38,7 @@ from edge_fm.data.datasets import (  # noqa: E402
     stratified_split,
     write_idx,
 )
+from edge_fm.data.download import fetch  # noqa: E402
 from edge_fm.data.sources import DataOptions, load_data, parse_image_size  # noqa: E402
 from edge_fm.errors import EdgeFMError  # noqa: E402
 from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from edge_fm.data import datasets as data
+from edge_fm.data import download
 from edge_fm.errors import EdgeFMError
 from edge_fm.train.trainer import NullReporter
 
@@ -76,7 +77,7 @@ class DatasetLocator:
         announce(f"Fashion-MNIST is not on this machine: downloading it into {cache} (once, about 30 MB)")
         try:
             # Read at call time, not fetch()'s default, so the mirror list can be redirected.
-            data.fetch(cache, base_urls=self.base_urls or data.MIRRORS, timeout=self.timeout)
+            download.fetch(cache, base_urls=self.base_urls or data.MIRRORS, timeout=self.timeout)
         except EdgeFMError as exc:
             looked = ", ".join(f"{folder} ({origin})" for origin, folder in places)
             self._failure = (

@@ -11,6 +11,7 @@ import pytest
 from conftest import TEST_DATA_ENV, DatasetLocator, DatasetUnavailable, free_port
 
 from edge_fm.data import datasets as data
+from edge_fm.data import download
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
 
@@ -120,7 +121,7 @@ def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path):
     served, url = http_server
     checksums = _serve_dataset(served)
     seen = []
-    paths = data.fetch(
+    paths = download.fetch(
         tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t))
     )
     assert sorted(p.name for p in paths) == sorted(data.PUBLISHED_SHA256)
@@ -134,7 +135,7 @@ def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_p
     checksums = _serve_dataset(served, corrupt="t10k-labels-idx1-ubyte.gz")
     target = tmp_path / "dl"
     with pytest.raises(EdgeFMError, match="t10k-labels-idx1-ubyte.gz.*checksum mismatch.*refused"):
-        data.fetch(target, base_urls=[url], checksums=checksums)
+        download.fetch(target, base_urls=[url], checksums=checksums)
     assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
     assert (target / "t10k-images-idx3-ubyte.gz").exists()  # the good files still landed
     assert not [p for p in target.iterdir() if p.name.startswith(".tmp-")]
@@ -143,7 +144,7 @@ def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_p
 def test_fetch_falls_back_to_the_next_mirror(http_server, tmp_path):
     served, url = http_server
     checksums = _serve_dataset(served)
-    paths = data.fetch(tmp_path / "dl", base_urls=[url + "missing/", url], checksums=checksums)
+    paths = download.fetch(tmp_path / "dl", base_urls=[url + "missing/", url], checksums=checksums)
     assert len(paths) == 4
 
 
@@ -155,7 +156,7 @@ def test_fetch_checks_the_published_checksums_by_default(http_server, tmp_path):
     _flip_a_byte(served / name)
     expected = data.PUBLISHED_SHA256[name][:12]
     with pytest.raises(EdgeFMError, match=f"{name}: .*checksum mismatch .*expected {expected}"):
-        data.fetch(tmp_path / "dl", base_urls=[url])
+        download.fetch(tmp_path / "dl", base_urls=[url])
     assert not (tmp_path / "dl" / name).exists()
 
 
@@ -231,8 +232,8 @@ def test_tests_fetch_a_missing_dataset_once_into_the_user_cache(fresh_home, monk
 
 def test_tests_without_dataset_or_network_stop_with_one_message_naming_both_fixes(fresh_home, monkeypatch):
     calls = []
-    fetch = data.fetch
-    monkeypatch.setattr(data, "fetch", lambda *a, **k: calls.append(a) or fetch(*a, **k))
+    fetch = download.fetch
+    monkeypatch.setattr(download, "fetch", lambda *a, **k: calls.append(a) or fetch(*a, **k))
     locate = DatasetLocator((f"http://127.0.0.1:{free_port()}/",))
     with pytest.raises(DatasetUnavailable) as first:
         locate()

@@ -41,6 +41,7 @@ def data_fetch(
     Example: edge-fm data fetch --data-dir ~/data/fashion-mnist
     """
     from edge_fm.data import datasets as data
+    from edge_fm.data.download import fetch
 
     target = data.resolve_data_dir(data_dir)
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TimeRemainingColumn())
@@ -52,7 +53,7 @@ def data_fetch(
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        paths = data.fetch(target, base_urls=url or data.MIRRORS, progress=report)
+        paths = fetch(target, base_urls=url or data.MIRRORS, progress=report)
     console.print(f"[green]verified[/] {len(paths)} files in {target}")
 
 

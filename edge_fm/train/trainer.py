@@ -24,8 +24,9 @@ from edge_fm.data.datasets import Dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.augment import make_pipeline
+from edge_fm.train.callbacks import BestWeights, HistoryWriter, ReporterCallback
 from edge_fm.train.config import TrainConfig, from_dict
-from edge_fm.train.device import describe_device, describe_devices
+from edge_fm.train.device import describe_devices
 from edge_fm.train.distribute import (
     ONE_DEVICE,
     Placement,
@@ -47,7 +48,7 @@ from edge_fm.train.runs import (
     new_run_dir,
     write_manifest,
 )
-from edge_fm.train.schedules import build_optimizer, current_learning_rate
+from edge_fm.train.schedules import build_optimizer
 from edge_fm.zoo import check_options, count_macs, create_model
 
 BEST_WEIGHTS = "best.weights.h5"
@@ -122,80 +123,6 @@ def load_teacher(config: TrainConfig) -> keras.Model | None:
     teacher = Run(config.teacher).model()
     teacher.trainable = False
     return teacher
-
-
-# ---------------------------------------------------------------- callbacks
-
-
-class _HistoryWriter(keras.callbacks.Callback):
-    """Writes ``history.json`` after every epoch, replacing epochs that a resume runs again."""
-
-    def __init__(self, path: Path, previous: list[dict], placement: Placement = ONE_DEVICE):
-        super().__init__()
-        self.path, self.history = path, previous
-        self.device = describe_device()
-        if placement.distributed:
-            workers = f" on {placement.workers} workers" if placement.workers > 1 else ""
-            self.device += (
-                f"; {placement.kind}, {placement.replicas} "
-                f"replica{'s' if placement.replicas > 1 else ''}{workers}"
-            )
-        self._started = 0.0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        entry = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        entry["learning_rate"] = current_learning_rate(self.model.optimizer)
-        entry["seconds"] = round(time.perf_counter() - self._started, 3)
-        entry["device"] = self.device  # a resumed part may run with another thread count
-        self.history = [h for h in self.history if h["epoch"] <= epoch] + [entry]
-        write_json(self.path, self.history)
-
-
-class _BestWeights(keras.callbacks.Callback):
-    """Keeps the best weights on the monitored metric and stops after ``patience`` flat epochs.
-
-    Unlike Keras' EarlyStopping its state comes from ``history.json``, so a resumed run keeps
-    counting patience where the interrupted one left off.
-    """
-
-    def __init__(self, path: Path, monitor: str, patience: int, history: list[dict]):
-        super().__init__()
-        self.path, self.monitor, self.patience = path, monitor, patience
-        self.sign = 1.0 if monitor.endswith("loss") else -1.0  # minimise loss, maximise accuracy
-        self.best, self.best_epoch, self.wait = math.inf, 0, 0
-        for entry in history:
-            self._update(entry["epoch"], entry.get(monitor))
-
-    def _update(self, epoch: int, value: float | None) -> bool:
-        if value is None:
-            return False
-        if self.sign * value < self.best:
-            self.best, self.best_epoch, self.wait = self.sign * value, epoch, 0
-            return True
-        self.wait += 1
-        return False
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._update(epoch + 1, (logs or {}).get(self.monitor)):
-            with atomic_path(self.path) as tmp:
-                self.model.save_weights(str(tmp))
-        if self.patience and self.wait >= self.patience:
-            self.model.stop_training = True
-
-
-class _ReporterCallback(keras.callbacks.Callback):
-    def __init__(self, reporter: Reporter):
-        super().__init__()
-        self.reporter = reporter
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.reporter.step(batch + 1, {k: float(v) for k, v in (logs or {}).items()})
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.reporter.epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
 
 
 # ---------------------------------------------------------------- the stage
@@ -373,13 +300,13 @@ def fit_model(
     steps_per_epoch = epoch_steps(config, dataset)
     history_path = run_dir / HISTORY_FILE
     history = read_json(history_path) if history_path.exists() else []
-    best = _BestWeights(run_dir / BEST_WEIGHTS, config.monitor, config.early_stopping, history)
-    writer = _HistoryWriter(history_path, history, placement)
+    best = BestWeights(run_dir / BEST_WEIGHTS, config.monitor, config.early_stopping, history)
+    writer = HistoryWriter(history_path, history, placement)
     callbacks = [
         *extra_callbacks,
         writer,
         best,
-        _ReporterCallback(reporter),
+        ReporterCallback(reporter),
         # Last, so history.json is never behind the checkpoint: a resume may redo an epoch, never skip one.
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=False),
     ]

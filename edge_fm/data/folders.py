@@ -1,0 +1,310 @@
+"""Image folders as a dataset: scanning ``DIR/<class>/*`` (or ``DIR/train|val|test/<class>/...``),
+skipping what is not a readable image, and decoding once into a cache of memory-mapped arrays.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import dataclasses
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edge_fm.data.datasets import DataIdentity, Dataset
+from edge_fm.data.images import read_header, read_image
+from edge_fm.data.options import (
+    CACHE_VERSION,
+    IMAGE_SUFFIXES,
+    ORIGIN,
+    SKIPPED_EXAMPLES,
+    SPLITS,
+    DataOptions,
+    ProgressFn,
+    cache_root,
+)
+from edge_fm.data.splits import capped, label_dtype, make_dataset, per_class, plan_splits
+from edge_fm.errors import EdgeFMError
+from edge_fm.io import write_json
+
+# ---------------------------------------------------------------- image folders
+
+
+@dataclasses.dataclass
+class _Scan:
+    files: list[Path]  # readable candidates, in a fixed order
+    labels: list[int]
+    origin: list[int]  # index into SPLITS of the folder each file is in
+    names: list[str]  # path relative to the root, for messages and the test membership
+    class_names: tuple[str, ...]
+    skipped: list[str]  # "name (reason)"
+
+
+def image_folder(root: Path, options: DataOptions, progress: ProgressFn | None) -> Dataset:
+    scan = _scan_folder(root)
+    digest = hashlib.sha256()
+    for name, path in zip(scan.names, scan.files):
+        digest.update(f"{name}\t{path.stat().st_size}\n".encode())
+    # The images alone: a stray .DS_Store must not move the held-out test split.
+    fingerprint = "sha256:" + digest.hexdigest()
+    key = hashlib.sha256(
+        # max_train is applied to the cached arrays, so it is not part of what they hold; the skipped
+        # files are, so that the record of what was skipped stays true.
+        json.dumps(
+            [
+                CACHE_VERSION,
+                fingerprint,
+                dataclasses.asdict(dataclasses.replace(options, max_train=None)),
+                scan.skipped,
+            ],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]
+    cached = cache_root() / key
+    if not (cached / "identity.json").is_file():
+        _decode_into_cache(root, scan, fingerprint, options, cached, progress)
+    return _read_cache(cached, root, options)
+
+
+def _scan_folder(root: Path) -> _Scan:
+    """Lists the class folders and their image files; hidden, non-image and empty files are skipped."""
+    split_root = root / "train"
+    if split_root.is_dir():
+        split_dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
+    else:
+        split_dirs = {"train": root}
+    skipped: list[str] = []
+    class_dirs = {split: _class_dirs(folder, skipped, root) for split, folder in split_dirs.items()}
+    class_names = tuple(sorted(class_dirs["train"]))
+    where = split_root if split_root.is_dir() else root
+    if not class_names:
+        raise EdgeFMError(
+            f"--data {root}: no class folders in {where}; lay images out as DIR/<class>/*.png, or "
+            "DIR/train/<class>/... with optional DIR/val/ and DIR/test/."
+        )
+    if len(class_names) == 1:
+        raise EdgeFMError(
+            f"--data {root}: one class folder ({class_names[0]!r}) in {where}; a classifier needs at least two."
+        )
+    for split, dirs in class_dirs.items():
+        extra = sorted(set(dirs) - set(class_names))
+        if extra:
+            raise EdgeFMError(
+                f"--data {root}: {split}/ has class folders that train/ lacks ({', '.join(extra)}); "
+                "every class needs training images."
+            )
+    scan = _Scan([], [], [], [], class_names, skipped)
+    seen_dirs: set[str] = set()
+    for split, dirs in class_dirs.items():
+        for label, name in enumerate(class_names):
+            if name not in dirs:
+                continue
+            for path in _walk(dirs[name], skipped, root, seen_dirs):
+                scan.files.append(path)
+                scan.labels.append(label)
+                scan.origin.append(ORIGIN[split])
+                scan.names.append(path.relative_to(root).as_posix())
+    return scan
+
+
+def _class_dirs(folder: Path, skipped: list[str], root: Path) -> dict[str, Path]:
+    dirs = {}
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        path = Path(entry.path)
+        if entry.name.startswith("."):
+            continue  # hidden: .DS_Store, .git, editors' files
+        if folder == root and entry.name in SPLITS:
+            continue
+        if _is_dir(path):
+            dirs[entry.name] = path
+        else:
+            skipped.append(f"{path.relative_to(root).as_posix()} (not in a class folder)")
+    return dirs
+
+
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:  # a symlink loop
+        return False
+
+
+def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str]):
+    """Image files under ``folder``, sorted, following symlinked folders once each (no loops)."""
+    real = os.path.realpath(folder)
+    if real in seen_dirs:
+        skipped.append(
+            f"{folder.relative_to(root).as_posix()}/ (a folder already read: symlink loop or copy)"
+        )
+        return
+    seen_dirs.add(real)
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        path = Path(entry.path)
+        name = path.relative_to(root).as_posix()
+        if entry.name.startswith("."):
+            skipped.append(f"{name} (hidden)")
+            continue
+        try:
+            status = path.stat()
+        except OSError as exc:
+            reason = (
+                "symlink loop"
+                if exc.errno == errno.ELOOP
+                else "broken link"
+                if path.is_symlink()
+                else "unreadable"
+            )
+            skipped.append(f"{name} ({reason})")
+            continue
+        if _is_dir(path):
+            yield from _walk(path, skipped, root, seen_dirs)
+        elif not entry.name.lower().endswith(IMAGE_SUFFIXES):
+            skipped.append(f"{name} (not an image)")
+        elif status.st_size == 0:
+            skipped.append(f"{name} (empty file)")
+        else:
+            yield path
+
+
+def _decode_into_cache(
+    root: Path, scan: _Scan, fingerprint: str, options: DataOptions, cached: Path, progress: ProgressFn | None
+) -> None:
+    """Reads every image once into memory-mapped arrays per split, written under ``cached`` atomically."""
+    skipped = list(scan.skipped)
+    workers = min(8, os.cpu_count() or 1)
+    total = len(scan.files)
+
+    def report(task: str, done: int) -> None:
+        if progress:
+            progress(task, done, total)
+
+    headers = []
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        for done, result in enumerate(pool.map(_header_or_error, scan.files), start=1):
+            headers.append(result)
+            if done % 256 == 0 or done == total:
+                report("reading headers", done)
+    readable = [i for i, h in enumerate(headers) if not isinstance(h, str)]
+    skipped += [f"{scan.names[i]} ({headers[i]})" for i in range(total) if isinstance(headers[i], str)]
+    if not readable:
+        raise EdgeFMError(f"--data {root}: no readable image ({_first(skipped)}).")
+    sizes = collections.Counter((headers[i].height, headers[i].width) for i in readable)
+    # The most common size; among equally common ones the largest, so no size is chosen by file order.
+    size = options.image_size or max(sizes, key=lambda s: (sizes[s], s[0] * s[1], s))
+    channels = options.channels or (1 if all(headers[i].grey for i in readable) else 3)
+    resized = any(s != size for s in sizes)
+
+    cache_root_dir = cached.parent
+    cache_root_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cache_root_dir))
+    try:
+        decoded = np.lib.format.open_memmap(
+            staging / "all.npy", mode="w+", dtype=np.uint8, shape=(len(readable), *size, channels)
+        )
+        ok = np.zeros(len(readable), dtype=bool)
+
+        def decode(slot: int) -> str | None:
+            try:
+                decoded[slot] = read_image(scan.files[readable[slot]], size, channels, options.resize)
+            except EdgeFMError as exc:
+                return _reason(exc)
+            ok[slot] = True
+            return None
+
+        with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+            for done, error in enumerate(pool.map(decode, range(len(readable))), start=1):
+                if error:
+                    skipped.append(f"{scan.names[readable[done - 1]]} ({error})")
+                if done % 256 == 0 or done == len(readable):
+                    report("decoding images", done)
+        kept = np.asarray(readable)[ok]
+        labels = np.asarray(scan.labels, dtype=label_dtype(len(scan.class_names)))[kept]
+        origin = np.asarray(scan.origin, dtype=np.uint8)[kept]
+        names = [scan.names[i] for i in kept]
+        empty = [
+            scan.class_names[c] for c in range(len(scan.class_names)) if not (labels[origin == 0] == c).any()
+        ]
+        if empty:
+            raise EdgeFMError(
+                f"--data {root}: class {empty[0]!r} has no readable training image"
+                f"{f' ({_first(skipped)})' if skipped else ''}; add images or remove the folder."
+            )
+        plan, test_split, members = plan_splits(
+            labels, origin, names, scan.class_names, fingerprint, options, root
+        )
+        positions = np.flatnonzero(ok)
+        for split, indices in plan.items():
+            out = np.lib.format.open_memmap(
+                staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(len(indices), *size, channels)
+            )
+            for start in range(0, len(indices), 4096):  # bounded memory whatever the folder's size
+                out[start : start + 4096] = decoded[positions[indices[start : start + 4096]]]
+            out.flush()
+            del out
+            np.save(staging / f"y_{split}.npy", labels[indices])
+        decoded = None  # unmapped before its file is removed
+        (staging / "all.npy").unlink()
+        identity = DataIdentity(
+            kind="folder",
+            source=str(root),
+            fingerprint=fingerprint,
+            class_names=scan.class_names,
+            counts={split: per_class(labels[idx], len(scan.class_names)) for split, idx in plan.items()},
+            image_shape=(size[0], size[1], channels),
+            resize=options.resize if resized else None,
+            test_split=test_split,
+            test_members=members,
+            skipped=len(skipped),
+            skipped_examples=tuple(skipped[:SKIPPED_EXAMPLES]),
+        )
+        write_json(staging / "identity.json", identity.as_record())
+        try:
+            staging.rename(cached)
+        except OSError:
+            if not (cached / "identity.json").is_file():  # not another process having written it first
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _read_cache(cached: Path, root: Path, options: DataOptions) -> Dataset:
+    from edge_fm.io import read_json
+
+    identity = DataIdentity.from_record(read_json(cached / "identity.json"))
+    identity = dataclasses.replace(identity, source=str(root))
+    split_arrays = {}
+    for split in SPLITS:
+        if (cached / f"x_{split}.npy").is_file():
+            split_arrays[split] = (
+                np.load(cached / f"x_{split}.npy", mmap_mode="r"),
+                np.load(cached / f"y_{split}.npy"),
+            )
+    if options.max_train is not None:
+        split_arrays["train"] = capped(*split_arrays["train"], options.max_train, options.seed)
+    return make_dataset(split_arrays, root, identity.class_names, identity)
+
+
+def _header_or_error(path: Path):
+    try:
+        return read_header(path)
+    except EdgeFMError as exc:
+        return _reason(exc)
+
+
+def _reason(exc: EdgeFMError) -> str:
+    """The part of a reader's message after the file name."""
+    text = str(exc)
+    text = text.split(": ", 1)[1] if ": " in text else text
+    return text.split("; ", 1)[0].rstrip(".")  # the fix a reader suggests for one image does not apply here
+
+
+def _first(skipped: list[str]) -> str:
+    more = f", and {len(skipped) - SKIPPED_EXAMPLES} more" if len(skipped) > SKIPPED_EXAMPLES else ""
+    return "skipped: " + "; ".join(skipped[:SKIPPED_EXAMPLES]) + more

@@ -1,0 +1,78 @@
+"""How a dataset source is read and split: the options, the shared constants and the cache's place."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from edge_fm.data import datasets as fmnist
+from edge_fm.data.images import RESIZE_POLICIES
+from edge_fm.errors import EdgeFMError
+
+DEFAULT_DATA = "fashion-mnist"
+SAMPLE_DATA = "sample"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+SPLITS = ("train", "val", "test")
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+MAX_CLASSES = 10_000  # labels beyond this are a wrong column, not classes
+CACHE_VERSION = 1  # bumped whenever the cache's layout or the decoding changes
+CACHE_ENV = "EDGE_FM_CACHE"
+SKIPPED_EXAMPLES = 5  # skipped files named in the identity record
+ORIGIN = {split: code for code, split in enumerate(SPLITS)}
+
+ProgressFn = Callable[[str, int, int], None]  # (task, done, total)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+    """How a source is read and split; the same options on the same data give the same dataset."""
+
+    image_size: tuple[int, int] | None = None  # (height, width); None: the most common size
+    channels: int | None = None  # 1 (grey) or 3 (RGB); None: grey when every image is grey
+    resize: str = "pad"  # images of another size: 'pad' (aspect kept) or 'stretch'
+    val_size: int | None = None  # validation images carved from train (None: 5000 / 400 / a tenth)
+    test_fraction: float = 0.2  # share of each class held out for test when the data has no test split
+    seed: int = 0  # seed of the held-out splits
+    max_train: int | None = None  # cap on training images, stratified (None: all)
+    label_column: str | None = None  # CSV: the label column's name or index (None: 'label', else the first)
+
+    def __post_init__(self):
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise EdgeFMError(f"image size {self.image_size} must be two positive sides (height, width).")
+        if self.channels not in (None, 1, 3):
+            raise EdgeFMError(f"--channels must be 1 or 3, not {self.channels}.")
+        if self.resize not in RESIZE_POLICIES:
+            raise EdgeFMError(
+                f"unknown resize policy {self.resize!r}; use one of {', '.join(RESIZE_POLICIES)}."
+            )
+        if not 0.0 < self.test_fraction < 1.0:
+            raise EdgeFMError(f"test fraction {self.test_fraction} must be between 0 and 1.")
+        if self.val_size is not None and self.val_size < 1:
+            raise EdgeFMError(f"validation size {self.val_size} must be at least 1.")
+        if self.max_train is not None and self.max_train < 1:
+            raise EdgeFMError(f"max_train {self.max_train} must be at least 1.")
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    """Reads ``--image-size``: ``96`` (a square) or ``WIDTHxHEIGHT`` such as ``64x48``.
+
+    Returns:
+        ``(height, width)``.
+
+    Raises:
+        EdgeFMError: Not one or two positive whole numbers.
+    """
+    parts = str(text).lower().replace(" ", "").split("x")
+    if len(parts) in (1, 2) and all(p.isdigit() and int(p) > 0 for p in parts):
+        width, height = int(parts[0]), int(parts[-1])
+        return height, width
+    raise EdgeFMError(f"--image-size {text!r}: use a side (96) or WIDTHxHEIGHT (64x48), in pixels.")
+
+
+def cache_root() -> Path:
+    """Where decoded images are cached: ``$EDGE_FM_CACHE``, else ``datasets/`` in the user cache."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    return fmnist.default_data_dir().parent / "datasets"
