@@ -57,18 +57,12 @@ def measure(arch: str, batch: int, precision: str, threads: int, steps: int, war
     x = rng.integers(0, 256, size=(batch * (steps + warmup), 28, 28, 1), dtype=np.uint8)
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, size=len(x))]  # one-hot, as the training loss takes
 
-    class Timer:  # records the wall time of every step
-        def __init__(self):
-            self.ends = []
-
-    timer = Timer()
     from edge_fm.compat import keras
 
-    callback = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda *_: timer.ends.append(time.perf_counter())
-    )
+    ends: list[float] = []  # the wall time at the end of every step
+    callback = keras.callbacks.LambdaCallback(on_train_batch_end=lambda *_: ends.append(time.perf_counter()))
     model.fit(x, y, batch_size=batch, epochs=1, shuffle=False, verbose=0, callbacks=[callback])
-    timed = timer.ends[warmup - 1 :]
+    timed = ends[warmup - 1 :]
     seconds = timed[-1] - timed[0]
     images_per_s = batch * (len(timed) - 1) / seconds
     return {
@@ -91,13 +85,6 @@ def _child(args: argparse.Namespace) -> int:
     row = measure(args.arch[0], args.batch[0], args.precision[0], args.threads[0], args.steps, args.warmup)
     print("ROW " + json.dumps(row))
     return 0
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def _cpu_flags() -> list[str]:
@@ -171,13 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     import tensorflow as tf
 
+    from edge_fm.runner import cpu_model
+
     result = {
         "schema": "edge-fm/train-throughput/1",
         "command": shlex.join(
             ["python", "benchmarks/train_throughput.py", *(argv if argv is not None else sys.argv[1:])]
         ),
         "environment": {
-            "cpu": _cpu(),
+            "cpu": cpu_model(),
             "cpu_flags": _cpu_flags(),
             "cores": os.cpu_count(),
             "tensorflow": tf.__version__,

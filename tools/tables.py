@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from edge_fm.export.bundles import read_description
 from edge_fm.train.metrics import cpu_text, shape_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -198,8 +199,7 @@ def shipped_mobile_forms(root: Path) -> str | None:
         if row.get("status") != "ok":
             continue
         folder = root / "models" / row["artifact"]
-        main = json.loads((folder / "model.json").read_text())
-        mobile = json.loads((folder / "mobile" / "model.json").read_text())
+        main, mobile = read_description(folder), read_description(folder / "mobile")
         parity = mobile["mobile"]["parity"]
         outputs = "identical" if parity["identical_to_int8"] else f"top-1 {parity['top1_agreement']:.2%}"
         pair = timed.get(row["artifact"])

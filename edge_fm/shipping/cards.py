@@ -361,9 +361,9 @@ def folder_forms(folder) -> list[dict]:
         )
         forms.append({"kind": "no-mcu", "reason": reason, "folder": folder.name})
     elif not forms and (folder / DESCRIPTION_FILE).is_file():  # an artifact too large for the folder itself
-        size = read_description(folder).get("artifact", {}).get("bytes", 0)
-        if _too_big_for_boards(size):
-            forms.append({"kind": "no-mcu", "reason": _too_big_for_boards(size), "folder": folder.name})
+        reason = _too_big_for_boards(read_description(folder).get("artifact", {}).get("bytes", 0))
+        if reason:
+            forms.append({"kind": "no-mcu", "reason": reason, "folder": folder.name})
     return forms
 
 
