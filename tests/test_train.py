@@ -240,7 +240,9 @@ def test_interrupted_run_resumes_from_its_last_epoch(tmp_path, monkeypatch, inte
     seeds = []
     seed = train_module.keras.utils.set_random_seed
     monkeypatch.setattr(train_module.keras.utils, "set_random_seed", lambda s: seeds.append(s) or seed(s))
-    monkeypatch.setattr(train_module, "describe_device", lambda: "the resuming device")
+    # The history writer (a run's callbacks) names the device of each epoch.
+    callbacks = importlib.import_module("edge_fm.train.callbacks")
+    monkeypatch.setattr(callbacks, "describe_device", lambda: "the resuming device")
     resume(run, reporter=Recorder())
     assert pipelines[0]["training"] and pipelines[0]["first_epoch"] == len(
         before
