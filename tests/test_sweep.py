@@ -18,6 +18,7 @@ import pytest
 
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
+from edge_fm.pipeline.ray_local import ray_processes, ray_temp_dir
 from edge_fm.pipeline.sweep import require_ray
 from edge_fm.pipeline.sweep_spec import Constraints, TrialConfig, build_spec, parse_settings
 from edge_fm.pipeline.sweep_summary import picks
@@ -193,6 +194,62 @@ def test_a_stopped_sweep_resumes_without_redoing_finished_trials(tmp_path):
     assert failed.stat().st_mtime_ns != before and json.loads(failed.read_text())["status"] == "error"
     assert (first / "trial.json").stat().st_mtime_ns == kept
     assert len(json.loads((sweep_dir / "sweep.json").read_text())["rows"]) == 2
+
+
+def _wait_for_a_running_trial(process: subprocess.Popen, sweep_dir: Path) -> Path:
+    """Waits until the sweep's Ray runs a trial (it writes its claim); returns Ray's folder."""
+    temp_dir = ray_temp_dir(sweep_dir)
+    started = time.time() - 1
+    deadline = time.time() + 300
+    while not [c for c in (sweep_dir / "trials").glob("*/.claim") if c.stat().st_mtime > started]:
+        assert process.poll() is None, process.communicate()[0]
+        assert time.time() < deadline, "no trial started in time"
+        time.sleep(0.2)
+    assert temp_dir.is_dir() and ray_processes(temp_dir)
+    return temp_dir
+
+
+def _gone(temp_dir: Path, timeout: float = 20) -> list[int]:
+    """The processes still holding ``temp_dir`` once ``timeout`` has passed (none, when all is well)."""
+    deadline = time.time() + timeout
+    while ray_processes(temp_dir) and time.time() < deadline:
+        time.sleep(0.5)
+    return ray_processes(temp_dir)
+
+
+@pytest.mark.slow
+def test_an_interrupted_sweep_stops_its_ray_and_a_killed_one_is_cleared_on_resume(tmp_path):
+    sweep_dir = tmp_path / "sweep-1"
+    # Ctrl-C (SIGINT to the sweep alone): the sweep stops its Ray, workers and agents, and removes its folder.
+    process = _sweep([*SMALL, "--runs-dir", str(tmp_path)], start_new_session=True)
+    temp_dir = _wait_for_a_running_trial(process, sweep_dir)
+    process.send_signal(signal.SIGINT)
+    out = process.communicate(timeout=120)[0]
+    assert process.returncode == 130 and "interrupted" in out, out
+    assert _gone(temp_dir, timeout=0) == [] and not temp_dir.exists()
+
+    # SIGKILL: nothing can run in the sweep, and Ray's agents outlive it with their folder...
+    process = _sweep(["--resume", str(sweep_dir)], start_new_session=True)
+    try:
+        _wait_for_a_running_trial(process, sweep_dir)
+        process.kill()
+        process.communicate()
+        time.sleep(3)  # the raylet and the workers die with the sweep; the agents stay
+        left = ray_processes(temp_dir)
+        assert temp_dir.is_dir()
+        # ...until the sweep resumes: it stops them, removes the folder, runs the trial and leaves nothing.
+        out = _finish(_sweep(["--resume", str(sweep_dir)]))
+        assert f"cleared what a killed run of this sweep left: {len(left)} Ray process(es)" in " ".join(
+            out.split()
+        ), out
+        assert _gone(temp_dir, timeout=0) == [] and not temp_dir.exists()
+        summary = json.loads((sweep_dir / "sweep.json").read_text())
+        assert summary["complete"] and [r["status"] for r in summary["rows"]] == ["ok"]
+    finally:  # a failed assertion must not leave the test's own Ray running
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in ray_processes(temp_dir):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _free_port() -> int:

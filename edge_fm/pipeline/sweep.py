@@ -13,7 +13,10 @@ Each trial is one pipeline run (:func:`edge_fm.pipeline.pipeline.run_pipeline`) 
 
 Trials run locally on Ray started in-process, or on an existing Ray cluster (``address``). A
 sweep that is stopped resumes without redoing a finished trial: a trial is finished when its
-``trial.json`` exists, and a resumed sweep only sends Ray the others.
+``trial.json`` exists, and a resumed sweep only sends Ray the others. Ray started here keeps its
+files in a temporary folder of the sweep's own (:mod:`edge_fm.pipeline.ray_local`): an interrupted
+sweep (Ctrl-C, SIGTERM) stops its Ray before it exits, and a resumed one first stops what a killed
+run left running and removes that folder.
 
 Ray Tune and Optuna are the optional ``cluster`` extra: ``pip install 'edge-fm[cluster]'``.
 
@@ -38,6 +41,7 @@ from typing import Any, Callable
 from edge_fm.bench.targets import last_line
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_json
+from edge_fm.pipeline.ray_local import clean_ray_leftovers, interrupted_by_signals, ray_temp_dir
 from edge_fm.pipeline.sweep_spec import (
     INSTALL_HINT,
     OBJECTIVES,
@@ -182,6 +186,12 @@ def resume_sweep(
 
 def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, log) -> Path:
     started = time.time()
+    leftover = ray_temp_dir(sweep_dir)
+    if leftover.exists():
+        stopped = clean_ray_leftovers(leftover)
+        log(
+            f"cleared what a killed run of this sweep left: {stopped} Ray process(es) and Ray's temporary folder"
+        )
     if ray_options.retry_errors:
         for key, record in finished_trials(sweep_dir).items():
             if record["status"] != "ok":
@@ -201,20 +211,26 @@ def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, 
     return write_summary(sweep_dir, spec, ray_record, seconds=time.time() - started, log=log)
 
 
-def _start_ray(address: str | None, log) -> tuple[bool, int]:
-    """Starts Ray here or connects to ``address``; returns (started here, the cores it has)."""
+def _start_ray(address: str | None, temp_dir: Path, log) -> int:
+    """Starts Ray here (its files in ``temp_dir``) or connects to ``address``; returns the cores it has."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables: the CLI renders progress itself
     if ray.is_initialized():
-        return False, int(ray.cluster_resources().get("CPU", 1))
+        return int(ray.cluster_resources().get("CPU", 1))
     common = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
     try:
         if address:
             ray.init(address=address, **common)
         else:
             # "local": a Ray of its own, even where `ray start` ran on this machine before.
-            ray.init(address="local", num_cpus=os.cpu_count() or 1, include_dashboard=False, **common)
+            ray.init(
+                address="local",
+                num_cpus=os.cpu_count() or 1,
+                include_dashboard=False,
+                _temp_dir=str(temp_dir),
+                **common,
+            )
     except (ConnectionError, RuntimeError) as exc:  # RuntimeError: token authentication on, and no token here
         auth = (
             ""
@@ -230,7 +246,7 @@ def _start_ray(address: str | None, log) -> tuple[bool, int]:
         ) from None
     cores = int(ray.cluster_resources().get("CPU", 1))
     log(f"ray: {'cluster at ' + address if address else 'started here'}, {cores} CPU(s)")
-    return True, cores
+    return cores
 
 
 def _tune(
@@ -243,46 +259,66 @@ def _tune(
     log,
 ) -> dict[str, Any]:
     import ray
+
+    temp_dir = ray_temp_dir(sweep_dir)
+    ours = not ray.is_initialized()
+    with interrupted_by_signals():
+        try:
+            return _fit(sweep_dir, spec, pending, to_run, ray_options, data_dir, temp_dir, log)
+        finally:
+            if ours:  # on success, error or interrupt: disconnected, and a Ray started here leaves nothing
+                ray.shutdown()
+                if ray_options.address is None:
+                    clean_ray_leftovers(temp_dir)
+
+
+def _fit(
+    sweep_dir: Path,
+    spec: SweepSpec,
+    pending: list[TrialConfig],
+    to_run: int,
+    ray_options: RayOptions,
+    data_dir,
+    temp_dir: Path,
+    log,
+) -> dict[str, Any]:
+    import ray
     from ray import tune
 
-    started_here, cores = _start_ray(ray_options.address, log)
-    try:
-        concurrency, threads = ray_options.plan(cores)
-        log(f"{concurrency} trial(s) at once, {threads} thread(s) each")
-        attempt = uuid.uuid4().hex
-        trainable = tune.with_parameters(
-            ray_trainable,
-            spec=spec.as_dict(),
-            sweep_dir=str(sweep_dir),
-            attempt=attempt,
-            threads=threads,
-            data_dir=str(Path(data_dir).resolve()) if data_dir else None,
-        )
-        trainable = tune.with_resources(trainable, {"cpu": threads})
-        tune_config, param_space = _search(sweep_dir, spec, pending, to_run, concurrency)
-        run_config = tune.RunConfig(
-            name=f"attempt-{len(list((sweep_dir / 'tune').glob('attempt-*'))) + 1}",
-            storage_path=str(sweep_dir / "tune"),
-            verbose=0,
-            callbacks=[_record_keeper(sweep_dir, log)],
-            failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
-        )
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
-        results = tuner.fit()
-        _record_crashed(sweep_dir, results, log)
-        context = ray.get_runtime_context()
-        return {
-            "address": ray_options.address or "local",
-            "gcs_address": context.gcs_address,
-            "cpus": cores,
-            "concurrency": concurrency,
-            "threads_per_trial": threads,
-            "experiment": run_config.name,
-            "ray": ray.__version__,
-        }
-    finally:
-        if started_here:
-            ray.shutdown()
+    cores = _start_ray(ray_options.address, temp_dir, log)
+    concurrency, threads = ray_options.plan(cores)
+    log(f"{concurrency} trial(s) at once, {threads} thread(s) each")
+    attempt = uuid.uuid4().hex
+    trainable = tune.with_parameters(
+        ray_trainable,
+        spec=spec.as_dict(),
+        sweep_dir=str(sweep_dir),
+        attempt=attempt,
+        threads=threads,
+        data_dir=str(Path(data_dir).resolve()) if data_dir else None,
+    )
+    trainable = tune.with_resources(trainable, {"cpu": threads})
+    tune_config, param_space = _search(sweep_dir, spec, pending, to_run, concurrency)
+    run_config = tune.RunConfig(
+        name=f"attempt-{len(list((sweep_dir / 'tune').glob('attempt-*'))) + 1}",
+        storage_path=str(sweep_dir / "tune"),
+        verbose=0,
+        callbacks=[_record_keeper(sweep_dir, log)],
+        failure_config=tune.FailureConfig(max_failures=0, fail_fast=False),
+    )
+    tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    results = tuner.fit()
+    _record_crashed(sweep_dir, results, log)
+    context = ray.get_runtime_context()
+    return {
+        "address": ray_options.address or "local",
+        "gcs_address": context.gcs_address,
+        "cpus": cores,
+        "concurrency": concurrency,
+        "threads_per_trial": threads,
+        "experiment": run_config.name,
+        "ray": ray.__version__,
+    }
 
 
 def _search(sweep_dir: Path, spec: SweepSpec, pending: list[TrialConfig], to_run: int, concurrency: int):
