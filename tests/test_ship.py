@@ -311,3 +311,65 @@ def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it
     (tmp_path / "model.json").write_text(json.dumps({"artifact": {"bytes": largest + 1}}))
     (form,) = folder_forms(tmp_path)
     assert form["kind"] == "no-mcu" and f"at {largest + 1:,} bytes" in form["reason"]
+
+
+def _two_versions(tmp_path: Path) -> tuple[Path, Path]:
+    """A models folder with a shipped ``tiny`` (the mlp) and its next version staged (edge-cnn-tiny)."""
+    import shutil
+
+    from edge_fm.export.bundles import staging_path
+
+    repo = Path(__file__).resolve().parents[1] / "models"
+    target = tmp_path / "models" / "tiny"
+    shutil.copytree(repo / "mlp", target)
+    shutil.copytree(repo / "edge-cnn-tiny", staging_path(target))
+    return target, staging_path(target)
+
+
+def _version(folder: Path) -> str:
+    return json.loads((folder / "provenance.json").read_text())["name"]
+
+
+def test_a_ship_killed_between_its_two_renames_leaves_a_model_readers_put_back(tmp_path):
+    from edge_fm.bench.measurements import bundles_in
+    from edge_fm.export.bundles import _retire, recover_folder, retired_path
+    from edge_fm.shipping.catalog import read_provenances
+
+    target, staging = _two_versions(tmp_path)
+    models = target.parent
+    _retire(target)  # killed here: only .old-tiny and .tmp-tiny remain, both hidden
+    assert not target.exists() and retired_path(target).is_dir()
+    assert [p.name for p in bundles_in(models)] == ["tiny"] and _version(target) == "mlp"  # a reader restores
+    _retire(target)
+    assert list(read_provenances(models)) == ["tiny"] and _version(target) == "mlp"
+    _retire(target)
+    result = runner.invoke(
+        app, ["bench", str(models), "--sample", "--runs", "5", "--min-seconds", "0.01", "--max-seconds", "1"]
+    )
+    assert result.exit_code == 0 and "tiny" in result.output, result.output
+    _retire(target)
+    recover_folder(target)  # the next ship: the previous model back, the leftovers gone
+    assert sorted(p.name for p in models.iterdir()) == ["tiny"] and _version(target) == "mlp"
+
+
+def test_a_ship_swaps_its_folder_in_one_step_and_a_kill_after_it_leaves_one_model(tmp_path):
+    from edge_fm.bench.measurements import bundles_in
+    from edge_fm.export.bundles import _exchange, _swap_by_renames, recover_folder, replace_folder
+
+    target, staging = _two_versions(tmp_path)
+    models = target.parent
+    if sys.platform.startswith("linux"):
+        before = target.stat().st_ino, staging.stat().st_ino
+        assert _exchange(staging, target)  # killed right after the exchange: the old version is hidden
+        assert (target.stat().st_ino, staging.stat().st_ino) == before[::-1]
+        assert [p.name for p in bundles_in(models)] == ["tiny"] and _version(target) == "edge-cnn-tiny"
+        recover_folder(target)
+        assert sorted(p.name for p in models.iterdir()) == ["tiny"]
+
+    target, staging = _two_versions(tmp_path / "again")
+    replace_folder(staging, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"] and _version(target) == "edge-cnn-tiny"
+
+    target, staging = _two_versions(tmp_path / "renames")  # where there is no exchange
+    _swap_by_renames(staging, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"] and _version(target) == "edge-cnn-tiny"

@@ -35,7 +35,7 @@ from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-
 from edge_fm.bench.split_file import split_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run
+from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run, restore_retired
 
 # ---------------------------------------------------------------- inputs
 
@@ -56,6 +56,7 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
                 f"{path} is not a .tflite file: pass an artifact, an export bundle or a folder of them."
             )
         elif path.is_dir():
+            restore_retired(path)  # a model a killed ship left as .old-NAME alone is listed again
             inside = sorted(
                 p
                 for p in path.rglob("*.tflite")

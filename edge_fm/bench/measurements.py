@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle
+from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle, restore_retired
 from edge_fm.io import read_json
 
 BENCH_IN_FOLDER = BENCH_FILE
@@ -26,8 +26,10 @@ def bundles_in(folder: Path | str) -> list[Path]:
     """The bundle folders (with a ``model.tflite``) directly inside ``folder``, by name.
 
     Hidden folders are left out: they are what an interrupted write left (``.tmp-NAME``, a shipped
-    model's ``.old-NAME``), never a bundle to read.
+    model's ``.old-NAME``), never a bundle to read. A ``.old-NAME`` whose ``NAME`` a killed swap
+    removed is put back first.
     """
+    restore_retired(folder)
     return sorted(p.parent for p in Path(folder).glob(f"*/{MODEL_FILE}") if not p.parent.name.startswith("."))
 
 

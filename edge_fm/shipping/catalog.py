@@ -16,7 +16,7 @@ from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, read_description
+from edge_fm.export.bundles import MODEL_FILE, read_description, restore_retired
 from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.shipping.runs_on import runs_on_rows
@@ -33,7 +33,9 @@ def is_catalog(path: Path | str) -> bool:
 
 
 def read_provenances(models_dir: Path | str) -> dict[str, dict]:
-    """Model name -> its ``provenance.json``, for every model of the folder."""
+    """Model name -> its ``provenance.json``, for every model of the folder (a model a killed ship
+    left as ``.old-NAME`` alone is put back first)."""
+    restore_retired(models_dir)
     return {
         p.parent.name: read_json(p)
         for p in sorted(Path(models_dir).glob(f"*/{PROVENANCE}"))

@@ -23,6 +23,9 @@ from edge_fm.export.bundles import (
     PROVENANCE_FILE,
     RUN_CONFIG,
     read_description,
+    recover_folder,
+    replace_folder,
+    staging_path,
 )
 from edge_fm.io import check_output_dir, read_json, write_bytes_atomic, write_json
 from edge_fm.shipping.cards import LICENSE, model_card
@@ -225,10 +228,10 @@ def provenance_record(
 def _write_folder(config: ShipConfig, bundle: Path, description: dict, provenance: dict) -> Path:
     models = Path(config.models_dir)
     target = models / config.name
-    staging, retired = models / f".tmp-{config.name}", models / f".old-{config.name}"
+    staging = staging_path(target)
     try:
         models.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)
+        recover_folder(target)  # what a killed ship of this name left: the previous model back, no leftovers
         staging.mkdir()
     except OSError as exc:
         raise EdgeFMError(
@@ -242,14 +245,8 @@ def _write_folder(config: ShipConfig, bundle: Path, description: dict, provenanc
         write_manifest(
             staging, "ship", parent=str(bundle), run=config.name
         )  # named as it will be, not as staged
-        shutil.rmtree(retired, ignore_errors=True)
-        if target.exists():
-            target.rename(retired)
-        staging.rename(target)
-        shutil.rmtree(retired, ignore_errors=True)
+        replace_folder(staging, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if retired.exists() and not target.exists():
-            retired.rename(target)  # put the previous model back
+        recover_folder(target)  # the previous model stays (or is put back); the new one goes
         raise
     return target
