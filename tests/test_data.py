@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,7 +172,38 @@ def test_info_reports_counts_statistics_and_checksums(data_dir):
     )
     for name, entry in result["files"].items():
         actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
-        assert entry == {"sha256": actual, "matches_original": actual == data.PUBLISHED_SHA256[name]}
+        assert entry == {"sha256": actual, "matches_published": actual == data.PUBLISHED_SHA256[name]}
+    assert result["published"] == all(entry["matches_published"] for entry in result["files"].values())
+
+
+def test_a_rebuilt_copy_is_said_and_recorded_as_not_the_published_files(data_dir, tmp_path, monkeypatch):
+    """Files other than the published release load, `data info` says so and a run's data identity
+    records it; files with the published checksums are the release."""
+    from edge_fm.data.sanity import NOT_PUBLISHED, PUBLISHED, published_release
+    from edge_fm.data.sources import load_data
+    from edge_fm.train.runs import data_record
+
+    copy = tmp_path / "rebuilt"  # the embedded sample under the standard names: surely not the release
+    shutil.copytree(data.SAMPLE_DIR, copy)
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_fm.cli", "data", "info", "--data-dir", str(copy)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"files: {NOT_PUBLISHED}" in " ".join(out.stdout.split())
+    record = data_record(load_data("fashion-mnist", data_dir))
+    assert record["identity"]["published"] is published_release(data_dir)["published"]
+    assert load_data("sample").identity.published is None  # no published checksums for the sample
+    for name, entry in published_release(copy)["files"].items():  # as if these were the published files
+        monkeypatch.setitem(data.PUBLISHED_SHA256, name, entry["sha256"])
+    assert published_release(copy) == {
+        "published": True,
+        "verdict": PUBLISHED,
+        "files": {
+            name: {"sha256": sha, "matches_published": True} for name, sha in data.PUBLISHED_SHA256.items()
+        },
+    }
 
 
 def test_gzip_of_written_idx_is_reproducible(tmp_path):

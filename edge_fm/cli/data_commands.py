@@ -96,13 +96,11 @@ def data_info(
     table.add_row("[bold]total[/]", *(f"[bold]{s['images']}[/]" for s in result["splits"].values()))
     console.print(table)
     console.print(f"train pixel mean {result['pixel_mean']:.3f}, std {result['pixel_std']:.3f} (0-255 scale)")
+    colour = "green" if result["published"] else "yellow"
+    console.print(f"files: [{colour}]{result['release']}[/]", highlight=False)
     for name, entry in result["files"].items():
-        verdict = (
-            "[green]matches the original release[/]"
-            if entry["matches_original"]
-            else "[yellow]differs from the original release[/]"
-        )
-        console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}")
+        verdict = "[green]matches[/]" if entry["matches_published"] else "[yellow]differs[/]"
+        console.print(f"{name}: sha256 {entry['sha256'][:16]}… {verdict}", highlight=False)
 
 
 def _source_info(data: str, data_dir, options, as_json: bool) -> None:

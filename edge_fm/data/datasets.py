@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import atomic_path, sha256_file
+from edge_fm.io import atomic_path
 
 CLASS_NAMES: tuple[str, ...] = (
     "T-shirt/top",
@@ -231,6 +231,8 @@ class DataIdentity:
             ``stretch``), or None when none was resized.
         test_split: ``given`` (the data's own test split) or how it was held out.
         test_members: ``sha256:...`` of the held-out test images' names (None when given).
+        published: Whether the files are the dataset's published release (their SHA-256 match the
+            published checksums); None where no release is known (other data, the embedded sample).
         skipped: Files skipped (hidden, not an image, unreadable).
         skipped_examples: The first skipped files, each with its reason.
     """
@@ -244,6 +246,7 @@ class DataIdentity:
     resize: str | None = None
     test_split: str = "given"
     test_members: str | None = None
+    published: bool | None = None
     skipped: int = 0
     skipped_examples: tuple[str, ...] = ()
 
@@ -401,7 +404,8 @@ def info(data_dir: Path | str | None = None) -> dict:
 
     Returns:
         A dict with the directory, per-split counts per class, train pixel mean/std (0-255 scale),
-        and for each file whether its SHA-256 matches the original release.
+        whether the files are the published release (``published``, and ``release`` in words), and for
+        each file its SHA-256 and whether it matches the published one.
     """
     directory = resolve_data_dir(data_dir)
     result: dict = {"data_dir": str(directory), "splits": {}, "files": {}}
@@ -417,9 +421,10 @@ def info(data_dir: Path | str | None = None) -> dict:
             pixels = images.astype(np.float64)
             result["pixel_mean"] = float(pixels.mean())
             result["pixel_std"] = float(pixels.std())
-    for name, expected in PUBLISHED_SHA256.items():
-        actual = sha256_file(directory / name)
-        result["files"][name] = {"sha256": actual, "matches_original": actual == expected}
+    from edge_fm.data.sanity import published_release
+
+    release = published_release(directory)  # a rebuilt copy is said, not refused
+    result.update(published=release["published"], release=release["verdict"], files=release["files"])
     return result
 
 

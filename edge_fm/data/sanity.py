@@ -1,4 +1,9 @@
-"""Checks that a data folder's test split is a test split: not the training split, not overlapping it.
+"""Checks of a Fashion-MNIST folder: are these the published files, and is its test split a test split.
+
+The published release's SHA-256 checksums are compared with the four files: a match is recorded
+with the data's identity (and said by ``edge-fm data info``); other files (a rebuilt copy, a
+re-compressed one) are not an error, only recorded as not the published files, since accuracies on
+them are comparable to, not identical with, figures on the release.
 
 A test accuracy means something only on images the model never trained on. Files copied into
 the wrong names (train and test swapped, or one copied over the other) still read as valid IDX
@@ -13,12 +18,44 @@ from __future__ import annotations
 import functools
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.io import sha256_file
 
 MAX_SHARED_FRACTION = 0.01  # test images also in the training split, at most (the original: 0.1%)
+PUBLISHED = "the published files of Fashion-MNIST (checksums match)"
+NOT_PUBLISHED = "not the published files (checksums differ)"
+
+
+def published_release(directory: Path | str) -> dict[str, Any]:
+    """Whether a folder's four files are Fashion-MNIST's published release, by their SHA-256.
+
+    Returns:
+        ``{"published": bool, "verdict": str, "files": {name: {"sha256", "matches_published"}}}``;
+        ``verdict`` is :data:`PUBLISHED` or :data:`NOT_PUBLISHED`. A missing file counts as differing.
+    """
+    from edge_fm.data.datasets import PUBLISHED_SHA256
+
+    files = {}
+    for name, expected in PUBLISHED_SHA256.items():
+        path = Path(directory) / name
+        actual = (
+            _sha256(str(path.resolve()), path.stat().st_size, path.stat().st_mtime_ns)
+            if path.is_file()
+            else None
+        )
+        files[name] = {"sha256": actual, "matches_published": actual == expected}
+    published = all(entry["matches_published"] for entry in files.values())
+    return {"published": published, "verdict": PUBLISHED if published else NOT_PUBLISHED, "files": files}
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256(path: str, size: int, mtime_ns: int) -> str:
+    """A file's SHA-256, computed once per process for each (path, size, modification time)."""
+    return sha256_file(Path(path))
 
 
 def check_splits(directory: Path | str) -> None:
