@@ -40,7 +40,7 @@ from pathlib import Path
 
 from edge_fm import runner
 from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
-from edge_fm.io import write_json
+from edge_fm.result_files import write_result_file
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
@@ -187,6 +187,11 @@ def run_emulated(
     return json.loads(done.stdout)
 
 
+def _public(environment: dict) -> dict:
+    """A runner's environment without the host name (a private machine's)."""
+    return {key: value for key, value in environment.items() if key != "hostname"}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("artifacts", nargs="+", help="export bundles or .tflite files")
@@ -250,8 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "on this x86_64 CPU",
         "note": EMULATED_NOTE,
         "cpus": {cpu: CPUS[cpu][2] for cpu in cpus},
-        "aarch64_environment": next(iter(emulated.values()))["environment"],
-        "x86_64_environment": native["environment"],
+        "aarch64_environment": _public(next(iter(emulated.values()))["environment"]),
         "qemu": subprocess.run([qemu, "--version"], capture_output=True, text=True).stdout.splitlines()[0],
         "debian_packages": DEBIAN_PACKAGES,
         "test_set": test_info,
@@ -260,11 +264,17 @@ def main(argv: list[str] | None = None) -> int:
         "max_accuracy_difference_on_pi_cpus": max(
             (abs(e.get("difference", 1.0)) for e in pi_entries), default=None
         ),
-        "host": f"{platform.machine()}, {runner.cpu_model()}",
         "seconds": round(time.time() - started, 1),
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
     }
-    write_json(RESULTS / "arm_emulated.json", result)
+    # The x86_64 host ran the command; the aarch64 environment is the emulated one measured.
+    host = {**_public(native["environment"]), "description": f"{platform.machine()}, {runner.cpu_model()}"}
+    write_result_file(
+        RESULTS / "arm_emulated.json",
+        "arm-emulated",
+        result,
+        "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        host,
+    )
     return 0 if result["all_ok_on_pi_cpus"] and result["max_accuracy_difference_on_pi_cpus"] <= 0.001 else 1
 
 

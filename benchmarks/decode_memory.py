@@ -35,7 +35,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from edge_fm.io import write_json
+from edge_fm.result_files import write_result_file
 from edge_fm.runner import cpu_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -263,14 +263,18 @@ def main(argv: list[str] | None = None) -> int:
         "decode": alone,
         "server": served,
         "server_log_has_traceback": "Traceback" in log,
-        "machine": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs",
-        "python": platform.python_version(),
-        "pillow": Image.__version__,
-        "command": shlex.join(
-            ["python", "benchmarks/decode_memory.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
     }
-    write_json(args.out, result)
+    write_result_file(
+        args.out,
+        "decode-memory",
+        result,
+        shlex.join(["python", "benchmarks/decode_memory.py", *(argv if argv is not None else sys.argv[1:])]),
+        {
+            "description": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(),
+            "pillow": Image.__version__,
+        },
+    )
     print(args.out)
     return 0
 

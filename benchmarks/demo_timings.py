@@ -22,7 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from edge_fm.io import write_json
+from edge_fm.result_files import write_result_file
 from edge_fm.runner import cpu_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -109,10 +109,14 @@ def main(argv: list[str] | None = None) -> int:
         "report_of_models": {**summary(report_models), "command": "edge-fm report models/"},
         "serve_first_page": {**summary(starts, 3.0), "command": "edge-fm serve models/"},
         "first_answer_after_a_click": summary(answers),
-        "machine": f"{platform.machine()}, {cpu_model()}",
-        "command": shlex.join(["python", "benchmarks/demo_timings.py", *(argv or sys.argv[1:])]),
     }
-    write_json(args.out, result)
+    write_result_file(
+        args.out,
+        "demo-timings",
+        result,
+        shlex.join(["python", "benchmarks/demo_timings.py", *(argv or sys.argv[1:])]),
+        {"description": f"{platform.machine()}, {cpu_model()}"},
+    )
     print(args.out)
     return 0
 

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             ["python", "benchmarks/ethos_u.py", *(argv if argv is not None else sys.argv[1:])]
         ),
     }
-    write_results(result, args.out)
+    write_results(result, args.out, public=True)
     for row in rows:
         if row["status"] == "ok":
             cpu = ", ".join(op["op"] for op in row["cpu_ops"]) or "none"

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         for word in (argv if argv is not None else sys.argv[1:])
     ]
     result["command"] = shlex.join(["python", "benchmarks/mcu_models.py", *words])
-    write_results(result, args.out)
+    write_results(result, args.out, public=True)
     for row in result["rows"]:
         if row["status"] == "ok":
             print(

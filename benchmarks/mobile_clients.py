@@ -35,7 +35,8 @@ from environments import ClientUnavailable, client_python  # noqa: E402
 
 from edge_fm import CLASS_NAMES, load_split  # noqa: E402
 from edge_fm.export.mobile import grey_to_rgb, record_client_check  # noqa: E402
-from edge_fm.runner import TFLiteModel, environment  # noqa: E402
+from edge_fm.result_files import environment, write_result_file  # noqa: E402
+from edge_fm.runner import TFLiteModel  # noqa: E402
 
 RESULT = REPO / "benchmarks" / "results" / "mobile_clients.json"
 CLIENT = "MediaPipe Tasks ImageClassifier"
@@ -165,15 +166,13 @@ def main(argv: list[str] | None = None) -> int:
                 {k: row.get(k) for k in ("artifact", "status", "top1_agreement", "max_score_difference")}
             )
         )
-    command = _command(args)
-    result = {
-        "command": command,
-        "environment": environment({"client": CLIENT, "python": platform.python_version()}),
-        "seconds": round(time.time() - started, 1),
-        "rows": rows,
-    }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result_file(
+        args.json,
+        "mobile-clients",
+        {"seconds": round(time.time() - started, 1), "rows": rows},
+        _command(args),
+        environment(client=CLIENT, python=platform.python_version()),
+    )
     return 0
 
 

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(time_pair(int8, mobile, args.threads, args.blocks, args.runs_per_block, args.warmup))
         )
         return 0
-    from edge_fm.runner import environment
+    from edge_fm.result_files import write_result_file
 
     rows = []
     for int8, mobile in pairs:
@@ -129,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
         row = {"model": int8.parent.name if int8.name == "model.tflite" else int8.stem, **row}
         rows.append(row)
         print(json.dumps({k: row.get(k) for k in ("model", "status", "p50_ratio", "within_target")}))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     command = shlex.join(
         [
             "python",
@@ -144,19 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         "timed on a CPU shared with other work: the two artifacts of a pair alternate in blocks, so load "
         "falls on both and the ratio stays fair, while the absolute times are slower than on a quiet machine"
     )
-    args.json.write_text(
-        json.dumps(
-            {
-                "command": command,
-                "environment": environment(),
-                "options": options,
-                "note": note if args.shared_cpu else None,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    results = {"options": options, "note": note if args.shared_cpu else None, "rows": rows}
+    write_result_file(args.json, "mobile-latency", results, command)
     return 0
 
 

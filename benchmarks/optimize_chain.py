@@ -22,8 +22,9 @@ from pathlib import Path
 
 import edge_fm
 from edge_fm.export.exporter import export
-from edge_fm.io import read_json, write_json
+from edge_fm.io import read_json
 from edge_fm.optimize.compress import OptimizeConfig, optimize
+from edge_fm.result_files import write_result_file
 from edge_fm.runner import TFLiteModel, cpu_model
 
 RESULTS = Path(__file__).parent / "results"
@@ -116,11 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             and qat_row["test_accuracy"] >= float_accuracy - QAT_TOLERANCE,
             "pruned_gzip_smaller_than_dense": _gzip(rows, "pruned+int8") < _gzip(rows, "int8"),
         },
-        "machine": f"{platform.machine()}, {cpu_model()}",
         "seconds": round(time.time() - started, 1),
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
     }
-    write_json(RESULTS / f"optimize_chain_{arch}.json", result)
+    write_result_file(
+        RESULTS / f"optimize_chain_{arch}.json",
+        "optimize-chain",
+        result,
+        "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        {"description": f"{platform.machine()}, {cpu_model()}"},
+    )
     print(result["checks"], flush=True)
     return 0
 

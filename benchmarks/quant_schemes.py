@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     result["trained"] = trained
     result["calibration_images"] = args.calibration
     result["command"] = shlex.join(["python", "benchmarks/quant_schemes.py", *words])
-    write_results(result, args.out)
+    write_results(result, args.out, public=True)
     for row in result["rows"]:
         if row["status"] == "ok":
             print(

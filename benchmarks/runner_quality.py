@@ -27,7 +27,7 @@ from pathlib import Path
 
 from edge_fm import runner
 from edge_fm.bench.benchmark import BenchOptions, bench, collect_artifacts, write_test_set
-from edge_fm.io import write_json
+from edge_fm.result_files import write_result_file
 
 RESULTS = Path(__file__).parent / "results"
 MAX_OVERHEAD = 0.05
@@ -125,11 +125,16 @@ def main(argv: list[str] | None = None) -> int:
             "target": f"under {MAX_ACCURACY_SECONDS} s",
             "met": row["accuracy_seconds"] < MAX_ACCURACY_SECONDS,
         },
-        "environment": result["environment"],
-        "machine": f"{platform.machine()}, {runner.cpu_model()}, {result['environment']['cpu_count']} cores",
-        "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
     }
-    write_json(RESULTS / "runner_quality.json", out)
+    machine = f"{platform.machine()}, {runner.cpu_model()}, {result['environment']['cpu_count']} cores"
+    environment = {key: value for key, value in result["environment"].items() if key != "hostname"}
+    write_result_file(
+        RESULTS / "runner_quality.json",
+        "runner-quality",
+        out,
+        "python " + " ".join(shlex.quote(a) for a in sys.argv),
+        {**environment, "description": machine},
+    )
     print(json.dumps({k: out[k] for k in ("latency", "accuracy_pass")}, indent=2))
     return 0 if out["latency"]["met"] and out["accuracy_pass"]["met"] else 1
 

@@ -23,9 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from edge_fm.io import read_json, write_json
+from edge_fm.io import read_json
 from edge_fm.pipeline.sweep import RayOptions, run_sweep
 from edge_fm.pipeline.sweep_spec import SWEEP_JSON, SweepSpec
+from edge_fm.result_files import write_result_file
 from edge_fm.runner import cpu_model
 from edge_fm.train.runs import library_versions
 
@@ -66,20 +67,17 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     rows = [measure(1, cores), measure(2, cores)]
     ratio = rows[1]["trials_per_minute"] / rows[0]["trials_per_minute"]
+    environment = {
+        "cpu": cpu_model(),
+        "cores": cores,
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        **library_versions(),
+        "ray": _version("ray"),
+    }
     result = {
         "question": "How much faster does a sweep go with two trials at once than with one, on this machine?",
-        "command": shlex.join(
-            ["python", "benchmarks/sweep_concurrency.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
         "grid": GRID.as_dict(),
-        "environment": {
-            "cpu": cpu_model(),
-            "cores": cores,
-            "machine": platform.machine(),
-            "os": platform.platform(),
-            **library_versions(),
-            "ray": _version("ray"),
-        },
         "rows": rows,
         "throughput_ratio_2_over_1": round(ratio, 3),
         "note": (
@@ -88,7 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "measured": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    write_json(Path(args.out), result)
+    command = shlex.join(
+        ["python", "benchmarks/sweep_concurrency.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    write_result_file(args.out, "sweep-concurrency", result, command, environment)
     for row in rows:
         print(
             f"{row['concurrency']} at once x {row['threads_per_trial']} thread(s): {row['seconds']:.0f} s, "

@@ -7,7 +7,8 @@ Usage (from the repository root):
 Each run lands in runs/<arch>-train-N (not committed); its metrics.json and config.json are
 copied to benchmarks/results/<arch>-paper.metrics.json and .config.json with the command, and
 benchmarks/results/paper_presets.json tabulates every recorded architecture against its paper
-(target: the paper's accuracy minus one point, on the test split).
+(target: the paper's accuracy minus one point, on the test split). Each file's environment is the
+device the run trained on and its TensorFlow version, as the run recorded them.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import sys
 from pathlib import Path
 
 import edge_fm
-from edge_fm.io import read_json, write_json
+from edge_fm.io import read_json
+from edge_fm.result_files import read_result_file, write_result_file
 
 RESULTS = Path(__file__).parent / "results"
 TOLERANCE = 0.01  # "within one point" of the paper
@@ -30,17 +32,35 @@ def train_one(arch: str, data_dir: str | None, runs_dir: str) -> dict:
     run_dir = edge_fm.train_model(config, data_dir=data_dir, runs_dir=runs_dir)
     metrics = read_json(run_dir / "metrics.json")
     metrics["run_dir"] = str(run_dir)
-    metrics["command"] = "python " + " ".join(shlex.quote(a) for a in sys.argv)
-    write_json(RESULTS / f"{arch}-paper.metrics.json", metrics)
-    write_json(RESULTS / f"{arch}-paper.config.json", read_json(run_dir / "config.json"))
+    command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
+    environment = _environment([metrics])
+    write_result_file(RESULTS / f"{arch}-paper.metrics.json", "train-metrics", metrics, command, environment)
+    write_result_file(
+        RESULTS / f"{arch}-paper.config.json",
+        "train-config",
+        read_json(run_dir / "config.json"),
+        command,
+        environment,
+    )
     return metrics
+
+
+def _environment(metrics: list[dict]) -> dict:
+    """Where the runs trained: their device and TensorFlow version, as each run's metrics recorded them."""
+    return {
+        key: "; ".join(dict.fromkeys(str(m[key]) for m in metrics if key in m))
+        for key in ("device", "tensorflow")
+        if any(key in m for m in metrics)
+    }
 
 
 def summarize() -> list[dict]:
     """Tabulates every ``*-paper.metrics.json`` against its paper into ``paper_presets.json``."""
-    rows = []
+    rows, runs = [], []
     for path in sorted(RESULTS.glob("*-paper.metrics.json")):
-        metrics = read_json(path)
+        recorded = read_result_file(path, "train-metrics")
+        metrics = {**recorded["results"], "command": recorded["command"]}
+        runs.append(recorded["results"])
         spec = edge_fm.zoo.get_spec(metrics["arch"])
         accuracy = metrics["test"]["accuracy"]
         target = spec.paper_accuracy - TOLERANCE
@@ -63,7 +83,8 @@ def summarize() -> list[dict]:
                 "metrics_file": path.name,
             }
         )
-    write_json(RESULTS / "paper_presets.json", rows)
+    command = "python benchmarks/train_paper_presets.py --summarize-only"
+    write_result_file(RESULTS / "paper_presets.json", "paper-presets", rows, command, _environment(runs))
     return rows
 
 

@@ -158,25 +158,25 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
     import tensorflow as tf
 
+    from edge_fm.result_files import write_result_file
     from edge_fm.runner import cpu_model
 
+    environment = {
+        "cpu": cpu_model(),
+        "cpu_flags": _cpu_flags(),
+        "cores": os.cpu_count(),
+        "tensorflow": tf.__version__,
+        "python": platform.python_version(),
+    }
     result = {
-        "schema": "edge-fm/train-throughput/1",
-        "command": shlex.join(
-            ["python", "benchmarks/train_throughput.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "environment": {
-            "cpu": cpu_model(),
-            "cpu_flags": _cpu_flags(),
-            "cores": os.cpu_count(),
-            "tensorflow": tf.__version__,
-            "python": platform.python_version(),
-        },
         "method": "model.fit on in-memory random uint8 images, one child process per row; images/s over the "
         "timed steps after the warm-up; epoch_minutes for a 55,000-image training split",
         "rows": rows,
     }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    command = shlex.join(
+        ["python", "benchmarks/train_throughput.py", *(argv if argv is not None else sys.argv[1:])]
+    )
+    write_result_file(args.out, "train-throughput", result, command, environment)
     print(f"wrote {args.out}")
     return 0
 

@@ -208,13 +208,18 @@ def check_labels(labels: Any, where: str) -> list[str]:
 
 
 def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
-    """A benchmark result (``edge-fm bench --json``), checked; any file name.
+    """A benchmark result (``edge-fm bench --json``), checked and unwrapped from its envelope
+    (:mod:`edge_fm.result_files`); any file name.
 
     Raises:
         EdgeFMError: Not a result, or a field of the wrong type (naming the row).
     """
     from edge_fm.io import InvalidJSONError
+    from edge_fm.result_files import flat, kind_of
 
+    if kind_of(value) == "bench" and isinstance(value.get("results"), dict):
+        check_fields(value, {"command": "str", "environment": "dict"}, path)
+        value = flat(value)  # the envelope of every result file; a bare result is an older file
     if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
         raise InvalidJSONError(
             f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."

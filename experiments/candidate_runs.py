@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import read_json, write_json
+from edge_fm.io import read_json
+from edge_fm.result_files import write_result_file
 from edge_fm.train.runs import read_manifest, require_run
 
 RESULTS = Path(__file__).parent / "results"
@@ -77,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeFMError, OSError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_json(
+    write_result_file(
         args.out,
+        "candidate-runs",
         {
             "what": "validation figures of trained candidates judged by a ship rule (no test figures)",
-            "command": "python experiments/candidate_runs.py "
-            + shlex.join(sys.argv[1:] if argv is None else argv),
             "rows": rows,
         },
+        "python experiments/candidate_runs.py " + shlex.join(sys.argv[1:] if argv is None else argv),
     )
     for row in rows:
         print(

@@ -72,19 +72,18 @@ def main(argv: list[str] | None = None) -> int:
             if row["distribute"] == "mirrored" and row["seed"] in one
         },
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "question": __doc__.splitlines()[0],
-                "recipe": {"arch": "tiny-cnn", **RECIPE},
-                "command": " ".join(["python experiments/distribute_noise.py", *(argv or sys.argv[1:])]),
-                "summary": summary,
-                "runs": rows,
-            },
-            indent=2,
-        )
-        + "\n"
+    from edge_fm.result_files import write_result_file
+
+    write_result_file(
+        args.out,
+        "distribute-noise",
+        {
+            "question": __doc__.splitlines()[0],
+            "recipe": {"arch": "tiny-cnn", **RECIPE},
+            "summary": summary,
+            "runs": rows,
+        },
+        " ".join(["python experiments/distribute_noise.py", *(argv or sys.argv[1:])]),
     )
     print(json.dumps(summary, indent=2))
     return 0

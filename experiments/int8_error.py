@@ -28,7 +28,7 @@ from edge_fm.export.exporter import (
     int8_error_by_op,
     representative_images,
 )
-from edge_fm.io import write_json
+from edge_fm.result_files import environment, write_result_file
 from edge_fm.runner import TFLiteModel, cpu_model
 from edge_fm.train.evaluate import predict_proba
 from edge_fm.train.runs import Run
@@ -72,15 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = [measure(run, args.data_dir, args.debug_images) for run in args.runs]
-    write_json(
+    write_result_file(
         args.out,
-        {
-            "rows": rows,
-            "machine": f"{platform.machine()}, {cpu_model()}",
-            "command": "python experiments/int8_error.py "
-            + shlex.join(sys.argv[1:] if argv is None else argv),
-            "seconds": time.perf_counter() - started,
-        },
+        "int8-error",
+        {"rows": rows, "seconds": time.perf_counter() - started},
+        "python experiments/int8_error.py " + shlex.join(sys.argv[1:] if argv is None else argv),
+        environment(description=f"{platform.machine()}, {cpu_model()}"),
     )
     print(f"wrote {args.out}")
     return 0

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from edge_fm.export.exporter import convert, get_format
-from edge_fm.io import write_json
-from edge_fm.runner import TFLiteModel, environment, summarize_latency, time_invocations
+from edge_fm.result_files import write_result_file
+from edge_fm.runner import TFLiteModel, summarize_latency, time_invocations
 from edge_fm.train.metrics import shape_text
 from edge_fm.zoo import count_macs, create_model
 
@@ -222,8 +222,9 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{name:70s} p50 {latency[name]['p50_ms']:.4f} ms  ratio {rows[-1]['p50_ratio_to_cnn_3conv_bn']:.3f}"
         )
-    write_json(
+    write_result_file(
         out,
+        "shape-latency",
         {
             "what": (
                 "int8 latency of trained artifacts"
@@ -232,16 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             + ", against the shipped cnn-3conv-bn",
             "arch": None if args.artifacts else args.arch,
-            "command": shlex.join(
-                ["python", "experiments/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]
-            ),
             "threads": 1,
             "batch": 1,
             "rounds": args.rounds,
             "runs_per_round": args.runs_per_round,
-            "environment": environment(),
             "rows": rows,
         },
+        shlex.join(["python", "experiments/tiny_design.py", *(sys.argv[1:] if argv is None else argv)]),
     )
     return 0
 

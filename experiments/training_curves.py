@@ -51,20 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--note", default="", help="what the runs were for, in a sentence")
     args = parser.parse_args(argv)
     rows = [curve_row(path) for path in args.runs]
-    result = {
-        "schema": "edge-fm/training-curves/1",
-        "command": shlex.join(
-            ["python", "experiments/training_curves.py", *(sys.argv[1:] if argv is None else argv)]
-        ),
-        "environment": {
-            "cpu": cpu_model(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-        },
-        "note": args.note,
-        "rows": rows,
-    }
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from edge_fm.result_files import write_result_file
+
+    write_result_file(
+        args.out,
+        "training-curves",
+        {"note": args.note, "rows": rows},
+        shlex.join(["python", "experiments/training_curves.py", *(sys.argv[1:] if argv is None else argv)]),
+        {"cpu": cpu_model(), "python": platform.python_version(), "machine": platform.machine()},
+    )
     print(f"wrote {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ from edge_fm.bench.benchmark import (
     collect_artifacts,
     parse_target,
 )
+from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import main
 from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
@@ -143,7 +144,10 @@ def test_local_bench_with_keras_baseline_and_outputs(exported, tmp_path, capsys)
     )
     output = capsys.readouterr().out
     assert code == 0, output
-    result = json.loads(json_out.read_text())
+    written = json.loads(json_out.read_text())
+    assert written["schema"] == "edge-fm/bench/1" and written["command"].startswith("edge-fm bench")
+    assert written["environment"]["cpu"] and "rows" in written["results"]
+    result = read_bench(json_out)
     formats = [r["format"] for r in result["rows"]]
     assert formats == ["keras", "fp32", "int8"] and all(r["status"] == "ok" for r in result["rows"])
     keras, fp32, int8 = result["rows"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import sys
 import threading
 import time
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench_fleet, compare_devices
+from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 
@@ -139,7 +139,7 @@ def test_fleet_from_the_command_line(fleet, exported, tmp_path, capsys):
     )
     printed = capsys.readouterr()
     assert code == 1, printed.out + printed.err  # a device failed: the exit code says so
-    result = json.loads(out.read_text())
+    result = read_bench(out)
     assert len(result["rows"]) == 6
     assert {(r["target"], r["status"]) for r in result["rows"]} == {
         (fleet["a"], "ok"),
@@ -178,7 +178,7 @@ def test_one_target_stays_as_it_was_and_a_device_given_twice_is_refused(exported
         ]
     )
     assert code == 0, capsys.readouterr().err
-    result = json.loads(out.read_text())
+    result = read_bench(out)
     assert result["target"] == "local" and "targets" not in result
     assert [("target" in r, r["status"]) for r in result["rows"]] == [(False, "ok")]
     with pytest.raises(EdgeFMError, match="given twice"):

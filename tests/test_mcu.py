@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import app
 from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
@@ -422,7 +423,7 @@ def test_cli_bench_tflm_target_reports_no_latency(tmp_path):
         out,
     )
     assert result.exit_code == 0, result.output
-    bench = json.loads(out.read_text())
+    bench = read_bench(out)
     row = bench["rows"][0]
     assert bench["target"] == "tflm" and row["status"] == "ok" and row["latency"] is None
     assert row["examples"] == 50 and row["agreement_with_litert_reference"] == 1.0 and row["arena_bytes"] > 0

@@ -16,6 +16,7 @@ import yaml
 
 from edge_fm.data import datasets as data
 from edge_fm.data.datasets import CLASS_NAMES
+from edge_fm.result_files import flat, read_result_file
 from edge_fm.shipping.ship import SELECTION_RULE, choose
 from edge_fm.train.metrics import cpu_text
 
@@ -28,8 +29,13 @@ RESULTS = REPO / "benchmarks" / "results"
 BENCH = RESULTS / "models_bench.json"
 
 
+def _result(path: Path) -> dict:
+    """A committed result file's figures, with its command and environment beside them."""
+    return flat(read_result_file(path))
+
+
 def _bench_rows() -> dict[str, dict]:
-    return {row["model"]: row for row in json.loads(BENCH.read_text())["rows"] if row["threads"] == 1}
+    return {row["model"]: row for row in _result(BENCH)["rows"] if row["threads"] == 1}
 
 
 def _read(folder: Path, name: str) -> dict:
@@ -50,13 +56,11 @@ def test_every_shipped_model_is_benchmarked_and_has_a_card():
         row = rows[model.name]
         card = (model / "MODEL_CARD.md").read_text()
         assert row["status"] == "ok" and row["remeasured"], row
-        assert (
-            f"{row['accuracy'] * 100:.2f}% ({json.loads(BENCH.read_text())['test_set']['source']})" in card
-        ), model.name
+        assert f"{row['accuracy'] * 100:.2f}% ({_result(BENCH)['test_set']['source']})" in card, model.name
         assert f"{row['bytes']:,} bytes" in card and f"p50 {row['latency']['p50_ms']:.3f} ms" in card, (
             model.name
         )
-        assert cpu_text(json.loads(BENCH.read_text())["environment"]) in card, model.name
+        assert cpu_text(_result(BENCH)["environment"]) in card, model.name
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda p: p.name)
@@ -83,7 +87,7 @@ def test_bundle_describes_its_own_artifact(model):
 )
 def test_plain_interpreter_reproduces_the_stated_test_accuracy(model, data_dir, plain_accuracy):
     images, labels = data.load_split("test", data_dir)
-    measured_on = json.loads(BENCH.read_text())["test_set"]["sha256"]
+    measured_on = _result(BENCH)["test_set"]["sha256"]
     if data.split_sha256(images, labels) != measured_on:
         pytest.skip("the committed figures were measured on another copy of the test split (other images)")
     accuracy = plain_accuracy(model / "model.tflite", images, labels)
@@ -159,11 +163,8 @@ def test_a_cards_recipe_shows_only_options_in_force(model):
 
 def test_results_about_shipped_models_measured_the_files_shipped_now():
     """Or, for the ARM emulation (it needs qemu and network to rerun), the results page says the row is stale."""
-    arm = [
-        (r.get("path"), r.get("sha256"))
-        for r in json.loads((RESULTS / "arm_emulated.json").read_text())["rows"]
-    ]
-    quality = json.loads((RESULTS / "runner_quality.json").read_text())
+    arm = [(r.get("path"), r.get("sha256")) for r in _result(RESULTS / "arm_emulated.json")["rows"]]
+    quality = _result(RESULTS / "runner_quality.json")
     measured = [(path, sha, True) for path, sha in arm] + [
         (quality["artifact"], quality.get("sha256"), False)
     ]
@@ -201,7 +202,7 @@ def test_an_unshipped_model_says_so_with_its_measured_numbers(model):
 
 
 def test_each_model_card_states_its_targets_as_the_committed_benchmark_judged_them():
-    result = json.loads(BENCH.read_text())
+    result = _result(BENCH)
     judged = [c for c in result["checks"] if c["met"] is not None]
     assert judged
     for check in judged:

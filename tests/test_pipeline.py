@@ -47,7 +47,9 @@ def test_pipeline_on_the_sample_links_every_stage(tmp_path, capsys, monkeypatch)
     # Lineage: the QAT step is pruning-preserving and descends from the pruned run.
     qat_manifest = json.loads((top / stages["qat"] / "manifest.json").read_text())
     assert stages["qat"].startswith("tiny-cnn-pqat") and qat_manifest["parent"].endswith(stages["prune"])
-    bench = json.loads((top / "bench.json").read_text())
+    from edge_fm.bench.measurements import read_bench
+
+    bench = read_bench(top / "bench.json")  # the result envelope, unwrapped
     assert [r["format"] for r in bench["rows"]] == ["keras", "fp32", "int8", "qat-int8"]
     assert all(r["status"] == "ok" and 0.3 < r["accuracy"] <= 1 for r in bench["rows"])
     assert "NOT the Fashion-MNIST test set" in bench["test_set"]["source"]

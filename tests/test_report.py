@@ -230,14 +230,14 @@ def test_report_of_a_folder_shows_measured_front(tmp_path):
 
 
 def test_report_of_a_bench_result_marks_the_front(tmp_path):
-    from edge_fm.bench.measurements import bench_rows
+    from edge_fm.bench.measurements import bench_rows, read_bench
     from edge_fm.show.figures import pareto_front
     from edge_fm.show.html_report import build_report
 
     result = REPO / "benchmarks" / "results" / "models_bench.json"
     out = build_report(result, tmp_path / "bench.html")
     page = _read(out)
-    rows = bench_rows(json.loads(result.read_text()))
+    rows = bench_rows(read_bench(result))
     table = _rows(page.cells["front-table"], 9)[1:]
     assert len(table) == len(rows)
     assert {row[0] for row in table if row[8] == "yes"} == pareto_front(rows)

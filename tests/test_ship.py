@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import app
 from edge_fm.data import datasets as data
 from edge_fm.shipping.cards import options_in_force
@@ -73,7 +74,7 @@ def shipped(exported, tmp_path_factory):
         "root": root,
         "folder": models / "tiny",
         "card_before_bench": card_before_bench,
-        "bench": json.loads((root / "bench.json").read_text()),
+        "bench": read_bench(root / "bench.json"),
     }
 
 

@@ -87,5 +87,7 @@ def test_a_sweep_measures_its_trials_on_the_ssh_device(sshd, tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     summary = json.loads((tmp_path / "sweep-1" / "sweep.json").read_text())
     assert summary["target"] == target
-    bench = json.loads(next((tmp_path / "sweep-1" / "trials").rglob("bench.json")).read_text())
+    from edge_fm.bench.measurements import read_bench
+
+    bench = read_bench(next((tmp_path / "sweep-1" / "trials").rglob("bench.json")))
     assert bench["target"] == target and any(row.get("status") == "ok" for row in bench["rows"])

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import statistics
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge_fm.export.bundles import read_description
+from edge_fm.result_files import flat, read_result_file
 from edge_fm.train.metrics import cpu_text, shape_text
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,11 +36,19 @@ def documents(root: Path) -> list[Path]:
 
 
 def _load(root: Path, name: str):
+    """A result file's figures, with its ``command`` and ``environment`` beside them (a list of rows
+    stays a list), or None when no result folder holds it."""
     for folder in RESULT_DIRS:
         path = root / folder / name
         if path.exists():
-            return json.loads(path.read_text())
+            recorded = read_result_file(path)
+            return flat(recorded) if isinstance(recorded["results"], dict) else recorded["results"]
     return None
+
+
+def _machine(result: dict) -> str:
+    """The one-line description of the machine a result file records (``x86_64, AMD EPYC``)."""
+    return result["environment"]["description"]
 
 
 def _pct(value) -> str:
@@ -76,7 +84,7 @@ def optimize_chain(root: Path) -> str | None:
         return None
     lines = [
         f"Float Keras model: {_pct(result['float_model']['test_accuracy'])} on the test split; pruning target "
-        f"{result['sparsity_target']:.0%}; {result['machine']}.",
+        f"{result['sparsity_target']:.0%}; {_machine(result)}.",
         "",
         "| artifact | test accuracy | bytes | gzip bytes | integer-only | status |",
         "|---|---|---|---|---|---|",
@@ -113,7 +121,7 @@ def runner_quality(root: Path) -> str | None:
             f"| accuracy pass over {acc['images']:,} test images ({result['format']}, {result['bytes']:,} bytes) | "
             f"{acc['runner_seconds']:.2f} s | {acc['target']} | {'yes' if acc['met'] else 'no'} |",
             "",
-            f"Machine: {result['machine']}; {result['environment']['interpreter']} "
+            f"Machine: {_machine(result)}; {result['environment']['interpreter']} "
             f"{result['environment']['interpreter_version']}. "
             f"Command run: `{public_command(result['command'])}`.",
         ]
@@ -290,7 +298,7 @@ def demo_timings(root: Path) -> str | None:
         lines
         + [
             "",
-            f"Whole commands in fresh processes, imports included; {result['machine'].strip()}, 2 cores. "
+            f"Whole commands in fresh processes, imports included; {_machine(result).strip()}, 2 cores. "
             f"Command run: `{public_command(result['command'])}`.",
         ]
     )
@@ -538,7 +546,7 @@ def _int8_error(root: Path, file: str) -> str | None:
             f"Accuracy on the {result['rows'][0]['validation_images']:,} validation images; an op's error is "
             f"the RMS error of its own output over {result['rows'][0]['debug_images']} of them, in quantization "
             f"steps (rounding alone gives about 0.29); for a QAT run, only the ops whose int8 ranges "
-            f"QAT did not train are checked. {result['machine']}. Command run: `{public_command(result['command'])}` "
+            f"QAT did not train are checked. {_machine(result)}. Command run: `{public_command(result['command'])}` "
             f"({result['seconds']:.0f} s).",
         ]
     )

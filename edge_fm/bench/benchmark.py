@@ -438,13 +438,30 @@ def flat_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def write_results(
-    result: dict[str, Any], json_path: Path | str | None = None, csv_path: Path | str | None = None
+    result: dict[str, Any],
+    json_path: Path | str | None = None,
+    csv_path: Path | str | None = None,
+    public: bool = False,
 ) -> None:
-    """Writes the result as JSON and/or CSV (atomically)."""
-    from edge_fm.io import write_bytes_atomic, write_json
+    """Writes the result as JSON (in the envelope of :mod:`edge_fm.result_files`) and/or CSV (atomically).
+
+    ``public``: the JSON is committed with the project, so it may name no path of this machine (a
+    run's own ``bench.json`` names its artifacts where they are).
+    """
+    from edge_fm.io import write_bytes_atomic
+    from edge_fm.result_files import write_result_file
 
     if json_path:
-        write_json(Path(json_path), result)
+        results = {key: value for key, value in result.items() if key not in ("command", "environment")}
+        # Not checked for private paths: a run's own bench.json names its artifacts where they are.
+        write_result_file(
+            json_path,
+            "bench",
+            results,
+            result.get("command", ""),
+            result.get("environment", {}),
+            public=False,
+        )
     if csv_path:
         text = io.StringIO()
         # A fleet's rows say which device measured them: that column comes first.

@@ -25,6 +25,7 @@ from edge_fm.bench.benchmark import (
     parse_target,
     write_results,
 )
+from edge_fm.bench.measurements import read_bench
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE
 from edge_fm.export.formats import get_format
@@ -214,7 +215,7 @@ def read_pipeline(top: Path | str) -> dict[str, Any]:
     report = top / REPORT_FILE
     return {
         "record": record,
-        "bench": read_json(top / BENCH_FILE),
+        "bench": read_bench(top / BENCH_FILE),
         "best_artifact": top / best["path"] / MODEL_FILE if best else None,
         "report": report if report.is_file() else None,
     }

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench.benchmark import ROW_KEYS
+from edge_fm.bench.measurements import read_bench
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE
 from edge_fm.io import read_json, write_json
@@ -135,7 +136,7 @@ def _pipeline_record(
         )
     top = run_pipeline(config, where, options, data_dir, trial_dir)
     pipeline = read_json(top / PIPELINE_FILE)
-    bench = read_json(top / BENCH_FILE)
+    bench = read_bench(top / BENCH_FILE)
     rows = [_trial_row(trial, row) for row in bench["rows"] if row.get("format") != "keras"]
     return {
         "pipeline": top.name,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
+from edge_fm.bench.measurements import read_bench
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, read_description, restore_retired
 from edge_fm.io import read_json, write_bytes_atomic
@@ -77,9 +78,12 @@ def bench_catalog(
     ]
     result = bench([*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample)
     by_path = {path.resolve(): name for name, path in present.items()}
+    given = {path.resolve(): path for path in [*in_folder, *present.values()]}
     for row in result["rows"]:
         path = Path(row["path"])
         row["model"] = by_path.get(path.resolve(), path.parent.name)
+        # As the folder was named (models/NAME/model.tflite), not where this machine keeps it.
+        row["path"] = str(given.get(path.resolve(), path))
         row["shipped"] = row["model"] not in away
         row["remeasured"] = True
     result["rows"] += carried_rows(previous, sorted(set(away) - set(present)))
@@ -250,6 +254,6 @@ def previous_result(path: Path | str | None) -> dict | None:
     if path is None or not Path(path).is_file():
         return None
     try:
-        return read_json(path)
-    except ValueError:  # not a result file: nothing to carry over
+        return read_bench(path)
+    except EdgeFMError:  # not a result file: nothing to carry over
         return None
