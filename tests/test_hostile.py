@@ -728,27 +728,35 @@ def _card_front(front: str):
     return edit
 
 
+def _measurement(change):
+    def edit(folder: Path) -> None:
+        record = json.loads((folder / "measurement.json").read_text())
+        record["results"] = change(record["results"])
+        (folder / "measurement.json").write_text(json.dumps(record))
+
+    return edit
+
+
 @pytest.mark.parametrize(
-    "front, expected",
+    "change, expected",
     [
         (
-            "model-index:\n- name: x\n  results:\n  - metrics: [7]\n",
-            "front matter field 'model-index[0].results[0].metrics' item 0 should be an object, not the number 7",
+            lambda figures: {**figures, "accuracy": "high"},
+            "measurement.json: field 'results.accuracy' should be a number, not the string 'high'",
         ),
         (
-            "model-index:\n- results:\n  - metrics:\n    - {type: accuracy, name: int8 artifact, value: high}\n",
-            "holds an accuracy of 'high', not a percentage",
+            lambda figures: {**figures, "latency": {"p50_ms": [7]}},
+            "measurement.json: field 'results.latency.p50_ms' should be a number, not a list of 1",
         ),
-        ("license: [mit\n", "MODEL_CARD.md: the front matter is not valid YAML (line 3)"),
-        ("- just\n- a list\n", "the front matter holds a list of 2, not the card's fields"),
+        (lambda figures: [7], "measurement.json: field 'results' should be an object, not a list of 1"),
     ],
-    ids=["metric-not-a-mapping", "accuracy-not-a-number", "not-yaml", "a-list"],
+    ids=["accuracy-not-a-number", "p50-not-a-number", "a-list"],
 )
 @pytest.mark.parametrize("command", ["serve", "report"])
-def test_bad_card_front_matter_is_one_line(bundle, tmp_path, front, expected, command):
+def test_a_bad_measurement_record_is_one_line(bundle, tmp_path, change, expected, command):
     folder = tmp_path / "models"
     folder.mkdir()
-    _bundle_with(folder, bundle, "carded", _card_front(front))
+    _bundle_with(folder, bundle, "measured", _measurement(change))
     argv = (
         ["serve", folder, "--port", free_port()]
         if command == "serve"
@@ -756,7 +764,18 @@ def test_bad_card_front_matter_is_one_line(bundle, tmp_path, front, expected, co
     )
     code, output = run_cli(*argv)
     assert_one_line_error(code, output, expected)
-    assert str(folder / "carded" / "MODEL_CARD.md") in output
+    assert str(folder / "measured" / "measurement.json") in output
+
+
+def test_a_cards_front_matter_is_never_read_for_figures(bundle, tmp_path):
+    # The figures come from measurement.json: a card with broken front matter is only text to show.
+    folder = tmp_path / "models"
+    folder.mkdir()
+    _bundle_with(folder, bundle, "carded", _card_front("license: [mit\n"))
+    code, output = run_cli("report", folder, "--sample", "--out", tmp_path / "report.html")
+    assert code == 0 and "error" not in output, output
+    with pytest.raises(AssertionError, match="would have started serving"):
+        run_cli("serve", folder, "--port", free_port())
 
 
 def test_a_bench_result_with_wrong_field_types_is_one_line(bundle, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +85,7 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
         "MODEL_CARD.md",
         "labels.txt",
         "manifest.json",
+        "measurement.json",  # written with the card by the fixture's `edge-fm bench --cards`
         "model.json",
         "model.tflite",
         "provenance.json",
@@ -117,9 +119,20 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     )
 
 
-def test_bench_of_a_models_folder_rewrites_its_cards_from_the_measurement(shipped):
+def test_bench_of_a_models_folder_rewrites_its_cards_from_the_measurement(shipped, tmp_path):
+    from edge_fm.bench.measurements import bundle_row
+    from edge_fm.shipping.catalog import refresh_cards
+
     (row,) = shipped["bench"]["rows"]
     assert row["model"] == "tiny" and row["status"] == "ok"
+    # The figures readers show come from the JSON written beside the card, not from the card's text.
+    measured = bundle_row(shipped["folder"])
+    assert (measured["accuracy"], measured["latency"]) == (row["accuracy"], row["latency"])
+    # Refreshed from the same bench JSON, without measuring, the card is the same bytes.
+    again = tmp_path / "models"
+    shutil.copytree(shipped["folder"].parent, again)
+    (card_again,) = refresh_cards(again, shipped["bench"])
+    assert card_again.read_bytes() == (shipped["folder"] / "MODEL_CARD.md").read_bytes()
     card = (shipped["folder"] / "MODEL_CARD.md").read_text()
     assert f"{row['accuracy'] * 100:.2f}%" in card and f"p50 {row['latency']['p50_ms']:.3f} ms" in card
     front = yaml.safe_load(card.split("---\n")[1])

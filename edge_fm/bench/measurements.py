@@ -1,25 +1,33 @@
 """What was measured of each bundle in a folder (``models/``): size, accuracy and latency.
 
 The figures come from a benchmark result (``edge-fm bench models/ --json ...``) when one is given
-or lies in the folder as ``bench.json``, else from each bundle's ``MODEL_CARD.md`` (written by
-the same benchmark). Sizes are always read from the files themselves. This module loads no
-TensorFlow: the web demo reads it.
+or lies in the folder as ``bench.json``, else from each bundle's ``measurement.json`` (written with
+its model card by ``edge-fm bench models/ --cards``); never from the card's Markdown. Sizes are
+always read from the files themselves. This module loads no TensorFlow: the web demo reads it.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, Bundle, restore_retired
+from edge_fm.export.bundles import BENCH_FILE, MEASUREMENT_FILE, MODEL_FILE, Bundle, restore_retired
 from edge_fm.io import read_json
 
 BENCH_IN_FOLDER = BENCH_FILE
-_CARD_LATENCY = re.compile(
-    r"\|\s*latency, batch 1, (\d+) threads?\s*\|\s*p50 ([0-9.]+) ms(?:, p90 ([0-9.]+) ms)?"
-)
+# What a bundle row takes from a measurement, and the types its record must give them.
+FIGURES = ("accuracy", "threads", "latency", "examples", "confusion_matrix")
+MEASUREMENT_FIELDS = {
+    "results": "dict",
+    "results.accuracy": "number",
+    "results.threads": "int",
+    "results.latency": "dict",
+    "results.latency.p50_ms": "number",
+    "results.latency.p90_ms": "number",
+    "results.examples": "int",
+    "results.confusion_matrix": "list",
+}
 
 
 def bundles_in(folder: Path | str) -> list[Path]:
@@ -78,12 +86,13 @@ def folder_rows(folder: Path | str, bench: Path | str | None = None) -> tuple[li
     if bench is not None:
         measured = {bundle_name(row): row for row in bench_rows(read_bench(bench))}
     rows = [bundle_row(bundle, measured.get(bundle.name)) for bundle in bundles_in(folder)]
-    source = f"benchmark result {bench}" if bench is not None else "each bundle's MODEL_CARD.md"
+    source = f"benchmark result {bench}" if bench is not None else f"each bundle's {MEASUREMENT_FILE}"
     return rows, source
 
 
 def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else its model card."""
+    """One bundle's row (see :func:`folder_rows`): figures from ``measured`` (a bench row), else the
+    bundle's ``measurement.json``."""
     bundle = Path(bundle)
     path = bundle / MODEL_FILE
     row = {
@@ -94,8 +103,8 @@ def bundle_row(bundle: Path | str, measured: dict[str, Any] | None = None) -> di
         "bytes": path.stat().st_size,
         "shipped": True,
     }
-    figures = measured or _card_figures(bundle)
-    for key in ("accuracy", "threads", "latency", "examples", "confusion_matrix"):
+    figures = measured or _recorded_figures(bundle)
+    for key in FIGURES:
         if figures.get(key) is not None:
             row[key] = figures[key]
     return row
@@ -108,42 +117,14 @@ def _description(bundle: Path) -> dict:
         return {}
 
 
-def _card_figures(bundle: Path) -> dict[str, Any]:
-    """Test accuracy and latency from a model card's front matter and its measurement table."""
-    card = bundle / "MODEL_CARD.md"
-    if not card.is_file():
+def _recorded_figures(bundle: Path) -> dict[str, Any]:
+    """A shipped model's measured figures, from the record written with its card (none when it has none)."""
+    from edge_fm.records import check_fields
+    from edge_fm.result_files import read_result_file
+
+    path = bundle / MEASUREMENT_FILE
+    if not path.is_file():
         return {}
-    text = card.read_text(errors="replace")
-    figures: dict[str, Any] = {}
-    accuracy = _card_accuracy(text, card)
-    if accuracy is not None:
-        figures["accuracy"] = accuracy
-    match = _CARD_LATENCY.search(text)
-    if match:
-        figures["threads"] = int(match.group(1))
-        figures["latency"] = {"p50_ms": float(match.group(2))}
-        if match.group(3):
-            figures["latency"]["p90_ms"] = float(match.group(3))
-    return figures
-
-
-def _card_accuracy(text: str, card: Path | str = "MODEL_CARD.md") -> float | None:
-    from edge_fm.records import parse_front_matter
-
-    front = parse_front_matter(
-        text, card
-    )  # checked: a mapping whose model-index is shaped as the convention says
-    try:
-        metrics = front["model-index"][0]["results"][0]["metrics"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    for metric in metrics:
-        if metric.get("type") == "accuracy" and "artifact" in str(metric.get("name", "")):
-            value = metric.get("value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 100:
-                raise EdgeFMError(
-                    f"{card}: front matter field 'model-index[0].results[0].metrics' holds an accuracy of "
-                    f"{value!r}, not a percentage; regenerate the card with `edge-fm ship`."
-                )
-            return float(value) / 100
-    return None
+    record = read_result_file(path, "measurement")
+    check_fields(record, MEASUREMENT_FIELDS, path)
+    return record["results"]

@@ -298,7 +298,15 @@ def bench_command(
         )
     with console.status(f"measuring on {where.name}..."):
         result = measure(
-            artifacts, where, options, baseline, data_dir, sample, previous_result(json_out), cards
+            artifacts,
+            where,
+            options,
+            baseline,
+            data_dir,
+            sample,
+            previous_result(json_out),
+            cards,
+            command_line("bench"),
         )
     result["command"] = command_line("bench")
     print_bench_table(result)

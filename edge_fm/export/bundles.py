@@ -42,6 +42,7 @@ PIPELINE_FILE = "pipeline.json"  # the record of a pipeline run, at its top
 BENCH_FILE = "bench.json"  # a bench result, beside the artifacts it measured (a pipeline's, a catalog's)
 BENCH_TABLE = "bench.csv"  # the same rows as CSV
 PROVENANCE_FILE = "provenance.json"  # what produced a shipped model, in its folder
+MEASUREMENT_FILE = "measurement.json"  # a shipped model's measured figures, written with its card
 TEMPORARY_PREFIX = ".tmp-"  # folders and files being written; never read as artifacts
 RETIRED_PREFIX = ".old-"  # a folder's previous version while a new one replaces it (see replace_folder)
 

@@ -1,7 +1,7 @@
 """The Ray a sweep starts on this machine: its own temporary folder, its processes stopped on an
 interrupt, and what a killed sweep left (processes and folder) cleared before the sweep goes on.
 
-Ray started in-process keeps its sockets, logs and session records in a temporary folder, and
+Ray started in-process keeps its sockets, logs and run records in a temporary folder, and
 starts helper processes (the GCS, the raylet, the dashboard and runtime-env agents, workers). A
 sweep killed with SIGKILL cannot stop them: the agents outlive it and the folder stays. So each
 sweep gives Ray a folder of its own, named from the sweep's folder, and every process that holds

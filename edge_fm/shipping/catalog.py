@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.bench.benchmark import BenchOptions, bench
-from edge_fm.bench.measurements import read_bench
+from edge_fm.bench.measurements import FIGURES, read_bench
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, read_description, restore_retired
+from edge_fm.export.bundles import MEASUREMENT_FILE, MODEL_FILE, read_description, restore_retired
 from edge_fm.io import read_json, write_bytes_atomic
+from edge_fm.result_files import write_result_file
 from edge_fm.shipping.cards import folder_forms, model_card
 from edge_fm.shipping.runs_on import runs_on_rows
 from edge_fm.shipping.ship import CARD, PROVENANCE
@@ -219,13 +220,15 @@ def measure(
     sample: bool = False,
     previous: dict | None = None,
     cards: bool = False,
+    command: str = "",
 ) -> dict[str, Any]:
     """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (rows named
     by model, targets judged); anything else through :func:`edge_fm.bench.benchmark.bench`.
 
     Args:
-        cards: Also rewrite the catalog's model cards from the measurement (:func:`write_cards`): the
-            one way to refresh the cards of ``models/``.
+        cards: Also rewrite the catalog's model cards and measurement records from the measurement
+            (:func:`refresh_cards`): the one way to refresh the cards of ``models/`` by measuring.
+        command: The command line, recorded in the result and in each measurement record.
 
     Raises:
         EdgeFMError: ``cards`` for anything but one catalog measured here without a baseline.
@@ -239,14 +242,44 @@ def measure(
             )
         return bench(list(paths), target, options, baseline, data_dir, sample)
     result = bench_catalog(paths[0], options, data_dir, previous, sample)
+    result["command"] = command
     if cards:
-        provenances = read_provenances(paths[0])
-        ok = [row for row in result["rows"] if row.get("status") == "ok"]
-        environment, test_source = result["environment"], result["test_set"]["source"]
-        write_cards(
-            Path(paths[0]), ok, provenances, environment, test_source, result["checks"], options.threads[0]
-        )
+        refresh_cards(paths[0], result)
     return result
+
+
+def refresh_cards(models_dir: Path | str, result: dict[str, Any]) -> list[Path]:
+    """Rewrites the model cards of a catalog, and each model's ``measurement.json``, from a bench result
+    of :func:`bench_catalog` (just measured, or read back with
+    :func:`edge_fm.bench.measurements.read_bench`: the same result gives the same bytes).
+
+    Returns:
+        The cards written.
+    """
+    models_dir = Path(models_dir)
+    ok = [row for row in result["rows"] if row.get("status") == "ok"]
+    threads = result["options"]["threads"][0]
+    environment, test_source = result["environment"], result["test_set"]["source"]
+    written = write_cards(
+        models_dir, ok, read_provenances(models_dir), environment, test_source, result["checks"], threads
+    )
+    for row in ok:
+        if row["threads"] == threads:
+            write_measurement(models_dir / row["model"], row, result)
+    return written
+
+
+def write_measurement(folder: Path, row: dict[str, Any], result: dict[str, Any]) -> Path:
+    """A shipped model's measured figures (``measurement.json``), which readers take instead of its card's text."""
+    figures = {key: row[key] for key in ("model", "format", "bytes", "sha256", *FIGURES) if key in row}
+    figures["test_set"] = result["test_set"].get("source")
+    figures["measured"] = row.get("measured_in", result.get("started"))
+    environment = {k: v for k, v in row.get("measured_on", result["environment"]).items() if k != "hostname"}
+    # Not refused for private paths: a catalog measured under a temporary folder is not a committed one.
+    command = result.get("command", "")
+    return write_result_file(
+        folder / MEASUREMENT_FILE, "measurement", figures, command, environment, public=False
+    )
 
 
 def previous_result(path: Path | str | None) -> dict | None:
