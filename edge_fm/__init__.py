@@ -1,7 +1,11 @@
 """edge-fm: train, optimize, export and benchmark small Fashion-MNIST classifiers for the edge.
 
-The public API: the CLI reaches the library through it (names load their module on first use);
-scripts in ``benchmarks/`` and ``experiments/`` that study internals import those modules directly.
+``import edge_fm`` gives the names a program using edge-fm needs (``__all__``): each is the function
+or class of the stage module that owns it, and the names that need TensorFlow load their module on
+first use (PEP 562), so ``import edge_fm`` is fast. The CLI calls the library's operations through
+these names; option parsers and constants it takes from their own modules. The repository's own
+scripts (``benchmarks/``, ``experiments/``, ``tools/``) import from the modules where each part lives,
+not from here: they measure or maintain those parts, and name them where they are.
 
 Example:
     >>> import edge_fm
