@@ -46,6 +46,31 @@ def test_every_committed_result_file_is_in_the_envelope_and_names_no_private_pat
         assert not private_strings(recorded), (path.name, private_strings(recorded)[:3])
 
 
+def test_a_result_file_is_written_in_the_envelope_and_refuses_a_private_path(tmp_path):
+    import pytest
+
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.result_files import read_result_file, write_result_file
+
+    path = write_result_file(tmp_path / "x.json", "x", {"rows": [1]}, "python benchmarks/x.py")
+    written = json.loads(path.read_text())
+    assert (
+        list(written) == ["schema", "command", "environment", "results"]
+        and written["schema"] == "edge-fm/x/1"
+    )
+    assert written["environment"]["cpu"] and "hostname" not in written["environment"]
+    assert read_result_file(path, "x")["results"] == {"rows": [1]}
+    for private in ("/work/main/models/mlp/model.tflite", "--data-dir ../shared/data", "runs/long/x"):
+        with pytest.raises(EdgeFMError, match="a path of this machine"):
+            write_result_file(tmp_path / "y.json", "x", {"path": private}, "python benchmarks/x.py")
+    assert not (tmp_path / "y.json").exists()
+    (tmp_path / "bare.json").write_text('{"rows": []}')
+    with pytest.raises(EdgeFMError, match="not an edge-fm result file"):
+        read_result_file(tmp_path / "bare.json")
+    with pytest.raises(EdgeFMError, match="holds x results, not bench results"):
+        read_result_file(path, "bench")
+
+
 def test_readme_is_a_short_guide():
     lines = (REPO / "README.md").read_text().splitlines()
     assert len(lines) <= README_MAX_LINES, f"README.md has {len(lines)} lines; move detail to docs/"
