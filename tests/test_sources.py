@@ -404,8 +404,8 @@ def test_training_on_an_image_folder_builds_for_its_shape_and_records_its_identi
 def test_architectures_refuse_data_they_cannot_take(digits, tmp_path):
     images, labels = digits
     root = write_digits_folder(tmp_path / "digits", images[:150], labels[:150])
-    code, output = run_cli("train", "cnn-2conv", "--data", root, "--runs-dir", tmp_path / "runs")
-    assert_one_line_error(code, output, "cnn-2conv builds for 28x28 grey images and 10 classes")
+    code, output = run_cli("train", "mobilenetv2", "--data", root, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, output, "mobilenetv2 needs images of at least 32x32 pixels, got 8x8")
     code, output = run_cli(
         "train", "tiny-cnn", "--data", root, "--image-size", "3", "--runs-dir", tmp_path / "runs"
     )
