@@ -264,3 +264,29 @@ def test_weights_and_init_from_together_are_refused(source_run):
         adopt_source(
             TrainConfig(arch="tiny-cnn", init_from=str(source_run), arch_options={"weights": "x.h5"})
         )
+
+
+# ---------------------------------------------------------------- the cache feeds training
+
+
+def test_a_memory_mapped_split_is_read_batch_by_batch_in_the_in_memory_order(tmp_path):
+    from edge_fm.train.augment import make_pipeline
+    from edge_fm.train.config import TrainConfig
+
+    images = np.arange(300, dtype=np.int64).astype(np.uint8).reshape(300, 1, 1, 1)
+    labels = (np.arange(300) % 3).astype(np.uint8)
+    np.save(tmp_path / "x.npy", images)
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    config = TrainConfig(arch="tiny-cnn", batch_size=64, seed=5)
+
+    def drawn(x):
+        pipeline = make_pipeline(x, labels, config, training=True, num_classes=3)
+        return np.concatenate([batch.numpy().ravel() for batch, _ in pipeline])
+
+    np.testing.assert_array_equal(drawn(images), drawn(mapped))
+    pipeline = make_pipeline(mapped, labels, config, training=True, num_classes=3)
+    # Written to the file after the pipeline was made: read at iteration, so no copy was taken.
+    writer = np.load(tmp_path / "x.npy", mmap_mode="r+")
+    writer[:] = 7
+    writer.flush()
+    assert {int(v) for batch, _ in pipeline for v in batch.numpy().ravel()} == {7}
