@@ -169,6 +169,14 @@ def test_weights_from_a_file_and_from_the_keras_cache(monkeypatch, tmp_path):
     np.testing.assert_array_equal(cached.get_layer("Conv1").get_weights()[0], expected)
     assert cached.pretrained == "imagenet"
 
+    # A run's model rebuilt to receive its saved weights fetches nothing: it builds offline.
+    from edge_fm.zoo.backbones import weights_to_follow
+
+    (cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5").unlink()
+    with weights_to_follow():
+        rebuilt = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
+    assert rebuilt.pretrained == "imagenet"
+
     # A file of another shape is refused in one line.
     with pytest.raises(EdgeFMError, match="does not hold mobilenetv2 weights of this shape"):
         create_model("mobilenetv2", weights=str(file), alpha=0.5)

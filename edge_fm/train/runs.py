@@ -314,8 +314,10 @@ class Run:
         saved = self.model()
         config = self.train_config
         from edge_fm.zoo import create_model
+        from edge_fm.zoo.backbones import weights_to_follow
 
-        model = create_model(config.arch, **config.arch_options)
+        with weights_to_follow():  # the saved weights replace any pretrained ones: none are fetched
+            model = create_model(config.arch, **config.arch_options)
         model.set_weights(saved.get_weights())
         return model
 

@@ -52,6 +52,7 @@ from edge_fm.train.runs import (
 from edge_fm.train.schedules import build_optimizer
 from edge_fm.train.transfer import Transfer, adopt_source, initialise
 from edge_fm.zoo import check_options, count_macs, create_model
+from edge_fm.zoo.backbones import weights_to_follow
 
 BEST_WEIGHTS = "best.weights.h5"
 CHECKPOINT_DIR = "checkpoint"
@@ -266,7 +267,8 @@ def one_device_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     that trained it. Under a multi-worker strategy every worker must call this together: reading
     the batch-norm statistics averages them across the workers.
     """
-    copy = build_model(config)
+    with weights_to_follow():  # the trained weights replace any pretrained ones: none are fetched
+        copy = build_model(config)
     copy.set_weights(model.get_weights())
     return copy
 

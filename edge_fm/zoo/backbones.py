@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from pathlib import Path
 
 from edge_fm.compat import keras
@@ -38,6 +40,25 @@ def imagenet_file(name: str, alpha: float = 1.0, side: int | None = 224) -> tupl
     return file, f"{WEIGHTS_URL}mobilenet_v2/"
 
 
+_SKIP_PRETRAINED = threading.local()  # set while a model is rebuilt to receive saved weights
+
+
+@contextlib.contextmanager
+def weights_to_follow():
+    """Builds backbones without loading their pretrained weights: the caller copies saved weights in.
+
+    The model is built exactly as its ``weights`` option says (the same preprocessing, the same
+    layers left trainable), so a run's model is rebuilt, for export or fine-tuning, without
+    fetching ImageNet weights it is about to overwrite.
+    """
+    previous = getattr(_SKIP_PRETRAINED, "on", False)
+    _SKIP_PRETRAINED.on = True
+    try:
+        yield
+    finally:
+        _SKIP_PRETRAINED.on = previous
+
+
 def _backbone(factory, name: str, weights: str | None, **kwargs):
     """Builds a Keras application without its top, with random, ImageNet or a file's weights.
 
@@ -51,8 +72,8 @@ def _backbone(factory, name: str, weights: str | None, **kwargs):
         EdgeFMError: ImageNet weights neither in Keras' cache nor downloadable (the message names the
             file to fetch and the folder to put it in), or a weights file that is missing or does not fit.
     """
-    if weights is None:
-        return factory(include_top=False, weights=None, **kwargs), None
+    if weights is None or getattr(_SKIP_PRETRAINED, "on", False):
+        return factory(include_top=False, weights=None, **kwargs), weights
     if weights == "imagenet":
         file, folder_url = imagenet_file(name, kwargs.get("alpha", 1.0), _square_side(kwargs["input_shape"]))
         try:
