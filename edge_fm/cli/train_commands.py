@@ -28,7 +28,10 @@ from edge_fm.errors import EdgeFMError
 @fails_cleanly
 def train_command(
     arch: Annotated[
-        Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")
+        Optional[str],
+        typer.Argument(
+            help="Architecture (see `edge-fm zoo`); omit with --resume (and with --init-from: the source's)."
+        ),
     ] = None,
     preset: Annotated[
         str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")

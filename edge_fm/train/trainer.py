@@ -24,7 +24,7 @@ from edge_fm.data.datasets import Dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.augment import make_pipeline
-from edge_fm.train.balance import class_weights, weights_record
+from edge_fm.train.balance import CHOICES, class_weights, weights_record
 from edge_fm.train.callbacks import BestWeights, FreezeLayers, HistoryWriter, ReporterCallback
 from edge_fm.train.config import DATA_SOURCES, TrainConfig, from_dict
 from edge_fm.train.device import describe_devices
@@ -164,6 +164,8 @@ def train(
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
     config = adopt_source(config)
+    if config.class_weight not in CHOICES:  # a weights file, found again wherever the run is resumed
+        config = dataclasses.replace(config, class_weight=str(Path(config.class_weight).absolute()))
     dataset = dataset_for(config, data_dir)
     config = fit_to_data(config, dataset)
     if dataset.identity is not None and dataset.identity.kind != "fashion-mnist":

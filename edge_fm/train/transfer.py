@@ -102,7 +102,8 @@ def initialise(model: keras.Model, config: TrainConfig, dataset: Dataset) -> Tra
             with nothing pretrained to freeze.
     """
     if not config.init_from:
-        transfer = Transfer(getattr(model, "pretrained", None), tuple(getattr(model, "backbone_layers", ())))
+        pretrained = getattr(model, "pretrained", None)  # --weights: the backbone's, under a new head
+        transfer = Transfer(pretrained, tuple(getattr(model, "backbone_layers", ())), pretrained is not None)
     else:
         transfer = _copy_from(model, source_run(config.init_from), dataset)
     if config.freeze_epochs and not transfer.layers:
