@@ -77,7 +77,8 @@ def adopt_source(config: TrainConfig) -> TrainConfig:
     """
     if not config.init_from:
         return config
-    source = source_run(config.init_from).train_config
+    run = source_run(config.init_from)
+    source = run.train_config
     if config.arch != source.arch:
         raise EdgeFMError(
             f"--init-from {config.init_from} trained {source.arch}, not {config.arch}: train {source.arch} "
@@ -87,7 +88,8 @@ def adopt_source(config: TrainConfig) -> TrainConfig:
         raise EdgeFMError("--weights and --init-from both give the starting weights: pass one of them.")
     options = {k: v for k, v in source.arch_options.items() if k not in _DATA_OPTIONS}
     options.update({k: v for k, v in config.arch_options.items() if k not in options and k != "weights"})
-    return dataclasses.replace(config, arch_options=options, init_from=str(source_run(config.init_from).path))
+    # The absolute path: a resume or a later stage run from another folder finds the same source.
+    return dataclasses.replace(config, arch_options=options, init_from=str(run.path.absolute()))
 
 
 def initialise(model: keras.Model, config: TrainConfig, dataset: Dataset) -> Transfer:
