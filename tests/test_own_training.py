@@ -154,7 +154,7 @@ def test_a_small_input_trains_resized_up_with_image_size(digits, tmp_path):
 # ---------------------------------------------------------------- transfer
 
 
-# The transfer tests share one trained source run (about 20 s to train on two busy cores): slow.
+# The transfer tests share one trained source run (about 10 s to train on two cores).
 @pytest.fixture(scope="module")
 def source_run(digits, tmp_path_factory):
     """tiny-cnn trained on grey 12x12 digits 0-2: the model other runs start from."""
@@ -199,7 +199,6 @@ def test_init_from_copies_the_backbone_with_a_new_head_and_freezes_it(source_run
     assert not np.allclose(conv, source.get_layer("conv1").get_weights()[0])
 
 
-@pytest.mark.slow
 def test_init_from_refuses_what_does_not_fit_in_one_line(source_run, digits, tmp_path):
     root = digits_folder(tmp_path / "second", digits, {3: 20, 4: 20, 5: 20})
     runs = ("--runs-dir", tmp_path / "runs")
@@ -255,7 +254,6 @@ def test_init_from_a_bundle_uses_its_run(source_run, digits, tmp_path):
     assert Run(run).train_config.init_from == str(source_run.absolute())
 
 
-@pytest.mark.slow
 def test_weights_and_init_from_together_are_refused(source_run):
     from edge_fm.train.config import TrainConfig
     from edge_fm.train.transfer import adopt_source
