@@ -288,3 +288,40 @@ def test_a_memory_mapped_split_is_read_batch_by_batch_in_the_in_memory_order(tmp
     writer[:] = 7
     writer.flush()
     assert {int(v) for batch, _ in pipeline for v in batch.numpy().ravel()} == {7}
+
+
+@pytest.mark.slow
+def test_weights_from_a_file_through_train_with_the_backbone_frozen(digits, tmp_path):
+    from edge_fm.compat import keras
+
+    backbone = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35
+    )
+    file = tmp_path / "backbone.h5"
+    backbone.save_weights(str(file))
+    root = digits_folder(tmp_path / "d", digits, {0: 20, 1: 20, 2: 20})
+    run = train_cli(
+        "mobilenetv2",
+        "--data",
+        root,
+        "--image-size",
+        "32",
+        "--channels",
+        "3",
+        "--arch-opt",
+        "alpha=0.35",
+        "--weights",
+        file,
+        "--freeze-epochs",
+        "1",
+        "--runs-dir",
+        tmp_path / "runs",
+        *TINY,
+    )
+    assert Run(run).train_config.arch_options["weights"] == str(file)
+    init = Run(run).metrics["init"]
+    assert init["source"] == str(file) and init["new_head"] and init["layers"] > 50
+    trained = Run(run).model()
+    for name in ("Conv1", "block_16_project"):  # frozen for the run's one epoch: the file's weights
+        for a, b in zip(backbone.get_layer(name).get_weights(), trained.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(a, b)
