@@ -179,10 +179,11 @@ def train_command(
                 )
             overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
             if weights is not None:
-                named = weights.lower() in ("none", "imagenet")
                 # A file by its absolute path: a resumed run finds it from any folder.
+                named = {"none": None, "imagenet": "imagenet"}
+                key = weights.lower()
                 overrides["arch_options"]["weights"] = (
-                    None if weights.lower() == "none" else weights if named else str(Path(weights).absolute())
+                    named[key] if key in named else str(Path(weights).absolute())
                 )
             config = config_for(arch, preset, **overrides)
             run_dir = train(config, data_dir, runs_dir, reporter=reporter)
