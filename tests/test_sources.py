@@ -365,6 +365,30 @@ def test_bad_data_fails_in_one_line(case, tmp_path):
     assert not cache.exists() or not any(cache.iterdir()), "nothing half-written in the cache"
 
 
+@pytest.mark.parametrize(
+    "case", ["empty folder", "single class", "class with one image", "ragged csv", "npz missing keys"]
+)
+def test_training_on_bad_data_fails_in_one_line_and_writes_no_run(case, tmp_path):
+    make, expected = BAD_INPUTS[case]
+    code, output = run_cli("train", "tiny-cnn", "--data", make(tmp_path), "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, output, expected)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_folder_of_sixteen_bit_pngs_and_cmyk_jpegs_is_read_through_the_cli(tmp_path):
+    ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
+    for name in ("deep", "print"):
+        (tmp_path / "d" / name).mkdir(parents=True)
+    for i in range(5):
+        Image.fromarray((ramp.astype(np.uint16) + i) * 257).save(tmp_path / "d" / "deep" / f"{i}.png")
+        colour = np.zeros((32, 32, 3), np.uint8)
+        colour[..., i % 3] = 200
+        Image.fromarray(colour).convert("CMYK").save(tmp_path / "d" / "print" / f"{i}.jpg", quality=95)
+    code, output = run_cli("data", "info", "--data", tmp_path / "d")
+    assert code == 0, output
+    assert "images 32x32 RGB" in output and "skipped" not in output
+
+
 # ---------------------------------------------------------------- training on a --data source
 
 
@@ -404,8 +428,8 @@ def test_training_on_an_image_folder_builds_for_its_shape_and_records_its_identi
 def test_architectures_refuse_data_they_cannot_take(digits, tmp_path):
     images, labels = digits
     root = write_digits_folder(tmp_path / "digits", images[:150], labels[:150])
-    code, output = run_cli("train", "cnn-2conv", "--data", root, "--runs-dir", tmp_path / "runs")
-    assert_one_line_error(code, output, "cnn-2conv builds for 28x28 grey images and 10 classes")
+    code, output = run_cli("train", "mobilenetv2", "--data", root, "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(code, output, "mobilenetv2 needs images of at least 32x32 pixels, got 8x8")
     code, output = run_cli(
         "train", "tiny-cnn", "--data", root, "--image-size", "3", "--runs-dir", tmp_path / "runs"
     )

@@ -87,17 +87,99 @@ def test_backbone_input_size_is_validated():
         create_model("mobilenetv2", input_size=16)
 
 
-def test_imagenet_weights_fall_back_with_a_warning(monkeypatch):
-    def no_weights(*args, weights=None, **kwargs):
-        if weights:
-            raise OSError("no network")
-        return original(*args, weights=weights, **kwargs)
+# Builds in about a second each; the Keras applications take longer.
+SHAPE_ARCHS = [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("resnet50", "mobilenetv2") else name
+    for name in PAPER_ARCHS + EDGE_ARCHS
+]
 
-    original = keras.applications.MobileNetV2
-    monkeypatch.setattr(keras.applications, "MobileNetV2", no_weights)
-    with pytest.warns(UserWarning, match="ImageNet weights unavailable.*from scratch"):
-        model = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
-    assert model.pretrained is None
+
+@pytest.mark.parametrize("name", SHAPE_ARCHS)
+def test_every_architecture_builds_for_any_input_shape_and_class_count(name):
+    # The backbones' own input_size is what fit_to_data leaves for data other than Fashion-MNIST.
+    own = {"input_size": None} if "input_size" in get_spec(name).options() else {}
+    small = {"alpha": 0.35} if name == "mobilenetv2" else {}
+    model = create_model(name, input_shape=[40, 48, 3], num_classes=5, **own, **small)
+    assert model.input_shape == (None, 40, 48, 3) and model.output_shape == (None, 5)
+    assert "grey_to_rgb" not in [layer.name for layer in model.layers]  # RGB input is used as it is
+    probs = model.predict(np.full((2, 40, 48, 3), 128, np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-4)
+    minimum = {"mlp": 1, "cnn-3conv-bn": 8, "mobilenetv2": 32, "resnet50": 32}.get(name, 4)
+    if minimum > 1:
+        side = minimum - 1
+        with pytest.raises(
+            EdgeFMError, match=f"needs images of at least {minimum}x{minimum} pixels, got {side + 1}x{side};"
+        ):
+            create_model(name, input_shape=[side, side + 1, 1], num_classes=3, **own, **small)
+    with pytest.raises(EdgeFMError, match="at least 2 classes"):
+        create_model(name, input_shape=[40, 48, 3], num_classes=1, **own, **small)
+
+
+def test_a_backbone_resizes_a_small_input_when_given_an_input_size():
+    model = create_model("mobilenetv2", input_shape=[8, 8, 1], num_classes=3, input_size=32, alpha=0.35)
+    names = [layer.name for layer in model.layers]
+    assert names[:4] == ["image", "rescale", "resize", "grey_to_rgb"]
+    assert (
+        describe_model("cnn-3conv-bn", input_shape=[12, 16, 3], num_classes=4, input_size=None)["input_size"]
+        == "12x16"
+    )
+
+
+def test_imagenet_weights_unavailable_is_one_line_naming_the_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty Keras cache
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # and no network, whatever the machine has
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    with pytest.raises(EdgeFMError) as failure:
+        create_model("mobilenetv2", weights="imagenet", alpha=0.35)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5 into " in message
+    assert f"{tmp_path}/.keras/models/" in message and "--weights none" in message
+    with pytest.raises(EdgeFMError, match="no such file"):
+        create_model("mobilenetv2", weights=str(tmp_path / "missing.h5"), alpha=0.35)
+
+
+@pytest.mark.slow
+def test_weights_from_a_file_and_from_the_keras_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    keras.utils.set_random_seed(1)
+    backbone = keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(32, 32, 3), alpha=0.35
+    )
+    file = tmp_path / "backbone.h5"
+    backbone.save_weights(str(file))
+    expected = backbone.get_layer("Conv1").get_weights()[0]
+
+    from_file = create_model(
+        "mobilenetv2", weights=str(file), alpha=0.35, input_shape=[32, 32, 3], num_classes=3
+    )
+    np.testing.assert_array_equal(from_file.get_layer("Conv1").get_weights()[0], expected)
+    assert from_file.pretrained == str(file) and "Conv1" in from_file.backbone_layers
+    assert "logits" not in from_file.backbone_layers
+
+    # ImageNet weights come from Keras' own cache when the file is there: no network needed.
+    cache = tmp_path / ".keras" / "models"
+    cache.mkdir(parents=True)
+    (cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5").write_bytes(
+        file.read_bytes()
+    )
+    cached = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
+    np.testing.assert_array_equal(cached.get_layer("Conv1").get_weights()[0], expected)
+    assert cached.pretrained == "imagenet"
+
+    # A run's model rebuilt to receive its saved weights fetches nothing: it builds offline.
+    from edge_fm.zoo.backbones import weights_to_follow
+
+    (cache / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5").unlink()
+    with weights_to_follow():
+        rebuilt = create_model("mobilenetv2", weights="imagenet", alpha=0.35)
+    assert rebuilt.pretrained == "imagenet"
+
+    # A file of another shape is refused in one line.
+    with pytest.raises(EdgeFMError, match="does not hold mobilenetv2 weights of this shape"):
+        create_model("mobilenetv2", weights=str(file), alpha=0.5)
 
 
 def test_edge_family_is_smaller_and_cheaper_than_cnn_3conv_bn():

@@ -28,7 +28,10 @@ from edge_fm.errors import EdgeFMError
 @fails_cleanly
 def train_command(
     arch: Annotated[
-        Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")
+        Optional[str],
+        typer.Argument(
+            help="Architecture (see `edge-fm zoo`); omit with --resume (and with --init-from: the source's)."
+        ),
     ] = None,
     preset: Annotated[
         str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")
@@ -63,6 +66,36 @@ def train_command(
             help="Distil from this finished train run (same split); see --set distill_weight, distill_temperature."
         ),
     ] = None,
+    class_weight: Annotated[
+        Optional[str],
+        typer.Option(
+            "--class-weight",
+            help="Weigh the training loss by class: balanced (rare classes count as much as common ones), "
+            "none, or a JSON file of weights by class name.",
+        ),
+    ] = None,
+    init_from: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--init-from",
+            help="Start from the weights of this finished train run, or of the run an export bundle came from "
+            "(a new head for new classes); the architecture may then be omitted.",
+        ),
+    ] = None,
+    freeze_epochs: Annotated[
+        Optional[int],
+        typer.Option(
+            help="Keep the pretrained layers (--init-from, --weights) frozen for the first N epochs."
+        ),
+    ] = None,
+    weights: Annotated[
+        Optional[str],
+        typer.Option(
+            "--weights",
+            help="mobilenetv2, resnet50: starting weights: imagenet (Keras' cache, else downloaded), none, "
+            "or a Keras weights file of the backbone without its top.",
+        ),
+    ] = None,
     settings: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -90,6 +123,8 @@ def train_command(
     Example: edge-fm train cnn-2conv --preset paper --data-dir DATA_DIR --distribute mirrored
 
     Example: edge-fm train edge-cnn-tiny --data photos/ --image-size 32
+
+    Example: edge-fm train --init-from runs/edge-cnn-tiny-train-1 --data photos/ --freeze-epochs 2
     """
     from edge_fm import config_for
     from edge_fm import resume as resume_run
@@ -101,6 +136,11 @@ def train_command(
         if resume is not None:
             run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute)
         else:
+            source = None if init_from is None else _init_source(init_from)
+            if not arch and source is not None:
+                from edge_fm import Run
+
+                arch = Run(source).train_config.arch
             if not arch:
                 raise EdgeFMError("name an architecture (see `edge-fm zoo`), or pass --resume RUN_DIR.")
             overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
@@ -116,6 +156,9 @@ def train_command(
                 "augment": None if augment is None else config_lib.parse_value(augment, tuple_field=True),
                 "teacher": None if teacher is None else str(teacher),
                 "distribute": distribute,
+                "class_weight": class_weight,
+                "init_from": source,
+                "freeze_epochs": freeze_epochs,
             }
             overrides.update({k: v for k, v in given.items() if v is not None})
             if sample:
@@ -135,6 +178,13 @@ def train_command(
                     "--image-size and --channels apply to --data sources, not to Fashion-MNIST."
                 )
             overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
+            if weights is not None:
+                # A file by its absolute path: a resumed run finds it from any folder.
+                named = {"none": None, "imagenet": "imagenet"}
+                key = weights.lower()
+                overrides["arch_options"]["weights"] = (
+                    named[key] if key in named else str(Path(weights).absolute())
+                )
             config = config_for(arch, preset, **overrides)
             run_dir = train(config, data_dir, runs_dir, reporter=reporter)
     except KeyboardInterrupt:
@@ -153,6 +203,22 @@ def train_command(
     _print_metrics(_run_metrics(run_dir), run_dir)
 
 
+def _init_source(path: Path) -> str:
+    """The run ``--init-from`` names: the path itself, or the run an export bundle was made from."""
+    from edge_fm.export.bundles import kind_of
+    from edge_fm.train.runs import MANIFEST, read_manifest
+
+    if kind_of(path) != "bundle":
+        return str(path)
+    parent = read_manifest(path).get("parent") if (path / MANIFEST).is_file() else None
+    if not parent or kind_of(parent) != "run":
+        raise EdgeFMError(
+            f"--init-from {path} is an export bundle whose run ({parent or 'not recorded'}) is not here: "
+            "pass the training run directory it was exported from."
+        )
+    return parent
+
+
 def _print_metrics(metrics: dict, run_dir: Path) -> None:
     from edge_fm import epochs_text
 
@@ -161,8 +227,8 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
     where = "test split" if key == "test" else "embedded sample (held-out images; NOT test-set accuracy)"
     console.print(
         f"[bold]{metrics['arch']}[/]: accuracy [bold green]{scores['accuracy']:.2%}[/] on the {where}, "
-        f"loss {scores['loss']:.4f}, macro F1 {scores['macro_f1']:.4f}; validation accuracy "
-        f"{metrics['val']['accuracy']:.2%}",
+        f"{_balanced_text(scores)}loss {scores['loss']:.4f}, macro F1 {scores['macro_f1']:.4f}; "
+        f"validation accuracy {metrics['val']['accuracy']:.2%}",
         highlight=False,
     )
     _print_per_class(scores)
@@ -172,6 +238,17 @@ def _print_metrics(metrics: dict, run_dir: Path) -> None:
         highlight=False,
     )
     console.print(f"run directory: [bold]{run_dir}[/]")
+
+
+def _balanced_text(scores: dict) -> str:
+    """``balanced accuracy 91.20% (lowest recall: Shirt 70.10%), ``; empty for metrics written before it."""
+    if "balanced_accuracy" not in scores:
+        return ""
+    lowest = scores["lowest_recall"]
+    return (
+        f"balanced accuracy {scores['balanced_accuracy']:.2%} (lowest recall: {lowest['class']} "
+        f"{lowest['recall']:.2%}), "
+    )
 
 
 def _print_per_class(scores: dict) -> None:
@@ -206,7 +283,7 @@ def evaluate_command(
     console.print(
         f"accuracy [bold green]{result['accuracy']:.2%}[/] on {result['split']} "
         f"({result['examples']} images; {result['data']}), "
-        f"loss {result['loss']:.4f}, macro F1 {result['macro_f1']:.4f}",
+        f"{_balanced_text(result)}loss {result['loss']:.4f}, macro F1 {result['macro_f1']:.4f}",
         highlight=False,
     )
     _print_per_class(result)

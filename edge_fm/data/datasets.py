@@ -220,8 +220,8 @@ class DataIdentity:
 
     Attributes:
         kind: ``fashion-mnist``, ``idx`` (a folder of MNIST-format files), ``folder`` (an image
-            folder), ``csv`` or ``npz``.
-        source: The path the data was read from.
+            folder), ``csv``, ``npz`` or ``tfds`` (a TensorFlow Datasets dataset).
+        source: The path the data was read from (``tfds:NAME`` for a TensorFlow Datasets one).
         fingerprint: ``sha256:...`` of the file list and sizes (folders of images) or of the
             files' content (IDX, CSV, npz).
         class_names: The class of each label index.

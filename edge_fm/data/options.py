@@ -13,6 +13,7 @@ from edge_fm.errors import EdgeFMError
 
 DEFAULT_DATA = "fashion-mnist"
 SAMPLE_DATA = "sample"
+TFDS_PREFIX = "tfds:"  # --data tfds:NAME, a TensorFlow Datasets dataset
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val", "test")
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")

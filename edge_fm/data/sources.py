@@ -8,7 +8,9 @@
 - an image folder, ``DIR/<class>/*`` or ``DIR/train/<class>/...`` with optional ``DIR/val/`` and
   ``DIR/test/``;
 - a CSV of pixels with a label column (``.csv`` or ``.csv.gz``), or an ``.npz`` holding
-  ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``x_val``, ``y_val``, ``class_names``).
+  ``x_train``, ``y_train``, ``x_test``, ``y_test`` (optional ``x_val``, ``y_val``, ``class_names``);
+- ``tfds:NAME``, a dataset of TensorFlow Datasets already prepared on this machine (the optional
+  extra ``tfds``; see :mod:`edge_fm.data.tfds_source`).
 
 Every source gives a :class:`Dataset` with its :class:`DataIdentity`. A source without a test split
 has one held out, stratified; its membership depends only on the data's fingerprint and the seed,
@@ -44,6 +46,7 @@ from edge_fm.data.options import (  # noqa: F401 (DEFAULT_DATA, cache_root, pars
     ORIGIN,
     SAMPLE_DATA,
     SPLITS,
+    TFDS_PREFIX,
     DataOptions,
     ProgressFn,
     cache_root,
@@ -90,6 +93,8 @@ def load_data(
     name = str(data) if data is not None else DEFAULT_DATA
     if name in (DEFAULT_DATA, SAMPLE_DATA):
         return _fashion_mnist(name, data_dir, options)
+    if name.startswith(TFDS_PREFIX):
+        return _tfds(name.removeprefix(TFDS_PREFIX), options)
     path = _existing(Path(name).expanduser().absolute())
     if path.is_dir():
         if _idx_files(path):
@@ -318,6 +323,21 @@ def _as_labels(labels: np.ndarray, where: str) -> np.ndarray:
             f"{where}: label {bad} out of range; labels are class indices 0 to {MAX_CLASSES - 1}."
         )
     return labels
+
+
+def _tfds(name: str, options: DataOptions) -> Dataset:
+    # Imported here: tensorflow-datasets is an optional extra, and slow to import.
+    from edge_fm.data.tfds_source import read_tfds
+
+    if not name:
+        raise EdgeFMError(f"--data {TFDS_PREFIX}: name the dataset, e.g. --data {TFDS_PREFIX}mnist.")
+    arrays, class_names, fingerprint, resized = read_tfds(name, options)
+    dataset = _from_arrays("tfds", f"{TFDS_PREFIX}{name}", fingerprint, arrays, class_names, options)
+    if resized and dataset.identity.resize is None:
+        dataset = dataclasses.replace(
+            dataset, identity=dataclasses.replace(dataset.identity, resize=options.resize)
+        )
+    return dataset
 
 
 def _csv(path: Path, options: DataOptions) -> Dataset:

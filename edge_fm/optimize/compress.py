@@ -47,7 +47,15 @@ _OUTPUT_ONLY = (keras.layers.Rescaling, keras.layers.Resizing, keras.layers.Norm
 # Training-config fields that decide the train/validation/test split: a fine-tune keeps the parent's.
 _SPLIT_FIELDS = {"data", "val_size", "seed"}
 # Fine-tuning defaults: a few epochs at a tenth of the parent's peak rate, annealed.
-_FINE_TUNE_DEFAULTS = {"epochs": 4, "schedule": "cosine", "warmup_epochs": 0.0, "early_stopping": 0}
+# The parent's starting point (init_from) and its frozen epochs belong to the parent's training alone.
+_FINE_TUNE_DEFAULTS = {
+    "epochs": 4,
+    "schedule": "cosine",
+    "warmup_epochs": 0.0,
+    "early_stopping": 0,
+    "init_from": None,
+    "freeze_epochs": 0,
+}
 # Fine-tunes run on one replica whatever strategy trained the parent: tfmot's pruning step and
 # QAT's quantizer ranges are not distribution-aware (QAT's ranges change with the device count).
 ONE_REPLICA = "none"

@@ -26,6 +26,7 @@ def make_pipeline(
     teacher: keras.Model | None = None,
     first_epoch: int = 0,
     num_classes: int = NUM_CLASSES,
+    class_weights: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches raw uint8 images into float32 0-255 tensors with one-hot labels.
 
@@ -33,20 +34,55 @@ def make_pipeline(
     itself scales the pixels, so evaluation sees exactly what a deployed model sees. With a
     ``teacher``, training targets mix in its softened predictions (see :func:`distilled_targets`).
     ``first_epoch``, the epochs a resumed run has already done, moves the shuffle's seed on.
+    With ``class_weights`` (one per class) each training image carries its class's weight as a
+    sample weight, which scales its loss. The arrays may be memory-mapped: tf.data reads them
+    as tensors, batch by batch, with no Python object per image.
     """
-    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
-    if training:
-        dataset = dataset.shuffle(len(images), seed=cfg.seed + first_epoch, reshuffle_each_iteration=True)
-    dataset = dataset.batch(cfg.batch_size).map(
-        lambda x, y: (tf.cast(x, tf.float32), tf.one_hot(tf.cast(y, tf.int32), num_classes)),
-        num_parallel_calls=AUTOTUNE,
-    )
+    seed = cfg.seed + first_epoch if training else None
+    dataset = _image_batches(images, labels, cfg.batch_size, seed)
+    weights = None if class_weights is None or not training else tf.constant(class_weights, tf.float32)
+
+    def to_tensors(x, y):
+        y = tf.cast(y, tf.int32)
+        batch = (tf.cast(x, tf.float32), tf.one_hot(y, num_classes))
+        return batch if weights is None else (*batch, tf.gather(weights, y))
+
+    dataset = dataset.map(to_tensors, num_parallel_calls=AUTOTUNE)
     if training and cfg.augment:
-        dataset = dataset.map(lambda x, y: (augment_batch(x, cfg), y), num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda x, *rest: (augment_batch(x, cfg), *rest), num_parallel_calls=AUTOTUNE)
     if training and teacher is not None:
         # After augmentation: the teacher labels the very image the student sees.
-        dataset = dataset.map(lambda x, y: (x, distilled_targets(teacher, x, y, cfg)))
+        dataset = dataset.map(lambda x, y, *rest: (x, distilled_targets(teacher, x, y, cfg), *rest))
     return dataset.prefetch(AUTOTUNE)
+
+
+def _image_batches(
+    images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None
+) -> tf.data.Dataset:
+    """Batches of ``(uint8 images, labels)``, shuffled every epoch when ``seed`` is given.
+
+    In-memory arrays become one tensor. A memory-mapped array (the decoded-image cache) stays on
+    disk: the pipeline shuffles and batches indices and reads each batch's images from the map in
+    a parallel map, so a folder larger than memory trains; the index order is the one the
+    in-memory pipeline draws with the same seed.
+    """
+    if not isinstance(images, np.memmap):
+        dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+        if seed is not None:
+            dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        return dataset.batch(batch_size)
+    label_table = tf.constant(np.asarray(labels))
+    shape = images.shape[1:]
+
+    def load(index):
+        batch = tf.numpy_function(lambda i: images[i], [index], tf.uint8, stateful=False)
+        batch.set_shape((None, *shape))
+        return batch, tf.gather(label_table, index)
+
+    dataset = tf.data.Dataset.range(len(images))
+    if seed is not None:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).map(load, num_parallel_calls=AUTOTUNE)
 
 
 def distilled_targets(

@@ -87,3 +87,39 @@ class ReporterCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.reporter.epoch(epoch + 1, {k: float(v) for k, v in (logs or {}).items()})
+
+
+class FreezeLayers(keras.callbacks.Callback):
+    """Keeps the named (pretrained) layers frozen for the first ``epochs`` epochs, then trains them.
+
+    Frozen batch norms run in inference mode, so the new head learns on the pretrained features
+    as they are. The state follows the epoch number alone, so a resumed run freezes or not as the
+    uninterrupted run would have. A layer frozen before (the layers ResNet50 keeps frozen) stays so.
+    """
+
+    def __init__(self, names: tuple[str, ...], epochs: int):
+        super().__init__()
+        self.names, self.epochs = names, epochs
+        self._frozen: bool | None = None
+        self._trainable: dict[str, bool] = {}
+
+    def on_train_begin(self, logs=None):
+        self._trainable = {name: self.model.get_layer(name).trainable for name in self.names}
+        # The optimizer's slots for every variable now, while all are trainable: it makes them once.
+        optimizer = getattr(self.model.optimizer, "inner_optimizer", self.model.optimizer)
+        optimizer.build(self.model.trainable_variables)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        frozen = epoch < self.epochs
+        if frozen == self._frozen:
+            return
+        for name, trainable in self._trainable.items():
+            self.model.get_layer(name).trainable = trainable and not frozen
+        self._frozen = frozen
+        # The compiled step captured the trainable variables: trace it again for the new set.
+        self.model.make_train_function(force=True)
+
+    def on_train_end(self, logs=None):
+        # A run shorter than its frozen epochs saves its layers as they are meant to be, trainable.
+        for name, trainable in self._trainable.items():
+            self.model.get_layer(name).trainable = trainable

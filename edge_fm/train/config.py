@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.io import read_json
+from edge_fm.train.balance import check_class_weight
 
 C = TypeVar("C")
 
@@ -91,6 +92,13 @@ class TrainConfig:
     teacher: str | None = None  # finished train run (same split) whose predictions are mixed into the targets
     distill_weight: float = 0.5  # share of the teacher's softened probabilities in each training target
     distill_temperature: float = 2.0  # divides the teacher's log-probabilities (1: as the teacher predicts)
+    class_weight: str = (
+        "none"  # 'balanced', 'none' or a JSON file of weights by class name (training loss only)
+    )
+    init_from: str | None = (
+        None  # finished train run whose weights start this one (a new head for new classes)
+    )
+    freeze_epochs: int = 0  # epochs the pretrained layers (--init-from, --weights) stay frozen at the start
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -131,6 +139,10 @@ class TrainConfig:
         _positive("distill_temperature", self.distill_temperature)
         if self.teacher is not None and (not isinstance(self.teacher, str) or not self.teacher):
             raise EdgeFMError(f"teacher must be the path of a finished train run, got {self.teacher!r}.")
+        check_class_weight(self.class_weight)
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise EdgeFMError(f"init_from must be the path of a finished train run, got {self.init_from!r}.")
+        _at_least("freeze_epochs", self.freeze_epochs, 0)
         for name in ("weight_decay", "l2", "warmup_epochs", "rotation", "shear"):
             _at_least(name, getattr(self, name), 0)
         _at_least("crop_padding", self.crop_padding, 0)

@@ -59,7 +59,12 @@ def score_model(model: keras.Model, dataset: Dataset) -> dict[str, Any]:
         if dataset.is_sample
         else "test split",
         evaluation_key(dataset): test,
-        "val": {"accuracy": val["accuracy"], "loss": val["loss"], "examples": val["examples"]},
+        "val": {
+            "accuracy": val["accuracy"],
+            "balanced_accuracy": val["balanced_accuracy"],
+            "loss": val["loss"],
+            "examples": val["examples"],
+        },
     }
 
 

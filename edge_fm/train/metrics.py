@@ -24,11 +24,17 @@ def classification_metrics(
         class_names: The name of each class (default: Fashion-MNIST's for 10 classes, else numbers).
 
     Returns:
-        ``accuracy``, ``loss`` (mean cross-entropy), ``per_class`` precision/recall/F1/support
-        by class name, ``macro_f1`` and ``confusion_matrix`` (nested lists).
+        ``accuracy``, ``balanced_accuracy`` (the mean of the per-class recalls, over the classes
+        with examples), ``lowest_recall`` (the class recalled least and its recall), ``loss`` (mean
+        cross-entropy), ``per_class`` precision/recall/F1/support by class name, ``macro_f1`` and
+        ``confusion_matrix`` (nested lists).
     """
     y_true = np.asarray(y_true, dtype=np.int64)
     probs = np.asarray(probs, dtype=np.float64)
+    if class_names is not None and len(class_names) == probs.shape[1]:
+        names = class_names
+    else:
+        names = CLASS_NAMES if probs.shape[1] == NUM_CLASSES else [str(i) for i in range(probs.shape[1])]
     y_pred = probs.argmax(axis=1)
     matrix = confusion_matrix(y_true, y_pred, probs.shape[1])
     true_pos = np.diag(matrix).astype(np.float64)
@@ -40,12 +46,15 @@ def classification_metrics(
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(true_pos), where=denom > 0)
     # Clipping keeps log finite for a confident wrong answer.
     loss = -np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0)))
-    if class_names is not None and len(class_names) == probs.shape[1]:
-        names = class_names
-    else:
-        names = CLASS_NAMES if probs.shape[1] == NUM_CLASSES else [str(i) for i in range(probs.shape[1])]
+    # Balanced accuracy: the mean recall over the classes present, what a classifier that
+    # ignored a rare class would be marked down for.
+    present = actual > 0
+    balanced = float(recall[present].mean()) if present.any() else 0.0
+    lowest = int(np.flatnonzero(present)[np.argmin(recall[present])]) if present.any() else 0
     return {
         "accuracy": float(true_pos.sum() / max(1, len(y_true))),
+        "balanced_accuracy": balanced,
+        "lowest_recall": {"class": str(names[lowest]), "recall": float(recall[lowest])},
         "loss": float(loss),
         "examples": int(len(y_true)),
         "macro_f1": float(f1.mean()),

@@ -150,27 +150,21 @@ def fit_to_data(config: TrainConfig, dataset: Dataset) -> TrainConfig:
     """The config with its architecture built for the data's input shape and class count.
 
     Fashion-MNIST's shape and ten classes leave the config as it is; other data records
-    ``input_shape`` and ``num_classes`` in ``arch_options``, so every later stage rebuilds the same model.
-
-    Raises:
-        EdgeFMError: The architecture builds only for 28x28 grey images and ten classes.
+    ``input_shape`` and ``num_classes`` in ``arch_options``, so every later stage rebuilds the same
+    model. On a dataset of the user's own, an architecture that resizes inside the model
+    (``input_size``) runs at the data's size unless ``input_size`` was set: ``--image-size``
+    chooses the size, once, for the data and the model alike.
     """
-    shape, classes = dataset.image_shape, dataset.num_classes
-    if shape == IMAGE_SHAPE and classes == NUM_CLASSES:
-        return config
-    from edge_fm.zoo import list_models
     from edge_fm.zoo.registry import get_spec
 
-    def fits(name: str) -> bool:
-        return {"input_shape", "num_classes"} <= set(get_spec(name).options())
-
-    if not fits(config.arch):
-        able = ", ".join(name for name in list_models() if fits(name))
-        raise EdgeFMError(
-            f"{config.arch} builds for 28x28 grey images and 10 classes; this data has {shape[1]}x{shape[0]}x"
-            f"{shape[2]} images and {classes} classes: use {able}."
-        )
-    options = {**config.arch_options, "input_shape": list(shape), "num_classes": classes}
+    options = dict(config.arch_options)
+    shape, classes = dataset.image_shape, dataset.num_classes
+    if shape != IMAGE_SHAPE or classes != NUM_CLASSES:
+        options.update(input_shape=list(shape), num_classes=classes)
+        if "input_size" in get_spec(config.arch).options():
+            options.setdefault("input_size", None)
+    if options == config.arch_options:
+        return config
     return dataclasses.replace(config, arch_options=options)
 
 
@@ -320,8 +314,10 @@ class Run:
         saved = self.model()
         config = self.train_config
         from edge_fm.zoo import create_model
+        from edge_fm.zoo.backbones import weights_to_follow
 
-        model = create_model(config.arch, **config.arch_options)
+        with weights_to_follow():  # the saved weights replace any pretrained ones: none are fetched
+            model = create_model(config.arch, **config.arch_options)
         model.set_weights(saved.get_weights())
         return model
 

@@ -24,8 +24,9 @@ from edge_fm.data.datasets import Dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.augment import make_pipeline
-from edge_fm.train.callbacks import BestWeights, HistoryWriter, ReporterCallback
-from edge_fm.train.config import TrainConfig, from_dict
+from edge_fm.train.balance import CHOICES, class_weights, weights_record
+from edge_fm.train.callbacks import BestWeights, FreezeLayers, HistoryWriter, ReporterCallback
+from edge_fm.train.config import DATA_SOURCES, TrainConfig, from_dict
 from edge_fm.train.device import describe_devices
 from edge_fm.train.distribute import (
     ONE_DEVICE,
@@ -49,7 +50,9 @@ from edge_fm.train.runs import (
     write_manifest,
 )
 from edge_fm.train.schedules import build_optimizer
+from edge_fm.train.transfer import Transfer, adopt_source, initialise
 from edge_fm.zoo import check_options, count_macs, create_model
+from edge_fm.zoo.backbones import weights_to_follow
 
 BEST_WEIGHTS = "best.weights.h5"
 CHECKPOINT_DIR = "checkpoint"
@@ -160,20 +163,22 @@ def train(
     # Before TensorFlow runs anything: a multi-worker strategy can only be set up first.
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
+    config = adopt_source(config)
+    if config.class_weight not in CHOICES:  # a weights file, found again wherever the run is resumed
+        config = dataclasses.replace(config, class_weight=str(Path(config.class_weight).absolute()))
     dataset = dataset_for(config, data_dir)
     config = fit_to_data(config, dataset)
     if dataset.identity is not None and dataset.identity.kind != "fashion-mnist":
-        # The absolute path: a later stage run from another folder reads the same data.
+        # The absolute path (or a tfds: name): a later stage run from another folder reads the same data.
         config = dataclasses.replace(config, data=dataset.identity.source)
     # Built before the run directory exists, so that a bad option value leaves no half-made run.
-    with placement.scope():
-        model = build_compiled_model(config, epoch_steps(config, dataset))
+    model, transfer = prepare_model(config, dataset, placement)
     run_dir = None
     if placement.is_chief:
         run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
         write_json(run_dir / CONFIG, config.to_dict())
         write_manifest(run_dir, "train", data=data_record(dataset), status="running")
-    return _fit_and_record(run_dir, config, dataset, reporter or NullReporter(), placement, model)
+    return _fit_and_record(run_dir, config, dataset, reporter or NullReporter(), placement, (model, transfer))
 
 
 def resume(
@@ -223,6 +228,15 @@ def epoch_steps(config: TrainConfig, dataset: Dataset) -> int:
     return math.ceil(len(dataset.x_train) / config.batch_size)
 
 
+def prepare_model(
+    config: TrainConfig, dataset: Dataset, placement: Placement = ONE_DEVICE
+) -> tuple[keras.Model, Transfer]:
+    """The compiled model a training run starts from, with its starting weights (``--init-from``) copied in."""
+    with placement.scope():
+        model = build_compiled_model(config, epoch_steps(config, dataset))
+        return model, initialise(model, config, dataset)
+
+
 def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Model:
     """Builds ``config.arch`` (mixed precision on a GPU) and compiles it (see :func:`compile_model`).
 
@@ -255,7 +269,8 @@ def one_device_copy(model: keras.Model, config: TrainConfig) -> keras.Model:
     that trained it. Under a multi-worker strategy every worker must call this together: reading
     the batch-norm statistics averages them across the workers.
     """
-    copy = build_model(config)
+    with weights_to_follow():  # the trained weights replace any pretrained ones: none are fetched
+        copy = build_model(config)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -279,6 +294,7 @@ class FitResult:
     best_epoch: int | None
     restored_best: bool
     seconds: float
+    class_weights: dict[str, float] | None = None
 
 
 def fit_model(
@@ -311,6 +327,7 @@ def fit_model(
         keras.callbacks.BackupAndRestore(str(run_dir / CHECKPOINT_DIR), delete_checkpoint=False),
     ]
     teacher = load_teacher(config)
+    weights = class_weights(config.class_weight, dataset.y_train, dataset.class_names)
     done = len(history)
     if done:
         # Seeded draws restart in a new process: a resume would replay the run's first epochs, the
@@ -326,6 +343,7 @@ def fit_model(
         teacher=teacher,
         first_epoch=done,
         num_classes=dataset.num_classes,
+        class_weights=weights,
     )
     model.fit(
         distribute_pipeline(training, placement),
@@ -346,7 +364,13 @@ def fit_model(
         reporter.message(f"restored the weights of epoch {best.best_epoch} (best {config.monitor})")
     # Summed per epoch, so a resumed run counts the epochs of its earlier process too.
     seconds = sum(entry["seconds"] for entry in writer.history)
-    return FitResult(writer.history, best.best_epoch or None, restored, round(seconds, 2))
+    return FitResult(
+        writer.history,
+        best.best_epoch or None,
+        restored,
+        round(seconds, 2),
+        weights_record(weights, dataset.class_names),
+    )
 
 
 def finish_run(run_dir: Path, stage: str, metrics: dict, dataset: Dataset, parent: str | None = None) -> None:
@@ -369,9 +393,9 @@ def _fit_and_record(
     dataset: Dataset,
     reporter: Reporter,
     placement: Placement = ONE_DEVICE,
-    model: keras.Model | None = None,
+    prepared: tuple[keras.Model, Transfer] | None = None,
 ) -> Path | None:
-    """Fits ``model`` (built from ``config`` when not given, as on resume) and writes the run's results.
+    """Fits the prepared model (built from ``config`` when not given, as on resume) and writes the run's results.
 
     Only the chief writes ``run_dir``; another worker trains in a temporary copy and returns None.
     """
@@ -380,10 +404,9 @@ def _fit_and_record(
             reporter.message(
                 "not the chief: this worker trains in a temporary copy of the run, removed at the end"
             )
-        if model is None:
-            with placement.scope():
-                model = build_compiled_model(config, epoch_steps(config, dataset))
-        fit = fit_model(model, config, dataset, out, reporter, placement=placement)
+        model, transfer = prepared or prepare_model(config, dataset, placement)
+        freeze = (FreezeLayers(transfer.layers, config.freeze_epochs),) if config.freeze_epochs else ()
+        fit = fit_model(model, config, dataset, out, reporter, extra_callbacks=freeze, placement=placement)
         if placement.distributed:
             model = one_device_copy(model, config)
     if not placement.is_chief:
@@ -406,6 +429,8 @@ def _fit_and_record(
         # Float32 even under mixed precision (the softmax is kept in float32): what an app receives.
         "output_dtype": model.outputs[0].dtype.name,
         "distribute": placement.record(config.batch_size),
+        "class_weights": fit.class_weights,
+        "init": transfer.record(),
     }
     finish_run(run_dir, "train", metrics, dataset)
     return run_dir
@@ -414,7 +439,8 @@ def _fit_and_record(
 def config_for(arch: str, preset_name: str = "quick", **overrides: Any) -> TrainConfig:
     """Builds a :class:`TrainConfig` from an architecture's preset plus overrides.
 
-    ``arch_options`` given in ``overrides`` are merged into the preset's, not substituted.
+    ``arch_options`` given in ``overrides`` are merged into the preset's, not substituted; with a
+    dataset path as ``data`` the preset's ``input_size`` is left out.
 
     Example:
         >>> config_for("cnn-2conv", "quick", data="sample").epochs  # doctest: +SKIP
@@ -423,7 +449,12 @@ def config_for(arch: str, preset_name: str = "quick", **overrides: Any) -> Train
     from edge_fm.train.presets import preset
 
     values = preset(arch, preset_name)
-    options = {**values.pop("arch_options", {}), **overrides.pop("arch_options", {})}
+    preset_options = values.pop("arch_options", {})
+    if overrides.get("data", "full") not in DATA_SOURCES:
+        # A preset's input size adapts Fashion-MNIST's 28x28 to a backbone; other data runs at its
+        # own size (--image-size), unless the user sets input_size (see fit_to_data).
+        preset_options = {k: v for k, v in preset_options.items() if k != "input_size"}
+    options = {**preset_options, **overrides.pop("arch_options", {})}
     return from_dict(TrainConfig, {"arch": arch, **values, **overrides, "arch_options": options})
 
 
@@ -432,6 +463,7 @@ __all__ = [
     "Reporter",
     "build_compiled_model",
     "build_model",
+    "prepare_model",
     "compile_model",
     "config_for",
     "fit_model",

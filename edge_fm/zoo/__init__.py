@@ -40,7 +40,8 @@ def _network_input_size(model) -> str:
     for layer in model.layers:
         if layer.name == "resize":
             return f"{layer.height}x{layer.width}"
-    return "28x28"
+    height, width = model.input_shape[1:3]
+    return f"{height}x{width}"
 
 
 __all__ = [

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from edge_fm.compat import keras
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
+from edge_fm.errors import EdgeFMError
+from edge_fm.zoo.layers import check_input_shape, classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
@@ -19,6 +21,8 @@ def cnn_2conv(
     dense: int = 128,
     dropout: float = 0.25,
     dense_dropout: float = 0.5,
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """Builds the paper's two-convolution CNN.
 
@@ -31,8 +35,11 @@ def cnn_2conv(
         dense: Width of the hidden dense layer.
         dropout: Dropout after each pooling step.
         dense_dropout: Dropout after the dense layer.
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
-    inputs = raw_input()
+    check_input_shape("cnn-2conv", input_shape, 2 ** len(filters), num_classes)  # a 2x2 pool per conv
+    inputs = raw_input(shape=input_shape)
     x = preprocess(inputs)
     for i, width in enumerate(filters, start=1):
         x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(x)
@@ -41,7 +48,7 @@ def cnn_2conv(
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(dense, activation="relu", name="dense")(x)
     x = layers.Dropout(dense_dropout, name="dense_drop")(x)
-    return keras.Model(inputs, classifier(x), name="cnn_2conv")
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name="cnn_2conv")
 
 
 @register_model(
@@ -56,8 +63,10 @@ def cnn_3conv_bn(
     dropouts: tuple[float, float, float] = (0.2, 0.3, 0.4),
     dense: int = 128,
     dense_dropout: float = 0.5,
-    input_size: int = 28,
+    input_size: int | None = 28,
     rgb: bool = False,
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """Builds the paper's BN CNN: three blocks of conv -> ReLU -> BN -> 2x2 max-pool -> dropout.
 
@@ -69,10 +78,18 @@ def cnn_3conv_bn(
         dropouts: Dropout after each block.
         dense: Width of the dense layer of the head.
         dense_dropout: Dropout after the head's dense layer.
-        input_size: Side the 28x28 image is resized to inside the model.
-        rgb: Repeat the grey channel to three channels.
+        input_size: Side the image is resized to inside the model (None: the image's own size,
+            as for data other than Fashion-MNIST unless set).
+        rgb: Repeat a grey channel to three channels.
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
-    inputs = raw_input()
+    minimum = 2 ** len(filters)  # a 2x2 pool per conv
+    if input_size is not None and input_size < minimum:
+        raise EdgeFMError(f"cnn-3conv-bn input size {input_size} is too small; use {minimum} or more.")
+    # The input itself may be smaller when the model resizes it; else it is what the convs see.
+    check_input_shape("cnn-3conv-bn", input_shape, 1 if input_size else minimum, num_classes)
+    inputs = raw_input(shape=input_shape)
     x = preprocess(inputs, size=input_size, rgb=rgb)
     for i, (width, rate) in enumerate(zip(filters, dropouts), start=1):
         x = layers.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(x)
@@ -83,4 +100,4 @@ def cnn_3conv_bn(
     x = layers.Dense(dense, activation="relu", name="dense")(x)
     x = layers.BatchNormalization(name="dense_bn")(x)
     x = layers.Dropout(dense_dropout, name="dense_drop")(x)
-    return keras.Model(inputs, classifier(x), name="cnn_3conv_bn")
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name="cnn_3conv_bn")

@@ -48,7 +48,7 @@ def check_input_shape(name: str, shape: Sequence[int], minimum: int, num_classes
 
 def preprocess(
     x,
-    size: int = 28,
+    size: int | None = None,
     rgb: bool = False,
     scale: float = 1.0 / 255.0,
     offset: float = 0.0,
@@ -57,22 +57,22 @@ def preprocess(
     """Maps raw 0-255 pixels to what a network expects, inside the model.
 
     Keeping this in the graph means an exported artifact takes camera-like pixels and an app needs
-    no preprocessing code of its own beyond resizing to 28x28 grey.
+    no preprocessing code of its own beyond bringing the image to the model's input size.
 
     Args:
         x: The raw input tensor.
-        size: Side of the network's input; the image is resized bilinearly when it is not 28.
-        rgb: Repeat the grey channel three times (for ImageNet-shaped backbones).
+        size: Side of the network's input; the image is resized bilinearly when its own height
+            and width are not ``size`` (None: the network runs at the input's size).
+        rgb: Repeat a grey channel three times (for ImageNet-shaped backbones); RGB input is kept.
         scale: Multiplier applied to the raw pixels.
         offset: Added after scaling.
         channel_mean: Per-channel mean subtracted after scaling (Caffe-style backbones).
     """
+    height, width, channels = (int(d) for d in x.shape[1:])
     x = layers.Rescaling(scale, offset, name="rescale")(x)
-    if size != IMAGE_SHAPE[0]:
-        if size < 32 and rgb:
-            raise EdgeFMError(f"input size {size} is too small for this backbone; use 32 or more.")
+    if size is not None and (size, size) != (height, width):
         x = layers.Resizing(size, size, interpolation="bilinear", name="resize")(x)
-    if rgb:
+    if rgb and channels == 1:
         x = layers.Concatenate(name="grey_to_rgb")([x, x, x])
     if channel_mean is not None:
         x = layers.Normalization(
@@ -82,7 +82,10 @@ def preprocess(
 
 
 def classifier(x, name: str = "logits", num_classes: int = NUM_CLASSES):
-    """The output: a dense layer (10-way by default), then a softmax kept in float32 under mixed precision."""
+    """The output: a dense layer (10-way by default), then a softmax kept in float32 under mixed precision.
+
+    The dense layer is the head that a run started from another dataset's model replaces.
+    """
     x = layers.Dense(num_classes, name=name)(x)
     return layers.Activation("softmax", dtype="float32", name="probs")(x)
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edge_fm.compat import keras
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
+from edge_fm.zoo.layers import check_input_shape, classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
@@ -13,16 +14,25 @@ from edge_fm.zoo.registry import register_model
     paper_accuracy=0.88,
     description="MLP 784-128-64-10, ReLU, dropout 0.25",
 )
-def mlp(*, hidden: tuple[int, ...] = (128, 64), dropout: float = 0.25) -> keras.Model:
+def mlp(
+    *,
+    hidden: tuple[int, ...] = (128, 64),
+    dropout: float = 0.25,
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
+) -> keras.Model:
     """Builds the paper's ANN: flattened pixels, two ReLU hidden layers each followed by dropout.
 
     Args:
         hidden: Widths of the hidden layers.
         dropout: Dropout rate after each hidden layer.
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
-    inputs = raw_input()
+    check_input_shape("mlp", input_shape, 1, num_classes)
+    inputs = raw_input(shape=input_shape)
     x = layers.Flatten(name="flatten")(preprocess(inputs))
     for i, width in enumerate(hidden, start=1):
         x = layers.Dense(width, activation="relu", name=f"dense{i}")(x)
         x = layers.Dropout(dropout, name=f"drop{i}")(x)
-    return keras.Model(inputs, classifier(x), name="mlp")
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name="mlp")

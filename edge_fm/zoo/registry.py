@@ -64,7 +64,8 @@ def register_model(
     """Decorator that registers an architecture builder under ``name``.
 
     The builder takes keyword-only options and returns an uncompiled model whose input is a raw
-    ``(28, 28, 1)`` image with values 0-255.
+    image with values 0-255: ``(28, 28, 1)`` by default, any ``input_shape`` given, for
+    ``num_classes`` classes.
 
     Example:
         >>> @register_model("my-net", description="a tiny net")  # doctest: +SKIP
@@ -105,7 +106,7 @@ def create_model(name: str, **options: Any):
         **options: The builder's keyword options.
 
     Returns:
-        A new, uncompiled ``keras.Model`` taking raw 28x28x1 images (0-255).
+        A new, uncompiled ``keras.Model`` taking raw images (0-255), 28x28x1 unless ``input_shape`` says.
 
     Raises:
         EdgeFMError: Unknown name or option, or an option value the builder rejects.

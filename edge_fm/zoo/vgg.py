@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from edge_fm.compat import keras
+from edge_fm.data.datasets import IMAGE_SHAPE, NUM_CLASSES
 from edge_fm.errors import EdgeFMError
-from edge_fm.zoo.layers import classifier, layers, preprocess, raw_input
+from edge_fm.zoo.layers import check_input_shape, classifier, layers, preprocess, raw_input
 from edge_fm.zoo.registry import register_model
 
 
@@ -18,6 +19,8 @@ def vgg_gap(
     *,
     stages: tuple[tuple[int, ...], ...] = ((32, 32), (64, 64), (96, 96)),
     dropouts: tuple[float, ...] = (0.1, 0.2, 0.3),
+    input_shape: tuple[int, ...] = IMAGE_SHAPE,
+    num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
     """Builds a VGG-style net: stacked 3x3 convs with BN and ReLU, pooling and dropout per stage, GAP.
 
@@ -28,13 +31,16 @@ def vgg_gap(
     Args:
         stages: Filters of the convolutions of each stage; a 2x2 max-pool ends every stage but the last.
         dropouts: Dropout after each stage.
+        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
+        num_classes: Classes of the output.
     """
     if len(dropouts) != len(stages) or not stages:
         raise EdgeFMError(
             f"vgg-gap needs one dropout rate per stage: got {len(stages)} stage(s) and {len(dropouts)} rate(s); "
             "pass both, e.g. --arch-opt stages=[[32],[64]] --arch-opt dropouts=[0.1,0.2]."
         )
-    inputs = raw_input()
+    check_input_shape("vgg-gap", input_shape, 2 ** (len(stages) - 1), num_classes)  # a pool between stages
+    inputs = raw_input(shape=input_shape)
     x = preprocess(inputs)
     for s, (widths, rate) in enumerate(zip(stages, dropouts), start=1):
         for c, width in enumerate(widths, start=1):
@@ -48,4 +54,4 @@ def vgg_gap(
             x = layers.MaxPooling2D(2, name=f"pool{s}")(x)
         x = layers.Dropout(rate, name=f"drop{s}")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, classifier(x), name="vgg_gap")
+    return keras.Model(inputs, classifier(x, num_classes=num_classes), name="vgg_gap")
