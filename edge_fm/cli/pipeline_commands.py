@@ -282,6 +282,11 @@ def sweep_command(
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="With --resume: run the trials that failed again.")
     ] = False,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    resize: ResizeOption = "pad",
+    label_column: LabelColumnOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the sweep folder (sweep-N) is created.")] = Path(
         "runs"
     ),
@@ -299,6 +304,7 @@ def sweep_command(
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
     Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
+    Example: edge-fm sweep --data photos/ --image-size 32 --arch edge-cnn-tiny --set epochs=5,10 --qat both
     """
     from edge_fm import RayOptions, read_sweep, resume_sweep, run_sweep
     from edge_fm import build_sweep_spec as build_spec
@@ -308,6 +314,9 @@ def sweep_command(
     def log(message: str) -> None:
         console.print(f"[bold cyan]>[/] {escape(message)}", highlight=False)
 
+    chosen = data_overrides(data, image_size, channels, resize, label_column, sample)
+    if chosen.get("data") == "sample":  # --data sample is the --sample sweep
+        sample = bool(chosen.pop("data"))
     if resume is not None:
         limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
         sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
@@ -333,6 +342,7 @@ def sweep_command(
             str(bench_ssh_key) if bench_ssh_key else None,
             bench_ssh_option,
             bench_python,
+            chosen,
         )
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)

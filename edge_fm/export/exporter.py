@@ -225,7 +225,9 @@ def export(
     if fmt.integer and calibration_dir is not None:
         from edge_fm.export.calibration import folder_images
 
-        calibration = folder_images(calibration_dir, representative_size)
+        own = dataset.identity is not None and dataset.identity.kind != "fashion-mnist"
+        shape = dataset.image_shape if own else None  # a model of its own data: read as its training images
+        calibration = folder_images(calibration_dir, representative_size, shape, config.resize)
     else:
         calibration = (
             representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None

@@ -70,11 +70,11 @@ class ReportOptions:
     """
 
     data_dir: Path | None = None
-    data: str | None = None
     sample: bool = False
     max_images: int = 2000
     explained: int = 10
     bench: Path | None = None
+    data: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_images < 10:
