@@ -311,3 +311,32 @@ def test_a_chain_takes_one_dataset_in_one_line_errors(tmp_path):
         )
         assert result.exit_code == 1 and message in result.output and "Traceback" not in result.output
     assert not any((tmp_path / "runs").glob("*"))  # refused before any run folder is left
+
+
+def test_the_rgb_form_of_a_model_of_rgb_images_takes_the_bytes_as_they_are():
+    from edge_fm.export.exporter import convert, get_format
+    from edge_fm.export.mobile import compare_with_int8
+    from edge_fm.export.tflite_rgb import RGB_MODEL, rgb_form
+    from edge_fm.zoo import create_model
+
+    model = create_model("edge-cnn-tiny", input_shape=(20, 24, 3), num_classes=3)
+    images = np.random.default_rng(0).integers(0, 256, (64, 20, 24, 3), dtype=np.uint8)
+    int8 = convert(model, get_format("int8"), "int8", images)
+    form = rgb_form(int8)
+    assert form.method == RGB_MODEL and form.uint8_output
+    runner = TFLiteModel(model_content=form.tflite)
+    assert runner.input["shape"].tolist() == [1, 20, 24, 3] and runner.input["dtype"] == np.uint8
+    parity = compare_with_int8(form.tflite, int8, images, np.zeros(len(images), dtype=np.int64))
+    assert parity["identical_to_int8"], parity  # every probability of every colour image, bit for bit
+
+
+def test_quantization_aware_training_keeps_the_raw_pixel_input():
+    """Whatever the brightest pixel of the fine-tuning data, the int8 input stays q = pixel - 128."""
+    from edge_fm.optimize.compress import quantize_aware
+    from edge_fm.zoo import create_model
+
+    model = quantize_aware(create_model("edge-cnn-tiny", input_shape=(16, 16, 3), num_classes=3))
+    dim = np.full((8, 16, 16, 3), 200, dtype=np.float32)  # no pixel above 200
+    model(dim, training=True)
+    (layer,) = [layer for layer in model.layers if type(layer).__name__ == "QuantizeLayer"]
+    assert sorted(float(w.numpy()) for w in layer.weights if "_m" in w.name.split("/")[-1]) == [0.0, 255.0]

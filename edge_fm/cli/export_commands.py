@@ -245,8 +245,12 @@ def _mobile_line(bundle: Path, record: dict) -> str:
         else f"top-1 agreement {parity['top1_agreement']:.2%}"
     )
     return (
-        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} test "
-        f"images (accuracy {parity['mobile_accuracy']:.2%}); grey conversion {record['grey_conversion']['method']}"
+        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} "
+        + (
+            f"test images (accuracy {parity['mobile_accuracy']:.2%}); RGB bytes as they are (a model of RGB images)"
+            if record["grey_conversion"]["method"] == "rgb"
+            else f"grey test images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+        )
     )
 
 
