@@ -265,8 +265,20 @@ def _folder_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
     rows, source = folder_rows(path, options.bench)
     page = _empty_page(f"{path.name}/: {len(rows)} bundles")
     _add_front(page, rows, source)
-    _add_recalls(page, rows)
+    _add_recalls(page, rows, _labels_of(rows))
     return page
+
+
+def _labels_of(rows: list[dict]) -> list[str] | None:
+    """The class names of the first readable bundle among ``rows`` (the models' own, in output order)."""
+    for row in rows:
+        try:
+            labels = list(Bundle.open(row.get("path", "")).labels)
+        except EdgeFMError:
+            continue
+        if labels:
+            return labels
+    return None
 
 
 _BUILDERS = {
