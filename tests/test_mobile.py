@@ -213,7 +213,7 @@ def test_mobile_export_refuses_float_formats_the_wrong_run_and_a_float_bundle(ex
         export_mobile(exported["train"], "fp32", runs_dir=exported["root"])
     with pytest.raises(EdgeFMError, match="needs a QAT run"):
         export_mobile(exported["train"], "qat-int8", runs_dir=exported["root"])
-    with pytest.raises(EdgeFMError, match="needs an int8 grey image input"):
+    with pytest.raises(EdgeFMError, match="needs an int8 image input"):
         export_mobile(exported["fp32"], data_dir=data_dir, out=tmp_path / "fp32")
     with pytest.raises(EdgeFMError, match="nothing to export as qat-int8"):
         export_mobile(exported["int8"], "qat-int8", data_dir=data_dir, out=tmp_path / "qat")

@@ -193,7 +193,7 @@ def test_rgb_form_describes_its_new_input_and_output(test_images):
 def test_rgb_form_refuses_what_it_cannot_convert():
     with pytest.raises(EdgeFMError, match="not a .tflite file"):
         rgb_form(b"not a model at all")
-    with pytest.raises(EdgeFMError, match="needs an int8 grey image input"):
+    with pytest.raises(EdgeFMError, match="needs an int8 image input"):
         rgb_form(to_rgb_uint8(_shipped("edge-cnn-tiny")))
     with pytest.raises(EdgeFMError, match="unknown bridge"):
         rgb_form(_shipped("edge-cnn-tiny"), bridge="fast")

@@ -20,17 +20,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge_fm import runner
+from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
 from edge_fm.bench.split_file import split_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
@@ -79,100 +75,6 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
     return unique
 
 
-# ---------------------------------------------------------------- the Keras baseline
-
-
-def measure_keras_baseline(
-    run_dir: Path | str, test_set: Path, options: BenchOptions
-) -> list[dict[str, Any]]:
-    """Rows for a run's Keras model measured through TensorFlow, in a child process (like the
-    runner's), one per thread count, so the gain of the TFLite artifacts is visible."""
-    from edge_fm.train.runs import require_run
-
-    run_dir = require_run(run_dir)
-    rows = []
-    for threads in options.threads:
-        command = [
-            sys.executable,
-            "-m",
-            "edge_fm.bench.benchmark",
-            "--keras-baseline",
-            str(run_dir),
-            str(test_set),
-            str(threads),
-            json.dumps(options.as_runner_options()),
-        ]
-        done = subprocess.run(
-            command, capture_output=True, text=True, timeout=options.worst_case_seconds(1) + 120
-        )
-        if done.returncode == 0:
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        else:
-            rows.append(
-                {
-                    "artifact": f"{run_dir.name} (keras)",
-                    "format": "keras",
-                    "threads": threads,
-                    "path": str(run_dir),
-                    "status": "error",
-                    "error": last_line(done.stderr),
-                }
-            )
-    return rows
-
-
-def _keras_baseline_row(run_dir: str, test_set: str, threads: int, options: dict[str, Any]) -> dict[str, Any]:
-    from edge_fm.compat import tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    from edge_fm.train.runs import Run
-
-    run = Run(run_dir)
-    images, labels = runner.load_test_set(test_set)
-    model_path = run.model_path
-    row: dict[str, Any] = {
-        "artifact": f"{Path(run_dir).name} (keras)",
-        "format": "keras",
-        "path": run_dir,
-        "threads": threads,
-        **runner.file_sizes(str(model_path)),
-        "rss_before_model_mb": runner.current_rss_mb(),
-    }
-    t0 = time.perf_counter()
-    model = run.model()
-    # A traced function is what a fair TensorFlow deployment would call (not eager Python).
-    call = tf.function(
-        lambda x: model(x, training=False), input_signature=[tf.TensorSpec([1, 28, 28, 1], tf.float32)]
-    )
-    one = tf.constant(images[:1].reshape(1, 28, 28, 1).astype(np.float32))
-    row["init_ms"] = (time.perf_counter() - t0) * 1000.0
-    t0 = time.perf_counter()
-    call(one).numpy()
-    row["first_inference_ms"] = (time.perf_counter() - t0) * 1000.0
-    for _ in range(options["warmup"]):
-        call(one).numpy()
-    timings = runner.time_invocations(
-        lambda: call(one).numpy(), options["runs"], options["min_seconds"], options["max_seconds"]
-    )
-    row["latency"] = runner.summarize_latency(timings)
-    row["peak_rss_mb"] = runner.peak_rss_mb()
-    t0 = time.perf_counter()
-    probs = model.predict(
-        images.reshape(-1, 28, 28, 1).astype(np.float32), batch_size=options["batch_size"], verbose=0
-    )
-    row["accuracy_seconds"] = time.perf_counter() - t0
-    predicted = probs.argmax(axis=1)
-    row.update(
-        accuracy=float(np.mean(predicted == labels)),
-        examples=int(len(labels)),
-        confusion_matrix=runner.confusion_matrix(labels, predicted, probs.shape[1]),
-        status="ok",
-        interpreter=f"tensorflow {tf.__version__}",
-    )
-    return row
-
-
 # ---------------------------------------------------------------- the stage
 
 
@@ -183,6 +85,7 @@ def bench(
     baseline: Path | str | None = None,
     data_dir: Path | str | None = None,
     sample: bool = False,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measures artifacts on a target and returns the result document (see :func:`write_results`).
 
@@ -194,9 +97,11 @@ def bench(
             TensorFlow and used as the float reference for the accuracy change.
         data_dir: Where the Fashion-MNIST test split is.
         sample: Use the embedded sample's test images instead (labelled as such).
+        data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
 
     Raises:
-        EdgeFMError: No artifacts, missing data, or a target that cannot be used (each with a fix).
+        EdgeFMError: No artifacts, missing data, artifacts of different datasets, or a target that
+            cannot be used (each with a fix).
     """
     artifacts = collect_artifacts(paths)
     target = parse_target(target) if isinstance(target, str) else target
@@ -207,7 +112,7 @@ def bench(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = split_for_targets([target], test_set, data_dir, sample)
+        test_info = split_for_targets([target], test_set, data_dir, sample, artifacts, data)
         result = target.run(artifacts, test_set, options)
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
     rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
@@ -250,6 +155,7 @@ def bench_fleet(
     baseline: Path | str | None = None,
     data_dir: Path | str | None = None,
     sample: bool = False,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Measures the same artifacts on several devices at once and returns one result with a row
     per artifact, thread count and device (its ``target``).
@@ -266,6 +172,7 @@ def bench_fleet(
             reference of every device's accuracy change.
         data_dir: Where the Fashion-MNIST test split is.
         sample: Use the embedded sample's test images instead (labelled as such).
+        data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
 
     Raises:
         EdgeFMError: No artifacts, missing data, a malformed target, or the same device given twice.
@@ -287,7 +194,7 @@ def bench_fleet(
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
         test_set = Path(tmp) / TEST_SET_FILE
-        test_info = split_for_targets(targets, test_set, data_dir, sample)
+        test_info = split_for_targets(targets, test_set, data_dir, sample, artifacts, data)
         with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
             measured = list(
                 pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets)
@@ -471,23 +378,3 @@ def write_results(
         for row in result["rows"]:
             writer.writerow(flat_row(row))
         write_bytes_atomic(Path(csv_path), text.getvalue().encode())
-
-
-def _main(argv: list[str]) -> int:
-    # The child side of measure_keras_baseline.
-    if len(argv) == 5 and argv[0] == "--keras-baseline":
-        from edge_fm.compat import native_stderr_silenced
-
-        with native_stderr_silenced():
-            row = _keras_baseline_row(argv[1], argv[2], int(argv[3]), json.loads(argv[4]))
-        print(json.dumps(row, default=float))
-        return 0
-    print(
-        "usage: python -m edge_fm.bench.benchmark --keras-baseline RUN TEST_NPZ THREADS OPTIONS_JSON",
-        file=sys.stderr,
-    )
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -1,4 +1,9 @@
-"""The test set a benchmark hands its target: Fashion-MNIST's test split (or the embedded sample) as a compact .npz."""
+"""The test set a benchmark hands its target, as one compact .npz: the models' own dataset's test split.
+
+A bundle made from a dataset other than Fashion-MNIST names that dataset in its ``model.json``
+(see :mod:`edge_fm.data.reference`); its test split is what the runner scores. Fashion-MNIST
+models get Fashion-MNIST's test split (or the embedded sample's).
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,77 @@ from typing import Any
 
 import numpy as np
 
+from edge_fm.data.reference import SplitImages, model_test_split, same_data
+
 
 def split_for_targets(
-    targets: list[Any], path: Path, data_dir: Path | str | None, sample: bool
+    targets: list[Any],
+    path: Path,
+    data_dir: Path | str | None,
+    sample: bool,
+    artifacts: list[Path] = (),
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """The test set the targets read, written to ``path``; none when no target reads images (an estimate)."""
+    """The test set the targets read, written to ``path``; none when no target reads images (an estimate).
+
+    Args:
+        targets: The targets (one that reads no images has ``needs_test_set`` False).
+        path: The .npz to write.
+        data_dir: Where Fashion-MNIST's IDX files are.
+        sample: The embedded sample's test images (Fashion-MNIST models).
+        artifacts: The .tflite files measured: their bundles' ``model.json`` name their dataset.
+        data: Where the models' dataset is (a ``--data`` value), when not where it was recorded.
+
+    Raises:
+        EdgeFMError: The artifacts come from different datasets, or their dataset cannot be read.
+    """
     if any(getattr(target, "needs_test_set", True) for target in targets):
-        return write_test_set(path, data_dir, sample)
+        return write_test_set(path, data_dir, sample, artifacts, data)
     return {"source": "none (an estimate needs no images)", "images": 0, "sample": False}
 
 
-def write_test_set(path: Path, data_dir: Path | str | None = None, sample: bool = False) -> dict[str, Any]:
-    """Writes the test images and labels as a compact .npz for the runner and describes them."""
-    from edge_fm.data import datasets as data
-
-    source = data.SAMPLE_DIR if sample else data_dir
-    images, labels = data.load_split("test", source)
-    np.savez_compressed(
-        path, images=images.reshape(-1, 28, 28).astype(np.uint8), labels=labels.astype(np.uint8)
-    )
-    what = (
-        f"embedded sample test images ({len(labels)}); NOT the Fashion-MNIST test set"
-        if sample
-        else f"Fashion-MNIST test split ({len(labels)} images)"
-    )
-    return {
-        "source": what,
+def write_test_set(
+    path: Path,
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+    artifacts: list[Path] = (),
+    data: str | Path | None = None,
+) -> dict[str, Any]:
+    """Writes the test images and labels of the artifacts' dataset as a compact .npz and describes them."""
+    split = artifacts_split(artifacts, data_dir, sample, data)
+    images = split.images
+    if split.record is None:  # Fashion-MNIST: the (N, 28, 28) layout every runner version reads
+        images = images.reshape(len(images), *images.shape[1:3])
+    labels = split.labels.astype(np.uint8 if len(split.class_names) <= 256 else np.uint16)
+    np.savez_compressed(path, images=np.asarray(images, dtype=np.uint8), labels=labels)
+    info = {
+        "source": split.source,
         "images": int(len(labels)),
-        "sample": sample,
-        "sha256": data.split_sha256(images, labels),
+        "sample": split.sample,
+        "sha256": split.sha256,
     }
+    if split.record is not None:
+        info["data"] = {
+            key: split.record[key] for key in ("kind", "fingerprint", "class_names", "image_shape")
+        }
+    return info
+
+
+def artifacts_split(
+    artifacts: list[Path], data_dir: Path | str | None, sample: bool, data: str | Path | None = None
+) -> SplitImages:
+    """The test split of the dataset the artifacts were made from (one dataset for all of them)."""
+    shared = same_data([_description(path) for path in artifacts])
+    what = f"{Path(artifacts[0]).parent.name}" if len(artifacts) == 1 else "these models"
+    return model_test_split(shared, data, data_dir, sample, what)
+
+
+def _description(artifact: Path) -> dict[str, Any]:
+    """A bundle's ``model.json``; empty for a bare file, or one the benchmark reports as corrupt."""
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.export.bundles import Bundle
+
+    try:
+        return Bundle.open(artifact).description
+    except EdgeFMError:
+        return {}

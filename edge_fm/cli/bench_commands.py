@@ -233,6 +233,14 @@ def bench_command(
         bool, typer.Option("--sample", help="Score on the embedded sample (not the test set).")
     ] = False,
     data_dir: DataDirOption = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="Models made from your own data are scored on its test split: where that data is, when it "
+            "is no longer where their model.json says.",
+        ),
+    ] = None,
     ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
     ssh_option: Annotated[
         Optional[list[str]],
@@ -285,7 +293,7 @@ def bench_command(
             target_option(t, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images) for t in targets
         ]
         with console.status(f"measuring on {len(fleet)} devices at once..."):
-            result = bench_fleet(artifacts, fleet, options, baseline, data_dir, sample)
+            result = bench_fleet(artifacts, fleet, options, baseline, data_dir, sample, data)
         result["command"] = command_line("bench")
         print_fleet_tables(result, compare)
         write_results(result, json_out, csv_out)
@@ -307,6 +315,7 @@ def bench_command(
             previous_result(json_out),
             cards,
             command_line("bench"),
+            data,
         )
     result["command"] = command_line("bench")
     print_bench_table(result)

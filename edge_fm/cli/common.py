@@ -92,6 +92,40 @@ def data_options(
     )
 
 
+def data_overrides(
+    data: Optional[str],
+    image_size: Optional[str] = None,
+    channels: Optional[int] = None,
+    resize: str = "pad",
+    label_column: Optional[str] = None,
+    sample: bool = False,
+) -> dict:
+    """The training config fields the shared data options set, for a command that starts a chain.
+
+    Raises:
+        EdgeFMError: ``--image-size`` or ``--channels`` without a ``--data`` source, or with ``--sample``.
+    """
+    if sample and data not in (None, "fashion-mnist", "sample"):
+        raise EdgeFMError(f"--sample and --data {data} name two datasets: pass one of them.")
+    if sample or data == "sample":
+        overrides: dict = {"data": "sample"}
+    elif data not in (None, "fashion-mnist"):
+        from edge_fm.data.sources import parse_image_size
+
+        return {
+            "data": data,
+            "image_size": parse_image_size(image_size) if image_size else None,
+            "channels": channels,
+            "resize": resize,
+            "label_column": label_column,
+        }
+    else:
+        overrides = {}
+    if image_size or channels:
+        raise EdgeFMError("--image-size and --channels apply to --data sources, not to Fashion-MNIST.")
+    return overrides
+
+
 def command_line(command: str) -> str:
     """The command line as typed, for the records a command writes (empty when called from Python)."""
     import shlex

@@ -60,6 +60,14 @@ def export_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="For a bundle made from your own data: where that data is, when it is no longer where the "
+            "bundle's model.json says (its test split checks the mobile and mcu forms). A run reads its own.",
+        ),
+    ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
         str,
@@ -107,6 +115,7 @@ def export_command(
     Example: edge-fm export runs/cnn-2conv-train-1 -f int8 --for mcu
     Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
+    Example: edge-fm export runs/edge-cnn-tiny-pipeline-1/edge-cnn-tiny-qat-1 --for mobile
     Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
     from edge_fm import Bundle, check_form_options, ethos_u_text, get_form, get_format
@@ -147,6 +156,7 @@ def export_command(
                 c_array,
                 accelerator_config,
                 calibration_dir,
+                data,
             )
         except EdgeFMError as exc:
             failures.append(str(exc))
@@ -195,6 +205,7 @@ def _export_for(
     c_array: str = "source",
     accelerator_config: str | None = None,
     calibration_dir: Path | None = None,
+    data: str | None = None,
 ) -> Path:
     """One export of ``edge-fm export``, in the form ``--for`` names."""
     if target != "none":
@@ -209,6 +220,7 @@ def _export_for(
             parity_images,
             c_array_mode=c_array,
             accelerator_config=accelerator_config,
+            data=data,
         )
         return export_form(run_dir, target, options)
     from edge_fm import export_run as export
@@ -233,8 +245,12 @@ def _mobile_line(bundle: Path, record: dict) -> str:
         else f"top-1 agreement {parity['top1_agreement']:.2%}"
     )
     return (
-        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} grey test "
-        f"images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+        f"{bundle}: uint8 RGB input, standard metadata; {same} to the int8 artifact on {parity['images']:,} "
+        + (
+            f"test images (accuracy {parity['mobile_accuracy']:.2%}); RGB bytes as they are (a model of RGB images)"
+            if record["grey_conversion"]["method"] == "rgb"
+            else f"grey test images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+        )
     )
 
 

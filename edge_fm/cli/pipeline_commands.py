@@ -11,12 +11,18 @@ from rich.table import Table
 
 from edge_fm.cli.bench_commands import print_bench_table
 from edge_fm.cli.common import (
+    ChannelsOption,
     DataDirOption,
+    DataOption,
+    ImageSizeOption,
+    LabelColumnOption,
+    ResizeOption,
     RichReporter,
     app,
     bench_options,
     command_line,
     console,
+    data_overrides,
     fails_cleanly,
     target_option,
 )
@@ -132,19 +138,32 @@ def pipeline_command(
     ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option (repeatable).")] = None,
     remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
     data_dir: DataDirOption = None,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    resize: ResizeOption = "pad",
+    label_column: LabelColumnOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path(
         "runs"
     ),
 ) -> None:
     """Train -> optimize -> export -> bench in one command, with a final table and the best artifact.
 
+    With --data every stage uses that dataset: the exports are checked on its validation images,
+    the benchmark and the report score its test split.
+
     Example: edge-fm pipeline cnn-2conv --sample --prune 0.5 --qat
+    Example: edge-fm pipeline edge-cnn-tiny --data photos/ --image-size 32 --qat
     Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
     """
     from edge_fm import PipelineConfig, read_pipeline, run_pipeline
     from edge_fm.train import config as config_lib
 
     overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+    chosen = data_overrides(data, image_size, channels, resize, label_column, sample)
+    if chosen.get("data") == "sample":  # --data sample is the --sample pipeline
+        sample = bool(chosen.pop("data"))
+    overrides.update(chosen)
     config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
     options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
     where = target_option(target, ssh_key, ssh_option, remote_python, 10)
@@ -263,6 +282,11 @@ def sweep_command(
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="With --resume: run the trials that failed again.")
     ] = False,
+    data: DataOption = None,
+    image_size: ImageSizeOption = None,
+    channels: ChannelsOption = None,
+    resize: ResizeOption = "pad",
+    label_column: LabelColumnOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where the sweep folder (sweep-N) is created.")] = Path(
         "runs"
     ),
@@ -280,6 +304,7 @@ def sweep_command(
     Example: edge-fm sweep --spec sweep.yaml --search optuna --trials 30 --address 10.0.0.5:6379
     Example: edge-fm sweep --resume runs/sweep-3
     Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
+    Example: edge-fm sweep --data photos/ --image-size 32 --arch edge-cnn-tiny --set epochs=5,10 --qat both
     """
     from edge_fm import RayOptions, read_sweep, resume_sweep, run_sweep
     from edge_fm import build_sweep_spec as build_spec
@@ -289,6 +314,9 @@ def sweep_command(
     def log(message: str) -> None:
         console.print(f"[bold cyan]>[/] {escape(message)}", highlight=False)
 
+    chosen = data_overrides(data, image_size, channels, resize, label_column, sample)
+    if chosen.get("data") == "sample":  # --data sample is the --sample sweep
+        sample = bool(chosen.pop("data"))
     if resume is not None:
         limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
         sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
@@ -314,6 +342,7 @@ def sweep_command(
             str(bench_ssh_key) if bench_ssh_key else None,
             bench_ssh_option,
             bench_python,
+            chosen,
         )
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)

@@ -42,6 +42,14 @@ def report_command(
     bench: Annotated[
         Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
     ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="Models made from your own data use its test split: where that data is, when it is no longer "
+            "where their model.json says.",
+        ),
+    ] = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
 
@@ -50,7 +58,7 @@ def report_command(
     """
     from edge_fm import ReportOptions, build_report
 
-    options = ReportOptions(data_dir, sample, images, explained, bench)
+    options = ReportOptions(data_dir, sample, images, explained, bench, data)
     with console.status("writing the report") as status:
         path = build_report(target, out, options, progress=lambda message: status.update(message))
     console.print(f"report: [bold]{path}[/]", highlight=False)
@@ -114,6 +122,14 @@ def serve_command(
             help="Access key the browser must give as its password (any user name).",
         ),
     ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="Models made from your own data use its test split: where that data is, when it is no longer "
+            "where their model.json says.",
+        ),
+    ] = None,
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 
@@ -123,4 +139,4 @@ def serve_command(
     """
     from edge_fm import ServeConfig, serve_in_fresh_process
 
-    serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench, key))
+    serve_in_fresh_process(ServeConfig(path, host, port, expose, max_upload_mb, bench, key, data))

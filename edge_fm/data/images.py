@@ -141,7 +141,13 @@ def read_header(path: Path | str) -> ImageHeader:
         return ImageHeader(width, height, _is_grey(image))
 
 
-def read_image(path: Path | str, size: tuple[int, int], channels: int = 1, resize: str = "pad") -> np.ndarray:
+def read_image(
+    path: Path | str | bytes,
+    size: tuple[int, int],
+    channels: int = 1,
+    resize: str = "pad",
+    name: str | None = None,
+) -> np.ndarray:
     """Decodes an image file, at a bounded cost, into a ``(height, width, channels)`` uint8 array.
 
     The same conversions as :func:`image_to_input` (16-bit scaled to 0-255, transparency over
@@ -149,11 +155,12 @@ def read_image(path: Path | str, size: tuple[int, int], channels: int = 1, resiz
     colour kept when ``channels`` is 3: the pixels of a dataset's image, not a garment photo.
 
     Args:
-        path: The image file.
+        path: The image file, or its bytes (an upload).
         size: ``(height, width)`` of the result.
         channels: 1 (grey) or 3 (RGB).
         resize: ``"pad"`` keeps the aspect ratio and pads with black to ``size``; ``"stretch"``
             resizes to ``size`` whatever the aspect ratio.
+        name: How to name the image in messages (default: the path, or ``"image"`` for bytes).
 
     Returns:
         uint8 pixels, shape ``(height, width, channels)``.
@@ -165,10 +172,16 @@ def read_image(path: Path | str, size: tuple[int, int], channels: int = 1, resiz
         raise EdgeFMError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}.")
     if channels not in (1, 3):
         raise EdgeFMError(f"channels must be 1 or 3, not {channels}.")
-    path = Path(path)
-    label = str(path)
-    _check_image_file(path, label)
-    with _bounded_open(path, label) as image:
+    if isinstance(path, (bytes, bytearray)):
+        label = name or "image"
+        if not path:
+            raise EdgeFMError(f"{label}: the file is empty; pass a PNG or JPEG image.")
+        opened = io.BytesIO(path)
+    else:
+        opened = Path(path)
+        label = name or str(opened)
+        _check_image_file(opened, label)
+    with _bounded_open(opened, label) as image:
         if image.format == "JPEG":
             # libjpeg's reduced-scale decode; both sides stay at least the size asked for.
             image.draft(None, (size[1], size[0]))

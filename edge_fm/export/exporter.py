@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from edge_fm.compat import keras, native_stderr_silenced, tf
-from edge_fm.data import datasets as data_lib
+from edge_fm.data.reference import RECORD_KEY, data_record
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import write_bundle
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
@@ -225,7 +225,9 @@ def export(
     if fmt.integer and calibration_dir is not None:
         from edge_fm.export.calibration import folder_images
 
-        calibration = folder_images(calibration_dir, representative_size)
+        own = dataset.identity is not None and dataset.identity.kind != "fashion-mnist"
+        shape = dataset.image_shape if own else None  # a model of its own data: read as its training images
+        calibration = folder_images(calibration_dir, representative_size, shape, config.resize)
     else:
         calibration = (
             representative_images(dataset.x_train, representative_size, config.seed) if fmt.integer else None
@@ -248,15 +250,17 @@ def export(
         )
 
     probe = TFLiteModel(model_content=flatbuffer)
-    description = describe_artifact(probe, config.arch, fmt, io_dtype, run.path, run.stage, dataset)
+    description = describe_artifact(
+        probe, config.arch, fmt, io_dtype, run.path, run.stage, dataset, config.data_options
+    )
     description["export"] = {"parity": parity, **inspect(flatbuffer)}
-    final = embed_metadata(flatbuffer, description, list(data_lib.CLASS_NAMES))
+    final = embed_metadata(flatbuffer, description, list(dataset.class_names))
     bundle = new_run_dir(runs_dir, artifact_name(config.arch, run.stage, fmt))
     return write_bundle(
         bundle,
         final,
         description,
-        data_lib.CLASS_NAMES,
+        dataset.class_names,
         {
             "stage": "export",
             "parent": str(run.path),
@@ -309,13 +313,25 @@ def export_integer(
 
 
 def describe_artifact(
-    model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset
+    model: TFLiteModel, arch, fmt: ExportFormat, io_dtype, run_dir, stage, dataset, options=None
 ) -> dict[str, Any]:
-    """The ``model.json`` description of an artifact (what an app needs to call it)."""
+    """The ``model.json`` description of an artifact (what an app needs to call it).
+
+    A model of a dataset other than Fashion-MNIST also records that dataset (``data``: its
+    identity and the options that reproduce its splits; see :mod:`edge_fm.data.reference`).
+    """
+    from edge_fm.data.options import DataOptions
+
     scale, zero_point = model.input["quantization"]
     out_scale, out_zero = model.output["quantization"]
     integer_io = io_dtype != "float32"
-    return {
+    record = data_record(dataset, options or DataOptions())
+    quantize = (
+        "quantize: q = round(pixel / scale) + zero_point, clamped to the dtype"
+        if integer_io
+        else "feed as float32 pixel values 0-255"
+    )
+    description = {
         "name": artifact_name(arch, stage, fmt),
         "architecture": arch,
         "format": fmt.name,
@@ -328,15 +344,7 @@ def describe_artifact(
             "scale": float(scale) if integer_io else None,
             "zero_point": int(zero_point) if integer_io else None,
             "pixel_range": [0, 255],
-            "preprocessing": [
-                "convert to greyscale (one channel)",
-                "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
-                "pad to a square with black (0), then resize to 28x28",
-                "keep raw pixel values 0-255 (the model scales them itself)",
-                "quantize: q = round(pixel / scale) + zero_point, clamped to the dtype"
-                if integer_io
-                else "feed as float32 pixel values 0-255",
-            ],
+            "preprocessing": [*input_steps(record), quantize],
         },
         "output": {
             "name": model.output["name"],
@@ -347,9 +355,37 @@ def describe_artifact(
             "meaning": "probability of each class, in the order of labels.txt"
             + ("; dequantize: p = (q - zero_point) * scale" if integer_io else ""),
         },
-        "labels": list(data_lib.CLASS_NAMES),
+        "labels": list(dataset.class_names),
         "source": {"run": str(run_dir), "stage": stage, "data": dataset.describe()},
     }
+    if record is not None:
+        description[RECORD_KEY] = record
+    return description
+
+
+def input_steps(record: dict[str, Any] | None) -> list[str]:
+    """How an image becomes the model's input: Fashion-MNIST's garment steps, or the data's own resize."""
+    if record is None:
+        return [
+            "convert to greyscale (one channel)",
+            "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
+            "pad to a square with black (0), then resize to 28x28",
+            "keep raw pixel values 0-255 (the model scales them itself)",
+        ]
+    height, width, channels = record["image_shape"]
+    policy = (record.get("options") or {}).get("resize", "pad")
+    fit = (
+        f"keep the aspect ratio: resize to fit {width}x{height} and pad with black (0), centred"
+        if policy == "pad"
+        else f"resize to {width}x{height} (stretch, aspect ratio not kept)"
+    )
+    return [
+        "convert to greyscale (one channel)"
+        if channels == 1
+        else "give RGB (three channels, in R, G, B order)",
+        f"{fit}; bilinear",
+        "keep raw pixel values 0-255 (the model scales them itself)",
+    ]
 
 
 def artifact_name(arch: str, stage: str, fmt: ExportFormat) -> str:

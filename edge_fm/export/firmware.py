@@ -94,6 +94,15 @@ def _header_guard(filename: str) -> str:
     return re.sub(r"\W", "_", filename).upper() + "_"
 
 
+def input_shape(flatbuffer: bytes) -> tuple[int, int, int]:
+    """``(height, width, channels)`` of a model's image input."""
+    from edge_fm.export import tflite_file
+
+    graph = tflite_file.read(flatbuffer).subgraphs[0]
+    shape = [int(d) for d in graph.tensors[graph.inputs[0]].shape]
+    return shape[1], shape[2], shape[3] if len(shape) > 3 else 1
+
+
 def firmware_sources(
     name: str,
     flatbuffer: bytes,
@@ -104,6 +113,7 @@ def firmware_sources(
     ident: str | None = None,
     c_array_mode: str = "source",
     folder: str = "firmware",
+    input_note: str = ", light object on black (Fashion-MNIST)",
 ) -> dict[str, str]:
     """The text of each firmware file of an int8 model, by file name (in the order of :func:`roles`).
 
@@ -119,6 +129,7 @@ def firmware_sources(
             ``make_model_data.py``, a dependency-free script that writes the same file from the form's
             ``model.tflite`` at build time.
         folder: The firmware folder's name inside the form, for the script's usage line.
+        input_note: What the input pixels show, for the settings' comment (the model's data).
 
     Raises:
         EdgeFMError: An unknown ``c_array_mode``.
@@ -169,7 +180,16 @@ def firmware_sources(
         ),
         f"{ident}_example.cc": ("example.cc.j2", {}),
     }
-    common = {"name": name, "ident": ident, "alignment": ARENA_ALIGNMENT}
+    height, width, channels = input_shape(flatbuffer)
+    common = {
+        "name": name,
+        "ident": ident,
+        "alignment": ARENA_ALIGNMENT,
+        "height": height,
+        "width": width,
+        "channels": channels,
+        "input_note": input_note,
+    }
     return {
         filename: _templates()
         .get_template(template)

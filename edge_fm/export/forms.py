@@ -34,6 +34,7 @@ class FormOptions:
     progress: Callable[[str], None] | None = None  # called with a line at each step
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
     accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
+    data: str | Path | None = None  # a bundle of its own data: where that data is, when not where it says
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,7 @@ def _mobile(source: Path | str, options: FormOptions) -> Path:
         options.data_dir,
         options.out,
         options.progress,
+        options.data,
     )
 
 
@@ -71,6 +73,7 @@ def _mcu(source: Path | str, options: FormOptions) -> Path:
         parity_images=options.parity_images,
         progress=options.progress,
         c_array_mode=options.c_array_mode,
+        data=options.data,
     )
 
 

@@ -149,28 +149,46 @@ def firmware_texts(
         c_identifier(name or model.name),
         c_array_mode,
         folder,
+        _input_note(model.description),
     )
+
+
+def _input_note(description: dict) -> str:
+    """What the model's input shows: Fashion-MNIST's garments, or its own data, resized by its policy."""
+    from edge_fm.data.reference import recorded_data, short_name
+
+    record = recorded_data(description)
+    if record is None:
+        return ", light object on black (Fashion-MNIST)"
+    resize = (record.get("options") or {}).get("resize", "pad")
+    how = "aspect kept, padded with black" if resize == "pad" else "stretched"
+    return f" of {short_name(record)}, resized as in training ({how})"
 
 
 # ---------------------------------------------------------------- the stage
 
 
 def check_images(
-    data_dir: Path | str | None = None, sample: bool = False, count: int | None = DEFAULT_CHECK_IMAGES
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+    count: int | None = DEFAULT_CHECK_IMAGES,
+    model: Bundle | None = None,
+    data: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first ``count`` test images (None: all), their labels, and a line saying what they are."""
-    from edge_fm.data import datasets as data
+    """The first ``count`` test images of the model's data (None: all), their labels, and what they are.
+
+    A model made from other data than Fashion-MNIST is checked on that data's test split (its
+    ``model.json`` names it; ``data`` says where it is when it moved).
+    """
+    from edge_fm.data.reference import model_test_split
 
     if count is not None and count < 1:
         raise EdgeFMError(f"check images {count}: give at least 1.")
-    images, labels = data.load_split("test", data.SAMPLE_DIR if sample else data_dir)
-    images, labels = images[:count], labels[:count]
-    where = (
-        "embedded sample test images (NOT the Fashion-MNIST test set)"
-        if sample
-        else "Fashion-MNIST test split"
-    )
-    return images, labels, f"{where}, first {len(labels)}"
+    description = model.description if model is not None else None
+    labels = model.labels if model is not None else None
+    what = str(model.folder or model.path) if model is not None else "the model"
+    split = model_test_split(description, data, data_dir, sample, what, labels).first(count)
+    return split.images, split.labels, f"{split.name}, first {len(split.labels)}"
 
 
 def export_mcu(
@@ -185,6 +203,7 @@ def export_mcu(
     parity_images: int | None = 1000,
     progress: Callable[[str], None] | None = None,
     c_array_mode: str = "source",
+    data: str | Path | None = None,
 ) -> Path:
     """Makes the microcontroller form of a model and returns its bundle folder.
 
@@ -207,6 +226,8 @@ def export_mcu(
         progress: Called with a line at each step.
         c_array_mode: ``source`` (the C array in ``firmware/``) or ``script`` (a script in ``firmware/``
             writes it from ``model.tflite`` at build time).
+        data: For a bundle made from other data than Fashion-MNIST: where that data is, when not
+            where its ``model.json`` says.
 
     Raises:
         EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is
@@ -221,7 +242,7 @@ def export_mcu(
     elif is_run(source):
         make_dirs(runs_dir, "runs folder")
     test_images, test_labels, images_source, parent = _source_model(
-        source, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+        source, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say, data
     )
     model = read_model(parent)
     say(f"running {model.name} under TFLM on {len(test_labels)} test images")
@@ -240,7 +261,16 @@ def export_mcu(
 
 
 def _source_model(
-    source: Path, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say
+    source: Path,
+    format_name,
+    runs_dir,
+    data_dir,
+    sample,
+    images,
+    representative_size,
+    parity_images,
+    say,
+    data,
 ) -> tuple[np.ndarray, np.ndarray, str, Path]:
     """The int8 model to use (exported first from a run) and the test images to check it on."""
     if not is_run(source):
@@ -249,8 +279,8 @@ def _source_model(
                 f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
                 "to use the model as it is."
             )
-        read_model(source)  # refuse a float or uint8 model before loading any data
-        return (*check_images(data_dir, sample, images), source)
+        model = read_model(source)  # refuse a float or uint8 model before loading any data
+        return (*check_images(data_dir, sample, images, model, data), source)
     from edge_fm.export.exporter import export_integer
     from edge_fm.train.runs import Run
 

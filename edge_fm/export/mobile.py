@@ -3,8 +3,9 @@ Android Studio's ML Model Binding load as they are.
 
 Those clients hand a model camera pixels: an RGB image of bytes. They refuse an int8 input tensor
 and need the standard TFLite Metadata (labels, normalization, color space). The mobile form
-therefore takes ``uint8 [1, 28, 28, 3]`` raw RGB pixels (scale 1, zero point 0), gives uint8
-probabilities, and carries the standard metadata next to edge-fm's own entries.
+therefore takes ``uint8 [1, H, W, 3]`` raw RGB pixels (scale 1, zero point 0), gives uint8
+probabilities, and carries the standard metadata (with the labels of the model's data) next to
+edge-fm's own entries.
 
 It is made in one way, from the finished int8 artifact, so it exists for any integer export,
 including shipped models whose training run is elsewhere:
@@ -13,8 +14,9 @@ including shipped models whose training run is elsewhere:
     first layer's integer weights, uint8 output) -> :mod:`edge_fm.export.tflite_metadata` (standard
     metadata, labels packed in) -> a bundle, checked against the int8 artifact on test images.
 
-On a grey image (three equal channels) the mobile form gives the int8 artifact's outputs bit for
-bit; a colour image is classified as its ITU-R BT.601 luma.
+On a grey image (three equal channels) the mobile form of a grey model gives the int8 artifact's
+outputs bit for bit; a colour image is classified as its ITU-R BT.601 luma. A model trained on RGB
+images takes the bytes as they are, with the int8 artifact's outputs on every image.
 
 Example:
     >>> bundle = export_mobile("models/edge-cnn-tiny", out="edge-cnn-tiny-mobile")  # doctest: +SKIP
@@ -33,6 +35,7 @@ import numpy as np
 
 from edge_fm import __version__
 from edge_fm.data import datasets as data_lib
+from edge_fm.data.reference import model_test_split, recorded_data
 from edge_fm.errors import EdgeFMError
 from edge_fm.export import tflite_file
 from edge_fm.export.bundles import (
@@ -88,6 +91,7 @@ def export_mobile(
     data_dir: Path | str | None = None,
     out: Path | str | None = None,
     progress: Callable[[str], None] | None = None,
+    data: str | Path | None = None,
 ) -> Path:
     """Makes the mobile form of an integer export and returns its bundle folder.
 
@@ -110,6 +114,8 @@ def export_mobile(
         data_dir: Where the full dataset is (a run: default where it read it).
         out: The bundle folder to create instead (must not exist, or be empty).
         progress: Called with a line at each step.
+        data: For a bundle made from other data than Fashion-MNIST: where that data is, when not
+            where its ``model.json`` says.
 
     Returns:
         The bundle folder.
@@ -139,9 +145,9 @@ def export_mobile(
         int8_path = source
         int8 = read_int8_source(source)  # refuse a float model before loading any data
         _check_format(int8, format_name)
-        images, labels = data_lib.load_split("test", data_dir)
-        images, labels = images[:parity_images], labels[:parity_images]
-        images_source = f"Fashion-MNIST test split, first {len(labels)}"
+        split = model_test_split(int8.description, data, data_dir, what=str(source), labels=int8.labels)
+        images, labels = split.images[:parity_images], split.labels[:parity_images]
+        images_source = f"{split.name}, first {len(labels)}"
     int8 = read_int8_source(int8_path)
     say(f"converting {int8.path} to RGB uint8 input")
     form = rgb_form(int8.flatbuffer)
@@ -152,7 +158,7 @@ def export_mobile(
         raise EdgeFMError(
             f"the mobile form of {int8.path} disagrees with it: top-1 agreement "
             f"{parity['top1_agreement']:.2%}, accuracy "
-            f"{parity['mobile_accuracy']:.2%} vs {parity['int8_accuracy']:.2%} on {parity['images']} grey test images "
+            f"{parity['mobile_accuracy']:.2%} vs {parity['int8_accuracy']:.2%} on {parity['images']} test images "
             f"({parity['rule']}); nothing was written. Re-export the int8 artifact and try again."
         )
     bundle = new_folder(out, runs_dir, f"{int8.name}-mobile")
@@ -228,7 +234,7 @@ def read_int8_source(source: Path | str) -> Bundle:
 
 
 def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Runs the mobile form on grey images as RGB and the int8 artifact on them as they are.
+    """Runs the mobile form on the images as RGB (grey ones repeated) and the int8 artifact on them as they are.
 
     Returns:
         ``images``, ``runtime``, ``identical_to_int8`` (every probability equal),
@@ -237,7 +243,7 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
     from edge_fm.runner import TFLiteModel
 
     mobile_runner = TFLiteModel(model_content=mobile)
-    mobile_probs = mobile_runner.predict_proba(grey_to_rgb(images))
+    mobile_probs = mobile_runner.predict_proba(images if images.shape[-1] == 3 else grey_to_rgb(images))
     int8_probs = TFLiteModel(model_content=int8).predict_proba(images)
     int8_accuracy = float(np.mean(int8_probs.argmax(1) == labels))
     mobile_accuracy = float(np.mean(mobile_probs.argmax(1) == labels))
@@ -260,7 +266,7 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
 
 
 def grey_to_rgb(images: np.ndarray) -> np.ndarray:
-    """Grey images ``(N, 28, 28[, 1])`` as RGB ``(N, 28, 28, 3)`` with equal channels, same dtype."""
+    """Grey images ``(N, H, W[, 1])`` as RGB ``(N, H, W, 3)`` with equal channels, same dtype."""
     images = np.asarray(images)
     return np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
 
@@ -272,7 +278,7 @@ def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, A
     name = f"{int8.name}-mobile"
     description = {key: value for key, value in int8.description.items() if key not in ("artifact", "mcu")}
     description.update({"name": name, "target": "mobile", "labels": list(int8.labels)})
-    description.update(_io_description(form.tflite))
+    description.update(_io_description(form.tflite, description))
     int8_export = int8.description.get("export") or {}
     description["export"] = {
         **({"parity": int8_export["parity"]} if "parity" in int8_export else {}),
@@ -328,6 +334,7 @@ def _grey_conversion(form: RgbForm) -> dict[str, Any]:
         "fold-dense": "folded into the first dense layer's int8 weights: no added op",
         "drop-repeat": "the in-model grey-to-RGB repeat removed, the first convolution's kernels summed and refolded",
         "luma-conv": "a fixed 1x1 int8 convolution in front of the network",
+        "rgb": "none: the model was trained on RGB images and takes the bytes as they are",
     }[form.method]
     return {
         "method": form.method,
@@ -340,7 +347,7 @@ def _grey_conversion(form: RgbForm) -> dict[str, Any]:
     }
 
 
-def _io_description(tflite: bytes) -> dict[str, Any]:
+def _io_description(tflite: bytes, description: dict[str, Any]) -> dict[str, Any]:
     """The ``input`` and ``output`` of ``model.json``, read off the finished graph."""
     from edge_fm.runner import TFLiteModel
 
@@ -356,15 +363,7 @@ def _io_description(tflite: bytes) -> dict[str, Any]:
             "scale": float(in_scale),
             "zero_point": int(in_zero),
             "pixel_range": [0, 255],
-            "preprocessing": [
-                "give the image as RGB bytes (three channels, 0-255); the model turns it grey itself "
-                f"({GREY_WEIGHTS[0]} R + {GREY_WEIGHTS[1]} G + {GREY_WEIGHTS[2]} B)",
-                "the model expects a light garment on a black background: invert a photo of a dark object on a "
-                "light background (pixel = 255 - pixel)",
-                "crop to the object, center it and pad to a square with black (0), then resize to 28x28 "
-                "(MediaPipe and the Task Library resize for you)",
-                "feed the bytes as they are: no scaling, no quantization (scale 1, zero point 0)",
-            ],
+            "preprocessing": _mobile_steps(recorded_data(description)),
         },
         "output": {
             "name": probe.output["name"],
@@ -378,18 +377,57 @@ def _io_description(tflite: bytes) -> dict[str, Any]:
     }
 
 
+def _mobile_steps(record: dict[str, Any] | None) -> list[str]:
+    """What an app does to an image before the mobile form: Fashion-MNIST's garment steps, or its data's resize."""
+    feed = "feed the bytes as they are: no scaling, no quantization (scale 1, zero point 0)"
+    if record is None:
+        return [
+            "give the image as RGB bytes (three channels, 0-255); the model turns it grey itself "
+            f"({GREY_WEIGHTS[0]} R + {GREY_WEIGHTS[1]} G + {GREY_WEIGHTS[2]} B)",
+            "the model expects a light garment on a black background: invert a photo of a dark object on a "
+            "light background (pixel = 255 - pixel)",
+            "crop to the object, center it and pad to a square with black (0), then resize to 28x28 "
+            "(MediaPipe and the Task Library resize for you)",
+            feed,
+        ]
+    height, width, channels = record["image_shape"]
+    pad = (record.get("options") or {}).get("resize", "pad") == "pad"
+    return [
+        "give the image as RGB bytes (three channels, 0-255)"
+        + (
+            ""
+            if channels == 3
+            else f"; the model turns it grey itself ({GREY_WEIGHTS[0]} R + {GREY_WEIGHTS[1]} G + {GREY_WEIGHTS[2]} B)"
+        ),
+        f"resize to {width}x{height}"
+        + (", keeping the aspect ratio and padding with black (0)" if pad else " (stretch)")
+        + ", as the training images were (MediaPipe and the Task Library resize for you)",
+        feed,
+    ]
+
+
 def standard_info(description: dict[str, Any]) -> ImageClassifierInfo:
     """What the standard metadata says of a mobile artifact."""
     parity = description["mobile"]["parity"]
     architecture = description.get("architecture") or description["name"]
     quantization = description.get("quantization") or "int8"
-    return ImageClassifierInfo(
-        name=description["name"],
-        description=(
+    record = recorded_data(description)
+    if record is None:
+        what = (
             f"Fashion-MNIST clothing classifier ({architecture}, {quantization}) made with edge-fm: "
             f"{len(description['labels'])} classes from a 28x28 RGB image of a light garment on a black background, "
-            f"turned grey inside the model. Test accuracy {parity['mobile_accuracy']:.2%} on {parity['images']} images."
-        ),
+            "turned grey inside the model."
+        )
+    else:
+        height, width, channels = record["image_shape"]
+        colour = "RGB image" if channels == 3 else "RGB image, turned grey inside the model"
+        what = (
+            f"Image classifier ({architecture}, {quantization}) made with edge-fm from {record['kind']} data "
+            f"{record['fingerprint'][:19]}: {len(description['labels'])} classes from a {width}x{height} {colour}."
+        )
+    return ImageClassifierInfo(
+        name=description["name"],
+        description=f"{what} Test accuracy {parity['mobile_accuracy']:.2%} on {parity['images']} images.",
         labels=tuple(description["labels"]),
         version=f"{description['name']} (edge-fm {__version__})",
         author="edge-fm",

@@ -44,12 +44,7 @@ def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict
         "layout": "NHWC (batch, height, width, channels)",
         "name": rgb.name.decode(),
         "pixel_range": [0, 255],
-        "preprocessing": [
-            "RGB pixel bytes as they are (a grey image repeats its value in the three channels)",
-            "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
-            "pad to a square with black (0), then resize to the input's height and width",
-            "no scaling or quantization: the model converts to grey (ITU-R BT.601 luma) and scales itself",
-        ],
+        "preprocessing": _steps(description),
         "scale": 1.0,
         "shape": [int(v) for v in rgb.shape],
         "zero_point": 0,
@@ -69,3 +64,24 @@ def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict
     if isinstance(export, dict):
         description["export"] = {**export, **inspection}
     return description
+
+
+def _steps(description: dict) -> list[str]:
+    """How an app prepares an image: Fashion-MNIST's garment steps, or the model's own data's resize."""
+    data = description.get("data") if isinstance(description.get("data"), dict) else {}
+    if data.get("kind") not in (None, "fashion-mnist"):
+        resize = (data.get("options") or {}).get("resize", "pad")
+        rgb = (data.get("image_shape") or [0, 0, 1])[-1] == 3
+        return [
+            "RGB pixel bytes as they are",
+            "resize to the input's height and width"
+            + (", keeping the aspect ratio and padding with black (0)" if resize == "pad" else " (stretch)"),
+            "no scaling or quantization: the model scales itself"
+            + ("" if rgb else " and converts to grey (ITU-R BT.601 luma)"),
+        ]
+    return [
+        "RGB pixel bytes as they are (a grey image repeats its value in the three channels)",
+        "if the object is dark on a light background (a photo), invert: pixel = 255 - pixel",
+        "pad to a square with black (0), then resize to the input's height and width",
+        "no scaling or quantization: the model converts to grey (ITU-R BT.601 luma) and scales itself",
+    ]

@@ -62,6 +62,7 @@ FOLD_CONV = "fold-conv"
 FOLD_DENSE = "fold-dense"
 DROP_REPEAT = "drop-repeat"
 LUMA_CONV = "luma-conv"
+RGB_MODEL = "rgb"  # the model was trained on RGB images: only its input's type changes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +73,8 @@ class RgbForm:
         tflite: The new flatbuffer.
         method: How the luma conversion entered the graph: ``fold-conv`` (first convolution's
             kernel), ``fold-dense`` (first dense layer's weights), ``drop-repeat`` (an in-graph
-            grey-to-RGB repeat removed, the convolution after it refolded) or ``luma-conv`` (a 1x1
-            convolution added in front).
+            grey-to-RGB repeat removed, the convolution after it refolded), ``luma-conv`` (a 1x1
+            convolution added in front) or ``rgb`` (a model of RGB images: no conversion).
         layer: Name of the weights tensor that took the fold, or of the added convolution.
         clipped_weights: Weights whose luma share did not fit int8, so their split leans on the
             other channels (the sum, and so grey images, stay exact).
@@ -102,11 +103,12 @@ def rgb_form(
     """Builds a new .tflite that reads ``uint8 [1, H, W, 3]`` RGB bytes (scale 1, zero point 0).
 
     A grey image fed as three equal channels gives exactly the original model's outputs; a colour
-    image is classified as its BT.601 luma.
+    image is classified as its BT.601 luma. A model trained on RGB images takes the bytes as they
+    are: only the input's type changes, and every output is the original's.
 
     Args:
-        tflite: A full-integer .tflite whose one input is int8 ``[1, H, W, 1]`` with scale 1 and
-            zero point -128 (raw pixels minus 128), as edge-fm exports them.
+        tflite: A full-integer .tflite whose one input is int8 ``[1, H, W, 1 or 3]`` with scale 1
+            and zero point -128 (raw pixels minus 128), as edge-fm exports them.
         uint8_output: Append a uint8 copy of an int8 output (``q + 128``, same scale) and make it
             the model's output. Without it the output stays int8.
         fold: Fold the luma weights into the first layer where the graph allows it; without it,
@@ -129,10 +131,12 @@ def rgb_form(
     model = _read(tflite)
     graph = _graph(model)
     grey_input = graph.tensors[graph.inputs[0]]
-    _check_grey_input(grey_input, schema)
+    channels = _check_grey_input(grey_input, schema)
     edit = _Edit(model, graph, schema, bridge)
-    rgb_input = edit.quantize_input(grey_input)
-    if fold:
+    rgb_input = edit.quantize_input(grey_input, rgb_model=channels == CHANNELS)
+    if channels == CHANNELS:  # a model of RGB data takes the bytes as they are: nothing to fold
+        method, layer, clipped = RGB_MODEL, "", 0
+    elif fold:
         method, layer, clipped = edit.fold_luma(grey_input, rgb_input)
     else:
         method, layer, clipped = edit.luma_conv(edit.index(grey_input), rgb_input)
@@ -179,19 +183,21 @@ def _graph(model):
     return graph
 
 
-def _check_grey_input(tensor, schema) -> None:
+def _check_grey_input(tensor, schema) -> int:
+    """The input's channels (1: grey, 3: RGB already), once checked to be edge-fm's int8 raw pixels."""
     shape = [int(v) for v in tensor.shape]
     scale, zero_point = tflite_file.quantization(tensor)
-    if tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[0] != 1 or shape[3] != 1:
+    if tensor.type != schema.TensorType.INT8 or len(shape) != 4 or shape[0] != 1 or shape[3] not in (1, 3):
         raise EdgeFMError(
             f"the model's input is {_type_name(tensor.type, schema)} {shape}; the RGB form "
-            "needs an int8 grey image input [1, height, width, 1] (an edge-fm int8 export)."
+            "needs an int8 image input [1, height, width, 1 or 3] (an edge-fm int8 export)."
         )
     if (scale, zero_point) != GREY_INPUT_QUANTIZATION:
         raise EdgeFMError(
             f"the model's int8 input has scale {scale} and zero point {zero_point}; the RGB form "
             "needs raw pixels (scale 1, zero point -128), as edge-fm's int8 exports take."
         )
+    return shape[3]
 
 
 def _type_name(code: int, schema) -> str:
@@ -225,23 +231,28 @@ class _Edit(tflite_file.GraphEditor):
 
     # -- the steps
 
-    def quantize_input(self, grey_input) -> int:
-        """Adds the uint8 RGB input and the ops that make int8 of it (q = pixel - 128); returns the int8 tensor."""
+    def quantize_input(self, grey_input, rgb_model: bool = False) -> int:
+        """Adds the uint8 RGB input and the ops that make int8 of it (q = pixel - 128); returns the int8 tensor.
+
+        For a model of RGB data (``rgb_model``) the int8 tensor is its own old input.
+        """
         height, width = int(grey_input.shape[1]), int(grey_input.shape[2])
         name = grey_input.name.decode()
         grey_input.name = f"{name};int8".encode()
         rgb = self.new_tensor(
             name, grey_input, self.schema.TensorType.UINT8, [1, height, width, CHANNELS], 1.0, 0
         )
-        rgb_int8 = self.new_tensor(
-            f"{name};int8_rgb",
-            grey_input,
-            self.schema.TensorType.INT8,
-            [1, height, width, CHANNELS],
-            *GREY_INPUT_QUANTIZATION,
-        )
-        self.graph.operators[0:0] = self.convert(rgb, rgb_int8)
         old_index = int(self.graph.inputs[0])
+        rgb_int8 = old_index
+        if not rgb_model:
+            rgb_int8 = self.new_tensor(
+                f"{name};int8_rgb",
+                grey_input,
+                self.schema.TensorType.INT8,
+                [1, height, width, CHANNELS],
+                *GREY_INPUT_QUANTIZATION,
+            )
+        self.graph.operators[0:0] = self.convert(rgb, rgb_int8)
         self.graph.inputs = np.array([rgb], dtype=np.int32)
         self._retarget_signatures(old_index, rgb, is_input=True)
         return rgb_int8

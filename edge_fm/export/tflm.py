@@ -264,7 +264,10 @@ def _input_shape(flatbuffer: bytes) -> tuple[int, ...]:
 
 def quantize_images(images: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     """Raw 0-255 pixels -> int8 input: ``q = round(pixel / scale) + zero_point``, clamped."""
-    values = np.round(np.asarray(images, dtype=np.float32).reshape(-1, 28, 28, 1) / scale + zero_point)
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim == 3:  # (N, height, width): one grey channel
+        images = images[..., None]
+    values = np.round(images / scale + zero_point)
     return np.clip(values, -128, 127).astype(np.int8)
 
 
@@ -292,7 +295,7 @@ class TflmModel:
         self.scale, self.zero_point = float(details["scales"][0]), int(details["zero_points"][0])
 
     def outputs(self, images: np.ndarray) -> np.ndarray:
-        """The raw int8 outputs for raw uint8 images ``(N, 28, 28[, 1])``."""
+        """The raw int8 outputs for raw uint8 images ``(N, height, width[, channels])``."""
         rows = []
         for image in quantize_images(images, self.scale, self.zero_point):
             self.interpreter.set_input(image[None], 0)
@@ -398,7 +401,7 @@ def tflm_report(
 
     Args:
         tflite: A .tflite file, an export bundle, or the model's bytes.
-        images: Raw uint8 images ``(N, 28, 28[, 1])``.
+        images: Raw uint8 images ``(N, height, width[, channels])``.
         labels: Their classes.
         images_source: What the images are, for the record.
 

@@ -314,7 +314,27 @@ def quantize_aware(
         tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme() if preserve_sparsity else None
     )
     with quantize.quantize_scope():
-        return quantize.quantize_apply(annotated, scheme) if scheme else quantize.quantize_apply(annotated)
+        applied = quantize.quantize_apply(annotated, scheme) if scheme else quantize.quantize_apply(annotated)
+    return pin_input_range(applied)
+
+
+RAW_PIXEL_MAX = 255.0  # every zoo model takes raw pixels 0-255
+
+
+def pin_input_range(model: keras.Model) -> keras.Model:
+    """Starts the input quantizer's range at raw pixels' 0-255, so the int8 input is ``q = pixel - 128``.
+
+    tfmot's input quantizer keeps the smallest and largest value it sees; on data whose brightest
+    pixel is 254 the input scale would be 254/255, which the mobile form cannot take as bytes. As
+    pixels never leave 0-255, a range that starts there stays there.
+    """
+    for layer in model.layers:
+        fed_by = layer.inbound_nodes[0].inbound_layers if layer.inbound_nodes else None
+        if type(layer).__name__ == "QuantizeLayer" and isinstance(fed_by, keras.layers.InputLayer):
+            for weight in layer.weights:
+                if weight.name.split("/")[-1].startswith(f"{layer.name}_max"):
+                    weight.assign(RAW_PIXEL_MAX)
+    return model
 
 
 def weight_sparsity(model: keras.Model) -> dict[str, Any]:

@@ -35,7 +35,7 @@ OBJECTIVES = (("accuracy", "max"), ("bytes", "min"), ("p50_ms", "min"))
 PLOT_ALL_UP_TO = 16
 _NOT_SWEPT = {
     "arch": "list architectures with --arch",
-    "data": "use --sample for the embedded sample",
+    "data": "give the dataset of every trial with --data (or --sample)",
     "arch_options": "architecture options are not swept",
 }
 
@@ -98,6 +98,8 @@ class SweepSpec:
         bench_ssh_key: Private key for an SSH bench target.
         bench_ssh_options: Extra ``ssh -o`` options for it (e.g. ``UserKnownHostsFile=...``).
         bench_python: The Python command on the SSH bench target.
+        data: The dataset of every trial: training fields ``data`` (a path), ``image_size``,
+            ``channels``, ``resize``, ``label_column``; empty for Fashion-MNIST.
     """
 
     archs: tuple[str, ...]
@@ -117,6 +119,7 @@ class SweepSpec:
     bench_ssh_key: str | None = None
     bench_ssh_options: tuple[str, ...] = ()
     bench_python: str = "python3"
+    data: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from edge_fm.export.exporter import get_format
@@ -156,6 +159,7 @@ class SweepSpec:
                 "ssh://user@host[:port] (tflm and vela: targets do not time a model)."
             )
         object.__setattr__(self, "bench_ssh_options", tuple(self.bench_ssh_options))
+        object.__setattr__(self, "data", _data_fields(self.data, self.sample))
         self.bench_where()  # a malformed ssh:// address is refused before any trial
         prune = tuple(dict.fromkeys(_number("--prune", p) for p in self.prune)) or (0.0,)
         qat = tuple(dict.fromkeys(bool(q) for q in self.qat)) or (False,)
@@ -195,6 +199,22 @@ class SweepSpec:
             ssh_options=tuple(self.bench_ssh_options),
             python=self.bench_python,
         )
+
+
+DATA_FIELDS = ("data", "image_size", "channels", "resize", "label_column")
+
+
+def _data_fields(data: Any, sample: bool) -> dict[str, Any]:
+    """The training fields that name every trial's dataset: a path, or a mapping of ``DATA_FIELDS``."""
+    values = {"data": data} if isinstance(data, str) else dict(data or {})
+    unknown = sorted(set(values) - set(DATA_FIELDS))
+    if unknown:
+        raise EdgeFMError(f"sweep data: unknown field {unknown[0]!r}; use {', '.join(DATA_FIELDS)}.")
+    if values and not values.get("data"):
+        raise EdgeFMError("sweep data: name the dataset's path (data: photos/), or drop the data options.")
+    if values and sample:
+        raise EdgeFMError(f"--sample and --data {values['data']} name two datasets: pass one of them.")
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def _number(option: str, value: Any) -> float:
@@ -253,8 +273,9 @@ def load_spec(path: Path | str, **overrides: Any) -> SweepSpec:
 
     The file's keys: ``arch`` (a name or a list), ``set`` (field: value or list of values),
     ``prune``, ``qat`` (true, false or [false, true]), ``formats``, ``preset``, ``sample``,
-    ``epochs`` (fine-tuning), ``search``, ``trials``, ``seed``, ``bench_threads`` and
-    ``constraints`` (``max_bytes``, ``min_accuracy``, ``max_p50_ms``).
+    ``epochs`` (fine-tuning), ``search``, ``trials``, ``seed``, ``bench_threads``,
+    ``constraints`` (``max_bytes``, ``min_accuracy``, ``max_p50_ms``) and ``data`` (a dataset path,
+    or a mapping with ``data``, ``image_size``, ``channels``, ``resize``, ``label_column``).
 
     Example file::
 
@@ -308,6 +329,7 @@ _FILE_KEYS = {
     "bench_ssh_key": "bench_ssh_key",
     "bench_ssh_options": "bench_ssh_options",
     "bench_python": "bench_python",
+    "data": "data",
 }
 
 
@@ -390,6 +412,7 @@ def build_spec(
     bench_ssh_key: str | None = None,
     bench_ssh_options: list[str] | None = None,
     bench_python: str | None = None,
+    data: dict[str, Any] | None = None,
 ) -> SweepSpec:
     """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
 
@@ -402,6 +425,7 @@ def build_spec(
         max_bytes, min_accuracy, max_p50_ms: Constraints of the picks, over the file's.
         bench_target, bench_ssh_key, bench_ssh_options, bench_python: Where the trials measure latency (see
             :class:`SweepSpec`).
+        data: The dataset of every trial (``--data`` and its options as training fields), over the file's.
 
     Raises:
         EdgeFMError: A bad option or spec (one line, with the fix).
@@ -435,6 +459,7 @@ def build_spec(
         "bench_ssh_key": bench_ssh_key,
         "bench_ssh_options": tuple(bench_ssh_options) if bench_ssh_options else None,
         "bench_python": bench_python,
+        "data": data or None,
     }
     merged = {**base, **{k: v for k, v in options.items() if v is not None}}
     if not merged.get("archs"):

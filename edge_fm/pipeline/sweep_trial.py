@@ -122,7 +122,7 @@ def _pipeline_record(
         trial.prune or None,
         trial.qat,
         formats,
-        {k: list(v) if isinstance(v, tuple) else v for k, v in trial.settings},
+        {**spec.data, **{k: list(v) if isinstance(v, tuple) else v for k, v in trial.settings}},
         spec.fine_tune_epochs,
     )
     # Concurrent trials share the machine: each measures with its own cores only.

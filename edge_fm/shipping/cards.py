@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edge_fm.shipping import card_data
 from edge_fm.shipping.runs_on import runs_on_text
 from edge_fm.train.metrics import cpu_text, epochs_text
 
@@ -113,10 +114,14 @@ def model_card(
     """
     metrics = provenance["train"]["metrics"]
     config = provenance["train"]["config"]
+    facts = card_data.data_facts(description)
+    labels = list(description["labels"])
     return _template().render(
-        front_matter=yaml.safe_dump(_front_matter(name, provenance, row), sort_keys=False),
+        front_matter=yaml.safe_dump(_front_matter(name, provenance, row, facts), sort_keys=False),
         name=name,
-        summary=_summary(name, provenance, description),
+        summary=_summary(name, provenance, description, facts),
+        data=facts,
+        intended_use="" if facts["fashion"] else card_data.intended_use(facts, labels),
         arch=config["arch"],
         params=metrics.get("params", 0),
         macs=metrics.get("macs", 0),
@@ -135,13 +140,13 @@ def model_card(
         runs_on=runs_on_text(runs_on),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),
         training=_training(provenance),
-        limitations=LIMITATIONS,
+        limitations=LIMITATIONS if facts["fashion"] else card_data.limitations(facts, labels),
         regenerate="This card is generated: `edge-fm bench models/ --cards` rewrites it from `model.json`, "
         "`provenance.json` and the benchmark's measurements.",
     )
 
 
-def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, Any]:
+def _front_matter(name: str, provenance: dict, row: dict | None, facts: dict[str, Any]) -> dict[str, Any]:
     results = []
     if row is not None:
         results.append(
@@ -160,11 +165,17 @@ def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, An
                 "name": "test accuracy, float Keras model",
             }
         )
-    return {
+    dataset = (
+        {"name": "Fashion-MNIST", "type": DATASET_ID, "split": "test"}
+        if facts["fashion"]
+        else {"name": facts["subject"].split(" of ", 1)[1], "type": facts["kind"], "split": "test"}
+    )
+    tags = ["image-classification", "tflite", "litert", "int8", "edge"]
+    matter = {
         "license": provenance.get("license", LICENSE).lower(),
         "library_name": "litert",
         "pipeline_tag": "image-classification",
-        "tags": ["image-classification", "tflite", "litert", "int8", "edge", "fashion-mnist", "edge-fm"],
+        "tags": [*tags, "fashion-mnist", "edge-fm"] if facts["fashion"] else [*tags, "edge-fm"],
         "datasets": [DATASET_ID],
         "metrics": ["accuracy"],
         "model-index": [
@@ -173,20 +184,23 @@ def _front_matter(name: str, provenance: dict, row: dict | None) -> dict[str, An
                 "results": [
                     {
                         "task": {"type": "image-classification", "name": "Image Classification"},
-                        "dataset": {"name": "Fashion-MNIST", "type": DATASET_ID, "split": "test"},
+                        "dataset": dataset,
                         "metrics": results,
                     }
                 ],
             }
         ],
     }
+    if not facts["fashion"]:
+        del matter["datasets"]  # the user's own data has no id on the Hub
+    return matter
 
 
-def _summary(name: str, provenance: dict, description: dict) -> str:
+def _summary(name: str, provenance: dict, description: dict, facts: dict[str, Any]) -> str:
     config = provenance["train"]["config"]
     article = "An" if description["format"][0] in "aeiou" or description["format"].startswith("int8") else "A"
     return (
-        f"{article} {description['format']} TFLite classifier of Fashion-MNIST garments, "
+        f"{article} {description['format']} TFLite {facts['subject']}, "
         f"architecture `{config['arch']}`, "
         f"made with edge-fm. {provenance.get('note', '')}"
     ).strip()
@@ -453,8 +467,14 @@ def _mobile_note(mobile: dict) -> str:
         f"of {c['images']:,} test images"
         for c in mobile.get("clients", [])
     ]
+    conversion = mobile["grey_conversion"]
+    takes = (
+        "takes RGB bytes as they are (the model was trained on RGB images)"
+        if conversion.get("method") == "rgb"
+        else f"takes RGB bytes and turns them grey inside the graph ({conversion['how']})"
+    )
     return (
-        f"The mobile form takes RGB bytes and turns them grey inside the graph ({mobile['grey_conversion']['how']}); "
+        f"The mobile form {takes}; "
         f"on {parity['images']:,} test images its outputs are "
         f"{'identical to' if parity['identical_to_int8'] else 'within the parity rule of'} `model.tflite`'s. "
         + ("Checked in: " + "; ".join(checks) + "." if checks else "")

@@ -51,6 +51,7 @@ def bench_catalog(
     data_dir: Path | str | None = None,
     previous: dict | None = None,
     sample: bool = False,
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """Benchmarks every model of a catalog in one run and judges their targets (cards: :func:`refresh_cards`).
 
@@ -61,6 +62,7 @@ def bench_catalog(
         previous: An earlier result of this function, whose rows of models that cannot be measured
             here are carried over.
         sample: Score on the embedded sample instead of the test split (for a smoke run).
+        data: Where the models' own dataset is, when not where their ``model.json`` says.
 
     Returns:
         The bench result, its rows named by model, with the targets judged (``checks``).
@@ -77,7 +79,9 @@ def bench_catalog(
     in_folder = [
         models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)
     ]
-    result = bench([*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample)
+    result = bench(
+        [*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample, data=data
+    )
     by_path = {path.resolve(): name for name, path in present.items()}
     given = {path.resolve(): path for path in [*in_folder, *present.values()]}
     for row in result["rows"]:
@@ -221,6 +225,7 @@ def measure(
     previous: dict | None = None,
     cards: bool = False,
     command: str = "",
+    data: str | Path | None = None,
 ) -> dict[str, Any]:
     """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (rows named
     by model, targets judged); anything else through :func:`edge_fm.bench.benchmark.bench`.
@@ -240,8 +245,8 @@ def measure(
                 "--cards rewrites the model cards of one folder of shipped models measured here: "
                 "pass only that folder (e.g. models/), with the local target and no --baseline."
             )
-        return bench(list(paths), target, options, baseline, data_dir, sample)
-    result = bench_catalog(paths[0], options, data_dir, previous, sample)
+        return bench(list(paths), target, options, baseline, data_dir, sample, data)
+    result = bench_catalog(paths[0], options, data_dir, previous, sample, data)
     result["command"] = command
     if cards:
         refresh_cards(paths[0], result)

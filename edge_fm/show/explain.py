@@ -4,7 +4,7 @@ Grad-CAM (Selvaraju et al., 2017) weighs the last convolutional feature maps by 
 the class score; it needs the float Keras model. Occlusion sensitivity (Zeiler and Fergus, 2014)
 greys out one patch at a time and records how much the class probability drops; it needs only
 the model's answers, so it explains the deployed int8 artifact as it runs in LiteRT. Both give a
-28x28 map, highest where the evidence for the class is.
+map of the image's size (28x28 for Fashion-MNIST), highest where the evidence for the class is.
 
 This module loads no TensorFlow unless :func:`grad_cam` is called, so the web demo
 (:mod:`edge_fm.show.serve`) can explain .tflite files with LiteRT alone.
@@ -48,32 +48,38 @@ def occlusion_map(
     model,
     image: np.ndarray,
     class_index: int,
-    patch: int = OCCLUSION_PATCH,
-    stride: int = OCCLUSION_STRIDE,
+    patch: int | None = None,
+    stride: int | None = None,
     fill: int = OCCLUSION_FILL,
 ) -> np.ndarray:
     """Occlusion sensitivity of one image for one class, from the model's answers alone.
 
     Args:
-        model: Anything with ``predict_proba(uint8 images (N, 28, 28, 1)) -> (N, classes)``:
+        model: Anything with ``predict_proba(uint8 images (N, height, width, channels)) -> (N, classes)``:
             a :class:`~edge_fm.runner.TFLiteModel` (the deployed artifact) or a wrapped Keras model.
-        image: ``(28, 28)`` or ``(28, 28, 1)`` uint8 pixels, as the model takes them.
+        image: ``(height, width)`` or ``(height, width, channels)`` uint8 pixels, as the model takes them.
         class_index: The class whose probability is watched.
-        patch: Side of the square patch, in pixels.
-        stride: Step between patch positions.
+        patch: Side of the square patch, in pixels (default: a seventh of the shorter side, 4 at 28).
+        stride: Step between patch positions (default: half the patch).
         fill: Pixel value of the patch.
 
     Returns:
-        ``(28, 28)`` float map: per pixel, the mean drop of the class probability over the patches
-        that cover it (negative where hiding a pixel raises the probability).
+        ``(height, width)`` float map: per pixel, the mean drop of the class probability over the
+        patches that cover it (negative where hiding a pixel raises the probability).
     """
-    pixels = np.asarray(image, dtype=np.uint8).reshape(28, 28)
-    corners = [(top, left) for top in _positions(28, patch, stride) for left in _positions(28, patch, stride)]
+    pixels = np.asarray(image, dtype=np.uint8)
+    pixels = pixels[..., None] if pixels.ndim == 2 else pixels
+    height, width = pixels.shape[:2]
+    patch = patch or max(OCCLUSION_PATCH, round(OCCLUSION_PATCH * min(height, width) / 28))
+    stride = stride or max(1, patch * OCCLUSION_STRIDE // OCCLUSION_PATCH)
+    corners = [
+        (top, left) for top in _positions(height, patch, stride) for left in _positions(width, patch, stride)
+    ]
     batch = np.repeat(pixels[None], len(corners) + 1, axis=0)
     for index, (top, left) in enumerate(corners, start=1):  # index 0 stays the untouched image
         batch[index, top : top + patch, left : left + patch] = fill
-    probs = np.asarray(model.predict_proba(batch[..., None]))[:, class_index]
-    drop, cover = np.zeros((28, 28)), np.zeros((28, 28))
+    probs = np.asarray(model.predict_proba(batch))[:, class_index]
+    drop, cover = np.zeros((height, width)), np.zeros((height, width))
     for (top, left), prob in zip(corners, probs[1:]):
         drop[top : top + patch, left : left + patch] += probs[0] - prob
         cover[top : top + patch, left : left + patch] += 1
@@ -141,13 +147,13 @@ def grad_cam(
 
     Args:
         model: A float Keras classifier taking raw uint8-valued images.
-        images: ``(N, 28, 28[, 1])`` uint8 pixels.
+        images: ``(N, height, width[, channels])`` uint8 pixels, as the model takes them.
         class_indices: The class explained, per image.
         layer: The feature-map layer; default :func:`last_conv_layer`.
         per_position: False for the original Grad-CAM weights (the gradient's spatial mean).
 
     Returns:
-        ``(N, 28, 28)`` float maps, non-negative, upsampled bilinearly to the image size.
+        ``(N, height, width)`` float maps, non-negative, upsampled bilinearly to the image size.
 
     Raises:
         EdgeFMError: The model has no convolutional layer.
@@ -161,14 +167,15 @@ def grad_cam(
     )
     score_tensor = last.input if ends_in_softmax else model.output
     probe = keras.Model(model.inputs, [feature_layer.output, score_tensor])
-    batch = tf.convert_to_tensor(np.asarray(images, dtype=np.float32).reshape(-1, 28, 28, 1))
+    shape = [int(d) for d in model.input_shape[1:]]
+    batch = tf.convert_to_tensor(np.asarray(images, dtype=np.float32).reshape(-1, *shape))
     with tf.GradientTape() as tape:
         features, scores = probe(batch, training=False)
         chosen = tf.gather(scores, tf.constant(list(class_indices)), axis=1, batch_dims=1)
     gradients = tape.gradient(chosen, features)
     weights = gradients if per_position else tf.reduce_mean(gradients, axis=(1, 2), keepdims=True)
     cams = tf.nn.relu(tf.reduce_sum(weights * features, axis=-1))[..., None]
-    return tf.image.resize(cams, (28, 28), method="bilinear").numpy()[..., 0].astype(np.float64)
+    return tf.image.resize(cams, shape[:2], method="bilinear").numpy()[..., 0].astype(np.float64)
 
 
 def map_correlation(first: np.ndarray, second: np.ndarray) -> float:
@@ -195,8 +202,10 @@ def heat_colours(values: np.ndarray) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """The image in grey under its heat map: ``(28, 28, 3)`` uint8 RGB."""
-    grey = np.repeat(np.asarray(image, np.float64).reshape(28, 28, 1), 3, axis=-1)
+    """The image (grey, or RGB) under its heat map: ``(height, width, 3)`` uint8 RGB."""
+    heat = np.asarray(heat)
+    pixels = np.asarray(image, np.float64).reshape(*heat.shape, -1)
+    grey = pixels if pixels.shape[-1] == 3 else np.repeat(pixels[..., :1], 3, axis=-1)
     colour = heat_colours(evidence(heat)).astype(np.float64)
     return ((1 - alpha) * grey + alpha * colour).round().clip(0, 255).astype(np.uint8)
 
@@ -238,7 +247,8 @@ class KerasAnswers:
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         from edge_fm.train.evaluate import predict_proba
 
-        return predict_proba(self.model, np.asarray(images).reshape(-1, 28, 28, 1))
+        shape = [int(d) for d in self.model.input_shape[1:]]
+        return predict_proba(self.model, np.asarray(images).reshape(-1, *shape))
 
 
 def explain_files(
@@ -246,7 +256,7 @@ def explain_files(
 ) -> list[Explanation]:
     """Explains image files: Grad-CAM for a training run, occlusion for a .tflite file or bundle.
 
-    Images are preprocessed as ``edge-fm predict`` does (:func:`edge_fm.show.predict.image_to_input`);
+    Images are preprocessed as ``edge-fm predict`` does (:class:`edge_fm.show.predict.ImagePolicy`);
     each overlay is written to ``out_dir/<image name>.<method>.png``. An unreadable image gets an
     error entry and the others go on.
 
@@ -255,24 +265,23 @@ def explain_files(
         images: Image files.
         out_dir: Folder for the overlays (created).
         top: Classes kept per image.
-        scale: Enlargement of the 28x28 overlay.
+        scale: Enlargement of the overlay (the model's input size).
 
     Raises:
         EdgeFMError: The model cannot be read, or ``out_dir`` cannot be written.
     """
     from edge_fm.io import check_output_dir, make_dirs, write_bytes_atomic
-    from edge_fm.show.predict import image_to_input
 
     explainer = _explainer_for(Path(model_path))
     out_dir = check_output_dir(out_dir, "--out")  # made with the first overlay: no empty folder if none is
     results = []
     for path in images:
         try:
-            pixels, _ = image_to_input(path)
+            pixels, _ = explainer.policy.read(path)
         except EdgeFMError as exc:
             results.append(Explanation(str(path), [], explainer.method, error=str(exc)))
             continue
-        probs = np.asarray(explainer.answers.predict_proba(pixels[None, :, :, None]))[0]
+        probs = np.asarray(explainer.answers.predict_proba(pixels[None]))[0]
         order = np.argsort(-probs)[:top]
         heat = explainer.heat(pixels, int(order[0]))
         target = make_dirs(out_dir, "--out") / f"{Path(path).stem}.{explainer.method}.png"
@@ -293,12 +302,13 @@ class _Explainer:
     method: str
     answers: object
     labels: list[str]
-    heat: object  # (pixels, class index) -> (28, 28) map
+    heat: object  # (pixels, class index) -> (height, width) map
+    policy: object  # how an image file becomes the model's input (edge_fm.show.predict.ImagePolicy)
 
 
 def _explainer_for(path: Path) -> _Explainer:
-    from edge_fm.data.datasets import CLASS_NAMES
     from edge_fm.export.bundles import kind_of
+    from edge_fm.show.predict import ImagePolicy, image_policy, load_artifact
 
     if kind_of(path) == "run":
         from edge_fm.train.runs import Run
@@ -306,15 +316,33 @@ def _explainer_for(path: Path) -> _Explainer:
         run = Run(path)
         model = run.model() if run.quantization_aware else run.float_model()
         last_conv_layer(model)  # fails now, before any image, for a model without feature maps
+        config = run.train_config
+        labels = list((run.manifest.get("data", {}).get("identity") or {}).get("class_names") or ())
+        policy = ImagePolicy()
+        if "input_shape" in config.arch_options:  # a model of its own data: its size, channels and resize
+            height, width, channels = (int(d) for d in config.arch_options["input_shape"])
+            policy = ImagePolicy((height, width), channels, config.resize, False)
         return _Explainer(
             "grad-cam",
             KerasAnswers(model),
-            list(CLASS_NAMES),
+            labels or _fashion_names(),
             lambda pixels, index: grad_cam(model, pixels[None], [index])[0],
+            policy,
         )
-    from edge_fm.show.predict import load_artifact
-
     artifact, labels = load_artifact(path)
+    policy = image_policy(path)
     return _Explainer(
-        "occlusion", artifact, labels, lambda pixels, index: occlusion_map(artifact, pixels, index)
+        "occlusion",
+        artifact,
+        labels,
+        lambda pixels, index: occlusion_map(artifact, pixels, index),
+        dataclasses.replace(policy, channels=int(artifact.input["shape"][-1]))
+        if not policy.garment
+        else policy,
     )
+
+
+def _fashion_names() -> list[str]:
+    from edge_fm.data.datasets import CLASS_NAMES
+
+    return list(CLASS_NAMES)

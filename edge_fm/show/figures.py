@@ -156,7 +156,7 @@ def prediction_gallery(
         right = _most_confident((labels_true == c) & (predicted == c), confidence, per_kind)
         wrong = _most_confident((labels_true == c) & (predicted != c), confidence, per_kind)
         row = [*right, *([None] * (per_kind - len(right))), *wrong, *([None] * (per_kind - len(wrong)))]
-        cells.append([None if i is None else images[i].reshape(28, 28) for i in row])
+        cells.append([None if i is None else thumbnail(images[i]) for i in row])
         titles.append(
             [
                 None
@@ -177,6 +177,12 @@ def prediction_gallery(
     )
 
 
+def thumbnail(image: np.ndarray) -> np.ndarray:
+    """An image as a cell shows it: ``(height, width)`` grey or ``(height, width, 3)`` RGB."""
+    pixels = np.asarray(image)
+    return pixels[..., 0] if pixels.ndim == 3 and pixels.shape[-1] == 1 else pixels
+
+
 def _most_confident(mask: np.ndarray, confidence: np.ndarray, count: int) -> list[int]:
     indices = np.flatnonzero(mask)
     return [int(i) for i in indices[np.argsort(-confidence[indices], kind="stable")][:count]]
@@ -188,11 +194,11 @@ def explanation_grid(
     """Images in the first row, then one row of heat-map overlays per method, column by column.
 
     Args:
-        images: ``(N, 28, 28[, 1])`` pixels.
+        images: ``(N, height, width[, channels])`` pixels.
         rows: ``(method name, N maps)`` per method.
         titles: One title per image (its class, and the agreement of the maps).
     """
-    pictures = [image.reshape(28, 28) for image in images]
+    pictures = [thumbnail(image) for image in images]
     cells = [pictures] + [
         [overlay(picture, heat) for picture, heat in zip(pictures, maps)] for _, maps in rows
     ]
@@ -205,16 +211,18 @@ def _mosaic_figure(
 ) -> bytes:
     """Thumbnails laid out in one picture, drawn on a single axes (80 small axes take seconds to lay out)."""
     plt = _pyplot()
-    side, gap_x, gap_y = 28, 4, 16  # pixels of a cell, and room between cells for their titles
+    first = next(np.asarray(cell) for row in cells for cell in row if cell is not None)
+    height, side = first.shape[:2]  # every cell has the images' size (28x28 for Fashion-MNIST)
+    gap_x, gap_y = max(4, side // 7), max(16, height * 4 // 7)  # room between cells for their titles
     n_rows, n_cols = len(cells), max(len(row) for row in cells)
-    canvas = np.full((n_rows * (side + gap_y), n_cols * (side + gap_x), 3), 255, dtype=np.uint8)
+    canvas = np.full((n_rows * (height + gap_y), n_cols * (side + gap_x), 3), 255, dtype=np.uint8)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
             if cell is None:
                 continue
             pixels = np.asarray(cell, dtype=np.uint8)
-            top, left = r * (side + gap_y) + gap_y, c * (side + gap_x)
-            canvas[top : top + side, left : left + side] = pixels if pixels.ndim == 3 else pixels[..., None]
+            top, left = r * (height + gap_y) + gap_y, c * (side + gap_x)
+            canvas[top : top + height, left : left + side] = pixels if pixels.ndim == 3 else pixels[..., None]
     fig, ax = plt.subplots(figsize=(n_cols * 1.05 + 1.2, n_rows * 1.2 + (0.4 if title else 0)))
     ax.imshow(canvas, interpolation="nearest")
     for r, row in enumerate(titles):
@@ -222,7 +230,7 @@ def _mosaic_figure(
             if label:
                 ax.text(
                     c * (side + gap_x) + side / 2,
-                    r * (side + gap_y) + gap_y - 2,
+                    r * (height + gap_y) + gap_y - 2,
                     label[0],
                     ha="center",
                     va="bottom",
@@ -230,7 +238,7 @@ def _mosaic_figure(
                     color=label[1],
                 )
         ax.text(
-            -3, r * (side + gap_y) + gap_y + side / 2, row_names[r], ha="right", va="center", fontsize=7.5
+            -3, r * (height + gap_y) + gap_y + height / 2, row_names[r], ha="right", va="center", fontsize=7.5
         )
     ax.set_axis_off()
     if title:

@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import math
 import tempfile
@@ -28,14 +27,12 @@ from typing import Any
 import numpy as np
 
 from edge_fm.bench.measurements import bench_rows, folder_rows, read_bench
-from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
+from edge_fm.data.datasets import CLASS_NAMES
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import (
     BENCH_FILE,
-    DESCRIPTION_FILE,
     PIPELINE_FILE,
     Bundle,
-    is_run,
     kind_of,
     read_description,
 )
@@ -43,6 +40,16 @@ from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.show import figures
 from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
 from edge_fm.show.inspection_section import inspection_section
+from edge_fm.show.report_runs import (
+    bounded,
+    curves,
+    curves_of_lineage,
+    data_uri,
+    exported_artifact,
+    find_run,
+    float_ancestor,
+    scored_images,
+)
 from edge_fm.train.metrics import classification_metrics
 
 REPORT_FILE = "report.html"
@@ -55,6 +62,7 @@ class ReportOptions:
 
     Attributes:
         data_dir: Where the full dataset is (a bundle without its run is scored on its test split).
+        data: Where a bundle's own dataset is, when not where its ``model.json`` says.
         sample: Score a bundle without its run on the embedded sample's test images instead.
         max_images: At most this many images are scored (the report takes seconds, not minutes).
         explained: Images explained side by side, one per class in class order.
@@ -66,6 +74,7 @@ class ReportOptions:
     max_images: int = 2000
     explained: int = 10
     bench: Path | None = None
+    data: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_images < 10:
@@ -146,11 +155,6 @@ def render(page: dict[str, Any]) -> str:
     return environment.get_template(TEMPLATE).render(**page)
 
 
-def data_uri(png: bytes) -> str:
-    """A PNG as a ``data:`` URI, so the page carries its own images."""
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-
-
 # ---------------------------------------------------------------- one builder per kind of target
 
 
@@ -160,15 +164,15 @@ def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
 
     run = Run(path).require_model()
     page = _empty_page(f"{run.path.name}: {run.train_config.arch}, {run.stage} run")
-    page["curves"] = _curves(run)
+    page["curves"] = curves(run)
     progress("scoring the run's model on its validation split")
     dataset = run.dataset(options.data_dir)
-    images, labels = _bounded(dataset.x_val, dataset.y_val, options.max_images)
+    images, labels = bounded(dataset.x_val, dataset.y_val, options.max_images)
     page["scored"] = f"{len(labels):,} images of the run's validation split ({dataset.describe()})"
     answers = KerasAnswers(run.model())
-    _add_classification(page, f"Keras model of {run.path.name}", answers, images, labels)
-    artifact = _exported_artifact(run)
-    _add_explanations(page, options, progress, images, labels, _float_ancestor(run), artifact)
+    _add_classification(page, f"Keras model of {run.path.name}", answers, images, labels, dataset.class_names)
+    artifact = exported_artifact(run)
+    _add_explanations(page, options, progress, images, labels, float_ancestor(run), artifact)
     return page
 
 
@@ -180,11 +184,10 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
     page = _empty_page(
         f"{path.name}: {description.get('architecture', 'model')}, {description.get('format', '.tflite')} bundle"
     )
-    run = _find_run(description.get("source", {}).get("run"), path)
-    images, labels, scored = _test_images(run, options)
-    page["scored"] = scored
+    run = find_run(description.get("source", {}).get("run"), path)
+    images, labels, page["scored"], _ = scored_images(run, options, description)
     if run is not None:
-        page["curves"] = _curves_of_lineage(run)
+        page["curves"] = curves_of_lineage(run)
     _add_classification(
         page,
         f"{description.get('format', '.tflite')} artifact {path.name}",
@@ -199,7 +202,7 @@ def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
         progress,
         images,
         labels,
-        None if run is None else _float_ancestor(run),
+        None if run is None else float_ancestor(run),
         (path, description.get("format", ".tflite"), model),
     )
     inspection_section(page, path, None if run is None else run.path, options.data_dir, progress)
@@ -212,10 +215,10 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
     record = read_json(path / PIPELINE_FILE)
     stages = record.get("stages", {})
     page = _empty_page(f"{path.name}: pipeline of {record.get('config', {}).get('arch', '?')}")
-    run = _find_run(stages.get("train"), path)
+    run = find_run(stages.get("train"), path)
     if run is not None:
-        page["curves"] = _curves_of_lineage(
-            _find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path)
+        page["curves"] = curves_of_lineage(
+            find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path)
         )
     if (path / BENCH_FILE).is_file():
         _add_front(page, bench_rows(read_bench(path / BENCH_FILE)), f"{path / BENCH_FILE}")
@@ -224,7 +227,7 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
     if best.get("path") and run is not None:
         bundle = path / best["path"]
         model, labels_list = load_artifact(bundle)
-        images, labels, page["scored"] = _test_images(run, options)
+        images, labels, page["scored"], _ = scored_images(run, options)
         _add_classification(
             page, f"best artifact {best['artifact']} ({best['format']})", model, images, labels, labels_list
         )
@@ -243,7 +246,7 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
                 read_description(path / int8).get("format"),
                 load_artifact(path / int8)[0],
             )
-        source = _find_run(stages.get("prune") or stages.get("train"), path)
+        source = find_run(stages.get("prune") or stages.get("train"), path)
         _add_explanations(page, options, progress, images, labels, source, artifact)
     return page
 
@@ -254,7 +257,7 @@ def _bench_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     rows = bench_rows(result)
     page["notes"].append(f"Test set: {result.get('test_set', {}).get('source', 'not recorded')}.")
     _add_front(page, rows, str(path))
-    _add_recalls(page, rows)
+    _add_recalls(page, rows, (result.get("test_set", {}).get("data") or {}).get("class_names"))
     return page
 
 
@@ -262,8 +265,20 @@ def _folder_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]
     rows, source = folder_rows(path, options.bench)
     page = _empty_page(f"{path.name}/: {len(rows)} bundles")
     _add_front(page, rows, source)
-    _add_recalls(page, rows)
+    _add_recalls(page, rows, _labels_of(rows))
     return page
+
+
+def _labels_of(rows: list[dict]) -> list[str] | None:
+    """The class names of the first readable bundle among ``rows`` (the models' own, in output order)."""
+    for row in rows:
+        try:
+            labels = list(Bundle.open(row.get("path", "")).labels)
+        except EdgeFMError:
+            continue
+        if labels:
+            return labels
+    return None
 
 
 _BUILDERS = {
@@ -288,91 +303,8 @@ def _empty_page(title: str) -> dict[str, Any]:
         "explanations": None,
         "recalls": None,
         "inspection": None,
+        "class_names": None,
     }
-
-
-# ---------------------------------------------------------------- runs and their data
-
-
-def _find_run(recorded: str | None, near: Path):
-    """The run a record names, looked for as recorded, then beside ``near`` (records hold the path of their day)."""
-    if not recorded:
-        return None
-    name = Path(recorded).name
-    for candidate in (Path(recorded), near / name, near.parent / name):
-        if is_run(candidate):
-            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
-
-            return Run(candidate)
-    return None
-
-
-def _float_ancestor(run):
-    """The nearest run of the lineage that is not quantization-aware: the float Keras model's run."""
-    from edge_fm.train.runs import Run
-
-    for link in run.lineage() or [{"run": str(run.path)}]:
-        found = Run(link["run"]) if is_run(link["run"]) else None
-        if found is not None and not found.quantization_aware and found.model_path.is_file():
-            return found
-    return None
-
-
-def _exported_artifact(run):
-    """An int8 bundle exported from ``run``, found beside it, as ``(path, format, model)``; else None."""
-    from edge_fm.show.predict import load_artifact
-
-    for folder in sorted(path.parent for path in run.path.parent.glob(f"*/{DESCRIPTION_FILE}")):
-        description = read_description(folder)
-        source = Path(str(description.get("source", {}).get("run", "")))
-        if source.name == run.path.name and "int8" in str(description.get("format")):
-            return folder, description["format"], load_artifact(folder)[0]
-    return None
-
-
-def _test_images(run, options: ReportOptions) -> tuple[np.ndarray, np.ndarray, str]:
-    """The test images a bundle is scored on: its run's test split, else the dataset's or the sample's."""
-    if run is not None and not options.sample:
-        dataset = run.dataset(options.data_dir)
-        images, labels = _bounded(dataset.x_test, dataset.y_test, options.max_images)
-        return images, labels, f"{len(labels):,} test images of {dataset.describe()}"
-    images, labels = load_split("test", SAMPLE_DIR if options.sample else options.data_dir)
-    images, labels = _bounded(images, labels, options.max_images)
-    what = (
-        "the embedded sample's test images (not the Fashion-MNIST test set)"
-        if options.sample
-        else "the Fashion-MNIST test split"
-    )
-    return images, labels, f"{len(labels):,} images of {what}"
-
-
-def _bounded(images: np.ndarray, labels: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    return images[:limit], labels[:limit]
-
-
-def _curves(run) -> list[dict[str, str]]:
-    history_path = run.path / "history.json"
-    if not history_path.is_file():
-        return []
-    history = read_json(history_path)
-    if not history:
-        return []
-    return [
-        {
-            "title": f"{run.path.name} ({run.stage})",
-            "png": data_uri(figures.training_curves(history, f"{run.path.name}: {run.stage}")),
-        }
-    ]
-
-
-def _curves_of_lineage(run) -> list[dict[str, str]]:
-    """Curves of every run of the lineage, the first training first."""
-    from edge_fm.train.runs import Run
-
-    if run is None:
-        return []
-    runs = [Run(link["run"]) for link in reversed(run.lineage()) if is_run(link["run"])]
-    return [curve for each in (runs or [run]) for curve in _curves(each)]
 
 
 # ---------------------------------------------------------------- sections
@@ -382,6 +314,7 @@ def _add_classification(
     page: dict, what: str, model, images: np.ndarray, labels: np.ndarray, names: list[str] | None = None
 ) -> None:
     names = list(names or CLASS_NAMES)
+    page["class_names"] = names
     probs = np.asarray(model.predict_proba(images))
     metrics = classification_metrics(labels, probs)
     page["classification"] = {
@@ -404,6 +337,7 @@ def _add_explanations(
     """Grad-CAM of the float model beside occlusion of the artifact, on one image per class."""
     if options.explained == 0 or (float_run is None and artifact is None):
         return
+    names = page.get("class_names") or list(CLASS_NAMES)
     chosen = [int(np.flatnonzero(labels == c)[0]) for c in range(options.explained) if np.any(labels == c)]
     picked, classes = images[chosen], labels[chosen]
     rows, notes, methods = [], [], []
@@ -437,14 +371,14 @@ def _add_explanations(
         else []
     )
     titles = [
-        CLASS_NAMES[c] + (f"\nr = {r:.2f}" if correlations and not math.isnan(r) else "")
+        names[c] + (f"\nr = {r:.2f}" if correlations and not math.isnan(r) else "")
         for c, r in zip(classes, correlations or [math.nan] * len(classes))
     ]
     finite = [r for r in correlations if not math.isnan(r)]
     page["explanations"] = {
         "png": data_uri(figures.explanation_grid(picked, rows, titles)) if rows else None,
         "methods": methods,
-        "correlations": [{"name": CLASS_NAMES[c], "r": r} for c, r in zip(classes, correlations)],
+        "correlations": [{"name": names[c], "r": r} for c, r in zip(classes, correlations)],
         "mean": (sum(finite) / len(finite)) if finite else None,
         "notes": notes,
     }
@@ -481,11 +415,14 @@ def _add_front(page: dict, rows: list[dict], source: str) -> None:
     page["front"] = {"png": png, "rows": table, "source": source, "unmeasured": unmeasured}
 
 
-def _add_recalls(page: dict, rows: list[dict]) -> None:
+def _add_recalls(page: dict, rows: list[dict], names: list[str] | None = None) -> None:
     """Recall per class of each model, where its row carries a confusion matrix."""
     with_matrix = [row for row in rows if row.get("confusion_matrix")]
     if not with_matrix:
         return
+    classes = len(with_matrix[0]["confusion_matrix"])
+    names = list(names or CLASS_NAMES)
+    names = names if len(names) == classes else [str(c) for c in range(classes)]
 
     series = []
     for row in with_matrix:
@@ -493,6 +430,6 @@ def _add_recalls(page: dict, rows: list[dict]) -> None:
         series.append((figures.row_name(row), (np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)).tolist()))
     page["recalls"] = data_uri(
         figures.per_class_bars(
-            series, CLASS_NAMES, "Recall per class of each model (from the benchmark's confusion matrices)"
+            series, names, "Recall per class of each model (from the benchmark's confusion matrices)"
         )
     )

@@ -1,6 +1,9 @@
 """Classifying real image files with an exported artifact, preprocessed as docs/mobile.md describes.
 
-Images are read by :func:`edge_fm.data.images.image_to_input` (re-exported here).
+A Fashion-MNIST model's images are read by :func:`edge_fm.data.images.image_to_input` (re-exported
+here): grey, inverted when the background is light, padded and resized to 28x28. A model made from
+other data reads them as its training images were read (:func:`edge_fm.data.images.read_image`):
+its input size and channels, by the resize policy its bundle records.
 """
 
 from __future__ import annotations
@@ -10,14 +13,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.data.datasets import CLASS_NAMES
-from edge_fm.data.images import image_to_input
+from edge_fm.data.datasets import CLASS_NAMES, IMAGE_SHAPE
+from edge_fm.data.images import image_to_input, read_image
+from edge_fm.data.reference import recorded_data
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, Bundle
 from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
-__all__ = ["Prediction", "classify_files", "image_to_input", "load_artifact"]
+__all__ = ["ImagePolicy", "Prediction", "classify_files", "image_policy", "image_to_input", "load_artifact"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,11 +34,51 @@ class Prediction:
     error: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class ImagePolicy:
+    """How an image file becomes a model's input.
+
+    Attributes:
+        size: ``(height, width)`` of the input.
+        channels: 1 (grey) or 3 (RGB).
+        resize: ``pad`` or ``stretch`` (a model of its own data: its training images' policy).
+        garment: Fashion-MNIST's steps: grey, inverted when the background is light, padded to 28x28.
+    """
+
+    size: tuple[int, int] = IMAGE_SHAPE[:2]
+    channels: int = 1
+    resize: str = "pad"
+    garment: bool = True
+
+    def read(self, source: Path | str | bytes, name: str | None = None) -> tuple[np.ndarray, bool]:
+        """``(pixels (height, width, channels) uint8, inverted)`` of an image file or its bytes.
+
+        Raises:
+            EdgeFMError: The image cannot be read (see :func:`image_to_input`).
+        """
+        if self.garment:
+            pixels, inverted = image_to_input(source, name)
+            return pixels[..., None], inverted
+        return read_image(source, self.size, self.channels, self.resize, name), False
+
+
+def image_policy(artifact: Path | str) -> ImagePolicy:
+    """The policy an artifact's bundle records: its data's size, channels and resize; else Fashion-MNIST's."""
+    path = Path(artifact)
+    model_path = path / MODEL_FILE if path.is_dir() else path
+    record = recorded_data(Bundle.open(model_path).description) if model_path.is_file() else None
+    if record is None:
+        return ImagePolicy()
+    height, width, channels = (int(d) for d in record["image_shape"])
+    return ImagePolicy((height, width), channels, (record.get("options") or {}).get("resize", "pad"), False)
+
+
 def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     """Loads a .tflite file or an export bundle directory, with its class names.
 
     Labels come from the bundle's ``model.json`` (or ``labels.txt``) beside the file, else the
-    Fashion-MNIST classes.
+    Fashion-MNIST classes. A model of another dataset than Fashion-MNIST takes the input its
+    bundle's ``data`` entry records.
     """
     path = Path(artifact)
     model_path = path / MODEL_FILE if path.is_dir() else path
@@ -49,16 +93,26 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     bundle = Bundle.open(model_path) if model_path.suffix == ".tflite" else None
     labels = list(bundle.labels or CLASS_NAMES) if bundle else list(CLASS_NAMES)
     labels = check_labels(labels, f"{model_path.parent}: labels")
-    _check_shapes(model, labels, model_path, bool(bundle and bundle.has_sidecar))
+    record = recorded_data(bundle.description) if bundle else None
+    expected = tuple(record["image_shape"]) if record else IMAGE_SHAPE
+    _check_shapes(model, labels, model_path, bool(bundle and bundle.has_sidecar), expected)
     return model, labels
 
 
-def _check_shapes(model: TFLiteModel, labels: list[str], model_path: Path, has_sidecar: bool = True) -> None:
+def _check_shapes(
+    model: TFLiteModel,
+    labels: list[str],
+    model_path: Path,
+    has_sidecar: bool = True,
+    expected: tuple[int, ...] = IMAGE_SHAPE,
+) -> None:
     # Another model's .tflite (or a bundle whose model.json lists other labels) would fail later
     # with a shape error or print wrong names; say so up front.
     image_shape = tuple(int(d) for d in model.input["shape"][1:])
     classes = int(model.output["shape"][-1])
-    if image_shape != (28, 28, 1):
+    if expected != IMAGE_SHAPE and image_shape[:2] == tuple(expected[:2]) and image_shape[2] in (1, 3):
+        pass  # its own data's size: grey, or RGB (a mobile form of a grey model takes RGB)
+    elif image_shape != (28, 28, 1):
         raise EdgeFMError(
             f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`."
         )
@@ -83,14 +137,15 @@ def classify_files(artifact: Path | str, images: list[Path | str], top: int = 3)
         top: How many classes to keep per image.
     """
     model, labels = load_artifact(artifact)
+    policy = dataclasses.replace(image_policy(artifact), channels=int(model.input["shape"][-1]))
     results = []
     for path in images:
         try:
-            pixels, inverted = image_to_input(path)
+            pixels, inverted = policy.read(path)
         except EdgeFMError as exc:
             results.append(Prediction(str(path), [], error=str(exc)))
             continue
-        probs = model.predict_proba(pixels[None, :, :, None])[0]
+        probs = model.predict_proba(pixels[None])[0]
         order = np.argsort(-probs)[:top]
         results.append(Prediction(str(path), [(labels[i], float(probs[i])) for i in order], inverted))
     return results

@@ -1,10 +1,10 @@
 """``edge-fm serve``: a web demo of exported models (Plotly Dash), run through LiteRT alone.
 
 A user drops an image on the page (or picks one of the test images shown) and sees it as the
-model does (28x28 after edge-fm's preprocessing), the model's ten class probabilities as a bar
-chart, and an occlusion heat map of where the model looks. Given a folder of bundles
-(``models/``), every model answers side by side with its measured size, accuracy and latency, so
-an app developer can choose one.
+model does (28x28 after edge-fm's preprocessing, or the input size of a model of its own data),
+the model's class probabilities as a bar chart, and an occlusion heat map of where the model
+looks. Given a folder of bundles (``models/``), every model answers side by side with its
+measured size, accuracy and latency, so an app developer can choose one.
 
 The server loads no TensorFlow (inference and explanations run on the .tflite through LiteRT),
 so it starts in about a second. It binds 127.0.0.1 unless told otherwise and serves through
@@ -20,34 +20,20 @@ Example:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import ipaddress
 import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from edge_fm.bench.measurements import (
-    bench_rows,
-    bundle_name,
-    bundle_row,
-    bundles_in,
-    folder_rows,
-    read_bench,
-)
-from edge_fm.data.datasets import CLASS_NAMES, SAMPLE_DIR, load_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, kind_of
 from edge_fm.show import serve_page
-from edge_fm.show.explain import occlusion_map, overlay, png_bytes
+from edge_fm.show.explain import overlay, png_bytes
 from edge_fm.show.serve_guard import decode_upload, guard, stored_pixels
+from edge_fm.show.served import ServedModel, example_images, input_shape, load_models  # noqa: F401 (re-exported)
 
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
@@ -74,6 +60,8 @@ class ServeConfig:
         max_upload_mb: Largest image file accepted, in megabytes.
         bench: A bench result JSON with the models' measured figures (default: their model cards).
         key: An access key every request must carry (HTTP Basic password, any user name); None for none.
+        data: Where the models' own dataset is (its test images are offered), when not where their
+            bundles say; None for the recorded place (Fashion-MNIST models: the embedded sample).
     """
 
     path: Path
@@ -83,6 +71,7 @@ class ServeConfig:
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
     bench: Path | None = None
     key: str | None = dataclasses.field(default=None, repr=False)
+    data: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -114,98 +103,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-# ---------------------------------------------------------------- the models
-
-
-class ServedModel:
-    """One .tflite model and what was measured of it; safe to call from several request threads."""
-
-    def __init__(self, path: Path, row: dict[str, Any]):
-        from edge_fm.show.predict import load_artifact
-
-        self.path, self.row = path, row
-        self.name = row.get("model") or path.parent.name
-        self.model, self.labels = load_artifact(path)
-        # A TFLite interpreter holds its tensors between set and get: one request at a time each.
-        self._lock = threading.Lock()
-
-    def answer(self, pixels: np.ndarray) -> np.ndarray:
-        """The ten class probabilities of one ``(28, 28)`` uint8 image."""
-        with self._lock:
-            return np.asarray(self.model.predict_proba(pixels[None, :, :, None]))[0]
-
-    def occlusion(self, pixels: np.ndarray, class_index: int) -> np.ndarray:
-        """Occlusion sensitivity of one image for one class (see :func:`edge_fm.show.explain.occlusion_map`)."""
-        with self._lock:
-            return occlusion_map(self.model, pixels, class_index)
-
-
-def load_models(path: Path | str, bench: Path | str | None = None) -> list[ServedModel]:
-    """The models of a bundle, a .tflite file or a folder of bundles, with their measured figures.
-
-    Raises:
-        EdgeFMError: Nothing loadable there.
-    """
-    with (
-        _native_stderr_quiet()
-    ):  # LiteRT's line about its XNNPACK delegate, once per process that loads a model
-        return _load_models(Path(path), bench)
-
-
-def _load_models(path: Path, bench: Path | str | None) -> list[ServedModel]:
-    if path.name == MODEL_FILE and path.is_file():
-        path = path.parent  # a bundle's own file: the bundle, with its card
-    if path.is_file():  # a bare .tflite: nothing measured beside it but its size
-        return [ServedModel(path, {"model": path.stem, "bytes": path.stat().st_size})]
-    if kind_of(path) == "bundle":
-        return [ServedModel(path / MODEL_FILE, bundle_row(path, _bench_row(bench, path.name)))]
-    if not path.is_dir() or not bundles_in(path):
-        what = "does not exist" if not path.exists() else "holds no bundle (folders with a model.tflite)"
-        raise EdgeFMError(
-            f"{path} {what}: pass a bundle made by `edge-fm export`, a .tflite file or a folder of "
-            "bundles such as models/."
-        )
-    rows, _ = folder_rows(path, bench)
-    return [ServedModel(Path(row["path"]), row) for row in rows]
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """Hides what native code writes to fd 2 inside the block (Python exceptions are unaffected).
-
-    The demo loads no TensorFlow, so it cannot use :func:`edge_fm.compat.native_stderr_silenced`.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
-def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
-    if bench is None:
-        return None
-    return next((row for row in bench_rows(read_bench(bench)) if bundle_name(row) == name), None)
-
-
-def example_images(count: int = 10) -> list[tuple[str, np.ndarray]]:
-    """One test image per class from the embedded sample, as ``(class name, pixels)``."""
-    images, labels = load_split("test", SAMPLE_DIR)
-    return [
-        (CLASS_NAMES[c], images[np.flatnonzero(labels == c)[0]].reshape(28, 28))
-        for c in range(min(count, len(CLASS_NAMES)))
-    ]
-
-
 # ---------------------------------------------------------------- the page
 
 
@@ -218,14 +115,16 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     dash, dcc, html, go = _dash()
     models = models if models is not None else load_models(config.path, config.bench)
     by_name = {model.name: model for model in models}
-    examples = example_images()
+    examples = example_images(models=models, data=config.data)
+    shape, policy = input_shape(models), models[0].policy
+    seen = f"{shape[1]}x{shape[0]}"
     # Uploads are decoded on a fixed pool of threads: a request thread waits for its turn, and the
     # decoders' freed buffers stay in their own malloc arenas to be reused, not one per request thread.
     decoder = ThreadPoolExecutor(max_workers=DECODE_SLOTS, thread_name_prefix="edge-fm-decode")
     inferring = threading.BoundedSemaphore(INFERENCE_SLOTS)
     app = dash.Dash(__name__, title="edge-fm demo", update_title=None, serve_locally=True)
     app.server.config["MAX_CONTENT_LENGTH"] = _REQUEST_FACTOR * config.max_upload_bytes + _REQUEST_MARGIN
-    app.layout = serve_page.layout(dcc, html, models, examples, config)
+    app.layout = serve_page.layout(dcc, html, models, examples, config, seen)
 
     # In the browser: a file over the limit gets its message without being sent (the server would
     # refuse the request, and the page would not hear why); the rest goes on to the server.
@@ -236,11 +135,11 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
             var name = String(filename || "upload").split(/[\\/]/).pop();
             if (size > %d) {
                 return [window.dash_clientside.no_update, name + " is " + (size / 1e6).toFixed(1) +
-                        " MB; the demo takes images up to %.1f MB (the model sees 28x28): downscale it first."];
+                        " MB; the demo takes images up to %.1f MB (the model sees %s): downscale it first."];
             }
             return [{"contents": contents, "filename": filename}, window.dash_clientside.no_update];
         }"""
-        % (config.max_upload_bytes, config.max_upload_bytes / 1e6),
+        % (config.max_upload_bytes, config.max_upload_bytes / 1e6, seen),
         dash.Output("pending", "data"),
         dash.Output("message", "children", allow_duplicate=True),
         dash.Input("upload", "contents"),
@@ -267,7 +166,7 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
         filename = pending.get("filename")
         try:
             pixels = decoder.submit(
-                decode_upload, pending.get("contents"), filename, config.max_upload_bytes
+                decode_upload, pending.get("contents"), filename, config.max_upload_bytes, policy, seen
             ).result()
         except EdgeFMError as exc:
             return dash.no_update, str(exc)
@@ -287,7 +186,7 @@ def create_app(config: ServeConfig, models: list[ServedModel] | None = None):
     )
     def show(stored, chosen):
         try:
-            pixels = stored_pixels(stored)
+            pixels = stored_pixels(stored, shape)
         except EdgeFMError as exc:
             return dash.no_update, dash.no_update, str(exc), dash.no_update, dash.no_update, dash.no_update
         model = by_name.get(chosen, models[0]) if isinstance(chosen, str) else models[0]
@@ -406,6 +305,8 @@ def server_command(config: ServeConfig) -> list[str]:
         command.append("--expose")
     if config.bench:
         command += ["--bench", str(config.bench)]
+    if config.data:
+        command += ["--data", str(config.data)]
     return command
 
 
@@ -419,7 +320,7 @@ def serve_in_fresh_process(config: ServeConfig) -> None:
     _dash()
     _waitress()
     check_address(config)
-    load_models(config.path, config.bench)
+    example_images(models=load_models(config.path, config.bench), data=config.data)  # its data, checked here
     sys.stdout.flush()
     sys.stderr.flush()
     command = server_command(config)
@@ -457,6 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", default=None)
     parser.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB)
     parser.add_argument("--bench", type=Path)
+    parser.add_argument("--data", default=None)
     args = parser.parse_args(argv)
     try:
         config = ServeConfig(
@@ -467,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             args.max_upload_mb,
             args.bench,
             args.key or os.environ.get(KEY_ENV),
+            args.data,
         )
         server = make_server(config, create_app(config))
     except EdgeFMError as exc:

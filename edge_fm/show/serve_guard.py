@@ -81,40 +81,45 @@ def guard(app, key: str | None) -> None:
         return flask.jsonify({"message": "the demo could not understand this request."}), 400
 
 
-def decode_upload(contents: str, filename: str, max_bytes: int) -> np.ndarray:
-    """An uploaded file (a ``data:`` URL from the browser) -> ``(28, 28)`` uint8, as ``edge-fm predict`` sees it.
+def decode_upload(
+    contents: str, filename: str, max_bytes: int, policy=None, seen: str = "28x28"
+) -> np.ndarray:
+    """An uploaded file (a ``data:`` URL from the browser) -> uint8 pixels, as ``edge-fm predict`` sees it.
+
+    ``(28, 28)`` for a Fashion-MNIST model; a model of its own data reads it by its ``policy``
+    (:class:`edge_fm.show.predict.ImagePolicy`): ``(height, width)`` grey or ``(height, width, 3)``.
 
     Raises:
         EdgeFMError: Over the size limit, not an image, too large to decode, or a decompression
             bomb (one line for the page).
     """
-    from edge_fm.data.images import image_to_input
+    from edge_fm.show.predict import ImagePolicy
 
     name = Path(filename if isinstance(filename, str) and filename else "upload").name
     if not isinstance(contents, str):
         raise EdgeFMError(f"{name}: the upload was garbled; try again.")
     _, _, payload = contents.partition(",")
     if len(payload) * 3 // 4 > max_bytes:
-        raise EdgeFMError(too_large_message(name, len(payload) * 3 // 4, max_bytes))
+        raise EdgeFMError(too_large_message(name, len(payload) * 3 // 4, max_bytes, seen))
     try:
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise EdgeFMError(f"{name}: the upload was garbled; try again.") from None
     # Decoded from memory: the user's file name never becomes a path on the server.
-    pixels, _ = image_to_input(data, name)
-    return pixels
+    pixels, _ = (policy or ImagePolicy()).read(data, name)
+    return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
-def too_large_message(name: str, size: int, max_bytes: int) -> str:
+def too_large_message(name: str, size: int, max_bytes: int, seen: str = "28x28") -> str:
     """The one line for an upload over the limit (the page says the same before sending it)."""
     return (
         f"{name} is {size / 1e6:.1f} MB; the demo takes images up to {max_bytes / 1e6:.1f} MB "
-        "(the model sees 28x28): downscale it first."
+        f"(the model sees {seen}): downscale it first."
     )
 
 
-def stored_pixels(stored: Any) -> np.ndarray:
-    """The ``(28, 28)`` uint8 image the page holds, checked (a request may carry anything).
+def stored_pixels(stored: Any, shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
+    """The uint8 image of ``shape`` the page holds, checked (a request may carry anything).
 
     Raises:
         EdgeFMError: Not an image the page stored.
@@ -123,6 +128,6 @@ def stored_pixels(stored: Any) -> np.ndarray:
         pixels = np.frombuffer(base64.b64decode(stored["pixels"], validate=True), dtype=np.uint8)
     except (TypeError, KeyError, IndexError, ValueError, binascii.Error):
         pixels = None
-    if pixels is None or pixels.size != 28 * 28 or not isinstance(stored.get("source"), str):
+    if pixels is None or pixels.size != int(np.prod(shape)) or not isinstance(stored.get("source"), str):
         raise EdgeFMError("the image sent was not one the page made; pick a test image or upload one again.")
-    return pixels.reshape(28, 28)
+    return pixels.reshape(shape)

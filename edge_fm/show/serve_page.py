@@ -18,7 +18,7 @@ ServedModel = Any
 ServeConfig = Any
 
 
-def layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig):
+def layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig, seen: str = "28x28"):
     card = {"border": "1px solid #d0d7de", "borderRadius": "8px", "padding": "12px", "marginBottom": "12px"}
     return html.Div(
         style={
@@ -92,7 +92,7 @@ def layout(dcc, html, models: list[ServedModel], examples, config: ServeConfig):
                             html.Div(
                                 style={**card, "marginTop": "12px"},
                                 children=[
-                                    html.Div("What the model sees (28x28)", style={"color": "#59636e"}),
+                                    html.Div(f"What the model sees ({seen})", style={"color": "#59636e"}),
                                     html.Img(
                                         id="seen",
                                         alt="the image after preprocessing",
