@@ -373,7 +373,7 @@ def test_bench_vela_target_gives_estimate_rows(exported, tmp_path):
         "bench", exported["int8"], exported["fp32"], "--target", "vela:ethos-u65-256", "--json", out
     )
     assert result.exit_code == 1, result.output  # the fp32 artifact's row is an error row
-    rows = {row["format"]: row for row in json.loads(out.read_text())["rows"]}
+    rows = {row["format"]: row for row in json.loads(out.read_text())["results"]["rows"]}
     assert (
         rows["int8"]["status"] == "ok"
         and rows["int8"]["estimate"] is True
