@@ -662,6 +662,83 @@ def ethos_u(root: Path) -> str | None:
     )
 
 
+def _web(root: Path) -> tuple[dict, dict] | None:
+    result = _load(root, "mobile_clients.json")
+    return (result, result["web"]) if result and result.get("web") else None
+
+
+def mediapipe_web(root: Path) -> str | None:
+    """The mobile forms in MediaPipe Tasks for the Web, per delegate, against LiteRT on the same pixels."""
+    found = _web(root)
+    if not found:
+        return None
+    result, web = found
+    lines = [
+        "| model | form | delegate | images | top-1 = LiteRT | largest score difference | MediaPipe accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in web["rows"]:
+        head = f"| `{row['artifact']}` | {row['form']} | {row['delegate']} | {row['images']:,} |"
+        if row["status"] != "ok":
+            lines.append(f"{head} fails: {row['error']} ({row['classified']} classified) | | |")
+            continue
+        lines.append(
+            f"{head} {_pct(row['top1_agreement'])} | {row['max_score_difference']:.2g} | "
+            f"{_pct(row['mediapipe_accuracy'])} |"
+        )
+    gpu = "; ".join(f"`{form['artifact']}`: {form['made_with']}" for form in web.get("gpu_forms", []))
+    renderer = web["webgl_renderer"] or "none"
+    webgl = "SwiftShader, Chromium's software renderer" if "SwiftShader" in renderer else renderer
+    page = web["page"].split(":")[0]
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"{web['version']} in headless {web['browser']} (`{page}`), WebGL on {webgl}; "
+            f"{cpu_text(result['environment'])}. {('GPU forms: ' + gpu + '. ') if gpu else ''}"
+            f"Command run: `{public_command(result['command'])}`.",
+        ]
+    )
+
+
+def mediapipe_resize(root: Path) -> str | None:
+    """MediaPipe's own resize: images larger than the input given to MediaPipe, against edge-fm predict."""
+    found = _web(root)
+    if not found:
+        return None
+    result, web = found
+    resize = web["resize"]
+    groups: dict[tuple[int, str], list[dict]] = {}
+    for row in resize["rows"]:
+        groups.setdefault((row["size"], row["upscaling"]), []).append(row)
+
+    def span(rows: list[dict], key: str) -> str:
+        values = [row[key] for row in rows]
+        low, high = min(values), max(values)
+        return _pct(low) if low == high else f"{_pct(low)} to {_pct(high)}"
+
+    lines = [
+        "| image given to MediaPipe | enlarged by | top-1 = edge-fm predict | top-1 = MediaPipe at 28x28 "
+        "| MediaPipe accuracy | edge-fm predict accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (size, upscaling), rows in groups.items():
+        lines.append(
+            f"| {size}x{size} | {upscaling} | {span(rows, 'agreement_with_predict')} | "
+            f"{span(rows, 'agreement_with_input_size')} | {span(rows, 'mediapipe_accuracy')} | "
+            f"{span(rows, 'predict_accuracy')} |"
+        )
+    models = sorted({row["artifact"] for row in resize["rows"]})
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"Ranges over the {len(models)} shipped mobile forms, the first {resize['images']:,} test images, "
+            f"{web['version']} (CPU delegate) in {web['browser']}. Command run: `{public_command(result['command'])}`.",
+        ]
+    )
+
+
 TABLES: dict[str, Callable[[Path], str | None]] = {
     "paper-presets": paper_presets,
     "optimize-chain": optimize_chain,
@@ -680,6 +757,8 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "int8-error-converter-fold": int8_error_converter_fold,
     "quant-schemes": quant_schemes,
     "ethos-u": ethos_u,
+    "mediapipe-web": mediapipe_web,
+    "mediapipe-resize": mediapipe_resize,
 }
 
 

@@ -25,7 +25,7 @@ def export_command(
         Path,
         typer.Argument(
             help="A finished training or optimization run; with --for mobile, mcu or ethos-u also an int8 "
-            "export bundle or .tflite (e.g. models/edge-cnn-tiny)."
+            "export bundle or .tflite (e.g. models/edge-cnn-tiny); --for mobile-gpu takes a training run."
         ),
     ],
     formats: Annotated[
@@ -73,15 +73,15 @@ def export_command(
         str,
         typer.Option(
             "--for",
-            help="none; mobile (uint8 RGB input, standard metadata); mcu (TFLM firmware files, checked under "
-            "TFLM); ethos-u (compiled by Arm's Vela with its estimate; needs --accelerator-config).",
+            help="none; mobile (uint8 RGB input, standard metadata); mobile-gpu (float32 RGB input, float16 "
+            "weights, standard metadata: for GPU delegates); mcu (TFLM firmware files, checked under TFLM); "
+            "ethos-u (compiled by Arm's Vela with its estimate; needs --accelerator-config).",
         ),
     ] = "none",
     out: Annotated[
         Optional[Path],
         typer.Option(
-            help="With --for mobile, mcu or ethos-u: the bundle folder to create (default: a new "
-            "RUNS_DIR/<name>-<form>-N)."
+            help="With --for: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
         ),
     ] = None,
     parity_images: Annotated[
@@ -116,6 +116,7 @@ def export_command(
     Example: edge-fm export models/cnn-3conv-bn --for mcu --c-array script --out cnn-3conv-bn-mcu
     Example: edge-fm export models/edge-cnn-tiny --for mobile --out edge-cnn-tiny-mobile
     Example: edge-fm export runs/edge-cnn-tiny-pipeline-1/edge-cnn-tiny-qat-1 --for mobile
+    Example: edge-fm export runs/edge-cnn-tiny-train-1 --for mobile-gpu --out edge-cnn-tiny-mobile-gpu
     Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
     from edge_fm import Bundle, check_form_options, ethos_u_text, get_form, get_format
@@ -126,18 +127,16 @@ def export_command(
         get_form(target)
     if not formats and target == "none":
         raise EdgeFMError(
-            "give a format to export (e.g. -f int8); only --for mobile, mcu or ethos-u take a bundle without one."
+            "give a format to export (e.g. -f int8); only --for (mobile, mobile-gpu, mcu, ethos-u) goes without one."
         )
     if out is not None and (target == "none" or len(formats or []) > 1):
-        raise EdgeFMError(
-            "--out names one bundle of the mobile, mcu or ethos-u form: use it with --for and at most one format."
-        )
+        raise EdgeFMError("--out names one bundle of a form: use it with --for and at most one format.")
     if c_array != "source" and target != "mcu":
         raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
     check_form_options(target, accelerator_config, calibration_dir, formats)
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(
-            f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mcu: int8); drop it."
+            f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mobile-gpu: float32 RGB, mcu: int8); drop it."
         )
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
     failures, form_lines = [], []
@@ -165,6 +164,9 @@ def export_command(
         description = Bundle.open(bundle).description
         if "mobile" in description:
             form_lines.append(_mobile_line(bundle, description["mobile"]))
+            continue
+        if "mobile_gpu" in description:
+            form_lines.append(_mobile_gpu_line(bundle, description["mobile_gpu"]))
             continue
         if "ethos_u" in description:
             form_lines.append(f"{bundle}: {ethos_u_text(description['ethos_u'])}")
@@ -251,6 +253,15 @@ def _mobile_line(bundle: Path, record: dict) -> str:
             if record["grey_conversion"]["method"] == "rgb"
             else f"grey test images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
         )
+    )
+
+
+def _mobile_gpu_line(bundle: Path, record: dict) -> str:
+    parity = record["parity"]
+    return (
+        f"{bundle}: float32 RGB input, float16 weights, standard metadata, for GPU delegates; top-1 agreement "
+        f"{parity['agreement']:.2%} with the Keras model on {parity['images']:,} validation images; test accuracy "
+        f"{record['test_accuracy']:.2%} on {record['test_images']:,} images"
     )
 
 

@@ -1,9 +1,10 @@
-"""Export forms: what an integer artifact becomes for one kind of client, one table row each.
+"""Export forms: what an artifact becomes for one kind of client, one table row each.
 
-A form starts from a training run (its int8 artifact is exported first) or from an int8 bundle,
-makes the form, checks it against the int8 artifact, and writes a bundle
-(:func:`edge_fm.export.bundles.write_bundle`). :data:`FORMS` sits beside the export formats
-(:data:`edge_fm.export.formats.FORMATS`): the CLI's ``--for`` choices and :func:`export_form` read it.
+An integer form starts from a training run (its int8 artifact is exported first) or from an int8
+bundle and is checked against the int8 artifact; the mobile GPU form starts from a training run's
+float model and is checked against it. Each writes a bundle (:func:`edge_fm.export.bundles.write_bundle`).
+:data:`FORMS` sits beside the export formats (:data:`edge_fm.export.formats.FORMATS`): the CLI's
+``--for`` choices and :func:`export_form` read it.
 
 Example:
     >>> bundle = export_form("models/edge-cnn-tiny", "mobile", out="edge-cnn-tiny-mobile")  # doctest: +SKIP
@@ -18,6 +19,7 @@ from pathlib import Path
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
+from edge_fm.export.mobile_gpu import export_mobile_gpu
 from edge_fm.export.vela import export_ethos_u_form
 
 
@@ -61,6 +63,18 @@ def _mobile(source: Path | str, options: FormOptions) -> Path:
     )
 
 
+def _mobile_gpu(source: Path | str, options: FormOptions) -> Path:
+    return export_mobile_gpu(
+        source,
+        options.format_name,
+        options.parity_images,
+        options.runs_dir,
+        options.data_dir,
+        options.out,
+        options.progress,
+    )
+
+
 def _mcu(source: Path | str, options: FormOptions) -> Path:
     return export_mcu(
         source,
@@ -93,6 +107,12 @@ def _ethos_u(source: Path | str, options: FormOptions) -> Path:
 
 FORMS: tuple[Form, ...] = (
     Form("mobile", "the mobile form", "uint8 RGB input, standard metadata", _mobile),
+    Form(
+        "mobile-gpu",
+        "the mobile GPU form",
+        "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
+        _mobile_gpu,
+    ),
     Form("mcu", "the microcontroller form", "TFLM firmware files, checked under TFLM", _mcu),
     Form(
         "ethos-u",

@@ -282,7 +282,7 @@ def explain_files(
             results.append(Explanation(str(path), [], explainer.method, error=str(exc)))
             continue
         probs = np.asarray(explainer.answers.predict_proba(pixels[None]))[0]
-        order = np.argsort(-probs)[:top]
+        order = np.argsort(-probs, kind="stable")[:top]  # equal probabilities in label order, as predict
         heat = explainer.heat(pixels, int(order[0]))
         target = make_dirs(out_dir, "--out") / f"{Path(path).stem}.{explainer.method}.png"
         write_bytes_atomic(target, png_bytes(overlay(pixels, heat), scale))

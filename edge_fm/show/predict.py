@@ -146,6 +146,8 @@ def classify_files(artifact: Path | str, images: list[Path | str], top: int = 3)
             results.append(Prediction(str(path), [], error=str(exc)))
             continue
         probs = model.predict_proba(pixels[None])[0]
-        order = np.argsort(-probs)[:top]
+        # Stable: classes with equal probability (an int8 output has 256 levels) keep label order, as argmax
+        # and MediaPipe's classifier order them, so the first class is the one they name.
+        order = np.argsort(-probs, kind="stable")[:top]
         results.append(Prediction(str(path), [(labels[i], float(probs[i])) for i in order], inverted))
     return results

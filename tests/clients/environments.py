@@ -1,7 +1,9 @@
-"""Client environments: each mobile runtime in a virtual environment of its own, as an app has it.
+"""Client environments: each mobile runtime in an environment of its own, as an app has it.
 
 MediaPipe Tasks and the TFLite Task Library cannot share edge-fm's environment (absl-py,
 protobuf), so each gets a venv under ``.cache/`` built on first use from its pinned requirements.
+MediaPipe Tasks for the Web is the npm package a web app installs, in ``.cache/mediapipe-web/``,
+installed on first use from its pinned lock file (``mediapipe-web/package-lock.json``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ ENVIRONMENTS = {
     "mediapipe": ("mediapipe-requirements.txt", "mediapipe"),
     "task-library": ("task-library-requirements.txt", "tflite_support.task.vision"),
 }
+
+
+WEB_CLIENT = CLIENTS / "mediapipe-web"  # package.json and package-lock.json of the web client
+WEB_PACKAGE = "@mediapipe/tasks-vision"
 
 
 class ClientUnavailable(Exception):
@@ -60,3 +66,43 @@ def _build(venv: Path, requirements: Path) -> None:
                 if not line.startswith("WARNING")
             ]
             raise ClientUnavailable(f"building {venv.name} failed: {lines[-1] if lines else done.returncode}")
+
+
+def web_package(root: Path = REPO / ".cache") -> Path:
+    """The folder of the npm package ``@mediapipe/tasks-vision``, installed on first use (seconds, about 40 MB).
+
+    ``npm ci`` installs exactly the version and checksum of the pinned lock file into ``root/mediapipe-web``.
+
+    Raises:
+        ClientUnavailable: npm is not installed, or the install failed (no npm registry reachable).
+    """
+    folder = root / "mediapipe-web"
+    package = folder / "node_modules" / WEB_PACKAGE
+    stamp = folder / "installed-lock.json"
+    wanted = (WEB_CLIENT / "package-lock.json").read_text()
+    if not ((package / "package.json").is_file() and stamp.is_file() and stamp.read_text() == wanted):
+        _install_web(folder)
+        stamp.write_text(wanted)
+    return package
+
+
+def _install_web(folder: Path) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ClientUnavailable("npm is not installed (apt-get install nodejs npm)")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copyfile(WEB_CLIENT / name, folder / name)
+    done = subprocess.run(
+        [npm, "ci", "--prefix", str(folder), "--no-audit", "--no-fund", "--ignore-scripts"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        shutil.rmtree(folder, ignore_errors=True)
+        # npm ends with where its log is; the lines before say what failed (e.g. the registry unreachable).
+        lines = [
+            line for line in (done.stderr or done.stdout).splitlines() if line and "complete log" not in line
+        ]
+        raise ClientUnavailable(f"npm ci of {WEB_PACKAGE} failed: {'; '.join(lines[:2]) or done.returncode}")
