@@ -1,7 +1,7 @@
-"""Training curves of long runs that did not ship: what each epoch reached on validation, and what it cost.
+"""Training curves of long runs: what each epoch reached on validation, and what it cost.
 
-A run that misses its target is not shipped, but its curve says how far it got and how long it took
-on this CPU, which is what the next attempt is planned from. This reads finished training runs
+A run's curve says how far it got and how long it took on this CPU, shipped or not: what the next
+attempt is planned from. This reads finished training runs
 (``edge_fm.train.runs.Run``: config, per-epoch history, final metrics) and writes one row per run.
 The test accuracy in a row is the one ``edge-fm train`` printed at the end of the run (float Keras
 model); nothing here reads the test split, and no integer artifact was exported or scored.

@@ -429,3 +429,15 @@ def test_the_html_report_of_a_bundle_has_the_inspection_section(exported, tmp_pa
     ).read_text()
     assert 'id="op-kinds"' in page and 'id="worst-layers"' in page and 'id="runs-on"' in page
     assert "XNNPACK takes" in page and "static check" in page
+
+
+def test_tflm_row_of_a_model_larger_than_every_flash_is_a_size_check(tmp_path):
+    # TFLM's Python interpreter crashes on a model of tens of MB: the size is checked before it is run.
+    from edge_fm.export.runtimes import summary_rows, tflm
+
+    big = tmp_path / "model.tflite"
+    big.write_bytes(b"\0" * 9_000_000)
+    answer = tflm(big)
+    assert answer["runs"] is False and "larger than the flash of every board" in answer["error"]
+    rows = summary_rows({"tflm": answer})
+    assert rows[-1]["how"] == "static check" and "9,000,000 bytes" in rows[-1]["answer"]

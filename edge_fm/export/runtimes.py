@@ -139,6 +139,9 @@ def tflm(tflite: Path | str) -> dict[str, Any]:
     from edge_fm.export import tflm as mcu
 
     flatbuffer = Path(tflite).read_bytes()
+    too_big = _larger_than_every_flash(len(flatbuffer))
+    if too_big:  # TFLM's Python interpreter crashes on such a model; no board would hold it anyway
+        return {"runs": False, "unsupported_ops": [], "error": too_big, "how": CHECKED}
     try:
         mcu.check_int8_model(flatbuffer, tflite)
         arena = mcu.find_arena(flatbuffer)
@@ -155,6 +158,19 @@ def tflm(tflite: Path | str) -> dict[str, Any]:
         "how": MEASURED,
         "note": "TFLM's interpreter on this computer; arena = the smallest that ran + margin",
     }
+
+
+def _larger_than_every_flash(size: int) -> str:
+    """Why no microcontroller runs a model of ``size`` bytes, or "" when some board's flash holds it."""
+    from edge_fm.export.boards import BOARDS
+
+    largest = max(BOARDS, key=lambda board: board.flash_bytes)
+    if size <= largest.flash_bytes:
+        return ""
+    return (
+        f"at {size:,} bytes the model is larger than the flash of every board checked (the largest, "
+        f"{largest.name}, has {largest.flash_bytes:,} bytes)"
+    )
 
 
 def _missing_ops(flatbuffer: bytes) -> tuple[list[str], str | None]:
@@ -266,7 +282,9 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             )
         else:
             answer = micro.get("error", "does not run")
-        rows.append({"runtime": "TFLM (microcontrollers)", "answer": answer, "how": MEASURED})
+        rows.append(
+            {"runtime": "TFLM (microcontrollers)", "answer": answer, "how": micro.get("how", MEASURED)}
+        )
     return rows
 
 

@@ -459,14 +459,19 @@ def _io_text(spec: dict) -> str:
     return f"{spec['dtype']}{channels} `{spec['shape']}`"
 
 
+def _client_check_text(check: dict) -> str:
+    """One client's check of the mobile form: its agreement, or the error it failed with."""
+    if check.get("error"):
+        return f"{check['client']} ({check['version']}) does not run it: {check['error']}"
+    agreement = check.get("top1_agreement_with_litert", check.get("top1_agreement_with_int8", 0))
+    return (
+        f"{check['client']} ({check['version']}) agreed on {agreement:.2%} of {check['images']:,} test images"
+    )
+
+
 def _mobile_note(mobile: dict) -> str:
     parity = mobile["parity"]
-    checks = [
-        f"{c['client']} ({c['version']}) agreed on "
-        f"{c.get('top1_agreement_with_litert', c.get('top1_agreement_with_int8', 0)):.2%} "
-        f"of {c['images']:,} test images"
-        for c in mobile.get("clients", [])
-    ]
+    checks = [_client_check_text(c) for c in mobile.get("clients", [])]
     conversion = mobile["grey_conversion"]
     takes = (
         "takes RGB bytes as they are (the model was trained on RGB images)"
