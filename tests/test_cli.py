@@ -121,9 +121,7 @@ def test_data_info_on_the_full_dataset(data_dir):
     )
     for name, published in data.PUBLISHED_SHA256.items():
         actual = hashlib.sha256((data_dir / name).read_bytes()).hexdigest()
-        verdict = (
-            "matches the original release" if actual == published else "differs from the original release"
-        )
+        verdict = "matches" if actual == published else "differs"
         assert f"{name}: sha256 {actual[:16]}… {verdict}" in text, result.output
 
 
