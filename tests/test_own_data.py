@@ -29,6 +29,7 @@ from edge_fm.data.images import read_image
 from edge_fm.data.reference import model_test_split
 from edge_fm.export.bundles import Bundle
 from edge_fm.export.mobile import grey_to_rgb
+from edge_fm.result_files import flat, read_result_file
 from edge_fm.runner import TFLiteModel
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
@@ -104,7 +105,7 @@ def _check_in_mediapipe(mobile: Path, images: np.ndarray, names: list[str], tmp_
 
 
 def _check_bench(top: Path, kind: str, names: list[str], shape: list[int]) -> dict:
-    bench = json.loads((top / "bench.json").read_text())
+    bench = flat(read_result_file(top / "bench.json", "bench"))
     test_set = bench["test_set"]
     assert test_set["data"]["kind"] == kind and test_set["data"]["class_names"] == names
     assert test_set["data"]["image_shape"] == shape and "Fashion-MNIST" not in test_set["source"]
@@ -154,7 +155,7 @@ def test_mnist_csv_through_pipeline_mediapipe_and_tflm(mnist_chain, tmp_path):
     tflm = _cli(
         "bench", str(qat_int8), "--target", "tflm", "--tflm-images", "50", "--json", str(tmp_path / "t.json")
     )
-    assert "csv data" in json.loads((tmp_path / "t.json").read_text())["test_set"]["source"], tflm.output
+    assert "csv data" in flat(read_result_file(tmp_path / "t.json"))["test_set"]["source"], tflm.output
 
 
 # ---------------------------------------------------------------- a folder of photos
