@@ -215,12 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     ratio = from_cache["images_per_second"] / from_memory["images_per_second"]
+    command = shlex.join(
+        ["python", "benchmarks/own_data_scale.py", *(argv if argv is not None else sys.argv[1:])]
+    )
     result = {
-        "schema": "edge-fm/own-data-scale/1",
-        "command": shlex.join(
-            ["python", "benchmarks/own_data_scale.py", *(argv if argv is not None else sys.argv[1:])]
-        ),
-        "environment": _environment(),
         "method": "a temporary folder of Fashion-MNIST training images as 28x28 grey JPEG files (quality 90); each "
         "step in a fresh child process with its own decoded-image cache folder; training: "
         f"{ARCH} (quick preset's optimizer, no augmentation), batch {args.batch}, {args.epochs} epochs, images/s "
@@ -234,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         "target": {"cache_vs_memory_at_least": TARGET_RATIO},
         "met": bool(ratio >= TARGET_RATIO),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    from edge_fm.result_files import write_result_file
+
+    write_result_file(args.out, "own-data-scale", result, command, _environment())
     print(json.dumps({k: result[k] for k in ("decode", "warm_start", "cache_vs_memory", "met")}, indent=2))
     print(f"wrote {args.out}")
     return 0
