@@ -139,7 +139,7 @@ def tflm(tflite: Path | str) -> dict[str, Any]:
     from edge_fm.export import tflm as mcu
 
     flatbuffer = Path(tflite).read_bytes()
-    too_big = _larger_than_every_flash(len(flatbuffer))
+    too_big = larger_than_every_flash(len(flatbuffer))
     if too_big:  # TFLM's Python interpreter crashes on such a model; no board would hold it anyway
         return {"runs": False, "unsupported_ops": [], "error": too_big, "how": CHECKED}
     try:
@@ -160,7 +160,7 @@ def tflm(tflite: Path | str) -> dict[str, Any]:
     }
 
 
-def _larger_than_every_flash(size: int) -> str:
+def larger_than_every_flash(size: int) -> str:
     """Why no microcontroller runs a model of ``size`` bytes, or "" when some board's flash holds it."""
     from edge_fm.export.boards import BOARDS
 

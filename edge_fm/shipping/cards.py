@@ -383,15 +383,10 @@ def folder_forms(folder) -> list[dict]:
 
 def _too_big_for_boards(size: int) -> str:
     """Why no microcontroller form, when the model alone (``size`` bytes) is larger than every board's flash."""
-    from edge_fm.export.boards import BOARDS
+    from edge_fm.export.runtimes import larger_than_every_flash
 
-    largest = max(BOARDS, key=lambda board: board.flash_bytes)
-    if size <= largest.flash_bytes:
-        return ""
-    return (
-        f"at {size:,} bytes the model is larger than the flash of every board checked (the largest, "
-        f"{largest.name}, has {largest.flash_bytes:,} bytes): no microcontroller holds it."
-    )
+    reason = larger_than_every_flash(size)
+    return f"{reason}: no microcontroller holds it." if reason else ""
 
 
 def _tflm_refusal(path) -> str:
