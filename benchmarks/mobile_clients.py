@@ -346,7 +346,13 @@ def _command(args: argparse.Namespace) -> str:
     words += (
         [f"--resize-images={args.resize_images}"] if args.web and args.resize_images != RESIZE_IMAGES else []
     )
+    words += ["--json", _repo_relative(args.json)] if args.json.resolve() != RESULT else []
     return shlex.join([*words, *(["--record"] if args.record else [])])
+
+
+def _repo_relative(path: Path) -> str:
+    path = path.resolve()
+    return path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else str(path)
 
 
 def _client_check(row: dict, limit: int | None) -> dict:

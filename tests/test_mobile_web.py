@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shipped import stored_mobile_forms
 from typer.testing import CliRunner
 
 from edge_fm.cli import app
@@ -151,11 +152,9 @@ def _litert(model: Path, images: np.ndarray) -> np.ndarray:
     return np.concatenate([runner.predict_proba(images[i : i + 1]) for i in range(len(images))])
 
 
-SHIPPED_MOBILE = sorted(
-    folder
-    for folder in (REPO / "models").glob(f"*/{MOBILE_FOLDER}")
-    if (folder / "model.json").is_file() and read_description(folder).get("target") == "mobile"
-)
+SHIPPED_MOBILE = [
+    folder for folder in stored_mobile_forms() if read_description(folder).get("target") == "mobile"
+]
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shipped import stored_mobile_forms
 
 from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
@@ -28,10 +29,8 @@ from edge_fm.export.tflite_rgb import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# Models with a mobile form in the folder (tests/test_models.py names the one without: resnet50, by size).
-MODELS = sorted(
-    path.parent.name for path in (REPO / "models").glob("*/model.tflite") if (path.parent / "mobile").is_dir()
-)
+# Models whose mobile form the repository stores (resnet50's is a record: tests/test_recorded_forms.py).
+MODELS = [form.parent.name for form in stored_mobile_forms()]
 # Where each shipped graph takes the luma weights: no shipped model needs the added convolution.
 EXPECTED_METHOD = {"mlp": FOLD_DENSE, "mobilenetv2": DROP_REPEAT}
 GREY_IMAGES = 1000

@@ -1,7 +1,8 @@
 """Export forms: what an artifact becomes for one kind of client, one table row each.
 
 An integer form starts from a training run (its int8 artifact is exported first) or from an int8
-bundle and is checked against the int8 artifact; the mobile GPU form starts from a training run's
+bundle and is checked against the int8 artifact (a shipped form kept as its record alone is made again
+into its folder: :mod:`edge_fm.export.recorded_forms`); the mobile GPU form starts from a training run's
 float model and is checked against it. Each writes a bundle (:func:`edge_fm.export.bundles.write_bundle`).
 :data:`FORMS` sits beside the export formats (:data:`edge_fm.export.formats.FORMATS`): the CLI's
 ``--for`` choices and :func:`export_form` read it.
@@ -20,6 +21,7 @@ from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
+from edge_fm.export.recorded_forms import is_record_only, rebuild_mobile_form
 from edge_fm.export.vela import export_ethos_u_form
 
 
@@ -50,6 +52,8 @@ class Form:
 
 
 def _mobile(source: Path | str, options: FormOptions) -> Path:
+    if options.out is not None and is_record_only(options.out):
+        return rebuild_mobile_form(source, options.out, options.data_dir, options.data, options.progress)
     return export_mobile(
         source,
         options.format_name,

@@ -149,6 +149,19 @@ def export_mobile(
         images, labels = split.images[:parity_images], split.labels[:parity_images]
         images_source = f"{split.name}, first {len(labels)}"
     int8 = read_int8_source(int8_path)
+    form, parity = checked_form(int8, images, labels, images_source, say)
+    bundle = new_folder(out, runs_dir, f"{int8.name}-mobile")
+    say(f"writing {bundle}")
+    final, description = form_file(int8, form, parity)
+    return _write_bundle(bundle, int8, final, description)
+
+
+def checked_form(int8: Bundle, images, labels, images_source: str, say) -> tuple[RgbForm, dict[str, Any]]:
+    """The RGB form of ``int8`` and its check against it on the images; nothing if the check fails.
+
+    Raises:
+        EdgeFMError: The form disagrees with the int8 artifact.
+    """
     say(f"converting {int8.path} to RGB uint8 input")
     form = rgb_form(int8.flatbuffer)
     say(f"checking it against {int8.path} on {len(labels)} test images")
@@ -161,9 +174,7 @@ def export_mobile(
             f"{parity['mobile_accuracy']:.2%} vs {parity['int8_accuracy']:.2%} on {parity['images']} test images "
             f"({parity['rule']}); nothing was written. Re-export the int8 artifact and try again."
         )
-    bundle = new_folder(out, runs_dir, f"{int8.name}-mobile")
-    say(f"writing {bundle}")
-    return _write_bundle(bundle, int8, form, parity)
+    return form, parity
 
 
 def ship_mobile_form(
@@ -274,7 +285,13 @@ def grey_to_rgb(images: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- the bundle
 
 
-def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, Any]) -> Path:
+def form_file(
+    int8: Bundle, form: RgbForm, parity: dict[str, Any], made_from_file: str | None = None
+) -> tuple[bytes, dict[str, Any]]:
+    """The mobile form's final .tflite bytes (its description and the standard metadata inside) and ``model.json``.
+
+    ``made_from_file`` names the int8 file in the description (default: its path as given).
+    """
     name = f"{int8.name}-mobile"
     description = {key: value for key, value in int8.description.items() if key not in ("artifact", "mcu")}
     description.update({"name": name, "target": "mobile", "labels": list(int8.labels)})
@@ -286,7 +303,7 @@ def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, A
     }
     description["mobile"] = {
         "made_from": {
-            "file": int8.path.as_posix(),
+            "file": made_from_file or int8.path.as_posix(),
             "name": int8.name,
             "format": int8.description.get("format"),
             "bytes": len(int8.flatbuffer),
@@ -312,6 +329,10 @@ def _write_bundle(bundle: Path, int8: Bundle, form: RgbForm, parity: dict[str, A
     final = populate(
         tflite, build_metadata(standard_info(description)), {LABELS_FILE: labels_file(int8.labels)}
     )
+    return final, description
+
+
+def _write_bundle(bundle: Path, int8: Bundle, final: bytes, description: dict[str, Any]) -> Path:
     parent = (int8.folder or int8.path).as_posix()
     return write_bundle(
         bundle,

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edge_fm.export.recorded_forms import RECORD_KEY
 from edge_fm.shipping import card_data
 from edge_fm.shipping.runs_on import runs_on_text
 from edge_fm.train.metrics import cpu_text, epochs_text
@@ -417,13 +418,22 @@ def _forms_text(description: dict, forms: Sequence[dict], shipped: bool = True) 
     for form in forms:
         if form["kind"] == "mobile":
             mobile = form["description"]
+            kept = mobile.get(RECORD_KEY)
+            stored = f" (not stored: `{kept['command']}` makes it)" if kept else ""
             lines.append(
-                f"| `mobile/model.tflite` | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), the TFLite "
-                f"Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the labels | "
+                f"| `mobile/model.tflite`{stored} | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), "
+                f"the TFLite Task Library, Android Studio's ML Model Binding; standard TFLite metadata with the "
+                f"labels | "
                 f"{_io_text(mobile['input'])} | {mobile['output']['dtype']} `{mobile['output']['shape']}` | "
                 f"{mobile['artifact']['bytes']:,} bytes |"
             )
             notes.append(_mobile_note(mobile["mobile"]))
+            if kept:
+                notes.append(
+                    f"The mobile form is kept as its record: {kept['why']}. `{kept['command']}` makes it from "
+                    f"`model.tflite` and puts it in `mobile/` only if its SHA-256 is the recorded "
+                    f"`{mobile['artifact']['sha256']}`."
+                )
         elif form["kind"] == "mcu":
             mcu = form["description"]["mcu"]
             script = mcu.get("firmware", {}).get("model_data_script")
