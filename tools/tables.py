@@ -638,6 +638,51 @@ def quant_schemes(root: Path) -> str | None:
     )
 
 
+def inspect_models(root: Path) -> str | None:
+    """The three worst-quantized layers of each shipped model by the float-twin measure, with the twin's check."""
+    result = _load(root, "inspect_models.json")
+    if not result:
+        return None
+    lines = [
+        "| model | format | twin agrees, top-1 (counting int8 ties) | accuracy int8 / twin | "
+        "worst layers: op (layers in it), error it adds / its RMSE, in steps | output RMSE |",
+        "|---|---|---|---|---|---|",
+    ]
+    measures = None
+    for row in result["rows"]:
+        if row["status"] != "measured":
+            lines.append(
+                f"| {row['model']} | {row.get('format') or '-'} | not measured: {row['reason']} | | | |"
+            )
+            continue
+        measures = row["measures"]
+        twin = row["twin"]
+        worst = "; ".join(
+            f"{layer['op']} ({'output' if layer['graph_output'] else _folded_layers(layer['tensor'])}) "
+            f"{layer['added_rmse_per_scale']:+.2f} / {layer['rmse_per_scale']:.2f}"
+            + (f", {layer['clipped_share']:.0%} clipped" if layer["clipped_share"] >= 0.01 else "")
+            for layer in row["worst"][:3]
+        )
+        lines.append(
+            f"| {row['model']} | {row['format']} | {_pct(twin['agreement'])} ({_pct(twin['agreement_counting_ties'])}) "
+            f"| {_pct(twin['int8_accuracy'])} / "
+            f"{_pct(twin['twin_accuracy'])} | {worst} | {row['output_layer']['rmse_per_scale']:.2f} |"
+        )
+    first = next(row for row in result["rows"] if row["status"] == "measured")
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"Measures {measures}. Error in units of each op's output quantization step (rounding alone gives "
+            f"0.29); an op's added error is its RMSE minus its inputs' share. {first['images']} images per model: "
+            f"{first['data']}; {result['note']}. LiteRT's built-in kernels, {cpu_text(result['environment'])}, "
+            f"{result['environment']['cpu_count']} cores, "
+            f"ai-edge-litert {result['environment']['ai_edge_litert']}. Command run: "
+            f"`{public_command(result['command'])}` ({result['seconds']:.0f} s).",
+        ]
+    )
+
+
 def ethos_u(root: Path) -> str | None:
     """Vela's Ethos-U estimates of the shipped int8 models, per configuration."""
     result = _load(root, "ethos_u.json")
@@ -766,6 +811,7 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "int8-error-converter-fold": int8_error_converter_fold,
     "quant-schemes": quant_schemes,
     "ethos-u": ethos_u,
+    "inspect-models": inspect_models,
     "mediapipe-web": mediapipe_web,
     "mediapipe-resize": mediapipe_resize,
 }

@@ -7,12 +7,17 @@
 - for a quantized artifact whose float source run is on this machine, the layer-wise error of the
   quantized tensors on validation images, ranked (TensorFlow's ``QuantizationDebugger``: each
   layer's own error, on the quantized model's inputs, in units of its quantization step);
+- without the source run, or for a qat-int8 artifact (QAT fixed every range, so the debugger finds
+  nothing), the error of each int8 activation against the artifact's float twin, ranked by what
+  each op adds (:mod:`edge_fm.bench.twin_error`: activation rounding and clipping, accumulated along
+  the network, against the artifact's own weights in float; the weights' own rounding is not in it);
 - with ``keep_float``, the same debugger's selective quantization: a mixed artifact that keeps
   those ops in float, with the accuracy, size and latency it buys;
 - what each runtime runs (:func:`edge_fm.export.runtimes.runs_on`).
 
-Without the source run (the shipped models' runs stay on the machine that trained them) the static
-part still works, and the report says what the error analysis needs.
+The shipped models' runs stay on the machine that trained them, so their error is the float twin's;
+without images of the model's dataset the static part still works, and the report says what the
+error analysis needs.
 
 Example:
     >>> report = inspect_artifact("models/edge-cnn-tiny")  # doctest: +SKIP
@@ -42,7 +47,7 @@ from edge_fm.export.op_table import kinds, op_table, quantization_scheme
 from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, layer_errors, mixed_models
 from edge_fm.runner import TFLiteModel, summarize_latency, time_invocations
 
-DEBUG_IMAGES = 200  # validation images the quantization debugger runs
+DEBUG_IMAGES = 200  # validation images the quantization debugger (or the float twin) runs
 TOP_LAYERS = 10  # layers printed as the worst-quantized
 LATENCY_RUNS = 200  # batch-1 runs timed per model of a --keep-float comparison
 
@@ -165,36 +170,79 @@ def inspect_artifact(
     run = _source_run(description, source_run, quantized, format_name)
     if keep_float and run is None:
         raise EdgeFMError(f"--keep-float on {tflite}: {_no_source_reason(description, format_name)}.")
-    if run is None:
-        report["errors"] = {
-            "status": "not measured",
-            "reason": _no_source_reason(description, format_name)
-            if quantized
-            else "a float artifact has no quantization error",
-        }
-    else:
+    debugged = None
+    if run is not None:
         say(f"running TensorFlow's quantization debugger on {run.path} ({format_name})")
-        report["errors"] = _errors(run, format_name, data_dir, images, calibration)
-        if keep_float:
-            say(f"quantizing {run.path} with {', '.join(keep_float)} kept in float")
-            report["keep_float"] = _keep_float(
-                run,
-                format_name,
-                data_dir,
-                images,
-                calibration,
-                keep_float,
-                ops,
-                report["errors"]["layers"],
-                description,
-                out,
-                runs_dir,
-            )
+        debugged = _errors(run, format_name, data_dir, images, calibration)
+    if debugged is not None and debugged["layers"]:
+        report["errors"] = debugged
+    else:
+        # No source run, or QAT fixed every range so the debugger found nothing: the float twin needs neither.
+        report["errors"] = _source_free_errors(
+            flatbuffer, ops, description, format_name, data_dir, images, debugged, say
+        )
+    if run is not None and keep_float:
+        say(f"quantizing {run.path} with {', '.join(keep_float)} kept in float")
+        report["keep_float"] = _keep_float(
+            run,
+            format_name,
+            data_dir,
+            images,
+            calibration,
+            keep_float,
+            ops,
+            debugged["layers"],
+            description,
+            out,
+            runs_dir,
+        )
     if runtimes is None or runtimes:
         say("asking each runtime what it runs")
         report["runtimes"] = runtimes_lib.runs_on(tflite, ethos_u_configs, runtimes or runtimes_lib.RUNTIMES)
         report["runs_on"] = runtimes_lib.summary_rows(report["runtimes"])
     return report
+
+
+def _source_free_errors(flatbuffer, ops, description, format_name, data_dir, images, debugged, say):
+    """The layer-wise error measured against the artifact's float twin (:mod:`edge_fm.bench.twin_error`)."""
+    from edge_fm.bench.twin_error import TWIN_HOW, TWIN_MEASURE, twin_applies, twin_errors, twin_images
+
+    if not any(op["weights"] or op["activations"] for op in ops):
+        return {"status": "not measured", "reason": "a float artifact has no quantization error"}
+    if not twin_applies(ops):
+        return debugged or {"status": "not measured", "reason": _no_source_reason(description, format_name)}
+    try:
+        val_images, val_labels, data = twin_images(description, data_dir, images)
+    except EdgeFMError as exc:
+        return {
+            "status": "not measured",
+            "reason": "the layer-wise error runs the artifact on its dataset's validation images: "
+            + str(exc).rstrip("."),
+        }
+    try:
+        measured = twin_errors(flatbuffer, val_images, val_labels, say)
+    except (ValueError, RuntimeError) as exc:  # a graph the twin cannot follow, an op without a float kernel
+        return {
+            "status": "not measured",
+            "reason": f"the float twin cannot run: {str(exc).splitlines()[0][:300]}",
+        }
+    errors = {
+        "status": "measured",
+        "method": "float twin",
+        "measures": TWIN_MEASURE,
+        "format": format_name,
+        "images": measured["twin"]["images"],
+        "data": data,
+        "rounding_rmse": ROUNDING_RMSE,
+        "twin": measured["twin"],
+        "layers": measured["layers"],
+        "note": "ranked by the error each op adds: its RMSE minus its inputs' share (their largest "
+        "error-to-signal ratio at the size of its output), in its output's quantization steps",
+        "how": TWIN_HOW,
+    }
+    if debugged is not None:
+        errors["debugger"] = debugged["note"]
+    return errors
 
 
 def _no_source_reason(description: dict[str, Any], format_name: str | None) -> str:
@@ -256,6 +304,9 @@ def _errors(run, format_name: str, data_dir, images: int, calibration: int | Non
     )
     return {
         "status": "measured",
+        "method": "quantization debugger",
+        "measures": "each layer's own error on the quantized model's inputs against the float source run "
+        "(the weights' rounding included)",
         "source_run": str(run.path),
         "format": format_name,
         "images": int(len(val_images)),

@@ -38,7 +38,7 @@ def inspect_command(
         ),
     ] = None,
     images: Annotated[
-        int, typer.Option(min=1, help="Validation images the quantization debugger runs on.")
+        int, typer.Option(min=1, help="Validation images the layer-wise error is measured on.")
     ] = 200,
     calibration: Annotated[
         Optional[int],
@@ -71,8 +71,10 @@ def inspect_command(
 ) -> None:
     """Per op: kind, shapes, MACs, quantization; the layers quantization hurts most; what each runtime runs.
 
-    The layer-wise error (TensorFlow's QuantizationDebugger on validation images) needs the float source
-    run; without it the rest is still reported. Ethos-U figures are Vela's estimates.
+    The layer-wise error: with the float source run, TensorFlow's QuantizationDebugger (each layer's own
+    error, weights' rounding included); without it (or for qat-int8), the artifact against its float twin
+    (activation rounding and clipping, accumulated along the network, against the artifact's own weights
+    in float; the weights' own rounding is not included). Ethos-U figures are Vela's estimates.
 
     Example: edge-fm inspect models/edge-cnn-tiny
     Example: edge-fm inspect runs/cnn-2conv-int8-1 --keep-float FULLY_CONNECTED --json
@@ -180,8 +182,45 @@ def _activations_text(op: dict) -> str:
     return f"{act['dtype']} {act['scale_min']:.3g}"
 
 
+def _print_twin_errors(errors: dict) -> None:
+    """The float-twin measure's ranking, captioned with what it measures."""
+    twin = errors["twin"]
+    table = Table(
+        "rank",
+        "op",
+        "adds (steps)",
+        "RMSE (steps)",
+        "mean |err| (steps)",
+        "clipped",
+        "layer",
+        title=f"worst-quantized layers of {errors['format']} by the error each adds ({errors['images']} "
+        "validation images)",
+        caption=f"Measures {errors['measures']}.",
+    )
+    for rank, layer in enumerate(errors["layers"][:10], 1):
+        table.add_row(
+            str(rank),
+            layer["op"],
+            f"{layer['added_rmse_per_scale']:+.3f}",
+            f"{layer['rmse_per_scale']:.3f}",
+            f"{layer['mean_abs_error_per_scale']:.3f}",
+            f"{layer['clipped_share']:.2%}",
+            escape(layer["tensor"][:70]),
+        )
+    console.print(table)
+    console.print(
+        f"{errors['note']}; rounding alone gives {errors['rounding_rmse']:.2f} steps RMSE. The twin agrees with "
+        f"the artifact on {twin['agreement']:.1%} of top-1 answers ({twin['agreement_counting_ties']:.1%} counting "
+        f"tied int8 outputs; accuracy {twin['int8_accuracy']:.1%} int8, "
+        f"{twin['twin_accuracy']:.1%} twin). How: {errors['how']}. Data: {errors['data']}.",
+        highlight=False,
+    )
+
+
 def _print_errors(errors: dict) -> None:
-    if errors.get("status") == "measured":
+    if errors.get("method") == "float twin":
+        _print_twin_errors(errors)
+    elif errors.get("status") == "measured":
         table = Table(
             "rank",
             "op",

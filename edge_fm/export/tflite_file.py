@@ -316,3 +316,98 @@ class GraphEditor:
         for signature in self.model.signatureDefs or []:
             for entry in [*(signature.inputs or []), *(signature.outputs or [])]:
                 entry.tensorIndex = new_index[entry.tensorIndex]
+
+
+# ---------------------------------------------------------------- the float twin of a quantized model
+
+_NUMPY_TYPES = {
+    schema.TensorType.INT8: np.int8,
+    schema.TensorType.UINT8: np.uint8,
+    schema.TensorType.INT16: np.int16,
+    schema.TensorType.INT32: np.int32,
+    schema.TensorType.INT64: np.int64,
+}
+# Ops that only move a value between number formats: in a graph computed in float they do nothing.
+_CONVERSIONS = ("QUANTIZE", "DEQUANTIZE")
+
+
+def _quantized(tensor: schema.TensorT) -> bool:
+    q = tensor.quantization
+    return tensor.type in _NUMPY_TYPES and q is not None and q.scale is not None and len(q.scale) > 0
+
+
+def dequantized_values(tensor: schema.TensorT, raw: np.ndarray) -> np.ndarray:
+    """A quantized constant's real values, float32: ``(q - zero_point) * scale``, per channel along
+    its ``quantizedDimension`` when it has one scale per channel (an int32 bias has scales of its own)."""
+    values = np.frombuffer(raw.tobytes(), dtype=_NUMPY_TYPES[tensor.type]).reshape(tensor.shape)
+    q = tensor.quantization
+    scale = np.asarray(q.scale, dtype=np.float64)
+    zero_point = np.asarray(q.zeroPoint if q.zeroPoint is not None else [0], dtype=np.float64)
+    if scale.size > 1:
+        shape = [1] * values.ndim
+        shape[q.quantizedDimension] = scale.size
+        scale = scale.reshape(shape)
+        zero_point = zero_point.reshape(shape) if zero_point.size == scale.size else zero_point
+    return ((values.astype(np.float64) - zero_point) * scale).astype(np.float32)
+
+
+def float_twin(tflite: bytes) -> tuple[bytes, dict[int, int]]:
+    """The same network as a quantized model, computed in float32 with the model's own (rounded) weights.
+
+    Every quantized constant is dequantized to float32 (per channel where it has per-channel scales;
+    int32 biases with their own scales), every quantized activation becomes a float32 tensor without
+    quantization, and each QUANTIZE or DEQUANTIZE between two tensors that are now both float is removed,
+    its readers rewired to its input. The other ops stay as they are, with the same options (fused
+    activations included), so the twin differs from the quantized model only in that no activation is
+    rounded or clipped to its integer range.
+
+    Returns:
+        The twin's bytes, and for each tensor of the quantized model its tensor in the twin (the same
+        index, except the output of a removed conversion, which maps to that conversion's input).
+
+    Raises:
+        ValueError: The model has more than one graph (control flow), which the twin does not follow.
+    """
+    model = read(tflite)
+    if len(model.subgraphs) != 1:
+        raise ValueError(
+            f"the model has {len(model.subgraphs)} graphs; the float twin follows one graph only"
+        )
+    graph = model.subgraphs[0]
+    editor = GraphEditor(model, graph)
+    for index, tensor in enumerate(graph.tensors):
+        if not _quantized(tensor):
+            continue
+        raw = editor.constant(index)
+        if raw is not None:
+            editor.set_constant(index, dequantized_values(tensor, raw))
+        tensor.type, tensor.quantization = schema.TensorType.FLOAT32, None
+    twin_of = {index: index for index in range(len(graph.tensors))}
+    kept = []
+    for op in graph.operators:
+        if op_name(model, op) not in _CONVERSIONS or not _same_type(graph, op):
+            kept.append(op)
+            continue
+        source, target = twin_of[int(op.inputs[0])], int(op.outputs[0])
+        twin_of[target] = source
+        _rewire(model, graph, target, source)
+    graph.operators = kept
+    return serialize(model), twin_of
+
+
+def _same_type(graph: schema.SubGraphT, op: schema.OperatorT) -> bool:
+    """Whether a one-in, one-out op reads and writes the same type (a conversion that now converts nothing)."""
+    if len(op.inputs) != 1 or len(op.outputs) != 1:
+        return False
+    return graph.tensors[int(op.inputs[0])].type == graph.tensors[int(op.outputs[0])].type
+
+
+def _rewire(model: schema.ModelT, graph: schema.SubGraphT, old: int, new: int) -> None:
+    """Makes every reader of tensor ``old`` (ops, the graph's outputs, signatures) read ``new``."""
+    for op in graph.operators:
+        op.inputs = np.array([new if int(i) == old else int(i) for i in op.inputs], dtype=np.int32)
+    graph.outputs = np.array([new if int(i) == old else int(i) for i in graph.outputs], dtype=np.int32)
+    for signature in model.signatureDefs or []:
+        for entry in signature.outputs or []:
+            if entry.tensorIndex == old:
+                entry.tensorIndex = new
