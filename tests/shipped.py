@@ -20,7 +20,9 @@ def _mobile_forms() -> list[Path]:
 
 def record_only_forms() -> set[Path]:
     """Form folders kept as their record: the repository does not store their ``model.tflite``."""
-    return {folder for folder in _mobile_forms() if RECORD_KEY in json.loads((folder / "model.json").read_text())}
+    return {
+        folder for folder in _mobile_forms() if RECORD_KEY in json.loads((folder / "model.json").read_text())
+    }
 
 
 def stored_mobile_forms() -> list[Path]:
