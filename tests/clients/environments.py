@@ -8,6 +8,8 @@ installed on first use from its pinned lock file (``mediapipe-web/package-lock.j
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import subprocess
 import sys
@@ -40,13 +42,26 @@ def client_python(name: str, root: Path = REPO / ".cache") -> Path:
     python = venv / "bin" / "python"
     stamp = venv / "requirements.txt"
     wanted = (CLIENTS / requirements).read_text()
-    if not (python.is_file() and stamp.is_file() and stamp.read_text() == wanted):
-        _build(venv, CLIENTS / requirements)
-        stamp.write_text(wanted)
+    with _building(root, venv.name):
+        if not (python.is_file() and stamp.is_file() and stamp.read_text() == wanted):
+            _build(venv, CLIENTS / requirements)
+            stamp.write_text(wanted)
     probe = subprocess.run([str(python), "-c", f"import {module}"], capture_output=True, text=True)
     if probe.returncode != 0:
         raise ClientUnavailable(f"{name} does not import in {venv}: {probe.stderr.strip().splitlines()[-1]}")
     return python
+
+
+@contextlib.contextmanager
+def _building(root: Path, name: str):
+    """Holds ``root/<name>.lock`` while an environment is checked or built: test workers share ``.cache``."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _build(venv: Path, requirements: Path) -> None:
@@ -80,9 +95,10 @@ def web_package(root: Path = REPO / ".cache") -> Path:
     package = folder / "node_modules" / WEB_PACKAGE
     stamp = folder / "installed-lock.json"
     wanted = (WEB_CLIENT / "package-lock.json").read_text()
-    if not ((package / "package.json").is_file() and stamp.is_file() and stamp.read_text() == wanted):
-        _install_web(folder)
-        stamp.write_text(wanted)
+    with _building(root, folder.name):
+        if not ((package / "package.json").is_file() and stamp.is_file() and stamp.read_text() == wanted):
+            _install_web(folder)
+            stamp.write_text(wanted)
     return package
 
 
