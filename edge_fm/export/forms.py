@@ -16,7 +16,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.errors import EdgeFMError, by_name
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
@@ -103,10 +103,7 @@ def get_form(name: str) -> Form:
     Raises:
         EdgeFMError: An unknown name, with the known ones.
     """
-    for form in FORMS:
-        if form.name == name:
-            return form
-    raise unknown_choice("--for target", name, ["none", *form_names()])
+    return by_name(FORMS, name, "--for target", ["none", *form_names()])
 
 
 def export_form(source: Path | str, form: str, options: FormOptions = FormOptions()) -> Path:

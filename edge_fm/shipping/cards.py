@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from edge_fm.export.boards import fitting_boards
 from edge_fm.shipping import card_data
 from edge_fm.shipping.runs_on import runs_on_text
 from edge_fm.train.metrics import cpu_text, epochs_text
@@ -482,7 +483,7 @@ def _mobile_note(mobile: dict) -> str:
 
 
 def _mcu_note(mcu: dict) -> str:
-    boards = ", ".join(b["board"] for b in mcu["fits_on"] if b["fits"]) or "none of the boards checked"
+    boards = fitting_boards(mcu["fits_on"])
     return (
         f"Under TFLM {mcu['tflite_micro_version']} the model runs unchanged: top-1 agreement with LiteRT's reference "
         f"kernels {mcu['agreement_with_litert_reference']:.2%} and accuracy {mcu['accuracy']:.2%} on "
