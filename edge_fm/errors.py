@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class EdgeFMError(Exception):
@@ -30,3 +33,16 @@ def unknown_choice(kind: str, value: str, known: Iterable[str]) -> EdgeFMError:
     close = difflib.get_close_matches(value, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return EdgeFMError(f"unknown {kind} {value!r}.{hint} Known: {', '.join(known)}.")
+
+
+def by_name(table: Iterable[T], name: str, kind: str, known: Iterable[str] | None = None) -> T:
+    """The entry of ``table`` whose ``.name`` is ``name``, for the getters of the name tables.
+
+    Raises:
+        EdgeFMError: No entry has that name; the message lists ``known`` (default: the table's names).
+    """
+    entries = list(table)
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise unknown_choice(kind, name, [entry.name for entry in entries] if known is None else known)

@@ -623,6 +623,18 @@ def _first_line(exc: BaseException) -> str:
 # ---------------------------------------------------------------- command line
 
 
+# The measurement flags: (flag, type, help); each defaults to its DEFAULTS field, "{default}" in the help.
+_MEASURE_FLAGS = (
+    ("--runs", int, "minimum timed runs (default {default})"),
+    ("--min-seconds", float, "minimum timed seconds (default {default:g})"),
+    ("--max-seconds", float, "stop timing after this long (default {default:g})"),
+    ("--warmup", int, "untimed runs after the first inference (default {default})"),
+    ("--batch-size", int, "batch of the accuracy pass (default {default})"),
+    ("--accuracy-threads", int, "threads of the accuracy pass (default: all cores)"),
+    ("--artifact-timeout", float, "seconds before one measurement is abandoned"),
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Measure TFLite artifacts: accuracy, latency, memory, size.")
     parser.add_argument("artifacts", nargs="+", help=".tflite files")
@@ -634,45 +646,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=DEFAULTS.threads,
         help=f"comma-separated thread counts (default {DEFAULTS.threads})",
     )
-    parser.add_argument(
-        "--runs", type=int, default=DEFAULTS.runs, help=f"minimum timed runs (default {DEFAULTS.runs})"
-    )
-    parser.add_argument(
-        "--min-seconds",
-        type=float,
-        default=DEFAULTS.min_seconds,
-        help=f"minimum timed seconds (default {DEFAULTS.min_seconds:g})",
-    )
-    parser.add_argument(
-        "--max-seconds",
-        type=float,
-        default=DEFAULTS.max_seconds,
-        help=f"stop timing after this long (default {DEFAULTS.max_seconds:g})",
-    )
-    parser.add_argument(
-        "--warmup",
-        type=int,
-        default=DEFAULTS.warmup,
-        help=f"untimed runs after the first inference (default {DEFAULTS.warmup})",
-    )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULTS.batch_size,
-        help=f"batch of the accuracy pass (default {DEFAULTS.batch_size})",
-    )
-    parser.add_argument(
-        "--accuracy-threads",
-        type=int,
-        default=DEFAULTS.accuracy_threads,
-        help="threads of the accuracy pass (default: all cores)",
-    )
-    parser.add_argument(
-        "--artifact-timeout",
-        type=float,
-        default=DEFAULTS.artifact_timeout,
-        help="seconds before one measurement is abandoned",
-    )
+    for flag, kind, help_text in _MEASURE_FLAGS:
+        default = getattr(DEFAULTS, flag[2:].replace("-", "_"))
+        parser.add_argument(flag, type=kind, default=default, help=help_text.format(default=default))
     parser.add_argument(
         "--no-isolate", action="store_true", help="measure in this process (no child per artifact)"
     )

@@ -313,7 +313,7 @@ def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, e
 
 def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it(tmp_path):
     from edge_fm.export.boards import BOARDS
-    from edge_fm.shipping.cards import folder_forms
+    from edge_fm.shipping.card_forms import folder_forms
 
     largest = max(board.flash_bytes for board in BOARDS)
     with open(tmp_path / "model.tflite", "wb") as file:

@@ -11,6 +11,10 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DataDirOption,
+    MinSecondsOption,
+    RemotePythonOption,
+    SshKeyOption,
+    ThreadsOption,
     app,
     bench_options,
     command_line,
@@ -210,13 +214,9 @@ def bench_command(
             help="With --target tflm: test images per artifact (TFLM here takes up to ~70 ms an image; default 1000)."
         ),
     ] = None,
-    threads: Annotated[
-        str, typer.Option(help="Interpreter thread counts, comma-separated.")
-    ] = MEASURE.threads,
+    threads: ThreadsOption = MEASURE.threads,
     runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs,
-    min_seconds: Annotated[
-        float, typer.Option(help="Minimum timed seconds per artifact.")
-    ] = MEASURE.min_seconds,
+    min_seconds: MinSecondsOption = MEASURE.min_seconds,
     max_seconds: Annotated[
         float, typer.Option(help="Stop timing an artifact after this long.")
     ] = MEASURE.max_seconds,
@@ -241,12 +241,12 @@ def bench_command(
             "is no longer where their model.json says.",
         ),
     ] = None,
-    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    ssh_key: SshKeyOption = None,
     ssh_option: Annotated[
         Optional[list[str]],
         typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable)."),
     ] = None,
-    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    remote_python: RemotePythonOption = "python3",
     ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
     plot: Annotated[
         Optional[Path], typer.Option(help="Draw accuracy against size and latency (PNG) here.")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import os
 import sys
 import warnings
@@ -73,57 +75,121 @@ LabelColumnOption = Annotated[
 ]
 
 
-def data_options(
-    image_size: Optional[str] = None,
-    channels: Optional[int] = None,
-    resize: str = "pad",
-    label_column: Optional[str] = None,
-    seed: int = 0,
-):
-    """The library's DataOptions from the shared data options."""
-    from edge_fm.data.sources import DataOptions, parse_image_size
+BundleDataOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--data",
+        help="Models made from your own data use its test split: where that data is, when it is no longer "
+        "where their model.json says.",
+    ),
+]
+SampleRunOption = Annotated[
+    bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
+]
+FineTuneEpochsOption = Annotated[
+    Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
+]
+RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
+ThreadsOption = Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")]
+MinSecondsOption = Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")]
+SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
+RemotePythonOption = Annotated[str, typer.Option(help="Python command on the SSH host.")]
 
-    return DataOptions(
-        image_size=parse_image_size(image_size) if image_size else None,
-        channels=channels,
-        resize=resize,
-        label_column=label_column,
-        seed=seed,
-    )
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """A command's data-source options: ``--data``, ``--image-size``, ``--channels``, ``--resize``,
+    ``--label-column`` (see :func:`with_data_source`)."""
+
+    data: Optional[str] = None
+    image_size: Optional[str] = None
+    channels: Optional[int] = None
+    resize: str = "pad"
+    label_column: Optional[str] = None
+
+    def options(self, seed: int = 0):
+        """The library's DataOptions from these options."""
+        from edge_fm.data.sources import DataOptions, parse_image_size
+
+        return DataOptions(
+            image_size=parse_image_size(self.image_size) if self.image_size else None,
+            channels=self.channels,
+            resize=self.resize,
+            label_column=self.label_column,
+            seed=seed,
+        )
+
+    def overrides(self, sample: bool = False) -> dict:
+        """The training config fields these options set, for a command that starts a chain.
+
+        Raises:
+            EdgeFMError: ``--image-size`` or ``--channels`` without a ``--data`` source, or with ``--sample``.
+        """
+        data = self.data
+        if sample and data not in (None, "fashion-mnist", "sample"):
+            raise EdgeFMError(f"--sample and --data {data} name two datasets: pass one of them.")
+        if sample or data == "sample":
+            overrides: dict = {"data": "sample"}
+        elif data not in (None, "fashion-mnist"):
+            from edge_fm.data.sources import parse_image_size
+
+            return {
+                "data": data,
+                "image_size": parse_image_size(self.image_size) if self.image_size else None,
+                "channels": self.channels,
+                "resize": self.resize,
+                "label_column": self.label_column,
+            }
+        else:
+            overrides = {}
+        if self.image_size or self.channels:
+            raise EdgeFMError("--image-size and --channels apply to --data sources, not to Fashion-MNIST.")
+        return overrides
+
+    def sample_and_overrides(self, sample: bool) -> tuple[bool, dict]:
+        """For a chain with a ``--sample`` switch: whether it runs on the sample (``--data sample`` is
+        ``--sample``), and the other config fields these options set."""
+        chosen = self.overrides(sample)
+        if chosen.get("data") == "sample":
+            sample = bool(chosen.pop("data"))
+        return sample, chosen
 
 
-def data_overrides(
-    data: Optional[str],
-    image_size: Optional[str] = None,
-    channels: Optional[int] = None,
-    resize: str = "pad",
-    label_column: Optional[str] = None,
-    sample: bool = False,
-) -> dict:
-    """The training config fields the shared data options set, for a command that starts a chain.
+DEFAULT_SOURCE = DataSource()  # a command's `source` default: Fashion-MNIST, as without the options
 
-    Raises:
-        EdgeFMError: ``--image-size`` or ``--channels`` without a ``--data`` source, or with ``--sample``.
+# The options a DataSource gathers, in the order `--help` lists them.
+_SOURCE_OPTIONS = {
+    "data": (DataOption, None),
+    "image_size": (ImageSizeOption, None),
+    "channels": (ChannelsOption, None),
+    "resize": (ResizeOption, "pad"),
+    "label_column": (LabelColumnOption, None),
+}
+
+
+def with_data_source(command):
+    """Gives a command the data-source options in place of its ``source: DataSource`` parameter.
+
+    The options stand where ``source`` stands in the signature (so ``--help`` lists them there);
+    the command receives them gathered in one :class:`DataSource`.
     """
-    if sample and data not in (None, "fashion-mnist", "sample"):
-        raise EdgeFMError(f"--sample and --data {data} name two datasets: pass one of them.")
-    if sample or data == "sample":
-        overrides: dict = {"data": "sample"}
-    elif data not in (None, "fashion-mnist"):
-        from edge_fm.data.sources import parse_image_size
+    signature = inspect.signature(command, eval_str=True)
+    parameters = []
+    for parameter in signature.parameters.values():
+        if parameter.name != "source":
+            parameters.append(parameter)
+            continue
+        for name, (annotation, default) in _SOURCE_OPTIONS.items():
+            parameters.append(parameter.replace(name=name, annotation=annotation, default=default))
 
-        return {
-            "data": data,
-            "image_size": parse_image_size(image_size) if image_size else None,
-            "channels": channels,
-            "resize": resize,
-            "label_column": label_column,
-        }
-    else:
-        overrides = {}
-    if image_size or channels:
-        raise EdgeFMError("--image-size and --channels apply to --data sources, not to Fashion-MNIST.")
-    return overrides
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        source = DataSource(**{name: kwargs.pop(name) for name in _SOURCE_OPTIONS})
+        return command(*args, source=source, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)
+    wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
+    return wrapper
 
 
 def command_line(command: str) -> str:

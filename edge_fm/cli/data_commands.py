@@ -14,13 +14,13 @@ from edge_fm.cli.common import (
     ChannelsOption,
     DataDirOption,
     DataOption,
+    DataSource,
     ImageSizeOption,
     LabelColumnOption,
     ResizeOption,
     app,
     console,
     data_app,
-    data_options,
     err_console,
     fails_cleanly,
 )
@@ -78,7 +78,8 @@ def data_info(
     from edge_fm.data import datasets as data_module
 
     if data not in (None, "fashion-mnist"):
-        _source_info(data, data_dir, data_options(image_size, channels, resize, label_column, seed), as_json)
+        source = DataSource(data, image_size, channels, resize, label_column)
+        _source_info(data, data_dir, source.options(seed), as_json)
         return
     if image_size or channels:
         raise EdgeFMError(

@@ -266,7 +266,9 @@ def _mobile_gpu_line(bundle: Path, record: dict) -> str:
 
 
 def _mcu_line(bundle: Path, record: dict) -> str:
-    fits = ", ".join(fit["board"] for fit in record["fits_on"] if fit["fits"]) or "none of the boards checked"
+    from edge_fm.export.boards import fitting_boards
+
+    fits = fitting_boards(record["fits_on"])
     return (
         f"{bundle}: runs under TFLM {record['tflite_micro_version']}; arena {record['arena_bytes']:,} B "
         f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "

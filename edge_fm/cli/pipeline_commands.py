@@ -11,20 +11,23 @@ from rich.table import Table
 
 from edge_fm.cli.bench_commands import print_bench_table
 from edge_fm.cli.common import (
-    ChannelsOption,
+    DEFAULT_SOURCE,
     DataDirOption,
-    DataOption,
-    ImageSizeOption,
-    LabelColumnOption,
-    ResizeOption,
+    DataSource,
+    FineTuneEpochsOption,
+    MinSecondsOption,
+    RemotePythonOption,
     RichReporter,
+    SampleRunOption,
+    SshKeyOption,
+    ThreadsOption,
     app,
     bench_options,
     command_line,
     console,
-    data_overrides,
     fails_cleanly,
     target_option,
+    with_data_source,
 )
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
 from edge_fm.runner import DEFAULTS as MEASURE
@@ -98,14 +101,13 @@ def ship_command(
 
 @app.command("pipeline")
 @fails_cleanly
+@with_data_source
 def pipeline_command(
     arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
     preset: Annotated[
         str, typer.Option(help="'quick' (smoke run) or 'paper' (the paper's recipe).")
     ] = "quick",
-    sample: Annotated[
-        bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
-    ] = False,
+    sample: SampleRunOption = False,
     prune: Annotated[
         Optional[float], typer.Option(help="Prune to this sparsity (0-1) before quantizing.")
     ] = None,
@@ -118,31 +120,21 @@ def pipeline_command(
             "--format", "-f", help="Export formats (repeatable; default fp32, int8, + qat-int8 with --qat)."
         ),
     ] = None,
-    epochs: Annotated[
-        Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
-    ] = None,
+    epochs: FineTuneEpochsOption = None,
     settings: Annotated[
         Optional[list[str]], typer.Option("--set", help="Training config field as key=value (repeatable).")
     ] = None,
     target: Annotated[
         str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")
     ] = "local",
-    threads: Annotated[
-        str, typer.Option(help="Interpreter thread counts, comma-separated.")
-    ] = MEASURE.threads,
+    threads: ThreadsOption = MEASURE.threads,
     runs: Annotated[int, typer.Option(help="Minimum timed runs per artifact.")] = PIPELINE_BENCH.runs,
-    min_seconds: Annotated[
-        float, typer.Option(help="Minimum timed seconds per artifact.")
-    ] = PIPELINE_BENCH.min_seconds,
-    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None,
+    min_seconds: MinSecondsOption = PIPELINE_BENCH.min_seconds,
+    ssh_key: SshKeyOption = None,
     ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option (repeatable).")] = None,
-    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3",
+    remote_python: RemotePythonOption = "python3",
     data_dir: DataDirOption = None,
-    data: DataOption = None,
-    image_size: ImageSizeOption = None,
-    channels: ChannelsOption = None,
-    resize: ResizeOption = "pad",
-    label_column: LabelColumnOption = None,
+    source: DataSource = DEFAULT_SOURCE,
     runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path(
         "runs"
     ),
@@ -160,9 +152,7 @@ def pipeline_command(
     from edge_fm.train import config as config_lib
 
     overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
-    chosen = data_overrides(data, image_size, channels, resize, label_column, sample)
-    if chosen.get("data") == "sample":  # --data sample is the --sample pipeline
-        sample = bool(chosen.pop("data"))
+    sample, chosen = source.sample_and_overrides(sample)
     overrides.update(chosen)
     config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
     options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
@@ -193,6 +183,7 @@ def pipeline_command(
 
 @app.command("sweep")
 @fails_cleanly
+@with_data_source
 def sweep_command(
     spec: Annotated[
         Optional[Path],
@@ -221,12 +212,8 @@ def sweep_command(
         ),
     ] = None,
     preset: Annotated[Optional[str], typer.Option(help="Training preset: quick or paper.")] = None,
-    sample: Annotated[
-        bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
-    ] = False,
-    epochs: Annotated[
-        Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
-    ] = None,
+    sample: SampleRunOption = False,
+    epochs: FineTuneEpochsOption = None,
     search: Annotated[
         Optional[str], typer.Option(help="grid (every combination) or optuna (multi-objective search).")
     ] = None,
@@ -282,11 +269,7 @@ def sweep_command(
     retry_errors: Annotated[
         bool, typer.Option("--retry-errors", help="With --resume: run the trials that failed again.")
     ] = False,
-    data: DataOption = None,
-    image_size: ImageSizeOption = None,
-    channels: ChannelsOption = None,
-    resize: ResizeOption = "pad",
-    label_column: LabelColumnOption = None,
+    source: DataSource = DEFAULT_SOURCE,
     runs_dir: Annotated[Path, typer.Option(help="Where the sweep folder (sweep-N) is created.")] = Path(
         "runs"
     ),
@@ -314,9 +297,7 @@ def sweep_command(
     def log(message: str) -> None:
         console.print(f"[bold cyan]>[/] {escape(message)}", highlight=False)
 
-    chosen = data_overrides(data, image_size, channels, resize, label_column, sample)
-    if chosen.get("data") == "sample":  # --data sample is the --sample sweep
-        sample = bool(chosen.pop("data"))
+    sample, chosen = source.sample_and_overrides(sample)
     if resume is not None:
         limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
         sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)

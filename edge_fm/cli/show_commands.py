@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edge_fm.cli.common import (
+    BundleDataOption,
     DataDirOption,
     app,
     console,
@@ -42,14 +43,7 @@ def report_command(
     bench: Annotated[
         Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
     ] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="Models made from your own data use its test split: where that data is, when it is no longer "
-            "where their model.json says.",
-        ),
-    ] = None,
+    data: BundleDataOption = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
 
@@ -122,14 +116,7 @@ def serve_command(
             help="Access key the browser must give as its password (any user name).",
         ),
     ] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="Models made from your own data use its test split: where that data is, when it is no longer "
-            "where their model.json says.",
-        ),
-    ] = None,
+    data: BundleDataOption = None,
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 

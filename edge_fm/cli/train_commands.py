@@ -9,23 +9,23 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
-    ChannelsOption,
+    DEFAULT_SOURCE,
     DataDirOption,
-    DataOption,
-    ImageSizeOption,
-    LabelColumnOption,
-    ResizeOption,
+    DataSource,
     RichReporter,
+    RunsDirOption,
     app,
     console,
     err_console,
     fails_cleanly,
+    with_data_source,
 )
 from edge_fm.errors import EdgeFMError
 
 
 @app.command("train")
 @fails_cleanly
+@with_data_source
 def train_command(
     arch: Annotated[
         Optional[str],
@@ -40,11 +40,7 @@ def train_command(
         bool, typer.Option("--sample", help="Use the embedded sample instead of the full dataset.")
     ] = False,
     data_dir: DataDirOption = None,
-    data: DataOption = None,
-    image_size: ImageSizeOption = None,
-    channels: ChannelsOption = None,
-    resize: ResizeOption = "pad",
-    label_column: LabelColumnOption = None,
+    source: DataSource = DEFAULT_SOURCE,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
@@ -108,7 +104,7 @@ def train_command(
             "--arch-opt", help="Architecture option as key=value (repeatable), e.g. --arch-opt alpha=0.5."
         ),
     ] = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run directory.")] = None,
     distribute: Annotated[
         Optional[str],
@@ -136,11 +132,11 @@ def train_command(
         if resume is not None:
             run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute)
         else:
-            source = None if init_from is None else _init_source(init_from)
-            if not arch and source is not None:
+            init_run = None if init_from is None else _init_source(init_from)
+            if not arch and init_run is not None:
                 from edge_fm import Run
 
-                arch = Run(source).train_config.arch
+                arch = Run(init_run).train_config.arch
             if not arch:
                 raise EdgeFMError("name an architecture (see `edge-fm zoo`), or pass --resume RUN_DIR.")
             overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
@@ -157,26 +153,11 @@ def train_command(
                 "teacher": None if teacher is None else str(teacher),
                 "distribute": distribute,
                 "class_weight": class_weight,
-                "init_from": source,
+                "init_from": init_run,
                 "freeze_epochs": freeze_epochs,
             }
             overrides.update({k: v for k, v in given.items() if v is not None})
-            if sample:
-                overrides["data"] = "sample"
-            elif data not in (None, "fashion-mnist"):
-                from edge_fm.data.sources import parse_image_size
-
-                overrides.update(
-                    data=data,
-                    image_size=parse_image_size(image_size) if image_size else None,
-                    channels=channels,
-                    resize=resize,
-                    label_column=label_column,
-                )
-            elif image_size or channels:
-                raise EdgeFMError(
-                    "--image-size and --channels apply to --data sources, not to Fashion-MNIST."
-                )
+            overrides.update(source.overrides(sample))
             overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
             if weights is not None:
                 # A file by its absolute path: a resumed run finds it from any folder.
@@ -327,7 +308,7 @@ def optimize_command(
         typer.Option("--set", help="Any fine-tuning config field as key=value (repeatable)."),
     ] = None,
     data_dir: DataDirOption = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where run directories are created.")] = Path("runs"),
+    runs_dir: RunsDirOption = Path("runs"),
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this interrupted optimization run.")
     ] = None,

@@ -60,16 +60,7 @@ def image_to_input(source: Path | str | bytes, name: str | None = None) -> tuple
     """
     from PIL import Image
 
-    if isinstance(source, (bytes, bytearray)):
-        label = name or "image"
-        if not source:
-            raise EdgeFMError(f"{label}: the file is empty; pass a PNG or JPEG image.")
-        opened = io.BytesIO(source)
-    else:
-        path = Path(source)
-        label = name or str(path)
-        _check_image_file(path, label)
-        opened = path
+    opened, label = _openable(source, name)
     with _bounded_open(opened, label) as image:
         _draft(image)
         _check_budget(image, label)
@@ -83,6 +74,23 @@ def image_to_input(source: Path | str | bytes, name: str | None = None) -> tuple
     if orientation in transposes:
         grey = grey.transpose(transposes[orientation])
     return _fit(grey), inverted
+
+
+def _openable(source: Path | str | bytes, name: str | None):
+    """What PIL opens for an image file or its bytes, and how messages name it.
+
+    Raises:
+        EdgeFMError: Empty bytes, or a file that is missing, empty or a folder.
+    """
+    if isinstance(source, (bytes, bytearray)):
+        label = name or "image"
+        if not source:
+            raise EdgeFMError(f"{label}: the file is empty; pass a PNG or JPEG image.")
+        return io.BytesIO(source), label
+    path = Path(source)
+    label = name or str(path)
+    _check_image_file(path, label)
+    return path, label
 
 
 @contextlib.contextmanager
@@ -172,15 +180,7 @@ def read_image(
         raise EdgeFMError(f"unknown resize policy {resize!r}; use one of {', '.join(RESIZE_POLICIES)}.")
     if channels not in (1, 3):
         raise EdgeFMError(f"channels must be 1 or 3, not {channels}.")
-    if isinstance(path, (bytes, bytearray)):
-        label = name or "image"
-        if not path:
-            raise EdgeFMError(f"{label}: the file is empty; pass a PNG or JPEG image.")
-        opened = io.BytesIO(path)
-    else:
-        opened = Path(path)
-        label = name or str(opened)
-        _check_image_file(opened, label)
+    opened, label = _openable(path, name)
     with _bounded_open(opened, label) as image:
         if image.format == "JPEG":
             # libjpeg's reduced-scale decode; both sides stay at least the size asked for.

@@ -55,3 +55,8 @@ def fits_on(flash_bytes: int, arena_bytes: int, boards: Sequence[Board] = BOARDS
         }
         for board in boards
     ]
+
+
+def fitting_boards(fits: Sequence[dict[str, Any]]) -> str:
+    """The boards a :func:`fits_on` list says model and arena fit, comma-separated, for a sentence."""
+    return ", ".join(fit["board"] for fit in fits if fit["fits"]) or "none of the boards checked"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edge_fm.errors import unknown_choice
+from edge_fm.errors import by_name
 
 IO_DTYPES = ("int8", "uint8", "float32")
 
@@ -84,7 +84,4 @@ def get_format(name: str) -> ExportFormat:
     Raises:
         EdgeFMError: Unknown format; the message lists the known ones.
     """
-    for fmt in FORMATS:
-        if fmt.name == name:
-            return fmt
-    raise unknown_choice("export format", name, format_names())
+    return by_name(FORMATS, name, "export format")

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.errors import EdgeFMError, by_name
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
@@ -48,81 +48,58 @@ class Form:
     name: str  # what `edge-fm export --for` takes
     title: str  # the form in a sentence
     summary: str  # what it gives a client
-    make: Callable[[Path | str, FormOptions], Path]
+    export: Callable[..., Path]  # called with the source and, by keyword, the options it takes
+    takes: str  # the FormOptions fields `export` takes, "param=field" where its name differs
+
+    def make(self, source: Path | str, options: FormOptions) -> Path:
+        """Exports ``source`` in this form with the options its export takes."""
+        keywords = {}
+        for entry in self.takes.split():
+            param, _, field = entry.partition("=")
+            keywords[param] = getattr(options, field or param)
+        return self.export(source, **keywords)
 
 
-def _mobile(source: Path | str, options: FormOptions) -> Path:
-    if options.out is not None and is_record_only(options.out):
-        return rebuild_mobile_form(source, options.out, options.data_dir, options.data, options.progress)
-    return export_mobile(
-        source,
-        options.format_name,
-        options.representative_size,
-        options.parity_images,
-        options.runs_dir,
-        options.data_dir,
-        options.out,
-        options.progress,
-        options.data,
-    )
+_CHECKED = "format_name out runs_dir data_dir parity_images progress"  # what every form's export takes
 
 
-def _mobile_gpu(source: Path | str, options: FormOptions) -> Path:
-    return export_mobile_gpu(
-        source,
-        options.format_name,
-        options.parity_images,
-        options.runs_dir,
-        options.data_dir,
-        options.out,
-        options.progress,
-    )
-
-
-def _mcu(source: Path | str, options: FormOptions) -> Path:
-    return export_mcu(
-        source,
-        options.format_name,
-        out=options.out,
-        runs_dir=options.runs_dir,
-        data_dir=options.data_dir,
-        images=options.parity_images,
-        representative_size=options.representative_size,
-        parity_images=options.parity_images,
-        progress=options.progress,
-        c_array_mode=options.c_array_mode,
-        data=options.data,
-    )
-
-
-def _ethos_u(source: Path | str, options: FormOptions) -> Path:
-    return export_ethos_u_form(
-        source,
-        options.accelerator_config,
-        options.format_name,
-        options.out,
-        options.runs_dir,
-        options.data_dir,
-        options.representative_size,
-        options.parity_images,
-        options.progress,
-    )
+def _mobile(source: Path | str, **options) -> Path:
+    """The mobile form; into a folder that holds a form's record alone, that form made again."""
+    if options["out"] is not None and is_record_only(options["out"]):
+        return rebuild_mobile_form(
+            source, options["out"], options["data_dir"], options["data"], options["progress"]
+        )
+    return export_mobile(source, **options)
 
 
 FORMS: tuple[Form, ...] = (
-    Form("mobile", "the mobile form", "uint8 RGB input, standard metadata", _mobile),
+    Form(
+        "mobile",
+        "the mobile form",
+        "uint8 RGB input, standard metadata",
+        _mobile,
+        f"{_CHECKED} representative_size data",
+    ),
     Form(
         "mobile-gpu",
         "the mobile GPU form",
         "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
-        _mobile_gpu,
+        export_mobile_gpu,
+        _CHECKED,
     ),
-    Form("mcu", "the microcontroller form", "TFLM firmware files, checked under TFLM", _mcu),
+    Form(
+        "mcu",
+        "the microcontroller form",
+        "TFLM firmware files, checked under TFLM",
+        export_mcu,
+        f"{_CHECKED} representative_size c_array_mode data images=parity_images",
+    ),
     Form(
         "ethos-u",
         "the Ethos-U form",
         "compiled by Arm's Vela with its estimate; needs --accelerator-config",
-        _ethos_u,
+        export_ethos_u_form,
+        f"{_CHECKED} representative_size config_name=accelerator_config",
     ),
 )
 
@@ -138,10 +115,7 @@ def get_form(name: str) -> Form:
     Raises:
         EdgeFMError: An unknown name, with the known ones.
     """
-    for form in FORMS:
-        if form.name == name:
-            return form
-    raise unknown_choice("--for target", name, ["none", *form_names()])
+    return by_name(FORMS, name, "--for target", ["none", *form_names()])
 
 
 def export_form(source: Path | str, form: str, options: FormOptions = FormOptions()) -> Path:

@@ -447,16 +447,7 @@ class _Edit(tflite_file.GraphEditor):
     def convert(self, source: int, target: int) -> list:
         """Ops that requantize ``source`` into ``target``, of another integer type, through the bridge."""
         if self.bridge == INTEGER_BRIDGE:
-            return [
-                self.new_op(
-                    "QUANTIZE",
-                    1,
-                    [source],
-                    [target],
-                    self.schema.BuiltinOptions.QuantizeOptions,
-                    self.schema.QuantizeOptionsT(),
-                )
-            ]
+            return [self._quantize_op("QUANTIZE", source, target)]
         like = self.graph.tensors[source]
         real = self.new_tensor(
             f"{like.name.decode()};float",
@@ -467,24 +458,19 @@ class _Edit(tflite_file.GraphEditor):
             0,
         )
         self.graph.tensors[real].quantization = None
-        return [
-            self.new_op(
-                "DEQUANTIZE",
-                1,
-                [source],
-                [real],
-                self.schema.BuiltinOptions.DequantizeOptions,
-                self.schema.DequantizeOptionsT(),
-            ),
-            self.new_op(
-                "QUANTIZE",
-                1,
-                [real],
-                [target],
-                self.schema.BuiltinOptions.QuantizeOptions,
-                self.schema.QuantizeOptionsT(),
-            ),
-        ]
+        return [self._quantize_op("DEQUANTIZE", source, real), self._quantize_op("QUANTIZE", real, target)]
+
+    def _quantize_op(self, kind: str, source: int, target: int):
+        """A QUANTIZE or DEQUANTIZE op from tensor ``source`` to tensor ``target`` (empty options)."""
+        options = {"QUANTIZE": "QuantizeOptions", "DEQUANTIZE": "DequantizeOptions"}[kind]
+        return self.new_op(
+            kind,
+            1,
+            [source],
+            [target],
+            getattr(self.schema.BuiltinOptions, options),
+            getattr(self.schema, f"{options}T")(),
+        )
 
     def _retarget_signatures(self, old: int, new: int, *, is_input: bool) -> None:
         for signature in self.model.signatureDefs or []:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.errors import EdgeFMError, by_name
 from edge_fm.export.bundles import (
     Bundle,
     artifact_record,
@@ -77,10 +77,7 @@ def get_config(name: str) -> EthosUConfig:
     Raises:
         EdgeFMError: Unknown configuration; the message lists the valid ones.
     """
-    for config in ETHOS_U_CONFIGS:
-        if config.name == name:
-            return config
-    raise unknown_choice("Ethos-U accelerator config", name, config_names())
+    return by_name(ETHOS_U_CONFIGS, name, "Ethos-U accelerator config")
 
 
 @dataclasses.dataclass(frozen=True)

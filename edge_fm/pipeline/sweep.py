@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -35,7 +36,7 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 # ---------------------------------------------------------------- how it runs
 from edge_fm.bench.targets import last_line
@@ -207,7 +208,8 @@ def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, 
         log(f"{len(finished)} trial(s) finished before, {to_run} Optuna trial(s) to run")
     ray_record = None
     if to_run:
-        ray_record = _tune(sweep_dir, spec, pending, to_run, ray_options, data_dir, log)
+        with _ray_session(sweep_dir, ray_options) as temp_dir:
+            ray_record = _fit(sweep_dir, spec, pending, to_run, ray_options, data_dir, temp_dir, log)
     return write_summary(sweep_dir, spec, ray_record, seconds=time.time() - started, log=log)
 
 
@@ -249,22 +251,16 @@ def _start_ray(address: str | None, temp_dir: Path, log) -> int:
     return cores
 
 
-def _tune(
-    sweep_dir: Path,
-    spec: SweepSpec,
-    pending: list[TrialConfig],
-    to_run: int,
-    ray_options: RayOptions,
-    data_dir,
-    log,
-) -> dict[str, Any]:
+@contextlib.contextmanager
+def _ray_session(sweep_dir: Path, ray_options: RayOptions) -> Iterator[Path]:
+    """Around the trials: Ray's temp folder for this sweep, and signals that interrupt them."""
     import ray
 
     temp_dir = ray_temp_dir(sweep_dir)
     ours = not ray.is_initialized()
     with interrupted_by_signals():
         try:
-            return _fit(sweep_dir, spec, pending, to_run, ray_options, data_dir, temp_dir, log)
+            yield temp_dir
         finally:
             if ours:  # on success, error or interrupt: disconnected, and a Ray started here leaves nothing
                 ray.shutdown()

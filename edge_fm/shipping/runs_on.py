@@ -13,7 +13,7 @@ from edge_fm.export.bundles import MODEL_FILE
 
 
 def runs_on_rows(folder: Path | str, forms: Sequence[dict] = ()) -> list[dict]:
-    """The card's "runs on" rows of a shipped model's folder, with its forms (``edge_fm.shipping.cards.folder_forms``).
+    """The card's "runs on" rows of a shipped model's folder, with its forms (``card_forms.folder_forms``).
 
     Each row is ``runtime``, ``answer`` and ``how`` (measured, estimated or a static check). A runtime whose
     tool is not installed says so in its row.

@@ -152,14 +152,6 @@ def edge_cnn_tiny(
     the AVX-512 VNNI CPU it was timed on (docs/design/full-convolutions.md). The previous, separable
     shape (stem 16, widths 32/64/128, blocks 1/2/3, block 'separable') was the faster one on another CPU.
 
-    Args:
-        stem: Filters of the full-resolution 3x3 stem conv.
-        widths: Channels of each stage (28x28, 14x14, 7x7).
-        blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
-        dropout: Dropout before the classifier.
-        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
-            list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
+    Args: those of :func:`edge_cnn`, with this member's defaults.
     """
     return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block, input_shape, num_classes)
