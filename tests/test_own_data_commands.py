@@ -1,5 +1,5 @@
-"""evaluate and predict on models of the user's own data: each model scored on its own test
-split, data of other classes refused.
+"""evaluate, predict and bench on models of the user's own data: each model scored on its own test
+split, data of other classes refused, a folder of models of two datasets benched per dataset.
 
 Two tiny-cnn runs on scikit-learn's 8x8 digits (no network): digits 0-2 and digits 3-5, each
 exported as an int8 bundle.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,3 +111,36 @@ def test_predict_classifies_the_models_own_test_images(two_datasets, tmp_path):
 
     accuracy = evaluate_artifact(bundle, data)["accuracy"]
     assert right >= 2 and accuracy > 0.6
+
+
+FAST_BENCH = ("--runs", "5", "--min-seconds", "0.05", "--threads", "1")
+
+
+@pytest.mark.slow
+def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_split(two_datasets, tmp_path):
+    from edge_fm.result_files import flat, read_result_file
+    from edge_fm.show.predict import evaluate_artifact
+
+    models = tmp_path / "models"
+    for name, (_, _, bundle) in two_datasets.items():
+        shutil.copytree(bundle, models / name)
+    code, output = run_cli("bench", models, "--json", tmp_path / "bench.json", *FAST_BENCH)
+    assert code == 0, output
+    result = flat(read_result_file(tmp_path / "bench.json", "bench"))
+    groups = result["test_set"]["groups"]
+    assert [group["data"]["class_names"] for group in groups] == [
+        ["digit-3", "digit-4", "digit-5"],  # "high" sorts first in the folder
+        ["digit-0", "digit-1", "digit-2"],
+    ]
+    for name, (_, run, _) in two_datasets.items():
+        (row,) = [r for r in result["rows"] if Path(r["path"]).parent.name == name]
+        assert row["status"] == "ok"
+        assert row["accuracy"] == pytest.approx(evaluate_artifact(models / name)["accuracy"])
+        counts = Run(run).manifest["data"]["identity"]["counts"]["test"]
+        assert row["test_set"] == f"test split of {Run(run).dataset().describe()} ({sum(counts)} images)"
+    assert result["test_set"]["images"] == sum(group["images"] for group in groups)
+
+    code, output = run_cli("bench", models, "--data", two_datasets["low"][0], *FAST_BENCH)
+    assert_one_line_error(code, output, "names one dataset, but these models were made from 2")
+    code, output = run_cli("bench", models, "--baseline", two_datasets["low"][1], *FAST_BENCH)
+    assert_one_line_error(code, output, "but these models were made from 2 datasets")

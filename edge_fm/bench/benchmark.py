@@ -28,7 +28,11 @@ from typing import Any
 from edge_fm import runner
 from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
-from edge_fm.bench.split_file import split_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
+from edge_fm.bench.split_file import (  # noqa: F401 (write_test_set re-exported)
+    data_groups,
+    split_for_targets,
+    write_test_set,
+)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run, restore_retired
@@ -99,22 +103,37 @@ def bench(
         sample: Use the embedded sample's test images instead (labelled as such).
         data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
 
+    Models of several datasets are measured a dataset at a time, each group on its own test split;
+    each row then names its ``test_set``, accuracy changes are taken within a group, and the
+    result's ``test_set`` lists every group's (``groups``).
+
     Raises:
-        EdgeFMError: No artifacts, missing data, artifacts of different datasets, or a target that
-            cannot be used (each with a fix).
+        EdgeFMError: No artifacts, missing data, ``data`` or a baseline for models of several
+            datasets, or a target that cannot be used (each with a fix).
     """
     artifacts = collect_artifacts(paths)
     target = parse_target(target) if isinstance(target, str) else target
+    groups = data_groups(artifacts, data) if getattr(target, "needs_test_set", True) else [artifacts]
+    if len(groups) > 1 and baseline:
+        raise EdgeFMError(
+            f"--baseline {baseline} is the float reference of one dataset's models, but these models were "
+            f"made from {len(groups)} datasets: bench one dataset's models with it."
+        )
     if baseline:
         from edge_fm.train.runs import Run  # loads TensorFlow: only when a baseline is asked for
 
         Run(baseline).require_model()  # a wrong --baseline is refused before any measuring
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
-        test_set = Path(tmp) / TEST_SET_FILE
-        test_info = split_for_targets([target], test_set, data_dir, sample, artifacts, data)
-        result = target.run(artifacts, test_set, options)
+        measured = []
+        for number, group in enumerate(groups):
+            test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
+            test_info = split_for_targets([target], test_set, data_dir, sample, group, data)
+            measured.append((test_info, target.run(group, test_set, options)))
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
+    if len(measured) > 1:
+        return _grouped_result(target, measured, options, started)
+    test_info, result = measured[0]
     rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
     reference = add_accuracy_deltas(rows)
     return {
@@ -123,6 +142,34 @@ def bench(
         "test_set": test_info,
         "options": dataclasses.asdict(options),
         "reference": reference,
+        "rows": rows,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def _grouped_result(target, measured: list, options: BenchOptions, started: float) -> dict[str, Any]:
+    """One result of models of several datasets: every row names the test split it was scored on."""
+    rows, references = [], []
+    for test_info, result in measured:
+        group = [_checked_description(row) for row in result["rows"]]
+        for row in group:
+            row["test_set"] = test_info["source"]
+        references.append(add_accuracy_deltas(group))
+        rows += group
+    infos = [info for info, _ in measured]
+    named = [name for name in references if name]
+    return {
+        "target": target.name,
+        "environment": measured[0][1]["environment"],
+        "test_set": {
+            "source": "; ".join(info["source"] for info in infos) + " (each model on its own dataset's)",
+            "images": sum(info["images"] for info in infos),
+            "sample": any(info["sample"] for info in infos),
+            "groups": infos,
+        },
+        "options": dataclasses.asdict(options),
+        "reference": ", ".join(named) if named else None,
         "rows": rows,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
