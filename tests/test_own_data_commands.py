@@ -144,3 +144,41 @@ def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_sp
     assert_one_line_error(code, output, "names one dataset, but these models were made from 2")
     code, output = run_cli("bench", models, "--baseline", two_datasets["low"][1], *FAST_BENCH)
     assert_one_line_error(code, output, "but these models were made from 2 datasets")
+
+
+@pytest.mark.slow
+def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path):
+    import sys
+
+    from edge_fm.bench.split_file import artifacts_split
+    from edge_fm.result_files import flat, read_result_file
+    from edge_fm.show.predict import evaluate_artifact
+
+    _, _, bundle = two_datasets["high"]
+    code, output = run_cli(
+        "bench",
+        bundle,
+        "--target",
+        f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}",
+        "--ssh-key",
+        sshd["key"],
+        "--ssh-option",
+        f"UserKnownHostsFile={sshd['known_hosts']}",
+        "--ssh-option",
+        "GlobalKnownHostsFile=/dev/null",
+        "--remote-python",
+        sys.executable,
+        "--json",
+        tmp_path / "ssh.json",
+        *FAST_BENCH,
+    )
+    assert code == 0, output
+    result = flat(read_result_file(tmp_path / "ssh.json", "bench"))
+    assert result["target"].startswith("ssh://")
+    split = artifacts_split([bundle / "model.tflite"], None, False)
+    assert result["test_set"]["sha256"] == split.sha256  # the .npz the host scored is the digits' test split
+    assert result["test_set"]["data"]["class_names"] == ["digit-3", "digit-4", "digit-5"]
+    assert result["test_set"]["images"] == len(split.labels) and len(split.labels) < 100
+    (row,) = result["rows"]
+    assert row["status"] == "ok"
+    assert row["accuracy"] == pytest.approx(evaluate_artifact(bundle)["accuracy"])
