@@ -182,3 +182,44 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
     (row,) = result["rows"]
     assert row["status"] == "ok"
     assert row["accuracy"] == pytest.approx(evaluate_artifact(bundle)["accuracy"])
+
+
+@pytest.mark.slow
+def test_a_fleet_bench_groups_models_of_two_datasets_on_every_device(two_datasets, sshd, tmp_path):
+    import sys
+
+    from edge_fm.result_files import flat, read_result_file
+    from edge_fm.show.predict import evaluate_artifact
+
+    models = tmp_path / "models"
+    for name, (_, _, bundle) in two_datasets.items():
+        shutil.copytree(bundle, models / name)
+    ssh = f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}"
+    code, output = run_cli(
+        "bench",
+        models,
+        "--target",
+        "local",
+        "--target",
+        ssh,
+        "--ssh-key",
+        sshd["key"],
+        "--ssh-option",
+        f"UserKnownHostsFile={sshd['known_hosts']}",
+        "--ssh-option",
+        "GlobalKnownHostsFile=/dev/null",
+        "--remote-python",
+        sys.executable,
+        "--json",
+        tmp_path / "fleet.json",
+        *FAST_BENCH,
+    )
+    assert code == 0, output
+    result = flat(read_result_file(tmp_path / "fleet.json", "bench"))
+    assert len(result["test_set"]["groups"]) == 2 and not result["errors"]
+    for name in two_datasets:
+        accuracy = evaluate_artifact(models / name)["accuracy"]
+        rows = [r for r in result["rows"] if Path(r["path"]).parent.name == name]
+        assert sorted(r["target"] for r in rows) == sorted(["local", ssh])
+        assert all(r["status"] == "ok" and r["accuracy"] == pytest.approx(accuracy) for r in rows)
+        assert len({r["test_set"] for r in rows}) == 1
