@@ -587,6 +587,58 @@ def train_throughput(root: Path) -> str | None:
     )
 
 
+def own_data_scale(root: Path) -> str | None:
+    """A folder of 20,000 JPEG files: decoding into the cache, a warm start, training from the cache."""
+    result = _load(root, "own_data_scale.json")
+    if not result:
+        return None
+    env, decode, warm, training = (
+        result["environment"],
+        result["decode"],
+        result["warm_start"],
+        result["training"],
+    )
+    repetitions = training["repetitions"]
+    target = result["target"]["cache_vs_memory_at_least"]
+    lines = [
+        "| step | figure |",
+        "|---|---|",
+        f"| first load: list, decode and cache {result['folder']['files']:,} JPEG files | "
+        f"{decode['images_per_second']:,.0f} images/s ({decode['load_seconds']:.1f} s); cache "
+        f"{decode['cache_bytes'] / 1e6:.1f} MB on disk |",
+        f"| second load, cache warm (a new process) | {warm['load_seconds']:.2f} s "
+        f"({warm['process_seconds']:.2f} s with Python and the imports) |",
+        f"| training from the memory-mapped cache (`make_pipeline`) | "
+        f"{training['cache_images_per_second_median']:,.0f} images/s (median of {len(repetitions)}) |",
+        f"| training from the same arrays in memory (`model.fit`) | "
+        f"{training['memory_images_per_second_median']:,.0f} images/s (median of {len(repetitions)}) |",
+        f"| cache / memory, median of the repetitions' ratios | {result['cache_vs_memory']:.3f} "
+        f"(range {training['ratio_range'][0]:.3f} to {training['ratio_range'][1]:.3f}); target {target}: "
+        f"{'met' if result['met'] else '**missed**'} |",
+        "",
+        "| repetition | cache images/s | memory images/s | ratio | load average (1 min) at the two starts |",
+        "|---|---|---|---|---|",
+    ]
+    for row in repetitions:
+        lines.append(
+            f"| {row['repetition']} | {row['cache']['images_per_second']:,.0f} | "
+            f"{row['memory']['images_per_second']:,.0f} | {row['ratio']:.3f} | "
+            f"{row['cache']['load_average']['start'][0]:.2f}, {row['memory']['load_average']['start'][0]:.2f} |"
+        )
+    load = result["load_average"]
+    return "\n".join(
+        lines
+        + [
+            "",
+            f"{env['cpu']} ({env['cpu_detail']}), {env['cores']} cores, TensorFlow {env['tensorflow']}, shared "
+            f"with other work: load average (1, 5, 15 min) {', '.join(f'{v:.2f}' for v in load['start'])} "
+            f"at the start, {', '.join(f'{v:.2f}' for v in load['end'])} at the end. Each figure in a fresh "
+            "child process, cache and memory interleaved. Command run: "
+            f"`{public_command(result['command'])}`.",
+        ]
+    )
+
+
 def int8_error_converter_fold(root: Path) -> str | None:
     return _int8_error(root, "int8_error_converter_fold.json")
 
@@ -814,6 +866,7 @@ TABLES: dict[str, Callable[[Path], str | None]] = {
     "inspect-models": inspect_models,
     "mediapipe-web": mediapipe_web,
     "mediapipe-resize": mediapipe_resize,
+    "own-data-scale": own_data_scale,
 }
 
 

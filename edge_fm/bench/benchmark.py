@@ -28,7 +28,11 @@ from typing import Any
 from edge_fm import runner
 from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
-from edge_fm.bench.split_file import split_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
+from edge_fm.bench.split_file import (  # noqa: F401 (write_test_set re-exported)
+    data_groups,
+    split_for_targets,
+    write_test_set,
+)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run, restore_retired
@@ -99,22 +103,29 @@ def bench(
         sample: Use the embedded sample's test images instead (labelled as such).
         data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
 
+    Models of several datasets are measured a dataset at a time, each group on its own test split;
+    each row then names its ``test_set``, accuracy changes are taken within a group, and the
+    result's ``test_set`` lists every group's (``groups``).
+
     Raises:
-        EdgeFMError: No artifacts, missing data, artifacts of different datasets, or a target that
-            cannot be used (each with a fix).
+        EdgeFMError: No artifacts, missing data, ``data`` or a baseline for models of several
+            datasets, or a target that cannot be used (each with a fix).
     """
     artifacts = collect_artifacts(paths)
     target = parse_target(target) if isinstance(target, str) else target
-    if baseline:
-        from edge_fm.train.runs import Run  # loads TensorFlow: only when a baseline is asked for
-
-        Run(baseline).require_model()  # a wrong --baseline is refused before any measuring
+    groups = data_groups(artifacts, data) if getattr(target, "needs_test_set", True) else [artifacts]
+    _check_baseline(baseline, groups)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
-        test_set = Path(tmp) / TEST_SET_FILE
-        test_info = split_for_targets([target], test_set, data_dir, sample, artifacts, data)
-        result = target.run(artifacts, test_set, options)
+        measured = []
+        for number, group in enumerate(groups):
+            test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
+            test_info = split_for_targets([target], test_set, data_dir, sample, group, data)
+            measured.append((test_info, target.run(group, test_set, options)))
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
+    if len(measured) > 1:
+        return _grouped_result(target, measured, options, started)
+    test_info, result = measured[0]
     rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
     reference = add_accuracy_deltas(rows)
     return {
@@ -123,6 +134,52 @@ def bench(
         "test_set": test_info,
         "options": dataclasses.asdict(options),
         "reference": reference,
+        "rows": rows,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 1),
+    }
+
+
+def _check_baseline(baseline: Path | str | None, groups: list[list[Path]]) -> None:
+    """Refuses a baseline that is not a finished run, or one given for models of several datasets."""
+    if not baseline:
+        return
+    if len(groups) > 1:
+        raise EdgeFMError(
+            f"--baseline {baseline} is the float reference of one dataset's models, but these models were "
+            f"made from {len(groups)} datasets: bench one dataset's models with it."
+        )
+    from edge_fm.train.runs import Run  # loads TensorFlow: only when a baseline is asked for
+
+    Run(baseline).require_model()  # a wrong --baseline is refused before any measuring
+
+
+def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``test_set`` of a result over models of several datasets: every group's, and their sum."""
+    return {
+        "source": "; ".join(info["source"] for info in infos) + " (each model on its own dataset's)",
+        "images": sum(info["images"] for info in infos),
+        "sample": any(info["sample"] for info in infos),
+        "groups": infos,
+    }
+
+
+def _grouped_result(target, measured: list, options: BenchOptions, started: float) -> dict[str, Any]:
+    """One result of models of several datasets: every row names the test split it was scored on."""
+    rows, references = [], []
+    for test_info, result in measured:
+        group = [_checked_description(row) for row in result["rows"]]
+        for row in group:
+            row["test_set"] = test_info["source"]
+        references.append(add_accuracy_deltas(group))
+        rows += group
+    named = [name for name in references if name]
+    return {
+        "target": target.name,
+        "environment": measured[0][1]["environment"],
+        "test_set": grouped_test_set([info for info, _ in measured]),
+        "options": dataclasses.asdict(options),
+        "reference": ", ".join(named) if named else None,
         "rows": rows,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
@@ -174,8 +231,12 @@ def bench_fleet(
         sample: Use the embedded sample's test images instead (labelled as such).
         data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
 
+    Models of several datasets are measured a dataset at a time (every device at once), each group
+    on its own test split, as :func:`bench` does.
+
     Raises:
-        EdgeFMError: No artifacts, missing data, a malformed target, or the same device given twice.
+        EdgeFMError: No artifacts, missing data, a malformed target, the same device given twice, or
+            ``data`` or a baseline for models of several datasets.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -187,30 +248,43 @@ def bench_fleet(
         raise EdgeFMError(
             f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once."
         )
-    if baseline:
-        from edge_fm.train.runs import Run  # loads TensorFlow: only when a baseline is asked for
-
-        Run(baseline).require_model()
+    reads_images = any(getattr(target, "needs_test_set", True) for target in targets)
+    groups = data_groups(artifacts, data) if reads_images else [artifacts]
+    _check_baseline(baseline, groups)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
-        test_set = Path(tmp) / TEST_SET_FILE
-        test_info = split_for_targets(targets, test_set, data_dir, sample, artifacts, data)
-        with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
-            measured = list(
-                pool.map(lambda target: _measure_device(target, artifacts, test_set, options), targets)
-            )
+        infos, measured = [], []
+        for number, group in enumerate(groups):  # a dataset at a time, every device at once
+            test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
+            infos.append(split_for_targets(targets, test_set, data_dir, sample, group, data))
+            with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
+                count = len(targets)
+                measured.append(
+                    list(
+                        pool.map(
+                            _measure_device, targets, [group] * count, [test_set] * count, [options] * count
+                        )
+                    )
+                )
         # Measured here after the devices, so it never competes with a local device for the cores.
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
     rows, environments, errors, references = [], {}, {}, {}
-    for target, (result, error) in zip(targets, measured):
-        device_rows = result["rows"] if result else _device_error_rows(artifacts, error)
-        for row in device_rows:
-            row["target"] = target.name
-        references[target.name] = add_accuracy_deltas([dict(r) for r in baseline_rows] + device_rows)
-        rows += device_rows
-        environments[target.name] = result["environment"] if result else None
-        if error:
-            errors[target.name] = error
+    for group, info, group_measured in zip(groups, infos, measured):
+        for target, (result, error) in zip(targets, group_measured):
+            device_rows = result["rows"] if result else _device_error_rows(group, error)
+            for row in device_rows:
+                row["target"] = target.name
+                if len(groups) > 1:
+                    row["test_set"] = info["source"]
+            reference = add_accuracy_deltas([dict(r) for r in baseline_rows] + device_rows)
+            references[target.name] = (
+                ", ".join(name for name in (references.get(target.name), reference) if name) or None
+            )
+            rows += device_rows
+            if result or target.name not in environments:
+                environments[target.name] = result["environment"] if result else None
+            if error:
+                errors[target.name] = error
     for row in baseline_rows:
         row["target"] = "local"
     return {
@@ -219,7 +293,7 @@ def bench_fleet(
         "environment": {},
         "environments": environments,
         "errors": errors,
-        "test_set": test_info,
+        "test_set": infos[0] if len(infos) == 1 else grouped_test_set(infos),
         "options": dataclasses.asdict(options),
         "reference": baseline_rows[0]["artifact"] if baseline_rows else None,
         "references": references,

@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from edge_fm.data.reference import SplitImages, model_test_split, same_data
+from edge_fm.data.reference import (
+    FASHION_MNIST,
+    SplitImages,
+    model_test_split,
+    recorded_data,
+    same_data,
+    short_name,
+)
+from edge_fm.errors import EdgeFMError
 
 
 def split_for_targets(
@@ -77,9 +85,30 @@ def artifacts_split(
     return model_test_split(shared, data, data_dir, sample, what)
 
 
+def data_groups(artifacts: list[Path], data: str | Path | None = None) -> list[list[Path]]:
+    """The artifacts grouped by the dataset they were made from (each group gets its own test split),
+    in the order their first artifact comes.
+
+    Raises:
+        EdgeFMError: ``data`` (one dataset's place) given for models of several datasets.
+    """
+    groups: dict[str, list[Path]] = {}
+    names: dict[str, str] = {}
+    for path in artifacts:
+        record = recorded_data(_description(path))
+        key = (record or {}).get("fingerprint", FASHION_MNIST)
+        groups.setdefault(key, []).append(path)
+        names.setdefault(key, short_name(record) if record else "Fashion-MNIST")
+    if len(groups) > 1 and data is not None:
+        raise EdgeFMError(
+            f"--data {data} names one dataset, but these models were made from {len(groups)} "
+            f"({', '.join(names.values())}): drop --data, or bench one dataset's models with it."
+        )
+    return list(groups.values())
+
+
 def _description(artifact: Path) -> dict[str, Any]:
     """A bundle's ``model.json``; empty for a bare file, or one the benchmark reports as corrupt."""
-    from edge_fm.errors import EdgeFMError
     from edge_fm.export.bundles import Bundle
 
     try:

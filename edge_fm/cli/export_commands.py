@@ -287,23 +287,51 @@ def _mcu_line(bundle: Path, record: dict) -> str:
 @fails_cleanly
 def predict_command(
     artifact: Annotated[Path, typer.Argument(help="A .tflite file or an export bundle directory.")],
-    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
+    images: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey); or none, with --data."),
+    ] = None,
     top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="Classify the first --count images of the model's own test split instead of files: where "
+            "its data is (fashion-mnist for a Fashion-MNIST model).",
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="With --data: test images classified.")] = 10,
+    data_dir: DataDirOption = None,
 ) -> None:
-    """Classify image files with an exported artifact and print the top classes.
+    """Classify image files (or the model's own test images) with an exported artifact; print the top classes.
 
     Example: edge-fm predict models/edge-cnn/model.tflite shoe.jpg shirt.png
+    Example: edge-fm predict runs/edge-cnn-tiny-int8-1 --data photos/ --count 5
     """
-    from edge_fm import classify_files
+    from edge_fm import classify_files, classify_test_split
 
+    if images and data is not None:
+        raise EdgeFMError("give image files or --data (the model's test images), not both.")
+    if not images and data is None:
+        raise EdgeFMError(
+            "no image to classify: give image files, or --data for the model's own test images."
+        )
+    if data is not None:
+        results = classify_test_split(artifact, data, data_dir, count, top)
+    else:
+        results = classify_files(artifact, images, top)
     failed = 0
-    for result in classify_files(artifact, images, top):
+    for result in results:
         if result.error:
             failed += 1
             print_error(result.error)
             continue
         classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
         note = " (light background, inverted)" if result.inverted else ""
-        console.print(f"{result.path}: [bold]{classes}[/]{note}", highlight=False)
+        truth = f" (true class: {result.label})" if result.label is not None else ""
+        console.print(f"{result.path}{truth}: [bold]{classes}[/]{note}", highlight=False)
+    if data is not None:
+        right = sum(result.top[0][0] == result.label for result in results)
+        console.print(f"{right} of {len(results)} right (top-1)", highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -244,23 +244,40 @@ def _print_per_class(scores: dict) -> None:
 @app.command("evaluate")
 @fails_cleanly
 def evaluate_command(
-    run_dir: Annotated[Path, typer.Argument(help="A finished training run directory.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A finished training run directory, or an export bundle (or its .tflite).")
+    ],
     data_dir: DataDirOption = None,
-    split: Annotated[str, typer.Option(help="'test' or 'val'.")] = "test",
+    split: Annotated[str, typer.Option(help="'test' or 'val' (a run only).")] = "test",
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="A model made from your own data is scored on its test split: where that data is, when it "
+            "is no longer where the run or the bundle's model.json says.",
+        ),
+    ] = None,
 ) -> None:
-    """Score a run's model on the test (or validation) split.
+    """Score a run's model, or an exported bundle, on its data's test (or validation) split.
 
     Example: edge-fm evaluate runs/cnn-2conv-train-1
+    Example: edge-fm evaluate runs/edge-cnn-tiny-int8-1 --data photos/
     """
-    from edge_fm import evaluate_run
+    from edge_fm import evaluate_artifact, evaluate_run
+    from edge_fm.export.bundles import MODEL_FILE
     from edge_fm.io import check_output_file, write_json
 
     if json_out:
         check_output_file(json_out, "--json")
-    result = evaluate_run(run_dir, data_dir, split)
+    if run_dir.suffix == ".tflite" or (run_dir / MODEL_FILE).is_file():
+        if split != "test":
+            raise EdgeFMError(f"{run_dir} is an export bundle: it is scored on the test split; drop --split.")
+        result = evaluate_artifact(run_dir, data, data_dir)
+    else:
+        result = evaluate_run(run_dir, data_dir, split, data)
     console.print(
         f"accuracy [bold green]{result['accuracy']:.2%}[/] on {result['split']} "
         f"({result['examples']} images; {result['data']}), "

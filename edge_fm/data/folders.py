@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fm.data.array_cache import is_cached, publish, read_cache
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.images import read_header, read_image
 from edge_fm.data.options import (
@@ -29,7 +30,7 @@ from edge_fm.data.options import (
     ProgressFn,
     cache_root,
 )
-from edge_fm.data.splits import capped, label_dtype, make_dataset, per_class, plan_splits
+from edge_fm.data.splits import label_dtype, per_class, plan_splits
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import write_json
 
@@ -67,9 +68,9 @@ def image_folder(root: Path, options: DataOptions, progress: ProgressFn | None) 
         ).encode()
     ).hexdigest()[:32]
     cached = cache_root() / key
-    if not (cached / "identity.json").is_file():
+    if not is_cached(cached):
         _decode_into_cache(root, scan, fingerprint, options, cached, progress)
-    return _read_cache(cached, root, options)
+    return read_cache(cached, root, options)
 
 
 def _scan_folder(root: Path) -> _Scan:
@@ -264,31 +265,10 @@ def _decode_into_cache(
             skipped_examples=tuple(skipped[:SKIPPED_EXAMPLES]),
         )
         write_json(staging / "identity.json", identity.as_record())
-        try:
-            staging.rename(cached)
-        except OSError:
-            if not (cached / "identity.json").is_file():  # not another process having written it first
-                raise
+        publish(staging, cached)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _read_cache(cached: Path, root: Path, options: DataOptions) -> Dataset:
-    from edge_fm.io import read_json
-
-    identity = DataIdentity.from_record(read_json(cached / "identity.json"))
-    identity = dataclasses.replace(identity, source=str(root))
-    split_arrays = {}
-    for split in SPLITS:
-        if (cached / f"x_{split}.npy").is_file():
-            split_arrays[split] = (
-                np.load(cached / f"x_{split}.npy", mmap_mode="r"),
-                np.load(cached / f"y_{split}.npy"),
-            )
-    if options.max_train is not None:
-        split_arrays["train"] = capped(*split_arrays["train"], options.max_train, options.seed)
-    return make_dataset(split_arrays, root, identity.class_names, identity)
 
 
 def _header_or_error(path: Path):

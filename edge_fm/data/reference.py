@@ -241,7 +241,7 @@ def same_data(descriptions: Sequence[dict[str, Any] | None]) -> dict[str, Any] |
     if len(keys) > 1:
         names = [short_name(record) if record else "Fashion-MNIST" for _, record in keys.values()]
         raise EdgeFMError(
-            f"these models were made from different datasets ({', '.join(names)}): bench the models of one "
+            f"these models were made from different datasets ({', '.join(names)}): give the models of one "
             "dataset at a time."
         )
     return next(iter(keys.values()))[0] if keys else None

@@ -16,7 +16,8 @@ Every source gives a :class:`Dataset` with its :class:`DataIdentity`. A source w
 has one held out, stratified; its membership depends only on the data's fingerprint and the seed,
 so every load of the same data holds out the same images. Image folders are decoded once, through
 the bounded reader of :mod:`edge_fm.data.images`, into a cache of memory-mapped uint8 arrays keyed
-by the fingerprint and the options (see :func:`cache_root`).
+by the fingerprint and the options (see :func:`cache_root` and :mod:`edge_fm.data.array_cache`);
+``tfds:NAME`` datasets are read once into the same cache, keyed by their prepared files.
 
 Example:
     >>> dataset = load_data("photos/", DataOptions(image_size=(32, 32)))  # doctest: +SKIP
@@ -34,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fm.data import datasets as fmnist
+from edge_fm.data.array_cache import cache_entry, is_cached, read_cache, write_splits
 from edge_fm.data.csv_pixels import csv_labels, csv_shape, read_csv
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.folders import image_folder
@@ -326,18 +328,33 @@ def _as_labels(labels: np.ndarray, where: str) -> np.ndarray:
 
 
 def _tfds(name: str, options: DataOptions) -> Dataset:
+    """A tensorflow-datasets dataset through the decode cache: read once, then memory-mapped.
+
+    A prepared dataset's entry is keyed by its files (names and sizes) and the options, so a later
+    load maps the arrays without reading the dataset. Data with no files here (tensorflow-datasets'
+    mock data) is read each time and its entry keyed by the content's fingerprint.
+    """
     # Imported here: tensorflow-datasets is an optional extra, and slow to import.
-    from edge_fm.data.tfds_source import read_tfds
+    from edge_fm.data.tfds_source import prepared_files, read_tfds
 
     if not name:
         raise EdgeFMError(f"--data {TFDS_PREFIX}: name the dataset, e.g. --data {TFDS_PREFIX}mnist.")
-    arrays, class_names, fingerprint, resized = read_tfds(name, options)
-    dataset = _from_arrays("tfds", f"{TFDS_PREFIX}{name}", fingerprint, arrays, class_names, options)
-    if resized and dataset.identity.resize is None:
-        dataset = dataclasses.replace(
-            dataset, identity=dataclasses.replace(dataset.identity, resize=options.resize)
-        )
-    return dataset
+    source = f"{TFDS_PREFIX}{name}"
+    files = prepared_files(name)
+    cached = cache_entry(["tfds", files], options) if files else None
+    if cached is None or not is_cached(cached):
+        unlimited = dataclasses.replace(options, max_train=None)  # the cap applies when the entry is read
+        arrays, class_names, fingerprint, resized = read_tfds(name, unlimited)
+        dataset = _from_arrays("tfds", source, fingerprint, arrays, class_names, unlimited)
+        if resized and dataset.identity.resize is None:
+            dataset = dataclasses.replace(
+                dataset, identity=dataclasses.replace(dataset.identity, resize=options.resize)
+            )
+        cached = cached or cache_entry(["tfds", fingerprint], options)
+        if not is_cached(cached):
+            write_splits(cached, dataset)
+        del arrays, dataset  # the process keeps the mapped entry, not a second copy in memory
+    return read_cache(cached, source, options)
 
 
 def _csv(path: Path, options: DataOptions) -> Dataset:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -84,6 +85,31 @@ def read_tfds(
         arrays = {split: (_one_size(list(x), options)[0], y) for split, (x, y) in arrays.items()}
         resized = True
     return arrays, class_names, "sha256:" + digest.hexdigest(), resized
+
+
+def prepared_files(name: str) -> list[list]:
+    """The prepared dataset's files here, as ``[full name, [relative path, size], ...]``; empty when none.
+
+    What the decode cache keys a tensorflow-datasets dataset by: preparing it again (another
+    version, other shards) changes the list.
+
+    Raises:
+        EdgeFMError: tensorflow-datasets is not installed, or it has no such dataset.
+    """
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise EdgeFMError(f"--data {PREFIX}{name} needs tensorflow-datasets: {INSTALL}.") from None
+    builder = _builder(tfds, name)
+    folder = Path(str(builder.data_dir))
+    if not folder.is_dir():
+        return []
+    listing = sorted(
+        [path.relative_to(folder).as_posix(), path.stat().st_size]
+        for path in folder.rglob("*")
+        if path.is_file()
+    )
+    return [builder.info.full_name, *listing] if listing else []
 
 
 def _builder(tfds, name: str):

@@ -15,13 +15,22 @@ import numpy as np
 
 from edge_fm.data.datasets import CLASS_NAMES, IMAGE_SHAPE
 from edge_fm.data.images import image_to_input, read_image
-from edge_fm.data.reference import recorded_data
+from edge_fm.data.reference import SplitImages, model_test_split, recorded_data
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, Bundle
 from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
-__all__ = ["ImagePolicy", "Prediction", "classify_files", "image_policy", "image_to_input", "load_artifact"]
+__all__ = [
+    "ImagePolicy",
+    "Prediction",
+    "classify_files",
+    "classify_test_split",
+    "evaluate_artifact",
+    "image_policy",
+    "image_to_input",
+    "load_artifact",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Prediction:
     top: list[tuple[str, float]]  # (class name, probability), best first
     inverted: bool = False  # the image had a light background and was inverted
     error: str | None = None
+    label: str | None = None  # the true class, for an image of a test split
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,3 +161,73 @@ def classify_files(artifact: Path | str, images: list[Path | str], top: int = 3)
         order = np.argsort(-probs, kind="stable")[:top]
         results.append(Prediction(str(path), [(labels[i], float(probs[i])) for i in order], inverted))
     return results
+
+
+# ---------------------------------------------------------------- a bundle on its own data
+
+
+def evaluate_artifact(
+    artifact: Path | str,
+    data: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    sample: bool = False,
+) -> dict:
+    """Scores an export bundle (or a .tflite beside its ``model.json``) on its dataset's test split.
+
+    A bundle made from the user's own data is scored on that data's test split (read from where
+    its ``model.json`` says, or from ``data``); a Fashion-MNIST one on Fashion-MNIST's (or the
+    embedded sample's, with ``sample``). Data of other classes than the model's is refused.
+
+    Returns:
+        The :func:`~edge_fm.train.metrics.classification_metrics` dict, plus ``data`` and ``split``.
+    """
+    from edge_fm.train.metrics import classification_metrics
+
+    model, labels, split = _model_and_split(artifact, data, data_dir, sample)
+    result = classification_metrics(
+        split.labels, model.predict_proba(_model_input(model, split.images)), split.class_names
+    )
+    result["data"] = split.name
+    result["split"] = "sample_test" if split.sample else "test"
+    return result
+
+
+def classify_test_split(
+    artifact: Path | str,
+    data: Path | str | None = None,
+    data_dir: Path | str | None = None,
+    count: int = 10,
+    top: int = 3,
+) -> list[Prediction]:
+    """The top classes of the first ``count`` images of a bundle's own test split, with their true class.
+
+    ``data`` is where the bundle's data is (see :func:`evaluate_artifact`).
+    """
+    model, labels, split = _model_and_split(artifact, data, data_dir, False)
+    split = split.first(count)
+    probs = model.predict_proba(_model_input(model, split.images))
+    results = []
+    for index, (row, label) in enumerate(zip(probs, split.labels)):
+        order = np.argsort(-row, kind="stable")[:top]
+        name = f"test image {index}"
+        results.append(
+            Prediction(name, [(labels[i], float(row[i])) for i in order], label=split.class_names[int(label)])
+        )
+    return results
+
+
+def _model_and_split(artifact, data, data_dir, sample: bool) -> tuple[TFLiteModel, list[str], SplitImages]:
+    model, labels = load_artifact(artifact)
+    path = Path(artifact)
+    description = Bundle.open(path / MODEL_FILE if path.is_dir() else path).description
+    split = model_test_split(description, data, data_dir, sample, what=str(artifact), labels=labels)
+    return model, labels, split
+
+
+def _model_input(model: TFLiteModel, images: np.ndarray) -> np.ndarray:
+    """Grey images for a model that takes RGB (a mobile form of a grey model) are repeated to RGB."""
+    if int(model.input["shape"][-1]) == 3 and images.shape[-1] != 3:
+        from edge_fm.export.mobile import grey_to_rgb
+
+        return grey_to_rgb(images)
+    return images

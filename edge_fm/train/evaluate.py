@@ -20,7 +20,10 @@ from edge_fm.train.runs import Run
 
 
 def evaluate_run(
-    run_dir: Path | str, data_dir: Path | str | None = None, split: str = "test"
+    run_dir: Path | str,
+    data_dir: Path | str | None = None,
+    split: str = "test",
+    data: Path | str | None = None,
 ) -> dict[str, Any]:
     """Scores a run's model on its data's test (or validation) split.
 
@@ -28,6 +31,7 @@ def evaluate_run(
         run_dir: A finished training run.
         data_dir: Where the full dataset is; defaults to where the run read it.
         split: ``"test"`` or ``"val"`` (the run's own validation split, same seed).
+        data: Where the run's data is now, when it moved (see :meth:`Run.dataset`).
 
     Returns:
         The :func:`~edge_fm.train.metrics.classification_metrics` dict, plus ``data`` and ``split``.
@@ -36,7 +40,7 @@ def evaluate_run(
         raise EdgeFMError(f"unknown split {split!r}; use 'test' or 'val'.")
     run = Run(run_dir)
     model = run.model()
-    dataset = run.dataset(data_dir)
+    dataset = run.dataset(data_dir, data=data)
     images, labels = (dataset.x_test, dataset.y_test) if split == "test" else (dataset.x_val, dataset.y_val)
     result = classification_metrics(labels, predict_proba(model, images), dataset.class_names)
     result["data"] = dataset.describe()

@@ -250,13 +250,25 @@ class Run:
             current = Path(manifest["parent"]) if manifest.get("parent") else None
         return chain
 
-    def dataset(self, data_dir: Path | str | None = None, config: TrainConfig | None = None) -> Dataset:
+    def dataset(
+        self,
+        data_dir: Path | str | None = None,
+        config: TrainConfig | None = None,
+        data: Path | str | None = None,
+    ) -> Dataset:
         """The data the run trained on (same source, split and seed), read from ``data_dir`` or where the run read it.
 
         Args:
             data_dir: Where the full dataset is; default: where the run read it.
             config: A training config that keeps this run's split (a fine-tuning one); default: the run's.
+            data: Where the run's data is now (a ``--data`` value: a moved copy, or other data of the
+                run's classes), read with the run's data options so that its splits are the run's.
+
+        Raises:
+            EdgeFMError: The data changed since training, or ``data`` holds other classes (one line).
         """
+        if data is not None:
+            return self._data_elsewhere(data, data_dir, config or self.train_config)
         recorded = self.manifest.get("data", {})
         dataset = dataset_for(config or self.train_config, data_dir or recorded.get("location"))
         identity = recorded.get("identity") or {}
@@ -267,6 +279,19 @@ class Run:
                     f"but that data is now {dataset.identity.fingerprint[:19]}: its files changed; "
                     "train a new run on the data as it is."
                 )
+        return dataset
+
+    def _data_elsewhere(self, data: Path | str, data_dir, config: TrainConfig) -> Dataset:
+        from edge_fm.data import datasets as fmnist
+        from edge_fm.data.reference import check_classes, load_recorded
+
+        identity = self.manifest.get("data", {}).get("identity") or {}
+        if identity.get("kind", "fashion-mnist") != "fashion-mnist":
+            # The bundles' rule: the recorded options give the splits, the classes must be the run's.
+            record = {**identity, "options": dataclasses.asdict(config.data_options)}
+            return load_recorded(record, data, str(self.path))
+        dataset = load_data(str(data), data_dir, config.data_options)
+        check_classes(dataset.class_names, fmnist.CLASS_NAMES, str(self.path), data)
         return dataset
 
     @property

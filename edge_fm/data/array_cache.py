@@ -1,0 +1,104 @@
+"""The decoded-image cache: each split's uint8 images and labels as ``.npy`` files, memory-mapped
+when read, beside the data's identity; an entry is written under a temporary name and renamed into
+place, so an interrupted write leaves nothing a later load would take for a cache.
+
+Image folders decode into it (:mod:`edge_fm.data.folders`); tensorflow-datasets datasets are
+written into it once read (:mod:`edge_fm.data.sources`). Entries live under :func:`cache_root`,
+one folder per key; the key hashes what the arrays depend on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_fm.data.datasets import DataIdentity, Dataset
+from edge_fm.data.options import CACHE_VERSION, SPLITS, DataOptions, cache_root
+from edge_fm.data.splits import capped, make_dataset
+from edge_fm.io import read_json, write_json
+
+IDENTITY_FILE = "identity.json"
+CHUNK = 4096  # images copied at a time: bounded memory whatever the split's size
+
+
+def cache_entry(parts: list[Any], options: DataOptions) -> Path:
+    """The cache folder of data described by ``parts`` (JSON values) read with ``options``.
+
+    ``max_train`` is applied to the cached arrays when they are read, so it is not part of the key.
+    """
+    key = hashlib.sha256(
+        json.dumps(
+            [CACHE_VERSION, *parts, dataclasses.asdict(dataclasses.replace(options, max_train=None))],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:32]
+    return cache_root() / key
+
+
+def is_cached(cached: Path) -> bool:
+    """Whether ``cached`` is a complete entry (its identity is written last)."""
+    return (cached / IDENTITY_FILE).is_file()
+
+
+def write_splits(cached: Path, dataset: Dataset) -> None:
+    """Writes a dataset's splits and identity as the entry ``cached``, atomically."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cached.parent))
+    try:
+        splits = {
+            "train": (dataset.x_train, dataset.y_train),
+            "val": (dataset.x_val, dataset.y_val),
+            "test": (dataset.x_test, dataset.y_test),
+        }
+        for split, (images, labels) in splits.items():
+            out = np.lib.format.open_memmap(
+                staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=images.shape
+            )
+            for start in range(0, len(images), CHUNK):
+                out[start : start + CHUNK] = images[start : start + CHUNK]
+            out.flush()
+            del out
+            np.save(staging / f"y_{split}.npy", np.asarray(labels))
+        write_json(staging / IDENTITY_FILE, dataset.identity.as_record())
+        publish(staging, cached)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def publish(staging: Path, cached: Path) -> None:
+    """Renames a finished staging folder into place; another process having done so first is fine."""
+    try:
+        staging.rename(cached)
+    except OSError:
+        if not is_cached(cached):
+            raise
+
+
+def read_cache(cached: Path, source: Path | str, options: DataOptions) -> Dataset:
+    """The dataset of a cache entry, its images memory-mapped (nothing is read until used).
+
+    Args:
+        cached: The entry.
+        source: Where the data is now (recorded as the identity's source).
+        options: The options it was read with; ``max_train`` caps the training split here.
+    """
+    identity = DataIdentity.from_record(read_json(cached / IDENTITY_FILE))
+    identity = dataclasses.replace(identity, source=str(source))
+    split_arrays = {}
+    for split in SPLITS:
+        if (cached / f"x_{split}.npy").is_file():
+            split_arrays[split] = (
+                np.load(cached / f"x_{split}.npy", mmap_mode="r"),
+                np.load(cached / f"y_{split}.npy"),
+            )
+    if options.max_train is not None:
+        split_arrays["train"] = capped(*split_arrays["train"], options.max_train, options.seed)
+    return make_dataset(split_arrays, source, identity.class_names, identity)
