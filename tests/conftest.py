@@ -21,6 +21,11 @@ from edge_fm.data import download
 from edge_fm.errors import EdgeFMError
 from edge_fm.train.trainer import NullReporter
 
+# pytest-xdist's workers export COLUMNS=80; the CLI's tables, printed to a pipe as in production,
+# must keep their pipe width, so the tests see what a user's log sees.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.pop("COLUMNS", None)
+
 REPO = Path(__file__).resolve().parents[1]
 TEST_DATA_ENV = "EDGE_FM_TEST_DATA"
 

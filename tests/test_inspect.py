@@ -29,14 +29,14 @@ def _invoke(*args):
 
 
 @pytest.fixture(scope="module")
-def schemes(exported):
+def schemes(exported, tmp_path_factory):
     """The fixture's tiny CNN exported as int8-per-tensor and int16x8 (calibration from its training images)."""
     from edge_fm.export.exporter import export
 
+    # Their own runs folder: the shared fixture's folder is benchmarked whole by other test files.
+    runs = tmp_path_factory.mktemp("scheme-runs")
     return {
-        name: export(
-            exported["train"], name, representative_size=100, parity_images=400, runs_dir=exported["root"]
-        )
+        name: export(exported["train"], name, representative_size=100, parity_images=400, runs_dir=runs)
         for name in ("int8-per-tensor", "int16x8")
     }
 

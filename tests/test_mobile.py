@@ -80,8 +80,14 @@ def _tinted(grey: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mobile_bundle(exported, data_dir):
-    return export_mobile(exported["train"], "int8", parity_images=400, runs_dir=exported["root"])
+def mobile_runs(tmp_path_factory):
+    # Its own runs folder: the shared fixture's folder is benchmarked whole by other test files.
+    return tmp_path_factory.mktemp("mobile-runs")
+
+
+@pytest.fixture(scope="module")
+def mobile_bundle(exported, data_dir, mobile_runs):
+    return export_mobile(exported["train"], "int8", parity_images=400, runs_dir=mobile_runs)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +150,7 @@ def test_populate_adds_one_metadata_entry_and_packs_the_labels(exported):
 
 
 def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_on_grey(
-    mobile_bundle, exported, test_images
+    mobile_bundle, mobile_runs, test_images
 ):
     description = json.loads((mobile_bundle / "model.json").read_text())
     assert mobile_bundle.name.startswith("tiny-cnn-int8-mobile-") and description["target"] == "mobile"
@@ -160,7 +166,7 @@ def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_o
     assert [c["client"] for c in record["clients"]] == ["LiteRT interpreter"]
     # made from the int8 artifact the run's export wrote just before, in the same runs folder
     int8_file = Path(record["made_from"]["file"])
-    assert int8_file.parent.name.startswith("tiny-cnn-int8-") and int8_file.parent.parent == exported["root"]
+    assert int8_file.parent.name.startswith("tiny-cnn-int8-") and int8_file.parent.parent == mobile_runs
     assert {"DEQUANTIZE", "QUANTIZE"} <= set(
         description["export"]["ops"]
     ) and "CONCATENATION" not in description["export"]["ops"]
