@@ -148,7 +148,6 @@ def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_sp
 
 @pytest.mark.slow
 def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path):
-    import sys
 
     from edge_fm.bench.split_file import artifacts_split
     from edge_fm.result_files import flat, read_result_file
@@ -158,16 +157,7 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
     code, output = run_cli(
         "bench",
         bundle,
-        "--target",
-        f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}",
-        "--ssh-key",
-        sshd["key"],
-        "--ssh-option",
-        f"UserKnownHostsFile={sshd['known_hosts']}",
-        "--ssh-option",
-        "GlobalKnownHostsFile=/dev/null",
-        "--remote-python",
-        sys.executable,
+        *_ssh_target(sshd),
         "--json",
         tmp_path / "ssh.json",
         *FAST_BENCH,
@@ -186,7 +176,6 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
 
 @pytest.mark.slow
 def test_a_fleet_bench_groups_models_of_two_datasets_on_every_device(two_datasets, sshd, tmp_path):
-    import sys
 
     from edge_fm.result_files import flat, read_result_file
     from edge_fm.show.predict import evaluate_artifact
@@ -200,16 +189,7 @@ def test_a_fleet_bench_groups_models_of_two_datasets_on_every_device(two_dataset
         models,
         "--target",
         "local",
-        "--target",
-        ssh,
-        "--ssh-key",
-        sshd["key"],
-        "--ssh-option",
-        f"UserKnownHostsFile={sshd['known_hosts']}",
-        "--ssh-option",
-        "GlobalKnownHostsFile=/dev/null",
-        "--remote-python",
-        sys.executable,
+        *_ssh_target(sshd),
         "--json",
         tmp_path / "fleet.json",
         *FAST_BENCH,
@@ -223,3 +203,21 @@ def test_a_fleet_bench_groups_models_of_two_datasets_on_every_device(two_dataset
         assert sorted(r["target"] for r in rows) == sorted(["local", ssh])
         assert all(r["status"] == "ok" and r["accuracy"] == pytest.approx(accuracy) for r in rows)
         assert len({r["test_set"] for r in rows}) == 1
+
+
+def _ssh_target(sshd) -> list:
+    """The bench options of the local OpenSSH server as a device, its host key checked."""
+    import sys
+
+    return [
+        "--target",
+        f"ssh://{sshd['user']}@127.0.0.1:{sshd['port']}",
+        "--ssh-key",
+        sshd["key"],
+        "--ssh-option",
+        f"UserKnownHostsFile={sshd['known_hosts']}",
+        "--ssh-option",
+        "GlobalKnownHostsFile=/dev/null",
+        "--remote-python",
+        sys.executable,
+    ]
