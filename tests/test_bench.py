@@ -327,3 +327,23 @@ def test_mobile_doc_quotes_the_shipped_mobile_model_json():
     for section in ("input", "output"):
         assert quoted[section] == {k: real[section][k] for k in quoted[section]}, section
     assert quoted["labels"] == real["labels"] == list(data.CLASS_NAMES)
+
+
+def test_a_bundle_folder_stands_for_its_own_model_not_the_forms_kept_inside_it():
+    from pathlib import Path
+
+    shipped = Path(__file__).resolve().parents[1] / "models" / "edge-cnn-tiny"
+    assert collect_artifacts([shipped]) == [(shipped / "model.tflite").resolve()]
+    assert collect_artifacts([shipped / "mobile"]) == [(shipped / "mobile" / "model.tflite").resolve()]
+
+
+def test_a_folder_of_shipped_models_with_other_artifacts_is_refused_in_one_line(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    models = Path(__file__).resolve().parents[1] / "models"
+    shutil.copytree(models / "edge-cnn-tiny", tmp_path / "edge-cnn-tiny")
+    shutil.copytree(models / "mlp" / "mobile", tmp_path / "someone-elses")
+    assert main(["bench", str(tmp_path)]) != 0
+    error = capsys.readouterr().err
+    assert "holds shipped models" in error and "someone-elses" in error and "Traceback" not in error

@@ -428,3 +428,28 @@ def test_resnet50s_mobile_form_is_a_record_that_its_command_rebuilds_for_mediapi
     client = _run_client("mediapipe_classify.py", _client("mediapipe"), model, images, tmp_path)
     _check_client_result(client, model, images)
     assert client["metadata"]["packed_files"]["labels.txt"].splitlines() == list(CLASS_NAMES)
+
+
+def test_a_damaged_record_or_a_complete_form_is_refused_in_one_line(tmp_path):
+    record = _record_of(REPO / "models" / "mlp" / "mobile", tmp_path / "form")
+    description = json.loads((record / "model.json").read_text())
+    del description["mobile"]["made_from"]
+    (record / "model.json").write_text(json.dumps(description))
+    damaged = CliRunner().invoke(
+        app, ["export", str(REPO / "models" / "mlp"), "--for", "mobile", "--out", str(record)]
+    )
+    assert damaged.exit_code != 0 and "is not a whole record of a mobile form" in damaged.output
+    assert "Traceback" not in damaged.output and not (record / "model.tflite").exists()
+    complete = CliRunner().invoke(
+        app,
+        [
+            "export",
+            str(REPO / "models" / "mlp"),
+            "--for",
+            "mobile",
+            "--out",
+            str(REPO / "models" / "mlp" / "mobile"),
+        ],
+    )
+    assert complete.exit_code != 0 and "already holds its mobile form" in complete.output
+    assert "the SHA-256 its record gives" in complete.output

@@ -75,6 +75,20 @@ def test_evaluate_scores_a_run_and_its_bundle_on_their_own_data_wherever_it_move
 
 
 @pytest.mark.slow
+def test_other_files_of_the_same_classes_are_refused_their_split_could_hold_training_images(
+    two_datasets, tmp_path
+):
+    data, run, bundle = two_datasets["low"]
+    fewer = tmp_path / "fewer"
+    shutil.copytree(data, fewer)
+    next(p for p in sorted(fewer.rglob("*.png"))).unlink()  # one image less: the splits are drawn afresh
+    for model in (run, bundle):
+        code, output = run_cli("evaluate", model, "--data", fewer)
+        assert_one_line_error(code, output, "holds other files")
+        assert "a moved copy is fine" in output
+
+
+@pytest.mark.slow
 def test_evaluate_and_predict_refuse_data_of_other_classes_in_one_line(two_datasets):
     low_data, low_run, low_bundle = two_datasets["low"]
     high_data = two_datasets["high"][0]

@@ -35,13 +35,23 @@ from edge_fm.bench.split_file import (  # noqa: F401 (write_test_set re-exported
 )
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import TEMPORARY_PREFIX, is_run, restore_retired
+from edge_fm.export.bundles import MODEL_FILE, TEMPORARY_PREFIX, is_run, restore_retired
 
 # ---------------------------------------------------------------- inputs
 
 
+def _inside_a_bundle(artifact: Path, top: Path) -> bool:
+    """Whether ``artifact`` sits in a folder below a bundle's own (a form kept beside a model), under ``top``."""
+    return any(
+        (folder / MODEL_FILE).is_file() for folder in artifact.parent.parents if folder.is_relative_to(top)
+    )
+
+
 def collect_artifacts(paths: list[Path | str]) -> list[Path]:
     """The .tflite files named by ``paths``: files as they are, folders searched recursively.
+
+    A bundle stands for its own model: the forms kept inside it (a shipped model's ``mobile/`` and
+    ``mcu/``) are bundles of their own, measured when named.
 
     Raises:
         EdgeFMError: A path does not exist, or holds no .tflite file (a training run, say).
@@ -62,6 +72,7 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
                 for p in path.rglob("*.tflite")
                 # hidden parts (.tmp-*, .old-*) are what an interrupted write left, never an artifact
                 if not any(part.startswith((TEMPORARY_PREFIX, ".")) for part in p.relative_to(path).parts)
+                and not _inside_a_bundle(p, path)
             )
             if not inside:
                 hint = (

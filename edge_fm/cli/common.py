@@ -30,7 +30,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-data_app = typer.Typer(help="Get and inspect the Fashion-MNIST data.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Get Fashion-MNIST, and inspect it or a dataset of your own (--data).", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 
 # soft_wrap: a long line stays one line (paths and figures are not broken) when piped.

@@ -251,7 +251,8 @@ def _mobile_line(bundle: Path, record: dict) -> str:
         + (
             f"test images (accuracy {parity['mobile_accuracy']:.2%}); RGB bytes as they are (a model of RGB images)"
             if record["grey_conversion"]["method"] == "rgb"
-            else f"grey test images (accuracy {parity['mobile_accuracy']:.2%}); luma {record['grey_conversion']['method']}"
+            else f"grey test images (accuracy {parity['mobile_accuracy']:.2%}); grey conversion: "
+            f"{record['grey_conversion']['method']}"
         )
     )
 

@@ -86,14 +86,18 @@ def load_recorded(record: dict[str, Any], data: str | Path | None = None, what: 
     options = _options(record.get("options") or {})
     dataset = load_data(source, None, options)
     check_classes(dataset.class_names, record.get("class_names") or (), what, source)
-    if (
-        data is None
-        and dataset.identity is not None
-        and dataset.identity.fingerprint != record.get("fingerprint")
-    ):
+    recorded = record.get("fingerprint")
+    if dataset.identity is not None and recorded and dataset.identity.fingerprint != recorded:
+        if data is None:
+            raise EdgeFMError(
+                f"{what} was made from {short_name(record)}, but {source} is now "
+                f"{dataset.identity.fingerprint[:19]}: its files changed; pass --data with the data as it was."
+            )
+        # Other files split afresh: their "test" images could be ones the model trained on.
         raise EdgeFMError(
-            f"{what} was made from {short_name(record)}, but {source} is now "
-            f"{dataset.identity.fingerprint[:19]}: its files changed; pass --data with the data as it was."
+            f"{what} was made from {short_name(record)}, but {source} holds other files "
+            f"({dataset.identity.fingerprint[:19]}), whose held-out split could hold images the model trained "
+            "on: pass --data with the data the model was made from (a moved copy is fine)."
         )
     shape = tuple(record.get("image_shape") or dataset.image_shape)
     if dataset.image_shape != shape:

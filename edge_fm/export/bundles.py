@@ -239,6 +239,21 @@ def write_description(bundle: Path | str, description: dict[str, Any]) -> None:
     write_json(Path(bundle) / DESCRIPTION_FILE, description)
 
 
+def update_description(bundle: Path | str, description: dict[str, Any]) -> None:
+    """Rewrites a finished bundle's ``model.json`` and its ``manifest.json`` entry (lineage kept)."""
+    from edge_fm.train.runs import MANIFEST
+
+    bundle = Path(bundle)
+    write_description(bundle, description)
+    manifest = read_json(bundle / MANIFEST)
+    extra = {
+        key: value
+        for key, value in manifest.items()
+        if key not in ("run", "stage", "parent", "created", "versions", "files")
+    }
+    write_manifest(bundle, manifest["stage"], parent=manifest.get("parent"), **extra)
+
+
 def check_new_folder(out: Path | str) -> Path:
     """Checks, before any work, that a bundle may be written to ``out``: a new folder, or an empty one.
 

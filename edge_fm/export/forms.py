@@ -21,7 +21,7 @@ from edge_fm.errors import EdgeFMError, by_name
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
-from edge_fm.export.recorded_forms import is_record_only, rebuild_mobile_form
+from edge_fm.export.recorded_forms import complete_form_refusal, is_record_only, rebuild_mobile_form
 from edge_fm.export.vela import export_ethos_u_form
 
 
@@ -65,10 +65,12 @@ _CHECKED = "format_name out runs_dir data_dir parity_images progress"  # what ev
 
 def _mobile(source: Path | str, **options) -> Path:
     """The mobile form; into a folder that holds a form's record alone, that form made again."""
-    if options["out"] is not None and is_record_only(options["out"]):
-        return rebuild_mobile_form(
-            source, options["out"], options["data_dir"], options["data"], options["progress"]
-        )
+    out = options["out"]
+    if out is not None and is_record_only(out):
+        return rebuild_mobile_form(source, out, options["data_dir"], options["data"], options["progress"])
+    refusal = complete_form_refusal(out) if out is not None else None
+    if refusal:
+        raise EdgeFMError(refusal)
     return export_mobile(source, **options)
 
 

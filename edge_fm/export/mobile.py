@@ -45,14 +45,12 @@ from edge_fm.export.bundles import (
     is_run,
     model_file,
     new_folder,
+    update_description,
     write_bundle,
-    write_description,
 )
 from edge_fm.export.exporter import export_integer
 from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
 from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
-from edge_fm.io import read_json
-from edge_fm.train.runs import MANIFEST, write_manifest
 
 __all__ = [
     "GREY_WEIGHTS",
@@ -485,12 +483,5 @@ def record_client_check(bundle: Path | str, check: dict[str, Any]) -> dict[str, 
         raise EdgeFMError("a client check must name its client ('client').")
     clients = [c for c in description["mobile"].get("clients", []) if c.get("client") != check["client"]]
     description["mobile"]["clients"] = [*clients, dict(check)]
-    write_description(bundle, description)
-    manifest = read_json(bundle / MANIFEST)
-    extra = {
-        key: value
-        for key, value in manifest.items()
-        if key not in ("run", "stage", "parent", "created", "versions", "files")
-    }
-    write_manifest(bundle, manifest["stage"], parent=manifest.get("parent"), **extra)
+    update_description(bundle, description)
     return description

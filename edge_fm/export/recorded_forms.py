@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edge_fm.data.reference import model_test_split
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description, write_description
+from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description, update_description
 from edge_fm.export.mobile import checked_form, form_file, read_int8_source
 from edge_fm.io import write_bytes_atomic
 
@@ -44,8 +44,37 @@ def keep_as_record(folder: Path | str) -> dict:
         "why": f"its {description['artifact']['bytes']:,}-byte file, as large as the model, would double the "
         "shipped folder",
     }
-    write_description(folder, {**description, RECORD_KEY: entry})
+    update_description(folder, {**description, RECORD_KEY: entry})
     return entry
+
+
+def _recorded(record: dict, folder: Path) -> tuple[dict, int, str]:
+    """What a form's record must hold to make the form again: its source, check images and runtime."""
+    try:
+        mobile = record["mobile"]
+        made_from = {"file": str(mobile["made_from"]["file"]), "sha256": str(mobile["made_from"]["sha256"])}
+        return made_from, int(mobile["parity"]["images"]), str(mobile["parity"]["runtime"])
+    except (KeyError, TypeError, ValueError):
+        raise EdgeFMError(
+            f"{folder / DESCRIPTION_FILE} is not a whole record of a mobile form (mobile.made_from and "
+            f"mobile.parity are needed): restore it (`git checkout -- {folder}`), or export to a new folder."
+        ) from None
+
+
+def complete_form_refusal(folder: Path | str) -> str | None:
+    """The one line refusing ``--out`` when it already holds a recorded form with its file; None otherwise."""
+    folder = Path(folder)
+    if not (folder / MODEL_FILE).is_file() or not (folder / DESCRIPTION_FILE).is_file():
+        return None
+    recorded = read_description(folder).get("artifact", {}).get("sha256")
+    if not recorded:
+        return None
+    same = hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest() == recorded
+    state = "the SHA-256 its record gives" if same else "a SHA-256 that differs from its record"
+    return (
+        f"--out {folder} already holds its mobile form ({MODEL_FILE} with {state}): nothing to make; "
+        "choose a new folder for another export."
+    )
 
 
 def is_record_only(folder: Path | str) -> bool:
@@ -79,14 +108,13 @@ def rebuild_mobile_form(
             f"--out {folder} holds a model.json that records no mobile form: choose a new folder "
             "(bundles are never overwritten)."
         )
-    made_from = record["mobile"]["made_from"]
+    made_from, count, recorded_runtime = _recorded(record, folder)
     int8 = read_int8_source(source)
     if hashlib.sha256(int8.flatbuffer).hexdigest() != made_from["sha256"]:
         raise EdgeFMError(
             f"--out {folder} records the mobile form of another artifact ({made_from['file']}, sha256 "
             f"{made_from['sha256'][:12]}...): pass that artifact, or choose a new folder."
         )
-    count = record["mobile"]["parity"]["images"]
     split = model_test_split(int8.description, data, data_dir, what=str(source), labels=int8.labels)
     images, labels = split.images[:count], split.labels[:count]
     form, parity = checked_form(int8, images, labels, f"{split.name}, first {len(labels)}", say)
@@ -97,7 +125,7 @@ def rebuild_mobile_form(
         raise EdgeFMError(
             f"the mobile form made now differs from the one recorded in {folder} (sha256 {made[:12]}... vs "
             f"{recorded[:12]}...; checked with {parity['runtime']}, recorded with "
-            f"{record['mobile']['parity']['runtime']}): nothing was written. Install the versions in "
+            f"{recorded_runtime}): nothing was written. Install the versions in "
             "pyproject.toml, or export to a new folder."
         )
     say(f"writing {folder / MODEL_FILE} (sha256 as recorded)")

@@ -90,8 +90,9 @@ def forms_text(description: dict, forms: Sequence[dict], shipped: bool = True) -
             if kept:
                 notes.append(
                     f"The mobile form is kept as its record: {kept['why']}. `{kept['command']}` makes it from "
-                    f"`model.tflite` and puts it in `mobile/` only if its SHA-256 is the recorded "
-                    f"`{mobile['artifact']['sha256']}`."
+                    f"`model.tflite`, checks it on the first {mobile['mobile']['parity']['images']:,} test images of "
+                    "its data (`--data-dir` or `$EDGE_FM_DATA` for Fashion-MNIST), and puts it in `mobile/` only if "
+                    f"its SHA-256 is the recorded `{mobile['artifact']['sha256']}`."
                 )
         elif form["kind"] == "mcu":
             mcu = form["description"]["mcu"]

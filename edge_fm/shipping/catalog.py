@@ -247,11 +247,30 @@ def measure(
                 "pass only that folder (e.g. models/), with the local target and no --baseline."
             )
         return bench(list(paths), target, options, baseline, data_dir, sample, data)
+    _check_only_shipped(Path(paths[0]))
     result = bench_catalog(paths[0], options, data_dir, previous, sample, data)
     result["command"] = command
     if cards:
         refresh_cards(paths[0], result)
     return result
+
+
+def _check_only_shipped(models_dir: Path) -> None:
+    """Refuses a folder of shipped models that also holds other artifacts: they would go unmeasured."""
+    others = sorted(
+        folder.name
+        for folder in models_dir.iterdir()
+        if folder.is_dir()
+        and not folder.name.startswith(".")
+        and not (folder / PROVENANCE).is_file()
+        and any(folder.rglob("*.tflite"))
+    ) + sorted(file.name for file in models_dir.glob("*.tflite"))
+    if others:
+        raise EdgeFMError(
+            f"{models_dir} holds shipped models (with {PROVENANCE}) and other artifacts ({', '.join(others[:4])}"
+            f"{', ...' if len(others) > 4 else ''}), which a bench of shipped models would leave out: bench "
+            "those on their own, or move them out of the folder."
+        )
 
 
 def refresh_cards(models_dir: Path | str, result: dict[str, Any]) -> list[Path]:
