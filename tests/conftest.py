@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_fm.data import datasets as data
@@ -120,7 +121,6 @@ def data_dir(request) -> Path:
 
 def _plain_interpreter_accuracy(path, images, labels) -> float:
     """Accuracy computed independently of the runner: a plain interpreter, one image at a time."""
-    import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
@@ -160,6 +160,15 @@ class _InterruptAfter(NullReporter):
 def interrupt_after():
     """``interrupt_after(n)``: a reporter that interrupts training after epoch ``n``."""
     return _InterruptAfter
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's 8x8 digits (a real dataset shipped in the package): images 0-240 as uint8, labels."""
+    sklearn_datasets = pytest.importorskip("sklearn.datasets")
+    bunch = sklearn_datasets.load_digits()
+    # 0-16 grey levels to 0-240
+    return (bunch.images * 15).astype(np.uint8), bunch.target.astype(np.uint8)
 
 
 @pytest.fixture(autouse=True)

@@ -114,6 +114,7 @@ def test_inspect_cli_names_what_the_twin_measures(data_dir):
     assert result.exit_code == 0, result.output
     assert "worst-quantized layers of int8" in result.output
     assert "activation rounding and clipping, accumulated along the network" in result.output
+    assert "differ from the twin by more than" not in result.output  # edge-cnn-tiny stays close to its twin
     result = runner.invoke(app, [*args, "--json"])
     errors = json.loads(result.output)["errors"]
     assert errors["method"] == "float twin" and "weights' own rounding is not included" in errors["measures"]
@@ -122,6 +123,26 @@ def test_inspect_cli_names_what_the_twin_measures(data_dir):
     )
     assert result.exit_code == 0 and "layer-wise error not measured" in result.output
     assert "Fashion-MNIST not found" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_inspect_says_where_the_twin_comparison_reads_as_drift(data_dir):
+    # ResNet50's conv5 layers differ from its twin by most of their activations' size (inspect_models.json).
+    args = [
+        "inspect",
+        str(MODELS / "resnet50"),
+        "--data-dir",
+        str(data_dir),
+        "--images",
+        "32",
+        "--runtimes",
+        "none",
+    ]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "240"})
+    assert result.exit_code == 0, result.output
+    assert "differ from the twin by more than 50% of the activations' own size" in " ".join(
+        result.output.split()
+    )
 
 
 def test_the_html_report_shows_the_twin_ranking(data_dir, tmp_path):

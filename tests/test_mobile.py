@@ -366,35 +366,25 @@ def _record_of(form: Path, folder: Path) -> Path:
     return folder
 
 
+def _export_mobile_form(model: Path, out: Path, *more: str):
+    """``edge-fm export MODEL --for mobile --out OUT [MORE]`` through the CLI."""
+    return CliRunner().invoke(app, ["export", str(model), "--for", "mobile", "--out", str(out), *more])
+
+
 def test_a_form_kept_as_its_record_is_rebuilt_byte_for_byte_from_anywhere(data_dir, tmp_path, monkeypatch):
     record = _record_of(REPO / "models" / "mlp" / "mobile", tmp_path / "form")
-    monkeypatch.chdir(
-        tmp_path
-    )  # the record names models/mlp/model.tflite: the bytes must not depend on the path
-    result = CliRunner().invoke(
-        app,
-        [
-            "export",
-            str(REPO / "models" / "mlp"),
-            "--for",
-            "mobile",
-            "--out",
-            str(record),
-            "--data-dir",
-            data_dir,
-        ],
-    )
+    # The record names models/mlp/model.tflite: the bytes must not depend on the path typed.
+    monkeypatch.chdir(tmp_path)
+    result = _export_mobile_form(REPO / "models" / "mlp", record, "--data-dir", data_dir)
     assert result.exit_code == 0, result.output
     assert (record / "model.tflite").read_bytes() == (
         REPO / "models" / "mlp" / "mobile" / "model.tflite"
     ).read_bytes()
 
 
-def test_a_record_of_another_artifact_is_refused_and_nothing_is_written(data_dir, tmp_path):
+def test_a_record_of_another_artifact_is_refused_and_nothing_is_written(tmp_path):
     record = _record_of(REPO / "models" / "mlp" / "mobile", tmp_path / "form")
-    result = CliRunner().invoke(
-        app, ["export", str(REPO / "models" / "edge-cnn-tiny"), "--for", "mobile", "--out", str(record)]
-    )
+    result = _export_mobile_form(REPO / "models" / "edge-cnn-tiny", record)
     assert result.exit_code != 0 and "records the mobile form of another artifact" in result.output
     assert len(result.output.strip().splitlines()) == 1 and not (record / "model.tflite").exists()
 
@@ -418,9 +408,7 @@ def test_resnet50s_mobile_form_is_a_record_that_its_command_rebuilds_for_mediapi
     ]
     assert mediapipe and mediapipe[0]["top1_agreement_with_litert"] == 1.0
     form = _record_of(shipped / "mobile", tmp_path / "form")
-    result = CliRunner().invoke(
-        app, ["export", str(shipped), "--for", "mobile", "--out", str(form), "--data-dir", data_dir]
-    )
+    result = _export_mobile_form(shipped, form, "--data-dir", data_dir)
     assert result.exit_code == 0, result.output
     model = form / "model.tflite"
     assert hashlib.sha256(model.read_bytes()).hexdigest() == description["artifact"]["sha256"]
@@ -435,21 +423,9 @@ def test_a_damaged_record_or_a_complete_form_is_refused_in_one_line(tmp_path):
     description = json.loads((record / "model.json").read_text())
     del description["mobile"]["made_from"]
     (record / "model.json").write_text(json.dumps(description))
-    damaged = CliRunner().invoke(
-        app, ["export", str(REPO / "models" / "mlp"), "--for", "mobile", "--out", str(record)]
-    )
+    damaged = _export_mobile_form(REPO / "models" / "mlp", record)
     assert damaged.exit_code != 0 and "is not a whole record of a mobile form" in damaged.output
     assert "Traceback" not in damaged.output and not (record / "model.tflite").exists()
-    complete = CliRunner().invoke(
-        app,
-        [
-            "export",
-            str(REPO / "models" / "mlp"),
-            "--for",
-            "mobile",
-            "--out",
-            str(REPO / "models" / "mlp" / "mobile"),
-        ],
-    )
+    complete = _export_mobile_form(REPO / "models" / "mlp", REPO / "models" / "mlp" / "mobile")
     assert complete.exit_code != 0 and "already holds its mobile form" in complete.output
     assert "the SHA-256 its record gives" in complete.output

@@ -11,7 +11,6 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from test_own_training import digits_folder, train_cli
 from test_sources import assert_one_line_error, run_cli
@@ -19,13 +18,6 @@ from test_sources import assert_one_line_error, run_cli
 from edge_fm.train.runs import Run
 
 TRAIN = ("--epochs", "6", "--batch-size", "32", "--set", "learning_rate=0.003")
-
-
-@pytest.fixture(scope="module")
-def digits():
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
-    bunch = sklearn_datasets.load_digits()
-    return (bunch.images * 15).astype(np.uint8), bunch.target.astype(np.uint8)
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,6 @@ from edge_fm.train.runs import Run
 TINY = ("--epochs", "1", "--batch-size", "32", "--set", "learning_rate=0.003")
 
 
-@pytest.fixture(scope="module")
-def digits():
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
-    bunch = sklearn_datasets.load_digits()
-    return (bunch.images * 15).astype(np.uint8), bunch.target.astype(np.uint8)
-
-
 def digits_folder(root: Path, digits, per_class: dict[int, int]) -> Path:
     """A folder of 8x8 digit PNGs with ``per_class[d]`` images of digit ``d``."""
     images, labels = digits
@@ -126,25 +119,18 @@ def test_an_input_below_the_architectures_minimum_is_one_line(digits, tmp_path):
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def _small_mobilenetv2_on_digits(digits, tmp_path: Path, *more) -> Path:
+    """A one-epoch MobileNetV2 (alpha 0.35) on 8x8 digits 0-2 resized to 32x32 RGB, with ``more`` options."""
+    root = digits_folder(tmp_path / "d", digits, {0: 20, 1: 20, 2: 20})
+    return train_cli(
+        "mobilenetv2", "--data", root, "--image-size", "32", "--channels", "3", "--arch-opt", "alpha=0.35",
+        *more, "--runs-dir", tmp_path / "runs", *TINY,
+    )  # fmt: skip
+
+
 @pytest.mark.slow
 def test_a_small_input_trains_resized_up_with_image_size(digits, tmp_path):
-    root = digits_folder(tmp_path / "d", digits, {0: 20, 1: 20, 2: 20})
-    run = train_cli(
-        "mobilenetv2",
-        "--data",
-        root,
-        "--image-size",
-        "32",
-        "--channels",
-        "3",
-        "--arch-opt",
-        "alpha=0.35",
-        "--arch-opt",
-        "head_units=0",
-        "--runs-dir",
-        tmp_path / "runs",
-        *TINY,
-    )
+    run = _small_mobilenetv2_on_digits(digits, tmp_path, "--arch-opt", "head_units=0")
     config = Run(run).train_config
     assert config.image_size == (32, 32) and config.arch_options["input_size"] is None
     assert Run(run).float_model().input_shape == (None, 32, 32, 3)
@@ -299,25 +285,7 @@ def test_weights_from_a_file_through_train_with_the_backbone_frozen(digits, tmp_
     )
     file = tmp_path / "backbone.h5"
     backbone.save_weights(str(file))
-    root = digits_folder(tmp_path / "d", digits, {0: 20, 1: 20, 2: 20})
-    run = train_cli(
-        "mobilenetv2",
-        "--data",
-        root,
-        "--image-size",
-        "32",
-        "--channels",
-        "3",
-        "--arch-opt",
-        "alpha=0.35",
-        "--weights",
-        file,
-        "--freeze-epochs",
-        "1",
-        "--runs-dir",
-        tmp_path / "runs",
-        *TINY,
-    )
+    run = _small_mobilenetv2_on_digits(digits, tmp_path, "--weights", file, "--freeze-epochs", "1")
     assert Run(run).train_config.arch_options["weights"] == str(file)
     init = Run(run).metrics["init"]
     assert init["source"] == str(file) and init["new_head"] and init["layers"] > 50

@@ -45,14 +45,6 @@ def assert_one_line_error(code: int, output: str, expected: str) -> None:
 # ---------------------------------------------------------------- real data written as files
 
 
-@pytest.fixture(scope="module")
-def digits():
-    sklearn_datasets = pytest.importorskip("sklearn.datasets")
-    bunch = sklearn_datasets.load_digits()
-    # 0-16 grey levels to 0-240
-    return (bunch.images * 15).astype(np.uint8), bunch.target.astype(np.uint8)
-
-
 def write_digits_folder(root: Path, images, labels, split_at: int | None = None) -> Path:
     for index, (pixels, label) in enumerate(zip(images, labels)):
         split = "" if split_at is None else ("train" if index < split_at else "test")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from edge_fm.export.bundles import read_description
+from edge_fm.export.recorded_forms import RECORD_KEY
 from edge_fm.result_files import flat, read_result_file
 from edge_fm.train.metrics import cpu_text, shape_text
 
@@ -191,7 +192,8 @@ def _shipped_status(row: dict) -> str:
     return f"not shipped (too large for models/{measured})"
 
 
-RECORDED_FORMS = ("resnet50",)  # shipped models whose mobile form is kept as its record
+def _kept_as_record(form: Path) -> bool:
+    return (form / "model.json").is_file() and RECORD_KEY in read_description(form)
 
 
 def shipped_mobile_forms(root: Path) -> str | None:
@@ -201,7 +203,8 @@ def shipped_mobile_forms(root: Path) -> str | None:
     if not clients or not latency:
         return None
     # A form kept as its record (resnet50's) is checked on its own, once its command has made the file.
-    more = [_load(root, f"mobile_clients_{name}.json") for name in RECORDED_FORMS]
+    kept = [form.parent.name for form in sorted((root / "models").glob("*/mobile")) if _kept_as_record(form)]
+    more = [_load(root, f"mobile_clients_{name}.json") for name in kept]
     more = [result for result in more if result]
     timed = {row["model"]: row for row in latency["rows"] if row.get("status") == "ok"}
     lines = [

@@ -58,19 +58,32 @@ def write_splits(cached: Path, dataset: Dataset) -> None:
             "test": (dataset.x_test, dataset.y_test),
         }
         for split, (images, labels) in splits.items():
-            out = np.lib.format.open_memmap(
-                staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=images.shape
-            )
-            for start in range(0, len(images), CHUNK):
-                out[start : start + CHUNK] = images[start : start + CHUNK]
-            out.flush()
-            del out
-            np.save(staging / f"y_{split}.npy", np.asarray(labels))
+            write_split(staging, split, images, labels)
         write_json(staging / IDENTITY_FILE, dataset.identity.as_record())
         publish(staging, cached)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_split(
+    staging: Path, split: str, images: np.ndarray, labels: np.ndarray, rows: np.ndarray | None = None
+) -> None:
+    """Writes one split's ``x_<split>.npy`` (``images[rows]``, all of them when None) and ``y_<split>.npy``.
+
+    The images are copied :data:`CHUNK` at a time into a memory-mapped file: bounded memory whatever
+    the split's size, from arrays that may themselves be memory-mapped.
+    """
+    count = len(images) if rows is None else len(rows)
+    out = np.lib.format.open_memmap(
+        staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(count, *images.shape[1:])
+    )
+    for start in range(0, count, CHUNK):
+        part = slice(start, start + CHUNK)
+        out[part] = images[part] if rows is None else images[rows[part]]
+    out.flush()
+    del out
+    np.save(staging / f"y_{split}.npy", np.asarray(labels))
 
 
 def publish(staging: Path, cached: Path) -> None:

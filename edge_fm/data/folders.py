@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.data.array_cache import is_cached, publish, read_cache
+from edge_fm.data.array_cache import is_cached, publish, read_cache, write_split
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.images import read_header, read_image
 from edge_fm.data.options import (
@@ -241,14 +241,7 @@ def _decode_into_cache(
         )
         positions = np.flatnonzero(ok)
         for split, indices in plan.items():
-            out = np.lib.format.open_memmap(
-                staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(len(indices), *size, channels)
-            )
-            for start in range(0, len(indices), 4096):  # bounded memory whatever the folder's size
-                out[start : start + 4096] = decoded[positions[indices[start : start + 4096]]]
-            out.flush()
-            del out
-            np.save(staging / f"y_{split}.npy", labels[indices])
+            write_split(staging, split, decoded, labels[indices], rows=positions[indices])
         decoded = None  # unmapped before its file is removed
         (staging / "all.npy").unlink()
         identity = DataIdentity(

@@ -19,10 +19,6 @@ from edge_fm.export import tflite_file
 _WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV"}
 
 
-def _tensor_name(tensor) -> str:
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
-
-
 def _shape(tensor) -> list[int]:
     return [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
 
@@ -88,7 +84,7 @@ def op_table(flatbuffer: bytes) -> list[dict[str, Any]]:
             {
                 "index": position,
                 "op": kind,
-                "name": _tensor_name(output),
+                "name": tflite_file.tensor_name(output),
                 "input_shapes": [_shape(graph.tensors[i]) for i in op.inputs if i >= 0 and not constant(i)],
                 "output_shape": output_shape,
                 "params": int(

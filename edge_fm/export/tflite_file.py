@@ -73,6 +73,11 @@ def op_names(model: schema.ModelT, unknown: str | None = None) -> list[str]:
     return list(names)
 
 
+def tensor_name(tensor: schema.TensorT) -> str:
+    """A tensor's name as text (the object API gives bytes)."""
+    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+
+
 def type_name(code: int) -> str:
     """A tensor type's name (``INT8``, ``FLOAT32``...), or its number when unknown."""
     return _TYPE_NAMES.get(code, str(code))
