@@ -274,6 +274,7 @@ def bench_command(
     from edge_fm import bench_fleet, plot_front, previous_result, write_results
     from edge_fm import measure_artifacts as measure
     from edge_fm.io import check_output_file
+    from edge_fm.shipping.catalog import check_cards_request, refresh_cards
 
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise EdgeFMError(f"--min-accuracy {min_accuracy}: give a fraction between 0 and 1, e.g. 0.9.")
@@ -304,6 +305,8 @@ def bench_command(
         raise EdgeFMError(
             f"--plot draws measured latency, which --target {where.name} does not give: drop --plot."
         )
+    if cards:
+        check_cards_request(artifacts, where, baseline)
     with console.status(f"measuring on {where.name}..."):
         result = measure(
             artifacts,
@@ -313,11 +316,11 @@ def bench_command(
             data_dir,
             sample,
             previous_result(json_out),
-            cards,
             command_line("bench"),
             data,
         )
-    result["command"] = command_line("bench")
+    if cards:
+        refresh_cards(artifacts[0], result)
     print_bench_table(result)
     write_results(result, json_out, csv_out)
     if plot is not None:

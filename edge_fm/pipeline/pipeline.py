@@ -11,25 +11,18 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_fm.bench.benchmark import (
-    BenchOptions,
-    LocalTarget,
-    SshTarget,
-    bench,
-    best_artifact,
-    parse_target,
-    write_results,
-)
+from edge_fm.bench.benchmark import BenchOptions, LocalTarget, SshTarget, parse_target
 from edge_fm.bench.measurements import read_bench
+from edge_fm.data.datasets import resolve_data_dir
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE
+from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, PIPELINE_FILE
 from edge_fm.export.formats import get_format
 from edge_fm.io import read_json, write_json
+from edge_fm.pipeline.stages import STAGES, PipelineRun
 from edge_fm.train.runs import new_run_dir, write_manifest
 
 # Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
@@ -88,22 +81,21 @@ def run_pipeline(
     reporter=None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
-    """Runs every stage and returns the top-level run directory.
+    """Runs every stage the config wants (:data:`edge_fm.pipeline.stages.STAGES`) and returns the
+    top-level run directory.
 
-    A failed export (its parity check, say) becomes a recorded error and the others go on; a
-    failed training or optimization step stops the pipeline with its error.
+    The data folder is resolved once (the argument, ``$EDGE_FM_DATA``, the user cache) and every stage
+    reads that one. A failed export (its parity check, say) becomes a recorded error and the others go
+    on; a failed training or optimization step stops the pipeline with its error.
 
     Raises:
         EdgeFMError: Bad configuration, missing data, a failed stage or an unusable target.
     """
-    # TensorFlow and tfmot load here (seconds), only when a pipeline runs: the CLI imports this module.
-    from edge_fm.export.exporter import export
-    from edge_fm.optimize.compress import OptimizeConfig, optimize
-    from edge_fm.train.trainer import config_for, train
+    from edge_fm.train.trainer import config_for  # TensorFlow loads here, only when a pipeline runs
 
     target = parse_target(target) if isinstance(target, str) else target
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-    train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
+    config_for(config.arch, config.preset, **overrides)  # validated before any work
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
     record: dict[str, Any] = {
         "config": dataclasses.asdict(config),
@@ -113,87 +105,11 @@ def run_pipeline(
         "stages": {},
     }
     write_json(top / PIPELINE_FILE, record)
-    stages = record["stages"]
-
-    def rel(path: Path) -> str:
-        # Resolved on both sides: the benchmark reports absolute artifact paths, runs_dir may be relative.
-        return str(Path(path).resolve().relative_to(top.resolve()))
-
-    try:
-        trained = train(train_config, data_dir, top, reporter=reporter)
-    except EdgeFMError:
-        if [p.name for p in top.iterdir()] == [PIPELINE_FILE]:
-            shutil.rmtree(top)  # refused before training began (bad split, say): leave no half-made run
-        raise
-    stages["train"] = rel(trained)
-    log(f"train: {trained}")
-    fine_tune = {"epochs": config.fine_tune_epochs} if config.fine_tune_epochs else {}
-    source = trained
-    if config.prune is not None:
-        source = optimize(
-            OptimizeConfig("prune", str(trained), target_sparsity=config.prune, fine_tune=fine_tune),
-            data_dir,
-            top,
-            reporter=reporter,
-        )
-        stages["prune"] = rel(source)
-        log(f"prune: {source}")
-    qat_run = None
-    if config.qat:
-        qat_run = optimize(
-            OptimizeConfig("qat", str(source), fine_tune=fine_tune), data_dir, top, reporter=reporter
-        )
-        stages["qat"] = rel(qat_run)
-        log(f"qat: {qat_run}")
-
-    bundles, export_errors = [], {}
-    for name in config.formats:
-        try:
-            bundle = export(qat_run if name == "qat-int8" else source, name, runs_dir=top, data_dir=data_dir)
-        except EdgeFMError as exc:  # one format's failure does not sink the others
-            export_errors[name] = str(exc)
-            log(f"export {name} failed: {exc}")
-            continue
-        bundles.append(bundle)
-        stages.setdefault("exports", {})[name] = rel(bundle)
-        log(f"export {name}: {bundle}")
-    if not bundles:
-        raise EdgeFMError(f"every export failed: {'; '.join(export_errors.values())}")
-
-    result = bench(bundles, target, bench_options, baseline=trained, data_dir=data_dir, sample=config.sample)
-    for name, error in export_errors.items():
-        result["rows"].append(
-            {"artifact": f"{config.arch}-{name}", "format": name, "status": "error", "error": error}
-        )
-    write_results(result, top / BENCH_FILE, top / BENCH_TABLE)
-    best = best_artifact(result["rows"], config.best_tolerance)
-    record.update(
-        status="complete",
-        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        bench={"json": BENCH_FILE, "csv": BENCH_TABLE, "test_set": result["test_set"]["source"]},
-        best=None
-        if best is None
-        else {
-            "artifact": best["artifact"],
-            "path": rel(Path(best["path"]).parent),
-            "format": best["format"],
-            "accuracy": best["accuracy"],
-            "bytes": best["bytes"],
-            "p50_ms": best["latency"]["p50_ms"],
-            "rule": f"smallest artifact within {config.best_tolerance * 100:.1f} points of the most accurate",
-        },
-    )
-    write_json(top / PIPELINE_FILE, record)
-    from edge_fm.show.html_report import (  # the finished run's page (matplotlib, Jinja2)
-        ReportOptions,
-        build_report,
-    )
-
-    try:
-        log(f"report: {build_report(top, options=ReportOptions(data_dir=data_dir))}")
-    except EdgeFMError as exc:  # the pipeline's results stand without their page
-        log(f"report failed: {exc}")
-    write_manifest(top, "pipeline", stages=stages)
+    run = PipelineRun(config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log)
+    for stage in STAGES:
+        if stage.wanted(config):
+            stage.run(run)
+    write_manifest(top, "pipeline", stages=record["stages"])
     return top
 
 

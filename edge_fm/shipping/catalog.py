@@ -9,6 +9,7 @@ where its export wrote it; on a machine without that file its previous row is ca
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,6 +47,80 @@ def read_provenances(models_dir: Path | str) -> dict[str, dict]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class Artifacts:
+    """What ``edge-fm bench`` measures as it is: .tflite files, export bundles, or folders of them."""
+
+    paths: list[Path | str]
+
+    def artifacts(self) -> list[Path | str]:
+        return list(self.paths)
+
+    def annotate(self, result: dict[str, Any], previous: dict | None, threads: int) -> dict[str, Any]:
+        return result
+
+
+@dataclasses.dataclass(frozen=True)
+class ShippedModels:
+    """A folder of shipped models measured here: its rows are named by model, a model whose artifact is
+    not on this machine keeps its previous row, and the folder's targets are judged.
+
+    Attributes:
+        folder: The catalog.
+        provenances: Model name -> its ``provenance.json``.
+        away: Models whose artifact is too large for the folder -> where their export wrote it.
+        present: Those of ``away`` whose artifact is on this machine.
+    """
+
+    folder: Path
+    provenances: dict[str, dict]
+    away: dict[str, Path]
+    present: dict[str, Path]
+
+    @classmethod
+    def read(cls, folder: Path | str) -> ShippedModels:
+        """The catalog at ``folder`` (a folder that also holds other artifacts is refused)."""
+        folder = Path(folder)
+        _check_only_shipped(folder)
+        provenances = read_provenances(folder)
+        away = {
+            name: Path(p["artifact"].get("exported_to", ""))
+            for name, p in provenances.items()
+            if not p.get("artifact_shipped", True)
+        }
+        return cls(folder, provenances, away, {name: path for name, path in away.items() if path.is_file()})
+
+    def artifacts(self) -> list[Path]:
+        # The shipped artifact itself: a model folder also holds its mobile and mcu forms, which are not rows.
+        in_folder = [
+            self.folder / name / MODEL_FILE
+            for name, p in self.provenances.items()
+            if p.get("artifact_shipped", True)
+        ]
+        return [*in_folder, *self.present.values()]
+
+    def annotate(self, result: dict[str, Any], previous: dict | None, threads: int) -> dict[str, Any]:
+        """Names the rows by model, carries over the rows of models not measurable here, judges the targets
+        on the rows at ``threads``."""
+        by_path = {path.resolve(): name for name, path in self.present.items()}
+        given = {path.resolve(): path for path in self.artifacts()}
+        for row in result["rows"]:
+            path = Path(row["path"])
+            row["model"] = by_path.get(path.resolve(), path.parent.name)
+            # As the folder was named (models/NAME/model.tflite), not where this machine keeps it.
+            row["path"] = str(given.get(path.resolve(), path))
+            row["shipped"] = row["model"] not in self.away
+            row["remeasured"] = True
+        result["rows"] += carried_rows(previous, sorted(set(self.away) - set(self.present)))
+        for row in result["rows"]:
+            provenance = self.provenances[row["model"]]
+            row["arch"] = provenance["train"]["config"]["arch"]
+            row["float_test_accuracy"] = provenance["train"]["metrics"].get("test", {}).get("accuracy")
+        ok = [row for row in result["rows"] if row.get("status") == "ok" and row["threads"] == threads]
+        result["checks"] = checks(ok, read_targets(self.folder))
+        return result
+
+
 def bench_catalog(
     models_dir: Path | str,
     options: BenchOptions,
@@ -68,40 +143,7 @@ def bench_catalog(
     Returns:
         The bench result, its rows named by model, with the targets judged (``checks``).
     """
-    models_dir = Path(models_dir)
-    provenances = read_provenances(models_dir)
-    away = {
-        name: Path(p["artifact"].get("exported_to", ""))
-        for name, p in provenances.items()
-        if not p.get("artifact_shipped", True)
-    }
-    present = {name: path for name, path in away.items() if path.is_file()}
-    # The shipped artifact itself: a model folder also holds its mobile and mcu forms, which are not catalog rows.
-    in_folder = [
-        models_dir / name / MODEL_FILE for name, p in provenances.items() if p.get("artifact_shipped", True)
-    ]
-    result = bench(
-        [*in_folder, *present.values()], "local", options, data_dir=data_dir, sample=sample, data=data
-    )
-    by_path = {path.resolve(): name for name, path in present.items()}
-    given = {path.resolve(): path for path in [*in_folder, *present.values()]}
-    for row in result["rows"]:
-        path = Path(row["path"])
-        row["model"] = by_path.get(path.resolve(), path.parent.name)
-        # As the folder was named (models/NAME/model.tflite), not where this machine keeps it.
-        row["path"] = str(given.get(path.resolve(), path))
-        row["shipped"] = row["model"] not in away
-        row["remeasured"] = True
-    result["rows"] += carried_rows(previous, sorted(set(away) - set(present)))
-    for row in result["rows"]:
-        provenance = provenances[row["model"]]
-        row["arch"] = provenance["train"]["config"]["arch"]
-        row["float_test_accuracy"] = provenance["train"]["metrics"].get("test", {}).get("accuracy")
-    ok = [row for row in result["rows"] if row.get("status") == "ok"]
-    result["checks"] = checks(
-        [row for row in ok if row["threads"] == options.threads[0]], read_targets(models_dir)
-    )
-    return result
+    return measure([models_dir], "local", options, None, data_dir, sample, previous, data=data)
 
 
 _ANNOTATIONS = ("note", "arch", "float_test_accuracy")
@@ -224,35 +266,47 @@ def measure(
     data_dir: Path | str | None = None,
     sample: bool = False,
     previous: dict | None = None,
-    cards: bool = False,
     command: str = "",
     data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """``edge-fm bench``: a single catalog measured here goes through :func:`bench_catalog` (rows named
-    by model, targets judged); anything else through :func:`edge_fm.bench.benchmark.bench`.
+    """``edge-fm bench``: what ``paths`` name (see :func:`bench_subject`) measured by
+    :func:`edge_fm.bench.benchmark.bench` on ``target``, then annotated by that subject.
 
     Args:
-        cards: Also rewrite the catalog's model cards and measurement records from the measurement
-            (:func:`refresh_cards`): the one way to refresh the cards of ``models/`` by measuring.
-        command: The command line, recorded in the result and in each measurement record.
+        previous: The result this one replaces: a catalog carries over its rows of models that cannot
+            be measured here.
+        command: The command line, recorded in the result.
+    """
+    subject = bench_subject(paths, target, baseline)
+    result = bench(subject.artifacts(), target, options, baseline, data_dir, sample, data)
+    result = subject.annotate(result, previous, options.threads[0])
+    result["command"] = command
+    return result
+
+
+def bench_subject(
+    paths: Sequence[Path | str], target, baseline: Path | str | None
+) -> Artifacts | ShippedModels:
+    """A single folder of shipped models measured here without a baseline is :class:`ShippedModels`;
+    anything else is measured as it is (:class:`Artifacts`)."""
+    local = getattr(target, "name", target) == "local"
+    if len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None:
+        return ShippedModels.read(paths[0])
+    return Artifacts(list(paths))
+
+
+def check_cards_request(paths: Sequence[Path | str], target, baseline: Path | str | None) -> None:
+    """Refuses a request to rewrite model cards from anything but one folder of shipped models measured here.
 
     Raises:
-        EdgeFMError: ``cards`` for anything but one catalog measured here without a baseline.
+        EdgeFMError: Several paths, a path that is no catalog, another target, or a baseline.
     """
-    catalog = len(paths) == 1 and is_catalog(paths[0]) and getattr(target, "name", target) == "local"
-    if not (catalog and baseline is None):
-        if cards:
-            raise EdgeFMError(
-                "--cards rewrites the model cards of one folder of shipped models measured here: "
-                "pass only that folder (e.g. models/), with the local target and no --baseline."
-            )
-        return bench(list(paths), target, options, baseline, data_dir, sample, data)
-    _check_only_shipped(Path(paths[0]))
-    result = bench_catalog(paths[0], options, data_dir, previous, sample, data)
-    result["command"] = command
-    if cards:
-        refresh_cards(paths[0], result)
-    return result
+    local = getattr(target, "name", target) == "local"
+    if not (len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None):
+        raise EdgeFMError(
+            "--cards rewrites the model cards of one folder of shipped models measured here: "
+            "pass only that folder (e.g. models/), with the local target and no --baseline."
+        )
 
 
 def _check_only_shipped(models_dir: Path) -> None:
