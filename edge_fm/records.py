@@ -4,7 +4,8 @@ Bundles, runs and results travel between machines and people, so a file read bac
 corrupt, hand-edited or hostile. Every one is parsed here with bounds (file size, nesting depth,
 digits of an integer), must have the top-level type of its kind, and the fields its readers use
 must have their types. Any problem is one :class:`~edge_fm.errors.EdgeFMError` line that names the
-file and the field. A file's kind is known by its name (``model.json``, ``manifest.json``, ...);
+file and the field. A file's kind is known by its name (``manifest.json``, ``provenance.json``, ...; a bundle's
+description is checked by its owner, :mod:`edge_fm.export.bundles`);
 a benchmark result, whatever its name, is checked by :func:`check_bench_result`.
 
 Labels are one-line strings: a label is printed, drawn and compiled into firmware.
@@ -28,31 +29,6 @@ _FIX = "re-create it with the command that made it."
 # Field types per kind of file, by dotted path; a field may be absent (older files) or null.
 # Types: str, int, number, bool, dict, list, labels (one-line strings), list[int], list[dict].
 _SCHEMAS: dict[str, dict[str, str]] = {
-    "model.json": {
-        "name": "str",
-        "architecture": "str",
-        "format": "str",
-        "quantization": "str",
-        "target": "str",
-        "labels": "labels",
-        "input": "dict",
-        "input.shape": "list[int]",
-        "input.dtype": "str",
-        "input.scale": "number",
-        "input.zero_point": "int",
-        "output": "dict",
-        "output.shape": "list[int]",
-        "output.dtype": "str",
-        "output.scale": "number",
-        "output.zero_point": "int",
-        "source": "dict",
-        "export": "dict",
-        "artifact": "dict",
-        "artifact.bytes": "int",
-        "artifact.sha256": "str",
-        "mobile": "dict",
-        "mcu": "dict",
-    },
     "manifest.json": {
         "run": "str",
         "stage": "str",

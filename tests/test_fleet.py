@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench_fleet, compare_devices
+from edge_fm.bench.benchmark import BenchOptions, SshTarget, bench, compare_devices
 from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
@@ -65,7 +65,7 @@ def test_fleet_measures_each_device_once_in_parallel_and_a_dead_one_gets_error_r
     log, lock = [], threading.Lock()
     devices = [_device(fleet, fleet[name], log, lock) for name in ("a", "b", "dead")]
     artifacts = [exported["int8"], exported["fp32"]]
-    result = bench_fleet(artifacts, devices, FAST, sample=True)
+    result = bench(artifacts, devices, FAST, sample=True)
 
     assert result["targets"] == [fleet["a"], fleet["b"], fleet["dead"]]
     by_device = {name: [r for r in result["rows"] if r["target"] == name] for name in result["targets"]}
@@ -182,7 +182,7 @@ def test_one_target_stays_as_it_was_and_a_device_given_twice_is_refused(exported
     assert result["target"] == "local" and "targets" not in result
     assert [("target" in r, r["status"]) for r in result["rows"]] == [(False, "ok")]
     with pytest.raises(EdgeFMError, match="given twice"):
-        bench_fleet([exported["int8"]], ["local", "local"], FAST, sample=True)
+        bench([exported["int8"]], ["local", "local"], FAST, sample=True)
     code = main(
         [
             "bench",

@@ -155,7 +155,8 @@ def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_sp
 @pytest.mark.slow
 def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path):
 
-    from edge_fm.bench.split_file import artifacts_split
+    from edge_fm.bench.benchmark import data_groups
+    from edge_fm.bench.split_file import group_split
     from edge_fm.result_files import flat, read_result_file
     from edge_fm.show.predict import evaluate_artifact
 
@@ -171,7 +172,8 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
     assert code == 0, output
     result = flat(read_result_file(tmp_path / "ssh.json", "bench"))
     assert result["target"].startswith("ssh://")
-    split = artifacts_split([bundle / "model.tflite"], None, False)
+    (group,) = data_groups([bundle / "model.tflite"])
+    split = group_split(group, None, False)
     assert result["test_set"]["sha256"] == split.sha256  # the .npz the host scored is the digits' test split
     assert result["test_set"]["data"]["class_names"] == ["digit-3", "digit-4", "digit-5"]
     assert result["test_set"]["images"] == len(split.labels) and len(split.labels) < 100

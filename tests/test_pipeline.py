@@ -76,3 +76,40 @@ def test_pipeline_rejects_inconsistent_options(tmp_path, capsys):
     assert main(["pipeline", "nope-net", "--sample", "--runs-dir", str(runs)]) == 1
     assert "unknown architecture" in capsys.readouterr().err.lower()
     assert not runs.exists() or not list(runs.iterdir())  # nothing was started
+
+
+def test_a_pipeline_runs_the_stages_its_config_wants_in_their_order():
+    from edge_fm.pipeline.pipeline import PipelineConfig
+    from edge_fm.pipeline.stages import STAGES
+
+    def wanted(config):
+        return [stage.name for stage in STAGES if stage.wanted(config)]
+
+    assert wanted(PipelineConfig("tiny-cnn", sample=True)) == ["train", "export", "bench", "record", "report"]
+    assert wanted(PipelineConfig("tiny-cnn", prune=0.5, qat=True)) == [
+        "train",
+        "prune",
+        "qat",
+        "export",
+        "bench",
+        "record",
+        "report",
+    ]
+
+
+def test_a_pipeline_reads_its_data_from_one_folder_resolved_before_any_stage(tmp_path, monkeypatch):
+    from edge_fm.pipeline import pipeline, stages
+
+    seen = []
+
+    def record_stage(run):  # stands in for every stage: what each would read its data from
+        seen.append(run.data_dir)
+
+    monkeypatch.setattr(
+        pipeline,
+        "STAGES",
+        tuple(stages.Stage(stage.name, record_stage, stage.wanted) for stage in stages.STAGES),
+    )
+    monkeypatch.setenv("EDGE_FM_DATA", str(tmp_path / "fmnist"))
+    pipeline.run_pipeline(pipeline.PipelineConfig("tiny-cnn"), runs_dir=tmp_path / "runs")
+    assert seen == [tmp_path / "fmnist"] * 5

@@ -6,13 +6,13 @@ Targets:
     temporary folder on the host, run there with the host's ``python3`` (which needs only
     ``numpy`` and ``ai-edge-litert``), and removed afterwards.
 
-Several devices at once (:func:`bench_fleet`): one thread per device, so a device never runs
+Several devices at once (a list of targets): one thread per device, so a device never runs
 two benchmarks at once; each row names its ``target``.
 
 Example:
     >>> options = BenchOptions(threads=(1, 2))
     >>> result = bench(["runs/cnn-2conv-int8-1"], target="local", options=options)  # doctest: +SKIP
-    >>> fleet = bench_fleet(["models/"], ["ssh://pi@pi-a.local", "ssh://pi@pi-b.local"])  # doctest: +SKIP
+    >>> fleet = bench(["models/"], ["ssh://pi@pi-a.local", "ssh://pi@pi-b.local"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,12 +28,9 @@ from typing import Any
 from edge_fm import runner
 from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
-from edge_fm.bench.split_file import (  # noqa: F401 (write_test_set re-exported)
-    data_groups,
-    split_for_targets,
-    write_test_set,
-)
+from edge_fm.bench.split_file import DataGroup, test_set_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
+from edge_fm.data.reference import FASHION_MNIST, recorded_data, short_name
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, TEMPORARY_PREFIX, is_run, restore_retired
 
@@ -90,26 +87,65 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
     return unique
 
 
+def data_groups(artifacts: list[Path], data: str | Path | None = None) -> list[DataGroup]:
+    """The artifacts grouped by the dataset they were made from (each group gets its own test split),
+    in the order their first artifact comes; each bundle's ``model.json`` is read once, here.
+
+    Raises:
+        EdgeFMError: ``data`` (one dataset's place) given for models of several datasets.
+    """
+    groups: dict[str, list[Path]] = {}
+    first: dict[str, dict[str, Any]] = {}
+    for path in artifacts:
+        description = _description(path)
+        key = (recorded_data(description) or {}).get("fingerprint", FASHION_MNIST)
+        groups.setdefault(key, []).append(path)
+        first.setdefault(key, description)
+    if len(groups) > 1 and data is not None:
+        names = [
+            short_name(recorded_data(d)) if recorded_data(d) else "Fashion-MNIST" for d in first.values()
+        ]
+        raise EdgeFMError(
+            f"--data {data} names one dataset, but these models were made from {len(groups)} "
+            f"({', '.join(names)}): drop --data, or bench one dataset's models with it."
+        )
+    return [DataGroup(group, first[key]) for key, group in groups.items()]
+
+
+def _description(artifact: Path) -> dict[str, Any]:
+    """A bundle's ``model.json``; empty for a bare file, or one the benchmark reports as corrupt."""
+    from edge_fm.export.bundles import Bundle
+
+    try:
+        return Bundle.open(artifact).description
+    except EdgeFMError:
+        return {}
+
+
 # ---------------------------------------------------------------- the stage
 
 
 def bench(
     paths: list[Path | str],
-    target: str | LocalTarget | SshTarget = "local",
+    target: str | Any | list[str | Any] = "local",
     options: BenchOptions = BenchOptions(),
     baseline: Path | str | None = None,
     data_dir: Path | str | None = None,
     sample: bool = False,
     data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measures artifacts on a target and returns the result document (see :func:`write_results`).
+    """Measures artifacts on a target, or on several devices at once, and returns the result document
+    (see :func:`write_results`).
 
     Args:
         paths: .tflite files, export bundles, or folders of them (``models/``).
-        target: ``local``, ``ssh://user@host[:port]`` or a target object.
-        options: How to measure.
-        baseline: A training or optimization run whose Keras model is measured locally through
-            TensorFlow and used as the float reference for the accuracy change.
+        target: ``local``, ``ssh://user@host[:port]``, ``tflm``, ``vela:CONFIG`` or a target object; or a
+            list of them, a fleet: each device measures on a thread of its own (so a device never runs
+            two benchmarks at once), every row names its ``target``, and a device that fails
+            (unreachable, no Python, a runner error) gets an error row per artifact while the others go on.
+        options: How to measure, the same on every device.
+        baseline: A training or optimization run whose Keras model is measured here (after the
+            devices) through TensorFlow: the float reference for the accuracy change.
         data_dir: Where the Fashion-MNIST test split is.
         sample: Use the embedded sample's test images instead (labelled as such).
         data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
@@ -120,38 +156,135 @@ def bench(
 
     Raises:
         EdgeFMError: No artifacts, missing data, ``data`` or a baseline for models of several
-            datasets, or a target that cannot be used (each with a fix).
+            datasets, a device given twice, or a target that cannot be used (each with a fix).
     """
     artifacts = collect_artifacts(paths)
-    target = parse_target(target) if isinstance(target, str) else target
-    groups = data_groups(artifacts, data) if getattr(target, "needs_test_set", True) else [artifacts]
+    targets = _parse_targets(target)
+    reads_images = any(getattr(device, "needs_test_set", True) for device in targets)
+    groups = data_groups(artifacts, data) if reads_images else [DataGroup(artifacts)]
     _check_baseline(baseline, groups)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
-        measured = []
-        for number, group in enumerate(groups):
+        infos, measured = [], []
+        for number, group in enumerate(groups):  # a dataset at a time, every device at once
             test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
-            test_info = split_for_targets([target], test_set, data_dir, sample, group, data)
-            measured.append((test_info, target.run(group, test_set, options)))
+            infos.append(test_set_for_targets(targets, test_set, group, data_dir, sample, data))
+            measured.append(_run_devices(targets, group.artifacts, test_set, options))
+        # Measured here after the devices, so it never competes with a local device for the cores.
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
-    if len(measured) > 1:
-        return _grouped_result(target, measured, options, started)
-    test_info, result = measured[0]
-    rows = baseline_rows + [_checked_description(row) for row in result["rows"]]
-    reference = add_accuracy_deltas(rows)
+    parts = _rows_by_device(targets, groups, infos, measured, baseline_rows)
+    parts.update(
+        test_set=infos[0] if len(infos) == 1 else grouped_test_set(infos),
+        options=dataclasses.asdict(options),
+        started=time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        seconds=round(time.time() - started, 1),
+    )
+    return {key: parts[key] for key in RESULT_KEYS if key in parts}
+
+
+# The result document's keys, in the order it is written (a fleet's have all of them).
+RESULT_KEYS = (
+    "target",
+    "targets",
+    "environment",
+    "environments",
+    "errors",
+    "test_set",
+    "options",
+    "reference",
+    "references",
+    "rows",
+    "started",
+    "seconds",
+)
+
+
+def _parse_targets(target: str | Any | list[str | Any]) -> list[Any]:
+    """The target objects of ``bench``'s ``target`` (one, or a list); a device given twice is refused."""
+    targets = [
+        parse_target(t) if isinstance(t, str) else t
+        for t in (target if isinstance(target, list) else [target])
+    ]
+    names = [t.name for t in targets]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise EdgeFMError(
+            f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once."
+        )
+    return targets
+
+
+def _run_devices(
+    targets: list[Any], artifacts: list[Path], test_set: Path, options: BenchOptions
+) -> list[tuple[dict | None, str | None]]:
+    """Each device's result or error, every device at once; one device's error is raised as it is."""
+    if len(targets) == 1:
+        return [(targets[0].run(artifacts, test_set, options), None)]
+    from concurrent.futures import ThreadPoolExecutor
+
+    count = len(targets)
+    with ThreadPoolExecutor(max_workers=count, thread_name_prefix="edge-fm-device") as pool:
+        return list(
+            pool.map(_measure_device, targets, [artifacts] * count, [test_set] * count, [options] * count)
+        )
+
+
+def _rows_by_device(
+    targets: list[Any],
+    groups: list[DataGroup],
+    infos: list[dict[str, Any]],
+    measured: list[list[tuple[dict | None, str | None]]],
+    baseline_rows: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The rows of every group on every device, each group's accuracy changes against its float
+    reference; a fleet's rows name their device, and a device's error becomes its rows."""
+    fleet = len(targets) > 1
+    rows, environments, errors, references = [], {}, {}, {}
+    for group, info, group_measured in zip(groups, infos, measured):
+        for target, (result, error) in zip(targets, group_measured):
+            device_rows = (
+                [_checked_description(row) for row in result["rows"]]
+                if result
+                else _device_error_rows(group.artifacts, error)
+            )
+            for row in device_rows:
+                if fleet:
+                    row["target"] = target.name
+                if len(groups) > 1:
+                    row["test_set"] = info["source"]
+            reference = add_accuracy_deltas(baseline_rows + device_rows)
+            references[target.name] = (
+                ", ".join(n for n in (references.get(target.name), reference) if n) or None
+            )
+            rows += device_rows
+            if result or target.name not in environments:
+                environments[target.name] = result["environment"] if result else None
+            if error:
+                errors[target.name] = error
+    if not fleet:
+        name = targets[0].name
+        return {
+            "target": name,
+            "environment": environments[name],
+            "reference": references[name],
+            "rows": baseline_rows + rows,
+        }
+    for row in baseline_rows:
+        row["target"] = "local"
+    names = [target.name for target in targets]
     return {
-        "target": target.name,
-        "environment": result["environment"],
-        "test_set": test_info,
-        "options": dataclasses.asdict(options),
-        "reference": reference,
-        "rows": rows,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
+        "target": ", ".join(names),
+        "targets": names,
+        "environment": {},
+        "environments": environments,
+        "errors": errors,
+        "reference": baseline_rows[0]["artifact"] if baseline_rows else None,
+        "references": references,
+        "rows": baseline_rows + rows,
     }
 
 
-def _check_baseline(baseline: Path | str | None, groups: list[list[Path]]) -> None:
+def _check_baseline(baseline: Path | str | None, groups: list[DataGroup]) -> None:
     """Refuses a baseline that is not a finished run, or one given for models of several datasets."""
     if not baseline:
         return
@@ -175,28 +308,6 @@ def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _grouped_result(target, measured: list, options: BenchOptions, started: float) -> dict[str, Any]:
-    """One result of models of several datasets: every row names the test split it was scored on."""
-    rows, references = [], []
-    for test_info, result in measured:
-        group = [_checked_description(row) for row in result["rows"]]
-        for row in group:
-            row["test_set"] = test_info["source"]
-        references.append(add_accuracy_deltas(group))
-        rows += group
-    named = [name for name in references if name]
-    return {
-        "target": target.name,
-        "environment": measured[0][1]["environment"],
-        "test_set": grouped_test_set([info for info, _ in measured]),
-        "options": dataclasses.asdict(options),
-        "reference": ", ".join(named) if named else None,
-        "rows": rows,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-    }
-
-
 def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
     """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it)."""
     from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
@@ -214,104 +325,6 @@ def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
         }
         return {**kept, "format": None, "status": "error", "error": str(exc)}
     return row
-
-
-def bench_fleet(
-    paths: list[Path | str],
-    targets: list[str | Any],
-    options: BenchOptions = BenchOptions(),
-    baseline: Path | str | None = None,
-    data_dir: Path | str | None = None,
-    sample: bool = False,
-    data: str | Path | None = None,
-) -> dict[str, Any]:
-    """Measures the same artifacts on several devices at once and returns one result with a row
-    per artifact, thread count and device (its ``target``).
-
-    Each device has one thread of its own, so a device never runs two benchmarks at once and its
-    timings stay clean. A device that fails (unreachable, no Python, a runner error) gets an error
-    row per artifact and the others go on.
-
-    Args:
-        paths: .tflite files, export bundles, or folders of them.
-        targets: Two or more of ``local``, ``ssh://user@host[:port]`` or target objects.
-        options: How to measure, the same on every device.
-        baseline: A run whose Keras model is measured here (once, after the devices), the float
-            reference of every device's accuracy change.
-        data_dir: Where the Fashion-MNIST test split is.
-        sample: Use the embedded sample's test images instead (labelled as such).
-        data: Where the artifacts' own dataset is, when not where their ``model.json`` says.
-
-    Models of several datasets are measured a dataset at a time (every device at once), each group
-    on its own test split, as :func:`bench` does.
-
-    Raises:
-        EdgeFMError: No artifacts, missing data, a malformed target, the same device given twice, or
-            ``data`` or a baseline for models of several datasets.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    artifacts = collect_artifacts(paths)
-    targets = [parse_target(t) if isinstance(t, str) else t for t in targets]
-    names = [t.name for t in targets]
-    twice = sorted({name for name in names if names.count(name) > 1})
-    if twice:
-        raise EdgeFMError(
-            f"--target {twice[0]} is given twice: a device runs one benchmark at a time; give it once."
-        )
-    reads_images = any(getattr(target, "needs_test_set", True) for target in targets)
-    groups = data_groups(artifacts, data) if reads_images else [artifacts]
-    _check_baseline(baseline, groups)
-    started = time.time()
-    with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
-        infos, measured = [], []
-        for number, group in enumerate(groups):  # a dataset at a time, every device at once
-            test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
-            infos.append(split_for_targets(targets, test_set, data_dir, sample, group, data))
-            with ThreadPoolExecutor(max_workers=len(targets), thread_name_prefix="edge-fm-device") as pool:
-                count = len(targets)
-                measured.append(
-                    list(
-                        pool.map(
-                            _measure_device, targets, [group] * count, [test_set] * count, [options] * count
-                        )
-                    )
-                )
-        # Measured here after the devices, so it never competes with a local device for the cores.
-        baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
-    rows, environments, errors, references = [], {}, {}, {}
-    for group, info, group_measured in zip(groups, infos, measured):
-        for target, (result, error) in zip(targets, group_measured):
-            device_rows = result["rows"] if result else _device_error_rows(group, error)
-            for row in device_rows:
-                row["target"] = target.name
-                if len(groups) > 1:
-                    row["test_set"] = info["source"]
-            reference = add_accuracy_deltas([dict(r) for r in baseline_rows] + device_rows)
-            references[target.name] = (
-                ", ".join(name for name in (references.get(target.name), reference) if name) or None
-            )
-            rows += device_rows
-            if result or target.name not in environments:
-                environments[target.name] = result["environment"] if result else None
-            if error:
-                errors[target.name] = error
-    for row in baseline_rows:
-        row["target"] = "local"
-    return {
-        "target": ", ".join(names),
-        "targets": names,
-        "environment": {},
-        "environments": environments,
-        "errors": errors,
-        "test_set": infos[0] if len(infos) == 1 else grouped_test_set(infos),
-        "options": dataclasses.asdict(options),
-        "reference": baseline_rows[0]["artifact"] if baseline_rows else None,
-        "references": references,
-        "rows": baseline_rows + rows,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 1),
-    }
 
 
 def _measure_device(

@@ -271,7 +271,7 @@ def bench_command(
     Example: edge-fm bench models/ --target vela:ethos-u55-128
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
-    from edge_fm import bench_fleet, plot_front, previous_result, write_results
+    from edge_fm import bench_artifacts, plot_front, previous_result, write_results
     from edge_fm import measure_artifacts as measure
     from edge_fm.io import check_output_file
     from edge_fm.shipping.catalog import check_cards_request, refresh_cards
@@ -294,7 +294,7 @@ def bench_command(
             target_option(t, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images) for t in targets
         ]
         with console.status(f"measuring on {len(fleet)} devices at once..."):
-            result = bench_fleet(artifacts, fleet, options, baseline, data_dir, sample, data)
+            result = bench_artifacts(artifacts, fleet, options, baseline, data_dir, sample, data)
         result["command"] = command_line("bench")
         print_fleet_tables(result, compare)
         write_results(result, json_out, csv_out)

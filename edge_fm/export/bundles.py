@@ -38,6 +38,32 @@ from edge_fm.train.runs import new_run_dir, write_manifest
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 DESCRIPTION_FILE = "model.json"
+# The description's fields and their types (see :func:`edge_fm.records.check_fields`); any may be absent.
+DESCRIPTION_FIELDS = {
+    "name": "str",
+    "architecture": "str",
+    "format": "str",
+    "quantization": "str",
+    "target": "str",
+    "labels": "labels",
+    "input": "dict",
+    "input.shape": "list[int]",
+    "input.dtype": "str",
+    "input.scale": "number",
+    "input.zero_point": "int",
+    "output": "dict",
+    "output.shape": "list[int]",
+    "output.dtype": "str",
+    "output.scale": "number",
+    "output.zero_point": "int",
+    "source": "dict",
+    "export": "dict",
+    "artifact": "dict",
+    "artifact.bytes": "int",
+    "artifact.sha256": "str",
+    "mobile": "dict",
+    "mcu": "dict",
+}
 PIPELINE_FILE = "pipeline.json"  # the record of a pipeline run, at its top
 BENCH_FILE = "bench.json"  # a bench result, beside the artifacts it measured (a pipeline's, a catalog's)
 BENCH_TABLE = "bench.csv"  # the same rows as CSV
@@ -149,7 +175,7 @@ class Bundle:
             )
         sidecar = file.with_name(DESCRIPTION_FILE)
         has_sidecar = file.name == MODEL_FILE and sidecar.is_file()
-        description = read_json(sidecar) if has_sidecar else {}
+        description = _read_checked(sidecar) if has_sidecar else {}
         description = description if isinstance(description, dict) else {}
         stored = {"description": {}, "labels": []}
         if embedded:
@@ -231,7 +257,16 @@ def read_description(bundle: Path | str) -> dict[str, Any]:
         EdgeFMError: There is none, or it is not valid JSON.
     """
     bundle = Path(bundle)
-    return read_json((bundle if bundle.is_dir() else bundle.parent) / DESCRIPTION_FILE)
+    return _read_checked((bundle if bundle.is_dir() else bundle.parent) / DESCRIPTION_FILE)
+
+
+def _read_checked(path: Path) -> dict[str, Any]:
+    """A ``model.json`` read back with its fields' types checked: one line naming a bad one."""
+    from edge_fm.records import check_fields
+
+    description = read_json(path)
+    check_fields(description, DESCRIPTION_FIELDS, path)
+    return description
 
 
 def write_description(bundle: Path | str, description: dict[str, Any]) -> None:
