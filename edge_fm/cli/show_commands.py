@@ -10,10 +10,11 @@ import typer
 from edge_fm.cli.common import (
     BundleDataOption,
     DataDirOption,
+    TopOption,
     app,
     console,
     fails_cleanly,
-    print_error,
+    print_answers,
 )
 
 
@@ -68,7 +69,7 @@ def explain_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path(
         "explanations"
     ),
-    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+    top: TopOption = 3,
 ) -> None:
     """Write a heat map of where the model looks, per image, and print its top classes.
 
@@ -76,16 +77,10 @@ def explain_command(
     """
     from edge_fm import explain_files
 
-    failed = 0
-    for result in explain_files(model, images, out, top):
-        if result.error:
-            failed += 1
-            print_error(result.error)
-            continue
-        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
-        console.print(
-            f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}", highlight=False
-        )
+    failed = print_answers(
+        explain_files(model, images, out, top),
+        lambda result, classes: f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}",
+    )
     if failed:
         raise typer.Exit(1)
 

@@ -18,14 +18,14 @@ from edge_fm.cli.common import (
     console,
     err_console,
     fails_cleanly,
-    with_data_source,
+    with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 
 
 @app.command("train")
 @fails_cleanly
-@with_data_source
+@with_option_groups
 def train_command(
     arch: Annotated[
         Optional[str],
