@@ -14,6 +14,7 @@ from edge_fm.cli.common import (
     DEFAULT_SSH,
     DataDirOption,
     MinSecondsOption,
+    RunsOption,
     SshOptions,
     ThreadsOption,
     app,
@@ -198,7 +199,7 @@ def bench_command(
         ),
     ] = None,
     threads: ThreadsOption = MEASURE.threads,
-    runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs,
+    runs: RunsOption = MEASURE.runs,
     min_seconds: MinSecondsOption = MEASURE.min_seconds,
     max_seconds: Annotated[
         float, typer.Option(help="Stop timing an artifact after this long.")

@@ -43,6 +43,8 @@ _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 console = Console(soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
+# Options that several commands take, declared once; a command names its parameter after the option
+# (`data_dir: DataDirOption = None`) and keeps its own default where the commands' differ.
 DataDirOption = Annotated[
     Optional[Path],
     typer.Option(
@@ -90,11 +92,21 @@ BundleDataOption = Annotated[
 SampleRunOption = Annotated[
     bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
 ]
+PresetOption = Annotated[
+    str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")
+]
+TrainSettingsOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set", help="Any training config field as key=value (repeatable), e.g. --set label_smoothing=0.1."
+    ),
+]
 FineTuneEpochsOption = Annotated[
-    Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
+    Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step (default 4).")
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
 ThreadsOption = Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")]
+RunsOption = Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")]
 MinSecondsOption = Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")]
 SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
 SshOptionOption = Annotated[
@@ -102,6 +114,9 @@ SshOptionOption = Annotated[
 ]
 RemotePythonOption = Annotated[str, typer.Option(help="Python command on the SSH host.")]
 TopOption = Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")]
+BenchResultOption = Annotated[
+    Optional[Path], typer.Option("--bench", help="Bench result JSON with the models' measured figures.")
+]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,10 +17,13 @@ from edge_fm.cli.common import (
     DataSource,
     FineTuneEpochsOption,
     MinSecondsOption,
+    PresetOption,
     RichReporter,
+    RunsOption,
     SampleRunOption,
     SshOptions,
     ThreadsOption,
+    TrainSettingsOption,
     app,
     bench_options,
     command_line,
@@ -103,9 +106,7 @@ def ship_command(
 @with_option_groups
 def pipeline_command(
     arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
-    preset: Annotated[
-        str, typer.Option(help="'quick' (smoke run) or 'paper' (the paper's recipe).")
-    ] = "quick",
+    preset: PresetOption = "quick",
     sample: SampleRunOption = False,
     prune: Annotated[
         Optional[float], typer.Option(help="Prune to this sparsity (0-1) before quantizing.")
@@ -120,14 +121,12 @@ def pipeline_command(
         ),
     ] = None,
     epochs: FineTuneEpochsOption = None,
-    settings: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Training config field as key=value (repeatable).")
-    ] = None,
+    settings: TrainSettingsOption = None,
     target: Annotated[
         str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")
     ] = "local",
     threads: ThreadsOption = MEASURE.threads,
-    runs: Annotated[int, typer.Option(help="Minimum timed runs per artifact.")] = PIPELINE_BENCH.runs,
+    runs: RunsOption = PIPELINE_BENCH.runs,
     min_seconds: MinSecondsOption = PIPELINE_BENCH.min_seconds,
     ssh: SshOptions = DEFAULT_SSH,
     data_dir: DataDirOption = None,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from edge_fm.cli.common import (
+    BenchResultOption,
     BundleDataOption,
     DataDirOption,
     TopOption,
@@ -41,9 +42,7 @@ def report_command(
     explained: Annotated[
         int, typer.Option("--explained", help="Images explained, one per class (0-10).")
     ] = 10,
-    bench: Annotated[
-        Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
-    ] = None,
+    bench: BenchResultOption = None,
     data: BundleDataOption = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
@@ -100,9 +99,7 @@ def serve_command(
         typer.Option("--expose", help="Confirm serving beyond this machine (add --key to require a key)."),
     ] = False,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
-    bench: Annotated[
-        Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")
-    ] = None,
+    bench: BenchResultOption = None,
     key: Annotated[
         Optional[str],
         typer.Option(
