@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -10,10 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    DEFAULT_SSH,
     DataDirOption,
     MinSecondsOption,
-    RemotePythonOption,
-    SshKeyOption,
+    RunsOption,
+    SshOptions,
     ThreadsOption,
     app,
     bench_options,
@@ -21,7 +23,7 @@ from edge_fm.cli.common import (
     console,
     err_console,
     fails_cleanly,
-    target_option,
+    with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.runner import DEFAULTS as MEASURE
@@ -35,40 +37,8 @@ def print_bench_table(result: dict, title: str | None = None) -> None:
         return print_tflm_table(result, title)
     if result["target"].startswith("vela:"):
         return print_vela_table(result, title)
-
-    table = Table(
-        "artifact",
-        "format",
-        "thr",
-        "KB",
-        "gzip KB",
-        "accuracy",
-        "Δ acc",
-        "p50 ms",
-        "p90 ms",
-        "img/s",
-        "peak MB",
-        "status",
-        title=title,
-    )
-    for row in map(flat_row, result["rows"]):
-        ok = row.get("status") == "ok"
-        delta = row.get("accuracy_delta")
-        table.add_row(
-            row["artifact"],
-            row.get("format") or "?",
-            str(row.get("threads", "")),
-            f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
-            f"{row['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in row else "-",
-            f"{row['accuracy']:.2%}" if ok else "-",
-            f"{delta * 100:+.2f} pt" if delta is not None else "-",
-            f"{row['p50_ms']:.3f}" if ok else "-",
-            f"{row['p90_ms']:.3f}" if ok else "-",
-            f"{row['images_per_second']:.0f}" if ok else "-",
-            f"{row['peak_rss_mb']:.0f}" if ok and row.get("peak_rss_mb") else "-",
-            "[green]ok[/]" if ok else "[red]error[/]",
-        )
-    console.print(table)
+    columns = ("thr", "KB", "gzip KB", "accuracy", "Δ acc", "p50 ms", "p90 ms", "img/s", "peak MB", "status")
+    _print_artifact_table(list(map(flat_row, result["rows"])), columns, _bench_cells, title)
     _print_failures(result["rows"])
     env = result["environment"]
     console.print(
@@ -77,6 +47,39 @@ def print_bench_table(result: dict, title: str | None = None) -> None:
         f"accuracy on {result['test_set']['source']}; Δ against {result['reference'] or 'no float reference'}",
         highlight=False,
     )
+
+
+def _print_artifact_table(
+    rows: list[dict], columns: Sequence[str], cells: Callable[[dict], list[str]], title: str | None
+) -> None:
+    """A table of one row per artifact: its name and format, then ``columns``, filled by ``cells(row)``."""
+    table = Table("artifact", "format", *columns, title=title)
+    for row in rows:
+        table.add_row(row["artifact"], row.get("format") or "?", *cells(row))
+    console.print(table)
+
+
+def _status_cell(row: dict) -> str:
+    """A measured row's status: ok, or error (the reason is printed under the table)."""
+    return "[green]ok[/]" if row.get("status") == "ok" else "[red]error[/]"
+
+
+def _bench_cells(row: dict) -> list[str]:
+    """A flat bench row's figures; a failed row keeps its size but no measurement."""
+    ok = row.get("status") == "ok"
+    delta = row.get("accuracy_delta")
+    return [
+        str(row.get("threads", "")),
+        f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
+        f"{row['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in row else "-",
+        f"{row['accuracy']:.2%}" if ok else "-",
+        f"{delta * 100:+.2f} pt" if delta is not None else "-",
+        f"{row['p50_ms']:.3f}" if ok else "-",
+        f"{row['p90_ms']:.3f}" if ok else "-",
+        f"{row['images_per_second']:.0f}" if ok else "-",
+        f"{row['peak_rss_mb']:.0f}" if ok and row.get("peak_rss_mb") else "-",
+        _status_cell(row),
+    ]
 
 
 def _print_failures(rows: list[dict]) -> None:
@@ -97,34 +100,8 @@ def _print_failures(rows: list[dict]) -> None:
 
 def print_tflm_table(result: dict, title: str | None = None) -> None:
     """The TFLM benchmark table: accuracy, agreement, arena and flash; latency left empty on purpose."""
-    table = Table(
-        "artifact",
-        "format",
-        "flash KB",
-        "arena KB",
-        "images",
-        "accuracy",
-        "agree w/ LiteRT ref",
-        "latency",
-        "status",
-        title=title,
-    )
-    for row in result["rows"]:
-        ok = row.get("status") == "ok"
-        table.add_row(
-            row["artifact"],
-            row.get("format") or "?",
-            f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
-            f"{row['arena_bytes'] / 1024:.1f}" if row.get("arena_bytes") else "-",
-            str(row.get("examples") or "-"),
-            f"{row['accuracy']:.2%}" if ok else "-",
-            f"{row['agreement_with_litert_reference']:.2%}"
-            if row.get("agreement_with_litert_reference") is not None
-            else "-",
-            "-",
-            "[green]ok[/]" if ok else "[red]error[/]",
-        )
-    console.print(table)
+    columns = ("flash KB", "arena KB", "images", "accuracy", "agree w/ LiteRT ref", "latency", "status")
+    _print_artifact_table(result["rows"], columns, _tflm_cells, title)
     _print_failures(result["rows"])
     env = result["environment"]
     console.print(
@@ -135,11 +112,23 @@ def print_tflm_table(result: dict, title: str | None = None) -> None:
     )
 
 
+def _tflm_cells(row: dict) -> list[str]:
+    """A TFLM row's figures; latency stays empty: TFLM timed here says nothing of a board's speed."""
+    agreement = row.get("agreement_with_litert_reference")
+    return [
+        f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
+        f"{row['arena_bytes'] / 1024:.1f}" if row.get("arena_bytes") else "-",
+        str(row.get("examples") or "-"),
+        f"{row['accuracy']:.2%}" if row.get("status") == "ok" else "-",
+        f"{agreement:.2%}" if agreement is not None else "-",
+        "-",
+        _status_cell(row),
+    ]
+
+
 def print_vela_table(result: dict, title: str | None = None) -> None:
     """The Ethos-U estimate table (Vela): memory, placement, cycles; every figure an estimate."""
-    table = Table(
-        "artifact",
-        "format",
+    columns = (
         "SRAM KB",
         "off-chip KB",
         "NPU ops",
@@ -149,31 +138,8 @@ def print_vela_table(result: dict, title: str | None = None) -> None:
         "inf/s (est.)",
         "ms (est.)",
         "status",
-        title=title,
     )
-    for row in result["rows"]:
-        if row.get("status") != "ok":
-            table.add_row(
-                row["artifact"],
-                row.get("format") or "?",
-                *["-"] * 8,
-                f"[red]error: {escape(str(row.get('error')))}[/]",
-            )
-            continue
-        table.add_row(
-            row["artifact"],
-            row.get("format") or "?",
-            f"{row['sram_bytes'] / 1024:.1f}",
-            f"{row['off_chip_bytes'] / 1024:.1f}",
-            str(row["npu_ops"]),
-            ", ".join(op["op"] for op in row.get("cpu_ops", [])) or "0",
-            f"{row['macs'] / 1e6:.2f} M",
-            f"{row['cycles']:,}",
-            f"{row['inferences_per_second']:.0f}",
-            f"{row['inference_ms']:.3f}",
-            "[green]ok[/]",
-        )
-    console.print(table)
+    _print_artifact_table(result["rows"], columns, _vela_cells, title)
     env = result["environment"]
     first = next((row for row in result["rows"] if row.get("status") == "ok"), None)
     clock = (
@@ -187,8 +153,26 @@ def print_vela_table(result: dict, title: str | None = None) -> None:
     )
 
 
+def _vela_cells(row: dict) -> list[str]:
+    """A Vela row's estimates; a failed row says why in its status cell."""
+    if row.get("status") != "ok":
+        return ["-"] * 8 + [f"[red]error: {escape(str(row.get('error')))}[/]"]
+    return [
+        f"{row['sram_bytes'] / 1024:.1f}",
+        f"{row['off_chip_bytes'] / 1024:.1f}",
+        str(row["npu_ops"]),
+        ", ".join(op["op"] for op in row.get("cpu_ops", [])) or "0",
+        f"{row['macs'] / 1e6:.2f} M",
+        f"{row['cycles']:,}",
+        f"{row['inferences_per_second']:.0f}",
+        f"{row['inference_ms']:.3f}",
+        "[green]ok[/]",
+    ]
+
+
 @app.command("bench")
 @fails_cleanly
+@with_option_groups
 def bench_command(
     artifacts: Annotated[
         list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")
@@ -215,7 +199,7 @@ def bench_command(
         ),
     ] = None,
     threads: ThreadsOption = MEASURE.threads,
-    runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs,
+    runs: RunsOption = MEASURE.runs,
     min_seconds: MinSecondsOption = MEASURE.min_seconds,
     max_seconds: Annotated[
         float, typer.Option(help="Stop timing an artifact after this long.")
@@ -241,12 +225,7 @@ def bench_command(
             "is no longer where their model.json says.",
         ),
     ] = None,
-    ssh_key: SshKeyOption = None,
-    ssh_option: Annotated[
-        Optional[list[str]],
-        typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable)."),
-    ] = None,
-    remote_python: RemotePythonOption = "python3",
+    ssh: SshOptions = DEFAULT_SSH,
     ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
     plot: Annotated[
         Optional[Path], typer.Option(help="Draw accuracy against size and latency (PNG) here.")
@@ -290,9 +269,7 @@ def bench_command(
             raise EdgeFMError(
                 "--plot draws one device's front: give one --target (or plot each device's result)."
             )
-        fleet = [
-            target_option(t, ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images) for t in targets
-        ]
+        fleet = [ssh.target(t, ssh_timeout, tflm_images) for t in targets]
         with console.status(f"measuring on {len(fleet)} devices at once..."):
             result = bench_artifacts(artifacts, fleet, options, baseline, data_dir, sample, data)
         result["command"] = command_line("bench")
@@ -300,7 +277,7 @@ def bench_command(
         write_results(result, json_out, csv_out)
         failed = [r for r in result["rows"] if r.get("status") != "ok"]
         return _bench_verdict(result["rows"], min_accuracy, failed)
-    where = target_option(targets[0], ssh_key, ssh_option, remote_python, ssh_timeout, tflm_images)
+    where = ssh.target(targets[0], ssh_timeout, tflm_images)
     if plot is not None and (where.name == "tflm" or where.name.startswith("vela:")):
         raise EdgeFMError(
             f"--plot draws measured latency, which --target {where.name} does not give: drop --plot."
@@ -383,22 +360,23 @@ def print_fleet_tables(result: dict, compare: bool = False) -> None:
     if not compare:
         return
     matrix = compare_devices(result)
-    table = Table(
-        "artifact",
-        "format",
-        *matrix["devices"],
-        title=f"p50 ms / accuracy per device ({matrix['threads']} thread{'s' if matrix['threads'] != 1 else ''})",
+    threads = matrix["threads"]
+    title = f"p50 ms / accuracy per device ({threads} thread{'s' if threads != 1 else ''})"
+    _print_artifact_table(
+        matrix["artifacts"], matrix["devices"], lambda entry: _device_cells(entry, matrix["devices"]), title
     )
-    for entry in matrix["artifacts"]:
-        cells = []
-        for device in matrix["devices"]:
-            cell = entry["cells"].get(device)
-            if cell is None:
-                cells.append("-")
-            elif cell["status"] != "ok":
-                cells.append("[red]error[/]")
-            else:
-                p50 = f"{cell['p50_ms']:.3f} ms" if cell["p50_ms"] is not None else "no latency"
-                cells.append(f"{p50} / {cell['accuracy']:.2%}")
-        table.add_row(entry["artifact"], entry["format"] or "?", *cells)
-    console.print(table)
+
+
+def _device_cells(entry: dict, devices: list[str]) -> list[str]:
+    """An artifact's p50 and accuracy on each device (no latency for a device that measures none)."""
+    cells = []
+    for device in devices:
+        cell = entry["cells"].get(device)
+        if cell is None:
+            cells.append("-")
+        elif cell["status"] != "ok":
+            cells.append("[red]error[/]")
+        else:
+            p50 = f"{cell['p50_ms']:.3f} ms" if cell["p50_ms"] is not None else "no latency"
+            cells.append(f"{p50} / {cell['accuracy']:.2%}")
+    return cells

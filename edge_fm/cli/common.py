@@ -7,9 +7,11 @@ import functools
 import inspect
 import os
 import sys
+import typing
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -41,6 +43,8 @@ _PIPE_WIDTH = None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160
 console = Console(soft_wrap=True, width=_PIPE_WIDTH)
 err_console = Console(stderr=True, soft_wrap=True)
 
+# Options that several commands take, declared once; a command names its parameter after the option
+# (`data_dir: DataDirOption = None`) and keeps its own default where the commands' differ.
 DataDirOption = Annotated[
     Optional[Path],
     typer.Option(
@@ -88,26 +92,43 @@ BundleDataOption = Annotated[
 SampleRunOption = Annotated[
     bool, typer.Option("--sample", help="Train and score on the embedded sample (no download).")
 ]
+PresetOption = Annotated[
+    str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")
+]
+TrainSettingsOption = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--set", help="Any training config field as key=value (repeatable), e.g. --set label_smoothing=0.1."
+    ),
+]
 FineTuneEpochsOption = Annotated[
-    Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step.")
+    Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step (default 4).")
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
 ThreadsOption = Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")]
+RunsOption = Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")]
 MinSecondsOption = Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")]
 SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
+SshOptionOption = Annotated[
+    Optional[list[str]], typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable).")
+]
 RemotePythonOption = Annotated[str, typer.Option(help="Python command on the SSH host.")]
+TopOption = Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")]
+BenchResultOption = Annotated[
+    Optional[Path], typer.Option("--bench", help="Bench result JSON with the models' measured figures.")
+]
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
     """A command's data-source options: ``--data``, ``--image-size``, ``--channels``, ``--resize``,
-    ``--label-column`` (see :func:`with_data_source`)."""
+    ``--label-column`` (an option group, see :func:`with_option_groups`)."""
 
-    data: Optional[str] = None
-    image_size: Optional[str] = None
-    channels: Optional[int] = None
-    resize: str = "pad"
-    label_column: Optional[str] = None
+    data: DataOption = None
+    image_size: ImageSizeOption = None
+    channels: ChannelsOption = None
+    resize: ResizeOption = "pad"
+    label_column: LabelColumnOption = None
 
     def options(self, seed: int = 0):
         """The library's DataOptions from these options."""
@@ -159,35 +180,61 @@ class DataSource:
 
 DEFAULT_SOURCE = DataSource()  # a command's `source` default: Fashion-MNIST, as without the options
 
-# The options a DataSource gathers, in the order `--help` lists them.
-_SOURCE_OPTIONS = {
-    "data": (DataOption, None),
-    "image_size": (ImageSizeOption, None),
-    "channels": (ChannelsOption, None),
-    "resize": (ResizeOption, "pad"),
-    "label_column": (LabelColumnOption, None),
-}
+
+@dataclasses.dataclass(frozen=True)
+class SshOptions:
+    """How a command reaches an SSH target: ``--ssh-key``, ``--ssh-option``, ``--remote-python`` (an option
+    group, see :func:`with_option_groups`)."""
+
+    ssh_key: SshKeyOption = None
+    ssh_option: SshOptionOption = None
+    remote_python: RemotePythonOption = "python3"
+
+    def target(self, target: str, connect_timeout: int, tflm_images: Optional[int] = None):
+        """The bench target a ``--target`` value names, reached over SSH with these options."""
+        from edge_fm import parse_target
+
+        return parse_target(
+            target,
+            identity=str(self.ssh_key) if self.ssh_key else None,
+            ssh_options=tuple(self.ssh_option or ()),
+            python=self.remote_python,
+            connect_timeout=connect_timeout,
+            tflm_images=tflm_images,
+        )
 
 
-def with_data_source(command):
-    """Gives a command the data-source options in place of its ``source: DataSource`` parameter.
+DEFAULT_SSH = SshOptions()  # a command's `ssh` default: the user's own SSH setup
 
-    The options stand where ``source`` stands in the signature (so ``--help`` lists them there);
-    the command receives them gathered in one :class:`DataSource`.
+
+def with_option_groups(command):
+    """Gives a command the options of each option group it takes (``source: DataSource``, ``ssh: SshOptions``).
+
+    A group's options stand where the group stands in the signature (so ``--help`` lists them there),
+    with the group's default for their defaults; the command receives them gathered in one group.
     """
     signature = inspect.signature(command, eval_str=True)
-    parameters = []
+    parameters, groups = [], {}
     for parameter in signature.parameters.values():
-        if parameter.name != "source":
+        group = parameter.annotation
+        if not (isinstance(group, type) and dataclasses.is_dataclass(group)):
             parameters.append(parameter)
             continue
-        for name, (annotation, default) in _SOURCE_OPTIONS.items():
-            parameters.append(parameter.replace(name=name, annotation=annotation, default=default))
+        groups[parameter.name] = group
+        options = typing.get_type_hints(group, include_extras=True)
+        for field in dataclasses.fields(group):
+            default = getattr(parameter.default, field.name)
+            parameters.append(
+                parameter.replace(name=field.name, annotation=options[field.name], default=default)
+            )
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
-        source = DataSource(**{name: kwargs.pop(name) for name in _SOURCE_OPTIONS})
-        return command(*args, source=source, **kwargs)
+        for name, group in groups.items():
+            kwargs[name] = group(
+                **{field.name: kwargs.pop(field.name) for field in dataclasses.fields(group)}
+            )
+        return command(*args, **kwargs)
 
     wrapper.__signature__ = signature.replace(parameters=parameters)
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
@@ -225,6 +272,23 @@ def fails_cleanly(command):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def print_answers(results: Iterable[Any], line: Callable[[Any, str], str]) -> int:
+    """Prints each image's answer, ``line(result, classes)``, or its error as one red line.
+
+    Returns:
+        How many images failed (the command exits non-zero after its summary).
+    """
+    failed = 0
+    for result in results:
+        if result.error:
+            failed += 1
+            print_error(result.error)
+            continue
+        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
+        console.print(line(result, classes), highlight=False)
+    return failed
 
 
 def print_error(text: str) -> None:
@@ -319,24 +383,4 @@ def bench_options(threads: str, runs: int, min_seconds: float, max_seconds: floa
         min_seconds=min_seconds,
         max_seconds=max_seconds,
         warmup=warmup,
-    )
-
-
-def target_option(
-    target: str,
-    ssh_key: Optional[Path],
-    ssh_option: Optional[list[str]],
-    remote_python: str,
-    ssh_timeout: int,
-    tflm_images: Optional[int] = None,
-):
-    from edge_fm import parse_target
-
-    return parse_target(
-        target,
-        identity=str(ssh_key) if ssh_key else None,
-        ssh_options=tuple(ssh_option or ()),
-        python=remote_python,
-        connect_timeout=ssh_timeout,
-        tflm_images=tflm_images,
     )

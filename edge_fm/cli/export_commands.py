@@ -10,9 +10,11 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DataDirOption,
+    TopOption,
     app,
     console,
     fails_cleanly,
+    print_answers,
     print_error,
 )
 from edge_fm.errors import EdgeFMError
@@ -292,7 +294,7 @@ def predict_command(
         Optional[list[Path]],
         typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey); or none, with --data."),
     ] = None,
-    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+    top: TopOption = 3,
     data: Annotated[
         Optional[str],
         typer.Option(
@@ -321,18 +323,15 @@ def predict_command(
         results = classify_test_split(artifact, data, data_dir, count, top)
     else:
         results = classify_files(artifact, images, top)
-    failed = 0
-    for result in results:
-        if result.error:
-            failed += 1
-            print_error(result.error)
-            continue
-        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
-        note = " (light background, inverted)" if result.inverted else ""
-        truth = f" (true class: {result.label})" if result.label is not None else ""
-        console.print(f"{result.path}{truth}: [bold]{classes}[/]{note}", highlight=False)
+    failed = print_answers(results, _prediction_line)
     if data is not None:
         right = sum(result.top[0][0] == result.label for result in results)
         console.print(f"{right} of {len(results)} right (top-1)", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+def _prediction_line(result, classes: str) -> str:
+    note = " (light background, inverted)" if result.inverted else ""
+    truth = f" (true class: {result.label})" if result.label is not None else ""
+    return f"{result.path}{truth}: [bold]{classes}[/]{note}"

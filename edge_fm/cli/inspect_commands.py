@@ -182,35 +182,31 @@ def _activations_text(op: dict) -> str:
     return f"{act['dtype']} {act['scale_min']:.3g}"
 
 
+# The measures of each layer-wise ranking (float twin, QuantizationDebugger): header, the layer's field, format.
+TWIN_MEASURES = (
+    ("adds (steps)", "added_rmse_per_scale", "+.3f"),
+    ("RMSE (steps)", "rmse_per_scale", ".3f"),
+    ("mean |err| (steps)", "mean_abs_error_per_scale", ".3f"),
+    ("clipped", "clipped_share", ".2%"),
+)
+DEBUGGER_MEASURES = (
+    ("RMSE (steps)", "rmse_per_scale", ".3f"),
+    ("max |err| (steps)", "max_abs_error_per_scale", ".2f"),
+    ("bias (steps)", "mean_error_per_scale", "+.3f"),
+)
 DRIFT = 0.5  # a layer's RMSE over its float values' RMS above which the twin comparison reads as drift
 
 
 def _print_twin_errors(errors: dict) -> None:
     """The float-twin measure's ranking, captioned with what it measures."""
     twin = errors["twin"]
-    table = Table(
-        "rank",
-        "op",
-        "adds (steps)",
-        "RMSE (steps)",
-        "mean |err| (steps)",
-        "clipped",
-        "layer",
-        title=f"worst-quantized layers of {errors['format']} by the error each adds ({errors['images']} "
+    _print_layer_ranking(
+        errors,
+        f"worst-quantized layers of {errors['format']} by the error each adds ({errors['images']} "
         "validation images)",
+        TWIN_MEASURES,
         caption=f"Measures {errors['measures']}.",
     )
-    for rank, layer in enumerate(errors["layers"][:10], 1):
-        table.add_row(
-            str(rank),
-            layer["op"],
-            f"{layer['added_rmse_per_scale']:+.3f}",
-            f"{layer['rmse_per_scale']:.3f}",
-            f"{layer['mean_abs_error_per_scale']:.3f}",
-            f"{layer['clipped_share']:.2%}",
-            escape(layer["tensor"][:70]),
-        )
-    console.print(table)
     drifted = [layer for layer in errors["layers"][:10] if layer.get("relative_error", 0) > DRIFT]
     if drifted:
         console.print(
@@ -220,10 +216,9 @@ def _print_twin_errors(errors: dict) -> None:
             highlight=False,
         )
     console.print(
-        f"{errors['note']}; rounding alone gives {errors['rounding_rmse']:.2f} steps RMSE. The twin agrees with "
-        f"the artifact on {twin['agreement']:.1%} of top-1 answers ({twin['agreement_counting_ties']:.1%} counting "
-        f"tied int8 outputs; accuracy {twin['int8_accuracy']:.1%} int8, "
-        f"{twin['twin_accuracy']:.1%} twin). How: {errors['how']}. Data: {errors['data']}.",
+        f"{_rounding_text(errors)} The twin agrees with the artifact on {twin['agreement']:.1%} of top-1 answers "
+        f"({twin['agreement_counting_ties']:.1%} counting tied int8 outputs; accuracy {twin['int8_accuracy']:.1%} "
+        f"int8, {twin['twin_accuracy']:.1%} twin). How: {errors['how']}. Data: {errors['data']}.",
         highlight=False,
     )
 
@@ -232,31 +227,31 @@ def _print_errors(errors: dict) -> None:
     if errors.get("method") == "float twin":
         _print_twin_errors(errors)
     elif errors.get("status") == "measured":
-        table = Table(
-            "rank",
-            "op",
-            "RMSE (steps)",
-            "max |err| (steps)",
-            "bias (steps)",
-            "layer",
-            title=f"layers that lose most to {errors['format']} ({errors['images']} validation images)",
+        _print_layer_ranking(
+            errors,
+            f"layers that lose most to {errors['format']} ({errors['images']} validation images)",
+            DEBUGGER_MEASURES,
         )
-        for rank, layer in enumerate(errors["layers"][:10], 1):
-            table.add_row(
-                str(rank),
-                layer["op"],
-                f"{layer['rmse_per_scale']:.3f}",
-                f"{layer['max_abs_error_per_scale']:.2f}",
-                f"{layer['mean_error_per_scale']:+.3f}",
-                escape(layer["tensor"][:70]),
-            )
-        console.print(table)
         console.print(
-            f"{errors['note']}; rounding alone gives {errors['rounding_rmse']:.2f} steps RMSE. "
-            f"{errors['how']}, source run {errors['source_run']}.",
-            highlight=False,
+            f"{_rounding_text(errors)} {errors['how']}, source run {errors['source_run']}.", highlight=False
         )
     elif errors:
         console.print(
             f"[yellow]layer-wise error not measured:[/] {escape(errors['reason'])}", highlight=False
         )
+
+
+def _print_layer_ranking(
+    errors: dict, title: str, measures: tuple[tuple[str, str, str], ...], caption: str | None = None
+) -> None:
+    """The ten layers the error ranks worst: rank, op, each measure, the layer's tensor."""
+    table = Table("rank", "op", *(header for header, _, _ in measures), "layer", title=title, caption=caption)
+    for rank, layer in enumerate(errors["layers"][:10], 1):
+        cells = [format(layer[field], spec) for _, field, spec in measures]
+        table.add_row(str(rank), layer["op"], *cells, escape(layer["tensor"][:70]))
+    console.print(table)
+
+
+def _rounding_text(errors: dict) -> str:
+    """The yardstick both rankings are read against: the error rounding alone gives."""
+    return f"{errors['note']}; rounding alone gives {errors['rounding_rmse']:.2f} steps RMSE."

@@ -12,22 +12,24 @@ from rich.table import Table
 from edge_fm.cli.bench_commands import print_bench_table
 from edge_fm.cli.common import (
     DEFAULT_SOURCE,
+    DEFAULT_SSH,
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
     MinSecondsOption,
-    RemotePythonOption,
+    PresetOption,
     RichReporter,
+    RunsOption,
     SampleRunOption,
-    SshKeyOption,
+    SshOptions,
     ThreadsOption,
+    TrainSettingsOption,
     app,
     bench_options,
     command_line,
     console,
     fails_cleanly,
-    target_option,
-    with_data_source,
+    with_option_groups,
 )
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
 from edge_fm.runner import DEFAULTS as MEASURE
@@ -101,12 +103,10 @@ def ship_command(
 
 @app.command("pipeline")
 @fails_cleanly
-@with_data_source
+@with_option_groups
 def pipeline_command(
     arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
-    preset: Annotated[
-        str, typer.Option(help="'quick' (smoke run) or 'paper' (the paper's recipe).")
-    ] = "quick",
+    preset: PresetOption = "quick",
     sample: SampleRunOption = False,
     prune: Annotated[
         Optional[float], typer.Option(help="Prune to this sparsity (0-1) before quantizing.")
@@ -121,18 +121,14 @@ def pipeline_command(
         ),
     ] = None,
     epochs: FineTuneEpochsOption = None,
-    settings: Annotated[
-        Optional[list[str]], typer.Option("--set", help="Training config field as key=value (repeatable).")
-    ] = None,
+    settings: TrainSettingsOption = None,
     target: Annotated[
         str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")
     ] = "local",
     threads: ThreadsOption = MEASURE.threads,
-    runs: Annotated[int, typer.Option(help="Minimum timed runs per artifact.")] = PIPELINE_BENCH.runs,
+    runs: RunsOption = PIPELINE_BENCH.runs,
     min_seconds: MinSecondsOption = PIPELINE_BENCH.min_seconds,
-    ssh_key: SshKeyOption = None,
-    ssh_option: Annotated[Optional[list[str]], typer.Option(help="Extra ssh -o option (repeatable).")] = None,
-    remote_python: RemotePythonOption = "python3",
+    ssh: SshOptions = DEFAULT_SSH,
     data_dir: DataDirOption = None,
     source: DataSource = DEFAULT_SOURCE,
     runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path(
@@ -156,7 +152,7 @@ def pipeline_command(
     overrides.update(chosen)
     config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
     options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
-    where = target_option(target, ssh_key, ssh_option, remote_python, 10)
+    where = ssh.target(target, 10)
     reporter = RichReporter(console)
 
     def log(message: str) -> None:
@@ -183,7 +179,7 @@ def pipeline_command(
 
 @app.command("sweep")
 @fails_cleanly
-@with_data_source
+@with_option_groups
 def sweep_command(
     spec: Annotated[
         Optional[Path],

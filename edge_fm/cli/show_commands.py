@@ -8,12 +8,14 @@ from typing import Annotated, Optional
 import typer
 
 from edge_fm.cli.common import (
+    BenchResultOption,
     BundleDataOption,
     DataDirOption,
+    TopOption,
     app,
     console,
     fails_cleanly,
-    print_error,
+    print_answers,
 )
 
 
@@ -40,9 +42,7 @@ def report_command(
     explained: Annotated[
         int, typer.Option("--explained", help="Images explained, one per class (0-10).")
     ] = 10,
-    bench: Annotated[
-        Optional[Path], typer.Option("--bench", help="Bench result JSON with a folder's measured figures.")
-    ] = None,
+    bench: BenchResultOption = None,
     data: BundleDataOption = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
@@ -68,7 +68,7 @@ def explain_command(
     out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path(
         "explanations"
     ),
-    top: Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")] = 3,
+    top: TopOption = 3,
 ) -> None:
     """Write a heat map of where the model looks, per image, and print its top classes.
 
@@ -76,16 +76,10 @@ def explain_command(
     """
     from edge_fm import explain_files
 
-    failed = 0
-    for result in explain_files(model, images, out, top):
-        if result.error:
-            failed += 1
-            print_error(result.error)
-            continue
-        classes = ", ".join(f"{name} {p:.1%}" for name, p in result.top)
-        console.print(
-            f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}", highlight=False
-        )
+    failed = print_answers(
+        explain_files(model, images, out, top),
+        lambda result, classes: f"{result.image}: [bold]{classes}[/]  {result.method}: {result.overlay}",
+    )
     if failed:
         raise typer.Exit(1)
 
@@ -105,9 +99,7 @@ def serve_command(
         typer.Option("--expose", help="Confirm serving beyond this machine (add --key to require a key)."),
     ] = False,
     max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
-    bench: Annotated[
-        Optional[Path], typer.Option(help="Bench result JSON with the models' measured figures.")
-    ] = None,
+    bench: BenchResultOption = None,
     key: Annotated[
         Optional[str],
         typer.Option(

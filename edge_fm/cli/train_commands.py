@@ -12,20 +12,24 @@ from edge_fm.cli.common import (
     DEFAULT_SOURCE,
     DataDirOption,
     DataSource,
+    FineTuneEpochsOption,
+    PresetOption,
     RichReporter,
     RunsDirOption,
+    SampleRunOption,
+    TrainSettingsOption,
     app,
     console,
     err_console,
     fails_cleanly,
-    with_data_source,
+    with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 
 
 @app.command("train")
 @fails_cleanly
-@with_data_source
+@with_option_groups
 def train_command(
     arch: Annotated[
         Optional[str],
@@ -33,12 +37,8 @@ def train_command(
             help="Architecture (see `edge-fm zoo`); omit with --resume (and with --init-from: the source's)."
         ),
     ] = None,
-    preset: Annotated[
-        str, typer.Option(help="Recipe to start from: 'quick' (smoke run) or 'paper' (the paper's).")
-    ] = "quick",
-    sample: Annotated[
-        bool, typer.Option("--sample", help="Use the embedded sample instead of the full dataset.")
-    ] = False,
+    preset: PresetOption = "quick",
+    sample: SampleRunOption = False,
     data_dir: DataDirOption = None,
     source: DataSource = DEFAULT_SOURCE,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
@@ -92,12 +92,7 @@ def train_command(
             "or a Keras weights file of the backbone without its top.",
         ),
     ] = None,
-    settings: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--set", help="Any config field as key=value (repeatable), e.g. --set label_smoothing=0.1."
-        ),
-    ] = None,
+    settings: TrainSettingsOption = None,
     arch_options: Annotated[
         Optional[list[str]],
         typer.Option(
@@ -313,9 +308,7 @@ def optimize_command(
             help="QAT: fold batch norms that feed a Dense into it first, so QAT trains the shipped weights.",
         ),
     ] = True,
-    epochs: Annotated[
-        Optional[int], typer.Option(help="Fine-tuning epochs of each step (default 4).")
-    ] = None,
+    epochs: FineTuneEpochsOption = None,
     lr: Annotated[
         Optional[float],
         typer.Option("--lr", help="Peak fine-tuning learning rate (default: the parent's / 10)."),
