@@ -13,11 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
-
-
-class InvalidJSONError(EdgeFMError, ValueError):
-    """A file that should hold JSON does not; still a ``ValueError``, as ``json``'s own error is,
-    for callers that treat a corrupt file as absent."""
+from edge_fm.records import InvalidJSONError, check_size, parse_json
 
 
 def check_output_file(path: Path | str, option: str = "") -> Path:
@@ -152,8 +148,6 @@ def read_json(path: Path) -> Any:
         EdgeFMError: The file is missing, a folder, unreadable, not valid JSON, or not what its
             name says (one line naming the field).
     """
-    from edge_fm.records import check_size, parse_json
-
     path = Path(path)
     try:
         if path.is_file():

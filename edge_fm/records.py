@@ -6,7 +6,8 @@ digits of an integer), must have the top-level type of its kind, and the fields 
 must have their types. Any problem is one :class:`~edge_fm.errors.EdgeFMError` line that names the
 file and the field. A file's kind is known by its name (``manifest.json``, ``provenance.json``, ...; a bundle's
 description is checked by its owner, :mod:`edge_fm.export.bundles`);
-a benchmark result, whatever its name, is checked by :func:`check_bench_result`.
+a benchmark result, whatever its name, is checked by
+:func:`edge_fm.result_files.check_bench_result`.
 
 Labels are one-line strings: a label is printed, drawn and compiled into firmware.
 """
@@ -25,6 +26,12 @@ MAX_INT_DIGITS = 40  # digits of one integer (byte counts and seeds need at most
 MAX_LABEL_CHARS = 200
 
 _FIX = "re-create it with the command that made it."
+
+
+class InvalidJSONError(EdgeFMError, ValueError):
+    """A file that should hold JSON does not; still a ``ValueError``, as ``json``'s own error is,
+    for callers that treat a corrupt file as absent."""
+
 
 # Field types per kind of file, by dotted path; a field may be absent (older files) or null.
 # Types: str, int, number, bool, dict, list, labels (one-line strings), list[int], list[dict].
@@ -55,18 +62,6 @@ _SCHEMAS: dict[str, dict[str, str]] = {
     "metrics.json": {},
     "bench.json": {"rows": "list[dict]", "target": "str", "environment": "dict", "test_set": "dict"},
 }
-_BENCH_ROW = {
-    "artifact": "str",
-    "path": "str",
-    "format": "str",
-    "status": "str",
-    "threads": "int",
-    "bytes": "int",
-    "accuracy": "number",
-    "latency": "dict",
-    "model": "str",
-    "error": "str",
-}
 
 
 def parse_json(text: str, path: Path | str) -> Any:
@@ -75,7 +70,6 @@ def parse_json(text: str, path: Path | str) -> Any:
     Raises:
         EdgeFMError: Not JSON, too deep, an integer too long, or the wrong type for its kind.
     """
-    from edge_fm.io import InvalidJSONError
 
     def bounded_int(digits: str) -> int:
         if len(digits.lstrip("-")) > MAX_INT_DIGITS:
@@ -113,8 +107,6 @@ def check_size(path: Path | str) -> None:
     Raises:
         EdgeFMError: The file is larger.
     """
-    from edge_fm.io import InvalidJSONError
-
     size = Path(path).stat().st_size
     if size > MAX_BYTES:
         raise InvalidJSONError(
@@ -125,8 +117,6 @@ def check_size(path: Path | str) -> None:
 
 def check_depth(value: Any, path: Path | str) -> None:
     """Refuses values nested deeper than :data:`MAX_DEPTH` (readers walk them recursively)."""
-    from edge_fm.io import InvalidJSONError
-
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -146,8 +136,6 @@ def check_fields(value: Any, schema: dict[str, str], path: Path | str, what: str
     Raises:
         EdgeFMError: One line naming the file and the first wrong field.
     """
-    from edge_fm.io import InvalidJSONError
-
     if not isinstance(value, dict):
         raise InvalidJSONError(
             f"{path}: {what or 'the file'} holds {_kind(value)}, not an object of named fields: "
@@ -181,29 +169,6 @@ def check_labels(labels: Any, where: str) -> list[str]:
     if problem:
         raise EdgeFMError(f"{where} {problem}; re-export the bundle with `edge-fm export`.")
     return list(labels)
-
-
-def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
-    """A benchmark result (``edge-fm bench --json``), checked and unwrapped from its envelope
-    (:mod:`edge_fm.result_files`); any file name.
-
-    Raises:
-        EdgeFMError: Not a result, or a field of the wrong type (naming the row).
-    """
-    from edge_fm.io import InvalidJSONError
-    from edge_fm.result_files import flat, kind_of
-
-    if kind_of(value) == "bench" and isinstance(value.get("results"), dict):
-        check_fields(value, {"command": "str", "environment": "dict"}, path)
-        value = flat(value)  # the envelope of every result file; a bare result is an older file
-    if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
-        raise InvalidJSONError(
-            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
-        )
-    check_fields(value, _SCHEMAS["bench.json"], path)
-    for index, row in enumerate(value["rows"]):
-        check_fields(row, _BENCH_ROW, path, what=f"rows[{index}].")
-    return value
 
 
 def parse_front_matter(text: str, path: Path | str) -> dict[str, Any] | None:
@@ -328,3 +293,8 @@ def _kind(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+def fields_of(name: str) -> dict[str, str]:
+    """The field types of the kind of file called ``name`` (``bench.json``, ``manifest.json``, ...)."""
+    return _SCHEMAS[name]

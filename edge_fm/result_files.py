@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.records import InvalidJSONError, check_fields, fields_of
 
 VERSION = 1
 _SCHEMA = re.compile(r"^edge-fm/([a-z0-9-]+)/(\d+)$")
@@ -156,3 +157,38 @@ def private_strings(value: Any, where: str = "") -> list[tuple[str, str]]:
         for index, item in enumerate(value):
             found += private_strings(item, f"{where}[{index}]")
     return found
+
+
+# The field types of a benchmark row (see :func:`edge_fm.records.check_fields`).
+BENCH_ROW_FIELDS = {
+    "artifact": "str",
+    "path": "str",
+    "format": "str",
+    "status": "str",
+    "threads": "int",
+    "bytes": "int",
+    "accuracy": "number",
+    "latency": "dict",
+    "model": "str",
+    "error": "str",
+}
+
+
+def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
+    """A benchmark result (``edge-fm bench --json``), checked and unwrapped from its envelope
+    (see :func:`envelope`); any file name.
+
+    Raises:
+        EdgeFMError: Not a result, or a field of the wrong type (naming the row).
+    """
+    if kind_of(value) == "bench" and isinstance(value.get("results"), dict):
+        check_fields(value, {"command": "str", "environment": "dict"}, path)
+        value = flat(value)  # the envelope of every result file; a bare result is an older file
+    if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
+        raise InvalidJSONError(
+            f"{path} is not a benchmark result (no 'rows'): pass a JSON written by `edge-fm bench --json`."
+        )
+    check_fields(value, fields_of("bench.json"), path)
+    for index, row in enumerate(value["rows"]):
+        check_fields(row, BENCH_ROW_FIELDS, path, what=f"rows[{index}].")
+    return value

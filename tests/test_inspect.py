@@ -252,7 +252,8 @@ def test_keep_float_naming_no_op_is_refused_and_writes_nothing(exported, tmp_pat
 
 
 def test_int8_error_by_op_is_the_short_form_of_layer_errors(exported):
-    from edge_fm.export.exporter import int8_error_by_op, representative_images
+    from edge_fm.export.exporter import representative_images
+    from edge_fm.export.quant_debug import int8_error_by_op
     from edge_fm.train.runs import Run
 
     run = Run(exported["train"])

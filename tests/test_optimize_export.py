@@ -21,9 +21,9 @@ from edge_fm.export.exporter import (
     export,
     format_names,
     get_format,
-    int8_error_by_op,
     representative_images,
 )
+from edge_fm.export.quant_debug import int8_error_by_op
 from edge_fm.export.tflite_file import inspect as inspect_tflite
 from edge_fm.export.tflite_file import read_metadata
 from edge_fm.optimize.compress import OptimizeConfig, optimize, quantize_aware, resume_optimize

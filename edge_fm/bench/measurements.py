@@ -61,7 +61,7 @@ def read_bench(path: Path | str) -> dict[str, Any]:
     Raises:
         EdgeFMError: The file is missing, not JSON, or not a result of ``edge-fm bench``.
     """
-    from edge_fm.records import check_bench_result
+    from edge_fm.result_files import check_bench_result
 
     return check_bench_result(read_json(path), path)
 

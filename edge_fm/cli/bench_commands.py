@@ -250,10 +250,16 @@ def bench_command(
     Example: edge-fm bench models/ --target vela:ethos-u55-128
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
-    from edge_fm import bench_artifacts, plot_front, previous_result, write_results
+    from edge_fm import (
+        bench_artifacts,
+        check_cards_request,
+        plot_front,
+        previous_result,
+        refresh_cards,
+        write_results,
+    )
     from edge_fm import measure_artifacts as measure
     from edge_fm.io import check_output_file
-    from edge_fm.shipping.catalog import check_cards_request, refresh_cards
 
     if min_accuracy is not None and not 0 <= min_accuracy <= 1:
         raise EdgeFMError(f"--min-accuracy {min_accuracy}: give a fraction between 0 and 1, e.g. 0.9.")

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_fm.data.idx import EXPECTED_COUNTS, FILES, NUM_CLASSES, PUBLISHED_SHA256, read_idx
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
 
@@ -37,8 +38,6 @@ def published_release(directory: Path | str) -> dict[str, Any]:
         ``{"published": bool, "verdict": str, "files": {name: {"sha256", "matches_published"}}}``;
         ``verdict`` is :data:`PUBLISHED` or :data:`NOT_PUBLISHED`. A missing file counts as differing.
     """
-    from edge_fm.data.datasets import PUBLISHED_SHA256
-
     files = {}
     for name, expected in PUBLISHED_SHA256.items():
         path = Path(directory) / name
@@ -68,8 +67,6 @@ def check_splits(directory: Path | str) -> None:
         EdgeFMError: The splits are swapped, identical or overlapping, or a split of Fashion-MNIST's
             size has classes of other sizes.
     """
-    from edge_fm.data.datasets import FILES
-
     files = [Path(directory) / name for pair in FILES.values() for name in pair]
     if not all(path.is_file() for path in files):
         return
@@ -81,8 +78,6 @@ def check_splits(directory: Path | str) -> None:
 
 @functools.lru_cache(maxsize=8)
 def _check(folder: str, files: tuple[tuple[str, int, int], ...]) -> None:
-    from edge_fm.data.datasets import EXPECTED_COUNTS, FILES, NUM_CLASSES, read_idx
-
     paths = dict(zip([name for pair in FILES.values() for name in pair], (Path(f[0]) for f in files)))
     train_images, test_images = (read_idx(paths[FILES[split][0]]) for split in ("train", "test"))
     fix = (

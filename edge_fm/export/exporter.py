@@ -11,18 +11,16 @@ Example:
 
 from __future__ import annotations
 
-import re
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edge_fm.compat import keras, native_stderr_silenced, tf
 from edge_fm.data.reference import RECORD_KEY, data_record
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import write_bundle
+from edge_fm.export.converter import REPRESENTATIVE_SIZE, convert, representative_images  # noqa: F401 (re-exported)
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.tflite_file import embed_metadata, inspect
 from edge_fm.runner import RunnerError, TFLiteModel
@@ -33,113 +31,6 @@ from edge_fm.train.runs import Run, new_run_dir
 # artifacts keep its accuracy within a point.
 MIN_AGREEMENT = 0.99
 MAX_ACCURACY_DROP = 0.01
-# Training images drawn to calibrate integer formats.
-REPRESENTATIVE_SIZE = 500
-
-
-# ---------------------------------------------------------------- conversion
-
-
-def representative_images(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
-    """A seeded random subset of ``images`` for int8 calibration (drawn from the training split)."""
-    if count < 1:
-        raise EdgeFMError(f"representative set size must be at least 1, got {count}.")
-    rng = np.random.default_rng(seed)
-    return images[rng.choice(len(images), size=min(count, len(images)), replace=False)]
-
-
-def convert(
-    model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None = None
-) -> bytes:
-    """Converts a Keras model to a .tflite flatbuffer in format ``fmt``.
-
-    Args:
-        model: The Keras model (a QAT model for ``qat-int8``).
-        fmt: The format.
-        io_dtype: ``int8``, ``uint8`` or ``float32`` input/output (integer formats only).
-        calibration: Raw uint8 images for the representative dataset of integer formats.
-
-    Returns:
-        The flatbuffer bytes.
-    """
-    converter = _converter(model, fmt, io_dtype, calibration)
-    try:
-        with native_stderr_silenced(), warnings.catch_warnings():
-            # Raised for every integer-input model; the inputs' ranges come from calibration.
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-            return bytes(converter.convert())
-    except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean the same to a user
-        if unsupported := _NO_16X8_KERNEL.findall(str(exc)):
-            raise EdgeFMError(
-                f"{fmt.name}: TFLite has no 16-bit-activation kernel for {', '.join(sorted(set(unsupported)))}; "
-                "export this model as int8 or int8-per-tensor."
-            ) from None
-        raise EdgeFMError(
-            f"conversion to {fmt.name} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        ) from None
-
-
-_NO_16X8_KERNEL = re.compile(r"16x8-bit not yet supported for op: '(\w+)'")
-
-
-def _converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calibration: np.ndarray | None):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if fmt.name == "fp16":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif fmt.name == "dynamic":
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif fmt.integer:
-        if calibration is None:
-            raise ValueError("integer formats need calibration images")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        # QAT models carry their own ranges; the converter still asks for a representative
-        # dataset when the input and output are integer, and uses it only where ranges are missing.
-        converter.representative_dataset = lambda: _representative_dataset(calibration)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8
-            if fmt.activation_bits == 16
-            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8
-        ]
-        if not fmt.per_channel:
-            converter._experimental_disable_per_channel = True  # the converter's only switch for it
-        dtype = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}[io_dtype]
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
-    return converter
-
-
-def int8_error_by_op(
-    model: keras.Model, calibration: np.ndarray, images: np.ndarray, format_name: str = "int8"
-) -> list[dict[str, Any]]:
-    """Where int8 conversion loses accuracy: each quantized op's error, worst first.
-
-    The short form of :func:`edge_fm.export.quant_debug.layer_errors` (TensorFlow's quantization debugger),
-    which gives more statistics per layer.
-
-    Args:
-        model: A float Keras model (a QAT model for ``qat-int8``).
-        calibration: Raw images for calibration, as :func:`convert` takes them.
-        images: Raw images the errors are measured on (validation images, not test).
-        format_name: ``int8``, ``int8-per-tensor`` or ``qat-int8`` (the debugger requantizes to int8 only).
-
-    Returns:
-        One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
-        did not set; none if it set them all): ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
-        Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
-        units of the output's quantization step: rounding alone gives about 0.29).
-    """
-    from edge_fm.export.quant_debug import layer_errors
-
-    return [
-        {"op": row["op"], "tensor": row["tensor"], "rmse_per_scale": row["rmse_per_scale"]}
-        for row in layer_errors(model, format_name, calibration, images)
-    ]
-
-
-def _representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
-    for image in images:
-        yield [image[None].astype(np.float32)]
 
 
 # ---------------------------------------------------------------- parity

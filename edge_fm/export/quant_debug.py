@@ -38,11 +38,11 @@ def _debugger(
 ):
     """TensorFlow's QuantizationDebugger on the float model, converted as ``format_name`` converts it."""
     from edge_fm.compat import native_stderr_silenced, tf
-    from edge_fm.export.exporter import _converter, _representative_dataset
+    from edge_fm.export.converter import representative_dataset, tflite_converter
     from edge_fm.export.formats import get_format
 
     # The debugger compares float and quantized tensors, so it needs float input and output.
-    converter = _converter(model, get_format(format_name), "float32", calibration)
+    converter = tflite_converter(model, get_format(format_name), "float32", calibration)
     options = tf.lite.experimental.QuantizationDebugOptions(
         denylisted_ops=list(denylisted_ops) or None, denylisted_nodes=list(denylisted_nodes) or None
     )
@@ -51,7 +51,7 @@ def _debugger(
         try:
             return tf.lite.experimental.QuantizationDebugger(
                 converter=converter,
-                debug_dataset=lambda: _representative_dataset(images),
+                debug_dataset=lambda: representative_dataset(images),
                 debug_options=options,
             )
         except ValueError as exc:
@@ -152,3 +152,29 @@ def mixed_models(
             ops,
             nodes,
         )
+
+
+def int8_error_by_op(
+    model, calibration: np.ndarray, images: np.ndarray, format_name: str = "int8"
+) -> list[dict[str, Any]]:
+    """Where int8 conversion loses accuracy: each quantized op's error, worst first.
+
+    The short form of :func:`layer_errors` (TensorFlow's quantization debugger),
+    which gives more statistics per layer.
+
+    Args:
+        model: A float Keras model (a QAT model for ``qat-int8``).
+        calibration: Raw images for calibration, as :func:`convert` takes them.
+        images: Raw images the errors are measured on (validation images, not test).
+        format_name: ``int8``, ``int8-per-tensor`` or ``qat-int8`` (the debugger requantizes to int8 only).
+
+    Returns:
+        One dict per op the converter quantized (for a QAT model, only the ops whose ranges QAT
+        did not set; none if it set them all): ``op`` (TFLite op name), ``tensor`` (its output tensor, named after the
+        Keras layers folded into it) and ``rmse_per_scale`` (root-mean-square error of its output in
+        units of the output's quantization step: rounding alone gives about 0.29).
+    """
+    return [
+        {"op": row["op"], "tensor": row["tensor"], "rmse_per_scale": row["rmse_per_scale"]}
+        for row in layer_errors(model, format_name, calibration, images)
+    ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_fm.compat import keras
 from edge_fm.io import atomic_path, write_json
@@ -15,7 +15,41 @@ from edge_fm.train.distribute import ONE_DEVICE, Placement
 from edge_fm.train.schedules import current_learning_rate
 
 if TYPE_CHECKING:
-    from edge_fm.train.trainer import Reporter
+    from edge_fm.train.config import TrainConfig
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI renders it, the library never prints."""
+
+    def start(
+        self, run_dir: Path, config: TrainConfig, data: str, steps_per_epoch: int, initial_epoch: int
+    ) -> None:
+        """Training is about to start (``initial_epoch`` > 0 when resuming)."""
+
+    def step(self, step: int, logs: dict[str, float]) -> None:
+        """A batch finished (``step`` counts from 1 within the epoch)."""
+
+    def epoch(self, epoch: int, logs: dict[str, float]) -> None:
+        """An epoch finished (``epoch`` counts from 1)."""
+
+    def message(self, text: str) -> None:
+        """Something worth telling the user."""
+
+
+class NullReporter:
+    """A reporter that ignores everything."""
+
+    def start(self, *args: Any) -> None:
+        pass
+
+    def step(self, *args: Any) -> None:
+        pass
+
+    def epoch(self, *args: Any) -> None:
+        pass
+
+    def message(self, *args: Any) -> None:
+        pass
 
 
 class HistoryWriter(keras.callbacks.Callback):

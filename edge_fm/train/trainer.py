@@ -17,7 +17,7 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from edge_fm.compat import GPUS, keras, tf
 from edge_fm.data.datasets import Dataset
@@ -25,7 +25,14 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.augment import make_pipeline
 from edge_fm.train.balance import CHOICES, class_weights, weights_record
-from edge_fm.train.callbacks import BestWeights, FreezeLayers, HistoryWriter, ReporterCallback
+from edge_fm.train.callbacks import (  # noqa: F401 (Reporter, NullReporter: re-exported)
+    BestWeights,
+    FreezeLayers,
+    HistoryWriter,
+    NullReporter,
+    Reporter,
+    ReporterCallback,
+)
 from edge_fm.train.config import DATA_SOURCES, TrainConfig, from_dict
 from edge_fm.train.device import describe_devices
 from edge_fm.train.distribute import (
@@ -56,40 +63,6 @@ from edge_fm.zoo.backbones import weights_to_follow
 
 BEST_WEIGHTS = "best.weights.h5"
 CHECKPOINT_DIR = "checkpoint"
-
-
-class Reporter(Protocol):
-    """Receives progress; the CLI renders it, the library never prints."""
-
-    def start(
-        self, run_dir: Path, config: TrainConfig, data: str, steps_per_epoch: int, initial_epoch: int
-    ) -> None:
-        """Training is about to start (``initial_epoch`` > 0 when resuming)."""
-
-    def step(self, step: int, logs: dict[str, float]) -> None:
-        """A batch finished (``step`` counts from 1 within the epoch)."""
-
-    def epoch(self, epoch: int, logs: dict[str, float]) -> None:
-        """An epoch finished (``epoch`` counts from 1)."""
-
-    def message(self, text: str) -> None:
-        """Something worth telling the user."""
-
-
-class NullReporter:
-    """A reporter that ignores everything."""
-
-    def start(self, *args: Any) -> None:
-        pass
-
-    def step(self, *args: Any) -> None:
-        pass
-
-    def epoch(self, *args: Any) -> None:
-        pass
-
-    def message(self, *args: Any) -> None:
-        pass
 
 
 def add_l2_penalty(model: keras.Model, l2: float) -> None:
