@@ -331,7 +331,7 @@ def _two_versions(tmp_path: Path) -> tuple[Path, Path]:
     """A models folder with a shipped ``tiny`` (the mlp) and its next version staged (edge-cnn-tiny)."""
     import shutil
 
-    from edge_fm.export.bundles import staging_path
+    from edge_fm.swap import staging_path
 
     repo = Path(__file__).resolve().parents[1] / "models"
     target = tmp_path / "models" / "tiny"
@@ -346,8 +346,8 @@ def _version(folder: Path) -> str:
 
 def test_a_ship_killed_between_its_two_renames_leaves_a_model_readers_put_back(tmp_path):
     from edge_fm.bench.measurements import bundles_in
-    from edge_fm.export.bundles import _retire, recover_folder, retired_path
     from edge_fm.shipping.catalog import read_provenances
+    from edge_fm.swap import _retire, recover_folder, retired_path
 
     target, staging = _two_versions(tmp_path)
     models = target.parent
@@ -368,7 +368,7 @@ def test_a_ship_killed_between_its_two_renames_leaves_a_model_readers_put_back(t
 
 def test_a_ship_swaps_its_folder_in_one_step_and_a_kill_after_it_leaves_one_model(tmp_path):
     from edge_fm.bench.measurements import bundles_in
-    from edge_fm.export.bundles import _exchange, _swap_by_renames, recover_folder, replace_folder
+    from edge_fm.swap import _exchange, _swap_by_renames, recover_folder, replace_folder
 
     target, staging = _two_versions(tmp_path)
     models = target.parent

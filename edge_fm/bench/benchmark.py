@@ -32,7 +32,8 @@ from edge_fm.bench.split_file import DataGroup, test_set_for_targets, write_test
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
 from edge_fm.data.reference import FASHION_MNIST, recorded_data, short_name
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, TEMPORARY_PREFIX, is_run, restore_retired
+from edge_fm.export.bundles import MODEL_FILE, is_run
+from edge_fm.swap import TEMPORARY_PREFIX, restore_retired
 
 # ---------------------------------------------------------------- inputs
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, MEASUREMENT_FILE, MODEL_FILE, Bundle, restore_retired
+from edge_fm.export.bundles import BENCH_FILE, MEASUREMENT_FILE, MODEL_FILE, Bundle
 from edge_fm.io import read_json
+from edge_fm.swap import restore_retired
 
 BENCH_IN_FOLDER = BENCH_FILE
 # What a bundle row takes from a measurement, and the types its record must give them.

@@ -18,13 +18,14 @@ from typing import Any
 from edge_fm.bench.benchmark import BenchOptions, bench
 from edge_fm.bench.measurements import FIGURES, read_bench
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MEASUREMENT_FILE, MODEL_FILE, read_description, restore_retired
+from edge_fm.export.bundles import MEASUREMENT_FILE, MODEL_FILE, read_description
 from edge_fm.io import read_json, write_bytes_atomic
 from edge_fm.result_files import write_result_file
 from edge_fm.shipping.card_forms import folder_forms
 from edge_fm.shipping.cards import model_card
 from edge_fm.shipping.runs_on import runs_on_rows
 from edge_fm.shipping.ship import CARD, PROVENANCE
+from edge_fm.swap import restore_retired
 
 TARGETS_FILE = "targets.json"  # a catalog's targets, judged in each benchmark run (see :func:`checks`)
 _COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}

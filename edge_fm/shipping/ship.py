@@ -23,12 +23,10 @@ from edge_fm.export.bundles import (
     PROVENANCE_FILE,
     RUN_CONFIG,
     read_description,
-    recover_folder,
-    replace_folder,
-    staging_path,
 )
 from edge_fm.io import check_output_dir, read_json, write_bytes_atomic, write_json
 from edge_fm.shipping.cards import LICENSE, model_card
+from edge_fm.swap import recover_folder, replace_folder, staging_path
 from edge_fm.train.runs import Run, library_versions, write_manifest
 
 BUNDLE_FILES = (MODEL_FILE, LABELS_FILE, DESCRIPTION_FILE)
