@@ -46,3 +46,31 @@ def by_name(table: Iterable[T], name: str, kind: str, known: Iterable[str] | Non
         if entry.name == name:
             return entry
     raise unknown_choice(kind, name, [entry.name for entry in entries] if known is None else known)
+
+
+class NameTable(tuple):
+    """A table of named rows (export formats, forms, accelerator configurations), in a fixed order,
+    each row looked up by its ``name``.
+
+    Args:
+        kind: What a name is, for the error of an unknown one (``"export format"``).
+        rows: The rows, each with a ``name``.
+        also_known: Names accepted besides the rows' (listed first in that error), e.g. ``none``.
+    """
+
+    def __new__(cls, kind: str, rows: Iterable, also_known: Iterable[str] = ()):
+        table = super().__new__(cls, rows)
+        table.kind, table.also_known = kind, tuple(also_known)
+        return table
+
+    def names(self) -> list[str]:
+        """The rows' names, in table order."""
+        return [row.name for row in self]
+
+    def get(self, name: str):
+        """The row called ``name``.
+
+        Raises:
+            EdgeFMError: An unknown name; the message lists the known ones.
+        """
+        return by_name(self, name, self.kind, [*self.also_known, *self.names()] if self.also_known else None)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from edge_fm.errors import by_name
+from edge_fm.errors import NameTable
 
 IO_DTYPES = ("int8", "uint8", "float32")
 
@@ -39,49 +39,44 @@ class ExportFormat:
     activation_bits: int = 8
 
 
-FORMATS: tuple[ExportFormat, ...] = (
-    ExportFormat("fp32", ".tflite", "none (float32)", ("float32",), integer=False),
-    ExportFormat("fp16", ".tflite", "float16 weights", ("float32",), integer=False),
-    ExportFormat(
-        "dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False
-    ),
-    ExportFormat("int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True),
-    ExportFormat(
-        "int8-per-tensor",
-        ".tflite",
-        "full-integer post-training int8, one scale per weight tensor (calibrated)",
-        IO_DTYPES,
-        integer=True,
-        per_channel=False,
-    ),
-    ExportFormat(
-        "int16x8",
-        ".tflite",
-        "post-training int16 activations, int8 weights (calibrated)",
-        ("int16", "float32"),
-        integer=True,
-        activation_bits=16,
-    ),
-    ExportFormat(
-        "qat-int8",
-        ".tflite",
-        "full-integer int8 from quantization-aware training",
-        IO_DTYPES,
-        integer=True,
-        needs_qat=True,
+FORMATS = NameTable(
+    "export format",
+    (
+        ExportFormat("fp32", ".tflite", "none (float32)", ("float32",), integer=False),
+        ExportFormat("fp16", ".tflite", "float16 weights", ("float32",), integer=False),
+        ExportFormat(
+            "dynamic", ".tflite", "dynamic-range int8 weights, float activations", ("float32",), integer=False
+        ),
+        ExportFormat(
+            "int8", ".tflite", "full-integer post-training int8 (calibrated)", IO_DTYPES, integer=True
+        ),
+        ExportFormat(
+            "int8-per-tensor",
+            ".tflite",
+            "full-integer post-training int8, one scale per weight tensor (calibrated)",
+            IO_DTYPES,
+            integer=True,
+            per_channel=False,
+        ),
+        ExportFormat(
+            "int16x8",
+            ".tflite",
+            "post-training int16 activations, int8 weights (calibrated)",
+            ("int16", "float32"),
+            integer=True,
+            activation_bits=16,
+        ),
+        ExportFormat(
+            "qat-int8",
+            ".tflite",
+            "full-integer int8 from quantization-aware training",
+            IO_DTYPES,
+            integer=True,
+            needs_qat=True,
+        ),
     ),
 )
 
 
-def format_names() -> list[str]:
-    """Names of the export formats, in table order."""
-    return [f.name for f in FORMATS]
-
-
-def get_format(name: str) -> ExportFormat:
-    """The :class:`ExportFormat` called ``name``.
-
-    Raises:
-        EdgeFMError: Unknown format; the message lists the known ones.
-    """
-    return by_name(FORMATS, name, "export format")
+format_names = FORMATS.names
+get_format = FORMATS.get

@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from edge_fm.errors import EdgeFMError, by_name
+from edge_fm.errors import EdgeFMError, NameTable
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
@@ -74,50 +74,44 @@ def _mobile(source: Path | str, **options) -> Path:
     return export_mobile(source, **options)
 
 
-FORMS: tuple[Form, ...] = (
-    Form(
-        "mobile",
-        "the mobile form",
-        "uint8 RGB input, standard metadata",
-        _mobile,
-        f"{_CHECKED} representative_size data",
+FORMS = NameTable(
+    "--for target",
+    (
+        Form(
+            "mobile",
+            "the mobile form",
+            "uint8 RGB input, standard metadata",
+            _mobile,
+            f"{_CHECKED} representative_size data",
+        ),
+        Form(
+            "mobile-gpu",
+            "the mobile GPU form",
+            "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
+            export_mobile_gpu,
+            _CHECKED,
+        ),
+        Form(
+            "mcu",
+            "the microcontroller form",
+            "TFLM firmware files, checked under TFLM",
+            export_mcu,
+            f"{_CHECKED} representative_size c_array_mode data images=parity_images",
+        ),
+        Form(
+            "ethos-u",
+            "the Ethos-U form",
+            "compiled by Arm's Vela with its estimate; needs --accelerator-config",
+            export_ethos_u_form,
+            f"{_CHECKED} representative_size config_name=accelerator_config",
+        ),
     ),
-    Form(
-        "mobile-gpu",
-        "the mobile GPU form",
-        "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
-        export_mobile_gpu,
-        _CHECKED,
-    ),
-    Form(
-        "mcu",
-        "the microcontroller form",
-        "TFLM firmware files, checked under TFLM",
-        export_mcu,
-        f"{_CHECKED} representative_size c_array_mode data images=parity_images",
-    ),
-    Form(
-        "ethos-u",
-        "the Ethos-U form",
-        "compiled by Arm's Vela with its estimate; needs --accelerator-config",
-        export_ethos_u_form,
-        f"{_CHECKED} representative_size config_name=accelerator_config",
-    ),
+    ("none",),
 )
 
 
-def form_names() -> list[str]:
-    """The forms' names, in table order."""
-    return [form.name for form in FORMS]
-
-
-def get_form(name: str) -> Form:
-    """The form called ``name``.
-
-    Raises:
-        EdgeFMError: An unknown name, with the known ones.
-    """
-    return by_name(FORMS, name, "--for target", ["none", *form_names()])
+form_names = FORMS.names
+get_form = FORMS.get
 
 
 def export_form(source: Path | str, form: str, options: FormOptions = FormOptions()) -> Path:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_fm.errors import EdgeFMError, by_name
+from edge_fm.errors import EdgeFMError, NameTable
 from edge_fm.export.bundles import (
     Bundle,
     artifact_record,
@@ -53,31 +53,24 @@ class EthosUConfig:
     memory_mode: str
 
 
-ETHOS_U_CONFIGS: tuple[EthosUConfig, ...] = (
-    EthosUConfig("ethos-u55-32", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
-    EthosUConfig("ethos-u55-64", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
-    EthosUConfig("ethos-u55-128", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
-    EthosUConfig("ethos-u55-256", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
-    EthosUConfig("ethos-u65-256", "Ethos_U65_High_End", "Dedicated_Sram_384KB"),
-    EthosUConfig("ethos-u65-512", "Ethos_U65_High_End", "Dedicated_Sram_384KB"),
-    EthosUConfig("ethos-u85-256", "Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB"),
-    EthosUConfig("ethos-u85-512", "Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB"),
+ETHOS_U_CONFIGS = NameTable(
+    "Ethos-U accelerator config",
+    (
+        EthosUConfig("ethos-u55-32", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
+        EthosUConfig("ethos-u55-64", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
+        EthosUConfig("ethos-u55-128", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
+        EthosUConfig("ethos-u55-256", "Ethos_U55_High_End_Embedded", "Shared_Sram"),
+        EthosUConfig("ethos-u65-256", "Ethos_U65_High_End", "Dedicated_Sram_384KB"),
+        EthosUConfig("ethos-u65-512", "Ethos_U65_High_End", "Dedicated_Sram_384KB"),
+        EthosUConfig("ethos-u85-256", "Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB"),
+        EthosUConfig("ethos-u85-512", "Ethos_U85_SYS_DRAM_Mid", "Dedicated_Sram_384KB"),
+    ),
 )
 DEFAULT_CONFIGS = ("ethos-u55-128", "ethos-u65-256")
 
 
-def config_names() -> list[str]:
-    """The Ethos-U configurations, in table order."""
-    return [config.name for config in ETHOS_U_CONFIGS]
-
-
-def get_config(name: str) -> EthosUConfig:
-    """The :class:`EthosUConfig` called ``name``.
-
-    Raises:
-        EdgeFMError: Unknown configuration; the message lists the valid ones.
-    """
-    return by_name(ETHOS_U_CONFIGS, name, "Ethos-U accelerator config")
+config_names = ETHOS_U_CONFIGS.names
+get_config = ETHOS_U_CONFIGS.get
 
 
 @dataclasses.dataclass(frozen=True)
