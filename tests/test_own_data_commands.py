@@ -146,6 +146,15 @@ def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_sp
         assert row["test_set"] == f"test split of {Run(run).dataset().describe()} ({sum(counts)} images)"
     assert result["test_set"]["images"] == sum(group["images"] for group in groups)
 
+    bare = tmp_path / "bare.tflite"  # the artifact alone: the description it embeds names its data
+    shutil.copyfile(models / "low" / "model.tflite", bare)
+    code, output = run_cli("bench", bare, "--json", tmp_path / "bare.json", *FAST_BENCH)
+    assert code == 0, output
+    (row,) = flat(read_result_file(tmp_path / "bare.json", "bench"))["rows"]
+    assert row["status"] == "ok" and row["accuracy"] == pytest.approx(
+        evaluate_artifact(models / "low")["accuracy"]
+    )
+
     code, output = run_cli("bench", models, "--data", two_datasets["low"][0], *FAST_BENCH)
     assert_one_line_error(code, output, "names one dataset, but these models were made from 2")
     code, output = run_cli("bench", models, "--baseline", two_datasets["low"][1], *FAST_BENCH)

@@ -114,11 +114,12 @@ def data_groups(artifacts: list[Path], data: str | Path | None = None) -> list[D
 
 
 def _description(artifact: Path) -> dict[str, Any]:
-    """A bundle's ``model.json``; empty for a bare file, or one the benchmark reports as corrupt."""
+    """A bundle's ``model.json``, or the description edge-fm embeds in a bare .tflite file (which
+    names the model's own dataset); empty for a file without one, or one the benchmark reports as corrupt."""
     from edge_fm.export.bundles import Bundle
 
     try:
-        return Bundle.open(artifact).description
+        return Bundle.open(artifact, embedded=True).description
     except EdgeFMError:
         return {}
 
