@@ -154,6 +154,7 @@ def test_bench_groups_a_folder_of_models_of_two_datasets_each_on_its_own_test_sp
     assert row["status"] == "ok" and row["accuracy"] == pytest.approx(
         evaluate_artifact(models / "low")["accuracy"]
     )
+    assert row["format"] == "int8"  # named by the description the file embeds
 
     code, output = run_cli("bench", models, "--data", two_datasets["low"][0], *FAST_BENCH)
     assert_one_line_error(code, output, "names one dataset, but these models were made from 2")

@@ -311,11 +311,14 @@ def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
-    """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it)."""
+    """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it);
+    a bare file's row gets the format its embedded description names (the runner reads ``model.json`` only)."""
     from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
 
     path = Path(row.get("path", ""))
     if path.name != MODEL_FILE or not path.with_name(DESCRIPTION_FILE).is_file():
+        if row.get("format") is None and path.is_file():
+            row["format"] = _description(path).get("format")
         return row
     try:
         read_description(path)
