@@ -63,6 +63,9 @@ class NameTable(tuple):
         table.kind, table.also_known = kind, tuple(also_known)
         return table
 
+    def __getnewargs__(self):  # copies and pickles rebuild the table with its kind
+        return self.kind, tuple(self), self.also_known
+
     def names(self) -> list[str]:
         """The rows' names, in table order."""
         return [row.name for row in self]

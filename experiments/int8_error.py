@@ -25,9 +25,9 @@ from edge_fm.export.exporter import (
     REPRESENTATIVE_SIZE,
     convert,
     get_format,
-    int8_error_by_op,
     representative_images,
 )
+from edge_fm.export.quant_debug import int8_error_by_op
 from edge_fm.result_files import environment, write_result_file
 from edge_fm.runner import TFLiteModel, cpu_model
 from edge_fm.train.evaluate import predict_proba

@@ -901,6 +901,26 @@ def test_bench_reports_a_bundle_whose_model_json_is_corrupt(bundle, tmp_path):
     ), output
 
 
+@pytest.mark.parametrize(
+    "payload, shown",
+    [(b"[1, 2]", "?"), (b'{"format": {"x": 1}}', "?"), (b'{"format": "[red]x[/red]"}', "[red]x[/red]")],
+)
+def test_bench_of_a_bare_file_with_a_bad_embedded_description_measures_it(bundle, tmp_path, payload, shown):
+    # Before: an AttributeError (a list), a rich rendering error (a dict as format), markup read as markup.
+    from edge_fm.export import tflite_file
+
+    model = tflite_file.read((bundle / "model.tflite").read_bytes())
+    tflite_file.set_metadata(model, tflite_file.METADATA_DESCRIPTION, payload)
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(tflite_file.serialize(model))
+    code, output = run_cli("bench", bare, "--sample", "--runs", "3", "--min-seconds", "0", "--threads", "1")
+    assert code == 0 and "Traceback" not in output, output
+    row = next(line for line in output.splitlines() if line.startswith("│ bare"))
+    assert row.split("│")[2].strip() == shown, (
+        row
+    )  # an untrusted description names no format; text stays text
+
+
 # ---------------------------------------------------------------- labels that do not match the model
 
 

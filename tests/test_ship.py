@@ -387,3 +387,13 @@ def test_a_ship_swaps_its_folder_in_one_step_and_a_kill_after_it_leaves_one_mode
     target, staging = _two_versions(tmp_path / "renames")  # where there is no exchange
     _swap_by_renames(staging, target)
     assert sorted(p.name for p in target.parent.iterdir()) == ["tiny"] and _version(target) == "edge-cnn-tiny"
+
+
+def test_bench_catalog_refuses_a_folder_that_holds_no_shipped_models(tmp_path):
+    from edge_fm.bench.options import BenchOptions
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.shipping.catalog import bench_catalog
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(EdgeFMError, match="is not a folder of shipped models"):
+        bench_catalog(tmp_path, BenchOptions())

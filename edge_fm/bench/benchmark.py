@@ -129,7 +129,7 @@ def _description(artifact: Path) -> dict[str, Any]:
 
 def bench(
     paths: list[Path | str],
-    target: str | Any | list[str | Any] = "local",
+    target: str | LocalTarget | SshTarget | list[str | LocalTarget | SshTarget] = "local",
     options: BenchOptions = BenchOptions(),
     baseline: Path | str | None = None,
     data_dir: Path | str | None = None,
@@ -201,7 +201,7 @@ RESULT_KEYS = (
 )
 
 
-def _parse_targets(target: str | Any | list[str | Any]) -> list[Any]:
+def _parse_targets(target: str | LocalTarget | SshTarget | list[str | LocalTarget | SshTarget]) -> list[Any]:
     """The target objects of ``bench``'s ``target`` (one, or a list); a device given twice is refused."""
     targets = [
         parse_target(t) if isinstance(t, str) else t
@@ -318,7 +318,8 @@ def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
     path = Path(row.get("path", ""))
     if path.name != MODEL_FILE or not path.with_name(DESCRIPTION_FILE).is_file():
         if row.get("format") is None and path.is_file():
-            row["format"] = _description(path).get("format")
+            named = _description(path).get("format")
+            row["format"] = named if isinstance(named, str) else None
         return row
     try:
         read_description(path)

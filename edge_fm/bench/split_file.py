@@ -48,7 +48,7 @@ def test_set_for_targets(
     Args:
         targets: The targets (one that reads no images has ``needs_test_set`` False).
         path: The .npz to write.
-        group: The artifacts measured, of one dataset (see :func:`data_groups`).
+        group: The artifacts measured, of one dataset (see :func:`edge_fm.bench.benchmark.data_groups`).
         data_dir: Where Fashion-MNIST's IDX files are.
         sample: The embedded sample's test images (Fashion-MNIST models).
         data: Where the models' dataset is (a ``--data`` value), when not where it was recorded.

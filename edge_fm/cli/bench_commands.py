@@ -55,7 +55,7 @@ def _print_artifact_table(
     """A table of one row per artifact: its name and format, then ``columns``, filled by ``cells(row)``."""
     table = Table("artifact", "format", *columns, title=title)
     for row in rows:
-        table.add_row(row["artifact"], row.get("format") or "?", *cells(row))
+        table.add_row(escape(str(row["artifact"])), escape(str(row.get("format") or "?")), *cells(row))
     console.print(table)
 
 
@@ -270,7 +270,7 @@ def bench_command(
     targets = target or ["local"]
     if len(targets) > 1:
         if cards:
-            raise EdgeFMError("--cards rewrites cards from one measurement here: give one --target (local).")
+            check_cards_request(artifacts, targets, baseline)
         if plot is not None:
             raise EdgeFMError(
                 "--plot draws one device's front: give one --target (or plot each device's result)."
@@ -299,8 +299,8 @@ def bench_command(
             data_dir,
             sample,
             previous_result(json_out),
-            command_line("bench"),
-            data,
+            command=command_line("bench"),
+            data=data,
         )
     if cards:
         refresh_cards(artifacts[0], result)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomic, write_json
+from edge_fm.records import check_fields
 from edge_fm.swap import TEMPORARY_PREFIX
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
 from edge_fm.train.runs import new_run_dir, write_manifest
@@ -182,7 +183,9 @@ class Bundle:
                 raise EdgeFMError(
                     f"{file} is not a valid .tflite model: export it again (`edge-fm export RUN -f int8`)."
                 ) from None
-            description = description if has_sidecar else stored["description"]
+            if not has_sidecar:  # the file's own description, checked as a model.json is
+                description = stored["description"]
+                check_fields(description, DESCRIPTION_FIELDS, f"{file} (its embedded description)")
         labels_path = file.with_name(LABELS_FILE)
         if labels_path.is_file():
             labels = read_labels(labels_path)
@@ -257,8 +260,6 @@ def read_description(bundle: Path | str) -> dict[str, Any]:
 
 def _read_checked(path: Path) -> dict[str, Any]:
     """A ``model.json`` read back with its fields' types checked: one line naming a bad one."""
-    from edge_fm.records import check_fields
-
     description = read_json(path)
     check_fields(description, DESCRIPTION_FIELDS, path)
     return description

@@ -79,4 +79,8 @@ FORMATS = NameTable(
 
 
 format_names = FORMATS.names
-get_format = FORMATS.get
+
+
+def get_format(name: str) -> ExportFormat:
+    """The export format called ``name`` (an unknown one: an error listing the known ones)."""
+    return FORMATS.get(name)

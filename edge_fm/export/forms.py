@@ -111,7 +111,11 @@ FORMS = NameTable(
 
 
 form_names = FORMS.names
-get_form = FORMS.get
+
+
+def get_form(name: str) -> Form:
+    """The form called ``name`` (an unknown one: an error listing the known ones)."""
+    return FORMS.get(name)
 
 
 def export_form(source: Path | str, form: str, options: FormOptions = FormOptions()) -> Path:

@@ -164,7 +164,7 @@ def int8_error_by_op(
 
     Args:
         model: A float Keras model (a QAT model for ``qat-int8``).
-        calibration: Raw images for calibration, as :func:`convert` takes them.
+        calibration: Raw images for calibration, as :func:`edge_fm.export.converter.convert` takes them.
         images: Raw images the errors are measured on (validation images, not test).
         format_name: ``int8``, ``int8-per-tensor`` or ``qat-int8`` (the debugger requantizes to int8 only).
 

@@ -70,7 +70,11 @@ DEFAULT_CONFIGS = ("ethos-u55-128", "ethos-u65-256")
 
 
 config_names = ETHOS_U_CONFIGS.names
-get_config = ETHOS_U_CONFIGS.get
+
+
+def get_config(name: str) -> EthosUConfig:
+    """The Ethos-U configuration called ``name`` (an unknown one: an error listing the known ones)."""
+    return ETHOS_U_CONFIGS.get(name)
 
 
 @dataclasses.dataclass(frozen=True)

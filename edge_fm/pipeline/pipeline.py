@@ -95,7 +95,7 @@ def run_pipeline(
 
     target = parse_target(target) if isinstance(target, str) else target
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-    config_for(config.arch, config.preset, **overrides)  # validated before any work
+    train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
     record: dict[str, Any] = {
         "config": dataclasses.asdict(config),
@@ -105,7 +105,9 @@ def run_pipeline(
         "stages": {},
     }
     write_json(top / PIPELINE_FILE, record)
-    run = PipelineRun(config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log)
+    run = PipelineRun(
+        config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
+    )
     for stage in STAGES:
         if stage.wanted(config):
             stage.run(run)

@@ -25,6 +25,7 @@ class PipelineRun:
 
     Attributes:
         config: The pipeline's config (:class:`edge_fm.pipeline.pipeline.PipelineConfig`).
+        train_config: The training config it makes (preset, ``--set`` overrides, the sample).
         top: The top-level run directory.
         data_dir: The data folder every stage reads (resolved once, before the first stage).
         target: Where the benchmark runs.
@@ -37,6 +38,7 @@ class PipelineRun:
     """
 
     config: Any
+    train_config: Any
     top: Path
     data_dir: Path
     target: Any
@@ -66,14 +68,10 @@ class PipelineRun:
 
 
 def _train(run: PipelineRun) -> None:
-    from edge_fm.train.trainer import config_for, train  # TensorFlow loads only when a pipeline runs
+    from edge_fm.train.trainer import train  # TensorFlow loads only when a pipeline runs
 
-    config = run.config
-    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
     try:
-        run.trained = train(
-            config_for(config.arch, config.preset, **overrides), run.data_dir, run.top, reporter=run.reporter
-        )
+        run.trained = train(run.train_config, run.data_dir, run.top, reporter=run.reporter)
     except EdgeFMError:
         if [p.name for p in run.top.iterdir()] == [PIPELINE_FILE]:
             shutil.rmtree(run.top)  # refused before training began (bad split, say): leave no half-made run

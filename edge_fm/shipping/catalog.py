@@ -144,7 +144,14 @@ def bench_catalog(
     Returns:
         The bench result, its rows named by model, with the targets judged (``checks``).
     """
-    return measure([models_dir], "local", options, None, data_dir, sample, previous, data=data)
+    if not is_catalog(models_dir):
+        raise EdgeFMError(
+            f"{models_dir} is not a folder of shipped models (no */{PROVENANCE}): ship models into it with "
+            "`edge-fm ship`, or bench its artifacts with `edge-fm bench`."
+        )
+    subject = ShippedModels.read(models_dir)
+    result = bench(subject.artifacts(), "local", options, None, data_dir, sample, data)
+    return subject.annotate(result, previous, options.threads[0])
 
 
 _ANNOTATIONS = ("note", "arch", "float_test_accuracy")
@@ -267,6 +274,7 @@ def measure(
     data_dir: Path | str | None = None,
     sample: bool = False,
     previous: dict | None = None,
+    *,
     command: str = "",
     data: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -290,10 +298,15 @@ def bench_subject(
 ) -> Artifacts | ShippedModels:
     """A single folder of shipped models measured here without a baseline is :class:`ShippedModels`;
     anything else is measured as it is (:class:`Artifacts`)."""
-    local = getattr(target, "name", target) == "local"
-    if len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None:
+    if _measures_shipped_models(paths, target, baseline):
         return ShippedModels.read(paths[0])
     return Artifacts(list(paths))
+
+
+def _measures_shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> bool:
+    """One folder of shipped models, measured here (one local target), without a baseline."""
+    local = not isinstance(target, list) and getattr(target, "name", target) == "local"
+    return len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None
 
 
 def check_cards_request(paths: Sequence[Path | str], target, baseline: Path | str | None) -> None:
@@ -302,8 +315,7 @@ def check_cards_request(paths: Sequence[Path | str], target, baseline: Path | st
     Raises:
         EdgeFMError: Several paths, a path that is no catalog, another target, or a baseline.
     """
-    local = getattr(target, "name", target) == "local"
-    if not (len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None):
+    if not _measures_shipped_models(paths, target, baseline):
         raise EdgeFMError(
             "--cards rewrites the model cards of one folder of shipped models measured here: "
             "pass only that folder (e.g. models/), with the local target and no --baseline."
