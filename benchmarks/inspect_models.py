@@ -29,11 +29,19 @@ RESULTS = Path(__file__).parent / "results"
 KEPT_LAYERS = 10  # ranked layers kept per model in the JSON
 
 
-def _row(name: str, report: dict, seconds: float) -> dict:
+def _shown(path: Path) -> str:
+    """A path as the results show it: from the repository's root when inside it."""
+    try:
+        return path.resolve().relative_to(REPO).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _row(name: str, path: Path, report: dict, seconds: float) -> dict:
     errors = report["errors"]
     row = {
         "model": name,
-        "path": f"models/{name}/model.tflite",
+        "path": _shown(path / "model.tflite"),
         "format": report["artifact"]["format"],
         "ops": report["summary"]["ops"],
         "status": errors["status"],
@@ -53,6 +61,16 @@ def _row(name: str, report: dict, seconds: float) -> dict:
         "output_layer": outputs[0] if outputs else None,
         "worst": errors["layers"][:KEPT_LAYERS],
     }
+
+
+def _images_note(rows: list[dict], images: int) -> str:
+    """Whether every measured model was given the images asked for (a small split gives fewer)."""
+    fewer = [row["model"] for row in rows if row["status"] == "measured" and row["images"] < images]
+    return (
+        f"fewer images than --images for {', '.join(fewer)}"
+        if fewer
+        else "no model was given fewer images than --images"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         report = inspect_artifact(
             args.models_dir / name, data_dir=args.data_dir, images=args.images, runtimes=[]
         )
-        rows.append(_row(name, report, time.time() - began))
+        rows.append(_row(name, args.models_dir / name, report, time.time() - began))
         row = rows[-1]
         if row["status"] == "measured":
             worst = ", ".join(
@@ -91,13 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "rows": rows,
         "images": args.images,
-        "note": "no model was given fewer images than --images",
+        "note": _images_note(rows, args.images),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": round(time.time() - started, 1),
     }
     command = shlex.join(["python", "benchmarks/inspect_models.py", *map(str, words)])
     command = command.replace(str(args.data_dir), "DATA_DIR") if args.data_dir else command
-    write_result_file(args.out, "inspect-models", results, command)
+    # Only results written among the committed ones must hold no path of this machine.
+    public = args.out.resolve().parent == RESULTS.resolve()
+    write_result_file(args.out, "inspect-models", results, command, public=public)
     print(f"wrote {args.out}")
     return 0
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
-from typing import TypeVar
-
-T = TypeVar("T")
 
 
 class EdgeFMError(Exception):
@@ -33,19 +30,6 @@ def unknown_choice(kind: str, value: str, known: Iterable[str]) -> EdgeFMError:
     close = difflib.get_close_matches(value, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return EdgeFMError(f"unknown {kind} {value!r}.{hint} Known: {', '.join(known)}.")
-
-
-def by_name(table: Iterable[T], name: str, kind: str, known: Iterable[str] | None = None) -> T:
-    """The entry of ``table`` whose ``.name`` is ``name``, for the getters of the name tables.
-
-    Raises:
-        EdgeFMError: No entry has that name; the message lists ``known`` (default: the table's names).
-    """
-    entries = list(table)
-    for entry in entries:
-        if entry.name == name:
-            return entry
-    raise unknown_choice(kind, name, [entry.name for entry in entries] if known is None else known)
 
 
 class NameTable(tuple):
@@ -76,4 +60,7 @@ class NameTable(tuple):
         Raises:
             EdgeFMError: An unknown name; the message lists the known ones.
         """
-        return by_name(self, name, self.kind, [*self.also_known, *self.names()] if self.also_known else None)
+        for row in self:
+            if row.name == name:
+                return row
+        raise unknown_choice(self.kind, name, [*self.also_known, *self.names()])

@@ -8,7 +8,7 @@ its record makes it, so the tests that load every stored form leave it to its ow
 import json
 from pathlib import Path
 
-from edge_fm.export.recorded_forms import RECORD_KEY
+from edge_fm.export.recorded_forms import kept_entry
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "models"
@@ -21,7 +21,7 @@ def _mobile_forms() -> list[Path]:
 def record_only_forms() -> set[Path]:
     """Form folders kept as their record: the repository does not store their ``model.tflite``."""
     return {
-        folder for folder in _mobile_forms() if RECORD_KEY in json.loads((folder / "model.json").read_text())
+        folder for folder in _mobile_forms() if kept_entry(json.loads((folder / "model.json").read_text()))
     }
 
 

@@ -347,3 +347,4 @@ def test_a_folder_of_shipped_models_with_other_artifacts_is_refused_in_one_line(
     assert main(["bench", str(tmp_path)]) != 0
     error = capsys.readouterr().err
     assert "holds shipped models" in error and "someone-elses" in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1, error

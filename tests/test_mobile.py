@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -426,6 +427,12 @@ def test_a_damaged_record_or_a_complete_form_is_refused_in_one_line(tmp_path):
     damaged = _export_mobile_form(REPO / "models" / "mlp", record)
     assert damaged.exit_code != 0 and "is not a whole record of a mobile form" in damaged.output
     assert "Traceback" not in damaged.output and not (record / "model.tflite").exists()
-    complete = _export_mobile_form(REPO / "models" / "mlp", REPO / "models" / "mlp" / "mobile")
+    assert len(damaged.output.strip().splitlines()) == 1, damaged.output
+    form = tmp_path / "complete"  # a copy: a broken refusal must not rebuild the shipped folder
+    shutil.copytree(REPO / "models" / "mlp" / "mobile", form)
+    before = {path.name: path.read_bytes() for path in form.iterdir()}
+    complete = _export_mobile_form(REPO / "models" / "mlp", form)
     assert complete.exit_code != 0 and "already holds its mobile form" in complete.output
     assert "the SHA-256 its record gives" in complete.output
+    assert len(complete.output.strip().splitlines()) == 1, complete.output
+    assert {path.name: path.read_bytes() for path in form.iterdir()} == before

@@ -29,7 +29,7 @@ from edge_fm.export.tflite_rgb import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-# Models whose mobile form the repository stores (resnet50's is a record: tests/test_recorded_forms.py).
+# Models whose mobile form the repository stores (resnet50's is a record: see test_mobile.py).
 MODELS = [form.parent.name for form in stored_mobile_forms()]
 # Where each shipped graph takes the luma weights: no shipped model needs the added convolution.
 EXPECTED_METHOD = {"mlp": FOLD_DENSE, "mobilenetv2": DROP_REPEAT}

@@ -28,12 +28,12 @@ from typing import Any
 from edge_fm import runner
 from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
-from edge_fm.bench.split_file import DataGroup, test_set_for_targets, write_test_set  # noqa: F401 (write_test_set re-exported)
+from edge_fm.bench.split_file import NO_TEST_SET, DataGroup, write_test_set
 from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
-from edge_fm.data.reference import FASHION_MNIST, recorded_data, short_name
+from edge_fm.data.reference import group_by_data
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, is_run
-from edge_fm.swap import TEMPORARY_PREFIX, restore_retired
+from edge_fm.swap import restore_retired
 
 # ---------------------------------------------------------------- inputs
 
@@ -69,7 +69,7 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
                 p
                 for p in path.rglob("*.tflite")
                 # hidden parts (.tmp-*, .old-*) are what an interrupted write left, never an artifact
-                if not any(part.startswith((TEMPORARY_PREFIX, ".")) for part in p.relative_to(path).parts)
+                if not any(part.startswith(".") for part in p.relative_to(path).parts)
                 and not _inside_a_bundle(p, path)
             )
             if not inside:
@@ -90,36 +90,24 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
 
 def data_groups(artifacts: list[Path], data: str | Path | None = None) -> list[DataGroup]:
     """The artifacts grouped by the dataset they were made from (each group gets its own test split),
-    in the order their first artifact comes; each bundle's ``model.json`` is read once, here.
+    in the order their first artifact comes; each artifact's description is read once, here.
 
     Raises:
         EdgeFMError: ``data`` (one dataset's place) given for models of several datasets.
     """
-    groups: dict[str, list[Path]] = {}
-    first: dict[str, dict[str, Any]] = {}
-    for path in artifacts:
-        description = _description(path)
-        key = (recorded_data(description) or {}).get("fingerprint", FASHION_MNIST)
-        groups.setdefault(key, []).append(path)
-        first.setdefault(key, description)
-    if len(groups) > 1 and data is not None:
-        names = [
-            short_name(recorded_data(d)) if recorded_data(d) else "Fashion-MNIST" for d in first.values()
-        ]
-        raise EdgeFMError(
-            f"--data {data} names one dataset, but these models were made from {len(groups)} "
-            f"({', '.join(names)}): drop --data, or bench one dataset's models with it."
-        )
-    return [DataGroup(group, first[key]) for key, group in groups.items()]
+    groups = group_by_data([_description(path) for path in artifacts], data)
+    return [DataGroup([artifacts[i] for i in indices], first) for first, indices in groups.values()]
 
 
 def _description(artifact: Path) -> dict[str, Any]:
     """A bundle's ``model.json``, or the description edge-fm embeds in a bare .tflite file (which
     names the model's own dataset); empty for a file without one, or one the benchmark reports as corrupt."""
-    from edge_fm.export.bundles import Bundle
+    from edge_fm.export.bundles import DESCRIPTION_FILE, Bundle
 
+    # The flatbuffer is parsed only for a bare file: a bundle's model.json says all.
+    bare = artifact.name != MODEL_FILE or not artifact.with_name(DESCRIPTION_FILE).is_file()
     try:
-        return Bundle.open(artifact, embedded=True).description
+        return Bundle.open(artifact, embedded=bare).description
     except EdgeFMError:
         return {}
 
@@ -170,7 +158,9 @@ def bench(
         infos, measured = [], []
         for number, group in enumerate(groups):  # a dataset at a time, every device at once
             test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
-            infos.append(test_set_for_targets(targets, test_set, group, data_dir, sample, data))
+            infos.append(
+                write_test_set(test_set, data_dir, sample, group, data) if reads_images else NO_TEST_SET
+            )
             measured.append(_run_devices(targets, group.artifacts, test_set, options))
         # Measured here after the devices, so it never competes with a local device for the cores.
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
@@ -313,7 +303,7 @@ def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
 def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
     """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it);
     a bare file's row gets the format its embedded description names (the runner reads ``model.json`` only)."""
-    from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description
+    from edge_fm.export.bundles import DESCRIPTION_FILE, read_description
 
     path = Path(row.get("path", ""))
     if path.name != MODEL_FILE or not path.with_name(DESCRIPTION_FILE).is_file():

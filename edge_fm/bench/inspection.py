@@ -281,7 +281,7 @@ def _source_run(description: dict[str, Any], source_run, quantized: bool, format
 
 
 def _debug_data(run, data_dir, images: int, calibration: int | None):
-    from edge_fm.export.exporter import REPRESENTATIVE_SIZE, representative_images
+    from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
 
     dataset = run.dataset(data_dir)
     count = calibration or REPRESENTATIVE_SIZE

@@ -35,30 +35,8 @@ class DataGroup:
         return Path(self.artifacts[0]).parent.name if len(self.artifacts) == 1 else "these models"
 
 
-def test_set_for_targets(
-    targets: list[Any],
-    path: Path,
-    group: DataGroup,
-    data_dir: Path | str | None = None,
-    sample: bool = False,
-    data: str | Path | None = None,
-) -> dict[str, Any]:
-    """The test set the targets read, written to ``path``; none when no target reads images (an estimate).
-
-    Args:
-        targets: The targets (one that reads no images has ``needs_test_set`` False).
-        path: The .npz to write.
-        group: The artifacts measured, of one dataset (see :func:`edge_fm.bench.benchmark.data_groups`).
-        data_dir: Where Fashion-MNIST's IDX files are.
-        sample: The embedded sample's test images (Fashion-MNIST models).
-        data: Where the models' dataset is (a ``--data`` value), when not where it was recorded.
-
-    Raises:
-        EdgeFMError: The models' dataset cannot be read.
-    """
-    if any(getattr(target, "needs_test_set", True) for target in targets):
-        return write_test_set(path, data_dir, sample, group, data)
-    return {"source": "none (an estimate needs no images)", "images": 0, "sample": False}
+# The ``test_set`` of a benchmark whose targets read no images (estimates).
+NO_TEST_SET = {"source": "none (an estimate needs no images)", "images": 0, "sample": False}
 
 
 def write_test_set(

@@ -110,7 +110,7 @@ def _graph(tflite: bytes) -> tuple[list[dict[str, Any]], dict[int, tuple[float, 
         scale, zero_point = tflite_file.quantization(tensor)
         dtype = tflite_file.type_name(tensor.type)
         if scale and dtype in ("INT8", "UINT8", "INT16") and editor.constant(index) is None:
-            activations[index] = (scale, zero_point, dtype.lower(), tflite_file.tensor_name(tensor))
+            activations[index] = (scale, zero_point, dtype.lower(), tflite_file.name_of(tensor))
     return ops, activations, [int(i) for i in graph.outputs]
 
 

@@ -251,7 +251,6 @@ def bench_command(
     Example: edge-fm bench models/ --target ssh://pi@pi-a.local --target ssh://pi@pi-b.local --compare --json fleet.json
     """
     from edge_fm import (
-        bench_artifacts,
         check_cards_request,
         plot_front,
         previous_result,
@@ -268,32 +267,23 @@ def bench_command(
             check_output_file(path, option)  # before minutes of measuring, not after
     options = bench_options(threads, runs, min_seconds, max_seconds, warmup)
     targets = target or ["local"]
-    if len(targets) > 1:
-        if cards:
-            check_cards_request(artifacts, targets, baseline)
-        if plot is not None:
+    if cards:
+        check_cards_request(artifacts, targets[0] if len(targets) == 1 else targets, baseline)
+    where = [ssh.target(t, ssh_timeout, tflm_images) for t in targets]
+    if plot is not None:
+        if len(where) > 1:
             raise EdgeFMError(
                 "--plot draws one device's front: give one --target (or plot each device's result)."
             )
-        fleet = [ssh.target(t, ssh_timeout, tflm_images) for t in targets]
-        with console.status(f"measuring on {len(fleet)} devices at once..."):
-            result = bench_artifacts(artifacts, fleet, options, baseline, data_dir, sample, data)
-        result["command"] = command_line("bench")
-        print_fleet_tables(result, compare)
-        write_results(result, json_out, csv_out)
-        failed = [r for r in result["rows"] if r.get("status") != "ok"]
-        return _bench_verdict(result["rows"], min_accuracy, failed)
-    where = ssh.target(targets[0], ssh_timeout, tflm_images)
-    if plot is not None and (where.name == "tflm" or where.name.startswith("vela:")):
-        raise EdgeFMError(
-            f"--plot draws measured latency, which --target {where.name} does not give: drop --plot."
-        )
-    if cards:
-        check_cards_request(artifacts, where, baseline)
-    with console.status(f"measuring on {where.name}..."):
+        if where[0].name == "tflm" or where[0].name.startswith("vela:"):
+            raise EdgeFMError(
+                f"--plot draws measured latency, which --target {where[0].name} does not give: drop --plot."
+            )
+    shown = where[0].name if len(where) == 1 else f"{len(where)} devices at once"
+    with console.status(f"measuring on {shown}..."):
         result = measure(
             artifacts,
-            where,
+            where[0] if len(where) == 1 else where,
             options,
             baseline,
             data_dir,
@@ -304,7 +294,10 @@ def bench_command(
         )
     if cards:
         refresh_cards(artifacts[0], result)
-    print_bench_table(result)
+    if len(where) > 1:
+        print_fleet_tables(result, compare)
+    else:
+        print_bench_table(result)
     write_results(result, json_out, csv_out)
     if plot is not None:
         plot_front(

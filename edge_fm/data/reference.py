@@ -231,21 +231,42 @@ def _from_dataset(dataset: Dataset, record: dict[str, Any] | None) -> SplitImage
     )
 
 
+def group_by_data(
+    descriptions: Sequence[dict[str, Any] | None], data: str | Path | None = None
+) -> dict[str, tuple[dict[str, Any] | None, list[int]]]:
+    """Models grouped by the dataset they were made from, in the order each dataset first comes:
+    fingerprint (or Fashion-MNIST) -> (the first description of that data, the models' indices).
+
+    Raises:
+        EdgeFMError: ``data`` (one dataset's place) given for models of several datasets.
+    """
+    groups: dict[str, tuple[dict[str, Any] | None, list[int]]] = {}
+    for index, description in enumerate(descriptions):
+        key = (recorded_data(description) or {}).get("fingerprint", FASHION_MNIST)
+        groups.setdefault(key, (description, []))[1].append(index)
+    if len(groups) > 1 and data is not None:
+        raise EdgeFMError(
+            f"--data {data} names one dataset, but these models were made from {len(groups)} "
+            f"({_data_names(groups)}): drop --data, or bench one dataset's models with it."
+        )
+    return groups
+
+
+def _data_names(groups: dict[str, tuple[dict[str, Any] | None, list[int]]]) -> str:
+    records = [recorded_data(first) for first, _ in groups.values()]
+    return ", ".join(short_name(record) if record else "Fashion-MNIST" for record in records)
+
+
 def same_data(descriptions: Sequence[dict[str, Any] | None]) -> dict[str, Any] | None:
     """The one description whose data every model shares (for one test file), else an error.
 
     Raises:
         EdgeFMError: The models were made from different datasets.
     """
-    keys = {}
-    for description in descriptions:
-        record = recorded_data(description)
-        key = (record or {}).get("fingerprint", FASHION_MNIST)
-        keys.setdefault(key, (description, record))
-    if len(keys) > 1:
-        names = [short_name(record) if record else "Fashion-MNIST" for _, record in keys.values()]
+    groups = group_by_data(descriptions)
+    if len(groups) > 1:
         raise EdgeFMError(
-            f"these models were made from different datasets ({', '.join(names)}): give the models of one "
+            f"these models were made from different datasets ({_data_names(groups)}): give the models of one "
             "dataset at a time."
         )
-    return next(iter(keys.values()))[0] if keys else None
+    return next(iter(groups.values()))[0] if groups else None

@@ -172,7 +172,6 @@ class Bundle:
         sidecar = file.with_name(DESCRIPTION_FILE)
         has_sidecar = file.name == MODEL_FILE and sidecar.is_file()
         description = _read_checked(sidecar) if has_sidecar else {}
-        description = description if isinstance(description, dict) else {}
         stored = {"description": {}, "labels": []}
         if embedded:
             from edge_fm.export.tflite_file import read_metadata

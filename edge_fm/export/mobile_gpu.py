@@ -79,7 +79,9 @@ def export_mobile_gpu(
             run, another format, a failed check against the Keras model (nothing is written then), or a
             bad path.
     """
-    from edge_fm.export.exporter import convert, get_format, parity_check
+    from edge_fm.export.converter import convert
+    from edge_fm.export.exporter import parity_check
+    from edge_fm.export.formats import get_format
     from edge_fm.train.evaluate import predict_proba
     from edge_fm.train.runs import Run
 

@@ -84,7 +84,7 @@ def op_table(flatbuffer: bytes) -> list[dict[str, Any]]:
             {
                 "index": position,
                 "op": kind,
-                "name": tflite_file.tensor_name(output),
+                "name": tflite_file.name_of(output),
                 "input_shapes": [_shape(graph.tensors[i]) for i in op.inputs if i >= 0 and not constant(i)],
                 "output_shape": output_shape,
                 "params": int(

@@ -27,9 +27,14 @@ from edge_fm.data.reference import model_test_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, read_description, update_description
 from edge_fm.export.mobile import checked_form, form_file, read_int8_source
-from edge_fm.io import write_bytes_atomic
+from edge_fm.io import sha256_file, write_bytes_atomic
 
-RECORD_KEY = "kept_as_record"  # model.json's entry of a form whose file is not stored
+KEPT_KEY = "kept_as_record"  # model.json's entry of a form whose file is not stored
+
+
+def kept_entry(description: dict) -> dict | None:
+    """A form's ``kept_as_record`` entry (the command that makes its file, and why it is not stored), or None."""
+    return description.get(KEPT_KEY)
 
 
 def keep_as_record(folder: Path | str) -> dict:
@@ -44,7 +49,7 @@ def keep_as_record(folder: Path | str) -> dict:
         "why": f"its {description['artifact']['bytes']:,}-byte file, as large as the model, would double the "
         "shipped folder",
     }
-    update_description(folder, {**description, RECORD_KEY: entry})
+    update_description(folder, {**description, KEPT_KEY: entry})
     return entry
 
 
@@ -69,7 +74,7 @@ def complete_form_refusal(folder: Path | str) -> str | None:
     recorded = read_description(folder).get("artifact", {}).get("sha256")
     if not recorded:
         return None
-    same = hashlib.sha256((folder / MODEL_FILE).read_bytes()).hexdigest() == recorded
+    same = sha256_file(folder / MODEL_FILE) == recorded
     state = "the SHA-256 its record gives" if same else "a SHA-256 that differs from its record"
     return (
         f"--out {folder} already holds its mobile form ({MODEL_FILE} with {state}): nothing to make; "

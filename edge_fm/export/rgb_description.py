@@ -16,7 +16,7 @@ def update_metadata(model, graph, schema, inspection: dict) -> None:
     """Rewrites the edge-fm description's input and output; drops the standard metadata."""
     kept = []
     for entry in model.metadata or []:
-        name = tflite_file.entry_name(entry)
+        name = tflite_file.name_of(entry)
         if name == STANDARD_METADATA:
             model.buffers[entry.buffer].data = None
             continue

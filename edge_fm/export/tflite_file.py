@@ -73,9 +73,9 @@ def op_names(model: schema.ModelT, unknown: str | None = None) -> list[str]:
     return list(names)
 
 
-def tensor_name(tensor: schema.TensorT) -> str:
-    """A tensor's name as text (the object API gives bytes)."""
-    return tensor.name.decode() if isinstance(tensor.name, bytes) else str(tensor.name)
+def name_of(item: schema.TensorT | schema.MetadataT) -> str:
+    """A tensor's or a metadata entry's name as text (the object API gives bytes)."""
+    return item.name.decode() if isinstance(item.name, bytes) else str(item.name)
 
 
 def type_name(code: int) -> str:
@@ -123,14 +123,9 @@ def inspect(tflite: bytes) -> dict[str, Any]:
 # ---------------------------------------------------------------- metadata entries
 
 
-def entry_name(entry: schema.MetadataT) -> str:
-    """A metadata entry's name as text (the object API gives bytes)."""
-    return entry.name.decode() if isinstance(entry.name, bytes) else entry.name
-
-
 def metadata_entries(model: schema.ModelT) -> dict[str, bytes]:
     """Name -> payload of each metadata entry of the model."""
-    return {entry_name(entry): buffer_bytes(model, entry.buffer) for entry in model.metadata or []}
+    return {name_of(entry): buffer_bytes(model, entry.buffer) for entry in model.metadata or []}
 
 
 def buffer_bytes(model: schema.ModelT, index: int) -> bytes:
@@ -159,7 +154,7 @@ def add_metadata(model: schema.ModelT, name: str, payload: bytes) -> None:
 def set_metadata(model: schema.ModelT, name: str, payload: bytes) -> None:
     """Replaces the payload of entry ``name`` in place, or appends the entry when the model has none."""
     for entry in model.metadata or []:
-        if entry_name(entry) == name:
+        if name_of(entry) == name:
             model.buffers[entry.buffer].data = np.frombuffer(payload, dtype=np.uint8)
             return
     add_metadata(model, name, payload)

@@ -34,7 +34,6 @@ class PipelineRun:
         trained, source, qat_run: The training run; the run the non-QAT exports come from (the
             pruned one after pruning); the QAT run.
         bundles, export_errors: The exports made, and each failed format's error.
-        result: The bench result.
     """
 
     config: Any
@@ -51,7 +50,6 @@ class PipelineRun:
     qat_run: Path | None = None
     bundles: list[Path] = dataclasses.field(default_factory=list)
     export_errors: dict[str, str] = dataclasses.field(default_factory=dict)
-    result: dict[str, Any] | None = None
 
     def relative(self, path: Path) -> str:
         # Resolved on both sides: the benchmark reports absolute artifact paths, runs_dir may be relative.
@@ -140,7 +138,6 @@ def _bench(run: PipelineRun) -> None:
     write_results(result, run.top / BENCH_FILE, run.top / BENCH_TABLE)
     run.record["bench"] = {"json": BENCH_FILE, "csv": BENCH_TABLE, "test_set": result["test_set"]["source"]}
     run.record["best"] = _best(run, result)
-    run.result = result
 
 
 def _best(run: PipelineRun, result: dict[str, Any]) -> dict[str, Any] | None:

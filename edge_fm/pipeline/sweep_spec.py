@@ -122,7 +122,7 @@ class SweepSpec:
     data: dict = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from edge_fm.export.exporter import get_format
+        from edge_fm.export.formats import get_format
         from edge_fm.train.config import TrainConfig
         from edge_fm.train.presets import PRESET_NAMES
         from edge_fm.zoo.registry import get_spec

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from edge_fm.export.boards import fitting_boards
-from edge_fm.export.recorded_forms import RECORD_KEY
+from edge_fm.export.recorded_forms import kept_entry
 
 
 def folder_forms(folder) -> list[dict]:
@@ -77,7 +77,7 @@ def forms_text(description: dict, forms: Sequence[dict], shipped: bool = True) -
     for form in forms:
         if form["kind"] == "mobile":
             mobile = form["description"]
-            kept = mobile.get(RECORD_KEY)
+            kept = kept_entry(mobile)
             stored = f" (not stored: `{kept['command']}` makes it)" if kept else ""
             lines.append(
                 f"| `mobile/model.tflite`{stored} | apps: MediaPipe Tasks `ImageClassifier` (Android, iOS, Web), "

@@ -49,19 +49,6 @@ def read_provenances(models_dir: Path | str) -> dict[str, dict]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Artifacts:
-    """What ``edge-fm bench`` measures as it is: .tflite files, export bundles, or folders of them."""
-
-    paths: list[Path | str]
-
-    def artifacts(self) -> list[Path | str]:
-        return list(self.paths)
-
-    def annotate(self, result: dict[str, Any], previous: dict | None, threads: int) -> dict[str, Any]:
-        return result
-
-
-@dataclasses.dataclass(frozen=True)
 class ShippedModels:
     """A folder of shipped models measured here: its rows are named by model, a model whose artifact is
     not on this machine keeps its previous row, and the folder's targets are judged.
@@ -149,9 +136,7 @@ def bench_catalog(
             f"{models_dir} is not a folder of shipped models (no */{PROVENANCE}): ship models into it with "
             "`edge-fm ship`, or bench its artifacts with `edge-fm bench`."
         )
-    subject = ShippedModels.read(models_dir)
-    result = bench(subject.artifacts(), "local", options, None, data_dir, sample, data)
-    return subject.annotate(result, previous, options.threads[0])
+    return measure([models_dir], "local", options, None, data_dir, sample, previous, data=data)
 
 
 _ANNOTATIONS = ("note", "arch", "float_test_accuracy")
@@ -278,29 +263,30 @@ def measure(
     command: str = "",
     data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """``edge-fm bench``: what ``paths`` name (see :func:`bench_subject`) measured by
-    :func:`edge_fm.bench.benchmark.bench` on ``target``, then annotated by that subject.
+    """``edge-fm bench``: ``paths`` measured by :func:`edge_fm.bench.benchmark.bench` on ``target``; a folder
+    of shipped models measured here (see :func:`shipped_models`) has its rows annotated by it.
 
     Args:
         previous: The result this one replaces: a catalog carries over its rows of models that cannot
             be measured here.
         command: The command line, recorded in the result.
     """
-    subject = bench_subject(paths, target, baseline)
-    result = bench(subject.artifacts(), target, options, baseline, data_dir, sample, data)
-    result = subject.annotate(result, previous, options.threads[0])
+    shipped = shipped_models(paths, target, baseline)
+    result = bench(
+        shipped.artifacts() if shipped else list(paths), target, options, baseline, data_dir, sample, data
+    )
+    if shipped:
+        result = shipped.annotate(result, previous, options.threads[0])
     result["command"] = command
     return result
 
 
-def bench_subject(
-    paths: Sequence[Path | str], target, baseline: Path | str | None
-) -> Artifacts | ShippedModels:
-    """A single folder of shipped models measured here without a baseline is :class:`ShippedModels`;
-    anything else is measured as it is (:class:`Artifacts`)."""
-    if _measures_shipped_models(paths, target, baseline):
-        return ShippedModels.read(paths[0])
-    return Artifacts(list(paths))
+def shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> ShippedModels | None:
+    """The folder of shipped models ``paths`` names, when it is one measured here without a baseline;
+    None for anything else (measured as it is)."""
+    if not _measures_shipped_models(paths, target, baseline):
+        return None
+    return ShippedModels.read(paths[0])
 
 
 def _measures_shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> bool:
