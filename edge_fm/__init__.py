@@ -107,7 +107,7 @@ _LAZY = {
     "measure_artifacts": ("edge_fm.shipping.catalog", "measure"),
     "previous_result": ("edge_fm.shipping.catalog", "previous_result"),
     "check_cards_request": ("edge_fm.shipping.catalog", "check_cards_request"),
-    "refresh_cards": ("edge_fm.shipping.catalog", "refresh_cards"),
+    "refresh_cards": ("edge_fm.shipping.card_refresh", "refresh_cards"),
     "plot_front": ("edge_fm.show.figures", "plot_front"),
     "ReportOptions": ("edge_fm.show.html_report", "ReportOptions"),
     "classify_files": ("edge_fm.show.predict", "classify_files"),

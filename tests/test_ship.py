@@ -20,8 +20,8 @@ from edge_fm.bench.measurements import read_bench
 from edge_fm.cli import app
 from edge_fm.data import datasets as data
 from edge_fm.shipping.cards import options_in_force
-from edge_fm.shipping.catalog import carried_rows, checks, read_targets
 from edge_fm.shipping.ship import choose
+from edge_fm.shipping.verdicts import carried_rows, checks, read_targets
 from edge_fm.show.figures import pareto_front
 
 runner = CliRunner()
@@ -121,7 +121,7 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
 
 def test_bench_of_a_models_folder_rewrites_its_cards_from_the_measurement(shipped, tmp_path):
     from edge_fm.bench.measurements import bundle_row
-    from edge_fm.shipping.catalog import refresh_cards
+    from edge_fm.shipping.card_refresh import refresh_cards
 
     (row,) = shipped["bench"]["rows"]
     assert row["model"] == "tiny" and row["status"] == "ok"

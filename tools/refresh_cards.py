@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from edge_fm.bench.measurements import read_bench
-from edge_fm.shipping.catalog import refresh_cards
+from edge_fm.shipping.card_refresh import refresh_cards
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -106,7 +106,7 @@ def model_card(
         row: The artifact's ``edge-fm bench`` row, or None before the folder was benchmarked.
         environment: The machine that measured ``row`` (the bench result's ``environment``).
         test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
-        checks: The targets judged on this model by the same benchmark run (see ``edge_fm.shipping.catalog``).
+        checks: The targets judged on this model by the same benchmark run (see ``edge_fm.shipping.verdicts``).
         forms: The other forms of the model in its folder (see :func:`edge_fm.shipping.card_forms.folder_forms`).
         runs_on: What each runtime runs, one row each (see :func:`edge_fm.shipping.runs_on.runs_on_rows`).
 
