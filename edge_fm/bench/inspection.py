@@ -30,35 +30,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from edge_fm.bench.keep_float import keep_float_bundle
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import (
-    MODEL_FILE,
-    Bundle,
-    artifact_record,
-    check_new_folder,
-    is_run,
-    model_file,
-    new_folder,
-    write_bundle,
-)
+from edge_fm.export.bundles import MODEL_FILE, Bundle, artifact_record, is_run, model_file
 from edge_fm.export.op_table import kinds, op_table, quantization_scheme
-from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, layer_errors, mixed_models
-from edge_fm.runner import TFLiteModel, summarize_latency, time_invocations
+from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, debug_data, layer_errors
 
 DEBUG_IMAGES = 200  # validation images the quantization debugger (or the float twin) runs
 TOP_LAYERS = 10  # layers printed as the worst-quantized
-LATENCY_RUNS = 200  # batch-1 runs timed per model of a --keep-float comparison
-
-
-def _score(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    model = TFLiteModel(model_content=flatbuffer, num_threads=1)
-    accuracy = float(np.mean(model.predict_proba(images).argmax(1) == labels))
-    one = model.quantize_input(images[:1])
-    model.invoke(one)
-    latency = summarize_latency(time_invocations(lambda: model.invoke(one), LATENCY_RUNS, 0.5, 10.0))
-    return {"bytes": len(flatbuffer), "accuracy": accuracy, "p50_ms": latency["p50_ms"]}
 
 
 def artifact_path(path: Path | str) -> Path:
@@ -183,7 +162,7 @@ def inspect_artifact(
         )
     if run is not None and keep_float:
         say(f"quantizing {run.path} with {', '.join(keep_float)} kept in float")
-        report["keep_float"] = _keep_float(
+        report["keep_float"] = keep_float_bundle(
             run,
             format_name,
             data_dir,
@@ -280,22 +259,8 @@ def _source_run(description: dict[str, Any], source_run, quantized: bool, format
     return Run(named)
 
 
-def _debug_data(run, data_dir, images: int, calibration: int | None):
-    from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
-
-    dataset = run.dataset(data_dir)
-    count = calibration or REPRESENTATIVE_SIZE
-    return (
-        dataset,
-        representative_images(dataset.x_train, count, run.train_config.seed),
-        dataset.x_val[:images],
-        dataset.y_val[:images],
-        count,
-    )
-
-
 def _errors(run, format_name: str, data_dir, images: int, calibration: int | None) -> dict[str, Any]:
-    dataset, calibration_images, val_images, _, count = _debug_data(run, data_dir, images, calibration)
+    dataset, calibration_images, val_images, _, count = debug_data(run, data_dir, images, calibration)
     layers = layer_errors(run.model_to_convert(), format_name, calibration_images, val_images)
     note = (
         "quantization-aware training set the range of every layer: the converter quantized none itself"
@@ -317,57 +282,6 @@ def _errors(run, format_name: str, data_dir, images: int, calibration: int | Non
         "note": note,
         "how": "TensorFlow's tf.lite.experimental.QuantizationDebugger (layer_statistics_dump)",
     }
-
-
-def _keep_float(
-    run, format_name, data_dir, images, calibration, keep_float, ops, layers, description, out, runs_dir
-):
-    from edge_fm.export.tflite_file import embed_metadata, inspect
-    from edge_fm.train.evaluate import predict_proba
-
-    if out is not None:
-        check_new_folder(out)
-    _, calibration_images, val_images, val_labels, _ = _debug_data(run, data_dir, images, calibration)
-    model = run.model_to_convert()
-    op_kinds = [op["op"] for op in ops]
-    full, mixed, denied_ops, denied_nodes = mixed_models(
-        model, format_name, calibration_images, val_images, keep_float, layers, op_kinds
-    )
-    keras_accuracy = float(np.mean(predict_proba(model, val_images).argmax(1) == val_labels))
-    quantized_score, mixed_score = _score(full, val_images, val_labels), _score(mixed, val_images, val_labels)
-    name = f"{description.get('name') or run.train_config.arch}-mixed"
-    labels = list(description.get("labels") or [])
-    record = {
-        "kept_float_ops": denied_ops,
-        "kept_float_layers": denied_nodes,
-        "images": int(len(val_labels)),
-        "keras_accuracy": keras_accuracy,
-        "quantized": quantized_score,
-        "mixed": mixed_score,
-        "accuracy_gain": mixed_score["accuracy"] - quantized_score["accuracy"],
-        "bytes_added": mixed_score["bytes"] - quantized_score["bytes"],
-        "p50_ms_added": mixed_score["p50_ms"] - quantized_score["p50_ms"],
-        "note": "both models with float input and output, as the debugger makes them; validation images; "
-        "latency batch 1, 1 thread, here",
-    }
-    mixed_description = {
-        "name": name,
-        "architecture": run.train_config.arch,
-        "format": f"{format_name}-mixed",
-        "quantization": f"{format_name} with {', '.join(keep_float)} kept in float (selective quantization)",
-        "labels": labels,
-        "source": {"run": str(run.path), "stage": run.stage},
-        "export": {"keep_float": record, **inspect(mixed)},
-    }
-    final = embed_metadata(mixed, mixed_description, labels)
-    manifest = {
-        "stage": "export",
-        "parent": str(run.path),
-        "format": mixed_description["format"],
-        "status": "complete",
-    }
-    bundle = write_bundle(new_folder(out, runs_dir, name), final, mixed_description, labels, manifest)
-    return {**record, "bundle": str(bundle)}
 
 
 def worst_layers(report: dict[str, Any], count: int = TOP_LAYERS) -> list[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""``edge-fm report``, ``explain`` and ``serve``."""
+"""``edge-fm predict``, ``report``, ``explain`` and ``serve``: what a model answers and does."""
 
 from __future__ import annotations
 
@@ -17,6 +17,58 @@ from edge_fm.cli.common import (
     fails_cleanly,
     print_answers,
 )
+from edge_fm.errors import EdgeFMError
+
+
+@app.command("predict")
+@fails_cleanly
+def predict_command(
+    artifact: Annotated[Path, typer.Argument(help="A .tflite file or an export bundle directory.")],
+    images: Annotated[
+        Optional[list[Path]],
+        typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey); or none, with --data."),
+    ] = None,
+    top: TopOption = 3,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="Classify the first --count images of the model's own test split instead of files: where "
+            "its data is (fashion-mnist for a Fashion-MNIST model).",
+        ),
+    ] = None,
+    count: Annotated[int, typer.Option(min=1, help="With --data: test images classified.")] = 10,
+    data_dir: DataDirOption = None,
+) -> None:
+    """Classify image files (or the model's own test images) with an exported artifact; print the top classes.
+
+    Example: edge-fm predict models/edge-cnn/model.tflite shoe.jpg shirt.png
+    Example: edge-fm predict runs/edge-cnn-tiny-int8-1 --data photos/ --count 5
+    """
+    from edge_fm import classify_files, classify_test_split
+
+    if images and data is not None:
+        raise EdgeFMError("give image files or --data (the model's test images), not both.")
+    if not images and data is None:
+        raise EdgeFMError(
+            "no image to classify: give image files, or --data for the model's own test images."
+        )
+    if data is not None:
+        results = classify_test_split(artifact, data, data_dir, count, top)
+    else:
+        results = classify_files(artifact, images, top)
+    failed = print_answers(results, _prediction_line)
+    if data is not None:
+        right = sum(result.top[0][0] == result.label for result in results)
+        console.print(f"{right} of {len(results)} right (top-1)", highlight=False)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _prediction_line(result, classes: str) -> str:
+    note = " (light background, inverted)" if result.inverted else ""
+    truth = f" (true class: {result.label})" if result.label is not None else ""
+    return f"{result.path}{truth}: [bold]{classes}[/]{note}"
 
 
 @app.command("report")

@@ -178,3 +178,19 @@ def int8_error_by_op(
         {"op": row["op"], "tensor": row["tensor"], "rmse_per_scale": row["rmse_per_scale"]}
         for row in layer_errors(model, format_name, calibration, images)
     ]
+
+
+def debug_data(run, data_dir, images: int, calibration: int | None):
+    """What the debugger runs on for a run: ``(dataset, calibration images drawn as its export drew them,
+    the first ``images`` validation images, their labels, the calibration count)``."""
+    from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
+
+    dataset = run.dataset(data_dir)
+    count = calibration or REPRESENTATIVE_SIZE
+    return (
+        dataset,
+        representative_images(dataset.x_train, count, run.train_config.seed),
+        dataset.x_val[:images],
+        dataset.y_val[:images],
+        count,
+    )
