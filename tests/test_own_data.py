@@ -289,11 +289,12 @@ def test_serve_answers_with_the_folders_class_names(photo_chain):
 
 
 def test_a_sweep_runs_every_trial_on_the_data_it_names(tmp_path):
-    from edge_fm.pipeline.sweep_spec import build_spec, spec_from_dict
+    from edge_fm.pipeline.sweep_spec import SweepOptions, build_spec, spec_from_dict
 
-    spec = build_spec(
+    asked = SweepOptions(
         archs="edge-cnn-tiny", data={"data": "photos/", "image_size": (32, 32), "channels": None}
     )
+    spec = build_spec(asked)
     assert spec.data == {"data": "photos/", "image_size": (32, 32)}
     assert spec_from_dict(json.loads(json.dumps(spec.as_dict()))).data == {
         "data": "photos/",

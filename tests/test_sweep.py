@@ -20,7 +20,7 @@ from edge_fm.cli import main
 from edge_fm.errors import EdgeFMError
 from edge_fm.pipeline.ray_local import ray_processes, ray_temp_dir
 from edge_fm.pipeline.sweep import require_ray
-from edge_fm.pipeline.sweep_spec import Constraints, TrialConfig, build_spec, parse_settings
+from edge_fm.pipeline.sweep_spec import Constraints, SweepOptions, TrialConfig, build_spec, parse_settings
 from edge_fm.pipeline.sweep_summary import picks
 
 pytest.importorskip("ray.tune", reason="the cluster extra is not installed: pip install 'edge-fm[cluster]'")
@@ -54,7 +54,7 @@ def test_spec_from_a_file_and_options(tmp_path):
         "arch: [tiny-cnn, cnn-2conv]\nset: {epochs: [1, 2], learning_rate: 0.003}\nprune: [0, 0.5]\n"
         "qat: [false, true]\nsample: true\nconstraints: {max_bytes: 50000}\n"
     )
-    spec = build_spec(spec_file, settings=["epochs=3"], qat="on", min_accuracy=0.8)
+    spec = build_spec(SweepOptions(spec_file, settings=["epochs=3"], qat="on", min_accuracy=0.8))
     assert spec.archs == ("tiny-cnn", "cnn-2conv") and spec.settings == {
         "epochs": (3,),
         "learning_rate": (0.003,),
@@ -77,10 +77,10 @@ def test_spec_from_a_file_and_options(tmp_path):
     )
     for options, message in refused:
         with pytest.raises(EdgeFMError, match=message):
-            build_spec(**{"archs": "tiny-cnn", **options})
+            build_spec(SweepOptions(**{"archs": "tiny-cnn", **options}))
     (tmp_path / "bad.yaml").write_text("arch: tiny-cnn\nprunning: [0.5]\n")
     with pytest.raises(EdgeFMError, match="unknown sweep spec key 'prunning'. Did you mean 'prune'"):
-        build_spec(tmp_path / "bad.yaml")
+        build_spec(SweepOptions(tmp_path / "bad.yaml"))
 
 
 def test_picks_answer_each_constraint():

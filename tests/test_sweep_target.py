@@ -11,19 +11,20 @@ from pathlib import Path
 import pytest
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.pipeline.sweep_spec import build_spec, spec_from_dict
+from edge_fm.pipeline.sweep_spec import SweepOptions, build_spec, spec_from_dict
 
 BIN = Path(sys.executable).parent
 
 
 def test_bench_target_is_local_or_a_device_reached_over_ssh():
-    spec = build_spec(
+    asked = SweepOptions(
         archs="tiny-cnn",
         bench_target="ssh://pi@raspberrypi.local:2222",
         bench_ssh_key="/keys/pi",
         bench_ssh_options=["UserKnownHostsFile=kh"],
         bench_python="python3.11",
     )
+    spec = build_spec(asked)
     where = spec.bench_where()
     assert (
         where.name == "ssh://pi@raspberrypi.local:2222"
@@ -39,14 +40,14 @@ def test_bench_target_is_local_or_a_device_reached_over_ssh():
         }
     )
     assert again.bench_target == spec.bench_target and again.bench_ssh_options == ("UserKnownHostsFile=kh",)
-    assert build_spec(archs="tiny-cnn").bench_where().name == "local"
+    assert build_spec(SweepOptions(archs="tiny-cnn")).bench_where().name == "local"
     for target, message in (
         ("vela:ethos-u55-128", "ranks by measured latency"),
         ("tflm", "ranks by measured latency"),
         ("ssh://", "write ssh://user@host"),
     ):
         with pytest.raises(EdgeFMError, match=message):
-            build_spec(archs="tiny-cnn", bench_target=target)
+            build_spec(SweepOptions(archs="tiny-cnn", bench_target=target))
 
 
 @pytest.mark.slow

@@ -312,24 +312,23 @@ class TflmTarget:
         except Exception as exc:  # noqa: BLE001 - one artifact's failure is its row, never the sweep's end
             return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
         record = report.as_dict()
-        row.update(
-            runs_under_tflm=report.runs_under_tflm,
-            unsupported_ops=list(report.unsupported_ops),
-            ops=list(report.ops),
-            arena_bytes=report.arena_bytes,
+        record.update(
             arena_min_bytes=report.arena.min_bytes if report.arena else None,
-            flash_bytes=report.flash_bytes,
             examples=report.images,
-            tflite_micro_version=report.tflm_version,
-            agreement_with_litert_reference=report.agreement_with_litert_reference,
-            identical_outputs_to_litert_reference=report.identical_outputs,
-            max_output_difference_steps=report.max_output_difference,
-            fits_on=record["fits_on"],
             check_seconds=round(time.perf_counter() - started, 1),
         )
+        row.update({key: record[key] for key in _TFLM_ROW})
         if not report.runs_under_tflm:
             return {**row, "status": "error", "error": report.error}
         return {**row, "accuracy": report.accuracy, "status": "ok"}
+
+
+# What a TFLM row keeps of the check's report, in this order.
+_TFLM_ROW = (
+    "runs_under_tflm unsupported_ops ops arena_bytes arena_min_bytes flash_bytes examples tflite_micro_version "
+    "agreement_with_litert_reference identical_outputs_to_litert_reference max_output_difference_steps fits_on "
+    "check_seconds"
+).split()
 
 
 def _ssh_target(text: str, options: dict[str, Any]) -> SshTarget:

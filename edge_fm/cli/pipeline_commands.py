@@ -285,7 +285,7 @@ def sweep_command(
     Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
     Example: edge-fm sweep --data photos/ --image-size 32 --arch edge-cnn-tiny --set epochs=5,10 --qat both
     """
-    from edge_fm import RayOptions, read_sweep, resume_sweep, run_sweep
+    from edge_fm import RayOptions, SweepOptions, read_sweep, resume_sweep, run_sweep
     from edge_fm import build_sweep_spec as build_spec
 
     ray_options = RayOptions(address, concurrency, threads_per_trial, retry_errors)
@@ -298,29 +298,30 @@ def sweep_command(
         limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
         sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
     else:
-        sweep_spec = build_spec(
-            spec,
-            arch,
-            settings,
-            prune,
-            qat,
-            formats,
-            preset,
-            sample,
-            epochs,
-            search,
-            trials,
-            seed,
-            bench_threads,
-            max_bytes,
-            min_accuracy,
-            max_p50_ms,
-            bench_target,
-            str(bench_ssh_key) if bench_ssh_key else None,
-            bench_ssh_option,
-            bench_python,
-            chosen,
+        asked = SweepOptions(
+            spec_file=spec,
+            archs=arch,
+            settings=settings,
+            prune=prune,
+            qat=qat,
+            formats=formats,
+            preset=preset,
+            sample=sample,
+            fine_tune_epochs=epochs,
+            search=search,
+            trials=trials,
+            seed=seed,
+            bench_threads=bench_threads,
+            max_bytes=max_bytes,
+            min_accuracy=min_accuracy,
+            max_p50_ms=max_p50_ms,
+            bench_target=bench_target,
+            bench_ssh_key=str(bench_ssh_key) if bench_ssh_key else None,
+            bench_ssh_options=bench_ssh_option,
+            bench_python=bench_python,
+            data=chosen,
         )
+        sweep_spec = build_spec(asked)
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)
 

@@ -391,77 +391,82 @@ def parse_settings(pairs: list[str]) -> dict[str, tuple]:
 QAT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
-def build_spec(
-    spec_file: Path | str | None = None,
-    archs: str | None = None,
-    settings: list[str] | None = None,
-    prune: str | None = None,
-    qat: str | None = None,
-    formats: list[str] | None = None,
-    preset: str | None = None,
-    sample: bool | None = None,
-    fine_tune_epochs: int | None = None,
-    search: str | None = None,
-    trials: int | None = None,
-    seed: int | None = None,
-    bench_threads: int | None = None,
-    max_bytes: int | None = None,
-    min_accuracy: float | None = None,
-    max_p50_ms: float | None = None,
-    bench_target: str | None = None,
-    bench_ssh_key: str | None = None,
-    bench_ssh_options: list[str] | None = None,
-    bench_python: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> SweepSpec:
-    """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
+@dataclasses.dataclass(frozen=True)
+class SweepOptions:
+    """A sweep as the command line asks for it (``edge-fm sweep``'s options, as typed): what is given wins
+    over the spec file; None is not given."""
 
-    Args:
-        spec_file: A YAML or JSON spec (see :func:`load_spec`).
-        archs: Comma-separated architectures.
-        settings: ``key=v1,v2`` strings (see :func:`parse_settings`); they replace the file's values of those keys.
-        prune: Comma-separated sparsities (0: no pruning).
-        qat: ``off``, ``on`` or ``both``.
-        max_bytes, min_accuracy, max_p50_ms: Constraints of the picks, over the file's.
-        bench_target, bench_ssh_key, bench_ssh_options, bench_python: Where the trials measure latency (see
-            :class:`SweepSpec`).
-        data: The dataset of every trial (``--data`` and its options as training fields), over the file's.
+    spec_file: Path | str | None = None  # a YAML or JSON spec (see load_spec)
+    archs: str | None = None  # comma-separated architectures
+    settings: list[str] | None = None  # key=v1,v2 strings (parse_settings): they replace the file's values
+    prune: str | None = None  # comma-separated sparsities (0: no pruning)
+    qat: str | None = None  # off, on or both
+    formats: list[str] | None = None  # export formats of every trial
+    preset: str | None = None  # the training recipe trials start from
+    sample: bool | None = None  # train and score on the embedded sample
+    fine_tune_epochs: int | None = None  # epochs of each optimization step
+    search: str | None = None  # grid, random or optuna
+    trials: int | None = None  # trials of a random or optuna search
+    seed: int | None = None  # the search's seed
+    bench_threads: int | None = None  # threads each trial's latency is measured with
+    # Constraints of the picks, over the file's.
+    max_bytes: int | None = None
+    min_accuracy: float | None = None
+    max_p50_ms: float | None = None
+    # Where the trials measure latency (see SweepSpec).
+    bench_target: str | None = None
+    bench_ssh_key: str | None = None
+    bench_ssh_options: list[str] | None = None
+    bench_python: str | None = None
+    data: dict[str, Any] | None = (
+        None  # the dataset of every trial (--data and its options as training fields)
+    )
+
+
+def build_spec(options: SweepOptions) -> SweepSpec:
+    """A :class:`SweepSpec` from command-line options over an optional spec file (options win).
 
     Raises:
         EdgeFMError: A bad option or spec (one line, with the fix).
     """
-    if qat is not None and qat not in QAT_CHOICES:
-        raise unknown_choice("--qat value", qat, QAT_CHOICES)
+    if options.qat is not None and options.qat not in QAT_CHOICES:
+        raise unknown_choice("--qat value", options.qat, QAT_CHOICES)
     base: dict[str, Any] = {}
-    if spec_file is not None:
-        base = load_spec(spec_file).as_dict()
-    if settings:
-        base["settings"] = {**base.get("settings", {}), **parse_settings(settings)}
-    limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
+    if options.spec_file is not None:
+        base = load_spec(options.spec_file).as_dict()
+    if options.settings:
+        base["settings"] = {**base.get("settings", {}), **parse_settings(options.settings)}
+    limits = {
+        "max_bytes": options.max_bytes,
+        "min_accuracy": options.min_accuracy,
+        "max_p50_ms": options.max_p50_ms,
+    }
     constraints = {
         **base.get("constraints", dataclasses.asdict(Constraints())),
         **{k: v for k, v in limits.items() if v is not None},
     }
-    options = {
-        "archs": [a.strip() for a in archs.split(",") if a.strip()] if archs else None,
-        "prune": [_number("--prune", p) for p in prune.split(",") if p.strip()] if prune else None,
-        "qat": QAT_CHOICES[qat] if qat else None,
-        "formats": tuple(formats) if formats else None,
-        "preset": preset,
-        "sample": sample or None,
-        "fine_tune_epochs": fine_tune_epochs,
-        "search": search,
-        "trials": trials,
-        "seed": seed,
-        "bench_threads": bench_threads,
+    given = {
+        "archs": [a.strip() for a in options.archs.split(",") if a.strip()] if options.archs else None,
+        "prune": [_number("--prune", p) for p in options.prune.split(",") if p.strip()]
+        if options.prune
+        else None,
+        "qat": QAT_CHOICES[options.qat] if options.qat else None,
+        "formats": tuple(options.formats) if options.formats else None,
+        "preset": options.preset,
+        "sample": options.sample or None,
+        "fine_tune_epochs": options.fine_tune_epochs,
+        "search": options.search,
+        "trials": options.trials,
+        "seed": options.seed,
+        "bench_threads": options.bench_threads,
         "constraints": Constraints(**constraints),
-        "bench_target": bench_target,
-        "bench_ssh_key": bench_ssh_key,
-        "bench_ssh_options": tuple(bench_ssh_options) if bench_ssh_options else None,
-        "bench_python": bench_python,
-        "data": data or None,
+        "bench_target": options.bench_target,
+        "bench_ssh_key": options.bench_ssh_key,
+        "bench_ssh_options": tuple(options.bench_ssh_options) if options.bench_ssh_options else None,
+        "bench_python": options.bench_python,
+        "data": options.data or None,
     }
-    merged = {**base, **{k: v for k, v in options.items() if v is not None}}
+    merged = {**base, **{k: v for k, v in given.items() if v is not None}}
     if not merged.get("archs"):
         raise EdgeFMError(
             "name at least one architecture to sweep: --arch tiny-cnn,cnn-2conv (or `arch:` in --spec)."
