@@ -94,7 +94,7 @@ _LAZY = {
     "parse_target": ("edge_fm.bench.targets", "parse_target"),
     "Bundle": ("edge_fm.export.bundles", "Bundle"),
     "get_format": ("edge_fm.export.formats", "get_format"),
-    "FormOptions": ("edge_fm.export.forms", "FormOptions"),
+    "FormOptions": ("edge_fm.export.form_options", "FormOptions"),
     "export_form": ("edge_fm.export.forms", "export_form"),
     "get_form": ("edge_fm.export.forms", "get_form"),
     "optimize_chain": ("edge_fm.optimize.compress", "optimize_chain"),

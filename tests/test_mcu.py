@@ -23,6 +23,7 @@ from edge_fm.cli import app
 from edge_fm.data import datasets as data
 from edge_fm.errors import EdgeFMError
 from edge_fm.export import firmware, mcu, tflm
+from edge_fm.export.form_options import FormOptions
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 CHECK_IMAGES = 300
@@ -121,7 +122,9 @@ def test_a_gelu_model_is_refused_naming_gelu(test_images, gelu_model, tmp_path):
         mcu.mcu_files(gelu_model, tmp_path / "firmware")
     assert not (tmp_path / "firmware").exists()
     with pytest.raises(EdgeFMError, match="GELU"):
-        mcu.export_mcu(gelu_model, runs_dir=tmp_path / "runs", data_dir=data.SAMPLE_DIR, images=10)
+        mcu.export_mcu(
+            gelu_model, FormOptions(runs_dir=tmp_path / "runs", data_dir=data.SAMPLE_DIR, parity_images=10)
+        )
     assert not (tmp_path / "runs").exists()
 
 
@@ -267,7 +270,8 @@ def test_the_example_uses_the_models_quantization_and_labels(tiny_firmware):
 
 def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
     bundle = mcu.export_mcu(
-        exported["int8"], out=tmp_path / "tiny-mcu", data_dir=data_dir, images=CHECK_IMAGES
+        exported["int8"],
+        FormOptions(out=tmp_path / "tiny-mcu", data_dir=data_dir, parity_images=CHECK_IMAGES),
     )
     description = json.loads((bundle / "model.json").read_text())
     record = description["mcu"]
@@ -283,7 +287,7 @@ def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert {f"firmware/{Path(p).name}" for p in record["firmware"].values()} <= set(manifest["files"])
     with pytest.raises(EdgeFMError, match="not an empty folder"):
-        mcu.export_mcu(exported["int8"], out=bundle, data_dir=data_dir, images=10)
+        mcu.export_mcu(exported["int8"], FormOptions(out=bundle, data_dir=data_dir, parity_images=10))
 
 
 @pytest.mark.slow
@@ -427,4 +431,11 @@ def test_cli_bench_tflm_target_reports_no_latency(tmp_path):
     row = bench["rows"][0]
     assert bench["target"] == "tflm" and row["status"] == "ok" and row["latency"] is None
     assert row["examples"] == 50 and row["agreement_with_litert_reference"] == 1.0 and row["arena_bytes"] > 0
+    # Every field of the TFLM check a row carries, in the order result files have always had them.
+    check = (
+        "runs_under_tflm unsupported_ops ops arena_bytes arena_min_bytes flash_bytes examples tflite_micro_version "
+        "agreement_with_litert_reference identical_outputs_to_litert_reference max_output_difference_steps fits_on "
+        "check_seconds"
+    ).split()
+    assert [key for key in row if key in check] == check and row["arena_min_bytes"] <= row["arena_bytes"]
     assert "not measured" in bench["environment"]["latency"] and "Latency: not measured" in result.output

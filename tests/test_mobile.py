@@ -20,6 +20,7 @@ from edge_fm.cli import app
 from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.exporter import convert, get_format
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.mobile import (
     GREY_WEIGHTS,
     compare_with_int8,
@@ -88,7 +89,7 @@ def mobile_runs(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mobile_bundle(exported, data_dir, mobile_runs):
-    return export_mobile(exported["train"], "int8", parity_images=400, runs_dir=mobile_runs)
+    return export_mobile(exported["train"], FormOptions("int8", parity_images=400, runs_dir=mobile_runs))
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,9 @@ def test_mobile_bundle_from_a_run_takes_rgb_bytes_and_equals_the_int8_artifact_o
 def test_mobile_bundle_from_an_int8_bundle_leaves_it_unchanged(exported, data_dir, tmp_path):
     source = exported["int8"] / "model.tflite"
     before = source.read_bytes()
-    bundle = export_mobile(exported["int8"], parity_images=500, data_dir=data_dir, out=tmp_path / "mobile")
+    bundle = export_mobile(
+        exported["int8"], FormOptions(parity_images=500, data_dir=data_dir, out=tmp_path / "mobile")
+    )
     assert source.read_bytes() == before
     assert sorted(p.name for p in bundle.iterdir()) == [
         "labels.txt",
@@ -202,9 +205,9 @@ def test_mobile_bundle_from_an_int8_bundle_leaves_it_unchanged(exported, data_di
         and manifest["files"]["model.tflite"]["sha256"] == description["artifact"]["sha256"]
     )
     with pytest.raises(EdgeFMError, match="already a mobile form"):
-        export_mobile(bundle, data_dir=data_dir, out=tmp_path / "again")
+        export_mobile(bundle, FormOptions(data_dir=data_dir, out=tmp_path / "again"))
     with pytest.raises(EdgeFMError, match="not an empty folder"):
-        export_mobile(exported["int8"], data_dir=data_dir, out=bundle)
+        export_mobile(exported["int8"], FormOptions(data_dir=data_dir, out=bundle))
 
 
 def test_colour_images_classify_like_their_grey_conversion(mobile_bundle, exported, test_images):
@@ -218,15 +221,15 @@ def test_colour_images_classify_like_their_grey_conversion(mobile_bundle, export
 
 def test_mobile_export_refuses_float_formats_the_wrong_run_and_a_float_bundle(exported, data_dir, tmp_path):
     with pytest.raises(EdgeFMError, match="integer export"):
-        export_mobile(exported["train"], "fp32", runs_dir=exported["root"])
+        export_mobile(exported["train"], FormOptions("fp32", runs_dir=exported["root"]))
     with pytest.raises(EdgeFMError, match="needs a QAT run"):
-        export_mobile(exported["train"], "qat-int8", runs_dir=exported["root"])
+        export_mobile(exported["train"], FormOptions("qat-int8", runs_dir=exported["root"]))
     with pytest.raises(EdgeFMError, match="needs an int8 image input"):
-        export_mobile(exported["fp32"], data_dir=data_dir, out=tmp_path / "fp32")
+        export_mobile(exported["fp32"], FormOptions(data_dir=data_dir, out=tmp_path / "fp32"))
     with pytest.raises(EdgeFMError, match="nothing to export as qat-int8"):
-        export_mobile(exported["int8"], "qat-int8", data_dir=data_dir, out=tmp_path / "qat")
+        export_mobile(exported["int8"], FormOptions("qat-int8", data_dir=data_dir, out=tmp_path / "qat"))
     with pytest.raises(EdgeFMError, match="holds no .tflite model"):
-        export_mobile(tmp_path, data_dir=data_dir)
+        export_mobile(tmp_path, FormOptions(data_dir=data_dir))
 
 
 def test_cli_exports_the_mobile_form_of_a_bundle_without_a_format(exported, data_dir, tmp_path):

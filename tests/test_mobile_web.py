@@ -16,6 +16,7 @@ from edge_fm.data.datasets import CLASS_NAMES, load_split
 from edge_fm.errors import EdgeFMError
 from edge_fm.export import tflite_file
 from edge_fm.export.bundles import read_description
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.luma import GREY_WEIGHTS
 from edge_fm.export.mobile import MOBILE_FOLDER, grey_to_rgb
 from edge_fm.export.mobile_gpu import export_mobile_gpu
@@ -34,7 +35,7 @@ fb = tflite_file.metadata_schema
 @pytest.fixture(scope="module")
 def gpu_bundle(exported, tmp_path_factory):
     return export_mobile_gpu(
-        exported["train"], parity_images=400, out=tmp_path_factory.mktemp("gpu") / "form"
+        exported["train"], FormOptions(parity_images=400, out=tmp_path_factory.mktemp("gpu") / "form")
     )
 
 
@@ -109,11 +110,11 @@ def test_mobile_gpu_form_has_float_rgb_io_float16_weights_and_the_mobile_forms_m
 
 def test_mobile_gpu_form_refuses_exported_models_other_formats_and_io_dtypes(exported, data_dir, tmp_path):
     with pytest.raises(EdgeFMError, match="holds no float model.*pass that run \\(its model.json names"):
-        export_mobile_gpu(exported["fp32"], out=tmp_path / "a")
+        export_mobile_gpu(exported["fp32"], FormOptions(out=tmp_path / "a"))
     with pytest.raises(EdgeFMError, match="holds no float model"):
-        export_mobile_gpu(exported["int8"] / "model.tflite", out=tmp_path / "b")
+        export_mobile_gpu(exported["int8"] / "model.tflite", FormOptions(out=tmp_path / "b"))
     with pytest.raises(EdgeFMError, match="drop -f int8"):
-        export_mobile_gpu(exported["train"], "int8", out=tmp_path / "c")
+        export_mobile_gpu(exported["train"], FormOptions("int8", out=tmp_path / "c"))
     runs = tmp_path / "runs"
     for args, expected in (
         ([str(exported["fp32"]), "--for", "mobile-gpu"], "holds no float model"),

@@ -54,7 +54,7 @@ def test_spec_from_a_file_and_options(tmp_path):
         "arch: [tiny-cnn, cnn-2conv]\nset: {epochs: [1, 2], learning_rate: 0.003}\nprune: [0, 0.5]\n"
         "qat: [false, true]\nsample: true\nconstraints: {max_bytes: 50000}\n"
     )
-    spec = build_spec(SweepOptions(spec_file, settings=["epochs=3"], qat="on", min_accuracy=0.8))
+    spec = build_spec(SweepOptions(spec_file=spec_file, settings=["epochs=3"], qat="on", min_accuracy=0.8))
     assert spec.archs == ("tiny-cnn", "cnn-2conv") and spec.settings == {
         "epochs": (3,),
         "learning_rate": (0.003,),
@@ -80,7 +80,7 @@ def test_spec_from_a_file_and_options(tmp_path):
             build_spec(SweepOptions(**{"archs": "tiny-cnn", **options}))
     (tmp_path / "bad.yaml").write_text("arch: tiny-cnn\nprunning: [0.5]\n")
     with pytest.raises(EdgeFMError, match="unknown sweep spec key 'prunning'. Did you mean 'prune'"):
-        build_spec(SweepOptions(tmp_path / "bad.yaml"))
+        build_spec(SweepOptions(spec_file=tmp_path / "bad.yaml"))
 
 
 def test_picks_answer_each_constraint():

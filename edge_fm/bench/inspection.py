@@ -12,7 +12,7 @@
   each op adds (:mod:`edge_fm.bench.twin_error`: activation rounding and clipping, accumulated along
   the network, against the artifact's own weights in float; the weights' own rounding is not in it);
 - with ``keep_float``, the same debugger's selective quantization: a mixed artifact that keeps
-  those ops in float, with the accuracy, size and latency it buys;
+  those ops in float, with the accuracy, size and latency it buys (:mod:`edge_fm.bench.keep_float`);
 - what each runtime runs (:func:`edge_fm.export.runtimes.runs_on`).
 
 The shipped models' runs stay on the machine that trained them, so their error is the float twin's;

@@ -262,6 +262,15 @@ def _payload(artifacts: list[Path], names: list[str], test_set: Path) -> bytes:
     return buffer.getvalue()
 
 
+# The fields a TFLM row keeps, in result-file order: the check report's own (TflmReport.as_dict names),
+# and three the row adds (the arena's least size, the images checked, how long the check took).
+_TFLM_ROW = (
+    "runs_under_tflm unsupported_ops ops arena_bytes arena_min_bytes flash_bytes examples tflite_micro_version "
+    "agreement_with_litert_reference identical_outputs_to_litert_reference max_output_difference_steps fits_on "
+    "check_seconds"
+).split()
+
+
 @dataclasses.dataclass
 class TflmTarget:
     """``edge-fm bench --target tflm``: accuracy under TFLM, agreement with LiteRT's reference
@@ -311,24 +320,16 @@ class TflmTarget:
             return {**row, "status": "error", "error": str(exc)}
         except Exception as exc:  # noqa: BLE001 - one artifact's failure is its row, never the sweep's end
             return {**row, "status": "error", "error": f"{type(exc).__name__}: {exc}"}
-        record = report.as_dict()
-        record.update(
-            arena_min_bytes=report.arena.min_bytes if report.arena else None,
-            examples=report.images,
-            check_seconds=round(time.perf_counter() - started, 1),
-        )
-        row.update({key: record[key] for key in _TFLM_ROW})
+        fields = {
+            **report.as_dict(),
+            "arena_min_bytes": report.arena.min_bytes if report.arena else None,
+            "examples": report.images,
+            "check_seconds": round(time.perf_counter() - started, 1),
+        }
+        row.update({key: fields[key] for key in _TFLM_ROW})
         if not report.runs_under_tflm:
             return {**row, "status": "error", "error": report.error}
         return {**row, "accuracy": report.accuracy, "status": "ok"}
-
-
-# What a TFLM row keeps of the check's report, in this order.
-_TFLM_ROW = (
-    "runs_under_tflm unsupported_ops ops arena_bytes arena_min_bytes flash_bytes examples tflite_micro_version "
-    "agreement_with_litert_reference identical_outputs_to_litert_reference max_output_difference_steps fits_on "
-    "check_seconds"
-).split()
 
 
 def _ssh_target(text: str, options: dict[str, Any]) -> SshTarget:

@@ -8,7 +8,7 @@ float model and is checked against it. Each writes a bundle (:func:`edge_fm.expo
 ``--for`` choices and :func:`export_form` read it.
 
 Example:
-    >>> bundle = export_form("models/edge-cnn-tiny", "mobile", out="edge-cnn-tiny-mobile")  # doctest: +SKIP
+    >>> bundle = export_form("models/edge-cnn-tiny", "mobile", FormOptions(out="tiny-mobile"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -18,27 +18,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from edge_fm.errors import EdgeFMError, NameTable
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.mcu import export_mcu
 from edge_fm.export.mobile import export_mobile
 from edge_fm.export.mobile_gpu import export_mobile_gpu
 from edge_fm.export.recorded_forms import complete_form_refusal, is_record_only, rebuild_mobile_form
 from edge_fm.export.vela import export_ethos_u_form
-
-
-@dataclasses.dataclass(frozen=True)
-class FormOptions:
-    """What every form's export takes (see :func:`export_form`)."""
-
-    format_name: str | None = None  # for a run: int8 or qat-int8 (default by the run); for a bundle: none
-    out: Path | str | None = None  # the bundle folder (default: a new runs_dir/<name>-<form>-N)
-    runs_dir: Path | str = "runs"  # where new bundles (and a run's int8 export) are created
-    data_dir: Path | str | None = None  # where the full dataset is
-    representative_size: int | None = None  # calibration images of a run's int8 export
-    parity_images: int | None = 1000  # images each check runs on
-    progress: Callable[[str], None] | None = None  # called with a line at each step
-    c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
-    accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
-    data: str | Path | None = None  # a bundle of its own data: where that data is, when not where it says
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,30 +33,18 @@ class Form:
     name: str  # what `edge-fm export --for` takes
     title: str  # the form in a sentence
     summary: str  # what it gives a client
-    export: Callable[..., Path]  # called with the source and, by keyword, the options it takes
-    takes: str  # the FormOptions fields `export` takes, "param=field" where its name differs
-
-    def make(self, source: Path | str, options: FormOptions) -> Path:
-        """Exports ``source`` in this form with the options its export takes."""
-        keywords = {}
-        for entry in self.takes.split():
-            param, _, field = entry.partition("=")
-            keywords[param] = getattr(options, field or param)
-        return self.export(source, **keywords)
+    export: Callable[[Path | str, FormOptions], Path]  # called with the source and the options
 
 
-_CHECKED = "format_name out runs_dir data_dir parity_images progress"  # what every form's export takes
-
-
-def _mobile(source: Path | str, **options) -> Path:
+def _mobile(source: Path | str, options: FormOptions) -> Path:
     """The mobile form; into a folder that holds a form's record alone, that form made again."""
-    out = options["out"]
+    out = options.out
     if out is not None and is_record_only(out):
-        return rebuild_mobile_form(source, out, options["data_dir"], options["data"], options["progress"])
+        return rebuild_mobile_form(source, out, options.data_dir, options.data, options.progress)
     refusal = complete_form_refusal(out) if out is not None else None
     if refusal:
         raise EdgeFMError(refusal)
-    return export_mobile(source, **options)
+    return export_mobile(source, options)
 
 
 FORMS = NameTable(
@@ -82,28 +55,24 @@ FORMS = NameTable(
             "the mobile form",
             "uint8 RGB input, standard metadata",
             _mobile,
-            f"{_CHECKED} representative_size data",
         ),
         Form(
             "mobile-gpu",
             "the mobile GPU form",
             "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
             export_mobile_gpu,
-            _CHECKED,
         ),
         Form(
             "mcu",
             "the microcontroller form",
             "TFLM firmware files, checked under TFLM",
             export_mcu,
-            f"{_CHECKED} representative_size c_array_mode data images=parity_images",
         ),
         Form(
             "ethos-u",
             "the Ethos-U form",
             "compiled by Arm's Vela with its estimate; needs --accelerator-config",
             export_ethos_u_form,
-            f"{_CHECKED} representative_size config_name=accelerator_config",
         ),
     ),
     ("none",),
@@ -124,7 +93,7 @@ def export_form(source: Path | str, form: str, options: FormOptions = FormOption
     Raises:
         EdgeFMError: An unknown form, or whatever the form refuses (nothing is written then).
     """
-    return get_form(form).make(source, options)
+    return get_form(form).export(source, options)
 
 
 def check_form_options(target: str, accelerator_config: str | None, calibration_dir, formats) -> None:

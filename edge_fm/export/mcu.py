@@ -5,13 +5,12 @@ and an ``mcu`` record of how the model fares under TFLM (:mod:`edge_fm.export.tf
 what arena, on which boards it fits, and how it agrees with LiteRT's reference kernels.
 
 Example:
-    >>> bundle = export_mcu("models/mlp", data_dir="data/fashion-mnist")  # doctest: +SKIP
+    >>> bundle = export_mcu("models/mlp", FormOptions(data_dir="data/fashion-mnist"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import numpy as np
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.export.bundles import Bundle, check_new_folder, is_run, model_file, new_folder, write_bundle
 from edge_fm.export.firmware import C_ARRAY_MODES, c_identifier, firmware_sources, roles
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.tflm import (
     ARENA_PROBE_MAX,
     DEFAULT_CHECK_IMAGES,
@@ -37,6 +37,7 @@ from edge_fm.export.tflm import (
 from edge_fm.io import make_dirs, write_bytes_atomic
 
 FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
+EXPORT_PARITY_IMAGES = 1000  # validation images of a run's int8 export parity check, before the TFLM check
 
 
 # ---------------------------------------------------------------- reading the model
@@ -191,20 +192,7 @@ def check_images(
     return split.images, split.labels, f"{split.name}, first {len(split.labels)}"
 
 
-def export_mcu(
-    source: Path | str,
-    format_name: str | None = None,
-    out: Path | str | None = None,
-    runs_dir: Path | str = "runs",
-    data_dir: Path | str | None = None,
-    sample: bool = False,
-    images: int | None = DEFAULT_CHECK_IMAGES,
-    representative_size: int | None = None,
-    parity_images: int | None = 1000,
-    progress: Callable[[str], None] | None = None,
-    c_array_mode: str = "source",
-    data: str | Path | None = None,
-) -> Path:
+def export_mcu(source: Path | str, options: FormOptions = FormOptions()) -> Path:
     """Makes the microcontroller form of a model and returns its bundle folder.
 
     The bundle (``runs/<name>-mcu-N/``, or ``out``) holds the int8 ``model.tflite``, ``labels.txt``,
@@ -215,37 +203,29 @@ def export_mcu(
     Args:
         source: A training or QAT run (exported first with ``format_name``), or an int8 export
             bundle or .tflite file (e.g. ``models/mlp``), used as it is.
-        format_name: For a run: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run, else ``int8``).
-        out: The bundle folder (must not exist, or be empty); default a new one under ``runs_dir``.
-        runs_dir: Where new bundles (and a run's int8 export) are created.
-        data_dir: Where the full dataset is.
-        sample: Check on the embedded sample's test images instead (for a bundle; a run uses its own data).
-        images: How many test images to check under TFLM (None: all).
-        representative_size: Calibration images of a run's int8 export (default: the exporter's).
-        parity_images: Validation images of a run's export parity check.
-        progress: Called with a line at each step.
-        c_array_mode: ``source`` (the C array in ``firmware/``) or ``script`` (a script in ``firmware/``
-            writes it from ``model.tflite`` at build time).
-        data: For a bundle made from other data than Fashion-MNIST: where that data is, when not
-            where its ``model.json`` says.
+        options: ``format_name`` (for a run: ``int8`` or ``qat-int8``, default ``qat-int8`` for a QAT
+            run, else ``int8``), ``parity_images`` (test images checked under TFLM; None: all),
+            ``representative_size`` (a run's int8 export, whose own parity check runs on
+            :data:`EXPORT_PARITY_IMAGES` validation images), ``c_array_mode`` (``source``: the C array in
+            ``firmware/``; ``script``: a script in ``firmware/`` writes it from ``model.tflite`` at build
+            time), ``sample`` (a bundle checked on the embedded sample's test images; a run uses its own
+            data), ``out``, ``runs_dir``, ``data_dir``, ``progress`` and ``data`` (a bundle of other data
+            than Fashion-MNIST: where that data is, when not where its ``model.json`` says).
 
     Raises:
         EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is
             written for the MCU), agreement with the reference below 99%, or a bad path.
     """
-    say = progress or (lambda line: None)
     source = Path(source)
-    if c_array_mode not in C_ARRAY_MODES:
-        raise unknown_choice("--c-array", c_array_mode, C_ARRAY_MODES)
-    if out is not None:
-        check_new_folder(out)
+    if options.c_array_mode not in C_ARRAY_MODES:
+        raise unknown_choice("--c-array", options.c_array_mode, C_ARRAY_MODES)
+    if options.out is not None:
+        check_new_folder(options.out)
     elif is_run(source):
-        make_dirs(runs_dir, "runs folder")
-    test_images, test_labels, images_source, parent = _source_model(
-        source, format_name, runs_dir, data_dir, sample, images, representative_size, parity_images, say, data
-    )
+        make_dirs(options.runs_dir, "runs folder")
+    test_images, test_labels, images_source, parent = _source_model(source, options)
     model = read_model(parent)
-    say(f"running {model.name} under TFLM on {len(test_labels)} test images")
+    options.say(f"running {model.name} under TFLM on {len(test_labels)} test images")
     report = tflm_report(model.path, test_images, test_labels, images_source)
     if not report.runs_under_tflm:
         raise EdgeFMError(report.error)
@@ -255,50 +235,41 @@ def export_mcu(
             f"{report.images} images (at least {MIN_REFERENCE_AGREEMENT:.0%} expected): the tflite-micro build "
             f"{report.tflm_version} computes this model differently; try another build ({INSTALL_HINT})."
         )
-    bundle = new_folder(out, runs_dir, f"{model.name}-mcu")
-    say(f"writing {bundle}")
-    return _write_bundle(bundle, model, report, parent, c_array_mode)
+    bundle = new_folder(options.out, options.runs_dir, f"{model.name}-mcu")
+    options.say(f"writing {bundle}")
+    return _write_bundle(bundle, model, report, parent, options.c_array_mode)
 
 
-def _source_model(
-    source: Path,
-    format_name,
-    runs_dir,
-    data_dir,
-    sample,
-    images,
-    representative_size,
-    parity_images,
-    say,
-    data,
-) -> tuple[np.ndarray, np.ndarray, str, Path]:
+def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.ndarray, str, Path]:
     """The int8 model to use (exported first from a run) and the test images to check it on."""
     if not is_run(source):
-        if format_name is not None:
+        if options.format_name is not None:
             raise EdgeFMError(
-                f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
-                "to use the model as it is."
+                f"{source} is not a run, so there is nothing to export as {options.format_name}: drop the "
+                "format to use the model as it is."
             )
         model = read_model(source)  # refuse a float or uint8 model before loading any data
-        return (*check_images(data_dir, sample, images, model, data), source)
+        images = check_images(options.data_dir, options.sample, options.parity_images, model, options.data)
+        return (*images, source)
     from edge_fm.export.exporter import export_integer
     from edge_fm.train.runs import Run
 
     exported = export_integer(
         source,
-        format_name,
+        options.format_name,
         "the microcontroller form",
-        representative_size,
-        parity_images,
-        runs_dir,
-        data_dir,
-        say,
+        options.representative_size,
+        EXPORT_PARITY_IMAGES,
+        options.runs_dir,
+        options.data_dir,
+        options.say,
     )
-    dataset = Run(source).dataset(data_dir)
+    dataset = Run(source).dataset(options.data_dir)
+    count = options.parity_images
     return (
-        dataset.x_test[:images],
-        dataset.y_test[:images],
-        f"{dataset.describe()}: test split, first {len(dataset.y_test[:images])}",
+        dataset.x_test[:count],
+        dataset.y_test[:count],
+        f"{dataset.describe()}: test split, first {len(dataset.y_test[:count])}",
         exported,
     )
 

@@ -19,8 +19,8 @@ outputs bit for bit; a colour image is classified as its ITU-R BT.601 luma. A mo
 images takes the bytes as they are, with the int8 artifact's outputs on every image.
 
 Example:
-    >>> bundle = export_mobile("models/edge-cnn-tiny", out="edge-cnn-tiny-mobile")  # doctest: +SKIP
-    >>> bundle = export_mobile("runs/cnn-2conv-qat-1", "qat-int8")  # doctest: +SKIP
+    >>> bundle = export_mobile("models/edge-cnn-tiny", FormOptions(out="edge-cnn-tiny-mobile"))  # doctest: +SKIP
+    >>> bundle = export_mobile("runs/cnn-2conv-qat-1", FormOptions("qat-int8"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -49,7 +49,14 @@ from edge_fm.export.bundles import (
     write_bundle,
 )
 from edge_fm.export.exporter import export_integer
-from edge_fm.export.tflite_metadata import ImageClassifierInfo, build_metadata, labels_file, populate
+from edge_fm.export.form_options import FormOptions
+from edge_fm.export.tflite_metadata import (
+    WRITTEN_METADATA,
+    ImageClassifierInfo,
+    build_metadata,
+    labels_file,
+    populate,
+)
 from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
 
 __all__ = [
@@ -71,26 +78,12 @@ MADE_FOR = (
     "TFLite Task Library ImageClassifier",
     "Android Studio ML Model Binding",
 )
-STANDARD_METADATA = (
-    "TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
-    "labels.txt packed in the file as TENSOR_AXIS_LABELS"
-)
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def export_mobile(
-    run_dir: Path | str,
-    format_name: str | None = None,
-    representative_size: int | None = None,
-    parity_images: int | None = 1000,
-    runs_dir: Path | str = "runs",
-    data_dir: Path | str | None = None,
-    out: Path | str | None = None,
-    progress: Callable[[str], None] | None = None,
-    data: str | Path | None = None,
-) -> Path:
+def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> Path:
     """Makes the mobile form of an integer export and returns its bundle folder.
 
     The bundle (``runs/<name>-mobile-N/``, or ``out``) holds ``model.tflite`` (uint8 RGB input,
@@ -100,20 +93,16 @@ def export_mobile(
     artifact, the clients checked) and ``manifest.json``.
 
     Args:
-        run_dir: A training or QAT run (its int8 artifact is exported first, as
+        source: A training or QAT run (its int8 artifact is exported first, as
             :func:`edge_fm.export.exporter.export` does), or an int8 export bundle or .tflite file
             (e.g. ``models/edge-cnn-tiny``), used as it is.
-        format_name: For a run: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run,
-            else ``int8``). For a bundle: omit it, or name the bundle's own format.
-        representative_size: Calibration images of a run's int8 export (default: the exporter's).
-        parity_images: Test images the mobile form is checked on against the int8 artifact, and
-            validation images of a run's export parity check (None: the whole split).
-        runs_dir: Where new bundles (and a run's int8 export) are created.
-        data_dir: Where the full dataset is (a run: default where it read it).
-        out: The bundle folder to create instead (must not exist, or be empty).
-        progress: Called with a line at each step.
-        data: For a bundle made from other data than Fashion-MNIST: where that data is, when not
-            where its ``model.json`` says.
+        options: ``format_name`` (for a run: ``int8`` or ``qat-int8``, default ``qat-int8`` for a QAT
+            run, else ``int8``; for a bundle: omit it, or name the bundle's own format),
+            ``representative_size`` (a run's int8 export), ``parity_images`` (test images the form is
+            checked on against the int8 artifact, and validation images of a run's export parity check;
+            None: the whole split), ``out``, ``runs_dir``, ``data_dir``, ``progress`` and ``data`` (a
+            bundle of other data than Fashion-MNIST: where that data is, when not where its
+            ``model.json`` says).
 
     Returns:
         The bundle folder.
@@ -123,33 +112,34 @@ def export_mobile(
             RGB form cannot take, a failed check against the int8 artifact (then nothing is
             written), or a bad path.
     """
-    say = progress or (lambda line: None)
-    source = Path(run_dir)
-    if out is not None:
-        check_new_folder(out)
+    source = Path(source)
+    if options.out is not None:
+        check_new_folder(options.out)
     if is_run(source):
         int8_path = export_integer(
             source,
-            format_name,
+            options.format_name,
             "the mobile form",
-            representative_size,
-            parity_images,
-            runs_dir,
-            data_dir,
-            say,
+            options.representative_size,
+            options.parity_images,
+            options.runs_dir,
+            options.data_dir,
+            options.say,
         )
-        images, labels, images_source = _run_test_images(source, data_dir, parity_images)
+        images, labels, images_source = _run_test_images(source, options.data_dir, options.parity_images)
     else:
         int8_path = source
         int8 = read_int8_source(source)  # refuse a float model before loading any data
-        _check_format(int8, format_name)
-        split = model_test_split(int8.description, data, data_dir, what=str(source), labels=int8.labels)
-        images, labels = split.images[:parity_images], split.labels[:parity_images]
+        _check_format(int8, options.format_name)
+        split = model_test_split(
+            int8.description, options.data, options.data_dir, what=str(source), labels=int8.labels
+        )
+        images, labels = split.images[: options.parity_images], split.labels[: options.parity_images]
         images_source = f"{split.name}, first {len(labels)}"
     int8 = read_int8_source(int8_path)
-    form, parity = checked_form(int8, images, labels, images_source, say)
-    bundle = new_folder(out, runs_dir, f"{int8.name}-mobile")
-    say(f"writing {bundle}")
+    form, parity = checked_form(int8, images, labels, images_source, options.say)
+    bundle = new_folder(options.out, options.runs_dir, f"{int8.name}-mobile")
+    options.say(f"writing {bundle}")
     final, description = form_file(int8, form, parity)
     return _write_bundle(bundle, int8, final, description)
 
@@ -195,7 +185,8 @@ def ship_mobile_form(
             f"{folder} holds no model.tflite: pass a shipped model's folder (e.g. models/edge-cnn-tiny)."
         )
     return export_mobile(
-        folder, parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress
+        folder,
+        FormOptions(parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress),
     )
 
 
@@ -310,7 +301,7 @@ def form_file(
         "grey_conversion": _grey_conversion(form),
         "parity": parity,
         "identical_to_int8": parity["identical_to_int8"],
-        "standard_metadata": STANDARD_METADATA,
+        "standard_metadata": WRITTEN_METADATA,
         "made_for": list(MADE_FOR),
         "clients": [
             {

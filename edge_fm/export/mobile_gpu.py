@@ -17,12 +17,11 @@ from an int8 bundle, and it is checked against that Keras model like any float e
 agreement on validation images, :func:`edge_fm.export.exporter.parity_check`).
 
 Example:
-    >>> bundle = export_mobile_gpu("runs/edge-cnn-tiny-train-1", out="edge-cnn-tiny-mobile-gpu")  # doctest: +SKIP
+    >>> bundle = export_mobile_gpu("runs/edge-cnn-tiny-train-1", FormOptions(out="tiny-mobile-gpu"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from edge_fm import __version__
 from edge_fm.data.datasets import CLASS_NAMES
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import LABELS_FILE, check_new_folder, is_run, model_file, new_folder, write_bundle
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.luma import GREY_WEIGHTS
 
 TARGET = "mobile-gpu"  # model.json's "target" and the manifest's
@@ -41,21 +41,9 @@ MADE_FOR = (
     'MediaPipe Tasks ImageClassifier with delegate "GPU" (Android, iOS, Web)',
     "LiteRT's GPU delegate",
 )
-STANDARD_METADATA = (
-    "TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
-    "labels.txt packed in the file as TENSOR_AXIS_LABELS"
-)
 
 
-def export_mobile_gpu(
-    run_dir: Path | str,
-    format_name: str | None = None,
-    parity_images: int | None = 1000,
-    runs_dir: Path | str = "runs",
-    data_dir: Path | str | None = None,
-    out: Path | str | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
+def export_mobile_gpu(source: Path | str, options: FormOptions = FormOptions()) -> Path:
     """Makes the mobile GPU form of a run's float model and returns its bundle folder.
 
     The bundle (``runs/<name>-fp16-mobile-gpu-N/``, or ``out``) holds ``model.tflite`` (float32 RGB
@@ -65,14 +53,11 @@ def export_mobile_gpu(
     ``manifest.json``.
 
     Args:
-        run_dir: A finished training or pruning run (its float Keras model is converted).
-        format_name: Omit it, or ``fp16`` (the form's own format).
-        parity_images: Validation images of the check against the Keras model, and test images of the
-            accuracy it records (None: the whole splits).
-        runs_dir: Where a new bundle folder is created (when ``out`` is not given).
-        data_dir: Where the full dataset is (default: where the run read it).
-        out: The bundle folder to create instead (must not exist, or be empty).
-        progress: Called with a line at each step.
+        source: A finished training or pruning run (its float Keras model is converted).
+        options: ``format_name`` (omit it, or ``fp16``: the form's own format), ``parity_images``
+            (validation images of the check against the Keras model, and test images of the accuracy it
+            records; None: the whole splits), ``out``, ``runs_dir``, ``data_dir`` (default: where the run
+            read it) and ``progress``.
 
     Raises:
         EdgeFMError: An export bundle or .tflite file (they hold no float model), a quantization-aware
@@ -85,11 +70,10 @@ def export_mobile_gpu(
     from edge_fm.train.evaluate import predict_proba
     from edge_fm.train.runs import Run
 
-    say = progress or (lambda line: None)
-    run = Run(_require_float_run(run_dir))
-    if format_name not in (None, FORMAT):
+    run = Run(_require_float_run(source))
+    if options.format_name not in (None, FORMAT):
         raise EdgeFMError(
-            f"the {TARGET} form is float16 weights with float32 input and output; drop -f {format_name} "
+            f"the {TARGET} form is float16 weights with float32 input and output; drop -f {options.format_name} "
             f"(or give -f {FORMAT})."
         )
     if run.quantization_aware:
@@ -98,15 +82,15 @@ def export_mobile_gpu(
             f"{run.path} is a quantization-aware ({run.stage}) run; the {TARGET} form is converted from a float "
             f"model: pass the run it was fine-tuned from{f' ({parent})' if parent else ''}."
         )
-    if out is not None:
-        check_new_folder(out)
-    dataset = run.dataset(data_dir)
+    if options.out is not None:
+        check_new_folder(options.out)
+    dataset = run.dataset(options.data_dir)
     model = run.model_to_convert()
     fmt = get_format(FORMAT)
-    say(f"converting {run.path} to float16 weights with float32 RGB input")
+    options.say(f"converting {run.path} to float16 weights with float32 RGB input")
     tflite = convert(rgb_model(model), fmt, "float32")
-    val_images, val_labels = dataset.x_val[:parity_images], dataset.y_val[:parity_images]
-    say(f"checking it against the Keras model on {len(val_labels)} validation images")
+    val_images, val_labels = dataset.x_val[: options.parity_images], dataset.y_val[: options.parity_images]
+    options.say(f"checking it against the Keras model on {len(val_labels)} validation images")
     form_probs = _form_probabilities(tflite, val_images)
     parity = parity_check(predict_proba(model, val_images), form_probs, val_labels, fmt)
     if not parity["passed"]:
@@ -115,11 +99,14 @@ def export_mobile_gpu(
             f"{parity['agreement']:.2%} on {parity['images']} validation images ({parity['rule']}); nothing was "
             "written."
         )
-    test_images, test_labels = dataset.x_test[:parity_images], dataset.y_test[:parity_images]
+    test_images, test_labels = (
+        dataset.x_test[: options.parity_images],
+        dataset.y_test[: options.parity_images],
+    )
     test_accuracy = float(np.mean(_form_probabilities(tflite, test_images).argmax(1) == test_labels))
     description = _description(run, dataset, fmt, tflite, parity, test_accuracy, len(test_labels))
-    bundle = new_folder(out, runs_dir, description["name"])
-    say(f"writing {bundle}")
+    bundle = new_folder(options.out, options.runs_dir, description["name"])
+    options.say(f"writing {bundle}")
     return _write_bundle(bundle, run, tflite, description)
 
 
@@ -175,6 +162,7 @@ def _description(
 ) -> dict:
     from edge_fm.export.exporter import artifact_name, describe_artifact
     from edge_fm.export.tflite_file import inspect
+    from edge_fm.export.tflite_metadata import WRITTEN_METADATA
     from edge_fm.runner import TFLiteModel
 
     probe = TFLiteModel(model_content=tflite)
@@ -202,7 +190,7 @@ def _description(
         "parity": parity,
         "test_accuracy": test_accuracy,
         "test_images": test_count,
-        "standard_metadata": STANDARD_METADATA,
+        "standard_metadata": WRITTEN_METADATA,
         "made_for": list(MADE_FOR),
         "why": "MediaPipe's GPU path gives its post-processing float tensors: the uint8 output of the mobile "
         "form fails there, this form's float32 output does not",

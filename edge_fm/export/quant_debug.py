@@ -181,8 +181,8 @@ def int8_error_by_op(
 
 
 def debug_data(run, data_dir, images: int, calibration: int | None):
-    """What the debugger runs on for a run: ``(dataset, calibration images drawn as its export drew them,
-    the first ``images`` validation images, their labels, the calibration count)``."""
+    """What the debugger runs on for a run, as a tuple: the dataset, the calibration images drawn as its
+    export drew them, the first ``images`` validation images, their labels, and the calibration count."""
     from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
 
     dataset = run.dataset(data_dir)

@@ -7,9 +7,7 @@ import json
 import numpy as np
 
 from edge_fm.export import tflite_file
-from edge_fm.export.tflite_file import METADATA_DESCRIPTION
-
-STANDARD_METADATA = "TFLITE_METADATA"
+from edge_fm.export.tflite_file import METADATA_DESCRIPTION, STANDARD_METADATA
 
 
 def update_metadata(model, graph, schema, inspection: dict) -> None:

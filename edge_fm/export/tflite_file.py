@@ -29,6 +29,7 @@ from edge_fm.export.schemas import metadata_schema_generated as metadata_schema 
 
 # edge-fm's own metadata entries: the bundle's description (model.json) and the labels.
 METADATA_DESCRIPTION = "edge_fm.model_json"
+STANDARD_METADATA = "TFLITE_METADATA"  # the entry of the TFLite Metadata standard (tflite_metadata writes it)
 METADATA_LABELS = "edge_fm.labels"
 MODEL_IDENTIFIER = b"TFL3"
 

@@ -30,10 +30,14 @@ from edge_fm.export.bundles import LABELS_FILE
 
 fb = tflite_file.metadata_schema  # the metadata schema's generated builders
 
-METADATA_NAME = "TFLITE_METADATA"
 METADATA_IDENTIFIER = b"M001"
 # The fields written here all exist since schema 1.0.0, the oldest parser version.
 MIN_PARSER_VERSION = "1.0.0"
+# What the metadata written here holds, as a form's model.json records it.
+WRITTEN_METADATA = (
+    "TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
+    "labels.txt packed in the file as TENSOR_AXIS_LABELS"
+)
 
 _COLOR_SPACES = ("RGB", "GRAYSCALE")  # the schema's ColorSpaceType values edge-fm writes
 
@@ -269,7 +273,7 @@ def populate(tflite: bytes, metadata: bytes, associated_files: dict[str, bytes])
             "this model already has files packed after it; populate a model fresh from the converter."
         )
     model = tflite_file.read(tflite)
-    tflite_file.set_metadata(model, METADATA_NAME, metadata)
+    tflite_file.set_metadata(model, tflite_file.STANDARD_METADATA, metadata)
     packed = io.BytesIO(tflite_file.serialize(model))
     packed.seek(0, io.SEEK_END)
     with zipfile.ZipFile(packed, "a", compression=zipfile.ZIP_STORED) as archive:
@@ -298,4 +302,4 @@ def packed_files(tflite: bytes) -> dict[str, bytes]:
 
 def metadata_buffer(tflite: bytes) -> bytes | None:
     """The raw ``TFLITE_METADATA`` flatbuffer of a model, or None when it has none."""
-    return tflite_file.metadata_entries(tflite_file.read(tflite)).get(METADATA_NAME)
+    return tflite_file.metadata_entries(tflite_file.read(tflite)).get(tflite_file.STANDARD_METADATA)

@@ -47,7 +47,6 @@ from edge_fm.export.rgb_description import update_metadata
 
 # The int8 input every edge-fm integer export reads: q = pixel - 128.
 GREY_INPUT_QUANTIZATION = (1.0, -128)
-STANDARD_METADATA = "TFLITE_METADATA"
 # Weight sum of the luma convolution used where no fold is possible: the largest whose biggest
 # share (green) still fits an int8 weight, for the finest luma an int8 kernel can hold.
 LUMA_CONV_SUM = 216

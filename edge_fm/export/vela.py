@@ -32,6 +32,7 @@ from edge_fm.export.bundles import (
     new_folder,
     write_bundle,
 )
+from edge_fm.export.form_options import FormOptions
 
 INSTALL_HINT = "pip install 'edge-fm[npu]' (Arm's ethos-u-vela)"
 ESTIMATE_NOTE = "Vela's compile-time estimate for the configuration, not a measurement on a device"
@@ -351,23 +352,16 @@ def export_ethos_u(
     )
 
 
-def export_ethos_u_form(
-    source: Path | str,
-    config_name: str | None,
-    format_name: str | None = None,
-    out: Path | str | None = None,
-    runs_dir: Path | str = "runs",
-    data_dir: Path | str | None = None,
-    representative_size: int | None = None,
-    parity_images: int | None = 1000,
-    progress: Callable[[str], None] | None = None,
-) -> Path:
-    """The Ethos-U form of a run (exported first as ``format_name``, default int8, in its own input dtype)
-    or of an integer bundle.
+def export_ethos_u_form(source: Path | str, options: FormOptions = FormOptions()) -> Path:
+    """The Ethos-U form of a run (exported first as ``options.format_name``, default int8, in its own input
+    dtype) or of an integer bundle, compiled for ``options.accelerator_config``; reads also
+    ``representative_size``, ``parity_images`` (the run's export parity check), ``out``, ``runs_dir``,
+    ``data_dir`` and ``progress``.
 
     Raises:
         EdgeFMError: No configuration, a float format, or whatever :func:`export_ethos_u` refuses.
     """
+    config_name = options.accelerator_config
     if not config_name:
         raise EdgeFMError("the Ethos-U form needs --accelerator-config (e.g. ethos-u55-128).")
     get_config(config_name)  # an unknown config is refused before any work
@@ -375,26 +369,26 @@ def export_ethos_u_form(
         from edge_fm.export.exporter import REPRESENTATIVE_SIZE, export
         from edge_fm.export.formats import get_format
 
-        fmt = get_format(format_name or "int8")
+        fmt = get_format(options.format_name or "int8")
         if not fmt.integer:
             raise EdgeFMError(
                 f"the Ethos-U form is an integer export; format {fmt.name} is not one: export with `-f int8`."
             )
-        if out is not None:
-            check_new_folder(out)
-        (progress or (lambda line: None))(f"exporting {source} as {fmt.name}")
+        if options.out is not None:
+            check_new_folder(options.out)
+        options.say(f"exporting {source} as {fmt.name}")
         source = export(
             source,
             fmt.name,
             None,
-            representative_size or REPRESENTATIVE_SIZE,
-            parity_images,
-            runs_dir,
-            data_dir,
+            options.representative_size or REPRESENTATIVE_SIZE,
+            options.parity_images,
+            options.runs_dir,
+            options.data_dir,
         )
-    elif format_name is not None:
+    elif options.format_name is not None:
         raise EdgeFMError(
-            f"{source} is not a run, so there is nothing to export as {format_name}: drop the format "
+            f"{source} is not a run, so there is nothing to export as {options.format_name}: drop the format "
             "to use the model as it is."
         )
-    return export_ethos_u(source, config_name, out, runs_dir, progress)
+    return export_ethos_u(source, config_name, options.out, options.runs_dir, options.progress)

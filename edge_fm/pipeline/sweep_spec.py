@@ -391,14 +391,17 @@ def parse_settings(pairs: list[str]) -> dict[str, tuple]:
 QAT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepOptions:
-    """A sweep as the command line asks for it (``edge-fm sweep``'s options, as typed): what is given wins
-    over the spec file; None is not given."""
+    """A sweep as the command line asks for it (``edge-fm sweep``'s options, as typed), over an optional spec
+    file: an option given adds to or replaces the file's value; None, False or empty is not given (it never
+    unsets the file's value)."""
 
     spec_file: Path | str | None = None  # a YAML or JSON spec (see load_spec)
     archs: str | None = None  # comma-separated architectures
-    settings: list[str] | None = None  # key=v1,v2 strings (parse_settings): they replace the file's values
+    settings: list[str] | None = (
+        None  # key=v1,v2 strings (parse_settings): replace the file's values of those keys
+    )
     prune: str | None = None  # comma-separated sparsities (0: no pruning)
     qat: str | None = None  # off, on or both
     formats: list[str] | None = None  # export formats of every trial
@@ -418,9 +421,8 @@ class SweepOptions:
     bench_ssh_key: str | None = None
     bench_ssh_options: list[str] | None = None
     bench_python: str | None = None
-    data: dict[str, Any] | None = (
-        None  # the dataset of every trial (--data and its options as training fields)
-    )
+    # The dataset of every trial (--data and its options as training fields).
+    data: dict[str, Any] | None = None
 
 
 def build_spec(options: SweepOptions) -> SweepSpec:

@@ -21,7 +21,7 @@ from edge_fm.shipping.ship import CARD
 
 def refresh_cards(models_dir: Path | str, result: dict[str, Any]) -> list[Path]:
     """Rewrites the model cards of a catalog, and each model's ``measurement.json``, from a bench result
-    of :func:`bench_catalog` (just measured, or read back with
+    of :func:`edge_fm.shipping.catalog.bench_catalog` (just measured, or read back with
     :func:`edge_fm.bench.measurements.read_bench`: the same result gives the same bytes).
 
     Returns:

@@ -53,7 +53,7 @@ def read_shipped(folder: Path | str) -> ShippedModels:
     }
     present = {name: path for name, path in away.items() if path.is_file()}
     in_folder = [folder / name / MODEL_FILE for name in provenances if name not in away]
-    return ShippedModels(folder, provenances, away, present, [*in_folder, *present.values()])
+    return ShippedModels(folder, provenances, away, present, (*in_folder, *present.values()))
 
 
 def bench_catalog(
@@ -64,7 +64,9 @@ def bench_catalog(
     sample: bool = False,
     data: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Benchmarks every model of a catalog in one run and judges their targets (cards: ``card_refresh``).
+    """Benchmarks every model of a catalog in one run and judges their targets.
+
+    The cards are rewritten from the result by :func:`edge_fm.shipping.card_refresh.refresh_cards`.
 
     Args:
         models_dir: The catalog.
@@ -108,7 +110,7 @@ def measure(
     """
     shipped = shipped_models(paths, target, baseline)
     result = bench(
-        shipped.artifacts if shipped else list(paths), target, options, baseline, data_dir, sample, data
+        list(shipped.artifacts if shipped else paths), target, options, baseline, data_dir, sample, data
     )
     if shipped:
         result = annotate(shipped, result, previous, options.threads[0])

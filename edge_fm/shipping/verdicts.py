@@ -19,7 +19,8 @@ _COMPARE = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": opera
 
 @dataclasses.dataclass(frozen=True)
 class ShippedModels:
-    """A folder of shipped models measured here (read by :func:`edge_fm.shipping.catalog.read_shipped`).
+    """A folder of shipped models measured here, as :func:`edge_fm.shipping.catalog.read_shipped` reads it
+    (the one place that makes one: its fields agree with each other).
 
     Attributes:
         folder: The catalog.
@@ -34,7 +35,7 @@ class ShippedModels:
     provenances: dict[str, dict]
     away: dict[str, Path]
     present: dict[str, Path]
-    artifacts: list[Path]
+    artifacts: tuple[Path, ...]
 
 
 def annotate(
