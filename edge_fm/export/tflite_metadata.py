@@ -8,7 +8,7 @@ the .tflite file itself as a zip archive appended after the model, as the offici
 
 The official writers cannot live in edge-fm's environment (they pin protobuf, numpy or absl-py
 below what TensorFlow needs), so this module builds the same bytes with the builder functions that
-``flatc`` generated from the official schema (:mod:`edge_fm.export.schemas`), read and written
+``flatc`` generated from the official schema (:mod:`edge_fm.export.vendor`), read and written
 through :mod:`edge_fm.export.tflite_file`.
 
 Example:
