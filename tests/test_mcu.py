@@ -292,13 +292,28 @@ def test_a_fresh_int8_export_gets_its_mcu_bundle(exported, data_dir, tmp_path):
 
 @pytest.mark.slow
 def test_cli_export_for_mcu_from_a_run(exported, tmp_path):
-    result = _invoke("export", exported["train"], "-f", "int8", "--for", "mcu", "--runs-dir", tmp_path)
+    result = _invoke(
+        "export",
+        exported["train"],
+        "-f",
+        "int8",
+        "--for",
+        "mcu",
+        "--runs-dir",
+        tmp_path,
+        "--parity-images",
+        50,
+    )
     assert result.exit_code == 0, result.output
     bundles = sorted(tmp_path.glob("*-mcu-*"))
     assert len(bundles) == 1 and "runs under TFLM" in result.output
     description = json.loads((bundles[0] / "model.json").read_text())
     assert description["mcu"]["agreement_with_litert_reference"] == 1.0
     assert len(list((bundles[0] / "firmware").iterdir())) == 5
+    # --parity-images counts the images of both checks: the int8 export's and the one under TFLM.
+    (int8,) = [path for path in tmp_path.glob("*-int8-*") if path.is_dir() and path not in bundles]
+    assert json.loads((int8 / "model.json").read_text())["export"]["parity"]["images"] == 50
+    assert description["mcu"]["checked_on"]["images"] == 50
 
 
 def test_cli_export_for_mcu_of_a_shipped_bundle(data_dir, tmp_path):

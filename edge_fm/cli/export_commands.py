@@ -214,12 +214,12 @@ def _export_for(
         from edge_fm import FormOptions, export_form
 
         options = FormOptions(
-            name,
-            out,
-            runs_dir,
-            data_dir,
-            representative,
-            parity_images,
+            format_name=name,
+            out=out,
+            runs_dir=runs_dir,
+            data_dir=data_dir,
+            representative_size=representative,
+            parity_images=parity_images,
             c_array_mode=c_array,
             accelerator_config=accelerator_config,
             data=data,

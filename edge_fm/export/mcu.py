@@ -37,7 +37,6 @@ from edge_fm.export.tflm import (
 from edge_fm.io import make_dirs, write_bytes_atomic
 
 FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
-EXPORT_PARITY_IMAGES = 1000  # validation images of a run's int8 export parity check, before the TFLM check
 
 
 # ---------------------------------------------------------------- reading the model
@@ -201,16 +200,16 @@ def export_mcu(source: Path | str, options: FormOptions = FormOptions()) -> Path
     and ``firmware/`` (see :func:`mcu_files`).
 
     Args:
-        source: A training or QAT run (exported first with ``format_name``), or an int8 export
+        source: A training or QAT run (exported first as ``options.format_name``), or an int8 export
             bundle or .tflite file (e.g. ``models/mlp``), used as it is.
         options: ``format_name`` (for a run: ``int8`` or ``qat-int8``, default ``qat-int8`` for a QAT
-            run, else ``int8``), ``parity_images`` (test images checked under TFLM; None: all),
-            ``representative_size`` (a run's int8 export, whose own parity check runs on
-            :data:`EXPORT_PARITY_IMAGES` validation images), ``c_array_mode`` (``source``: the C array in
-            ``firmware/``; ``script``: a script in ``firmware/`` writes it from ``model.tflite`` at build
-            time), ``sample`` (a bundle checked on the embedded sample's test images; a run uses its own
-            data), ``out``, ``runs_dir``, ``data_dir``, ``progress`` and ``data`` (a bundle of other data
-            than Fashion-MNIST: where that data is, when not where its ``model.json`` says).
+            run, else ``int8``), ``parity_images`` (test images checked under TFLM, and validation images
+            of a run's export parity check; None: all), ``representative_size`` (a run's int8 export),
+            ``c_array_mode`` (``source``: the C array in ``firmware/``; ``script``: a script in
+            ``firmware/`` writes it from ``model.tflite`` at build time), ``sample`` (a bundle checked on
+            the embedded sample's test images; a run uses its own data), ``out``, ``runs_dir``,
+            ``data_dir``, ``progress`` and ``data`` (a bundle of other data than Fashion-MNIST: where
+            that data is, when not where its ``model.json`` says).
 
     Raises:
         EdgeFMError: An unknown ``c_array_mode``, a float format or model, an op TFLM lacks (nothing is
@@ -259,7 +258,7 @@ def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.nd
         options.format_name,
         "the microcontroller form",
         options.representative_size,
-        EXPORT_PARITY_IMAGES,
+        options.parity_images,
         options.runs_dir,
         options.data_dir,
         options.say,

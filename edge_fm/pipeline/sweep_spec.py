@@ -394,14 +394,13 @@ QAT_CHOICES = {"off": (False,), "on": (True,), "both": (False, True)}
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SweepOptions:
     """A sweep as the command line asks for it (``edge-fm sweep``'s options, as typed), over an optional spec
-    file: an option given adds to or replaces the file's value; None, False or empty is not given (it never
-    unsets the file's value)."""
+    file: an option given adds to or replaces the file's value; None is not given, nor is False or empty
+    for the switch, the lists and the comma-separated values (an option never unsets the file's value)."""
 
     spec_file: Path | str | None = None  # a YAML or JSON spec (see load_spec)
     archs: str | None = None  # comma-separated architectures
-    settings: list[str] | None = (
-        None  # key=v1,v2 strings (parse_settings): replace the file's values of those keys
-    )
+    # key=v1,v2 strings (parse_settings): they replace the file's values of those keys.
+    settings: list[str] | None = None
     prune: str | None = None  # comma-separated sparsities (0: no pruning)
     qat: str | None = None  # off, on or both
     formats: list[str] | None = None  # export formats of every trial
