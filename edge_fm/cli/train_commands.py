@@ -120,6 +120,7 @@ def train_command(
     from edge_fm import config_for
     from edge_fm import resume as resume_run
     from edge_fm import train_model as train
+    from edge_fm.export.bundles import training_run_of
     from edge_fm.train import config as config_lib
 
     reporter = RichReporter(console)
@@ -127,7 +128,7 @@ def train_command(
         if resume is not None:
             run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute)
         else:
-            init_run = None if init_from is None else _init_source(init_from)
+            init_run = None if init_from is None else training_run_of(init_from, "--init-from")
             if not arch and init_run is not None:
                 from edge_fm import Run
 
@@ -177,22 +178,6 @@ def train_command(
         )
         return
     _print_metrics(_run_metrics(run_dir), run_dir)
-
-
-def _init_source(path: Path) -> str:
-    """The run ``--init-from`` names: the path itself, or the run an export bundle was made from."""
-    from edge_fm.export.bundles import kind_of
-    from edge_fm.train.runs import MANIFEST, read_manifest
-
-    if kind_of(path) != "bundle":
-        return str(path)
-    parent = read_manifest(path).get("parent") if (path / MANIFEST).is_file() else None
-    if not parent or kind_of(parent) != "run":
-        raise EdgeFMError(
-            f"--init-from {path} is an export bundle whose run ({parent or 'not recorded'}) is not here: "
-            "pass the training run directory it was exported from."
-        )
-    return parent
 
 
 def _print_metrics(metrics: dict, run_dir: Path) -> None:

@@ -31,7 +31,7 @@ from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomi
 from edge_fm.records import check_fields
 from edge_fm.swap import TEMPORARY_PREFIX
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
-from edge_fm.train.runs import new_run_dir, write_manifest
+from edge_fm.train.runs import MANIFEST, new_run_dir, read_manifest, write_manifest
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
@@ -101,6 +101,26 @@ def kind_of(path: Path | str) -> str | None:
 def is_run(path: Path | str) -> bool:
     """Whether ``path`` is a training or optimization run directory."""
     return kind_of(path) == "run"
+
+
+def training_run_of(path: Path | str, option: str) -> str:
+    """The training run ``path`` stands for: the path itself, or the run an export bundle was exported from.
+
+    Raises:
+        EdgeFMError: A bundle whose run is not recorded or not on this machine (``option`` names what gave it).
+    """
+    from edge_fm.errors import EdgeFMError
+
+    path = Path(path)
+    if kind_of(path) != "bundle":
+        return str(path)
+    parent = read_manifest(path).get("parent") if (path / MANIFEST).is_file() else None
+    if not parent or kind_of(parent) != "run":
+        raise EdgeFMError(
+            f"{option} {path} is an export bundle whose run ({parent or 'not recorded'}) is not here: "
+            "pass the training run directory it was exported from."
+        )
+    return parent
 
 
 def model_file(path: Path | str) -> Path | None:
@@ -271,8 +291,6 @@ def write_description(bundle: Path | str, description: dict[str, Any]) -> None:
 
 def update_description(bundle: Path | str, description: dict[str, Any]) -> None:
     """Rewrites a finished bundle's ``model.json`` and its ``manifest.json`` entry (lineage kept)."""
-    from edge_fm.train.runs import MANIFEST
-
     bundle = Path(bundle)
     write_description(bundle, description)
     manifest = read_json(bundle / MANIFEST)
