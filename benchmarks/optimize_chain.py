@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import edge_fm
+from edge_fm.export.bundles import read_description
 from edge_fm.export.exporter import export
 from edge_fm.io import read_json
 from edge_fm.optimize.compress import OptimizeConfig, optimize
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         row = {"artifact": label, "format": fmt, "source_run": str(source)}
         try:
             bundle = export(source, fmt, runs_dir=args.runs_dir, data_dir=args.data_dir)
-            description = read_json(bundle / "model.json")
+            description = read_description(bundle)
             scores = score_artifact(bundle, test_images, test_labels)
             row.update(
                 {

@@ -39,7 +39,8 @@ class NameTable(tuple):
     Args:
         kind: What a name is, for the error of an unknown one (``"export format"``).
         rows: The rows, each with a ``name``.
-        also_known: Names accepted besides the rows' (listed first in that error), e.g. ``none``.
+        also_known: Names the callers take besides the rows' (``get`` refuses them; its error lists
+            them first), e.g. ``none``.
     """
 
     def __new__(cls, kind: str, rows: Iterable, also_known: Iterable[str] = ()):

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.io import read_json, write_json
 from edge_fm.records import InvalidJSONError, check_fields, fields_of
 
 VERSION = 1
@@ -103,7 +104,6 @@ def write_result_file(
         environment: The machine (default: :func:`environment` of this one).
         public: Refuse absolute and private paths (files committed to the repository).
     """
-    from edge_fm.io import write_json
 
     path = Path(path)
     write_json(
@@ -122,7 +122,6 @@ def read_result_file(path: Path | str, kind: str | None = None) -> dict[str, Any
     Raises:
         EdgeFMError: Not JSON, not an envelope, or another kind.
     """
-    from edge_fm.io import read_json
 
     value = read_json(path)
     found = kind_of(value)

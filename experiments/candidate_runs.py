@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.bundles import read_description
 from edge_fm.io import read_json
 from edge_fm.result_files import write_result_file
 from edge_fm.train.runs import read_manifest, require_run
@@ -46,7 +47,7 @@ def bundle_row(bundle: Path) -> dict:
         raise EdgeFMError(
             f"{bundle} is not an export bundle (no model.json); pass a runs/<arch>-<format>-N directory."
         )
-    description, manifest = read_json(bundle / "model.json"), read_manifest(bundle)
+    description, manifest = read_description(bundle), read_manifest(bundle)
     parity = description["export"]["parity"]
     lineage = {step["stage"]: Path(step["run"]) for step in manifest.get("lineage", [])}
     if "train" not in lineage:

@@ -20,7 +20,7 @@ import pytest
 from edge_fm.data import datasets as data
 from edge_fm.data import download
 from edge_fm.errors import EdgeFMError
-from edge_fm.train.trainer import NullReporter
+from edge_fm.train.callbacks import NullReporter
 
 # pytest-xdist's workers export COLUMNS=80; the CLI's tables, printed to a pipe as in production,
 # must keep their pipe width, so the tests see what a user's log sees.

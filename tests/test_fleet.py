@@ -197,3 +197,38 @@ def test_one_target_stays_as_it_was_and_a_device_given_twice_is_refused(exported
         ]
     )
     assert code == 1 and "--plot draws one device's front" in capsys.readouterr().err
+
+
+def test_a_fleets_keras_baseline_is_shown_once_and_each_device_changes_against_it(tmp_path):
+    from types import SimpleNamespace
+
+    from edge_fm.bench.benchmark import _device_error_rows, _rows_by_device
+    from edge_fm.bench.split_file import DataGroup
+    from edge_fm.export.bundles import Described
+
+    artifact = tmp_path / "model.tflite"
+    keras = {"artifact": "keras", "format": "keras", "status": "ok", "accuracy": 0.90}
+
+    def measured(accuracy, environment):
+        row = {"artifact": "m", "path": str(artifact), "format": "int8", "status": "ok", "accuracy": accuracy}
+        return {"rows": [row], "environment": environment}, None
+
+    parts = _rows_by_device(
+        [SimpleNamespace(name="ssh://a"), SimpleNamespace(name="ssh://b")],
+        [DataGroup([artifact])],
+        [{"source": "test split"}],
+        [[measured(0.89, {"device": "a"}), measured(0.86, {"device": "b"})]],
+        [keras],
+        {artifact: Described({"format": "int8"}, bare=False)},
+    )
+    baseline, *devices = parts["rows"]
+    assert baseline == {**keras, "target": "local"}  # no device's change written on the shared row
+    assert [(row["target"], round(row["accuracy_delta"], 4)) for row in devices] == [
+        ("ssh://a", -0.01),
+        ("ssh://b", -0.04),
+    ]
+    assert parts["references"] == {"ssh://a": "keras", "ssh://b": "keras"}
+    # A device that fails names a bare file's format as its working devices do: from the file's description.
+    bare = {artifact: Described({"format": "int8"}, bare=True)}
+    (failed,) = _device_error_rows([artifact], "unreachable", bare)
+    assert failed["format"] == "int8" and failed["status"] == "error"

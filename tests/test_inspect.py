@@ -210,6 +210,23 @@ def test_layer_errors_are_ranked_and_keep_float_writes_a_mixed_artifact(exported
     for layer in errors["layers"]:
         if layer["op"] in ("CONV_2D", "FULLY_CONNECTED"):
             assert 0.5 * ROUNDING_RMSE < layer["rmse_per_scale"] < 5
+    # The command line's ranking of the debugger's measures: each header over its layer's own value.
+    from edge_fm.cli import inspect_commands
+
+    with inspect_commands.console.capture() as shown:
+        inspect_commands._print_errors(errors)
+    text, first = shown.get(), errors["layers"][0]
+    for header in ("RMSE (steps)", "max |err| (steps)", "bias (steps)"):
+        assert header in text
+    row = next(line for line in text.splitlines() if line.strip().strip("│┃ ").startswith("1 "))
+    cells = [cell.strip() for cell in row.strip("│┃ ").split("│")]
+    assert cells[:5] == [
+        "1",
+        first["op"],
+        f"{first['rmse_per_scale']:.3f}",
+        f"{first['max_abs_error_per_scale']:.2f}",
+        f"{first['mean_error_per_scale']:+.3f}",
+    ]
     kept = report["keep_float"]
     assert kept["kept_float_ops"] == ["FULLY_CONNECTED"] and kept["bundle"] == str(tmp_path / "mixed")
     mixed = op_table((tmp_path / "mixed" / "model.tflite").read_bytes())

@@ -167,6 +167,7 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
 
     from edge_fm.bench.benchmark import data_groups
     from edge_fm.bench.split_file import group_split
+    from edge_fm.export.bundles import describe
     from edge_fm.result_files import flat, read_result_file
     from edge_fm.show.predict import evaluate_artifact
 
@@ -182,7 +183,8 @@ def test_ssh_bench_sends_the_bundles_own_test_split(two_datasets, sshd, tmp_path
     assert code == 0, output
     result = flat(read_result_file(tmp_path / "ssh.json", "bench"))
     assert result["target"].startswith("ssh://")
-    (group,) = data_groups([bundle / "model.tflite"])
+    model = bundle / "model.tflite"
+    (group,) = data_groups([model], {model: describe(model)})
     split = group_split(group, None, False)
     assert result["test_set"]["sha256"] == split.sha256  # the .npz the host scored is the digits' test split
     assert result["test_set"]["data"]["class_names"] == ["digit-3", "digit-4", "digit-5"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -98,18 +99,54 @@ def test_a_pipeline_runs_the_stages_its_config_wants_in_their_order():
 
 
 def test_a_pipeline_reads_its_data_from_one_folder_resolved_before_any_stage(tmp_path, monkeypatch):
+    """Every library call the stages make gets the one folder $EDGE_FM_DATA names (the calls themselves
+    stand in: what is checked is what the stages hand them)."""
+    import edge_fm.export.exporter
+    import edge_fm.optimize.compress
+    import edge_fm.show.html_report
+    import edge_fm.train.trainer
     from edge_fm.pipeline import pipeline, stages
 
     seen = []
 
-    def record_stage(run):  # stands in for every stage: what each would read its data from
-        seen.append(run.data_dir)
+    def made(name, runs_dir, data_dir):
+        seen.append((name, data_dir))
+        (Path(runs_dir) / name).mkdir()
+        return Path(runs_dir) / name
 
-    monkeypatch.setattr(
-        pipeline,
-        "STAGES",
-        tuple(stages.Stage(stage.name, record_stage, stage.wanted) for stage in stages.STAGES),
-    )
+    def train(config, data_dir, runs_dir, reporter=None):
+        return made("train", runs_dir, data_dir)
+
+    def optimize(config, data_dir, runs_dir, reporter=None):
+        return made(config.method, runs_dir, data_dir)
+
+    def export(source, name, runs_dir, data_dir):
+        return made(f"export-{name}", runs_dir, data_dir)
+
+    def bench(bundles, target, options, baseline, data_dir, sample):
+        seen.append(("bench", data_dir))
+        return {"rows": [], "test_set": {"source": "stand-in"}}
+
+    def build_report(top, options):
+        seen.append(("report", options.data_dir))
+        return top / "report.html"
+
+    monkeypatch.setattr(edge_fm.train.trainer, "train", train)
+    monkeypatch.setattr(edge_fm.optimize.compress, "optimize", optimize)
+    monkeypatch.setattr(edge_fm.export.exporter, "export", export)
+    monkeypatch.setattr(stages, "bench", bench)
+    monkeypatch.setattr(stages, "write_results", lambda *args: None)
+    monkeypatch.setattr(edge_fm.show.html_report, "build_report", build_report)
     monkeypatch.setenv("EDGE_FM_DATA", str(tmp_path / "fmnist"))
-    pipeline.run_pipeline(pipeline.PipelineConfig("tiny-cnn"), runs_dir=tmp_path / "runs")
-    assert seen == [tmp_path / "fmnist"] * 5
+    config = pipeline.PipelineConfig("tiny-cnn", prune=0.5, qat=True, formats=("int8", "qat-int8"))
+    pipeline.run_pipeline(config, runs_dir=tmp_path / "runs")
+    assert [name for name, _ in seen] == [
+        "train",
+        "prune",
+        "qat",
+        "export-int8",
+        "export-qat-int8",
+        "bench",
+        "report",
+    ]
+    assert {data_dir for _, data_dir in seen} == {tmp_path / "fmnist"}

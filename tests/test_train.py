@@ -16,11 +16,12 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
 from edge_fm.train import device as device_lib
 from edge_fm.train.augment import augment_batch, distilled_targets, make_pipeline
+from edge_fm.train.callbacks import NullReporter
 from edge_fm.train.config import TrainConfig, load_config
 from edge_fm.train.device import describe_device, describe_devices
 from edge_fm.train.evaluate import evaluate_run
 from edge_fm.train.schedules import build_schedule
-from edge_fm.train.trainer import NullReporter, config_for, load_teacher, resume, train
+from edge_fm.train.trainer import config_for, load_teacher, resume, train
 
 
 def _batch(n=32):

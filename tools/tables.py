@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from edge_fm.export.bundles import read_description
+from edge_fm.export.bundles import DESCRIPTION_FILE, read_description
 from edge_fm.export.recorded_forms import kept_entry
 from edge_fm.result_files import flat, read_result_file
 from edge_fm.train.metrics import cpu_text, shape_text
@@ -193,7 +193,7 @@ def _shipped_status(row: dict) -> str:
 
 
 def _kept_as_record(form: Path) -> bool:
-    return (form / "model.json").is_file() and kept_entry(read_description(form)) is not None
+    return (form / DESCRIPTION_FILE).is_file() and kept_entry(read_description(form)) is not None
 
 
 def shipped_mobile_forms(root: Path) -> str | None:

@@ -29,10 +29,10 @@ from edge_fm import runner
 from edge_fm.bench.keras_baseline import measure_keras_baseline
 from edge_fm.bench.options import BenchOptions, parse_threads  # noqa: F401 (re-exported)
 from edge_fm.bench.split_file import NO_TEST_SET, DataGroup, write_test_set
-from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, last_line, parse_target  # noqa: F401
+from edge_fm.bench.targets import TEST_SET_FILE, LocalTarget, SshTarget, parse_target  # noqa: F401 (re-exported)
 from edge_fm.data.reference import group_by_data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, is_run
+from edge_fm.export.bundles import MODEL_FILE, Described, describe, is_run
 from edge_fm.swap import restore_retired
 
 # ---------------------------------------------------------------- inputs
@@ -88,28 +88,17 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
     return unique
 
 
-def data_groups(artifacts: list[Path], data: str | Path | None = None) -> list[DataGroup]:
+def data_groups(
+    artifacts: list[Path], descriptions: dict[Path, Described], data: str | Path | None = None
+) -> list[DataGroup]:
     """The artifacts grouped by the dataset they were made from (each group gets its own test split),
-    in the order their first artifact comes; each artifact's description is read once, here.
+    in the order their first artifact comes.
 
     Raises:
         EdgeFMError: ``data`` (one dataset's place) given for models of several datasets.
     """
-    groups = group_by_data([_description(path) for path in artifacts], data)
+    groups = group_by_data([descriptions[path].description for path in artifacts], data)
     return [DataGroup([artifacts[i] for i in indices], first) for first, indices in groups.values()]
-
-
-def _description(artifact: Path) -> dict[str, Any]:
-    """A bundle's ``model.json``, or the description edge-fm embeds in a bare .tflite file (which
-    names the model's own dataset); empty for a file without one, or one the benchmark reports as corrupt."""
-    from edge_fm.export.bundles import DESCRIPTION_FILE, Bundle
-
-    # The flatbuffer is parsed only for a bare file: a bundle's model.json says all.
-    bare = artifact.name != MODEL_FILE or not artifact.with_name(DESCRIPTION_FILE).is_file()
-    try:
-        return Bundle.open(artifact, embedded=bare).description
-    except EdgeFMError:
-        return {}
 
 
 # ---------------------------------------------------------------- the stage
@@ -149,9 +138,10 @@ def bench(
             datasets, a device given twice, or a target that cannot be used (each with a fix).
     """
     artifacts = collect_artifacts(paths)
+    descriptions = {path: describe(path) for path in artifacts}
     targets = _parse_targets(target)
     reads_images = any(getattr(device, "needs_test_set", True) for device in targets)
-    groups = data_groups(artifacts, data) if reads_images else [DataGroup(artifacts)]
+    groups = data_groups(artifacts, descriptions, data) if reads_images else [DataGroup(artifacts)]
     _check_baseline(baseline, groups)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
@@ -159,12 +149,12 @@ def bench(
         for number, group in enumerate(groups):  # a dataset at a time, every device at once
             test_set = Path(tmp) / (TEST_SET_FILE if len(groups) == 1 else f"{number}-{TEST_SET_FILE}")
             infos.append(
-                write_test_set(test_set, data_dir, sample, group, data) if reads_images else NO_TEST_SET
+                write_test_set(test_set, data_dir, sample, group, data) if reads_images else dict(NO_TEST_SET)
             )
             measured.append(_run_devices(targets, group.artifacts, test_set, options))
         # Measured here after the devices, so it never competes with a local device for the cores.
         baseline_rows = measure_keras_baseline(baseline, test_set, options) if baseline else []
-    parts = _rows_by_device(targets, groups, infos, measured, baseline_rows)
+    parts = _rows_by_device(targets, groups, infos, measured, baseline_rows, descriptions)
     parts.update(
         test_set=infos[0] if len(infos) == 1 else grouped_test_set(infos),
         options=dataclasses.asdict(options),
@@ -227,6 +217,7 @@ def _rows_by_device(
     infos: list[dict[str, Any]],
     measured: list[list[tuple[dict | None, str | None]]],
     baseline_rows: list[dict[str, Any]],
+    descriptions: dict[Path, Described],
 ) -> dict[str, Any]:
     """The rows of every group on every device, each group's accuracy changes against its float
     reference; a fleet's rows name their device, and a device's error becomes its rows."""
@@ -235,16 +226,18 @@ def _rows_by_device(
     for group, info, group_measured in zip(groups, infos, measured):
         for target, (result, error) in zip(targets, group_measured):
             device_rows = (
-                [_checked_description(row) for row in result["rows"]]
+                [_checked_description(row, descriptions) for row in result["rows"]]
                 if result
-                else _device_error_rows(group.artifacts, error)
+                else _device_error_rows(group.artifacts, error, descriptions)
             )
             for row in device_rows:
                 if fleet:
                     row["target"] = target.name
                 if len(groups) > 1:
                     row["test_set"] = info["source"]
-            reference = add_accuracy_deltas(baseline_rows + device_rows)
+            # A fleet's baseline rows are shown once, for no device: each device's changes use a copy.
+            base = [dict(row) for row in baseline_rows] if fleet else baseline_rows
+            reference = add_accuracy_deltas(base + device_rows)
             references[target.name] = (
                 ", ".join(n for n in (references.get(target.name), reference) if n) or None
             )
@@ -300,26 +293,22 @@ def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _checked_description(row: dict[str, Any]) -> dict[str, Any]:
+def _checked_description(row: dict[str, Any], descriptions: dict[Path, Described]) -> dict[str, Any]:
     """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it);
     a bare file's row gets the format its embedded description names (the runner reads ``model.json`` only)."""
-    from edge_fm.export.bundles import DESCRIPTION_FILE, read_description
-
     path = Path(row.get("path", ""))
-    if path.name != MODEL_FILE or not path.with_name(DESCRIPTION_FILE).is_file():
-        if row.get("format") is None and path.is_file():
-            named = _description(path).get("format")
-            row["format"] = named if isinstance(named, str) else None
+    described = descriptions.get(path) or (describe(path) if path.is_file() else Described({}, bare=True))
+    if described.bare:
+        if row.get("format") is None:
+            row["format"] = described.format
         return row
-    try:
-        read_description(path)
-    except EdgeFMError as exc:
+    if described.error is not None:
         kept = {
             key: row[key]
             for key in ("artifact", "path", "threads", "bytes", "gzip_bytes", "sha256")
             if key in row
         }
-        return {**kept, "format": None, "status": "error", "error": str(exc)}
+        return {**kept, "format": None, "status": "error", "error": described.error}
     return row
 
 
@@ -335,11 +324,13 @@ def _measure_device(
         return None, f"{type(exc).__name__}: {exc}"
 
 
-def _device_error_rows(artifacts: list[Path], error: str) -> list[dict[str, Any]]:
+def _device_error_rows(
+    artifacts: list[Path], error: str, descriptions: dict[Path, Described]
+) -> list[dict[str, Any]]:
     return [
         {
             "artifact": runner.artifact_name(str(path)),
-            "format": runner.sidecar_description(str(path)).get("format"),
+            "format": descriptions[path].format,
             "path": str(path),
             "status": "error",
             "error": error,

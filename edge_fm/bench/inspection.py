@@ -32,7 +32,7 @@ from typing import Any
 
 from edge_fm.bench.keep_float import keep_float_bundle
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, Bundle, artifact_record, is_run, model_file
+from edge_fm.export.bundles import MODEL_FILE, artifact_record, describe, is_run, model_file
 from edge_fm.export.op_table import kinds, op_table, quantization_scheme
 from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, debug_data, layer_errors
 
@@ -63,13 +63,6 @@ def artifact_path(path: Path | str) -> Path:
             f"{path} is not a .tflite file: pass an artifact or an export bundle (e.g. models/edge-cnn-tiny)."
         )
     return path
-
-
-def _description(tflite: Path) -> dict[str, Any]:
-    try:
-        return dict(Bundle.open(tflite, embedded=True).description)
-    except Exception:  # noqa: BLE001 - a foreign .tflite has no edge-fm description; the static part needs none
-        return {}
 
 
 def inspect_artifact(
@@ -123,7 +116,7 @@ def inspect_artifact(
     say = progress or (lambda line: None)
     tflite = artifact_path(path)
     flatbuffer = tflite.read_bytes()
-    description = _description(tflite)
+    description = dict(describe(tflite).description)  # none for a foreign file: the static part needs none
     ops = op_table(flatbuffer)
     format_name = description.get("format")
     quantized = any(op["weights"] or op["activations"] for op in ops)
@@ -152,7 +145,10 @@ def inspect_artifact(
     debugged = None
     if run is not None:
         say(f"running TensorFlow's quantization debugger on {run.path} ({format_name})")
-        debugged = _errors(run, format_name, data_dir, images, calibration)
+        data = debug_data(
+            run, data_dir, images, calibration
+        )  # the debugger's and a --keep-float comparison's
+        debugged = _errors(run, format_name, data)
     if debugged is not None and debugged["layers"]:
         report["errors"] = debugged
     else:
@@ -165,9 +161,7 @@ def inspect_artifact(
         report["keep_float"] = keep_float_bundle(
             run,
             format_name,
-            data_dir,
-            images,
-            calibration,
+            data,
             keep_float,
             ops,
             debugged["layers"],
@@ -259,8 +253,8 @@ def _source_run(description: dict[str, Any], source_run, quantized: bool, format
     return Run(named)
 
 
-def _errors(run, format_name: str, data_dir, images: int, calibration: int | None) -> dict[str, Any]:
-    dataset, calibration_images, val_images, _, count = debug_data(run, data_dir, images, calibration)
+def _errors(run, format_name: str, data: tuple) -> dict[str, Any]:
+    dataset, calibration_images, val_images, _, count = data
     layers = layer_errors(run.model_to_convert(), format_name, calibration_images, val_images)
     note = (
         "quantization-aware training set the range of every layer: the converter quantized none itself"

@@ -268,7 +268,7 @@ def bench_command(
     options = bench_options(threads, runs, min_seconds, max_seconds, warmup)
     targets = target or ["local"]
     if cards:
-        check_cards_request(artifacts, targets[0] if len(targets) == 1 else targets, baseline)
+        check_cards_request(artifacts, targets, baseline)
     where = [ssh.target(t, ssh_timeout, tflm_images) for t in targets]
     if plot is not None:
         if len(where) > 1:
@@ -283,7 +283,7 @@ def bench_command(
     with console.status(f"measuring on {shown}..."):
         result = measure(
             artifacts,
-            where[0] if len(where) == 1 else where,
+            where,
             options,
             baseline,
             data_dir,

@@ -16,6 +16,7 @@ from edge_fm.cli.common import (
     print_error,
 )
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.forms import forms_help
 
 
 @app.command("export")
@@ -73,9 +74,7 @@ def export_command(
         str,
         typer.Option(
             "--for",
-            help="none; mobile (uint8 RGB input, standard metadata); mobile-gpu (float32 RGB input, float16 "
-            "weights, standard metadata: for GPU delegates); mcu (TFLM firmware files, checked under TFLM); "
-            "ethos-u (compiled by Arm's Vela with its estimate; needs --accelerator-config).",
+            help=forms_help(),
         ),
     ] = "none",
     out: Annotated[

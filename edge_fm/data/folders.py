@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.data.array_cache import is_cached, publish, read_cache, write_split
+from edge_fm.data.array_cache import IDENTITY_FILE, is_cached, publish, read_cache, write_split
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.images import read_header, read_image
 from edge_fm.data.options import (
@@ -257,7 +257,7 @@ def _decode_into_cache(
             skipped=len(skipped),
             skipped_examples=tuple(skipped[:SKIPPED_EXAMPLES]),
         )
-        write_json(staging / "identity.json", identity.as_record())
+        write_json(staging / IDENTITY_FILE, identity.as_record())
         publish(staging, cached)
     finally:
         if staging.exists():

@@ -27,8 +27,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_fm.errors import EdgeFMError
 from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomic, write_json
-from edge_fm.records import check_fields
+from edge_fm.records import check_fields, check_labels
 from edge_fm.swap import TEMPORARY_PREFIX
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
 from edge_fm.train.runs import MANIFEST, new_run_dir, read_manifest, write_manifest
@@ -109,8 +110,6 @@ def training_run_of(path: Path | str, option: str) -> str:
     Raises:
         EdgeFMError: A bundle whose run is not recorded or not on this machine (``option`` names what gave it).
     """
-    from edge_fm.errors import EdgeFMError
-
     path = Path(path)
     if kind_of(path) != "bundle":
         return str(path)
@@ -139,8 +138,6 @@ def read_labels(path: Path) -> list[str]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        from edge_fm.errors import EdgeFMError
-
         raise EdgeFMError(f"{path} is not UTF-8 text: write one class name a line.") from None
     return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -181,8 +178,6 @@ class Bundle:
             EdgeFMError: No .tflite file there, an unreadable ``model.json``, or (``embedded``) a file
                 that is not a .tflite model.
         """
-        from edge_fm.errors import EdgeFMError
-
         file = model_file(path)
         if file is None:
             raise EdgeFMError(
@@ -224,9 +219,7 @@ class Bundle:
         Raises:
             EdgeFMError: Labels that are not one-line strings, or not one per output class.
         """
-        from edge_fm.errors import EdgeFMError
         from edge_fm.export import tflite_file
-        from edge_fm.records import check_labels
 
         labels_path = self.path.with_name(LABELS_FILE)
         named = labels_path.is_file() or bool(self.labels)
@@ -267,6 +260,41 @@ class Bundle:
         return self.path.read_bytes()
 
 
+@dataclasses.dataclass(frozen=True)
+class Described:
+    """What describes an artifact (see :func:`describe`).
+
+    Attributes:
+        description: A bundle's ``model.json``, or the description edge-fm embeds in a bare .tflite file
+            (which names the model's own dataset); empty for a file without one, or a corrupt bundle's.
+        bare: A .tflite file without a bundle's ``model.json`` beside it.
+        error: Why a bundle's ``model.json`` cannot be read (a benchmark's rows report it); None when it can.
+    """
+
+    description: dict[str, Any]
+    bare: bool
+    error: str | None = None
+
+    @property
+    def format(self) -> str | None:
+        named = self.description.get("format")
+        return named if isinstance(named, str) else None
+
+
+def describe(artifact: Path) -> Described:
+    """Reads what describes a .tflite file: a bundle's ``model.json``, else the description edge-fm embeds
+    in a bare file (the flatbuffer is parsed only then)."""
+    if artifact.name == MODEL_FILE and artifact.with_name(DESCRIPTION_FILE).is_file():
+        try:
+            return Described(read_description(artifact), bare=False)
+        except EdgeFMError as exc:
+            return Described({}, bare=False, error=str(exc))
+    try:
+        return Described(Bundle.open(artifact, embedded=True).description, bare=True)
+    except EdgeFMError:  # not an edge-fm file, or a bad embedded description: nothing describes it
+        return Described({}, bare=True)
+
+
 def read_description(bundle: Path | str) -> dict[str, Any]:
     """A bundle's ``model.json`` (a folder's, or the one beside its ``model.tflite``).
 
@@ -293,7 +321,7 @@ def update_description(bundle: Path | str, description: dict[str, Any]) -> None:
     """Rewrites a finished bundle's ``model.json`` and its ``manifest.json`` entry (lineage kept)."""
     bundle = Path(bundle)
     write_description(bundle, description)
-    manifest = read_json(bundle / MANIFEST)
+    manifest = read_manifest(bundle)
     extra = {
         key: value
         for key, value in manifest.items()
@@ -308,8 +336,6 @@ def check_new_folder(out: Path | str) -> Path:
     Raises:
         EdgeFMError: ``out`` holds files, is a file, or cannot be written.
     """
-    from edge_fm.errors import EdgeFMError
-
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise EdgeFMError(
@@ -359,8 +385,6 @@ def write_bundle(
     Raises:
         EdgeFMError: ``folder`` holds files, or cannot be written.
     """
-    from edge_fm.errors import EdgeFMError
-
     folder = Path(folder)
     if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
         raise EdgeFMError(

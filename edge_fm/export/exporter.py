@@ -162,6 +162,14 @@ def export(
     )
 
 
+def run_test_images(run_dir: Path | str, data_dir, count: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """The first ``count`` test images of a run's dataset (None: all), their labels, and what they are:
+    what a form made from the run is checked on."""
+    dataset = Run(run_dir).dataset(data_dir)
+    images, labels = dataset.x_test[:count], dataset.y_test[:count]
+    return images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
+
+
 def export_integer(
     run_dir: Path | str,
     format_name: str | None,

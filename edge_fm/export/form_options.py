@@ -25,7 +25,6 @@ class FormOptions:
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
     accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
     data: str | Path | None = None  # a bundle of its own data: where that data is, when not where it says
-    sample: bool = False  # mcu: a bundle checked on the embedded sample's test images
 
     def say(self, line: str) -> None:
         """Reports one step to ``progress``, when there is one."""

@@ -31,8 +31,7 @@ class Form:
     """One export form: its ``--for`` name, what it is, and the function that makes it."""
 
     name: str  # what `edge-fm export --for` takes
-    title: str  # the form in a sentence
-    summary: str  # what it gives a client
+    summary: str  # what it gives a client (the --for help)
     export: Callable[[Path | str, FormOptions], Path]  # called with the source and the options
 
 
@@ -52,25 +51,21 @@ FORMS = NameTable(
     (
         Form(
             "mobile",
-            "the mobile form",
             "uint8 RGB input, standard metadata",
             _mobile,
         ),
         Form(
             "mobile-gpu",
-            "the mobile GPU form",
-            "float32 RGB input, float16 weights, standard metadata: for GPU delegates; from a training run",
+            "float32 RGB input, float16 weights, standard metadata: for GPU delegates",
             export_mobile_gpu,
         ),
         Form(
             "mcu",
-            "the microcontroller form",
             "TFLM firmware files, checked under TFLM",
             export_mcu,
         ),
         Form(
             "ethos-u",
-            "the Ethos-U form",
             "compiled by Arm's Vela with its estimate; needs --accelerator-config",
             export_ethos_u_form,
         ),
@@ -79,7 +74,9 @@ FORMS = NameTable(
 )
 
 
-form_names = FORMS.names
+def forms_help() -> str:
+    """The ``--for`` choices with what each gives a client, for the command line's help."""
+    return "; ".join(["none", *(f"{form.name} ({form.summary})" for form in FORMS)]) + "."
 
 
 def get_form(name: str) -> Form:

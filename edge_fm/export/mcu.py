@@ -21,7 +21,6 @@ from edge_fm.export.firmware import C_ARRAY_MODES, c_identifier, firmware_source
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.tflm import (
     ARENA_PROBE_MAX,
-    DEFAULT_CHECK_IMAGES,
     INSTALL_HINT,
     MIN_REFERENCE_AGREEMENT,
     Arena,
@@ -169,11 +168,7 @@ def _input_note(description: dict) -> str:
 
 
 def check_images(
-    data_dir: Path | str | None = None,
-    sample: bool = False,
-    count: int | None = DEFAULT_CHECK_IMAGES,
-    model: Bundle | None = None,
-    data: str | Path | None = None,
+    model: Bundle, count: int | None, data_dir: Path | str | None, data: str | Path | None
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``count`` test images of the model's data (None: all), their labels, and what they are.
 
@@ -184,10 +179,8 @@ def check_images(
 
     if count is not None and count < 1:
         raise EdgeFMError(f"check images {count}: give at least 1.")
-    description = model.description if model is not None else None
-    labels = model.labels if model is not None else None
-    what = str(model.folder or model.path) if model is not None else "the model"
-    split = model_test_split(description, data, data_dir, sample, what, labels).first(count)
+    what = str(model.folder or model.path)
+    split = model_test_split(model.description, data, data_dir, False, what, model.labels).first(count)
     return split.images, split.labels, f"{split.name}, first {len(split.labels)}"
 
 
@@ -206,8 +199,7 @@ def export_mcu(source: Path | str, options: FormOptions = FormOptions()) -> Path
             run, else ``int8``), ``parity_images`` (test images checked under TFLM, and validation images
             of a run's export parity check; None: all), ``representative_size`` (a run's int8 export),
             ``c_array_mode`` (``source``: the C array in ``firmware/``; ``script``: a script in
-            ``firmware/`` writes it from ``model.tflite`` at build time), ``sample`` (a bundle checked on
-            the embedded sample's test images; a run uses its own data), ``out``, ``runs_dir``,
+            ``firmware/`` writes it from ``model.tflite`` at build time), ``out``, ``runs_dir``,
             ``data_dir``, ``progress`` and ``data`` (a bundle of other data than Fashion-MNIST: where
             that data is, when not where its ``model.json`` says).
 
@@ -248,10 +240,8 @@ def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.nd
                 "format to use the model as it is."
             )
         model = read_model(source)  # refuse a float or uint8 model before loading any data
-        images = check_images(options.data_dir, options.sample, options.parity_images, model, options.data)
-        return (*images, source)
-    from edge_fm.export.exporter import export_integer
-    from edge_fm.train.runs import Run
+        return (*check_images(model, options.parity_images, options.data_dir, options.data), source)
+    from edge_fm.export.exporter import export_integer, run_test_images
 
     exported = export_integer(
         source,
@@ -263,14 +253,7 @@ def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.nd
         options.data_dir,
         options.say,
     )
-    dataset = Run(source).dataset(options.data_dir)
-    count = options.parity_images
-    return (
-        dataset.x_test[:count],
-        dataset.y_test[:count],
-        f"{dataset.describe()}: test split, first {len(dataset.y_test[:count])}",
-        exported,
-    )
+    return (*run_test_images(source, options.data_dir, options.parity_images), exported)
 
 
 def _write_bundle(bundle: Path, model: Bundle, report: TflmReport, parent: Path, c_array_mode: str) -> Path:

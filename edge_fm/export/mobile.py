@@ -48,7 +48,6 @@ from edge_fm.export.bundles import (
     update_description,
     write_bundle,
 )
-from edge_fm.export.exporter import export_integer
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.tflite_metadata import (
     WRITTEN_METADATA,
@@ -116,6 +115,8 @@ def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> P
     if options.out is not None:
         check_new_folder(options.out)
     if is_run(source):
+        from edge_fm.export.exporter import export_integer, run_test_images  # TensorFlow: a run only
+
         int8_path = export_integer(
             source,
             options.format_name,
@@ -126,7 +127,7 @@ def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> P
             options.data_dir,
             options.say,
         )
-        images, labels, images_source = _run_test_images(source, options.data_dir, options.parity_images)
+        images, labels, images_source = run_test_images(source, options.data_dir, options.parity_images)
     else:
         int8_path = source
         int8 = read_int8_source(source)  # refuse a float model before loading any data
@@ -188,15 +189,6 @@ def ship_mobile_form(
         folder,
         FormOptions(parity_images=None, data_dir=data_dir, out=folder / MOBILE_FOLDER, progress=progress),
     )
-
-
-def _run_test_images(run_dir: Path, data_dir, count: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    """The first ``count`` test images of a run's dataset (None: all), their labels, and what they are."""
-    from edge_fm.train.runs import Run
-
-    dataset = Run(run_dir).dataset(data_dir)
-    images, labels = dataset.x_test[:count], dataset.y_test[:count]
-    return images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
 
 
 def _check_format(int8: Bundle, format_name: str | None) -> None:

@@ -40,7 +40,7 @@ def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict
     description["input"] = {
         "dtype": "uint8",
         "layout": "NHWC (batch, height, width, channels)",
-        "name": rgb.name.decode(),
+        "name": tflite_file.name_of(rgb),
         "pixel_range": [0, 255],
         "preprocessing": _steps(description),
         "scale": 1.0,
@@ -51,7 +51,7 @@ def _rgb_description(description: dict, graph, schema, inspection: dict) -> dict
     output.update(
         {
             "dtype": tflite_file.type_name(probs.type).lower(),
-            "name": probs.name.decode(),
+            "name": tflite_file.name_of(probs),
             "scale": out_scale,
             "shape": [int(v) for v in probs.shape],
             "zero_point": out_zero_point,

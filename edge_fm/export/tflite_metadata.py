@@ -35,7 +35,7 @@ METADATA_IDENTIFIER = b"M001"
 MIN_PARSER_VERSION = "1.0.0"
 # What the metadata written here holds, as a form's model.json records it.
 WRITTEN_METADATA = (
-    "TFLITE_METADATA: image input (RGB, normalization mean 0, std 1), probability output with "
+    f"{tflite_file.STANDARD_METADATA}: image input (RGB, normalization mean 0, std 1), probability output with "
     "labels.txt packed in the file as TENSOR_AXIS_LABELS"
 )
 

@@ -236,7 +236,7 @@ class _Edit(tflite_file.GraphEditor):
         For a model of RGB data (``rgb_model``) the int8 tensor is its own old input.
         """
         height, width = int(grey_input.shape[1]), int(grey_input.shape[2])
-        name = grey_input.name.decode()
+        name = tflite_file.name_of(grey_input)
         grey_input.name = f"{name};int8".encode()
         rgb = self.new_tensor(
             name, grey_input, self.schema.TensorType.UINT8, [1, height, width, CHANNELS], 1.0, 0
@@ -339,7 +339,7 @@ class _Edit(tflite_file.GraphEditor):
         self._widen(chain, rgb_int8)
         if not chain:
             conv.inputs[0] = rgb_int8
-        return FOLD_CONV, self.graph.tensors[conv.inputs[1]].name.decode(), clipped
+        return FOLD_CONV, tflite_file.name_of(self.graph.tensors[conv.inputs[1]]), clipped
 
     def _fold_dense(self, rgb_int8, chain, reshape, dense) -> tuple[str, str, int] | None:
         flat = self.graph.tensors[reshape.outputs[0]]
@@ -362,7 +362,7 @@ class _Edit(tflite_file.GraphEditor):
         self._set_channels(int(reshape.outputs[0]), pixels * CHANNELS)
         if len(reshape.inputs) > 1 and reshape.inputs[1] >= 0:
             shape_index = self.new_tensor(
-                f"{flat.name.decode()}/rgb_shape",
+                f"{tflite_file.name_of(flat)}/rgb_shape",
                 None,
                 self.schema.TensorType.INT32,
                 [2],
@@ -377,7 +377,7 @@ class _Edit(tflite_file.GraphEditor):
             and getattr(reshape.builtinOptions, "newShape", None) is not None
         ):
             reshape.builtinOptions.newShape = np.array([-1, pixels * CHANNELS], dtype=np.int32)
-        return FOLD_DENSE, self.graph.tensors[dense.inputs[1]].name.decode(), clipped
+        return FOLD_DENSE, tflite_file.name_of(self.graph.tensors[dense.inputs[1]]), clipped
 
     def _drop_repeat(self, rgb_int8, chain, concat, conv) -> tuple[str, str, int]:
         kernel = self._int8_weights(int(conv.inputs[1]))  # [out, kh, kw, 3], each channel saw the same grey
@@ -386,13 +386,13 @@ class _Edit(tflite_file.GraphEditor):
         self._widen(chain, rgb_int8)
         conv.inputs[0] = int(chain[-1].outputs[0]) if chain else rgb_int8
         self.graph.operators.remove(concat)
-        return DROP_REPEAT, self.graph.tensors[conv.inputs[1]].name.decode(), clipped
+        return DROP_REPEAT, tflite_file.name_of(self.graph.tensors[conv.inputs[1]]), clipped
 
     def luma_conv(self, grey_index, rgb_int8) -> tuple[str, str, int]:
         """A 1x1 int8 convolution RGB -> grey whose weights sum to LUMA_CONV_SUM and whose weight
         scale is its inverse: on equal channels it returns its input, so the old int8 grey input."""
         weights, _ = split_by_luma(np.array([LUMA_CONV_SUM]), limit=INT8_WEIGHT_LIMIT)
-        name = f"{self.graph.tensors[grey_index].name.decode()};luma"
+        name = f"{tflite_file.name_of(self.graph.tensors[grey_index])};luma"
         scale = 1.0 / LUMA_CONV_SUM
         kernel = self.new_tensor(
             f"{name}/kernel",
@@ -434,7 +434,7 @@ class _Edit(tflite_file.GraphEditor):
         old_index = int(self.graph.outputs[0])
         old = self.graph.tensors[old_index]
         scale, zero_point = tflite_file.quantization(old)
-        name = old.name.decode()
+        name = tflite_file.name_of(old)
         old.name = f"{name};int8".encode()
         new = self.new_tensor(
             name, old, self.schema.TensorType.UINT8, [int(v) for v in old.shape], scale, zero_point + 128
@@ -449,7 +449,7 @@ class _Edit(tflite_file.GraphEditor):
             return [self._quantize_op("QUANTIZE", source, target)]
         like = self.graph.tensors[source]
         real = self.new_tensor(
-            f"{like.name.decode()};float",
+            f"{tflite_file.name_of(like)};float",
             like,
             self.schema.TensorType.FLOAT32,
             [int(v) for v in like.shape],

@@ -30,11 +30,12 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from edge_fm.data.datasets import Dataset
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import write_json
+from edge_fm.train.callbacks import NullReporter, Reporter
 from edge_fm.train.config import OptimizeConfig, TrainConfig
 from edge_fm.train.distribute import ONE_DEVICE
 from edge_fm.train.evaluate import score_model
 from edge_fm.train.runs import CONFIG, METRICS_FILE, Run, new_run_dir, write_manifest
-from edge_fm.train.trainer import NullReporter, Reporter, compile_model, finish_run, fit_model, save_model
+from edge_fm.train.trainer import compile_model, finish_run, fit_model, save_model
 from edge_fm.zoo import count_macs
 from edge_fm.zoo.fold import fold_batch_norms_into_dense, follows_linear_conv
 

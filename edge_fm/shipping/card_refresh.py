@@ -28,15 +28,14 @@ def refresh_cards(models_dir: Path | str, result: dict[str, Any]) -> list[Path]:
         The cards written.
     """
     models_dir = Path(models_dir)
-    ok = [row for row in result["rows"] if row.get("status") == "ok"]
     threads = result["options"]["threads"][0]
+    rows = [row for row in result["rows"] if row.get("status") == "ok" and row["threads"] == threads]
     environment, test_source = result["environment"], result["test_set"]["source"]
     written = write_cards(
-        models_dir, ok, read_provenances(models_dir), environment, test_source, result["checks"], threads
+        models_dir, rows, read_provenances(models_dir), environment, test_source, result["checks"]
     )
-    for row in ok:
-        if row["threads"] == threads:
-            write_measurement(models_dir / row["model"], row, result)
+    for row in rows:
+        write_measurement(models_dir / row["model"], row, result)
     return written
 
 
@@ -60,9 +59,8 @@ def write_cards(
     environment: dict,
     test_source: str,
     model_checks: Sequence[dict],
-    threads: int,
 ) -> list[Path]:
-    """Rewrites ``MODEL_CARD.md`` of every model with a row at ``threads``.
+    """Rewrites the ``MODEL_CARD.md`` of the model of each row (one row a model, at one thread count).
 
     A row carried over from an earlier run states that run's machine, and no target is judged on it.
 
@@ -71,8 +69,6 @@ def write_cards(
     """
     written = []
     for row in rows:
-        if row["threads"] != threads:
-            continue
         name = row["model"]
         description = read_description(models_dir / name)
         judged = () if "measured_on" in row else [c for c in model_checks if c["model"] == name]

@@ -113,7 +113,7 @@ def measure(
         list(shipped.artifacts if shipped else paths), target, options, baseline, data_dir, sample, data
     )
     if shipped:
-        result = annotate(shipped, result, previous, options.threads[0])
+        result = annotate(shipped, result, previous)
     result["command"] = command
     return result
 
@@ -128,7 +128,8 @@ def shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | N
 
 def _measures_shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> bool:
     """One folder of shipped models, measured here (one local target), without a baseline."""
-    local = not isinstance(target, list) and getattr(target, "name", target) == "local"
+    targets = target if isinstance(target, list) else [target]
+    local = len(targets) == 1 and getattr(targets[0], "name", targets[0]) == "local"
     return len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None
 
 

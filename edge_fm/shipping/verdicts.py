@@ -38,11 +38,10 @@ class ShippedModels:
     artifacts: tuple[Path, ...]
 
 
-def annotate(
-    shipped: ShippedModels, result: dict[str, Any], previous: dict | None, threads: int
-) -> dict[str, Any]:
+def annotate(shipped: ShippedModels, result: dict[str, Any], previous: dict | None) -> dict[str, Any]:
     """Names the rows by model, carries over the rows of models not measurable here, judges the targets
-    on the rows at ``threads``."""
+    on the rows at the result's first thread count."""
+    threads = result["options"]["threads"][0]
     by_path = {path.resolve(): name for name, path in shipped.present.items()}
     given = {path.resolve(): path for path in shipped.artifacts}
     for row in result["rows"]:

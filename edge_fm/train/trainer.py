@@ -25,7 +25,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.io import atomic_path, deliberate_hdf5, read_json, write_json
 from edge_fm.train.augment import make_pipeline
 from edge_fm.train.balance import CHOICES, class_weights, weights_record
-from edge_fm.train.callbacks import (  # noqa: F401 (Reporter, NullReporter: re-exported)
+from edge_fm.train.callbacks import (
     BestWeights,
     FreezeLayers,
     HistoryWriter,
