@@ -373,6 +373,36 @@ def test_ethos_u_refuses_a_float_artifact_and_an_unknown_config(exported, tmp_pa
 
 
 @needs_vela
+def test_ethos_u_form_of_a_run_exports_an_integer_artifact_first(exported, tmp_path):
+    result = _invoke(
+        "export", exported["train"], "--for", "ethos-u", "-f", "fp32", "--accelerator-config", "ethos-u55-128"
+    )
+    assert result.exit_code == 1 and "the Ethos-U form is an integer export" in result.output, result.output
+    runs = tmp_path / "runs"
+    result = _invoke(
+        "export",
+        exported["train"],
+        "--for",
+        "ethos-u",
+        "--accelerator-config",
+        "ethos-u65-256",
+        "--parity-images",
+        "300",
+        "--runs-dir",
+        runs,
+        "--out",
+        tmp_path / "npu",
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "npu" / "model.json").read_text())
+    assert record["format"] == "int8" and record["ethos_u"]["config"] == "ethos-u65-256"
+    # The intermediate int8 export is a bundle of its own under --runs-dir, checked on --parity-images.
+    (int8,) = [path for path in runs.iterdir() if (path / "model.json").is_file()]
+    assert json.loads((int8 / "model.json").read_text())["export"]["parity"]["images"] == 300
+    assert record["ethos_u"]["source"] == str(int8 / "model.tflite")
+
+
+@needs_vela
 def test_vela_names_the_op_it_leaves_to_the_cpu():
     from edge_fm.export.vela import estimate
 

@@ -123,7 +123,9 @@ def test_every_zoo_architecture_exported_as_int8_takes_the_rgb_form(arch, option
     gives the int8 outputs bit for bit on grey images, through the one graph-side luma split."""
     model = create_model(arch, **options)
     images = test_images[0][:200]
-    int8 = convert(model, get_format("int8"), "int8", images)
+    # 50 calibration images: the ranges need not be good, only the same for both; each one costs ResNet50
+    # a float pass in the calibrator (200 images: 50 s of conversion, 50: under 30 s).
+    int8 = convert(model, get_format("int8"), "int8", images[:50])
     form = rgb_form(int8)
     assert form.method == method
     parity = compare_with_int8(form.tflite, int8, images, test_images[1][:200])

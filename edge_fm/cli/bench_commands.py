@@ -12,6 +12,7 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DEFAULT_SSH,
+    BundleDataOption,
     DataDirOption,
     MinSecondsOption,
     RunsOption,
@@ -217,14 +218,7 @@ def bench_command(
         bool, typer.Option("--sample", help="Score on the embedded sample (not the test set).")
     ] = False,
     data_dir: DataDirOption = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="Models made from your own data are scored on its test split: where that data is, when it "
-            "is no longer where their model.json says.",
-        ),
-    ] = None,
+    data: BundleDataOption = None,
     ssh: SshOptions = DEFAULT_SSH,
     ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
     plot: Annotated[

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    BundleDataOption,
     DataDirOption,
     app,
     console,
@@ -61,14 +62,7 @@ def export_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="For a bundle made from your own data: where that data is, when it is no longer where the "
-            "bundle's model.json says (its test split checks the mobile and mcu forms). A run reads its own.",
-        ),
-    ] = None,
+    data: BundleDataOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
         str,

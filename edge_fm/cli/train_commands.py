@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DEFAULT_SOURCE,
+    BundleDataOption,
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
@@ -232,14 +233,7 @@ def evaluate_command(
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            "--data",
-            help="A model made from your own data is scored on its test split: where that data is, when it "
-            "is no longer where the run or the bundle's model.json says.",
-        ),
-    ] = None,
+    data: BundleDataOption = None,
 ) -> None:
     """Score a run's model, or an exported bundle, on its data's test (or validation) split.
 

@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from edge_fm.data.reference import RECORD_KEY, data_record
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import write_bundle
 from edge_fm.export.converter import REPRESENTATIVE_SIZE, convert, representative_images  # noqa: F401 (re-exported)
+from edge_fm.export.form_options import FormOptions
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.tflite_file import embed_metadata, inspect
 from edge_fm.runner import RunnerError, TFLiteModel
@@ -171,43 +171,37 @@ def run_test_images(run_dir: Path | str, data_dir, count: int | None) -> tuple[n
 
 
 def export_integer(
-    run_dir: Path | str,
-    format_name: str | None,
-    form_title: str,
-    representative_size: int | None = None,
-    parity_images: int | None = 1000,
-    runs_dir: Path | str = "runs",
-    data_dir: Path | str | None = None,
-    progress: Callable[[str], None] = lambda line: None,
+    run_dir: Path | str, options: FormOptions, form_title: str, io_dtype: str | None = "int8"
 ) -> Path:
-    """Exports a run's int8 artifact for a form (mobile, mcu) to start from, and returns its bundle.
+    """Exports a run's integer artifact for a form (mobile, mcu, Ethos-U) to start from, and returns its bundle.
 
     Args:
         run_dir: A finished training or QAT run.
-        format_name: ``int8`` or ``qat-int8`` (default: ``qat-int8`` for a QAT run, else ``int8``).
+        options: The form's options; this reads ``format_name`` (default: ``qat-int8`` for a QAT run,
+            else ``int8``), ``representative_size``, ``parity_images``, ``runs_dir``, ``data_dir``
+            and ``progress``.
         form_title: The form, for the error (``the mobile form``).
-        representative_size, parity_images, runs_dir, data_dir: As :func:`export` takes them.
-        progress: Called with a line before the export.
+        io_dtype: The artifact's input/output dtype (None: the format's default).
 
     Raises:
         EdgeFMError: A float format, or whatever :func:`export` refuses.
     """
     run = Run(run_dir)
-    fmt = get_format(format_name or ("qat-int8" if run.quantization_aware else "int8"))
+    fmt = get_format(options.format_name or ("qat-int8" if run.quantization_aware else "int8"))
     if not fmt.integer:
         raise EdgeFMError(
             f"{form_title} is an integer export; format {fmt.name} is not one: export with "
             "`-f int8` or `-f qat-int8`."
         )
-    progress(f"exporting {run.path} as {fmt.name}")
+    options.say(f"exporting {run.path} as {fmt.name}")
     return export(
         run.path,
         fmt.name,
-        "int8",
-        representative_size or REPRESENTATIVE_SIZE,
-        parity_images,
-        runs_dir,
-        data_dir,
+        io_dtype,
+        options.representative_size or REPRESENTATIVE_SIZE,
+        options.parity_images,
+        options.runs_dir,
+        options.data_dir,
     )
 
 

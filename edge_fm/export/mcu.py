@@ -243,16 +243,7 @@ def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.nd
         return (*check_images(model, options.parity_images, options.data_dir, options.data), source)
     from edge_fm.export.exporter import export_integer, run_test_images
 
-    exported = export_integer(
-        source,
-        options.format_name,
-        "the microcontroller form",
-        options.representative_size,
-        options.parity_images,
-        options.runs_dir,
-        options.data_dir,
-        options.say,
-    )
+    exported = export_integer(source, options, "the microcontroller form")
     return (*run_test_images(source, options.data_dir, options.parity_images), exported)
 
 

@@ -117,16 +117,7 @@ def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> P
     if is_run(source):
         from edge_fm.export.exporter import export_integer, run_test_images  # TensorFlow: a run only
 
-        int8_path = export_integer(
-            source,
-            options.format_name,
-            "the mobile form",
-            options.representative_size,
-            options.parity_images,
-            options.runs_dir,
-            options.data_dir,
-            options.say,
-        )
+        int8_path = export_integer(source, options, "the mobile form")
         images, labels, images_source = run_test_images(source, options.data_dir, options.parity_images)
     else:
         int8_path = source

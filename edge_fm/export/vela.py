@@ -353,10 +353,11 @@ def export_ethos_u(
 
 
 def export_ethos_u_form(source: Path | str, options: FormOptions = FormOptions()) -> Path:
-    """The Ethos-U form of a run (exported first as ``options.format_name``, default int8, in its own input
-    dtype) or of an integer bundle, compiled for ``options.accelerator_config``; reads also
-    ``representative_size``, ``parity_images`` (the run's export parity check), ``out``, ``runs_dir``,
-    ``data_dir`` and ``progress``.
+    """The Ethos-U form of a run or of an integer bundle, compiled for ``options.accelerator_config``.
+
+    A run is exported first as ``options.format_name`` (default: qat-int8 for a QAT run, else int8), in
+    the format's own input dtype. Reads also ``representative_size``, ``parity_images`` (the run's export
+    parity check), ``out``, ``runs_dir``, ``data_dir`` and ``progress``.
 
     Raises:
         EdgeFMError: No configuration, a float format, or whatever :func:`export_ethos_u` refuses.
@@ -366,26 +367,11 @@ def export_ethos_u_form(source: Path | str, options: FormOptions = FormOptions()
         raise EdgeFMError("the Ethos-U form needs --accelerator-config (e.g. ethos-u55-128).")
     get_config(config_name)  # an unknown config is refused before any work
     if is_run(source):
-        from edge_fm.export.exporter import REPRESENTATIVE_SIZE, export
-        from edge_fm.export.formats import get_format
+        from edge_fm.export.exporter import export_integer  # TensorFlow: a run only
 
-        fmt = get_format(options.format_name or "int8")
-        if not fmt.integer:
-            raise EdgeFMError(
-                f"the Ethos-U form is an integer export; format {fmt.name} is not one: export with `-f int8`."
-            )
         if options.out is not None:
             check_new_folder(options.out)
-        options.say(f"exporting {source} as {fmt.name}")
-        source = export(
-            source,
-            fmt.name,
-            None,
-            options.representative_size or REPRESENTATIVE_SIZE,
-            options.parity_images,
-            options.runs_dir,
-            options.data_dir,
-        )
+        source = export_integer(source, options, "the Ethos-U form", io_dtype=None)
     elif options.format_name is not None:
         raise EdgeFMError(
             f"{source} is not a run, so there is nothing to export as {options.format_name}: drop the format "

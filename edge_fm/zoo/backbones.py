@@ -159,8 +159,6 @@ def mobilenetv2(
         bn_momentum: Momentum of every batch-norm's moving averages. Keras' 0.999 suits ImageNet's
             long schedules; on a few thousand steps the averages would still be mostly their
             initial values and inference would fail, so 0.99 by default.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     check_weights("mobilenetv2", weights)
     network = _network_shape("mobilenetv2", input_shape, input_size, num_classes)
@@ -229,8 +227,6 @@ def resnet50(
             ResNet50 without its top; the ``paper`` preset asks for ImageNet weights, as the paper did.
         trainable_layers: Backbone layers left trainable when pretrained weights are used.
         head: Widths of the ReLU dense layers after global average pooling.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     check_weights("resnet50", weights)
     network = _network_shape("resnet50", input_shape, input_size, num_classes)

@@ -35,8 +35,6 @@ def cnn_2conv(
         dense: Width of the hidden dense layer.
         dropout: Dropout after each pooling step.
         dense_dropout: Dropout after the dense layer.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     check_input_shape("cnn-2conv", input_shape, 2 ** len(filters), num_classes)  # a 2x2 pool per conv
     inputs = raw_input(shape=input_shape)
@@ -81,8 +79,6 @@ def cnn_3conv_bn(
         input_size: Side the image is resized to inside the model (None: the image's own size,
             as for data other than Fashion-MNIST unless set).
         rgb: Repeat a grey channel to three channels.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     minimum = 2 ** len(filters)  # a 2x2 pool per conv
     if input_size is not None and input_size < minimum:

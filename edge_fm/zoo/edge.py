@@ -13,6 +13,7 @@ channel learns little.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from edge_fm.compat import keras
@@ -75,15 +76,28 @@ def stage_blocks(block: str | Sequence[str], stages: int, name: str) -> list[str
 
 
 def build_edge_cnn(
+    name: str,
+    *,
     stem: int,
     widths: tuple[int, ...],
     blocks: tuple[int, ...],
     dropout: float,
-    name: str,
-    block: str | Sequence[str] = "separable",
+    block: str | Sequence[str],
     input_shape: tuple[int, ...] = IMAGE_SHAPE,
     num_classes: int = NUM_CLASSES,
 ) -> keras.Model:
+    """Builds the family member ``name``; each member registers this with its own defaults.
+
+    Args:
+        name: The member's registry name, which also names the Keras model and the messages.
+        stem: Filters of the full-resolution 3x3 stem conv.
+        widths: Channels of each stage (28x28, 14x14, 7x7).
+        blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
+        dropout: Dropout before the classifier.
+        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
+            list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
+        input_shape, num_classes: As every registered builder (:func:`~edge_fm.zoo.registry.register_model`).
+    """
     if len(widths) != len(blocks) or min(blocks) < 0 or max(blocks) < 1:
         raise EdgeFMError(
             f"{name} needs one block count (>= 0, not all 0) per stage width; "
@@ -105,53 +119,22 @@ def build_edge_cnn(
     return keras.Model(inputs, classifier(x, num_classes=num_classes), name=name.replace("-", "_"))
 
 
-@register_model("edge-cnn", description="edge-fm's accurate net: separable residual stages 64/128/256, GAP")
-def edge_cnn(
-    *,
-    stem: int = 32,
-    widths: tuple[int, ...] = (64, 128, 256),
-    blocks: tuple[int, ...] = (2, 3, 3),
-    dropout: float = 0.2,
-    block: str | Sequence[str] = "separable",
-    input_shape: tuple[int, ...] = IMAGE_SHAPE,
-    num_classes: int = NUM_CLASSES,
-) -> keras.Model:
-    """The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
-
-    Args:
-        stem: Filters of the full-resolution 3x3 stem conv.
-        widths: Channels of each stage (28x28, 14x14, 7x7).
-        blocks: Blocks per stage; 0 leaves the stage to the stem and its pool.
-        dropout: Dropout before the classifier.
-        block: 'separable' (depthwise + pointwise) or 'conv' (a full 3x3 conv), for every stage, or a
-            list with one per stage (e.g. a full conv at 28x28, where depthwise is slowest per MAC, then separable).
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
-    """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn", block, input_shape, num_classes)
-
-
-@register_model(
-    "edge-cnn-tiny",
-    description="edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP",
-)
-def edge_cnn_tiny(
-    *,
-    stem: int = 16,
-    widths: tuple[int, ...] = (16, 32, 64),
-    blocks: tuple[int, ...] = (0, 2, 2),
-    dropout: float = 0.1,
-    block: str | Sequence[str] = "conv",
-    input_shape: tuple[int, ...] = IMAGE_SHAPE,
-    num_classes: int = NUM_CLASSES,
-) -> keras.Model:
-    """The small member: under 100 KB as int8, a few million MACs per image.
-
-    Shaped for int8 latency (experiments/tiny_design.py): at 28x28 every channel costs the most, so
-    only the 16-filter stem runs there, and the blocks are full 3x3 convs, the fastest per MAC on
-    the AVX-512 VNNI CPU it was timed on (docs/design/full-convolutions.md). The previous, separable
-    shape (stem 16, widths 32/64/128, blocks 1/2/3, block 'separable') was the faster one on another CPU.
-
-    Args: those of :func:`edge_cnn`, with this member's defaults.
-    """
-    return build_edge_cnn(stem, widths, blocks, dropout, "edge-cnn-tiny", block, input_shape, num_classes)
+# The members: each one's description and its defaults of build_edge_cnn's options.
+MEMBERS = {
+    # The accurate member: about a third of cnn-3conv-bn's weights and fewer MACs.
+    "edge-cnn": (
+        "edge-fm's accurate net: separable residual stages 64/128/256, GAP",
+        dict(stem=32, widths=(64, 128, 256), blocks=(2, 3, 3), dropout=0.2, block="separable"),
+    ),
+    # The small member: under 100 KB as int8, a few million MACs per image. Shaped for int8 latency
+    # (experiments/tiny_design.py): at 28x28 every channel costs the most, so only the 16-filter stem
+    # runs there, and the blocks are full 3x3 convs, the fastest per MAC on the AVX-512 VNNI CPU it
+    # was timed on (docs/design/full-convolutions.md). The previous, separable shape (stem 16, widths
+    # 32/64/128, blocks 1/2/3, block 'separable') was the faster one on another CPU.
+    "edge-cnn-tiny": (
+        "edge-fm's small net: a 16-filter stem, pool, full-conv residual stages 32 and 64, GAP",
+        dict(stem=16, widths=(16, 32, 64), blocks=(0, 2, 2), dropout=0.1, block="conv"),
+    ),
+}
+for _name, (_description, _defaults) in MEMBERS.items():
+    register_model(_name, description=_description)(functools.partial(build_edge_cnn, _name, **_defaults))

@@ -26,8 +26,6 @@ def mlp(
     Args:
         hidden: Widths of the hidden layers.
         dropout: Dropout rate after each hidden layer.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     check_input_shape("mlp", input_shape, 1, num_classes)
     inputs = raw_input(shape=input_shape)

@@ -22,7 +22,8 @@ class ModelSpec:
 
     Attributes:
         name: Registry name, e.g. ``"cnn-2conv"``.
-        builder: Function of typed keyword options that returns an uncompiled Keras model.
+        builder: Function of typed keyword options (or a ``functools.partial`` presetting some) that
+            returns an uncompiled Keras model.
         paper: The report the architecture reproduces (a file in ``shared/papers``), or ``""``.
         paper_accuracy: Test accuracy the paper reports, as a fraction, or ``None``.
         description: One line for tables.
@@ -46,7 +47,8 @@ class ModelSpec:
 
     def option_types(self) -> dict[str, Any]:
         """The builder's keyword options and their annotated types."""
-        hints = typing.get_type_hints(self.builder)
+        # A functools.partial carries no annotations of its own: they are its function's.
+        hints = typing.get_type_hints(getattr(self.builder, "func", self.builder))
         return {name: hints[name] for name in self.options() if name in hints}
 
 
@@ -63,9 +65,11 @@ def register_model(
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator that registers an architecture builder under ``name``.
 
-    The builder takes keyword-only options and returns an uncompiled model whose input is a raw
-    image with values 0-255: ``(28, 28, 1)`` by default, any ``input_shape`` given, for
-    ``num_classes`` classes.
+    The builder (a function, or a ``functools.partial`` of one that presets its options) takes
+    keyword-only options and returns an uncompiled model whose input is a raw image with values
+    0-255. Every builder takes two options documented here rather than in each builder:
+    ``input_shape``, the ``(height, width, channels)`` of the data (Fashion-MNIST's ``(28, 28, 1)``
+    by default), and ``num_classes``, the classes of the output.
 
     Example:
         >>> @register_model("my-net", description="a tiny net")  # doctest: +SKIP

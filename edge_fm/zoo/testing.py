@@ -19,8 +19,6 @@ def tiny_cnn(
 
     Args:
         width: Filters of the first convolution (the second has twice as many).
-        input_shape: ``(height, width, channels)`` of the data.
-        num_classes: Classes of the output.
     """
     check_input_shape("tiny-cnn", input_shape, 4, num_classes)  # two 2x2 pools
     inputs = raw_input(shape=input_shape)

@@ -31,8 +31,6 @@ def vgg_gap(
     Args:
         stages: Filters of the convolutions of each stage; a 2x2 max-pool ends every stage but the last.
         dropouts: Dropout after each stage.
-        input_shape: ``(height, width, channels)`` of the data (Fashion-MNIST's 28x28x1 by default).
-        num_classes: Classes of the output.
     """
     if len(dropouts) != len(stages) or not stages:
         raise EdgeFMError(
