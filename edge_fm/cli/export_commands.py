@@ -87,7 +87,6 @@ def export_command(
     c_array: Annotated[
         str,
         typer.Option(
-            "--c-array",
             help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python "
             "script that writes it from model.tflite at build time (the array is ~6x the model's size).",
         ),
@@ -95,7 +94,6 @@ def export_command(
     accelerator_config: Annotated[
         Optional[str],
         typer.Option(
-            "--accelerator-config",
             help="With --for ethos-u: the Ethos-U configuration Vela compiles for, e.g. ethos-u55-128 or "
             "ethos-u65-256.",
         ),

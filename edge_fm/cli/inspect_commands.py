@@ -24,7 +24,6 @@ def inspect_command(
     source: Annotated[
         Optional[Path],
         typer.Option(
-            "--source",
             help="The float run the artifact was exported from (default: the one its model.json names, if it "
             "is here).",
         ),
@@ -32,7 +31,6 @@ def inspect_command(
     keep_float: Annotated[
         Optional[str],
         typer.Option(
-            "--keep-float",
             help="Op kinds or layer tensors to keep in float, comma-separated (e.g. CONV_2D): writes the mixed "
             "artifact and what it buys.",
         ),

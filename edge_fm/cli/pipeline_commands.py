@@ -49,9 +49,7 @@ def ship_command(
     qat_epochs: Annotated[
         Optional[int], typer.Option(help="Epochs of the QAT fine-tune (default: the optimize stage's).")
     ] = None,
-    qat_lr: Annotated[
-        Optional[float], typer.Option("--qat-lr", help="Peak learning rate of the QAT fine-tune.")
-    ] = None,
+    qat_lr: Annotated[Optional[float], typer.Option(help="Peak learning rate of the QAT fine-tune.")] = None,
     qat_max_train: Annotated[
         Optional[int], typer.Option(help="QAT on this many training images (a heavy network).")
     ] = None,
@@ -183,10 +181,10 @@ def pipeline_command(
 def sweep_command(
     spec: Annotated[
         Optional[Path],
-        typer.Option("--spec", help="A YAML or JSON sweep spec; the options below override its entries."),
+        typer.Option(help="A YAML or JSON sweep spec; the options below override its entries."),
     ] = None,
     arch: Annotated[
-        Optional[str], typer.Option("--arch", help="Architectures, comma-separated, e.g. tiny-cnn,cnn-2conv.")
+        Optional[str], typer.Option(help="Architectures, comma-separated, e.g. tiny-cnn,cnn-2conv.")
     ] = None,
     settings: Annotated[
         Optional[list[str]],

@@ -32,7 +32,6 @@ def predict_command(
     data: Annotated[
         Optional[str],
         typer.Option(
-            "--data",
             help="Classify the first --count images of the model's own test split instead of files: where "
             "its data is (fashion-mnist for a Fashion-MNIST model).",
         ),
@@ -82,18 +81,14 @@ def report_command(
     ],
     out: Annotated[
         Optional[Path],
-        typer.Option("--out", help="The HTML file (default: report.html inside the target folder)."),
+        typer.Option(help="The HTML file (default: report.html inside the target folder)."),
     ] = None,
     data_dir: DataDirOption = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="Score a bundle without its run on the embedded sample.")
     ] = False,
-    images: Annotated[
-        int, typer.Option("--images", help="Images scored at most (a report takes seconds).")
-    ] = 2000,
-    explained: Annotated[
-        int, typer.Option("--explained", help="Images explained, one per class (0-10).")
-    ] = 10,
+    images: Annotated[int, typer.Option(help="Images scored at most (a report takes seconds).")] = 2000,
+    explained: Annotated[int, typer.Option(help="Images explained, one per class (0-10).")] = 10,
     bench: BenchResultOption = None,
     data: BundleDataOption = None,
 ) -> None:
@@ -117,9 +112,7 @@ def explain_command(
         Path, typer.Argument(help="A training run (Grad-CAM), or a .tflite file or bundle (occlusion).")
     ],
     images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG; any size, colour or grey).")],
-    out: Annotated[Path, typer.Option("--out", help="Folder for the heat-map overlays (PNG).")] = Path(
-        "explanations"
-    ),
+    out: Annotated[Path, typer.Option(help="Folder for the heat-map overlays (PNG).")] = Path("explanations"),
     top: TopOption = 3,
 ) -> None:
     """Write a heat map of where the model looks, per image, and print its top classes.

@@ -44,7 +44,7 @@ def train_command(
     source: DataSource = DEFAULT_SOURCE,
     epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
     schedule: Annotated[
         Optional[str], typer.Option(help="constant, exponential, cyclical, cosine or onecycle.")
@@ -66,7 +66,6 @@ def train_command(
     class_weight: Annotated[
         Optional[str],
         typer.Option(
-            "--class-weight",
             help="Weigh the training loss by class: balanced (rare classes count as much as common ones), "
             "none, or a JSON file of weights by class name.",
         ),
@@ -74,7 +73,6 @@ def train_command(
     init_from: Annotated[
         Optional[Path],
         typer.Option(
-            "--init-from",
             help="Start from the weights of this finished train run, or of the run an export bundle came from "
             "(a new head for new classes); the architecture may then be omitted.",
         ),
@@ -88,7 +86,6 @@ def train_command(
     weights: Annotated[
         Optional[str],
         typer.Option(
-            "--weights",
             help="mobilenetv2, resnet50: starting weights: imagenet (Keras' cache, else downloaded), none, "
             "or a Keras weights file of the backbone without its top.",
         ),
@@ -290,7 +287,7 @@ def optimize_command(
     epochs: FineTuneEpochsOption = None,
     lr: Annotated[
         Optional[float],
-        typer.Option("--lr", help="Peak fine-tuning learning rate (default: the parent's / 10)."),
+        typer.Option(help="Peak fine-tuning learning rate (default: the parent's / 10)."),
     ] = None,
     settings: Annotated[
         Optional[list[str]],
