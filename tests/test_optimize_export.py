@@ -4,6 +4,7 @@ every artifact loaded by the LiteRT interpreter itself."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 
 import numpy as np
@@ -165,6 +166,20 @@ def test_bundle_is_self_describing(bundles):
     assert embedded["description"]["source"]["stage"] == "qat"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert [step["stage"] for step in manifest["lineage"]] == ["qat", "train"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("ethosu") is None, reason="needs the npu extra (ethos-u-vela)")
+def test_the_ethos_u_form_of_a_qat_run_starts_from_its_qat_int8_artifact(runs, tmp_path):
+    from edge_fm.export.form_options import FormOptions
+    from edge_fm.export.vela import export_ethos_u_form
+
+    options = FormOptions(
+        accelerator_config="ethos-u55-128", runs_dir=tmp_path / "runs", out=tmp_path / "npu"
+    )
+    description = json.loads((export_ethos_u_form(runs["qat"], options) / "model.json").read_text())
+    # As the mobile and mcu forms: a QAT run's own integer artifact, not a post-training int8 of it.
+    assert description["format"] == "qat-int8" and description["input"]["dtype"] == "int8"
+    assert description["ethos_u"]["cpu_ops"] == [] and description["ethos_u"]["npu_ops"] > 0
 
 
 @pytest.mark.slow

@@ -85,8 +85,8 @@ BundleDataOption = Annotated[
     Optional[str],
     typer.Option(
         "--data",
-        help="A model made from your own data is scored on its test split: where that data is, when it is "
-        "no longer where its run or model.json says.",
+        help="Models made from your own data use its test split: where that data is, when it is no longer "
+        "where their model.json says.",
     ),
 ]
 SampleRunOption = Annotated[

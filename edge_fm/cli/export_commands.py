@@ -9,7 +9,6 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
-    BundleDataOption,
     DataDirOption,
     app,
     console,
@@ -62,7 +61,13 @@ def export_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
-    data: BundleDataOption = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="For a bundle made from your own data: where that data is, when it is no longer where the "
+            "bundle's model.json says (its test split checks the mobile and mcu forms). A run reads its own.",
+        ),
+    ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
         str,

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DEFAULT_SOURCE,
-    BundleDataOption,
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
@@ -230,7 +229,13 @@ def evaluate_command(
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
-    data: BundleDataOption = None,
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            help="A model made from your own data is scored on its test split: where that data is, when it "
+            "is no longer where the run or the bundle's model.json says.",
+        ),
+    ] = None,
 ) -> None:
     """Score a run's model, or an exported bundle, on its data's test (or validation) split.
 

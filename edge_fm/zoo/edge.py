@@ -136,5 +136,11 @@ MEMBERS = {
         dict(stem=16, widths=(16, 32, 64), blocks=(0, 2, 2), dropout=0.1, block="conv"),
     ),
 }
-for _name, (_description, _defaults) in MEMBERS.items():
-    register_model(_name, description=_description)(functools.partial(build_edge_cnn, _name, **_defaults))
+
+
+def _register_members() -> None:
+    for name, (description, defaults) in MEMBERS.items():
+        register_model(name, description=description)(functools.partial(build_edge_cnn, name, **defaults))
+
+
+_register_members()

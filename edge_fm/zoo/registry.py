@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections.abc
 import dataclasses
 import difflib
+import functools
 import inspect
 import json
 import numbers
@@ -48,7 +49,8 @@ class ModelSpec:
     def option_types(self) -> dict[str, Any]:
         """The builder's keyword options and their annotated types."""
         # A functools.partial carries no annotations of its own: they are its function's.
-        hints = typing.get_type_hints(getattr(self.builder, "func", self.builder))
+        builder = self.builder.func if isinstance(self.builder, functools.partial) else self.builder
+        hints = typing.get_type_hints(builder)
         return {name: hints[name] for name in self.options() if name in hints}
 
 
