@@ -61,7 +61,7 @@ def make_dirs(path: Path | str, option: str = "") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _unwritable(path, option, exc) from None
+        raise unwritable(path, option, exc) from None
     return path
 
 
@@ -84,7 +84,8 @@ def _check_writable_parent(folder: Path, target: Path, option: str) -> None:
         )
 
 
-def _unwritable(path: Path, option: str, exc: OSError) -> EdgeFMError:
+def unwritable(path: Path, option: str, exc: OSError) -> EdgeFMError:
+    """The error for folder or file ``path`` (given as ``option``, if any) that the system refused to write."""
     reason = (exc.strerror or str(exc)).lower()
     return EdgeFMError(f"cannot write {_named(option, path)}: {reason}; choose another path.")
 
@@ -111,7 +112,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         # (Keras: .h5, .keras) still see the right one.
         fd, name = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{final.name}", dir=final.parent)
     except OSError as exc:
-        raise _unwritable(final, "", exc) from None
+        raise unwritable(final, "", exc) from None
     os.close(fd)
     tmp = Path(name)
     # mkstemp creates 0600; give the final file the permissions a plain open() would.
@@ -123,7 +124,7 @@ def atomic_path(final: Path) -> Iterator[Path]:
         try:
             os.replace(tmp, final)
         except OSError as exc:
-            raise _unwritable(final, "", exc) from None
+            raise unwritable(final, "", exc) from None
     finally:
         if tmp.exists():
             tmp.unlink()

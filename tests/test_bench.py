@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import shutil
 import subprocess
 import sys
 
@@ -329,12 +330,18 @@ def test_mobile_doc_quotes_the_shipped_mobile_model_json():
     assert quoted["labels"] == real["labels"] == list(data.CLASS_NAMES)
 
 
-def test_a_bundle_folder_stands_for_its_own_model_not_the_forms_kept_inside_it():
+def test_a_bundle_folder_stands_for_its_own_model_not_the_forms_kept_inside_it(tmp_path):
     from pathlib import Path
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "edge-cnn-tiny"
     assert collect_artifacts([shipped]) == [(shipped / "model.tflite").resolve()]
     assert collect_artifacts([shipped / "mobile"]) == [(shipped / "mobile" / "model.tflite").resolve()]
+    # An Ethos-U form keeps Vela's compiled model beside its int8 one: the folder is the int8 model.
+    npu = tmp_path / "npu"
+    shutil.copytree(shipped, npu, ignore=shutil.ignore_patterns("mobile", "mcu"))
+    shutil.copy(npu / "model.tflite", npu / "model_vela.tflite")
+    assert collect_artifacts([tmp_path]) == [(npu / "model.tflite").resolve()]
+    assert collect_artifacts([npu / "model_vela.tflite"]) == [npu / "model_vela.tflite"]
 
 
 def test_a_folder_of_shipped_models_with_other_artifacts_is_refused_in_one_line(tmp_path, capsys):

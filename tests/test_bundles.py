@@ -74,3 +74,12 @@ def test_a_bundle_is_written_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]  # no half bundle, no temporary folder
     with pytest.raises(EdgeFMError, match="never overwritten"):
         write_bundle(folder, shipped.flatbuffer, {}, shipped.labels, {"stage": "export"})
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_folder_the_system_refuses_is_named_in_the_error():
+    # /proc takes no new folder even from root, whom the permission check lets through: the error names
+    # the bundle asked for, not the temporary folder it is staged in.
+    with pytest.raises(EdgeFMError, match=r"^cannot write /proc(/edge-fm-bundle)?: ") as refused:
+        write_bundle(Path("/proc/edge-fm-bundle"), b"x", {}, ["a"], {"stage": "export", "parent": None})
+    assert ".tmp" not in str(refused.value)

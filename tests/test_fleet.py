@@ -183,6 +183,10 @@ def test_one_target_stays_as_it_was_and_a_device_given_twice_is_refused(exported
     assert [("target" in r, r["status"]) for r in result["rows"]] == [(False, "ok")]
     with pytest.raises(EdgeFMError, match="given twice"):
         bench([exported["int8"]], ["local", "local"], FAST, sample=True)
+    with pytest.raises(EdgeFMError, match="no bench target given"):
+        bench([exported["int8"]], [], FAST, sample=True)
+    # A tuple of targets is a fleet as a list is (here of one device: a single target's result).
+    assert bench([exported["int8"]], ("local",), FAST, sample=True)["target"] == "local"
     code = main(
         [
             "bench",

@@ -22,6 +22,7 @@ import dataclasses
 import io
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ from edge_fm.swap import restore_retired
 # ---------------------------------------------------------------- inputs
 
 
-def _inside_a_bundle(artifact: Path, top: Path) -> bool:
-    """Whether ``artifact`` sits in a folder below a bundle's own (a form kept beside a model), under ``top``."""
+def _not_a_bundles_own_model(artifact: Path, top: Path) -> bool:
+    """Whether ``artifact``, found under ``top``, is some other file than a bundle's model: one beside it (an
+    Ethos-U form's compiled ``model_vela.tflite``), or one in a folder below a bundle's own (a form kept
+    inside a shipped model)."""
+    if artifact.name != MODEL_FILE and (artifact.parent / MODEL_FILE).is_file():
+        return True
     return any(
         (folder / MODEL_FILE).is_file() for folder in artifact.parent.parents if folder.is_relative_to(top)
     )
@@ -49,7 +54,8 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
     """The .tflite files named by ``paths``: files as they are, folders searched recursively.
 
     A bundle stands for its own model: the forms kept inside it (a shipped model's ``mobile/`` and
-    ``mcu/``) are bundles of their own, measured when named.
+    ``mcu/``) are bundles of their own, and a file beside its model (an Ethos-U form's compiled model,
+    which only the NPU runs) is not the bundle's; each is measured when named.
 
     Raises:
         EdgeFMError: A path does not exist, or holds no .tflite file (a training run, say).
@@ -70,7 +76,7 @@ def collect_artifacts(paths: list[Path | str]) -> list[Path]:
                 for p in path.rglob("*.tflite")
                 # hidden parts (.tmp-*, .old-*) are what an interrupted write left, never an artifact
                 if not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and not _inside_a_bundle(p, path)
+                and not _not_a_bundles_own_model(p, path)
             )
             if not inside:
                 hint = (
@@ -181,12 +187,15 @@ RESULT_KEYS = (
 )
 
 
-def _parse_targets(target: str | LocalTarget | SshTarget | list[str | LocalTarget | SshTarget]) -> list[Any]:
-    """The target objects of ``bench``'s ``target`` (one, or a list); a device given twice is refused."""
-    targets = [
-        parse_target(t) if isinstance(t, str) else t
-        for t in (target if isinstance(target, list) else [target])
-    ]
+def _parse_targets(
+    target: str | LocalTarget | SshTarget | Sequence[str | LocalTarget | SshTarget],
+) -> list[Any]:
+    """The target objects of ``bench``'s ``target`` (one, or a list or tuple); none, or a device given twice,
+    is refused."""
+    several = isinstance(target, Sequence) and not isinstance(target, str)
+    targets = [parse_target(t) if isinstance(t, str) else t for t in (target if several else [target])]
+    if not targets:
+        raise EdgeFMError("no bench target given: pass local, ssh://user@host[:port], tflm or vela:CONFIG.")
     names = [t.name for t in targets]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

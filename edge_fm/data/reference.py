@@ -4,7 +4,7 @@ An export made from a dataset other than Fashion-MNIST records in its ``model.js
 entry: the dataset's identity (kind, source path, fingerprint, class names, counts per split,
 image shape) and the options that reproduce its splits. Every later reader of the bundle (the
 benchmark, the mobile and microcontroller forms, evaluate, report, serve) loads that dataset's
-test split through :func:`test_images`, so a model is always scored on its own data. A bundle
+test split through :func:`model_test_split`, so a model is always scored on its own data. A bundle
 without the entry was made from Fashion-MNIST.
 
 Example:

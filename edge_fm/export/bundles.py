@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import check_output_dir, make_dirs, read_json, write_bytes_atomic, write_json
+from edge_fm.io import check_output_dir, make_dirs, read_json, unwritable, write_bytes_atomic, write_json
 from edge_fm.records import check_fields, check_labels
 from edge_fm.swap import TEMPORARY_PREFIX
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
@@ -391,7 +391,10 @@ def write_bundle(
             f"{folder} already exists and is not an empty folder: bundles are never overwritten."
         )
     make_dirs(folder.parent)
-    staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{folder.name}-", dir=folder.parent))
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{folder.name}-", dir=folder.parent))
+    except OSError as exc:  # a folder the checks let through (a read-only mount, /proc) names the bundle
+        raise unwritable(folder, "", exc) from None
     try:
         write_bytes_atomic(staging / MODEL_FILE, artifact)
         write_bytes_atomic(staging / LABELS_FILE, labels_bytes(labels))

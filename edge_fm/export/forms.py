@@ -80,7 +80,11 @@ def forms_help() -> str:
 
 
 def get_form(name: str) -> Form:
-    """The form called ``name`` (an unknown one: an error listing the known ones)."""
+    """The form called ``name``; ``none`` (the command line's plain export) and an unknown name are refused."""
+    if name == "none":
+        raise EdgeFMError(
+            "'none' is the plain export, not a form: call export(run, format) (edge-fm export RUN -f FORMAT)."
+        )
     return FORMS.get(name)
 
 

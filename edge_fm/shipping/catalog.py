@@ -128,7 +128,7 @@ def shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | N
 
 def _measures_shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> bool:
     """One folder of shipped models, measured here (one local target), without a baseline."""
-    targets = target if isinstance(target, list) else [target]
+    targets = list(target) if isinstance(target, Sequence) and not isinstance(target, str) else [target]
     local = len(targets) == 1 and getattr(targets[0], "name", targets[0]) == "local"
     return len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None
 
