@@ -8,7 +8,7 @@ traceback. Programming errors stay ordinary exceptions so they keep their traceb
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 
 class EdgeFMError(Exception):
@@ -39,13 +39,13 @@ class NameTable(tuple):
     Args:
         kind: What a name is, for the error of an unknown one (``"export format"``).
         rows: The rows, each with a ``name``.
-        also_known: Names the callers take besides the rows' (``get`` refuses them; its error lists
-            them first), e.g. ``none``.
+        also_known: Names the callers take besides the rows', each with what it is instead (``get``
+            refuses one with that text; the error of an unknown name lists them first), e.g. ``none``.
     """
 
-    def __new__(cls, kind: str, rows: Iterable, also_known: Iterable[str] = ()):
+    def __new__(cls, kind: str, rows: Iterable, also_known: Mapping[str, str] | None = None):
         table = super().__new__(cls, rows)
-        table.kind, table.also_known = kind, tuple(also_known)
+        table.kind, table.also_known = kind, dict(also_known or {})
         return table
 
     def __getnewargs__(self):  # copies and pickles rebuild the table with its kind
@@ -59,9 +59,12 @@ class NameTable(tuple):
         """The row called ``name``.
 
         Raises:
-            EdgeFMError: An unknown name; the message lists the known ones.
+            EdgeFMError: A name the table only knows of (what it is instead), or an unknown name (the
+                known ones listed).
         """
         for row in self:
             if row.name == name:
                 return row
+        if name in self.also_known:
+            raise EdgeFMError(f"{name!r} {self.also_known[name]}")
         raise unknown_choice(self.kind, name, [*self.also_known, *self.names()])

@@ -104,7 +104,6 @@ def write_result_file(
         environment: The machine (default: :func:`environment` of this one).
         public: Refuse absolute and private paths (files committed to the repository).
     """
-
     path = Path(path)
     write_json(
         path, envelope(kind, results, command, environment if environment is not None else _here(), public)
@@ -122,7 +121,6 @@ def read_result_file(path: Path | str, kind: str | None = None) -> dict[str, Any
     Raises:
         EdgeFMError: Not JSON, not an envelope, or another kind.
     """
-
     value = read_json(path)
     found = kind_of(value)
     if found is None or not all(field in value for field in FIELDS):

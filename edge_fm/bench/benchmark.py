@@ -187,13 +187,17 @@ RESULT_KEYS = (
 )
 
 
+def target_list(target: Any) -> list[Any]:
+    """``bench``'s ``target`` as a list: a list or tuple of targets (a fleet), or one target."""
+    return list(target) if isinstance(target, Sequence) and not isinstance(target, str) else [target]
+
+
 def _parse_targets(
     target: str | LocalTarget | SshTarget | Sequence[str | LocalTarget | SshTarget],
 ) -> list[Any]:
     """The target objects of ``bench``'s ``target`` (one, or a list or tuple); none, or a device given twice,
     is refused."""
-    several = isinstance(target, Sequence) and not isinstance(target, str)
-    targets = [parse_target(t) if isinstance(t, str) else t for t in (target if several else [target])]
+    targets = [parse_target(t) if isinstance(t, str) else t for t in target_list(target)]
     if not targets:
         raise EdgeFMError("no bench target given: pass local, ssh://user@host[:port], tflm or vela:CONFIG.")
     names = [t.name for t in targets]
@@ -305,8 +309,8 @@ def grouped_test_set(infos: list[dict[str, Any]]) -> dict[str, Any]:
 def _checked_description(row: dict[str, Any], descriptions: dict[Path, Described]) -> dict[str, Any]:
     """The row, or an error row when the bundle's ``model.json`` is corrupt (the device's runner only skips it);
     a bare file's row gets the format its embedded description names (the runner reads ``model.json`` only)."""
-    path = Path(row.get("path", ""))
-    described = descriptions.get(path) or (describe(path) if path.is_file() else Described({}, bare=True))
+    # Every device names its rows by the paths it was given, the keys of ``descriptions``.
+    described = descriptions.get(Path(row.get("path", "")), Described({}, bare=True))
     if described.bare:
         if row.get("format") is None:
             row["format"] = described.format

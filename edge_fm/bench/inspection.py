@@ -34,7 +34,7 @@ from edge_fm.bench.keep_float import keep_float_bundle
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, artifact_record, describe, is_run, model_file
 from edge_fm.export.op_table import kinds, op_table, quantization_scheme
-from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, debug_data, layer_errors
+from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, DebugData, debug_data, layer_errors
 
 DEBUG_IMAGES = 200  # validation images the quantization debugger (or the float twin) runs
 TOP_LAYERS = 10  # layers printed as the worst-quantized
@@ -253,9 +253,8 @@ def _source_run(description: dict[str, Any], source_run, quantized: bool, format
     return Run(named)
 
 
-def _errors(run, format_name: str, data: tuple) -> dict[str, Any]:
-    dataset, calibration_images, val_images, _, count = data
-    layers = layer_errors(run.model_to_convert(), format_name, calibration_images, val_images)
+def _errors(run, format_name: str, data: DebugData) -> dict[str, Any]:
+    layers = layer_errors(run.model_to_convert(), format_name, data.calibration, data.images)
     note = (
         "quantization-aware training set the range of every layer: the converter quantized none itself"
         if not layers
@@ -268,9 +267,9 @@ def _errors(run, format_name: str, data: tuple) -> dict[str, Any]:
         "(the weights' rounding included)",
         "source_run": str(run.path),
         "format": format_name,
-        "images": int(len(val_images)),
-        "data": f"{dataset.describe()}: validation split, first {len(val_images)}",
-        "calibration_images": count,
+        "images": int(len(data.images)),
+        "data": f"{data.dataset.describe()}: validation split, first {len(data.images)}",
+        "calibration_images": data.calibration_count,
         "rounding_rmse": ROUNDING_RMSE,
         "layers": layers,
         "note": note,

@@ -9,14 +9,14 @@ from typing import Any
 import numpy as np
 
 from edge_fm.export.bundles import check_new_folder, new_folder, write_bundle
-from edge_fm.export.quant_debug import mixed_models
+from edge_fm.export.quant_debug import DebugData, mixed_models
 from edge_fm.runner import TFLiteModel, summarize_latency, time_invocations
 
 LATENCY_RUNS = 200  # batch-1 runs timed per model of a --keep-float comparison
 
 
 def keep_float_bundle(
-    run, format_name, data: tuple, keep_float, ops, layers, description, out, runs_dir
+    run, format_name, data: DebugData, keep_float, ops, layers, description, out, runs_dir
 ) -> dict[str, Any]:
     """Quantizes ``run`` with the ops or layers of ``keep_float`` kept in float, writes the mixed artifact as
     a bundle (``out``, else a new ``runs_dir/<name>-mixed-N``) and returns what it buys against the fully
@@ -28,7 +28,7 @@ def keep_float_bundle(
 
     if out is not None:
         check_new_folder(out)
-    _, calibration_images, val_images, val_labels, _ = data
+    calibration_images, val_images, val_labels = data.calibration, data.images, data.labels
     model = run.model_to_convert()
     op_kinds = [op["op"] for op in ops]
     full, mixed, denied_ops, denied_nodes = mixed_models(

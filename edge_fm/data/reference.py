@@ -170,6 +170,11 @@ class SplitImages:
         digest.update(np.ascontiguousarray(self.labels, dtype="<u2").tobytes())
         return digest.hexdigest()
 
+    @property
+    def checked_on(self) -> str:
+        """What a form's check names these images by: ``NAME, first N``."""
+        return f"{self.name}, first {len(self.labels)}"
+
     def first(self, count: int | None) -> SplitImages:
         """The first ``count`` images (None: all)."""
         return dataclasses.replace(self, images=self.images[:count], labels=self.labels[:count])

@@ -70,7 +70,7 @@ FORMS = NameTable(
             export_ethos_u_form,
         ),
     ),
-    ("none",),
+    {"none": "is the plain export, not a form: call export(run, format) (edge-fm export RUN -f FORMAT)."},
 )
 
 
@@ -81,10 +81,6 @@ def forms_help() -> str:
 
 def get_form(name: str) -> Form:
     """The form called ``name``; ``none`` (the command line's plain export) and an unknown name are refused."""
-    if name == "none":
-        raise EdgeFMError(
-            "'none' is the plain export, not a form: call export(run, format) (edge-fm export RUN -f FORMAT)."
-        )
     return FORMS.get(name)
 
 

@@ -181,7 +181,7 @@ def check_images(
         raise EdgeFMError(f"check images {count}: give at least 1.")
     what = str(model.folder or model.path)
     split = model_test_split(model.description, data, data_dir, False, what, model.labels).first(count)
-    return split.images, split.labels, f"{split.name}, first {len(split.labels)}"
+    return split.images, split.labels, split.checked_on
 
 
 def export_mcu(source: Path | str, options: FormOptions = FormOptions()) -> Path:

@@ -125,9 +125,8 @@ def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> P
         _check_format(int8, options.format_name)
         split = model_test_split(
             int8.description, options.data, options.data_dir, what=str(source), labels=int8.labels
-        )
-        images, labels = split.images[: options.parity_images], split.labels[: options.parity_images]
-        images_source = f"{split.name}, first {len(labels)}"
+        ).first(options.parity_images)
+        images, labels, images_source = split.images, split.labels, split.checked_on
     int8 = read_int8_source(int8_path)
     form, parity = checked_form(int8, images, labels, images_source, options.say)
     bundle = new_folder(options.out, options.runs_dir, f"{int8.name}-mobile")

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import warnings
@@ -180,14 +181,33 @@ def int8_error_by_op(
     ]
 
 
-def debug_data(run, data_dir, images: int, calibration: int | None):
-    """What the debugger runs on for a run, as a tuple: the dataset, the calibration images drawn as its
-    export drew them, the first ``images`` validation images, their labels, and the calibration count."""
+@dataclasses.dataclass(frozen=True)
+class DebugData:
+    """What the debugger runs on for a run (:func:`debug_data`).
+
+    Attributes:
+        dataset: The run's dataset.
+        calibration: Calibration images, drawn as the run's export draws them.
+        images: The first validation images, which the error is measured on.
+        labels: Their labels.
+        calibration_count: How many calibration images were asked for.
+    """
+
+    dataset: Any
+    calibration: np.ndarray
+    images: np.ndarray
+    labels: np.ndarray
+    calibration_count: int
+
+
+def debug_data(run, data_dir, images: int, calibration: int | None) -> DebugData:
+    """What the debugger (and a ``--keep-float`` comparison) runs on for a run: its first ``images``
+    validation images, and ``calibration`` calibration images (default: the exporter's count)."""
     from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
 
     dataset = run.dataset(data_dir)
     count = calibration or REPRESENTATIVE_SIZE
-    return (
+    return DebugData(
         dataset,
         representative_images(dataset.x_train, count, run.train_config.seed),
         dataset.x_val[:images],

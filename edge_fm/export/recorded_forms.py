@@ -121,8 +121,8 @@ def rebuild_mobile_form(
             f"{made_from['sha256'][:12]}...): pass that artifact, or choose a new folder."
         )
     split = model_test_split(int8.description, data, data_dir, what=str(source), labels=int8.labels)
-    images, labels = split.images[:count], split.labels[:count]
-    form, parity = checked_form(int8, images, labels, f"{split.name}, first {len(labels)}", say)
+    split = split.first(count)
+    form, parity = checked_form(int8, split.images, split.labels, split.checked_on, say)
     # The form embeds the name of the file it was made from: the record's name keeps the bytes path-independent.
     final, _ = form_file(int8, form, parity, made_from_file=made_from["file"])
     made, recorded = hashlib.sha256(final).hexdigest(), record["artifact"]["sha256"]

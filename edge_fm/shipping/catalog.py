@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_fm.bench.benchmark import BenchOptions, bench
+from edge_fm.bench.benchmark import BenchOptions, bench, target_list
 from edge_fm.bench.measurements import read_bench
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE
@@ -128,7 +128,7 @@ def shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | N
 
 def _measures_shipped_models(paths: Sequence[Path | str], target, baseline: Path | str | None) -> bool:
     """One folder of shipped models, measured here (one local target), without a baseline."""
-    targets = list(target) if isinstance(target, Sequence) and not isinstance(target, str) else [target]
+    targets = target_list(target)
     local = len(targets) == 1 and getattr(targets[0], "name", targets[0]) == "local"
     return len(paths) == 1 and is_catalog(paths[0]) and local and baseline is None
 
