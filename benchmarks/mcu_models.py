@@ -3,8 +3,9 @@ flash, how accurately, and does it agree with LiteRT's reference kernels.
 
 The rows are ``edge-fm bench --target tflm`` rows (the same schema as every bench result): a model TFLM
 cannot run (mobilenetv2's GELU head) is an error row naming the op; a model whose artifact is not kept
-in the folder (too large to ship) is an error row saying so, with its recorded size. No latency is
-recorded: TFLM timed on this computer says nothing of a microcontroller's speed.
+in the folder (too large to ship) or is larger than every board's flash is an error row saying so,
+with its size. No latency is recorded: TFLM timed on this computer says nothing of a
+microcontroller's speed.
 
 Usage (from the repository root; needs `pip install 'edge-fm[mcu]'`):
     python benchmarks/mcu_models.py --data-dir DATA_DIR [--images 1000]
@@ -27,18 +28,34 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).parent / "results"
 
 
-def not_shipped_rows(models_dir: Path) -> list[dict]:
-    """Error rows for models whose artifact the folder does not hold."""
+def _largest_flash() -> int:
+    return max(board.flash_bytes for board in BOARDS)
+
+
+def _fits_a_board(artifact: Path) -> bool:
+    """Whether a model's artifact is in its folder and no larger than the largest flash checked."""
+    return artifact.is_file() and artifact.stat().st_size <= _largest_flash()
+
+
+def unchecked_rows(models_dir: Path) -> list[dict]:
+    """Error rows for the models not run under TFLM: an artifact the folder does not hold (too large to
+    ship), or one larger than every board's flash (no microcontroller checked holds it)."""
     rows = []
     for name, provenance in read_provenances(models_dir).items():
-        if (models_dir / name / "model.tflite").is_file():
+        artifact = models_dir / name / "model.tflite"
+        if _fits_a_board(artifact):
             continue
-        size = provenance.get("artifact", {}).get("bytes")
-        largest = max(board.flash_bytes for board in BOARDS)
+        size = artifact.stat().st_size if artifact.is_file() else provenance.get("artifact", {}).get("bytes")
         beyond = (
-            f"; at {size:,} bytes it exceeds the largest flash checked ({largest:,} bytes)"
-            if size and size > largest
+            f"at {size:,} bytes it exceeds the largest flash checked ({_largest_flash():,} bytes)"
+            if size and size > _largest_flash()
             else ""
+        )
+        reason = (
+            f"not checked: {beyond}"
+            if artifact.is_file()
+            else f"not checked: the artifact is not kept in {models_dir.name}/ (too large to ship)"
+            + (f"; {beyond}" if beyond else "")
         )
         rows.append(
             {
@@ -47,7 +64,7 @@ def not_shipped_rows(models_dir: Path) -> list[dict]:
                 "path": _shown(models_dir / name),
                 "bytes": size,
                 "status": "error",
-                "error": f"not checked: the artifact is not kept in {models_dir.name}/ (too large to ship){beyond}",
+                "error": reason,
             }
         )
     return rows
@@ -73,13 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     artifacts = [
         args.models_dir / name / "model.tflite"
         for name in read_provenances(args.models_dir)
-        if (args.models_dir / name / "model.tflite").is_file()
+        if _fits_a_board(args.models_dir / name / "model.tflite")
     ]
     result = bench(artifacts, TflmTarget(images=args.images), data_dir=args.data_dir)
     for row in result["rows"]:
         row["model"] = Path(row["path"]).parent.name
         row["path"] = _shown(Path(row["path"]))
-    result["rows"] += not_shipped_rows(args.models_dir)
+    result["rows"] += unchecked_rows(args.models_dir)
     result["rows"].sort(key=lambda row: row["model"])
     # The data folder is this machine's: the record names it as the README does.
     words = [

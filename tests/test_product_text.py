@@ -151,3 +151,19 @@ def test_the_scan_finds_each_kind_of_process_talk():
     assert (
         offences("edge_fm/x.py", "data_dir = '../shared/data'") == []
     )  # a private path only matters where users read
+
+
+def test_cli_help_paragraphs_are_not_broken_mid_sentence():
+    # Typer keeps a docstring's line breaks, so a wrapped paragraph prints cut at the source's width.
+    broken = []
+    for path in _command_paths(typer.main.get_command(app)):
+        command = typer.main.get_command(app)
+        for word in path:
+            command = command.commands[word]
+        for paragraph in (command.help or "").split("\n\n"):
+            prose = [
+                line for line in paragraph.strip().split("\n") if not line.startswith(("Example", "Needs"))
+            ]
+            if len(prose) > 1:
+                broken.append(f"edge-fm {' '.join(path)}: {prose[0][:60]}...")
+    assert not broken, "help paragraphs wrapped in the source:\n" + "\n".join(broken)

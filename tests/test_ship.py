@@ -43,6 +43,8 @@ def shipped(exported, tmp_path_factory):
             str(models),
             "--qat-epochs",
             "1",
+            "--qat-max-train",  # the QAT step on part of the training split
+            "800",
             "--runs-dir",
             str(root / "runs"),
             "--note",
@@ -100,6 +102,9 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     assert description["format"] == provenance["chosen_format"]
     assert description["artifact"]["sha256"] == provenance["artifact"]["sha256"]
     assert provenance["commands"]["train"] == "edge-fm train tiny-cnn"
+    # The data is the training run's (the whole sample), not the QAT step's part of it.
+    assert provenance["data"].startswith("embedded sample of Fashion-MNIST (1600 train / 400 val")
+    assert provenance["qat"]["train_images"] == 800
     assert (
         provenance["train"]["config"]["arch"] == "tiny-cnn"
         and provenance["qat"]["metrics"]["epochs_run"] == 1

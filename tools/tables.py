@@ -66,14 +66,15 @@ def paper_presets(root: Path) -> str | None:
     if not result:
         return None
     lines = [
-        "| architecture | paper | target | test accuracy | epochs (best) | training time |",
-        "|---|---|---|---|---|---|",
+        "| architecture | paper | target | test accuracy | epochs (best) | training time | trained on |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in sorted(result, key=lambda r: r["paper_accuracy"]):
         lines.append(
             f"| `{row['arch']}` | {_pct(row['paper_accuracy'])} | {_pct(row['target'])} | "
             f"{_pct(row['test_accuracy'])} | "
-            f"{row['epochs_run']} ({row['best_epoch']}) | {row['training_seconds']:.0f} s |"
+            f"{row['epochs_run']} ({row['best_epoch']}) | {row['training_seconds']:.0f} s | "
+            f"{row['device'].removeprefix('CPU: ')} |"
         )
     commands = "; ".join(f"`{public_command(c)}`" for c in dict.fromkeys(row["command"] for row in result))
     return "\n".join(lines + ["", f"Commands run: {commands}."])

@@ -234,9 +234,7 @@ def bench_command(
 ) -> None:
     """Measure accuracy, size, latency and memory of TFLite artifacts, here or on a device over SSH.
 
-    Given a folder of shipped models (made by `edge-fm ship`), measured here, its rows are named by model
-    and the models' targets judged; --cards also rewrites their model cards. A row it cannot remeasure is
-    carried over from the --json file it replaces.
+    Given a folder of shipped models (made by `edge-fm ship`), measured here, its rows are named by model and the models' targets judged; --cards also rewrites their model cards. A row it cannot remeasure is carried over from the --json file it replaces.
 
     Example: edge-fm bench models/ --cards --json benchmarks/results/models_bench.json --plot benchmarks/results/models_front.png
     Example: edge-fm bench runs/cnn-2conv-int8-1 --target ssh://pi@raspberrypi.local --baseline runs/cnn-2conv-train-1

@@ -69,10 +69,7 @@ def inspect_command(
 ) -> None:
     """Per op: kind, shapes, MACs, quantization; the layers quantization hurts most; what each runtime runs.
 
-    The layer-wise error: with the float source run, TensorFlow's QuantizationDebugger (each layer's own
-    error, weights' rounding included); without it (or for qat-int8), the artifact against its float twin
-    (activation rounding and clipping, accumulated along the network, against the artifact's own weights
-    in float; the weights' own rounding is not included). Ethos-U figures are Vela's estimates.
+    The layer-wise error: with the float source run, TensorFlow's QuantizationDebugger (each layer's own error, weights' rounding included); without it (or for qat-int8), the artifact against its float twin (activation rounding and clipping, accumulated along the network, against the artifact's own weights in float; the weights' own rounding is not included). Ethos-U figures are Vela's estimates.
 
     Example: edge-fm inspect models/edge-cnn-tiny
     Example: edge-fm inspect runs/cnn-2conv-int8-1 --keep-float FULLY_CONNECTED --json

@@ -69,9 +69,7 @@ def ship_command(
 ) -> None:
     """Choose, bundle and document a model for shipping.
 
-    Runs QAT (or takes --qat-run), exports qat-int8 and int8, keeps the one more accurate on the whole
-    validation split (the test split is not read), and writes MODELS_DIR/NAME: the bundle, its model card
-    and provenance. Then `edge-fm bench MODELS_DIR --cards` measures it and completes the card.
+    Runs QAT (or takes --qat-run), exports qat-int8 and int8, keeps the one more accurate on the whole validation split (the test split is not read), and writes MODELS_DIR/NAME: the bundle, its model card and provenance. Then `edge-fm bench MODELS_DIR --cards` measures it and completes the card.
 
     Example: edge-fm ship runs/edge-cnn-tiny-train-1 --name edge-cnn-tiny --data-dir DATA_DIR
     """
@@ -135,8 +133,7 @@ def pipeline_command(
 ) -> None:
     """Train -> optimize -> export -> bench in one command, with a final table and the best artifact.
 
-    With --data every stage uses that dataset: the exports are checked on its validation images,
-    the benchmark and the report score its test split.
+    With --data every stage uses that dataset: the exports are checked on its validation images, the benchmark and the report score its test split.
 
     Example: edge-fm pipeline cnn-2conv --sample --prune 0.5 --qat
     Example: edge-fm pipeline edge-cnn-tiny --data photos/ --image-size 32 --qat

@@ -323,6 +323,11 @@ def _training(provenance: dict) -> str:
     options = options_in_force(train["config"])
     commands = provenance.get("commands", {})
     lines = []
+    if any(" runs/" in (command or "") for command in commands.values()):
+        lines.append(
+            "The run folders named below are those the commands made where this model was trained; "
+            "`edge-fm train` and `edge-fm optimize` print the names of yours.\n"
+        )
     for stage, label in (
         ("train", "Train"),
         ("qat", "Quantization-aware training"),

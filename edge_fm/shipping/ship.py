@@ -218,7 +218,8 @@ def provenance_record(
             },
             "train_images": qat.manifest.get("data", {}).get("train"),
         },
-        "data": description["source"]["data"],
+        # The training run's data: the export's is the QAT step's, a subset with --qat-max-train.
+        "data": train.manifest.get("data", {}).get("description") or description["source"]["data"],
         "versions": library_versions(),
     }
 
