@@ -147,9 +147,10 @@ class TFLiteModel:
             self.batch = batch
 
     def quantize_input(self, images: np.ndarray) -> np.ndarray:
-        """Raw 0-255 pixels -> the model's input dtype (quantized with its scale/zero point)."""
+        """Raw 0-255 pixels (see :func:`model_pixels`) -> the model's input dtype (quantized with its
+        scale/zero point)."""
         dtype = self.input["dtype"]
-        images = np.asarray(images, dtype=np.float32).reshape(-1, *self.input["shape"][1:])
+        images = model_pixels(images, self.input["shape"][1:])
         scale, zero_point = self.input["quantization"]
         if np.issubdtype(dtype, np.integer) and scale:
             info = np.iinfo(dtype)
@@ -393,7 +394,7 @@ def check_fits(model: TFLiteModel, images: np.ndarray, labels: np.ndarray) -> No
     found = tuple(int(d) for d in images.shape[1:]) + (
         (1,) if images.ndim == 3 else ()
     )  # (N, 28, 28): one channel
-    if int(np.prod(expected)) != int(np.prod(found)):
+    if int(np.prod(expected)) != int(np.prod(found)) and not grey_for_rgb(expected, found):
         raise RunnerError(
             f"the model expects {_shape_words(expected)} input and the test images are {_shape_words(found)}."
         )
@@ -401,6 +402,28 @@ def check_fits(model: TFLiteModel, images: np.ndarray, labels: np.ndarray) -> No
     needed = int(labels.max()) + 1 if len(labels) else 0
     if classes < needed:
         raise RunnerError(f"the model outputs {classes} classes and the test set has {needed}.")
+
+
+def model_pixels(images: np.ndarray, input_shape) -> np.ndarray:
+    """Raw pixels as float32 in a model's input shape (without the batch).
+
+    Grey images given to a model that takes RGB of their size (the mobile form of a grey model) get
+    three equal channels, as the form was checked with.
+    """
+    images = np.asarray(images, dtype=np.float32)
+    if grey_for_rgb(input_shape, images.shape[1:]):
+        images = np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
+    return images.reshape(-1, *(int(d) for d in input_shape))
+
+
+def grey_for_rgb(model_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:
+    """Whether images of ``image_shape`` are grey ones of the size of a model that takes RGB."""
+    model_shape, image_shape = tuple(int(d) for d in model_shape), tuple(int(d) for d in image_shape)
+    return (
+        len(model_shape) == 3
+        and model_shape[2] == 3
+        and image_shape in (model_shape[:2], (*model_shape[:2], 1))
+    )
 
 
 def _shape_words(shape: tuple[int, ...]) -> str:

@@ -495,3 +495,14 @@ def test_explain_of_unreadable_images_leaves_no_output_folder(tmp_path):
         "not a readable image",
     )
     assert not (tmp_path / "overlays").exists()
+
+
+@pytest.mark.parametrize(
+    "cut, expected",
+    [(False, "not a .tflite file (no TFL3 identifier)"), (True, "a corrupt or cut-short .tflite file")],
+)
+def test_inspect_names_a_foreign_or_cut_tflite_in_one_line(place, cut, expected):
+    shipped = (REPO / "models" / "mlp" / "model.tflite").read_bytes()
+    (place / "m.tflite").write_bytes(shipped[:3000] if cut else b"a text file")
+    code, output = run_cli("inspect", "m.tflite")
+    assert_one_line_error(code, output, f"m.tflite: {expected}")

@@ -83,3 +83,34 @@ def test_a_folder_the_system_refuses_is_named_in_the_error():
     with pytest.raises(EdgeFMError, match=r"^cannot write /proc(/edge-fm-bundle)?: ") as refused:
         write_bundle(Path("/proc/edge-fm-bundle"), b"x", {}, ["a"], {"stage": "export", "parent": None})
     assert ".tmp" not in str(refused.value)
+
+
+def test_a_bundles_source_run_is_the_run_it_came_from_not_any_run_of_that_name(exported, tmp_path):
+    import shutil
+
+    from edge_fm.export.bundles import read_description, source_run
+
+    bundle = exported["int8"]
+    description = read_description(bundle)
+    assert source_run(bundle / "model.tflite", description).path == Path(exported["train"])
+    # A shipped model's record names a folder of the machine that trained it: a run of that name
+    # here trained on other data, or trained after the bundle was made, is another model.
+    other_data = {
+        **description,
+        "source": {**description["source"], "data": "folder data sha256:cc77317b5a20"},
+    }
+    assert source_run(bundle / "model.tflite", other_data) is None
+    other_classes = {**description, "labels": [f"digit {i}" for i in range(10)]}
+    assert source_run(bundle / "model.tflite", other_classes) is None
+    older = tmp_path / "older-bundle"
+    shutil.copytree(bundle, older)
+    manifest = json.loads((older / "manifest.json").read_text())
+    (older / "manifest.json").write_text(json.dumps({**manifest, "created": "2020-01-01T00:00:00+0000"}))
+    assert source_run(older / "model.tflite", description) is None
+    # Found by name beside the bundle when the recorded path is gone.
+    moved = {
+        **description,
+        "source": {**description["source"], "run": f"gone/{Path(exported['train']).name}"},
+    }
+    assert source_run(bundle / "model.tflite", moved, near=bundle) is not None
+    assert source_run(bundle / "model.tflite", moved) is None

@@ -441,3 +441,36 @@ def test_a_damaged_record_or_a_complete_form_is_refused_in_one_line(tmp_path):
     assert "the SHA-256 its record gives" in complete.output
     assert len(complete.output.strip().splitlines()) == 1, complete.output
     assert {path.name: path.read_bytes() for path in form.iterdir()} == before
+
+
+def test_every_command_scores_a_grey_models_mobile_form_on_grey_images(data_dir, tmp_path):
+    # The RGB form of a grey model is fed the grey test images with three equal channels, as its
+    # export checked it: bench, report and inspect measure it as evaluate does.
+    form, int8 = REPO / "models" / "mlp" / "mobile", REPO / "models" / "mlp"
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            str(form),
+            str(int8),
+            "--sample",
+            "--runs",
+            "5",
+            "--min-seconds",
+            "0.01",
+            "--json",
+            str(tmp_path / "b.json"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "b.json").read_text())["results"]["rows"]
+    assert [row["status"] for row in rows] == ["ok", "ok"], rows
+    assert rows[0]["accuracy"] == rows[1]["accuracy"]  # identical outputs on grey images
+    report = CliRunner().invoke(app, ["report", str(form), "--sample", "--out", str(tmp_path / "r.html")])
+    assert report.exit_code == 0, report.output
+    inspected = CliRunner().invoke(
+        app, ["inspect", str(form), "--json", "--runtimes", "", "--data-dir", str(data_dir)]
+    )
+    assert inspected.exit_code == 0, inspected.output
+    errors = json.loads(inspected.output[inspected.output.index("{") :])["errors"]
+    assert errors["status"] == "measured", errors

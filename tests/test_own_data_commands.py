@@ -241,3 +241,20 @@ def _ssh_target(sshd) -> list:
         "--remote-python",
         sys.executable,
     ]
+
+
+@pytest.mark.slow
+def test_a_run_whose_data_moved_names_it_and_report_reads_it_where_data_says(digits, tmp_path):
+    data = digits_folder(tmp_path / "digits", digits, {c: 30 for c in (0, 1, 2)})
+    run = train_cli(
+        "tiny-cnn", "--data", data, "--image-size", "12", "--runs-dir", tmp_path / "runs", "--epochs", "1"
+    )
+    moved = tmp_path / "moved"
+    data.rename(moved)
+    code, output = run_cli("export", run, "-f", "fp32", "--runs-dir", tmp_path / "runs")
+    assert_one_line_error(
+        code, output, f"{run} was trained on {data}, which is no longer there: put the data back"
+    )
+    code, output = run_cli("report", run, "--data", moved, "--out", tmp_path / "r.html", "--explained", "0")
+    assert code == 0, output
+    assert "digit-2" in (tmp_path / "r.html").read_text()

@@ -56,6 +56,7 @@ def test_a_bad_class_weight_file_is_one_line(digits, tmp_path, content, expected
         "train", "tiny-cnn", "--data", root, "--class-weight", weights, "--runs-dir", tmp_path / "runs", *TINY
     )
     assert_one_line_error(code, output, expected)
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())  # no half-made run
     code, output = run_cli("train", "tiny-cnn", "--data", root, "--class-weight", "rare", *TINY)
     assert_one_line_error(code, output, "class_weight must be 'balanced', 'none' or the path of a JSON file")
 

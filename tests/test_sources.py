@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -427,3 +428,34 @@ def test_architectures_refuse_data_they_cannot_take(digits, tmp_path):
     )
     assert_one_line_error(code, output, "tiny-cnn needs images of at least 4x4 pixels, got 3x3")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs (a real full disk), where this machine lets the tests mount one."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_cache_on_a_full_disk_is_one_line_and_leaves_no_staging_folder(
+    digits, small_disk, tmp_path, monkeypatch
+):
+    from test_own_training import digits_folder
+
+    root = digits_folder(tmp_path / "d", digits, {0: 40, 1: 40})
+    monkeypatch.setenv("EDGE_FM_CACHE", str(small_disk))
+    # 80 images of 300x300x3 are 21.6 MB decoded: more than the disk holds.
+    code, output = run_cli("data", "info", "--data", root, "--image-size", "300", "--channels", "3")
+    assert_one_line_error(
+        code, output, f"the image cache {small_disk} has no room for 22 MB of decoded images"
+    )
+    assert list(small_disk.iterdir()) == []
+    code, output = run_cli("data", "info", "--data", root)  # the images' own size fits
+    assert code == 0, output

@@ -33,6 +33,7 @@ from typing import Any
 from edge_fm.bench.keep_float import keep_float_bundle
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, artifact_record, describe, is_run, model_file
+from edge_fm.export.bundles import source_run as recorded_source_run
 from edge_fm.export.op_table import kinds, op_table, quantization_scheme
 from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, DebugData, debug_data, layer_errors
 
@@ -117,7 +118,10 @@ def inspect_artifact(
     tflite = artifact_path(path)
     flatbuffer = tflite.read_bytes()
     description = dict(describe(tflite).description)  # none for a foreign file: the static part needs none
-    ops = op_table(flatbuffer)
+    try:
+        ops = op_table(flatbuffer)
+    except EdgeFMError as exc:  # a cut or corrupt file: named, in one line
+        raise EdgeFMError(f"{tflite}: {exc}") from None
     format_name = description.get("format")
     quantized = any(op["weights"] or op["activations"] for op in ops)
     report: dict[str, Any] = {
@@ -139,7 +143,7 @@ def inspect_artifact(
     }
     if keep_float and not quantized:
         raise EdgeFMError(f"--keep-float: {tflite} is a float artifact; there is nothing to keep in float.")
-    run = _source_run(description, source_run, quantized, format_name)
+    run = _source_run(tflite, description, source_run, quantized, format_name)
     if keep_float and run is None:
         raise EdgeFMError(f"--keep-float on {tflite}: {_no_source_reason(description, format_name)}.")
     debugged = None
@@ -238,7 +242,9 @@ def _no_source_reason(description: dict[str, Any], format_name: str | None) -> s
     return "the artifact names no source run: pass --source RUN (the run that was exported)"
 
 
-def _source_run(description: dict[str, Any], source_run, quantized: bool, format_name: str | None):
+def _source_run(
+    tflite: Path, description: dict[str, Any], source_run, quantized: bool, format_name: str | None
+):
     from edge_fm.train.runs import Run
 
     if source_run is not None:
@@ -247,10 +253,9 @@ def _source_run(description: dict[str, Any], source_run, quantized: bool, format
         if format_name not in DEBUGGED_FORMATS:
             raise EdgeFMError(f"--source: {_no_source_reason(description, format_name)}.")
         return Run(source_run)
-    named = description.get("source", {}).get("run")
-    if not quantized or format_name not in DEBUGGED_FORMATS or not named or not is_run(named):
+    if not quantized or format_name not in DEBUGGED_FORMATS:
         return None
-    return Run(named)
+    return recorded_source_run(tflite, description)
 
 
 def _errors(run, format_name: str, data: DebugData) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from edge_fm.export import tflite_file
+from edge_fm.runner import model_pixels
 
 TWIN_MEASURE = (
     "activation rounding and clipping, accumulated along the network, against the artifact's own weights "
@@ -167,7 +168,7 @@ def twin_errors(
     quantized_top, twin_top = [], []
     say(f"running the artifact and its float twin on {len(images)} images")
     for chunk in _batches(images, [quantized, floating], BATCH):
-        pixels = np.asarray(chunk, dtype=np.float32).reshape(-1, *source["shape"][1:])
+        pixels = model_pixels(chunk, source["shape"][1:])
         codes = np.clip(np.round(pixels / in_scale + in_zero), info.min, info.max).astype(source["dtype"])
         # The twin reads exactly the values the artifact's input codes stand for: no error enters there.
         quantized.set_tensor(source["index"], codes)

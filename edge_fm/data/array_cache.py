@@ -10,22 +10,27 @@ one folder per key; the key hashes what the arrays depend on.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
+import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_fm.data.datasets import DataIdentity, Dataset
-from edge_fm.data.options import CACHE_VERSION, SPLITS, DataOptions, cache_root
+from edge_fm.data.options import CACHE_ENV, CACHE_VERSION, SPLITS, DataOptions, cache_root
 from edge_fm.data.splits import capped, make_dataset
+from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json, write_json
 
 IDENTITY_FILE = "identity.json"
 CHUNK = 4096  # images copied at a time: bounded memory whatever the split's size
+ABANDONED_SECONDS = 600  # a staging folder untouched this long was left by a killed write
 
 
 def cache_entry(parts: list[Any], options: DataOptions) -> Path:
@@ -47,10 +52,44 @@ def is_cached(cached: Path) -> bool:
     return (cached / IDENTITY_FILE).is_file()
 
 
+def new_staging(cached: Path) -> Path:
+    """A new temporary folder for the entry ``cached``, beside it; what a killed write of the same
+    entry left (nothing in it changed for :data:`ABANDONED_SECONDS`) is removed first."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    for folder in cached.parent.glob(f".tmp-{cached.name}-*"):
+        files = [path.stat().st_mtime for path in folder.rglob("*")]
+        if time.time() - max(files, default=folder.stat().st_mtime) > ABANDONED_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cached.parent))
+
+
+def new_array_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
+    """A new uint8 ``.npy`` file of ``shape``, memory-mapped for writing, its disk space reserved first.
+
+    A write through a map onto a full disk kills the process (SIGBUS) with no message; reserving the
+    space turns that into an error the user can act on.
+
+    Raises:
+        EdgeFMError: The cache's disk has not the room.
+    """
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        with open(path, "r+b") as file:
+            os.posix_fallocate(file.fileno(), 0, os.path.getsize(path))
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        needed = int(np.prod(shape))
+        raise EdgeFMError(
+            f"the image cache {path.parent.parent} has no room for {needed / 1e6:,.0f} MB of decoded images: "
+            f"free space there, or set {CACHE_ENV} to a folder on a larger disk (or choose a smaller --image-size)."
+        ) from None
+    return array
+
+
 def write_splits(cached: Path, dataset: Dataset) -> None:
     """Writes a dataset's splits and identity as the entry ``cached``, atomically."""
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cached.parent))
+    staging = new_staging(cached)
     try:
         splits = {
             "train": (dataset.x_train, dataset.y_train),
@@ -75,9 +114,7 @@ def write_split(
     the split's size, from arrays that may themselves be memory-mapped.
     """
     count = len(images) if rows is None else len(rows)
-    out = np.lib.format.open_memmap(
-        staging / f"x_{split}.npy", mode="w+", dtype=np.uint8, shape=(count, *images.shape[1:])
-    )
+    out = new_array_file(staging / f"x_{split}.npy", (count, *images.shape[1:]))
     for start in range(0, count, CHUNK):
         part = slice(start, start + CHUNK)
         out[part] = images[part] if rows is None else images[rows[part]]

@@ -12,12 +12,19 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from edge_fm.data.array_cache import IDENTITY_FILE, is_cached, publish, read_cache, write_split
+from edge_fm.data.array_cache import (
+    IDENTITY_FILE,
+    is_cached,
+    new_array_file,
+    new_staging,
+    publish,
+    read_cache,
+    write_split,
+)
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.images import read_header, read_image
 from edge_fm.data.options import (
@@ -201,13 +208,9 @@ def _decode_into_cache(
     channels = options.channels or (1 if all(headers[i].grey for i in readable) else 3)
     resized = any(s != size for s in sizes)
 
-    cache_root_dir = cached.parent
-    cache_root_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cache_root_dir))
+    staging = new_staging(cached)
     try:
-        decoded = np.lib.format.open_memmap(
-            staging / "all.npy", mode="w+", dtype=np.uint8, shape=(len(readable), *size, channels)
-        )
+        decoded = new_array_file(staging / "all.npy", (len(readable), *size, channels))
         ok = np.zeros(len(readable), dtype=bool)
 
         def decode(slot: int) -> str | None:

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 import gzip
 import hashlib
@@ -114,12 +115,55 @@ def training_run_of(path: Path | str, option: str) -> str:
     if kind_of(path) != "bundle":
         return str(path)
     parent = read_manifest(path).get("parent") if (path / MANIFEST).is_file() else None
-    if not parent or kind_of(parent) != "run":
+    if (
+        not parent
+        or kind_of(parent) != "run"
+        or not _made_from(path / MODEL_FILE, Bundle.open(path).description, Path(parent))
+    ):
         raise EdgeFMError(
             f"{option} {path} is an export bundle whose run ({parent or 'not recorded'}) is not here: "
             "pass the training run directory it was exported from."
         )
     return parent
+
+
+def source_run(artifact: Path, description: dict[str, Any], near: Path | None = None):
+    """The run an exported artifact came from, when this machine has that very run; else None.
+
+    A description names its run by the path it had where the artifact was made (a shipped model's,
+    on the machine that trained it), so a run found there, or by name beside ``near``, counts only if
+    it trained on the data the description records, with its classes, before the artifact was made:
+    a run of the same name trained since, or on other data, is another model.
+    """
+    recorded = (description.get("source") or {}).get("run")
+    if not recorded:
+        return None
+    name = Path(recorded).name
+    for place in (Path(recorded), *((near / name, near.parent / name) if near is not None else ())):
+        if is_run(place) and _made_from(artifact, description, place):
+            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
+
+            return Run(place)
+    return None
+
+
+def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bool:
+    """Whether the artifact described can have been exported from the run at ``run_dir``."""
+    run = read_manifest(run_dir)
+    data = run.get("data") or {}
+    recorded = (description.get("source") or {}).get("data")
+    if recorded is not None and data.get("description") != recorded:
+        return False
+    classes = (data.get("identity") or {}).get("class_names")
+    if classes and description.get("labels") and list(classes) != list(description["labels"]):
+        return False
+    bundle_manifest = artifact.with_name(MANIFEST)
+    made = read_manifest(artifact.parent).get("created") if bundle_manifest.is_file() else None
+    return not (made and run.get("created")) or _moment(run["created"]) <= _moment(made)
+
+
+def _moment(stamp: str) -> datetime.datetime:
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
 
 
 def model_file(path: Path | str) -> Path | None:

@@ -160,12 +160,9 @@ def rgb_form(
 
 
 def _read(tflite: bytes):
-    if not isinstance(tflite, (bytes, bytearray)) or len(tflite) < 8 or tflite[4:8] != b"TFL3":
-        raise EdgeFMError("not a .tflite file (no TFL3 identifier): pass the bytes of an exported model.")
-    try:
-        return tflite_file.read(tflite)
-    except Exception as exc:  # the generated reader raises anything on corrupt bytes
-        raise EdgeFMError(f"corrupt .tflite file ({type(exc).__name__}): export the model again.") from None
+    if not isinstance(tflite, (bytes, bytearray)):
+        raise EdgeFMError("not a .tflite file: pass the bytes of an exported model.")
+    return tflite_file.read(tflite)
 
 
 def _graph(model):

@@ -35,6 +35,7 @@ from edge_fm.export.bundles import (
     Bundle,
     kind_of,
     read_description,
+    source_run,
 )
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.show import figures
@@ -166,7 +167,7 @@ def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     page = _empty_page(f"{run.path.name}: {run.train_config.arch}, {run.stage} run")
     page["curves"] = curves(run)
     progress("scoring the run's model on its validation split")
-    dataset = run.dataset(options.data_dir)
+    dataset = run.dataset(options.data_dir, data=options.data)
     images, labels = bounded(dataset.x_val, dataset.y_val, options.max_images)
     page["scored"] = f"{len(labels):,} images of the run's validation split ({dataset.describe()})"
     answers = KerasAnswers(run.model())
@@ -179,12 +180,13 @@ def _run_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
 def _bundle_page(path: Path, options: ReportOptions, progress) -> dict[str, Any]:
     from edge_fm.show.predict import load_artifact
 
-    description = Bundle.open(path).description
+    bundle = Bundle.open(path)
+    description = bundle.description
     model, labels_list = load_artifact(path)
     page = _empty_page(
         f"{path.name}: {description.get('architecture', 'model')}, {description.get('format', '.tflite')} bundle"
     )
-    run = find_run(description.get("source", {}).get("run"), path)
+    run = source_run(bundle.path, description, near=path)
     images, labels, page["scored"], _ = scored_images(run, options, description)
     if run is not None:
         page["curves"] = curves_of_lineage(run)

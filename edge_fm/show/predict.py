@@ -120,8 +120,8 @@ def _check_shapes(
     # with a shape error or print wrong names; say so up front.
     image_shape = tuple(int(d) for d in model.input["shape"][1:])
     classes = int(model.output["shape"][-1])
-    if expected != IMAGE_SHAPE and image_shape[:2] == tuple(expected[:2]) and image_shape[2] in (1, 3):
-        pass  # its own data's size: grey, or RGB (a mobile form of a grey model takes RGB)
+    if image_shape[:2] == tuple(expected[:2]) and image_shape[2] in (1, 3):
+        pass  # its data's size: grey, or RGB (a mobile form of a grey model takes RGB)
     elif image_shape != (28, 28, 1):
         raise EdgeFMError(
             f"{model_path} takes input {image_shape}, not a 28x28 grey image: pass a model made by `edge-fm export`."
@@ -184,9 +184,7 @@ def evaluate_artifact(
     from edge_fm.train.metrics import classification_metrics
 
     model, labels, split = _model_and_split(artifact, data, data_dir, sample)
-    result = classification_metrics(
-        split.labels, model.predict_proba(_model_input(model, split.images)), split.class_names
-    )
+    result = classification_metrics(split.labels, model.predict_proba(split.images), split.class_names)
     result["data"] = split.name
     result["split"] = "sample_test" if split.sample else "test"
     return result
@@ -205,7 +203,7 @@ def classify_test_split(
     """
     model, labels, split = _model_and_split(artifact, data, data_dir, False)
     split = split.first(count)
-    probs = model.predict_proba(_model_input(model, split.images))
+    probs = model.predict_proba(split.images)
     results = []
     for index, (row, label) in enumerate(zip(probs, split.labels)):
         order = np.argsort(-row, kind="stable")[:top]
@@ -222,12 +220,3 @@ def _model_and_split(artifact, data, data_dir, sample: bool) -> tuple[TFLiteMode
     description = Bundle.open(path / MODEL_FILE if path.is_dir() else path).description
     split = model_test_split(description, data, data_dir, sample, what=str(artifact), labels=labels)
     return model, labels, split
-
-
-def _model_input(model: TFLiteModel, images: np.ndarray) -> np.ndarray:
-    """Grey images for a model that takes RGB (a mobile form of a grey model) are repeated to RGB."""
-    if int(model.input["shape"][-1]) == 3 and images.shape[-1] != 3:
-        from edge_fm.export.mobile import grey_to_rgb
-
-        return grey_to_rgb(images)
-    return images

@@ -68,7 +68,7 @@ def scored_images(run, options, description: dict[str, Any] | None = None) -> Sc
     """The test images a bundle is scored on: its run's test split, else its recorded dataset's, else
     Fashion-MNIST's or the sample's (``options``: the report's :class:`ReportOptions`)."""
     if run is not None and not options.sample:
-        dataset = run.dataset(options.data_dir)
+        dataset = run.dataset(options.data_dir, data=options.data)
         images, labels = bounded(dataset.x_test, dataset.y_test, options.max_images)
         return Scored(
             images, labels, f"{len(labels):,} test images of {dataset.describe()}", dataset.class_names

@@ -270,8 +270,9 @@ class Run:
         if data is not None:
             return self._data_elsewhere(data, data_dir, config or self.train_config)
         recorded = self.manifest.get("data", {})
-        dataset = dataset_for(config or self.train_config, data_dir or recorded.get("location"))
         identity = recorded.get("identity") or {}
+        self._check_data_is_there(identity)
+        dataset = dataset_for(config or self.train_config, data_dir or recorded.get("location"))
         if identity.get("kind", "fashion-mnist") != "fashion-mnist" and dataset.identity is not None:
             if dataset.identity.fingerprint != identity.get("fingerprint"):
                 raise EdgeFMError(
@@ -280,6 +281,17 @@ class Run:
                     "train a new run on the data as it is."
                 )
         return dataset
+
+    def _check_data_is_there(self, identity: dict[str, Any]) -> None:
+        """Refuses, naming the run, data of the user's own that is no longer where the run read it."""
+        source = identity.get("source")
+        if identity.get("kind", "fashion-mnist") in ("fashion-mnist", "tfds") or not source:
+            return
+        if not Path(source).exists():
+            raise EdgeFMError(
+                f"{self.path} was trained on {source}, which is no longer there: put the data back, or pass "
+                "--data with where it is now (evaluate and report take it)."
+            )
 
     def _data_elsewhere(self, data: Path | str, data_dir, config: TrainConfig) -> Dataset:
         from edge_fm.data import datasets as fmnist

@@ -144,7 +144,8 @@ def train(
     if dataset.identity is not None and dataset.identity.kind != "fashion-mnist":
         # The absolute path (or a tfds: name): a later stage run from another folder reads the same data.
         config = dataclasses.replace(config, data=dataset.identity.source)
-    # Built before the run directory exists, so that a bad option value leaves no half-made run.
+    # Checked and built before the run directory exists, so that a bad option value leaves no half-made run.
+    class_weights(config.class_weight, dataset.y_train, dataset.class_names)
     model, transfer = prepare_model(config, dataset, placement)
     run_dir = None
     if placement.is_chief:
