@@ -17,7 +17,7 @@ from edge_fm.records import InvalidJSONError, check_size, parse_json
 
 
 def check_output_file(path: Path | str, option: str = "") -> Path:
-    """Checks, before any work, that a file could be written at ``path``; creates nothing.
+    """Checks, before any work, that a file could be written at ``path``; leaves nothing.
 
     Args:
         path: Where a result file will be written.
@@ -39,7 +39,7 @@ def check_output_file(path: Path | str, option: str = "") -> Path:
 
 
 def check_output_dir(path: Path | str, option: str = "") -> Path:
-    """Checks, before any work, that folder ``path`` exists or could be made, and written; creates nothing.
+    """Checks, before any work, that folder ``path`` exists or could be made, and written; leaves nothing.
 
     Raises:
         EdgeFMError: ``path`` is a file, lies under a file, or cannot be written.
@@ -82,6 +82,14 @@ def _check_writable_parent(folder: Path, target: Path, option: str) -> None:
         raise EdgeFMError(
             f"cannot write {_named(option, target)}: permission denied in {existing}; choose a folder you can write."
         )
+    # Permission bits do not tell all (root passes them in /proc, where nothing can be made): a file
+    # made and removed at once does, and leaves nothing.
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".edge-fm-probe-", dir=existing)
+    except OSError as exc:
+        raise unwritable(target, option, exc) from None
+    os.close(handle)
+    os.unlink(probe)
 
 
 def unwritable(path: Path, option: str, exc: OSError) -> EdgeFMError:

@@ -22,6 +22,7 @@ Usage on a device:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gzip
 import hashlib
@@ -109,6 +110,31 @@ def _package_version(package: str) -> str:
         return "unknown"
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Hides what native code writes to stderr (fd 2) inside the block; Python exceptions are unaffected.
+
+    TensorFlow's C++ start-up lines (oneDNN, CUDA probing), the TFLite converter's summaries and
+    LiteRT's delegate notices go straight to fd 2, past Python, so no logging setting hides them;
+    they would break the promise of one clear line on errors.
+    """
+    try:
+        fd = sys.stderr.fileno()
+        sys.stderr.flush()
+        saved = os.dup(fd)
+    except (AttributeError, ValueError, OSError):
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    try:
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)
+
+
 class TFLiteModel:
     """A loaded .tflite classifier that takes raw uint8 28x28 images and returns probabilities.
 
@@ -124,10 +150,11 @@ class TFLiteModel:
     ):
         interpreter_class, self.package, self.package_version = load_interpreter_class()
         try:
-            self.interpreter = interpreter_class(
-                model_path=model_path, model_content=model_content, num_threads=num_threads
-            )
-            self.interpreter.allocate_tensors()
+            with native_stderr_silenced():  # LiteRT's "Created ... XNNPACK delegate" notice
+                self.interpreter = interpreter_class(
+                    model_path=model_path, model_content=model_content, num_threads=num_threads
+                )
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise RunnerError(
                 f"{model_path or 'model'}: not a loadable TFLite model ({_first_line(exc)})."

@@ -506,3 +506,13 @@ def test_inspect_names_a_foreign_or_cut_tflite_in_one_line(place, cut, expected)
     (place / "m.tflite").write_bytes(shipped[:3000] if cut else b"a text file")
     code, output = run_cli("inspect", "m.tflite")
     assert_one_line_error(code, output, f"m.tflite: {expected}")
+
+
+def test_an_output_the_system_will_not_take_is_refused_before_any_work(place):
+    (place / "afile").write_text("")
+    code, output = run_cli("export", "empty", "-f", "fp32", "--runs-dir", "afile")
+    assert_one_line_error(code, output, "--runs-dir afile is a file, not a folder")
+    # Permission bits pass for root in /proc, where nothing can be made: the check makes a file to see.
+    code, output = run_cli("report", REPO / "models" / "mlp", "--out", "/proc/nope/r.html")
+    assert_one_line_error(code, output, "cannot write --out /proc/nope/r.html")
+    assert not list(place.glob(".edge-fm-probe-*"))

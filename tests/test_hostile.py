@@ -133,7 +133,7 @@ needs_proc = pytest.mark.skipif(
     [
         (
             "thin",
-            "thin.png is 89000000x1 pixels, more than 10 times as long as it is wide; crop it around the garment",
+            "thin.png is 89000000x1 pixels, more than 10 times as long as it is wide; crop it around what it shows",
         ),
         ("wide", "wide.png is 40000x2000 pixels, more than 10 times as long as it is wide"),
         (

@@ -258,3 +258,20 @@ def test_a_run_whose_data_moved_names_it_and_report_reads_it_where_data_says(dig
     code, output = run_cli("report", run, "--data", moved, "--out", tmp_path / "r.html", "--explained", "0")
     assert code == 0, output
     assert "digit-2" in (tmp_path / "r.html").read_text()
+
+
+@pytest.mark.slow
+def test_a_bare_tflite_of_own_data_reads_its_embedded_description(two_datasets, tmp_path):
+    data, _, bundle = two_datasets["low"]
+    bare = tmp_path / "alone.tflite"
+    shutil.copy(Path(bundle) / "model.tflite", bare)
+    code, output = run_cli("evaluate", bare, "--data", data, "--json", tmp_path / "bare.json")
+    assert code == 0, output
+    code, output = run_cli("evaluate", bundle, "--json", tmp_path / "bundle.json")
+    assert code == 0, output
+    scored = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("bare", "bundle")}
+    assert scored["bare"]["accuracy"] == scored["bundle"]["accuracy"]
+    assert list(scored["bare"]["per_class"]) == ["digit-0", "digit-1", "digit-2"]
+    image = next(Path(data).rglob("*.png"))
+    code, output = run_cli("predict", bare, image)
+    assert code == 0 and "digit-" in output, output

@@ -257,7 +257,7 @@ def _check_dimensions(image, label: str) -> None:
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise EdgeFMError(
             f"{label} is {width}x{height} pixels, more than {MAX_ASPECT} times as long as it is wide; "
-            "crop it around the garment (the model sees a 28x28 square)."
+            "crop it around what it shows (a model sees a small image of its data's shape)."
         )
 
 
@@ -282,7 +282,7 @@ def _check_budget(image, label: str) -> None:
         most = DECODE_BUDGET_BYTES // _bytes_per_pixel(image.mode)
         raise EdgeFMError(
             f"{label} is {width}x{height} pixels ({image.mode}), more than the {most / 1e6:.0f} megapixels "
-            f"edge-fm decodes of such an image; downscale it first (the model sees 28x28)."
+            "edge-fm decodes of such an image; downscale it first (a model sees a small image)."
         )
 
 

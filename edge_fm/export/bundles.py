@@ -216,7 +216,8 @@ class Bundle:
         Args:
             path: A bundle folder (with ``model.tflite``) or a .tflite file.
             embedded: Also read the description and labels edge-fm embeds in the file's metadata,
-                used where the bundle's files say nothing (this parses the flatbuffer).
+                used where the bundle's files say nothing (this parses the flatbuffer unless a
+                ``model.json`` and a ``labels.txt`` lie beside the file).
 
         Raises:
             EdgeFMError: No .tflite file there, an unreadable ``model.json``, or (``embedded``) a file
@@ -232,7 +233,8 @@ class Bundle:
         has_sidecar = file.name == MODEL_FILE and sidecar.is_file()
         description = _read_checked(sidecar) if has_sidecar else {}
         stored = {"description": {}, "labels": []}
-        if embedded:
+        labels_path = file.with_name(LABELS_FILE)
+        if embedded and not (has_sidecar and labels_path.is_file()):  # a bundle's own files say all
             from edge_fm.export.tflite_file import read_metadata
 
             try:
@@ -244,7 +246,6 @@ class Bundle:
             if not has_sidecar:  # the file's own description, checked as a model.json is
                 description = stored["description"]
                 check_fields(description, DESCRIPTION_FIELDS, f"{file} (its embedded description)")
-        labels_path = file.with_name(LABELS_FILE)
         if labels_path.is_file():
             labels = read_labels(labels_path)
         else:

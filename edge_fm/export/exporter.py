@@ -23,6 +23,7 @@ from edge_fm.export.converter import REPRESENTATIVE_SIZE, convert, representativ
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.tflite_file import embed_metadata, inspect
+from edge_fm.io import check_output_dir
 from edge_fm.runner import RunnerError, TFLiteModel
 from edge_fm.train.evaluate import predict_proba
 from edge_fm.train.runs import Run, new_run_dir
@@ -103,6 +104,7 @@ def export(
         raise EdgeFMError(
             f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}."
         )
+    check_output_dir(runs_dir, "--runs-dir")  # before the conversion, not after it
     run = Run(run_dir)
     if fmt.needs_qat != run.quantization_aware:
         hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"

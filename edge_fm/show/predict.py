@@ -76,7 +76,9 @@ def image_policy(artifact: Path | str) -> ImagePolicy:
     """The policy an artifact's bundle records: its data's size, channels and resize; else Fashion-MNIST's."""
     path = Path(artifact)
     model_path = path / MODEL_FILE if path.is_dir() else path
-    record = recorded_data(Bundle.open(model_path).description) if model_path.is_file() else None
+    record = (
+        recorded_data(Bundle.open(model_path, embedded=True).description) if model_path.is_file() else None
+    )
     if record is None:
         return ImagePolicy()
     height, width, channels = (int(d) for d in record["image_shape"])
@@ -100,7 +102,7 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
         model = TFLiteModel(model_path=str(model_path))
     except RunnerError as exc:
         raise EdgeFMError(str(exc)) from None
-    bundle = Bundle.open(model_path) if model_path.suffix == ".tflite" else None
+    bundle = Bundle.open(model_path, embedded=True) if model_path.suffix == ".tflite" else None
     labels = list(bundle.labels or CLASS_NAMES) if bundle else list(CLASS_NAMES)
     labels = check_labels(labels, f"{model_path.parent}: labels")
     record = recorded_data(bundle.description) if bundle else None
@@ -217,6 +219,6 @@ def classify_test_split(
 def _model_and_split(artifact, data, data_dir, sample: bool) -> tuple[TFLiteModel, list[str], SplitImages]:
     model, labels = load_artifact(artifact)
     path = Path(artifact)
-    description = Bundle.open(path / MODEL_FILE if path.is_dir() else path).description
+    description = Bundle.open(path / MODEL_FILE if path.is_dir() else path, embedded=True).description
     split = model_test_split(description, data, data_dir, sample, what=str(artifact), labels=labels)
     return model, labels, split

@@ -7,11 +7,7 @@ name (see :mod:`edge_fm.data.reference`); the page reads an image once, as those
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,10 +71,7 @@ def load_models(path: Path | str, bench: Path | str | None = None) -> list[Serve
     Raises:
         EdgeFMError: Nothing loadable there, or models of different datasets.
     """
-    with (
-        _native_stderr_quiet()
-    ):  # LiteRT's line about its XNNPACK delegate, once per process that loads a model
-        models = _load_models(Path(path), bench)
+    models = _load_models(Path(path), bench)
     same_data([model.description for model in models])  # one page reads an image one way
     return models
 
@@ -98,28 +91,6 @@ def _load_models(path: Path, bench: Path | str | None) -> list[ServedModel]:
         )
     rows, _ = folder_rows(path, bench)
     return [ServedModel(Path(row["path"]), row) for row in rows]
-
-
-@contextlib.contextmanager
-def _native_stderr_quiet() -> Iterator[None]:
-    """Hides what native code writes to fd 2 inside the block (Python exceptions are unaffected).
-
-    The demo loads no TensorFlow, so it cannot use :func:`edge_fm.compat.native_stderr_silenced`.
-    """
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (AttributeError, ValueError, OSError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
 
 
 def _bench_row(bench: Path | str | None, name: str) -> dict[str, Any] | None:
