@@ -244,7 +244,7 @@ def _ssh_target(sshd) -> list:
 
 
 @pytest.mark.slow
-def test_a_run_whose_data_moved_names_it_and_report_reads_it_where_data_says(digits, tmp_path):
+def test_a_run_whose_data_moved_names_it_and_report_and_export_read_it_where_data_says(digits, tmp_path):
     data = digits_folder(tmp_path / "digits", digits, {c: 30 for c in (0, 1, 2)})
     run = train_cli(
         "tiny-cnn", "--data", data, "--image-size", "12", "--runs-dir", tmp_path / "runs", "--epochs", "1"
@@ -258,6 +258,11 @@ def test_a_run_whose_data_moved_names_it_and_report_reads_it_where_data_says(dig
     code, output = run_cli("report", run, "--data", moved, "--out", tmp_path / "r.html", "--explained", "0")
     assert code == 0, output
     assert "digit-2" in (tmp_path / "r.html").read_text()
+    for form in ("none", "mcu"):
+        code, output = run_cli(
+            "export", run, "-f", "int8", "--for", form, "--data", moved, "--runs-dir", tmp_path / "runs"
+        )
+        assert code == 0, output
 
 
 @pytest.mark.slow

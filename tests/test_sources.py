@@ -345,7 +345,10 @@ BAD_INPUTS = {
         ),
         "label 2 out of range",
     ),
-    "not an npz": (lambda t: _csv_file(t, "x").rename(t / "broken.npz"), "not a readable .npz"),
+    "not an npz": (
+        lambda t: _csv_file(t, "x").rename(t / "broken.npz"),
+        "not a readable .npz (not a zip archive)",
+    ),
 }
 
 
@@ -459,3 +462,18 @@ def test_a_cache_on_a_full_disk_is_one_line_and_leaves_no_staging_folder(
     assert list(small_disk.iterdir()) == []
     code, output = run_cli("data", "info", "--data", root)  # the images' own size fits
     assert code == 0, output
+
+
+def test_a_validation_split_larger_than_half_the_training_images_is_refused(digits, tmp_path):
+    from test_own_training import digits_folder
+
+    root = digits_folder(tmp_path / "d", digits, {0: 25, 1: 25})  # 40 training images after the test split
+    code, output = run_cli(
+        "train", "tiny-cnn", "--data", root, "--val-size", "30", "--runs-dir", tmp_path / "runs"
+    )
+    assert_one_line_error(code, output, "validation size 30 must be between 1 and 20 for d:")
+    assert not (tmp_path / "runs").exists()
+    from edge_fm.data.options import DataOptions
+    from edge_fm.data.sources import load_data
+
+    assert len(load_data(str(root), None, DataOptions(val_size=20)).y_val) == 20

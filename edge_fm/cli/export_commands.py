@@ -64,8 +64,8 @@ def export_command(
     data: Annotated[
         Optional[str],
         typer.Option(
-            help="For a bundle made from your own data: where that data is, when it is no longer where the "
-            "bundle's model.json says (its test split checks the mobile and mcu forms). A run reads its own.",
+            help="For a run or bundle made from your own data: where that data is, when it is no longer where "
+            "the run or the bundle's model.json says (its test split checks the mobile and mcu forms).",
         ),
     ] = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
@@ -232,6 +232,7 @@ def _export_for(
         runs_dir=runs_dir,
         data_dir=data_dir,
         calibration_dir=calibration_dir,
+        data=data,
     )
 
 

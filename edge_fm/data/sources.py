@@ -269,6 +269,8 @@ def _convert(x: np.ndarray, options: DataOptions) -> tuple[np.ndarray, bool]:
 
 
 def _npz(path: Path, options: DataOptions) -> Dataset:
+    if not zipfile.is_zipfile(path):  # numpy takes other bytes for a pickle and says so
+        raise EdgeFMError(f"{path}: not a readable .npz (not a zip archive); save it with numpy.savez.")
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}

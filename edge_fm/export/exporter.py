@@ -77,6 +77,7 @@ def export(
     runs_dir: Path | str = "runs",
     data_dir: Path | str | None = None,
     calibration_dir: Path | str | None = None,
+    data: Path | str | None = None,
 ) -> Path:
     """Exports a run's model as a TFLite bundle and returns the bundle directory.
 
@@ -90,6 +91,7 @@ def export(
         data_dir: Where the full dataset is (default: where the run read it).
         calibration_dir: Calibrate integer formats on up to ``representative_size`` images of this
             folder instead of training images (see :mod:`edge_fm.export.calibration`).
+        data: Where the run's own data is now, when it moved (see :meth:`Run.dataset`).
 
     Returns:
         The bundle directory with ``model.tflite``, ``labels.txt``, ``model.json`` and ``manifest.json``.
@@ -113,7 +115,7 @@ def export(
             f"{'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint})."
         )
     config = run.train_config
-    dataset = run.dataset(data_dir)
+    dataset = run.dataset(data_dir, data=data)
     model = run.model_to_convert()
     if fmt.integer and calibration_dir is not None:
         from edge_fm.export.calibration import folder_images
@@ -164,10 +166,12 @@ def export(
     )
 
 
-def run_test_images(run_dir: Path | str, data_dir, count: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+def run_test_images(
+    run_dir: Path | str, data_dir, count: int | None, data: Path | str | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
     """The first ``count`` test images of a run's dataset (None: all), their labels, and what they are:
-    what a form made from the run is checked on."""
-    dataset = Run(run_dir).dataset(data_dir)
+    what a form made from the run is checked on (``data``: where the run's own data is now)."""
+    dataset = Run(run_dir).dataset(data_dir, data=data)
     images, labels = dataset.x_test[:count], dataset.y_test[:count]
     return images, labels, f"{dataset.describe()}: test split, first {len(labels)}"
 
@@ -180,8 +184,8 @@ def export_integer(
     Args:
         run_dir: A finished training or QAT run.
         options: The form's options; this reads ``format_name`` (default: ``qat-int8`` for a QAT run,
-            else ``int8``), ``representative_size``, ``parity_images``, ``runs_dir``, ``data_dir``
-            and ``progress``.
+            else ``int8``), ``representative_size``, ``parity_images``, ``runs_dir``, ``data_dir``,
+            ``data`` and ``progress``.
         form_title: The form, for the error (``the mobile form``).
         io_dtype: The artifact's input/output dtype (None: the format's default).
 
@@ -204,6 +208,7 @@ def export_integer(
         options.parity_images,
         options.runs_dir,
         options.data_dir,
+        data=options.data,
     )
 
 

@@ -24,7 +24,7 @@ class FormOptions:
     progress: Callable[[str], None] | None = None  # called with a line at each step
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
     accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
-    data: str | Path | None = None  # a bundle of its own data: where that data is, when not where it says
+    data: str | Path | None = None  # own data of a run or bundle: where it is, when not where it says
 
     def say(self, line: str) -> None:
         """Reports one step to ``progress``, when there is one."""

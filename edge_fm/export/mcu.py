@@ -244,7 +244,7 @@ def _source_model(source: Path, options: FormOptions) -> tuple[np.ndarray, np.nd
     from edge_fm.export.exporter import export_integer, run_test_images
 
     exported = export_integer(source, options, "the microcontroller form")
-    return (*run_test_images(source, options.data_dir, options.parity_images), exported)
+    return (*run_test_images(source, options.data_dir, options.parity_images, options.data), exported)
 
 
 def _write_bundle(bundle: Path, model: Bundle, report: TflmReport, parent: Path, c_array_mode: str) -> Path:

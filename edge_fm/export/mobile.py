@@ -118,7 +118,9 @@ def export_mobile(source: Path | str, options: FormOptions = FormOptions()) -> P
         from edge_fm.export.exporter import export_integer, run_test_images  # TensorFlow: a run only
 
         int8_path = export_integer(source, options, "the mobile form")
-        images, labels, images_source = run_test_images(source, options.data_dir, options.parity_images)
+        images, labels, images_source = run_test_images(
+            source, options.data_dir, options.parity_images, options.data
+        )
     else:
         int8_path = source
         int8 = read_int8_source(source)  # refuse a float model before loading any data

@@ -84,7 +84,7 @@ def export_mobile_gpu(source: Path | str, options: FormOptions = FormOptions()) 
         )
     if options.out is not None:
         check_new_folder(options.out)
-    dataset = run.dataset(options.data_dir)
+    dataset = run.dataset(options.data_dir, data=options.data)
     model = run.model_to_convert()
     fmt = get_format(FORMAT)
     options.say(f"converting {run.path} to float16 weights with float32 RGB input")

@@ -290,7 +290,7 @@ class Run:
         if not Path(source).exists():
             raise EdgeFMError(
                 f"{self.path} was trained on {source}, which is no longer there: put the data back, or pass "
-                "--data with where it is now (evaluate and report take it)."
+                "--data with where it is now (evaluate, export and report take it)."
             )
 
     def _data_elsewhere(self, data: Path | str, data_dir, config: TrainConfig) -> Dataset:
