@@ -102,6 +102,7 @@ def test_a_bundles_source_run_is_the_run_it_came_from_not_any_run_of_that_name(e
     assert source_run(bundle / "model.tflite", other_data) is None
     other_classes = {**description, "labels": [f"digit {i}" for i in range(10)]}
     assert source_run(bundle / "model.tflite", other_classes) is None
+    assert source_run(bundle / "model.tflite", {**description, "architecture": "mlp"}) is None
     older = tmp_path / "older-bundle"
     shutil.copytree(bundle, older)
     manifest = json.loads((older / "manifest.json").read_text())

@@ -309,6 +309,14 @@ def test_a_short_runs_batch_norms_settle_so_it_predicts_as_it_trains(digits, tmp
     assert momenta == {0.01 ** (1 / 35)}  # about 0.877: the start weighs 1% at the end
     settle_batch_norms(model, 1000)  # never raised
     assert {layer.momentum for layer in model.submodules if hasattr(layer, "moving_mean")} == momenta
+    # Statistics that do not start at 0 and 1, or a momentum the user chose, are left alone.
+    from edge_fm.train.config import TrainConfig
+    from edge_fm.train.trainer import _starts_from_scratch
+
+    assert _starts_from_scratch(TrainConfig(arch="edge-cnn-tiny"))
+    assert not _starts_from_scratch(TrainConfig(arch="edge-cnn-tiny", init_from="runs/x"))
+    assert not _starts_from_scratch(TrainConfig(arch="mobilenetv2", arch_options={"weights": "imagenet"}))
+    assert not _starts_from_scratch(TrainConfig(arch="mobilenetv2", arch_options={"bn_momentum": 0.999}))
     # 430 images, batch 64, 5 epochs: 35 steps. At Keras' 0.99 the running statistics kept 70% of
     # their start and this model scored at chance on its validation images while training at 95%.
     root = digits_folder(tmp_path / "d", digits, {d: 60 for d in range(10)})

@@ -10,6 +10,7 @@ import gzip
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -464,16 +465,18 @@ def test_a_cache_on_a_full_disk_is_one_line_and_leaves_no_staging_folder(
     assert code == 0, output
 
 
-def test_a_validation_split_larger_than_half_the_training_images_is_refused(digits, tmp_path):
-    from test_own_training import digits_folder
+def test_a_cache_write_clears_what_a_killed_write_left_but_not_a_running_one(tmp_path):
+    from edge_fm.data.array_cache import _host, new_staging
 
-    root = digits_folder(tmp_path / "d", digits, {0: 25, 1: 25})  # 40 training images after the test split
-    code, output = run_cli(
-        "train", "tiny-cnn", "--data", root, "--val-size", "30", "--runs-dir", tmp_path / "runs"
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    assert_one_line_error(code, output, "validation size 30 must be between 1 and 20 for d:")
-    assert not (tmp_path / "runs").exists()
-    from edge_fm.data.options import DataOptions
-    from edge_fm.data.sources import load_data
-
-    assert len(load_data(str(root), None, DataOptions(val_size=20)).y_val) == 20
+    cached = tmp_path / "0123abcd"
+    killed = tmp_path / f".tmp-{cached.name}-{_host()}-{ended.stdout.strip()}-abc"
+    running = tmp_path / f".tmp-{cached.name}-{_host()}-{os.getpid()}-def"
+    elsewhere = tmp_path / f".tmp-{cached.name}-another_host-{ended.stdout.strip()}-ghi"
+    for folder in (killed, running, elsewhere):
+        (folder / "x_train.npy").parent.mkdir()
+        (folder / "x_train.npy").write_bytes(b"half")
+    staging = new_staging(cached)
+    assert not killed.exists() and running.exists() and elsewhere.exists() and staging.is_dir()

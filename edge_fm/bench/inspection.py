@@ -236,8 +236,8 @@ def _no_source_reason(description: dict[str, Any], format_name: str | None) -> s
         )
     if named:
         return (
-            f"the layer-wise error needs the float source run {named}, which is not on this machine: pass "
-            "--source RUN (the run that was exported)"
+            f"the layer-wise error needs the float source run {named}, which is not on this machine (a run "
+            "found under that name is another model): pass --source RUN (the run that was exported)"
         )
     return "the artifact names no source run: pass --source RUN (the run that was exported)"
 

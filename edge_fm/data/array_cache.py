@@ -15,8 +15,8 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,6 @@ from edge_fm.io import read_json, write_json
 
 IDENTITY_FILE = "identity.json"
 CHUNK = 4096  # images copied at a time: bounded memory whatever the split's size
-ABANDONED_SECONDS = 600  # a staging folder untouched this long was left by a killed write
 
 
 def cache_entry(parts: list[Any], options: DataOptions) -> Path:
@@ -53,32 +52,53 @@ def is_cached(cached: Path) -> bool:
 
 
 def new_staging(cached: Path) -> Path:
-    """A new temporary folder for the entry ``cached``, beside it; what a killed write of the same
-    entry left (nothing in it changed for :data:`ABANDONED_SECONDS`) is removed first."""
+    """A new temporary folder for the entry ``cached``, beside it, named by this machine and process.
+
+    What a killed write of the same entry on this machine left (its process is gone) is removed first;
+    another machine's, on a shared cache, is left alone.
+    """
     cached.parent.mkdir(parents=True, exist_ok=True)
-    for folder in cached.parent.glob(f".tmp-{cached.name}-*"):
-        files = [path.stat().st_mtime for path in folder.rglob("*")]
-        if time.time() - max(files, default=folder.stat().st_mtime) > ABANDONED_SECONDS:
+    host = _host()
+    for folder in cached.parent.glob(f".tmp-{cached.name}-{host}-*"):
+        pid = folder.name.removeprefix(f".tmp-{cached.name}-{host}-").split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-    return Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-", dir=cached.parent))
+    return Path(tempfile.mkdtemp(prefix=f".tmp-{cached.name}-{host}-{os.getpid()}-", dir=cached.parent))
+
+
+def _host() -> str:
+    return "".join(c if c.isalnum() else "_" for c in socket.gethostname()) or "host"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def new_array_file(path: Path, shape: tuple[int, ...]) -> np.memmap:
     """A new uint8 ``.npy`` file of ``shape``, memory-mapped for writing, its disk space reserved first.
 
     A write through a map onto a full disk kills the process (SIGBUS) with no message; reserving the
-    space turns that into an error the user can act on.
+    space turns that into an error the user can act on. Where the system cannot reserve space (no
+    ``posix_fallocate``, or a file system without it), the file is written as it is.
 
     Raises:
         EdgeFMError: The cache's disk has not the room.
     """
     array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    reserve = getattr(os, "posix_fallocate", None)
     try:
-        with open(path, "r+b") as file:
-            os.posix_fallocate(file.fileno(), 0, os.path.getsize(path))
+        if reserve is not None:
+            with open(path, "r+b") as file:
+                reserve(file.fileno(), 0, os.path.getsize(path))
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-            raise
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            return array  # EOPNOTSUPP, EINVAL...: this file system reserves nothing ahead
         needed = int(np.prod(shape))
         raise EdgeFMError(
             f"the image cache {path.parent.parent} has no room for {needed / 1e6:,.0f} MB of decoded images: "

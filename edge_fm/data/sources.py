@@ -269,6 +269,12 @@ def _convert(x: np.ndarray, options: DataOptions) -> tuple[np.ndarray, bool]:
 
 
 def _npz(path: Path, options: DataOptions) -> Dataset:
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise EdgeFMError(
+            f"--data {path}: {(exc.strerror or str(exc)).lower()}; check its permissions."
+        ) from None
     if not zipfile.is_zipfile(path):  # numpy takes other bytes for a pickle and says so
         raise EdgeFMError(f"{path}: not a readable .npz (not a zip archive); save it with numpy.savez.")
     try:

@@ -148,8 +148,15 @@ def source_run(artifact: Path, description: dict[str, Any], near: Path | None = 
 
 
 def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bool:
-    """Whether the artifact described can have been exported from the run at ``run_dir``."""
-    run = read_manifest(run_dir)
+    """Whether the artifact described can have been exported from the run at ``run_dir``: the same
+    architecture, data and classes, and the run made before the bundle (when both say when)."""
+    try:
+        run, config = read_manifest(run_dir), read_json(run_dir / RUN_CONFIG)
+    except EdgeFMError:  # a run without a readable record cannot be shown to be the one
+        return False
+    arch = description.get("architecture")
+    if arch is not None and (config.get("fine_tune") or config).get("arch") != arch:
+        return False
     data = run.get("data") or {}
     recorded = (description.get("source") or {}).get("data")
     if recorded is not None and data.get("description") != recorded:
@@ -157,9 +164,19 @@ def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bo
     classes = (data.get("identity") or {}).get("class_names")
     if classes and description.get("labels") and list(classes) != list(description["labels"]):
         return False
-    bundle_manifest = artifact.with_name(MANIFEST)
-    made = read_manifest(artifact.parent).get("created") if bundle_manifest.is_file() else None
-    return not (made and run.get("created")) or _moment(run["created"]) <= _moment(made)
+    return _made_before(run.get("created"), artifact)
+
+
+def _made_before(run_created: str | None, artifact: Path) -> bool:
+    """Whether a run created at ``run_created`` precedes the bundle of ``artifact`` (True when either
+    time is unknown: a bare file, or a record without one)."""
+    if artifact.name != MODEL_FILE or not artifact.with_name(MANIFEST).is_file():
+        return True
+    try:
+        made = read_manifest(artifact.parent).get("created")
+        return not (made and run_created) or _moment(run_created) <= _moment(made)
+    except (EdgeFMError, ValueError, TypeError):
+        return True
 
 
 def _moment(stamp: str) -> datetime.datetime:
@@ -220,8 +237,8 @@ class Bundle:
                 ``model.json`` and a ``labels.txt`` lie beside the file).
 
         Raises:
-            EdgeFMError: No .tflite file there, an unreadable ``model.json``, or (``embedded``) a file
-                that is not a .tflite model.
+            EdgeFMError: No .tflite file there, an unreadable ``model.json``, or (``embedded``, where
+                the files beside it do not say all) a file that is not a .tflite model.
         """
         file = model_file(path)
         if file is None:

@@ -227,7 +227,7 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
     from edge_fm.runner import TFLiteModel
 
     mobile_runner = TFLiteModel(model_content=mobile)
-    mobile_probs = mobile_runner.predict_proba(images if images.shape[-1] == 3 else grey_to_rgb(images))
+    mobile_probs = mobile_runner.predict_proba(images)  # grey images are fed as RGB with equal channels
     int8_probs = TFLiteModel(model_content=int8).predict_proba(images)
     int8_accuracy = float(np.mean(int8_probs.argmax(1) == labels))
     mobile_accuracy = float(np.mean(mobile_probs.argmax(1) == labels))

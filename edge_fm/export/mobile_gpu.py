@@ -146,12 +146,11 @@ def rgb_model(model):
 
 
 def _form_probabilities(tflite: bytes, images: np.ndarray) -> np.ndarray:
-    """The form's probabilities for grey (or RGB) uint8 images, given as RGB float pixel values."""
-    from edge_fm.export.mobile import grey_to_rgb
+    """The form's probabilities for grey (or RGB) uint8 images, given as RGB float pixel values (grey
+    ones with three equal channels, see :func:`edge_fm.runner.model_pixels`)."""
     from edge_fm.runner import TFLiteModel
 
-    rgb = grey_to_rgb(images) if images.shape[-1] != 3 else images
-    return TFLiteModel(model_content=tflite).predict_proba(rgb.astype(np.float32))
+    return TFLiteModel(model_content=tflite).predict_proba(images)
 
 
 # ---------------------------------------------------------------- the bundle

@@ -39,8 +39,11 @@ def cpu_delegation(tflite: Path | str) -> dict[str, Any]:
     """
     from ai_edge_litert import interpreter as litert
 
-    interpreter = litert.Interpreter(model_path=str(tflite))
-    interpreter.allocate_tensors()
+    from edge_fm.runner import native_stderr_silenced
+
+    with native_stderr_silenced():  # LiteRT's delegate notice
+        interpreter = litert.Interpreter(model_path=str(tflite))
+        interpreter.allocate_tensors()
     details = (
         interpreter._get_ops_details()
     )  # the execution plan: original ops, then one DELEGATE node per partition

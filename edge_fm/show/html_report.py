@@ -63,7 +63,7 @@ class ReportOptions:
 
     Attributes:
         data_dir: Where the full dataset is (a bundle without its run is scored on its test split).
-        data: Where a bundle's own dataset is, when not where its ``model.json`` says.
+        data: Where a run's or bundle's own dataset is, when not where its record says.
         sample: Score a bundle without its run on the embedded sample's test images instead.
         max_images: At most this many images are scored (the report takes seconds, not minutes).
         explained: Images explained side by side, one per class in class order.

@@ -219,8 +219,17 @@ def build_compiled_model(config: TrainConfig, steps_per_epoch: int) -> keras.Mod
     """
     keras.utils.set_random_seed(config.seed)
     model = build_model(config)
-    settle_batch_norms(model, steps_per_epoch * config.epochs)
+    if _starts_from_scratch(config):
+        settle_batch_norms(model, steps_per_epoch * config.epochs)
     return compile_model(model, config, steps_per_epoch)
+
+
+def _starts_from_scratch(config: TrainConfig) -> bool:
+    """Whether a run's batch norms start at mean 0, variance 1 with the builder's momentum: no weights
+    copied in (``--init-from``, pretrained weights) and no momentum the user chose."""
+    options = config.arch_options
+    pretrained = config.init_from is not None or options.get("weights") not in (None, "none")
+    return not pretrained and "bn_momentum" not in options
 
 
 def settle_batch_norms(model: keras.Model, steps: int, residue: float = BN_RESIDUE) -> None:
