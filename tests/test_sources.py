@@ -203,6 +203,29 @@ def test_skipped_files_are_counted_and_named(digits, tmp_path):
     assert "digit-7/self.png (symlink loop)" in dataset.identity.skipped_examples
 
 
+def test_a_link_into_another_class_folder_never_relabels_its_images(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "d", images[:200], labels[:200])
+    sub = root / "digit-1" / "sub"
+    sub.mkdir()
+    for path in sorted((root / "digit-1").glob("*.png"))[:5]:
+        path.rename(sub / path.name)
+    (root / "digit-0" / "sub").symlink_to(sub)  # read first (sorted): once, it took digit-1's images
+    (root / "digit-0" / "all-of-two").symlink_to(root / "digit-2")
+    dataset = load_data(root)
+    names = dataset.identity.class_names
+    counts = {
+        name: sum(split[i] for split in dataset.identity.counts.values()) for i, name in enumerate(names)
+    }
+    assert counts["digit-1"] == int((labels[:200] == 1).sum()) and counts["digit-0"] == int(
+        (labels[:200] == 0).sum()
+    )
+    assert counts["digit-2"] == int((labels[:200] == 2).sum())
+    assert "digit-0/sub (a link into class folder 'digit-1': its images are read there)" in (
+        dataset.identity.skipped_examples
+    )
+
+
 def test_sixteen_bit_png_and_cmyk_jpeg_are_read(tmp_path):
     ramp = np.tile(np.arange(0, 256, 8, dtype=np.uint8), (32, 1))
     Image.fromarray(ramp.astype(np.uint16) * 257).save(tmp_path / "deep.png")

@@ -109,11 +109,12 @@ def _scan_folder(root: Path) -> _Scan:
             )
     scan = _Scan([], [], [], [], class_names, skipped)
     seen_dirs: set[str] = set()
+    owners = {os.path.realpath(folder): name for dirs in class_dirs.values() for name, folder in dirs.items()}
     for split, dirs in class_dirs.items():
         for label, name in enumerate(class_names):
             if name not in dirs:
                 continue
-            for path in _walk(dirs[name], skipped, root, seen_dirs):
+            for path in _walk(dirs[name], skipped, root, seen_dirs, _Classes(name, owners)):
                 scan.files.append(path)
                 scan.labels.append(label)
                 scan.origin.append(ORIGIN[split])
@@ -143,8 +144,25 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str]):
-    """Image files under ``folder``, sorted, following symlinked folders once each (no loops)."""
+@dataclasses.dataclass(frozen=True)
+class _Classes:
+    """The class being read, and every class folder's real path with its class."""
+
+    name: str
+    owners: dict[str, str]
+
+    def other_owner(self, path: Path) -> str | None:
+        """The other class whose folder a link at ``path`` leads into, if any."""
+        real = os.path.realpath(path)
+        for folder, name in self.owners.items():
+            if name != self.name and (real == folder or real.startswith(folder + os.sep)):
+                return name
+        return None
+
+
+def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str], classes: _Classes):
+    """Image files under ``folder``, sorted, following symlinked folders once each (no loops); a link
+    into another class's folder is skipped, so no image is read under a class it does not belong to."""
     real = os.path.realpath(folder)
     if real in seen_dirs:
         skipped.append(
@@ -157,6 +175,10 @@ def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str]):
         name = path.relative_to(root).as_posix()
         if entry.name.startswith("."):
             skipped.append(f"{name} (hidden)")
+            continue
+        other = classes.other_owner(path) if entry.is_symlink() else None
+        if other is not None:
+            skipped.append(f"{name} (a link into class folder {other!r}: its images are read there)")
             continue
         try:
             status = path.stat()
@@ -171,7 +193,7 @@ def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str]):
             skipped.append(f"{name} ({reason})")
             continue
         if _is_dir(path):
-            yield from _walk(path, skipped, root, seen_dirs)
+            yield from _walk(path, skipped, root, seen_dirs, classes)
         elif not entry.name.lower().endswith(IMAGE_SUFFIXES):
             skipped.append(f"{name} (not an image)")
         elif status.st_size == 0:
