@@ -40,23 +40,16 @@ def _fits_a_board(artifact: Path) -> bool:
 def unchecked_rows(models_dir: Path) -> list[dict]:
     """Error rows for the models not run under TFLM: an artifact the folder does not hold (too large to
     ship), or one larger than every board's flash (no microcontroller checked holds it)."""
-    rows = []
+    largest, rows = _largest_flash(), []
     for name, provenance in read_provenances(models_dir).items():
         artifact = models_dir / name / "model.tflite"
         if _fits_a_board(artifact):
             continue
-        size = artifact.stat().st_size if artifact.is_file() else provenance.get("artifact", {}).get("bytes")
-        beyond = (
-            f"at {size:,} bytes it exceeds the largest flash checked ({_largest_flash():,} bytes)"
-            if size and size > _largest_flash()
-            else ""
-        )
-        reason = (
-            f"not checked: {beyond}"
-            if artifact.is_file()
-            else f"not checked: the artifact is not kept in {models_dir.name}/ (too large to ship)"
-            + (f"; {beyond}" if beyond else "")
-        )
+        kept = artifact.is_file()
+        size = artifact.stat().st_size if kept else provenance.get("artifact", {}).get("bytes")
+        reasons = [] if kept else [f"the artifact is not kept in {models_dir.name}/ (too large to ship)"]
+        if size and size > largest:
+            reasons.append(f"at {size:,} bytes it exceeds the largest flash checked ({largest:,} bytes)")
         rows.append(
             {
                 "artifact": name,
@@ -64,7 +57,7 @@ def unchecked_rows(models_dir: Path) -> list[dict]:
                 "path": _shown(models_dir / name),
                 "bytes": size,
                 "status": "error",
-                "error": reason,
+                "error": "not checked: " + "; ".join(reasons),
             }
         )
     return rows

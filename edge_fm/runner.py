@@ -439,8 +439,14 @@ def model_pixels(images: np.ndarray, input_shape) -> np.ndarray:
     """
     images = np.asarray(images, dtype=np.float32)
     if grey_for_rgb(input_shape, images.shape[1:]):
-        images = np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
+        images = grey_to_rgb(images)
     return images.reshape(-1, *(int(d) for d in input_shape))
+
+
+def grey_to_rgb(images: np.ndarray) -> np.ndarray:
+    """Grey images ``(N, H, W[, 1])`` as RGB ``(N, H, W, 3)`` with equal channels, same dtype."""
+    images = np.asarray(images)
+    return np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
 
 
 def grey_for_rgb(model_shape: tuple[int, ...], image_shape: tuple[int, ...]) -> bool:

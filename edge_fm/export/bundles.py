@@ -24,7 +24,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +127,20 @@ def training_run_of(path: Path | str, option: str) -> str:
     return parent
 
 
+def recorded_run(recorded: str | None, near: Path | None = None, is_it: Callable[[Path], bool] | None = None):
+    """The run a record names, looked for where it says, then by name beside ``near`` (records hold the
+    path of their day); with ``is_it``, only a run it accepts. None when no such run is here."""
+    if not recorded:
+        return None
+    name = Path(recorded).name
+    for place in (Path(recorded), *((near / name, near.parent / name) if near is not None else ())):
+        if is_run(place) and (is_it is None or is_it(place)):
+            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
+
+            return Run(place)
+    return None
+
+
 def source_run(artifact: Path, description: dict[str, Any], near: Path | None = None):
     """The run an exported artifact came from, when this machine has that very run; else None.
 
@@ -136,15 +150,7 @@ def source_run(artifact: Path, description: dict[str, Any], near: Path | None = 
     a run of the same name trained since, or on other data, is another model.
     """
     recorded = (description.get("source") or {}).get("run")
-    if not recorded:
-        return None
-    name = Path(recorded).name
-    for place in (Path(recorded), *((near / name, near.parent / name) if near is not None else ())):
-        if is_run(place) and _made_from(artifact, description, place):
-            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
-
-            return Run(place)
-    return None
+    return recorded_run(recorded, near, lambda place: _made_from(artifact, description, place))
 
 
 def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bool:

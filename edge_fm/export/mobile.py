@@ -57,6 +57,7 @@ from edge_fm.export.tflite_metadata import (
     populate,
 )
 from edge_fm.export.tflite_rgb import GREY_WEIGHTS, RgbForm, rgb_form
+from edge_fm.runner import grey_to_rgb  # re-exported: the tests and clients feed grey images as RGB
 
 __all__ = [
     "GREY_WEIGHTS",
@@ -247,12 +248,6 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
             and mobile_accuracy >= int8_accuracy - MAX_ACCURACY_DROP_FROM_INT8
         ),
     }
-
-
-def grey_to_rgb(images: np.ndarray) -> np.ndarray:
-    """Grey images ``(N, H, W[, 1])`` as RGB ``(N, H, W, 3)`` with equal channels, same dtype."""
-    images = np.asarray(images)
-    return np.repeat(images.reshape(*images.shape[:3], 1), 3, axis=-1)
 
 
 # ---------------------------------------------------------------- the bundle

@@ -308,7 +308,7 @@ class _Explainer:
 
 def _explainer_for(path: Path) -> _Explainer:
     from edge_fm.export.bundles import kind_of
-    from edge_fm.show.predict import ImagePolicy, image_policy, load_artifact
+    from edge_fm.show.predict import ImagePolicy, load_described, policy_of
 
     if kind_of(path) == "run":
         from edge_fm.train.runs import Run
@@ -329,8 +329,8 @@ def _explainer_for(path: Path) -> _Explainer:
             lambda pixels, index: grad_cam(model, pixels[None], [index])[0],
             policy,
         )
-    artifact, labels = load_artifact(path)
-    policy = image_policy(path)
+    artifact, labels, description = load_described(path)
+    policy = policy_of(description)
     return _Explainer(
         "occlusion",
         artifact,

@@ -35,6 +35,7 @@ from edge_fm.export.bundles import (
     Bundle,
     kind_of,
     read_description,
+    recorded_run,
     source_run,
 )
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
@@ -47,7 +48,6 @@ from edge_fm.show.report_runs import (
     curves_of_lineage,
     data_uri,
     exported_artifact,
-    find_run,
     float_ancestor,
     scored_images,
 )
@@ -217,10 +217,10 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
     record = read_json(path / PIPELINE_FILE)
     stages = record.get("stages", {})
     page = _empty_page(f"{path.name}: pipeline of {record.get('config', {}).get('arch', '?')}")
-    run = find_run(stages.get("train"), path)
+    run = recorded_run(stages.get("train"), path)
     if run is not None:
         page["curves"] = curves_of_lineage(
-            find_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path)
+            recorded_run(stages.get("qat") or stages.get("prune") or stages.get("train"), path)
         )
     if (path / BENCH_FILE).is_file():
         _add_front(page, bench_rows(read_bench(path / BENCH_FILE)), f"{path / BENCH_FILE}")
@@ -248,7 +248,7 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
                 read_description(path / int8).get("format"),
                 load_artifact(path / int8)[0],
             )
-        source = find_run(stages.get("prune") or stages.get("train"), path)
+        source = recorded_run(stages.get("prune") or stages.get("train"), path)
         _add_explanations(page, options, progress, images, labels, source, artifact)
     return page
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,9 +28,10 @@ __all__ = [
     "classify_files",
     "classify_test_split",
     "evaluate_artifact",
-    "image_policy",
     "image_to_input",
     "load_artifact",
+    "load_described",
+    "policy_of",
 ]
 
 
@@ -72,17 +74,19 @@ class ImagePolicy:
         return read_image(source, self.size, self.channels, self.resize, name), False
 
 
-def image_policy(artifact: Path | str) -> ImagePolicy:
-    """The policy an artifact's bundle records: its data's size, channels and resize; else Fashion-MNIST's."""
-    path = Path(artifact)
-    model_path = path / MODEL_FILE if path.is_dir() else path
-    record = (
-        recorded_data(Bundle.open(model_path, embedded=True).description) if model_path.is_file() else None
-    )
+def policy_of(description: dict[str, Any] | None) -> ImagePolicy:
+    """How an image file becomes the input of the model ``description`` describes: its data's size,
+    channels and resize as its bundle records them; else Fashion-MNIST's."""
+    record = recorded_data(description)
     if record is None:
         return ImagePolicy()
     height, width, channels = (int(d) for d in record["image_shape"])
     return ImagePolicy((height, width), channels, (record.get("options") or {}).get("resize", "pad"), False)
+
+
+def _model_path(artifact: Path | str) -> Path:
+    path = Path(artifact)
+    return path / MODEL_FILE if path.is_dir() else path
 
 
 def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
@@ -92,8 +96,14 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     Fashion-MNIST classes. A model of another dataset than Fashion-MNIST takes the input its
     bundle's ``data`` entry records.
     """
-    path = Path(artifact)
-    model_path = path / MODEL_FILE if path.is_dir() else path
+    model, labels, _ = load_described(artifact)
+    return model, labels
+
+
+def load_described(artifact: Path | str) -> tuple[TFLiteModel, list[str], dict[str, Any]]:
+    """:func:`load_artifact`, with the artifact's description (its ``model.json``, else the one
+    embedded in the file; empty for a foreign file), read once."""
+    model_path = _model_path(artifact)
     if not model_path.is_file():
         raise EdgeFMError(
             f"{model_path}: no such artifact; pass a .tflite file or a bundle made by `edge-fm export`."
@@ -105,10 +115,11 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     bundle = Bundle.open(model_path, embedded=True) if model_path.suffix == ".tflite" else None
     labels = list(bundle.labels or CLASS_NAMES) if bundle else list(CLASS_NAMES)
     labels = check_labels(labels, f"{model_path.parent}: labels")
-    record = recorded_data(bundle.description) if bundle else None
+    description = bundle.description if bundle else {}
+    record = recorded_data(description)
     expected = tuple(record["image_shape"]) if record else IMAGE_SHAPE
     _check_shapes(model, labels, model_path, bool(bundle and bundle.has_sidecar), expected)
-    return model, labels
+    return model, labels, description
 
 
 def _check_shapes(
@@ -148,8 +159,8 @@ def classify_files(artifact: Path | str, images: list[Path | str], top: int = 3)
         images: Image file paths.
         top: How many classes to keep per image.
     """
-    model, labels = load_artifact(artifact)
-    policy = dataclasses.replace(image_policy(artifact), channels=int(model.input["shape"][-1]))
+    model, labels, description = load_described(artifact)
+    policy = dataclasses.replace(policy_of(description), channels=int(model.input["shape"][-1]))
     results = []
     for path in images:
         try:
@@ -217,8 +228,6 @@ def classify_test_split(
 
 
 def _model_and_split(artifact, data, data_dir, sample: bool) -> tuple[TFLiteModel, list[str], SplitImages]:
-    model, labels = load_artifact(artifact)
-    path = Path(artifact)
-    description = Bundle.open(path / MODEL_FILE if path.is_dir() else path, embedded=True).description
+    model, labels, description = load_described(artifact)
     split = model_test_split(description, data, data_dir, sample, what=str(artifact), labels=labels)
     return model, labels, split

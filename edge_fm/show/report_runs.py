@@ -28,19 +28,6 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def find_run(recorded: str | None, near: Path):
-    """The run a record names, looked for as recorded, then beside ``near`` (records hold the path of their day)."""
-    if not recorded:
-        return None
-    name = Path(recorded).name
-    for candidate in (Path(recorded), near / name, near.parent / name):
-        if is_run(candidate):
-            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
-
-            return Run(candidate)
-    return None
-
-
 def float_ancestor(run):
     """The nearest run of the lineage that is not quantization-aware: the float Keras model's run."""
     from edge_fm.train.runs import Run

@@ -23,7 +23,7 @@ from edge_fm.bench.measurements import (
 )
 from edge_fm.data.reference import model_test_split, same_data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, Bundle, kind_of
+from edge_fm.export.bundles import MODEL_FILE, kind_of
 from edge_fm.export.luma import GREY_WEIGHTS
 from edge_fm.show.explain import occlusion_map
 
@@ -32,13 +32,12 @@ class ServedModel:
     """One .tflite model and what was measured of it; safe to call from several request threads."""
 
     def __init__(self, path: Path, row: dict[str, Any]):
-        from edge_fm.show.predict import image_policy, load_artifact
+        from edge_fm.show.predict import load_described, policy_of
 
         self.path, self.row = path, row
         self.name = row.get("model") or path.parent.name
-        self.model, self.labels = load_artifact(path)
-        self.description = Bundle.open(path).description
-        self.policy = image_policy(path)
+        self.model, self.labels, self.description = load_described(path)
+        self.policy = policy_of(self.description)
         self.channels = int(self.model.input["shape"][-1])
         # A TFLite interpreter holds its tensors between set and get: one request at a time each.
         self._lock = threading.Lock()

@@ -238,7 +238,7 @@ def settle_batch_norms(model: keras.Model, steps: int, residue: float = BN_RESID
     A running statistic starts at mean 0, variance 1 and keeps ``momentum ** steps`` of that start
     after ``steps`` updates: at Keras' 0.99, 70% of it after 35 steps (a few hundred images for 5
     epochs), and the model then predicts at chance in inference while training well. The momentum is
-    set so that the start weighs at most ``residue`` at the end; it is never raised, so runs of 460
+    set so that the start weighs at most ``residue`` at the end; it is never raised, so runs of 459
     steps or more keep theirs.
     """
     settled = residue ** (1.0 / max(steps, 1))
