@@ -7,6 +7,7 @@ and PNG files of mixed sizes and modes written from a stratified slice of Fashio
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 import subprocess
@@ -288,8 +289,42 @@ def test_any_mnist_format_folder(digits, tmp_path):
 def test_image_size_parsing():
     assert parse_image_size("96") == (96, 96)
     assert parse_image_size("64x48") == (48, 64)
+    assert parse_image_size("1024x16") == (16, 1024)
     with pytest.raises(EdgeFMError, match="WIDTHxHEIGHT"):
         parse_image_size("64x")
+    with pytest.raises(EdgeFMError, match="image size 1025x8 is over 1024 pixels a side"):
+        parse_image_size("1025x8")
+
+
+def test_photos_larger_than_an_edge_model_takes_are_brought_down_aspect_kept(digits, tmp_path):
+    """A folder of phone-sized photos decodes to 224 on the longer side, not to gigabytes of pixels."""
+    images, labels = digits
+    root = tmp_path / "photos"
+    for index, (pixels, label) in enumerate(zip(images[:40], labels[:40] % 2)):
+        folder = root / f"class-{label}"
+        folder.mkdir(parents=True, exist_ok=True)
+        photo = Image.fromarray(pixels).convert("RGB").resize((1600, 1200), Image.NEAREST)
+        photo.save(folder / f"{index:03d}.jpg", quality=90)
+    dataset = load_data(root)
+    assert dataset.image_shape == (168, 224, 3)
+    assert dataset.identity.resize == "pad"
+    assert load_data(root, options=DataOptions(image_size=(600, 800))).image_shape == (600, 800, 3)
+    code, output = run_cli("data", "info", "--data", root, "--image-size", "5000")
+    assert_one_line_error(code, output, "image size 5000x5000 is over 1024 pixels a side")
+
+
+def test_a_chain_keeps_the_image_size_set_among_the_training_fields(digits, tmp_path):
+    """--set image_size=... is the same field as --image-size; an absent option does not undo it."""
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:300], labels[:300])
+    code, output = run_cli(
+        "train", "tiny-cnn", "--data", root, "--set", "image_size=[12,12]", "--set", "resize=stretch",
+        "--epochs", "1", "--runs-dir", tmp_path / "runs",
+    )  # fmt: skip
+    assert code == 0, output
+    config = json.loads((tmp_path / "runs" / "tiny-cnn-train-1" / "config.json").read_text())
+    assert (config["image_size"], config["resize"]) == ([12, 12], "stretch")
+    assert "12x12 grey" in output
 
 
 # ---------------------------------------------------------------- bad input, one line each

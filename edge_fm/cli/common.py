@@ -63,13 +63,16 @@ DataOption = Annotated[
 ImageSizeOption = Annotated[
     Optional[str],
     typer.Option(
-        "--image-size", help="Image size: a side (96) or WIDTHxHEIGHT (64x48); default: the most common."
+        "--image-size",
+        help="Image size: a side (96) or WIDTHxHEIGHT (64x48), up to 1024; default: the most common, at "
+        "most 224 a side.",
     ),
 ]
 ChannelsOption = Annotated[
     Optional[int],
     typer.Option("--channels", help="1 (grey) or 3 (RGB); default: grey when every image is grey."),
 ]
+DEFAULT_RESIZE = "pad"
 ResizeOption = Annotated[
     str, typer.Option("--resize", help="Images of another size: pad (aspect kept, black borders) or stretch.")
 ]
@@ -127,7 +130,7 @@ class DataSource:
     data: DataOption = None
     image_size: ImageSizeOption = None
     channels: ChannelsOption = None
-    resize: ResizeOption = "pad"
+    resize: ResizeOption = DEFAULT_RESIZE
     label_column: LabelColumnOption = None
 
     def options(self, seed: int = 0):
@@ -156,13 +159,15 @@ class DataSource:
         elif data not in (None, "fashion-mnist"):
             from edge_fm.data.sources import parse_image_size
 
-            return {
+            chosen = {
                 "data": data,
                 "image_size": parse_image_size(self.image_size) if self.image_size else None,
                 "channels": self.channels,
-                "resize": self.resize,
+                "resize": self.resize if self.resize != DEFAULT_RESIZE else None,
                 "label_column": self.label_column,
             }
+            # An option left out leaves the field to --set (or the preset), not to the option's default.
+            return {field: value for field, value in chosen.items() if value is not None}
         else:
             overrides = {}
         if self.image_size or self.channels:

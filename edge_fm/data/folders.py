@@ -9,7 +9,6 @@ import concurrent.futures
 import dataclasses
 import errno
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from edge_fm.data.array_cache import (
     IDENTITY_FILE,
+    cache_entry,
     is_cached,
     new_array_file,
     new_staging,
@@ -28,14 +28,13 @@ from edge_fm.data.array_cache import (
 from edge_fm.data.datasets import DataIdentity, Dataset
 from edge_fm.data.images import read_header, read_image
 from edge_fm.data.options import (
-    CACHE_VERSION,
     IMAGE_SUFFIXES,
     ORIGIN,
     SKIPPED_EXAMPLES,
     SPLITS,
     DataOptions,
     ProgressFn,
-    cache_root,
+    default_size,
 )
 from edge_fm.data.splits import label_dtype, per_class, plan_splits
 from edge_fm.errors import EdgeFMError
@@ -61,20 +60,8 @@ def image_folder(root: Path, options: DataOptions, progress: ProgressFn | None) 
         digest.update(f"{name}\t{path.stat().st_size}\n".encode())
     # The images alone: a stray .DS_Store must not move the held-out test split.
     fingerprint = "sha256:" + digest.hexdigest()
-    key = hashlib.sha256(
-        # max_train is applied to the cached arrays, so it is not part of what they hold; the skipped
-        # files are, so that the record of what was skipped stays true.
-        json.dumps(
-            [
-                CACHE_VERSION,
-                fingerprint,
-                dataclasses.asdict(dataclasses.replace(options, max_train=None)),
-                scan.skipped,
-            ],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:32]
-    cached = cache_root() / key
+    # The skipped files are part of what the entry holds, so that its record of them stays true.
+    cached = cache_entry([fingerprint, scan.skipped], options)
     if not is_cached(cached):
         _decode_into_cache(root, scan, fingerprint, options, cached, progress)
     return read_cache(cached, root, options)
@@ -225,8 +212,7 @@ def _decode_into_cache(
     if not readable:
         raise EdgeFMError(f"--data {root}: no readable image ({_first(skipped)}).")
     sizes = collections.Counter((headers[i].height, headers[i].width) for i in readable)
-    # The most common size; among equally common ones the largest, so no size is chosen by file order.
-    size = options.image_size or max(sizes, key=lambda s: (sizes[s], s[0] * s[1], s))
+    size = options.image_size or default_size(sizes)
     channels = options.channels or (1 if all(headers[i].grey for i in readable) else 3)
     resized = any(s != size for s in sizes)
 

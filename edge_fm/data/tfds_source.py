@@ -22,7 +22,7 @@ import numpy as np
 
 from edge_fm.data.images import fit_image
 from edge_fm.data.options import TFDS_PREFIX as PREFIX
-from edge_fm.data.options import DataOptions
+from edge_fm.data.options import DataOptions, default_size
 from edge_fm.errors import EdgeFMError
 
 SPLIT_NAMES = {"train": "train", "val": "validation", "test": "test"}  # edge-fm's split -> tfds'
@@ -156,13 +156,13 @@ def _to_arrays(examples, options: DataOptions, where: str, digest) -> tuple[np.n
 
 
 def _one_size(images: list[np.ndarray], options: DataOptions) -> tuple[np.ndarray, bool]:
-    """Stacks the images; those of another size than the most common (or ``--image-size``) are resized.
+    """Stacks the images; those of another size than :func:`default_size`'s (or ``--image-size``) are resized.
 
     Returns:
         The images and whether any was resized.
     """
     sizes = collections.Counter(image.shape[:2] for image in images)
-    size = options.image_size or max(sizes, key=lambda s: (sizes[s], s[0] * s[1]))
+    size = options.image_size or default_size(sizes)
     channels = max(image.shape[-1] for image in images)
     if len(sizes) == 1 and tuple(size) in sizes and all(image.shape[-1] == channels for image in images):
         return np.stack(images), False

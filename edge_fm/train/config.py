@@ -9,6 +9,7 @@ import numbers
 from pathlib import Path
 from typing import Any, TypeVar
 
+from edge_fm.data.options import check_image_size
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.io import read_json
 from edge_fm.train.balance import check_class_weight
@@ -48,7 +49,7 @@ class TrainConfig:
         "full"  # 'full' Fashion-MNIST, the embedded 'sample', or a dataset path (see edge_fm.data.sources)
     )
     image_size: tuple[int, ...] | None = (
-        None  # (height, width) of a dataset path's images (None: the most common)
+        None  # (height, width) of a dataset path's images (None: the most common, at most 224 a side)
     )
     channels: int | None = None  # 1 or 3 for a dataset path (None: grey when every image is grey)
     resize: str = "pad"  # images of another size: 'pad' (aspect kept) or 'stretch'
@@ -117,6 +118,7 @@ class TrainConfig:
                 raise EdgeFMError(
                     f"image_size must be [height, width] in pixels, got {list(self.image_size)}."
                 )
+            check_image_size(self.image_size)
         if self.channels is not None and self.channels not in (1, 3):
             raise EdgeFMError(f"channels must be 1 or 3, got {self.channels!r}.")
         _choice("monitor", self.monitor, MONITORS)
