@@ -266,6 +266,50 @@ def test_a_run_whose_data_moved_names_it_and_report_and_export_read_it_where_dat
 
 
 @pytest.mark.slow
+def test_every_command_that_reads_a_run_continues_from_where_its_data_moved(
+    digits, tmp_path, interrupt_after
+):
+    """train --resume, optimize and ship take --data; a run or step given it records the new place."""
+    from edge_fm.train.trainer import config_for, train
+
+    data = digits_folder(tmp_path / "digits", digits, {c: 40 for c in (0, 1, 2)})
+    runs = tmp_path / "runs"
+    config = config_for("tiny-cnn", "quick", data=str(data), image_size=(12, 12), epochs=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, runs_dir=runs, reporter=interrupt_after(1))
+    run = runs / "tiny-cnn-train-1"
+    moved = tmp_path / "moved"
+    data.rename(moved)
+
+    code, output = run_cli("train", "--resume", run)
+    assert_one_line_error(code, output, f"{run} was trained on {data}, which is no longer there")
+    code, output = run_cli("train", "--resume", run, "--data", moved)
+    assert code == 0, output
+    assert Run(run).finished
+    assert Run(run).manifest["data"]["identity"]["source"] == str(moved)  # the finished run's record
+
+    moved_again = tmp_path / "moved-again"
+    moved.rename(moved_again)
+    code, output = run_cli("optimize", run, "--prune", "0.5", "--qat", "--epochs", "1", "--runs-dir", runs)
+    assert_one_line_error(code, output, "which is no longer there: put the data back, or pass --data")
+    code, output = run_cli(
+        "optimize", run, "--prune", "0.5", "--qat", "--epochs", "1", "--data", moved_again, "--runs-dir", runs
+    )
+    assert code == 0, output
+    for step in ("prune", "pqat"):  # each step records where it read the data, so the next needs no --data
+        assert Run(runs / f"tiny-cnn-{step}-1").manifest["data"]["identity"]["source"] == str(moved_again)
+    code, output = run_cli("evaluate", runs / "tiny-cnn-pqat-1")
+    assert code == 0 and "accuracy" in output, output
+
+    code, output = run_cli(
+        "ship", run, "--name", "digits", "--models-dir", tmp_path / "models", "--qat-epochs", "1",
+        "--data", moved_again, "--runs-dir", runs,
+    )  # fmt: skip
+    assert code == 0, output
+    assert (tmp_path / "models" / "digits" / "model.tflite").is_file()
+
+
+@pytest.mark.slow
 def test_a_bare_tflite_of_own_data_reads_its_embedded_description(two_datasets, tmp_path):
     data, _, bundle = two_datasets["low"]
     bare = tmp_path / "alone.tflite"

@@ -12,9 +12,9 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DEFAULT_SSH,
-    BundleDataOption,
     DataDirOption,
     MinSecondsOption,
+    MovedDataOption,
     RunsOption,
     SshOptions,
     ThreadsOption,
@@ -218,7 +218,7 @@ def bench_command(
         bool, typer.Option("--sample", help="Score on the embedded sample (not the test set).")
     ] = False,
     data_dir: DataDirOption = None,
-    data: BundleDataOption = None,
+    data: MovedDataOption = None,
     ssh: SshOptions = DEFAULT_SSH,
     ssh_timeout: Annotated[int, typer.Option(help="SSH connect timeout in seconds.")] = 10,
     plot: Annotated[

@@ -84,12 +84,14 @@ LabelColumnOption = Annotated[
 ]
 
 
-BundleDataOption = Annotated[
+# A model made from the user's own data reads that data (its splits, its test images) where its run
+# or model.json recorded it; this option says where it is after a move.
+MovedDataOption = Annotated[
     Optional[str],
     typer.Option(
         "--data",
-        help="Models made from your own data use its test split: where that data is, when it is no longer "
-        "where their model.json says.",
+        help="For a model made from your own data: where that data is now, when it has moved from where "
+        "its run or model.json says.",
     ),
 ]
 SampleRunOption = Annotated[

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     DataDirOption,
+    MovedDataOption,
     app,
     console,
     fails_cleanly,
@@ -61,13 +62,7 @@ def export_command(
         ),
     ] = None,
     data_dir: DataDirOption = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            help="For a run or bundle made from your own data: where that data is, when it is no longer where "
-            "the run or the bundle's model.json says (its test split checks the mobile and mcu forms).",
-        ),
-    ] = None,
+    data: MovedDataOption = None,
     runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
     target: Annotated[
         str,

@@ -17,6 +17,7 @@ from edge_fm.cli.common import (
     DataSource,
     FineTuneEpochsOption,
     MinSecondsOption,
+    MovedDataOption,
     PresetOption,
     RichReporter,
     RunsOption,
@@ -66,6 +67,7 @@ def ship_command(
         "runs"
     ),
     data_dir: DataDirOption = None,
+    data: MovedDataOption = None,
 ) -> None:
     """Choose, bundle and document a model for shipping.
 
@@ -93,6 +95,7 @@ def ship_command(
         runs_dir,
         command_line("ship"),
         log=lambda line: console.print(line, highlight=False),
+        data=data,
     )
     console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {models_dir}`)")
 

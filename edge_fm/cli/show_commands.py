@@ -9,8 +9,8 @@ import typer
 
 from edge_fm.cli.common import (
     BenchResultOption,
-    BundleDataOption,
     DataDirOption,
+    MovedDataOption,
     TopOption,
     app,
     console,
@@ -90,7 +90,7 @@ def report_command(
     images: Annotated[int, typer.Option(help="Images scored at most (a report takes seconds).")] = 2000,
     explained: Annotated[int, typer.Option(help="Images explained, one per class (0-10).")] = 10,
     bench: BenchResultOption = None,
-    data: BundleDataOption = None,
+    data: MovedDataOption = None,
 ) -> None:
     """Write one self-contained HTML page of what a model does: curves, confusion, gallery, Grad-CAM vs occlusion.
 
@@ -153,7 +153,7 @@ def serve_command(
             help="Access key the browser must give as its password (any user name).",
         ),
     ] = None,
-    data: BundleDataOption = None,
+    data: MovedDataOption = None,
 ) -> None:
     """Serve a web demo: upload an image, see the class probabilities, the heat map, every model's answer.
 

@@ -13,6 +13,7 @@ from edge_fm.cli.common import (
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
+    MovedDataOption,
     PresetOption,
     RichReporter,
     RunsDirOption,
@@ -97,7 +98,12 @@ def train_command(
         ),
     ] = None,
     runs_dir: RunsDirOption = Path("runs"),
-    resume: Annotated[Optional[Path], typer.Option(help="Continue this interrupted run directory.")] = None,
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Continue this interrupted run directory (--data: where its data is now, if moved)."
+        ),
+    ] = None,
     distribute: Annotated[
         Optional[str],
         typer.Option(
@@ -123,7 +129,8 @@ def train_command(
     reporter = RichReporter(console)
     try:
         if resume is not None:
-            run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute)
+            # --data with --resume: where the run's own data is now, when it has moved.
+            run_dir = resume_run(resume, data_dir, reporter=reporter, distribute=distribute, data=source.data)
         else:
             init_run = None if init_from is None else training_run_of(init_from, "--init-from")
             if not arch and init_run is not None:
@@ -229,13 +236,7 @@ def evaluate_command(
     json_out: Annotated[
         Optional[Path], typer.Option("--json", help="Also write the metrics to this JSON file.")
     ] = None,
-    data: Annotated[
-        Optional[str],
-        typer.Option(
-            help="A model made from your own data is scored on its test split: where that data is, when it "
-            "is no longer where the run or the bundle's model.json says.",
-        ),
-    ] = None,
+    data: MovedDataOption = None,
 ) -> None:
     """Score a run's model, or an exported bundle, on its data's test (or validation) split.
 
@@ -299,6 +300,7 @@ def optimize_command(
         typer.Option("--set", help="Any fine-tuning config field as key=value (repeatable)."),
     ] = None,
     data_dir: DataDirOption = None,
+    data: MovedDataOption = None,
     runs_dir: RunsDirOption = Path("runs"),
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this interrupted optimization run.")
@@ -319,14 +321,24 @@ def optimize_command(
 
     try:
         if resume is not None:
-            _print_step(resume_optimize(resume, data_dir, reporter=reporter))
+            _print_step(resume_optimize(resume, data_dir, reporter=reporter, data=data))
             return
         if run_dir is None:
             raise EdgeFMError("name a run directory to optimize, or pass --resume RUN_DIR.")
         fine_tune = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
         fine_tune.update({k: v for k, v in {"epochs": epochs, "learning_rate": lr}.items() if v is not None})
         optimize_chain(
-            run_dir, prune, qat, not prune_all, fold_bn, fine_tune, data_dir, runs_dir, reporter, step_done
+            run_dir,
+            prune,
+            qat,
+            not prune_all,
+            fold_bn,
+            fine_tune,
+            data_dir,
+            runs_dir,
+            reporter,
+            step_done,
+            data,
         )
     finally:
         reporter.stop()

@@ -92,6 +92,7 @@ def optimize(
     data_dir: Path | str | None = None,
     runs_dir: Path | str = "runs",
     reporter: Reporter | None = None,
+    data: Path | str | None = None,
 ) -> Path:
     """Runs one optimization step and returns its new run directory.
 
@@ -100,6 +101,8 @@ def optimize(
         data_dir: Where the full dataset is (default: where the parent read it).
         runs_dir: Parent of the run directories.
         reporter: Receives fine-tuning progress.
+        data: Where the parent's own data is now, when it has moved (see :meth:`Run.dataset`); the new
+            run records this place.
 
     Returns:
         The run directory, holding ``model.h5`` (stripped of pruning wrappers),
@@ -119,7 +122,7 @@ def optimize(
     tune = fine_tune_config(config)
     # The fine-tuning config carries the parent's split (source, val_size, seed), so validation and
     # test are the parent's; a fine_tune max_train lets a heavy network fine-tune on a subset.
-    dataset = parent.dataset(data_dir, tune)
+    dataset = parent.dataset(data_dir, tune, data)
     run_dir = new_run_dir(runs_dir, f"{tune.arch}-{stage}")
     resolved = dataclasses.replace(config, parent=str(parent.path), preserve_sparsity=preserve)
     write_json(
@@ -130,14 +133,17 @@ def optimize(
 
 
 def resume_optimize(
-    run_dir: Path | str, data_dir: Path | str | None = None, reporter: Reporter | None = None
+    run_dir: Path | str,
+    data_dir: Path | str | None = None,
+    reporter: Reporter | None = None,
+    data: Path | str | None = None,
 ) -> Path:
-    """Continues an interrupted optimization run from its last completed epoch."""
+    """Continues an interrupted optimization run from its last completed epoch (``data``: as :func:`optimize`)."""
     run = Run(run_dir)
     if run.finished:
         raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
     config, tune = run.optimize_config, run.train_config
-    dataset = Run(config.parent).dataset(data_dir, tune)
+    dataset = Run(config.parent).dataset(data_dir, tune, data)
     return _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
 
 
@@ -152,6 +158,7 @@ def optimize_chain(
     runs_dir: Path | str = "runs",
     reporter: Reporter | None = None,
     on_step: Callable[[Path], None] = lambda run_dir: None,
+    data: Path | str | None = None,
 ) -> Path:
     """Prunes, then quantization-aware-trains, a run: each step a new run directory, the next step's parent.
 
@@ -164,6 +171,8 @@ def optimize_chain(
         fine_tune: Fine-tuning config fields of each step (epochs, learning_rate...).
         data_dir, runs_dir, reporter: As :func:`optimize` takes them.
         on_step: Called with each finished step's run directory.
+        data: Where the run's own data is now, when it has moved; later steps read it where the
+            first step recorded it.
 
     Returns:
         The last step's run directory.
@@ -192,7 +201,8 @@ def optimize_chain(
             )
         )
     for step in steps:
-        parent = optimize(step(parent), data_dir, runs_dir, reporter=reporter)
+        parent = optimize(step(parent), data_dir, runs_dir, reporter=reporter, data=data)
+        data = None  # the step recorded where the data is
         on_step(parent)
     return parent
 

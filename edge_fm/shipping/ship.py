@@ -74,6 +74,7 @@ def ship(
     runs_dir: Path | str = "runs",
     command: str = "",
     log: Callable[[str], None] = lambda message: None,
+    data: Path | str | None = None,
 ) -> Path:
     """Takes a training run through QAT and both integer exports, and ships the better one.
 
@@ -87,6 +88,7 @@ def ship(
         runs_dir: Where the QAT run and the exports are written.
         command: The command line that called this, for the provenance record.
         log: Receives a line per step.
+        data: Where the training run's own data is now, when it has moved from where the run read it.
 
     Returns:
         The shipped folder.
@@ -112,14 +114,19 @@ def ship(
     if qat is None:
         log(f"quantization-aware training of {train.path}")
         qat = Run(
-            optimize(OptimizeConfig("qat", str(train.path), fine_tune=_fine_tune(config)), data_dir, runs_dir)
+            optimize(
+                OptimizeConfig("qat", str(train.path), fine_tune=_fine_tune(config)),
+                data_dir,
+                runs_dir,
+                data=data,
+            )
         )
     bundles, refused = {}, {}
     for fmt, source in (("qat-int8", qat), ("int8", train)):
         log(f"exporting {fmt} from {source.path}, scored on the whole validation split")
         try:
             bundles[fmt] = Path(
-                export(source.path, fmt, runs_dir=runs_dir, data_dir=data_dir, parity_images=None)
+                export(source.path, fmt, runs_dir=runs_dir, data_dir=data_dir, parity_images=None, data=data)
             )
         except EdgeFMError as exc:  # a failed parity check leaves the other candidate, and is recorded
             refused[fmt] = str(exc)

@@ -267,13 +267,18 @@ class Run:
         Raises:
             EdgeFMError: The data changed since training, or ``data`` holds other classes (one line).
         """
+        config = config or self.train_config
         if data is not None:
-            return self._data_elsewhere(data, data_dir, config or self.train_config)
+            return self._data_elsewhere(data, data_dir, config)
         recorded = self.manifest.get("data", {})
         identity = recorded.get("identity") or {}
-        self._check_data_is_there(identity)
-        dataset = dataset_for(config or self.train_config, data_dir or recorded.get("location"))
-        if identity.get("kind", "fashion-mnist") != "fashion-mnist" and dataset.identity is not None:
+        if identity.get("kind", "fashion-mnist") not in ("fashion-mnist", "tfds") and identity.get("source"):
+            # Read where the run read it, which an optimization step given --data records in place of
+            # the place its parent's config names.
+            self._check_data_is_there(identity)
+            return self._data_elsewhere(None, data_dir, config)
+        dataset = dataset_for(config, data_dir or recorded.get("location"))
+        if identity.get("kind") == "tfds" and dataset.identity is not None:
             if dataset.identity.fingerprint != identity.get("fingerprint"):
                 raise EdgeFMError(
                     f"{self.path} was trained on {identity.get('source')} ({identity.get('fingerprint', '?')[:19]}), "
@@ -290,10 +295,11 @@ class Run:
         if not Path(source).exists():
             raise EdgeFMError(
                 f"{self.path} was trained on {source}, which is no longer there: put the data back, or pass "
-                "--data with where it is now (evaluate, export and report take it)."
+                "--data with where it is now."
             )
 
-    def _data_elsewhere(self, data: Path | str, data_dir, config: TrainConfig) -> Dataset:
+    def _data_elsewhere(self, data: Path | str | None, data_dir, config: TrainConfig) -> Dataset:
+        """The run's data read from ``data`` (None: its own data's recorded place), split as the run split it."""
         from edge_fm.data import datasets as fmnist
         from edge_fm.data.reference import check_classes, load_recorded
 

@@ -161,6 +161,7 @@ def resume(
     data_dir: Path | str | None = None,
     reporter: Reporter | None = None,
     distribute: str | None = None,
+    data: Path | str | None = None,
 ) -> Path | None:
     """Continues an interrupted training run from its last completed epoch.
 
@@ -173,6 +174,7 @@ def resume(
         data_dir: Where the full dataset is; defaults to where the run read it.
         reporter: Receives progress.
         distribute: The strategy asked for on the command line, checked against the run's (None: the run's).
+        data: Where the run's own data is now, when it has moved (see :meth:`Run.dataset`).
 
     Returns:
         The same run directory, now complete; None on a worker that is not the chief.
@@ -195,7 +197,9 @@ def resume(
         )
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
-    return _fit_and_record(run.path, config, run.dataset(data_dir), reporter or NullReporter(), placement)
+    return _fit_and_record(
+        run.path, config, run.dataset(data_dir, data=data), reporter or NullReporter(), placement
+    )
 
 
 def epoch_steps(config: TrainConfig, dataset: Dataset) -> int:
