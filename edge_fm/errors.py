@@ -15,19 +15,20 @@ class EdgeFMError(Exception):
     """A problem with the user's input, with a message that names the fix."""
 
 
-def unknown_choice(kind: str, value: str, known: Iterable[str]) -> EdgeFMError:
+def unknown_choice(kind: str, value: str, known: Iterable[str], meant: str | None = None) -> EdgeFMError:
     """Builds the error for a name that is not one of ``known``, with a close match if any.
 
     Args:
         kind: What the name is, e.g. ``"architecture"``.
         value: The name the user gave.
         known: The valid names.
+        meant: The name to suggest (default: the closest spelling, if any).
 
     Returns:
         An :class:`EdgeFMError` listing the valid names.
     """
     known = sorted(known)
-    close = difflib.get_close_matches(value, known, n=1)
+    close = [meant] if meant else difflib.get_close_matches(value, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return EdgeFMError(f"unknown {kind} {value!r}.{hint} Known: {', '.join(known)}.")
 
@@ -38,7 +39,8 @@ class NameTable(tuple):
 
     Args:
         kind: What a name is, for the error of an unknown one (``"export format"``).
-        rows: The rows, each with a ``name``.
+        rows: The rows, each with a ``name`` (and optionally ``also_called``: other words users give for
+            it, suggested when one is typed, e.g. ``phone`` for ``mobile``).
         also_known: Names the callers take besides the rows', each with what it is instead (``get``
             refuses one with that text; the error of an unknown name lists them first), e.g. ``none``.
     """
@@ -67,4 +69,5 @@ class NameTable(tuple):
                 return row
         if name in self.also_known:
             raise EdgeFMError(f"{name!r} {self.also_known[name]}")
-        raise unknown_choice(self.kind, name, [*self.also_known, *self.names()])
+        meant = next((row.name for row in self if name.lower() in getattr(row, "also_called", ())), None)
+        raise unknown_choice(self.kind, name, [*self.also_known, *self.names()], meant)

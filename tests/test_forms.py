@@ -19,6 +19,15 @@ def test_a_form_is_found_by_name_and_none_is_not_a_form():
     assert get_form("mcu").name == "mcu"
     with pytest.raises(EdgeFMError, match="Did you mean 'mobile'"):
         get_form("mobil")
+    # What users call a client is answered with the form that serves it, not the closest spelling.
+    for word, form in (
+        ("phone", "mobile"),
+        ("Android", "mobile"),
+        ("microcontroller", "mcu"),
+        ("npu", "ethos-u"),
+    ):
+        with pytest.raises(EdgeFMError, match=f"unknown --for target '{word}'. Did you mean '{form}'"):
+            get_form(word)
     # The library's caller gets the plain export's name, not "unknown ... Did you mean 'none'".
     with pytest.raises(EdgeFMError, match="'none' is the plain export, not a form: call export"):
         export_form(REPO / "models" / "mlp", "none")

@@ -33,6 +33,7 @@ class Form:
     name: str  # what `edge-fm export --for` takes
     summary: str  # what it gives a client (the --for help)
     export: Callable[[Path | str, FormOptions], Path]  # called with the source and the options
+    also_called: tuple[str, ...] = ()  # what users may type for it instead, answered with its name
 
 
 def _mobile(source: Path | str, options: FormOptions) -> Path:
@@ -53,21 +54,25 @@ FORMS = NameTable(
             "mobile",
             "uint8 RGB input, standard metadata",
             _mobile,
+            ("phone", "android", "ios", "app", "mediapipe", "tflite"),
         ),
         Form(
             "mobile-gpu",
             "float32 RGB input, float16 weights, standard metadata: for GPU delegates",
             export_mobile_gpu,
+            ("gpu", "phone-gpu"),
         ),
         Form(
             "mcu",
             "TFLM firmware files, checked under TFLM",
             export_mcu,
+            ("tflm", "microcontroller", "arduino", "esp32", "stm32", "cortex-m"),
         ),
         Form(
             "ethos-u",
             "compiled by Arm's Vela with its estimate; needs --accelerator-config",
             export_ethos_u_form,
+            ("ethos", "ethosu", "vela", "npu"),
         ),
     ),
     {"none": "is the plain export, not a form: call export(run, format) (edge-fm export RUN -f FORMAT)."},
