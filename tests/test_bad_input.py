@@ -317,7 +317,20 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
     assert_one_line_error(code, output, "lists 2 labels but the model outputs 10 classes")
 
     code, output = run_cli("predict", tmp_path / "empty-folder-that-is-not-there", image)
-    assert_one_line_error(code, output, "no such artifact")
+    assert_one_line_error(code, output, "no .tflite model there; pass a .tflite file or a bundle")
+
+    # A folder that holds no model itself is named for what it is, with what to pass instead.
+    run = tmp_path / "tiny-cnn-train-1"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    catalog = Path(__file__).resolve().parents[1] / "models"
+    for command in ("predict", "inspect"):
+        code, output = run_cli(command, run, *([image] if command == "predict" else []))
+        assert_one_line_error(code, output, f"{run} is a run, not an export: `edge-fm export {run} -f int8`")
+        code, output = run_cli(command, catalog, *([image] if command == "predict" else []))
+        assert_one_line_error(
+            code, output, f"{catalog} is a folder of models: pass one of them, e.g. {catalog}/"
+        )
 
 
 # ---------------------------------------------------------------- options at their limits
@@ -410,7 +423,7 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
         (["export", "empty", "-f", "fp64"], "unknown export format 'fp64'. Did you mean 'fp16'?"),
         (["export", "empty", "-f", "fp32"], "empty has no config.json"),
         (["evaluate", "empty"], "empty has no config.json"),
-        (["predict", "empty", "x.png"], "empty/model.tflite: no such artifact"),
+        (["predict", "empty", "x.png"], "empty: no .tflite model there"),
         (["train", "tiny-cnn", "--epochs", "many"], "Invalid value for '--epochs'"),
         (["predict", "empty", "x.png", "--top", "0"], "Invalid value for '--top'"),
     ],

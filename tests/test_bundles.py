@@ -88,7 +88,8 @@ def test_a_folder_the_system_refuses_is_named_in_the_error():
 def test_a_bundles_source_run_is_the_run_it_came_from_not_any_run_of_that_name(exported, tmp_path):
     import shutil
 
-    from edge_fm.export.bundles import read_description, source_run
+    from edge_fm.export.bundles import read_description
+    from edge_fm.export.source_runs import source_run
 
     bundle = exported["int8"]
     description = read_description(bundle)

@@ -32,38 +32,13 @@ from typing import Any
 
 from edge_fm.bench.keep_float import keep_float_bundle
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import MODEL_FILE, artifact_record, describe, is_run, model_file
-from edge_fm.export.bundles import source_run as recorded_source_run
+from edge_fm.export.bundles import artifact_file, artifact_record, describe, is_run
 from edge_fm.export.op_table import kinds, op_table, quantization_scheme
 from edge_fm.export.quant_debug import DEBUGGED_FORMATS, ROUNDING_RMSE, DebugData, debug_data, layer_errors
+from edge_fm.export.source_runs import source_run as recorded_source_run
 
 DEBUG_IMAGES = 200  # validation images the quantization debugger (or the float twin) runs
 TOP_LAYERS = 10  # layers printed as the worst-quantized
-
-
-def artifact_path(path: Path | str) -> Path:
-    """The .tflite file of ``path`` (a file, or a bundle folder holding its model).
-
-    Raises:
-        EdgeFMError: Neither.
-    """
-    path = Path(path)
-    if path.is_dir():
-        if is_run(path):
-            raise EdgeFMError(
-                f"{path} is a run, not an export: `edge-fm export {path} -f int8` makes one to inspect."
-            )
-        if model_file(path) is None:
-            raise EdgeFMError(
-                f"{path} holds no {MODEL_FILE} (a shipped model too large to keep has none): pass an "
-                "artifact or an export bundle."
-            )
-        path = path / MODEL_FILE
-    if not path.is_file() or path.suffix != ".tflite":
-        raise EdgeFMError(
-            f"{path} is not a .tflite file: pass an artifact or an export bundle (e.g. models/edge-cnn-tiny)."
-        )
-    return path
 
 
 def inspect_artifact(
@@ -115,7 +90,7 @@ def inspect_artifact(
     for name in ethos_u_configs or ():
         get_config(name)  # an unknown configuration is refused before any work
     say = progress or (lambda line: None)
-    tflite = artifact_path(path)
+    tflite = artifact_file(path)
     flatbuffer = tflite.read_bytes()
     description = dict(describe(tflite).description)  # none for a foreign file: the static part needs none
     try:

@@ -123,7 +123,7 @@ def train_command(
     from edge_fm import config_for
     from edge_fm import resume as resume_run
     from edge_fm import train_model as train
-    from edge_fm.export.bundles import training_run_of
+    from edge_fm.export.source_runs import training_run_of
     from edge_fm.train import config as config_lib
 
     reporter = RichReporter(console)

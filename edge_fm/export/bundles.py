@@ -17,14 +17,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import gzip
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +32,7 @@ from edge_fm.io import check_output_dir, make_dirs, read_json, unwritable, write
 from edge_fm.records import check_fields, check_labels
 from edge_fm.swap import TEMPORARY_PREFIX
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
-from edge_fm.train.runs import MANIFEST, new_run_dir, read_manifest, write_manifest
+from edge_fm.train.runs import new_run_dir, read_manifest, write_manifest
 
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
@@ -105,95 +104,39 @@ def is_run(path: Path | str) -> bool:
     return kind_of(path) == "run"
 
 
-def training_run_of(path: Path | str, option: str) -> str:
-    """The training run ``path`` stands for: the path itself, or the run an export bundle was exported from.
-
-    Raises:
-        EdgeFMError: A bundle whose run is not recorded or not on this machine (``option`` names what gave it).
-    """
-    path = Path(path)
-    if kind_of(path) != "bundle":
-        return str(path)
-    parent = read_manifest(path).get("parent") if (path / MANIFEST).is_file() else None
-    if (
-        not parent
-        or kind_of(parent) != "run"
-        or not _made_from(path / MODEL_FILE, Bundle.open(path).description, Path(parent))
-    ):
-        raise EdgeFMError(
-            f"{option} {path} is an export bundle whose run ({parent or 'not recorded'}) is not here: "
-            "pass the training run directory it was exported from."
-        )
-    return parent
-
-
-def recorded_run(recorded: str | None, near: Path | None = None, is_it: Callable[[Path], bool] | None = None):
-    """The run a record names, looked for where it says, then by name beside ``near`` (records hold the
-    path of their day); with ``is_it``, only a run it accepts. None when no such run is here."""
-    if not recorded:
-        return None
-    name = Path(recorded).name
-    for place in (Path(recorded), *((near / name, near.parent / name) if near is not None else ())):
-        if is_run(place) and (is_it is None or is_it(place)):
-            from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
-
-            return Run(place)
-    return None
-
-
-def source_run(artifact: Path, description: dict[str, Any], near: Path | None = None):
-    """The run an exported artifact came from, when this machine has that very run; else None.
-
-    A description names its run by the path it had where the artifact was made (a shipped model's,
-    on the machine that trained it), so a run found there, or by name beside ``near``, counts only if
-    it trained on the data the description records, with its classes, before the artifact was made:
-    a run of the same name trained since, or on other data, is another model.
-    """
-    recorded = (description.get("source") or {}).get("run")
-    return recorded_run(recorded, near, lambda place: _made_from(artifact, description, place))
-
-
-def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bool:
-    """Whether the artifact described can have been exported from the run at ``run_dir``: the same
-    architecture, data and classes, and the run made before the bundle (when both say when)."""
-    try:
-        run, config = read_manifest(run_dir), read_json(run_dir / RUN_CONFIG)
-    except EdgeFMError:  # a run without a readable record cannot be shown to be the one
-        return False
-    arch = description.get("architecture")
-    if arch is not None and (config.get("fine_tune") or config).get("arch") != arch:
-        return False
-    data = run.get("data") or {}
-    recorded = (description.get("source") or {}).get("data")
-    if recorded is not None and data.get("description") != recorded:
-        return False
-    classes = (data.get("identity") or {}).get("class_names")
-    if classes and description.get("labels") and list(classes) != list(description["labels"]):
-        return False
-    return _made_before(run.get("created"), artifact)
-
-
-def _made_before(run_created: str | None, artifact: Path) -> bool:
-    """Whether a run created at ``run_created`` precedes the bundle of ``artifact`` (True when either
-    time is unknown: a bare file, or a record without one)."""
-    if artifact.name != MODEL_FILE or not artifact.with_name(MANIFEST).is_file():
-        return True
-    try:
-        made = read_manifest(artifact.parent).get("created")
-        return not (made and run_created) or _moment(run_created) <= _moment(made)
-    except (EdgeFMError, ValueError, TypeError):
-        return True
-
-
-def _moment(stamp: str) -> datetime.datetime:
-    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
-
-
 def model_file(path: Path | str) -> Path | None:
     """The .tflite file a path names (a bundle's ``model.tflite``, or the file itself), or None."""
     path = Path(path)
     file = path / MODEL_FILE if path.is_dir() else path
     return file if file.is_file() and file.suffix == ".tflite" else None
+
+
+def artifact_file(path: Path | str) -> Path:
+    """The .tflite file a command runs: ``path`` itself, or a bundle's ``model.tflite``.
+
+    Raises:
+        EdgeFMError: ``path`` holds no model; the message says what it is instead (a run, a folder of
+            models, a shipped model kept as its record alone) and what to pass.
+    """
+    path = Path(path)
+    file = model_file(path)
+    if file is not None:
+        return file
+    kind = kind_of(path)
+    if kind == "run":
+        raise EdgeFMError(f"{path} is a run, not an export: `edge-fm export {path} -f int8` makes one.")
+    if kind in ("pipeline", "catalog", "folder"):
+        inside = sorted(p.parent for p in (*path.glob(f"*/{MODEL_FILE}"), *path.glob(f"*/*/{MODEL_FILE}")))
+        example = f", e.g. {inside[0]}" if inside else ""
+        raise EdgeFMError(f"{path} is a folder of models: pass one of them{example}.")
+    if path.is_dir() and (path / DESCRIPTION_FILE).is_file():
+        raise EdgeFMError(
+            f"{path} holds no {MODEL_FILE} (a shipped model too large to keep has none): pass an artifact "
+            "or an export bundle."
+        )
+    raise EdgeFMError(
+        f"{path}: no .tflite model there; pass a .tflite file or a bundle made by `edge-fm export`."
+    )
 
 
 def read_labels(path: Path) -> list[str]:

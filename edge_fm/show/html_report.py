@@ -35,9 +35,8 @@ from edge_fm.export.bundles import (
     Bundle,
     kind_of,
     read_description,
-    recorded_run,
-    source_run,
 )
+from edge_fm.export.source_runs import recorded_run, source_run
 from edge_fm.io import check_output_file, read_json, write_bytes_atomic
 from edge_fm.show import figures
 from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map

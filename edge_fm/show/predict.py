@@ -18,7 +18,7 @@ from edge_fm.data.datasets import CLASS_NAMES, IMAGE_SHAPE
 from edge_fm.data.images import image_to_input, read_image
 from edge_fm.data.reference import SplitImages, model_test_split, recorded_data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import DESCRIPTION_FILE, MODEL_FILE, Bundle
+from edge_fm.export.bundles import DESCRIPTION_FILE, Bundle, artifact_file
 from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
@@ -84,11 +84,6 @@ def policy_of(description: dict[str, Any] | None) -> ImagePolicy:
     return ImagePolicy((height, width), channels, (record.get("options") or {}).get("resize", "pad"), False)
 
 
-def _model_path(artifact: Path | str) -> Path:
-    path = Path(artifact)
-    return path / MODEL_FILE if path.is_dir() else path
-
-
 def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
     """Loads a .tflite file or an export bundle directory, with its class names.
 
@@ -103,11 +98,7 @@ def load_artifact(artifact: Path | str) -> tuple[TFLiteModel, list[str]]:
 def load_described(artifact: Path | str) -> tuple[TFLiteModel, list[str], dict[str, Any]]:
     """:func:`load_artifact`, with the artifact's description (its ``model.json``, else the one
     embedded in the file; empty for a foreign file), read once."""
-    model_path = _model_path(artifact)
-    if not model_path.is_file():
-        raise EdgeFMError(
-            f"{model_path}: no such artifact; pass a .tflite file or a bundle made by `edge-fm export`."
-        )
+    model_path = artifact_file(artifact)
     try:
         model = TFLiteModel(model_path=str(model_path))
     except RunnerError as exc:
