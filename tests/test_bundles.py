@@ -92,10 +92,21 @@ def test_a_bundles_source_run_is_the_run_it_came_from_not_any_run_of_that_name(e
     from edge_fm.export.source_runs import source_run
 
     bundle = exported["int8"]
-    description = read_description(bundle)
+    recorded = read_description(bundle)
+    assert source_run(bundle / "model.tflite", recorded).path == Path(exported["train"])
+    # The bundle records its run's model hash: a run of that name with another model is another model.
+    run_model = json.loads((Path(exported["train"]) / "manifest.json").read_text())["files"]["model.h5"]
+    assert recorded["source"]["model_sha256"] == run_model["sha256"]
+    retrained = {**recorded, "source": {**recorded["source"], "model_sha256": "0" * 64}}
+    assert source_run(bundle / "model.tflite", retrained) is None
+    # A record without the hash (a shipped model's of before) names a folder of the machine that
+    # trained it: a run of that name here trained on other data, or after the bundle was made, is
+    # another model.
+    description = {
+        **recorded,
+        "source": {key: value for key, value in recorded["source"].items() if key != "model_sha256"},
+    }
     assert source_run(bundle / "model.tflite", description).path == Path(exported["train"])
-    # A shipped model's record names a folder of the machine that trained it: a run of that name
-    # here trained on other data, or trained after the bundle was made, is another model.
     other_data = {
         **description,
         "source": {**description["source"], "data": "folder data sha256:cc77317b5a20"},

@@ -26,6 +26,7 @@ from edge_fm.export.tflite_file import embed_metadata, inspect
 from edge_fm.io import check_output_dir
 from edge_fm.runner import RunnerError, TFLiteModel
 from edge_fm.train.evaluate import predict_proba
+from edge_fm.train.runs import MODEL_FILE as RUN_MODEL_FILE
 from edge_fm.train.runs import Run, new_run_dir
 
 # Parity rules: float artifacts agree with their Keras model on nearly every image; integer
@@ -256,11 +257,18 @@ def describe_artifact(
             + ("; dequantize: p = (q - zero_point) * scale" if integer_io else ""),
         },
         "labels": list(dataset.class_names),
-        "source": {"run": str(run_dir), "stage": stage, "data": dataset.describe()},
+        "source": {"run": str(run_dir), "stage": stage, "data": dataset.describe(), **_model_hash(run_dir)},
     }
     if record is not None:
         description[RECORD_KEY] = record
     return description
+
+
+def _model_hash(run_dir) -> dict[str, str]:
+    """The sha256 of the run's Keras model, as its manifest lists it: what ties a bundle to the one run it
+    came from, wherever runs of the same name are (empty for a run without one)."""
+    entry = Run(run_dir).manifest.get("files", {}).get(RUN_MODEL_FILE) or {}
+    return {"model_sha256": entry["sha256"]} if entry.get("sha256") else {}
 
 
 def input_steps(record: dict[str, Any] | None) -> list[str]:

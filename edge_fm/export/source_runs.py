@@ -17,6 +17,7 @@ from edge_fm.export.bundles import MODEL_FILE, Bundle, is_run, kind_of
 from edge_fm.io import read_json
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
 from edge_fm.train.runs import MANIFEST, read_manifest
+from edge_fm.train.runs import MODEL_FILE as RUN_MODEL_FILE
 
 
 def training_run_of(path: Path | str, option: str) -> str:
@@ -68,12 +69,16 @@ def source_run(artifact: Path, description: dict[str, Any], near: Path | None = 
 
 
 def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bool:
-    """Whether the artifact described can have been exported from the run at ``run_dir``: the same
-    architecture, data and classes, and the run made before the bundle (when both say when)."""
+    """Whether the artifact described was exported from the run at ``run_dir``: the run's model when the
+    description records its hash; for a description without one, the same architecture, data and
+    classes, and the run made before the bundle (when both say when)."""
     try:
         run, config = read_manifest(run_dir), read_json(run_dir / RUN_CONFIG)
     except EdgeFMError:  # a run without a readable record cannot be shown to be the one
         return False
+    model_hash = (description.get("source") or {}).get("model_sha256")
+    if model_hash:
+        return (run.get("files", {}).get(RUN_MODEL_FILE) or {}).get("sha256") == model_hash
     arch = description.get("architecture")
     if arch is not None and (config.get("fine_tune") or config).get("arch") != arch:
         return False
