@@ -213,6 +213,7 @@ def test_a_link_into_another_class_folder_never_relabels_its_images(digits, tmp_
         path.rename(sub / path.name)
     (root / "digit-0" / "sub").symlink_to(sub)  # read first (sorted): once, it took digit-1's images
     (root / "digit-0" / "all-of-two").symlink_to(root / "digit-2")
+    (root / "digit-3" / "everything").symlink_to(Path("..") / "..")  # above the dataset: every class
     dataset = load_data(root)
     names = dataset.identity.class_names
     counts = {
@@ -222,9 +223,23 @@ def test_a_link_into_another_class_folder_never_relabels_its_images(digits, tmp_
         (labels[:200] == 0).sum()
     )
     assert counts["digit-2"] == int((labels[:200] == 2).sum())
+    assert counts["digit-3"] == int((labels[:200] == 3).sum())
     assert "digit-0/sub (a link into class folder 'digit-1': its images are read there)" in (
         dataset.identity.skipped_examples
     )
+    assert (
+        "digit-3/everything (a link to a folder that holds the class folders: their images are read in "
+        "their classes)" in dataset.identity.skipped_examples
+    )
+
+
+def test_class_folders_beside_a_train_folder_are_refused_not_dropped(digits, tmp_path):
+    """A class called train next to others: neither layout reads it all, so the folder is refused."""
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "vehicles", images[:120], labels[:120] % 3)
+    (root / "digit-0").rename(root / "train")
+    code, output = run_cli("data", "info", "--data", root)
+    assert_one_line_error(code, output, "train/ stands beside other folders (digit-1, digit-2)")
 
 
 def test_sixteen_bit_png_and_cmyk_jpeg_are_read(tmp_path):

@@ -72,6 +72,7 @@ def _scan_folder(root: Path) -> _Scan:
     split_root = root / "train"
     if split_root.is_dir():
         split_dirs = {split: root / split for split in SPLITS if (root / split).is_dir()}
+        _check_no_classes_beside(root)
     else:
         split_dirs = {"train": root}
     skipped: list[str] = []
@@ -109,6 +110,22 @@ def _scan_folder(root: Path) -> _Scan:
     return scan
 
 
+def _check_no_classes_beside(root: Path) -> None:
+    """Refuses folders beside ``train/``: class folders there would be read in neither layout."""
+    beside = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if not entry.name.startswith(".") and entry.name not in SPLITS and _is_dir(Path(entry.path))
+    )
+    if beside:
+        raise EdgeFMError(
+            f"--data {root}: train/ stands beside other folders ({', '.join(beside[:3])}"
+            f"{', ...' if len(beside) > 3 else ''}), so it is not clear whether train/ is a class or the "
+            "training split: lay out DIR/<class>/ (rename a class called train, val or test) or "
+            "DIR/train/<class>/."
+        )
+
+
 def _class_dirs(folder: Path, skipped: list[str], root: Path) -> dict[str, Path]:
     dirs = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
@@ -138,12 +155,15 @@ class _Classes:
     name: str
     owners: dict[str, str]
 
-    def other_owner(self, path: Path) -> str | None:
-        """The other class whose folder a link at ``path`` leads into, if any."""
+    def clash(self, path: Path) -> str | None:
+        """Why a link at ``path`` is not read in this class, if it leads into another class's folder or
+        to a folder that holds class folders (the dataset's own folder, or one above it)."""
         real = os.path.realpath(path)
         for folder, name in self.owners.items():
             if name != self.name and (real == folder or real.startswith(folder + os.sep)):
-                return name
+                return f"a link into class folder {name!r}: its images are read there"
+        if any(folder.startswith(real + os.sep) for folder in self.owners):
+            return "a link to a folder that holds the class folders: their images are read in their classes"
         return None
 
 
@@ -163,9 +183,9 @@ def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str], cla
         if entry.name.startswith("."):
             skipped.append(f"{name} (hidden)")
             continue
-        other = classes.other_owner(path) if entry.is_symlink() else None
-        if other is not None:
-            skipped.append(f"{name} (a link into class folder {other!r}: its images are read there)")
+        clash = classes.clash(path) if entry.is_symlink() else None
+        if clash is not None:
+            skipped.append(f"{name} ({clash})")
             continue
         try:
             status = path.stat()
