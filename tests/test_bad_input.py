@@ -425,6 +425,15 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
         (["evaluate", "empty"], "empty has no config.json"),
         (["predict", "empty", "x.png"], "empty: no .tflite model there"),
         (["train", "tiny-cnn", "--epochs", "many"], "Invalid value for '--epochs'"),
+        (
+            ["train", "tiny-cnn", "--sample", "--seed", "-1"],
+            "seed must be a whole number from 0 to 4294967295",
+        ),
+        (["data", "info", "--data", "sample", "--seed", str(2**32)], "seed must be a whole number from 0"),
+        (
+            ["export", "empty", "--for", "mobile", "--parity-images", "0"],
+            "Invalid value for '--parity-images'",
+        ),
         (["predict", "empty", "x.png", "--top", "0"], "Invalid value for '--top'"),
     ],
 )

@@ -316,6 +316,24 @@ def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, e
     assert provenance["artifact_shipped"] is False and "1,000-byte limit" in provenance["not_shipped_reason"]
 
 
+def test_a_qat_run_that_is_not_of_the_training_run_is_refused(shipped, exported, tmp_path):
+    import shutil
+
+    qat_run = next((shipped["root"] / "runs").glob("*-qat-*"))
+    stranger = tmp_path / "tiny-cnn-qat-9"
+    shutil.copytree(qat_run, stranger)
+    manifest = json.loads((stranger / "manifest.json").read_text())
+    (stranger / "manifest.json").write_text(json.dumps({**manifest, "parent": str(tmp_path / "other-train")}))
+    ship = ["ship", str(exported["train"]), "--name", "x", "--models-dir", str(tmp_path / "models")]
+    for given, expected in (
+        (exported["train"], f"--qat-run {exported['train']} is a train run: pass a QAT run of"),
+        (stranger, f"--qat-run {stranger} was not made from {exported['train']}"),
+    ):
+        result = runner.invoke(app, [*ship, "--qat-run", str(given)])
+        assert result.exit_code == 1 and expected in result.output, result.output
+    assert not (tmp_path / "models" / "x").exists()
+
+
 def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it(tmp_path):
     from edge_fm.export.boards import BOARDS
     from edge_fm.shipping.card_forms import folder_forms

@@ -80,8 +80,9 @@ def export_command(
     parity_images: Annotated[
         int,
         typer.Option(
+            min=1,
             help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
-            "test images under TFLM against LiteRT's reference kernels)."
+            "test images under TFLM against LiteRT's reference kernels).",
         ),
     ] = 1000,
     c_array: Annotated[

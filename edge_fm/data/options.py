@@ -59,6 +59,8 @@ class DataOptions:
             raise EdgeFMError(f"test fraction {self.test_fraction} must be between 0 and 1.")
         if self.val_size is not None and self.val_size < 1:
             raise EdgeFMError(f"validation size {self.val_size} must be at least 1.")
+        if not 0 <= self.seed < 2**32:  # numpy's seed range, as training's
+            raise EdgeFMError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}.")
         if self.max_train is not None and self.max_train < 1:
             raise EdgeFMError(f"max_train {self.max_train} must be at least 1.")
 

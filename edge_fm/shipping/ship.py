@@ -63,6 +63,28 @@ class ShipConfig:
             raise EdgeFMError(f"max_artifact_bytes {self.max_artifact_bytes}: give a positive size.")
 
 
+def _qat_run_of(train: Run, qat_run: str) -> Run:
+    """``--qat-run``, refused unless it is a finished quantization-aware run made from ``train``.
+
+    Raises:
+        EdgeFMError: Another stage, or a QAT run of another training run.
+    """
+    qat = Run(qat_run).require_model()
+    if not qat.quantization_aware:
+        raise EdgeFMError(
+            f"--qat-run {qat.path} is a {qat.stage} run: pass a QAT run of {train.path} (`edge-fm optimize "
+            f"{train.path} --qat`), or leave --qat-run out to run QAT now."
+        )
+    made_from = [Path(step["run"]).resolve() for step in qat.lineage()[1:]]
+    if train.path.resolve() not in made_from:
+        raise EdgeFMError(
+            f"--qat-run {qat.path} was not made from {train.path} (its runs: "
+            f"{', '.join(step['run'] for step in qat.lineage()[1:]) or 'none recorded'}): pass a QAT run of "
+            f"{train.path}, or leave --qat-run out to run QAT now."
+        )
+    return qat
+
+
 def choose(validation_accuracy: dict[str, float]) -> str:
     """The format with the best validation accuracy; ties go to the first in ``CANDIDATES`` order."""
     return max(validation_accuracy, key=lambda fmt: (validation_accuracy[fmt], -CANDIDATES.index(fmt)))
@@ -109,7 +131,7 @@ def ship(
         raise EdgeFMError(
             f"{train.path} has no metrics.json: finish it first with `edge-fm train --resume {train.path}`."
         )
-    qat = Run(config.qat_run).require_model() if config.qat_run else None
+    qat = _qat_run_of(train, config.qat_run) if config.qat_run else None
     check_output_dir(config.models_dir, "--models-dir")  # before minutes of QAT, not after
     if qat is None:
         log(f"quantization-aware training of {train.path}")

@@ -128,6 +128,8 @@ class TrainConfig:
             _choice("augmentation", name, AUGMENTATIONS)
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
+        if not (_is_whole(self.seed) and 0 <= self.seed < 2**32):  # numpy's and TensorFlow's seed range
+            raise EdgeFMError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}.")
         _positive("learning_rate", self.learning_rate)
         _positive("min_learning_rate", self.min_learning_rate)
         _positive("cycle_epochs", self.cycle_epochs)
