@@ -211,6 +211,25 @@ def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_parity_on_fewer_than_a_hundred_images_allows_one_image_not_one_point():
+    from edge_fm.export.exporter import parity_check
+    from edge_fm.export.formats import get_format
+
+    labels = np.zeros(16, dtype=int)
+    keras = np.eye(2)[np.r_[np.zeros(13, int), np.ones(3, int)]]  # 13 of 16 right
+    one_flip, two_flips = keras.copy(), keras.copy()
+    one_flip[0], two_flips[:2] = [0, 1], [0, 1]
+    for fmt in ("int8", "fp16"):
+        assert parity_check(keras, one_flip, labels, get_format(fmt))["passed"], fmt
+        assert not parity_check(keras, two_flips, labels, get_format(fmt))["passed"], fmt
+    assert parity_check(keras, one_flip, labels, get_format("int8"))["rule"].endswith("(one image of 16)")
+    # From 100 images up, a point is at least one image: the rule is the point.
+    labels, keras = np.zeros(200, dtype=int), np.eye(2)[np.zeros(200, int)]
+    three_flips = keras.copy()
+    three_flips[:3] = [0, 1]
+    assert not parity_check(keras, three_flips, labels, get_format("int8"))["passed"]
+
+
 def test_predict_classifies_real_image_files(bundles, tmp_path):
     from PIL import Image
 
