@@ -323,3 +323,31 @@ def test_a_short_runs_batch_norms_settle_so_it_predicts_as_it_trains(digits, tmp
     run = train_cli("edge-cnn-tiny", "--data", root, "--image-size", "16", "--runs-dir", tmp_path / "runs")
     metrics = Run(run).metrics
     assert metrics["val"]["accuracy"] > 0.6, metrics["val"]
+
+
+# ---------------------------------------------------------------- memory
+
+
+def test_a_training_step_larger_than_the_free_memory_is_refused_before_the_run(digits, tmp_path, monkeypatch):
+    """Photos trained at their own size would take all the memory and be killed: one line instead."""
+    from edge_fm.train import memory
+    from edge_fm.zoo import create_model
+
+    assert memory.available_bytes() > 0
+    per_image = memory.activation_bytes(create_model("tiny-cnn", input_shape=(256, 256, 1), num_classes=3), 1)
+    data = digits_folder(tmp_path / "digits", digits, {c: 40 for c in (0, 1, 2)})
+    # A machine with room for 8 such images in a step (a small board), asked for batches of 32.
+    monkeypatch.setattr(memory, "available_bytes", lambda: 8 * per_image)
+    code, output = run_cli(
+        "train", "tiny-cnn", "--data", data, "--image-size", "256", "--batch-size", "32",
+        "--runs-dir", tmp_path / "runs",
+    )  # fmt: skip
+    assert_one_line_error(code, output, "training tiny-cnn on 256x256x1 images at batch 32 needs about")
+    assert "GiB free here: pass a smaller --image-size or --batch-size." in output
+    assert not (tmp_path / "runs").exists()
+    # A batch that fits trains.
+    code, output = run_cli(
+        "train", "tiny-cnn", "--data", data, "--image-size", "256", "--batch-size", "8", "--epochs", "1",
+        "--runs-dir", tmp_path / "runs",
+    )  # fmt: skip
+    assert code == 0, output

@@ -44,6 +44,7 @@ from edge_fm.train.distribute import (
     writable_run_dir,
 )
 from edge_fm.train.evaluate import score_model
+from edge_fm.train.memory import check_fits
 from edge_fm.train.runs import (
     CONFIG,
     HISTORY_FILE,
@@ -148,6 +149,7 @@ def train(
     # Checked and built before the run directory exists, so that a bad option value leaves no half-made run.
     class_weights(config.class_weight, dataset.y_train, dataset.class_names)
     model, transfer = prepare_model(config, dataset, placement)
+    check_fits(model, min(config.batch_size, len(dataset.x_train)), dataset.image_shape, config.arch)
     run_dir = None
     if placement.is_chief:
         run_dir = new_run_dir(runs_dir, f"{config.arch}-train")

@@ -1,0 +1,73 @@
+"""Whether a training step fits in this machine's memory, estimated before the run starts.
+
+A step keeps every layer's output for the backward pass and makes a gradient of the same size, so
+its working set grows with the batch and with the image's area. An image size a model cannot train at
+here (a photo's own size, a typo) would otherwise take all the memory, swap, and be killed.
+"""
+
+from __future__ import annotations
+
+import os
+
+from edge_fm.compat import keras
+from edge_fm.errors import EdgeFMError
+
+BYTES_PER_ELEMENT = 4  # float32 activations
+KEPT_PER_ELEMENT = 2  # the activation and its gradient
+
+
+def activation_bytes(model: keras.Model, batch_size: int) -> int:
+    """Bytes of one training step's activations and their gradients (weights and the optimizer's
+    state, far smaller for edge models, are not counted)."""
+    elements = 0
+    for layer in _leaf_layers(model):
+        try:
+            shape = layer.output.shape
+        except (AttributeError, RuntimeError):  # a layer called more than once has no single output
+            continue
+        count = 1
+        for dim in shape[1:]:
+            count *= int(dim or 1)
+        elements += count
+    return elements * batch_size * BYTES_PER_ELEMENT * KEPT_PER_ELEMENT
+
+
+def _leaf_layers(model: keras.Model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def available_bytes() -> int | None:
+    """Memory the system can give without swapping (``MemAvailable``), else its physical memory."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(model: keras.Model, batch_size: int, image_shape: tuple[int, ...], arch: str) -> None:
+    """Refuses, before any step, a training step whose activations exceed the memory free here.
+
+    Raises:
+        EdgeFMError: The estimate is over :func:`available_bytes`; the message names both and the fix.
+    """
+    free = available_bytes()
+    needed = activation_bytes(model, batch_size)
+    if free is None or needed <= free:
+        return
+    height, width, channels = image_shape
+    raise EdgeFMError(
+        f"training {arch} on {width}x{height}x{channels} images at batch {batch_size} needs about "
+        f"{needed / 2**30:.1f} GiB for its activations, more than the {free / 2**30:.1f} GiB free here: "
+        "pass a smaller --image-size or --batch-size."
+    )
