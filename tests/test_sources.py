@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 from edge_fm.cli import main
 from edge_fm.data import datasets as fmnist
 from edge_fm.data.images import read_header, read_image
+from edge_fm.data.options import SPLITS
 from edge_fm.data.sources import DataOptions, cache_root, load_data, parse_image_size
 from edge_fm.errors import EdgeFMError
 
@@ -553,3 +554,33 @@ def test_a_cache_write_clears_what_a_killed_write_left_but_not_a_running_one(tmp
         (folder / "x_train.npy").write_bytes(b"half")
     staging = new_staging(cached)
     assert not killed.exists() and running.exists() and elsewhere.exists() and staging.is_dir()
+
+
+def test_a_damaged_cache_entry_is_made_again_not_trusted(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:300], labels[:300])
+    first = load_data(root)
+    before = {
+        split: (np.array(getattr(first, f"x_{split}")), np.array(getattr(first, f"y_{split}")))
+        for split in SPLITS
+    }
+    del first  # its arrays map the files damaged below
+    (entry,) = [path for path in cache_root().iterdir() if not path.name.startswith(".")]
+    with open(entry / "x_test.npy", "r+b") as file:  # a disk error or an interrupted copy of the cache
+        file.truncate(200)
+    (entry / "y_val.npy").unlink()
+    with pytest.warns(UserWarning, match=r"cache entry .* is damaged \(.*\): it is made again"):
+        again = load_data(root)
+    for split, (x, y) in before.items():
+        np.testing.assert_array_equal(getattr(again, f"x_{split}"), x)
+        np.testing.assert_array_equal(getattr(again, f"y_{split}"), y)
+    assert [path.name for path in cache_root().iterdir()] == [entry.name]  # nothing of the old one left
+
+
+def test_an_unwritable_cache_names_the_variable_that_moves_it(digits, tmp_path, monkeypatch):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:300], labels[:300])
+    monkeypatch.setenv("EDGE_FM_CACHE", "/proc/edge-fm-cache")
+    code, output = run_cli("data", "info", "--data", root)
+    assert_one_line_error(code, output, "cannot write the decoded-image cache in /proc/edge-fm-cache")
+    assert "set $EDGE_FM_CACHE to a writable folder." in output

@@ -17,6 +17,7 @@ import os
 import shutil
 import socket
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,44 @@ def cache_entry(parts: list[Any], options: DataOptions) -> Path:
 
 
 def is_cached(cached: Path) -> bool:
-    """Whether ``cached`` is a complete entry (its identity is written last)."""
-    return (cached / IDENTITY_FILE).is_file()
+    """Whether ``cached`` is a complete, readable entry (its identity is written last).
+
+    An entry damaged since it was written (a truncated or missing array, an unreadable identity) is
+    removed, with a warning, so that the caller decodes the data again instead of failing on it.
+    """
+    if not (cached / IDENTITY_FILE).is_file():
+        return False
+    damage = _damage(cached)
+    if damage is None:
+        return True
+    warnings.warn(
+        f"the decoded-image cache entry {cached} is damaged ({damage}): it is made again.", stacklevel=2
+    )
+    discarded = cached.with_name(f".tmp-{cached.name}-damaged-{os.getpid()}")
+    try:
+        cached.rename(discarded)
+    except OSError:
+        pass  # another process took it away first
+    shutil.rmtree(discarded, ignore_errors=True)
+    return False
+
+
+def _damage(cached: Path) -> str | None:
+    """What is wrong with a written entry, or None: each split's arrays must open and hold the counts
+    its identity records."""
+    try:
+        counts = read_json(cached / IDENTITY_FILE)["counts"]
+        for split in SPLITS:
+            expected = sum(counts.get(split) or [])
+            if not expected and not (cached / f"x_{split}.npy").exists():
+                continue
+            images = np.load(cached / f"x_{split}.npy", mmap_mode="r")
+            labels = np.load(cached / f"y_{split}.npy", mmap_mode="r")
+            if len(images) != expected or len(labels) != expected:
+                return f"{split}: {len(images)} images and {len(labels)} labels where {expected} were written"
+    except (OSError, ValueError, KeyError, TypeError, EdgeFMError) as exc:
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
 
 
 def new_staging(cached: Path) -> Path:
@@ -57,7 +94,13 @@ def new_staging(cached: Path) -> Path:
     What a killed write of the same entry on this machine left (its process is gone) is removed first;
     another machine's, on a shared cache, is left alone.
     """
-    cached.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EdgeFMError(
+            f"cannot write the decoded-image cache in {cached.parent}: {(exc.strerror or str(exc)).lower()}; "
+            f"set ${CACHE_ENV} to a writable folder."
+        ) from None
     host = _host()
     for folder in cached.parent.glob(f".tmp-{cached.name}-{host}-*"):
         pid = folder.name.removeprefix(f".tmp-{cached.name}-{host}-").split("-")[0]
