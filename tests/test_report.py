@@ -284,6 +284,19 @@ def test_explain_cli_writes_overlays(exported, tmp_path):
     best = classify_files(exported["int8"], [shirt], top=1)[0].top[0][0]
     assert re.search(rf"shirt\.png: {re.escape(best)} \d", result.output)
 
+    # Images of one name in different class folders each keep their overlay.
+    for index, folder in ((3, "shirts"), (0, "boots"), (1, "boots/more")):
+        (tmp_path / folder).mkdir(parents=True)
+        Image.fromarray(images[index, :, :, 0]).save(tmp_path / folder / "img_004.png")
+    same_name = [str(tmp_path / folder / "img_004.png") for folder in ("shirts", "boots", "boots/more")]
+    result = CliRunner().invoke(
+        app, ["explain", str(exported["int8"]), *same_name, "--out", str(tmp_path / "same")]
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(path.name for path in (tmp_path / "same").iterdir())
+    assert written == [f"{name}-img_004.occlusion.png" for name in ("boots", "more", "shirts")]
+    assert len({(tmp_path / "same" / name).read_bytes() for name in written}) == 3
+
 
 @pytest.mark.slow
 def test_report_in_chromium_loads_every_image_and_nothing_else(exported, tmp_path):

@@ -251,14 +251,30 @@ class KerasAnswers:
         return predict_proba(self.model, np.asarray(images).reshape(-1, *shape))
 
 
+def overlay_stems(images: Sequence[Path | str]) -> list[str]:
+    """A distinct file name stem per image: its own, or, where images share one (the same name in
+    different class folders), its folder's name in front, then a number if still taken."""
+    stems = [Path(path).stem for path in images]
+    shared = {stem for stem in stems if stems.count(stem) > 1}
+    names: list[str] = []
+    for path, stem in zip(images, stems):
+        base = f"{Path(path).parent.name}-{stem}" if stem in shared else stem
+        name, number = base, 2
+        while name in names:
+            name, number = f"{base}-{number}", number + 1
+        names.append(name)
+    return names
+
+
 def explain_files(
     model_path: Path | str, images: Sequence[Path | str], out_dir: Path | str, top: int = 3, scale: int = 8
 ) -> list[Explanation]:
     """Explains image files: Grad-CAM for a training run, occlusion for a .tflite file or bundle.
 
     Images are preprocessed as ``edge-fm predict`` does (:class:`edge_fm.show.predict.ImagePolicy`);
-    each overlay is written to ``out_dir/<image name>.<method>.png``. An unreadable image gets an
-    error entry and the others go on.
+    each overlay is written to ``out_dir/<image name>.<method>.png`` (images of the same name from
+    different folders: ``<folder>-<image name>``, see :func:`overlay_stems`). An unreadable image gets
+    an error entry and the others go on.
 
     Args:
         model_path: A run directory (with ``model.h5``), a .tflite file or an export bundle.
@@ -275,7 +291,7 @@ def explain_files(
     explainer = _explainer_for(Path(model_path))
     out_dir = check_output_dir(out_dir, "--out")  # made with the first overlay: no empty folder if none is
     results = []
-    for path in images:
+    for path, stem in zip(images, overlay_stems(images)):
         try:
             pixels, _ = explainer.policy.read(path)
         except EdgeFMError as exc:
@@ -284,7 +300,7 @@ def explain_files(
         probs = np.asarray(explainer.answers.predict_proba(pixels[None]))[0]
         order = np.argsort(-probs, kind="stable")[:top]  # equal probabilities in label order, as predict
         heat = explainer.heat(pixels, int(order[0]))
-        target = make_dirs(out_dir, "--out") / f"{Path(path).stem}.{explainer.method}.png"
+        target = make_dirs(out_dir, "--out") / f"{stem}.{explainer.method}.png"
         write_bytes_atomic(target, png_bytes(overlay(pixels, heat), scale))
         results.append(
             Explanation(
