@@ -316,6 +316,22 @@ def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, e
     assert provenance["artifact_shipped"] is False and "1,000-byte limit" in provenance["not_shipped_reason"]
 
 
+def test_a_card_before_its_bench_says_what_is_not_checked_yet_and_quotes_its_folder(
+    shipped, exported, tmp_path
+):
+    qat_run = next((shipped["root"] / "runs").glob("*-qat-*"))
+    result = runner.invoke(
+        app,
+        ["ship", str(exported["train"]), "--name", "my digits", "--models-dir", str(tmp_path), "--qat-run",
+         str(qat_run), "--runs-dir", str(tmp_path / "runs")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    card = (tmp_path / "my digits" / "MODEL_CARD.md").read_text()
+    assert "`edge-fm predict 'models/my digits' photo.jpg`" in card
+    assert "Not checked yet: `edge-fm bench models/ --cards` checks what each runtime runs" in card
+    assert "holds no `model.tflite`" not in card
+
+
 def test_a_qat_run_that_is_not_of_the_training_run_is_refused(shipped, exported, tmp_path):
     import shutil
 

@@ -9,6 +9,7 @@ app needs to call the artifact), the folder's ``provenance.json`` (what produced
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Sequence
 from typing import Any
 
@@ -95,7 +96,7 @@ def model_card(
     test_source: str = "",
     checks: Sequence[dict] = (),
     forms: Sequence[dict] = (),
-    runs_on: Sequence[dict] = (),
+    runs_on: Sequence[dict] | None = None,
 ) -> str:
     """Renders a model card.
 
@@ -108,7 +109,8 @@ def model_card(
         test_source: What the row's accuracy was scored on (the bench result's ``test_set.source``).
         checks: The targets judged on this model by the same benchmark run (see ``edge_fm.shipping.verdicts``).
         forms: The other forms of the model in its folder (see :func:`edge_fm.shipping.card_forms.folder_forms`).
-        runs_on: What each runtime runs, one row each (see :func:`edge_fm.shipping.runs_on.runs_on_rows`).
+        runs_on: What each runtime runs, one row each (see :func:`edge_fm.shipping.runs_on.runs_on_rows`);
+            None before the folder was checked.
 
     Returns:
         The card's Markdown text, front matter first.
@@ -136,7 +138,7 @@ def model_card(
         input_quantization=_quantization_text(description["input"]),
         quantize_line=_quantize_line(description["input"]),
         dequantize_line=_dequantize_line(description["output"]),
-        folder=f"models/{name}",
+        folder=shlex.quote(f"models/{name}"),  # a name with a space stays one argument in the shell
         forms=forms_text(description, forms, provenance.get("artifact_shipped", True)),
         runs_on=runs_on_text(runs_on),
         evaluation=_evaluation(provenance, description, row, environment or {}, test_source, checks),

@@ -87,8 +87,12 @@ def mediapipe_rows(folder: Path, mobile: dict) -> list[dict]:
     return rows
 
 
-def runs_on_text(rows: Sequence[dict]) -> str:
-    """The rows as the card's Markdown table, with what each way of knowing means."""
+def runs_on_text(rows: Sequence[dict] | None) -> str:
+    """The rows as the card's Markdown table, with what each way of knowing means (None: not checked yet)."""
+    if rows is None:
+        return (
+            "Not checked yet: `edge-fm bench models/ --cards` checks what each runtime runs of the artifact."
+        )
     if not rows:
         return (
             f"Not checked: this folder holds no `{MODEL_FILE}` to check; `edge-fm inspect ARTIFACT` tells what each "
