@@ -317,7 +317,7 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
     assert_one_line_error(code, output, "lists 2 labels but the model outputs 10 classes")
 
     code, output = run_cli("predict", tmp_path / "empty-folder-that-is-not-there", image)
-    assert_one_line_error(code, output, "no .tflite model there; pass a .tflite file or a bundle")
+    assert_one_line_error(code, output, "no such file or folder; pass a .tflite file or a bundle")
 
     # A folder that holds no model itself is named for what it is, with what to pass instead.
     run = tmp_path / "tiny-cnn-train-1"

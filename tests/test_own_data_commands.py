@@ -287,6 +287,8 @@ def test_every_command_that_reads_a_run_continues_from_where_its_data_moved(
     assert code == 0, output
     assert Run(run).finished
     assert Run(run).manifest["data"]["identity"]["source"] == str(moved)  # the finished run's record
+    code, output = run_cli("evaluate", run, "--data", "sample")
+    assert_one_line_error(code, output, "--data sample is Fashion-MNIST, but")
 
     moved_again = tmp_path / "moved-again"
     moved.rename(moved_again)

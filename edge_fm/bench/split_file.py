@@ -32,7 +32,7 @@ class DataGroup:
     @property
     def what(self) -> str:
         """The models, for messages."""
-        return Path(self.artifacts[0]).parent.name if len(self.artifacts) == 1 else "these models"
+        return Path(self.artifacts[0]).parent.name if len(self.artifacts) == 1 else "each of these models"
 
 
 # The ``test_set`` of a benchmark whose targets read no images (estimates).

@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_fm.data import datasets as fmnist
 from edge_fm.data.datasets import Dataset
-from edge_fm.data.options import DataOptions
+from edge_fm.data.options import DEFAULT_DATA, SAMPLE_DATA, DataOptions
 from edge_fm.errors import EdgeFMError
 
 RECORD_KEY = "data"  # the entry of model.json (and of a shipped model's provenance)
@@ -78,6 +78,11 @@ def load_recorded(record: dict[str, Any], data: str | Path | None = None, what: 
     from edge_fm.data.sources import load_data
 
     source = str(data) if data is not None else str(record.get("source", ""))
+    if source in (DEFAULT_DATA, SAMPLE_DATA):
+        raise EdgeFMError(
+            f"--data {source} is Fashion-MNIST, but {what} was made from {short_name(record)}: pass the data "
+            "the model was made from."
+        )
     if data is None and not Path(source).exists():
         raise EdgeFMError(
             f"{what} was made from {short_name(record)} read from {source}, which is not on this machine: "

@@ -134,9 +134,8 @@ def artifact_file(path: Path | str) -> Path:
             f"{path} holds no {MODEL_FILE} (a shipped model too large to keep has none): pass an artifact "
             "or an export bundle."
         )
-    raise EdgeFMError(
-        f"{path}: no .tflite model there; pass a .tflite file or a bundle made by `edge-fm export`."
-    )
+    what = "no .tflite model there" if path.exists() else "no such file or folder"
+    raise EdgeFMError(f"{path}: {what}; pass a .tflite file or a bundle made by `edge-fm export`.")
 
 
 def read_labels(path: Path) -> list[str]:

@@ -205,8 +205,9 @@ def read_int8_source(source: Path | str) -> Bundle:
         EdgeFMError: The path holds no .tflite file, or its model does not take int8 grey images.
     """
     if model_file(source) is None:
+        what = "holds no .tflite model" if Path(source).exists() else "does not exist"
         raise EdgeFMError(
-            f"{source} holds no .tflite model: pass a run, an int8 export bundle (a folder with "
+            f"{source} {what}: pass a run, an int8 export bundle (a folder with "
             "model.tflite, e.g. models/edge-cnn-tiny) or an int8 .tflite file."
         )
     int8 = Bundle.open(source, embedded=True)

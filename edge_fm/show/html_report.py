@@ -78,10 +78,10 @@ class ReportOptions:
 
     def __post_init__(self) -> None:
         if self.max_images < 10:
-            raise EdgeFMError(f"--images {self.max_images}: score at least 10 images (one per class).")
+            raise EdgeFMError(f"--images {self.max_images}: score at least 10 images.")
         if not 0 <= self.explained <= 10:
             raise EdgeFMError(
-                f"--explained {self.explained}: explain between 0 and 10 images (one per class)."
+                f"--explained {self.explained}: explain between 0 and 10 images (one per class, up to 10)."
             )
 
 
