@@ -150,3 +150,13 @@ def test_a_pipeline_reads_its_data_from_one_folder_resolved_before_any_stage(tmp
         "report",
     ]
     assert {data_dir for _, data_dir in seen} == {tmp_path / "fmnist"}
+
+
+def test_a_pipeline_stopped_midway_says_so_in_its_record(tmp_path, interrupt_after):
+    from edge_fm.pipeline.pipeline import PipelineConfig, run_pipeline
+
+    config = PipelineConfig("tiny-cnn", "quick", True, train_overrides={"epochs": 2})
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(config, runs_dir=tmp_path, reporter=interrupt_after(1))
+    record = json.loads((tmp_path / "tiny-cnn-pipeline-1" / "pipeline.json").read_text())
+    assert record["status"] == "interrupted"

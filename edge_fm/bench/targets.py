@@ -56,6 +56,9 @@ class LocalTarget:
 
     name = "local"
 
+    def check(self) -> None:
+        """This machine is always there."""
+
     def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
         command = [
             self.python,
@@ -184,14 +187,25 @@ class SshTarget:
             )
         return f"ssh to {self.where} failed: {last_line(stderr)}"
 
-    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
-        quick = self.connect_timeout + 30
-        probe = self.call(f"{self.python} -c 'import sys; print(sys.version_info[0])'", timeout=quick)
+    def check(self) -> None:
+        """Connects and asks for the host's Python, so that a pipeline finds an unusable host before its
+        minutes of training, not after.
+
+        Raises:
+            EdgeFMError: The host cannot be reached or has no Python 3 (one line with the fix).
+        """
+        probe = self.call(
+            f"{self.python} -c 'import sys; print(sys.version_info[0])'", timeout=self.connect_timeout + 30
+        )
         if probe.returncode != 0 or probe.stdout.strip() != b"3":
             raise EdgeFMError(
                 f"{self.python} (Python 3) not found on {self.host}: install it (`sudo apt install "
                 "python3`) or pass --remote-python."
             )
+
+    def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]:
+        quick = self.connect_timeout + 30
+        self.check()
         made = self.call('mktemp -d "${TMPDIR:-/tmp}/edge-fm-bench.XXXXXX"', timeout=quick)
         remote_dir = made.stdout.decode().strip()
         if made.returncode != 0 or not remote_dir.startswith("/"):

@@ -96,6 +96,7 @@ def run_pipeline(
     target = parse_target(target) if isinstance(target, str) else target
     overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
     train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
+    target.check()  # an unreachable device found now, not after training
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
     record: dict[str, Any] = {
         "config": dataclasses.asdict(config),
@@ -108,9 +109,18 @@ def run_pipeline(
     run = PipelineRun(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
-    for stage in STAGES:
-        if stage.wanted(config):
-            stage.run(run)
+    try:
+        for stage in STAGES:
+            if stage.wanted(config):
+                stage.run(run)
+    except (Exception, KeyboardInterrupt) as exc:
+        # The record says the pipeline stopped, and why, rather than that it is still running.
+        record.update(
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)
+        )
+        if top.is_dir():  # not when training refused before it began (the folder is then removed)
+            write_json(top / PIPELINE_FILE, record)
+        raise
     write_manifest(top, "pipeline", stages=record["stages"])
     return top
 
