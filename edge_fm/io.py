@@ -15,6 +15,8 @@ from typing import Any
 from edge_fm.errors import EdgeFMError
 from edge_fm.records import InvalidJSONError, check_size, parse_json
 
+KB = 1000  # bytes: the unit of every size edge-fm prints, that of its size targets ("at most 100 KB")
+
 
 def check_output_file(path: Path | str, option: str = "") -> Path:
     """Checks, before any work, that a file could be written at ``path``; leaves nothing.

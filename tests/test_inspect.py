@@ -233,6 +233,7 @@ def test_layer_errors_are_ranked_and_keep_float_writes_a_mixed_artifact(exported
     assert {op["weights_dtype"] for op in mixed if op["op"] == "FULLY_CONNECTED"} == {"float32"}
     assert {op["weights_dtype"] for op in mixed if op["op"] == "CONV_2D"} == {"int8"}
     assert kept["mixed"]["bytes"] > kept["quantized"]["bytes"]  # float dense weights are 4x the int8 ones
+    assert kept["bundle_bytes"] == (tmp_path / "mixed" / "model.tflite").stat().st_size
     assert 0.5 < kept["mixed"]["accuracy"] <= 1 and kept["mixed"]["p50_ms"] > 0
 
 

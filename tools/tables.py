@@ -22,6 +22,7 @@ from typing import Callable
 
 from edge_fm.export.bundles import DESCRIPTION_FILE, read_description
 from edge_fm.export.recorded_forms import kept_entry
+from edge_fm.io import KB
 from edge_fm.result_files import flat, read_result_file
 from edge_fm.train.metrics import cpu_text, shape_text
 
@@ -674,7 +675,7 @@ def quant_schemes(root: Path) -> str | None:
         )
         lines.append(
             f"| `{row['architecture']}` | {row['format']} | {_pct(row['accuracy'])} | "
-            f"{'-' if delta is None else f'{delta:+.2f} pt'} | {row['bytes'] / 1024:.1f} | "
+            f"{'-' if delta is None else f'{delta:+.2f} pt'} | {row['bytes'] / KB:.1f} | "
             f"{row['latency']['p50_ms']:.3f} |"
         )
     trained = "; ".join(
@@ -756,8 +757,8 @@ def ethos_u(root: Path) -> str | None:
             continue
         cpu = ", ".join(op["op"] for op in row["cpu_ops"]) or "none"
         lines.append(
-            f"| {row['model']} | {config} at {row['clock_hz'] / 1e6:.0f} MHz | {row['sram_bytes'] / 1024:.1f} | "
-            f"{row['off_chip_bytes'] / 1024:.1f} ({row['weights_storage']}) | {row['npu_ops']} | {cpu} | "
+            f"| {row['model']} | {config} at {row['clock_hz'] / 1e6:.0f} MHz | {row['sram_bytes'] / KB:.1f} | "
+            f"{row['off_chip_bytes'] / KB:.1f} ({row['weights_storage']}) | {row['npu_ops']} | {cpu} | "
             f"{row['inferences_per_second']:,.0f} |"
         )
     missing = "; ".join(f"{name}: {why}" for name, why in result.get("not_compiled", {}).items())

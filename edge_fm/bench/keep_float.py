@@ -68,7 +68,7 @@ def keep_float_bundle(
         "status": "complete",
     }
     bundle = write_bundle(new_folder(out, runs_dir, name), final, mixed_description, labels, manifest)
-    return {**record, "bundle": str(bundle)}
+    return {**record, "bundle": str(bundle), "bundle_bytes": len(final)}
 
 
 def _score(flatbuffer: bytes, images: np.ndarray, labels: np.ndarray) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from edge_fm.cli.common import (
     with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
+from edge_fm.io import KB
 from edge_fm.runner import DEFAULTS as MEASURE
 
 
@@ -71,8 +72,8 @@ def _bench_cells(row: dict) -> list[str]:
     delta = row.get("accuracy_delta")
     return [
         str(row.get("threads", "")),
-        f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
-        f"{row['gzip_bytes'] / 1024:.1f}" if "gzip_bytes" in row else "-",
+        f"{row['bytes'] / KB:.1f}" if "bytes" in row else "-",
+        f"{row['gzip_bytes'] / KB:.1f}" if "gzip_bytes" in row else "-",
         f"{row['accuracy']:.2%}" if ok else "-",
         f"{delta * 100:+.2f} pt" if delta is not None else "-",
         f"{row['p50_ms']:.3f}" if ok else "-",
@@ -117,8 +118,8 @@ def _tflm_cells(row: dict) -> list[str]:
     """A TFLM row's figures; latency stays empty: TFLM timed here says nothing of a board's speed."""
     agreement = row.get("agreement_with_litert_reference")
     return [
-        f"{row['bytes'] / 1024:.1f}" if "bytes" in row else "-",
-        f"{row['arena_bytes'] / 1024:.1f}" if row.get("arena_bytes") else "-",
+        f"{row['bytes'] / KB:.1f}" if "bytes" in row else "-",
+        f"{row['arena_bytes'] / KB:.1f}" if row.get("arena_bytes") else "-",
         str(row.get("examples") or "-"),
         f"{row['accuracy']:.2%}" if row.get("status") == "ok" else "-",
         f"{agreement:.2%}" if agreement is not None else "-",
@@ -159,8 +160,8 @@ def _vela_cells(row: dict) -> list[str]:
     if row.get("status") != "ok":
         return ["-"] * 8 + [f"[red]error: {escape(str(row.get('error')))}[/]"]
     return [
-        f"{row['sram_bytes'] / 1024:.1f}",
-        f"{row['off_chip_bytes'] / 1024:.1f}",
+        f"{row['sram_bytes'] / KB:.1f}",
+        f"{row['off_chip_bytes'] / KB:.1f}",
         str(row["npu_ops"]),
         ", ".join(op["op"] for op in row.get("cpu_ops", [])) or "0",
         f"{row['macs'] / 1e6:.2f} M",

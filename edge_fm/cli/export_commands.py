@@ -18,6 +18,7 @@ from edge_fm.cli.common import (
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.forms import forms_help
+from edge_fm.io import KB
 
 
 @app.command("export")
@@ -169,8 +170,8 @@ def export_command(
             table.add_row(
                 name or description.get("format", ""),
                 str(bundle),
-                f"{artifact['bytes'] / 1024:.1f}",
-                f"{artifact['gzip_bytes'] / 1024:.1f}",
+                f"{artifact['bytes'] / KB:.1f}",
+                f"{artifact['gzip_bytes'] / KB:.1f}",
                 "yes" if report["integer_only"] else "no",
                 f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs "
                 f"{parity['keras_accuracy']:.1%}",

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edge_fm.cli.common import DataDirOption, app, console, fails_cleanly
 from edge_fm.errors import EdgeFMError
+from edge_fm.io import KB
 
 
 @app.command("inspect")
@@ -111,7 +112,7 @@ def print_inspection(report: dict) -> None:
     """The inspection's tables: op kinds, ops, the worst-quantized layers, the runtimes, --keep-float."""
     art, summary = report["artifact"], report["summary"]
     console.print(
-        f"[bold]{escape(art['name'])}[/] ({art.get('format') or 'unknown format'}): {art['bytes'] / 1024:.1f} KB, "
+        f"[bold]{escape(art['name'])}[/] ({art.get('format') or 'unknown format'}): {art['bytes'] / KB:.1f} KB, "
         f"{summary['ops']} ops, {summary['params']:,} parameters, {summary['macs'] / 1e6:.2f} M MACs; "
         f"{summary['quantization']}",
         highlight=False,
@@ -156,9 +157,10 @@ def print_inspection(report: dict) -> None:
         console.print(
             f"keeping {', '.join(kept['kept_float_ops'] + kept['kept_float_layers'])} in float: accuracy "
             f"{q['accuracy']:.2%} -> {m['accuracy']:.2%} ({kept['accuracy_gain'] * 100:+.2f} pt; Keras "
-            f"{kept['keras_accuracy']:.2%}) on {kept['images']} validation images, size {q['bytes'] / 1024:.1f} -> "
-            f"{m['bytes'] / 1024:.1f} KB, p50 {q['p50_ms']:.3f} -> {m['p50_ms']:.3f} ms; mixed artifact: "
-            f"[bold]{escape(kept['bundle'])}[/]",
+            f"{kept['keras_accuracy']:.2%}) on {kept['images']} validation images, size {q['bytes'] / KB:.1f} -> "
+            f"{m['bytes'] / KB:.1f} KB (the debugger's models: float input and output, no metadata), p50 "
+            f"{q['p50_ms']:.3f} -> {m['p50_ms']:.3f} ms; mixed artifact: [bold]{escape(kept['bundle'])}[/] "
+            f"({kept['bundle_bytes'] / KB:.1f} KB with its metadata)",
             highlight=False,
         )
 

@@ -32,6 +32,7 @@ from edge_fm.cli.common import (
     fails_cleanly,
     with_option_groups,
 )
+from edge_fm.io import KB
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
 from edge_fm.runner import DEFAULTS as MEASURE
 
@@ -167,7 +168,7 @@ def pipeline_command(
     if best:
         console.print(
             f"best artifact ({best['rule']}): [bold green]{result['best_artifact']}[/] "
-            f"{best['format']}, {best['accuracy']:.2%}, {best['bytes'] / 1024:.1f} KB, p50 {best['p50_ms']:.3f} ms",
+            f"{best['format']}, {best['accuracy']:.2%}, {best['bytes'] / KB:.1f} KB, p50 {best['p50_ms']:.3f} ms",
             highlight=False,
         )
     console.print(f"pipeline run directory: [bold]{top}[/] (pipeline.json links every stage)")

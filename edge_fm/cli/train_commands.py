@@ -120,10 +120,9 @@ def train_command(
 
     Example: edge-fm train --init-from runs/edge-cnn-tiny-train-1 --data photos/ --freeze-epochs 2
     """
-    from edge_fm import config_for
+    from edge_fm import config_for, training_run_of
     from edge_fm import resume as resume_run
     from edge_fm import train_model as train
-    from edge_fm.export.source_runs import training_run_of
     from edge_fm.train import config as config_lib
 
     reporter = RichReporter(console)
