@@ -312,3 +312,15 @@ def test_report_in_chromium_loads_every_image_and_nothing_else(exported, tmp_pat
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
     assert len(sizes) == 5 and all(done and width > 0 for done, width in sizes)
     assert requested and all(url.startswith(("file://", "data:")) for url in requested), requested
+
+
+def test_reading_a_runs_model_prints_none_of_tensorflows_start_up_lines(exported):
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("TF_")}
+    code = f"from edge_fm.train.runs import Run; Run({str(exported['train'])!r}).model()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
+    assert done.returncode == 0, done.stderr
+    assert "oneDNN" not in done.stderr and "InitializeLog" not in done.stderr, done.stderr

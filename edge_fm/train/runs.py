@@ -338,9 +338,10 @@ class Run:
         """
         path = self.require_model().model_path
         # TensorFlow and tfmot take seconds to load: only when a model is read (the CLI imports this module).
-        import tensorflow_model_optimization as tfmot
+        # The shim first: importing TensorFlow through it hides its start-up log lines; tfmot imports it too.
+        from edge_fm.compat import keras  # isort: skip
+        import tensorflow_model_optimization as tfmot  # isort: skip
 
-        from edge_fm.compat import keras
         from edge_fm.train.schedules import TriangularCyclical
 
         with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
