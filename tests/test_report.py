@@ -324,3 +324,18 @@ def test_reading_a_runs_model_prints_none_of_tensorflows_start_up_lines(exported
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment)
     assert done.returncode == 0, done.stderr
     assert "oneDNN" not in done.stderr and "InitializeLog" not in done.stderr, done.stderr
+
+
+def test_class_names_in_scripts_no_font_draws_give_one_warning_not_one_per_glyph():
+    import warnings
+
+    from edge_fm.show.figures import confusion_heatmap
+
+    labels = ["vögel 鳥", "猫", "dog"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        png = confusion_heatmap([[3, 1, 0], [0, 4, 0], [1, 0, 2]], labels, "classes")
+    assert png.startswith(b"\x89PNG")
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "missing from font" in m], messages
+    assert len([m for m in messages if "no installed font draws" in m]) <= 1, messages

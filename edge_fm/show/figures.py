@@ -6,8 +6,10 @@ from a training run, a bundle or a benchmark alike, and tested on its own.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,13 +22,49 @@ DPI = 100
 _CORRECT, _WRONG = "#1a7f37", "#cf222e"  # green for a right answer, red for a wrong one
 
 
+# Fonts that draw the scripts DejaVu Sans lacks (class names in Chinese, Japanese, Korean...), used
+# glyph by glyph after it where installed (matplotlib's font fallback).
+FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "Droid Sans Fallback")
+
+
 def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")  # no display: figures are only ever written to files
     import matplotlib.pyplot as plt
+    from matplotlib import font_manager
 
+    installed = {font.name for font in font_manager.fontManager.ttflist}
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", *(f for f in FALLBACK_FONTS if f in installed)]
     return plt
+
+
+_warned_fonts: list[bool] = []
+
+
+def _one_font_warning(draw):
+    """Runs a figure function with matplotlib's warning per glyph no font has (one per character of a
+    class name in a script DejaVu Sans lacks) turned into one line that says what to install."""
+
+    @functools.wraps(draw)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = draw(*args, **kwargs)
+        missing = [w for w in caught if "missing from font" in str(w.message)]
+        for w in caught:
+            if w not in missing:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if missing and not _warned_fonts:
+            _warned_fonts.append(True)  # once a process: every figure of a report has the same names
+            warnings.warn(
+                "some class names hold characters no installed font draws; figures show them as boxes "
+                "(install a font that has them, e.g. Debian's fonts-noto-cjk).",
+                stacklevel=2,
+            )
+        return result
+
+    return wrapper
 
 
 def _png(fig, tight: bool = False) -> bytes:
@@ -38,6 +76,7 @@ def _png(fig, tight: bool = False) -> bytes:
     return buffer.getvalue()
 
 
+@_one_font_warning
 def training_curves(history: Sequence[dict], title: str) -> bytes:
     """Loss, accuracy (train and validation) and learning rate per epoch, from a run's ``history.json``."""
     plt = _pyplot()
@@ -73,6 +112,7 @@ def training_curves(history: Sequence[dict], title: str) -> bytes:
     return _png(fig)
 
 
+@_one_font_warning
 def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> bytes:
     """The confusion matrix as a heatmap: rows true classes, columns predicted, counts written in."""
     plt = _pyplot()
@@ -103,6 +143,7 @@ def confusion_heatmap(matrix: Sequence[Sequence[int]], labels: Sequence[str], ti
     return _png(fig)
 
 
+@_one_font_warning
 def confidence_boxes(labels_true: np.ndarray, probs: np.ndarray, labels: Sequence[str]) -> bytes:
     """Box plot, per true class, of the confidence of each prediction, split into right and wrong answers."""
     plt = _pyplot()
@@ -138,6 +179,7 @@ def confidence_boxes(labels_true: np.ndarray, probs: np.ndarray, labels: Sequenc
     return _png(fig)
 
 
+@_one_font_warning
 def prediction_gallery(
     images: np.ndarray,
     labels_true: np.ndarray,
@@ -188,6 +230,7 @@ def _most_confident(mask: np.ndarray, confidence: np.ndarray, count: int) -> lis
     return [int(i) for i in indices[np.argsort(-confidence[indices], kind="stable")][:count]]
 
 
+@_one_font_warning
 def explanation_grid(
     images: np.ndarray, rows: Sequence[tuple[str, Sequence[np.ndarray]]], titles: Sequence[str]
 ) -> bytes:
@@ -247,6 +290,7 @@ def _mosaic_figure(
     return _png(fig)
 
 
+@_one_font_warning
 def per_class_bars(
     rows: Sequence[tuple[str, Sequence[float]]], class_names: Sequence[str], title: str
 ) -> bytes:
@@ -293,6 +337,7 @@ def pareto_front(rows: Sequence[dict]) -> set[str]:
     return front
 
 
+@_one_font_warning
 def plot_front(rows: Sequence[dict], path: Path | str) -> None:
     """Draws accuracy against size and against p50 latency, one marker per model, the front filled.
 
