@@ -329,12 +329,19 @@ def peak_rss_mb() -> float | None:
 
 def current_rss_mb() -> float | None:
     """Resident memory of this process now, in MB (Linux; None elsewhere)."""
+    kib = proc_kib("/proc/self/status", "VmRSS")
+    return None if kib is None else kib / 1024
+
+
+def proc_kib(path: str, key: str) -> int | None:
+    """The ``key:`` line of a Linux /proc file (``/proc/meminfo``, ``/proc/self/status``), in KiB; None
+    where there is no such file or line."""
     try:
-        with open("/proc/self/status") as handle:
+        with open(path) as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return None
 

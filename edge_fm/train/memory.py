@@ -11,6 +11,7 @@ import os
 
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError
+from edge_fm.runner import proc_kib
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 KEPT_PER_ELEMENT = 2  # the activation and its gradient
@@ -42,13 +43,9 @@ def _leaf_layers(model: keras.Model):
 
 def available_bytes() -> int | None:
     """Memory the system can give without swapping (``MemAvailable``), else its physical memory."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    available = proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available * 1024
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
