@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -355,3 +356,18 @@ def test_a_folder_of_shipped_models_with_other_artifacts_is_refused_in_one_line(
     error = capsys.readouterr().err
     assert "holds shipped models" in error and "someone-elses" in error and "Traceback" not in error
     assert len(error.strip().splitlines()) == 1, error
+
+
+def test_every_kind_of_target_is_checked_before_a_pipeline_spends_minutes():
+    from edge_fm.bench.targets import Target, parse_target
+    from edge_fm.pipeline.sweep_trial import _OneAtATime
+
+    for text in ("local", "tflm", "vela:ethos-u55-128", "ssh://nobody@127.0.0.1:1"):
+        target = parse_target(text)
+        assert callable(getattr(target, "check", None)), text
+    parse_target("local").check()
+    pytest.importorskip("tflite_micro")
+    parse_target("tflm").check()
+    with pytest.raises(EdgeFMError, match="connection refused"):
+        _OneAtATime(parse_target("ssh://nobody@127.0.0.1:1"), Path("unused.lock")).check()
+    assert "check" in Target.__dict__

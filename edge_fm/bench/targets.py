@@ -41,9 +41,12 @@ TEST_SET_FILE = "test.npz"
 
 
 class Target(Protocol):
-    """Where artifacts are measured: ``run`` returns the runner's JSON (``rows`` and ``environment``)."""
+    """Where artifacts are measured: ``run`` returns the runner's JSON (``rows`` and ``environment``);
+    ``check`` raises, before minutes of work, when the target cannot be used."""
 
     name: str
+
+    def check(self) -> None: ...
 
     def run(self, artifacts: list[Path], test_set: Path, options: BenchOptions) -> dict[str, Any]: ...
 
@@ -297,6 +300,10 @@ class TflmTarget:
     images: int | None = tflm.DEFAULT_CHECK_IMAGES
 
     name = "tflm"
+
+    def check(self) -> None:
+        """tflite-micro is installed (one clear error otherwise)."""
+        tflm.load_runtime()
 
     def run(self, artifacts: list[Path], test_set: Path, options=None) -> dict[str, Any]:
         """Rows for ``artifacts`` on the test set the benchmark wrote; one failure is one error row."""

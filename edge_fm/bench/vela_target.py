@@ -32,6 +32,10 @@ class VelaTarget:
     def name(self) -> str:
         return f"vela:{self.config}"
 
+    def check(self) -> None:
+        """Vela is installed (one clear error otherwise)."""
+        vela_version()
+
     def run(self, artifacts: list[Path], test_set: Path | None = None, options=None) -> dict[str, Any]:
         """One estimate row per artifact; a float artifact or a Vela failure is that artifact's error row."""
         version = vela_version()

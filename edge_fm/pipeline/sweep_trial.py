@@ -158,6 +158,9 @@ class _OneAtATime:
     def name(self) -> str:
         return self.target.name
 
+    def check(self) -> None:
+        self.target.check()
+
     def run(self, artifacts, test_set, options):
         import fcntl
 
