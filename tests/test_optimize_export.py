@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -202,6 +203,26 @@ def test_format_rules_are_enforced(runs):
         export(runs["train"], "int9", runs_dir=runs["root"])
     with pytest.raises(EdgeFMError, match="takes input/output dtype float32"):
         export(runs["train"], "fp16", io_dtype="int8", runs_dir=runs["root"])
+
+
+def test_continuing_a_fashion_mnist_run_refuses_data_given_as_moved(runs, tmp_path):
+    """--data names where a run's own data moved; for a Fashion-MNIST run it would train on other data."""
+    from edge_fm.train.trainer import resume
+
+    with pytest.raises(
+        EdgeFMError, match="was trained on Fashion-MNIST; --data names where a run's own data"
+    ):
+        optimize(
+            OptimizeConfig("prune", str(runs["train"]), target_sparsity=0.5),
+            runs_dir=tmp_path,
+            data="fashion-mnist",
+        )
+    assert not list(tmp_path.iterdir())
+    unfinished = tmp_path / "tiny-cnn-train-9"
+    shutil.copytree(runs["train"], unfinished)
+    (unfinished / "metrics.json").unlink()
+    with pytest.raises(EdgeFMError, match="was trained on Fashion-MNIST"):
+        resume(unfinished, data="sample")
 
 
 def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):

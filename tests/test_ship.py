@@ -350,6 +350,26 @@ def test_a_qat_run_that_is_not_of_the_training_run_is_refused(shipped, exported,
     assert not (tmp_path / "models" / "x").exists()
 
 
+def test_a_qat_run_is_known_as_its_training_runs_from_any_folder(shipped, exported, tmp_path, monkeypatch):
+    """Runs record their parent as typed (runs/NAME, relative to where the command ran)."""
+    import shutil
+
+    from edge_fm.shipping.ship import _qat_run_of
+    from edge_fm.train.runs import Run
+
+    runs = tmp_path / "project" / "runs"
+    shutil.copytree(exported["train"], runs / "tiny-cnn-train-1")
+    qat = runs / "tiny-cnn-qat-1"
+    shutil.copytree(next((shipped["root"] / "runs").glob("*-qat-*")), qat)
+    manifest = json.loads((qat / "manifest.json").read_text())
+    (qat / "manifest.json").write_text(json.dumps({**manifest, "parent": "runs/tiny-cnn-train-1"}))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    train = Run("../project/runs/tiny-cnn-train-1")
+    assert _qat_run_of(train, "../project/runs/tiny-cnn-qat-1").path == Path("../project/runs/tiny-cnn-qat-1")
+    assert [step["run"] for step in Run(qat).lineage()] == [str(qat), str(runs / "tiny-cnn-train-1")]
+
+
 def test_a_model_larger_than_every_boards_flash_says_no_microcontroller_holds_it(tmp_path):
     from edge_fm.export.boards import BOARDS
     from edge_fm.shipping.card_forms import folder_forms

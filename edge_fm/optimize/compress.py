@@ -122,7 +122,7 @@ def optimize(
     tune = fine_tune_config(config)
     # The fine-tuning config carries the parent's split (source, val_size, seed), so validation and
     # test are the parent's; a fine_tune max_train lets a heavy network fine-tune on a subset.
-    dataset = parent.dataset(data_dir, tune, data)
+    dataset = parent.dataset(data_dir, tune, parent.continued_on(data))
     run_dir = new_run_dir(runs_dir, f"{tune.arch}-{stage}")
     resolved = dataclasses.replace(config, parent=str(parent.path), preserve_sparsity=preserve)
     write_json(
@@ -143,7 +143,8 @@ def resume_optimize(
     if run.finished:
         raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
     config, tune = run.optimize_config, run.train_config
-    dataset = Run(config.parent).dataset(data_dir, tune, data)
+    parent = Run(config.parent)
+    dataset = parent.dataset(data_dir, tune, parent.continued_on(data))
     return _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
 
 

@@ -131,6 +131,7 @@ def ship(
         raise EdgeFMError(
             f"{train.path} has no metrics.json: finish it first with `edge-fm train --resume {train.path}`."
         )
+    train.continued_on(data)
     qat = _qat_run_of(train, config.qat_run) if config.qat_run else None
     check_output_dir(config.models_dir, "--models-dir")  # before minutes of QAT, not after
     if qat is None:

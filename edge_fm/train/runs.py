@@ -125,6 +125,17 @@ def read_manifest(run_dir: Path) -> dict:
     return read_json(Path(run_dir) / MANIFEST)
 
 
+def _parent_dir(run_dir: Path, recorded: str | None) -> Path | None:
+    """Where a run's recorded parent is: the path as recorded (relative to the folder the command ran
+    in), else the run of that name beside it (runs are made side by side in one runs folder)."""
+    if not recorded:
+        return None
+    beside = run_dir.parent / Path(recorded).name
+    return (
+        Path(recorded) if (Path(recorded) / MANIFEST).exists() or not (beside / MANIFEST).exists() else beside
+    )
+
+
 def data_record(dataset: Dataset) -> dict[str, Any]:
     """The manifest's ``data`` entry: where a run read its data, how it was split, and its identity."""
     record = {
@@ -247,7 +258,7 @@ class Run:
         while current and (current / MANIFEST).exists():
             manifest = read_manifest(current)
             chain.append({"run": str(current), "stage": manifest.get("stage", "?")})
-            current = Path(manifest["parent"]) if manifest.get("parent") else None
+            current = _parent_dir(current, manifest.get("parent"))
         return chain
 
     def dataset(
@@ -286,6 +297,22 @@ class Run:
                     "train a new run on the data as it is."
                 )
         return dataset
+
+    def continued_on(self, data: Path | str | None) -> Path | str | None:
+        """``data`` for work that continues this run (resume, optimization, shipping), which must train on
+        the run's own data: refused for a run of Fashion-MNIST, whose place ``--data-dir`` gives. (Its
+        own data read from ``data`` is checked to be the same files, by fingerprint.)
+
+        Raises:
+            EdgeFMError: ``data`` given for a Fashion-MNIST run.
+        """
+        identity = self.manifest.get("data", {}).get("identity") or {}
+        if data is not None and identity.get("kind", "fashion-mnist") == "fashion-mnist":
+            raise EdgeFMError(
+                f"--data {data}: {self.path} was trained on Fashion-MNIST; --data names where a run's own "
+                "data moved (for Fashion-MNIST's files, pass --data-dir)."
+            )
+        return data
 
     def _check_data_is_there(self, identity: dict[str, Any]) -> None:
         """Refuses, naming the run, data of the user's own that is no longer where the run read it."""

@@ -200,7 +200,11 @@ def resume(
     placement = resolve_placement(config.distribute)
     check_global_batch(config.batch_size, placement)
     return _fit_and_record(
-        run.path, config, run.dataset(data_dir, data=data), reporter or NullReporter(), placement
+        run.path,
+        config,
+        run.dataset(data_dir, data=run.continued_on(data)),
+        reporter or NullReporter(),
+        placement,
     )
 
 
