@@ -746,7 +746,7 @@ def ethos_u(root: Path) -> str | None:
     if not result:
         return None
     lines = [
-        "| model | configuration | SRAM KiB | weights KiB (where) | NPU ops | ops left to the CPU "
+        "| model | configuration | SRAM KB | weights KB (where) | NPU ops | ops left to the CPU "
         "| inferences/s (est.) |",
         "|---|---|---|---|---|---|---|",
     ]

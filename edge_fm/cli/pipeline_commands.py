@@ -341,7 +341,7 @@ def _print_sweep(summary: dict, sweep_dir: Path) -> None:
         table.add_row(
             row["trial"],
             row.get("format") or "-",
-            f"{row['bytes'] / 1000:.1f}" if ok else "-",
+            f"{row['bytes'] / KB:.1f}" if ok else "-",
             f"{row['accuracy']:.2%}" if ok else "-",
             f"{row['latency']['p50_ms']:.3f}" if ok else "-",
             "[green]yes[/]" if row.get("front") else "",
@@ -351,7 +351,7 @@ def _print_sweep(summary: dict, sweep_dir: Path) -> None:
     for pick in summary["picks"]:
         chosen = pick["artifact"]
         answer = (
-            f"[bold green]{escape(pick['model'])}[/] {chosen['accuracy']:.2%}, {chosen['bytes'] / 1000:.1f} KB, "
+            f"[bold green]{escape(pick['model'])}[/] {chosen['accuracy']:.2%}, {chosen['bytes'] / KB:.1f} KB, "
             f"p50 {chosen['p50_ms']:.3f} ms"
             if chosen
             else "[yellow]none qualifies[/]"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.io import KB
 
 MEASURED = "measured"
 ESTIMATED = "estimated"
@@ -266,8 +267,8 @@ def summary_rows(report: dict[str, Any]) -> list[dict[str, str]]:
             fields = {f: entry[f] for f in VelaReport.__dataclass_fields__}
             estimate = VelaReport(**{**fields, "cpu_ops": tuple(fields["cpu_ops"])})
             answer = (
-                f"{cpu_ops_text(estimate)}; SRAM {estimate.sram_bytes / 1024:.1f} KiB, "
-                f"{estimate.weights_storage} {estimate.off_chip_bytes / 1024:.1f} KiB; "
+                f"{cpu_ops_text(estimate)}; SRAM {estimate.sram_bytes / KB:.1f} KB, "
+                f"{estimate.weights_storage} {estimate.off_chip_bytes / KB:.1f} KB; "
                 f"{estimate.inferences_per_second:,.0f} inferences/s at {estimate.clock_hz / 1e6:.0f} MHz"
             )
         rows.append(

@@ -33,6 +33,7 @@ from edge_fm.export.bundles import (
     write_bundle,
 )
 from edge_fm.export.form_options import FormOptions
+from edge_fm.io import KB
 
 INSTALL_HINT = "pip install 'edge-fm[npu]' (Arm's ethos-u-vela)"
 ESTIMATE_NOTE = "Vela's compile-time estimate for the configuration, not a measurement on a device"
@@ -277,8 +278,8 @@ def ethos_u_text(record: dict) -> str:
     report = VelaReport(**{**fields, "cpu_ops": tuple(fields["cpu_ops"])})
     return (
         f"compiled by Vela {report.vela_version} for {report.config} ({report.system_config}, "
-        f"{report.clock_hz / 1e6:.0f} MHz): SRAM {report.sram_bytes / 1024:.1f} KiB, {report.weights_storage} "
-        f"{report.off_chip_bytes / 1024:.1f} KiB; {cpu_ops_text(report)}; {report.cycles:,} cycles, "
+        f"{report.clock_hz / 1e6:.0f} MHz): SRAM {report.sram_bytes / KB:.1f} KB, {report.weights_storage} "
+        f"{report.off_chip_bytes / KB:.1f} KB; {cpu_ops_text(report)}; {report.cycles:,} cycles, "
         f"{report.inferences_per_second:,.0f} inferences/s (estimate, not measured); "
         f"{record['compiled']['file']} is for TFLM's Ethos-U delegate"
     )

@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator
 # ---------------------------------------------------------------- how it runs
 from edge_fm.bench.targets import last_line
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import read_json, write_json
+from edge_fm.io import KB, read_json, write_json
 from edge_fm.pipeline.ray_local import clean_ray_leftovers, interrupted_by_signals, ray_temp_dir
 from edge_fm.pipeline.sweep_spec import (
     INSTALL_HINT,
@@ -396,7 +396,7 @@ def _progress_line(record: dict[str, Any]) -> str:
     reused = " (finished before)" if record.get("reused") else ""
     return (
         f"trial {record['trial']}: ok in {record.get('seconds', 0):.0f} s{reused}; best {best.get('format')} "
-        f"{best.get('accuracy', 0):.2%}, {best.get('bytes', 0) / 1000:.1f} KB, p50 {best.get('p50_ms', 0):.3f} ms"
+        f"{best.get('accuracy', 0):.2%}, {best.get('bytes', 0) / KB:.1f} KB, p50 {best.get('p50_ms', 0):.3f} ms"
     )
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_fm.errors import EdgeFMError
-from edge_fm.io import read_json, write_bytes_atomic, write_json
+from edge_fm.io import KB, read_json, write_bytes_atomic, write_json
 from edge_fm.pipeline.sweep_spec import (
     FRONT_PNG,
     OPTUNA_JOURNAL,
@@ -112,7 +112,7 @@ def picks(rows: list[dict[str, Any]], constraints: Constraints) -> list[dict[str
             "artifact": _pick_summary(best) if best else None,
         }
 
-    kb = f"{constraints.max_bytes / 1000:g} KB"
+    kb = f"{constraints.max_bytes / KB:g} KB"
     at = f"{constraints.min_accuracy:.0%}"
     accurate = [r for r in ok if r["accuracy"] >= constraints.min_accuracy]
     answers = [

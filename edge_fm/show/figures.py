@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fm.io import atomic_path
+from edge_fm.io import KB, atomic_path
 from edge_fm.show.explain import overlay
 
 DPI = 100
@@ -351,7 +351,7 @@ def plot_front(rows: Sequence[dict], path: Path | str) -> None:
     front = pareto_front(rows)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.8), sharey=True)
     axis_specs = (
-        (axes[0], lambda row: row["bytes"] / 1000, "size of the .tflite (KB, log scale)"),
+        (axes[0], lambda row: row["bytes"] / KB, "size of the .tflite (KB, log scale)"),
         (axes[1], lambda row: row["latency"]["p50_ms"], "p50 latency, batch 1 (ms, log scale)"),
     )
     markers = "osD^vP*Xhp"

@@ -37,7 +37,7 @@ from edge_fm.export.bundles import (
     read_description,
 )
 from edge_fm.export.source_runs import recorded_run, source_run
-from edge_fm.io import check_output_file, read_json, write_bytes_atomic
+from edge_fm.io import KB, check_output_file, read_json, write_bytes_atomic
 from edge_fm.show import figures
 from edge_fm.show.explain import evidence, grad_cam, map_correlation, occlusion_map
 from edge_fm.show.inspection_section import inspection_section
@@ -152,6 +152,7 @@ def render(page: dict[str, Any]) -> str:
         undefined=jinja2.StrictUndefined,
     )
     environment.filters["percent"] = lambda value: "-" if value is None else f"{value:.2%}"
+    environment.filters["kb"] = lambda value: "-" if value is None else f"{value / KB:.1f}"
     return environment.get_template(TEMPLATE).render(**page)
 
 

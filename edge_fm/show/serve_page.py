@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_fm.io import KB
 from edge_fm.show.explain import png_bytes
 
 # The models are edge_fm.show.serve's ServedModel, the config its ServeConfig (not imported: serve imports this).
@@ -181,7 +182,7 @@ def models_table(html, models: list[ServedModel], answers: dict[str, np.ndarray]
                     html.Td(model.row.get("format") or "-"),
                     html.Td(model.labels[best]),
                     html.Td(f"{probs[best]:.1%}"),
-                    html.Td(cell(model.row.get("bytes") and model.row["bytes"] / 1000, "{:.1f}")),
+                    html.Td(cell(model.row.get("bytes") and model.row["bytes"] / KB, "{:.1f}")),
                     html.Td(cell(model.row.get("accuracy"), "{:.2%}")),
                     html.Td(cell(latency, "{:.3f}")),
                 ]
