@@ -64,8 +64,8 @@ ImageSizeOption = Annotated[
     Optional[str],
     typer.Option(
         "--image-size",
-        help="Image size: a side (96) or WIDTHxHEIGHT (64x48), up to 1024; default: the most common, at "
-        "most 224 a side.",
+        help="Image size: a side (96) or WIDTHxHEIGHT (64x48), up to 1024; default: an image folder's or "
+        "tfds set's most common size, at most 224 a side (CSV and npz: their own).",
     ),
 ]
 ChannelsOption = Annotated[

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -92,7 +93,14 @@ def load_data(
             dataset (the message names what is wrong and where).
     """
     options = options or DataOptions()
-    name = str(data) if data is not None else DEFAULT_DATA
+    dataset = _load(str(data) if data is not None else DEFAULT_DATA, data_dir, options, progress)
+    _say_if_validation_capped(dataset, options)
+    return dataset
+
+
+def _load(
+    name: str, data_dir: Path | str | None, options: DataOptions, progress: ProgressFn | None
+) -> Dataset:
     if name in (DEFAULT_DATA, SAMPLE_DATA):
         return _fashion_mnist(name, data_dir, options)
     if name.startswith(TFDS_PREFIX):
@@ -115,6 +123,18 @@ def load_data(
         f"--data {path} is a file edge-fm cannot read as a dataset: pass {DEFAULT_DATA}, an image folder, "
         "a folder of IDX files, a .csv or a .npz."
     )
+
+
+def _say_if_validation_capped(dataset: Dataset, options: DataOptions) -> None:
+    """Warns, on every load, when ``val_size`` was more than half of the training images could give."""
+    pool = len(dataset.x_train) + len(dataset.x_val)
+    if dataset.identity is not None and dataset.identity.kind != "fashion-mnist" and options.val_size:
+        if options.val_size > pool / 2 and len(dataset.x_val) < options.val_size:
+            warnings.warn(
+                f"validation size {options.val_size} is over half of the {pool} training images: "
+                f"{len(dataset.x_val)} are held out for validation (half of each class, at most).",
+                stacklevel=3,
+            )
 
 
 def _existing(path: Path) -> Path:

@@ -5,7 +5,6 @@ data's fingerprint, class-size checks, and the Dataset and its summary.
 from __future__ import annotations
 
 import hashlib
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -43,12 +42,6 @@ def plan_splits(
         after_test = len(pool) * (1 - options.test_fraction) if hold_test else len(pool)
         # At most half: a preset's size (the paper's 12,000) on a smaller dataset, and runs made so, still read.
         val_fraction = min(0.5, options.val_size / max(1.0, after_test)) if options.val_size else 0.1
-        if options.val_size and val_fraction == 0.5 < options.val_size / max(1.0, after_test):
-            warnings.warn(
-                f"validation size {options.val_size} is over half of the {int(after_test)} training images: "
-                "half of each class is held out for validation instead.",
-                stacklevel=2,
-            )
     _check_class_sizes(labels[pool], class_names, hold_test, hold_val, options, val_fraction, source)
     test_split, members = "given", None
     if hold_test:
