@@ -474,3 +474,19 @@ def test_every_command_scores_a_grey_models_mobile_form_on_grey_images(data_dir,
     assert inspected.exit_code == 0, inspected.output
     errors = json.loads(inspected.output[inspected.output.index("{") :])["errors"]
     assert errors["status"] == "measured", errors
+
+
+def test_the_mobile_check_on_few_images_allows_one_image_not_half_a_point():
+    from edge_fm.runner import TFLiteModel
+
+    images, labels = load_split("test", REPO / "edge_fm" / "data" / "sample")
+    one, other = ((REPO / "models" / name / "model.tflite").read_bytes() for name in ("mlp", "cnn-2conv"))
+    answers = [TFLiteModel(model_content=model).predict_proba(images).argmax(1) for model in (one, other)]
+    same = np.flatnonzero(answers[0] == answers[1])
+    differ = np.flatnonzero((answers[0] != answers[1]) & (answers[0] != labels) & (answers[1] != labels))
+    for flips, passes in ((1, True), (2, False)):
+        chosen = np.r_[same[:20], differ[:flips]]  # the second model answers like the first but for the flips
+        check = compare_with_int8(other, one, images[chosen], labels[chosen])
+        assert check["passed"] is passes and check["rule"].endswith(f"(one image of {len(chosen)})"), check
+    with pytest.raises(EdgeFMError, match="--parity-images 0: give at least 1"):
+        FormOptions(parity_images=0)

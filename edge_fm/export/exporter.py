@@ -117,6 +117,9 @@ def export(
         raise EdgeFMError(
             f"format {fmt.name} takes input/output dtype {' or '.join(fmt.io_dtypes)}, not {io_dtype!r}."
         )
+    for option, value in (("--parity-images", parity_images), ("--calibration", representative_size)):
+        if value is not None and value < 1:
+            raise EdgeFMError(f"{option} {value}: give at least 1.")
     check_output_dir(runs_dir, "--runs-dir")  # before the conversion, not after it
     run = Run(run_dir)
     if fmt.needs_qat != run.quantization_aware:

@@ -10,6 +10,8 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_fm.errors import EdgeFMError
+
 
 @dataclasses.dataclass(frozen=True)
 class FormOptions:
@@ -25,6 +27,14 @@ class FormOptions:
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time
     accelerator_config: str | None = None  # ethos-u: the configuration Vela compiles for (ethos-u55-128...)
     data: str | Path | None = None  # own data of a run or bundle: where it is, when not where it says
+
+    def __post_init__(self) -> None:
+        for option, value in (
+            ("--parity-images", self.parity_images),
+            ("--calibration", self.representative_size),
+        ):
+            if value is not None and value < 1:
+                raise EdgeFMError(f"{option} {value}: give at least 1.")
 
     def say(self, line: str) -> None:
         """Reports one step to ``progress``, when there is one."""
