@@ -241,6 +241,25 @@ def test_class_folders_beside_a_train_folder_are_refused_not_dropped(digits, tmp
     (root / "digit-0").rename(root / "train")
     code, output = run_cli("data", "info", "--data", root)
     assert_one_line_error(code, output, "train/ stands beside other folders (digit-1, digit-2)")
+    # A split layout with macOS's zip folder beside it is read; validation/ is named for what it should be.
+    split = write_digits_folder(tmp_path / "split", images[:300], labels[:300] % 3, split_at=240)
+    (split / "__MACOSX" / "train").mkdir(parents=True)
+    (split / "__MACOSX" / "train" / "._0001.png").write_bytes(b"\x00\x05\x16\x07")
+    assert load_data(split).class_names == ("digit-0", "digit-1", "digit-2")
+    (split / "validation").mkdir()
+    code, output = run_cli("data", "info", "--data", split)
+    assert_one_line_error(code, output, "name the validation folder val/ (beside train/), not validation/.")
+
+
+def test_a_link_to_the_filesystem_root_is_not_read_as_one_class(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "d", images[:100], labels[:100] % 2)
+    (root / "digit-0" / "everything").symlink_to("/")
+    dataset = load_data(root)
+    assert any(
+        name.startswith("digit-0/everything (a link to a folder that holds")
+        for name in dataset.identity.skipped_examples
+    )
 
 
 def test_sixteen_bit_png_and_cmyk_jpeg_are_read(tmp_path):

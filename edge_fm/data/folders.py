@@ -115,23 +115,30 @@ def _check_no_classes_beside(root: Path) -> None:
     beside = sorted(
         entry.name
         for entry in os.scandir(root)
-        if not entry.name.startswith(".") and entry.name not in SPLITS and _is_dir(Path(entry.path))
+        if not _skipped_name(entry.name) and entry.name not in SPLITS and _is_dir(Path(entry.path))
     )
+    if beside == ["validation"]:
+        raise EdgeFMError(f"--data {root}: name the validation folder val/ (beside train/), not validation/.")
     if beside:
         raise EdgeFMError(
             f"--data {root}: train/ stands beside other folders ({', '.join(beside[:3])}"
             f"{', ...' if len(beside) > 3 else ''}), so it is not clear whether train/ is a class or the "
             "training split: lay out DIR/<class>/ (rename a class called train, val or test) or "
-            "DIR/train/<class>/."
+            "DIR/train/<class>/ with DIR/val/ and DIR/test/ beside it."
         )
+
+
+def _skipped_name(name: str) -> bool:
+    """Hidden files and folders (.DS_Store, .git) and the resource folder macOS puts in its zips."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _class_dirs(folder: Path, skipped: list[str], root: Path) -> dict[str, Path]:
     dirs = {}
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         path = Path(entry.path)
-        if entry.name.startswith("."):
-            continue  # hidden: .DS_Store, .git, editors' files
+        if _skipped_name(entry.name):
+            continue  # hidden: .DS_Store, .git, editors' files; macOS's __MACOSX
         if folder == root and entry.name in SPLITS:
             continue
         if _is_dir(path):
@@ -162,7 +169,7 @@ class _Classes:
         for folder, name in self.owners.items():
             if name != self.name and (real == folder or real.startswith(folder + os.sep)):
                 return f"a link into class folder {name!r}: its images are read there"
-        if any(folder.startswith(real + os.sep) for folder in self.owners):
+        if any(os.path.commonpath([real, folder]) == real for folder in self.owners):  # "/" too
             return "a link to a folder that holds the class folders: their images are read in their classes"
         return None
 
@@ -180,7 +187,7 @@ def _walk(folder: Path, skipped: list[str], root: Path, seen_dirs: set[str], cla
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
         path = Path(entry.path)
         name = path.relative_to(root).as_posix()
-        if entry.name.startswith("."):
+        if _skipped_name(entry.name):
             skipped.append(f"{name} (hidden)")
             continue
         clash = classes.clash(path) if entry.is_symlink() else None
