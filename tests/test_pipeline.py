@@ -159,4 +159,5 @@ def test_a_pipeline_stopped_midway_says_so_in_its_record(tmp_path, interrupt_aft
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(config, runs_dir=tmp_path, reporter=interrupt_after(1))
     record = json.loads((tmp_path / "tiny-cnn-pipeline-1" / "pipeline.json").read_text())
-    assert record["status"] == "interrupted"
+    assert (record["status"], record["error"]) == ("interrupted", "KeyboardInterrupt")
+    assert record["stages"] == {}  # stopped in training: no stage finished

@@ -314,6 +314,7 @@ def test_an_artifact_over_the_size_limit_keeps_its_card_but_stays_out(shipped, e
     assert not (folder / "model.tflite").exists() and (folder / "MODEL_CARD.md").is_file()
     provenance = json.loads((folder / "provenance.json").read_text())
     assert provenance["artifact_shipped"] is False and "1,000-byte limit" in provenance["not_shipped_reason"]
+    assert "Not checked yet" not in (folder / "MODEL_CARD.md").read_text()  # no model here to check
 
 
 def test_a_card_before_its_bench_says_what_is_not_checked_yet_and_quotes_its_folder(

@@ -116,7 +116,8 @@ def run_pipeline(
     except (Exception, KeyboardInterrupt) as exc:
         # The record says the pipeline stopped, and why, rather than that it is still running.
         record.update(
-            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed", error=str(exc)
+            status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            error=str(exc) or type(exc).__name__,
         )
         if top.is_dir():  # not when training refused before it began (the folder is then removed)
             write_json(top / PIPELINE_FILE, record)

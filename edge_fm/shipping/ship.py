@@ -270,7 +270,10 @@ def _write_folder(config: ShipConfig, bundle: Path, description: dict, provenanc
         for file in BUNDLE_FILES if provenance["artifact_shipped"] else BUNDLE_FILES[1:]:
             shutil.copy2(bundle / file, staging / file)
         write_json(staging / PROVENANCE, provenance)
-        write_bytes_atomic(staging / CARD, model_card(config.name, provenance, description).encode())
+        # Runtimes are checked by `bench --cards`; a folder that keeps no model has none to check.
+        runs_on = None if provenance["artifact_shipped"] else []
+        card = model_card(config.name, provenance, description, runs_on=runs_on)
+        write_bytes_atomic(staging / CARD, card.encode())
         write_manifest(
             staging, "ship", parent=str(bundle), run=config.name
         )  # named as it will be, not as staged
