@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from test_sources import assert_one_line_error, run_cli, write_digits_folder
 
 from edge_fm.errors import EdgeFMError
@@ -351,3 +352,16 @@ def test_a_training_step_larger_than_the_free_memory_is_refused_before_the_run(d
         "--runs-dir", tmp_path / "runs",
     )  # fmt: skip
     assert code == 0, output
+
+
+def test_an_int8_export_of_data_that_never_reaches_white_takes_raw_pixels(digits, tmp_path):
+    """Digits reach 240, not 255: the int8 input is still q = pixel - 128, and the mobile form is made."""
+    from edge_fm.export.bundles import Bundle
+
+    data = digits_folder(tmp_path / "digits", digits, {c: 40 for c in (0, 1, 2)})
+    assert max(np.asarray(Image.open(path)).max() for path in data.rglob("*.png")) < 255
+    run = train_cli("tiny-cnn", "--data", data, "--epochs", "2", "--runs-dir", tmp_path / "runs")
+    code, output = run_cli("export", run, "-f", "int8", "--for", "mobile", "--runs-dir", tmp_path / "runs")
+    assert code == 0, output
+    int8 = tmp_path / "runs" / "tiny-cnn-int8-1"
+    assert (Bundle.open(int8).input["scale"], Bundle.open(int8).input["zero_point"]) == (1.0, -128)

@@ -87,5 +87,15 @@ def tflite_converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calib
 
 
 def representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
-    for image in images:
-        yield [image[None].astype(np.float32)]
+    """The calibration images as the converter takes them, the first with the pixels' whole range.
+
+    The input's quantization comes from the range calibration sees. Data that never reaches 0 or 255
+    (dim photos) would give an input scale that clips a brighter image and is not the raw pixels apps
+    feed, so a first image without them gets one black and one white corner pixel: the input range is
+    0-255 (q = pixel - 128 for int8) and the layers' ranges move by one pixel's worth at most.
+    """
+    for index, image in enumerate(images):
+        sample = image[None].astype(np.float32)
+        if index == 0 and (images.min() > 0 or images.max() < 255):
+            sample[0, 0, 0, :], sample[0, -1, -1, :] = 0.0, 255.0
+        yield [sample]
