@@ -283,6 +283,11 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
 
 
+# Past this many runs the percentiles no longer move, while a list of timings of a microsecond model
+# would grow by hundreds of MB over --min-seconds (and the peak memory measured would be the list's).
+MAX_TIMED_RUNS = 100_000
+
+
 def summarize_latency(seconds: list[float]) -> dict:
     """Mean, std, min, max, p50, p90, p99 (milliseconds) and images/s of per-image timings."""
     ms = sorted(s * 1000.0 for s in seconds)
@@ -302,7 +307,8 @@ def summarize_latency(seconds: list[float]) -> dict:
 
 
 def time_invocations(invoke, min_runs: int, min_seconds: float, max_seconds: float) -> list[float]:
-    """Times ``invoke()`` until both ``min_runs`` and ``min_seconds`` are reached, or ``max_seconds``."""
+    """Times ``invoke()`` until ``min_runs`` and ``min_seconds`` (or :data:`MAX_TIMED_RUNS` runs) are
+    reached, or ``max_seconds``."""
     timings: list[float] = []
     started = time.perf_counter()
     while True:
@@ -310,7 +316,8 @@ def time_invocations(invoke, min_runs: int, min_seconds: float, max_seconds: flo
         invoke()
         timings.append(time.perf_counter() - t0)
         elapsed = time.perf_counter() - started
-        if (len(timings) >= min_runs and elapsed >= min_seconds) or elapsed >= max_seconds:
+        enough = elapsed >= min_seconds or len(timings) >= MAX_TIMED_RUNS
+        if (len(timings) >= min_runs and enough) or elapsed >= max_seconds:
             return timings
 
 
@@ -689,7 +696,7 @@ def _first_line(exc: BaseException) -> str:
 # The measurement flags: (flag, type, help); each defaults to its DEFAULTS field, "{default}" in the help.
 _MEASURE_FLAGS = (
     ("--runs", int, "minimum timed runs (default {default})"),
-    ("--min-seconds", float, "minimum timed seconds (default {default:g})"),
+    ("--min-seconds", float, "minimum timed seconds, or 100,000 runs (default {default:g})"),
     ("--max-seconds", float, "stop timing after this long (default {default:g})"),
     ("--warmup", int, "untimed runs after the first inference (default {default})"),
     ("--batch-size", int, "batch of the accuracy pass (default {default})"),

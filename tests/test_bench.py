@@ -371,3 +371,9 @@ def test_every_kind_of_target_is_checked_before_a_pipeline_spends_minutes():
     with pytest.raises(EdgeFMError, match="connection refused"):
         _OneAtATime(parse_target("ssh://nobody@127.0.0.1:1"), Path("unused.lock")).check()
     assert "check" in Target.__dict__
+
+
+def test_timing_a_microsecond_model_stops_at_a_bounded_number_of_runs():
+    timings = runner.time_invocations(lambda: None, min_runs=10, min_seconds=3600.0, max_seconds=60.0)
+    assert len(timings) == runner.MAX_TIMED_RUNS  # not an hour of runs held in a list
+    assert len(runner.time_invocations(lambda: None, 200_000, 0.0, 60.0)) == 200_000  # --runs asked is kept

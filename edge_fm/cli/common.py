@@ -112,7 +112,9 @@ FineTuneEpochsOption = Annotated[
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
 ThreadsOption = Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")]
 RunsOption = Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")]
-MinSecondsOption = Annotated[float, typer.Option(help="Minimum timed seconds per artifact.")]
+MinSecondsOption = Annotated[
+    float, typer.Option(help="Minimum timed seconds per artifact (or 100,000 runs, whichever comes first).")
+]
 SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
 SshOptionOption = Annotated[
     Optional[list[str]], typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable).")
