@@ -457,3 +457,17 @@ def test_bench_catalog_refuses_a_folder_that_holds_no_shipped_models(tmp_path):
     (tmp_path / "run").mkdir()
     with pytest.raises(EdgeFMError, match="is not a folder of shipped models"):
         bench_catalog(tmp_path, BenchOptions())
+
+
+def test_a_shipped_folders_manifest_lists_its_card_and_measurement_as_they_are(shipped):
+    import hashlib
+
+    folder = shipped["root"] / "models" / "tiny"
+    files = json.loads((folder / "manifest.json").read_text())["files"]
+    for name in (
+        "MODEL_CARD.md",
+        "measurement.json",
+        "model.tflite",
+    ):  # the first two rewritten by bench --cards
+        data = (folder / name).read_bytes()
+        assert files[name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name

@@ -17,6 +17,7 @@ from edge_fm.shipping.cards import model_card
 from edge_fm.shipping.catalog import read_provenances
 from edge_fm.shipping.runs_on import runs_on_rows
 from edge_fm.shipping.ship import CARD
+from edge_fm.train.runs import record_files
 
 
 def refresh_cards(models_dir: Path | str, result: dict[str, Any]) -> list[Path]:
@@ -47,9 +48,11 @@ def write_measurement(folder: Path, row: dict[str, Any], result: dict[str, Any])
     environment = {k: v for k, v in row.get("measured_on", result["environment"]).items() if k != "hostname"}
     # Not refused for private paths: a catalog measured under a temporary folder is not a committed one.
     command = result.get("command", "")
-    return write_result_file(
+    written = write_result_file(
         folder / MEASUREMENT_FILE, "measurement", figures, command, environment, public=False
     )
+    record_files(folder, [MEASUREMENT_FILE])
+    return written
 
 
 def write_cards(
@@ -85,5 +88,6 @@ def write_cards(
             runs_on_rows(models_dir / name, forms),
         )
         write_bytes_atomic(models_dir / name / CARD, card.encode())
+        record_files(models_dir / name, [CARD])
         written.append(models_dir / name / CARD)
     return written

@@ -15,6 +15,7 @@ import dataclasses
 import importlib.metadata
 import platform
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +104,20 @@ def write_manifest(
     }
     write_json(run_dir / MANIFEST, manifest)
     return manifest
+
+
+def record_files(folder: Path | str, names: Sequence[str]) -> None:
+    """Brings the ``manifest.json`` entries of ``names``, files written since the manifest was, to their
+    bytes and SHA-256 now; the rest of the record stays. A folder without a manifest is left as it is."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        return
+    manifest = read_manifest(folder)
+    files = dict(manifest.get("files", {}))
+    for name in names:
+        if (folder / name).is_file():
+            files[name] = {"bytes": (folder / name).stat().st_size, "sha256": sha256_file(folder / name)}
+    write_json(folder / MANIFEST, {**manifest, "files": dict(sorted(files.items()))})
 
 
 def require_run(run_dir: Path | str) -> Path:
