@@ -94,6 +94,7 @@ _LAZY = {
     "parse_target": ("edge_fm.bench.targets", "parse_target"),
     "Bundle": ("edge_fm.export.bundles", "Bundle"),
     "training_run_of": ("edge_fm.export.source_runs", "training_run_of"),
+    "check_run_formats": ("edge_fm.export.exporter", "check_run_formats"),
     "get_format": ("edge_fm.export.formats", "get_format"),
     "FormOptions": ("edge_fm.export.form_options", "FormOptions"),
     "export_form": ("edge_fm.export.forms", "export_form"),
@@ -153,6 +154,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "parse_threads",
     "training_run_of",
+    "check_run_formats",
     "below_min_accuracy",
     "write_results",
     "compare_devices",

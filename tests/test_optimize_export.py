@@ -225,6 +225,22 @@ def test_continuing_a_fashion_mnist_run_refuses_data_given_as_moved(runs, tmp_pa
         resume(unfinished, data="sample")
 
 
+def test_a_format_the_run_cannot_give_is_refused_before_any_bundle_is_written(runs, tmp_path, capsys):
+    for formats in (["int8", "qat-int8"], ["qat-int8", "int8"]):
+        code = main(
+            [
+                "export",
+                str(runs["train"]),
+                *(f for name in formats for f in ("-f", name)),
+                "--runs-dir",
+                str(tmp_path),
+            ]
+        )
+        err = capsys.readouterr().err.strip()
+        assert code == 1 and err.startswith("error: ") and "format qat-int8 needs a QAT run" in err, err
+    assert not list(tmp_path.iterdir())
+
+
 def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
     monkeypatch.setattr("edge_fm.export.exporter.MIN_AGREEMENT", 1.01)  # impossible to meet
     with pytest.raises(EdgeFMError, match="parity check failed for fp16"):

@@ -112,10 +112,9 @@ def export_command(
     Example: edge-fm export runs/edge-cnn-tiny-train-1 --for mobile-gpu --out edge-cnn-tiny-mobile-gpu
     Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
-    from edge_fm import Bundle, check_form_options, ethos_u_text, get_form, get_format
+    from edge_fm import Bundle, check_form_options, check_run_formats, ethos_u_text, get_form
 
-    for name in formats or []:
-        get_format(name)  # every name checked before any work
+    check_run_formats(run_dir, formats or [])  # every format checked against the run before any work
     if target != "none":
         get_form(target)
     if not formats and target == "none":

@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from edge_fm.data.reference import RECORD_KEY, data_record
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import write_bundle
+from edge_fm.export.bundles import kind_of, write_bundle
 from edge_fm.export.converter import REPRESENTATIVE_SIZE, convert, representative_images  # noqa: F401 (re-exported)
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
@@ -122,12 +123,7 @@ def export(
             raise EdgeFMError(f"{option} {value}: give at least 1.")
     check_output_dir(runs_dir, "--runs-dir")  # before the conversion, not after it
     run = Run(run_dir)
-    if fmt.needs_qat != run.quantization_aware:
-        hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
-        raise EdgeFMError(
-            f"{run.path} is a {run.stage} run; format {fmt.name} needs "
-            f"{'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint})."
-        )
+    _check_stage(run, fmt)
     config = run.train_config
     dataset = run.dataset(data_dir, data=data)
     model = run.model_to_convert()
@@ -282,6 +278,28 @@ def _model_hash(run_dir) -> dict[str, str]:
     came from, wherever runs of the same name are (empty for a run without one)."""
     entry = Run(run_dir).manifest.get("files", {}).get(RUN_MODEL_FILE) or {}
     return {"model_sha256": entry["sha256"]} if entry.get("sha256") else {}
+
+
+def check_run_formats(run_dir: Path | str, names: Sequence[str]) -> None:
+    """Refuses, before any export, a format the run cannot give (qat-int8 of a run without QAT, a plain
+    integer format of a QAT run); a path that is not a run is left to the export to refuse.
+
+    Raises:
+        EdgeFMError: An unknown format, or one of another kind of run than ``run_dir``.
+    """
+    formats = [get_format(name) for name in names]
+    if kind_of(run_dir) == "run":
+        for fmt in formats:
+            _check_stage(Run(run_dir), fmt)
+
+
+def _check_stage(run: Run, fmt: ExportFormat) -> None:
+    if fmt.needs_qat != run.quantization_aware:
+        hint = "run `edge-fm optimize RUN --qat` first" if fmt.needs_qat else "export it as qat-int8"
+        raise EdgeFMError(
+            f"{run.path} is a {run.stage} run; format {fmt.name} needs "
+            f"{'a QAT' if fmt.needs_qat else 'a non-QAT'} run ({hint})."
+        )
 
 
 def input_steps(record: dict[str, Any] | None) -> list[str]:
