@@ -133,9 +133,9 @@ needs_proc = pytest.mark.skipif(
     [
         (
             "thin",
-            "thin.png is 89000000x1 pixels, more than 10 times as long as it is wide; crop it around what it shows",
+            "thin.png is 89000000x1 pixels, its longer side more than 10 times its shorter; crop it around what it shows",
         ),
-        ("wide", "wide.png is 40000x2000 pixels, more than 10 times as long as it is wide"),
+        ("wide", "wide.png is 40000x2000 pixels, its longer side more than 10 times its shorter"),
         (
             "square",
             "square.png is 9400x9400 pixels (RGBA), more than the 12 megapixels edge-fm decodes of such an image; "
@@ -156,7 +156,7 @@ def test_predict_refuses_hostile_shapes_in_one_line_before_decoding(hostile_imag
 def test_explain_reads_images_through_the_same_bounded_reader(hostile_images, bundle, tmp_path):
     code, output = run_cli("explain", bundle, hostile_images["thin"], "--out", tmp_path / "explained")
     assert_one_line_error(
-        code, output, "thin.png is 89000000x1 pixels, more than 10 times as long as it is wide"
+        code, output, "thin.png is 89000000x1 pixels, its longer side more than 10 times its shorter"
     )
     assert not (tmp_path / "explained").exists()
 

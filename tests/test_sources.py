@@ -612,3 +612,13 @@ def test_a_validation_size_over_half_the_training_images_is_held_to_half_with_a_
         with pytest.warns(UserWarning, match="validation size 1000 is over half of the 240 training images"):
             dataset = load_data(root, options=DataOptions(val_size=1000))
     assert abs(len(dataset.x_val) - len(dataset.x_train)) <= 10  # half of each class, rounded per class
+
+
+def test_a_refused_data_source_prints_its_one_line_and_nothing_else(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "edge_fm.cli", "data", "info", "--data", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, repr(done.stderr)

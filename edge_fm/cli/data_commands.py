@@ -107,7 +107,15 @@ def data_info(
 def _source_info(data: str, data_dir, options, as_json: bool) -> None:
     from edge_fm.data.sources import load_data, summary
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), console=err_console, transient=True) as bar:
+    # Bars only on a terminal: piped, even a finished transient bar leaves an empty line.
+    bars = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+    with bars as bar:
         tasks: dict[str, Any] = {}
 
         def report(task: str, done: int, total: int) -> None:

@@ -256,7 +256,7 @@ def _check_dimensions(image, label: str) -> None:
         raise EdgeFMError(f"{label}: the image has no pixels.")
     if max(width, height) > MAX_ASPECT * min(width, height):
         raise EdgeFMError(
-            f"{label} is {width}x{height} pixels, more than {MAX_ASPECT} times as long as it is wide; "
+            f"{label} is {width}x{height} pixels, its longer side more than {MAX_ASPECT} times its shorter; "
             "crop it around what it shows (a model sees a small image of its data's shape)."
         )
 

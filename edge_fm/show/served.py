@@ -82,6 +82,10 @@ def _load_models(path: Path, bench: Path | str | None) -> list[ServedModel]:
         return [ServedModel(path, {"model": path.stem, "bytes": path.stat().st_size})]
     if kind_of(path) == "bundle":
         return [ServedModel(path / MODEL_FILE, bundle_row(path, _bench_row(bench, path.name)))]
+    if kind_of(path) == "run":
+        raise EdgeFMError(
+            f"{path} is a run, not an export: `edge-fm export {path} -f int8` makes one to serve."
+        )
     if not path.is_dir() or not bundles_in(path):
         what = "does not exist" if not path.exists() else "holds no bundle (folders with a model.tflite)"
         raise EdgeFMError(
