@@ -133,7 +133,8 @@ needs_proc = pytest.mark.skipif(
     [
         (
             "thin",
-            "thin.png is 89000000x1 pixels, its longer side more than 10 times its shorter; crop it around what it shows",
+            "thin.png is 89000000x1 pixels, its longer side more than 10 times its shorter; crop it around what "
+            "it shows",
         ),
         ("wide", "wide.png is 40000x2000 pixels, its longer side more than 10 times its shorter"),
         (

@@ -113,6 +113,7 @@ def test_ship_writes_the_bundle_its_provenance_and_a_card(shipped):
     assert manifest["stage"] == "ship" and set(manifest["files"]) == {
         "MODEL_CARD.md",
         "labels.txt",
+        "measurement.json",  # added with the card's figures by the fixture's `edge-fm bench --cards`
         "model.json",
         "model.tflite",
         "provenance.json",

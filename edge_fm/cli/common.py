@@ -72,9 +72,11 @@ ChannelsOption = Annotated[
     Optional[int],
     typer.Option("--channels", help="1 (grey) or 3 (RGB); default: grey when every image is grey."),
 ]
-DEFAULT_RESIZE = "pad"
 ResizeOption = Annotated[
-    str, typer.Option("--resize", help="Images of another size: pad (aspect kept, black borders) or stretch.")
+    Optional[str],
+    typer.Option(
+        "--resize", help="Images of another size: pad (aspect kept, black borders; the default) or stretch."
+    ),
 ]
 LabelColumnOption = Annotated[
     Optional[str],
@@ -134,7 +136,7 @@ class DataSource:
     data: DataOption = None
     image_size: ImageSizeOption = None
     channels: ChannelsOption = None
-    resize: ResizeOption = DEFAULT_RESIZE
+    resize: ResizeOption = None  # None: the library's default (pad)
     label_column: LabelColumnOption = None
 
     def options(self, seed: int = 0):
@@ -144,9 +146,9 @@ class DataSource:
         return DataOptions(
             image_size=parse_image_size(self.image_size) if self.image_size else None,
             channels=self.channels,
-            resize=self.resize,
             label_column=self.label_column,
             seed=seed,
+            **({"resize": self.resize} if self.resize else {}),
         )
 
     def overrides(self, sample: bool = False) -> dict:
@@ -167,7 +169,7 @@ class DataSource:
                 "data": data,
                 "image_size": parse_image_size(self.image_size) if self.image_size else None,
                 "channels": self.channels,
-                "resize": self.resize if self.resize != DEFAULT_RESIZE else None,
+                "resize": self.resize,
                 "label_column": self.label_column,
             }
             # An option left out leaves the field to --set (or the preset), not to the option's default.

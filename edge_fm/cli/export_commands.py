@@ -114,7 +114,6 @@ def export_command(
     """
     from edge_fm import Bundle, check_form_options, check_run_formats, ethos_u_text, get_form
 
-    check_run_formats(run_dir, formats or [])  # every format checked against the run before any work
     if target != "none":
         get_form(target)
     if not formats and target == "none":
@@ -126,6 +125,8 @@ def export_command(
     if c_array != "source" and target != "mcu":
         raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
     check_form_options(target, accelerator_config, calibration_dir, formats)
+    if target == "none" or get_form(target).takes_format:  # the other forms refuse -f themselves
+        check_run_formats(run_dir, formats or [])  # every format checked against the run before any work
     if target != "none" and io_dtype is not None:
         raise EdgeFMError(
             f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mobile-gpu: float32 RGB, mcu: int8); drop it."

@@ -61,7 +61,8 @@ def is_cached(cached: Path) -> bool:
     warnings.warn(
         f"the decoded-image cache entry {cached} is damaged ({damage}): it is made again.", stacklevel=2
     )
-    discarded = cached.with_name(f".tmp-{cached.name}-damaged-{os.getpid()}")
+    # Named as a staging folder of this process, so that a kill before the removal is cleared later.
+    discarded = cached.with_name(f".tmp-{cached.name}-{_host()}-{os.getpid()}-damaged")
     try:
         cached.rename(discarded)
     except OSError:

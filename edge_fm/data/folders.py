@@ -169,7 +169,8 @@ class _Classes:
         for folder, name in self.owners.items():
             if name != self.name and (real == folder or real.startswith(folder + os.sep)):
                 return f"a link into class folder {name!r}: its images are read there"
-        if any(os.path.commonpath([real, folder]) == real for folder in self.owners):  # "/" too
+        # Above a class folder ("/" too); the class's own folder is a loop, named as such by the walk.
+        if any(folder != real and os.path.commonpath([real, folder]) == real for folder in self.owners):
             return "a link to a folder that holds the class folders: their images are read in their classes"
         return None
 

@@ -97,5 +97,9 @@ def representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
     for index, image in enumerate(images):
         sample = image[None].astype(np.float32)
         if index == 0 and (images.min() > 0 or images.max() < 255):
-            sample[0, 0, 0, :], sample[0, -1, -1, :] = 0.0, 255.0
+            channels = (
+                sample.shape[-1] if sample.ndim == 4 else 1
+            )  # an image's pixel, or a flat input's value
+            pixels = sample.reshape(-1)  # a view: the first pixel black, the last white
+            pixels[:channels], pixels[-channels:] = 0.0, 255.0
         yield [sample]

@@ -27,8 +27,7 @@ from edge_fm.export.tflite_file import embed_metadata, inspect
 from edge_fm.io import check_output_dir
 from edge_fm.runner import RunnerError, TFLiteModel
 from edge_fm.train.evaluate import predict_proba
-from edge_fm.train.runs import MODEL_FILE as RUN_MODEL_FILE
-from edge_fm.train.runs import Run, new_run_dir
+from edge_fm.train.runs import Run, model_sha256, new_run_dir
 
 # Parity rules: float artifacts agree with their Keras model on nearly every image; integer
 # artifacts keep its accuracy within a point. On fewer than 100 images a point is less than one
@@ -276,8 +275,8 @@ def describe_artifact(
 def _model_hash(run_dir) -> dict[str, str]:
     """The sha256 of the run's Keras model, as its manifest lists it: what ties a bundle to the one run it
     came from, wherever runs of the same name are (empty for a run without one)."""
-    entry = Run(run_dir).manifest.get("files", {}).get(RUN_MODEL_FILE) or {}
-    return {"model_sha256": entry["sha256"]} if entry.get("sha256") else {}
+    sha256 = model_sha256(Run(run_dir).manifest)
+    return {"model_sha256": sha256} if sha256 else {}
 
 
 def check_run_formats(run_dir: Path | str, names: Sequence[str]) -> None:

@@ -34,6 +34,7 @@ class Form:
     summary: str  # what it gives a client (the --for help)
     export: Callable[[Path | str, FormOptions], Path]  # called with the source and the options
     also_called: tuple[str, ...] = ()  # what users may type for it instead, answered with its name
+    takes_format: bool = True  # made from an integer export of -f's format (mobile-gpu: from the float model)
 
 
 def _mobile(source: Path | str, options: FormOptions) -> Path:
@@ -61,6 +62,7 @@ FORMS = NameTable(
             "float32 RGB input, float16 weights, standard metadata: for GPU delegates",
             export_mobile_gpu,
             ("gpu", "phone-gpu"),
+            takes_format=False,
         ),
         Form(
             "mcu",

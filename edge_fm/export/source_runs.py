@@ -2,7 +2,8 @@
 
 A bundle's ``model.json`` names its run by the path it had where the bundle was made (a shipped model's:
 on the machine that trained it). These functions find that run, here or beside the bundle, and accept it
-only when its records show it is the one: same architecture, data and classes, made before the bundle.
+only when its records show it is the one: its model's SHA-256, where ``model.json`` records it; in an
+older ``model.json``, the same architecture, data and classes, and made before the bundle.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, Bundle, is_run, kind_of
 from edge_fm.io import read_json
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
-from edge_fm.train.runs import MANIFEST, read_manifest
-from edge_fm.train.runs import MODEL_FILE as RUN_MODEL_FILE
+from edge_fm.train.runs import MANIFEST, model_sha256, read_manifest
 
 
 def training_run_of(path: Path | str, option: str) -> str:
@@ -78,7 +78,7 @@ def _made_from(artifact: Path, description: dict[str, Any], run_dir: Path) -> bo
         return False
     model_hash = (description.get("source") or {}).get("model_sha256")
     if model_hash:
-        return (run.get("files", {}).get(RUN_MODEL_FILE) or {}).get("sha256") == model_hash
+        return model_sha256(run) == model_hash
     arch = description.get("architecture")
     if arch is not None and (config.get("fine_tune") or config).get("arch") != arch:
         return False

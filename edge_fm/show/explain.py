@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import io
 import math
@@ -255,14 +256,16 @@ def overlay_stems(images: Sequence[Path | str]) -> list[str]:
     """A distinct file name stem per image: its own, or, where images share one (the same name in
     different class folders), its folder's name in front, then a number if still taken."""
     stems = [Path(path).stem for path in images]
-    shared = {stem for stem in stems if stems.count(stem) > 1}
+    shared = {stem for stem, count in collections.Counter(stems).items() if count > 1}
     names: list[str] = []
+    taken: set[str] = set()
     for path, stem in zip(images, stems):
         base = f"{Path(path).parent.name}-{stem}" if stem in shared else stem
         name, number = base, 2
-        while name in names:
+        while name in taken:
             name, number = f"{base}-{number}", number + 1
         names.append(name)
+        taken.add(name)
     return names
 
 

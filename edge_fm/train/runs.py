@@ -140,6 +140,11 @@ def read_manifest(run_dir: Path) -> dict:
     return read_json(Path(run_dir) / MANIFEST)
 
 
+def model_sha256(manifest: dict) -> str | None:
+    """The SHA-256 of the run's Keras model as its manifest lists it (None where it lists none)."""
+    return (manifest.get("files", {}).get(MODEL_FILE) or {}).get("sha256")
+
+
 def _parent_dir(run_dir: Path, recorded: str | None) -> Path | None:
     """Where a run's recorded parent is: the path as recorded (relative to the folder the command ran
     in), else the run of that name beside it (runs are made side by side in one runs folder)."""

@@ -149,7 +149,10 @@ def train(
     # Checked and built before the run directory exists, so that a bad option value leaves no half-made run.
     class_weights(config.class_weight, dataset.y_train, dataset.class_names)
     model, transfer = prepare_model(config, dataset, placement)
-    check_fits(model, min(config.batch_size, len(dataset.x_train)), dataset.image_shape, config.arch)
+    if not GPUS:  # on a GPU the activations live in its memory, which TensorFlow's own error guards
+        # This machine holds its workers' share of the global batch.
+        batch = max(1, min(config.batch_size, len(dataset.x_train)) // placement.workers)
+        check_fits(model, batch, dataset.image_shape, config.arch)
     run_dir = None
     if placement.is_chief:
         run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
