@@ -87,7 +87,7 @@ def tflite_converter(model: keras.Model, fmt: ExportFormat, io_dtype: str, calib
 
 
 def representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
-    """The calibration images as the converter takes them, the first with the pixels' whole range.
+    """The calibration images as the converter takes them; of uint8 pixels, the first with their whole range.
 
     The input's quantization comes from the range calibration sees. Data that never reaches 0 or 255
     (dim photos) would give an input scale that clips a brighter image and is not the raw pixels apps
@@ -96,7 +96,7 @@ def representative_dataset(images: np.ndarray) -> Iterator[list[np.ndarray]]:
     """
     for index, image in enumerate(images):
         sample = image[None].astype(np.float32)
-        if index == 0 and (images.min() > 0 or images.max() < 255):
+        if index == 0 and images.dtype == np.uint8 and (images.min() > 0 or images.max() < 255):
             channels = (
                 sample.shape[-1] if sample.ndim == 4 else 1
             )  # an image's pixel, or a flat input's value
