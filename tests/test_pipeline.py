@@ -152,12 +152,24 @@ def test_a_pipeline_reads_its_data_from_one_folder_resolved_before_any_stage(tmp
     assert {data_dir for _, data_dir in seen} == {tmp_path / "fmnist"}
 
 
-def test_a_pipeline_stopped_midway_says_so_in_its_record(tmp_path, interrupt_after):
+@pytest.mark.slow
+def test_a_pipeline_stopped_midway_says_so_and_resumes_in_its_folder(tmp_path, interrupt_after):
     from edge_fm.pipeline.pipeline import PipelineConfig, run_pipeline
 
     config = PipelineConfig("tiny-cnn", "quick", True, train_overrides={"epochs": 2})
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(config, runs_dir=tmp_path, reporter=interrupt_after(1))
-    record = json.loads((tmp_path / "tiny-cnn-pipeline-1" / "pipeline.json").read_text())
+    top = tmp_path / "tiny-cnn-pipeline-1"
+    record = json.loads((top / "pipeline.json").read_text())
     assert (record["status"], record["error"]) == ("interrupted", "KeyboardInterrupt")
     assert record["stages"] == {}  # stopped in training: no stage finished
+
+    # --resume goes on in the same folder: the training run resumes from its epoch, the rest follows.
+    assert main(["pipeline", "--resume", str(top)]) == 0
+    record = json.loads((top / "pipeline.json").read_text())
+    assert record["status"] == "complete" and "error" not in record
+    assert record["stages"]["train"] == "tiny-cnn-train-1" and not (top / "tiny-cnn-train-2").exists()
+    history = json.loads((top / "tiny-cnn-train-1" / "history.json").read_text())
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert set(record["stages"]["exports"]) == {"fp32", "int8"} and record["best"] is not None
+    assert main(["pipeline", "--resume", str(top)]) == 1  # a finished pipeline is not run again

@@ -32,6 +32,7 @@ from edge_fm.cli.common import (
     fails_cleanly,
     with_option_groups,
 )
+from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
 from edge_fm.runner import DEFAULTS as MEASURE
@@ -105,7 +106,9 @@ def ship_command(
 @fails_cleanly
 @with_option_groups
 def pipeline_command(
-    arch: Annotated[str, typer.Argument(help="Architecture (see `edge-fm zoo`).")],
+    arch: Annotated[
+        Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")
+    ] = None,
     preset: PresetOption = "quick",
     sample: SampleRunOption = False,
     prune: Annotated[
@@ -134,6 +137,12 @@ def pipeline_command(
     runs_dir: Annotated[Path, typer.Option(help="Where the pipeline's run directory is created.")] = Path(
         "runs"
     ),
+    resume: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Continue this stopped pipeline run (its finished stages are kept; with its config)."
+        ),
+    ] = None,
 ) -> None:
     """Train -> optimize -> export -> bench in one command, with a final table and the best artifact.
 
@@ -142,14 +151,15 @@ def pipeline_command(
     Example: edge-fm pipeline cnn-2conv --sample --prune 0.5 --qat
     Example: edge-fm pipeline edge-cnn-tiny --data photos/ --image-size 32 --qat
     Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
+    Example: edge-fm pipeline --resume runs/cnn-2conv-pipeline-1
     """
-    from edge_fm import PipelineConfig, read_pipeline, run_pipeline
+    from edge_fm import PipelineConfig, read_pipeline, resume_pipeline, run_pipeline
     from edge_fm.train import config as config_lib
 
-    overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
-    sample, chosen = source.sample_and_overrides(sample)
-    overrides.update(chosen)
-    config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
+    if (arch is None) == (resume is None):
+        raise EdgeFMError(
+            "name an architecture (see `edge-fm zoo`), or pass --resume PIPELINE_DIR; not both."
+        )
     options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
     where = ssh.target(target, 10)
     reporter = RichReporter(console)
@@ -159,11 +169,18 @@ def pipeline_command(
         console.print(f"[bold cyan]>[/] {message}", highlight=False)
 
     try:
-        top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
+        if resume is not None:
+            top = resume_pipeline(resume, where, options, data_dir, reporter=reporter, log=log)
+        else:
+            overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
+            sample, chosen = source.sample_and_overrides(sample)
+            overrides.update(chosen)
+            config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
+            top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
     finally:
         reporter.stop()
     result = read_pipeline(top)
-    print_bench_table(result["bench"], title=f"{arch} pipeline on {where.name}")
+    print_bench_table(result["bench"], title=f"{result['record']['config']['arch']} pipeline on {where.name}")
     best = result["record"]["best"]
     if best:
         console.print(

@@ -109,6 +109,50 @@ def run_pipeline(
     run = PipelineRun(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
+    return _run_stages(run)
+
+
+def resume_pipeline(
+    top: Path | str,
+    target: str | LocalTarget | SshTarget = "local",
+    bench_options: BenchOptions = PIPELINE_BENCH,
+    data_dir: Path | str | None = None,
+    reporter=None,
+    log: Callable[[str], None] = lambda message: None,
+) -> Path:
+    """Continues a stopped pipeline in its own folder with its recorded config: a finished stage's run
+    is kept, an interrupted one resumes from its last epoch, the exports already made are kept, and
+    the benchmark, the record and the report are made again.
+
+    Raises:
+        EdgeFMError: ``top`` is not a pipeline run, or it already finished.
+    """
+    from edge_fm.train.trainer import config_for
+
+    top = Path(top)
+    if not (top / PIPELINE_FILE).is_file():
+        raise EdgeFMError(
+            f"{top} is not a pipeline run (it has no {PIPELINE_FILE}): pass runs/<arch>-pipeline-N."
+        )
+    record = read_json(top / PIPELINE_FILE)
+    if record.get("status") == "complete":
+        raise EdgeFMError(f"{top} already finished; start a new pipeline instead.")
+    config = PipelineConfig(**record["config"])
+    target = parse_target(target) if isinstance(target, str) else target
+    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
+    train_config = config_for(config.arch, config.preset, **overrides)
+    target.check()
+    record.update(status="running", target=target.name, resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    record.pop("error", None)
+    write_json(top / PIPELINE_FILE, record)
+    run = PipelineRun(
+        config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
+    )
+    return _run_stages(run)
+
+
+def _run_stages(run: PipelineRun) -> Path:
+    config, top, record = run.config, run.top, run.record
     try:
         for stage in STAGES:
             if stage.wanted(config):

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from edge_fm.bench.benchmark import BenchOptions, bench, best_artifact, write_results
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, PIPELINE_FILE
+from edge_fm.export.bundles import BENCH_FILE, BENCH_TABLE, MODEL_FILE, PIPELINE_FILE, is_run
 from edge_fm.io import write_json
 
 
@@ -65,9 +65,24 @@ class PipelineRun:
         return {"epochs": epochs} if epochs else {}
 
 
-def _train(run: PipelineRun) -> None:
-    from edge_fm.train.trainer import train  # TensorFlow loads only when a pipeline runs
+def _made_before(run: PipelineRun, *stages: str) -> tuple[Path | None, bool]:
+    """A stage's run folder that an earlier, stopped attempt of this pipeline left, and whether it
+    finished; ``(None, False)`` in a new pipeline."""
+    from edge_fm.train.runs import Run
 
+    found = sorted(p for stage in stages for p in run.top.glob(f"{run.config.arch}-{stage}-*") if is_run(p))
+    return (found[-1], Run(found[-1]).finished) if found else (None, False)
+
+
+def _train(run: PipelineRun) -> None:
+    from edge_fm.train.trainer import resume, train  # TensorFlow loads only when a pipeline runs
+
+    done, finished = _made_before(run, "train")
+    if done is not None:
+        run.trained = done if finished else resume(done, run.data_dir, reporter=run.reporter)
+        run.source = run.trained
+        run.made("train", run.trained)
+        return
     try:
         run.trained = train(run.train_config, run.data_dir, run.top, reporter=run.reporter)
     except EdgeFMError:
@@ -79,8 +94,13 @@ def _train(run: PipelineRun) -> None:
 
 
 def _prune(run: PipelineRun) -> None:
-    from edge_fm.optimize.compress import OptimizeConfig, optimize
+    from edge_fm.optimize.compress import OptimizeConfig, optimize, resume_optimize
 
+    done, finished = _made_before(run, "prune")
+    if done is not None:
+        run.source = done if finished else resume_optimize(done, run.data_dir, reporter=run.reporter)
+        run.made("prune", run.source)
+        return
     config = OptimizeConfig(
         "prune", str(run.trained), target_sparsity=run.config.prune, fine_tune=run.fine_tune()
     )
@@ -89,8 +109,13 @@ def _prune(run: PipelineRun) -> None:
 
 
 def _qat(run: PipelineRun) -> None:
-    from edge_fm.optimize.compress import OptimizeConfig, optimize
+    from edge_fm.optimize.compress import OptimizeConfig, optimize, resume_optimize
 
+    done, finished = _made_before(run, "qat", "pqat")
+    if done is not None:
+        run.qat_run = done if finished else resume_optimize(done, run.data_dir, reporter=run.reporter)
+        run.made("qat", run.qat_run)
+        return
     config = OptimizeConfig("qat", str(run.source), fine_tune=run.fine_tune())
     run.qat_run = optimize(config, run.data_dir, run.top, reporter=run.reporter)
     run.made("qat", run.qat_run)
@@ -101,7 +126,11 @@ def _export(run: PipelineRun) -> None:
     export (its parity check, say) becomes a recorded error and the others go on."""
     from edge_fm.export.exporter import export
 
+    made = run.record["stages"].get("exports", {})
     for name in run.config.formats:
+        if name in made and (run.top / made[name] / MODEL_FILE).is_file():  # a stopped attempt's export
+            run.bundles.append(run.top / made[name])
+            continue
         try:
             bundle = export(
                 run.qat_run if name == "qat-int8" else run.source,
