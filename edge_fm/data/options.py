@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -59,10 +60,19 @@ class DataOptions:
             raise EdgeFMError(f"test fraction {self.test_fraction} must be between 0 and 1.")
         if self.val_size is not None and self.val_size < 1:
             raise EdgeFMError(f"validation size {self.val_size} must be at least 1.")
-        if not 0 <= self.seed < 2**32:  # numpy's seed range, as training's
-            raise EdgeFMError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}.")
+        check_seed(self.seed)
         if self.max_train is not None and self.max_train < 1:
             raise EdgeFMError(f"max_train {self.max_train} must be at least 1.")
+
+
+def check_seed(seed: int) -> None:
+    """Refuses a seed numpy and TensorFlow cannot take (a whole number from 0 to 2**32 - 1).
+
+    Raises:
+        EdgeFMError: Out of range, or not a whole number.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise EdgeFMError(f"seed must be a whole number from 0 to {2**32 - 1}, got {seed!r}.")
 
 
 def check_image_size(size: tuple[int, ...]) -> None:

@@ -48,6 +48,7 @@ from edge_fm.export.bundles import (
     update_description,
     write_bundle,
 )
+from edge_fm.export.exporter import within_share
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.tflite_metadata import (
     WRITTEN_METADATA,
@@ -240,14 +241,11 @@ def compare_with_int8(mobile: bytes, int8: bytes, images: np.ndarray, labels: np
     )
     if len(labels) * MAX_ACCURACY_DROP_FROM_INT8 < 1:  # a half point is less than one image: one is allowed
         rule += f" (one image of {len(labels)})"
-        flips = int(np.sum(int8_probs.argmax(1) != mobile_probs.argmax(1)))
-        hits = [int(np.sum(probs.argmax(1) == labels)) for probs in (int8_probs, mobile_probs)]
-        passed = flips <= 1 and hits[1] >= hits[0] - 1
-    else:
-        passed = (
-            agreement >= MIN_AGREEMENT_WITH_INT8
-            and mobile_accuracy >= int8_accuracy - MAX_ACCURACY_DROP_FROM_INT8
-        )
+    flips = int(np.sum(int8_probs.argmax(1) != mobile_probs.argmax(1)))
+    lost = int(np.sum(int8_probs.argmax(1) == labels)) - int(np.sum(mobile_probs.argmax(1) == labels))
+    passed = within_share(flips, len(labels), 1 - MIN_AGREEMENT_WITH_INT8) and within_share(
+        lost, len(labels), MAX_ACCURACY_DROP_FROM_INT8
+    )
     return {
         "images": int(len(labels)),
         "runtime": f"{mobile_runner.package} {mobile_runner.package_version}",

@@ -17,7 +17,7 @@ from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import MODEL_FILE, Bundle, is_run, kind_of
 from edge_fm.io import read_json
 from edge_fm.train.runs import CONFIG as RUN_CONFIG
-from edge_fm.train.runs import MANIFEST, model_sha256, read_manifest
+from edge_fm.train.runs import MANIFEST, model_sha256, read_manifest, run_places
 
 
 def training_run_of(path: Path | str, option: str) -> str:
@@ -43,12 +43,11 @@ def training_run_of(path: Path | str, option: str) -> str:
 
 
 def recorded_run(recorded: str | None, near: Path | None = None, is_it: Callable[[Path], bool] | None = None):
-    """The run a record names, looked for where it says, then by name beside ``near`` (records hold the
-    path of their day); with ``is_it``, only a run it accepts. None when no such run is here."""
+    """The run a record names, looked for where :func:`edge_fm.train.runs.run_places` says; with ``is_it``,
+    only a run it accepts. None when no such run is here."""
     if not recorded:
         return None
-    name = Path(recorded).name
-    for place in (Path(recorded), *((near / name, near.parent / name) if near is not None else ())):
+    for place in run_places(recorded, near):
         if is_run(place) and (is_it is None or is_it(place)):
             from edge_fm.train.runs import Run  # loads TensorFlow: only when there is a run to read
 

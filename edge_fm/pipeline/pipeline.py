@@ -91,12 +91,7 @@ def run_pipeline(
     Raises:
         EdgeFMError: Bad configuration, missing data, a failed stage or an unusable target.
     """
-    from edge_fm.train.trainer import config_for  # TensorFlow loads here, only when a pipeline runs
-
-    target = parse_target(target) if isinstance(target, str) else target
-    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-    train_config = config_for(config.arch, config.preset, **overrides)  # validated before any work
-    target.check()  # an unreachable device found now, not after training
+    train_config, target = _checked(config, target)
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
     record: dict[str, Any] = {
         "config": dataclasses.asdict(config),
@@ -110,6 +105,18 @@ def run_pipeline(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
     return _run_stages(run)
+
+
+def _checked(config: PipelineConfig, target) -> tuple[Any, Any]:
+    """The training config a pipeline makes and its bench target, both checked before any work: a bad
+    option, or an unreachable device, is found now and not after training."""
+    from edge_fm.train.trainer import config_for  # TensorFlow loads here, only when a pipeline runs
+
+    target = parse_target(target) if isinstance(target, str) else target
+    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
+    train_config = config_for(config.arch, config.preset, **overrides)
+    target.check()
+    return train_config, target
 
 
 def resume_pipeline(
@@ -127,8 +134,6 @@ def resume_pipeline(
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
     """
-    from edge_fm.train.trainer import config_for
-
     top = Path(top)
     if not (top / PIPELINE_FILE).is_file():
         raise EdgeFMError(
@@ -138,10 +143,7 @@ def resume_pipeline(
     if record.get("status") == "complete":
         raise EdgeFMError(f"{top} already finished; start a new pipeline instead.")
     config = PipelineConfig(**record["config"])
-    target = parse_target(target) if isinstance(target, str) else target
-    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-    train_config = config_for(config.arch, config.preset, **overrides)
-    target.check()
+    train_config, target = _checked(config, target)
     record.update(status="running", target=target.name, resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record.pop("error", None)
     write_json(top / PIPELINE_FILE, record)

@@ -75,11 +75,11 @@ def _qat_run_of(train: Run, qat_run: str) -> Run:
             f"--qat-run {qat.path} is a {qat.stage} run: pass a QAT run of {train.path} (`edge-fm optimize "
             f"{train.path} --qat`), or leave --qat-run out to run QAT now."
         )
-    made_from = [Path(step["run"]).resolve() for step in qat.lineage()[1:]]
-    if train.path.resolve() not in made_from:
+    ancestors = [step["run"] for step in qat.lineage()[1:]]
+    if train.path.resolve() not in [Path(run).resolve() for run in ancestors]:
         raise EdgeFMError(
             f"--qat-run {qat.path} was not made from {train.path} (its runs: "
-            f"{', '.join(step['run'] for step in qat.lineage()[1:]) or 'none recorded'}): pass a QAT run of "
+            f"{', '.join(ancestors) or 'none recorded'}): pass a QAT run of "
             f"{train.path}, or leave --qat-run out to run QAT now."
         )
     return qat

@@ -27,6 +27,7 @@ _CORRECT, _WRONG = "#1a7f37", "#cf222e"  # green for a right answer, red for a w
 FALLBACK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei", "Droid Sans Fallback")
 
 
+@functools.cache  # the backend and the fonts are set once a process
 def _pyplot():
     import matplotlib
 

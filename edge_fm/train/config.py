@@ -9,7 +9,7 @@ import numbers
 from pathlib import Path
 from typing import Any, TypeVar
 
-from edge_fm.data.options import check_image_size
+from edge_fm.data.options import check_image_size, check_seed
 from edge_fm.errors import EdgeFMError, unknown_choice
 from edge_fm.io import read_json
 from edge_fm.train.balance import check_class_weight
@@ -128,8 +128,7 @@ class TrainConfig:
             _choice("augmentation", name, AUGMENTATIONS)
         _at_least("epochs", self.epochs, 1)
         _at_least("batch_size", self.batch_size, 1)
-        if not (_is_whole(self.seed) and 0 <= self.seed < 2**32):  # numpy's and TensorFlow's seed range
-            raise EdgeFMError(f"seed must be a whole number from 0 to {2**32 - 1}, got {self.seed!r}.")
+        check_seed(self.seed)
         _positive("learning_rate", self.learning_rate)
         _positive("min_learning_rate", self.min_learning_rate)
         _positive("cycle_epochs", self.cycle_epochs)

@@ -12,6 +12,7 @@ import os
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError
 from edge_fm.runner import proc_kib
+from edge_fm.zoo.layers import count_activations
 
 BYTES_PER_ELEMENT = 4  # float32 activations
 KEPT_PER_ELEMENT = 2  # the activation and its gradient
@@ -20,25 +21,7 @@ KEPT_PER_ELEMENT = 2  # the activation and its gradient
 def activation_bytes(model: keras.Model, batch_size: int) -> int:
     """Bytes of one training step's activations and their gradients (weights and the optimizer's
     state, far smaller for edge models, are not counted)."""
-    elements = 0
-    for layer in _leaf_layers(model):
-        try:
-            shape = layer.output.shape
-        except (AttributeError, RuntimeError):  # a layer called more than once has no single output
-            continue
-        count = 1
-        for dim in shape[1:]:
-            count *= int(dim or 1)
-        elements += count
-    return elements * batch_size * BYTES_PER_ELEMENT * KEPT_PER_ELEMENT
-
-
-def _leaf_layers(model: keras.Model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
+    return count_activations(model) * batch_size * BYTES_PER_ELEMENT * KEPT_PER_ELEMENT
 
 
 def available_bytes() -> int | None:

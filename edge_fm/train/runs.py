@@ -145,14 +145,20 @@ def model_sha256(manifest: dict) -> str | None:
     return (manifest.get("files", {}).get(MODEL_FILE) or {}).get("sha256")
 
 
+def run_places(recorded: str, near: Path | None = None) -> tuple[Path, ...]:
+    """Where a run a record names may be: the path as recorded (relative to the folder the command ran
+    in; records hold the path of their day), then the run of that name in ``near`` and beside it (runs
+    are made side by side in one runs folder)."""
+    name = Path(recorded).name
+    return (Path(recorded), *((near / name, near.parent / name) if near is not None else ()))
+
+
 def _parent_dir(run_dir: Path, recorded: str | None) -> Path | None:
-    """Where a run's recorded parent is: the path as recorded (relative to the folder the command ran
-    in), else the run of that name beside it (runs are made side by side in one runs folder)."""
+    """Where a run's recorded parent is (see :func:`run_places`); the recorded path when none is found."""
     if not recorded:
         return None
-    beside = run_dir.parent / Path(recorded).name
-    return (
-        Path(recorded) if (Path(recorded) / MANIFEST).exists() or not (beside / MANIFEST).exists() else beside
+    return next(
+        (place for place in run_places(recorded, run_dir) if (place / MANIFEST).exists()), Path(recorded)
     )
 
 
@@ -281,6 +287,11 @@ class Run:
             current = _parent_dir(current, manifest.get("parent"))
         return chain
 
+    @property
+    def data_identity(self) -> dict[str, Any]:
+        """The identity of the data the run read, as its manifest records it (empty for older runs)."""
+        return self.manifest.get("data", {}).get("identity") or {}
+
     def dataset(
         self,
         data_dir: Path | str | None = None,
@@ -302,7 +313,7 @@ class Run:
         if data is not None:
             return self._data_elsewhere(data, data_dir, config)
         recorded = self.manifest.get("data", {})
-        identity = recorded.get("identity") or {}
+        identity = self.data_identity
         if identity.get("kind", "fashion-mnist") not in ("fashion-mnist", "tfds") and identity.get("source"):
             # Read where the run read it, which an optimization step given --data records in place of
             # the place its parent's config names.
@@ -326,8 +337,7 @@ class Run:
         Raises:
             EdgeFMError: ``data`` given for a Fashion-MNIST run.
         """
-        identity = self.manifest.get("data", {}).get("identity") or {}
-        if data is not None and identity.get("kind", "fashion-mnist") == "fashion-mnist":
+        if data is not None and self.data_identity.get("kind", "fashion-mnist") == "fashion-mnist":
             raise EdgeFMError(
                 f"--data {data}: {self.path} was trained on Fashion-MNIST; --data names where a run's own "
                 "data moved (for Fashion-MNIST's files, pass --data-dir)."
@@ -336,9 +346,7 @@ class Run:
 
     def _check_data_is_there(self, identity: dict[str, Any]) -> None:
         """Refuses, naming the run, data of the user's own that is no longer where the run read it."""
-        source = identity.get("source")
-        if identity.get("kind", "fashion-mnist") in ("fashion-mnist", "tfds") or not source:
-            return
+        source = identity["source"]
         if not Path(source).exists():
             raise EdgeFMError(
                 f"{self.path} was trained on {source}, which is no longer there: put the data back, or pass "
@@ -350,7 +358,7 @@ class Run:
         from edge_fm.data import datasets as fmnist
         from edge_fm.data.reference import check_classes, load_recorded
 
-        identity = self.manifest.get("data", {}).get("identity") or {}
+        identity = self.data_identity
         if identity.get("kind", "fashion-mnist") != "fashion-mnist":
             # The bundles' rule: the recorded options give the splits, the classes must be the run's.
             record = {**identity, "options": dataclasses.asdict(config.data_options)}

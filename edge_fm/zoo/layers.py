@@ -102,6 +102,17 @@ def count_macs(model: keras.Model) -> int:
     return int(total)
 
 
+def count_activations(model: keras.Model) -> int:
+    """Output values of every layer for one image: what a training step keeps for its backward pass."""
+    total = 0
+    for layer in _leaf_layers(model):
+        try:
+            total += int(np.prod(_shape(layer.output_shape)))
+        except (AttributeError, RuntimeError, TypeError):  # no single, fully known output shape
+            continue
+    return total
+
+
 def _leaf_layers(model):
     for layer in model.layers:
         if isinstance(layer, keras.Model):
