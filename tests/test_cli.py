@@ -93,8 +93,17 @@ def test_train_then_evaluate_on_the_sample(tmp_path):
         str(tmp_path),
         "--set",
         "learning_rate=0.003",
+        "--lr",
+        "0.002",
+        "--augment",
+        "flip",
+        "--batch-size",
+        "64",
     )
     assert result.exit_code == 0, result.output
+    # Each training option sets its config field; an option wins over --set.
+    config = json.loads((tmp_path / "tiny-cnn-train-1" / "config.json").read_text())
+    assert (config["learning_rate"], config["augment"], config["batch_size"]) == (0.002, ["flip"], 64)
     assert (
         "NOT test-set accuracy" in result.output
         and "epoch 2/2" in result.output

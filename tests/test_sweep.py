@@ -381,3 +381,36 @@ def test_help_shows_the_spec_file_and_examples(capsys):
         "arch: [tiny-cnn, cnn-2conv], set: {epochs: [1, 2]}" in text
         and "pip install 'edge-fm[cluster]'" in text
     )
+
+
+def test_every_sweep_option_reaches_the_spec_and_ray(monkeypatch, tmp_path):
+    """The command's option groups map each option onto its spec field (no Ray run: it is stubbed)."""
+    import edge_fm
+
+    seen = {}
+
+    def fake_run(spec, runs_dir, ray_options, data_dir, log):
+        seen.update(spec=spec, ray=ray_options)
+        raise EdgeFMError("stubbed")
+
+    monkeypatch.setattr(edge_fm, "run_sweep", fake_run)
+    key = tmp_path / "key"
+    code = main(
+        [
+            *("sweep", "--sample", "--arch", "tiny-cnn,mlp", "--epochs", "3", "--prune", "0,0.5"),
+            *("--max-bytes", "5000", "--min-accuracy", "0.7", "--max-p50-ms", "2.5", "--bench-threads", "2"),
+            *("--bench-target", "ssh://pi@board", "--bench-ssh-key", str(key), "--bench-ssh-option", "A=b"),
+            *("--bench-python", "python3.11", "--threads-per-trial", "1", "--concurrency", "2"),
+        ]
+    )
+    assert code == 1
+    spec, ray = seen["spec"], seen["ray"]
+    assert spec.archs == ("tiny-cnn", "mlp") and spec.prune == (0.0, 0.5) and spec.fine_tune_epochs == 3
+    assert (spec.constraints.max_bytes, spec.constraints.min_accuracy, spec.constraints.max_p50_ms) == (
+        5000,
+        0.7,
+        2.5,
+    )
+    assert (spec.bench_threads, spec.bench_target, spec.bench_ssh_key) == (2, "ssh://pi@board", str(key))
+    assert (spec.bench_ssh_options, spec.bench_python, spec.sample) == (("A=b",), "python3.11", True)
+    assert (ray.concurrency, ray.threads) == (2, 1)

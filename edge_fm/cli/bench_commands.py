@@ -11,6 +11,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    app,
+    command_line,
+    console,
+    err_console,
+    fails_cleanly,
+)
+from edge_fm.cli.options import (
     DEFAULT_SSH,
     DataDirOption,
     MinSecondsOption,
@@ -18,12 +25,7 @@ from edge_fm.cli.common import (
     RunsOption,
     SshOptions,
     ThreadsOption,
-    app,
     bench_options,
-    command_line,
-    console,
-    err_console,
-    fails_cleanly,
     with_option_groups,
 )
 from edge_fm.errors import EdgeFMError

@@ -11,6 +11,13 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    app,
+    console,
+    data_app,
+    err_console,
+    fails_cleanly,
+)
+from edge_fm.cli.options import (
     ChannelsOption,
     DataDirOption,
     DataOption,
@@ -18,11 +25,6 @@ from edge_fm.cli.common import (
     ImageSizeOption,
     LabelColumnOption,
     ResizeOption,
-    app,
-    console,
-    data_app,
-    err_console,
-    fails_cleanly,
 )
 from edge_fm.errors import EdgeFMError
 

@@ -9,12 +9,14 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
-    DataDirOption,
-    MovedDataOption,
     app,
     console,
     fails_cleanly,
     print_error,
+)
+from edge_fm.cli.options import (
+    DataDirOption,
+    MovedDataOption,
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.forms import forms_help

@@ -11,7 +11,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edge_fm.cli.common import DataDirOption, app, console, fails_cleanly
+from edge_fm.cli.common import app, console, fails_cleanly
+from edge_fm.cli.options import DataDirOption
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
 

@@ -11,6 +11,13 @@ from rich.table import Table
 
 from edge_fm.cli.bench_commands import print_bench_table
 from edge_fm.cli.common import (
+    RichReporter,
+    app,
+    command_line,
+    console,
+    fails_cleanly,
+)
+from edge_fm.cli.options import (
     DEFAULT_SOURCE,
     DEFAULT_SSH,
     DataDirOption,
@@ -19,18 +26,21 @@ from edge_fm.cli.common import (
     MinSecondsOption,
     MovedDataOption,
     PresetOption,
-    RichReporter,
     RunsOption,
     SampleRunOption,
     SshOptions,
     ThreadsOption,
     TrainSettingsOption,
-    app,
     bench_options,
-    command_line,
-    console,
-    fails_cleanly,
     with_option_groups,
+)
+from edge_fm.cli.sweep_options import (
+    DEFAULT_CLUSTER,
+    DEFAULT_MEASURES,
+    DEFAULT_TRIALS,
+    SweepCluster,
+    SweepMeasures,
+    SweepTrials,
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
@@ -197,90 +207,13 @@ def pipeline_command(
 @fails_cleanly
 @with_option_groups
 def sweep_command(
-    spec: Annotated[
-        Optional[Path],
-        typer.Option(help="A YAML or JSON sweep spec; the options below override its entries."),
-    ] = None,
-    arch: Annotated[
-        Optional[str], typer.Option(help="Architectures, comma-separated, e.g. tiny-cnn,cnn-2conv.")
-    ] = None,
-    settings: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--set",
-            help="Training field and the values to try, e.g. epochs=1,2 (repeatable; list fields take a|b).",
-        ),
-    ] = None,
-    prune: Annotated[
-        Optional[str], typer.Option(help="Sparsities to try, comma-separated; 0 is no pruning, e.g. 0,0.5.")
-    ] = None,
-    qat: Annotated[Optional[str], typer.Option(help="Quantization-aware step: off, on or both.")] = None,
-    formats: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--format",
-            "-f",
-            help="Export formats of every trial (repeatable; default fp32, int8, + qat-int8 with QAT).",
-        ),
-    ] = None,
-    preset: Annotated[Optional[str], typer.Option(help="Training preset: quick or paper.")] = None,
+    tried: SweepTrials = DEFAULT_TRIALS,
     sample: SampleRunOption = False,
-    epochs: FineTuneEpochsOption = None,
-    search: Annotated[
-        Optional[str], typer.Option(help="grid (every combination) or optuna (multi-objective search).")
-    ] = None,
-    trials: Annotated[Optional[int], typer.Option(help="Trials of an Optuna search.")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of the Optuna sampler.")] = None,
-    bench_threads: Annotated[
-        Optional[int], typer.Option(help="Interpreter threads of each latency measurement.")
-    ] = None,
-    max_bytes: Annotated[
-        Optional[int],
-        typer.Option(help="Pick the most accurate artifact at most this size (bytes; default 100000)."),
-    ] = None,
-    min_accuracy: Annotated[
-        Optional[float],
-        typer.Option(
-            help="Pick the fastest and the smallest at this accuracy or better (0-1; default 0.94)."
-        ),
-    ] = None,
-    max_p50_ms: Annotated[
-        Optional[float], typer.Option(help="Also pick the most accurate at this p50 latency (ms) or faster.")
-    ] = None,
-    bench_target: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Where every trial measures latency: local, or ssh://user@host[:port] (the device the model "
-            "will run on; one trial at a time), so the front and picks are that device's."
-        ),
-    ] = None,
-    bench_ssh_key: Annotated[
-        Optional[Path], typer.Option(help="Private key for an SSH --bench-target.")
-    ] = None,
-    bench_ssh_option: Annotated[
-        Optional[list[str]],
-        typer.Option(help="Extra ssh -o option for an SSH --bench-target (repeatable)."),
-    ] = None,
-    bench_python: Annotated[
-        Optional[str], typer.Option(help="Python command on an SSH --bench-target (default python3).")
-    ] = None,
-    address: Annotated[
-        Optional[str],
-        typer.Option(help="Run on this Ray cluster (head host:port, or auto) instead of starting Ray here."),
-    ] = None,
-    concurrency: Annotated[
-        Optional[int], typer.Option(help="Trials at once (default: every core / --threads-per-trial).")
-    ] = None,
-    threads_per_trial: Annotated[
-        Optional[int],
-        typer.Option(help="Cores and TensorFlow threads of each trial (default: cores / concurrency)."),
-    ] = None,
+    measures: SweepMeasures = DEFAULT_MEASURES,
+    cluster: SweepCluster = DEFAULT_CLUSTER,
     resume: Annotated[
         Optional[Path], typer.Option(help="Continue this stopped sweep folder (finished trials are kept).")
     ] = None,
-    retry_errors: Annotated[
-        bool, typer.Option("--retry-errors", help="With --resume: run the trials that failed again.")
-    ] = False,
     source: DataSource = DEFAULT_SOURCE,
     runs_dir: Annotated[Path, typer.Option(help="Where the sweep folder (sweep-N) is created.")] = Path(
         "runs"
@@ -301,42 +234,19 @@ def sweep_command(
     Example: edge-fm sweep --sample --arch tiny-cnn,edge-cnn-tiny --bench-target ssh://pi@raspberrypi.local
     Example: edge-fm sweep --data photos/ --image-size 32 --arch edge-cnn-tiny --set epochs=5,10 --qat both
     """
-    from edge_fm import RayOptions, SweepOptions, read_sweep, resume_sweep, run_sweep
+    from edge_fm import SweepOptions, read_sweep, resume_sweep, run_sweep
     from edge_fm import build_sweep_spec as build_spec
 
-    ray_options = RayOptions(address, concurrency, threads_per_trial, retry_errors)
+    ray_options = cluster.ray_options()
 
     def log(message: str) -> None:
         console.print(f"[bold cyan]>[/] {escape(message)}", highlight=False)
 
     sample, chosen = source.sample_and_overrides(sample)
     if resume is not None:
-        limits = {"max_bytes": max_bytes, "min_accuracy": min_accuracy, "max_p50_ms": max_p50_ms}
-        sweep_dir = resume_sweep(resume, ray_options, limits, data_dir, log)
+        sweep_dir = resume_sweep(resume, ray_options, measures.limits(), data_dir, log)
     else:
-        asked = SweepOptions(
-            spec_file=spec,
-            archs=arch,
-            settings=settings,
-            prune=prune,
-            qat=qat,
-            formats=formats,
-            preset=preset,
-            sample=sample,
-            fine_tune_epochs=epochs,
-            search=search,
-            trials=trials,
-            seed=seed,
-            bench_threads=bench_threads,
-            max_bytes=max_bytes,
-            min_accuracy=min_accuracy,
-            max_p50_ms=max_p50_ms,
-            bench_target=bench_target,
-            bench_ssh_key=str(bench_ssh_key) if bench_ssh_key else None,
-            bench_ssh_options=bench_ssh_option,
-            bench_python=bench_python,
-            data=chosen,
-        )
+        asked = SweepOptions(**tried.asked(), **measures.asked(), sample=sample, data=chosen)
         sweep_spec = build_spec(asked)
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
     _print_sweep(read_sweep(sweep_dir), sweep_dir)

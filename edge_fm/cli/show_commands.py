@@ -8,14 +8,16 @@ from typing import Annotated, Optional
 import typer
 
 from edge_fm.cli.common import (
-    BenchResultOption,
-    DataDirOption,
-    MovedDataOption,
-    TopOption,
     app,
     console,
     fails_cleanly,
     print_answers,
+)
+from edge_fm.cli.options import (
+    BenchResultOption,
+    DataDirOption,
+    MovedDataOption,
+    TopOption,
 )
 from edge_fm.errors import EdgeFMError
 

@@ -9,20 +9,24 @@ import typer
 from rich.table import Table
 
 from edge_fm.cli.common import (
+    RichReporter,
+    app,
+    console,
+    err_console,
+    fails_cleanly,
+)
+from edge_fm.cli.options import (
     DEFAULT_SOURCE,
+    DEFAULT_TRAINING,
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
     MovedDataOption,
     PresetOption,
-    RichReporter,
     RunsDirOption,
     SampleRunOption,
+    TrainingOptions,
     TrainSettingsOption,
-    app,
-    console,
-    err_console,
-    fails_cleanly,
     with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
@@ -42,45 +46,12 @@ def train_command(
     sample: SampleRunOption = False,
     data_dir: DataDirOption = None,
     source: DataSource = DEFAULT_SOURCE,
-    epochs: Annotated[Optional[int], typer.Option(help="Maximum epochs.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per step.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    optimizer: Annotated[Optional[str], typer.Option(help="adam, adamw or sgd.")] = None,
-    schedule: Annotated[
-        Optional[str], typer.Option(help="constant, exponential, cyclical, cosine or onecycle.")
-    ] = None,
-    augment: Annotated[
-        Optional[str], typer.Option(help="Comma list of crop, flip, affine, erasing ('' for none).")
-    ] = None,
-    val_size: Annotated[
-        Optional[int], typer.Option(help="Validation images carved from the training split.")
-    ] = None,
-    early_stopping: Annotated[Optional[int], typer.Option(help="Patience in epochs (0: off).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of split, initialisation and shuffling.")] = None,
-    teacher: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Distil from this finished train run (same split); see --set distill_weight, distill_temperature."
-        ),
-    ] = None,
-    class_weight: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Weigh the training loss by class: balanced (rare classes count as much as common ones), "
-            "none, or a JSON file of weights by class name.",
-        ),
-    ] = None,
+    training: TrainingOptions = DEFAULT_TRAINING,
     init_from: Annotated[
         Optional[Path],
         typer.Option(
             help="Start from the weights of this finished train run, or of the run an export bundle came from "
             "(a new head for new classes); the architecture may then be omitted.",
-        ),
-    ] = None,
-    freeze_epochs: Annotated[
-        Optional[int],
-        typer.Option(
-            help="Keep the pretrained layers (--init-from, --weights) frozen for the first N epochs."
         ),
     ] = None,
     weights: Annotated[
@@ -139,23 +110,9 @@ def train_command(
             if not arch:
                 raise EdgeFMError("name an architecture (see `edge-fm zoo`), or pass --resume RUN_DIR.")
             overrides = config_lib.parse_overrides(config_lib.TrainConfig, settings or [])
-            given = {
-                "epochs": epochs,
-                "batch_size": batch_size,
-                "learning_rate": lr,
-                "optimizer": optimizer,
-                "schedule": schedule,
-                "val_size": val_size,
-                "early_stopping": early_stopping,
-                "seed": seed,
-                "augment": None if augment is None else config_lib.parse_value(augment, tuple_field=True),
-                "teacher": None if teacher is None else str(teacher),
-                "distribute": distribute,
-                "class_weight": class_weight,
-                "init_from": init_run,
-                "freeze_epochs": freeze_epochs,
-            }
+            given = {"distribute": distribute, "init_from": init_run}
             overrides.update({k: v for k, v in given.items() if v is not None})
+            overrides.update(training.overrides())
             overrides.update(source.overrides(sample))
             overrides["arch_options"] = config_lib.parse_arch_options(arch_options or [])
             if weights is not None:
