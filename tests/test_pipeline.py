@@ -173,3 +173,23 @@ def test_a_pipeline_stopped_midway_says_so_and_resumes_in_its_folder(tmp_path, i
     assert [entry["epoch"] for entry in history] == [1, 2]
     assert set(record["stages"]["exports"]) == {"fp32", "int8"} and record["best"] is not None
     assert main(["pipeline", "--resume", str(top)]) == 1  # a finished pipeline is not run again
+
+
+def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path, capsys):
+    """--resume without --target measures where the pipeline was meant to: a stopped pipeline for an SSH
+    device is checked against that device (here a closed port) before any work, not benched locally."""
+    from edge_fm.pipeline.pipeline import PipelineConfig, recorded_target
+
+    top = tmp_path / "tiny-cnn-pipeline-1"
+    top.mkdir()
+    config = PipelineConfig("tiny-cnn", "quick", True, train_overrides={"epochs": 1})
+    import dataclasses
+
+    record = {"config": dataclasses.asdict(config), "target": "ssh://nobody@127.0.0.1:1", "stages": {}}
+    (top / "pipeline.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    assert recorded_target(top) == "ssh://nobody@127.0.0.1:1"
+
+    assert main(["pipeline", "--resume", str(top)]) == 1
+    err = capsys.readouterr().err
+    assert "127.0.0.1" in err and "Traceback" not in err
+    assert not (top / "tiny-cnn-train-1").exists()  # refused before training

@@ -136,8 +136,12 @@ def pipeline_command(
     epochs: FineTuneEpochsOption = None,
     settings: TrainSettingsOption = None,
     target: Annotated[
-        str, typer.Option(help="Where to benchmark: `local` or `ssh://user@host[:port]`.")
-    ] = "local",
+        Optional[str],
+        typer.Option(
+            help="Where to benchmark: `local` (the default) or `ssh://user@host[:port]`; with --resume, "
+            "the pipeline's own unless given."
+        ),
+    ] = None,
     threads: ThreadsOption = MEASURE.threads,
     runs: RunsOption = PIPELINE_BENCH.runs,
     min_seconds: MinSecondsOption = PIPELINE_BENCH.min_seconds,
@@ -163,7 +167,7 @@ def pipeline_command(
     Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
     Example: edge-fm pipeline --resume runs/cnn-2conv-pipeline-1
     """
-    from edge_fm import PipelineConfig, read_pipeline, resume_pipeline, run_pipeline
+    from edge_fm import PipelineConfig, read_pipeline, recorded_target, resume_pipeline, run_pipeline
     from edge_fm.train import config as config_lib
 
     if (arch is None) == (resume is None):
@@ -171,6 +175,8 @@ def pipeline_command(
             "name an architecture (see `edge-fm zoo`), or pass --resume PIPELINE_DIR; not both."
         )
     options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
+    if target is None:
+        target = recorded_target(resume) if resume is not None else "local"
     where = ssh.target(target, 10)
     reporter = RichReporter(console)
 

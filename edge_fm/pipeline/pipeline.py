@@ -121,7 +121,7 @@ def _checked(config: PipelineConfig, target) -> tuple[Any, Any]:
 
 def resume_pipeline(
     top: Path | str,
-    target: str | LocalTarget | SshTarget = "local",
+    target: str | LocalTarget | SshTarget | None = None,
     bench_options: BenchOptions = PIPELINE_BENCH,
     data_dir: Path | str | None = None,
     reporter=None,
@@ -129,21 +129,18 @@ def resume_pipeline(
 ) -> Path:
     """Continues a stopped pipeline in its own folder with its recorded config: a finished stage's run
     is kept, an interrupted one resumes from its last epoch, the exports already made are kept, and
-    the benchmark, the record and the report are made again.
+    the benchmark, the record and the report are made again, on ``target`` (None: the one the pipeline
+    was started for).
 
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
     """
     top = Path(top)
-    if not (top / PIPELINE_FILE).is_file():
-        raise EdgeFMError(
-            f"{top} is not a pipeline run (it has no {PIPELINE_FILE}): pass runs/<arch>-pipeline-N."
-        )
-    record = read_json(top / PIPELINE_FILE)
-    if record.get("status") == "complete":
-        raise EdgeFMError(f"{top} already finished; start a new pipeline instead.")
+    record = _stopped_record(top)
     config = PipelineConfig(**record["config"])
-    train_config, target = _checked(config, target)
+    train_config, target = _checked(config, record["target"] if target is None else target)
+    if target.name != record["target"]:
+        log(f"the benchmark runs on {target.name}; the pipeline was started for {record['target']}")
     record.update(status="running", target=target.name, resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record.pop("error", None)
     write_json(top / PIPELINE_FILE, record)
@@ -151,6 +148,27 @@ def resume_pipeline(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
     return _run_stages(run)
+
+
+def recorded_target(top: Path | str) -> str:
+    """The bench target a stopped pipeline was started for (``local``, ``ssh://user@host``, ...), which
+    ``--resume`` measures on unless told another.
+
+    Raises:
+        EdgeFMError: ``top`` is not a pipeline run, or it already finished.
+    """
+    return _stopped_record(Path(top))["target"]
+
+
+def _stopped_record(top: Path) -> dict[str, Any]:
+    if not (top / PIPELINE_FILE).is_file():
+        raise EdgeFMError(
+            f"{top} is not a pipeline run (it has no {PIPELINE_FILE}): pass runs/<arch>-pipeline-N."
+        )
+    record = read_json(top / PIPELINE_FILE)
+    if record.get("status") == "complete":
+        raise EdgeFMError(f"{top} already finished; start a new pipeline instead.")
+    return record
 
 
 def _run_stages(run: PipelineRun) -> Path:
