@@ -133,6 +133,8 @@ class DataIdentity:
             ``stretch``), or None when none was resized.
         test_split: ``given`` (the data's own test split) or how it was held out.
         test_members: ``sha256:...`` of the held-out test images' names (None when given).
+        val_split: ``given`` (the data's own validation split) or how it was held out; None in
+            records made before it was recorded.
         published: Whether the files are the dataset's published release (their SHA-256 match the
             published checksums); None where no release is known (other data, the embedded sample).
         skipped: Files skipped (hidden, not an image, unreadable).
@@ -148,6 +150,7 @@ class DataIdentity:
     resize: str | None = None
     test_split: str = "given"
     test_members: str | None = None
+    val_split: str | None = None
     published: bool | None = None
     skipped: int = 0
     skipped_examples: tuple[str, ...] = ()

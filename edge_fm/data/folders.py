@@ -275,11 +275,9 @@ def _decode_into_cache(
                 f"--data {root}: class {empty[0]!r} has no readable training image"
                 f"{f' ({_first(skipped)})' if skipped else ''}; add images or remove the folder."
             )
-        plan, test_split, members = plan_splits(
-            labels, origin, names, scan.class_names, fingerprint, options, root
-        )
+        split_plan = plan_splits(labels, origin, names, scan.class_names, fingerprint, options, root)
         positions = np.flatnonzero(ok)
-        for split, indices in plan.items():
+        for split, indices in split_plan.indices.items():
             write_split(staging, split, decoded, labels[indices], rows=positions[indices])
         decoded = None  # unmapped before its file is removed
         (staging / "all.npy").unlink()
@@ -288,11 +286,15 @@ def _decode_into_cache(
             source=str(root),
             fingerprint=fingerprint,
             class_names=scan.class_names,
-            counts={split: per_class(labels[idx], len(scan.class_names)) for split, idx in plan.items()},
+            counts={
+                split: per_class(labels[idx], len(scan.class_names))
+                for split, idx in split_plan.indices.items()
+            },
             image_shape=(size[0], size[1], channels),
             resize=options.resize if resized else None,
-            test_split=test_split,
-            test_members=members,
+            test_split=split_plan.test_split,
+            test_members=split_plan.test_members,
+            val_split=split_plan.val_split,
             skipped=len(skipped),
             skipped_examples=tuple(skipped[:SKIPPED_EXAMPLES]),
         )

@@ -94,7 +94,7 @@ def load_data(
     """
     options = options or DataOptions()
     dataset = _load(str(data) if data is not None else DEFAULT_DATA, data_dir, options, progress)
-    _say_if_validation_capped(dataset, options)
+    _say_about_validation(dataset, options)
     return dataset
 
 
@@ -125,11 +125,18 @@ def _load(
     )
 
 
-def _say_if_validation_capped(dataset: Dataset, options: DataOptions) -> None:
-    """Warns, on every load, when ``val_size`` was more than half of the training images could give."""
+def _say_about_validation(dataset: Dataset, options: DataOptions) -> None:
+    """Warns, on every load, when ``val_size`` went unused (the data has its own validation split) or was
+    more than half of the training images could give."""
     pool = len(dataset.x_train) + len(dataset.x_val)
     if dataset.identity is not None and dataset.identity.kind != "fashion-mnist" and options.val_size:
-        if options.val_size > pool / 2 and len(dataset.x_val) < options.val_size:
+        if dataset.identity.val_split == "given":
+            warnings.warn(
+                f"validation size {options.val_size} is not used: {dataset.identity.source} has its own "
+                f"validation split ({len(dataset.x_val)} images), which is used as it is.",
+                stacklevel=3,
+            )
+        elif options.val_size > pool / 2 and len(dataset.x_val) < options.val_size:
             warnings.warn(
                 f"validation size {options.val_size} is over half of the {pool} training images: "
                 f"{len(dataset.x_val)} are held out for validation (half of each class, at most).",
@@ -246,8 +253,8 @@ def _from_arrays(
     origin = np.concatenate([np.full(len(y), ORIGIN[split], np.uint8) for split, (_, y) in arrays.items()])
     x_all, resized = _convert(x_all, options)
     names = [f"{SPLITS[o]}:{i}" for o, i in zip(origin, _index_within(origin))]
-    plan, test_split, members = plan_splits(y_all, origin, names, class_names, fingerprint, options, source)
-    split_arrays = {split: (x_all[idx], y_all[idx]) for split, idx in plan.items()}
+    split_plan = plan_splits(y_all, origin, names, class_names, fingerprint, options, source)
+    split_arrays = {split: (x_all[idx], y_all[idx]) for split, idx in split_plan.indices.items()}
     identity = DataIdentity(
         kind=kind,
         source=str(source),
@@ -256,8 +263,9 @@ def _from_arrays(
         counts={split: per_class(y, len(class_names)) for split, (_, y) in split_arrays.items()},
         image_shape=tuple(int(d) for d in x_all.shape[1:]),
         resize=options.resize if resized else None,
-        test_split=test_split,
-        test_members=members,
+        test_split=split_plan.test_split,
+        test_members=split_plan.test_members,
+        val_split=split_plan.val_split,
     )
     return make_dataset(split_arrays, source, class_names, identity)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -17,6 +18,15 @@ from edge_fm.errors import EdgeFMError
 # ---------------------------------------------------------------- splits
 
 
+class SplitPlan(NamedTuple):
+    """Which images go to which split, and how the held-out splits were made (for the identity)."""
+
+    indices: dict[str, np.ndarray]  # split -> image indices, sorted
+    test_split: str  # "given" (the data's own) or how it was held out
+    test_members: str | None  # sha256 of the held-out test images' names (None when given)
+    val_split: str  # "given" or how it was held out
+
+
 def plan_splits(
     labels: np.ndarray,
     origin: np.ndarray,
@@ -25,14 +35,11 @@ def plan_splits(
     fingerprint: str,
     options: DataOptions,
     source: Path,
-) -> tuple[dict[str, np.ndarray], str, str | None]:
+) -> SplitPlan:
     """Indices of each split: the data's own, else held out per class (test first, then validation).
 
     The held-out draws are seeded by the fingerprint and the seed alone, so the same data and seed
     always hold out the same images.
-
-    Returns:
-        ``(split -> indices, how the test split was made, sha256 of the held-out test names or None)``.
     """
     pool = np.flatnonzero(origin == ORIGIN["train"])
     plan = {split: np.flatnonzero(origin == ORIGIN[split]) for split in ("val", "test")}
@@ -52,12 +59,14 @@ def plan_splits(
         members = (
             "sha256:" + hashlib.sha256("\n".join(sorted(names[i] for i in plan["test"])).encode()).hexdigest()
         )
+    val_split = "given"
     if hold_val:
         rng = _split_rng(fingerprint, options.seed, "val")
         taken = _take_per_class(labels[pool], val_fraction, rng)
         plan["val"], pool = pool[taken], np.delete(pool, taken)
+        val_split = f"held out: {val_fraction:.1%} of each class, seed {options.seed}"
     plan["train"] = pool
-    return {split: np.sort(plan[split]) for split in SPLITS}, test_split, members
+    return SplitPlan({split: np.sort(plan[split]) for split in SPLITS}, test_split, members, val_split)
 
 
 def _check_class_sizes(
