@@ -614,7 +614,6 @@ def test_a_validation_size_over_half_the_training_images_is_held_to_half_with_a_
     assert abs(len(dataset.x_val) - len(dataset.x_train)) <= 10  # half of each class, rounded per class
 
 
-
 def test_a_validation_size_with_the_datas_own_validation_split_says_it_is_not_used(digits, tmp_path):
     images, labels = digits
     root = write_digits_folder(tmp_path / "digits", images[:300], labels[:300] % 3, split_at=240)
@@ -622,11 +621,14 @@ def test_a_validation_size_with_the_datas_own_validation_split_says_it_is_not_us
     dataset = load_data(root)
     assert dataset.identity.val_split == "given" and dataset.identity.test_split.startswith("held out")
     for _ in range(2):  # the first load decodes, the second reads the cache: each says so
-        with pytest.warns(UserWarning, match="validation size 500 is not used: .* has its own validation split"):
+        with pytest.warns(
+            UserWarning, match="validation size 500 is not used: .* has its own validation split"
+        ):
             again = load_data(root, options=DataOptions(val_size=500))
     assert len(again.x_val) == 60  # val/ as it is
     held = load_data(write_digits_folder(tmp_path / "flat", images[:300], labels[:300] % 3))
     assert held.identity.val_split.startswith("held out: 10.0% of each class")
+
 
 def test_a_refused_data_source_prints_its_one_line_and_nothing_else(tmp_path):
     done = subprocess.run(

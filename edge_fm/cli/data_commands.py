@@ -136,7 +136,9 @@ def _source_info(data: str, data_dir, options, as_json: bool) -> None:
     colour = "grey" if channels == 1 else "RGB"
     resized = f", other sizes resized ({record['resize']})" if record["resize"] else ""
     validation = f"; validation split: {record['val_split']}" if record.get("val_split") else ""
-    console.print(f"images {width}x{height} {colour}{resized}; test split: {record['test_split']}{validation}")
+    console.print(
+        f"images {width}x{height} {colour}{resized}; test split: {record['test_split']}{validation}"
+    )
     table = Table("class", *record["counts"], title="images per class")
     for index, name in enumerate(record["class_names"]):
         table.add_row(name, *(str(counts[index]) for counts in record["counts"].values()))

@@ -152,7 +152,7 @@ def train(
     if not GPUS:  # on a GPU the activations live in its memory, which TensorFlow's own error guards
         # This machine holds its workers' share of the global batch.
         batch = max(1, min(config.batch_size, len(dataset.x_train)) // placement.workers)
-        check_fits(model, batch, dataset.image_shape, config.arch)
+        check_fits(model, batch, dataset.image_shape, config.arch, placement.workers)
     run_dir = None
     if placement.is_chief:
         run_dir = new_run_dir(runs_dir, f"{config.arch}-train")
