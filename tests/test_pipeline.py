@@ -193,3 +193,23 @@ def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path
     err = capsys.readouterr().err
     assert "127.0.0.1" in err and "Traceback" not in err
     assert not (top / "tiny-cnn-train-1").exists()  # refused before training
+
+
+def test_the_pipelines_timing_options_default_to_its_shorter_measurement():
+    from edge_fm.cli.options import DEFAULT_MEASUREMENT, Measurement
+    from edge_fm.cli.pipeline_commands import PIPELINE_MEASUREMENT
+    from edge_fm.pipeline.pipeline import PIPELINE_BENCH
+    from edge_fm.runner import DEFAULTS
+
+    assert PIPELINE_MEASUREMENT.bench_options() == PIPELINE_BENCH
+    assert (
+        DEFAULT_MEASUREMENT.runs == DEFAULTS.runs and DEFAULT_MEASUREMENT.min_seconds == DEFAULTS.min_seconds
+    )
+    timing = Measurement(threads="1,2", runs=7, min_seconds=0.1, max_seconds=3, warmup=2).bench_options()
+    assert (timing.threads, timing.runs, timing.min_seconds, timing.max_seconds, timing.warmup) == (
+        (1, 2),
+        7,
+        0.1,
+        3,
+        2,
+    )

@@ -18,19 +18,16 @@ from edge_fm.cli.common import (
     fails_cleanly,
 )
 from edge_fm.cli.options import (
+    DEFAULT_MEASUREMENT,
     DEFAULT_SSH,
     DataDirOption,
-    MinSecondsOption,
+    Measurement,
     MovedDataOption,
-    RunsOption,
     SshOptions,
-    ThreadsOption,
-    bench_options,
     with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
-from edge_fm.runner import DEFAULTS as MEASURE
 
 
 def print_bench_table(result: dict, title: str | None = None) -> None:
@@ -202,13 +199,7 @@ def bench_command(
             help="With --target tflm: test images per artifact (TFLM here takes up to ~70 ms an image; default 1000)."
         ),
     ] = None,
-    threads: ThreadsOption = MEASURE.threads,
-    runs: RunsOption = MEASURE.runs,
-    min_seconds: MinSecondsOption = MEASURE.min_seconds,
-    max_seconds: Annotated[
-        float, typer.Option(help="Stop timing an artifact after this long.")
-    ] = MEASURE.max_seconds,
-    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = MEASURE.warmup,
+    timing: Measurement = DEFAULT_MEASUREMENT,
     baseline: Annotated[
         Optional[Path], typer.Option(help="Also measure this run's Keras model through TensorFlow (local).")
     ] = None,
@@ -260,7 +251,7 @@ def bench_command(
     for path, option in ((json_out, "--json"), (csv_out, "--csv"), (plot, "--plot")):
         if path is not None:
             check_output_file(path, option)  # before minutes of measuring, not after
-    options = bench_options(threads, runs, min_seconds, max_seconds, warmup)
+    options = timing.bench_options()
     targets = target or ["local"]
     if cards:
         check_cards_request(artifacts, targets, baseline)

@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 
 from edge_fm.errors import EdgeFMError
+from edge_fm.runner import DEFAULTS as MEASURE
 
 DataDirOption = Annotated[
     Optional[Path],
@@ -84,11 +85,6 @@ FineTuneEpochsOption = Annotated[
     Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step (default 4).")
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
-ThreadsOption = Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")]
-RunsOption = Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")]
-MinSecondsOption = Annotated[
-    float, typer.Option(help="Minimum timed seconds per artifact (or 100,000 runs, whichever comes first).")
-]
 SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
 SshOptionOption = Annotated[
     Optional[list[str]], typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable).")
@@ -245,6 +241,41 @@ class TrainingOptions:
 DEFAULT_TRAINING = TrainingOptions()  # a command's `training` default: every field to the preset
 
 
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    """How each artifact's latency is timed: ``--threads``, ``--runs``, ``--min-seconds``, ``--max-seconds``,
+    ``--warmup`` (an option group, see :func:`with_option_groups`; a command's default instance holds its
+    defaults, the runner's own for ``bench``)."""
+
+    threads: Annotated[str, typer.Option(help="Interpreter thread counts, comma-separated.")] = (
+        MEASURE.threads
+    )
+    runs: Annotated[int, typer.Option(help="Minimum timed batch-1 runs per artifact.")] = MEASURE.runs
+    min_seconds: Annotated[
+        float,
+        typer.Option(help="Minimum timed seconds per artifact (or 100,000 runs, whichever comes first)."),
+    ] = MEASURE.min_seconds
+    max_seconds: Annotated[float, typer.Option(help="Stop timing an artifact after this long.")] = (
+        MEASURE.max_seconds
+    )
+    warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = MEASURE.warmup
+
+    def bench_options(self):
+        """The library's BenchOptions of these options."""
+        from edge_fm import BenchOptions, parse_threads
+
+        return BenchOptions(
+            threads=parse_threads(self.threads),
+            runs=self.runs,
+            min_seconds=self.min_seconds,
+            max_seconds=self.max_seconds,
+            warmup=self.warmup,
+        )
+
+
+DEFAULT_MEASUREMENT = Measurement()  # `bench`'s timing: the runner's defaults
+
+
 def with_option_groups(command):
     """Gives a command the options of each option group it takes (``source: DataSource``, ``ssh: SshOptions``).
 
@@ -277,15 +308,3 @@ def with_option_groups(command):
     wrapper.__signature__ = signature.replace(parameters=parameters)
     wrapper.__annotations__ = {p.name: p.annotation for p in parameters}
     return wrapper
-
-
-def bench_options(threads: str, runs: int, min_seconds: float, max_seconds: float, warmup: int):
-    from edge_fm import BenchOptions, parse_threads
-
-    return BenchOptions(
-        threads=parse_threads(threads),
-        runs=runs,
-        min_seconds=min_seconds,
-        max_seconds=max_seconds,
-        warmup=warmup,
-    )

@@ -23,15 +23,12 @@ from edge_fm.cli.options import (
     DataDirOption,
     DataSource,
     FineTuneEpochsOption,
-    MinSecondsOption,
+    Measurement,
     MovedDataOption,
     PresetOption,
-    RunsOption,
     SampleRunOption,
     SshOptions,
-    ThreadsOption,
     TrainSettingsOption,
-    bench_options,
     with_option_groups,
 )
 from edge_fm.cli.sweep_options import (
@@ -45,7 +42,14 @@ from edge_fm.cli.sweep_options import (
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
-from edge_fm.runner import DEFAULTS as MEASURE
+
+# The pipeline times every artifact it exports, so a little less long than `bench` does.
+PIPELINE_MEASUREMENT = Measurement(
+    runs=PIPELINE_BENCH.runs,
+    min_seconds=PIPELINE_BENCH.min_seconds,
+    max_seconds=PIPELINE_BENCH.max_seconds,
+    warmup=PIPELINE_BENCH.warmup,
+)
 
 
 @app.command("ship")
@@ -142,9 +146,7 @@ def pipeline_command(
             "the pipeline's own unless given."
         ),
     ] = None,
-    threads: ThreadsOption = MEASURE.threads,
-    runs: RunsOption = PIPELINE_BENCH.runs,
-    min_seconds: MinSecondsOption = PIPELINE_BENCH.min_seconds,
+    timing: Measurement = PIPELINE_MEASUREMENT,
     ssh: SshOptions = DEFAULT_SSH,
     data_dir: DataDirOption = None,
     source: DataSource = DEFAULT_SOURCE,
@@ -174,7 +176,7 @@ def pipeline_command(
         raise EdgeFMError(
             "name an architecture (see `edge-fm zoo`), or pass --resume PIPELINE_DIR; not both."
         )
-    options = bench_options(threads, runs, min_seconds, PIPELINE_BENCH.max_seconds, PIPELINE_BENCH.warmup)
+    options = timing.bench_options()
     if target is None:
         target = recorded_target(resume) if resume is not None else "local"
     where = ssh.target(target, 10)
