@@ -22,6 +22,7 @@ from edge_fm.bench.benchmark import write_results
 from edge_fm.bench.vela_target import VelaTarget
 from edge_fm.export.bundles import model_file
 from edge_fm.export.vela import DEFAULT_CONFIGS, ESTIMATE_NOTE, config_names
+from edge_fm.io import KB
 from edge_fm.shipping.catalog import read_provenances
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,8 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         if row["status"] == "ok":
             cpu = ", ".join(op["op"] for op in row["cpu_ops"]) or "none"
             print(
-                f"{row['target']:<20} {row['model']:<14} SRAM {row['sram_bytes'] / 1024:7.1f} KiB  off-chip "
-                f"{row['off_chip_bytes'] / 1024:7.1f} KiB  NPU ops {row['npu_ops']:3d}  CPU ops {cpu:<16} "
+                f"{row['target']:<20} {row['model']:<14} SRAM {row['sram_bytes'] / KB:7.1f} KB  off-chip "
+                f"{row['off_chip_bytes'] / KB:7.1f} KB  NPU ops {row['npu_ops']:3d}  CPU ops {cpu:<16} "
                 f"{row['inferences_per_second']:7.0f} inf/s (est.)"
             )
         else:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from edge_fm import BenchOptions, Run, bench_artifacts, export_run
 from edge_fm.bench.benchmark import write_results
+from edge_fm.io import KB
 
 RESULTS = Path(__file__).parent / "results"
 SCHEMES = ("fp32", "int8", "int8-per-tensor", "int16x8")
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in result["rows"]:
         if row["status"] == "ok":
             print(
-                f"{row['architecture']:<14} {row['format']:<16} {row['bytes'] / 1024:7.1f} KiB  "
+                f"{row['architecture']:<14} {row['format']:<16} {row['bytes'] / KB:7.1f} KB  "
                 f"acc {row['accuracy']:.2%}  p50 {row['latency']['p50_ms']:.3f} ms"
             )
         else:
