@@ -18,15 +18,11 @@ from edge_fm.cli.common import (
     fails_cleanly,
 )
 from edge_fm.cli.options import (
-    ChannelsOption,
+    DEFAULT_SOURCE,
     DataDirOption,
-    DataOption,
     DataSource,
-    ImageSizeOption,
-    LabelColumnOption,
-    ResizeOption,
+    with_option_groups,
 )
-from edge_fm.errors import EdgeFMError
 
 
 @data_app.command("fetch")
@@ -61,13 +57,10 @@ def data_fetch(
 
 @data_app.command("info")
 @fails_cleanly
+@with_option_groups
 def data_info(
-    data: DataOption = None,
+    source: DataSource = DEFAULT_SOURCE,
     data_dir: DataDirOption = None,
-    image_size: ImageSizeOption = None,
-    channels: ChannelsOption = None,
-    resize: ResizeOption = "pad",
-    label_column: LabelColumnOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the held-out test and validation splits.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
@@ -79,14 +72,10 @@ def data_info(
     """
     from edge_fm.data import datasets as data_module
 
-    if data not in (None, "fashion-mnist"):
-        source = DataSource(data, image_size, channels, resize, label_column)
-        _source_info(data, data_dir, source.options(seed), as_json)
+    if source.data not in (None, "fashion-mnist"):
+        _source_info(source.data, data_dir, source.options(seed), as_json)
         return
-    if image_size or channels:
-        raise EdgeFMError(
-            "--image-size and --channels apply to --data sources, not to Fashion-MNIST (28x28 grey)."
-        )
+    source.overrides()  # refuses --image-size and --channels for Fashion-MNIST
     data = data_module
     result = data.info(data_dir)
     if as_json:
