@@ -205,3 +205,18 @@ def test_corrupt_idx_is_named(tmp_path, capsys):
     code = main(["train", "mlp", "--data-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert code == 1 and "train-images-idx3-ubyte.gz" in err and "truncated" in err
+
+
+def test_the_command_line_starts_without_tensorflow():
+    """Every command's --help, and the commands that need no model (serve, report, bench), start in well
+    under a second: loading the CLI must not load TensorFlow (about 3 s here)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; sys.modules['tf_keras'] = None; "
+        "from edge_fm.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    for argv in (["--help"], ["export", "--help"], ["serve", "--help"], ["bench", "--help"]):
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, (argv, done.stdout[-500:], done.stderr[-2000:])

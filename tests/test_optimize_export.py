@@ -242,15 +242,15 @@ def test_a_format_the_run_cannot_give_is_refused_before_any_bundle_is_written(ru
 
 
 def test_a_failed_parity_check_leaves_no_bundle(runs, monkeypatch, tmp_path):
-    monkeypatch.setattr("edge_fm.export.exporter.MIN_AGREEMENT", 1.01)  # impossible to meet
+    monkeypatch.setattr("edge_fm.export.parity.MIN_AGREEMENT", 1.01)  # impossible to meet
     with pytest.raises(EdgeFMError, match="parity check failed for fp16"):
         export(runs["train"], "fp16", runs_dir=tmp_path)
     assert not list(tmp_path.iterdir())
 
 
 def test_parity_on_fewer_than_a_hundred_images_allows_one_image_not_one_point():
-    from edge_fm.export.exporter import parity_check
     from edge_fm.export.formats import get_format
+    from edge_fm.export.parity import parity_check
 
     labels = np.zeros(16, dtype=int)
     keras = np.eye(2)[np.r_[np.zeros(13, int), np.ones(3, int)]]  # 13 of 16 right

@@ -48,8 +48,8 @@ from edge_fm.export.bundles import (
     update_description,
     write_bundle,
 )
-from edge_fm.export.exporter import within_share
 from edge_fm.export.form_options import FormOptions
+from edge_fm.export.parity import within_share
 from edge_fm.export.tflite_metadata import (
     WRITTEN_METADATA,
     ImageClassifierInfo,

@@ -14,7 +14,7 @@ compute in floating point anyway, so this form is the float model itself, with:
 
 It is converted from the float Keras model, so it is made from a training (or pruning) run, not
 from an int8 bundle, and it is checked against that Keras model like any float export (top-1
-agreement on validation images, :func:`edge_fm.export.exporter.parity_check`).
+agreement on validation images, :func:`edge_fm.export.parity.parity_check`).
 
 Example:
     >>> bundle = export_mobile_gpu("runs/edge-cnn-tiny-train-1", FormOptions(out="tiny-mobile-gpu"))  # doctest: +SKIP
@@ -65,8 +65,8 @@ def export_mobile_gpu(source: Path | str, options: FormOptions = FormOptions()) 
             bad path.
     """
     from edge_fm.export.converter import convert
-    from edge_fm.export.exporter import parity_check
     from edge_fm.export.formats import get_format
+    from edge_fm.export.parity import parity_check
     from edge_fm.train.evaluate import predict_proba
     from edge_fm.train.runs import Run
 
