@@ -63,7 +63,7 @@ except EdgeFMError as exc:
     outcome = str(exc).replace(sys.argv[1], "FILE")
 seconds = time.perf_counter() - started
 heap = tracemalloc.get_traced_memory()[1]
-grown = (rss_kb("VmHWM") - before) / 1024
+grown = (rss_kb("VmHWM") - before) * 1024 / 1e6  # KiB to MB
 print(json.dumps({"peak_extra_rss_mb": round(grown, 1), "peak_python_heap_mb": round(heap / 1e6, 1),
                   "seconds": round(seconds, 4), "outcome": outcome}))
 """
@@ -209,7 +209,7 @@ def server_rounds(server: subprocess.Popen, url: str, paths: dict[str, Path], cl
                 "image": name,
                 "file_bytes": path.stat().st_size,
                 "clients_at_once": clients,
-                "peak_extra_rss_mb": round((peak - before) / 1024, 1),
+                "peak_extra_rss_mb": round((peak - before) * 1024 / 1e6, 1),  # KiB to MB
                 "seconds_until_all_answered": round(seconds, 3),
                 "seconds_per_upload": round(seconds / clients, 3),
                 "http_status": sorted({status for status, _ in answers}),

@@ -1,17 +1,19 @@
-"""How long a user waits: `edge-fm report` on a run and on models/, `edge-fm serve` from start to
-its first page, and the demo's answer after a click on a test image (headless Chromium).
+"""How long a user waits: the README's quickstart pipeline, `edge-fm report` on its run and on models/,
+`edge-fm serve` from start to its first page, and the demo's answer after a click on a test image
+(headless Chromium).
 
 Each timing is a whole command as a user types it (a fresh process, imports included), repeated;
 the medians and every run go into benchmarks/results/demo_timings.json. Targets: a report in
 seconds, the first page within 3 s of starting.
 
 Usage (from the repository root; needs Debian's chromium and the demo extra):
-    python benchmarks/demo_timings.py RUN_DIR [--repeats 3]
+    python benchmarks/demo_timings.py [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import statistics
@@ -25,11 +27,12 @@ from pathlib import Path
 from edge_fm.result_files import write_result_file
 from edge_fm.runner import cpu_model
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 from screenshots import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 EDGE_FM = str(Path(sys.executable).with_name("edge-fm"))
+QUICKSTART = ["pipeline", "cnn-2conv", "--sample", "--prune", "0.5", "--qat"]  # the README's first command
 
 
 def timed(command: list[str]) -> float:
@@ -74,16 +77,17 @@ def first_answer(page, url: str) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a finished training or pipeline run to report on")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "demo_timings.json")
     args = parser.parse_args(argv)
     from playwright.sync_api import sync_playwright
 
-    report_run, report_models, starts, answers = [], [], [], []
+    quickstart, report_run, report_models, starts, answers = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(args.repeats):
-            report_run.append(timed([EDGE_FM, "report", args.run, "--out", f"{tmp}/run-{index}.html"]))
+            quickstart.append(timed([EDGE_FM, *QUICKSTART, "--runs-dir", f"{tmp}/quickstart-{index}"]))
+            run = f"{tmp}/quickstart-{index}/cnn-2conv-pipeline-1"
+            report_run.append(timed([EDGE_FM, "report", run, "--out", f"{tmp}/run-{index}.html"]))
             report_models.append(timed([EDGE_FM, "report", "models/", "--out", f"{tmp}/models-{index}.html"]))
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
@@ -105,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         return out
 
     result = {
-        "report_of_a_run": {**summary(report_run), "command": f"edge-fm report {args.run}"},
+        "quickstart_pipeline": {**summary(quickstart), "command": shlex.join(["edge-fm", *QUICKSTART])},
+        "report_of_a_run": {**summary(report_run), "command": "edge-fm report runs/cnn-2conv-pipeline-1"},
         "report_of_models": {**summary(report_models), "command": "edge-fm report models/"},
         "serve_first_page": {**summary(starts, 3.0), "command": "edge-fm serve models/"},
         "first_answer_after_a_click": summary(answers),
@@ -115,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo-timings",
         result,
         shlex.join(["python", "benchmarks/demo_timings.py", *(argv or sys.argv[1:])]),
-        {"description": f"{platform.machine()}, {cpu_model()}"},
+        {"description": f"{platform.machine()}, {cpu_model()}, {os.cpu_count()} cores"},
     )
     print(args.out)
     return 0

@@ -158,7 +158,7 @@ def _peak_rss_mb() -> float | None:
     except OSError:
         return None
     line = next((ln for ln in status if ln.startswith("VmHWM")), None)
-    return round(int(line.split()[1]) / 1024, 1) if line else None
+    return round(int(line.split()[1]) * 1024 / 1e6, 1) if line else None  # KiB to MB
 
 
 # ---------------------------------------------------------------- the parent

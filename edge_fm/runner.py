@@ -321,15 +321,17 @@ def time_invocations(invoke, min_runs: int, min_seconds: float, max_seconds: flo
             return timings
 
 
+MB = 1_000_000  # bytes: memory in MB, as sizes are in KB of 1,000 bytes
+
+
 def peak_rss_mb() -> float | None:
     """Peak resident memory of this process so far, in MB (None where it cannot be read)."""
     try:
         import resource
 
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (
-            peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
-        )  # bytes on macOS, KB on Linux
+        # ru_maxrss is in bytes on macOS, in KiB on Linux.
+        return (peak if sys.platform == "darwin" else peak * 1024) / MB
     except (ImportError, OSError):
         return None
 
@@ -337,7 +339,7 @@ def peak_rss_mb() -> float | None:
 def current_rss_mb() -> float | None:
     """Resident memory of this process now, in MB (Linux; None elsewhere)."""
     kib = proc_kib("/proc/self/status", "VmRSS")
-    return None if kib is None else kib / 1024
+    return None if kib is None else kib * 1024 / MB
 
 
 def proc_kib(path: str, key: str) -> int | None:

@@ -292,6 +292,16 @@ def demo_timings(root: Path) -> str | None:
     if not result:
         return None
     rows = [
+        *(
+            [
+                (
+                    "`" + result["quickstart_pipeline"]["command"] + "` (the quickstart)",
+                    result["quickstart_pipeline"],
+                )
+            ]
+            if "quickstart_pipeline" in result
+            else []
+        ),
         (
             "`" + result["report_of_a_run"]["command"] + "` (the quickstart's pipeline run)",
             result["report_of_a_run"],
@@ -312,7 +322,7 @@ def demo_timings(root: Path) -> str | None:
         lines
         + [
             "",
-            f"Whole commands in fresh processes, imports included; {_machine(result).strip()}, 2 cores. "
+            f"Whole commands in fresh processes, imports included; {_machine(result).strip()}. "
             f"Command run: `{public_command(result['command'])}`.",
         ]
     )
