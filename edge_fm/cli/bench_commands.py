@@ -12,10 +12,10 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     app,
+    command,
     command_line,
     console,
     err_console,
-    fails_cleanly,
 )
 from edge_fm.cli.options import (
     DEFAULT_MEASUREMENT,
@@ -24,7 +24,6 @@ from edge_fm.cli.options import (
     Measurement,
     MovedDataOption,
     SshOptions,
-    with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
@@ -171,9 +170,7 @@ def _vela_cells(row: dict) -> list[str]:
     ]
 
 
-@app.command("bench")
-@fails_cleanly
-@with_option_groups
+@command(app, "bench")
 def bench_command(
     artifacts: Annotated[
         list[Path], typer.Argument(help=".tflite files, export bundles, or folders of them (e.g. models/).")

@@ -47,6 +47,18 @@ def command_line(command: str) -> str:
     return shlex.join(["edge-fm", *sys.argv[1:]]) if sys.argv[1:2] == [command] else ""
 
 
+def command(group: typer.Typer, name: str):
+    """Registers a function as the command ``name`` of ``group`` (the app or a sub-app such as ``data``),
+    with the one-line errors of :func:`fails_cleanly` and the options of its option groups
+    (:func:`edge_fm.cli.options.with_option_groups`)."""
+    from edge_fm.cli.options import with_option_groups
+
+    def register(function):
+        return group.command(name)(fails_cleanly(with_option_groups(function)))
+
+    return register
+
+
 def fails_cleanly(command):
     """Turns EdgeFMError (and Ctrl-C) into one red line and a non-zero exit."""
 

@@ -12,21 +12,19 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     app,
+    command,
     console,
     data_app,
     err_console,
-    fails_cleanly,
 )
 from edge_fm.cli.options import (
     DEFAULT_SOURCE,
     DataDirOption,
     DataSource,
-    with_option_groups,
 )
 
 
-@data_app.command("fetch")
-@fails_cleanly
+@command(data_app, "fetch")
 def data_fetch(
     data_dir: DataDirOption = None,
     url: Annotated[
@@ -55,9 +53,7 @@ def data_fetch(
     console.print(f"[green]verified[/] {len(paths)} files in {target}")
 
 
-@data_app.command("info")
-@fails_cleanly
-@with_option_groups
+@command(data_app, "info")
 def data_info(
     source: DataSource = DEFAULT_SOURCE,
     data_dir: DataDirOption = None,
@@ -140,8 +136,7 @@ def _source_info(data: str, data_dir, options, as_json: bool) -> None:
         )
 
 
-@data_app.command("make-sample")
-@fails_cleanly
+@command(data_app, "make-sample")
 def data_make_sample(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the four sample IDX files to.")],
     data_dir: DataDirOption = None,
@@ -159,8 +154,7 @@ def data_make_sample(
         console.print(str(path))
 
 
-@app.command("zoo")
-@fails_cleanly
+@command(app, "zoo")
 def zoo_table(
     show_all: Annotated[bool, typer.Option("--all", help="Include test-only architectures.")] = False,
 ) -> None:

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from edge_fm.cli.common import (
     app,
+    command,
     console,
-    fails_cleanly,
     print_error,
 )
 from edge_fm.cli.options import (
@@ -23,8 +23,7 @@ from edge_fm.export.forms import forms_help
 from edge_fm.io import KB
 
 
-@app.command("export")
-@fails_cleanly
+@command(app, "export")
 def export_command(
     run_dir: Annotated[
         Path,

@@ -11,14 +11,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edge_fm.cli.common import app, console, fails_cleanly
+from edge_fm.cli.common import app, command, console
 from edge_fm.cli.options import DataDirOption
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import KB
 
 
-@app.command("inspect")
-@fails_cleanly
+@command(app, "inspect")
 def inspect_command(
     artifact: Annotated[
         Path, typer.Argument(help="A .tflite file or an export bundle (e.g. models/edge-cnn-tiny).")

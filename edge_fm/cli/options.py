@@ -25,39 +25,6 @@ DataDirOption = Annotated[
     ),
 ]
 
-DataOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--data",
-        help="The dataset: fashion-mnist (default), sample, an image folder (DIR/<class>/*), a folder of "
-        "IDX files, a .csv of pixels with a label column, or an .npz.",
-    ),
-]
-ImageSizeOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--image-size",
-        help="Image size: a side (96) or WIDTHxHEIGHT (64x48), up to 1024; default: an image folder's or "
-        "tfds set's most common size, at most 224 a side (CSV and npz: their own).",
-    ),
-]
-ChannelsOption = Annotated[
-    Optional[int],
-    typer.Option("--channels", help="1 (grey) or 3 (RGB); default: grey when every image is grey."),
-]
-ResizeOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--resize", help="Images of another size: pad (aspect kept, black borders; the default) or stretch."
-    ),
-]
-LabelColumnOption = Annotated[
-    Optional[str],
-    typer.Option(
-        "--label-column", help="CSV: the label column's name or index (-1: last); default: 'label'."
-    ),
-]
-
 
 # A model made from the user's own data reads that data (its splits, its test images) where its run
 # or model.json recorded it; this option says where it is after a move.
@@ -85,11 +52,6 @@ FineTuneEpochsOption = Annotated[
     Optional[int], typer.Option(help="Fine-tuning epochs of each optimization step (default 4).")
 ]
 RunsDirOption = Annotated[Path, typer.Option(help="Where run directories are created.")]
-SshKeyOption = Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")]
-SshOptionOption = Annotated[
-    Optional[list[str]], typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable).")
-]
-RemotePythonOption = Annotated[str, typer.Option(help="Python command on the SSH host.")]
 TopOption = Annotated[int, typer.Option(min=1, max=10, help="Classes shown per image.")]
 BenchResultOption = Annotated[
     Optional[Path], typer.Option("--bench", help="Bench result JSON with the models' measured figures.")
@@ -101,11 +63,39 @@ class DataSource:
     """A command's data-source options: ``--data``, ``--image-size``, ``--channels``, ``--resize``,
     ``--label-column`` (an option group, see :func:`with_option_groups`)."""
 
-    data: DataOption = None
-    image_size: ImageSizeOption = None
-    channels: ChannelsOption = None
-    resize: ResizeOption = None  # None: the library's default (pad)
-    label_column: LabelColumnOption = None
+    data: Annotated[
+        Optional[str],
+        typer.Option(
+            "--data",
+            help="The dataset: fashion-mnist (default), sample, an image folder (DIR/<class>/*), a folder of "
+            "IDX files, a .csv of pixels with a label column, or an .npz.",
+        ),
+    ] = None
+    image_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--image-size",
+            help="Image size: a side (96) or WIDTHxHEIGHT (64x48), up to 1024; default: an image folder's or "
+            "tfds set's most common size, at most 224 a side (CSV and npz: their own).",
+        ),
+    ] = None
+    channels: Annotated[
+        Optional[int],
+        typer.Option("--channels", help="1 (grey) or 3 (RGB); default: grey when every image is grey."),
+    ] = None
+    resize: Annotated[
+        Optional[str],
+        typer.Option(
+            "--resize",
+            help="Images of another size: pad (aspect kept, black borders; the default) or stretch.",
+        ),
+    ] = None  # None: the library's default (pad)
+    label_column: Annotated[
+        Optional[str],
+        typer.Option(
+            "--label-column", help="CSV: the label column's name or index (-1: last); default: 'label'."
+        ),
+    ] = None
 
     def options(self, seed: int = 0):
         """The library's DataOptions from these options."""
@@ -165,9 +155,12 @@ class SshOptions:
     """How a command reaches an SSH target: ``--ssh-key``, ``--ssh-option``, ``--remote-python`` (an option
     group, see :func:`with_option_groups`)."""
 
-    ssh_key: SshKeyOption = None
-    ssh_option: SshOptionOption = None
-    remote_python: RemotePythonOption = "python3"
+    ssh_key: Annotated[Optional[Path], typer.Option(help="Private key for the SSH target.")] = None
+    ssh_option: Annotated[
+        Optional[list[str]],
+        typer.Option(help="Extra ssh -o option, e.g. UserKnownHostsFile=kh (repeatable)."),
+    ] = None
+    remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3"
 
     def target(self, target: str, connect_timeout: int, tflm_images: Optional[int] = None):
         """The bench target a ``--target`` value names, reached over SSH with these options."""
@@ -296,6 +289,8 @@ def with_option_groups(command):
             parameters.append(
                 parameter.replace(name=field.name, annotation=options[field.name], default=default)
             )
+    if not groups:
+        return command
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):

@@ -13,9 +13,9 @@ from edge_fm.cli.bench_commands import print_bench_table
 from edge_fm.cli.common import (
     RichReporter,
     app,
+    command,
     command_line,
     console,
-    fails_cleanly,
 )
 from edge_fm.cli.options import (
     DEFAULT_SOURCE,
@@ -29,7 +29,6 @@ from edge_fm.cli.options import (
     SampleRunOption,
     SshOptions,
     TrainSettingsOption,
-    with_option_groups,
 )
 from edge_fm.cli.sweep_options import (
     DEFAULT_CLUSTER,
@@ -52,8 +51,7 @@ PIPELINE_MEASUREMENT = Measurement(
 )
 
 
-@app.command("ship")
-@fails_cleanly
+@command(app, "ship")
 def ship_command(
     train_run: Annotated[
         Path, typer.Argument(help="Finished training run to ship (e.g. runs/edge-cnn-tiny-train-1).")
@@ -116,9 +114,7 @@ def ship_command(
     console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {models_dir}`)")
 
 
-@app.command("pipeline")
-@fails_cleanly
-@with_option_groups
+@command(app, "pipeline")
 def pipeline_command(
     arch: Annotated[
         Optional[str], typer.Argument(help="Architecture (see `edge-fm zoo`); omit with --resume.")
@@ -211,9 +207,7 @@ def pipeline_command(
         console.print(f"report: [bold]{result['report']}[/] (open it in a browser)")
 
 
-@app.command("sweep")
-@fails_cleanly
-@with_option_groups
+@command(app, "sweep")
 def sweep_command(
     tried: SweepTrials = DEFAULT_TRIALS,
     sample: SampleRunOption = False,

@@ -9,8 +9,8 @@ import typer
 
 from edge_fm.cli.common import (
     app,
+    command,
     console,
-    fails_cleanly,
     print_answers,
 )
 from edge_fm.cli.options import (
@@ -22,8 +22,7 @@ from edge_fm.cli.options import (
 from edge_fm.errors import EdgeFMError
 
 
-@app.command("predict")
-@fails_cleanly
+@command(app, "predict")
 def predict_command(
     artifact: Annotated[Path, typer.Argument(help="A .tflite file or an export bundle directory.")],
     images: Annotated[
@@ -72,8 +71,7 @@ def _prediction_line(result, classes: str) -> str:
     return f"{result.path}{truth}: [bold]{classes}[/]{note}"
 
 
-@app.command("report")
-@fails_cleanly
+@command(app, "report")
 def report_command(
     target: Annotated[
         Path,
@@ -107,8 +105,7 @@ def report_command(
     console.print(f"report: [bold]{path}[/]", highlight=False)
 
 
-@app.command("explain")
-@fails_cleanly
+@command(app, "explain")
 def explain_command(
     model: Annotated[
         Path, typer.Argument(help="A training run (Grad-CAM), or a .tflite file or bundle (occlusion).")
@@ -131,8 +128,7 @@ def explain_command(
         raise typer.Exit(1)
 
 
-@app.command("serve")
-@fails_cleanly
+@command(app, "serve")
 def serve_command(
     path: Annotated[Path, typer.Argument(help="A bundle, a .tflite file or a folder of bundles.")] = Path(
         "models"

@@ -11,9 +11,9 @@ from rich.table import Table
 from edge_fm.cli.common import (
     RichReporter,
     app,
+    command,
     console,
     err_console,
-    fails_cleanly,
 )
 from edge_fm.cli.options import (
     DEFAULT_SOURCE,
@@ -27,14 +27,11 @@ from edge_fm.cli.options import (
     SampleRunOption,
     TrainingOptions,
     TrainSettingsOption,
-    with_option_groups,
 )
 from edge_fm.errors import EdgeFMError
 
 
-@app.command("train")
-@fails_cleanly
-@with_option_groups
+@command(app, "train")
 def train_command(
     arch: Annotated[
         Optional[str],
@@ -181,8 +178,7 @@ def _print_per_class(scores: dict) -> None:
     console.print(table)
 
 
-@app.command("evaluate")
-@fails_cleanly
+@command(app, "evaluate")
 def evaluate_command(
     run_dir: Annotated[
         Path, typer.Argument(help="A finished training run directory, or an export bundle (or its .tflite).")
@@ -222,8 +218,7 @@ def evaluate_command(
         write_json(json_out, result)
 
 
-@app.command("optimize")
-@fails_cleanly
+@command(app, "optimize")
 def optimize_command(
     run_dir: Annotated[
         Optional[Path], typer.Argument(help="A finished training (or pruning) run; omit with --resume.")
