@@ -111,10 +111,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
         >>> with atomic_path(Path("out/model.tflite")) as tmp:  # doctest: +SKIP
         ...     tmp.write_bytes(data)
 
+    A symbolic link stays a link (the file it points to is written), and a device or a pipe
+    (``/dev/stdout``, ``/dev/null``, a FIFO) is written through, never replaced by a file.
+
     Raises:
         EdgeFMError: ``final`` is a folder, or its folder cannot be created or written.
     """
     final = Path(final)
+    if final.is_symlink():
+        final = Path(os.path.realpath(final))
+    if final.exists() and not (final.is_file() or final.is_dir()):
+        with _written_through(final) as tmp:
+            yield tmp
+        return
     check_output_file(final)
     make_dirs(final.parent)
     try:
@@ -138,6 +147,19 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def _written_through(device: Path) -> Iterator[Path]:
+    """Yields a temporary file elsewhere and copies what was written to it into ``device``."""
+    with tempfile.TemporaryDirectory(prefix="edge-fm-") as folder:
+        tmp = Path(folder) / device.name
+        yield tmp
+        try:
+            with open(device, "wb") as out:
+                out.write(tmp.read_bytes() if tmp.exists() else b"")
+        except OSError as exc:
+            raise unwritable(device, "", exc) from None
 
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:

@@ -794,13 +794,17 @@ def main(argv: list[str] | None = None) -> int:
             "rows": rows,
         }
         text = json.dumps(result, indent=2)
+        final = os.path.realpath(args.json)  # a link stays a link: its target is written
         if args.json == "-":
             sys.stdout.write(text + "\n")
+        elif os.path.exists(final) and not os.path.isfile(final):
+            with open(final, "w") as out:  # a device or a pipe: written through, never replaced by a file
+                out.write(text + "\n")
         else:
-            tmp = args.json + ".tmp"
+            tmp = final + ".tmp"
             with open(tmp, "w") as handle:
                 handle.write(text + "\n")
-            os.replace(tmp, args.json)
+            os.replace(tmp, final)
         return 0
     except ImportError as exc:
         print(

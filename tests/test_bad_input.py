@@ -543,3 +543,30 @@ def test_an_output_the_system_will_not_take_is_refused_before_any_work(place):
     # Permission bits pass for root in /proc, where nothing can be made: the check makes a file to see.
     code, output = run_cli("report", REPO / "models" / "mlp", "--out", "/proc/nope/r.html")
     assert_one_line_error(code, output, "cannot write --out /proc/nope/r.html")
+
+
+def test_an_output_that_is_a_pipe_or_a_link_is_written_through_not_replaced(tmp_path):
+    """`--json /dev/stdout` (a link to a pipe or a terminal), a FIFO or a link to a file: the data goes
+    where the path leads, and the path stays what it was (a rename would put a plain file there)."""
+    import stat
+    import threading
+
+    from edge_fm.io import write_bytes_atomic
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    write_bytes_atomic(fifo, b'{"ok": 1}')
+    reader.join(timeout=10)
+    assert received == [b'{"ok": 1}'] and stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+    target = tmp_path / "results" / "real.json"
+    target.parent.mkdir()
+    target.write_text("old")
+    link = tmp_path / "latest.json"
+    link.symlink_to(target)
+    write_bytes_atomic(link, b"new")
+    assert link.is_symlink() and target.read_bytes() == b"new"
+    assert not list(tmp_path.glob(".tmp-*")) and not list(target.parent.glob(".tmp-*"))

@@ -154,6 +154,8 @@ def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, 
         (["train", "resnet-50"], "unknown architecture 'resnet-50'. Did you mean 'resnet50'?"),
         (["train", "mlp", "--epochs", "0"], "epochs must be a number >= 1"),
         (["train", "mlp", "--lr", "-0.1"], "learning_rate must be a positive number"),
+        (["train", "mlp", "--lr", "nan"], "learning_rate must be a positive number, got nan"),
+        (["train", "mlp", "--lr", "inf"], "learning_rate must be a positive number, got inf"),
         (
             ["train", "mlp", "--sample", "--val-size", "5000"],
             "validation size 5000 must be between 0 and 1999",

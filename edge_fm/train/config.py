@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import numbers
 from pathlib import Path
 from typing import Any, TypeVar
@@ -381,19 +382,24 @@ def _choice(kind: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def _at_least(name: str, value: float, low: float) -> None:
-    if not isinstance(value, (int, float)) or value < low:
+    if not _finite(value) or value < low:
         raise EdgeFMError(f"{name} must be a number >= {low}, got {value!r}.")
 
 
 def _positive(name: str, value: float) -> None:
-    if not isinstance(value, (int, float)) or value <= 0:
+    if not _finite(value) or value <= 0:
         raise EdgeFMError(f"{name} must be a positive number, got {value!r}.")
+
+
+def _finite(value) -> bool:
+    # NaN compares false with every bound, and inf passes a lower one: both would train to NaN.
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _within(
     name: str, value: float, low: float, high: float, low_open: bool = False, high_open: bool = False
 ) -> None:
-    ok = isinstance(value, (int, float))
+    ok = _finite(value)
     ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
