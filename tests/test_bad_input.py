@@ -570,3 +570,16 @@ def test_an_output_that_is_a_pipe_or_a_link_is_written_through_not_replaced(tmp_
     write_bytes_atomic(link, b"new")
     assert link.is_symlink() and target.read_bytes() == b"new"
     assert not list(tmp_path.glob(".tmp-*")) and not list(target.parent.glob(".tmp-*"))
+
+
+def test_a_damaged_keras_model_in_a_run_is_one_line(exported, tmp_path, capsys):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(exported["train"], run)
+    model = run / "model.h5"
+    model.write_bytes(model.read_bytes()[:500])  # truncated in a copy
+    assert main(["evaluate", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert "model.h5 cannot be read as a Keras model" in err and "the file is damaged" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

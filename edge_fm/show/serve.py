@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import math
 import os
 import socket
 import sys
@@ -38,6 +39,7 @@ from edge_fm.show.served import ServedModel, example_images, input_shape, load_m
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
 DEFAULT_MAX_UPLOAD_MB = 4.0
+MAX_UPLOAD_MB = 100  # a 48-megapixel PNG, the largest image decoded, fits well within it
 KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
 # Uploads decoded at once, each on its own thread (each holds up to edge_fm.data.images.DECODE_BUDGET_BYTES).
 DECODE_SLOTS = 1
@@ -80,8 +82,10 @@ class ServeConfig:
             raise EdgeFMError("--key: use printable characters without leading or trailing spaces.")
         if not 1 <= self.port <= 65535:
             raise EdgeFMError(f"--port {self.port}: choose a port between 1 and 65535.")
-        if self.max_upload_mb <= 0:
-            raise EdgeFMError(f"--max-upload-mb {self.max_upload_mb}: give a positive size, e.g. 4.")
+        if not (math.isfinite(self.max_upload_mb) and 0 < self.max_upload_mb <= MAX_UPLOAD_MB):
+            raise EdgeFMError(
+                f"--max-upload-mb {self.max_upload_mb}: give a size above 0 and at most {MAX_UPLOAD_MB}, e.g. 4."
+            )
         if not is_loopback(self.host) and not self.expose:
             raise EdgeFMError(
                 f"--host {self.host} makes the demo reachable from other machines; add --expose to "

@@ -389,7 +389,7 @@ class Run:
         """The run's trained model as saved (quantization-aware for a QAT run), uncompiled.
 
         Raises:
-            EdgeFMError: The run did not finish.
+            EdgeFMError: The run did not finish, or its model file cannot be read.
         """
         path = self.require_model().model_path
         # TensorFlow and tfmot take seconds to load: only when a model is read (the CLI imports this module).
@@ -399,10 +399,16 @@ class Run:
 
         from edge_fm.train.schedules import TriangularCyclical
 
-        with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
-            return keras.models.load_model(
-                str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical}
-            )
+        try:
+            with tfmot.quantization.keras.quantize_scope():  # QAT models need its layer classes in scope
+                return keras.models.load_model(
+                    str(path), compile=False, custom_objects={"TriangularCyclical": TriangularCyclical}
+                )
+        except OSError as exc:  # h5py: "file signature not found", a truncated file
+            raise EdgeFMError(
+                f"{path} cannot be read as a Keras model ({_first_line(exc)}): the file is damaged; "
+                "copy it again from where it was made, or train the run again."
+            ) from None
 
     def float_model(self) -> keras.Model:
         """The run's model as a float32 model of its registered architecture.
@@ -435,3 +441,7 @@ class Run:
 
     def _saved_config(self) -> dict[str, Any]:
         return read_json(self.path / CONFIG)
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
