@@ -428,6 +428,9 @@ BAD_INPUTS = {
     "label out of range": (lambda t: _csv_file(t, GOOD_ROWS + "7,1,1,1,1\n"), "label 7 out of range"),
     "negative label": (lambda t: _csv_file(t, GOOD_ROWS + "-1,1,1,1,1\n"), "label -1 out of range"),
     "pixel out of range": (lambda t: _csv_file(t, GOOD_ROWS + "1,300,1,1,1\n"), "pixel value 300"),
+    "NaN pixel": (lambda t: _csv_file(t, GOOD_ROWS + "1,nan,1,1,1\n"), "pixel value nan is not a whole"),
+    "NaN label": (lambda t: _csv_file(t, GOOD_ROWS + "nan,1,1,1,1\n"), "label 'nan' is neither a class index"),
+    "overflowing label": (lambda t: _csv_file(t, GOOD_ROWS + "1e400,1,1,1,1\n"), "label '1e400' is neither"),
     "npz missing keys": (lambda t: _npz_file(t, x_train=X, y_train=Y), "lacks x_test, y_test"),
     "npz mismatched lengths": (
         lambda t: _npz_file(t, x_train=X, y_train=Y[:3], x_test=X, y_test=Y),

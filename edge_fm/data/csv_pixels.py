@@ -99,9 +99,14 @@ def _pixel_row(fields: list[str], path: Path, line: int, names: list) -> np.ndar
                 ) from None
         raise
     if values.size and (
-        values.min() < 0 or values.max() > 255 or not np.array_equal(values, np.round(values))
+        not np.isfinite(values).all()
+        or values.min() < 0
+        or values.max() > 255
+        or not np.array_equal(values, np.round(values))
     ):
-        bad = next(f for f, v in zip(fields, values) if v < 0 or v > 255 or v != round(v))
+        bad = next(
+            f for f, v in zip(fields, values) if not math.isfinite(v) or v < 0 or v > 255 or v != round(v)
+        )
         raise EdgeFMError(f"{path}: line {line}: pixel value {bad} is not a whole number 0-255.")
     return values.astype(np.uint8)
 
@@ -120,6 +125,11 @@ def csv_shape(pixels: int, path: Path) -> tuple[int, int, int]:
 
 
 def csv_labels(labels: list[str], path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
+    for label in labels:
+        if _is_number(label) and not math.isfinite(float(label)):
+            raise EdgeFMError(
+                f"{path}: label {label!r} is neither a class index (0, 1, 2...) nor a class name; fix that row."
+            )
     if all(_is_number(label) for label in labels):
         values = np.array(labels, dtype=np.float64)
         if not np.array_equal(values, np.round(values)) or values.min() < 0:
