@@ -342,6 +342,17 @@ def current_rss_mb() -> float | None:
     return None if kib is None else kib * 1024 / MB
 
 
+def available_bytes() -> int | None:
+    """Memory the system can give without swapping (``MemAvailable``), else its physical memory."""
+    available = proc_kib("/proc/meminfo", "MemAvailable")
+    if available is not None:
+        return available * 1024
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 def proc_kib(path: str, key: str) -> int | None:
     """The ``key:`` line of a Linux /proc file (``/proc/meminfo``, ``/proc/self/status``), in KiB; None
     where there is no such file or line."""

@@ -278,3 +278,21 @@ def test_tests_without_dataset_or_network_stop_with_one_message_naming_both_fixe
         locate()
     assert len(calls) == 1  # the failure is remembered, not retried by every test
     assert not list((fresh_home / ".cache" / "edge-fm" / "fashion-mnist").glob("*.gz"))
+
+
+def test_a_small_idx_file_that_claims_gigabytes_is_refused_before_reading(tmp_path):
+    """A 1,000,000,000,000-byte header in a file of a few kilobytes (or a gzip bomb) takes no memory."""
+    import gzip
+    import resource
+    import struct
+
+    bomb = tmp_path / "t10k-images-idx3-ubyte.gz"
+    bomb.write_bytes(
+        gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">3I", 10000, 10000, 10000) + bytes(1 << 22))
+    )
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(
+        EdgeFMError, match=r"truncated: header says shape \(10000, 10000, 10000\).*more than a"
+    ):
+        data.read_idx(bomb)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing decompressed

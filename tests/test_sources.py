@@ -429,7 +429,10 @@ BAD_INPUTS = {
     "negative label": (lambda t: _csv_file(t, GOOD_ROWS + "-1,1,1,1,1\n"), "label -1 out of range"),
     "pixel out of range": (lambda t: _csv_file(t, GOOD_ROWS + "1,300,1,1,1\n"), "pixel value 300"),
     "NaN pixel": (lambda t: _csv_file(t, GOOD_ROWS + "1,nan,1,1,1\n"), "pixel value nan is not a whole"),
-    "NaN label": (lambda t: _csv_file(t, GOOD_ROWS + "nan,1,1,1,1\n"), "label 'nan' is neither a class index"),
+    "NaN label": (
+        lambda t: _csv_file(t, GOOD_ROWS + "nan,1,1,1,1\n"),
+        "label 'nan' is neither a class index",
+    ),
     "overflowing label": (lambda t: _csv_file(t, GOOD_ROWS + "1e400,1,1,1,1\n"), "label '1e400' is neither"),
     "npz missing keys": (lambda t: _npz_file(t, x_train=X, y_train=Y), "lacks x_test, y_test"),
     "npz mismatched lengths": (
@@ -641,3 +644,20 @@ def test_a_refused_data_source_prints_its_one_line_and_nothing_else(tmp_path):
     )
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, repr(done.stderr)
+
+
+def test_an_npz_that_would_not_fit_in_memory_is_refused_from_its_headers(tmp_path, monkeypatch):
+    """A few compressed kilobytes that hold 400 MB of zeros: refused before any array is loaded."""
+    from edge_fm.data import sources
+
+    path = tmp_path / "bomb.npz"
+    zeros = np.zeros((100_000, 64, 64), np.uint8)  # 410 MB, written compressed
+    np.savez_compressed(path, x_train=zeros, y_train=np.zeros(100_000, np.uint8), x_test=X, y_test=Y)
+    del zeros
+    assert path.stat().st_size < 1_000_000
+    monkeypatch.setattr(sources, "available_bytes", lambda: 1_000_000_000)  # a machine with 1 GB free
+    loaded = []
+    monkeypatch.setattr(sources.np, "load", lambda *a, **k: loaded.append(a) or pytest.fail("loaded"))
+    with pytest.raises(EdgeFMError, match=r"its arrays take 0\.4 GB in memory, read about 3 times over"):
+        sources.load_data(path)
+    assert not loaded

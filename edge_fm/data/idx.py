@@ -44,6 +44,7 @@ PUBLISHED_SHA256: dict[str, str] = {
 }
 # IDX type codes (the format's spec) -> numpy dtypes, big-endian as stored.
 _IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MAX_GZIP_RATIO = 1100  # above zlib's largest compression ratio (about 1032:1)
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -52,6 +53,9 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def read_idx(path: Path) -> np.ndarray:
     """Reads an IDX file, gzip-compressed or raw, and validates its header against its body.
+
+    The body is read only when the file can hold what the header declares, so a small file whose
+    header claims gigabytes (or a gzip bomb) is refused before any memory is taken.
 
     Args:
         path: The file.
@@ -65,34 +69,43 @@ def read_idx(path: Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise EdgeFMError(f"{path}: no such file.")
-    raw = path.read_bytes()
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            raw = gzip.decompress(raw)
-        except (EOFError, OSError, zlib.error) as exc:
-            raise EdgeFMError(
-                f"{path}: corrupt or truncated gzip data ({exc}); delete it and run `edge-fm data fetch`."
-            ) from None
-    return _parse_idx(raw, path)
-
-
-def _parse_idx(raw: bytes, path: Path) -> np.ndarray:
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise EdgeFMError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'}).")
-    ndim = raw[3]
-    header_end = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header_end:
-        raise EdgeFMError(f"{path}: truncated IDX header.")
-    shape = struct.unpack(f">{ndim}I", raw[4:header_end])
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(shape)) * dtype.itemsize
-    body = len(raw) - header_end
-    if body != expected:
-        what = "truncated" if body < expected else "has trailing bytes"
+    with path.open("rb") as probe:
+        compressed = probe.read(2) == _GZIP_MAGIC
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as stream:
+            return _read_stream(stream, path, path.stat().st_size, compressed)
+    except (EOFError, OSError, zlib.error) as exc:
         raise EdgeFMError(
-            f"{path}: IDX body {what}: header says shape {shape} ({expected} bytes), file holds {body}."
+            f"{path}: corrupt or truncated gzip data ({exc}); delete it and run `edge-fm data fetch`."
+        ) from None
+
+
+def _read_stream(stream, path: Path, file_bytes: int, compressed: bool) -> np.ndarray:
+    magic = stream.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+        raise EdgeFMError(f"{path}: not an IDX file (bad magic number {magic.hex() or 'empty'}).")
+    ndim = magic[3]
+    dims = stream.read(4 * ndim)
+    if ndim == 0 or len(dims) < 4 * ndim:
+        raise EdgeFMError(f"{path}: truncated IDX header.")
+    shape = struct.unpack(f">{ndim}I", dims)
+    dtype = np.dtype(_IDX_DTYPES[magic[2]])
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # zlib's best ratio is about 1032:1, so a compressed file holds at most that much.
+    most = file_bytes * MAX_GZIP_RATIO if compressed else file_bytes - 4 - 4 * ndim
+    if expected > most:
+        raise EdgeFMError(
+            f"{path}: IDX body truncated: header says shape {shape} ({expected} bytes), more than a "
+            f"{file_bytes}-byte file can hold; delete it and run `edge-fm data fetch`."
         )
-    return np.frombuffer(raw, dtype=dtype, offset=header_end).reshape(shape).astype(dtype.newbyteorder("="))
+    body = stream.read(expected)
+    if len(body) != expected or stream.read(1):
+        what = "truncated" if len(body) < expected else "has trailing bytes"
+        held = f"{len(body)}" if len(body) < expected else "more"
+        raise EdgeFMError(
+            f"{path}: IDX body {what}: header says shape {shape} ({expected} bytes), file holds {held}."
+        )
+    return np.frombuffer(body, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: Path, array: np.ndarray) -> None:

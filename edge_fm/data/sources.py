@@ -69,6 +69,7 @@ from edge_fm.data.splits import (  # noqa: F401 (summary: re-exported)
 )
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import sha256_file
+from edge_fm.runner import available_bytes
 
 
 def load_data(
@@ -305,6 +306,7 @@ def _npz(path: Path, options: DataOptions) -> Dataset:
         ) from None
     if not zipfile.is_zipfile(path):  # numpy takes other bytes for a pickle and says so
         raise EdgeFMError(f"{path}: not a readable .npz (not a zip archive); save it with numpy.savez.")
+    _check_npz_fits(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
             contents = {key: archive[key] for key in archive.files}
@@ -333,6 +335,37 @@ def _npz(path: Path, options: DataOptions) -> Dataset:
     else:
         class_names = tuple(str(c) for c in range(top + 1))
     return _from_arrays("npz", path, "sha256:" + sha256_file(path), arrays, class_names, options)
+
+
+# Reading an .npz holds its arrays about three times over (loaded, converted, split) at the peak.
+NPZ_COPIES = 3
+
+
+def _check_npz_fits(path: Path) -> None:
+    """Refuses, from the arrays' headers and before loading them, an .npz that would not fit in memory
+    (a few compressed megabytes can hold gigabytes of zeros)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            held = sum(_npy_bytes(archive, name) for name in archive.namelist() if name.endswith(".npy"))
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise EdgeFMError(f"{path}: not a readable .npz ({exc}); save it with numpy.savez.") from None
+    free = available_bytes()
+    if free is not None and held * NPZ_COPIES > free:
+        raise EdgeFMError(
+            f"{path}: its arrays take {held / 1e9:.1f} GB in memory, read about {NPZ_COPIES} times over, "
+            f"more than the {free / 1e9:.1f} GB free here; write the images as an image folder (read a "
+            "batch at a time into the cache) instead."
+        )
+
+
+def _npy_bytes(archive: zipfile.ZipFile, name: str) -> int:
+    with archive.open(name) as member:
+        version = np.lib.format.read_magic(member)
+        read_header = (
+            np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        )
+        shape, _, dtype = read_header(member)
+    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
 
 
 def _as_images(images: np.ndarray, where: str) -> np.ndarray:

@@ -11,7 +11,7 @@ import os
 
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError
-from edge_fm.runner import proc_kib
+from edge_fm.runner import available_bytes  # noqa: F401 (the check reads it by this module's name)
 from edge_fm.zoo.layers import count_activations
 
 BYTES_PER_ELEMENT = 4  # float32 activations
@@ -23,17 +23,6 @@ def activation_bytes(model: keras.Model, batch_size: int) -> int:
     """Bytes of one training step's activations and their gradients (weights and the optimizer's
     state, far smaller for edge models, are not counted)."""
     return count_activations(model) * batch_size * BYTES_PER_ELEMENT * KEPT_PER_ELEMENT
-
-
-def available_bytes() -> int | None:
-    """Memory the system can give without swapping (``MemAvailable``), else its physical memory."""
-    available = proc_kib("/proc/meminfo", "MemAvailable")
-    if available is not None:
-        return available * 1024
-    try:
-        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def check_fits(
