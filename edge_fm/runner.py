@@ -321,6 +321,7 @@ def time_invocations(invoke, min_runs: int, min_seconds: float, max_seconds: flo
             return timings
 
 
+MAX_THREADS = 256  # boards have a few cores; LiteRT crashes on absurd counts (100,000) as on a bad file
 MB = 1_000_000  # bytes: memory in MB, as sizes are in KB of 1,000 bytes
 
 
@@ -776,6 +777,10 @@ def parse_threads(text: str) -> list[int]:
         counts = []
     if not counts or min(counts) < 1:
         raise RunnerError(f"--threads {text!r}: give positive thread counts separated by commas, e.g. 1,4.")
+    if max(counts) > MAX_THREADS:
+        raise RunnerError(
+            f"--threads {text!r}: at most {MAX_THREADS} interpreter threads (a board has a few cores), e.g. 1,4."
+        )
     return counts
 
 
