@@ -129,6 +129,11 @@ def build_report(
     """
     target = Path(target)
     kind = target_kind(target)
+    if options.bench is not None and kind != "folder":
+        raise EdgeFMError(
+            f"--bench gives a folder of bundles (such as models/) its measured figures; {target} is a "
+            f"{kind}: drop --bench."
+        )
     out = check_output_file(Path(out) if out else default_output(target), "--out")
     started = time.perf_counter()
     page = _BUILDERS[kind](target, options, progress)
