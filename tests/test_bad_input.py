@@ -314,7 +314,10 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
     assert_one_line_error(code, output, "model.json is not valid JSON")
     (bundle / "model.json").write_text('{"labels": ["a", "b"]}')
     code, output = run_cli("predict", bundle, image)
-    assert_one_line_error(code, output, "lists 2 labels but the model outputs 10 classes")
+    assert_one_line_error(code, output, "model.json lists 2 labels but the model outputs 10 classes")
+    (bundle / "labels.txt").write_text("a\nb\nc\n")  # the labels file names the classes where there is one
+    code, output = run_cli("predict", bundle, image)
+    assert_one_line_error(code, output, "labels.txt lists 3 labels but the model outputs 10 classes")
 
     code, output = run_cli("predict", tmp_path / "empty-folder-that-is-not-there", image)
     assert_one_line_error(code, output, "no such file or folder; pass a .tflite file or a bundle")
@@ -583,3 +586,11 @@ def test_a_damaged_keras_model_in_a_run_is_one_line(exported, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "model.h5 cannot be read as a Keras model" in err and "the file is damaged" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_class_weight_file_that_is_not_json_says_to_fix_it(tmp_path):
+    weights = tmp_path / "weights.json"
+    weights.write_text('{"Sneaker": 2.0,')
+    code, output = run_cli("train", "tiny-cnn", "--sample", "--class-weight", weights, "--runs-dir", tmp_path)
+    assert_one_line_error(code, output, f"--class-weight {weights} is not valid JSON")
+    assert "write a JSON object of weights by class name" in output and "re-create it" not in output

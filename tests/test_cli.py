@@ -160,6 +160,7 @@ def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, 
         (["serve", "models/", "--max-upload-mb", "1e12"], "at most 100, e.g. 4"),
         (["bench", "models/edge-cnn-tiny", "--threads", "100000"], "at most 256 interpreter threads"),
         (["report", "models/edge-cnn-tiny", "--bench", "/nonexistent.json"], "is a bundle: drop --bench"),
+        (["export", "/nonexistent", "--for", "mcu"], "/nonexistent does not exist"),
         (
             ["train", "mlp", "--sample", "--val-size", "5000"],
             "validation size 5000 must be between 0 and 1999",

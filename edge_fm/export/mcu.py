@@ -58,7 +58,8 @@ def read_model(source: Path | str) -> Bundle:
             if is_run(source)
             else "pass an int8 export bundle (a folder with model.tflite, e.g. models/mlp) or a .tflite file"
         )
-        raise EdgeFMError(f"{source} holds no .tflite model: {hint}.")
+        what = "holds no .tflite model" if source.exists() else "does not exist"
+        raise EdgeFMError(f"{source} {what}: {hint}.")
     check_int8_model(path.read_bytes(), path)
     model = Bundle.open(source, embedded=True)
     description = model.description if model.has_sidecar else {}

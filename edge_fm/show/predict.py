@@ -18,7 +18,7 @@ from edge_fm.data.datasets import CLASS_NAMES, IMAGE_SHAPE
 from edge_fm.data.images import image_to_input, read_image
 from edge_fm.data.reference import SplitImages, model_test_split, recorded_data
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.bundles import DESCRIPTION_FILE, Bundle, artifact_file
+from edge_fm.export.bundles import DESCRIPTION_FILE, LABELS_FILE, Bundle, artifact_file
 from edge_fm.records import check_labels
 from edge_fm.runner import RunnerError, TFLiteModel
 
@@ -136,9 +136,12 @@ def _check_shapes(
             f"{len(labels)}: pass the bundle folder made by `edge-fm export`, which holds the model's labels."
         )
     if len(labels) != classes:
+        # The bundle's labels.txt names the classes where it has one, else its model.json.
+        named_in = model_path.with_name(LABELS_FILE)
+        named_in = named_in if named_in.is_file() else model_path.with_name(DESCRIPTION_FILE)
         raise EdgeFMError(
-            f"{model_path.with_name(DESCRIPTION_FILE)} lists {len(labels)} labels "
-            f"but the model outputs {classes} classes: re-export the bundle with `edge-fm export`."
+            f"{named_in} lists {len(labels)} labels but the model outputs {classes} classes: give one label "
+            "per output class, in output order, or re-export the bundle with `edge-fm export`."
         )
 
 

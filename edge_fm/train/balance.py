@@ -64,7 +64,16 @@ def class_weights(value: str, labels: np.ndarray, class_names: tuple[str, ...]) 
 
 
 def _weights_file(path: Path, class_names: tuple[str, ...]) -> np.ndarray:
-    given = read_json(path)
+    try:
+        given = read_json(path)
+    except EdgeFMError as exc:  # the user's own file: the fix is to edit it, not to re-make it
+        if ": the file is corrupt;" not in str(exc):
+            raise
+        reason = str(exc).split(": the file is corrupt;")[0]
+        raise EdgeFMError(
+            f"--class-weight {reason}: write a JSON object of weights by class name, e.g. "
+            f'{{"{class_names[0]}": 2.0}}.'
+        ) from None
     if not isinstance(given, dict):
         raise EdgeFMError(
             f"--class-weight {path}: expected a JSON object of weights by class name, e.g. "
