@@ -148,6 +148,22 @@ def test_data_fetch_refuses_files_whose_checksum_differs(http_server, tmp_path, 
     assert not list((tmp_path / "dl").glob("*.gz"))
 
 
+def test_data_fetch_stops_reading_a_file_larger_than_any_release_file(
+    http_server, tmp_path, capsys, monkeypatch
+):
+    from edge_fm.data import download
+
+    served, url = http_server
+    for name in data.PUBLISHED_SHA256:
+        (served / name).write_bytes((data.SAMPLE_DIR / name).read_bytes())
+    monkeypatch.setattr(download, "MAX_FILE_BYTES", 20_000)  # smaller than the sample's image files
+    code = main(["data", "fetch", "--data-dir", str(tmp_path / "dl"), "--url", url])
+    err = capsys.readouterr().err
+    assert code == 1 and "is 871,906 bytes, more than any release file; file refused" in err
+    assert "edge_fm/" not in err  # (the test server's own thread prints the closed connection)
+    assert not list((tmp_path / "dl").glob("*.gz"))
+
+
 @pytest.mark.parametrize(
     "argv, expected",
     [

@@ -70,6 +70,10 @@ def fetch(
     return done
 
 
+# The largest release file (training images) is about 26 MB: a mirror sending more is not sending it.
+MAX_FILE_BYTES = 64_000_000
+
+
 class _DownloadError(Exception):
     pass
 
@@ -79,12 +83,16 @@ def _download(url: str, target: Path, expected_sha: str, progress: ProgressFn | 
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, atomic_path(target) as tmp:
             total = int(response.headers.get("Content-Length") or 0) or None
+            if total is not None and total > MAX_FILE_BYTES:
+                raise _DownloadError(f"{url} is {total:,} bytes, more than any release file; file refused")
             received = 0
             with open(tmp, "wb") as out:
                 for chunk in iter(lambda: response.read(1 << 16), b""):
+                    received += len(chunk)
+                    if received > MAX_FILE_BYTES:  # a server that sends more than it said, or says nothing
+                        raise _DownloadError(f"{url} sent more than {MAX_FILE_BYTES:,} bytes; file refused")
                     out.write(chunk)
                     digest.update(chunk)
-                    received += len(chunk)
                     if progress:
                         progress(target.name, received, total)
             if digest.hexdigest() != expected_sha:
