@@ -203,6 +203,19 @@ def test_skipped_files_are_counted_and_named(digits, tmp_path):
     assert "skipped 7 file(s)" in output and "digit-4/zero.png (empty file)" in output
     assert "digit-6/again/ (a folder already read: symlink loop or copy)" in dataset.identity.skipped_examples
     assert "digit-7/self.png (symlink loop)" in dataset.identity.skipped_examples
+    assert dataset.describe().endswith("; 7 files skipped)")  # the line train and the artifacts print
+
+
+def test_an_unreadable_colour_file_does_not_make_a_grey_folder_rgb(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "d", images[:100], labels[:100])
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(root / "digit-2" / "photo.jpg")
+    whole = (root / "digit-2" / "photo.jpg").read_bytes()
+    (root / "digit-2" / "photo.jpg").write_bytes(whole[: len(whole) // 2])  # its header reads, its pixels do not
+    dataset = load_data(root)
+    assert dataset.identity.skipped == 1 and dataset.image_shape[-1] == 1
+    assert dataset.x_train.shape[-1] == 1
 
 
 def test_a_link_into_another_class_folder_never_relabels_its_images(digits, tmp_path):

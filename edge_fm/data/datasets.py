@@ -225,9 +225,12 @@ class Dataset:
             height, width, channels = self.image_shape
             colour = "grey" if channels == 1 else "RGB"
             # The fingerprint, not the path: this line goes into artifacts shipped to other machines.
+            # Files that could not be read are left out; `edge-fm data info` names the first ones.
+            skipped = self.identity.skipped
+            left_out = f"; {skipped} file{'s' * (skipped != 1)} skipped" if skipped else ""
             return (
                 f"{self.identity.kind} data {self.identity.fingerprint[:19]} ({self.num_classes} classes, "
-                f"{width}x{height} {colour}; {sizes})"
+                f"{width}x{height} {colour}; {sizes}{left_out})"
             )
         # No local path: this line goes into artifacts that are shipped to other machines.
         return f"Fashion-MNIST ({sizes})"

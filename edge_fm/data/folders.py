@@ -264,6 +264,9 @@ def _decode_into_cache(
                 if done % 256 == 0 or done == len(readable):
                     report("decoding images", done)
         kept = np.asarray(readable)[ok]
+        if options.channels is None and channels == 3 and all(headers[i].grey for i in kept):
+            # The only colour files could not be decoded: the images read are grey, and stay so.
+            channels, decoded = 1, decoded[..., :1]
         labels = np.asarray(scan.labels, dtype=label_dtype(len(scan.class_names)))[kept]
         origin = np.asarray(scan.origin, dtype=np.uint8)[kept]
         names = [scan.names[i] for i in kept]
