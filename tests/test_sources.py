@@ -212,7 +212,9 @@ def test_an_unreadable_colour_file_does_not_make_a_grey_folder_rgb(digits, tmp_p
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
     Image.fromarray(noise).save(root / "digit-2" / "photo.jpg")
     whole = (root / "digit-2" / "photo.jpg").read_bytes()
-    (root / "digit-2" / "photo.jpg").write_bytes(whole[: len(whole) // 2])  # its header reads, its pixels do not
+    (root / "digit-2" / "photo.jpg").write_bytes(
+        whole[: len(whole) // 2]
+    )  # its header reads, its pixels do not
     dataset = load_data(root)
     assert dataset.identity.skipped == 1 and dataset.image_shape[-1] == 1
     assert dataset.x_train.shape[-1] == 1
