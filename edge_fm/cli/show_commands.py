@@ -141,7 +141,9 @@ def serve_command(
         bool,
         typer.Option("--expose", help="Confirm serving beyond this machine (add --key to require a key)."),
     ] = False,
-    max_upload_mb: Annotated[float, typer.Option(help="Largest image file accepted, in MB.")] = 4.0,
+    max_upload_mb: Annotated[
+        float, typer.Option(help="Largest image file accepted, in MB (at most 100).")
+    ] = 4.0,
     bench: BenchResultOption = None,
     key: Annotated[
         Optional[str],
