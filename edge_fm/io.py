@@ -6,6 +6,8 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -118,12 +120,12 @@ def atomic_path(final: Path) -> Iterator[Path]:
         EdgeFMError: ``final`` is a folder, or its folder cannot be created or written.
     """
     final = Path(final)
-    if final.is_symlink():
-        final = Path(os.path.realpath(final))
-    if final.exists() and not (final.is_file() or final.is_dir()):
+    if _open_stream(final) is not None or _is_device(final):
         with _written_through(final) as tmp:
             yield tmp
         return
+    if final.is_symlink():
+        final = Path(os.path.realpath(final))
     check_output_file(final)
     make_dirs(final.parent)
     try:
@@ -149,15 +151,47 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _open_stream(path: Path) -> int | None:
+    """The descriptor ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` or ``/proc/self/fd/N`` names: this
+    process's own open stream, written at its place (a pipe, a terminal, or a file the shell appends to)."""
+    named = {"/dev/stdout": 1, "/dev/stderr": 2}.get(str(path))
+    if named is not None:
+        return named
+    parts = path.parts
+    if len(parts) == 4 and parts[:3] in (("/", "dev", "fd"), ("/", "proc", "self")) and parts[3].isdigit():
+        return int(parts[3])
+    if len(parts) == 5 and parts[:4] == ("/", "proc", "self", "fd") and parts[4].isdigit():
+        return int(parts[4])
+    return None
+
+
+def _is_device(path: Path) -> bool:
+    """Whether ``path`` (a link followed) is a device, a pipe or a socket, not a file or a folder."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 @contextlib.contextmanager
 def _written_through(device: Path) -> Iterator[Path]:
     """Yields a temporary file elsewhere and copies what was written to it into ``device``."""
     with tempfile.TemporaryDirectory(prefix="edge-fm-") as folder:
         tmp = Path(folder) / device.name
         yield tmp
+        data = tmp.read_bytes() if tmp.exists() else b""
         try:
-            with open(device, "wb") as out:
-                out.write(tmp.read_bytes() if tmp.exists() else b"")
+            stream = _open_stream(device)
+            if stream is not None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                view = memoryview(data)  # at the stream's place: nothing it already holds is truncated
+                while view:
+                    view = view[os.write(stream, view) :]
+            else:
+                with open(device, "wb") as out:
+                    out.write(data)
         except OSError as exc:
             raise unwritable(device, "", exc) from None
 

@@ -811,10 +811,12 @@ def main(argv: list[str] | None = None) -> int:
         }
         text = json.dumps(result, indent=2)
         final = os.path.realpath(args.json)  # a link stays a link: its target is written
-        if args.json == "-":
+        if args.json in ("-", "/dev/stdout"):
             sys.stdout.write(text + "\n")
-        elif os.path.exists(final) and not os.path.isfile(final):
-            with open(final, "w") as out:  # a device or a pipe: written through, never replaced by a file
+        elif args.json == "/dev/stderr":
+            sys.stderr.write(text + "\n")
+        elif os.path.exists(args.json) and not os.path.isfile(args.json):
+            with open(args.json, "w") as out:  # a device or a pipe: written through, never replaced by a file
                 out.write(text + "\n")
         else:
             tmp = final + ".tmp"

@@ -594,3 +594,24 @@ def test_a_class_weight_file_that_is_not_json_says_to_fix_it(tmp_path):
     code, output = run_cli("train", "tiny-cnn", "--sample", "--class-weight", weights, "--runs-dir", tmp_path)
     assert_one_line_error(code, output, f"--class-weight {weights} is not valid JSON")
     assert "write a JSON object of weights by class name" in output and "re-create it" not in output
+
+
+def test_json_to_dev_stdout_reaches_a_pipe_and_appends_to_a_redirected_file(tmp_path, data_dir):
+    import json
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    model = str(repo / "models" / "edge-cnn-tiny")
+    command = [sys.executable, "-m", "edge_fm.cli", "evaluate", model, "--data-dir", str(data_dir)]
+    piped = subprocess.run([*command, "--json", "/dev/stdout"], capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout[piped.stdout.index("{") :])  # the scores line, then the JSON
+    log = tmp_path / "log.txt"
+    log.write_text("PREVIOUS\n")
+    with log.open("a") as out:  # `>> log.txt`
+        done = subprocess.run(
+            [*command, "--json", "/dev/stdout"], stdout=out, stderr=subprocess.PIPE, timeout=120
+        )
+    assert done.returncode == 0, done.stderr
+    assert log.read_text().startswith("PREVIOUS\n") and log.read_text().rstrip().endswith("}")

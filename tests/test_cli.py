@@ -172,6 +172,7 @@ def test_data_fetch_stops_reading_a_file_larger_than_any_release_file(
         (["train", "mlp", "--lr", "-0.1"], "learning_rate must be a positive number"),
         (["train", "mlp", "--lr", "nan"], "learning_rate must be a positive number, got nan"),
         (["train", "mlp", "--lr", "inf"], "learning_rate must be a positive number, got inf"),
+        (["train", "mlp", "--set", "label_smoothing=" + "9" * 400], "label_smoothing must be in"),
         (["serve", "models/", "--max-upload-mb", "nan"], "--max-upload-mb nan: give a size above 0"),
         (["serve", "models/", "--max-upload-mb", "1e12"], "at most 100, e.g. 4"),
         (["bench", "models/edge-cnn-tiny", "--threads", "100000"], "at most 256 interpreter threads"),

@@ -296,3 +296,12 @@ def test_a_small_idx_file_that_claims_gigabytes_is_refused_before_reading(tmp_pa
     ):
         data.read_idx(bomb)
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: nothing decompressed
+
+
+def test_an_idx_header_whose_size_overflows_64_bits_is_one_line(tmp_path):
+    import struct
+
+    path = tmp_path / "huge.idx"
+    path.write_bytes(b"\x00\x00\x08\x03" + struct.pack(">3I", 3, 2**31, 2**31 + 1) + bytes(64))
+    with pytest.raises(EdgeFMError, match=r"truncated: header says shape \(3, 2147483648, 2147483649\)"):
+        data.read_idx(path)

@@ -676,3 +676,19 @@ def test_an_npz_that_would_not_fit_in_memory_is_refused_from_its_headers(tmp_pat
     with pytest.raises(EdgeFMError, match=r"its arrays take 0\.4 GB in memory, read about 3 times over"):
         sources.load_data(path)
     assert not loaded
+
+
+def test_an_npz_header_whose_size_overflows_64_bits_is_refused(tmp_path):
+    """A member declaring (2**32, 2**32) bytes must count as that many, not wrap around to none."""
+    import zipfile
+
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(1, np.uint8))
+    header["shape"] = (2**32, 2**32)
+    member = tmp_path / "x_train.npy"
+    with member.open("wb") as out:
+        np.lib.format.write_array_header_1_0(out, header)
+    path = _npz_file(tmp_path, y_train=Y, x_test=X, y_test=Y)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.write(member, "x_train.npy")
+    with pytest.raises(EdgeFMError, match=r"its arrays take 18446744073\.7 GB in memory"):
+        load_data(path)

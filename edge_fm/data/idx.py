@@ -4,6 +4,7 @@ format they are stored in, read and written with their headers checked against t
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -90,7 +91,7 @@ def _read_stream(stream, path: Path, file_bytes: int, compressed: bool) -> np.nd
         raise EdgeFMError(f"{path}: truncated IDX header.")
     shape = struct.unpack(f">{ndim}I", dims)
     dtype = np.dtype(_IDX_DTYPES[magic[2]])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # Python integers: no overflow on absurd headers
     # zlib's best ratio is about 1032:1, so a compressed file holds at most that much.
     most = file_bytes * MAX_GZIP_RATIO if compressed else file_bytes - 4 - 4 * ndim
     if expected > most:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import hashlib
+import math
 import warnings
 import zipfile
 from pathlib import Path
@@ -346,7 +347,11 @@ def _check_npz_fits(path: Path) -> None:
     (a few compressed megabytes can hold gigabytes of zeros)."""
     try:
         with zipfile.ZipFile(path) as archive:
-            held = sum(_npy_bytes(archive, name) for name in archive.namelist() if name.endswith(".npy"))
+            # Every member: numpy loads a member that is not an array as its bytes.
+            held = sum(
+                _npy_bytes(archive, info.filename) if info.filename.endswith(".npy") else info.file_size
+                for info in archive.infolist()
+            )
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise EdgeFMError(f"{path}: not a readable .npz ({exc}); save it with numpy.savez.") from None
     free = available_bytes()
@@ -365,7 +370,7 @@ def _npy_bytes(archive: zipfile.ZipFile, name: str) -> int:
             np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
         )
         shape, _, dtype = read_header(member)
-    return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return math.prod(shape) * dtype.itemsize  # Python integers: no overflow on absurd headers
 
 
 def _as_images(images: np.ndarray, where: str) -> np.ndarray:

@@ -138,9 +138,10 @@ def resume_pipeline(
     top = Path(top)
     record = _stopped_record(top)
     config = PipelineConfig(**record["config"])
-    train_config, target = _checked(config, record["target"] if target is None else target)
-    if target.name != record["target"]:
-        log(f"the benchmark runs on {target.name}; the pipeline was started for {record['target']}")
+    started_for = record.get("target", "local")
+    train_config, target = _checked(config, started_for if target is None else target)
+    if target.name != started_for:
+        log(f"the benchmark runs on {target.name}; the pipeline was started for {started_for}")
     record.update(status="running", target=target.name, resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     record.pop("error", None)
     write_json(top / PIPELINE_FILE, record)
@@ -157,7 +158,7 @@ def recorded_target(top: Path | str) -> str:
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
     """
-    return _stopped_record(Path(top))["target"]
+    return _stopped_record(Path(top)).get("target", "local")
 
 
 def _stopped_record(top: Path) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.errors import EdgeFMError, unknown_choice
+from edge_fm.runner import MAX_THREADS
 
 SPEC_FILE = "spec.json"
 TRIALS_DIR = "trials"
@@ -151,8 +152,8 @@ class SweepSpec:
             raise unknown_choice("search", self.search, SEARCHES)
         if self.search == "optuna" and self.trials < 1:
             raise EdgeFMError(f"--trials {self.trials}: an Optuna search needs at least 1 trial.")
-        if self.bench_threads < 1:
-            raise EdgeFMError(f"--bench-threads {self.bench_threads}: give at least 1.")
+        if not 1 <= self.bench_threads <= MAX_THREADS:
+            raise EdgeFMError(f"--bench-threads {self.bench_threads}: give 1 to {MAX_THREADS}.")
         if not (self.bench_target == "local" or self.bench_target.startswith("ssh://")):
             raise EdgeFMError(
                 f"--bench-target {self.bench_target}: the sweep ranks by measured latency, so give local or "

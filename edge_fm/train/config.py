@@ -393,7 +393,7 @@ def _positive(name: str, value: float) -> None:
 
 def _finite(value) -> bool:
     # NaN compares false with every bound, and inf passes a lower one: both would train to NaN.
-    return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _within(
