@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -120,8 +121,9 @@ def atomic_path(final: Path) -> Iterator[Path]:
         EdgeFMError: ``final`` is a folder, or its folder cannot be created or written.
     """
     final = Path(final)
-    if _open_stream(final) is not None or _is_device(final):
-        with _written_through(final) as tmp:
+    stream = _open_stream(final)
+    if stream is not None or _is_device(final):
+        with _written_through(final, stream) as tmp:
             yield tmp
         return
     if final.is_symlink():
@@ -151,18 +153,17 @@ def atomic_path(final: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+_OWN_STREAM = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/(\d+))|/proc/self/fd/(\d+)")
+
+
 def _open_stream(path: Path) -> int | None:
     """The descriptor ``/dev/stdout``, ``/dev/stderr``, ``/dev/fd/N`` or ``/proc/self/fd/N`` names: this
     process's own open stream, written at its place (a pipe, a terminal, or a file the shell appends to)."""
-    named = {"/dev/stdout": 1, "/dev/stderr": 2}.get(str(path))
-    if named is not None:
-        return named
-    parts = path.parts
-    if len(parts) == 4 and parts[:3] in (("/", "dev", "fd"), ("/", "proc", "self")) and parts[3].isdigit():
-        return int(parts[3])
-    if len(parts) == 5 and parts[:4] == ("/", "proc", "self", "fd") and parts[4].isdigit():
-        return int(parts[4])
-    return None
+    match = _OWN_STREAM.fullmatch(str(path))
+    if match is None:
+        return None
+    stdout, stderr, fd, proc_fd = match.groups()
+    return 1 if stdout else 2 if stderr else int(fd or proc_fd)
 
 
 def _is_device(path: Path) -> bool:
@@ -175,14 +176,14 @@ def _is_device(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def _written_through(device: Path) -> Iterator[Path]:
-    """Yields a temporary file elsewhere and copies what was written to it into ``device``."""
+def _written_through(device: Path, stream: int | None) -> Iterator[Path]:
+    """Yields a temporary file elsewhere and copies what was written to it into ``device``, or into the
+    open ``stream`` it names."""
     with tempfile.TemporaryDirectory(prefix="edge-fm-") as folder:
         tmp = Path(folder) / device.name
         yield tmp
         data = tmp.read_bytes() if tmp.exists() else b""
         try:
-            stream = _open_stream(device)
             if stream is not None:
                 sys.stdout.flush()
                 sys.stderr.flush()

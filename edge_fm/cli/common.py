@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from edge_fm.cli.options import with_option_groups
 from edge_fm.errors import EdgeFMError
 
 try:  # Typer >= 0.23 carries its own copy of Click
@@ -51,7 +52,6 @@ def command(group: typer.Typer, name: str):
     """Registers a function as the command ``name`` of ``group`` (the app or a sub-app such as ``data``),
     with the one-line errors of :func:`fails_cleanly` and the options of its option groups
     (:func:`edge_fm.cli.options.with_option_groups`)."""
-    from edge_fm.cli.options import with_option_groups
 
     def register(function):
         return group.command(name)(fails_cleanly(with_option_groups(function)))

@@ -253,6 +253,12 @@ class Measurement:
     )
     warmup: Annotated[int, typer.Option(help="Untimed runs before timing.")] = MEASURE.warmup
 
+    @classmethod
+    def of(cls, options) -> Measurement:
+        """The options that give the library's BenchOptions ``options`` (a command's own defaults)."""
+        threads = ",".join(map(str, options.threads))
+        return cls(threads, options.runs, options.min_seconds, options.max_seconds, options.warmup)
+
     def bench_options(self):
         """The library's BenchOptions of these options."""
         from edge_fm import BenchOptions, parse_threads

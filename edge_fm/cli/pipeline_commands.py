@@ -43,12 +43,7 @@ from edge_fm.io import KB
 from edge_fm.pipeline.pipeline import PIPELINE_BENCH
 
 # The pipeline times every artifact it exports, so a little less long than `bench` does.
-PIPELINE_MEASUREMENT = Measurement(
-    runs=PIPELINE_BENCH.runs,
-    min_seconds=PIPELINE_BENCH.min_seconds,
-    max_seconds=PIPELINE_BENCH.max_seconds,
-    warmup=PIPELINE_BENCH.warmup,
-)
+PIPELINE_MEASUREMENT = Measurement.of(PIPELINE_BENCH)
 
 
 @command(app, "ship")

@@ -39,7 +39,7 @@ from edge_fm.show.served import ServedModel, example_images, input_shape, load_m
 DEMO_EXTRA_FIX = "pip install 'edge-fm[demo]'"
 DEFAULT_PORT = 8050
 DEFAULT_MAX_UPLOAD_MB = 4.0
-MAX_UPLOAD_MB = 100  # a 48-megapixel PNG, the largest image decoded, fits well within it
+MAX_UPLOAD_MB = 100  # above the largest image decoded raw: 48 megapixels of grey, 48 MB
 KEY_ENV = "EDGE_FM_SERVE_KEY"  # the access key, when not given with --key
 # Uploads decoded at once, each on its own thread (each holds up to edge_fm.data.images.DECODE_BUDGET_BYTES).
 DECODE_SLOTS = 1

@@ -11,7 +11,7 @@ import os
 
 from edge_fm.compat import keras
 from edge_fm.errors import EdgeFMError
-from edge_fm.runner import available_bytes  # noqa: F401 (the check reads it by this module's name)
+from edge_fm.runner import available_bytes
 from edge_fm.zoo.layers import count_activations
 
 BYTES_PER_ELEMENT = 4  # float32 activations
