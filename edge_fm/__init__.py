@@ -1,8 +1,8 @@
 """edge-fm: train, optimize, export and benchmark small Fashion-MNIST classifiers for the edge.
 
 ``import edge_fm`` gives the names a program using edge-fm needs (``__all__``): each is the function
-or class of the stage module that owns it, and the names that need TensorFlow load their module on
-first use (PEP 562), so ``import edge_fm`` is fast. The CLI calls the library's operations through
+or class of the stage module that owns it, loaded on first use (PEP 562), so ``import edge_fm`` is
+fast and loads TensorFlow only when a name needs it. The CLI calls the library's operations through
 these names; option parsers and constants it takes from their own modules. The repository's own
 scripts (``benchmarks/``, ``experiments/``, ``tools/``) import from the modules where each part lives,
 not from here: they measure or maintain those parts, and name them where they are.
@@ -22,38 +22,38 @@ from __future__ import annotations
 
 import importlib
 import os
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("edge-fm")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+local"
-
-from edge_fm.data.datasets import (  # noqa: E402
-    CLASS_NAMES,
-    DataIdentity,
-    Dataset,
-    info,
-    load_dataset,
-    load_split,
-    make_sample,
-    read_idx,
-    resolve_data_dir,
-    stratified_split,
-    write_idx,
-)
-from edge_fm.data.download import fetch  # noqa: E402
-from edge_fm.data.sources import DataOptions, load_data, parse_image_size  # noqa: E402
-from edge_fm.errors import EdgeFMError  # noqa: E402
-from edge_fm.train.config import TrainConfig, from_dict, load_config, parse_overrides  # noqa: E402
-from edge_fm.train.metrics import classification_metrics, confusion_matrix  # noqa: E402
-
-# The names below load TensorFlow (seconds); they are imported on first use (PEP 562), so what
-# needs only LiteRT (`edge-fm serve`, the device runner) starts without it. Set here as in
+# Every name is imported on first use (PEP 562): those that load TensorFlow take seconds, so what
+# needs only LiteRT (`edge-fm serve`, the device runner) starts without it, and the console script
+# reaches its Ctrl-C handling before any stage module loads. Set here as in
 # edge_fm.compat, so that whichever module reaches TensorFlow first, tf.keras is Keras 2.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 _LAZY = {
+    **{
+        name: ("edge_fm.data.datasets", name)
+        for name in (
+            "CLASS_NAMES",
+            "DataIdentity",
+            "Dataset",
+            "info",
+            "load_dataset",
+            "load_split",
+            "make_sample",
+            "read_idx",
+            "resolve_data_dir",
+            "stratified_split",
+            "write_idx",
+        )
+    },
+    "fetch": ("edge_fm.data.download", "fetch"),
+    **{name: ("edge_fm.data.sources", name) for name in ("DataOptions", "load_data", "parse_image_size")},
+    "EdgeFMError": ("edge_fm.errors", "EdgeFMError"),
+    **{
+        name: ("edge_fm.train.config", name)
+        for name in ("TrainConfig", "from_dict", "load_config", "parse_overrides")
+    },
+    **{name: ("edge_fm.train.metrics", name) for name in ("classification_metrics", "confusion_matrix")},
     "evaluate_run": ("edge_fm.train.evaluate", "evaluate_run"),
     "predict_proba": ("edge_fm.train.evaluate", "predict_proba"),
     "PRESET_NAMES": ("edge_fm.train.presets", "PRESET_NAMES"),
@@ -135,7 +135,19 @@ _LAZY = {
 }
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("edge-fm")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        return "0.0.0+local"
+
+
 def __getattr__(name: str):
+    if name == "__version__":
+        globals()[name] = _version()
+        return globals()[name]
     if name in _LAZY:
         module, attribute = _LAZY[name]
         value = getattr(importlib.import_module(module), attribute)

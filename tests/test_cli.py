@@ -244,3 +244,25 @@ def test_the_command_line_starts_without_tensorflow():
     for argv in (["--help"], ["export", "--help"], ["serve", "--help"], ["bench", "--help"]):
         done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, (argv, done.stdout[-500:], done.stderr[-2000:])
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line():
+    """A Ctrl-C in the first moments, while Python loads the commands' modules, ends like one during a
+    command: `aborted` and the shell's SIGINT code, no traceback. The interrupt is raised by an import
+    hook at a fixed point, so the test does not depend on timing."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'edge_fm.cli.data_commands':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from edge_fm.cli import entry_point\n"
+        "sys.argv = ['edge-fm', '--help']\n"
+        "entry_point()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr.strip()) == (130, "aborted"), done.stderr[-2000:]

@@ -56,7 +56,8 @@ def _imports(path: Path) -> set[str]:
 
 def _from_the_package(name: str) -> str | None:
     """What ``from edge_fm import name`` loads: a module (``runner``), a name of the public API, or None for
-    the version, which the package sets before it imports anything (so any stage may read it)."""
+    the version, which comes from the installed package's metadata and imports no stage (so any stage may
+    read it)."""
     if (PACKAGE / f"{name}.py").is_file() or (PACKAGE / name).is_dir():
         return f"edge_fm.{name}"
     return None if name == "__version__" else "edge_fm"

@@ -7,8 +7,6 @@ stderr and a non-zero exit code, never a traceback.
 
 from __future__ import annotations
 
-import sys
-
 import typer
 
 # The command modules register their commands on the app, in the order `edge-fm --help` lists them.
@@ -22,6 +20,7 @@ from edge_fm.cli import bench_commands  # noqa: F401
 from edge_fm.cli import pipeline_commands  # noqa: F401
 
 # isort: on
+from edge_fm.cli import ABORTED_EXIT_CODE
 from edge_fm.cli.common import UsageError, app, err_console, print_error
 
 
@@ -35,15 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except typer.Abort:
         err_console.print("[bold red]aborted[/]")
-        return 130
+        return ABORTED_EXIT_CODE
     except UsageError as exc:
         context = getattr(exc, "ctx", None)
         where = context.command_path if context else "edge-fm"
         print_error(f"{exc.format_message()} (see `{where} --help`)")
         return exc.exit_code
     return result if isinstance(result, int) else 0
-
-
-def entry_point() -> None:
-    """The console script."""
-    sys.exit(main())
