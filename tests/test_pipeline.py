@@ -195,6 +195,45 @@ def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path
     assert not (top / "tiny-cnn-train-1").exists()  # refused before training
 
 
+def test_a_resumed_pipeline_keeps_its_ssh_and_timing_options(tmp_path, monkeypatch, capsys):
+    """--resume without options benchmarks as the pipeline was started: the same device reached with
+    the same key (recorded absolute, so a resume from another folder finds it), -o options and remote
+    Python, and the same timing; options given at the resume win."""
+    import dataclasses
+
+    from edge_fm.bench.options import BenchOptions
+    from edge_fm.bench.targets import SshTarget
+    from edge_fm.errors import EdgeFMError
+    from edge_fm.pipeline import pipeline
+
+    started = []
+
+    def stages_stop(run):
+        started.append(run)
+        raise EdgeFMError("stopped here")
+
+    monkeypatch.setattr(SshTarget, "check", lambda self: None)  # no device: only what the run would use
+    monkeypatch.setattr(pipeline, "_run_stages", stages_stop)
+    monkeypatch.chdir(tmp_path)
+    target = SshTarget("127.0.0.1", "pi", 2222, "key", ("UserKnownHostsFile=kh",), "python3.11", 10)
+    timing = BenchOptions(threads=(1, 2), runs=7, min_seconds=0.1, max_seconds=3.0, warmup=2)
+    config = pipeline.PipelineConfig("tiny-cnn", "quick", True, train_overrides={"epochs": 1})
+    with pytest.raises(EdgeFMError):
+        pipeline.run_pipeline(config, target, timing, runs_dir=tmp_path / "runs")
+    top = tmp_path / "runs" / "tiny-cnn-pipeline-1"
+
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["pipeline", "--resume", str(top)]) == 1
+    assert "stopped here" in capsys.readouterr().err
+    assert started[-1].target == dataclasses.replace(target, identity=str(tmp_path / "key"))
+    assert started[-1].bench_options == timing
+
+    assert main(["pipeline", "--resume", str(top), "--runs", "3", "--ssh-key", "other"]) == 1
+    assert started[-1].bench_options == BenchOptions(runs=3, min_seconds=0.5)
+    assert (started[-1].target.name, started[-1].target.identity) == (target.name, "other")
+
+
 def test_the_pipelines_timing_options_default_to_its_shorter_measurement():
     from edge_fm.cli.options import DEFAULT_MEASUREMENT, Measurement
     from edge_fm.cli.pipeline_commands import PIPELINE_MEASUREMENT

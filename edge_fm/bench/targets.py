@@ -445,6 +445,23 @@ def parse_target(
     )
 
 
+def target_options(target: Target) -> dict[str, Any]:
+    """The options of :func:`parse_target` that make ``target`` again from its name: what a stopped
+    pipeline records so that it resumes on the same device, reached the same way. A key file is
+    recorded as an absolute path, so a resume from another folder finds it."""
+    if isinstance(target, SshTarget):
+        identity = str(Path(target.identity).absolute()) if target.identity else None
+        return {
+            "identity": identity,
+            "ssh_options": list(target.ssh_options),
+            "python": target.python,
+            "connect_timeout": target.connect_timeout,
+        }
+    if isinstance(target, TflmTarget):
+        return {"tflm_images": target.images}
+    return {}
+
+
 def last_line(text: str) -> str:
     """The last non-empty line of a command's output (its error, usually)."""
     lines = [line.strip() for line in (text or "").strip().splitlines() if line.strip()]

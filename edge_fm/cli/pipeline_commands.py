@@ -147,7 +147,8 @@ def pipeline_command(
     resume: Annotated[
         Optional[Path],
         typer.Option(
-            help="Continue this stopped pipeline run (its finished stages are kept; with its config)."
+            help="Continue this stopped pipeline run: its finished stages are kept, with its config, and its "
+            "target, SSH and timing options unless given."
         ),
     ] = None,
 ) -> None:
@@ -167,10 +168,11 @@ def pipeline_command(
         raise EdgeFMError(
             "name an architecture (see `edge-fm zoo`), or pass --resume PIPELINE_DIR; not both."
         )
-    options = timing.bench_options()
-    if target is None:
-        target = recorded_target(resume) if resume is not None else "local"
-    where = ssh.target(target, 10)
+    options = None if resume is not None and timing == PIPELINE_MEASUREMENT else timing.bench_options()
+    if resume is not None and target is None and ssh == DEFAULT_SSH:
+        where = None  # the pipeline's own target, SSH options and all
+    else:
+        where = ssh.target(target or (recorded_target(resume) if resume is not None else "local"), 10)
     reporter = RichReporter(console)
 
     def log(message: str) -> None:
@@ -189,8 +191,9 @@ def pipeline_command(
     finally:
         reporter.stop()
     result = read_pipeline(top)
-    print_bench_table(result["bench"], title=f"{result['record']['config']['arch']} pipeline on {where.name}")
-    best = result["record"]["best"]
+    record = result["record"]
+    print_bench_table(result["bench"], title=f"{record['config']['arch']} pipeline on {record['target']}")
+    best = record["best"]
     if best:
         console.print(
             f"best artifact ({best['rule']}): [bold green]{result['best_artifact']}[/] "

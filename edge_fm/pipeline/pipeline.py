@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from edge_fm.bench.benchmark import BenchOptions, LocalTarget, SshTarget, parse_target
 from edge_fm.bench.measurements import read_bench
+from edge_fm.bench.targets import target_options
 from edge_fm.data.datasets import resolve_data_dir
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, PIPELINE_FILE
@@ -95,7 +96,7 @@ def run_pipeline(
     top = new_run_dir(runs_dir, f"{config.arch}-pipeline")
     record: dict[str, Any] = {
         "config": dataclasses.asdict(config),
-        "target": target.name,
+        **_target_record(target, bench_options),
         "status": "running",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "stages": {},
@@ -122,15 +123,15 @@ def _checked(config: PipelineConfig, target) -> tuple[Any, Any]:
 def resume_pipeline(
     top: Path | str,
     target: str | LocalTarget | SshTarget | None = None,
-    bench_options: BenchOptions = PIPELINE_BENCH,
+    bench_options: BenchOptions | None = None,
     data_dir: Path | str | None = None,
     reporter=None,
     log: Callable[[str], None] = lambda message: None,
 ) -> Path:
     """Continues a stopped pipeline in its own folder with its recorded config: a finished stage's run
     is kept, an interrupted one resumes from its last epoch, the exports already made are kept, and
-    the benchmark, the record and the report are made again, on ``target`` (None: the one the pipeline
-    was started for).
+    the benchmark, the record and the report are made again, on ``target`` with ``bench_options``
+    (None: the target, SSH options and timing the pipeline was started with).
 
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
@@ -139,16 +140,38 @@ def resume_pipeline(
     record = _stopped_record(top)
     config = PipelineConfig(**record["config"])
     started_for = record.get("target", "local")
-    train_config, target = _checked(config, started_for if target is None else target)
+    if target is None:
+        target = parse_target(started_for, **record.get("target_options", {}))
+    train_config, target = _checked(config, target)
     if target.name != started_for:
         log(f"the benchmark runs on {target.name}; the pipeline was started for {started_for}")
-    record.update(status="running", target=target.name, resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    bench_options = _recorded_bench_options(record) if bench_options is None else bench_options
+    record.update(
+        _target_record(target, bench_options), status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    )
     record.pop("error", None)
     write_json(top / PIPELINE_FILE, record)
     run = PipelineRun(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
     return _run_stages(run)
+
+
+def _target_record(target, bench_options: BenchOptions) -> dict[str, Any]:
+    """Where and how the pipeline benchmarks, as ``pipeline.json`` keeps it for a resume."""
+    return {
+        "target": target.name,
+        "target_options": target_options(target),
+        "bench_options": dataclasses.asdict(bench_options),
+    }
+
+
+def _recorded_bench_options(record: dict[str, Any]) -> BenchOptions:
+    """The timing a pipeline was started with (a record from before it was kept: the pipeline's default)."""
+    recorded = record.get("bench_options")
+    if recorded is None:
+        return PIPELINE_BENCH
+    return BenchOptions(**{**recorded, "threads": tuple(recorded["threads"])})
 
 
 def recorded_target(top: Path | str) -> str:
