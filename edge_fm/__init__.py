@@ -72,7 +72,7 @@ _LAZY = {
     "tflm_report": ("edge_fm.export.tflm", "tflm_report"),
     "export_ethos_u": ("edge_fm.export.vela", "export_ethos_u"),
     "ethos_u_text": ("edge_fm.export.vela", "ethos_u_text"),
-    "check_form_options": ("edge_fm.export.forms", "check_form_options"),
+    "check_export_request": ("edge_fm.export.forms", "check_export_request"),
     "inspect_artifact": ("edge_fm.bench.inspection", "inspect_artifact"),
     "runs_on": ("edge_fm.export.runtimes", "runs_on"),
     "bench_artifacts": ("edge_fm.bench.benchmark", "bench"),

@@ -14,12 +14,9 @@ from edge_fm.cli.common import (
     console,
     print_error,
 )
-from edge_fm.cli.options import (
-    DataDirOption,
-    MovedDataOption,
-)
+from edge_fm.cli.options import DEFAULT_EXPORT, DataDirOption, ExportOptions, MovedDataOption
 from edge_fm.errors import EdgeFMError
-from edge_fm.export.forms import forms_help
+from edge_fm.export.forms import formats_help, forms_help
 from edge_fm.io import KB
 
 
@@ -34,73 +31,12 @@ def export_command(
     ],
     formats: Annotated[
         Optional[list[str]],
-        typer.Option(
-            "--format",
-            "-f",
-            help="fp32, fp16, dynamic, int8, int8-per-tensor, int16x8 or qat-int8 (repeatable); omit it for a "
-            "bundle.",
-        ),
+        typer.Option("--format", "-f", help=formats_help()),
     ] = None,
-    io_dtype: Annotated[
-        Optional[str],
-        typer.Option(
-            help="Input/output dtype of integer formats: int8, uint8 or float32 (int16x8: int16 or float32)."
-        ),
-    ] = None,
-    representative: Annotated[
-        int,
-        typer.Option(
-            "--calibration",
-            "--representative",
-            min=1,
-            help="Calibration images of integer formats, drawn from the training images of the run's dataset.",
-        ),
-    ] = 500,
-    calibration_dir: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="Calibrate integer formats on the images of this folder (up to --calibration of them) instead "
-            "of training images."
-        ),
-    ] = None,
+    target: Annotated[str, typer.Option("--for", help=forms_help())] = "none",
+    export: ExportOptions = DEFAULT_EXPORT,
     data_dir: DataDirOption = None,
     data: MovedDataOption = None,
-    runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path("runs"),
-    target: Annotated[
-        str,
-        typer.Option(
-            "--for",
-            help=forms_help(),
-        ),
-    ] = "none",
-    out: Annotated[
-        Optional[Path],
-        typer.Option(
-            help="With --for: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
-        ),
-    ] = None,
-    parity_images: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
-            "test images under TFLM against LiteRT's reference kernels).",
-        ),
-    ] = 1000,
-    c_array: Annotated[
-        str,
-        typer.Option(
-            help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python "
-            "script that writes it from model.tflite at build time (the array is ~6x the model's size).",
-        ),
-    ] = "source",
-    accelerator_config: Annotated[
-        Optional[str],
-        typer.Option(
-            help="With --for ethos-u: the Ethos-U configuration Vela compiles for, e.g. ethos-u55-128 or "
-            "ethos-u65-256.",
-        ),
-    ] = None,
 ) -> None:
     """Export a run as TFLite bundles (model.tflite, labels.txt, model.json) after a parity check.
 
@@ -113,44 +49,18 @@ def export_command(
     Example: edge-fm export runs/edge-cnn-tiny-train-1 --for mobile-gpu --out edge-cnn-tiny-mobile-gpu
     Example: edge-fm export models/edge-cnn-tiny --for ethos-u --accelerator-config ethos-u55-128
     """
-    from edge_fm import Bundle, check_form_options, check_run_formats, ethos_u_text, get_form
+    from edge_fm import Bundle, check_export_request, check_run_formats, ethos_u_text, get_form
 
-    if target != "none":
-        get_form(target)
-    if not formats and target == "none":
-        raise EdgeFMError(
-            "give a format to export (e.g. -f int8); only --for (mobile, mobile-gpu, mcu, ethos-u) goes without one."
-        )
-    if out is not None and (target == "none" or len(formats or []) > 1):
-        raise EdgeFMError("--out names one bundle of a form: use it with --for and at most one format.")
-    if c_array != "source" and target != "mcu":
-        raise EdgeFMError("--c-array is for the microcontroller form: use it with --for mcu, or drop it.")
-    check_form_options(target, accelerator_config, calibration_dir, formats)
+    check_export_request(
+        target, formats, export.form_options(None, data_dir, data), export.io_dtype, export.calibration_dir
+    )
     if target == "none" or get_form(target).takes_format:  # the other forms refuse -f themselves
         check_run_formats(run_dir, formats or [])  # every format checked against the run before any work
-    if target != "none" and io_dtype is not None:
-        raise EdgeFMError(
-            f"--io-dtype is for plain exports: the {target} form fixes its own (mobile: uint8 RGB, mobile-gpu: float32 RGB, mcu: int8); drop it."
-        )
     table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
     failures, form_lines = [], []
     for name in formats or [None]:
         try:
-            bundle = _export_for(
-                target,
-                run_dir,
-                name,
-                io_dtype,
-                representative,
-                runs_dir,
-                data_dir,
-                out,
-                parity_images,
-                c_array,
-                accelerator_config,
-                calibration_dir,
-                data,
-            )
+            bundle = _export_for(target, run_dir, name, export, data_dir, data)
         except EdgeFMError as exc:
             failures.append(str(exc))
             print_error(str(exc))
@@ -189,47 +99,24 @@ def export_command(
 
 
 def _export_for(
-    target: str,
-    run_dir: Path,
-    name: str | None,
-    io_dtype,
-    representative: int,
-    runs_dir: Path,
-    data_dir,
-    out: Path | None = None,
-    parity_images: int = 1000,
-    c_array: str = "source",
-    accelerator_config: str | None = None,
-    calibration_dir: Path | None = None,
-    data: str | None = None,
+    target: str, run_dir: Path, name: str | None, options: ExportOptions, data_dir, data: str | None
 ) -> Path:
-    """One export of ``edge-fm export``, in the form ``--for`` names."""
+    """One export of ``edge-fm export``: format ``name`` as a plain bundle, or in the form ``--for`` names."""
     if target != "none":
-        from edge_fm import FormOptions, export_form
+        from edge_fm import export_form
 
-        options = FormOptions(
-            format_name=name,
-            out=out,
-            runs_dir=runs_dir,
-            data_dir=data_dir,
-            representative_size=representative,
-            parity_images=parity_images,
-            c_array_mode=c_array,
-            accelerator_config=accelerator_config,
-            data=data,
-        )
-        return export_form(run_dir, target, options)
-    from edge_fm import export_run as export
+        return export_form(run_dir, target, options.form_options(name, data_dir, data))
+    from edge_fm import export_run
 
-    return export(
+    return export_run(
         run_dir,
         name,
-        io_dtype,
-        representative,
-        parity_images,
-        runs_dir=runs_dir,
+        options.io_dtype,
+        options.representative,
+        options.parity_images,
+        runs_dir=options.runs_dir,
         data_dir=data_dir,
-        calibration_dir=calibration_dir,
+        calibration_dir=options.calibration_dir,
         data=data,
     )
 

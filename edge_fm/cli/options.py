@@ -15,7 +15,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from edge_fm import FormOptions, ShipConfig
 from edge_fm.errors import EdgeFMError
+from edge_fm.export.forms import accelerator_configs_help, io_dtypes_help
 from edge_fm.runner import DEFAULTS as MEASURE
 
 DataDirOption = Annotated[
@@ -273,6 +275,118 @@ class Measurement:
 
 
 DEFAULT_MEASUREMENT = Measurement()  # `bench`'s timing: the runner's defaults
+
+
+_FORM = FormOptions()  # the library's defaults of an export's options
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions:
+    """How ``edge-fm export`` makes each bundle, plain or in a form (an option group, see
+    :func:`with_option_groups`); :meth:`form_options` gives the library's options of a form."""
+
+    io_dtype: Annotated[Optional[str], typer.Option(help=io_dtypes_help())] = None
+    representative: Annotated[
+        int,
+        typer.Option(
+            "--calibration",
+            "--representative",
+            min=1,
+            help="Calibration images of integer formats, drawn from the training images of the run's dataset.",
+        ),
+    ] = _FORM.representative_size
+    calibration_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Calibrate integer formats on the images of this folder (up to --calibration of them) instead "
+            "of training images."
+        ),
+    ] = None
+    runs_dir: Annotated[Path, typer.Option(help="Where bundle directories are created.")] = Path(
+        _FORM.runs_dir
+    )
+    out: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="With --for: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
+        ),
+    ] = None
+    parity_images: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
+            "test images under TFLM against LiteRT's reference kernels).",
+        ),
+    ] = _FORM.parity_images
+    c_array: Annotated[
+        str,
+        typer.Option(
+            help="With --for mcu: 'source' puts the model's C array in firmware/; 'script' puts there a Python "
+            "script that writes it from model.tflite at build time (the array is ~6x the model's size).",
+        ),
+    ] = _FORM.c_array_mode
+    accelerator_config: Annotated[Optional[str], typer.Option(help=accelerator_configs_help())] = None
+
+    def form_options(self, format_name: str | None, data_dir, data) -> FormOptions:
+        """The library's options of one form's export of ``format_name``."""
+        return FormOptions(
+            format_name=format_name,
+            out=self.out,
+            runs_dir=self.runs_dir,
+            data_dir=data_dir,
+            representative_size=self.representative,
+            parity_images=self.parity_images,
+            c_array_mode=self.c_array,
+            accelerator_config=self.accelerator_config,
+            data=data,
+        )
+
+
+DEFAULT_EXPORT = ExportOptions()  # `export`'s defaults: the library's
+
+
+_SHIP = {field.name: field.default for field in dataclasses.fields(ShipConfig)}  # the library's defaults
+
+
+@dataclasses.dataclass(frozen=True)
+class ShipOptions:
+    """How ``edge-fm ship`` makes and documents a shipped model beyond its run and name (an option group,
+    see :func:`with_option_groups`); :meth:`config` gives the library's config."""
+
+    models_dir: Annotated[Path, typer.Option(help="The folder of shipped models.")] = Path(
+        _SHIP["models_dir"]
+    )
+    qat_run: Annotated[
+        Optional[Path], typer.Option(help="Reuse this finished QAT run of TRAIN_RUN instead of running QAT.")
+    ] = None
+    qat_epochs: Annotated[
+        Optional[int], typer.Option(help="Epochs of the QAT fine-tune (default: the optimize stage's).")
+    ] = None
+    qat_learning_rate: Annotated[
+        Optional[float], typer.Option("--qat-lr", help="Peak learning rate of the QAT fine-tune.")
+    ] = None
+    qat_max_train: Annotated[
+        Optional[int], typer.Option(help="QAT on this many training images (a heavy network).")
+    ] = None
+    note: Annotated[
+        str, typer.Option(help="A sentence or two for the model card: what a user should know.")
+    ] = ""
+    train_command: Annotated[
+        str, typer.Option(help="The command that made TRAIN_RUN, shown in the model card.")
+    ] = ""
+    max_artifact_bytes: Annotated[
+        int, typer.Option(help="A larger artifact keeps its card and provenance but stays out of the folder.")
+    ] = _SHIP["max_artifact_bytes"]
+
+    def config(self, train_run: Path, name: str) -> ShipConfig:
+        """The library's config of ``train_run`` shipped as ``name`` with these options (same field names)."""
+        given = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        as_saved = {key: str(value) if isinstance(value, Path) else value for key, value in given.items()}
+        return ShipConfig(str(train_run), name, **as_saved)
+
+
+DEFAULT_SHIP = ShipOptions()  # `ship`'s defaults: the library's
 
 
 def with_option_groups(command):

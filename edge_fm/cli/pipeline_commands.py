@@ -18,6 +18,7 @@ from edge_fm.cli.common import (
     console,
 )
 from edge_fm.cli.options import (
+    DEFAULT_SHIP,
     DEFAULT_SOURCE,
     DEFAULT_SSH,
     DataDirOption,
@@ -27,6 +28,7 @@ from edge_fm.cli.options import (
     MovedDataOption,
     PresetOption,
     SampleRunOption,
+    ShipOptions,
     SshOptions,
     TrainSettingsOption,
 )
@@ -52,26 +54,7 @@ def ship_command(
         Path, typer.Argument(help="Finished training run to ship (e.g. runs/edge-cnn-tiny-train-1).")
     ],
     name: Annotated[str, typer.Option(help="Folder name under the models folder, e.g. edge-cnn-tiny.")],
-    models_dir: Annotated[Path, typer.Option(help="The folder of shipped models.")] = Path("models"),
-    qat_run: Annotated[
-        Optional[Path], typer.Option(help="Reuse this finished QAT run of TRAIN_RUN instead of running QAT.")
-    ] = None,
-    qat_epochs: Annotated[
-        Optional[int], typer.Option(help="Epochs of the QAT fine-tune (default: the optimize stage's).")
-    ] = None,
-    qat_lr: Annotated[Optional[float], typer.Option(help="Peak learning rate of the QAT fine-tune.")] = None,
-    qat_max_train: Annotated[
-        Optional[int], typer.Option(help="QAT on this many training images (a heavy network).")
-    ] = None,
-    note: Annotated[
-        str, typer.Option(help="A sentence or two for the model card: what a user should know.")
-    ] = "",
-    train_command: Annotated[
-        str, typer.Option(help="The command that made TRAIN_RUN, shown in the model card.")
-    ] = "",
-    max_artifact_bytes: Annotated[
-        int, typer.Option(help="A larger artifact keeps its card and provenance but stays out of the folder.")
-    ] = 5_000_000,
+    options: ShipOptions = DEFAULT_SHIP,
     runs_dir: Annotated[Path, typer.Option(help="Where the QAT run and the exports are written.")] = Path(
         "runs"
     ),
@@ -84,20 +67,9 @@ def ship_command(
 
     Example: edge-fm ship runs/edge-cnn-tiny-train-1 --name edge-cnn-tiny --data-dir DATA_DIR
     """
-    from edge_fm import ShipConfig, ship
+    from edge_fm import ship
 
-    config = ShipConfig(
-        str(train_run),
-        name,
-        str(models_dir),
-        str(qat_run) if qat_run else None,
-        qat_epochs,
-        qat_lr,
-        qat_max_train,
-        max_artifact_bytes=max_artifact_bytes,
-        note=note,
-        train_command=train_command,
-    )
+    config = options.config(train_run, name)
     target = ship(
         config,
         data_dir,
@@ -106,7 +78,7 @@ def ship_command(
         log=lambda line: console.print(line, highlight=False),
         data=data,
     )
-    console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {models_dir}`)")
+    console.print(f"[green]shipped[/] {target} (measure it with `edge-fm bench {options.models_dir}`)")
 
 
 @command(app, "pipeline")

@@ -13,9 +13,6 @@ from edge_fm.compat import keras, native_stderr_silenced, tf
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.formats import ExportFormat
 
-# Training images drawn to calibrate integer formats.
-REPRESENTATIVE_SIZE = 500
-
 
 def representative_images(images: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
     """A seeded random subset of ``images`` for int8 calibration (drawn from the training split)."""

@@ -20,8 +20,8 @@ import numpy as np
 from edge_fm.data.reference import RECORD_KEY, data_record
 from edge_fm.errors import EdgeFMError
 from edge_fm.export.bundles import kind_of, write_bundle
-from edge_fm.export.converter import REPRESENTATIVE_SIZE, convert, representative_images  # noqa: F401 (re-exported)
-from edge_fm.export.form_options import FormOptions
+from edge_fm.export.converter import convert, representative_images  # noqa: F401 (re-exported)
+from edge_fm.export.form_options import REPRESENTATIVE_SIZE, FormOptions
 from edge_fm.export.formats import FORMATS, IO_DTYPES, ExportFormat, format_names, get_format  # noqa: F401 (re-exported)
 from edge_fm.export.parity import parity_check
 from edge_fm.export.tflite_file import embed_metadata, inspect

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from edge_fm.errors import EdgeFMError
 
+REPRESENTATIVE_SIZE = 500  # calibration images of an integer export, drawn from the training images
+
 
 @dataclasses.dataclass(frozen=True)
 class FormOptions:
@@ -21,7 +23,7 @@ class FormOptions:
     out: Path | str | None = None  # the bundle folder (default: a new runs_dir/<name>-<form>-N)
     runs_dir: Path | str = "runs"  # where new bundles (and a run's int8 export) are created
     data_dir: Path | str | None = None  # where the full dataset is
-    representative_size: int | None = None  # calibration images of a run's int8 export
+    representative_size: int = REPRESENTATIVE_SIZE  # calibration images of a run's int8 export
     parity_images: int | None = 1000  # images each check runs on (None: the whole split)
     progress: Callable[[str], None] | None = None  # called with a line at each step
     c_array_mode: str = "source"  # mcu: the model's C array in the form, or a script writing it at build time

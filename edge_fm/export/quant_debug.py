@@ -203,7 +203,8 @@ class DebugData:
 def debug_data(run, data_dir, images: int, calibration: int | None) -> DebugData:
     """What the debugger (and a ``--keep-float`` comparison) runs on for a run: its first ``images``
     validation images, and ``calibration`` calibration images (default: the exporter's count)."""
-    from edge_fm.export.converter import REPRESENTATIVE_SIZE, representative_images
+    from edge_fm.export.converter import representative_images
+    from edge_fm.export.form_options import REPRESENTATIVE_SIZE
 
     dataset = run.dataset(data_dir)
     count = calibration or REPRESENTATIVE_SIZE
