@@ -692,3 +692,17 @@ def test_an_npz_header_whose_size_overflows_64_bits_is_refused(tmp_path):
         archive.write(member, "x_train.npy")
     with pytest.raises(EdgeFMError, match=r"its arrays take 18446744073\.7 GB in memory"):
         load_data(path)
+
+
+def test_the_held_out_splits_of_a_folder_mix_its_classes_from_the_first_image(digits, tmp_path):
+    """A folder lists its images class by class; the validation and test splits are ordered so that any
+    first N images hold every class in its share, since a report, a parity check and --tflm-images score
+    the first N. The training split keeps the folder's order (training draws its own)."""
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:900], labels[:900])
+    dataset = load_data(str(root), options=DataOptions())
+    for split in (dataset.y_val, dataset.y_test):
+        assert set(split[:20].tolist()) == set(range(10)), split[:20]
+        share = np.bincount(split[:50], minlength=10) / 50
+        assert np.abs(share - np.bincount(split, minlength=10) / len(split)).max() <= 0.06
+    assert (np.diff(dataset.y_train.astype(int)) >= 0).all()  # class by class, as listed

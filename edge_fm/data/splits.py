@@ -21,7 +21,7 @@ from edge_fm.errors import EdgeFMError
 class SplitPlan(NamedTuple):
     """Which images go to which split, and how the held-out splits were made (for the identity)."""
 
-    indices: dict[str, np.ndarray]  # split -> image indices, sorted
+    indices: dict[str, np.ndarray]  # split -> image indices: train sorted, val and test spread
     test_split: str  # "given" (the data's own) or how it was held out
     test_members: str | None  # sha256 of the held-out test images' names (None when given)
     val_split: str  # "given" or how it was held out
@@ -66,7 +66,26 @@ def plan_splits(
         plan["val"], pool = pool[taken], np.delete(pool, taken)
         val_split = f"held out: {val_fraction:.1%} of each class, seed {options.seed}"
     plan["train"] = pool
-    return SplitPlan({split: np.sort(plan[split]) for split in SPLITS}, test_split, members, val_split)
+    indices = {
+        split: np.sort(plan[split]) if split == "train" else spread(plan[split], labels) for split in SPLITS
+    }
+    return SplitPlan(indices, test_split, members, val_split)
+
+
+def spread(positions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """``positions`` ordered so that every prefix holds each class in its share of the split.
+
+    A folder lists its images class by class, so a split in file order scores its first N images
+    (a report, a parity check, ``--tflm-images``) on the first few classes only. Here the k-th of a
+    class's n images stands at (k + 1/2) / n, ties by class: the order is fixed by the data alone.
+    """
+    positions = np.sort(positions)
+    held = labels[positions]
+    share = np.empty(len(positions))
+    for label in np.unique(held):
+        members = np.flatnonzero(held == label)
+        share[members] = (np.arange(len(members)) + 0.5) / len(members)
+    return positions[np.lexsort((held, share))]
 
 
 def _check_class_sizes(
