@@ -472,3 +472,14 @@ def test_a_shipped_folders_manifest_lists_its_card_and_measurement_as_they_are(s
     ):  # the first two rewritten by bench --cards
         data = (folder / name).read_bytes()
         assert files[name] == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
+def test_the_ship_options_give_the_librarys_config_by_name():
+    from edge_fm.cli.options import DEFAULT_SHIP, ShipOptions
+    from edge_fm.shipping.ship import ShipConfig
+
+    assert DEFAULT_SHIP.config(Path("runs/t-1"), "t") == ShipConfig("runs/t-1", "t")
+    given = ShipOptions(models_dir=Path("m"), qat_run=Path("q"), qat_learning_rate=1e-4, max_artifact_bytes=9)
+    assert given.config(Path("r"), "x") == ShipConfig(
+        "r", "x", "m", "q", qat_learning_rate=1e-4, max_artifact_bytes=9
+    )
