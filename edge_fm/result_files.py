@@ -70,12 +70,15 @@ def environment(**notes: Any) -> dict[str, Any]:
 def envelope(
     kind: str, results: Any, command: str, environment: dict[str, Any] | None, public: bool = True
 ) -> dict[str, Any]:
-    """The envelope of ``results`` (see the module); ``public`` refuses private paths in it.
+    """The envelope of ``results`` (see the module), without the host name of ``environment``;
+    ``public`` refuses private paths in it.
 
     Raises:
         EdgeFMError: ``public`` and a string of the envelope names a private path.
     """
-    value = {"schema": schema(kind), "command": command, "environment": environment or {}, "results": results}
+    # A result file is shared: the machine is told by its CPU, cores and OS, never by its host name.
+    environment = {key: item for key, item in (environment or {}).items() if key != "hostname"}
+    value = {"schema": schema(kind), "command": command, "environment": environment, "results": results}
     if public:
         found = private_strings(value)
         if found:

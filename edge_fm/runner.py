@@ -41,7 +41,7 @@ try:
 except ImportError:  # reported as a clean error by main(); importers of this module have numpy
     np = None
 
-RUNNER_VERSION = "1"
+RUNNER_VERSION = "2"  # 2: memory figures in MB of 1,000,000 bytes (1: MiB)
 INTERPRETER_PACKAGES = ("ai_edge_litert.interpreter", "tflite_runtime.interpreter", "tensorflow.lite")
 # Exit codes a host side maps to fixes: the runtime is missing / the arguments are wrong.
 EXIT_MISSING_RUNTIME = 3

@@ -6,6 +6,7 @@ Typer's CliRunner isolation, and fails before any training unless it says otherw
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -312,6 +313,17 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
     (bundle / "model.json").write_text('{"labels": ["a", "b"')
     code, output = run_cli("predict", bundle, image)
     assert_one_line_error(code, output, "model.json is not valid JSON")
+    # bench names the broken file too (it names no dataset, so no dataset is looked for) ...
+    code, output = run_cli("bench", bundle, "--runs", "1", "--min-seconds", "0")
+    assert_one_line_error(code, output, "model.json is not valid JSON")
+    # ... and beside a readable model, its rows say why while the other is measured.
+    result = tmp_path / "bench.json"
+    run_cli(
+        "bench", bundle, untrained_bundle, "--sample", "--runs", "1", "--min-seconds", "0", "--json", result
+    )
+    rows = {Path(row["path"]).parent.name: row for row in json.loads(result.read_text())["results"]["rows"]}
+    assert rows["bundle"]["status"] == "error" and "not valid JSON" in rows["bundle"]["error"]
+    assert rows[untrained_bundle.name]["status"] == "ok"
     (bundle / "model.json").write_text('{"labels": ["a", "b"]}')
     code, output = run_cli("predict", bundle, image)
     assert_one_line_error(code, output, "model.json lists 2 labels but the model outputs 10 classes")

@@ -44,6 +44,7 @@ def test_every_committed_result_file_is_in_the_envelope_and_names_no_private_pat
         recorded = read_result_file(path)  # refuses a file without schema, command, environment and results
         assert recorded["command"], path.name
         assert not private_strings(recorded), (path.name, private_strings(recorded)[:3])
+        assert '"hostname"' not in path.read_text(), f"{path.name} names the host that measured it"
 
 
 def test_a_result_file_is_written_in_the_envelope_and_refuses_a_private_path(tmp_path):
@@ -59,6 +60,14 @@ def test_a_result_file_is_written_in_the_envelope_and_refuses_a_private_path(tmp
         and written["schema"] == "edge-fm/x/1"
     )
     assert written["environment"]["cpu"] and "hostname" not in written["environment"]
+    device = {
+        "cpu": "Cortex-A76",
+        "hostname": "pi-kitchen",
+    }  # a device's environment, as the runner reports it
+    shared = write_result_file(
+        tmp_path / "z.json", "bench", {"rows": []}, "edge-fm bench", device, public=False
+    )
+    assert json.loads(shared.read_text())["environment"] == {"cpu": "Cortex-A76"}
     assert read_result_file(path, "x")["results"] == {"rows": [1]}
     for private in ("/work/main/models/mlp/model.tflite", "--data-dir ../shared/data", "runs/long/x"):
         with pytest.raises(EdgeFMError, match="a path of this machine"):
@@ -290,3 +299,17 @@ def test_tables_check_names_stale_and_unknown_sections_and_a_rewrite_fills_them(
         "60 | - | 220,266 | 94.58% | 94.58% | 94.44% | -, 0.759 |"
     )
     assert "candidate_runs.py ..." in candidates[5] and "tiny_design.py --artifacts ..." in candidates[5]
+
+
+def test_a_benchmark_scripts_bench_result_refuses_a_private_path(tmp_path):
+    """The scripts under benchmarks/ write committed bench results with ``public=True``: a row that names
+    an artifact by its absolute path is refused, not committed."""
+    import pytest
+
+    from edge_fm.bench.benchmark import write_results
+    from edge_fm.errors import EdgeFMError
+
+    result = {"rows": [{"path": str(REPO / "models" / "mlp" / "model.tflite")}], "command": "python x.py"}
+    write_results(result, tmp_path / "own.json")  # a user's own file names its artifacts where they are
+    with pytest.raises(EdgeFMError, match="a path of this machine"):
+        write_results(result, tmp_path / "committed.json", public=True)

@@ -147,7 +147,7 @@ def bench(
     descriptions = {path: describe(path) for path in artifacts}
     targets = _parse_targets(target)
     reads_images = any(getattr(device, "needs_test_set", True) for device in targets)
-    groups = data_groups(artifacts, descriptions, data) if reads_images else [DataGroup(artifacts)]
+    groups = _groups_of(artifacts, descriptions, data) if reads_images else [DataGroup(artifacts)]
     _check_baseline(baseline, groups)
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="edge-fm-bench-") as tmp:
@@ -168,6 +168,20 @@ def bench(
         seconds=round(time.time() - started, 1),
     )
     return {key: parts[key] for key in RESULT_KEYS if key in parts}
+
+
+def _groups_of(artifacts: list[Path], descriptions: dict[Path, Described], data) -> list[DataGroup]:
+    """The data groups of the readable artifacts; a bundle whose ``model.json`` cannot be read names no
+    dataset, so it runs with the first group and its rows become error rows that say why (alone, it is
+    that one error)."""
+    broken = [path for path in artifacts if descriptions[path].error is not None]
+    readable = [path for path in artifacts if descriptions[path].error is None]
+    if not readable:
+        raise EdgeFMError(descriptions[broken[0]].error)
+    groups = data_groups(readable, descriptions, data)
+    if broken:
+        groups[0] = dataclasses.replace(groups[0], artifacts=groups[0].artifacts + broken)
+    return groups
 
 
 # The result document's keys, in the order it is written (a fleet's have all of them).
@@ -458,14 +472,8 @@ def write_results(
 
     if json_path:
         results = {key: value for key, value in result.items() if key not in ("command", "environment")}
-        # Not checked for private paths: a run's own bench.json names its artifacts where they are.
         write_result_file(
-            json_path,
-            "bench",
-            results,
-            result.get("command", ""),
-            result.get("environment", {}),
-            public=False,
+            json_path, "bench", results, result.get("command", ""), result.get("environment", {}), public
         )
     if csv_path:
         text = io.StringIO()
