@@ -260,13 +260,17 @@ def _type_problem(value: Any, expected: str) -> str | None:
         problem = _type_problem(item, item_type)
         if problem:
             return f"item {position} {problem}"
-        if expected == "labels":
-            if not item.strip() or not item.isprintable() or len(item) > MAX_LABEL_CHARS:
-                return (
-                    f"item {position} ({item[:40]!r}) is not a label: labels are one-line strings of 1 to "
-                    f"{MAX_LABEL_CHARS} printable characters"
-                )
+        if expected == "labels" and not is_label(item):
+            return f"item {position} ({item[:40]!r}) is not a label: {LABEL_RULE}"
     return None
+
+
+LABEL_RULE = f"labels are one-line strings of 1 to {MAX_LABEL_CHARS} printable characters"
+
+
+def is_label(text: str) -> bool:
+    """Whether ``text`` can be a class label: what ``labels.txt`` (a line each) and the cards hold."""
+    return bool(text.strip()) and text.isprintable() and len(text) <= MAX_LABEL_CHARS
 
 
 _NAMES = {

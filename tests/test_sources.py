@@ -706,3 +706,15 @@ def test_the_held_out_splits_of_a_folder_mix_its_classes_from_the_first_image(di
         share = np.bincount(split[:50], minlength=10) / 50
         assert np.abs(share - np.bincount(split, minlength=10) / len(split)).max() <= 0.06
     assert (np.diff(dataset.y_train.astype(int)) >= 0).all()  # class by class, as listed
+
+
+def test_a_class_folder_whose_name_cannot_be_a_label_is_refused_before_any_image_is_read(digits, tmp_path):
+    images, labels = digits
+    root = tmp_path / "weird"
+    for name, pixels in (("line\nbreak", images[:4]), ("fine name", images[4:8])):
+        (root / name).mkdir(parents=True)
+        for index, image in enumerate(pixels):
+            Image.fromarray(image).save(root / name / f"{index}.png")
+    code, output = run_cli("data", "info", "--data", root)
+    assert_one_line_error(code, output, "the class name 'line\\nbreak' cannot be a label")
+    assert "rename that class" in output

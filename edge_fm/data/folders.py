@@ -36,7 +36,7 @@ from edge_fm.data.options import (
     ProgressFn,
     default_size,
 )
-from edge_fm.data.splits import label_dtype, per_class, plan_splits
+from edge_fm.data.splits import check_class_names, label_dtype, per_class, plan_splits
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import write_json
 
@@ -88,6 +88,7 @@ def _scan_folder(root: Path) -> _Scan:
         raise EdgeFMError(
             f"--data {root}: one class folder ({class_names[0]!r}) in {where}; a classifier needs at least two."
         )
+    check_class_names(class_names, root)  # before any image is read
     for split, dirs in class_dirs.items():
         extra = sorted(set(dirs) - set(class_names))
         if extra:

@@ -14,6 +14,7 @@ from edge_fm.data import datasets as fmnist
 from edge_fm.data.datasets import Dataset
 from edge_fm.data.options import ORIGIN, SPLITS, DataOptions
 from edge_fm.errors import EdgeFMError
+from edge_fm.records import LABEL_RULE, is_label
 
 # ---------------------------------------------------------------- splits
 
@@ -135,12 +136,24 @@ def capped(x: np.ndarray, y: np.ndarray, max_train: int, seed: int) -> tuple[np.
 # ---------------------------------------------------------------- shared checks
 
 
+def check_class_names(class_names: tuple[str, ...], source: Path) -> None:
+    """Refuses a class name that cannot be a label (a folder name with a line break, say) before any
+    work: every bundle would carry it in ``labels.txt``, a line a label."""
+    for name in class_names:
+        if not is_label(name):
+            raise EdgeFMError(
+                f"--data {source}: the class name {name[:40]!r} cannot be a label ({LABEL_RULE}): rename "
+                "that class (its folder, or its name in the data)."
+            )
+
+
 def make_dataset(
     split_arrays: dict[str, tuple[np.ndarray, np.ndarray]],
     source: Path,
     class_names: tuple[str, ...],
     identity,
 ) -> Dataset:
+    check_class_names(class_names, source)
     return Dataset(
         *split_arrays["train"],
         *split_arrays["val"],
