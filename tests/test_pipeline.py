@@ -175,6 +175,31 @@ def test_a_pipeline_stopped_midway_says_so_and_resumes_in_its_folder(tmp_path, i
     assert main(["pipeline", "--resume", str(top)]) == 1  # a finished pipeline is not run again
 
 
+@pytest.mark.slow
+def test_a_pipeline_killed_after_its_exports_resumes_without_exporting_again(tmp_path, monkeypatch):
+    """pipeline.json is written as each output is made: a pipeline killed outright (no handler runs,
+    as with SIGKILL; SystemExit stands in for it here) resumes with its training and its exports."""
+    from edge_fm.pipeline import stages
+    from edge_fm.pipeline.pipeline import PipelineConfig, resume_pipeline, run_pipeline
+
+    def killed(*args, **kwargs):
+        raise SystemExit(137)
+
+    monkeypatch.setattr(stages, "bench", killed)
+    config = PipelineConfig("tiny-cnn", "quick", True, formats=("fp32",), train_overrides={"epochs": 1})
+    with pytest.raises(SystemExit):
+        run_pipeline(config, runs_dir=tmp_path)
+    top = tmp_path / "tiny-cnn-pipeline-1"
+    on_disk = json.loads((top / "pipeline.json").read_text())
+    assert on_disk["stages"]["train"] == "tiny-cnn-train-1" and set(on_disk["stages"]["exports"]) == {"fp32"}
+
+    monkeypatch.undo()
+    resume_pipeline(top)
+    assert sorted(p.name for p in top.glob("tiny-cnn-fp32-*")) == [
+        Path(on_disk["stages"]["exports"]["fp32"]).name
+    ]
+
+
 def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path, capsys):
     """--resume without --target measures where the pipeline was meant to: a stopped pipeline for an SSH
     device is checked against that device (here a closed port) before any work, not benched locally."""

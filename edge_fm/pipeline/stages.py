@@ -58,7 +58,13 @@ class PipelineRun:
     def made(self, stage: str, path: Path) -> None:
         """Records and logs a stage's output."""
         self.record["stages"][stage] = self.relative(path)
+        self.save()
         self.log(f"{stage}: {path}")
+
+    def save(self) -> None:
+        """Writes ``pipeline.json`` as it stands (atomically), so that a pipeline killed at any point
+        resumes with every output it recorded."""
+        write_json(self.top / PIPELINE_FILE, self.record)
 
     def fine_tune(self) -> dict[str, int]:
         epochs = self.config.fine_tune_epochs
@@ -144,6 +150,7 @@ def _export(run: PipelineRun) -> None:
             continue
         run.bundles.append(bundle)
         run.record["stages"].setdefault("exports", {})[name] = run.relative(bundle)
+        run.save()
         run.log(f"export {name}: {bundle}")
     if not run.bundles:
         raise EdgeFMError(f"every export failed: {'; '.join(run.export_errors.values())}")
@@ -188,7 +195,7 @@ def _best(run: PipelineRun, result: dict[str, Any]) -> dict[str, Any] | None:
 def _finish(run: PipelineRun) -> None:
     """``pipeline.json`` marked complete: what the report reads."""
     run.record.update(status="complete", finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    write_json(run.top / PIPELINE_FILE, run.record)
+    run.save()
 
 
 def _report(run: PipelineRun) -> None:
