@@ -110,12 +110,20 @@ def test_grad_cam_forms_agree_on_an_averaging_head_and_not_on_a_flattening_one(e
     )
 
 
-def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
+def test_report_of_a_bundle_scores_and_explains(exported, tmp_path, monkeypatch):
+    from edge_fm.show import html_report
     from edge_fm.show.html_report import ReportOptions, build_report
     from edge_fm.show.predict import load_artifact
     from edge_fm.train.metrics import classification_metrics
     from edge_fm.train.runs import Run
 
+    calls = []
+
+    def first_map_flat(a, b):  # a flat map has no correlation: the page says so and averages the others
+        calls.append(1)
+        return float("nan") if len(calls) == 1 else map_correlation(a, b)
+
+    monkeypatch.setattr(html_report, "map_correlation", first_map_flat)
     out = build_report(exported["int8"], tmp_path / "bundle.html", ReportOptions(max_images=300))
     page = _read(out)
     assert {
@@ -145,7 +153,10 @@ def test_report_of_a_bundle_scores_and_explains(exported, tmp_path):
     assert f"{expected['accuracy']:.2%}" in out.read_text()
     correlations = _rows(page.cells["correlations"], 10)[1]
     values = [float(v) for v in correlations if v != "n/a"]
-    assert values and all(-1 <= v <= 1 for v in values)
+    assert values and all(-1 <= v <= 1 for v in values) and correlations[0] == "n/a"
+    flat = correlations.count("n/a")
+    text = " ".join(out.read_text().split())
+    assert f"over {len(values)} images ({flat} n/a: a flat map has no correlation)." in text
     assert "300 test images" in out.read_text()
 
 

@@ -387,6 +387,7 @@ def _add_explanations(
         "methods": methods,
         "correlations": [{"name": names[c], "r": r} for c, r in zip(classes, correlations)],
         "mean": (sum(finite) / len(finite)) if finite else None,
+        "mean_over": len(finite),  # an image whose map is flat has no correlation (n/a)
         "notes": notes,
     }
 
