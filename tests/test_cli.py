@@ -266,3 +266,21 @@ def test_ctrl_c_while_the_commands_load_is_one_line():
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (130, "aborted"), done.stderr[-2000:]
+
+
+def test_every_commands_help_fits_eighty_columns_without_cutting_a_word():
+    """Piped or in a narrow terminal, rich cuts an option name or an unbreakable word it cannot wrap
+    (shown with an ellipsis): every help text must survive 80 columns whole."""
+    import typer
+
+    command = typer.main.get_command(app)
+    names = [
+        [name, *([sub] if sub else [])]
+        for name, group in command.commands.items()
+        for sub in (getattr(group, "commands", None) or [None])
+    ]
+    runner = CliRunner()
+    for argv in names:
+        result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
+        assert result.exit_code == 0, (argv, result.output[-500:])
+        assert "…" not in result.output, (argv, [line for line in result.output.splitlines() if "…" in line])

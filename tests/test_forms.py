@@ -64,7 +64,7 @@ def test_the_export_options_give_the_librarys_form_options_by_name():
     assert DEFAULT_EXPORT.form_options("int8", None, None) == FormOptions(
         format_name="int8", runs_dir=Path("runs")
     )
-    given = ExportOptions(out=Path("o"), parity_images=7, c_array="script", representative=9)
+    given = ExportOptions(out=Path("o"), parity_images=7, c_array="script", calibration=9)
     assert given.form_options(None, "d", "photos") == FormOptions(
         out=Path("o"),
         runs_dir=Path("runs"),

@@ -112,7 +112,7 @@ def _export_for(
         run_dir,
         name,
         options.io_dtype,
-        options.representative,
+        options.calibration,
         options.parity_images,
         runs_dir=options.runs_dir,
         data_dir=data_dir,

@@ -286,11 +286,9 @@ class ExportOptions:
     :func:`with_option_groups`); :meth:`form_options` gives the library's options of a form."""
 
     io_dtype: Annotated[Optional[str], typer.Option(help=io_dtypes_help())] = None
-    representative: Annotated[
+    calibration: Annotated[
         int,
         typer.Option(
-            "--calibration",
-            "--representative",
             min=1,
             help="Calibration images of integer formats, drawn from the training images of the run's dataset.",
         ),
@@ -308,7 +306,7 @@ class ExportOptions:
     out: Annotated[
         Optional[Path],
         typer.Option(
-            help="With --for: the bundle folder to create (default: a new RUNS_DIR/<name>-<form>-N)."
+            help="With --for: the bundle folder to create (default: a new <name>-<form>-N in --runs-dir)."
         ),
     ] = None
     parity_images: Annotated[
@@ -335,7 +333,7 @@ class ExportOptions:
             out=self.out,
             runs_dir=self.runs_dir,
             data_dir=data_dir,
-            representative_size=self.representative,
+            representative_size=self.calibration,
             parity_images=self.parity_images,
             c_array_mode=self.c_array,
             accelerator_config=self.accelerator_config,
