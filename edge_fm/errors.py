@@ -69,5 +69,13 @@ class NameTable(tuple):
                 return row
         if name in self.also_known:
             raise EdgeFMError(f"{name!r} {self.also_known[name]}")
-        meant = next((row.name for row in self if name.lower() in getattr(row, "also_called", ())), None)
+        typed = name.strip().lower()  # MCU, " mobile": the row, suggested by its own spelling
+        meant = next(
+            (
+                row.name
+                for row in self
+                if typed == row.name.lower() or typed in getattr(row, "also_called", ())
+            ),
+            None,
+        )
         raise unknown_choice(self.kind, name, [*self.also_known, *self.names()], meant)

@@ -25,6 +25,8 @@ def test_a_form_is_found_by_name_and_none_is_not_a_form():
         ("Android", "mobile"),
         ("microcontroller", "mcu"),
         ("npu", "ethos-u"),
+        ("MCU", "mcu"),
+        ("Ethos-U", "ethos-u"),
     ):
         with pytest.raises(EdgeFMError, match=f"unknown --for target '{word}'. Did you mean '{form}'"):
             get_form(word)
