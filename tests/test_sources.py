@@ -718,3 +718,12 @@ def test_a_class_folder_whose_name_cannot_be_a_label_is_refused_before_any_image
     code, output = run_cli("data", "info", "--data", root)
     assert_one_line_error(code, output, "the class name 'line\\nbreak' cannot be a label")
     assert "rename that class" in output
+
+
+def test_a_relative_data_path_is_recorded_as_the_folder_it_names(digits, tmp_path, monkeypatch):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "digits", images[:200], labels[:200])
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    dataset = load_data("../digits", options=DataOptions())
+    assert dataset.identity.source == str(root)  # not .../work/../digits, which breaks if work/ moves

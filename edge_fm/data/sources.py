@@ -30,6 +30,7 @@ import dataclasses
 import errno
 import hashlib
 import math
+import os
 import warnings
 import zipfile
 from pathlib import Path
@@ -107,7 +108,7 @@ def _load(
         return _fashion_mnist(name, data_dir, options)
     if name.startswith(TFDS_PREFIX):
         return _tfds(name.removeprefix(TFDS_PREFIX), options)
-    path = _existing(Path(name).expanduser().absolute())
+    path = _existing(Path(os.path.abspath(Path(name).expanduser())))  # ../data.csv is recorded as where it is
     if path.is_dir():
         if _idx_files(path):
             return _idx_folder(path, options)

@@ -371,7 +371,7 @@ def fit_model(
         verbose=0,
         callbacks=callbacks,
     )
-    reporter.message(f"trained in {time.perf_counter() - started:.1f} s")
+    reporter.message(f"training ended after {time.perf_counter() - started:.1f} s, its start-up included")
     restored = bool(config.early_stopping and best.best_epoch and (run_dir / BEST_WEIGHTS).exists())
     if restored:
         model.load_weights(str(run_dir / BEST_WEIGHTS))
