@@ -56,7 +56,7 @@ def export_command(
     )
     if target == "none" or get_form(target).takes_format:  # the other forms refuse -f themselves
         check_run_formats(run_dir, formats or [])  # every format checked against the run before any work
-    table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity", "ops")
+    table = Table("format", "bundle", "KB", "gzip KB", "int-only", "parity on validation images", "ops")
     failures, form_lines = [], []
     for name in formats or [None]:
         try:
@@ -84,8 +84,8 @@ def export_command(
                 f"{artifact['bytes'] / KB:.1f}",
                 f"{artifact['gzip_bytes'] / KB:.1f}",
                 "yes" if report["integer_only"] else "no",
-                f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs "
-                f"{parity['keras_accuracy']:.1%}",
+                f"agree {parity['agreement']:.1%}, acc {parity['tflite_accuracy']:.1%} vs Keras "
+                f"{parity['keras_accuracy']:.1%} ({parity['images']:,})",
                 " ".join(report["ops"]),
             )
         if "mcu" in description:
