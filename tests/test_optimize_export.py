@@ -555,3 +555,14 @@ def test_mobilenetv2_goes_through_qat_and_integer_export(tmp_path):
     assert "DEPTHWISE_CONV_2D" in description["export"]["ops"]
     interpreter = Interpreter(model_path=str(bundle / "model.tflite"))
     assert interpreter.get_input_details()[0]["dtype"] == np.int8
+
+
+def test_a_qat_bundle_given_for_the_float_form_names_the_training_run_at_once(runs, bundles, tmp_path):
+    """The mobile-gpu form needs a float model: a qat-int8 bundle's message names the run the QAT run
+    was fine-tuned from, not the QAT run (which would be refused next)."""
+    from edge_fm.export.form_options import FormOptions
+    from edge_fm.export.mobile_gpu import export_mobile_gpu
+
+    with pytest.raises(EdgeFMError, match="holds no float model") as refused:
+        export_mobile_gpu(bundles["qat-int8"], FormOptions(out=tmp_path / "gpu"))
+    assert f"pass that run ({runs['train']})" in str(refused.value)

@@ -117,12 +117,25 @@ def _require_float_run(source: Path | str) -> Path:
         return source  # a run, or not a bundle: Run() names what is wrong with it
     from edge_fm.export.bundles import Bundle
 
-    origin = (Bundle.open(source, embedded=True).description.get("source") or {}).get("run")
-    hint = f" (its model.json names {origin})" if origin else ""
+    origin = _float_run_of((Bundle.open(source, embedded=True).description.get("source") or {}).get("run"))
+    hint = f" ({origin})" if origin else ""
     raise EdgeFMError(
         f"{source} is an exported model, which holds no float model; the {TARGET} form is converted from a "
         f"training run's float Keras model: pass that run{hint}."
     )
+
+
+def _float_run_of(recorded: str | None) -> str | None:
+    """The float run a bundle's recorded source stands for: the source itself, or, for a
+    quantization-aware run found here, the run it was fine-tuned from."""
+    if not recorded or not is_run(Path(recorded)):
+        return recorded
+    from edge_fm.train.runs import Run
+
+    run = Run(recorded)
+    if not run.quantization_aware:
+        return recorded
+    return next((step["run"] for step in run.lineage()[1:]), recorded)
 
 
 # ---------------------------------------------------------------- the graph
