@@ -727,3 +727,14 @@ def test_a_relative_data_path_is_recorded_as_the_folder_it_names(digits, tmp_pat
     monkeypatch.chdir(tmp_path / "work")
     dataset = load_data("../digits", options=DataOptions())
     assert dataset.identity.source == str(root)  # not .../work/../digits, which breaks if work/ moves
+
+
+def test_a_few_colour_files_in_a_grey_folder_are_named_with_the_way_to_keep_it_grey(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "d", images[:100], labels[:100])
+    Image.fromarray(np.stack([images[0]] * 3, axis=-1)).save(root / "digit-2" / "rgb.png")
+    with pytest.warns(
+        UserWarning, match=r"1 of 101 images is in colour \(e.g. digit-2/rgb.png\).*--channels 1"
+    ):
+        assert load_data(root).image_shape[-1] == 3
+    assert load_data(root, options=DataOptions(channels=1)).image_shape[-1] == 1

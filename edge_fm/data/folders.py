@@ -11,6 +11,7 @@ import errno
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,8 @@ def _decode_into_cache(
         if options.channels is None and channels == 3 and all(headers[i].grey for i in kept):
             # The only colour files could not be decoded: the images read are grey, and stay so.
             channels, decoded = 1, decoded[..., :1]
+        if options.channels is None and channels == 3:
+            _say_about_few_colour_files([scan.names[i] for i in kept if not headers[i].grey], len(kept))
         labels = np.asarray(scan.labels, dtype=label_dtype(len(scan.class_names)))[kept]
         origin = np.asarray(scan.origin, dtype=np.uint8)[kept]
         names = [scan.names[i] for i in kept]
@@ -307,6 +310,22 @@ def _decode_into_cache(
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+# Below this share of colour files, the RGB input the folder gets is most likely a mistake worth a word.
+FEW_COLOUR_FILES = 0.05
+
+
+def _say_about_few_colour_files(colour: list[str], total: int) -> None:
+    """Warns when a handful of colour files make a grey folder RGB: three times the input (and a
+    microcontroller's arena) for images that are grey."""
+    if len(colour) < FEW_COLOUR_FILES * total:
+        warnings.warn(
+            f"{len(colour)} of {total:,} images {'is' if len(colour) == 1 else 'are'} in colour (e.g. {colour[0]}), so "
+            "every image is read as RGB; "
+            "pass --channels 1 to read them all grey (a third of the input), or convert those files.",
+            stacklevel=5,
+        )
 
 
 def _header_or_error(path: Path):
