@@ -150,6 +150,7 @@ def _mobile_gpu_line(bundle: Path, record: dict) -> str:
 
 def _mcu_line(bundle: Path, record: dict) -> str:
     from edge_fm.export.boards import fitting_boards
+    from edge_fm.export.bundles import FIRMWARE_FOLDER
 
     fits = fitting_boards(record["fits_on"])
     return (
@@ -157,7 +158,7 @@ def _mcu_line(bundle: Path, record: dict) -> str:
         f"({record['arena']['min_bytes']:,} B found + margin), flash {record['flash_bytes']:,} B; top-1 agreement with "
         f"LiteRT's reference kernels {record['agreement_with_litert_reference']:.2%} and accuracy "
         f"{record['accuracy']:.2%} on {record['checked_on']['images']} test images; model and arena fit: {fits} "
-        f"(firmware needs room too); firmware files in {bundle / 'firmware'}"
+        f"(firmware needs room too); firmware files in {bundle / FIRMWARE_FOLDER}"
         + (
             f"; write the model's C array with `python3 {bundle / script}` before building"
             if (script := record["firmware"].get("model_data_script"))

@@ -37,6 +37,7 @@ from edge_fm.train.runs import new_run_dir, read_manifest, write_manifest
 MODEL_FILE = "model.tflite"
 LABELS_FILE = "labels.txt"
 DESCRIPTION_FILE = "model.json"
+FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
 # The description's fields and their types (see :func:`edge_fm.records.check_fields`); any may be absent.
 DESCRIPTION_FIELDS = {
     "name": "str",

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jinja2
 
 from edge_fm.errors import unknown_choice
+from edge_fm.export.bundles import FIRMWARE_FOLDER, MODEL_FILE
 from edge_fm.export.tflm import ARENA_ALIGNMENT, ARENA_MARGIN, Arena
 
 # The firmware files, by role, in the order a build reads them.
@@ -112,7 +113,7 @@ def firmware_sources(
     io: dict[str, float],
     ident: str | None = None,
     c_array_mode: str = "source",
-    folder: str = "firmware",
+    folder: str = FIRMWARE_FOLDER,
     input_note: str = ", light object on black (Fashion-MNIST)",
 ) -> dict[str, str]:
     """The text of each firmware file of an int8 model, by file name (in the order of :func:`roles`).
@@ -189,6 +190,7 @@ def firmware_sources(
         "width": width,
         "channels": channels,
         "input_note": input_note,
+        "model_file": MODEL_FILE,
     }
     return {
         filename: _templates()

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 
 from edge_fm.errors import EdgeFMError, unknown_choice
-from edge_fm.export.bundles import Bundle, check_new_folder, is_run, model_file, new_folder, write_bundle
+from edge_fm.export.bundles import (
+    FIRMWARE_FOLDER,
+    Bundle,
+    check_new_folder,
+    is_run,
+    model_file,
+    new_folder,
+    write_bundle,
+)
 from edge_fm.export.firmware import C_ARRAY_MODES, c_identifier, firmware_sources, roles
 from edge_fm.export.form_options import FormOptions
 from edge_fm.export.tflm import (
@@ -34,9 +42,6 @@ from edge_fm.export.tflm import (
     unsupported_ops,
 )
 from edge_fm.io import make_dirs, write_bytes_atomic
-
-FIRMWARE_FOLDER = "firmware"  # where an MCU bundle keeps its firmware sources
-
 
 # ---------------------------------------------------------------- reading the model
 

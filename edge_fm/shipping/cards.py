@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from edge_fm.export.bundles import MODEL_FILE
 from edge_fm.shipping import card_data
 from edge_fm.shipping.card_forms import forms_text
 from edge_fm.shipping.runs_on import runs_on_text
@@ -120,6 +121,7 @@ def model_card(
     facts = card_data.data_facts(description)
     labels = list(description["labels"])
     return _template().render(
+        model_file=MODEL_FILE,
         front_matter=yaml.safe_dump(_front_matter(name, provenance, row, facts), sort_keys=False),
         name=name,
         summary=_summary(name, provenance, description, facts),
