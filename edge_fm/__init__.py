@@ -153,7 +153,7 @@ def __getattr__(name: str):
         value = getattr(importlib.import_module(module), attribute)
         globals()[name] = value
         return value
-    try:  # a stage package (edge_fm.train is the training stage), as eager imports used to bind it
+    try:  # a stage package: edge_fm.train is the training stage, as `import edge_fm.train` binds it
         return importlib.import_module(f"{__name__}.{name}")
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.{name}":
