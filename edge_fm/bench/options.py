@@ -8,6 +8,8 @@ from typing import Any
 from edge_fm import runner
 from edge_fm.errors import EdgeFMError
 
+MAX_SECONDS = 3600.0  # an hour of timing per artifact and thread count: enough for any steady p50
+
 
 @dataclasses.dataclass(frozen=True)
 class BenchOptions:
@@ -45,10 +47,18 @@ class BenchOptions:
             ("batch size", self.batch_size, 1),
         )
         for option, value, low in limits:
-            if value < low:
+            if not value >= low:  # NaN is at least nothing
                 raise EdgeFMError(f"{option} {value}: must be at least {low}.")
-        if self.max_seconds <= 0:
-            raise EdgeFMError(f"--max-seconds {self.max_seconds}: must be more than 0.")
+        if not 0 < self.max_seconds <= MAX_SECONDS:  # NaN and infinity fail here too
+            raise EdgeFMError(
+                f"--max-seconds {self.max_seconds}: give seconds more than 0 and at most {MAX_SECONDS:,} (an artifact "
+                "at one thread count is timed for at most that long)."
+            )
+        if self.min_seconds > self.max_seconds:
+            raise EdgeFMError(
+                f"--min-seconds {self.min_seconds} is more than --max-seconds {self.max_seconds}: timing stops at "
+                "--max-seconds; lower --min-seconds or raise --max-seconds."
+            )
 
     def runner_args(self) -> list[str]:
         return [
