@@ -154,6 +154,24 @@ def test_predict_refuses_hostile_shapes_in_one_line_before_decoding(hostile_imag
     assert printed.startswith("EdgeFMError") and peak < 20, (peak, printed)
 
 
+HEADER = (
+    "from edge_fm.data.images import read_header\n"
+    "try:\n    print('ok', read_header(sys.argv[1]))\n"
+    "except Exception as exc:\n    print(type(exc).__name__, exc)"
+)
+
+
+@needs_proc
+def test_a_folders_header_scan_refuses_a_large_png_without_decoding_it(hostile_images):
+    # Before: Pillow's getexif() decoded a PNG without an eXIf chunk, 350 MB for this 363 KB file, per
+    # header-reading thread of a --data folder scan.
+    peak, printed = _peak_extra_mb(HEADER, str(hostile_images["square"]))
+    assert printed.startswith("EdgeFMError") and "9400x9400 pixels (RGBA)" in printed and peak < 20, (
+        peak,
+        printed,
+    )
+
+
 def test_explain_reads_images_through_the_same_bounded_reader(hostile_images, bundle, tmp_path):
     code, output = run_cli("explain", bundle, hostile_images["thin"], "--out", tmp_path / "explained")
     assert_one_line_error(

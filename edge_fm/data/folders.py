@@ -255,7 +255,7 @@ def _decode_into_cache(
             try:
                 decoded[slot] = read_image(scan.files[readable[slot]], size, channels, options.resize)
             except EdgeFMError as exc:
-                return _reason(exc)
+                return _reason(exc, scan.files[readable[slot]])
             ok[slot] = True
             return None
 
@@ -332,13 +332,17 @@ def _header_or_error(path: Path):
     try:
         return read_header(path)
     except EdgeFMError as exc:
-        return _reason(exc)
+        return _reason(exc, path)
 
 
-def _reason(exc: EdgeFMError) -> str:
-    """The part of a reader's message after the file name."""
+def _reason(exc: EdgeFMError, path: Path) -> str:
+    """The part of a reader's message after the file name (cached with the data's fingerprint, so it
+    must not name where this copy of the folder is)."""
     text = str(exc)
-    text = text.split(": ", 1)[1] if ": " in text else text
+    if text.startswith(str(path)):
+        text = text[len(str(path)) :].lstrip(": ")
+    elif ": " in text:
+        text = text.split(": ", 1)[1]
     return text.split("; ", 1)[0].rstrip(".")  # the fix a reader suggests for one image does not apply here
 
 

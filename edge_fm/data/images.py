@@ -144,6 +144,7 @@ def read_header(path: Path | str) -> ImageHeader:
     _check_image_file(path, str(path))
     with _bounded_open(path, str(path)) as image:
         width, height = image.size
+        _check_budget(image, str(path))  # before getexif(), which decodes a PNG without an eXIf chunk
         if _ORIENTATION_SWAPS_SIDES.get(image.getexif().get(_ORIENTATION, 1), False):
             width, height = height, width
         return ImageHeader(width, height, _is_grey(image))
