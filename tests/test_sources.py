@@ -738,3 +738,13 @@ def test_a_few_colour_files_in_a_grey_folder_are_named_with_the_way_to_keep_it_g
     ):
         assert load_data(root).image_shape[-1] == 3
     assert load_data(root, options=DataOptions(channels=1)).image_shape[-1] == 1
+
+
+def test_a_skipped_files_reason_names_no_folder_when_a_copy_of_the_data_is_read(digits, tmp_path):
+    images, labels = digits
+    root = write_digits_folder(tmp_path / "first", images[:100], labels[:100])
+    Image.new("RGBA", (4_000, 4_000)).save(root / "digit-1" / "huge.png")  # over the decode budget
+    assert "huge.png" in " ".join(load_data(root).identity.skipped_examples)
+    copy = shutil.copytree(root, tmp_path / "copy")
+    examples = " ".join(load_data(copy).identity.skipped_examples)  # the same data: its cached entry
+    assert "4000x4000" in examples and str(root) not in examples, examples
