@@ -277,6 +277,12 @@ def test_report_errors_are_one_line(tmp_path):
     )
     assert result.exit_code == 1, result.output
     assert "is a file, not a folder" in result.output and len(result.output.strip().splitlines()) == 1
+    stopped = tmp_path / "tiny-cnn-pipeline-1"  # killed after training: its record still says running
+    stopped.mkdir()
+    (stopped / "pipeline.json").write_text(json.dumps({"config": {"arch": "tiny-cnn"}, "status": "running"}))
+    with pytest.raises(EdgeFMError, match="has not finished .*'running'.*edge-fm pipeline --resume"):
+        build_report(stopped)
+    assert not (stopped / "report.html").exists()
 
 
 def test_explain_cli_writes_overlays(exported, tmp_path):

@@ -220,6 +220,11 @@ def _pipeline_page(path: Path, options: ReportOptions, progress) -> dict[str, An
     from edge_fm.show.predict import load_artifact
 
     record = read_json(path / PIPELINE_FILE)
+    if record.get("status") != "complete":
+        raise EdgeFMError(
+            f"{path} has not finished (its record says {record.get('status', 'nothing')!r}): continue it with "
+            f"`edge-fm pipeline --resume {path}`, which writes its report."
+        )
     stages = record.get("stages", {})
     page = _empty_page(f"{path.name}: pipeline of {record.get('config', {}).get('arch', '?')}")
     run = recorded_run(stages.get("train"), path)
