@@ -198,6 +198,7 @@ def test_report_of_a_pipeline_has_every_section(exported, tmp_path):
                     "exports": {"fp32": exported["fp32"].name, "int8": exported["int8"].name},
                 },
                 "best": {"artifact": int8["artifact"], "path": exported["int8"].name, "format": "int8"},
+                "status": "complete",
             }
         )
     )
