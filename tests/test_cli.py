@@ -284,3 +284,19 @@ def test_every_commands_help_fits_eighty_columns_without_cutting_a_word():
         result = runner.invoke(app, [*argv, "--help"], env={"COLUMNS": "80", "TERMINAL_WIDTH": "80"})
         assert result.exit_code == 0, (argv, result.output[-500:])
         assert "…" not in result.output, (argv, [line for line in result.output.splitlines() if "…" in line])
+
+
+def test_options_a_resume_does_not_read_are_named_in_one_warning(tmp_path, capsys):
+    """A resumed run goes on with its recorded settings: options given beside --resume are named as
+    ignored, not silently dropped (here the run does not exist, so each command then fails)."""
+    missing = str(tmp_path / "no-such-run")
+    assert main(["train", "--resume", missing, "--epochs", "3", "--set", "label_smoothing=0.3"]) == 1
+    assert "--resume goes on with the run's recorded settings; ignored: the training options, --set." in (
+        capsys.readouterr().err.replace("\n", " ")
+    )
+    assert main(["optimize", "--resume", missing, "--prune", "0.9", "--qat"]) == 1
+    assert "ignored: --prune, --qat." in capsys.readouterr().err.replace("\n", " ")
+    assert main(["pipeline", "--resume", missing, "--qat", "-f", "int8"]) == 1
+    assert "ignored: --qat, --format." in capsys.readouterr().err.replace("\n", " ")
+    assert main(["train", "--resume", missing]) == 1
+    assert "ignored" not in capsys.readouterr().err

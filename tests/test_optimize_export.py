@@ -7,6 +7,7 @@ import gzip
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -515,6 +516,31 @@ def test_an_interrupted_qat_resumes_as_it_started_folded_or_not(bn_head_run, tmp
         resume_optimize(run)  # must rebuild the graph the checkpoint was written from
         assert _metrics(run)["epochs_run"] == 2
         assert any("dense_bn" in layer.name for layer in Run(run).model().layers) == has_bn
+
+
+@pytest.mark.slow
+def test_a_prune_then_qat_chain_stopped_in_its_pruning_resumes_to_its_qat_step(
+    runs, tmp_path, interrupt_after
+):
+    """`optimize --prune 0.5 --qat`, stopped while pruning: --resume of the pruning run finishes it, then
+    runs the chain's QAT step (the chain is recorded in the pruning run's config)."""
+    from edge_fm.optimize.compress import optimize_chain
+
+    with pytest.raises(KeyboardInterrupt):
+        optimize_chain(
+            runs["train"],
+            prune=0.5,
+            qat=True,
+            fine_tune={"epochs": 2},
+            runs_dir=tmp_path,
+            reporter=interrupt_after(1),
+        )
+    (pruned,) = tmp_path.glob("tiny-cnn-prune-*")
+    last = resume_optimize(pruned)
+    assert Run(pruned).finished and Run(last).finished and Run(last).quantization_aware
+    assert Path(Run(last).optimize_config.parent).resolve() == pruned.resolve()
+    with pytest.raises(EdgeFMError, match="already finished"):
+        resume_optimize(pruned)  # the chain is done: nothing runs twice
 
 
 @pytest.mark.slow

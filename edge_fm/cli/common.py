@@ -107,6 +107,19 @@ def print_error(text: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def ignored_with_resume(**given: bool) -> None:
+    """Warns, in one line, of the options given with ``--resume`` that it does not read: a resumed run
+    goes on with the settings it recorded (``given``: option name -> whether it was given)."""
+    names = [name for name, was_given in given.items() if was_given]
+    if names:
+        err_console.print(
+            "[yellow]warning:[/] --resume goes on with the run's recorded settings; ignored: "
+            f"{escape(', '.join(names))}.",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 

@@ -16,6 +16,8 @@ from edge_fm.cli.common import (
     command,
     command_line,
     console,
+    err_console,
+    ignored_with_resume,
 )
 from edge_fm.cli.options import (
     DEFAULT_SHIP,
@@ -140,6 +142,19 @@ def pipeline_command(
         raise EdgeFMError(
             "name an architecture (see `edge-fm zoo`), or pass --resume PIPELINE_DIR; not both."
         )
+    if resume is not None:
+        ignored_with_resume(
+            **{
+                "--preset": preset != "quick",
+                "--sample": sample,
+                "--prune": prune is not None,
+                "--qat": qat,
+                "--format": bool(formats),
+                "--epochs": epochs is not None,
+                "--set": bool(settings),
+                "the data options": source != DEFAULT_SOURCE,
+            }
+        )
     options = None if resume is not None and timing == PIPELINE_MEASUREMENT else timing.bench_options()
     if resume is not None and target is None and ssh == DEFAULT_SSH:
         where = None  # the pipeline's own target, SSH options and all
@@ -160,6 +175,13 @@ def pipeline_command(
             overrides.update(chosen)
             config = PipelineConfig(arch, preset, sample, prune, qat, tuple(formats or ()), overrides, epochs)
             top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
+    except KeyboardInterrupt:
+        reporter.stop()
+        err_console.print(
+            "[bold red]interrupted:[/] continue with `edge-fm pipeline --resume PIPELINE_DIR` (the pipeline run "
+            "directory printed above); its finished stages are kept."
+        )
+        raise typer.Exit(130) from None
     finally:
         reporter.stop()
     result = read_pipeline(top)

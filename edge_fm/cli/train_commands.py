@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,6 +15,7 @@ from edge_fm.cli.common import (
     command,
     console,
     err_console,
+    ignored_with_resume,
 )
 from edge_fm.cli.options import (
     DEFAULT_SOURCE,
@@ -94,6 +96,19 @@ def train_command(
     from edge_fm.train import config as config_lib
 
     reporter = RichReporter(console)
+    if resume is not None:
+        ignored_with_resume(
+            **{
+                "--preset": preset != "quick",
+                "--sample": sample,
+                "the training options": training != DEFAULT_TRAINING,
+                "--init-from": init_from is not None,
+                "--weights": weights is not None,
+                "--set": bool(settings),
+                "--arch-opt": bool(arch_options),
+                "the data options": dataclasses.replace(source, data=None) != DEFAULT_SOURCE,
+            }
+        )
     try:
         if resume is not None:
             # --data with --resume: where the run's own data is now, when it has moved.
@@ -270,6 +285,17 @@ def optimize_command(
         reporter.stop()
         _print_step(step_dir)
 
+    if resume is not None:
+        ignored_with_resume(
+            **{
+                "RUN_DIR": run_dir is not None,
+                "--prune": prune is not None,
+                "--qat": qat,
+                "--epochs": epochs is not None,
+                "--lr": lr is not None,
+                "--set": bool(settings),
+            }
+        )
     try:
         if resume is not None:
             _print_step(resume_optimize(resume, data_dir, reporter=reporter, data=data))
@@ -291,6 +317,13 @@ def optimize_command(
             step_done,
             data,
         )
+    except KeyboardInterrupt:
+        reporter.stop()
+        err_console.print(
+            "[bold red]interrupted:[/] continue with `edge-fm optimize --resume RUN_DIR` (the step's run printed "
+            "above; a prune-then-QAT chain goes on to its QAT step)."
+        )
+        raise typer.Exit(130) from None
     finally:
         reporter.stop()
 

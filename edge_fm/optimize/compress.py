@@ -138,14 +138,40 @@ def resume_optimize(
     reporter: Reporter | None = None,
     data: Path | str | None = None,
 ) -> Path:
-    """Continues an interrupted optimization run from its last completed epoch (``data``: as :func:`optimize`)."""
+    """Continues an interrupted optimization run from its last completed epoch (``data``: as :func:`optimize`),
+    and a prune-then-QAT chain to its end: the QAT step is started, or resumed, after its pruning.
+
+    Returns:
+        The last step's run directory.
+    """
     run = Run(run_dir)
-    if run.finished:
-        raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
     config, tune = run.optimize_config, run.train_config
-    parent = Run(config.parent)
-    dataset = parent.dataset(data_dir, tune, parent.continued_on(data))
-    return _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
+    following = _chained_qat(run.path) if run.finished and config.then_qat else None
+    if run.finished and not (config.then_qat and (following is None or not Run(following).finished)):
+        raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
+    if following is not None:  # the pruning finished; its QAT step had begun
+        return resume_optimize(following, data_dir, reporter, data)
+    finished = run.path
+    if not run.finished:
+        parent = Run(config.parent)
+        dataset = parent.dataset(data_dir, tune, parent.continued_on(data))
+        finished = _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())
+    if not config.then_qat:
+        return finished
+    qat = OptimizeConfig(
+        "qat", str(finished), fold_batch_norms=config.fold_batch_norms, fine_tune=dict(config.fine_tune)
+    )
+    return optimize(qat, data_dir, finished.parent, reporter=reporter)
+
+
+def _chained_qat(pruned: Path) -> Path | None:
+    """The QAT run a chain started from ``pruned`` beside it, if any."""
+    for candidate in sorted(pruned.parent.glob("*-pqat-*")) + sorted(pruned.parent.glob("*-qat-*")):
+        if (candidate / CONFIG).is_file():
+            step = Run(candidate).optimize_config
+            if step.method == "qat" and Path(step.parent).resolve() == pruned.resolve():
+                return candidate
+    return None
 
 
 def optimize_chain(
@@ -192,7 +218,9 @@ def optimize_chain(
                 str(source),
                 target_sparsity=prune,
                 keep_first_last=keep_first_last,
+                fold_batch_norms=fold_batch_norms,
                 fine_tune=dict(fine_tune or {}),
+                then_qat=qat,
             )
         )
     if qat:

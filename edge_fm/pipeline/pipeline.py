@@ -102,6 +102,7 @@ def run_pipeline(
         "stages": {},
     }
     write_json(top / PIPELINE_FILE, record)
+    log(f"pipeline run directory: {top}")
     run = PipelineRun(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )

@@ -197,6 +197,7 @@ class OptimizeConfig:
     preserve_sparsity: bool | None = None  # qat: keep zeros (None: when the parent was pruned)
     fold_batch_norms: bool = True  # qat: fold batch norms that feed a Dense into it first
     fine_tune: dict = dataclasses.field(default_factory=dict)  # overrides of the parent's training config
+    then_qat: bool = False  # prune: a QAT step follows in the same chain (a resume runs it too)
 
     def __post_init__(self) -> None:
         check_field_types(self)
