@@ -123,9 +123,13 @@ def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path):
     served, url = http_server
     checksums = _serve_dataset(served)
     seen = []
+    (tmp_path / "dl").mkdir()
+    stale = tmp_path / "dl" / ".tmp-x1y2-train-images-idx3-ubyte.gz"  # what a killed fetch leaves
+    stale.write_bytes(b"half a file")
     paths = download.fetch(
         tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t))
     )
+    assert not stale.exists()
     assert sorted(p.name for p in paths) == sorted(data.PUBLISHED_SHA256)
     assert all(sha256_file(p) == checksums[p.name] for p in paths)
     assert seen[-1][1] == seen[-1][2]  # progress reached the file's size
@@ -136,7 +140,9 @@ def test_fetch_refuses_a_corrupt_file_and_leaves_no_half_file(http_server, tmp_p
     served, url = http_server
     checksums = _serve_dataset(served, corrupt="t10k-labels-idx1-ubyte.gz")
     target = tmp_path / "dl"
-    with pytest.raises(EdgeFMError, match="t10k-labels-idx1-ubyte.gz.*checksum mismatch.*refused"):
+    with pytest.raises(
+        EdgeFMError, match="t10k-labels-idx1-ubyte.gz.*checksum mismatch.*refused.*check the network"
+    ):
         download.fetch(target, base_urls=[url], checksums=checksums)
     assert not (target / "t10k-labels-idx1-ubyte.gz").exists()
     assert (target / "t10k-images-idx3-ubyte.gz").exists()  # the good files still landed

@@ -414,3 +414,21 @@ def test_every_sweep_option_reaches_the_spec_and_ray(monkeypatch, tmp_path):
     assert (spec.bench_threads, spec.bench_target, spec.bench_ssh_key) == (2, "ssh://pi@board", str(key))
     assert (spec.bench_ssh_options, spec.bench_python, spec.sample) == (("A=b",), "python3.11", True)
     assert (ray.concurrency, ray.threads) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (["--prune", "1.5"], "--prune 1.5: give the target sparsity as a fraction in (0, 1)"),
+        (["--prune", "0,nan"], "--prune nan: give the target sparsity"),
+        (["--set", "epochs=0"], "epochs"),
+        (["--max-p50-ms", "nan"], "--max-p50-ms nan: give a positive latency"),
+    ],
+)
+def test_a_trial_that_cannot_run_is_one_line_before_any_trial(tmp_path, capsys, argv, expected):
+    """Every trial's configuration is built before Ray starts: a bad value is one line, not a folder of
+    failed trials (and a sweep whose every trial failed exits non-zero)."""
+    code = main(["sweep", "--sample", "--arch", "tiny-cnn", *argv, "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert code == 1 and expected in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

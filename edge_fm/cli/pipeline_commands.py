@@ -243,7 +243,12 @@ def sweep_command(
         asked = SweepOptions(**tried.asked(), **measures.asked(), sample=sample, data=chosen)
         sweep_spec = build_spec(asked)
         sweep_dir = run_sweep(sweep_spec, runs_dir, ray_options, data_dir, log)
-    _print_sweep(read_sweep(sweep_dir), sweep_dir)
+    summary = read_sweep(sweep_dir)
+    _print_sweep(summary, sweep_dir)
+    if summary["rows"] and not any(row.get("status") == "ok" for row in summary["rows"]):
+        raise EdgeFMError(
+            f"every trial failed (their errors are above): fix the cause, then `edge-fm sweep --resume {sweep_dir} --retry-errors`."
+        )
 
 
 def _print_sweep(summary: dict, sweep_dir: Path) -> None:

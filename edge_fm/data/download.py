@@ -54,6 +54,7 @@ def fetch(
             done.append(target)
             continue
         check_output_dir(directory, "--data-dir")  # a folder that cannot be written fails before any download
+        _clear_stale_downloads(directory)
         errors = []
         for base in base_urls:
             url = base.rstrip("/") + "/" + name
@@ -66,8 +67,22 @@ def fetch(
         else:
             failures.append(f"{name}: " + "; ".join(errors))
     if failures:
-        raise EdgeFMError("download failed: " + " | ".join(failures))
+        raise EdgeFMError(
+            "download failed: "
+            + " | ".join(failures)
+            + f"; check the network (or its proxy), or copy the four files into {directory} (or point --data-dir "
+            "at a copy)."
+        )
     return done
+
+
+def _clear_stale_downloads(directory: Path) -> None:
+    """Removes what a killed fetch left: the temporary files of the dataset's names (only a fetch
+    writes them, so any found at the start of one is stale)."""
+    names = {f for pair in FILES.values() for f in pair}
+    for leftover in directory.glob(".tmp-*"):
+        if leftover.is_file() and any(leftover.name.endswith(f"-{name}") for name in names):
+            leftover.unlink(missing_ok=True)
 
 
 # The largest release file (training images) is about 26 MB: a mirror sending more is not sending it.

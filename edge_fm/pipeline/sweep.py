@@ -61,7 +61,7 @@ from edge_fm.pipeline.sweep_summary import (
     read_trial,
     write_summary,
 )
-from edge_fm.pipeline.sweep_trial import error_row, ray_trainable
+from edge_fm.pipeline.sweep_trial import check_trials, error_row, ray_trainable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,6 +136,7 @@ def run_sweep(
     require_ray()
     if spec.search == "optuna":
         require_optuna()
+    check_trials(spec)
     sweep_dir = new_run_dir(runs_dir, "sweep").resolve()
     write_json(
         sweep_dir / SPEC_FILE,

@@ -65,7 +65,7 @@ class Constraints:
             raise EdgeFMError(
                 f"--min-accuracy {self.min_accuracy}: give a fraction between 0 and 1, e.g. 0.94."
             )
-        if self.max_p50_ms is not None and self.max_p50_ms <= 0:
+        if self.max_p50_ms is not None and not 0 < self.max_p50_ms < float("inf"):  # NaN too
             raise EdgeFMError(
                 f"--max-p50-ms {self.max_p50_ms}: give a positive latency in milliseconds, e.g. 1.5."
             )

@@ -107,15 +107,31 @@ def _wait_for(trial_dir: Path, timeout: float = 24 * 3600) -> dict[str, Any]:
     raise EdgeFMError(f"{trial_dir} did not finish within {timeout:.0f} s.")
 
 
-def _pipeline_record(
-    trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threads: int, data_dir
-) -> dict[str, Any]:
-    from edge_fm.pipeline.pipeline import PIPELINE_BENCH, PIPELINE_FILE, PipelineConfig, run_pipeline
+def check_trials(spec: SweepSpec) -> None:
+    """Builds every trial's pipeline and training config before any trial runs, so that a bad value
+    (``--prune 1.5``, ``--set epochs=0``) is one line, not one failed trial each.
+
+    Raises:
+        EdgeFMError: The first trial whose configuration is refused, named.
+    """
+    from edge_fm.train.trainer import config_for  # TensorFlow loads here: the sweep trains anyway
+
+    for trial in spec.trial_configs():
+        config = _pipeline_config(trial, spec)
+        overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
+        try:
+            config_for(config.arch, config.preset, **overrides)
+        except EdgeFMError as exc:
+            raise EdgeFMError(f"trial {trial.key}: {exc}") from None
+
+
+def _pipeline_config(trial: TrialConfig, spec: SweepSpec):
+    from edge_fm.pipeline.pipeline import PipelineConfig
 
     formats = tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
     if spec.formats and not formats:
         raise EdgeFMError(f"formats {', '.join(spec.formats)}: qat-int8 needs QAT, and this trial has none.")
-    config = PipelineConfig(
+    return PipelineConfig(
         trial.arch,
         spec.preset,
         spec.sample,
@@ -125,6 +141,14 @@ def _pipeline_record(
         {**spec.data, **{k: list(v) if isinstance(v, tuple) else v for k, v in trial.settings}},
         spec.fine_tune_epochs,
     )
+
+
+def _pipeline_record(
+    trial: TrialConfig, spec: SweepSpec, trial_dir: Path, threads: int, data_dir
+) -> dict[str, Any]:
+    from edge_fm.pipeline.pipeline import PIPELINE_BENCH, PIPELINE_FILE, run_pipeline
+
+    config = _pipeline_config(trial, spec)
     # Concurrent trials share the machine: each measures with its own cores only.
     options = dataclasses.replace(PIPELINE_BENCH, threads=(spec.bench_threads,), accuracy_threads=threads)
     where = spec.bench_where()
