@@ -438,8 +438,14 @@ def test_corrupt_or_mismatched_artifacts_are_refused(tmp_path, untrained_bundle,
         (["bench", "empty", "--threads", "a,b"], "--threads 'a,b': give positive thread counts"),
         (["bench", "empty", "--runs", "0"], "--runs 0: must be at least 1."),
         (["bench", "empty", "--warmup", "-1"], "--warmup -1: must be at least 0."),
-        (["bench", "empty", "--max-seconds", "nan"], "--max-seconds nan: give seconds more than 0 and at most"),
-        (["bench", "empty", "--max-seconds", "inf"], "--max-seconds inf: give seconds more than 0 and at most"),
+        (
+            ["bench", "empty", "--max-seconds", "nan"],
+            "--max-seconds nan: give seconds more than 0 and at most",
+        ),
+        (
+            ["bench", "empty", "--max-seconds", "inf"],
+            "--max-seconds inf: give seconds more than 0 and at most",
+        ),
         (["bench", "empty", "--max-seconds", "1e308"], "--max-seconds 1e+308: give seconds more than 0"),
         (["bench", "empty", "--min-seconds", "nan"], "--min-seconds nan: must be at least 0."),
         (["bench", "empty", "--min-seconds", "5", "--max-seconds", "1"], "--min-seconds 5.0 is more than"),
@@ -491,6 +497,15 @@ def test_an_unfinished_run_is_named_with_the_command_that_finishes_it(place):
             code, output, f"{run} has no model.h5: the run did not finish; continue it with"
         )
     assert files_under(place / "runs") == ["tiny-cnn-train-1", "tiny-cnn-train-1/config.json"]
+    # Stopped after saving its model, before scoring it: still not a finished run to build on.
+    (run / "model.h5").write_bytes(b"saved, never scored")
+    for argv in (["evaluate", run], ["export", run, "-f", "fp32"]):
+        code, output = run_cli(*argv)
+        assert_one_line_error(
+            code,
+            output,
+            f"{run} has no metrics.json: the run did not finish; continue it with `edge-fm train",
+        )
 
 
 def test_a_corrupt_config_json_is_named(place):

@@ -373,15 +373,18 @@ class Run:
         return self.path / MODEL_FILE
 
     def require_model(self) -> Run:
-        """Checks that the run saved its model; returns the run.
+        """Checks that the run finished: its model saved and its metrics written (a run stopped between
+        the two saved a model it never scored); returns the run.
 
         Raises:
             EdgeFMError: The run did not finish (with the command that finishes it).
         """
-        if not self.model_path.is_file():
+        missing = MODEL_FILE if not self.model_path.is_file() else None if self.finished else METRICS_FILE
+        if missing is not None:
+            command = "train" if self.stage == "train" else "optimize"
             raise EdgeFMError(
-                f"{self.path} has no {MODEL_FILE}: the run did not finish; continue it with `edge-fm "
-                f"train --resume {self.path}`."
+                f"{self.path} has no {missing}: the run did not finish; continue it with `edge-fm "
+                f"{command} --resume {self.path}`."
             )
         return self
 
