@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,11 @@ def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
         EdgeFMError: Not a result, or a field of the wrong type (naming the row).
     """
     if kind_of(value) == "bench" and isinstance(value.get("results"), dict):
+        missing = [field for field in ("command", "environment") if field not in value]
+        if missing:
+            raise InvalidJSONError(
+                f"{path} has no {' or '.join(repr(f) for f in missing)}: pass a JSON written by `edge-fm bench --json`."
+            )
         check_fields(value, {"command": "str", "environment": "dict"}, path)
         value = flat(value)  # the envelope of every result file; a bare result is an older file
     if not isinstance(value, dict) or not isinstance(value.get("rows"), list):
@@ -191,4 +197,26 @@ def check_bench_result(value: Any, path: Path | str) -> dict[str, Any]:
     check_fields(value, fields_of("bench.json"), path)
     for index, row in enumerate(value["rows"]):
         check_fields(row, BENCH_ROW_FIELDS, path, what=f"rows[{index}].")
+        if isinstance(row, dict) and row.get("status") == "ok":
+            _check_measured_row(row, path, index)
     return value
+
+
+def _check_measured_row(row: dict[str, Any], path: Path | str, index: int) -> None:
+    """A measured row holds what its readers compute with: a name, and finite numbers where it has a
+    size, an accuracy or a latency (a timed row also its thread count)."""
+    latency = row.get("latency") if isinstance(row.get("latency"), dict) else None
+    numbers = {"bytes": row.get("bytes"), "accuracy": row.get("accuracy")}
+    if latency is not None:
+        numbers.update({"threads": row.get("threads"), "latency.p50_ms": latency.get("p50_ms")})
+    problems = (
+        [f"its artifact is {row.get('artifact')!r}"] if not isinstance(row.get("artifact"), str) else []
+    )
+    for field, value in numbers.items():
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not finite and (value is not None or field in ("threads", "latency.p50_ms")):
+            problems.append(f"its {field} is {value!r}")
+    if problems:
+        raise InvalidJSONError(
+            f"{path}: rows[{index}] is marked ok but {problems[0]}: pass a JSON written by `edge-fm bench --json`."
+        )

@@ -363,3 +363,25 @@ def test_class_names_in_scripts_no_font_draws_give_one_warning_not_one_per_glyph
     messages = [str(w.message) for w in caught]
     assert not [m for m in messages if "missing from font" in m], messages
     assert len([m for m in messages if "no installed font draws" in m]) == (0 if drawn else 1), messages
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"schema": "edge-fm/bench/1", "results": {"rows": [{"artifact": "zz"}]}}', "has no 'command'"),
+        (
+            '{"rows": [{"artifact": "x", "status": "ok", "accuracy": NaN, "bytes": 10, "latency": {"p50_ms": 1}}]}',
+            "rows[0] is marked ok but its accuracy is nan",
+        ),
+        (
+            '{"rows": [{"artifact": "x", "status": "ok", "threads": 1, "bytes": 10, "latency": {"p50_ms": "fast"}}]}',
+            "rows[0] is marked ok but its latency.p50_ms is 'fast'",
+        ),
+    ],
+)
+def test_a_hand_made_bench_result_is_one_line(tmp_path, content, expected):
+    result = tmp_path / "weird.json"
+    result.write_text(content)
+    outcome = CliRunner().invoke(app, ["report", str(result), "--out", str(tmp_path / "r.html")])
+    assert outcome.exit_code == 1 and expected in outcome.output, outcome.output
+    assert "Traceback" not in outcome.output and not (tmp_path / "r.html").exists()
