@@ -288,6 +288,18 @@ def percentile(sorted_values: list[float], q: float) -> float:
 MAX_TIMED_RUNS = 100_000
 
 
+def warm_up(invoke, runs: int, max_seconds: float) -> int:
+    """Runs ``invoke`` untimed ``runs`` times, or until ``max_seconds`` have passed; returns how many ran."""
+    deadline = time.perf_counter() + max_seconds
+    done = 0
+    while done < runs:
+        invoke()
+        done += 1
+        if time.perf_counter() > deadline:
+            break
+    return done
+
+
 def summarize_latency(seconds: list[float]) -> dict:
     """Mean, std, min, max, p50, p90, p99 (milliseconds) and images/s of per-image timings."""
     ms = sorted(s * 1000.0 for s in seconds)
@@ -413,9 +425,7 @@ def measure(artifact: str, test_data: str, threads: int, options: dict, with_acc
     t0 = time.perf_counter()
     invoke()
     row["first_inference_ms"] = (time.perf_counter() - t0) * 1000.0
-    for _ in range(options["warmup"]):
-        invoke()
-    row["warmup_runs"] = options["warmup"]
+    row["warmup_runs"] = warm_up(invoke, options["warmup"], options["max_seconds"])
     row["latency"] = summarize_latency(
         time_invocations(invoke, options["runs"], options["min_seconds"], options["max_seconds"])
     )
@@ -749,15 +759,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def options_from(args: argparse.Namespace) -> dict:
     if args.options:
         return json.loads(args.options)
-    if (
-        args.runs < 1
-        or args.min_seconds < 0
-        or args.max_seconds <= 0
-        or args.warmup < 0
-        or args.batch_size < 1
+    if not (
+        args.runs >= 1
+        and 0 <= args.min_seconds < float("inf")
+        and 0 < args.max_seconds < float("inf")
+        and args.warmup >= 0
+        and args.batch_size >= 1
     ):
         raise RunnerError(
-            "--runs and --batch-size must be >= 1, --min-seconds and --warmup >= 0, --max-seconds > 0."
+            "--runs and --batch-size must be >= 1, --min-seconds and --warmup >= 0, --max-seconds > 0 (finite)."
         )
     return {
         "runs": args.runs,

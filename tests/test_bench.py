@@ -377,3 +377,13 @@ def test_timing_a_microsecond_model_stops_at_a_bounded_number_of_runs():
     timings = runner.time_invocations(lambda: None, min_runs=10, min_seconds=3600.0, max_seconds=60.0)
     assert len(timings) == runner.MAX_TIMED_RUNS  # not an hour of runs held in a list
     assert len(runner.time_invocations(lambda: None, 200_000, 0.0, 60.0)) == 200_000  # --runs asked is kept
+
+
+def test_warming_up_stops_at_max_seconds_whatever_the_count():
+    """--warmup 10**20 with --max-seconds 0.05 warms up for about 0.05 s, as --runs is capped by time."""
+    import time
+
+    started = time.perf_counter()
+    done = runner.warm_up(lambda: time.sleep(0.005), 10**20, 0.05)
+    assert 1 <= done < 100 and time.perf_counter() - started < 2
+    assert runner.warm_up(lambda: None, 3, 60.0) == 3 and runner.warm_up(lambda: None, 0, 60.0) == 0
