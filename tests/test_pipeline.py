@@ -203,7 +203,7 @@ def test_a_pipeline_killed_after_its_exports_resumes_without_exporting_again(tmp
 def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path, capsys):
     """--resume without --target measures where the pipeline was meant to: a stopped pipeline for an SSH
     device is checked against that device (here a closed port) before any work, not benched locally."""
-    from edge_fm.pipeline.pipeline import PipelineConfig, recorded_target
+    from edge_fm.pipeline.pipeline import PipelineConfig, recorded_bench
 
     top = tmp_path / "tiny-cnn-pipeline-1"
     top.mkdir()
@@ -212,7 +212,7 @@ def test_a_resumed_pipeline_benchmarks_on_the_target_it_was_started_for(tmp_path
 
     record = {"config": dataclasses.asdict(config), "target": "ssh://nobody@127.0.0.1:1", "stages": {}}
     (top / "pipeline.json").write_text(json.dumps({**record, "status": "interrupted"}))
-    assert recorded_target(top) == "ssh://nobody@127.0.0.1:1"
+    assert recorded_bench(top)[:2] == ("ssh://nobody@127.0.0.1:1", {})
 
     assert main(["pipeline", "--resume", str(top)]) == 1
     err = capsys.readouterr().err
@@ -251,12 +251,16 @@ def test_a_resumed_pipeline_keeps_its_ssh_and_timing_options(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert main(["pipeline", "--resume", str(top)]) == 1
     assert "stopped here" in capsys.readouterr().err
-    assert started[-1].target == dataclasses.replace(target, identity=str(tmp_path / "key"))
+    recorded = dataclasses.replace(
+        target, identity=str(tmp_path / "key"), ssh_options=(f"UserKnownHostsFile={tmp_path / 'kh'}",)
+    )
+    assert started[-1].target == recorded
     assert started[-1].bench_options == timing
 
+    # An option given now replaces its own recorded value only; the others stay as recorded.
     assert main(["pipeline", "--resume", str(top), "--runs", "3", "--ssh-key", "other"]) == 1
-    assert started[-1].bench_options == BenchOptions(runs=3, min_seconds=0.5)
-    assert (started[-1].target.name, started[-1].target.identity) == (target.name, "other")
+    assert started[-1].bench_options == dataclasses.replace(timing, runs=3)
+    assert started[-1].target == dataclasses.replace(recorded, identity="other")
 
 
 def test_the_pipelines_timing_options_default_to_its_shorter_measurement():
@@ -277,3 +281,19 @@ def test_the_pipelines_timing_options_default_to_its_shorter_measurement():
         3,
         2,
     )
+
+
+def test_the_stopped_pipeline_a_ctrl_c_names_is_the_one_started_last(tmp_path):
+    from edge_fm.pipeline.pipeline import stopped_pipeline
+
+    assert stopped_pipeline(tmp_path, "tiny-cnn") is None
+    for number, status in ((1, "interrupted"), (2, "complete"), (10, "interrupted")):
+        (tmp_path / f"tiny-cnn-pipeline-{number}").mkdir()
+        (tmp_path / f"tiny-cnn-pipeline-{number}" / "pipeline.json").write_text(
+            json.dumps({"status": status})
+        )
+    assert (
+        stopped_pipeline(tmp_path, "tiny-cnn") == tmp_path / "tiny-cnn-pipeline-10"
+    )  # 10 after 2, not "1" + "0"
+    (tmp_path / "tiny-cnn-pipeline-10" / "pipeline.json").write_text(json.dumps({"status": "complete"}))
+    assert stopped_pipeline(tmp_path, "tiny-cnn") is None

@@ -447,19 +447,34 @@ def parse_target(
 
 def target_options(target: Target) -> dict[str, Any]:
     """The options of :func:`parse_target` that make ``target`` again from its name: what a stopped
-    pipeline records so that it resumes on the same device, reached the same way. A key file is
-    recorded as an absolute path, so a resume from another folder finds it."""
+    pipeline records so that it resumes on the same device, reached the same way. Files (the key, an
+    ``-o UserKnownHostsFile=...``) are recorded as absolute paths, so a resume from another folder finds them."""
     if isinstance(target, SshTarget):
-        identity = str(Path(target.identity).absolute()) if target.identity else None
+        identity = _absolute(target.identity) if target.identity else None
         return {
             "identity": identity,
-            "ssh_options": list(target.ssh_options),
+            "ssh_options": [_absolute_file_option(option) for option in target.ssh_options],
             "python": target.python,
             "connect_timeout": target.connect_timeout,
         }
     if isinstance(target, TflmTarget):
         return {"tflm_images": target.images}
     return {}
+
+
+# ssh -o options whose value is a file: recorded absolute, so that a resume from another folder finds it.
+_FILE_OPTIONS = ("identityfile", "userknownhostsfile", "globalknownhostsfile", "certificatefile")
+
+
+def _absolute(path: str) -> str:
+    return str(Path(path).expanduser().absolute())  # ssh expands ~ itself; a record read elsewhere cannot
+
+
+def _absolute_file_option(option: str) -> str:
+    key, sep, value = option.partition("=")
+    if sep and key.strip().lower() in _FILE_OPTIONS and value and value.lower() != "none":
+        return f"{key}={_absolute(value)}"
+    return option
 
 
 def last_line(text: str) -> str:

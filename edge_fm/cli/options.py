@@ -164,6 +164,15 @@ class SshOptions:
     ] = None
     remote_python: Annotated[str, typer.Option(help="Python command on the SSH host.")] = "python3"
 
+    @classmethod
+    def of(cls, options: dict) -> SshOptions:
+        """The options a target was reached with (:func:`edge_fm.bench.targets.target_options`)."""
+        return cls(
+            Path(options["identity"]) if options.get("identity") else None,
+            list(options.get("ssh_options") or []) or None,
+            options.get("python") or "python3",
+        )
+
     def target(self, target: str, connect_timeout: int, tflm_images: Optional[int] = None):
         """The bench target a ``--target`` value names, reached over SSH with these options."""
         from edge_fm import parse_target
@@ -313,8 +322,9 @@ class ExportOptions:
         int,
         typer.Option(
             min=1,
-            help="Images the parity checks run on (mobile: test images against the int8 artifact; mcu: "
-            "test images under TFLM against LiteRT's reference kernels).",
+            help="Images the parity checks run on (a plain export: validation images against Keras; mobile: "
+            "test images against the int8 artifact; mcu: test images under TFLM against LiteRT's reference "
+            "kernels).",
         ),
     ] = _FORM.parity_images
     c_array: Annotated[
@@ -385,6 +395,17 @@ class ShipOptions:
 
 
 DEFAULT_SHIP = ShipOptions()  # `ship`'s defaults: the library's
+
+
+def given_over(recorded, given, default):
+    """``recorded`` (an option group's values a run recorded) with each option the user gave now: a field of
+    ``given`` that differs from the command's ``default``."""
+    changed = {
+        field.name: getattr(given, field.name)
+        for field in dataclasses.fields(given)
+        if getattr(given, field.name) != getattr(default, field.name)
+    }
+    return dataclasses.replace(recorded, **changed)
 
 
 def with_option_groups(command):

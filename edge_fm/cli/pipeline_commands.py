@@ -33,6 +33,7 @@ from edge_fm.cli.options import (
     ShipOptions,
     SshOptions,
     TrainSettingsOption,
+    given_over,
 )
 from edge_fm.cli.sweep_options import (
     DEFAULT_CLUSTER,
@@ -135,7 +136,14 @@ def pipeline_command(
     Example: edge-fm pipeline cnn-2conv --preset paper --qat --target ssh://pi@raspberrypi.local
     Example: edge-fm pipeline --resume runs/cnn-2conv-pipeline-1
     """
-    from edge_fm import PipelineConfig, read_pipeline, recorded_target, resume_pipeline, run_pipeline
+    from edge_fm import (
+        PipelineConfig,
+        read_pipeline,
+        recorded_bench,
+        resume_pipeline,
+        run_pipeline,
+        stopped_pipeline,
+    )
     from edge_fm.train import config as config_lib
 
     if (arch is None) == (resume is None):
@@ -153,13 +161,16 @@ def pipeline_command(
                 "--epochs": epochs is not None,
                 "--set": bool(settings),
                 "the data options": source != DEFAULT_SOURCE,
+                "--runs-dir": runs_dir != Path("runs"),
             }
         )
-    options = None if resume is not None and timing == PIPELINE_MEASUREMENT else timing.bench_options()
-    if resume is not None and target is None and ssh == DEFAULT_SSH:
-        where = None  # the pipeline's own target, SSH options and all
-    else:
-        where = ssh.target(target or (recorded_target(resume) if resume is not None else "local"), 10)
+    if resume is not None:  # what the pipeline recorded, each option given now replacing its own
+        recorded_target, recorded_ssh, recorded_timing = recorded_bench(resume)
+        target = target or recorded_target
+        ssh = given_over(SshOptions.of(recorded_ssh), ssh, DEFAULT_SSH)
+        timing = given_over(Measurement.of(recorded_timing), timing, PIPELINE_MEASUREMENT)
+    options = timing.bench_options()
+    where = ssh.target(target or "local", 10)
     reporter = RichReporter(console)
 
     def log(message: str) -> None:
@@ -177,9 +188,10 @@ def pipeline_command(
             top = run_pipeline(config, where, options, data_dir, runs_dir, reporter=reporter, log=log)
     except KeyboardInterrupt:
         reporter.stop()
+        stopped = resume if resume is not None else stopped_pipeline(runs_dir, arch)
         err_console.print(
-            "[bold red]interrupted:[/] continue with `edge-fm pipeline --resume PIPELINE_DIR` (the pipeline run "
-            "directory printed above); its finished stages are kept."
+            "[bold red]interrupted:[/] continue with "
+            f"`edge-fm pipeline --resume {escape(str(stopped or 'PIPELINE_DIR'))}`; its finished stages are kept."
         )
         raise typer.Exit(130) from None
     finally:

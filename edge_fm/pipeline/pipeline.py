@@ -24,7 +24,7 @@ from edge_fm.export.bundles import BENCH_FILE, MODEL_FILE, PIPELINE_FILE
 from edge_fm.export.formats import get_format
 from edge_fm.io import read_json, write_json
 from edge_fm.pipeline.stages import STAGES, PipelineRun
-from edge_fm.train.runs import new_run_dir, write_manifest
+from edge_fm.train.runs import latest_run_dir, new_run_dir, write_manifest
 
 # Shorter timing than `edge-fm bench`: the pipeline ranks one run's artifacts against each other.
 PIPELINE_BENCH = BenchOptions(runs=50, min_seconds=0.5)
@@ -102,7 +102,6 @@ def run_pipeline(
         "stages": {},
     }
     write_json(top / PIPELINE_FILE, record)
-    log(f"pipeline run directory: {top}")
     run = PipelineRun(
         config, train_config, top, resolve_data_dir(data_dir), target, bench_options, record, reporter, log
     )
@@ -175,14 +174,28 @@ def _recorded_bench_options(record: dict[str, Any]) -> BenchOptions:
     return BenchOptions(**{**recorded, "threads": tuple(recorded["threads"])})
 
 
-def recorded_target(top: Path | str) -> str:
-    """The bench target a stopped pipeline was started for (``local``, ``ssh://user@host``, ...), which
-    ``--resume`` measures on unless told another.
+def stopped_pipeline(runs_dir: Path | str, arch: str) -> Path | None:
+    """The pipeline of ``arch`` started last in ``runs_dir``, when it stopped (what ``--resume`` takes)."""
+    top = latest_run_dir(runs_dir, f"{arch}-pipeline")
+    if top is None or not (top / PIPELINE_FILE).is_file():
+        return None
+    return None if read_json(top / PIPELINE_FILE).get("status") == "complete" else top
+
+
+def recorded_bench(top: Path | str) -> tuple[str, dict[str, Any], BenchOptions]:
+    """Where and how a stopped pipeline benchmarks: its target (``local``, ``ssh://user@host``, ...), the
+    target's options (:func:`edge_fm.bench.targets.target_options`) and its timing, which ``--resume``
+    uses unless told others.
 
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
     """
-    return _stopped_record(Path(top)).get("target", "local")
+    record = _stopped_record(Path(top))
+    return (
+        record.get("target", "local"),
+        dict(record.get("target_options", {})),
+        _recorded_bench_options(record),
+    )
 
 
 def _stopped_record(top: Path) -> dict[str, Any]:

@@ -55,6 +55,12 @@ def new_run_dir(root: Path | str, name: str) -> Path:
             n += 1
 
 
+def latest_run_dir(root: Path | str, name: str) -> Path | None:
+    """The newest ``root/name-N`` (the highest N), or None: what :func:`new_run_dir` made last."""
+    found = [p for p in Path(root).glob(f"{name}-*") if _suffix(p.name, name)]
+    return max(found, key=lambda p: _suffix(p.name, name)) if found else None
+
+
 def _suffix(dirname: str, name: str) -> int:
     tail = dirname[len(name) + 1 :]
     return int(tail) if tail.isdigit() else 0
