@@ -68,6 +68,15 @@ def environment(**notes: Any) -> dict[str, Any]:
     return {**found, **notes}
 
 
+def without_host_names(value: Any) -> Any:
+    """``value`` with every ``hostname`` entry removed, at any depth."""
+    if isinstance(value, dict):
+        return {key: without_host_names(item) for key, item in value.items() if key != "hostname"}
+    if isinstance(value, list):
+        return [without_host_names(item) for item in value]
+    return value
+
+
 def envelope(
     kind: str, results: Any, command: str, environment: dict[str, Any] | None, public: bool = True
 ) -> dict[str, Any]:
@@ -77,9 +86,11 @@ def envelope(
     Raises:
         EdgeFMError: ``public`` and a string of the envelope names a private path.
     """
-    # A result file is shared: the machine is told by its CPU, cores and OS, never by its host name.
-    environment = {key: item for key, item in (environment or {}).items() if key != "hostname"}
-    value = {"schema": schema(kind), "command": command, "environment": environment, "results": results}
+    # A result file is shared: a machine is told by its CPU, cores and OS, never by its host name (nor
+    # are a fleet's devices, whose environments sit in the results).
+    value = without_host_names(
+        {"schema": schema(kind), "command": command, "environment": environment or {}, "results": results}
+    )
     if public:
         found = private_strings(value)
         if found:

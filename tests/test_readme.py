@@ -68,6 +68,9 @@ def test_a_result_file_is_written_in_the_envelope_and_refuses_a_private_path(tmp
         tmp_path / "z.json", "bench", {"rows": []}, "edge-fm bench", device, public=False
     )
     assert json.loads(shared.read_text())["environment"] == {"cpu": "Cortex-A76"}
+    fleet = {"environments": {"local": {"cpu": "x", "hostname": "my-laptop"}, "ssh://pi@pi": device}}
+    written = write_result_file(tmp_path / "f.json", "bench", fleet, "edge-fm bench", {}, public=False)
+    assert "my-laptop" not in written.read_text() and "pi-kitchen" not in written.read_text()
     assert read_result_file(path, "x")["results"] == {"rows": [1]}
     for private in ("/work/main/models/mlp/model.tflite", "--data-dir ../shared/data", "runs/long/x"):
         with pytest.raises(EdgeFMError, match="a path of this machine"):
@@ -309,7 +312,7 @@ def test_a_benchmark_scripts_bench_result_refuses_a_private_path(tmp_path):
     from edge_fm.bench.benchmark import write_results
     from edge_fm.errors import EdgeFMError
 
-    result = {"rows": [{"path": str(REPO / "models" / "mlp" / "model.tflite")}], "command": "python x.py"}
+    result = {"rows": [{"path": "/home/someone/models/mlp/model.tflite"}], "command": "python x.py"}
     write_results(result, tmp_path / "own.json")  # a user's own file names its artifacts where they are
     with pytest.raises(EdgeFMError, match="a path of this machine"):
         write_results(result, tmp_path / "committed.json", public=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_fm.io import read_json, write_json
-from edge_fm.result_files import envelope, kind_of
+from edge_fm.result_files import envelope, kind_of, without_host_names
 
 REPO = Path(__file__).resolve().parents[1]
 RESULT_DIRS = ("benchmarks/results", "experiments/results")
@@ -77,15 +77,6 @@ def kind_for(name: str, value: Any) -> str:
     return KINDS[name]
 
 
-def without_hostname(value: Any) -> Any:
-    """``value`` with every ``hostname`` entry of an environment removed, at any depth."""
-    if isinstance(value, dict):
-        return {key: without_hostname(item) for key, item in value.items() if key != "hostname"}
-    if isinstance(value, list):
-        return [without_hostname(item) for item in value]
-    return value
-
-
 def relative_artifacts(value: Any) -> Any:
     """``value`` with absolute paths of a shipped model's files written from ``models/`` on."""
     if isinstance(value, dict):
@@ -118,7 +109,7 @@ def convert(path: Path) -> dict[str, Any] | None:
     if kind_of(value) and "results" in value:
         return None
     kind = kind_for(path.name, value)
-    value = relative_artifacts(without_hostname(value))
+    value = relative_artifacts(without_host_names(value))
     if kind == "paper-presets":  # a list of rows, each with the command of its training
         command = "python benchmarks/train_paper_presets.py --summarize-only"
         return envelope(kind, value, command, paper_environment(path.parent, value))
