@@ -89,8 +89,7 @@ def _keras_baseline_row(run_dir: str, test_set: str, threads: int, options: dict
     t0 = time.perf_counter()
     call(one).numpy()
     row["first_inference_ms"] = (time.perf_counter() - t0) * 1000.0
-    for _ in range(options["warmup"]):
-        call(one).numpy()
+    row["warmup_runs"] = runner.warm_up(lambda: call(one).numpy(), options["warmup"], options["max_seconds"])
     timings = runner.time_invocations(
         lambda: call(one).numpy(), options["runs"], options["min_seconds"], options["max_seconds"]
     )
