@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -126,10 +127,13 @@ def test_fetch_downloads_and_verifies_from_local_server(http_server, tmp_path):
     (tmp_path / "dl").mkdir()
     stale = tmp_path / "dl" / ".tmp-x1y2-train-images-idx3-ubyte.gz"  # what a killed fetch leaves
     stale.write_bytes(b"half a file")
+    os.utime(stale, (0, 0))  # untouched for long
+    live = tmp_path / "dl" / ".tmp-a3b4-train-images-idx3-ubyte.gz"  # a fetch running beside this one
+    live.write_bytes(b"being written")
     paths = download.fetch(
         tmp_path / "dl", base_urls=[url], checksums=checksums, progress=lambda n, d, t: seen.append((n, d, t))
     )
-    assert not stale.exists()
+    assert not stale.exists() and live.exists()
     assert sorted(p.name for p in paths) == sorted(data.PUBLISHED_SHA256)
     assert all(sha256_file(p) == checksums[p.name] for p in paths)
     assert seen[-1][1] == seen[-1][2]  # progress reached the file's size

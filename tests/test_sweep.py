@@ -420,14 +420,15 @@ def test_every_sweep_option_reaches_the_spec_and_ray(monkeypatch, tmp_path):
     "argv, expected",
     [
         (["--prune", "1.5"], "--prune 1.5: give the target sparsity as a fraction in (0, 1)"),
-        (["--prune", "0,nan"], "--prune nan: give the target sparsity"),
-        (["--set", "epochs=0"], "epochs"),
+        (["--prune", "nan"], "--prune nan: give the target sparsity"),
+        (["--set", "epochs=0"], "epochs must be a number >= 1, got 0"),
         (["--max-p50-ms", "nan"], "--max-p50-ms nan: give a positive latency"),
     ],
 )
 def test_a_trial_that_cannot_run_is_one_line_before_any_trial(tmp_path, capsys, argv, expected):
-    """Every trial's configuration is built before Ray starts: a bad value is one line, not a folder of
-    failed trials (and a sweep whose every trial failed exits non-zero)."""
+    """Every trial's configuration is built before Ray starts: a sweep in which no trial can run is one
+    line, not a folder of failed trials (one with some trials that can run keeps the others as error rows:
+    see the resume test)."""
     code = main(["sweep", "--sample", "--arch", "tiny-cnn", *argv, "--runs-dir", str(tmp_path / "runs")])
     err = capsys.readouterr().err
     assert code == 1 and expected in err and len(err.strip().splitlines()) == 1, err

@@ -294,6 +294,9 @@ def optimize_command(
                 "--epochs": epochs is not None,
                 "--lr": lr is not None,
                 "--set": bool(settings),
+                "--prune-all": prune_all,
+                "--no-fold-bn": not fold_bn,
+                "--runs-dir": runs_dir != Path("runs"),
             }
         )
     try:

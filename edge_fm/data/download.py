@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -76,12 +77,20 @@ def fetch(
     return done
 
 
+# A temporary download untouched this long is what a killed fetch left (a live one writes every moment).
+STALE_SECONDS = 600
+
+
 def _clear_stale_downloads(directory: Path) -> None:
-    """Removes what a killed fetch left: the temporary files of the dataset's names (only a fetch
-    writes them, so any found at the start of one is stale)."""
+    """Removes what a killed fetch left: the dataset's temporary files that nothing has written to for
+    :data:`STALE_SECONDS` (a fetch running beside this one keeps its own)."""
     names = {f for pair in FILES.values() for f in pair}
     for leftover in directory.glob(".tmp-*"):
-        if leftover.is_file() and any(leftover.name.endswith(f"-{name}") for name in names):
+        try:
+            stale = time.time() - leftover.stat().st_mtime > STALE_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale and leftover.is_file() and any(leftover.name.endswith(f"-{name}") for name in names):
             leftover.unlink(missing_ok=True)
 
 

@@ -161,7 +161,7 @@ def resume_optimize(
     qat = OptimizeConfig(
         "qat", str(finished), fold_batch_norms=config.fold_batch_norms, fine_tune=dict(config.fine_tune)
     )
-    return optimize(qat, data_dir, finished.parent, reporter=reporter)
+    return optimize(qat, data_dir, finished.parent, reporter=reporter, data=data)  # data: where it is now
 
 
 def _chained_qat(pruned: Path) -> Path | None:

@@ -108,27 +108,37 @@ def _wait_for(trial_dir: Path, timeout: float = 24 * 3600) -> dict[str, Any]:
 
 
 def check_trials(spec: SweepSpec) -> None:
-    """Builds every trial's pipeline and training config before any trial runs, so that a bad value
-    (``--prune 1.5``, ``--set epochs=0``) is one line, not one failed trial each.
+    """Builds every trial's pipeline and training config before any trial runs: a sweep in which no
+    trial can run (``--prune 1.5``, ``--set epochs=0``) is one line, not a folder of failed trials. A
+    sweep in which some can runs them; the others become error rows that say why.
 
     Raises:
-        EdgeFMError: The first trial whose configuration is refused, named.
+        EdgeFMError: Every trial's configuration is refused (the first one's reason, named).
     """
     from edge_fm.train.trainer import config_for  # TensorFlow loads here: the sweep trains anyway
 
+    refusals = []
     for trial in spec.trial_configs():
-        config = _pipeline_config(trial, spec)
-        overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
         try:
+            config = _pipeline_config(trial, spec)
+            overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
             config_for(config.arch, config.preset, **overrides)
         except EdgeFMError as exc:
-            raise EdgeFMError(f"trial {trial.key}: {exc}") from None
+            refusals.append(f"trial {trial.key}: {exc}")
+            continue
+        return  # one trial can run
+    if refusals:
+        raise EdgeFMError(f"no trial can run; {refusals[0]}")
+
+
+def _formats_of(trial: TrialConfig, spec: SweepSpec) -> tuple[str, ...]:
+    return tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
 
 
 def _pipeline_config(trial: TrialConfig, spec: SweepSpec):
     from edge_fm.pipeline.pipeline import PipelineConfig
 
-    formats = tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
+    formats = _formats_of(trial, spec)
     if spec.formats and not formats:
         raise EdgeFMError(f"formats {', '.join(spec.formats)}: qat-int8 needs QAT, and this trial has none.")
     return PipelineConfig(
