@@ -433,3 +433,21 @@ def test_a_trial_that_cannot_run_is_one_line_before_any_trial(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert code == 1 and expected in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_a_resumed_sweep_runs_where_and_as_many_at_once_as_it_started_unless_told(tmp_path, monkeypatch):
+    """--concurrency and --threads-per-trial (and --address) are recorded: a resume without them runs as
+    the sweep was started (one trial at a time stays one at a time); one given now replaces its own."""
+    from edge_fm.pipeline import sweep
+
+    ran = []
+    monkeypatch.setattr(sweep, "check_trials", lambda spec: None)
+    monkeypatch.setattr(
+        sweep, "_sweep", lambda folder, spec, ray_options, data_dir, log: ran.append(ray_options)
+    )
+    spec = build_spec(SweepOptions(archs="tiny-cnn", sample=True))
+    sweep.run_sweep(spec, tmp_path, sweep.RayOptions(concurrency=1, threads=2))
+    sweep.resume_sweep(tmp_path / "sweep-1")
+    assert (ran[-1].concurrency, ran[-1].threads, ran[-1].address) == (1, 2, None)
+    sweep.resume_sweep(tmp_path / "sweep-1", sweep.RayOptions(concurrency=2, retry_errors=True))
+    assert (ran[-1].concurrency, ran[-1].threads, ran[-1].retry_errors) == (2, 2, True)

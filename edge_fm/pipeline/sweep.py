@@ -142,6 +142,7 @@ def run_sweep(
         sweep_dir / SPEC_FILE,
         {
             "spec": spec.as_dict(),
+            "ray": _placement(ray_options),
             "data_dir": str(Path(data_dir).resolve()) if data_dir else None,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
@@ -161,7 +162,7 @@ def resume_sweep(
 
     Args:
         sweep_dir: The sweep's folder.
-        ray_options: Where and how many trials run at once.
+        ray_options: Where and how many trials run at once; an option left None is the sweep's recorded one.
         constraints: Constraints of the picks that replace the saved ones (None values are ignored).
         data_dir: Where the full dataset is (default: where the sweep found it).
         log: Called with each progress line.
@@ -183,7 +184,19 @@ def resume_sweep(
     require_ray()
     if spec.search == "optuna":
         require_optuna()
+    # Where and how many at once as the sweep was started, each option given now replacing its own.
+    given = {key: value for key, value in _placement(ray_options).items() if value is not None}
+    ray_options = dataclasses.replace(ray_options, **{**saved.get("ray", {}), **given})
     return _sweep(sweep_dir, spec, ray_options, data_dir or saved.get("data_dir"), log)
+
+
+def _placement(ray_options: RayOptions) -> dict[str, Any]:
+    """The options of where trials run and how many at once (None: chosen by the machine), as recorded."""
+    return {
+        "address": ray_options.address,
+        "concurrency": ray_options.concurrency,
+        "threads": ray_options.threads,
+    }
 
 
 def _sweep(sweep_dir: Path, spec: SweepSpec, ray_options: RayOptions, data_dir, log) -> Path:
