@@ -226,10 +226,7 @@ def read_json(path: Path) -> Any:
     except IsADirectoryError:
         raise EdgeFMError(f"{path} is a folder, not a JSON file.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidJSONError(
-            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; re-create "
-            "it with the command that made it."
-        ) from None
+        raise InvalidJSONError.corrupt(f"{path} is not valid JSON ({str(exc).splitlines()[0]})") from None
     except OSError as exc:
         raise EdgeFMError(f"cannot read {path}: {(exc.strerror or str(exc)).lower()}.") from None
 

@@ -30,7 +30,21 @@ _FIX = "re-create it with the command that made it."
 
 class InvalidJSONError(EdgeFMError, ValueError):
     """A file that should hold JSON does not; still a ``ValueError``, as ``json``'s own error is,
-    for callers that treat a corrupt file as absent."""
+    for callers that treat a corrupt file as absent.
+
+    Attributes:
+        problem: What is wrong with a corrupt file (``PATH is not valid JSON (...)``), for a caller whose
+            fix is another than re-making it (a user's own file); None for other errors.
+    """
+
+    problem: str | None = None
+
+    @classmethod
+    def corrupt(cls, problem: str) -> InvalidJSONError:
+        """The error of a corrupt file: ``problem`` with the fix of a file edge-fm made."""
+        error = cls(f"{problem}: the file is corrupt; {_FIX}")
+        error.problem = problem
+        return error
 
 
 # Field types per kind of file, by dotted path; a field may be absent (older files) or null.
@@ -81,15 +95,13 @@ def parse_json(text: str, path: Path | str) -> Any:
     try:
         value = json.loads(text, parse_int=bounded_int)
     except _TooLong as exc:
-        raise InvalidJSONError(f"{path} holds {exc}: the file is corrupt; {_FIX}") from None
+        raise InvalidJSONError.corrupt(f"{path} holds {exc}") from None
     except RecursionError:
-        raise InvalidJSONError(
-            f"{path} is nested too deeply to read (at most {MAX_DEPTH} levels): the file is corrupt; {_FIX}"
+        raise InvalidJSONError.corrupt(
+            f"{path} is nested too deeply to read (at most {MAX_DEPTH} levels)"
         ) from None
     except (json.JSONDecodeError, ValueError) as exc:
-        raise InvalidJSONError(
-            f"{path} is not valid JSON ({str(exc).splitlines()[0]}): the file is corrupt; {_FIX}"
-        ) from None
+        raise InvalidJSONError.corrupt(f"{path} is not valid JSON ({str(exc).splitlines()[0]})") from None
     check_depth(value, path)
     schema = _SCHEMAS.get(Path(path).name)
     if schema is not None:
@@ -121,9 +133,7 @@ def check_depth(value: Any, path: Path | str) -> None:
     while stack:
         item, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise InvalidJSONError(
-                f"{path} is nested more than {MAX_DEPTH} levels deep: the file is corrupt; {_FIX}"
-            )
+            raise InvalidJSONError.corrupt(f"{path} is nested more than {MAX_DEPTH} levels deep")
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):

@@ -164,7 +164,7 @@ def pipeline_command(
                 "--runs-dir": runs_dir != Path("runs"),
             }
         )
-    if resume is not None:  # what the pipeline recorded, each option given now replacing its own
+        # What the pipeline recorded, each option given now replacing its own.
         recorded_target, recorded_ssh, recorded_timing = recorded_bench(resume)
         target = target or recorded_target
         ssh = given_over(SshOptions.of(recorded_ssh), ssh, DEFAULT_SSH)

@@ -49,13 +49,14 @@ def fetch(
     directory = resolve_data_dir(dest)
     checksums = checksums or datasets.PUBLISHED_SHA256  # read at call time: the one table of checksums
     done, failures = [], []
-    for name in (f for pair in FILES.values() for f in pair):
+    if directory.is_dir():
+        _clear_stale_downloads(directory)
+    for name in FILE_NAMES:
         target = directory / name
         if target.is_file() and sha256_file(target) == checksums[name]:
             done.append(target)
             continue
         check_output_dir(directory, "--data-dir")  # a folder that cannot be written fails before any download
-        _clear_stale_downloads(directory)
         errors = []
         for base in base_urls:
             url = base.rstrip("/") + "/" + name
@@ -77,6 +78,8 @@ def fetch(
     return done
 
 
+FILE_NAMES = tuple(name for pair in FILES.values() for name in pair)  # the four release files
+
 # A temporary download untouched this long is what a killed fetch left (a live one writes every moment).
 STALE_SECONDS = 600
 
@@ -84,13 +87,12 @@ STALE_SECONDS = 600
 def _clear_stale_downloads(directory: Path) -> None:
     """Removes what a killed fetch left: the dataset's temporary files that nothing has written to for
     :data:`STALE_SECONDS` (a fetch running beside this one keeps its own)."""
-    names = {f for pair in FILES.values() for f in pair}
     for leftover in directory.glob(".tmp-*"):
         try:
             stale = time.time() - leftover.stat().st_mtime > STALE_SECONDS
         except FileNotFoundError:
             continue
-        if stale and leftover.is_file() and any(leftover.name.endswith(f"-{name}") for name in names):
+        if stale and leftover.is_file() and any(leftover.name.endswith(f"-{name}") for name in FILE_NAMES):
             leftover.unlink(missing_ok=True)
 
 

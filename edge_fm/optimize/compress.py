@@ -146,13 +146,16 @@ def resume_optimize(
     """
     run = Run(run_dir)
     config, tune = run.optimize_config, run.train_config
-    following = _chained_qat(run.path) if run.finished and config.then_qat else None
-    if run.finished and not (config.then_qat and (following is None or not Run(following).finished)):
-        raise EdgeFMError(f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead.")
-    if following is not None:  # the pruning finished; its QAT step had begun
-        return resume_optimize(following, data_dir, reporter, data)
     finished = run.path
-    if not run.finished:
+    if run.finished:
+        following = _chained_qat(run.path) if config.then_qat else None
+        if following is not None:  # the pruning finished and its QAT step had begun: that one goes on
+            return resume_optimize(following, data_dir, reporter, data)
+        if not config.then_qat:
+            raise EdgeFMError(
+                f"{run.path} already finished (it has {METRICS_FILE}); start a new run instead."
+            )
+    else:
         parent = Run(config.parent)
         dataset = parent.dataset(data_dir, tune, parent.continued_on(data))
         finished = _optimize_in(run.path, run.stage, config, tune, dataset, reporter or NullReporter())

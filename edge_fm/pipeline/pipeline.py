@@ -111,13 +111,22 @@ def run_pipeline(
 def _checked(config: PipelineConfig, target) -> tuple[Any, Any]:
     """The training config a pipeline makes and its bench target, both checked before any work: a bad
     option, or an unreachable device, is found now and not after training."""
-    from edge_fm.train.trainer import config_for  # TensorFlow loads here, only when a pipeline runs
-
     target = parse_target(target) if isinstance(target, str) else target
-    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-    train_config = config_for(config.arch, config.preset, **overrides)
+    train_config = train_config_of(config)
     target.check()
     return train_config, target
+
+
+def train_config_of(config: PipelineConfig):
+    """The training config a pipeline makes (preset, ``--set`` overrides, the sample), checked.
+
+    Raises:
+        EdgeFMError: A bad option value.
+    """
+    from edge_fm.train.trainer import config_for  # TensorFlow loads here, only when a pipeline runs
+
+    overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
+    return config_for(config.arch, config.preset, **overrides)
 
 
 def resume_pipeline(
@@ -139,13 +148,13 @@ def resume_pipeline(
     top = Path(top)
     record = _stopped_record(top)
     config = PipelineConfig(**record["config"])
-    started_for = record.get("target", "local")
+    started_for, target_record, recorded_timing = _bench_record(record)
     if target is None:
-        target = parse_target(started_for, **record.get("target_options", {}))
+        target = parse_target(started_for, **target_record)
     train_config, target = _checked(config, target)
     if target.name != started_for:
         log(f"the benchmark runs on {target.name}; the pipeline was started for {started_for}")
-    bench_options = _recorded_bench_options(record) if bench_options is None else bench_options
+    bench_options = recorded_timing if bench_options is None else bench_options
     record.update(
         _target_record(target, bench_options), status="running", resumed=time.strftime("%Y-%m-%dT%H:%M:%S%z")
     )
@@ -166,12 +175,15 @@ def _target_record(target, bench_options: BenchOptions) -> dict[str, Any]:
     }
 
 
-def _recorded_bench_options(record: dict[str, Any]) -> BenchOptions:
-    """The timing a pipeline was started with (a record from before it was kept: the pipeline's default)."""
-    recorded = record.get("bench_options")
-    if recorded is None:
-        return PIPELINE_BENCH
-    return BenchOptions(**{**recorded, "threads": tuple(recorded["threads"])})
+def _bench_record(record: dict[str, Any]) -> tuple[str, dict[str, Any], BenchOptions]:
+    """What :func:`_target_record` kept: the target, its options and the timing (a record from before
+    they were kept: its target reached as by default, the pipeline's default timing)."""
+    timing = record.get("bench_options")
+    return (
+        record.get("target", "local"),
+        dict(record.get("target_options", {})),
+        BenchOptions(**{**timing, "threads": tuple(timing["threads"])}) if timing else PIPELINE_BENCH,
+    )
 
 
 def stopped_pipeline(runs_dir: Path | str, arch: str) -> Path | None:
@@ -190,12 +202,7 @@ def recorded_bench(top: Path | str) -> tuple[str, dict[str, Any], BenchOptions]:
     Raises:
         EdgeFMError: ``top`` is not a pipeline run, or it already finished.
     """
-    record = _stopped_record(Path(top))
-    return (
-        record.get("target", "local"),
-        dict(record.get("target_options", {})),
-        _recorded_bench_options(record),
-    )
+    return _bench_record(_stopped_record(Path(top)))
 
 
 def _stopped_record(top: Path) -> dict[str, Any]:

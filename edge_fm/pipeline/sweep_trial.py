@@ -115,14 +115,12 @@ def check_trials(spec: SweepSpec) -> None:
     Raises:
         EdgeFMError: Every trial's configuration is refused (the first one's reason, named).
     """
-    from edge_fm.train.trainer import config_for  # TensorFlow loads here: the sweep trains anyway
+    from edge_fm.pipeline.pipeline import train_config_of  # TensorFlow loads: the sweep trains anyway
 
     refusals = []
     for trial in spec.trial_configs():
         try:
-            config = _pipeline_config(trial, spec)
-            overrides = {**config.train_overrides, **({"data": "sample"} if config.sample else {})}
-            config_for(config.arch, config.preset, **overrides)
+            train_config_of(_pipeline_config(trial, spec))
         except EdgeFMError as exc:
             refusals.append(f"trial {trial.key}: {exc}")
             continue
@@ -131,14 +129,10 @@ def check_trials(spec: SweepSpec) -> None:
         raise EdgeFMError(f"no trial can run; {refusals[0]}")
 
 
-def _formats_of(trial: TrialConfig, spec: SweepSpec) -> tuple[str, ...]:
-    return tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
-
-
 def _pipeline_config(trial: TrialConfig, spec: SweepSpec):
     from edge_fm.pipeline.pipeline import PipelineConfig
 
-    formats = _formats_of(trial, spec)
+    formats = tuple(f for f in spec.formats if trial.qat or f != "qat-int8")
     if spec.formats and not formats:
         raise EdgeFMError(f"formats {', '.join(spec.formats)}: qat-int8 needs QAT, and this trial has none.")
     return PipelineConfig(

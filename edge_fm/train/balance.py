@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_fm.errors import EdgeFMError
 from edge_fm.io import read_json
+from edge_fm.records import InvalidJSONError
 
 BALANCED = "balanced"
 NONE = "none"
@@ -66,12 +67,11 @@ def class_weights(value: str, labels: np.ndarray, class_names: tuple[str, ...]) 
 def _weights_file(path: Path, class_names: tuple[str, ...]) -> np.ndarray:
     try:
         given = read_json(path)
-    except EdgeFMError as exc:  # the user's own file: the fix is to edit it, not to re-make it
-        if ": the file is corrupt;" not in str(exc):
+    except InvalidJSONError as exc:  # the user's own file: the fix is to edit it, not to re-make it
+        if exc.problem is None:
             raise
-        reason = str(exc).split(": the file is corrupt;")[0]
         raise EdgeFMError(
-            f"--class-weight {reason}: write a JSON object of weights by class name, e.g. "
+            f"--class-weight {exc.problem}: write a JSON object of weights by class name, e.g. "
             f'{{"{class_names[0]}": 2.0}}.'
         ) from None
     if not isinstance(given, dict):
